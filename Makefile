@@ -1,0 +1,150 @@
+# nala - plain make.
+#
+#   make                 library, the nala program, tests and benchmarks (CUDA code too when nvcc is found)
+#   make test            build and run the CPU tests
+#   make test-cuda       build and run the CUDA tests (needs a GPU)
+#   make bench           build the benchmark programs
+#   make DEBUG=1 ...     -O0 -g, in build/debug
+#   make SANITIZE=1 ...  ASan + UBSan, in build/sanitize
+#   make OMP=0 ...       without OpenMP
+#   make CUDA=0 ...      skip CUDA even when nvcc is present; CUDA=1 requires it
+#   make CUDA_ARCH=90    GPU architecture (default: read from nvidia-smi, else 90); PTX is embedded too
+#   make ARCH=...        host -march (default native)
+#   THIRD_PARTY=dir      extra include dir holding catch2/catch.hpp and stb/stb_image.h
+#                        (default: ./third_party_headers, then /usr/include)
+
+CXX      ?= g++
+ARCH     ?= native
+OMP      ?= 1
+DEBUG    ?= 0
+SANITIZE ?= 0
+THIRD_PARTY ?= third_party_headers
+
+ifeq ($(SANITIZE),1)
+  VARIANT := sanitize
+  OPTFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDSAN := -fsanitize=address,undefined
+else ifeq ($(DEBUG),1)
+  VARIANT := debug
+  OPTFLAGS := -O0 -g
+else
+  VARIANT := release
+  OPTFLAGS := -O3 -g1 -DNDEBUG
+endif
+BUILD := build/$(VARIANT)
+
+CXXFLAGS := -std=c++17 $(OPTFLAGS) -march=$(ARCH) -Wall -Wextra -Wno-unused-parameter -MMD -MP -I.
+LDFLAGS  := $(LDSAN)
+LDLIBS   := -lpthread
+
+# ---- OpenMP: detected by compiling an empty program with -fopenmp
+ifeq ($(OMP),1)
+  HAVE_OMP := $(shell echo 'int main(){}' | $(CXX) -fopenmp -x c++ - -o /dev/null 2>/dev/null && echo 1)
+  ifeq ($(HAVE_OMP),1)
+    CXXFLAGS += -fopenmp
+    LDFLAGS  += -fopenmp
+  else
+    $(warning OpenMP not found: building single-threaded kernels)
+  endif
+else
+  CXXFLAGS += -Wno-unknown-pragmas
+endif
+
+# ---- CUDA: nvcc on PATH or in /usr/local/cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+ifeq ($(CUDA),0)
+  USE_CUDA :=
+else ifneq ($(NVCC),)
+  USE_CUDA := 1
+else ifeq ($(CUDA),1)
+  $(error CUDA=1 but nvcc was not found; install the CUDA toolkit or put nvcc on PATH)
+endif
+ifeq ($(USE_CUDA),1)
+  CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+  CUDA_ARCH ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
+  ifeq ($(CUDA_ARCH),)
+    CUDA_ARCH := 90
+  endif
+  NVCCFLAGS := -std=c++17 -O3 -I. -Xcompiler -fopenmp --expt-relaxed-constexpr \
+               -gencode=arch=compute_$(CUDA_ARCH),code=sm_$(CUDA_ARCH) \
+               -gencode=arch=compute_$(CUDA_ARCH),code=compute_$(CUDA_ARCH) -MMD -MP
+  ifeq ($(DEBUG),1)
+    NVCCFLAGS += -g -G
+  endif
+  CXXFLAGS += -DNALA_CUDA -I$(CUDA_HOME)/include
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -lcudart
+endif
+
+# ---- third-party headers (Debian: catch2, libstb-dev)
+CATCH_INC := $(firstword $(wildcard $(THIRD_PARTY)/catch2/catch.hpp /usr/include/catch2/catch.hpp))
+STB_INC   := $(firstword $(wildcard $(THIRD_PARTY)/stb/stb_image.h /usr/include/stb/stb_image.h))
+
+# ---- sources
+CORE_DIRS := tensor autograd kernels/cpu nn models
+CORE_SRC  := $(foreach d,$(CORE_DIRS),$(wildcard $(d)/*.cpp))
+CUDA_SRC  := $(if $(USE_CUDA),$(wildcard kernels/cuda/*.cu))
+TOOL_SRC  := $(filter-out tools/main.cpp,$(wildcard tools/*.cpp))
+TEST_SRC  := $(wildcard tests/*.cpp)
+
+CORE_OBJ  := $(CORE_SRC:%.cpp=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
+TOOL_OBJ  := $(TOOL_SRC:%.cpp=$(BUILD)/%.o)
+TEST_OBJ  := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
+
+LIB   := $(BUILD)/libnala.a
+NALA  := $(BUILD)/nala
+TESTS := $(BUILD)/nala_tests
+
+.PHONY: all lib test test-cuda bench clean info
+all: lib $(NALA) $(TESTS) bench info
+
+info:
+	@echo "nala: built $(VARIANT) in $(BUILD):" \
+	  "openmp=$(if $(filter 1,$(HAVE_OMP)),yes,no)" \
+	  "cuda=$(if $(USE_CUDA),yes (sm_$(CUDA_ARCH) + PTX),no)"
+
+lib: $(LIB)
+$(LIB): $(CORE_OBJ)
+	@mkdir -p $(@D)
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $(if $(filter tools/% tests/%,$<),$(if $(STB_INC),-I$(dir $(patsubst %/,%,$(dir $(STB_INC))))),) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(NALA): $(BUILD)/tools/main.o $(TOOL_OBJ) $(LIB)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lz
+
+$(BUILD)/tests/%.o: tests/%.cpp
+	@mkdir -p $(@D)
+	@test -n "$(CATCH_INC)" || { echo "Catch2 v2 not found: apt-get install catch2 (or run tools/test.sh)"; exit 1; }
+	$(CXX) $(CXXFLAGS) -I$(dir $(patsubst %/,%,$(dir $(CATCH_INC)))) -Itools -c $< -o $@
+
+$(TESTS): $(TEST_OBJ) $(TOOL_OBJ) $(LIB)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lz
+
+test: $(TESTS)
+	$(TESTS) "~[cuda]" "~[slow]"
+
+test-cuda: $(TESTS)
+	$(TESTS) "[cuda]"
+
+# ---- benchmarks: OpenBLAS is linked into bench_gemm only, as the yardstick
+HAVE_OPENBLAS := $(shell test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h -o -f /usr/include/openblas/cblas.h && echo 1)
+BENCH_SRC := $(wildcard bench/*.cpp)
+BENCH_BIN := $(BENCH_SRC:bench/%.cpp=$(BUILD)/bench/%)
+bench: $(BENCH_BIN)
+$(BUILD)/bench/bench_gemm: bench/bench_gemm.cpp $(LIB)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $(if $(HAVE_OPENBLAS),-DHAVE_OPENBLAS -I/usr/include/x86_64-linux-gnu/openblas-pthread,) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(if $(HAVE_OPENBLAS),-lopenblas,)
+$(BUILD)/bench/%: bench/%.cpp $(LIB)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

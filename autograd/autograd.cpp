@@ -1,0 +1,169 @@
+// autograd/autograd.cpp - the backward engine.
+#include "autograd/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "kernels/cpu/elementwise.h"
+
+namespace nala {
+
+const char* op_name(OpId op) {
+  static const char* names[] = {
+#define NALA_OP_NAME(name) #name,
+      NALA_OPS(NALA_OP_NAME)
+#undef NALA_OP_NAME
+  };
+  int i = (int)op;
+  return i >= 0 && i < op_count() ? names[i] : "?";
+}
+
+static thread_local bool g_grad_enabled = true;
+bool grad_enabled() { return g_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+bool needs_grad(const std::vector<Tensor>& inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backward) {
+  if (!needs_grad(inputs)) return out;
+  auto node = std::make_shared<Node>();
+  node->op = op;
+  node->inputs = std::move(inputs);
+  node->backward = std::move(backward);
+  out.set_grad_fn(node);
+  out.impl()->requires_grad = true;
+  return out;
+}
+
+void accumulate_into(Tensor& dst, const Tensor& src) {
+  NALA_CHECK(dst.shape() == src.shape(), "gradient accumulation: shape ", src.desc(), " into ", dst.desc());
+  NALA_CHECK(dst.is_contiguous(), "gradient accumulation into a non-contiguous tensor ", dst.desc());
+  Tensor s = view::contiguous(src);
+  NALA_CHECK(dst.device() == Device::CPU, "gradient accumulation on ", device_name(dst.device()),
+             " needs the CUDA backend");
+  cpu::axpy(dst.f32(), s.f32(), 1.0f, dst.numel());
+}
+
+// Nodes reachable from root in an order where every node comes before the
+// nodes of its inputs (reverse post-order of an iterative DFS).
+// Holds shared pointers so that nodes stay alive while backward frees inputs.
+static std::vector<std::shared_ptr<Node>> topo_order(const std::shared_ptr<Node>& root) {
+  std::vector<std::shared_ptr<Node>> post;
+  std::unordered_set<Node*> seen;
+  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack;  // node, next input to visit
+  stack.push_back({root, 0});
+  seen.insert(root.get());
+  while (!stack.empty()) {
+    auto& top = stack.back();
+    Node* node = top.first.get();
+    if (top.second < node->inputs.size()) {
+      const Tensor& in = node->inputs[top.second++];
+      if (in.defined() && in.grad_fn() && seen.insert(in.grad_fn().get()).second)
+        stack.push_back({in.grad_fn(), 0});
+    } else {
+      post.push_back(top.first);
+      stack.pop_back();
+    }
+  }
+  return std::vector<std::shared_ptr<Node>>(post.rbegin(), post.rend());
+}
+
+// Dismantle a chain of nodes without recursion: a 100,000-op graph that is
+// dropped without backward() must not overflow the stack in destructors.
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> pending;
+  auto harvest = [&pending](std::vector<Tensor>& inputs) {
+    for (Tensor& t : inputs)
+      if (t.defined() && t.grad_fn() && t.impl_use_count() == 1 && t.grad_fn().use_count() == 1) {
+        pending.push_back(t.grad_fn());
+        t.set_grad_fn(nullptr);
+      }
+    inputs.clear();
+  };
+  harvest(inputs);
+  while (!pending.empty()) {
+    std::shared_ptr<Node> n = std::move(pending.back());
+    pending.pop_back();
+    harvest(n->inputs);
+    n->backward = nullptr;
+  }
+}
+
+std::vector<OpId> graph_ops(const Tensor& root) {
+  std::vector<OpId> ops;
+  if (!root.grad_fn()) return ops;
+  for (auto& n : topo_order(root.grad_fn())) ops.push_back(n->op);
+  return ops;
+}
+
+static void add_grad(Tensor& slot, const Tensor& g) {
+  if (!slot.defined()) {
+    slot = g.is_contiguous() ? g : g.clone();
+  } else {
+    if (slot.storage().use_count() > 1) slot = slot.clone();  // never write into a shared buffer
+    accumulate_into(slot, g);
+  }
+}
+
+void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph) {
+  NALA_CHECK(root.requires_grad(), "backward: the tensor ", root.desc(), " does not require grad");
+  Tensor g0 = grad_root;
+  if (!g0.defined()) {
+    NALA_CHECK(root.numel() == 1, "backward: a gradient is needed for the non-scalar root ", root.desc());
+    g0 = Tensor::full(root.shape(), 1.0f, root.device());
+  }
+  NALA_CHECK(g0.shape() == root.shape(), "backward: gradient ", g0.desc(), " for root ", root.desc());
+  if (!root.grad_fn()) {  // a leaf
+    Tensor slot = root.grad();
+    add_grad(slot, g0);
+    const_cast<Tensor&>(root).set_grad(slot);
+    return;
+  }
+  std::vector<std::shared_ptr<Node>> order = topo_order(root.grad_fn());
+  std::unordered_map<Node*, Tensor> grads;
+  grads[order[0].get()] = g0;
+  for (auto& node_ptr : order) {
+    Node* node = node_ptr.get();
+    auto it = grads.find(node);
+    if (it == grads.end()) continue;  // no gradient flows here
+    Tensor gout = it->second;
+    grads.erase(it);
+    NALA_CHECK(node->backward, "backward: the graph through '", op_name(node->op),
+               "' was already freed; pass retain_graph=true to run backward twice");
+    std::vector<Tensor> gin = node->backward(gout);
+    NALA_CHECK(gin.size() == node->inputs.size(), "backward of '", op_name(node->op), "' returned ", gin.size(),
+               " gradients for ", node->inputs.size(), " inputs");
+    for (size_t i = 0; i < gin.size(); i++) {
+      Tensor& in = node->inputs[i];
+      if (!gin[i].defined() || !in.defined() || !in.requires_grad()) continue;
+      NALA_CHECK(gin[i].shape() == in.shape(), "backward of '", op_name(node->op), "': gradient ",
+                 gin[i].desc(), " for input ", i, " of shape ", in.desc());
+      if (in.grad_fn()) {
+        add_grad(grads[in.grad_fn().get()], gin[i]);
+      } else {
+        Tensor slot = in.grad();
+        add_grad(slot, gin[i]);
+        in.set_grad(slot);
+      }
+    }
+    if (!retain_graph) {
+      node->backward = nullptr;
+      node->inputs.clear();
+    }
+  }
+}
+
+}  // namespace nala

@@ -1,0 +1,67 @@
+// autograd/autograd.h - the reverse-mode tape.
+//
+// A differentiable op computes its result with kernels, then calls record():
+// if grad mode is on and an input requires grad, a Node is attached to the
+// result holding the op's id, its inputs, and a backward function. The
+// backward function receives the gradient of the result and returns one
+// gradient per input (an undefined Tensor where an input needs none); what
+// it needs from the forward pass it captures itself (the "saved" tensors).
+// Never capture the result tensor itself (that would be a reference cycle):
+// capture result.detach().
+//
+// backward() orders the graph with an iterative depth-first walk (no
+// recursion: deep graphs do not overflow the stack), runs each node once,
+// and accumulates (+=) gradients where a tensor feeds several ops. Leaves
+// (tensors created by the user with requires_grad) receive .grad, which
+// accumulates across backward() calls until zeroed. Unless retain_graph is
+// set, each node's inputs and saved tensors are released after use.
+// Backward functions call kernels directly: there is no double backward.
+#pragma once
+#include <functional>
+#include <vector>
+
+#include "autograd/op_table.h"
+#include "tensor/tensor.h"
+
+namespace nala {
+
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_out)>;
+
+struct Node {
+  OpId op;
+  std::vector<Tensor> inputs;  // same order as the gradients BackwardFn returns
+  BackwardFn backward;
+  Node() = default;
+  ~Node();  // iterative: see autograd.cpp
+};
+
+// Grad mode: on by default, per thread. NoGradGuard turns it off in a scope.
+bool grad_enabled();
+struct NoGradGuard {
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// Does any input require grad (and is grad mode on)?
+bool needs_grad(std::initializer_list<const Tensor*> inputs);
+bool needs_grad(const std::vector<Tensor>& inputs);
+
+// Attach the op to `out` when needed; returns `out`.
+Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backward);
+
+// Run the backward pass from `root`. grad_root defaults to ones (a scalar
+// root needs none). Gradients of leaves accumulate into their .grad.
+void backward(const Tensor& root, const Tensor& grad_root = Tensor(), bool retain_graph = false);
+
+// Sum of every node reachable from root, by op, for tests and profiling.
+std::vector<OpId> graph_ops(const Tensor& root);
+
+// dst += src (same shape, contiguous dst). Used for gradient accumulation.
+void accumulate_into(Tensor& dst, const Tensor& src);
+
+}  // namespace nala

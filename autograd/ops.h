@@ -1,0 +1,110 @@
+// autograd/ops.h - every differentiable op, forward + backward wiring.
+//
+// Each op checks its inputs (shape and dtype errors name the op and the
+// shapes), computes with the kernels of the tensor's device (kernels/cpu or
+// kernels/cuda, same function names), and records itself on the tape
+// (autograd.h). Names match autograd/op_table.h.
+//
+// Layout convention for images: activations are channels-last, (B, H, W, C),
+// which is the token layout (B, N, C) with N = H*W, so Linear, LayerNorm and
+// the attention ops see tokens without a permute. Conv weights keep the
+// PyTorch layout (Cout, Cin/groups, k, k) so checkpoints load unchanged.
+#pragma once
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "tensor/rng.h"
+
+namespace nala {
+
+// ---- shape (ops_shape.cpp) ------------------------------------------------
+Tensor reshape(const Tensor& x, const Shape& shape);  // one -1 allowed
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);  // a permute
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+Tensor expand(const Tensor& x, const Shape& shape);
+Tensor contiguous(const Tensor& x);
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);  // narrows
+std::vector<Tensor> chunk(const Tensor& x, int64_t n, int64_t dim);                         // equal parts
+
+// ---- elementwise (ops_elementwise.cpp) ------------------------------------
+// Binary ops broadcast (numpy rules). pow: x^p with the SPEC section 7
+// conventions at x = 0 (d/dx and d/dp are 0 there); x must be >= 0.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& x, const Tensor& p);
+Tensor scale(const Tensor& x, float s);       // x * s
+Tensor add_scalar(const Tensor& x, float s);  // x + s
+Tensor sqrt(const Tensor& x);
+Tensor cube(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor gelu(const Tensor& x);  // erf form
+Tensor silu(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+inline Tensor neg(const Tensor& x) { return scale(x, -1.0f); }
+
+// ---- reductions and losses (ops_reduce.cpp) -------------------------------
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor sum(const Tensor& x);  // all elements -> scalar
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x);
+// sqrt(sum x^2) over dim, floored at `floor` so that an all-zero row gives
+// `floor` and a zero gradient instead of 0/0.
+Tensor l2norm(const Tensor& x, int64_t dim, bool keepdim = false, float floor = 0.0f);
+Tensor global_avg_pool(const Tensor& x);  // (B, H, W, C) or (B, N, C) -> (B, C)
+Tensor softmax(const Tensor& x, int64_t dim = -1);
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);
+// logits (B, K), labels i64 (B) in [0, K): mean over the batch of the
+// label-smoothed cross-entropy; target = (1-s) onehot + s/K. Fused and stable.
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, float smoothing = 0.0f);
+
+// ---- matrix products (ops_matmul.cpp) -------------------------------------
+// a (..., M, K) [or (..., K, M) with trans_a], b (..., K, N) [or (..., N, K)
+// with trans_b]. Batch dims broadcast; a 2-D b is shared by every batch.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// x (..., in) W^T + bias; w (out, in), bias (out) or undefined.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+
+// ---- convolutions (ops_conv.cpp) ------------------------------------------
+// x (B, H, W, Cin) channels-last; w (Cout, Cin, k, k); bias (Cout) or undefined.
+// Output (B, Ho, Wo, Cout), Ho = (H + 2 pad - k) / stride + 1.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad);
+// Depthwise (groups = C): x (B, H, W, C), w (C, 1, k, k), any odd k, stride 1,
+// padding k/2; output (B, H, W, C).
+Tensor dwconv2d(const Tensor& x, const Tensor& w, const Tensor& bias);
+
+// ---- normalisation (ops_norm.cpp) -----------------------------------------
+// LayerNorm over dimension `dim` (-1: token layout; 1 on (B, C, H, W): the
+// per-pixel layout). weight, bias of size C (either may be undefined).
+Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, int64_t dim = -1);
+// BatchNorm over channel dimension `dim` (-1: channels-last; 1: NCHW).
+// training: normalise with the biased batch variance and update running_mean
+// and running_var in place (running = (1-m) running + m batch, unbiased batch
+// variance); eval: normalise with the running statistics.
+Tensor batchnorm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                 Tensor& running_var, bool training, float momentum, float eps, int64_t dim = -1);
+
+// ---- attention (ops_attention.cpp) ----------------------------------------
+// q, k, v: (B, heads, N, d) with N = H*W tokens in row-major order, d % 4 == 0.
+Tensor rope2d(const Tensor& x, int64_t H, int64_t W);  // SPEC section 4
+// NaLa attention, SPEC section 2 (released-code form). O(N d^2) time, O(N d)
+// extra memory; the query norm is floored at kNalaNormFloor (see SPEC 7).
+constexpr float kNalaNormFloor = 1e-12f;
+Tensor nala_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W);
+// softmax(rope(q) rope(k)^T / sqrt(d)) v, SPEC section 3.
+Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W);
+
+// ---- regularisation (ops_dropout.cpp) -------------------------------------
+// Identity when !training or p == 0. dropout: each element kept with
+// probability 1-p and scaled by 1/(1-p). drop_path: each sample (dim 0) kept
+// with probability 1-p and scaled by 1/(1-p).
+Tensor dropout(const Tensor& x, float p, Rng& rng, bool training);
+Tensor drop_path(const Tensor& x, float p, Rng& rng, bool training);
+
+}  // namespace nala
