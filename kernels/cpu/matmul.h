@@ -1,0 +1,23 @@
+// kernels/cpu/matmul.h - single-precision GEMM on row-major matrices.
+// Same names and signatures as kernels/cuda/matmul.h.
+//
+//   C[M, N] = alpha * op(A)[M, K] * op(B)[K, N] + beta * C
+//
+// op(A) = A (M x K, leading dim lda) or, with trans_a, A^T where A is K x M.
+// op(B) = B (K x N, leading dim ldb) or, with trans_b, B^T where B is N x K.
+// beta = 0 overwrites C (C may hold garbage, even NaN); beta = 1 accumulates.
+#pragma once
+#include <cstdint>
+
+namespace nala {
+namespace cpu {
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// The readable reference: three loops, double accumulation.
+void gemm_naive(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+}  // namespace cpu
+}  // namespace nala
