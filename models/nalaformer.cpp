@@ -1,0 +1,233 @@
+// models/nalaformer.cpp - the NaLaFormer network (see nalaformer.h).
+#include "models/nalaformer.h"
+
+#include <sstream>
+
+#include "autograd/ops.h"
+#include "nn/init.h"
+
+namespace nala {
+
+namespace {
+// A module whose children are added by name from outside (ModuleList-like
+// holders such as "patch_embed", "layers", "layers.<i>.downsample").
+struct Container : Module {
+  explicit Container(std::string type) : Module(std::move(type)) {}
+  template <class M>
+  M* add(const std::string& name, std::unique_ptr<M> m) {
+    return register_module(name, std::move(m));
+  }
+};
+}  // namespace
+
+// ---- configs (SPEC section 5) ----------------------------------------------
+
+std::vector<std::string> nalaformer_config_names() { return {"xt", "t", "s", "b", "l", "pico"}; }
+
+NalaConfig nalaformer_config(const std::string& name, int64_t in_chans, int64_t num_classes) {
+  NalaConfig c;
+  c.name = name;
+  if (name == "xt") {
+    c.dims = {32, 64, 128, 384}, c.depths = {2, 2, 2, 2}, c.heads = {1, 2, 4, 12};
+    c.mlp_ratio = 3.5f, c.layer_init = {1, 1, 1, 1}, c.drop_path_rate = 0.10f;
+  } else if (name == "t") {
+    c.dims = {64, 128, 256, 512}, c.depths = {2, 2, 6, 2}, c.heads = {1, 2, 4, 8};
+    c.mlp_ratio = 4.0f, c.layer_init = {1, 1, 1, 1}, c.drop_path_rate = 0.10f;
+  } else if (name == "s") {
+    c.dims = {64, 128, 320, 512}, c.depths = {3, 5, 9, 3}, c.heads = {1, 2, 5, 8};
+    c.mlp_ratio = 3.5f, c.layer_init = {1, 1, 1, 1}, c.drop_path_rate = 0.15f;
+  } else if (name == "b") {
+    c.dims = {96, 192, 384, 512}, c.depths = {4, 6, 12, 6}, c.heads = {1, 2, 6, 8};
+    c.mlp_ratio = 4.0f, c.layer_init = {1, 1, 1e-6f, 1e-6f}, c.drop_path_rate = 0.40f;
+  } else if (name == "l") {
+    c.dims = {96, 192, 448, 640}, c.depths = {4, 7, 19, 8}, c.heads = {1, 2, 7, 10};
+    c.mlp_ratio = 3.5f, c.layer_init = {1e-6f, 1e-6f, 1e-6f, 1e-6f}, c.drop_path_rate = 0.55f;
+  } else if (name == "pico") {
+    c.dims = {32, 64, 128}, c.depths = {2, 2, 2}, c.heads = {1, 2, 4};
+    c.mlp_ratio = 3.0f, c.layer_init = {1, 1, 1}, c.drop_path_rate = 0.0f;
+    c.stem_stride_last = 1, c.head_width = 256;
+    c.in_chans = 1, c.num_classes = 10;
+  } else {
+    NALA_FAIL("unknown model '", name, "' (known: xt, t, s, b, l, pico)");
+  }
+  c.nala_stage.assign(c.dims.size(), false);
+  c.nala_stage[0] = c.nala_stage[1] = true;
+  if (in_chans > 0) c.in_chans = in_chans;
+  if (num_classes > 0) c.num_classes = num_classes;
+  return c;
+}
+
+std::pair<int64_t, int64_t> NalaConfig::stage_grid(int64_t s, int64_t h, int64_t w) const {
+  auto down = [](int64_t n) { return (n + 1) / 2; };  // 3x3 conv, stride 2, pad 1
+  h = down(h), w = down(w);
+  if (stem_stride_last == 2) h = down(h), w = down(w);
+  for (int64_t i = 0; i < s; i++) h = down(h), w = down(w);
+  return {h, w};
+}
+
+std::string NalaConfig::describe() const {
+  std::ostringstream os;
+  auto list = [&](const char* k, const auto& v) {
+    os << k << "=";
+    for (size_t i = 0; i < v.size(); i++) os << (i ? "," : "") << v[i];
+    os << " ";
+  };
+  os << "model=" << name << " ";
+  list("dims", dims);
+  list("depths", depths);
+  list("heads", heads);
+  os << "mlp=" << mlp_ratio << " ";
+  list("layer_init", layer_init);
+  os << "drop_path=" << drop_path_rate << " stem_strides=" << stem_stride_first << "," << stem_stride_last
+     << " P=" << head_width << " ";
+  std::vector<int> nala;
+  for (size_t i = 0; i < nala_stage.size(); i++)
+    if (nala_stage[i]) nala.push_back((int)i);
+  list("nala_stages", nala);
+  os << "in_chans=" << in_chans << " classes=" << num_classes;
+  return os.str();
+}
+
+// ---- attention --------------------------------------------------------------
+
+NalaAttention::NalaAttention(int64_t C_, int64_t heads_, bool use_nala_)
+    : Module(use_nala_ ? "NalaAttention" : "SoftmaxAttention"), C(C_), heads(heads_), use_nala(use_nala_) {
+  NALA_CHECK(heads > 0 && C % heads == 0 && (C / heads) % 4 == 0, "attention: width ", C, " with ", heads,
+             " heads: the head width must be a multiple of 4 (2-D RoPE)");
+  qkvg = register_module("qkvg", std::make_unique<Linear>(C, 4 * C));
+  lepe = register_module("lepe", std::make_unique<DWConv2d>(C, 5));
+  ln = register_module("ln", std::make_unique<LayerNorm>(C, 1e-5f));
+  out_proj = register_module("out_proj", std::make_unique<Linear>(C, C));
+}
+
+Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W) {
+  const int64_t B = x.size(0), N = H * W, d = C / heads;
+  Tensor t = qkvg->forward(reshape(x, {B, N, C}));  // (B, N, 4C)
+  std::vector<Tensor> parts = chunk(t, 4, -1);       // q, k, v, g: (B, N, C) views
+  Tensor lepe_out = lepe->forward(reshape(contiguous(parts[2]), {B, H, W, C}));
+  auto to_heads = [&](const Tensor& z) { return permute(reshape(contiguous(z), {B, N, heads, d}), {0, 2, 1, 3}); };
+  Tensor q = contiguous(to_heads(parts[0])), k = contiguous(to_heads(parts[1])),
+         v = contiguous(to_heads(parts[2]));
+  Tensor o = use_nala ? nala_attention(q, k, v, H, W) : softmax_attention(q, k, v, H, W);  // (B, h, N, d)
+  o = reshape(contiguous(permute(o, {0, 2, 1, 3})), {B, N, C});
+  o = add(o, reshape(lepe_out, {B, N, C}));
+  o = mul(ln->forward(o), silu(parts[3]));
+  return reshape(out_proj->forward(o), {B, H, W, C});
+}
+
+// ---- FFN ----------------------------------------------------------------------
+
+NalaFFN::NalaFFN(int64_t C, int64_t hidden) : Module("NalaFFN") {
+  fc1 = register_module("fc1", std::make_unique<Linear>(C, hidden));
+  dwconv = register_module("dwconv", std::make_unique<DWConv2d>(hidden, 3));
+  fc2 = register_module("fc2", std::make_unique<Linear>(hidden, C));
+}
+
+Tensor NalaFFN::forward(const Tensor& x) {
+  Tensor h = gelu(fc1->forward(x));  // (B, H, W, Hd)
+  h = add(h, dwconv->forward(h));
+  return fc2->forward(h);
+}
+
+// ---- block --------------------------------------------------------------------
+
+NalaBlock::NalaBlock(int64_t C, int64_t heads, float mlp_ratio, float layer_init, float dp, bool use_nala, Rng* rng)
+    : Module("NalaBlock") {
+  gamma_1 = register_parameter("gamma_1", Tensor::full({1, C, 1, 1}, layer_init));
+  gamma_2 = register_parameter("gamma_2", Tensor::full({1, C, 1, 1}, layer_init));
+  cpe1 = register_module("cpe1", std::make_unique<DWConv2d>(C, 3));
+  // norm1/norm2: the release wraps a channels LayerNorm (eps 1e-6) as child "norm".
+  auto wrap_ln = [&](const char* name, LayerNorm** inner) {
+    auto holder = std::make_unique<Container>("LayerNorm2d");
+    *inner = holder->add("norm", std::make_unique<LayerNorm>(C, 1e-6f));
+    return register_module(name, std::move(holder));
+  };
+  norm1 = wrap_ln("norm1", &norm1_ln);
+  attn = register_module("attn", std::make_unique<NalaAttention>(C, heads, use_nala));
+  cpe2 = register_module("cpe2", std::make_unique<DWConv2d>(C, 3));
+  norm2 = wrap_ln("norm2", &norm2_ln);
+  ffn = register_module("ffn", std::make_unique<NalaFFN>(C, (int64_t)(mlp_ratio * C)));
+  drop_path = register_module("drop_path", std::make_unique<DropPath>(dp, rng));
+}
+
+Tensor NalaBlock::forward(const Tensor& x0) {
+  const int64_t H = x0.size(1), W = x0.size(2);
+  Tensor x = add(x0, cpe1->forward(x0));
+  x = add(x, drop_path->forward(layer_scale(attn->forward_hw(norm1_ln->forward(x), H, W), gamma_1)));
+  x = add(x, cpe2->forward(x));
+  x = add(x, drop_path->forward(layer_scale(ffn->forward(norm2_ln->forward(x)), gamma_2)));
+  return x;
+}
+
+// ---- network ------------------------------------------------------------------
+
+NalaFormer::NalaFormer(const NalaConfig& c, uint64_t seed) : Module("NalaFormer"), cfg(c), rng(seed) {
+  const int64_t S = cfg.num_stages();
+  NALA_CHECK(S >= 1 && (int64_t)cfg.depths.size() == S && (int64_t)cfg.heads.size() == S &&
+                 (int64_t)cfg.layer_init.size() == S && (int64_t)cfg.nala_stage.size() == S,
+             "NalaFormer: inconsistent config: ", cfg.describe());
+  const int64_t C0 = cfg.dims[0], half = C0 / 2;
+  auto* patch_embed = register_module("patch_embed", std::make_unique<Container>("PatchEmbed"));
+  stem = patch_embed->add("proj", std::make_unique<Sequential>());
+  stem->push(std::make_unique<Conv2d>(cfg.in_chans, half, 3, cfg.stem_stride_first, 1));  // 0
+  stem->push(std::make_unique<BatchNorm>(half));                                          // 1
+  stem->push(std::make_unique<GELU>());                                                   // 2
+  stem->push(std::make_unique<Conv2d>(half, half, 3, 1, 1));                             // 3
+  stem->push(std::make_unique<BatchNorm>(half));                                          // 4
+  stem->push(std::make_unique<GELU>());                                                   // 5
+  stem->push(std::make_unique<Conv2d>(half, half, 3, 1, 1));                             // 6
+  stem->push(std::make_unique<BatchNorm>(half));                                          // 7
+  stem->push(std::make_unique<GELU>());                                                   // 8
+  stem->push(std::make_unique<Conv2d>(half, C0, 3, cfg.stem_stride_last, 1));             // 9
+  stem->push(std::make_unique<BatchNorm>(C0));                                            // 10
+
+  int64_t total = 0, idx = 0;
+  for (int64_t d : cfg.depths) total += d;
+  auto* layers = register_module("layers", std::make_unique<Container>("ModuleList"));
+  for (int64_t s = 0; s < S; s++) {
+    auto* layer = layers->add(std::to_string(s), std::make_unique<Container>("BasicLayer"));
+    auto* bl = layer->add("blocks", std::make_unique<Sequential>());
+    for (int64_t j = 0; j < cfg.depths[s]; j++, idx++) {
+      float dp = total > 1 ? cfg.drop_path_rate * (float)idx / (float)(total - 1) : 0.0f;
+      bl->push(std::make_unique<NalaBlock>(cfg.dims[s], cfg.heads[s], cfg.mlp_ratio, cfg.layer_init[s], dp,
+                                           cfg.nala_stage[s], &rng));
+    }
+    blocks.push_back(bl);
+    if (s + 1 < S) {
+      auto* ds = layer->add("downsample", std::make_unique<Container>("PatchMerging"));
+      down_conv.push_back(ds->add("reduction", std::make_unique<Conv2d>(cfg.dims[s], cfg.dims[s + 1], 3, 2, 1)));
+      down_bn.push_back(ds->add("norm", std::make_unique<BatchNorm>(cfg.dims[s + 1])));
+    }
+  }
+  proj = register_module("proj", std::make_unique<Linear>(cfg.dims[S - 1], cfg.head_width));
+  norm = register_module("norm", std::make_unique<BatchNorm>(cfg.head_width));
+  head = register_module("head", std::make_unique<Conv2d>(cfg.head_width, cfg.num_classes, 1, 1, 0));
+}
+
+Tensor NalaFormer::forward(const Tensor& images) {
+  NALA_CHECK(images.dim() == 4 && images.size(3) == cfg.in_chans, "NalaFormer(", cfg.name, "): expected images (B, H, W, ",
+             cfg.in_chans, "), got ", images.desc());
+  Tensor x = stem->forward(images);  // (B, H, W, C0)
+  for (int64_t s = 0; s < cfg.num_stages(); s++) {
+    x = blocks[s]->forward(x);
+    if (s + 1 < cfg.num_stages()) x = down_bn[s]->forward(down_conv[s]->forward(x));
+  }
+  const int64_t B = x.size(0);
+  Tensor t = reshape(x, {B, -1, x.size(3)});            // (B, N, C)
+  t = silu(norm->forward(proj->forward(t)));            // (B, N, P)
+  Tensor pooled = global_avg_pool(t);                   // (B, P)
+  Tensor w = reshape(head->weight, {cfg.num_classes, cfg.head_width});
+  return linear(pooled, w, head->bias);                 // (B, classes)
+}
+
+void NalaFormer::init_weights(Rng& init_rng) {
+  init_module_default(*this, init_rng);
+  for (int64_t s = 0; s < cfg.num_stages(); s++)
+    for (size_t j = 0; j < blocks[s]->size(); j++) {
+      auto* b = static_cast<NalaBlock*>((*blocks[s])[j]);
+      b->gamma_1.fill_(cfg.layer_init[s]);
+      b->gamma_2.fill_(cfg.layer_init[s]);
+    }
+}
+
+}  // namespace nala

@@ -1,0 +1,94 @@
+// models/nalaformer.h - NaLaFormer (SPEC sections 1-6) built from nn/.
+//
+// Shape letters: B batch, H x W tokens of the current stage, N = H*W, C the
+// stage width, P the head width. Activations are channels-last (B, H, W, C),
+// i.e. tokens (B, N, C); forward() takes images (B, H, W, Cin) and returns
+// logits (B, classes). Parameter names follow the release (SPEC section 10),
+// so a PyTorch state_dict loads without renaming.
+//
+// What this file does not do: training loops, data, checkpoints on disk
+// (tools/), or any arithmetic of its own (autograd/ops.h).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/layers.h"
+#include "nn/module.h"
+#include "tensor/rng.h"
+
+namespace nala {
+
+struct NalaConfig {
+  std::string name;
+  std::vector<int64_t> dims, depths, heads;
+  float mlp_ratio = 4.0f;
+  std::vector<float> layer_init;  // gamma_1/gamma_2 initial value per stage
+  float drop_path_rate = 0.0f;
+  int stem_stride_first = 2, stem_stride_last = 2;
+  int64_t head_width = 1024;  // P
+  std::vector<bool> nala_stage;  // per stage: NaLa (true) or softmax attention (false)
+  int64_t in_chans = 3, num_classes = 1000;
+
+  int64_t num_stages() const { return (int64_t)dims.size(); }
+  int64_t stem_stride() const { return (int64_t)stem_stride_first * stem_stride_last; }
+  // Token grid of stage s for an img x img input (each stride-2 3x3 conv,
+  // pad 1, maps n -> (n + 1) / 2).
+  std::pair<int64_t, int64_t> stage_grid(int64_t s, int64_t img_h, int64_t img_w) const;
+  std::string describe() const;  // one line, for logs and checkpoints
+};
+
+// The configs of SPEC section 5: xt, t, s, b, l, pico. Throws on unknown names.
+NalaConfig nalaformer_config(const std::string& name, int64_t in_chans = -1, int64_t num_classes = -1);
+std::vector<std::string> nalaformer_config_names();
+
+struct NalaAttention : Module {
+  NalaAttention(int64_t C, int64_t heads, bool use_nala);
+  Linear* qkvg;
+  DWConv2d* lepe;
+  LayerNorm* ln;
+  Linear* out_proj;
+  int64_t C, heads;
+  bool use_nala;
+  Tensor forward_hw(const Tensor& x, int64_t H, int64_t W);  // (B, H, W, C)
+};
+
+struct NalaFFN : Module {
+  NalaFFN(int64_t C, int64_t hidden);
+  Linear* fc1;
+  DWConv2d* dwconv;
+  Linear* fc2;
+  Tensor forward(const Tensor& x) override;  // (B, H, W, C)
+};
+
+struct NalaBlock : Module {
+  NalaBlock(int64_t C, int64_t heads, float mlp_ratio, float layer_init, float drop_path, bool use_nala, Rng* rng);
+  Tensor gamma_1, gamma_2;
+  DWConv2d *cpe1, *cpe2;
+  Module *norm1, *norm2;  // each holds a LayerNorm child "norm" (eps 1e-6)
+  LayerNorm *norm1_ln, *norm2_ln;
+  NalaAttention* attn;
+  NalaFFN* ffn;
+  DropPath* drop_path;
+  Tensor forward(const Tensor& x) override;  // (B, H, W, C)
+};
+
+struct NalaFormer : Module {
+  explicit NalaFormer(const NalaConfig& cfg, uint64_t seed = 0);
+  NalaConfig cfg;
+  Rng rng;  // drop-path draws; part of a training checkpoint's state
+
+  Sequential* stem;                 // patch_embed.proj
+  std::vector<Sequential*> blocks;  // layers.<i>.blocks
+  std::vector<Conv2d*> down_conv;   // layers.<i>.downsample.reduction
+  std::vector<BatchNorm*> down_bn;  // layers.<i>.downsample.norm
+  Linear* proj;
+  BatchNorm* norm;
+  Conv2d* head;
+
+  Tensor forward(const Tensor& images) override;  // (B, H, W, Cin) -> (B, classes)
+  // Fill weights per SPEC section 6 from an Rng.
+  void init_weights(Rng& init_rng);
+};
+
+}  // namespace nala

@@ -1,0 +1,315 @@
+// tools/cmd_train.cpp - `nala train`: train NaLaFormer from scratch.
+//
+// One run writes into its output directory:
+//   checkpoint.safetensors  the last completed epoch: weights ("model.*"),
+//                           optimiser state ("optim.*"), and in the metadata
+//                           the epoch, step, RNG state, config and arguments
+//   best.safetensors        the weights (release key names) of the epoch with
+//                           the best test top-1
+//   metrics.csv             one row per epoch
+// Every file is written atomically (temporary file, fsync, rename), so a
+// crash leaves the previous complete checkpoint in place. `--resume DIR`
+// continues from DIR's checkpoint; with the same arguments, seed and thread
+// count the result is bit-identical to a run that was never interrupted:
+// every epoch's data order and augmentation come from (seed, epoch), and the
+// drop-path RNG state is saved.
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "autograd/ops.h"
+#include "models/weights.h"
+#include "nn/optim.h"
+#include "nn/safetensors.h"
+#include "nn/schedule.h"
+#include "tools/common.h"
+
+namespace nala {
+
+namespace {
+
+struct TrainArgs {
+  std::string model = "pico";
+  DataSpec data;
+  int64_t epochs = 10, batch_size = 128, seed = 0, threads = 0, workers = 1;
+  float lr = 1e-3f, min_lr = 1e-5f, warmup_lr = 1e-6f, weight_decay = 0.05f, warmup_epochs = 1.0f;
+  float label_smoothing = 0.1f, drop_path = -1.0f, clip_grad = 0.0f, momentum = 0.9f;
+  std::string optimizer = "adamw";
+  int64_t crop_pad = 0;
+  bool hflip = false;
+  float erase = 0.0f;
+  std::string out, resume;
+  int64_t subset = 0, eval_subset = 0, max_steps = 0, log_every = 50;
+  bool skip_nonfinite = false;
+  int64_t seed_epoch_hash(int64_t epoch) const { return seed * 1000003 + epoch; }
+  // The arguments that must not change across --resume (they shape the run).
+  std::string fingerprint() const {
+    std::ostringstream os;
+    os << "model=" << model << " data=" << data.name << " img=" << data.img_size << " epochs=" << epochs
+       << " batch=" << batch_size << " seed=" << seed << " lr=" << lr << " min_lr=" << min_lr
+       << " warmup=" << warmup_epochs << " wd=" << weight_decay << " ls=" << label_smoothing
+       << " dp=" << drop_path << " clip=" << clip_grad << " opt=" << optimizer << " crop=" << crop_pad
+       << " flip=" << hflip << " erase=" << erase << " subset=" << subset;
+    return os.str();
+  }
+};
+
+std::string join(const std::vector<std::string>& v, char sep) {
+  std::string r;
+  for (size_t i = 0; i < v.size(); i++) r += (i ? std::string(1, sep) : "") + v[i];
+  return r;
+}
+
+void make_dir(const std::string& dir) {
+  std::string cur;
+  std::stringstream ss(dir);
+  for (std::string part; std::getline(ss, part, '/');) {
+    cur += part + "/";
+    if (part.empty()) continue;
+    if (mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) NALA_FAIL(dir, ": cannot create directory");
+  }
+}
+
+std::string rng_to_string(const std::array<uint64_t, 4>& s) {
+  char buf[80];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx%016llx%016llx", (unsigned long long)s[0],
+                (unsigned long long)s[1], (unsigned long long)s[2], (unsigned long long)s[3]);
+  return buf;
+}
+
+std::array<uint64_t, 4> rng_from_string(const std::string& str, const std::string& path) {
+  NALA_CHECK(str.size() == 64, path, ": bad nala.rng metadata");
+  std::array<uint64_t, 4> s{};
+  for (int i = 0; i < 4; i++) s[i] = std::stoull(str.substr(16 * i, 16), nullptr, 16);
+  return s;
+}
+
+// Keep the CSV rows of completed epochs <= `epochs` (a resumed run rewrites the rest).
+void trim_metrics(const std::string& path, int64_t epochs) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::vector<std::string> keep;
+  std::string line;
+  for (int64_t row = 0; std::getline(in, line); row++)
+    if (row == 0 || std::atoll(line.c_str()) <= epochs) keep.push_back(line);
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  for (auto& l : keep) out << l << "\n";
+}
+
+}  // namespace
+
+int cmd_train(int argc, char** argv) {
+  TrainArgs a;
+  ArgParser p("train", "train NaLaFormer from scratch on a dataset (see README: Training)");
+  p.add_choice("model", &a.model, "model config", nalaformer_config_names());
+  add_data_options(p, a.data);
+  p.add_int("epochs", &a.epochs, "epochs", 1, 100000);
+  p.add_int("batch-size", &a.batch_size, "batch size", 1, 1 << 20);
+  p.add_float("lr", &a.lr, "peak learning rate", 1e-9, 10);
+  p.add_float("min-lr", &a.min_lr, "learning rate at the end of the cosine", 0, 10);
+  p.add_float("warmup-lr", &a.warmup_lr, "learning rate at the start of the warm-up", 0, 10);
+  p.add_float("warmup-epochs", &a.warmup_epochs, "linear warm-up length in epochs (fractions allowed)", 0, 1e5);
+  p.add_float("weight-decay", &a.weight_decay, "decoupled weight decay (not on biases, norms, gammas)", 0, 10);
+  p.add_float("label-smoothing", &a.label_smoothing, "label smoothing", 0, 0.999);
+  p.add_float("drop-path", &a.drop_path, "stochastic depth rate (default: the config's)", -1, 0.999);
+  p.add_float("clip-grad", &a.clip_grad, "clip the gradient's global norm (0 = off)", 0, 1e9);
+  p.add_choice("optimizer", &a.optimizer, "optimiser", {"adamw", "sgd"});
+  p.add_float("momentum", &a.momentum, "SGD momentum", 0, 0.999);
+  p.add_int("crop-pad", &a.crop_pad, "augment: random crop after zero padding by N pixels (0 = off)", 0, 64);
+  p.add_flag("hflip", &a.hflip, "augment: random horizontal flip");
+  p.add_float("erase", &a.erase, "augment: random erasing probability", 0, 1);
+  p.add_int("seed", &a.seed, "random seed", 0, (int64_t)1 << 62);
+  p.add_int("threads", &a.threads, "CPU threads (0 = all)", 0, 4096);
+  p.add_int("workers", &a.workers, "data loader threads", 0, 64);
+  p.add_string("out", &a.out, "output directory (default runs/<model>-<data>)");
+  p.add_string("resume", &a.resume, "continue the run in this directory from its checkpoint");
+  p.add_int("subset", &a.subset, "train on the first N images only (0 = all)", 0, 1LL << 40);
+  p.add_int("eval-subset", &a.eval_subset, "evaluate on the first N test images only (0 = all)", 0, 1LL << 40);
+  p.add_int("max-steps", &a.max_steps, "stop after N optimiser steps in total (0 = no limit)", 0, 1LL << 40);
+  p.add_int("log-every", &a.log_every, "progress line every N steps when not on a terminal", 1, 1 << 30);
+  p.add_flag("skip-nonfinite", &a.skip_nonfinite, "skip a step whose loss or gradient is not finite (default: stop)");
+  p.parse(argc, argv);
+  if (a.min_lr > a.lr) throw UsageError("--min-lr must not exceed --lr");
+  if (a.out.empty()) a.out = a.resume.empty() ? "runs/" + a.model + "-" + a.data.name : a.resume;
+  if (!a.resume.empty() && a.out != a.resume) throw UsageError("--resume DIR writes into DIR; drop --out");
+  set_threads(a.threads);
+
+  Dataset train = load_dataset(a.data, true);
+  Dataset test = load_dataset(a.data, false);
+  if (a.subset && a.subset < train.n) {
+    train.n = a.subset;
+    train.images.resize(train.n * train.image_size());
+    train.labels.resize(train.n);
+  }
+  NalaConfig cfg = model_config_for(a.model, train.c, (int64_t)train.classes.size());
+  if (a.drop_path >= 0) cfg.drop_path_rate = a.drop_path;
+  check_image_size(cfg, train.h, train.w);
+  if (a.batch_size > train.n) throw UsageError("--batch-size " + std::to_string(a.batch_size) + " exceeds the " +
+                                               std::to_string(train.n) + " training images");
+
+  NalaFormer model(cfg, (uint64_t)a.seed + 1);
+  Rng init_rng((uint64_t)a.seed);
+  model.init_weights(init_rng);
+  model.train();
+
+  std::unique_ptr<Optimizer> opt;
+  if (a.optimizer == "adamw")
+    opt = std::make_unique<AdamW>(model.named_parameters(), a.lr, 0.9, 0.999, 1e-8, a.weight_decay,
+                                  std::vector<std::string>{"gamma_"});
+  else
+    opt = std::make_unique<SGD>(model.named_parameters(), a.lr, a.momentum, a.weight_decay);
+
+  LoaderOptions lo;
+  lo.batch_size = a.batch_size;
+  lo.shuffle = true;
+  lo.drop_last = true;
+  lo.workers = (int)a.workers;
+  lo.augment.crop_pad = (int)a.crop_pad;
+  lo.augment.hflip = a.hflip;
+  lo.augment.erase_prob = a.erase;
+  BatchLoader loader(train, lo);
+  const int64_t steps_per_epoch = loader.num_batches();
+  WarmupCosine sched(a.lr, a.min_lr, (int64_t)std::llround(a.warmup_epochs * steps_per_epoch), a.warmup_lr,
+                     a.epochs * steps_per_epoch);
+
+  const std::string ckpt = a.out + "/checkpoint.safetensors", best_path = a.out + "/best.safetensors",
+                    csv = a.out + "/metrics.csv";
+  int64_t epoch0 = 0, step = 0;
+  double best = -1;
+  make_dir(a.out);
+  if (!a.resume.empty()) {
+    SafeTensors st = load_safetensors(ckpt);
+    auto meta = [&](const char* k) {
+      auto it = st.metadata.find(k);
+      NALA_CHECK(it != st.metadata.end(), ckpt, ": not a nala training checkpoint (no ", k, ")");
+      return it->second;
+    };
+    NALA_CHECK(meta("nala.config") == cfg.describe(), ckpt, ": the checkpoint is of another model: ",
+               meta("nala.config"), " (this run: ", cfg.describe(), ")");
+    if (meta("nala.args") != a.fingerprint())
+      std::fprintf(stderr, "nala: warning: arguments differ from the checkpoint's run:\n  was: %s\n  now: %s\n",
+                   meta("nala.args").c_str(), a.fingerprint().c_str());
+    load_weights(model, ckpt);
+    std::map<std::string, Tensor> ost;
+    for (auto& [k, t] : st.tensors)
+      if (k.rfind("optim.", 0) == 0) ost[k.substr(6)] = t;
+    opt->load_state(ost);
+    epoch0 = std::stoll(meta("nala.epoch"));
+    step = std::stoll(meta("nala.step"));
+    best = std::stod(meta("nala.best_top1"));
+    model.rng.set_state(rng_from_string(meta("nala.rng"), ckpt));
+    trim_metrics(csv, epoch0);
+    std::printf("resuming %s at epoch %lld (step %lld)\n", a.out.c_str(), (long long)epoch0, (long long)step);
+  } else {
+    std::ofstream(csv, std::ios::trunc)
+        << "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,epoch_seconds,images_per_second\n";
+  }
+
+  std::printf("nala train: %s\n  data %s: %lld train / %lld test images %lldx%lldx%lld, %zu classes\n"
+              "  %lld parameters, %lld epochs x %lld steps of %lld, %d threads, output %s\n",
+              cfg.describe().c_str(), train.name.c_str(), (long long)train.n, (long long)test.n, (long long)train.h,
+              (long long)train.w, (long long)train.c, train.classes.size(), (long long)model.num_parameters(),
+              (long long)a.epochs, (long long)steps_per_epoch, (long long)a.batch_size, threads_in_use(),
+              a.out.c_str());
+  std::fflush(stdout);
+
+  const double run_start = now_seconds();
+  int64_t skipped = 0;
+  bool stop = false;
+  for (int64_t epoch = epoch0; epoch < a.epochs && !stop; epoch++) {
+    Rng epoch_rng((uint64_t)a.seed_epoch_hash(epoch));
+    loader.start_epoch(epoch_rng);
+    model.train();
+    Progress bar(steps_per_epoch, a.log_every);
+    const double t0 = now_seconds();
+    double loss_sum = 0, lr = 0;
+    int64_t correct = 0, seen = 0, steps_done = 0;
+    Batch batch;
+    while (loader.next(batch)) {
+      lr = sched.lr_at(step);
+      opt->set_lr(lr);
+      Tensor logits = model.forward(batch.images);
+      Tensor loss = cross_entropy(logits, batch.labels, a.label_smoothing);
+      float lv = loss.item();
+      backward(loss);
+      double gnorm = a.clip_grad > 0 ? clip_grad_norm(model.parameters(), a.clip_grad)
+                                     : grad_norm(model.parameters());
+      if (!std::isfinite(lv) || !std::isfinite(gnorm)) {
+        std::string what = !std::isfinite(lv) ? "loss" : "gradient norm";
+        if (!a.skip_nonfinite)
+          NALA_FAIL("non-finite ", what, " at step ", step, " (epoch ", epoch + 1,
+                    "); stopping without saving. The last good checkpoint is ", ckpt,
+                    ". Lower --lr, set --clip-grad, or pass --skip-nonfinite.");
+        std::fprintf(stderr, "\nnala: non-finite %s at step %lld: step skipped\n", what.c_str(), (long long)step);
+        opt->zero_grad();
+        skipped++;
+      } else {
+        opt->step();
+        opt->zero_grad();
+        loss_sum += lv;
+      }
+      step++, steps_done++;
+      std::vector<float> l = logits.to_vector();
+      std::vector<int64_t> y = batch.labels.to_vector_i64();
+      const int64_t K = logits.size(1);
+      for (size_t i = 0; i < y.size(); i++) {
+        const float* row = l.data() + i * K;
+        correct += (std::max_element(row, row + K) - row) == y[i];
+      }
+      seen += (int64_t)y.size();
+      char text[160];
+      std::snprintf(text, sizeof text, "epoch %lld/%lld loss %.4f acc %.3f lr %.2e %.0f img/s", (long long)epoch + 1,
+                    (long long)a.epochs, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / seen, lr,
+                    seen / (now_seconds() - t0));
+      bar.update(steps_done, text);
+      if (a.max_steps && step >= a.max_steps) {
+        stop = true;
+        break;
+      }
+    }
+    bar.finish();
+    const double secs = now_seconds() - t0;
+    EvalResult ev = evaluate(model, test, std::max<int64_t>(a.batch_size, 256), a.eval_subset);
+    std::printf("epoch %lld: train loss %.4f acc %.4f | test loss %.4f top-1 %.4f top-5 %.4f | %s, %.0f img/s\n",
+                (long long)epoch + 1, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / seen, ev.loss,
+                ev.top1, ev.top5, format_duration(secs).c_str(), seen / secs);
+    std::fflush(stdout);
+    if (stop) break;  // an interrupted epoch is not checkpointed
+    {
+      std::ofstream f(csv, std::ios::app);
+      char row[256];
+      std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)epoch + 1,
+                    (long long)step, lr, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / seen, ev.loss,
+                    ev.top1, ev.top5, secs, seen / secs);
+      f << row;
+    }
+    if (ev.top1 > best) {
+      best = ev.top1;
+      save_safetensors(best_path, model.state_dict(),
+                       {{"nala.config", cfg.describe()}, {"nala.classes", join(train.classes, '\n')},
+                        {"nala.top1", std::to_string(ev.top1)}, {"nala.epoch", std::to_string(epoch + 1)}});
+    }
+    NamedTensors all;
+    for (auto& [k, t] : model.state_dict()) all.push_back({"model." + k, t});
+    for (auto& [k, t] : opt->state()) all.push_back({"optim." + k, t});
+    save_safetensors(ckpt, all,
+                     {{"nala.format", "train-checkpoint-1"},
+                      {"nala.config", cfg.describe()},
+                      {"nala.args", a.fingerprint()},
+                      {"nala.classes", join(train.classes, '\n')},
+                      {"nala.epoch", std::to_string(epoch + 1)},
+                      {"nala.step", std::to_string(step)},
+                      {"nala.best_top1", std::to_string(best)},
+                      {"nala.rng", rng_to_string(model.rng.state())}});
+  }
+  if (skipped) std::printf("skipped %lld steps with non-finite values\n", (long long)skipped);
+  std::printf("done in %s: best test top-1 %.4f; weights in %s\n", format_duration(now_seconds() - run_start).c_str(),
+              best, best_path.c_str());
+  return 0;
+}
+
+}  // namespace nala

@@ -1,0 +1,168 @@
+// tools/common.cpp
+#include "tools/common.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "autograd/ops.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace nala {
+
+void add_data_options(ArgParser& p, DataSpec& d) {
+  p.add_choice("data", &d.name, "dataset", {"fashion-mnist", "cifar10", "folder"});
+  p.add_string("data-dir", &d.dir, "dataset directory (folder: root with one subfolder per class)");
+  p.add_int("img-size", &d.img_size, "image size (folders are resized to it)", 0, 4096);
+  p.add_int("channels", &d.channels, "folders: 1 (grey) or 3 (RGB)", 0, 3);
+  p.add_flag("skip-bad", &d.skip_bad, "folders: skip unreadable images and report how many");
+}
+
+Dataset load_dataset(const DataSpec& d, bool train) {
+  Dataset ds;
+  if (d.name == "fashion-mnist") {
+    ds = load_fashion_mnist(d.dir.empty() ? kFashionMnistDir : d.dir, train);
+  } else if (d.name == "cifar10") {
+    if (d.dir.empty()) throw UsageError("--data cifar10 needs --data-dir (the folder of the binary batches)");
+    ds = load_cifar10(d.dir, train);
+  } else {
+    if (d.dir.empty()) throw UsageError("--data folder needs --data-dir");
+    if (d.channels == 2) throw UsageError("--channels must be 1 or 3");
+    FolderOptions fo;
+    fo.img_size = d.img_size ? (int)d.img_size : 224;
+    fo.channels = d.channels ? (int)d.channels : 3;
+    fo.skip_bad = d.skip_bad;
+    // A folder dataset has train/ and val/ (or test/) subfolders when split.
+    std::string sub = train ? "/train" : "/val";
+    std::string root = d.dir;
+    if (access((d.dir + sub).c_str(), F_OK) == 0) root = d.dir + sub;
+    else if (!train && access((d.dir + "/test").c_str(), F_OK) == 0) root = d.dir + "/test";
+    ds = load_image_folder(root, fo);
+    if (ds.skipped) std::fprintf(stderr, "nala: skipped %lld unreadable images under %s\n", (long long)ds.skipped,
+                                 root.c_str());
+  }
+  if (d.img_size && d.name != "folder" && (d.img_size != ds.h || d.img_size != ds.w))
+    throw UsageError("--img-size " + std::to_string(d.img_size) + ": " + d.name + " images are " +
+                     std::to_string(ds.h) + "x" + std::to_string(ds.w));
+  return ds;
+}
+
+NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes) {
+  try {
+    return nalaformer_config(model, in_chans, classes);
+  } catch (const Error&) {
+    throw UsageError("--model: unknown model '" + model + "' (known: xt, t, s, b, l, pico)");
+  }
+}
+
+void check_image_size(const NalaConfig& cfg, int64_t h, int64_t w) {
+  if (h < 4 || w < 4)
+    throw UsageError("image size " + std::to_string(h) + "x" + std::to_string(w) + " is too small for " + cfg.name);
+  auto last = cfg.stage_grid(cfg.num_stages() - 1, h, w);
+  if (last.first < 1 || last.second < 1)
+    throw UsageError("image size " + std::to_string(h) + "x" + std::to_string(w) + " is too small for " + cfg.name);
+}
+
+void set_threads(int64_t threads) {
+#ifdef _OPENMP
+  if (threads > 0) omp_set_num_threads((int)threads);
+#else
+  (void)threads;
+#endif
+}
+
+int threads_in_use() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit) {
+  NoGradGuard ng;
+  bool was_training = model.is_training();
+  model.eval();
+  const int64_t K = (int64_t)ds.classes.size();
+  EvalResult r;
+  r.confusion.assign(K, std::vector<int64_t>(K, 0));
+  LoaderOptions lo;
+  lo.batch_size = batch_size;
+  lo.shuffle = false;
+  BatchLoader loader(ds, lo);
+  Rng unused(0);
+  loader.start_epoch(unused);
+  Batch b;
+  double loss_sum = 0;
+  int64_t top1 = 0, top5 = 0;
+  while (loader.next(b)) {
+    Tensor logits = model.forward(b.images);
+    int64_t B = logits.size(0);
+    loss_sum += (double)cross_entropy(logits, b.labels).item() * B;
+    std::vector<float> l = logits.to_vector();
+    std::vector<int64_t> y = b.labels.to_vector_i64();
+    for (int64_t i = 0; i < B; i++) {
+      const float* row = l.data() + i * K;
+      int64_t pred = std::max_element(row, row + K) - row;
+      int64_t rank = 0;  // how many classes score strictly higher than the true one
+      for (int64_t k = 0; k < K; k++) rank += row[k] > row[y[i]];
+      top1 += pred == y[i];
+      top5 += rank < 5;
+      r.confusion[y[i]][pred]++;
+    }
+    r.n += B;
+    if (limit && r.n >= limit) break;
+  }
+  model.train(was_training);
+  r.loss = r.n ? loss_sum / r.n : 0;
+  r.top1 = r.n ? (double)top1 / r.n : 0;
+  r.top5 = r.n ? (double)top5 / r.n : 0;
+  for (int64_t k = 0; k < K; k++) {
+    int64_t total = std::accumulate(r.confusion[k].begin(), r.confusion[k].end(), (int64_t)0);
+    r.per_class.push_back(total ? (double)r.confusion[k][k] / total : 0);
+  }
+  return r;
+}
+
+std::string format_duration(double s) {
+  char buf[64];
+  if (!std::isfinite(s) || s < 0) return "?";
+  if (s < 60) std::snprintf(buf, sizeof buf, "%.1f s", s);
+  else if (s < 3600) std::snprintf(buf, sizeof buf, "%d min %02d s", (int)s / 60, (int)s % 60);
+  else std::snprintf(buf, sizeof buf, "%d h %02d min", (int)s / 3600, ((int)s % 3600) / 60);
+  return buf;
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+Progress::Progress(int64_t total, int64_t every)
+    : total_(total), every_(std::max<int64_t>(1, every)), tty_(isatty(fileno(stdout))), start_(now_seconds()) {}
+
+void Progress::update(int64_t done, const std::string& text) {
+  if (!tty_ && done % every_ != 0 && done != total_) return;
+  const int width = 24;
+  int fill = total_ ? (int)(width * done / total_) : width;
+  std::string bar(fill, '#');
+  bar += std::string(width - fill, '.');
+  double el = now_seconds() - start_;
+  double left = done ? el * (total_ - done) / done : NAN;
+  std::printf("%s[%s] %lld/%lld %s | %s left", tty_ ? "\r" : "", bar.c_str(), (long long)done, (long long)total_,
+              text.c_str(), format_duration(left).c_str());
+  std::printf(tty_ ? "\033[K" : "\n");
+  std::fflush(stdout);
+}
+
+void Progress::finish() {
+  if (tty_) std::printf("\n");
+}
+
+}  // namespace nala

@@ -1,0 +1,68 @@
+// tools/common.h - what the nala subcommands share: choosing a dataset by
+// name, building a model for it, evaluation, the thread count, a progress
+// line. Not part of the embeddable core.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "models/nalaformer.h"
+#include "tools/cli.h"
+#include "tools/datasets.h"
+
+namespace nala {
+
+int cmd_train(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_predict(int argc, char** argv);
+int cmd_info(int argc, char** argv);
+int cmd_forward(int argc, char** argv);
+int cmd_grad(int argc, char** argv);
+
+// --data: "fashion-mnist", "cifar10" or "folder"; --data-dir overrides the
+// location (fashion-mnist defaults to Debian's /usr/share/datasets/fashion-mnist).
+struct DataSpec {
+  std::string name = "fashion-mnist";
+  std::string dir;
+  int64_t img_size = 0;  // folders: resize to this (0 = 224); fixed-size sets: must match or be 0
+  int64_t channels = 0;  // folders: 1 or 3 (0 = 3)
+  bool skip_bad = false;
+};
+void add_data_options(ArgParser& p, DataSpec& d);
+Dataset load_dataset(const DataSpec& d, bool train);
+
+// Model config from --model plus the dataset's channels and classes.
+NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes);
+// Refuses an image size the model cannot take (UsageError).
+void check_image_size(const NalaConfig& cfg, int64_t h, int64_t w);
+
+void set_threads(int64_t threads);  // 0 = leave OpenMP's default
+int threads_in_use();
+
+struct EvalResult {
+  double loss = 0, top1 = 0, top5 = 0;
+  int64_t n = 0;
+  std::vector<double> per_class;                 // accuracy per class
+  std::vector<std::vector<int64_t>> confusion;   // [true][predicted]
+};
+EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit = 0);
+
+// "12.3 s", "4 min 05 s", "1 h 02 min".
+std::string format_duration(double seconds);
+
+// A one-line progress report: redrawn in place on a terminal, printed every
+// `every` calls otherwise (logs stay readable).
+class Progress {
+ public:
+  Progress(int64_t total, int64_t every);
+  void update(int64_t done, const std::string& text);
+  void finish();
+
+ private:
+  int64_t total_, every_;
+  bool tty_;
+  double start_;
+};
+double now_seconds();
+
+}  // namespace nala
