@@ -1,8 +1,10 @@
 // tools/cmd_eval.cpp - `nala eval` (accuracy, per class, confusion matrix)
 // and `nala predict` (top-5 classes of image files).
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <sstream>
 
@@ -106,6 +108,35 @@ int cmd_predict(int argc, char** argv) {
       std::string name = k < (int64_t)names.size() ? names[k] : "class " + std::to_string(k);
       std::printf("  %5.1f%%  %s\n", 100 * pr[k], name.c_str());
     }
+  }
+  return 0;
+}
+
+int cmd_sample(int argc, char** argv) {
+  DataSpec data;
+  int64_t count = 5, first = 0;
+  std::string out;
+  ArgParser p("sample", "write test-split images as PNG files named <index>_<class>.png");
+  add_data_options(p, data);
+  p.add_int("count", &count, "how many images", 1, 1 << 20);
+  p.add_int("first", &first, "index of the first image", 0, 1LL << 40);
+  p.add_string("out", &out, "output directory");
+  p.parse(argc, argv);
+  if (out.empty()) throw UsageError("--out is required");
+  Dataset ds = load_dataset(data, false);
+  NALA_CHECK(first + count <= ds.n, "sample: images ", first, "..", first + count - 1, " requested, ", ds.name,
+             " has ", ds.n);
+  NALA_CHECK(std::system(("mkdir -p '" + out + "'").c_str()) == 0, out, ": cannot create directory");
+  for (int64_t i = first; i < first + count; i++) {
+    Image img;
+    img.h = (int)ds.h, img.w = (int)ds.w, img.c = (int)ds.c;
+    img.pixels.assign(ds.image(i), ds.image(i) + ds.image_size());
+    std::string cls = ds.classes[ds.labels[i]];
+    for (char& ch : cls)
+      if (!isalnum((unsigned char)ch)) ch = '-';
+    std::string path = out + "/" + std::to_string(i) + "_" + cls + ".png";
+    write_png(path, img);
+    std::printf("%s\n", path.c_str());
   }
   return 0;
 }

@@ -18,6 +18,7 @@ int cmd_predict(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_forward(int argc, char** argv);
 int cmd_grad(int argc, char** argv);
+int cmd_sample(int argc, char** argv);
 
 // --data: "fashion-mnist", "cifar10" or "folder"; --data-dir overrides the
 // location (fashion-mnist defaults to Debian's /usr/share/datasets/fashion-mnist).

@@ -17,6 +17,7 @@ const char* kUsage =
     "  info      every layer's output shape, parameters and FLOPs\n"
     "  forward   eval-mode logits of an input file (safetensors)\n"
     "  grad      train-mode loss and parameter gradients of an input file\n"
+    "  sample    write dataset images as PNG files\n"
     "  ops       list the differentiable ops\n";
 }
 
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
   struct { const char* name; Fn fn; } table[] = {
       {"train", nala::cmd_train},     {"eval", nala::cmd_eval},       {"predict", nala::cmd_predict},
       {"info", nala::cmd_info},       {"forward", nala::cmd_forward}, {"grad", nala::cmd_grad},
+      {"sample", nala::cmd_sample},
   };
   if (cmd == "ops") {
     for (int i = 0; i < nala::op_count(); i++) std::printf("%s\n", nala::op_name((nala::OpId)i));
