@@ -1,0 +1,169 @@
+"""PyTorch GPU baselines (eager, fp32) for comparison with the engine's CUDA path.
+
+Uses the reference model and attention core of tests/reference/nalaformer_ref.py.
+  (a) NaLa attention core (composed torch ops), forward and forward+backward, at
+      (B, h, N, d) = (128,1,3136,64), (128,2,784,64), (128,1,196,32)
+  (b) pico (1x28x28, 10 classes) training at batch 256 (forward, cross-entropy,
+      backward, AdamW step) and inference
+  (c) xt and t (3x224x224, 1000 classes) training at batch 128 and inference,
+      images/s and torch.cuda.max_memory_allocated
+Times are medians over the timed iterations, taken with CUDA events (wall
+clock on CPU). TF32 is off unless --tf32.
+
+    python3 bench/torch_gpu.py                       # on the GPU machine
+    python3 bench/torch_gpu.py --device cpu --quick  # smoke test at tiny sizes
+    python3 bench/torch_gpu.py --parts attn,pico     # a subset
+
+Output, one parseable line per measurement, e.g.
+    torch cuda nala_attn fwd B=128 h=1 N=3136 d=64 ms=1.234
+    torch cuda pico train batch=256 img/s=12345.6 ms/iter=20.7 max_mem_MiB=1234
+    torch cuda xt train batch=128 img=224 img/s=1234.5 ms/iter=103.7 max_mem_MiB=23456
+"""
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+import nalaformer_ref as ref  # noqa: E402
+
+
+class Timer:
+    """Median milliseconds of fn() over iters after warmup."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn, warmup, iters):
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(iters):
+            if self.cuda:
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                b.synchronize()
+                times.append(a.elapsed_time(b))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+
+def reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mib(device):
+    if device.type != "cuda":
+        return "na"
+    return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}"
+
+
+def grid(N):
+    H = int(round(math.sqrt(N)))
+    if H * H != N:
+        raise SystemExit(f"torch_gpu: N={N} is not a square grid")
+    return H, H
+
+
+def bench_attn(args, dev, timer, shapes):
+    for (B, h, N, d) in shapes:
+        H, W = grid(N)
+        sin, cos = ref.RoPE(d).to(dev).tables(H, W)
+        q, k, v = (torch.randn(B, h, N, d, device=dev, requires_grad=True) for _ in range(3))
+        gout = torch.randn(B, h, N, d, device=dev)
+
+        def fwd():
+            with torch.no_grad():
+                ref.nala_attention(q, k, v, sin, cos)
+
+        def fwd_bwd():
+            o = ref.nala_attention(q, k, v, sin, cos)
+            torch.autograd.backward(o, gout, inputs=[q, k, v])
+
+        for mode, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
+            reset_peak(dev)
+            ms = timer(fn, args.warmup, args.iters)
+            print(f"torch {dev.type} nala_attn {mode} B={B} h={h} N={N} d={d} ms={ms:.3f} "
+                  f"max_mem_MiB={peak_mib(dev)}", flush=True)
+        del q, k, v, gout
+
+
+def bench_model(args, dev, timer, name, batch, img, chans, classes, modes):
+    torch.manual_seed(0)
+    model = ref.build(name, in_chans=chans, num_classes=classes, img_size=img).to(dev)
+    x = torch.randn(batch, chans, img, img, device=dev)
+    y = torch.randint(0, classes, (batch,), device=dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def infer_step():
+        with torch.no_grad():
+            model(x)
+
+    for mode in modes:
+        model.train(mode == "train")
+        reset_peak(dev)
+        ms = timer(train_step if mode == "train" else infer_step, args.warmup, args.iters)
+        print(f"torch {dev.type} {name} {mode} batch={batch} img={img} img/s={batch / (ms / 1e3):.1f} "
+              f"ms/iter={ms:.2f} max_mem_MiB={peak_mib(dev)}", flush=True)
+    del model, opt, x, y
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, few iterations (smoke test)")
+    ap.add_argument("--parts", default="attn,pico,xt,t")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 in matmul and cuDNN")
+    args = ap.parse_args()
+
+    dev = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cudnn.benchmark = True
+    if args.quick:
+        args.warmup, args.iters = 1, 2
+        attn_shapes = [(2, 1, 64, 64), (2, 2, 16, 32), (2, 1, 16, 32)]
+        pico_b, big_b, big_img = 4, 2, 64
+    else:
+        attn_shapes = [(128, 1, 3136, 64), (128, 2, 784, 64), (128, 1, 196, 32)]
+        pico_b, big_b, big_img = 256, 128, 224
+    if dev.type == "cuda":
+        print(f"# {torch.cuda.get_device_name(dev)} torch {torch.__version__} tf32={args.tf32}", flush=True)
+    else:
+        print(f"# cpu threads={torch.get_num_threads()} torch {torch.__version__}", flush=True)
+
+    timer = Timer(dev)
+    parts = args.parts.split(",")
+    for part in parts:
+        if part == "attn":
+            bench_attn(args, dev, timer, attn_shapes)
+        elif part == "pico":
+            bench_model(args, dev, timer, "pico", pico_b, 28, 1, 10, ("train", "infer"))
+        elif part in ("xt", "t", "s", "b", "l"):
+            bench_model(args, dev, timer, part, big_b, big_img, 3, 1000, ("train", "infer"))
+        else:
+            raise SystemExit(f"torch_gpu: unknown part {part!r}")
+
+
+if __name__ == "__main__":
+    main()
