@@ -43,18 +43,22 @@ TEST_CASE("model: state_dict names, order and shapes match the reference for eve
 }
 
 TEST_CASE("model: parameter counts of SPEC section 5", "[model][slow]") {
-  // (3 channels, 1000 classes; BN buffers excluded), rounded as the SPEC gives them.
-  struct C { const char* name; double millions; double tol; };
-  for (C c : {C{"xt", 6.14, 0.005}, C{"t", 15.9, 0.05}, C{"s", 25.6, 0.05}, C{"b", 52.0, 0.05}, C{"l", 95.4, 0.05}}) {
+  // 3 channels, 1000 classes, BN buffers excluded. Exact counts from the
+  // PyTorch reference; SPEC section 5 gives them rounded (6.14M, 15.9M,
+  // 25.6M, 52.0M, 95.4M; the reference's s is 25.65M).
+  struct C { const char* name; int64_t count; double spec_millions; };
+  for (C c : {C{"xt", 6142248, 6.14}, C{"t", 15907752, 15.9}, C{"s", 25654184, 25.6}, C{"b", 52002952, 52.0},
+              C{"l", 95426760, 95.4}}) {
     NalaFormer m(nalaformer_config(c.name));
     INFO(c.name << ": " << m.num_parameters());
-    REQUIRE(std::fabs(m.num_parameters() / 1e6 - c.millions) <= c.tol);
+    REQUIRE(m.num_parameters() == c.count);
+    REQUIRE(std::fabs(m.num_parameters() / 1e6 - c.spec_millions) < 0.06);
   }
 }
 
 TEST_CASE("model: pico parameter count and the small configs' counts", "[model]") {
   REQUIRE(NalaFormer(nalaformer_config("pico")).num_parameters() == 653194);
-  REQUIRE(std::fabs(NalaFormer(nalaformer_config("xt")).num_parameters() / 1e6 - 6.14) < 0.005);
+  REQUIRE(NalaFormer(nalaformer_config("xt")).num_parameters() == 6142248);
 }
 
 TEST_CASE("model: golden init matches the reference's test vectors", "[model]") {
@@ -92,7 +96,7 @@ TEST_CASE("model: pico matches the PyTorch reference (eval logits, train loss, a
   {
     NoGradGuard ng;
     // float32 engine vs float64 reference: about 1e-4 relative on logits.
-    REQUIRE_CLOSE(m.forward(x), g.tensors.at("logits_eval"), 1e-4, 1e-4);
+    REQUIRE_CLOSE(m.forward(x), g.tensors.at("logits_eval"), 1e-5, 1e-4);
   }
   m.train();
   Tensor logits = m.forward(x);
@@ -109,7 +113,7 @@ TEST_CASE("model: pico matches the PyTorch reference (eval logits, train loss, a
     for (float v : ref.to_vector()) scale = std::max(scale, (double)std::fabs(v));
     INFO("gradient of " << name);
     REQUIRE(p.grad().defined());
-    REQUIRE_CLOSE(p.grad(), ref, 2e-4 * scale + 1e-7, 2e-3);
+    REQUIRE_CLOSE(p.grad(), ref, 1e-3 * scale + 1e-6, 1e-3);
     checked++;
   }
   REQUIRE(checked == 174);  // every parameter tensor of pico
