@@ -6,6 +6,10 @@
 #include "kernels/cpu/conv.h"
 #include "tests/helpers.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 using namespace nala;
 using namespace nala::test;
 
@@ -39,7 +43,9 @@ TEST_CASE("gradcheck: conv2d", "[conv][gradcheck]") {
     auto f = [&](const std::vector<Tensor>& t) {
       return conv2d(t[0], t[1], t.size() > 2 ? t[2] : Tensor(), (int)c.stride, (int)c.pad);
     };
-    REQUIRE_GRADCHECK(f, in);
+    GradcheckOptions opt;
+    opt.max_per_input = 100;  // every other element or so: keeps the 7 cases fast
+    REQUIRE_GRADCHECK(f, in, opt);
   }
 }
 
@@ -98,7 +104,7 @@ TEST_CASE("conv2d: fast kernels match the naive ones", "[conv]") {
 TEST_CASE("dwconv2d: fast kernels match the naive ones", "[conv]") {
   Rng rng(4);
   for (int64_t k : {1, 3, 5, 7}) {
-    const int64_t B = 2, H = 9, W = 7, C = 13;
+    const int64_t B = 2, H = 9, W = 7, C = k == 3 ? 67 : 13;
     INFO("k " << k);
     Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng), b = randn({C}, rng);
     Tensor y = Tensor::empty(x.shape()), yr = Tensor::empty(x.shape());
@@ -202,4 +208,25 @@ TEST_CASE("conv: bad inputs name the op and the shapes", "[conv]") {
                       Catch::Contains("dwconv2d") && Catch::Contains("[4]"));
   REQUIRE_THROWS_WITH(dwconv2d(Tensor::from_vector_i64({1, 1, 1, 1}, {1}), Tensor::zeros({1, 1, 3, 3}), Tensor()),
                       Catch::Contains("dwconv2d") && Catch::Contains("f32"));
+}
+
+TEST_CASE("conv: reductions do not depend on the thread count", "[conv]") {
+#ifdef _OPENMP
+  Rng rng(8);
+  const int64_t B = 3, H = 17, W = 15, C = 40, Co = 9;
+  Tensor x = randn({B, H, W, C}, rng), w = randn({Co, C, 3, 3}, rng), wd = randn({C, 1, 3, 3}, rng);
+  Tensor g = randn({B, 9, 8, Co}, rng), gd = randn({B, H, W, C}, rng);
+  std::vector<std::vector<float>> runs[2];
+  for (int t = 0; t < 2; t++) {
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(t == 0 ? 1 : 3);
+    Tensor dw = Tensor::empty(w.shape()), db = Tensor::empty({Co}), dwd = Tensor::empty(wd.shape()),
+           dbd = Tensor::empty({C});
+    cpu::conv2d_backward(nullptr, dw.f32(), db.f32(), g.f32(), x.f32(), w.f32(), B, H, W, C, Co, 3, 2, 1);
+    cpu::dwconv2d_backward(nullptr, dwd.f32(), dbd.f32(), gd.f32(), x.f32(), wd.f32(), B, H, W, C, 3);
+    omp_set_num_threads(prev);
+    runs[t] = {db.to_vector(), dwd.to_vector(), dbd.to_vector()};
+  }
+  REQUIRE(runs[0] == runs[1]);
+#endif
 }

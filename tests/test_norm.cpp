@@ -7,6 +7,10 @@
 #include "kernels/cpu/norm.h"
 #include "tests/helpers.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 using namespace nala;
 using namespace nala::test;
 
@@ -66,7 +70,8 @@ TEST_CASE("gradcheck: batchnorm", "[norm][gradcheck]") {
 TEST_CASE("layernorm: fast kernels match the naive ones", "[norm]") {
   Rng rng(13);
   // (O, C, I): token rows (I = 1) and per-pixel tiles, I across several tiles with a ragged end.
-  for (Shape s : {Shape{37, 29, 1}, Shape{3, 11, 1}, Shape{3, 13, 133}, Shape{2, 5, 7}}) {
+  for (Shape s : {Shape{37, 29, 1}, Shape{3, 11, 1}, Shape{3, 13, 133}, Shape{2, 5, 7}, Shape{700, 67, 1},
+                  Shape{3, 13, 1001}}) {
     const int64_t O = s[0], C = s[1], I = s[2];
     INFO("O " << O << " C " << C << " I " << I);
     Tensor x = randn(s, rng, 2.0f), w = randn({C}, rng), b = randn({C}, rng), g = randn(s, rng);
@@ -96,7 +101,8 @@ TEST_CASE("layernorm: fast kernels match the naive ones", "[norm]") {
 TEST_CASE("batchnorm: fast kernels match the naive ones", "[norm]") {
   Rng rng(14);
   // (O, C, I): channels-last rows (I = 1, O above the block count) and NCHW.
-  for (Shape s : {Shape{131, 7, 1}, Shape{5, 3, 1}, Shape{3, 5, 37}, Shape{2, 9, 1}}) {
+  for (Shape s : {Shape{131, 7, 1}, Shape{5, 3, 1}, Shape{3, 5, 37}, Shape{2, 9, 1}, Shape{1500, 29, 1},
+                  Shape{3, 17, 777}}) {
     const int64_t O = s[0], C = s[1], I = s[2];
     INFO("O " << O << " C " << C << " I " << I);
     Tensor x = shifted(randn(s, rng, 2.0f), 3.0f), w = randn({C}, rng), b = randn({C}, rng), g = randn(s, rng);
@@ -210,4 +216,35 @@ TEST_CASE("norm: bad inputs name the op and the shapes", "[norm]") {
   Tensor one = Tensor::zeros({1, 4});
   REQUIRE_THROWS_WITH(batchnorm(one, Tensor(), Tensor(), rm, rv, true, 0.1f, 1e-5f),
                       Catch::Contains("batchnorm") && Catch::Contains("more than one value"));
+}
+
+TEST_CASE("norm: reductions do not depend on the thread count", "[norm]") {
+#ifdef _OPENMP
+  Rng rng(16);
+  std::vector<std::vector<float>> runs[2];
+  for (int t = 0; t < 2; t++) {
+    Rng r = rng;
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(t == 0 ? 1 : 3);
+    std::vector<std::vector<float>> out;
+    for (Shape s : {Shape{1500, 29, 1}, Shape{3, 17, 777}}) {
+      const int64_t O = s[0], C = s[1], I = s[2];
+      Tensor x = randn(s, r), g = randn(s, r), w = randn({C}, r);
+      Tensor m = Tensor::empty({O * I}), rs = Tensor::empty({O * I}), y = Tensor::empty(s);
+      Tensor dw = Tensor::empty({C}), db = Tensor::empty({C});
+      cpu::layernorm_forward(y.f32(), m.f32(), rs.f32(), x.f32(), w.f32(), nullptr, O, C, I, 1e-5f);
+      cpu::layernorm_backward(nullptr, dw.f32(), db.f32(), g.f32(), x.f32(), m.f32(), rs.f32(), w.f32(), O, C, I);
+      out.push_back(dw.to_vector()), out.push_back(db.to_vector());
+      Tensor bm = Tensor::empty({C}), br = Tensor::empty({C});
+      cpu::batchnorm_train_stats(bm.f32(), br.f32(), nullptr, nullptr, x.f32(), O, C, I, 0.1f, 1e-5f);
+      cpu::batchnorm_backward(nullptr, dw.f32(), db.f32(), g.f32(), x.f32(), bm.f32(), br.f32(), w.f32(), O, C, I,
+                              true);
+      out.push_back(bm.to_vector()), out.push_back(br.to_vector());
+      out.push_back(dw.to_vector()), out.push_back(db.to_vector());
+    }
+    omp_set_num_threads(prev);
+    runs[t] = out;
+  }
+  REQUIRE(runs[0] == runs[1]);
+#endif
 }

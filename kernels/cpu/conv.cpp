@@ -33,6 +33,7 @@ namespace {
 
 constexpr int64_t kChunkFloats = int64_t(1) << 22;  // im2col buffer budget: 16 MB
 constexpr int64_t kReduceBlocks = 64;               // fixed partial-sum blocks
+constexpr int64_t kParallelWork = 1 << 15;  // below this many flops a parallel region costs more than it saves
 
 std::unique_ptr<float[]> scratch(int64_t n) { return std::unique_ptr<float[]>(new float[std::max<int64_t>(n, 1)]); }
 
@@ -40,7 +41,7 @@ std::unique_ptr<float[]> scratch(int64_t n) { return std::unique_ptr<float[]>(ne
 void im2col(float* cols, const float* x, int64_t b0, int64_t nb, int64_t H, int64_t W, int64_t Ci, int64_t Ho,
             int64_t Wo, int64_t k, int64_t stride, int64_t pad) {
   const int64_t kk = k * k, K = Ci * kk;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (nb * Ho * Wo * K > kParallelWork)
   for (int64_t b = 0; b < nb; b++)
     for (int64_t oy = 0; oy < Ho; oy++) {
       const float* xb = x + (b0 + b) * H * W * Ci;
@@ -67,7 +68,7 @@ void im2col(float* cols, const float* x, int64_t b0, int64_t nb, int64_t H, int6
 void col2im(float* dx, const float* dcols, int64_t b0, int64_t nb, int64_t H, int64_t W, int64_t Ci, int64_t Ho,
             int64_t Wo, int64_t k, int64_t stride, int64_t pad) {
   const int64_t kk = k * k, K = Ci * kk;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (nb * H * W * K > kParallelWork)
   for (int64_t b = 0; b < nb; b++)
     for (int64_t iy = 0; iy < H; iy++) {
       float* dxrow = dx + ((b0 + b) * H + iy) * W * Ci;
@@ -96,7 +97,7 @@ void col2im(float* dx, const float* dcols, int64_t b0, int64_t nb, int64_t H, in
 void column_sums(float* out, const float* a, int64_t rows, int64_t C) {
   const int64_t nblk = std::max<int64_t>(1, std::min(rows, kReduceBlocks));
   std::vector<float> part(nblk * C, 0.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C > kParallelWork)
   for (int64_t blk = 0; blk < nblk; blk++) {
     float* p = part.data() + blk * C;
     for (int64_t r = blk * rows / nblk; r < (blk + 1) * rows / nblk; r++) {
@@ -187,7 +188,7 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* bia
     if (!g.direct) im2col(cols.get(), x, b0, nb, H, W, Ci, g.Ho, g.Wo, k, stride, pad);
     float* o = out + b0 * g.per_image * Co;
     if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * Co > kParallelWork)
       for (int64_t r = 0; r < rows; r++) std::memcpy(o + r * Co, bias, Co * sizeof(float));
     }
     gemm(false, true, rows, Co, g.K, 1.0f, A, g.K, w, g.K, bias ? 1.0f : 0.0f, o, Co);
@@ -269,7 +270,7 @@ namespace {
 void dw_stencil(float* out, const float* x, const float* wt, const float* bias, int64_t B, int64_t H, int64_t W,
                 int64_t C, int64_t k) {
   const int64_t p = k / 2;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (B * H * W * C * k * k > kParallelWork)
   for (int64_t b = 0; b < B; b++)
     for (int64_t y = 0; y < H; y++) {
       float* o = out + (b * H + y) * W * C;
@@ -316,7 +317,7 @@ void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, co
   if (!dw && !dbias) return;
   const int64_t R = B * H, nblk = std::max<int64_t>(1, std::min(R, kReduceBlocks)), stride = (kk + 1) * C;
   std::vector<float> part(nblk * stride, 0.0f);  // per block: taps (kk, C) then bias (C)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * H * W * C * (k * k + 1) > kParallelWork)
   for (int64_t blk = 0; blk < nblk; blk++) {
     float* pw = part.data() + blk * stride;
     float* pb = pw + kk * C;

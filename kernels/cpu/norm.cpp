@@ -23,6 +23,7 @@ namespace {
 
 constexpr int64_t kTile = 64;          // rows per tile when I > 1
 constexpr int64_t kReduceBlocks = 64;  // fixed partial-sum blocks
+constexpr int64_t kParallelWork = 1 << 15;  // below this many flops a parallel region costs more than it saves
 
 struct Pair {
   float a, b;
@@ -35,7 +36,7 @@ void channel_sums(double* s1, double* s2, int64_t O, int64_t C, int64_t I, F f) 
   if (I == 1) {
     const int64_t nblk = std::max<int64_t>(1, std::min(O, kReduceBlocks));
     std::vector<float> part(2 * nblk * C, 0.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (O * C > kParallelWork)
     for (int64_t blk = 0; blk < nblk; blk++) {
       float* p1 = part.data() + 2 * blk * C;
       float* p2 = p1 + C;
@@ -54,7 +55,7 @@ void channel_sums(double* s1, double* s2, int64_t O, int64_t C, int64_t I, F f) 
       s1[c] = a, s2[c] = b;
     }
   } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (O * C * I > kParallelWork)
     for (int64_t c = 0; c < C; c++) {
       double a = 0, b = 0;
       for (int64_t o = 0; o < O; o++) {
@@ -77,12 +78,12 @@ void channel_sums(double* s1, double* s2, int64_t O, int64_t C, int64_t I, F f) 
 template <class F>
 void per_channel_map(int64_t O, int64_t C, int64_t I, F f) {
   if (I == 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (O * C > kParallelWork)
     for (int64_t o = 0; o < O; o++)
 #pragma omp simd
       for (int64_t c = 0; c < C; c++) f(o * C + c, c);
   } else {
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (O * C * I > kParallelWork)
     for (int64_t o = 0; o < O; o++)
       for (int64_t c = 0; c < C; c++)
 #pragma omp simd
@@ -141,7 +142,7 @@ void layernorm_backward_naive(float* dx, float* dweight, float* dbias, const flo
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
                        const float* bias, int64_t O, int64_t C, int64_t I, float eps) {
   if (I == 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (O * C > kParallelWork)
     for (int64_t o = 0; o < O; o++) {
       const float* xr = x + o * C;
       float* yr = out + o * C;
@@ -159,7 +160,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
     return;
   }
   const int64_t ntile = (I + kTile - 1) / kTile;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (O * C * I > kParallelWork)
   for (int64_t o = 0; o < O; o++)
     for (int64_t t = 0; t < ntile; t++) {
       const int64_t i0 = t * kTile, n = std::min(kTile, I - i0);
@@ -198,7 +199,7 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
   }
   if (!dx) return;
   if (I == 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (O * C > kParallelWork)
     for (int64_t o = 0; o < O; o++) {
       const float* xr = x + o * C;
       const float* gr = dout + o * C;
@@ -221,7 +222,7 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
     return;
   }
   const int64_t ntile = (I + kTile - 1) / kTile;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (O * C * I > kParallelWork)
   for (int64_t o = 0; o < O; o++)
     for (int64_t t = 0; t < ntile; t++) {
       const int64_t i0 = t * kTile, n = std::min(kTile, I - i0);
