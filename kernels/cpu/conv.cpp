@@ -266,30 +266,62 @@ void dwconv2d_backward_naive(float* dx, float* dw, float* dbias, const float* do
 
 namespace {
 
+constexpr int64_t kDwBlock = 32;  // channels held in registers per output pixel
+
+// One output pixel, channels [0, n) of the block starting at xc / wc / bc: the
+// accumulators stay in registers across all taps (n = kDwBlock: compile-time size).
+template <int64_t N>
+inline void dw_pixel(float* dst, const float* xc, const float* wc, const float* bc, int64_t n, int64_t y,
+                     int64_t xx, int64_t H, int64_t W, int64_t C, int64_t k) {
+  const int64_t p = k / 2, len = N > 0 ? N : n;
+  float acc[N > 0 ? N : kDwBlock];
+#pragma omp simd
+  for (int64_t c = 0; c < len; c++) acc[c] = bc ? bc[c] : 0.0f;
+  for (int64_t ky = std::max<int64_t>(0, p - y); ky < std::min<int64_t>(k, H + p - y); ky++) {
+    const float* xr = xc + (y + ky - p) * W * C;
+    for (int64_t kx = std::max<int64_t>(0, p - xx); kx < std::min<int64_t>(k, W + p - xx); kx++) {
+      const float* xs = xr + (xx + kx - p) * C;
+      const float* wv = wc + (ky * k + kx) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < len; c++) acc[c] += wv[c] * xs[c];
+    }
+  }
+#pragma omp simd
+  for (int64_t c = 0; c < len; c++) dst[c] = acc[c];
+}
+
+// acc[c] += sum_{j < m} g[j*C + c] * xs[j*C + c], c < n, accumulators in registers.
+template <int64_t N>
+inline void dw_tap(float* acc, const float* g, const float* xs, int64_t n, int64_t m, int64_t C) {
+  const int64_t len = N > 0 ? N : n;
+  float a[N > 0 ? N : kDwBlock];
+#pragma omp simd
+  for (int64_t c = 0; c < len; c++) a[c] = acc[c];
+  for (int64_t j = 0; j < m; j++) {
+    const float* gd = g + j * C;
+    const float* xd = xs + j * C;
+#pragma omp simd
+    for (int64_t c = 0; c < len; c++) a[c] += gd[c] * xd[c];
+  }
+#pragma omp simd
+  for (int64_t c = 0; c < len; c++) acc[c] = a[c];
+}
+
 // out = stencil(x) with taps wt laid out (k*k, C) (tap-major, channel contiguous).
 void dw_stencil(float* out, const float* x, const float* wt, const float* bias, int64_t B, int64_t H, int64_t W,
                 int64_t C, int64_t k) {
-  const int64_t p = k / 2;
 #pragma omp parallel for collapse(2) schedule(static) if (B * H * W * C * k * k > kParallelWork)
   for (int64_t b = 0; b < B; b++)
     for (int64_t y = 0; y < H; y++) {
       float* o = out + (b * H + y) * W * C;
-      for (int64_t xx = 0; xx < W; xx++)
-        for (int64_t c = 0; c < C; c++) o[xx * C + c] = bias ? bias[c] : 0.0f;
-      for (int64_t ky = 0; ky < k; ky++) {
-        const int64_t iy = y + ky - p;
-        if (iy < 0 || iy >= H) continue;
-        const float* xr = x + (b * H + iy) * W * C;
-        for (int64_t kx = 0; kx < k; kx++) {
-          const float* wv = wt + (ky * k + kx) * C;
-          const int64_t x0 = std::max<int64_t>(0, p - kx), x1 = std::min<int64_t>(W, W + p - kx);
-          for (int64_t xx = x0; xx < x1; xx++) {
-            float* od = o + xx * C;
-            const float* xs = xr + (xx + kx - p) * C;
-#pragma omp simd
-            for (int64_t c = 0; c < C; c++) od[c] += wv[c] * xs[c];
-          }
-        }
+      const float* xb = x + b * H * W * C;
+      for (int64_t xx = 0; xx < W; xx++) {
+        int64_t c0 = 0;
+        for (; c0 + kDwBlock <= C; c0 += kDwBlock)
+          dw_pixel<kDwBlock>(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, kDwBlock, y, xx, H, W,
+                             C, k);
+        if (c0 < C)
+          dw_pixel<0>(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, C - c0, y, xx, H, W, C, k);
       }
     }
 }
@@ -335,12 +367,12 @@ void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, co
         for (int64_t kx = 0; kx < k; kx++) {
           float* acc = pw + (ky * k + kx) * C;
           const int64_t x0 = std::max<int64_t>(0, p - kx), x1 = std::min<int64_t>(W, W + p - kx);
-          for (int64_t xx = x0; xx < x1; xx++) {
-            const float* gd = g + xx * C;
-            const float* xs = xr + (xx + kx - p) * C;
-#pragma omp simd
-            for (int64_t c = 0; c < C; c++) acc[c] += gd[c] * xs[c];
-          }
+          const float* xs = xr + (x0 + kx - p) * C;
+          const float* gs = g + x0 * C;
+          int64_t c0 = 0;
+          for (; c0 + kDwBlock <= C; c0 += kDwBlock)
+            dw_tap<kDwBlock>(acc + c0, gs + c0, xs + c0, kDwBlock, x1 - x0, C);
+          if (c0 < C) dw_tap<0>(acc + c0, gs + c0, xs + c0, C - c0, x1 - x0, C);
         }
       }
     }
