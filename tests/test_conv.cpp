@@ -103,8 +103,9 @@ TEST_CASE("conv2d: fast kernels match the naive ones", "[conv]") {
 
 TEST_CASE("dwconv2d: fast kernels match the naive ones", "[conv]") {
   Rng rng(4);
-  for (int64_t k : {1, 3, 5, 7}) {
-    const int64_t B = 2, H = 9, W = 7, C = k == 3 ? 67 : 13;
+  for (int64_t k : {1, 3, 5, 7, 9}) {
+    // k = 9 on a 3x2 image: the kernel is larger than the image.
+    const int64_t B = 2, H = k == 9 ? 3 : 9, W = k == 9 ? 2 : 7, C = k == 3 ? 67 : 13;
     INFO("k " << k);
     Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng), b = randn({C}, rng);
     Tensor y = Tensor::empty(x.shape()), yr = Tensor::empty(x.shape());
