@@ -1,0 +1,105 @@
+// autograd/ops_conv.cpp - conv2d and dwconv2d: checks, dispatch, tape.
+//
+// Shape letters: B batch, H W input size, Ho Wo output size, Ci Co channels,
+// C channels of a depthwise conv, k kernel size. x is (B, H, W, Ci)
+// channels-last; w keeps the PyTorch layout. Backward saves x and w (made
+// contiguous) and asks the kernels only for the gradients that are needed.
+#include "autograd/dispatch.h"
+#include "autograd/ops.h"
+#include "kernels/cpu/conv.h"
+#ifdef NALA_CUDA
+#include "kernels/cuda/conv.h"
+#endif
+
+namespace nala {
+
+namespace {
+
+void check_f32(const char* op, const char* what, const Tensor& t) {
+  NALA_CHECK(t.dtype() == DType::F32, op, ": ", what, " must be f32, got ", t.desc());
+}
+
+void check_bias(const char* op, const Tensor& x, const Tensor& bias, int64_t n) {
+  if (!bias.defined()) return;
+  check_f32(op, "bias", bias);
+  NALA_CHECK(bias.dim() == 1 && bias.size(0) == n, op, ": input ", x.desc(), " and bias ", bias.desc(),
+             ": expected a bias of shape [", n, "]");
+}
+
+float* ptr_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
+
+Tensor grad_like(const Tensor& t, bool wanted) {
+  return wanted ? Tensor::empty(t.shape(), DType::F32, t.device()) : Tensor();
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, int stride, int pad) {
+  const char* op = "conv2d";
+  NALA_CHECK(x_.dim() == 4, op, ": input ", x_.desc(), " must be (B, H, W, Cin)");
+  NALA_CHECK(w_.dim() == 4, op, ": weight ", w_.desc(), " must be (Cout, Cin, k, k)");
+  check_f32(op, "input", x_);
+  check_f32(op, "weight", w_);
+  NALA_CHECK(w_.size(2) == w_.size(3), op, ": weight ", w_.desc(), " must have a square kernel");
+  NALA_CHECK(x_.size(3) == w_.size(1), op, ": input ", x_.desc(), " and weight ", w_.desc(),
+             ": channel mismatch");
+  NALA_CHECK(stride >= 1 && pad >= 0, op, ": stride ", stride, " and pad ", pad, " must be >= 1 and >= 0");
+  const int64_t B = x_.size(0), H = x_.size(1), W = x_.size(2), Ci = x_.size(3), Co = w_.size(0),
+                k = w_.size(2);
+  NALA_CHECK(H + 2 * pad >= k && W + 2 * pad >= k, op, ": input ", x_.desc(), " with pad ", pad,
+             " is smaller than the kernel of weight ", w_.desc());
+  check_bias(op, x_, bias_, Co);
+  const Device dev = common_device(op, {&x_, &w_, &bias_});
+  const int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+
+  Tensor x = view::contiguous(x_), w = view::contiguous(w_);
+  Tensor bias = bias_.defined() ? view::contiguous(bias_) : Tensor();
+  Tensor out = Tensor::empty({B, Ho, Wo, Co}, DType::F32, dev);
+  NALA_DISPATCH(dev, conv2d_forward, out.f32(), x.f32(), w.f32(), ptr_or_null(bias), B, H, W, Ci, Co, k,
+                stride, pad);
+  if (!needs_grad({&x_, &w_, &bias_})) return out;
+  Tensor xs = x.detach(), ws = w.detach();
+  return record(OpId::conv2d, out, {x_, w_, bias_},
+                [xs, ws, B, H, W, Ci, Co, k, stride, pad, dev, gx = x_.requires_grad(),
+                 gw = w_.requires_grad(), gb = bias_.defined() && bias_.requires_grad()](const Tensor& gout) {
+                  Tensor g = view::contiguous(gout);
+                  Tensor dx = grad_like(xs, gx), dw = grad_like(ws, gw);
+                  Tensor db = gb ? Tensor::empty({Co}, DType::F32, dev) : Tensor();
+                  NALA_DISPATCH(dev, conv2d_backward, ptr_or_null(dx), ptr_or_null(dw), ptr_or_null(db),
+                                g.f32(), xs.f32(), ws.f32(), B, H, W, Ci, Co, k, stride, pad);
+                  return std::vector<Tensor>{dx, dw, db};
+                });
+}
+
+Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_) {
+  const char* op = "dwconv2d";
+  NALA_CHECK(x_.dim() == 4, op, ": input ", x_.desc(), " must be (B, H, W, C)");
+  check_f32(op, "input", x_);
+  check_f32(op, "weight", w_);
+  const int64_t B = x_.size(0), H = x_.size(1), W = x_.size(2), C = x_.size(3);
+  NALA_CHECK(w_.dim() == 4 && w_.size(0) == C && w_.size(1) == 1 && w_.size(2) == w_.size(3), op, ": input ",
+             x_.desc(), " and weight ", w_.desc(), ": expected a weight of shape [", C, ", 1, k, k]");
+  const int64_t k = w_.size(2);
+  NALA_CHECK(k % 2 == 1, op, ": weight ", w_.desc(), ": kernel size must be odd");
+  check_bias(op, x_, bias_, C);
+  const Device dev = common_device(op, {&x_, &w_, &bias_});
+
+  Tensor x = view::contiguous(x_), w = view::contiguous(w_);
+  Tensor bias = bias_.defined() ? view::contiguous(bias_) : Tensor();
+  Tensor out = Tensor::empty({B, H, W, C}, DType::F32, dev);
+  NALA_DISPATCH(dev, dwconv2d_forward, out.f32(), x.f32(), w.f32(), ptr_or_null(bias), B, H, W, C, k);
+  if (!needs_grad({&x_, &w_, &bias_})) return out;
+  Tensor xs = x.detach(), ws = w.detach();
+  return record(OpId::dwconv2d, out, {x_, w_, bias_},
+                [xs, ws, B, H, W, C, k, dev, gx = x_.requires_grad(), gw = w_.requires_grad(),
+                 gb = bias_.defined() && bias_.requires_grad()](const Tensor& gout) {
+                  Tensor g = view::contiguous(gout);
+                  Tensor dx = grad_like(xs, gx), dw = grad_like(ws, gw);
+                  Tensor db = gb ? Tensor::empty({C}, DType::F32, dev) : Tensor();
+                  NALA_DISPATCH(dev, dwconv2d_backward, ptr_or_null(dx), ptr_or_null(dw), ptr_or_null(db),
+                                g.f32(), xs.f32(), ws.f32(), B, H, W, C, k);
+                  return std::vector<Tensor>{dx, dw, db};
+                });
+}
+
+}  // namespace nala

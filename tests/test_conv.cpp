@@ -1,0 +1,233 @@
+// tests/test_conv.cpp - conv2d and dwconv2d: gradchecks, fast kernels against
+// the naive ones, hand-computed values, bad inputs.
+// Shape letters: B batch, H W input size, Ci Co channels, C depthwise channels, k kernel.
+#include <vector>
+
+#include "kernels/cpu/conv.h"
+#include "tests/helpers.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+using namespace nala;
+using namespace nala::test;
+
+namespace {
+
+struct ConvCase {
+  int64_t B, H, W, Ci, Co, k, stride, pad;
+  bool bias;
+};
+
+Tensor out_like_conv(const ConvCase& c) {
+  int64_t Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
+  return Tensor::empty({c.B, Ho, Wo, c.Co});
+}
+
+}  // namespace
+
+TEST_CASE("gradcheck: conv2d", "[conv][gradcheck]") {
+  const std::vector<ConvCase> cases = {
+      {2, 7, 5, 3, 5, 3, 1, 1, true},  {2, 7, 5, 3, 5, 3, 2, 1, true}, {2, 7, 5, 3, 5, 3, 1, 1, false},
+      {2, 7, 5, 3, 5, 3, 2, 1, false}, {2, 7, 5, 3, 5, 1, 1, 0, true}, {2, 7, 5, 3, 5, 1, 2, 0, false},
+      {2, 6, 5, 3, 5, 3, 2, 0, true},
+  };
+  Rng rng(1);
+  for (const ConvCase& c : cases) {
+    INFO("B " << c.B << " H " << c.H << " W " << c.W << " k " << c.k << " stride " << c.stride << " pad " << c.pad
+              << " bias " << c.bias);
+    std::vector<Tensor> in = {randn({c.B, c.H, c.W, c.Ci}, rng, 1.0f, true),
+                              randn({c.Co, c.Ci, c.k, c.k}, rng, 0.5f, true)};
+    if (c.bias) in.push_back(randn({c.Co}, rng, 1.0f, true));
+    auto f = [&](const std::vector<Tensor>& t) {
+      return conv2d(t[0], t[1], t.size() > 2 ? t[2] : Tensor(), (int)c.stride, (int)c.pad);
+    };
+    GradcheckOptions opt;
+    opt.max_per_input = 100;  // every other element or so: keeps the 7 cases fast
+    REQUIRE_GRADCHECK(f, in, opt);
+  }
+}
+
+TEST_CASE("gradcheck: dwconv2d", "[conv][gradcheck]") {
+  Rng rng(2);
+  for (int64_t k : {3, 5}) {
+    for (bool bias : {true, false}) {
+      INFO("k " << k << " bias " << bias);
+      std::vector<Tensor> in = {randn({2, 7, 5, 4}, rng, 1.0f, true), randn({4, 1, k, k}, rng, 0.5f, true)};
+      if (bias) in.push_back(randn({4}, rng, 1.0f, true));
+      auto f = [](const std::vector<Tensor>& t) { return dwconv2d(t[0], t[1], t.size() > 2 ? t[2] : Tensor()); };
+      REQUIRE_GRADCHECK(f, in);
+    }
+  }
+}
+
+TEST_CASE("conv2d: fast kernels match the naive ones", "[conv]") {
+  const std::vector<ConvCase> cases = {
+      {2, 7, 5, 3, 5, 3, 1, 1, true},   {3, 9, 11, 6, 7, 3, 2, 1, true}, {2, 7, 5, 3, 5, 1, 1, 0, true},
+      {2, 8, 7, 5, 3, 1, 2, 0, false},  {1, 6, 6, 4, 4, 5, 1, 2, true},  {2, 5, 7, 3, 4, 3, 3, 2, false},
+      {3, 45, 45, 80, 8, 3, 1, 1, true},  // several im2col chunks
+  };
+  Rng rng(3);
+  for (const ConvCase& c : cases) {
+    INFO("B " << c.B << " H " << c.H << " W " << c.W << " Ci " << c.Ci << " Co " << c.Co << " k " << c.k
+              << " stride " << c.stride << " pad " << c.pad);
+    Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f);
+    Tensor b = randn({c.Co}, rng);
+    const float* bp = c.bias ? b.f32() : nullptr;
+    Tensor y = out_like_conv(c), yr = out_like_conv(c);
+    cpu::conv2d_forward(y.f32(), x.f32(), w.f32(), bp, c.B, c.H, c.W, c.Ci, c.Co, c.k, c.stride, c.pad);
+    cpu::conv2d_forward_naive(yr.f32(), x.f32(), w.f32(), bp, c.B, c.H, c.W, c.Ci, c.Co, c.k, c.stride, c.pad);
+    REQUIRE_CLOSE(y, yr, 1e-4, 1e-5);
+
+    Tensor g = randn(y.shape(), rng);
+    Tensor dx = Tensor::full(x.shape(), 7.0f), dw = Tensor::full(w.shape(), 7.0f), db = Tensor::full({c.Co}, 7.0f);
+    Tensor dxr = Tensor::empty(x.shape()), dwr = Tensor::empty(w.shape()), dbr = Tensor::empty({c.Co});
+    cpu::conv2d_backward(dx.f32(), dw.f32(), db.f32(), g.f32(), x.f32(), w.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                         c.stride, c.pad);
+    cpu::conv2d_backward_naive(dxr.f32(), dwr.f32(), dbr.f32(), g.f32(), x.f32(), w.f32(), c.B, c.H, c.W, c.Ci,
+                               c.Co, c.k, c.stride, c.pad);
+    REQUIRE_CLOSE(dx, dxr, 1e-4, 1e-4);
+    REQUIRE_CLOSE(dw, dwr, 1e-3, 1e-4);
+    REQUIRE_CLOSE(db, dbr, 1e-4, 1e-4);
+    // Each gradient alone gives the same values.
+    Tensor dx2 = Tensor::empty(x.shape()), dw2 = Tensor::empty(w.shape());
+    cpu::conv2d_backward(dx2.f32(), nullptr, nullptr, g.f32(), x.f32(), w.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                         c.stride, c.pad);
+    cpu::conv2d_backward(nullptr, dw2.f32(), nullptr, g.f32(), x.f32(), w.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                         c.stride, c.pad);
+    REQUIRE(dx2.to_vector() == dx.to_vector());
+    REQUIRE(dw2.to_vector() == dw.to_vector());
+  }
+}
+
+TEST_CASE("dwconv2d: fast kernels match the naive ones", "[conv]") {
+  Rng rng(4);
+  for (int64_t k : {1, 3, 5, 7, 9}) {
+    // k = 9 on a 3x2 image: the kernel is larger than the image.
+    const int64_t B = 2, H = k == 9 ? 3 : 9, W = k == 9 ? 2 : 7, C = k == 3 ? 67 : 13;
+    INFO("k " << k);
+    Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng), b = randn({C}, rng);
+    Tensor y = Tensor::empty(x.shape()), yr = Tensor::empty(x.shape());
+    cpu::dwconv2d_forward(y.f32(), x.f32(), w.f32(), b.f32(), B, H, W, C, k);
+    cpu::dwconv2d_forward_naive(yr.f32(), x.f32(), w.f32(), b.f32(), B, H, W, C, k);
+    REQUIRE_CLOSE(y, yr, 1e-5, 1e-5);
+    Tensor g = randn(x.shape(), rng);
+    Tensor dx = Tensor::full(x.shape(), 7.0f), dw = Tensor::full(w.shape(), 7.0f), db = Tensor::full({C}, 7.0f);
+    Tensor dxr = Tensor::empty(x.shape()), dwr = Tensor::empty(w.shape()), dbr = Tensor::empty({C});
+    cpu::dwconv2d_backward(dx.f32(), dw.f32(), db.f32(), g.f32(), x.f32(), w.f32(), B, H, W, C, k);
+    cpu::dwconv2d_backward_naive(dxr.f32(), dwr.f32(), dbr.f32(), g.f32(), x.f32(), w.f32(), B, H, W, C, k);
+    REQUIRE_CLOSE(dx, dxr, 1e-5, 1e-5);
+    REQUIRE_CLOSE(dw, dwr, 1e-4, 1e-5);
+    REQUIRE_CLOSE(db, dbr, 1e-4, 1e-5);
+  }
+}
+
+TEST_CASE("conv2d: hand-computed values", "[conv]") {
+  // A 1x1 conv is a matmul over channels: out[p, co] = sum_ci x[p, ci] w[co, ci] + b[co].
+  Rng rng(5);
+  const int64_t B = 2, H = 3, W = 5, Ci = 4, Co = 3;
+  Tensor x = randn({B, H, W, Ci}, rng), w = randn({Co, Ci, 1, 1}, rng), b = randn({Co}, rng);
+  Tensor y = conv2d(x, w, b, 1, 0);
+  REQUIRE(y.shape() == Shape{B, H, W, Co});
+  std::vector<float> xv = x.to_vector(), wv = w.to_vector(), bv = b.to_vector(), ref(B * H * W * Co);
+  for (int64_t p = 0; p < B * H * W; p++)
+    for (int64_t co = 0; co < Co; co++) {
+      double s = bv[co];
+      for (int64_t ci = 0; ci < Ci; ci++) s += (double)xv[p * Ci + ci] * wv[co * Ci + ci];
+      ref[p * Co + co] = (float)s;
+    }
+  REQUIRE_CLOSE(y.to_vector(), ref, 1e-5, 1e-5);
+
+  // All-ones 3x3 input and kernel, pad 1: each output counts the in-range taps.
+  Tensor ones = Tensor::ones({1, 3, 3, 1}), k3 = Tensor::ones({1, 1, 3, 3});
+  REQUIRE(conv2d(ones, k3, Tensor(), 1, 1).to_vector() == std::vector<float>{4, 6, 4, 6, 9, 6, 4, 6, 4});
+  // Stride 2 keeps the corners: Ho = (3 + 2 - 3) / 2 + 1 = 2.
+  Tensor y2 = conv2d(ones, k3, Tensor::from_vector({1}, {0.5f}), 2, 1);
+  REQUIRE(y2.shape() == Shape{1, 2, 2, 1});
+  REQUIRE(y2.to_vector() == std::vector<float>{4.5f, 4.5f, 4.5f, 4.5f});
+}
+
+TEST_CASE("dwconv2d: a delta kernel is the identity", "[conv]") {
+  Rng rng(6);
+  for (int64_t k : {3, 5}) {
+    const int64_t C = 6;
+    Tensor x = randn({2, 7, 5, C}, rng);
+    Tensor w = Tensor::zeros({C, 1, k, k});
+    for (int64_t c = 0; c < C; c++) w.f32()[(c * k + k / 2) * k + k / 2] = 1.0f;
+    REQUIRE(dwconv2d(x, w, Tensor()).to_vector() == x.to_vector());
+    // A delta shifted one column right reads the left neighbour (zero at the border).
+    Tensor ws = Tensor::zeros({C, 1, k, k});
+    for (int64_t c = 0; c < C; c++) ws.f32()[(c * k + k / 2) * k + k / 2 - 1] = 2.0f;
+    Tensor y = dwconv2d(x, ws, Tensor::full({C}, 1.0f));
+    REQUIRE(y.at({1, 3, 0, 2}) == 1.0f);
+    REQUIRE(y.at({1, 3, 4, 2}) == 2.0f * x.at({1, 3, 3, 2}) + 1.0f);
+  }
+}
+
+TEST_CASE("conv: autograd gradients match the naive backward", "[conv]") {
+  Rng rng(7);
+  Tensor x = randn({2, 7, 5, 3}, rng, 1.0f, true), w = randn({5, 3, 3, 3}, rng, 0.5f, true);
+  Tensor b = randn({5}, rng, 1.0f, true);
+  Tensor y = conv2d(x, w, b, 2, 1);
+  Tensor g = randn(y.shape(), rng);
+  backward(y, g);
+  Tensor dxr = Tensor::empty(x.shape()), dwr = Tensor::empty(w.shape()), dbr = Tensor::empty({5});
+  cpu::conv2d_backward_naive(dxr.f32(), dwr.f32(), dbr.f32(), g.f32(), x.f32(), w.f32(), 2, 7, 5, 3, 5, 3, 2, 1);
+  REQUIRE_CLOSE(x.grad(), dxr, 1e-5, 1e-5);
+  REQUIRE_CLOSE(w.grad(), dwr, 1e-5, 1e-5);
+  REQUIRE_CLOSE(b.grad(), dbr, 1e-5, 1e-5);
+  // Only the inputs that require grad receive one.
+  Tensor x2 = randn({2, 7, 5, 3}, rng), w2 = randn({5, 3, 3, 3}, rng, 0.5f, true);
+  backward(conv2d(x2, w2, Tensor(), 1, 1), randn({2, 7, 5, 5}, rng));
+  REQUIRE(!x2.grad().defined());
+  REQUIRE(w2.grad().shape() == w2.shape());
+  // Non-contiguous input (a transposed view) gives the same result as its copy.
+  Tensor xt = view::transpose(randn({2, 5, 7, 3}, rng), 1, 2);
+  REQUIRE_CLOSE(conv2d(xt, w2, Tensor(), 1, 1), conv2d(xt.clone(), w2, Tensor(), 1, 1), 0.0, 0.0);
+}
+
+TEST_CASE("conv: bad inputs name the op and the shapes", "[conv]") {
+  Tensor x = Tensor::zeros({2, 8, 8, 3});
+  REQUIRE_THROWS_WITH(conv2d(x, Tensor::zeros({16, 4, 3, 3}), Tensor(), 1, 1),
+                      Catch::Contains("conv2d") && Catch::Contains("[2, 8, 8, 3]") &&
+                          Catch::Contains("[16, 4, 3, 3]") && Catch::Contains("channel mismatch"));
+  REQUIRE_THROWS_WITH(conv2d(x, Tensor::zeros({16, 3, 3, 3}), Tensor::zeros({15}), 1, 1),
+                      Catch::Contains("conv2d") && Catch::Contains("[15]"));
+  REQUIRE_THROWS_WITH(conv2d(Tensor::zeros({8, 8, 3}), Tensor::zeros({16, 3, 3, 3}), Tensor(), 1, 1),
+                      Catch::Contains("conv2d") && Catch::Contains("[8, 8, 3]"));
+  REQUIRE_THROWS_WITH(conv2d(x, Tensor::zeros({16, 3, 3, 2}), Tensor(), 1, 1), Catch::Contains("conv2d"));
+  REQUIRE_THROWS_WITH(conv2d(x, Tensor::zeros({16, 3, 3, 3}), Tensor(), 0, 1), Catch::Contains("conv2d"));
+  REQUIRE_THROWS_WITH(conv2d(Tensor::zeros({1, 2, 2, 3}), Tensor::zeros({4, 3, 5, 5}), Tensor(), 1, 0),
+                      Catch::Contains("conv2d") && Catch::Contains("smaller than the kernel"));
+  REQUIRE_THROWS_WITH(dwconv2d(x, Tensor::zeros({4, 1, 3, 3}), Tensor()),
+                      Catch::Contains("dwconv2d") && Catch::Contains("[2, 8, 8, 3]") &&
+                          Catch::Contains("[4, 1, 3, 3]"));
+  REQUIRE_THROWS_WITH(dwconv2d(x, Tensor::zeros({3, 1, 4, 4}), Tensor()),
+                      Catch::Contains("dwconv2d") && Catch::Contains("odd"));
+  REQUIRE_THROWS_WITH(dwconv2d(x, Tensor::zeros({3, 1, 3, 3}), Tensor::zeros({4})),
+                      Catch::Contains("dwconv2d") && Catch::Contains("[4]"));
+  REQUIRE_THROWS_WITH(dwconv2d(Tensor::from_vector_i64({1, 1, 1, 1}, {1}), Tensor::zeros({1, 1, 3, 3}), Tensor()),
+                      Catch::Contains("dwconv2d") && Catch::Contains("f32"));
+}
+
+TEST_CASE("conv: reductions do not depend on the thread count", "[conv]") {
+#ifdef _OPENMP
+  Rng rng(8);
+  const int64_t B = 3, H = 17, W = 15, C = 40, Co = 9;
+  Tensor x = randn({B, H, W, C}, rng), w = randn({Co, C, 3, 3}, rng), wd = randn({C, 1, 3, 3}, rng);
+  Tensor g = randn({B, 9, 8, Co}, rng), gd = randn({B, H, W, C}, rng);
+  std::vector<std::vector<float>> runs[2];
+  for (int t = 0; t < 2; t++) {
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(t == 0 ? 1 : 3);
+    Tensor dw = Tensor::empty(w.shape()), db = Tensor::empty({Co}), dwd = Tensor::empty(wd.shape()),
+           dbd = Tensor::empty({C});
+    cpu::conv2d_backward(nullptr, dw.f32(), db.f32(), g.f32(), x.f32(), w.f32(), B, H, W, C, Co, 3, 2, 1);
+    cpu::dwconv2d_backward(nullptr, dwd.f32(), dbd.f32(), gd.f32(), x.f32(), wd.f32(), B, H, W, C, 3);
+    omp_set_num_threads(prev);
+    runs[t] = {db.to_vector(), dwd.to_vector(), dbd.to_vector()};
+  }
+  REQUIRE(runs[0] == runs[1]);
+#endif
+}
