@@ -1,0 +1,252 @@
+// nn/optim.cpp - see nn/optim.h.
+#include "nn/optim.h"
+
+#include <cmath>
+#include <set>
+
+#include "kernels/cpu/optim.h"
+
+namespace nala {
+
+// The optimiser kernels exist for the CPU only so far; kernels/cuda/optim.cu
+// is to mirror kernels/cpu/optim.h, then these checks become NALA_DISPATCH.
+static void check_cpu(const char* kernel, const Tensor& t) {
+  NALA_CHECK(t.device() == Device::CPU, kernel, ": no kernel for ", device_name(t.device()), " tensors yet (",
+             t.desc(), ")");
+}
+
+// ---- Optimizer ----------------------------------------------------------------
+
+Optimizer::Optimizer(const char* kind, NamedTensors params, double lr)
+    : kind_(kind), params_(std::move(params)), lr_(lr) {
+  std::set<std::string> names;
+  std::set<const TensorImpl*> seen;
+  for (auto& p : params_) {
+    NALA_CHECK(p.second.defined(), kind_, ": parameter '", p.first, "' is undefined");
+    NALA_CHECK(names.insert(p.first).second, kind_, ": parameter name '", p.first, "' appears twice");
+    NALA_CHECK(seen.insert(p.second.impl()).second, kind_, ": parameter '", p.first,
+               "' is the same tensor as an earlier one");
+    NALA_CHECK(p.second.dtype() == DType::F32 && p.second.is_contiguous(), kind_, ": parameter '", p.first,
+               "' must be a contiguous f32 tensor, got ", p.second.desc());
+    check_cpu(kind_.c_str(), p.second);
+  }
+}
+
+Optimizer::~Optimizer() = default;
+
+void Optimizer::zero_grad() {
+  for (auto& p : params_) p.second.set_grad(Tensor());
+}
+
+Tensor Optimizer::grad_of(size_t i) const {
+  const Tensor& p = params_[i].second;
+  Tensor g = p.grad();
+  if (!g.defined()) return g;
+  NALA_CHECK(g.shape() == p.shape() && g.dtype() == DType::F32 && g.device() == p.device(), kind_,
+             ": gradient ", g.desc(), " of '", params_[i].first, "' does not match the parameter ", p.desc());
+  return view::contiguous(g);
+}
+
+void Optimizer::load_entry(const std::map<std::string, Tensor>& st, const std::string& key, Tensor& dst) const {
+  auto it = st.find(key);
+  NALA_CHECK(it != st.end(), kind_, ".load_state: missing entry '", key, "'");
+  const Tensor& src = it->second;
+  NALA_CHECK(src.defined() && src.shape() == dst.shape() && src.dtype() == dst.dtype(), kind_,
+             ".load_state: entry '", key, "' is ", src.defined() ? src.desc() : std::string("undefined"),
+             ", expected ", dst.desc());
+  dst.copy_(src);
+}
+
+int64_t Optimizer::load_step(const std::map<std::string, Tensor>& st, const std::string& key) const {
+  auto it = st.find(key);
+  NALA_CHECK(it != st.end(), kind_, ".load_state: missing entry '", key, "'");
+  const Tensor& s = it->second;
+  NALA_CHECK(s.defined() && s.numel() == 1 && (s.dtype() == DType::I64 || s.dtype() == DType::F32), kind_,
+             ".load_state: entry '", key, "' must be a one-element i64 or f32 step count, got ",
+             s.defined() ? s.desc() : std::string("undefined"));
+  int64_t v = s.dtype() == DType::I64 ? s.to_vector_i64()[0] : (int64_t)s.to_vector()[0];
+  NALA_CHECK(v >= 0, kind_, ".load_state: entry '", key, "' is a negative step count ", v);
+  return v;
+}
+
+void Optimizer::check_no_unknown(const std::map<std::string, Tensor>& st,
+                                 const std::vector<std::string>& known) const {
+  std::set<std::string> k(known.begin(), known.end());
+  std::string prefix = kind_ + ".";
+  for (auto& kv : st)
+    NALA_CHECK(kv.first.compare(0, prefix.size(), prefix) != 0 || k.count(kv.first), kind_,
+               ".load_state: unknown entry '", kv.first, "' (no such parameter in this optimiser)");
+}
+
+// ---- AdamW --------------------------------------------------------------------
+
+AdamW::AdamW(NamedTensors params, double lr, double beta1_, double beta2_, double eps_, double weight_decay_,
+             std::vector<std::string> no_decay_patterns)
+    : Optimizer("adamw", std::move(params), lr), beta1(beta1_), beta2(beta2_), eps(eps_),
+      weight_decay(weight_decay_) {
+  NALA_CHECK(lr >= 0 && beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps >= 0 && weight_decay >= 0,
+             "adamw: bad hyperparameters lr=", lr, " betas=(", beta1, ", ", beta2, ") eps=", eps,
+             " weight_decay=", weight_decay);
+  for (auto& p : params_) {
+    const std::string& n = p.first;
+    bool is_bias = n.size() >= 4 && n.compare(n.size() - 4, 4, "bias") == 0;
+    bool excluded = is_bias || p.second.dim() <= 1;
+    for (auto& pat : no_decay_patterns) excluded |= n.find(pat) != std::string::npos;
+    decay_.push_back(!excluded);
+    exp_avg_.push_back(Tensor::zeros(p.second.shape()));
+    exp_avg_sq_.push_back(Tensor::zeros(p.second.shape()));
+    steps_.push_back(0);
+  }
+}
+
+void AdamW::step() {
+  for (size_t i = 0; i < params_.size(); i++) {
+    Tensor g = grad_of(i);
+    if (!g.defined()) continue;
+    Tensor& p = params_[i].second;
+    check_cpu("adamw_step", p);
+    steps_[i]++;
+    AdamWCoefs c = adamw_coefs(lr_, beta1, beta2, eps, decay_[i] ? weight_decay : 0.0, steps_[i]);
+    cpu::adamw_step(p.f32(), g.f32(), exp_avg_[i].f32(), exp_avg_sq_[i].f32(), p.numel(), c);
+  }
+}
+
+std::vector<std::string> AdamW::no_decay_names() const {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < params_.size(); i++)
+    if (!decay_[i]) out.push_back(params_[i].first);
+  return out;
+}
+
+NamedTensors AdamW::state() const {
+  NamedTensors out;
+  for (size_t i = 0; i < params_.size(); i++) {
+    const std::string& n = params_[i].first;
+    out.emplace_back("adamw.exp_avg." + n, exp_avg_[i]);
+    out.emplace_back("adamw.exp_avg_sq." + n, exp_avg_sq_[i]);
+    out.emplace_back("adamw.step." + n, Tensor::from_vector_i64({}, {steps_[i]}));
+  }
+  return out;
+}
+
+void AdamW::load_state(const std::map<std::string, Tensor>& st) {
+  std::vector<std::string> known;
+  for (auto& kv : state()) known.push_back(kv.first);
+  check_no_unknown(st, known);
+  // Check everything before changing anything.
+  std::vector<int64_t> steps;
+  for (size_t i = 0; i < params_.size(); i++) {
+    const std::string& n = params_[i].first;
+    steps.push_back(load_step(st, "adamw.step." + n));
+    for (const char* k : {"adamw.exp_avg.", "adamw.exp_avg_sq."}) {
+      auto it = st.find(k + n);
+      NALA_CHECK(it != st.end(), "adamw.load_state: missing entry '", k + n, "'");
+      NALA_CHECK(it->second.defined() && it->second.shape() == params_[i].second.shape() &&
+                     it->second.dtype() == DType::F32,
+                 "adamw.load_state: entry '", k + n, "' is ",
+                 it->second.defined() ? it->second.desc() : std::string("undefined"), ", expected ",
+                 exp_avg_[i].desc());
+    }
+  }
+  for (size_t i = 0; i < params_.size(); i++) {
+    const std::string& n = params_[i].first;
+    load_entry(st, "adamw.exp_avg." + n, exp_avg_[i]);
+    load_entry(st, "adamw.exp_avg_sq." + n, exp_avg_sq_[i]);
+    steps_[i] = steps[i];
+  }
+}
+
+// ---- SGD ----------------------------------------------------------------------
+
+SGD::SGD(NamedTensors params, double lr, double momentum_, double weight_decay_, bool nesterov_)
+    : Optimizer("sgd", std::move(params), lr), momentum(momentum_), weight_decay(weight_decay_),
+      nesterov(nesterov_) {
+  NALA_CHECK(lr >= 0 && momentum >= 0 && weight_decay >= 0, "sgd: bad hyperparameters lr=", lr,
+             " momentum=", momentum, " weight_decay=", weight_decay);
+  NALA_CHECK(!nesterov || momentum > 0, "sgd: nesterov needs momentum > 0");
+  for (auto& p : params_) {
+    buf_.push_back(momentum != 0 ? Tensor::zeros(p.second.shape()) : Tensor());
+    steps_.push_back(0);
+  }
+}
+
+void SGD::step() {
+  for (size_t i = 0; i < params_.size(); i++) {
+    Tensor g = grad_of(i);
+    if (!g.defined()) continue;
+    Tensor& p = params_[i].second;
+    check_cpu("sgd_step", p);
+    bool first = steps_[i] == 0;
+    steps_[i]++;
+    cpu::sgd_step(p.f32(), g.f32(), buf_[i].defined() ? buf_[i].f32() : nullptr, p.numel(), (float)lr_,
+                  (float)momentum, 0.0f, (float)weight_decay, nesterov, first);
+  }
+}
+
+NamedTensors SGD::state() const {
+  NamedTensors out;
+  for (size_t i = 0; i < params_.size(); i++) {
+    const std::string& n = params_[i].first;
+    if (buf_[i].defined()) out.emplace_back("sgd.momentum_buffer." + n, buf_[i]);
+    out.emplace_back("sgd.step." + n, Tensor::from_vector_i64({}, {steps_[i]}));
+  }
+  return out;
+}
+
+void SGD::load_state(const std::map<std::string, Tensor>& st) {
+  std::vector<std::string> known;
+  for (auto& kv : state()) known.push_back(kv.first);
+  check_no_unknown(st, known);
+  std::vector<int64_t> steps;
+  for (size_t i = 0; i < params_.size(); i++) {
+    const std::string& n = params_[i].first;
+    steps.push_back(load_step(st, "sgd.step." + n));
+    if (!buf_[i].defined()) continue;
+    auto it = st.find("sgd.momentum_buffer." + n);
+    NALA_CHECK(it != st.end(), "sgd.load_state: missing entry 'sgd.momentum_buffer.", n, "'");
+    NALA_CHECK(it->second.defined() && it->second.shape() == buf_[i].shape() && it->second.dtype() == DType::F32,
+               "sgd.load_state: entry 'sgd.momentum_buffer.", n, "' is ",
+               it->second.defined() ? it->second.desc() : std::string("undefined"), ", expected ", buf_[i].desc());
+  }
+  for (size_t i = 0; i < params_.size(); i++) {
+    if (buf_[i].defined()) load_entry(st, "sgd.momentum_buffer." + params_[i].first, buf_[i]);
+    steps_[i] = steps[i];
+  }
+}
+
+// ---- gradient clipping --------------------------------------------------------
+
+double grad_norm(const std::vector<Tensor>& params) {
+  double ss = 0;
+  for (const Tensor& p : params) {
+    if (!p.defined() || !p.grad().defined()) continue;
+    Tensor g = p.grad();
+    NALA_CHECK(g.dtype() == DType::F32, "clip_grad_norm: gradient ", g.desc(), " is not f32");
+    check_cpu("grad_sum_squares", g);
+    g = view::contiguous(g);
+    ss += cpu::grad_sum_squares(g.f32(), g.numel());
+  }
+  return std::sqrt(ss);
+}
+
+float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
+  NALA_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be positive, got ", max_norm);
+  double total = grad_norm(params);
+  if (!std::isfinite(total)) return (float)total;
+  float coef = (float)((double)max_norm / (total + 1e-6));
+  if (coef < 1.0f) {
+    for (const Tensor& p : params) {
+      if (!p.defined() || !p.grad().defined()) continue;
+      Tensor g = p.grad();
+      if (!g.is_contiguous()) {  // scale a contiguous copy and store it as the grad
+        g = g.clone();
+        Tensor handle = p;  // shares the parameter's impl
+        handle.set_grad(g);
+      }
+      cpu::grad_scale(g.f32(), g.numel(), coef);
+    }
+  }
+  return (float)total;
+}
+
+}  // namespace nala
