@@ -138,6 +138,11 @@ void Module::train(bool on) {
   for (auto& c : children_) c.second->train(on);
 }
 
+void Module::to(Device d) {
+  for (auto& [name, t] : named_parameters()) const_cast<Tensor&>(t).move_to_(d);
+  for (auto& [name, t] : named_buffers()) const_cast<Tensor&>(t).move_to_(d);
+}
+
 void Module::zero_grad() {
   for (auto& p : named_parameters()) p.second.set_grad(Tensor());
 }

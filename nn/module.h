@@ -57,6 +57,9 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
   void zero_grad();               // sets every parameter's .grad to undefined
+  // Move every parameter and buffer (and any .grad) to device d, in place:
+  // handles held elsewhere (optimisers, layers) follow.
+  void to(Device d);
   int64_t num_parameters() const;  // elements, each tensor counted once
 
   // Copy values from `sd` into this module's state_dict tensors (no autograd).

@@ -1,6 +1,8 @@
 // tensor/tensor.cpp - Tensor bookkeeping, factories and raw views.
 #include "tensor/tensor.h"
 
+#include "tensor/device.h"
+
 #include <cstring>
 #include <numeric>
 
@@ -202,7 +204,7 @@ float Tensor::item() const {
 
 float Tensor::at(std::initializer_list<int64_t> idx) const {
   NALA_CHECK((int64_t)idx.size() == dim(), "at: ", idx.size(), " indices for ", desc());
-  NALA_CHECK(device() == Device::CPU, "at: tensor is on ", device_name(device()));
+  if (device() != Device::CPU) return to(Device::CPU).at(idx);
   int64_t off = offset(), d = 0;
   for (int64_t i : idx) {
     NALA_CHECK(i >= 0 && i < shape()[d], "at: index ", i, " out of range for dim ", d, " of ", desc());
@@ -215,7 +217,7 @@ float Tensor::at(std::initializer_list<int64_t> idx) const {
 }
 
 std::vector<float> Tensor::to_vector() const {
-  NALA_CHECK(device() == Device::CPU, "to_vector: tensor is on ", device_name(device()));
+  if (device() != Device::CPU) return to(Device::CPU).to_vector();
   std::vector<float> out;
   out.reserve(numel());
   const char* base = (const char*)storage()->data;
@@ -230,13 +232,30 @@ std::vector<float> Tensor::to_vector() const {
 }
 
 std::vector<int64_t> Tensor::to_vector_i64() const {
-  NALA_CHECK(dtype() == DType::I64 && device() == Device::CPU, "to_vector_i64: need a cpu i64 tensor, got ",
-             desc());
+  if (device() != Device::CPU) return to(Device::CPU).to_vector_i64();
+  NALA_CHECK(dtype() == DType::I64, "to_vector_i64: need an i64 tensor, got ", desc());
   std::vector<int64_t> out;
   out.reserve(numel());
   const int64_t* base = (const int64_t*)storage()->data;
   for_each_offset(shape(), strides(), offset(), [&](int64_t o) { out.push_back(base[o]); });
   return out;
+}
+
+Tensor Tensor::to(Device d) const {
+  if (device() == d) return *this;
+  Tensor out = empty(shape(), dtype(), d);
+  out.copy_(*this);
+  return out;
+}
+
+void Tensor::move_to_(Device d) {
+  if (device() == d) return;
+  Tensor moved = to(d);
+  TensorImpl* p = must(impl_);
+  p->storage = moved.storage();
+  p->strides = moved.strides();
+  p->offset = 0;
+  if (p->grad.defined()) p->grad = p->grad.to(d);
 }
 
 Tensor Tensor::detach() const {
@@ -258,11 +277,24 @@ Tensor Tensor::clone() const {
 void Tensor::copy_(const Tensor& src) {
   NALA_CHECK(shape() == src.shape(), "copy_: shape ", src.desc(), " into ", desc());
   NALA_CHECK(dtype() == src.dtype(), "copy_: dtype ", src.desc(), " into ", desc());
-  NALA_CHECK(device() == Device::CPU && src.device() == Device::CPU,
-             "copy_: host copy of device tensors is not supported here (", src.desc(), " -> ", desc(), ")");
   size_t es = dtype_size(dtype());
+  if (numel() == 0) return;
+  if (device() != Device::CPU || src.device() != Device::CPU) {
+    if (is_contiguous() && src.is_contiguous()) {
+      device::copy_bytes(raw(), device(), src.raw(), src.device(), numel() * es);
+    } else if (device() == src.device()) {
+      Shape ss = src.strides(), ds = strides(), sh = shape();
+      device::strided_copy(raw(), ds.data(), src.raw(), ss.data(), sh.data(), (int)sh.size(), es);
+    } else {  // across devices: make both sides contiguous first
+      Tensor s = src.is_contiguous() ? src : src.clone();
+      Tensor d = is_contiguous() ? *this : Tensor::empty(shape(), dtype(), device());
+      device::copy_bytes(d.raw(), device(), s.raw(), s.device(), numel() * es);
+      if (!d.same(*this)) copy_(d);
+    }
+    return;
+  }
   if (is_contiguous() && src.is_contiguous()) {
-    if (numel()) std::memmove(raw(), src.raw(), numel() * es);
+    std::memmove(raw(), src.raw(), numel() * es);
     return;
   }
   // Gather src in logical order, then scatter into this view.
@@ -282,7 +314,16 @@ void Tensor::copy_(const Tensor& src) {
 }
 
 void Tensor::fill_(float v) {
-  NALA_CHECK(device() == Device::CPU, "fill_: tensor is on ", device_name(device()));
+  if (device() != Device::CPU) {
+    if (is_contiguous()) {
+      device::fill(raw(), dtype(), v, numel());
+    } else {
+      Tensor t = Tensor::empty(shape(), dtype(), device());
+      t.fill_(v);
+      copy_(t);
+    }
+    return;
+  }
   char* base = (char*)storage()->data;
   if (dtype() == DType::I64) {
     for_each_offset(shape(), strides(), offset(), [&](int64_t o) { ((int64_t*)base)[o] = (int64_t)v; });

@@ -80,6 +80,11 @@ class Tensor {
   std::vector<float> to_vector() const;        // logical order, any strides
   std::vector<int64_t> to_vector_i64() const;
 
+  // This tensor's data on device d (itself when already there; no autograd).
+  Tensor to(Device d) const;
+  // Move the data of this tensor (and its .grad) to d in place: every handle
+  // sharing this tensor sees the new storage (how Module::to moves weights).
+  void move_to_(Device d);
   // A new tensor with the same storage and view but no autograd history.
   Tensor detach() const;
   // A contiguous copy of the data (no autograd; use nala::contiguous on the tape).

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cuda/check.cuh"
+#include "tensor/device.h"
 #include "tensor/tensor.h"
 
 namespace nala {
@@ -79,7 +80,93 @@ void cuda_free(void* p, size_t nbytes) {
   P.cached += sz;
 }
 
-size_t cuda_peak_bytes() { return pool().peak; }
-void cuda_reset_peak() { pool().peak = pool().in_use; }
+// ---- tensor/device.h hooks ------------------------------------------------
 
+namespace device {
+
+bool cuda_built() { return true; }
+
+bool cuda_available() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return n > 0;
+}
+
+void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t n) {
+  cudaMemcpyKind kind = dd == Device::CPU ? (sd == Device::CPU ? cudaMemcpyHostToHost : cudaMemcpyDeviceToHost)
+                                          : (sd == Device::CPU ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice);
+  CUDA_CHECK(cudaMemcpy(dst, src, n, kind), "copy");
+}
+
+namespace {
+template <typename T>
+__global__ void fill_kernel(T* p, T v, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    p[i] = v;
+}
+
+constexpr int kMaxDims = 8;
+struct StridedArgs {
+  int64_t shape[kMaxDims], dst_strides[kMaxDims], src_strides[kMaxDims];
+  int ndim;
+};
+
+template <typename T>
+__global__ void strided_copy_kernel(T* dst, const T* src, StridedArgs a, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t rem = i, so = 0, d_o = 0;
+    for (int d = a.ndim - 1; d >= 0; d--) {
+      int64_t idx = rem % a.shape[d];
+      rem /= a.shape[d];
+      so += idx * a.src_strides[d];
+      d_o += idx * a.dst_strides[d];
+    }
+    dst[d_o] = src[so];
+  }
+}
+
+int blocks_for(int64_t n) { return (int)std::min<int64_t>((n + 255) / 256, 65535); }
+}  // namespace
+
+void fill(void* p, DType dtype, float v, int64_t n) {
+  if (n == 0) return;
+  if (dtype == DType::I64) fill_kernel<<<blocks_for(n), 256>>>((int64_t*)p, (int64_t)v, n);
+  else {
+    NALA_CHECK(dtype == DType::F32, "fill on cuda: unsupported dtype ", dtype_name(dtype));
+    fill_kernel<<<blocks_for(n), 256>>>((float*)p, v, n);
+  }
+  CUDA_CHECK_LAUNCH("fill");
+}
+
+void strided_copy(void* dst, const int64_t* ds, const void* src, const int64_t* ss, const int64_t* shape, int ndim,
+                  size_t es) {
+  NALA_CHECK(ndim <= kMaxDims, "strided copy on cuda: ", ndim, " dims (at most ", kMaxDims, ")");
+  StridedArgs a{};
+  a.ndim = ndim;
+  int64_t n = 1;
+  for (int d = 0; d < ndim; d++) a.shape[d] = shape[d], a.dst_strides[d] = ds[d], a.src_strides[d] = ss[d], n *= shape[d];
+  if (n == 0) return;
+  if (es == 4) strided_copy_kernel<<<blocks_for(n), 256>>>((float*)dst, (const float*)src, a, n);
+  else if (es == 8) strided_copy_kernel<<<blocks_for(n), 256>>>((int64_t*)dst, (const int64_t*)src, a, n);
+  else if (es == 2) strided_copy_kernel<<<blocks_for(n), 256>>>((uint16_t*)dst, (const uint16_t*)src, a, n);
+  else NALA_FAIL("strided copy on cuda: element size ", es);
+  CUDA_CHECK_LAUNCH("strided copy");
+}
+
+void synchronize() { CUDA_CHECK(cudaDeviceSynchronize(), "synchronize"); }
+
+void* alloc_pinned(size_t n) {
+  void* p = nullptr;
+  CUDA_CHECK(cudaMallocHost(&p, n), "pinned host allocation");
+  return p;
+}
+void free_pinned(void* p) { cudaFreeHost(p); }
+
+size_t peak_bytes() { return pool().peak; }
+void reset_peak() { pool().peak = pool().in_use; }
+
+}  // namespace device
 }  // namespace nala

@@ -1,0 +1,30 @@
+// tensor/device.h - the data movement the tensor layer needs from a device
+// backend. kernels/cuda/memory.cu implements these for CUDA when built with
+// CUDA=1; without it, calling them fails naming the operation.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace nala {
+namespace device {
+
+bool cuda_built();      // compiled with CUDA=1
+bool cuda_available();  // ... and a GPU is present
+// n bytes between any two devices (host pinned or pageable on the CPU side).
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n);
+// Fill n elements of a CUDA array with v (f32 or i64).
+void fill(void* p, DType dtype, float v, int64_t n);
+// Copy a strided view into another strided view of the same shape on the GPU.
+void strided_copy(void* dst, const int64_t* dst_strides, const void* src, const int64_t* src_strides,
+                  const int64_t* shape, int ndim, size_t elem_size);
+void synchronize();
+// Host memory that the GPU can copy from asynchronously (page-locked).
+void* alloc_pinned(size_t n);
+void free_pinned(void* p);
+size_t peak_bytes();   // the most device memory held by tensors since reset_peak()
+void reset_peak();
+
+}  // namespace device
+}  // namespace nala
