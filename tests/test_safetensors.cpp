@@ -265,3 +265,33 @@ TEST_CASE("safetensors: a failing save leaves the previous file intact", "[io]")
   REQUIRE(load_safetensors(path).tensors.at("w").to_vector() == std::vector<float>{1, 1});
   REQUIRE(list_dir(dir).size() == 1);
 }
+
+TEST_CASE("safetensors: truncated and randomly corrupted files fail cleanly", "[io]") {
+  TempDir tmp;
+  std::string path = tmp.path + "/c.safetensors";
+  Rng rng(5);
+  save_safetensors(path, {{"a", test::randn({3, 4}, rng)}, {"b", Tensor::from_vector_i64({2}, {1, 2})},
+                          {"s", Tensor::scalar(1)}},
+                   {{"k", "v"}});
+  const std::string good = read_bytes(path);
+  for (size_t len = 0; len < good.size(); len++)  // every truncation is an error naming the file
+    REQUIRE_THROWS_WITH(parse_safetensors(good.substr(0, len), "cut.safetensors"), Catch::Contains("cut.safetensors"));
+  int loaded = 0, refused = 0;
+  for (int trial = 0; trial < 3000; trial++) {
+    std::string b = good;
+    int flips = 1 + (int)rng.below(3);
+    for (int k = 0; k < flips; k++) {
+      size_t at = rng.below(std::min<size_t>(b.size(), 8 + 200));  // mostly the length and the header
+      b[at] = (char)rng.below(256);
+    }
+    try {
+      parse_safetensors(b, "fuzz");
+      loaded++;
+    } catch (const Error& e) {
+      REQUIRE(std::string(e.what()).find("fuzz") != std::string::npos);
+      refused++;
+    }
+  }
+  REQUIRE(refused > 1000);
+  REQUIRE(loaded + refused == 3000);
+}

@@ -85,6 +85,14 @@ void augment_geometric_t(T* img, int H, int W, int C, const AugmentOptions& o, R
 
 }  // namespace
 
+AugmentOptions train_augment(int64_t img_size) {
+  AugmentOptions o;
+  o.crop_pad = img_size <= 28 ? 2 : 4;
+  o.hflip = true;
+  o.erase_prob = 0.25f;
+  return o;
+}
+
 void shift_crop(const uint8_t* s, uint8_t* d, int H, int W, int C, int dy, int dx) { shift_crop_t(s, d, H, W, C, dy, dx); }
 void shift_crop(const float* s, float* d, int H, int W, int C, int dy, int dx) { shift_crop_t(s, d, H, W, C, dy, dx); }
 void random_crop(uint8_t* img, int H, int W, int C, int pad, Rng& rng) { random_crop_t(img, H, W, C, pad, rng); }

@@ -25,6 +25,10 @@ struct AugmentOptions {
   bool any() const { return crop_pad > 0 || hflip || erase_prob > 0; }
 };
 
+// Training defaults for small images: crop with padding 4 (2 at 28 px and
+// below), flip, erasing with probability 0.25 (the SPEC's value).
+AugmentOptions train_augment(int64_t img_size);
+
 struct Rect {
   int y = 0, x = 0, h = 0, w = 0;
 };
