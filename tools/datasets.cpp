@@ -1,0 +1,434 @@
+// tools/datasets.cpp - Fashion-MNIST (gzipped IDX through zlib), CIFAR-10
+// binary batches, image folders (stb_image), and the threaded batch loader.
+// Shape letters as in tools/datasets.h.
+#include "tools/datasets.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+
+#include "tools/image.h"
+
+namespace fs = std::filesystem;
+
+namespace nala {
+
+const char* const kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+
+std::vector<std::string> fashion_mnist_classes() {
+  return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+}
+
+std::vector<std::string> cifar10_classes() {
+  return {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
+}
+
+std::vector<int64_t> label_histogram(const Dataset& ds) {
+  std::vector<int64_t> h(ds.classes.size(), 0);
+  for (int64_t l : ds.labels)
+    if (l >= 0 && l < (int64_t)h.size()) h[l]++;
+  return h;
+}
+
+namespace {
+
+bool exists(const std::string& p) {
+  std::error_code ec;
+  return fs::exists(p, ec);
+}
+
+// The whole file, decompressed when it is gzip (zlib reads plain files as they are).
+std::vector<uint8_t> read_maybe_gz(const std::string& path) {
+  FILE* probe = std::fopen(path.c_str(), "rb");
+  NALA_CHECK(probe, path, ": cannot open: ", std::strerror(errno));
+  std::fclose(probe);
+  gzFile g = gzopen(path.c_str(), "rb");
+  NALA_CHECK(g, path, ": cannot open with zlib");
+  gzbuffer(g, 1 << 17);
+  std::vector<uint8_t> out;
+  const int chunk = 1 << 20;
+  for (;;) {
+    size_t old = out.size();
+    out.resize(old + chunk);
+    int r = gzread(g, out.data() + old, chunk);
+    if (r < 0) {
+      int code;
+      std::string msg = gzerror(g, &code);
+      gzclose(g);
+      NALA_FAIL(path, ": cannot decompress: ", msg);
+    }
+    out.resize(old + r);
+    if (r < chunk) break;
+  }
+  int code;
+  gzerror(g, &code);
+  gzclose(g);
+  NALA_CHECK(code != Z_BUF_ERROR, path, ": truncated gzip stream (the file ends inside the compressed data)");
+  return out;
+}
+
+uint32_t be32(const uint8_t* p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+// Checks the IDX magic (unsigned bytes, ndims dimensions) and returns the dimensions.
+std::vector<uint32_t> idx_header(const std::vector<uint8_t>& b, int ndims, const std::string& path) {
+  NALA_CHECK(b.size() >= 4, path, ": truncated IDX header (", b.size(), " bytes)");
+  uint32_t magic = be32(b.data()), want = 0x800u | (uint32_t)ndims;
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "0x%08x", magic);
+  NALA_CHECK(magic == want, path, ": wrong IDX magic ", hex, " (expected 0x0000080", ndims,
+             ": unsigned bytes, ", ndims, " dimension", ndims > 1 ? "s" : "", ")");
+  NALA_CHECK(b.size() >= 4 + 4 * (size_t)ndims, path, ": truncated IDX header (", b.size(), " bytes)");
+  std::vector<uint32_t> dims;
+  for (int k = 0; k < ndims; k++) dims.push_back(be32(b.data() + 4 + 4 * k));
+  return dims;
+}
+
+Dataset cifar_from_records(const std::vector<std::vector<uint8_t>>& files, const std::vector<std::string>& names) {
+  const int64_t rec = 1 + 3072;
+  Dataset ds;
+  ds.name = "cifar10";
+  ds.h = ds.w = 32;
+  ds.c = 3;
+  ds.classes = cifar10_classes();
+  ds.mean = {0.4914f, 0.4822f, 0.4465f};
+  ds.std = {0.2470f, 0.2435f, 0.2616f};
+  for (size_t f = 0; f < files.size(); f++) ds.n += (int64_t)files[f].size() / rec;
+  ds.images.resize(ds.n * 3072);
+  ds.labels.resize(ds.n);
+  int64_t i = 0;
+  for (size_t f = 0; f < files.size(); f++) {
+    const uint8_t* p = files[f].data();
+    for (int64_t r = 0; r < (int64_t)files[f].size() / rec; r++, i++, p += rec) {
+      NALA_CHECK(p[0] < 10, names[f], ": record ", r, " has label ", (int)p[0], " (CIFAR-10 labels are 0..9)");
+      ds.labels[i] = p[0];
+      uint8_t* dst = ds.images.data() + i * 3072;
+      for (int ch = 0; ch < 3; ch++)  // CHW planes -> HWC
+        for (int px = 0; px < 1024; px++) dst[px * 3 + ch] = p[1 + ch * 1024 + px];
+    }
+  }
+  return ds;
+}
+
+std::string lower(std::string s) {
+  for (auto& ch : s) ch = (char)std::tolower((unsigned char)ch);
+  return s;
+}
+
+bool is_image_name(const fs::path& p) {
+  std::string e = lower(p.extension().string());
+  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".bmp";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- IDX / Fashion-MNIST
+
+Dataset load_idx(const std::string& images_path, const std::string& labels_path,
+                 const std::vector<std::string>& classes) {
+  std::vector<uint8_t> ib = read_maybe_gz(images_path);
+  std::vector<uint32_t> d = idx_header(ib, 3, images_path);
+  NALA_CHECK(d[1] >= 1 && d[1] <= 65536 && d[2] >= 1 && d[2] <= 65536, images_path, ": absurd image size ", d[1],
+             "x", d[2]);
+  uint64_t need = (uint64_t)d[0] * d[1] * d[2];
+  uint64_t have = ib.size() - 16;
+  NALA_CHECK(have >= need, images_path, ": truncated: the header promises ", d[0], " images of ", d[1], "x", d[2],
+             " (", need, " bytes) but only ", have, " bytes follow");
+  NALA_CHECK(have == need, images_path, ": ", have - need, " unexpected bytes after ", d[0], " images of ", d[1],
+             "x", d[2]);
+  std::vector<uint8_t> lb = read_maybe_gz(labels_path);
+  std::vector<uint32_t> ld = idx_header(lb, 1, labels_path);
+  NALA_CHECK(lb.size() - 8 >= ld[0], labels_path, ": truncated: the header promises ", ld[0], " labels but only ",
+             lb.size() - 8, " bytes follow");
+  NALA_CHECK(lb.size() - 8 == ld[0], labels_path, ": ", lb.size() - 8 - ld[0], " unexpected bytes after ", ld[0],
+             " labels");
+  NALA_CHECK(ld[0] == d[0], "IDX: ", images_path, " holds ", d[0], " images but ", labels_path, " holds ", ld[0],
+             " labels");
+  Dataset ds;
+  ds.name = images_path;
+  ds.n = d[0], ds.h = d[1], ds.w = d[2], ds.c = 1;
+  ds.images.assign(ib.begin() + 16, ib.end());
+  ds.labels.resize(ds.n);
+  int64_t max_label = -1;
+  for (int64_t i = 0; i < ds.n; i++) {
+    ds.labels[i] = lb[8 + i];
+    max_label = std::max(max_label, ds.labels[i]);
+    NALA_CHECK(classes.empty() || ds.labels[i] < (int64_t)classes.size(), labels_path, ": label ", ds.labels[i],
+               " of image ", i, " is out of range (", classes.size(), " classes)");
+  }
+  ds.classes = classes;
+  for (int64_t k = 0; classes.empty() && k <= max_label; k++) ds.classes.push_back(std::to_string(k));
+  ds.mean = {0.5f};
+  ds.std = {0.5f};
+  return ds;
+}
+
+Dataset load_fashion_mnist(const std::string& dir, bool train) {
+  NALA_CHECK(exists(dir), "Fashion-MNIST: directory ", dir, " not found");
+  std::string pre = dir + "/" + (train ? "train" : "t10k");
+  auto pick = [](const std::string& base) { return exists(base + ".gz") || !exists(base) ? base + ".gz" : base; };
+  Dataset ds = load_idx(pick(pre + "-images-idx3-ubyte"), pick(pre + "-labels-idx1-ubyte"), fashion_mnist_classes());
+  ds.name = "fashion-mnist";
+  ds.mean = {0.2860f};
+  ds.std = {0.3530f};
+  return ds;
+}
+
+// ---------------------------------------------------------------- CIFAR-10
+
+Dataset load_cifar10_files(const std::vector<std::string>& files) {
+  NALA_CHECK(!files.empty(), "CIFAR-10: no files given");
+  std::vector<std::vector<uint8_t>> data;
+  for (auto& f : files) {
+    FILE* fp = std::fopen(f.c_str(), "rb");
+    NALA_CHECK(fp, "CIFAR-10: ", f, ": cannot open: ", std::strerror(errno));
+    std::vector<uint8_t> b;
+    uint8_t buf[1 << 16];
+    size_t r;
+    while ((r = std::fread(buf, 1, sizeof buf, fp)) > 0) b.insert(b.end(), buf, buf + r);
+    bool err = std::ferror(fp);
+    std::fclose(fp);
+    NALA_CHECK(!err, "CIFAR-10: ", f, ": read error");
+    NALA_CHECK(!b.empty(), "CIFAR-10: ", f, ": empty file");
+    NALA_CHECK(b.size() % 3073 == 0, "CIFAR-10: ", f, ": truncated or not a CIFAR-10 batch: ", b.size(),
+               " bytes is not a whole number of 3073-byte records (1 label + 32x32x3 pixels)");
+    data.push_back(std::move(b));
+  }
+  return cifar_from_records(data, files);
+}
+
+Dataset load_cifar10(const std::string& dir, bool train) {
+  std::string probe = train ? "data_batch_1.bin" : "test_batch.bin";
+  std::string base = exists(dir + "/" + probe)                             ? dir
+                     : exists(dir + "/cifar-10-batches-bin/" + probe) ? dir + "/cifar-10-batches-bin"
+                                                                        : "";
+  NALA_CHECK(!base.empty(), "CIFAR-10: no ", probe, " in ", dir, " or ", dir, "/cifar-10-batches-bin");
+  std::vector<std::string> files;
+  if (train)
+    for (int k = 1; k <= 5; k++) files.push_back(base + "/data_batch_" + std::to_string(k) + ".bin");
+  else
+    files.push_back(base + "/test_batch.bin");
+  return load_cifar10_files(files);
+}
+
+// ---------------------------------------------------------------- image folders
+
+Dataset load_image_folder(const std::string& root, const FolderOptions& opt) {
+  NALA_CHECK(opt.channels == 1 || opt.channels == 3, "image folder ", root, ": channels must be 1 or 3, got ",
+             opt.channels);
+  NALA_CHECK(opt.img_size >= 1 && opt.img_size <= 8192, "image folder ", root, ": bad img_size ", opt.img_size);
+  std::error_code ec;
+  NALA_CHECK(fs::exists(root, ec), "image folder: root ", root, " does not exist");
+  NALA_CHECK(fs::is_directory(root, ec), "image folder: root ", root, " is not a directory");
+  Dataset ds;
+  ds.name = root;
+  std::vector<std::string> paths;
+  for (auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && e.path().filename().string()[0] != '.') ds.classes.push_back(e.path().filename().string());
+  std::sort(ds.classes.begin(), ds.classes.end());
+  NALA_CHECK(!ds.classes.empty(), "image folder ", root, ": no class subfolders (expected root/<class>/*.jpg)");
+  for (size_t k = 0; k < ds.classes.size(); k++) {
+    std::string cdir = root + "/" + ds.classes[k];
+    std::vector<std::string> files;
+    for (auto& e : fs::directory_iterator(cdir))
+      if (e.is_regular_file() && is_image_name(e.path())) files.push_back(e.path().string());
+    NALA_CHECK(!files.empty(), "image folder ", root, ": class folder ", cdir,
+               " holds no images (.jpg, .jpeg, .png, .bmp)");
+    std::sort(files.begin(), files.end());
+    for (auto& f : files) {
+      paths.push_back(f);
+      ds.labels.push_back((int64_t)k);
+    }
+  }
+  const int64_t S = opt.img_size, C = opt.channels, n = (int64_t)paths.size();
+  ds.h = ds.w = S;
+  ds.c = C;
+  ds.images.resize(n * S * S * C);
+  std::vector<std::string> errors(n);
+  // Decoding dominates; stb keeps its failure reason per thread.
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int64_t i = 0; i < n; i++) {
+    try {
+      Image img = load_image_u8(paths[i], (int)C, (int)S);
+      std::memcpy(ds.images.data() + i * S * S * C, img.pixels.data(), img.pixels.size());
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
+    }
+  }
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; i++) {
+    if (!errors[i].empty()) {
+      NALA_CHECK(opt.skip_bad, errors[i], " [image folder ", root, "; skip_bad skips unreadable images]");
+      ds.skipped++;
+      ds.skipped_files.push_back(paths[i]);
+      continue;
+    }
+    if (kept != i) {
+      std::memmove(ds.images.data() + kept * S * S * C, ds.images.data() + i * S * S * C, S * S * C);
+      ds.labels[kept] = ds.labels[i];
+    }
+    kept++;
+  }
+  NALA_CHECK(kept > 0, "image folder ", root, ": none of the ", n, " images could be read");
+  if (ds.skipped) {
+    std::string first;
+    for (auto& e : errors)
+      if (!e.empty()) {
+        first = e;
+        break;
+      }
+    std::fprintf(stderr, "image folder %s: skipped %lld unreadable image(s), first: %s\n", root.c_str(),
+                 (long long)ds.skipped, first.c_str());
+  }
+  ds.n = kept;
+  ds.images.resize(kept * S * S * C);
+  ds.labels.resize(kept);
+  ds.mean = opt.mean.empty() ? imagenet_mean((int)C) : opt.mean;
+  ds.std = opt.std.empty() ? imagenet_std((int)C) : opt.std;
+  NALA_CHECK((int64_t)ds.mean.size() == C && (int64_t)ds.std.size() == C, "image folder ", root, ": need ", C,
+             " mean/std values");
+  return ds;
+}
+
+// ---------------------------------------------------------------- batch loader
+
+namespace {
+uint64_t mix_seed(uint64_t seed, uint64_t b) {  // splitmix64 of (seed, batch index)
+  uint64_t z = seed + (b + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+}  // namespace
+
+BatchLoader::BatchLoader(const Dataset& ds, const LoaderOptions& opt) : ds_(ds), opt_(opt) {
+  NALA_CHECK(opt.batch_size > 0, "BatchLoader: batch_size must be positive, got ", opt.batch_size);
+  NALA_CHECK(opt.workers >= 0 && opt.prefetch >= 1, "BatchLoader: need workers >= 0 and prefetch >= 1, got ",
+             opt.workers, " and ", opt.prefetch);
+  NALA_CHECK(ds.c >= 1 && (int64_t)ds.images.size() == ds.n * ds.image_size() && (int64_t)ds.labels.size() == ds.n,
+             "BatchLoader: dataset ", ds.name, " is inconsistent (", ds.n, " images of ", ds.h, "x", ds.w, "x", ds.c,
+             ", ", ds.images.size(), " bytes, ", ds.labels.size(), " labels)");
+  std::vector<float> mean = ds.mean, std = ds.std;
+  if (mean.empty()) mean.assign(ds.c, 0.0f);
+  if (std.empty()) std.assign(ds.c, 1.0f);
+  NALA_CHECK((int64_t)mean.size() == ds.c && (int64_t)std.size() == ds.c, "BatchLoader: dataset ", ds.name, " has ",
+             ds.c, " channels but ", mean.size(), " means and ", std.size(), " stds");
+  lut_.resize(ds.c * 256);
+  for (int64_t ch = 0; ch < ds.c; ch++)
+    for (int v = 0; v < 256; v++) lut_[ch * 256 + v] = (v / 255.0f - mean[ch]) / std[ch];
+}
+
+BatchLoader::~BatchLoader() { stop_workers(); }
+
+int64_t BatchLoader::num_batches() const {
+  return opt_.drop_last ? ds_.n / opt_.batch_size : (ds_.n + opt_.batch_size - 1) / opt_.batch_size;
+}
+
+void BatchLoader::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+void BatchLoader::start_epoch(Rng& rng) {
+  stop_workers();
+  if (opt_.shuffle) {
+    order_ = rng.permutation(ds_.n);
+  } else {
+    order_.resize(ds_.n);
+    std::iota(order_.begin(), order_.end(), 0);
+  }
+  epoch_seed_ = rng.next_u64();
+  started_ = true;
+  ready_.clear();
+  next_build_ = next_take_ = 0;
+  stop_ = false;
+  for (int k = 0; k < opt_.workers; k++) threads_.emplace_back([this] { worker_loop(); });
+}
+
+void BatchLoader::worker_loop() {
+  const int64_t nb = num_batches();
+  for (;;) {
+    int64_t b;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || next_build_ >= nb || next_build_ < next_take_ + opt_.prefetch; });
+      if (stop_ || next_build_ >= nb) return;
+      b = next_build_++;
+    }
+    Slot s;
+    try {
+      s.batch = build_batch(b);
+    } catch (...) {
+      s.error = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      ready_[b] = std::move(s);
+    }
+    cv_.notify_all();
+  }
+}
+
+bool BatchLoader::next(Batch& out) {
+  NALA_CHECK(started_, "BatchLoader: call start_epoch before next");
+  if (next_take_ >= num_batches()) return false;
+  if (opt_.workers == 0) {
+    out = build_batch(next_take_++);
+    return true;
+  }
+  Slot s;
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return ready_.count(next_take_) > 0; });
+    s = std::move(ready_[next_take_]);
+    ready_.erase(next_take_);
+    next_take_++;
+  }
+  cv_.notify_all();
+  if (s.error) std::rethrow_exception(s.error);
+  out = std::move(s.batch);
+  return true;
+}
+
+Batch BatchLoader::build_batch(int64_t b) const {
+  NALA_CHECK(started_, "BatchLoader: call start_epoch before building batches");
+  NALA_CHECK(b >= 0 && b < num_batches(), "BatchLoader: batch ", b, " out of range (", num_batches(), " batches)");
+  const int64_t start = b * opt_.batch_size, B = std::min(opt_.batch_size, ds_.n - start);
+  const int H = (int)ds_.h, W = (int)ds_.w, C = (int)ds_.c;
+  const int64_t img = ds_.image_size();
+  Batch out;
+  out.images = Tensor::empty({B, ds_.h, ds_.w, ds_.c});
+  out.labels = Tensor::empty({B}, DType::I64);
+  out.indices.assign(order_.begin() + start, order_.begin() + start + B);
+  float* dst = out.images.f32();
+  int64_t* lab = out.labels.i64();
+  Rng rng(mix_seed(epoch_seed_, (uint64_t)b));
+  std::vector<uint8_t> scratch(img);
+  const AugmentOptions& aug = opt_.augment;
+  for (int64_t i = 0; i < B; i++) {
+    int64_t idx = out.indices[i];
+    lab[i] = ds_.labels[idx];
+    const uint8_t* src = ds_.image(idx);
+    if (aug.crop_pad > 0 || aug.hflip) {
+      std::memcpy(scratch.data(), src, img);
+      augment_geometric(scratch.data(), H, W, C, aug, rng);
+      src = scratch.data();
+    }
+    float* o = dst + i * img;
+    for (int64_t p = 0; p < (int64_t)H * W; p++)
+      for (int ch = 0; ch < C; ch++) o[p * C + ch] = lut_[ch * 256 + src[p * C + ch]];
+    if (aug.erase_prob > 0) random_erase(o, H, W, C, aug, rng);
+  }
+  return out;
+}
+
+}  // namespace nala

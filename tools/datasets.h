@@ -1,0 +1,133 @@
+// tools/datasets.h - image classification datasets held in memory, and the
+// batch loader that turns them into normalised float batches.
+//
+// Shape letters: N images in the dataset, B images in a batch, H x W pixels,
+// C channels (1 grey, 3 RGB). Images are stored uint8 (N, H, W, C),
+// channels-last; labels int64 (N).
+//
+// Sources:
+//   Fashion-MNIST  gzipped IDX files (train-images-idx3-ubyte.gz, ...), C = 1
+//   CIFAR-10       binary batches (data_batch_1..5.bin, test_batch.bin), C = 3
+//   image folders  root/<class>/*.{jpg,jpeg,png,bmp}, decoded with stb_image
+// Every loader checks what it reads and names the file in its errors.
+//
+// The loader (BatchLoader) shuffles once per epoch with the caller's Rng and
+// builds batches on worker threads a few batches ahead of the consumer. Batch
+// b of an epoch depends only on the dataset, the options and the Rng state at
+// start_epoch: the permutation and one epoch seed are drawn there, and batch
+// b's augmentation uses its own Rng seeded from (epoch seed, b). Thread timing
+// changes nothing.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tensor/rng.h"
+#include "tensor/tensor.h"
+#include "tools/augment.h"
+
+namespace nala {
+
+struct Dataset {
+  std::string name;                  // "fashion-mnist", "cifar10", or the folder root
+  int64_t n = 0, h = 0, w = 0, c = 0;
+  std::vector<uint8_t> images;       // (N, H, W, C)
+  std::vector<int64_t> labels;       // (N), each in [0, classes.size())
+  std::vector<std::string> classes;  // class names, index = label
+  std::vector<float> mean, std;      // per channel, on the [0, 1] pixel scale, used by the loader
+  int64_t skipped = 0;               // image folders with skip_bad: unreadable files left out
+  std::vector<std::string> skipped_files;
+
+  int64_t image_size() const { return h * w * c; }
+  const uint8_t* image(int64_t i) const { return images.data() + i * image_size(); }
+};
+
+extern const char* const kFashionMnistDir;  // /usr/share/datasets/fashion-mnist
+std::vector<std::string> fashion_mnist_classes();
+std::vector<std::string> cifar10_classes();
+
+// Fashion-MNIST from dir: train (60000) or t10k (10000) images. Plain
+// (uncompressed) IDX files are read too, under the same names without .gz.
+Dataset load_fashion_mnist(const std::string& dir = kFashionMnistDir, bool train = true);
+// Any IDX pair: images (magic 0x803, N x H x W) and labels (magic 0x801, N),
+// gzipped or not. Labels must be below classes.size() when classes are given.
+Dataset load_idx(const std::string& images_path, const std::string& labels_path,
+                 const std::vector<std::string>& classes = {});
+
+// CIFAR-10 from dir (or dir/cifar-10-batches-bin): data_batch_1..5 or test_batch.
+Dataset load_cifar10(const std::string& dir, bool train = true);
+Dataset load_cifar10_files(const std::vector<std::string>& files);
+
+struct FolderOptions {
+  int img_size = 224;        // every image is resized to img_size x img_size
+  int channels = 3;          // 1 = grey, 3 = RGB (alpha dropped)
+  bool skip_bad = false;     // skip (and count) unreadable images instead of failing
+  std::vector<float> mean, std;  // default: ImageNet statistics
+};
+Dataset load_image_folder(const std::string& root, const FolderOptions& opt = {});
+
+std::vector<int64_t> label_histogram(const Dataset& ds);
+
+// ---------------------------------------------------------------- batches
+
+struct Batch {
+  Tensor images;                 // f32 (B, H, W, C), normalised by the dataset mean/std
+  Tensor labels;                 // i64 (B)
+  std::vector<int64_t> indices;  // which dataset images, in batch order
+};
+
+struct LoaderOptions {
+  int64_t batch_size = 64;
+  bool shuffle = true;
+  bool drop_last = false;  // leave out a last batch smaller than batch_size
+  int workers = 1;         // threads building batches (0 = build in next() on the caller's thread)
+  int prefetch = 2;        // batches built ahead of the consumer (bounded queue)
+  AugmentOptions augment;  // off by default (evaluation)
+};
+
+class BatchLoader {
+ public:
+  // The dataset must outlive the loader.
+  BatchLoader(const Dataset& ds, const LoaderOptions& opt);
+  ~BatchLoader();
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  int64_t num_batches() const;
+  // Begin an epoch: draws the order (when shuffling) and the epoch seed from rng.
+  // An unfinished previous epoch is abandoned.
+  void start_epoch(Rng& rng);
+  // The next batch of the epoch in order; false when the epoch is done.
+  bool next(Batch& out);
+  // Batch b of the current epoch, built on the calling thread (same result as next()).
+  Batch build_batch(int64_t b) const;
+
+ private:
+  struct Slot {
+    Batch batch;
+    std::exception_ptr error;
+  };
+  void stop_workers();
+  void worker_loop();
+
+  const Dataset& ds_;
+  LoaderOptions opt_;
+  std::vector<float> lut_;  // (C, 256): normalised value of each uint8 level per channel
+  std::vector<int64_t> order_;
+  uint64_t epoch_seed_ = 0;
+  bool started_ = false;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> threads_;
+  std::map<int64_t, Slot> ready_;
+  int64_t next_build_ = 0, next_take_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace nala
