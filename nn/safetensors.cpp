@@ -589,6 +589,12 @@ struct TempFile {
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
   NALA_CHECK(little_endian_host(), "safetensors: big-endian hosts are not supported");
+  for (auto& nt : tensors)
+    if (nt.second.defined() && nt.second.device() != Device::CPU) {  // bring device tensors to the host first
+      std::vector<std::pair<std::string, Tensor>> host;
+      for (auto& [n, t] : tensors) host.push_back({n, t.defined() ? t.to(Device::CPU) : t});
+      return save_safetensors(path, host, metadata);
+    }
   // Validate everything before touching the disk.
   std::vector<size_t> order(tensors.size());
   std::set<std::string> names;
@@ -601,8 +607,6 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     NALA_CHECK(valid_utf8(name), "safetensors: ", path, ": tensor name \"", name, "\" is not valid UTF-8");
     NALA_CHECK(names.insert(name).second, "safetensors: ", path, ": duplicate tensor name \"", name, "\"");
     NALA_CHECK(t.defined(), "safetensors: ", path, ": tensor \"", name, "\" is undefined");
-    NALA_CHECK(t.device() == Device::CPU, "safetensors: ", path, ": tensor \"", name, "\" is ", t.desc(),
-               "; copy it to the cpu before saving");
   }
   for (auto& m : metadata)
     NALA_CHECK(valid_utf8(m.first) && valid_utf8(m.second), "safetensors: ", path, ": metadata \"", m.first,
