@@ -211,9 +211,10 @@ TEST_CASE("reduce: softmax rows sum to one and large logits are stable", "[reduc
 TEST_CASE("reduce: fast kernels match the naive ones on odd sizes", "[reduce]") {
   Rng rng(9);
   struct ORI { int64_t O, R, I; };
-  // I == 1 rows, I > kBlock (several pieces), R chunked (few pieces, long R).
-  const std::vector<ORI> cases = {{7, 13, 1}, {1, 100003, 1}, {3, 1001, 7}, {2, 5003, 3},
-                                  {5, 9, 300}, {1, 2, 1},     {65, 17, 1},  {1, 37, 513}};
+  // I == 1 rows, I > kBlock (several pieces), R chunked (few pieces, long R:
+  // {1, 100003, 1}, {2, 20011, 3}, {1, 3001, 65}).
+  const std::vector<ORI> cases = {{7, 13, 1},  {1, 100003, 1}, {3, 1001, 7}, {2, 5003, 3}, {5, 9, 300},
+                                  {1, 2, 1},   {65, 17, 1},    {1, 37, 513}, {2, 20011, 3}, {1, 3001, 65}};
   for (const ORI& c : cases) {
     INFO("O " << c.O << " R " << c.R << " I " << c.I);
     const int64_t n = c.O * c.R * c.I, m = c.O * c.I;
@@ -244,6 +245,7 @@ TEST_CASE("reduce: results are bit-identical across runs and thread counts", "[r
   Rng rng(10);
   Tensor x = randn({1, 200001}, rng);
   Tensor y = randn({64, 129, 33}, rng);
+  Tensor z = randn({4001, 3}, rng);
   const int saved = get_threads();
   auto run = [&]() {
     std::vector<float> out = sum(x).to_vector();
@@ -251,6 +253,7 @@ TEST_CASE("reduce: results are bit-identical across runs and thread counts", "[r
     for (float v : sum(y, {1}).to_vector()) out.push_back(v);
     for (float v : softmax(y, 1).to_vector()) out.push_back(v);
     for (float v : l2norm(y, 0).to_vector()) out.push_back(v);
+    for (float v : sum(z, {0}).to_vector()) out.push_back(v);  // chunked along R
     return out;
   };
   set_threads(2);
@@ -278,4 +281,18 @@ TEST_CASE("reduce: bad dims and dtypes are refused", "[reduce]") {
   Tensor li = Tensor::from_vector_i64({2}, {1, 2});
   REQUIRE_THROWS_WITH(sum(li, {0}), Catch::Contains("sum") && Catch::Contains("i64"));
   REQUIRE_THROWS_WITH(softmax(li), Catch::Contains("softmax"));
+}
+
+TEST_CASE("reduce: exp_fast matches std::exp", "[reduce]") {
+  double worst = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+    const double ref = std::exp((double)x);
+    worst = std::max(worst, std::fabs(cpu::exp_fast(x) - ref) / ref);
+  }
+  INFO("worst relative error " << worst);
+  REQUIRE(worst < 5e-7);
+  REQUIRE(cpu::exp_fast(0.0f) == 1.0f);
+  REQUIRE(cpu::exp_fast(-INFINITY) == 0.0f);
+  REQUIRE(cpu::exp_fast(-1000.0f) == 0.0f);
+  REQUIRE(std::isnan(cpu::exp_fast(NAN)));
 }

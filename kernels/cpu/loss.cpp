@@ -5,6 +5,7 @@
 // row losses are added in row order afterwards (deterministic for any
 // thread count).
 #include "kernels/cpu/loss.h"
+#include "kernels/cpu/reduce.h"  // exp_fast
 
 #include <algorithm>
 #include <cmath>
@@ -63,7 +64,8 @@ void cross_entropy_forward(float* loss, float* lse, const float* logits, const i
       zsum += z[k];
     }
     float s = 0.0f;
-    for (int64_t k = 0; k < K; k++) s += std::exp(z[k] - m);
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = 0; k < K; k++) s += exp_fast(z[k] - m);
     const double l = (double)m + std::log((double)s);
     lse[b] = (float)l;
     row[b] = l - (1.0 - smoothing) * z[labels[b]] - (double)smoothing / K * zsum;
@@ -93,7 +95,8 @@ void cross_entropy_backward(float* dlogits, const float* dloss, const float* log
     const float* z = logits + b * K;
     float* d = dlogits + b * K;
     const float l = lse[b];
-    for (int64_t k = 0; k < K; k++) d[k] = g * (std::exp(z[k] - l) - off);
+#pragma omp simd
+    for (int64_t k = 0; k < K; k++) d[k] = g * (exp_fast(z[k] - l) - off);
     d[labels[b]] -= g * on;
   }
 }

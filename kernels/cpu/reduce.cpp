@@ -60,14 +60,14 @@ static void sum_impl(float* y, const float* x, int64_t O, int64_t R, int64_t I, 
       out[0] = a * (float)s;
     } else {
       const int64_t i0 = b * kBlock, w = std::min(I, i0 + kBlock) - i0;
-      float acc[kBlock];
-      for (int64_t i = 0; i < w; i++) acc[i] = 0.0f;
+      double acc[kBlock];  // double: long sums of floats stay accurate, and the loop is memory-bound
+      for (int64_t i = 0; i < w; i++) acc[i] = 0.0;
       for (int64_t r = r0; r < r1; r++) {
         const float* p = x + (o * R + r) * I + i0;
 #pragma omp simd
         for (int64_t i = 0; i < w; i++) acc[i] += sq<Square>(p[i]);
       }
-      for (int64_t i = 0; i < w; i++) out[i0 + i] = a * acc[i];
+      for (int64_t i = 0; i < w; i++) out[i0 + i] = a * (float)acc[i];
     }
   }
   if (nc > 1) {
@@ -188,10 +188,16 @@ static void softmax_row(float* q, const float* p, int64_t R) {
 #pragma omp simd reduction(max : m)
   for (int64_t r = 0; r < R; r++) m = std::max(m, p[r]);
   float s = 0.0f;
-  for (int64_t r = 0; r < R; r++) {
-    const float e = std::exp(p[r] - m);
-    if (!Log) q[r] = e;
-    s += e;
+  if (Log) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t r = 0; r < R; r++) s += exp_fast(p[r] - m);
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (int64_t r = 0; r < R; r++) {
+      const float e = exp_fast(p[r] - m);
+      q[r] = e;
+      s += e;
+    }
   }
   if (Log) {
     const float c = m + std::log(s);
@@ -213,8 +219,9 @@ static void softmax_piece(float* q, const float* p, int64_t R, int64_t I, int64_
 #pragma omp simd
     for (int64_t i = 0; i < w; i++) m[i] = std::max(m[i], p[r * I + i]);
   for (int64_t r = 0; r < R; r++)
+#pragma omp simd
     for (int64_t i = 0; i < w; i++) {
-      const float e = std::exp(p[r * I + i] - m[i]);
+      const float e = exp_fast(p[r * I + i] - m[i]);
       if (!Log) q[r * I + i] = e;
       s[i] += e;
     }
@@ -266,7 +273,8 @@ static void softmax_backward_impl(float* dx, const float* dy, const float* y, in
       if (Log) {
 #pragma omp simd reduction(+ : s)
         for (int64_t r = 0; r < R; r++) s += g[r];
-        for (int64_t r = 0; r < R; r++) d[r] = g[r] - std::exp(p[r]) * s;
+#pragma omp simd
+        for (int64_t r = 0; r < R; r++) d[r] = g[r] - exp_fast(p[r]) * s;
       } else {
 #pragma omp simd reduction(+ : s)
         for (int64_t r = 0; r < R; r++) s += g[r] * p[r];
@@ -289,9 +297,10 @@ static void softmax_backward_impl(float* dx, const float* dy, const float* y, in
 #pragma omp simd
       for (int64_t i = 0; i < w; i++) s[i] += Log ? g[r * I + i] : g[r * I + i] * p[r * I + i];
     for (int64_t r = 0; r < R; r++)
+#pragma omp simd
       for (int64_t i = 0; i < w; i++) {
         const int64_t k = r * I + i;
-        d[k] = Log ? g[k] - std::exp(p[k]) * s[i] : p[k] * (g[k] - s[i]);
+        d[k] = Log ? g[k] - exp_fast(p[k]) * s[i] : p[k] * (g[k] - s[i]);
       }
   }
 }
