@@ -142,7 +142,9 @@ Tensor l2norm(const Tensor& x, int64_t dim, bool keepdim, float floor) {
   Shape out_shape = x.shape();
   if (keepdim) out_shape[d] = 1;
   else out_shape.erase(out_shape.begin() + d);
-  Tensor xc = view::contiguous(x);
+  // detach: the backward closure must not hold x's history (the tape frees
+  // chains iteratively only through Node::inputs).
+  Tensor xc = view::contiguous(x).detach();
   Tensor out = Tensor::empty(out_shape, DType::F32, dev);
   NALA_DISPATCH(dev, l2norm_forward, out.f32(), xc.f32(), O, R, I, floor);
   Tensor y = out.detach();
@@ -161,7 +163,9 @@ Tensor global_avg_pool(const Tensor& x) {
   check_f32("global_avg_pool", x);
   NALA_CHECK(x.dim() == 3 || x.dim() == 4, "global_avg_pool: expected (B, H, W, C) or (B, N, C), got ", x.desc());
   const Device dev = x.device();
-  const int64_t B = x.size(0), C = x.size(-1), R = x.numel() / std::max<int64_t>(1, B * C);
+  const int64_t B = x.size(0), C = x.size(-1);
+  int64_t R = 1;
+  for (int64_t d = 1; d + 1 < x.dim(); d++) R *= x.shape()[d];
   NALA_CHECK(R > 0, "global_avg_pool: no tokens to average in ", x.desc());
   const float alpha = 1.0f / (float)R;
   Tensor xc = view::contiguous(x);
@@ -229,8 +233,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, float smoothing
   NALA_CHECK(smoothing >= 0.0f && smoothing <= 1.0f, "cross_entropy: smoothing must be in [0, 1], got ",
              smoothing);
   const Device dev = common_device("cross_entropy", {&logits, &labels});
-  Tensor z = view::contiguous(logits);
-  Tensor lab = view::contiguous(labels);
+  Tensor z = view::contiguous(logits).detach();  // saved without history (see l2norm)
+  Tensor lab = view::contiguous(labels).detach();
   Tensor lse = Tensor::empty({B}, DType::F32, dev);
   Tensor out = Tensor::empty({}, DType::F32, dev);
   int64_t bad[2] = {-1, 0};

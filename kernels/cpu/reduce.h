@@ -73,8 +73,8 @@ inline float exp_fast(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t ni = __builtin_bit_cast(int32_t, t) - 0x4B400000;
-  const float scale = __builtin_bit_cast(float, (ni + 127) << 23);  // 2^n
+  const uint32_t ni = __builtin_bit_cast(uint32_t, t) - 0x4B400000u;        // n mod 2^32
+  const float scale = __builtin_bit_cast(float, (ni + 127u) << 23);  // 2^n
   const float v = p * scale;
   return x < -87.3f ? 0.0f : v;
 }
