@@ -63,9 +63,9 @@ inline std::string close_report(const Tensor& got, const Tensor& ref, double ato
     REQUIRE(_r.empty());                                                     \
   } while (0)
 
-#define REQUIRE_GRADCHECK(fn, inputs, ...)                                   \
+#define REQUIRE_GRADCHECK(fn, ...)                                           \
   do {                                                                       \
-    auto _g = ::nala::gradcheck((fn), (inputs), ##__VA_ARGS__);             \
+    auto _g = ::nala::gradcheck((fn), __VA_ARGS__);                          \
     INFO(_g.report);                                                         \
     INFO("max abs err " << _g.max_abs_err << ", max rel err " << _g.max_rel_err); \
     REQUIRE(_g.ok);                                                          \
