@@ -316,7 +316,7 @@ TEST_CASE("nala_attention: the gradient at a q element that is exactly 0", "[att
 #ifdef _OPENMP
 TEST_CASE("nala_attention: results do not depend on the thread count", "[attention]") {
   Rng rng(26);
-  const int64_t G = 3, H = 12, W = 11, d = 8, N = H * W, F = 2 * d;
+  const int64_t G = 3, H = 12, W = 11, d = 16, N = H * W, F = 2 * d;  // big enough to run in parallel
   Tensor q = randn({G, N, d}, rng), k = randn({G, N, d}, rng), v = randn({G, N, d}, rng), go = randn({G, N, d}, rng);
   std::vector<std::vector<float>> out[2];
   const int saved = omp_get_max_threads();

@@ -38,6 +38,10 @@ int max_threads() {
 
 // How many problems to process together so that there are enough items for
 // every thread without unbounded partial buffers.
+// Below this many multiply-adds a kernel runs on the calling thread: a
+// parallel region costs more than the work (and gradchecks call tiny ones).
+constexpr int64_t kParallelWork = 1 << 16;
+
 int64_t problems_per_chunk(int64_t G, int64_t nblocks) {
   int64_t target = std::max<int64_t>(nblocks, 32 * (int64_t)max_threads());
   return std::max<int64_t>(1, std::min<int64_t>(G, target / nblocks));
@@ -394,13 +398,14 @@ void nala_attention_forward(const float* q, const float* k, const float* v, floa
   const float invN = 1.0f / (float)N;
   for (int64_t g0 = 0; g0 < G; g0 += chunk) {
     const int64_t ng = std::min(chunk, G - g0), items = ng * nb;
-#pragma omp parallel for schedule(static)
+    const bool par = ng * N * F * D > kParallelWork;
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {
       const int64_t g = g0 + it / nb, j0 = (it % nb) * kBlock, j1 = std::min(N, j0 + kBlock);
       float* pp = part.data() + it * P;
       nala_key_block_fwd(k + g * N * D, v + g * N * D, j0, j1, T, D, pp, pp + F * D);
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par && ng > 1)
     for (int64_t lg = 0; lg < ng; lg++) {
       float *Sg = S + (g0 + lg) * F * D, *kg = kmean + (g0 + lg) * F;
       std::fill(Sg, Sg + F * D, 0.0f);
@@ -413,7 +418,7 @@ void nala_attention_forward(const float* q, const float* k, const float* v, floa
       for (int64_t a = 0; a < F * D; a++) Sg[a] *= invN;
       for (int64_t a = 0; a < F; a++) kg[a] *= invN;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {
       const int64_t g = g0 + it / nb, i0 = (it % nb) * kBlock, i1 = std::min(N, i0 + kBlock);
       nala_query_block_fwd(q + g * N * D, S + g * F * D, kmean + g * F, i0, i1, T, D, norm_floor, o + g * N * D);
@@ -432,14 +437,15 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
   const float invN = 1.0f / (float)N;
   for (int64_t g0 = 0; g0 < G; g0 += chunk) {
     const int64_t ng = std::min(chunk, G - g0), items = ng * nb;
-#pragma omp parallel for schedule(static)
+    const bool par = ng * N * F * D > kParallelWork;
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {
       const int64_t g = g0 + it / nb, i0 = (it % nb) * kBlock, i1 = std::min(N, i0 + kBlock);
       float* pp = part.data() + it * P;
       nala_query_block_bwd(q + g * N * D, S + g * F * D, kmean + g * F, gout + g * N * D, i0, i1, T, D, norm_floor,
                            dq + g * N * D, pp, pp + F * D);
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par && ng > 1)
     for (int64_t lg = 0; lg < ng; lg++) {
       float* rg = red.data() + lg * P;
       std::fill(rg, rg + P, 0.0f);
@@ -448,7 +454,7 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
         for (int64_t a = 0; a < P; a++) rg[a] += pp[a];
       }
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {
       const int64_t lg = it / nb, g = g0 + lg, j0 = (it % nb) * kBlock, j1 = std::min(N, j0 + kBlock);
       const float* rg = red.data() + lg * P;
@@ -551,7 +557,7 @@ void softmax_attention_forward(const float* q, const float* k, const float* v, f
   std::vector<float> rq(G * N * D), rk(G * N * D);
   rope2d_forward(q, rq.data(), G, H, W, D);
   rope2d_forward(k, rk.data(), G, H, W, D);
-#pragma omp parallel
+#pragma omp parallel if (G * N * N * D > kParallelWork)
   {
     std::vector<float> s(N);
 #pragma omp for schedule(static)
@@ -585,10 +591,11 @@ void softmax_attention_backward(const float* q, const float* k, const float* v, 
   std::vector<float> rq(G * N * D), rk(G * N * D), Dl(G * N);
   rope2d_forward(q, rq.data(), G, H, W, D);
   rope2d_forward(k, rk.data(), G, H, W, D);
-#pragma omp parallel for schedule(static)
+  const bool par = G * N * N * D > kParallelWork;
+#pragma omp parallel for schedule(static) if (par)
   for (int64_t gi = 0; gi < G * N; gi++) Dl[gi] = dot(gout + gi * D, o + gi * D, D);  // rowsum(P * dP)
   // Rows: drq_i = scale sum_j P_ij (dP_ij - Dl_i) rk_j.
-#pragma omp parallel
+#pragma omp parallel if (par)
   {
     std::vector<float> acc(D);
 #pragma omp for schedule(static)
@@ -607,7 +614,7 @@ void softmax_attention_backward(const float* q, const float* k, const float* v, 
     }
   }
   // Columns: drk_j = scale sum_i dS_ij rq_i, dv_j = sum_i P_ij go_i.
-#pragma omp parallel
+#pragma omp parallel if (par)
   {
     std::vector<float> acc(D);
 #pragma omp for schedule(static)
