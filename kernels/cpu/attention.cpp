@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #ifdef _OPENMP
@@ -208,6 +209,108 @@ void nala_attention_backward_naive(const float* q, const float* k, const float* 
 
 namespace {
 
+// ---- vectorisable ln and exp (Cephes-style polynomials, ~1 ulp in float).
+// Plain arithmetic on bit patterns so that `omp simd` loops vectorise them
+// (libm's logf/expf are not vectorised without -ffast-math).
+inline float bits_to_float(int32_t i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+inline int32_t float_to_bits(float f) {
+  int32_t i;
+  std::memcpy(&i, &f, 4);
+  return i;
+}
+
+// ln x for finite x >= FLT_MIN (callers clamp). GCC vectorises these loops
+// only when the selects are simple, hence the split loops in query_row.
+inline float vlog(float x) {
+  const int32_t i = float_to_bits(x);
+  float e = (float)((i >> 23) - 126);
+  const float m0 = bits_to_float((i & 0x007fffff) | 0x3f000000);  // in [0.5, 1)
+  const bool lo = m0 < 0.707106781f;
+  const float em = e - 1.0f, mlo = m0 + m0 - 1.0f, mhi = m0 - 1.0f;
+  e = lo ? em : e;
+  const float m = lo ? mlo : mhi;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return m + y + 0.693359375f * e;
+}
+
+// e^x for x <= 88; results below FLT_MIN flush to 0. Rounding to an integer
+// uses the 1.5 * 2^23 trick (no float -> int conversion, which would block
+// vectorisation under the default -ftrapping-math).
+inline float vexp(float x) {
+  const bool under = x < -87.3f;
+  x = under ? 0.0f : x;  // a select of values: no branch
+  const float magic = 12582912.0f;  // 1.5 * 2^23
+  const float t = x * 1.44269504088896341f + magic;
+  const float n = t - magic;  // nearest integer to x / ln 2
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  const int32_t ni = float_to_bits(t) - float_to_bits(magic);  // n as an integer
+  const float scale = bits_to_float((ni + 127) << 23);
+  return under ? 0.0f : y * scale;
+}
+
+// ---- small dense products inside one token block, register-tiled.
+// C (M x Nc) = A B (or += with acc). A(i, kk) = A[i * ars + kk * acs] (so A or
+// A^T of a row-major array); B row-major K x Nc (leading dim ldb); C leading
+// dim ldc. Nc % 4 == 0.
+template <int CW>
+inline void mm_tile(int64_t i0, int64_t ni, int64_t c0, int64_t K, const float* A, int64_t ars, int64_t acs,
+                    const float* B, int64_t ldb, float* C, int64_t ldc, bool acc) {
+  float t[4][CW];
+  for (int r = 0; r < 4; r++)
+    for (int c = 0; c < CW; c++) t[r][c] = (acc && r < ni) ? C[(i0 + r) * ldc + c0 + c] : 0.0f;
+  for (int64_t kk = 0; kk < K; kk++) {
+    const float* b = B + kk * ldb + c0;
+    for (int r = 0; r < 4; r++) {
+      const float a = r < ni ? A[(i0 + r) * ars + kk * acs] : 0.0f;
+#pragma omp simd
+      for (int c = 0; c < CW; c++) t[r][c] += a * b[c];
+    }
+  }
+  for (int r = 0; r < ni; r++)
+    for (int c = 0; c < CW; c++) C[(i0 + r) * ldc + c0 + c] = t[r][c];
+}
+
+void mm(int64_t M, int64_t Nc, int64_t K, const float* A, int64_t ars, int64_t acs, const float* B, int64_t ldb,
+        float* C, int64_t ldc, bool acc) {
+  for (int64_t i0 = 0; i0 < M; i0 += 4) {
+    const int64_t ni = std::min<int64_t>(4, M - i0);
+    int64_t c0 = 0;
+    for (; c0 + 32 <= Nc; c0 += 32) mm_tile<32>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
+    for (; c0 + 16 <= Nc; c0 += 16) mm_tile<16>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
+    for (; c0 + 4 <= Nc; c0 += 4) mm_tile<4>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
+  }
+}
+
+// dst (cols x rows) = src^T, src (rows x cols) row-major.
+void transpose_into(const float* src, int64_t rows, int64_t cols, float* dst) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+}
+
 // Key features of one token: fk = [relu(k^3), relu(-k^3)], rk = rope(fk).
 inline void key_row(const float* kj, const float* sn, const float* cs, int64_t D, float* fk, float* rk) {
   for (int64_t e = 0; e < D; e++) {
@@ -232,110 +335,123 @@ inline QRow query_row(const float* qi, const float* sn, const float* cs, int64_t
   s.n = std::max(s.norm, floor);
   s.th = std::tanh(s.n);
   s.p = 3.0f * (0.5f + s.th);
-  const float inv = 1.0f / s.n;
+  const float inv = 1.0f / s.n, p = s.p;
   for (int64_t e = 0; e < D; e++) {
     u[e] = std::max(qi[e], 0.0f) * inv;
     u[D + e] = std::max(-qi[e], 0.0f) * inv;
   }
+  // fq = u^p = exp(p ln u); x^p at x = 0 is 0 and ln 0 is never taken (u is
+  // clamped to FLT_MIN first, then masked: FLT_MIN^p underflows to 0 anyway).
+  const float tiny = 1.17549435e-38f;
+#pragma omp simd
+  for (int64_t a = 0; a < 2 * D; a++) lu[a] = u[a] > tiny ? u[a] : tiny;
+#pragma omp simd
   for (int64_t a = 0; a < 2 * D; a++) {
-    if (u[a] > 0) {
-      lu[a] = std::log(u[a]);
-      fq[a] = std::exp(s.p * lu[a]);
-    } else {
-      lu[a] = 0, fq[a] = 0;
-    }
+    const float l = vlog(lu[a]);
+    lu[a] = l;
+    fq[a] = vexp(p * l);
+  }
+#pragma omp simd
+  for (int64_t a = 0; a < 2 * D; a++) {
+    const bool pos = u[a] > 0.0f;
+    lu[a] = pos ? lu[a] : 0.0f;
+    fq[a] = pos ? fq[a] : 0.0f;
   }
   rope_row(fq, sn, cs, rq, D, 1.0f);
   rope_row(fq + D, sn, cs, rq + D, D, 1.0f);
   return s;
 }
 
+// Scratch of one token block, per work item.
+struct Scratch {
+  std::vector<float> buf;
+  float* take(int64_t n) {
+    float* p = buf.data() + used;
+    used += n;
+    return p;
+  }
+  int64_t used = 0;
+  explicit Scratch(int64_t n) : buf(n) {}
+};
+
 // Forward, keys of tokens [j0, j1): Sp = sum rk^T v, kp = sum fk (partials, =).
 void nala_key_block_fwd(const float* k, const float* v, int64_t j0, int64_t j1, const RopeTables& T, int64_t D,
                         float* Sp, float* kp) {
-  const int64_t F = 2 * D;
-  std::vector<float> buf(2 * F);
-  float *fk = buf.data(), *rk = fk + F;
-  std::fill(Sp, Sp + F * D, 0.0f);
+  const int64_t F = 2 * D, nt = j1 - j0;
+  Scratch sc(F + nt * F);
+  float *fk = sc.take(F), *RK = sc.take(nt * F);
   std::fill(kp, kp + F, 0.0f);
-  for (int64_t j = j0; j < j1; j++) {
-    key_row(k + j * D, &T.sin[j * D], &T.cos[j * D], D, fk, rk);
-    const float* vj = v + j * D;
-    for (int64_t a = 0; a < F; a++) {
-      kp[a] += fk[a];
-      const float r = rk[a];
-      if (r == 0.0f) continue;
-      float* Sa = Sp + a * D;
-#pragma omp simd
-      for (int64_t c = 0; c < D; c++) Sa[c] += r * vj[c];
-    }
+  for (int64_t t = 0; t < nt; t++) {
+    const int64_t j = j0 + t;
+    key_row(k + j * D, &T.sin[j * D], &T.cos[j * D], D, fk, RK + t * F);
+    for (int64_t a = 0; a < F; a++) kp[a] += fk[a];
   }
+  mm(F, D, nt, RK, 1, F, v + j0 * D, D, Sp, D, false);  // Sp = RK^T V
 }
 
 // Forward, queries of tokens [i0, i1): o_i = z_i (rq_i S).
 void nala_query_block_fwd(const float* q, const float* S, const float* km, int64_t i0, int64_t i1,
                           const RopeTables& T, int64_t D, float floor, float* o) {
-  const int64_t F = 2 * D;
-  std::vector<float> buf(4 * F + D);
-  float *u = buf.data(), *lu = u + F, *fq = lu + F, *rq = fq + F, *y = rq + F;
-  for (int64_t i = i0; i < i1; i++) {
-    query_row(q + i * D, &T.sin[i * D], &T.cos[i * D], D, floor, u, lu, fq, rq);
+  const int64_t F = 2 * D, nt = i1 - i0;
+  Scratch sc(3 * F + nt * F + nt);
+  float *u = sc.take(F), *lu = sc.take(F), *fq = sc.take(F), *RQ = sc.take(nt * F), *z = sc.take(nt);
+  for (int64_t t = 0; t < nt; t++) {
+    const int64_t i = i0 + t;
+    query_row(q + i * D, &T.sin[i * D], &T.cos[i * D], D, floor, u, lu, fq, RQ + t * F);
     float den = kZEps;
     for (int64_t a = 0; a < F; a++) den += fq[a] * km[a];
-    std::fill(y, y + D, 0.0f);
-    for (int64_t a = 0; a < F; a++) {
-      const float r = rq[a];
-      if (r == 0.0f) continue;
-      const float* Sa = S + a * D;
-#pragma omp simd
-      for (int64_t c = 0; c < D; c++) y[c] += r * Sa[c];
-    }
-    const float z = 1.0f / den;
-    float* oi = o + i * D;
-    for (int64_t c = 0; c < D; c++) oi[c] = z * y[c];
+    z[t] = 1.0f / den;
   }
+  float* ob = o + i0 * D;
+  mm(nt, D, F, RQ, F, 1, S, D, ob, D, false);  // Y = RQ S
+  for (int64_t t = 0; t < nt; t++)
+    for (int64_t c = 0; c < D; c++) ob[t * D + c] *= z[t];
 }
 
 // Backward, queries of tokens [i0, i1): dq (=), and partials dSp = sum z rq^T go,
 // dkp = sum dden fq (=).
 void nala_query_block_bwd(const float* q, const float* S, const float* km, const float* gout, int64_t i0,
                           int64_t i1, const RopeTables& T, int64_t D, float floor, float* dq, float* dSp, float* dkp) {
-  const int64_t F = 2 * D;
-  std::vector<float> buf(7 * F);
-  float *u = buf.data(), *lu = u + F, *fq = lu + F, *rq = fq + F, *w = rq + F, *dfq = w + F, *du = dfq + F;
-  std::fill(dSp, dSp + F * D, 0.0f);
+  const int64_t F = 2 * D, nt = i1 - i0;
+  Scratch sc(F * D + 3 * F + 5 * nt * F + 2 * nt);
+  float *St = sc.take(F * D), *dfq = sc.take(F), *du = sc.take(F), *w = sc.take(F);
+  float *U = sc.take(nt * F), *LU = sc.take(nt * F), *FQ = sc.take(nt * F), *RQ = sc.take(nt * F);
+  float *WM = sc.take(nt * F), *z = sc.take(nt), *dden = sc.take(nt);
+  std::vector<QRow> rows(nt);
+  const float* go = gout + i0 * D;
+  for (int64_t t = 0; t < nt; t++) {
+    const int64_t i = i0 + t;
+    rows[t] = query_row(q + i * D, &T.sin[i * D], &T.cos[i * D], D, floor, U + t * F, LU + t * F, FQ + t * F,
+                        RQ + t * F);
+  }
+  transpose_into(S, F, D, St);
+  mm(nt, F, D, go, D, 1, St, F, WM, F, false);  // W = GO S^T: row t is S go_t
   std::fill(dkp, dkp + F, 0.0f);
-  for (int64_t i = i0; i < i1; i++) {
-    const float *qi = q + i * D, *go = gout + i * D, *sn = &T.sin[i * D], *cs = &T.cos[i * D];
-    QRow s = query_row(qi, sn, cs, D, floor, u, lu, fq, rq);
-    float den = kZEps;
+  for (int64_t t = 0; t < nt; t++) {
+    const float *fq = FQ + t * F, *wt = WM + t * F;
+    float* rq = RQ + t * F;
+    float den = kZEps, dz = 0;
     for (int64_t a = 0; a < F; a++) den += fq[a] * km[a];
-    const float z = 1.0f / den;
-    float dz = 0;
-    for (int64_t a = 0; a < F; a++) {
-      const float* Sa = S + a * D;
-      float acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t c = 0; c < D; c++) acc += Sa[c] * go[c];
-      w[a] = acc;  // w = S go; drq = z w; dz = rq . w
-      dz += rq[a] * acc;
-      const float zr = z * rq[a];
-      if (zr == 0.0f) continue;
-      float* dSa = dSp + a * D;
-#pragma omp simd
-      for (int64_t c = 0; c < D; c++) dSa[c] += zr * go[c];
-    }
-    const float dden = -z * z * dz;
-    for (int64_t a = 0; a < F; a++) w[a] *= z;
+    for (int64_t a = 0; a < F; a++) dz += rq[a] * wt[a];  // dz = go . (rq S)
+    z[t] = 1.0f / den;
+    dden[t] = -z[t] * z[t] * dz;
+    for (int64_t a = 0; a < F; a++) rq[a] *= z[t];  // RQ <- z rq, for dS
+    for (int64_t a = 0; a < F; a++) dkp[a] += dden[t] * fq[a];
+  }
+  mm(F, D, nt, RQ, 1, F, go, D, dSp, D, false);  // dSp = (z RQ)^T GO
+  for (int64_t t = 0; t < nt; t++) {
+    const int64_t i = i0 + t;
+    const float *qi = q + i * D, *sn = &T.sin[i * D], *cs = &T.cos[i * D];
+    const float *u = U + t * F, *lu = LU + t * F, *fq = FQ + t * F;
+    const QRow s = rows[t];
+    for (int64_t a = 0; a < F; a++) w[a] = z[t] * WM[t * F + a];  // drq = z S go
     rope_row(w, sn, cs, dfq, D, -1.0f);
     rope_row(w + D, sn, cs, dfq + D, D, -1.0f);
     float dp = 0, dn_u = 0;
     for (int64_t a = 0; a < F; a++) {
-      dkp[a] += dden * fq[a];
-      const float g = dfq[a] + dden * km[a];
-      const float gf = g * fq[a];
-      dp += gf * lu[a];                                      // d(u^p)/dp = u^p ln u (0 at u = 0)
-      du[a] = u[a] > 0 ? s.p * gf / u[a] : 0.0f;             // d(u^p)/du = p u^(p-1)
+      const float gf = (dfq[a] + dden[t] * km[a]) * fq[a];
+      dp += gf * lu[a];                           // d(u^p)/dp = u^p ln u (0 at u = 0)
+      du[a] = u[a] > 0 ? s.p * gf / u[a] : 0.0f;  // d(u^p)/du = p u^(p-1)
       dn_u += du[a] * u[a];
     }
     const float inv = 1.0f / s.n;
@@ -354,25 +470,23 @@ void nala_query_block_bwd(const float* q, const float* S, const float* km, const
 // Backward, keys of tokens [j0, j1): dk, dv (=) from dS and dkm (full sums).
 void nala_key_block_bwd(const float* k, const float* v, const float* dS, const float* dkm, int64_t j0, int64_t j1,
                         const RopeTables& T, int64_t D, float invN, float* dk, float* dv) {
-  const int64_t F = 2 * D;
-  std::vector<float> buf(4 * F);
-  float *fk = buf.data(), *rk = fk + F, *drk = rk + F, *dfk = drk + F;
-  for (int64_t j = j0; j < j1; j++) {
-    const float *kj = k + j * D, *vj = v + j * D, *sn = &T.sin[j * D], *cs = &T.cos[j * D];
-    key_row(kj, sn, cs, D, fk, rk);
-    float* dvj = dv + j * D;
-    std::fill(dvj, dvj + D, 0.0f);
-    for (int64_t a = 0; a < F; a++) {
-      const float* dSa = dS + a * D;
-      float acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t c = 0; c < D; c++) acc += dSa[c] * vj[c];
-      drk[a] = acc * invN;
-      const float r = rk[a] * invN;
-      if (r == 0.0f) continue;
-#pragma omp simd
-      for (int64_t c = 0; c < D; c++) dvj[c] += r * dSa[c];
-    }
+  const int64_t F = 2 * D, nt = j1 - j0;
+  Scratch sc(F * D + 2 * F + 2 * nt * F);
+  float *dSt = sc.take(F * D), *fk = sc.take(F), *dfk = sc.take(F), *RK = sc.take(nt * F), *DRK = sc.take(nt * F);
+  for (int64_t t = 0; t < nt; t++) {
+    const int64_t j = j0 + t;
+    key_row(k + j * D, &T.sin[j * D], &T.cos[j * D], D, fk, RK + t * F);
+  }
+  transpose_into(dS, F, D, dSt);
+  mm(nt, F, D, v + j0 * D, D, 1, dSt, F, DRK, F, false);  // DRK = V dS^T (times 1/N below)
+  float* dvb = dv + j0 * D;
+  mm(nt, D, F, RK, F, 1, dS, D, dvb, D, false);  // DV = RK dS (times 1/N below)
+  for (int64_t t = 0; t < nt; t++) {
+    const int64_t j = j0 + t;
+    const float *kj = k + j * D, *sn = &T.sin[j * D], *cs = &T.cos[j * D];
+    float* drk = DRK + t * F;
+    for (int64_t a = 0; a < F; a++) drk[a] *= invN;
+    for (int64_t c = 0; c < D; c++) dvb[t * D + c] *= invN;
     rope_row(drk, sn, cs, dfk, D, -1.0f);
     rope_row(drk + D, sn, cs, dfk + D, D, -1.0f);
     float* dkj = dk + j * D;
