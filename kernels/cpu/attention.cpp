@@ -399,6 +399,7 @@ void nala_query_block_fwd(const float* q, const float* S, const float* km, int64
     const int64_t i = i0 + t;
     query_row(q + i * D, &T.sin[i * D], &T.cos[i * D], D, floor, u, lu, fq, RQ + t * F);
     float den = kZEps;
+#pragma omp simd reduction(+ : den)
     for (int64_t a = 0; a < F; a++) den += fq[a] * km[a];
     z[t] = 1.0f / den;
   }
@@ -408,13 +409,13 @@ void nala_query_block_fwd(const float* q, const float* S, const float* km, int64
     for (int64_t c = 0; c < D; c++) ob[t * D + c] *= z[t];
 }
 
-// Backward, queries of tokens [i0, i1): dq (=), and partials dSp = sum z rq^T go,
+// Backward, queries of tokens [i0, i1), given St = S^T: dq (=), and partials dSp = sum z rq^T go,
 // dkp = sum dden fq (=).
-void nala_query_block_bwd(const float* q, const float* S, const float* km, const float* gout, int64_t i0,
+void nala_query_block_bwd(const float* q, const float* St, const float* km, const float* gout, int64_t i0,
                           int64_t i1, const RopeTables& T, int64_t D, float floor, float* dq, float* dSp, float* dkp) {
   const int64_t F = 2 * D, nt = i1 - i0;
-  Scratch sc(F * D + 3 * F + 5 * nt * F + 2 * nt);
-  float *St = sc.take(F * D), *dfq = sc.take(F), *du = sc.take(F), *w = sc.take(F);
+  Scratch sc(3 * F + 5 * nt * F + 2 * nt);
+  float *dfq = sc.take(F), *du = sc.take(F), *w = sc.take(F);
   float *U = sc.take(nt * F), *LU = sc.take(nt * F), *FQ = sc.take(nt * F), *RQ = sc.take(nt * F);
   float *WM = sc.take(nt * F), *z = sc.take(nt), *dden = sc.take(nt);
   std::vector<QRow> rows(nt);
@@ -424,15 +425,17 @@ void nala_query_block_bwd(const float* q, const float* S, const float* km, const
     rows[t] = query_row(q + i * D, &T.sin[i * D], &T.cos[i * D], D, floor, U + t * F, LU + t * F, FQ + t * F,
                         RQ + t * F);
   }
-  transpose_into(S, F, D, St);
   mm(nt, F, D, go, D, 1, St, F, WM, F, false);  // W = GO S^T: row t is S go_t
   std::fill(dkp, dkp + F, 0.0f);
   for (int64_t t = 0; t < nt; t++) {
     const float *fq = FQ + t * F, *wt = WM + t * F;
     float* rq = RQ + t * F;
     float den = kZEps, dz = 0;
-    for (int64_t a = 0; a < F; a++) den += fq[a] * km[a];
-    for (int64_t a = 0; a < F; a++) dz += rq[a] * wt[a];  // dz = go . (rq S)
+#pragma omp simd reduction(+ : den, dz)
+    for (int64_t a = 0; a < F; a++) {
+      den += fq[a] * km[a];
+      dz += rq[a] * wt[a];  // dz = go . (rq S)
+    }
     z[t] = 1.0f / den;
     dden[t] = -z[t] * z[t] * dz;
     for (int64_t a = 0; a < F; a++) rq[a] *= z[t];  // RQ <- z rq, for dS
@@ -448,10 +451,12 @@ void nala_query_block_bwd(const float* q, const float* S, const float* km, const
     rope_row(w, sn, cs, dfq, D, -1.0f);
     rope_row(w + D, sn, cs, dfq + D, D, -1.0f);
     float dp = 0, dn_u = 0;
+#pragma omp simd reduction(+ : dp, dn_u)
     for (int64_t a = 0; a < F; a++) {
       const float gf = (dfq[a] + dden[t] * km[a]) * fq[a];
       dp += gf * lu[a];                           // d(u^p)/dp = u^p ln u (0 at u = 0)
-      du[a] = u[a] > 0 ? s.p * gf / u[a] : 0.0f;  // d(u^p)/du = p u^(p-1)
+      const float ua = u[a] > 0.0f ? u[a] : 1.0f;   // no division by 0, no branch
+      du[a] = u[a] > 0.0f ? s.p * gf / ua : 0.0f;  // d(u^p)/du = p u^(p-1)
       dn_u += du[a] * u[a];
     }
     const float inv = 1.0f / s.n;
@@ -467,17 +472,16 @@ void nala_query_block_bwd(const float* q, const float* S, const float* km, const
   }
 }
 
-// Backward, keys of tokens [j0, j1): dk, dv (=) from dS and dkm (full sums).
-void nala_key_block_bwd(const float* k, const float* v, const float* dS, const float* dkm, int64_t j0, int64_t j1,
-                        const RopeTables& T, int64_t D, float invN, float* dk, float* dv) {
+// Backward, keys of tokens [j0, j1): dk, dv (=) from dS, dSt = dS^T and dkm (full sums).
+void nala_key_block_bwd(const float* k, const float* v, const float* dS, const float* dSt, const float* dkm,
+                        int64_t j0, int64_t j1, const RopeTables& T, int64_t D, float invN, float* dk, float* dv) {
   const int64_t F = 2 * D, nt = j1 - j0;
-  Scratch sc(F * D + 2 * F + 2 * nt * F);
-  float *dSt = sc.take(F * D), *fk = sc.take(F), *dfk = sc.take(F), *RK = sc.take(nt * F), *DRK = sc.take(nt * F);
+  Scratch sc(2 * F + 2 * nt * F);
+  float *fk = sc.take(F), *dfk = sc.take(F), *RK = sc.take(nt * F), *DRK = sc.take(nt * F);
   for (int64_t t = 0; t < nt; t++) {
     const int64_t j = j0 + t;
     key_row(k + j * D, &T.sin[j * D], &T.cos[j * D], D, fk, RK + t * F);
   }
-  transpose_into(dS, F, D, dSt);
   mm(nt, F, D, v + j0 * D, D, 1, dSt, F, DRK, F, false);  // DRK = V dS^T (times 1/N below)
   float* dvb = dv + j0 * D;
   mm(nt, D, F, RK, F, 1, dS, D, dvb, D, false);  // DV = RK dS (times 1/N below)
@@ -547,32 +551,36 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
   const int64_t nb = (N + kBlock - 1) / kBlock;
   const RopeTables& T = rope_tables(H, W, D);
   const int64_t chunk = problems_per_chunk(G, nb);
-  std::vector<float> part(chunk * nb * P), red(chunk * P);
+  const int64_t R = P + F * D;  // reduced: dS, dkm, dS^T
+  std::vector<float> part(chunk * nb * P), red(chunk * R), St(chunk * F * D);
   const float invN = 1.0f / (float)N;
   for (int64_t g0 = 0; g0 < G; g0 += chunk) {
     const int64_t ng = std::min(chunk, G - g0), items = ng * nb;
     const bool par = ng * N * F * D > kParallelWork;
+#pragma omp parallel for schedule(static) if (par && ng > 1)
+    for (int64_t lg = 0; lg < ng; lg++) transpose_into(S + (g0 + lg) * F * D, F, D, St.data() + lg * F * D);
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {
       const int64_t g = g0 + it / nb, i0 = (it % nb) * kBlock, i1 = std::min(N, i0 + kBlock);
       float* pp = part.data() + it * P;
-      nala_query_block_bwd(q + g * N * D, S + g * F * D, kmean + g * F, gout + g * N * D, i0, i1, T, D, norm_floor,
+      nala_query_block_bwd(q + g * N * D, St.data() + (it / nb) * F * D, kmean + g * F, gout + g * N * D, i0, i1, T, D, norm_floor,
                            dq + g * N * D, pp, pp + F * D);
     }
 #pragma omp parallel for schedule(static) if (par && ng > 1)
     for (int64_t lg = 0; lg < ng; lg++) {
-      float* rg = red.data() + lg * P;
+      float* rg = red.data() + lg * R;
       std::fill(rg, rg + P, 0.0f);
       for (int64_t b = 0; b < nb; b++) {  // fixed order: deterministic
         const float* pp = part.data() + (lg * nb + b) * P;
         for (int64_t a = 0; a < P; a++) rg[a] += pp[a];
       }
+      transpose_into(rg, F, D, rg + P);
     }
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {
       const int64_t lg = it / nb, g = g0 + lg, j0 = (it % nb) * kBlock, j1 = std::min(N, j0 + kBlock);
-      const float* rg = red.data() + lg * P;
-      nala_key_block_bwd(k + g * N * D, v + g * N * D, rg, rg + F * D, j0, j1, T, D, invN, dk + g * N * D,
+      const float* rg = red.data() + lg * R;
+      nala_key_block_bwd(k + g * N * D, v + g * N * D, rg, rg + P, rg + F * D, j0, j1, T, D, invN, dk + g * N * D,
                          dv + g * N * D);
     }
   }
