@@ -226,3 +226,27 @@ TEST_CASE("elementwise: shared subexpression accumulates", "[elementwise]") {
   for (float v : xv) ref.push_back(2 * v + 1);
   REQUIRE_CLOSE(x.grad().to_vector(), ref, 1e-6, 1e-6);
 }
+
+TEST_CASE("elementwise: vectorised gelu, silu, exp match the library's", "[elementwise]") {
+  Rng rng(18);
+  const int64_t n = 100003;
+  Tensor x = randu({n}, rng, -12.0f, 12.0f), g = randn({n}, rng);
+  float* xp = x.f32();
+  const float special[] = {0.0f, -0.0f, 1e-30f, -1e-6f, 3.0f, -3.0f, 80.0f, -80.0f, 88.5f, -100.0f, 200.0f};
+  for (size_t i = 0; i < sizeof(special) / sizeof(float); i++) xp[i] = special[i];
+  Tensor f = Tensor::empty({n}), r = Tensor::empty({n});
+  cpu::gelu_forward(f.f32(), x.f32(), n);
+  cpu::gelu_forward_naive(r.f32(), x.f32(), n);
+  REQUIRE_CLOSE(f, r, 2e-6, 1e-6);
+  cpu::gelu_backward(f.f32(), g.f32(), x.f32(), n);
+  cpu::gelu_backward_naive(r.f32(), g.f32(), x.f32(), n);
+  REQUIRE_CLOSE(f, r, 2e-6, 1e-6);
+  cpu::silu_forward(f.f32(), x.f32(), n);
+  cpu::silu_forward_naive(r.f32(), x.f32(), n);
+  REQUIRE_CLOSE(f, r, 1e-6, 1e-6);
+  Tensor xs = randu({n}, rng, -80.0f, 80.0f);
+  cpu::exp_forward(f.f32(), xs.f32(), n);
+  std::vector<float> xv = xs.to_vector(), ev;
+  for (float v : xv) ev.push_back(std::exp(v));
+  REQUIRE_CLOSE(f.to_vector(), ev, 1e-30, 3e-7);
+}
