@@ -1,0 +1,188 @@
+// autograd/ops_shape.cpp - differentiable shape ops: reshape, permute,
+// transpose, narrow, expand, contiguous, concat, split, chunk.
+//
+// reshape, permute, narrow and expand return views that share the input's
+// storage (reshape copies only when the input is not contiguous); their
+// gradients are fresh contiguous tensors. split and chunk are narrows and
+// record narrow; transpose records permute. Copies go through the strided
+// copy kernel of the tensor's device (kernels/cpu/shape.h).
+//
+// Also defines the small tensor helpers the elementwise ops share
+// (namespace detail, declared again in ops_elementwise.cpp).
+#include <numeric>
+
+#include "autograd/dispatch.h"
+#include "autograd/ops.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/shape.h"
+
+namespace nala {
+namespace detail {
+
+// A zero-filled f32 tensor on `device`.
+Tensor zeros_on(const Shape& shape, Device device) {
+  Tensor t = Tensor::empty(shape, DType::F32, device);
+  NALA_DISPATCH(device, fill, t.f32(), 0.0f, t.numel());
+  return t;
+}
+
+// dst (any strides) = src (any strides, same shape), f32.
+void copy_into(const Tensor& dst, const Tensor& src, const char* op) {
+  NALA_CHECK(dst.shape() == src.shape(), op, ": copy of ", src.desc(), " into ", dst.desc());
+  if (src.numel() == 0) return;
+  Layout L = make_layout(src.shape(), dst.strides(), src.strides(), {}, op);
+  NALA_DISPATCH(src.device(), copy_strided, dst.f32(), src.f32(), L);
+}
+
+// A fresh contiguous copy of g's values in logical order, viewed as `shape`
+// (same element count).
+Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op) {
+  Tensor out = Tensor::empty(shape, DType::F32, g.device());
+  NALA_CHECK(out.numel() == g.numel(), op, ": copy of ", g.desc(), " as ", shape_str(shape));
+  if (g.numel() == 0) return out;
+  Layout L = make_layout(g.shape(), contiguous_strides(g.shape()), g.strides(), {}, op);
+  NALA_DISPATCH(g.device(), copy_strided, out.f32(), g.f32(), L);
+  return out;
+}
+
+// x itself when contiguous, else a contiguous copy (no autograd).
+Tensor contig(const Tensor& x, const char* op) {
+  if (x.is_contiguous()) return x;
+  if (x.dtype() != DType::F32) return view::contiguous(x);
+  return fresh_copy(x, x.shape(), op);
+}
+
+// g (any strides) summed down to `target`, a shape g broadcasts from.
+Tensor sum_to_shape(const Tensor& g, const Shape& target, const char* op) {
+  if (g.shape() == target) return fresh_copy(g, target, op);
+  Tensor out = Tensor::empty(target, DType::F32, g.device());
+  if (g.numel() == 0) {
+    NALA_DISPATCH(g.device(), fill, out.f32(), 0.0f, out.numel());
+    return out;
+  }
+  Tensor gc = contig(g, op);
+  Layout L = make_layout(gc.shape(), broadcast_strides(gc.shape(), target, contiguous_strides(target)),
+                         contiguous_strides(gc.shape()), {}, op);
+  NALA_DISPATCH(g.device(), sum_to, out.f32(), gc.f32(), L);
+  return out;
+}
+
+}  // namespace detail
+
+using detail::contig;
+using detail::fresh_copy;
+
+Tensor reshape(const Tensor& x, const Shape& shape) {
+  Tensor out = view::reshape(contig(x, "reshape"), shape);  // a view of x when x is contiguous
+  Shape xs = x.shape();
+  return record(OpId::reshape, out, {x}, [xs](const Tensor& g) -> std::vector<Tensor> {
+    return {fresh_copy(g, xs, "reshape")};
+  });
+}
+
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
+  Tensor out = view::permute(x, dims);  // checks dims
+  std::vector<int64_t> inv(dims.size());
+  for (size_t i = 0; i < dims.size(); i++) inv[wrap_dim(dims[i], x.dim(), "permute")] = (int64_t)i;
+  Shape xs = x.shape();
+  return record(OpId::permute, out, {x}, [xs, inv](const Tensor& g) -> std::vector<Tensor> {
+    return {fresh_copy(view::permute(g, inv), xs, "permute")};
+  });
+}
+
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
+  std::vector<int64_t> dims(x.dim());
+  std::iota(dims.begin(), dims.end(), 0);
+  std::swap(dims[wrap_dim(d0, x.dim(), "transpose")], dims[wrap_dim(d1, x.dim(), "transpose")]);
+  return permute(x, dims);
+}
+
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  Tensor out = view::narrow(x, dim, start, length);  // checks the range
+  int64_t d = wrap_dim(dim, x.dim(), "narrow");
+  Shape xs = x.shape();
+  Device dev = x.device();
+  return record(OpId::narrow, out, {x}, [xs, dev, d, start, length](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx = detail::zeros_on(xs, dev);
+    detail::copy_into(view::narrow(gx, d, start, length), g, "narrow");
+    return {gx};
+  });
+}
+
+Tensor expand(const Tensor& x, const Shape& shape) {
+  Tensor out = view::expand(x, shape);  // checks the shapes
+  Shape xs = x.shape();
+  return record(OpId::expand, out, {x}, [xs](const Tensor& g) -> std::vector<Tensor> {
+    return {detail::sum_to_shape(g, xs, "expand")};
+  });
+}
+
+Tensor contiguous(const Tensor& x) {
+  if (x.is_contiguous()) return x;
+  NALA_CHECK(x.dtype() == DType::F32 || !x.requires_grad(), "contiguous: unsupported ", x.desc());
+  Tensor out = x.dtype() == DType::F32 ? fresh_copy(x, x.shape(), "contiguous") : view::contiguous(x);
+  Shape xs = x.shape();
+  return record(OpId::contiguous, out, {x}, [xs](const Tensor& g) -> std::vector<Tensor> {
+    return {fresh_copy(g, xs, "contiguous")};
+  });
+}
+
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
+  NALA_CHECK(!xs.empty(), "concat: no tensors to concatenate");
+  const Tensor& x0 = xs[0];
+  int64_t d = wrap_dim(dim, x0.dim(), "concat");
+  Shape os = x0.shape();
+  os[d] = 0;
+  for (const Tensor& x : xs) {
+    NALA_CHECK(x.dtype() == DType::F32, "concat: expected f32 tensors, got ", x.desc());
+    NALA_CHECK(x.device() == x0.device(), "concat: inputs on different devices (", x0.desc(), " and ", x.desc(),
+               ")");
+    bool ok = x.dim() == x0.dim();
+    for (int64_t k = 0; ok && k < x.dim(); k++) ok = k == d || x.shape()[k] == x0.shape()[k];
+    NALA_CHECK(ok, "concat: shapes ", x0.desc(), " and ", x.desc(), " differ outside dim ", d);
+    os[d] += x.shape()[d];
+  }
+  Tensor out = Tensor::empty(os, DType::F32, x0.device());
+  std::vector<int64_t> starts;
+  int64_t at = 0;
+  for (const Tensor& x : xs) {
+    starts.push_back(at);
+    detail::copy_into(view::narrow(out, d, at, x.shape()[d]), x, "concat");
+    at += x.shape()[d];
+  }
+  std::vector<Shape> shapes;
+  for (const Tensor& x : xs) shapes.push_back(x.shape());
+  return record(OpId::concat, out, xs, [d, starts, shapes](const Tensor& g) -> std::vector<Tensor> {
+    std::vector<Tensor> gs;
+    for (size_t i = 0; i < shapes.size(); i++)
+      gs.push_back(fresh_copy(view::narrow(g, d, starts[i], shapes[i][d]), shapes[i], "concat"));
+    return gs;
+  });
+}
+
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  int64_t d = wrap_dim(dim, x.dim(), "split");
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    NALA_CHECK(s >= 0, "split: negative size in ", shape_str(sizes), " for ", x.desc());
+    total += s;
+  }
+  NALA_CHECK(total == x.shape()[d], "split: sizes ", shape_str(sizes), " do not add up to dim ", d, " of ",
+             x.desc());
+  std::vector<Tensor> parts;
+  int64_t at = 0;
+  for (int64_t s : sizes) {
+    parts.push_back(narrow(x, d, at, s));
+    at += s;
+  }
+  return parts;
+}
+
+std::vector<Tensor> chunk(const Tensor& x, int64_t n, int64_t dim) {
+  int64_t d = wrap_dim(dim, x.dim(), "chunk");
+  NALA_CHECK(n > 0 && x.shape()[d] % n == 0, "chunk: dim ", d, " of ", x.desc(), " (size ", x.shape()[d],
+             ") does not divide into ", n, " equal chunks");
+  return split(x, std::vector<int64_t>(n, x.shape()[d] / n), d);
+}
+
+}  // namespace nala
