@@ -1,13 +1,66 @@
 // tensor/storage.cpp - where memory comes from. CPU: 64-byte aligned host
-// memory. CUDA: kernels/cuda/ provides nala_cuda_alloc/free (a caching
-// allocator) when built with CUDA=1; without it, asking for device memory
-// fails loudly.
+// memory from a small caching pool. CUDA: kernels/cuda/memory.cu provides
+// cuda_alloc/cuda_free (a caching allocator) when built with CUDA=1; without
+// it, asking for device memory fails loudly.
+//
+// Why a host pool: a training step allocates the same activation sizes every
+// step, and fresh large allocations cost page faults that dwarf the
+// arithmetic of an elementwise op. Freed blocks are kept per exact (64-byte
+// rounded) size and reused; the pool holds at most kHostCacheBytes of free
+// blocks and returns the rest to the system.
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
 
 #include "tensor/tensor.h"
 
 namespace nala {
+
+namespace {
+constexpr size_t kHostCacheBytes = size_t(1) << 30;
+struct HostPool {
+  std::mutex mu;
+  std::map<size_t, std::vector<void*>> free_blocks;
+  size_t cached = 0;
+};
+HostPool& host_pool() {
+  static HostPool* p = new HostPool();  // never destroyed: tensors may die during static destruction
+  return *p;
+}
+size_t host_round(size_t n) { return n == 0 ? 64 : ((n + 63) / 64) * 64; }
+
+void* host_alloc(size_t n) {
+  size_t sz = host_round(n);
+  HostPool& P = host_pool();
+  {
+    std::lock_guard<std::mutex> lock(P.mu);
+    auto it = P.free_blocks.find(sz);
+    if (it != P.free_blocks.end() && !it->second.empty()) {
+      void* p = it->second.back();
+      it->second.pop_back();
+      P.cached -= sz;
+      return p;
+    }
+  }
+  void* p = std::aligned_alloc(64, sz);
+  NALA_CHECK(p != nullptr, "out of host memory: could not allocate ", n, " bytes");
+  return p;
+}
+
+void host_free(void* p, size_t n) {
+  size_t sz = host_round(n);
+  HostPool& P = host_pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  if (P.cached + sz > kHostCacheBytes) {
+    std::free(p);
+    return;
+  }
+  P.free_blocks[sz].push_back(p);
+  P.cached += sz;
+}
+}  // namespace
 
 #ifdef NALA_CUDA
 void* cuda_alloc(size_t nbytes);
@@ -16,10 +69,7 @@ void cuda_free(void* p, size_t nbytes);
 
 Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
   if (d == Device::CPU) {
-    size_t rounded = ((n + 63) / 64) * 64;
-    if (rounded == 0) rounded = 64;
-    data = std::aligned_alloc(64, rounded);
-    NALA_CHECK(data != nullptr, "out of host memory: could not allocate ", n, " bytes");
+    data = host_alloc(n);
     return;
   }
 #ifdef NALA_CUDA
@@ -31,7 +81,7 @@ Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
 
 Storage::~Storage() {
   if (device == Device::CPU) {
-    std::free(data);
+    host_free(data, nbytes);
     return;
   }
 #ifdef NALA_CUDA
