@@ -19,7 +19,11 @@
 namespace nala {
 
 namespace {
+#ifdef __SANITIZE_ADDRESS__
+constexpr size_t kHostCacheBytes = 0;  // let ASan see every use after free
+#else
 constexpr size_t kHostCacheBytes = size_t(1) << 30;
+#endif
 struct HostPool {
   std::mutex mu;
   std::map<size_t, std::vector<void*>> free_blocks;
