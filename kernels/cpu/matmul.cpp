@@ -350,5 +350,54 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 #endif
 }
 
+// ---- linear bias --------------------------------------------------------------
+
+void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N) {
+#pragma omp parallel for schedule(static) if (R * N > 32768)
+  for (int64_t r = 0; r < R; r++) {
+    float* y = Y + r * N;
+#pragma omp simd
+    for (int64_t n = 0; n < N; n++) y[n] += bias[n];
+  }
+}
+
+void linear_bias_backward_naive(float* dbias, const float* dY, int64_t R, int64_t N) {
+  for (int64_t n = 0; n < N; n++) {
+    double s = 0;
+    for (int64_t r = 0; r < R; r++) s += dY[r * N + n];
+    dbias[n] = (float)s;
+  }
+}
+
+// Column sums in fixed chunks of rows (partial sums per chunk in parallel,
+// then the chunks added in order): the result does not depend on the
+// number of threads.
+void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N) {
+  constexpr int64_t CHUNK = 256;
+  int64_t nchunks = (R + CHUNK - 1) / CHUNK;
+  if (nchunks <= 1 || N == 0) {
+    for (int64_t n = 0; n < N; n++) dbias[n] = 0.0f;
+    for (int64_t r = 0; r < R; r++)
+      for (int64_t n = 0; n < N; n++) dbias[n] += dY[r * N + n];
+    return;
+  }
+  std::unique_ptr<float[]> part(new float[nchunks * N]);
+#pragma omp parallel for schedule(static) if (R * N > 32768)
+  for (int64_t c = 0; c < nchunks; c++) {
+    float* p = part.get() + c * N;
+    for (int64_t n = 0; n < N; n++) p[n] = 0.0f;
+    for (int64_t r = c * CHUNK; r < std::min(R, (c + 1) * CHUNK); r++) {
+      const float* g = dY + r * N;
+#pragma omp simd
+      for (int64_t n = 0; n < N; n++) p[n] += g[n];
+    }
+  }
+  for (int64_t n = 0; n < N; n++) dbias[n] = 0.0f;
+  for (int64_t c = 0; c < nchunks; c++) {
+    const float* p = part.get() + c * N;
+    for (int64_t n = 0; n < N; n++) dbias[n] += p[n];
+  }
+}
+
 }  // namespace cpu
 }  // namespace nala
