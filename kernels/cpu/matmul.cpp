@@ -328,6 +328,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
     gemm_serial(ta, tb, 0, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
+#ifdef _OPENMP
   // A grid tm x tn = nt of rectangles, cutting the dimension with more tiles.
   int64_t mt = (M + MR - 1) / MR, ntl = (N + NR - 1) / NR;
   int tm = 1, tn = nt;
@@ -337,7 +338,6 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
     double q = std::min((double)mt / d, (double)ntl / (nt / d));  // tiles per thread, smaller side
     if (q > best) best = q, tm = d, tn = nt / d;
   }
-#ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
   {
     int t = omp_get_thread_num();
