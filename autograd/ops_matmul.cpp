@@ -5,9 +5,9 @@
 // features, O its out features.
 //
 // matmul(a, b, trans_a, trans_b): C = op(a) op(b) per batch, batch dims
-//   broadcast. When b is 2-D and a is not transposed, the batch is folded into
-//   the rows of one GEMM (forward and both gradients). Otherwise one GEMM per
-//   batch; on the CPU the batches run in parallel when there are many small
+//   broadcast. When b is 2-D (or its batch dims are all 1) and a is not
+//   transposed, the batch is folded into the rows of one GEMM (forward and
+//   both gradients). Otherwise one GEMM per batch; on the CPU the batches run in parallel when there are many small
 //   ones (each GEMM then runs on one thread). Saved for backward: a and b
 //   (contiguous). Gradients of broadcast batch dims are summed in a fixed
 //   order (beta = 0 for the first batch, 1 after), so they are deterministic.
@@ -122,8 +122,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   Tensor out = Tensor::empty(oshape, DType::F32, dev);
   int64_t lda = trans_a ? M : K, ldb = trans_b ? K : N;
   int64_t nb = shape_numel(ob), na = shape_numel(ab), nbb = shape_numel(bb);
-  // b shared by all batches and a's rows stacked: one GEMM of na*M rows.
-  bool fold = bb.empty() && !trans_a;
+  // b shared by all batches (2-D, or batch dims all 1) and a's rows stacked:
+  // one GEMM of na*M rows (na == nb here).
+  bool fold = nbb == 1 && !trans_a;
   if (fold) {
     NALA_DISPATCH(dev, gemm, false, trans_b, na * M, N, K, 1.0f, ac.f32(), K, bc.f32(), ldb, 0.0f, out.f32(), N);
   } else {

@@ -177,6 +177,10 @@ TEST_CASE("gradcheck: matmul shared 2-D b", "[matmul][gradcheck]") {
     Shape bs = tb ? Shape{5, 4} : Shape{4, 5};
     REQUIRE_GRADCHECK(f, (std::vector<Tensor>{randn(as, rng, 1, true), randn(bs, rng, 1, true)}));
   }
+  // b with batch dims of size 1 takes the same folded path.
+  auto f3 = [](const std::vector<Tensor>& in) { return matmul(in[0], in[1], false, true); };
+  REQUIRE_GRADCHECK(f3, (std::vector<Tensor>{randn({2, 3, 4}, rng, 1, true), randn({1, 1, 5, 4}, rng, 1, true)}));
+  REQUIRE(matmul(randn({2, 3, 4}, rng), randn({1, 1, 5, 4}, rng), false, true).shape() == Shape{1, 2, 3, 5});
   // Only one input requiring grad.
   auto f = [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); };
   REQUIRE_GRADCHECK(f, (std::vector<Tensor>{randn({3, 4}, rng, 1, true), randn({4, 2}, rng)}));
