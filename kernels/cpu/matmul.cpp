@@ -1,9 +1,52 @@
-// kernels/cpu/matmul.cpp - GEMM. (The blocked, packed version replaces the
-// placeholder body of gemm() below.)
+// kernels/cpu/matmul.cpp - single-precision GEMM, Goto/BLIS style.
+//
+//   C[M, N] = alpha * op(A)[M, K] * op(B)[K, N] + beta * C      (row-major)
+//
+// Letters: M rows of C, N columns of C, K the summed dimension. MR x NR is the
+// register tile, MC x KC the block of op(A) packed per step, KC x NC the block
+// of op(B) packed per step.
+//
+// How the fast path works (gemm_serial):
+//   for jc in N step NC:                 (columns of one thread's part of C)
+//     for pc in K step KC:
+//       pack op(B)[pc:, jc:] into KC x NR micro-panels   (Bp, stays in L2)
+//       for ic in M step MC:
+//         pack op(A)[ic:, pc:] into MR x KC micro-panels (Ap)
+//         for each A micro-panel (MR x KC, stays in L1):
+//           for each B micro-panel: micro-kernel: MR x NR tile of C in registers
+// Packing reads op(A) and op(B) through their transposes, so the four
+// transpose combinations share one micro-kernel; packing pads with zeros to
+// whole tiles, and edge tiles are written through a small scratch tile.
+// alpha is applied when a tile is stored; beta only on the first KC block
+// (later blocks accumulate); beta == 0 never reads C, so NaN garbage in C
+// is overwritten.
+//
+// Threads: C is cut into a grid of rectangles (along whichever of M or N is
+// larger), one per thread, each running gemm_serial with its own packing
+// buffers. Inside an enclosing parallel region gemm runs on one thread (no
+// nested parallelism). Tiny products skip packing altogether (gemm_small).
+//
+// Micro-kernels: AVX-512 (MR 8, NR 32: 16 zmm accumulators), AVX2+FMA (MR 6,
+// NR 16: 12 ymm accumulators), and a portable one (MR 4, NR 16) that the
+// compiler vectorises as it can.
 #include "kernels/cpu/matmul.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace nala {
 namespace cpu {
+
+// ---- the reference --------------------------------------------------------
 
 void gemm_naive(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -20,15 +63,346 @@ void gemm_naive(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
     }
 }
 
+// ---- tile sizes -------------------------------------------------------------
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int MR = 8, NR = 32;
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int MR = 6, NR = 16;
+#else
+constexpr int MR = 4, NR = 16;
+#endif
+// Chosen by measurement on Zen 4 (32 KiB L1d, 1 MiB L2 per core).
+constexpr int64_t KC = 256;  // Ap micro-panel MR*KC*4 = 8 KiB stays in L1
+constexpr int64_t MC = 64;   // multiple of MR; Ap block 64 KiB
+constexpr int64_t NC = 768;  // multiple of NR; Bp block KC*NC*4 = 768 KiB stays in L2
+
+// ---- micro-kernels: C[MR x NR] = alpha * Ap * Bp + beta * C -----------------
+// Ap: KC groups of MR floats; Bp: KC groups of NR floats (both 64-byte aligned).
+// beta == 0 does not read C.
+
+#if defined(__AVX512F__)
+void micro_kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
+                  int64_t ldc, float alpha, float beta) {
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) {  // C rows are often 4 KiB apart: fetch them early
+    _mm_prefetch((const char*)(C + r * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char*)(C + r * ldc + 16), _MM_HINT_T0);
+  }
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; k++) {
+    __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+    _mm_prefetch((const char*)(Bp + 8 * NR), _MM_HINT_T0);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      __m512 a = _mm512_set1_ps(Ap[r]);
+      c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
+      c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
+    }
+    Ap += MR;
+    Bp += NR;
+  }
+  __m512 va = _mm512_set1_ps(alpha);
+  if (beta == 0.0f) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      _mm512_storeu_ps(C + r * ldc, _mm512_mul_ps(va, c0[r]));
+      _mm512_storeu_ps(C + r * ldc + 16, _mm512_mul_ps(va, c1[r]));
+    }
+  } else {
+    __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      float* c = C + r * ldc;
+      _mm512_storeu_ps(c, _mm512_fmadd_ps(va, c0[r], _mm512_mul_ps(vb, _mm512_loadu_ps(c))));
+      _mm512_storeu_ps(c + 16, _mm512_fmadd_ps(va, c1[r], _mm512_mul_ps(vb, _mm512_loadu_ps(c + 16))));
+    }
+  }
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+void micro_kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
+                  int64_t ldc, float alpha, float beta) {
+  __m256 c0[MR], c1[MR];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; r++) c0[r] = _mm256_setzero_ps(), c1[r] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; k++) {
+    __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+      __m256 a = _mm256_broadcast_ss(Ap + r);
+      c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
+    }
+    Ap += MR;
+    Bp += NR;
+  }
+  __m256 va = _mm256_set1_ps(alpha);
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; r++) {
+    float* c = C + r * ldc;
+    __m256 x0 = _mm256_mul_ps(va, c0[r]), x1 = _mm256_mul_ps(va, c1[r]);
+    if (beta != 0.0f) {
+      __m256 vb = _mm256_set1_ps(beta);
+      x0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), x0);
+      x1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + 8), x1);
+    }
+    _mm256_storeu_ps(c, x0);
+    _mm256_storeu_ps(c + 8, x1);
+  }
+}
+#else
+void micro_kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
+                  int64_t ldc, float alpha, float beta) {
+  float acc[MR][NR] = {};
+  for (int64_t k = 0; k < kc; k++) {
+    for (int r = 0; r < MR; r++)
+      for (int c = 0; c < NR; c++) acc[r][c] += Ap[r] * Bp[c];
+    Ap += MR;
+    Bp += NR;
+  }
+  for (int r = 0; r < MR; r++)
+    for (int c = 0; c < NR; c++)
+      C[r * ldc + c] = alpha * acc[r][c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
+}
+#endif
+
+// An edge tile (mr < MR or nr < NR): compute the whole tile into scratch,
+// then merge the valid part.
+void edge_kernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int64_t mr, int64_t nr,
+                 float alpha, float beta) {
+  alignas(64) float t[MR * NR];
+  micro_kernel(kc, Ap, Bp, t, NR, alpha, 0.0f);
+  for (int64_t r = 0; r < mr; r++)
+    for (int64_t c = 0; c < nr; c++)
+      C[r * ldc + c] = t[r * NR + c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
+}
+
+// ---- packing ----------------------------------------------------------------
+
+// op(A)[i0 : i0+mc, k0 : k0+kc] -> micro-panels of MR rows: Ap[p][k][r].
+void pack_a(bool ta, const float* A, int64_t lda, int64_t i0, int64_t k0, int64_t mc, int64_t kc, float* Ap) {
+  for (int64_t p = 0; p < mc; p += MR) {
+    int64_t mr = std::min<int64_t>(MR, mc - p);
+    float* dst = Ap + p * kc;
+    if (ta) {  // op(A)[i][k] = A[k][i]: MR contiguous values per k
+      for (int64_t k = 0; k < kc; k++) {
+        const float* src = A + (k0 + k) * lda + i0 + p;
+        float* d = dst + k * MR;
+        for (int64_t r = 0; r < mr; r++) d[r] = src[r];
+        for (int64_t r = mr; r < MR; r++) d[r] = 0.0f;
+      }
+    } else {  // a row of A per r, scattered with stride MR
+      for (int64_t r = 0; r < mr; r++) {
+        const float* src = A + (i0 + p + r) * lda + k0;
+        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = src[k];
+      }
+      for (int64_t r = mr; r < MR; r++)
+        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = 0.0f;
+    }
+  }
+}
+
+// op(B)[k0 : k0+kc, j0 : j0+nc] -> micro-panels of NR columns: Bp[p][k][c].
+void pack_b(bool tb, const float* B, int64_t ldb, int64_t k0, int64_t j0, int64_t kc, int64_t nc, float* Bp) {
+  for (int64_t p = 0; p < nc; p += NR) {
+    int64_t nr = std::min<int64_t>(NR, nc - p);
+    float* dst = Bp + p * kc;
+    if (!tb) {  // NR contiguous values of a row of B per k
+      for (int64_t k = 0; k < kc; k++) {
+        const float* src = B + (k0 + k) * ldb + j0 + p;
+        float* d = dst + k * NR;
+        if (nr == NR) {
+          std::memcpy(d, src, NR * sizeof(float));
+        } else {
+          for (int64_t c = 0; c < nr; c++) d[c] = src[c];
+          for (int64_t c = nr; c < NR; c++) d[c] = 0.0f;
+        }
+      }
+    } else {  // op(B)[k][j] = B[j][k]: a row of B per c, scattered with stride NR
+      for (int64_t c = 0; c < nr; c++) {
+        const float* src = B + (j0 + p + c) * ldb + k0;
+        for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = src[k];
+      }
+      for (int64_t c = nr; c < NR; c++)
+        for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = 0.0f;
+    }
+  }
+}
+
+// Per-thread packing buffers, grown on demand and reused across calls.
+struct PackBuffers {
+  float* a = nullptr;
+  float* b = nullptr;
+  PackBuffers() {
+    a = (float*)std::aligned_alloc(64, MC * KC * sizeof(float));
+    b = (float*)std::aligned_alloc(64, NC * KC * sizeof(float));
+  }
+  ~PackBuffers() {
+    std::free(a);
+    std::free(b);
+  }
+  PackBuffers(const PackBuffers&) = delete;
+  PackBuffers& operator=(const PackBuffers&) = delete;
+};
+
+PackBuffers& pack_buffers() {
+  static thread_local PackBuffers buf;
+  return buf;
+}
+
+// One thread's rectangle: C[i0 : i0+m, j0 : j0+n].
+void gemm_serial(bool ta, bool tb, int64_t i0, int64_t m, int64_t j0, int64_t n, int64_t K, float alpha,
+                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  PackBuffers& buf = pack_buffers();
+  for (int64_t jc = j0; jc < j0 + n; jc += NC) {
+    int64_t nc = std::min(NC, j0 + n - jc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      int64_t kc = std::min(KC, K - pc);
+      float bet = pc == 0 ? beta : 1.0f;
+      pack_b(tb, B, ldb, pc, jc, kc, nc, buf.b);
+      for (int64_t ic = i0; ic < i0 + m; ic += MC) {
+        int64_t mc = std::min(MC, i0 + m - ic);
+        pack_a(ta, A, lda, ic, pc, mc, kc, buf.a);
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+          int64_t mr = std::min<int64_t>(MR, mc - ir);
+          const float* ap = buf.a + ir * kc;
+          for (int64_t jr = 0; jr < nc; jr += NR) {
+            int64_t nr = std::min<int64_t>(NR, nc - jr);
+            float* c = C + (ic + ir) * ldc + jc + jr;
+            if (mr == MR && nr == NR)
+              micro_kernel(kc, ap, buf.b + jr * kc, c, ldc, alpha, bet);
+            else
+              edge_kernel(kc, ap, buf.b + jr * kc, c, ldc, mr, nr, alpha, bet);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Small products: no packing. Scale C by beta, then add alpha * a_ik * row k
+// of op(B) (or a dot product when B is transposed).
+void gemm_small(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; i++) {
+    float* c = C + i * ldc;
+    if (tb) {
+      for (int64_t j = 0; j < N; j++) {
+        float acc = 0.0f;
+        for (int64_t k = 0; k < K; k++) acc += (ta ? A[k * lda + i] : A[i * lda + k]) * B[j * ldb + k];
+        c[j] = alpha * acc + (beta == 0.0f ? 0.0f : beta * c[j]);
+      }
+    } else {
+      for (int64_t j = 0; j < N; j++) c[j] = beta == 0.0f ? 0.0f : beta * c[j];
+      for (int64_t k = 0; k < K; k++) {
+        float a = alpha * (ta ? A[k * lda + i] : A[i * lda + k]);
+        const float* b = B + k * ldb;
+        for (int64_t j = 0; j < N; j++) c[j] += a * b[j];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// ---- the entry point --------------------------------------------------------
+
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < M; i++) {
-    for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-    for (int64_t k = 0; k < K; k++) {
-      float a = alpha * (ta ? A[k * lda + i] : A[i * lda + k]);
-      for (int64_t j = 0; j < N; j++) C[i * ldc + j] += a * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {  // C = beta * C
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  double work = (double)M * N * K;
+  if (work < 32.0 * 32 * 32) {
+    gemm_small(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  int nt = 1;
+#ifdef _OPENMP
+  if (!omp_in_parallel()) nt = omp_get_max_threads();
+#endif
+  // Each thread should get at least a few register tiles worth of work.
+  nt = (int)std::min<double>(nt, std::max(1.0, work / (64.0 * 64 * 64)));
+  if (nt <= 1) {
+    gemm_serial(ta, tb, 0, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+#ifdef _OPENMP
+  // A grid tm x tn = nt of rectangles, cutting the dimension with more tiles.
+  int64_t mt = (M + MR - 1) / MR, ntl = (N + NR - 1) / NR;
+  int tm = 1, tn = nt;
+  double best = -1;
+  for (int d = 1; d <= nt; d++) {
+    if (nt % d) continue;
+    double q = std::min((double)mt / d, (double)ntl / (nt / d));  // tiles per thread, smaller side
+    if (q > best) best = q, tm = d, tn = nt / d;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    int t = omp_get_thread_num();
+    int ti = t / tn, tj = t % tn;
+    int64_t ri0 = mt * ti / tm * MR, ri1 = std::min(M, mt * (ti + 1) / tm * MR);
+    int64_t cj0 = ntl * tj / tn * NR, cj1 = std::min(N, ntl * (tj + 1) / tn * NR);
+    if (ri1 > ri0 && cj1 > cj0)
+      gemm_serial(ta, tb, ri0, ri1 - ri0, cj0, cj1 - cj0, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+#endif
+}
+
+// ---- linear bias --------------------------------------------------------------
+
+void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N) {
+#pragma omp parallel for schedule(static) if (R * N > 32768)
+  for (int64_t r = 0; r < R; r++) {
+    float* y = Y + r * N;
+#pragma omp simd
+    for (int64_t n = 0; n < N; n++) y[n] += bias[n];
+  }
+}
+
+void linear_bias_backward_naive(float* dbias, const float* dY, int64_t R, int64_t N) {
+  for (int64_t n = 0; n < N; n++) {
+    double s = 0;
+    for (int64_t r = 0; r < R; r++) s += dY[r * N + n];
+    dbias[n] = (float)s;
+  }
+}
+
+// Column sums in fixed chunks of rows (partial sums per chunk in parallel,
+// then the chunks added in order): the result does not depend on the
+// number of threads.
+void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N) {
+  constexpr int64_t CHUNK = 256;
+  int64_t nchunks = (R + CHUNK - 1) / CHUNK;
+  if (nchunks <= 1 || N == 0) {
+    for (int64_t n = 0; n < N; n++) dbias[n] = 0.0f;
+    for (int64_t r = 0; r < R; r++)
+      for (int64_t n = 0; n < N; n++) dbias[n] += dY[r * N + n];
+    return;
+  }
+  std::unique_ptr<float[]> part(new float[nchunks * N]);
+#pragma omp parallel for schedule(static) if (R * N > 32768)
+  for (int64_t c = 0; c < nchunks; c++) {
+    float* p = part.get() + c * N;
+    for (int64_t n = 0; n < N; n++) p[n] = 0.0f;
+    for (int64_t r = c * CHUNK; r < std::min(R, (c + 1) * CHUNK); r++) {
+      const float* g = dY + r * N;
+#pragma omp simd
+      for (int64_t n = 0; n < N; n++) p[n] += g[n];
     }
+  }
+  for (int64_t n = 0; n < N; n++) dbias[n] = 0.0f;
+  for (int64_t c = 0; c < nchunks; c++) {
+    const float* p = part.get() + c * N;
+    for (int64_t n = 0; n < N; n++) dbias[n] += p[n];
   }
 }
 

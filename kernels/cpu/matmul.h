@@ -6,6 +6,10 @@
 // op(A) = A (M x K, leading dim lda) or, with trans_a, A^T where A is K x M.
 // op(B) = B (K x N, leading dim ldb) or, with trans_b, B^T where B is N x K.
 // beta = 0 overwrites C (C may hold garbage, even NaN); beta = 1 accumulates.
+//
+// Also the bias of a linear layer, on Y[R, N] (R rows of N features):
+//   linear_bias_forward:  Y[r, :] += bias             (accumulates into Y)
+//   linear_bias_backward: dbias = sum_r dY[r, :]       (overwrites dbias)
 #pragma once
 #include <cstdint>
 
@@ -18,6 +22,10 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 // The readable reference: three loops, double accumulation.
 void gemm_naive(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
+void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
+void linear_bias_backward_naive(float* dbias, const float* dY, int64_t R, int64_t N);
 
 }  // namespace cpu
 }  // namespace nala

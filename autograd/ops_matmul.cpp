@@ -1,0 +1,247 @@
+// autograd/ops_matmul.cpp - matrix products on the tape: matmul and linear.
+//
+// Letters: M, N the rows and columns of a product, K the summed size; R the
+// rows of a linear layer's input (all leading dims folded), I its in
+// features, O its out features.
+//
+// matmul(a, b, trans_a, trans_b): C = op(a) op(b) per batch, batch dims
+//   broadcast. When b is 2-D (or its batch dims are all 1) and a is not
+//   transposed, the batch is folded into the rows of one GEMM (forward and
+//   both gradients). Otherwise one GEMM per batch; on the CPU the batches run in parallel when there are many small
+//   ones (each GEMM then runs on one thread). Saved for backward: a and b
+//   (contiguous). Gradients of broadcast batch dims are summed in a fixed
+//   order (beta = 0 for the first batch, 1 after), so they are deterministic.
+//   Backward:  d op(a) = dC op(b)^T,  d op(b) = op(a)^T dC.
+//
+// linear(x, w, bias): Y[R, O] = X[R, I] W[O, I]^T + bias, one GEMM over all
+//   rows. Saved: x and w. Backward: dX = dY W, dW = dY^T X (one GEMM summed
+//   over all rows), dbias = column sums of dY.
+#include <algorithm>
+
+#include "autograd/dispatch.h"
+#include "autograd/ops.h"
+#include "kernels/cpu/matmul.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace nala {
+
+namespace {
+
+// One GEMM of a batch: pointers into a, b and c.
+struct GemmJob {
+  const float* a;
+  const float* b;
+  float* c;
+};
+
+// Runs groups of GEMMs of one geometry. The jobs of one group write the same
+// C and run in order (beta for the first, 1 after); groups are independent.
+void run_gemms(Device dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
+               float beta, const std::vector<std::vector<GemmJob>>& groups) {
+  auto run_group = [&](const std::vector<GemmJob>& g) {
+    for (size_t i = 0; i < g.size(); i++)
+      NALA_DISPATCH(dev, gemm, ta, tb, M, N, K, 1.0f, g[i].a, lda, g[i].b, ldb, i == 0 ? beta : 1.0f, g[i].c, ldc);
+  };
+  int64_t ng = (int64_t)groups.size();
+  int nt = 1;
+#ifdef _OPENMP
+  nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+#endif
+  // Many groups, or small GEMMs: one GEMM per thread beats splitting each.
+  // A handful of tiny GEMMs: not worth waking the threads.
+  double work = (double)M * N * K;
+  bool across = dev == Device::CPU && nt > 1 && ng > 1 && work * ng >= 64.0 * 64 * 64 &&
+                (ng >= 4 * nt || work <= 96.0 * 96 * 96);
+  if (!across) {
+    for (const auto& g : groups) run_group(g);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t i = 0; i < ng; i++) run_group(groups[i]);
+}
+
+// Batch index (flattened) into a tensor of batch shape `from` for each index
+// of the broadcast batch shape `to` (from is right-aligned, size-1 dims repeat).
+std::vector<int64_t> batch_map(const Shape& from, const Shape& to) {
+  int64_t n = shape_numel(to);
+  std::vector<int64_t> idx(n);
+  size_t off = to.size() - from.size();
+  for (int64_t o = 0; o < n; o++) {
+    int64_t rem = o, src = 0, stride = 1;
+    for (int64_t d = (int64_t)to.size() - 1; d >= 0; d--) {
+      int64_t i = rem % to[d];
+      rem /= to[d];
+      if (d >= (int64_t)off) {
+        int64_t fd = from[d - off];
+        src += (fd == 1 ? 0 : i) * stride;
+        stride *= fd;
+      }
+    }
+    idx[o] = src;
+  }
+  return idx;
+}
+
+// Groups of output batches by the input batch they map to (in order).
+std::vector<std::vector<int64_t>> group_by(const std::vector<int64_t>& map, int64_t nsrc) {
+  std::vector<std::vector<int64_t>> g(nsrc);
+  for (int64_t o = 0; o < (int64_t)map.size(); o++) g[map[o]].push_back(o);
+  return g;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  NALA_CHECK(a.defined() && b.defined(), "matmul: undefined input");
+  Device dev = common_device("matmul", {&a, &b});
+  std::string shapes = shape_str(a.shape()) + " and " + shape_str(b.shape()) + " (trans_a " +
+                       (trans_a ? "true" : "false") + ", trans_b " + (trans_b ? "true" : "false") + ")";
+  NALA_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32, "matmul: expected f32 inputs, got ", a.desc(),
+             " and ", b.desc());
+  NALA_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: inputs need at least 2 dims, got ", shapes);
+  int64_t M = a.size(trans_a ? -1 : -2), K = a.size(trans_a ? -2 : -1);
+  int64_t Kb = b.size(trans_b ? -1 : -2), N = b.size(trans_b ? -2 : -1);
+  NALA_CHECK(K == Kb, "matmul: inner sizes differ (", K, " vs ", Kb, ") for ", shapes);
+  Shape ab(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
+  Shape ob(std::max(ab.size(), bb.size()));
+  for (size_t i = 0; i < ob.size(); i++) {
+    int64_t x = i + ab.size() >= ob.size() ? ab[i + ab.size() - ob.size()] : 1;
+    int64_t y = i + bb.size() >= ob.size() ? bb[i + bb.size() - ob.size()] : 1;
+    NALA_CHECK(x == y || x == 1 || y == 1, "matmul: batch dims do not broadcast for ", shapes);
+    ob[i] = x == 1 ? y : x;
+  }
+  Shape oshape = ob;
+  oshape.push_back(M);
+  oshape.push_back(N);
+
+  Tensor ac = view::contiguous(a).detach(), bc = view::contiguous(b).detach();
+  bool ag = a.requires_grad(), bg = b.requires_grad();
+  Tensor out = Tensor::empty(oshape, DType::F32, dev);
+  int64_t lda = trans_a ? M : K, ldb = trans_b ? K : N;
+  int64_t nb = shape_numel(ob), na = shape_numel(ab), nbb = shape_numel(bb);
+  // b shared by all batches (2-D, or batch dims all 1) and a's rows stacked:
+  // one GEMM of na*M rows (na == nb here).
+  bool fold = nbb == 1 && !trans_a;
+  if (fold) {
+    NALA_DISPATCH(dev, gemm, false, trans_b, na * M, N, K, 1.0f, ac.f32(), K, bc.f32(), ldb, 0.0f, out.f32(), N);
+  } else {
+    std::vector<int64_t> amap = batch_map(ab, ob), bmap = batch_map(bb, ob);
+    std::vector<std::vector<GemmJob>> jobs(nb);
+    for (int64_t o = 0; o < nb; o++)
+      jobs[o] = {{ac.f32() + amap[o] * M * K, bc.f32() + bmap[o] * K * N, out.f32() + o * M * N}};
+    run_gemms(dev, trans_a, trans_b, M, N, K, lda, ldb, N, 0.0f, jobs);
+  }
+
+  return record(OpId::matmul, out, {a, b},
+                [ac, bc, ab, bb, ob, M, N, K, lda, ldb, na, nb, nbb, fold, trans_a, trans_b, ag, bg,
+                 dev](const Tensor& gout) -> std::vector<Tensor> {
+                  Tensor g = view::contiguous(gout);
+                  Tensor da, db;
+                  if (ag) da = Tensor::empty(ac.shape(), DType::F32, dev);
+                  if (bg) db = Tensor::empty(bc.shape(), DType::F32, dev);
+                  if (fold) {
+                    // dA[naM, K] = dC op(b)^T;  d op(b) = A^T dC summed over all rows.
+                    if (ag)
+                      NALA_DISPATCH(dev, gemm, false, !trans_b, na * M, K, N, 1.0f, g.f32(), N, bc.f32(), ldb, 0.0f,
+                                    da.f32(), K);
+                    if (!bg) {
+                    } else if (!trans_b)
+                      NALA_DISPATCH(dev, gemm, true, false, K, N, na * M, 1.0f, ac.f32(), K, g.f32(), N, 0.0f,
+                                    db.f32(), N);
+                    else
+                      NALA_DISPATCH(dev, gemm, true, false, N, K, na * M, 1.0f, g.f32(), N, ac.f32(), K, 0.0f,
+                                    db.f32(), K);
+                    return {da, db};
+                  }
+                  std::vector<int64_t> amap = batch_map(ab, ob), bmap = batch_map(bb, ob);
+                  // Gradient of a, grouped by a's batch.
+                  if (ag) {
+                    auto groups = group_by(amap, na);
+                    std::vector<std::vector<GemmJob>> jobs(na);
+                    for (int64_t s = 0; s < na; s++)
+                      for (int64_t o : groups[s]) {
+                        const float* go = g.f32() + o * M * N;
+                        const float* bp = bc.f32() + bmap[o] * K * N;
+                        float* dst = da.f32() + s * M * K;
+                        // !trans_a: dA[M,K] = dC op(b)^T; trans_a: dA[K,M] = op(b) dC^T.
+                        jobs[s].push_back(trans_a ? GemmJob{bp, go, dst} : GemmJob{go, bp, dst});
+                      }
+                    if (!trans_a)
+                      run_gemms(dev, false, !trans_b, M, K, N, N, ldb, K, 0.0f, jobs);
+                    else
+                      run_gemms(dev, trans_b, true, K, M, N, ldb, N, M, 0.0f, jobs);
+                  }
+                  // Gradient of b, grouped by b's batch.
+                  if (bg) {
+                    auto groups = group_by(bmap, nbb);
+                    std::vector<std::vector<GemmJob>> jobs(nbb);
+                    for (int64_t s = 0; s < nbb; s++)
+                      for (int64_t o : groups[s]) {
+                        const float* go = g.f32() + o * M * N;
+                        const float* ap = ac.f32() + amap[o] * M * K;
+                        float* dst = db.f32() + s * K * N;
+                        // !trans_b: dB[K,N] = op(a)^T dC; trans_b: dB[N,K] = dC^T op(a).
+                        jobs[s].push_back(trans_b ? GemmJob{go, ap, dst} : GemmJob{ap, go, dst});
+                      }
+                    if (!trans_b)
+                      run_gemms(dev, !trans_a, false, K, N, M, lda, N, N, 0.0f, jobs);
+                    else
+                      run_gemms(dev, true, trans_a, N, K, M, N, lda, K, 0.0f, jobs);
+                  }
+                  return {da, db};
+                });
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  NALA_CHECK(x.defined() && w.defined(), "linear: undefined input");
+  Device dev = common_device("linear", {&x, &w, &bias});
+  std::string shapes = "x " + shape_str(x.shape()) + " and weight " + shape_str(w.shape()) +
+                       (bias.defined() ? " and bias " + shape_str(bias.shape()) : std::string());
+  NALA_CHECK(x.dtype() == DType::F32 && w.dtype() == DType::F32 && (!bias.defined() || bias.dtype() == DType::F32),
+             "linear: expected f32 inputs, got ", x.desc(), " and ", w.desc());
+  NALA_CHECK(x.dim() >= 1 && w.dim() == 2, "linear: expected x (..., in) and weight (out, in), got ", shapes);
+  int64_t I = x.size(-1), O = w.size(0);
+  NALA_CHECK(w.size(1) == I, "linear: in features differ (", I, " vs ", w.size(1), ") for ", shapes);
+  NALA_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == O), "linear: bias must be [", O, "], got ",
+             shapes);
+  int64_t R = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  Shape oshape = x.shape();
+  oshape.back() = O;
+
+  Tensor xc = view::contiguous(x).detach(), wc = view::contiguous(w).detach();
+  Tensor bc = bias.defined() ? view::contiguous(bias) : Tensor();
+  Tensor out = Tensor::empty(oshape, DType::F32, dev);
+  NALA_DISPATCH(dev, gemm, false, true, R, O, I, 1.0f, xc.f32(), I, wc.f32(), I, 0.0f, out.f32(), O);
+  if (bc.defined()) NALA_DISPATCH(dev, linear_bias_forward, out.f32(), bc.f32(), R, O);
+
+  std::vector<Tensor> inputs = {x, w};
+  if (bias.defined()) inputs.push_back(bias);
+  bool xg = x.requires_grad(), wg = w.requires_grad(), bg = bias.defined() && bias.requires_grad();
+  Tensor xs = wg ? xc : Tensor(), ws = xg ? wc : Tensor();  // save only what backward reads
+  return record(OpId::linear, out, inputs,
+                [xs, ws, xshape = x.shape(), R, I, O, xg, wg, bg, has_bias = bias.defined(),
+                 dev](const Tensor& gout) -> std::vector<Tensor> {
+                  Tensor g = view::contiguous(gout);
+                  Tensor dx, dw, db;
+                  if (xg) {  // dX[R, I] = dY[R, O] W[O, I]
+                    dx = Tensor::empty(xshape, DType::F32, dev);
+                    NALA_DISPATCH(dev, gemm, false, false, R, I, O, 1.0f, g.f32(), O, ws.f32(), I, 0.0f, dx.f32(), I);
+                  }
+                  if (wg) {  // dW[O, I] = dY^T X, summed over all R rows
+                    dw = Tensor::empty({O, I}, DType::F32, dev);
+                    NALA_DISPATCH(dev, gemm, true, false, O, I, R, 1.0f, g.f32(), O, xs.f32(), I, 0.0f, dw.f32(), I);
+                  }
+                  if (bg) {
+                    db = Tensor::empty({O}, DType::F32, dev);
+                    NALA_DISPATCH(dev, linear_bias_backward, db.f32(), g.f32(), R, O);
+                  }
+                  std::vector<Tensor> grads = {dx, dw};
+                  if (has_bias) grads.push_back(db);
+                  return grads;
+                });
+}
+
+}  // namespace nala
