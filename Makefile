@@ -129,7 +129,7 @@ $(TESTS): $(TEST_OBJ) $(TOOL_OBJ) $(LIB)
 # Passive OpenMP waiting: the tests run many small kernels, and spinning
 # threads hurt when the cores are shared.
 test: $(TESTS)
-	OMP_WAIT_POLICY=passive $(TESTS) "~[cuda]" "~[slow]"
+	OMP_WAIT_POLICY=passive $(TESTS) "~[cuda]~[slow]"
 
 test-cuda: $(TESTS)
 	$(TESTS) "[cuda]"
