@@ -77,8 +77,8 @@ constexpr int MR = 4, NR = 16;
 #endif
 // Chosen by measurement on Zen 4 (32 KiB L1d, 1 MiB L2 per core).
 constexpr int64_t KC = 256;  // Ap micro-panel MR*KC*4 = 8 KiB stays in L1
-constexpr int64_t MC = 64;   // multiple of MR; Ap block 64 KiB
-constexpr int64_t NC = 768;  // multiple of NR; Bp block KC*NC*4 = 768 KiB stays in L2
+constexpr int64_t MC = (64 + MR - 1) / MR * MR;    // ~64 rows, whole tiles; Ap block ~64 KiB
+constexpr int64_t NC = (768 + NR - 1) / NR * NR;  // whole tiles; Bp block KC*NC*4 = 768 KiB stays in L2
 
 // ---- micro-kernels: C[MR x NR] = alpha * Ap * Bp + beta * C -----------------
 // Ap: KC groups of MR floats; Bp: KC groups of NR floats (both 64-byte aligned).
