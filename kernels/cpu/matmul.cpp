@@ -23,7 +23,8 @@
 //
 // Threads: C is cut into a grid of rectangles (along whichever of M or N is
 // larger), one per thread, each running gemm_serial with its own packing
-// buffers. Inside an enclosing parallel region gemm runs on one thread (no
+// buffers; a long cut is made into a few more pieces than threads, handed out
+// dynamically. Inside an enclosing parallel region gemm runs on one thread (no
 // nested parallelism). Tiny products skip packing altogether (gemm_small).
 //
 // Micro-kernels: AVX-512 (MR 8, NR 32: 16 zmm accumulators), AVX2+FMA (MR 6,
@@ -76,8 +77,8 @@ constexpr int MR = 4, NR = 16;
 #endif
 // Chosen by measurement on Zen 4 (32 KiB L1d, 1 MiB L2 per core).
 constexpr int64_t KC = 256;  // Ap micro-panel MR*KC*4 = 8 KiB stays in L1
-constexpr int64_t MC = 64;   // multiple of MR; Ap block 64 KiB
-constexpr int64_t NC = 768;  // multiple of NR; Bp block KC*NC*4 = 768 KiB stays in L2
+constexpr int64_t MC = (64 + MR - 1) / MR * MR;    // ~64 rows, whole tiles; Ap block ~64 KiB
+constexpr int64_t NC = (768 + NR - 1) / NR * NR;  // whole tiles; Bp block KC*NC*4 = 768 KiB stays in L2
 
 // ---- micro-kernels: C[MR x NR] = alpha * Ap * Bp + beta * C -----------------
 // Ap: KC groups of MR floats; Bp: KC groups of NR floats (both 64-byte aligned).
@@ -344,6 +345,26 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
     if (nt % d) continue;
     double q = std::min((double)mt / d, (double)ntl / (nt / d));  // tiles per thread, smaller side
     if (q > best) best = q, tm = d, tn = nt / d;
+  }
+  // A long single cut: more pieces than threads, handed out dynamically, so a
+  // thread that the OS pauses (the cores may be shared) holds up less. Each
+  // piece stays big enough that repacking the other operand costs little.
+  int64_t pieces = 0;
+  if (tn == 1 && M >= 2 * nt * 256) pieces = std::min<int64_t>(8 * nt, M / 256);
+  if (tm == 1 && N >= 2 * nt * 512) pieces = std::min<int64_t>(8 * nt, N / 512);
+  if (pieces > 0) {
+    bool rows = tn == 1;
+    int64_t tiles = rows ? mt : ntl, unit = rows ? MR : NR;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t p = 0; p < pieces; p++) {
+      int64_t lo = tiles * p / pieces * unit, hi = std::min(rows ? M : N, tiles * (p + 1) / pieces * unit);
+      if (hi <= lo) continue;
+      if (rows)
+        gemm_serial(ta, tb, lo, hi - lo, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      else
+        gemm_serial(ta, tb, 0, M, lo, hi - lo, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+    return;
   }
 #pragma omp parallel num_threads(nt)
   {
