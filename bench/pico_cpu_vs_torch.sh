@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# bench/pico_cpu_vs_torch.sh - pico on the CPU, nala and PyTorch side by side
+# in one run, alternating so that both see the same machine state.
+#   bench/pico_cpu_vs_torch.sh [threads=2] [rounds=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=${1:-2}
+R=${2:-3}
+make -s CUDA=0 build/release/bench/bench_pico >/dev/null
+date -u; lscpu | grep "Model name"; python3 -c "import torch; print('torch', torch.__version__)"
+for r in $(seq "$R"); do
+  build/release/bench/bench_pico --threads "$T" --batch 128 --warmup 3 --iters 10
+  python3 bench/torch_pico_cpu.py --threads "$T" --batch 128 --warmup 3 --iters 10
+done
