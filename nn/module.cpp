@@ -178,7 +178,7 @@ static void copy_converting(Tensor& dst, const Tensor& src, const std::string& k
 
 std::vector<std::string> Module::load_state_dict(const std::map<std::string, Tensor>& sd, bool strict) {
   NamedTensors mine = state_dict();
-  std::vector<std::string> missing, unused;
+  std::vector<std::string> missing, unused, mismatched;
   std::set<std::string> used;
   for (auto& kv : mine) {
     auto it = sd.find(kv.first);
@@ -188,12 +188,13 @@ std::vector<std::string> Module::load_state_dict(const std::map<std::string, Ten
     }
     used.insert(kv.first);
     // Check every shape before copying anything, so a bad file leaves the module untouched.
-    NALA_CHECK(kv.second.shape() == it->second.shape(), "load_state_dict: '", kv.first, "' has shape ",
-               it->second.desc(), ", the module expects ", kv.second.desc());
+    if (kv.second.shape() != it->second.shape())
+      mismatched.push_back(kv.first + " (file " + shape_str(it->second.shape()) + ", module " +
+                           shape_str(kv.second.shape()) + ")");
   }
   for (auto& kv : sd)
     if (!used.count(kv.first)) unused.push_back(kv.first);
-  if (strict && (!missing.empty() || !unused.empty())) {
+  if (!mismatched.empty() || (strict && (!missing.empty() || !unused.empty()))) {
     std::ostringstream os;
     auto list = [&](const char* what, const std::vector<std::string>& ks) {
       if (ks.empty()) return;
@@ -202,8 +203,11 @@ std::vector<std::string> Module::load_state_dict(const std::map<std::string, Ten
       if (ks.size() > 20) os << " ...";
       os << ";";
     };
-    list("missing keys", missing);
-    list("unexpected keys", unused);
+    list("shape mismatches", mismatched);
+    if (strict) {
+      list("missing keys", missing);
+      list("unexpected keys", unused);
+    }
     NALA_FAIL("load_state_dict (", type_, "):", os.str());
   }
   for (auto& kv : mine) {

@@ -129,7 +129,8 @@ int cmd_train(int argc, char** argv) {
   p.add_string("resume", &a.resume, "continue the run in this directory from its checkpoint");
   p.add_int("subset", &a.subset, "train on the first N images only (0 = all)", 0, 1LL << 40);
   p.add_int("eval-subset", &a.eval_subset, "evaluate on the first N test images only (0 = all)", 0, 1LL << 40);
-  p.add_int("max-steps", &a.max_steps, "stop after N optimiser steps in total (0 = no limit)", 0, 1LL << 40);
+  p.add_int("max-steps", &a.max_steps,
+            "stop after N optimiser steps in total (0 = no limit); the schedule still spans --epochs", 0, 1LL << 40);
   p.add_int("log-every", &a.log_every, "progress line every N steps when not on a terminal", 1, 1 << 30);
   p.add_flag("skip-nonfinite", &a.skip_nonfinite, "skip a step whose loss or gradient is not finite (default: stop)");
   p.parse(argc, argv);
@@ -272,13 +273,14 @@ int cmd_train(int argc, char** argv) {
       }
     }
     bar.finish();
+    const bool epoch_complete = steps_done == steps_per_epoch;
     const double secs = now_seconds() - t0;
     EvalResult ev = evaluate(model, test, std::max<int64_t>(a.batch_size, 256), a.eval_subset);
     std::printf("epoch %lld: train loss %.4f acc %.4f | test loss %.4f top-1 %.4f top-5 %.4f | %s, %.0f img/s\n",
                 (long long)epoch + 1, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / seen, ev.loss,
                 ev.top1, ev.top5, format_duration(secs).c_str(), seen / secs);
     std::fflush(stdout);
-    if (stop) break;  // an interrupted epoch is not checkpointed
+    if (!epoch_complete) break;  // an interrupted epoch is not checkpointed
     {
       std::ofstream f(csv, std::ios::app);
       char row[256];
