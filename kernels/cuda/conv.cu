@@ -1,0 +1,395 @@
+// kernels/cuda/conv.cu - conv2d (im2col + cuda::gemm) and depthwise conv, CUDA.
+//
+// Shape letters: B batch, H W input size, Ho Wo output size, Ci Co channels,
+// C depthwise channels, k kernel size, K = Ci*k*k. Activations (B, H, W, C)
+// channels-last; weights (Co, Ci, k, k) / (C, 1, k, k). Saved for backward:
+// x and w only. Backward OVERWRITES (=) dx, dw, dbias (each may be nullptr).
+// Every reduction has a fixed order: results are identical run to run.
+//
+// conv2d mirrors the CPU version: whole images are unfolded chunk by chunk
+// (bounded buffer) into cols (rows = images*Ho*Wo, K) and
+//   forward   out   = cols @ w^T (+ bias)       bias rows first, gemm beta 1
+//   backward  dw   += dout^T @ cols              one gemm per chunk
+//             dcols = dout @ w, then col2im      gather form: no atomics
+//             dbias = column sums of dout        per-block partials, then
+//                                                a fixed-order second pass
+// A 1x1 stride-1 unpadded conv skips the unfolding (cols is x itself).
+// im2col: one thread per cols element, consecutive threads write consecutive
+// addresses. col2im: one thread per dx element (channel fastest: coalesced
+// writes), summing the taps that read it in (ky, kx) order like the CPU.
+//
+// dwconv2d: a block is 32 channels (threadIdx.x: coalesced channels-last
+// reads and writes) x TH output rows (threadIdx.y) x 8 output columns (per
+// thread, in registers). The input tile with its halo, (TH+k-1) x (8+k-1) x
+// 32, and the taps (k*k x 32) sit in shared memory; k = 3, 5, 7 are compiled
+// with the tile row held in registers. TH shrinks (8, 4, 2, 1) to keep the
+// tile within 48 KB; a kernel too large for any tile (k >= 13) takes a direct
+// kernel (one thread per output, taps read through the cache).
+// dx is the same stencil on dout with the kernel flipped. dw and dbias:
+// per-(channel block, row block) partials, each thread of the block summing
+// whole taps over the block's rows, then a second pass over the row blocks
+// in order (double accumulation).
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/conv.h"
+#include "kernels/cuda/matmul.h"
+#include "tensor/tensor.h"
+
+namespace nala {
+namespace cuda {
+
+namespace {
+
+constexpr int64_t kChunkFloats = int64_t(1) << 24;  // im2col buffer budget: 64 MB
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride loops beyond this
+
+int blocks_for(int64_t n) { return (int)std::max<int64_t>(1, std::min((n + kThreads - 1) / kThreads, kMaxBlocks)); }
+
+Tensor scratch(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DType::F32, Device::CUDA); }
+
+#define GRID_STRIDE(e, n) \
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < (n); e += (int64_t)gridDim.x * blockDim.x)
+
+// ---- conv2d helpers -------------------------------------------------------------
+
+// cols (rows, K) for images starting at x (already offset to the chunk's first image).
+__global__ void im2col_kernel(float* cols, const float* x, int64_t rows, int64_t H, int64_t W, int64_t Ci,
+                              int64_t Ho, int64_t Wo, int k, int stride, int pad) {
+  const int64_t kk = k * k, K = Ci * kk;
+  GRID_STRIDE(e, rows * K) {
+    const int64_t row = e / K, j = e - row * K;
+    const int64_t ci = j / kk, t = j - ci * kk, ky = t / k, kx = t - ky * k;
+    const int64_t ox = row % Wo, bo = row / Wo, oy = bo % Ho, b = bo / Ho;
+    const int64_t iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+    cols[e] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[((b * H + iy) * W + ix) * Ci + ci] : 0.0f;
+  }
+}
+
+// dx (nb images, overwritten) from dcols (nb*Ho*Wo, K): each element gathers its taps.
+__global__ void col2im_kernel(float* dx, const float* dcols, int64_t nb, int64_t H, int64_t W, int64_t Ci,
+                              int64_t Ho, int64_t Wo, int k, int stride, int pad) {
+  const int64_t kk = k * k, K = Ci * kk;
+  GRID_STRIDE(e, nb * H * W * Ci) {
+    const int64_t ci = e % Ci, pix = e / Ci, ix = pix % W, by = pix / W, iy = by % H, b = by / H;
+    float acc = 0.0f;
+    for (int ky = 0; ky < k; ky++) {
+      const int64_t ty = iy + pad - ky;
+      if (ty < 0 || ty % stride) continue;
+      const int64_t oy = ty / stride;
+      if (oy >= Ho) continue;
+      for (int kx = 0; kx < k; kx++) {
+        const int64_t tx = ix + pad - kx;
+        if (tx < 0 || tx % stride) continue;
+        const int64_t ox = tx / stride;
+        if (ox >= Wo) continue;
+        acc += dcols[((b * Ho + oy) * Wo + ox) * K + ci * kk + ky * k + kx];
+      }
+    }
+    dx[e] = acc;
+  }
+}
+
+// out (rows, Co): every row = bias.
+__global__ void bias_rows_kernel(float* out, const float* bias, int64_t rows, int64_t Co) {
+  GRID_STRIDE(e, rows * Co) out[e] = bias[e % Co];
+}
+
+// part[blk*C + c] = sum of a[r, c] over rows [blk*R/nblk, (blk+1)*R/nblk). Block (32, 8):
+// threadIdx.x a channel, threadIdx.y a row lane; the 8 lanes are added in order.
+__global__ void colsum_partials(float* part, const float* a, int64_t R, int64_t C, int nblk) {
+  __shared__ float sh[8][32];
+  const int tx = threadIdx.x, ty = threadIdx.y, blk = blockIdx.y;
+  const int64_t c = blockIdx.x * 32 + tx, r0 = blk * R / nblk, r1 = (blk + 1) * R / nblk;
+  float s = 0.0f;
+  if (c < C)
+    for (int64_t r = r0 + ty; r < r1; r += 8) s += a[r * C + c];
+  sh[ty][tx] = s;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    float t = 0.0f;
+    for (int j = 0; j < 8; j++) t += sh[j][tx];
+    part[blk * C + c] = t;
+  }
+}
+
+// out[c] = sum over blk of part[blk*C + c], in order.
+__global__ void colsum_finish(float* out, const float* part, int64_t C, int nblk) {
+  GRID_STRIDE(c, C) {
+    double s = 0;
+    for (int blk = 0; blk < nblk; blk++) s += part[blk * C + c];
+    out[c] = (float)s;
+  }
+}
+
+// out[c] = sum over rows of a (rows, C), deterministic.
+void column_sums(float* out, const float* a, int64_t rows, int64_t C, const char* op) {
+  if (C == 0) return;
+  const int nblk = (int)std::max<int64_t>(1, std::min<int64_t>((rows + 63) / 64, 1024));
+  Tensor part = scratch(nblk * C);
+  colsum_partials<<<dim3((unsigned)((C + 31) / 32), nblk), dim3(32, 8)>>>(part.f32(), a, rows, C, nblk);
+  CUDA_CHECK_LAUNCH(op);
+  colsum_finish<<<blocks_for(C), kThreads>>>(out, part.f32(), C, nblk);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+struct ConvGeom {
+  int64_t Ho, Wo, K, per_image, chunk;
+  bool direct;  // 1x1, stride 1, no padding: cols is x itself
+};
+
+ConvGeom geometry(int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride, int64_t pad) {
+  ConvGeom g;
+  g.Ho = (H + 2 * pad - k) / stride + 1;
+  g.Wo = (W + 2 * pad - k) / stride + 1;
+  g.K = Ci * k * k;
+  g.per_image = g.Ho * g.Wo;
+  g.chunk = std::max<int64_t>(1, kChunkFloats / std::max<int64_t>(1, g.per_image * g.K));
+  g.direct = (k == 1 && stride == 1 && pad == 0);
+  return g;
+}
+
+}  // namespace
+
+// ---- conv2d -----------------------------------------------------------------
+
+void conv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                    int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
+  const ConvGeom g = geometry(H, W, Ci, k, stride, pad);
+  if (B == 0 || g.per_image == 0 || Co == 0) return;
+  Tensor cols;
+  if (!g.direct) cols = scratch(std::min(B, g.chunk) * g.per_image * g.K);
+  for (int64_t b0 = 0; b0 < B; b0 += g.chunk) {
+    const int64_t nb = std::min(g.chunk, B - b0), rows = nb * g.per_image;
+    const float* A = g.direct ? x + b0 * g.per_image * Ci : cols.f32();
+    if (!g.direct) {
+      im2col_kernel<<<blocks_for(rows * g.K), kThreads>>>(cols.f32(), x + b0 * H * W * Ci, rows, H, W, Ci, g.Ho,
+                                                          g.Wo, (int)k, (int)stride, (int)pad);
+      CUDA_CHECK_LAUNCH("conv2d_forward");
+    }
+    float* o = out + b0 * g.per_image * Co;
+    if (bias) {
+      bias_rows_kernel<<<blocks_for(rows * Co), kThreads>>>(o, bias, rows, Co);
+      CUDA_CHECK_LAUNCH("conv2d_forward");
+    }
+    gemm(false, true, rows, Co, g.K, 1.0f, A, g.K, w, g.K, bias ? 1.0f : 0.0f, o, Co);
+  }
+}
+
+void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
+                     int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride,
+                     int64_t pad) {
+  const ConvGeom g = geometry(H, W, Ci, k, stride, pad);
+  if (dbias) column_sums(dbias, dout, B * g.per_image, Co, "conv2d_backward");
+  if (!dx && !dw) return;
+  if (B * g.per_image == 0 || Co == 0) {  // nothing flows back: the gradients are zero
+    if (dw) CUDA_CHECK(cudaMemsetAsync(dw, 0, Co * g.K * sizeof(float)), "conv2d_backward");
+    if (dx) CUDA_CHECK(cudaMemsetAsync(dx, 0, B * H * W * Ci * sizeof(float)), "conv2d_backward");
+    return;
+  }
+  const int64_t buf = std::min(B, g.chunk) * g.per_image * g.K;
+  Tensor cols, dcols;
+  if (dw && !g.direct) cols = scratch(buf);
+  if (dx && !g.direct) dcols = scratch(buf);
+  for (int64_t b0 = 0; b0 < B; b0 += g.chunk) {
+    const int64_t nb = std::min(g.chunk, B - b0), rows = nb * g.per_image;
+    const float* dO = dout + b0 * g.per_image * Co;
+    if (dw) {
+      const float* A = g.direct ? x + b0 * g.per_image * Ci : cols.f32();
+      if (!g.direct) {
+        im2col_kernel<<<blocks_for(rows * g.K), kThreads>>>(cols.f32(), x + b0 * H * W * Ci, rows, H, W, Ci,
+                                                            g.Ho, g.Wo, (int)k, (int)stride, (int)pad);
+        CUDA_CHECK_LAUNCH("conv2d_backward");
+      }
+      gemm(true, false, Co, g.K, rows, 1.0f, dO, Co, A, g.K, b0 == 0 ? 0.0f : 1.0f, dw, g.K);
+    }
+    if (dx) {
+      float* D = g.direct ? dx + b0 * g.per_image * Ci : dcols.f32();
+      gemm(false, false, rows, g.K, Co, 1.0f, dO, Co, w, g.K, 0.0f, D, g.K);
+      if (!g.direct) {
+        col2im_kernel<<<blocks_for(nb * H * W * Ci), kThreads>>>(dx + b0 * H * W * Ci, dcols.f32(), nb, H, W, Ci,
+                                                                 g.Ho, g.Wo, (int)k, (int)stride, (int)pad);
+        CUDA_CHECK_LAUNCH("conv2d_backward");
+      }
+    }
+  }
+}
+
+// ---- depthwise conv2d ---------------------------------------------------------
+
+namespace {
+
+constexpr int kDwCh = 32;        // channels per block (threadIdx.x)
+constexpr int kDwTW = 8;         // output columns per thread
+constexpr int kDwSmem = 48 * 1024;  // bytes of shared memory a tile may use
+
+int dw_smem_bytes(int TH, int k) { return ((TH + k - 1) * (kDwTW + k - 1) + k * k) * kDwCh * (int)sizeof(float); }
+
+// out = stencil(x) (+ bias); with flip the taps are read reversed (dx = flipped stencil of dout).
+// Grid: x = column tiles * channel blocks, y = row tiles, z = batch. Block (32, TH).
+template <int KS>
+__global__ void dw_stencil_tiled(float* out, const float* x, const float* w, const float* bias, int64_t H,
+                                 int64_t W, int64_t C, int k_rt, bool flip, int ntx) {
+  extern __shared__ float sm[];
+  const int k = KS > 0 ? KS : k_rt, kk = k * k, p = k / 2;
+  const int TH = blockDim.y, tx = threadIdx.x, ty = threadIdx.y, tid = ty * kDwCh + tx, nthr = TH * kDwCh;
+  const int tw = kDwTW + k - 1, th = TH + k - 1;
+  float* sx = sm;                     // (th, tw, 32)
+  float* sw = sm + th * tw * kDwCh;   // (kk, 32)
+  const int64_t x0 = (int64_t)(blockIdx.x % ntx) * kDwTW, c0 = (int64_t)(blockIdx.x / ntx) * kDwCh;
+  const int64_t y0 = (int64_t)blockIdx.y * TH, b = blockIdx.z;
+  for (int e = tid; e < kk * kDwCh; e += nthr) {
+    const int t = e / kDwCh;
+    const int64_t cc = c0 + e % kDwCh;
+    sw[e] = cc < C ? w[cc * kk + (flip ? kk - 1 - t : t)] : 0.0f;
+  }
+  const float* xb = x + b * H * W * C;
+  for (int e = tid; e < th * tw * kDwCh; e += nthr) {
+    const int q = e / kDwCh, col = q % tw, row = q / tw;
+    const int64_t iy = y0 + row - p, ix = x0 + col - p, cc = c0 + e % kDwCh;
+    sx[e] = (iy >= 0 && iy < H && ix >= 0 && ix < W && cc < C) ? xb[(iy * W + ix) * C + cc] : 0.0f;
+  }
+  __syncthreads();
+  const int64_t c = c0 + tx, y = y0 + ty;
+  if (c >= C || y >= H) return;
+  float acc[kDwTW];
+  const float bv = bias ? bias[c] : 0.0f;
+#pragma unroll
+  for (int j = 0; j < kDwTW; j++) acc[j] = bv;
+  for (int ky = 0; ky < k; ky++) {
+    const float* srow = sx + (ty + ky) * tw * kDwCh + tx;
+    const float* wrow = sw + ky * k * kDwCh + tx;
+    if constexpr (KS > 0) {
+      float r[kDwTW + KS - 1];
+#pragma unroll
+      for (int q = 0; q < kDwTW + KS - 1; q++) r[q] = srow[q * kDwCh];
+#pragma unroll
+      for (int kx = 0; kx < KS; kx++) {
+        const float wv = wrow[kx * kDwCh];
+#pragma unroll
+        for (int j = 0; j < kDwTW; j++) acc[j] += wv * r[j + kx];
+      }
+    } else {
+      for (int kx = 0; kx < k; kx++) {
+        const float wv = wrow[kx * kDwCh];
+#pragma unroll
+        for (int j = 0; j < kDwTW; j++) acc[j] += wv * srow[(j + kx) * kDwCh];
+      }
+    }
+  }
+  float* o = out + ((b * H + y) * W + x0) * C + c;
+#pragma unroll
+  for (int j = 0; j < kDwTW; j++)
+    if (x0 + j < W) o[j * C] = acc[j];
+}
+
+// The same stencil without tiles, for kernels whose tile does not fit in shared memory.
+__global__ void dw_stencil_direct(float* out, const float* x, const float* w, const float* bias, int64_t B,
+                                  int64_t H, int64_t W, int64_t C, int k, bool flip) {
+  const int kk = k * k, p = k / 2;
+  GRID_STRIDE(e, B * H * W * C) {
+    const int64_t c = e % C, pix = e / C, xx = pix % W, by = pix / W, y = by % H, b = by / H;
+    float acc = bias ? bias[c] : 0.0f;
+    for (int ky = 0; ky < k; ky++) {
+      const int64_t iy = y + ky - p;
+      if (iy < 0 || iy >= H) continue;
+      for (int kx = 0; kx < k; kx++) {
+        const int64_t ix = xx + kx - p;
+        if (ix < 0 || ix >= W) continue;
+        const int t = ky * k + kx;
+        acc += w[c * kk + (flip ? kk - 1 - t : t)] * x[((b * H + iy) * W + ix) * C + c];
+      }
+    }
+    out[e] = acc;
+  }
+}
+
+void dw_stencil(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
+                int64_t C, int64_t k, bool flip, const char* op) {
+  if (B * H * W * C == 0) return;
+  int TH = 8;
+  while (TH > 1 && dw_smem_bytes(TH, (int)k) > kDwSmem) TH /= 2;
+  const int64_t rows = (H + TH - 1) / TH, ntx = (W + kDwTW - 1) / kDwTW, ncb = (C + kDwCh - 1) / kDwCh;
+  if (dw_smem_bytes(TH, (int)k) > kDwSmem || rows > 65535 || B > 65535 || ntx * ncb > INT32_MAX) {
+    dw_stencil_direct<<<blocks_for(B * H * W * C), kThreads>>>(out, x, w, bias, B, H, W, C, (int)k, flip);
+    CUDA_CHECK_LAUNCH(op);
+    return;
+  }
+  const dim3 grid((unsigned)(ntx * ncb), (unsigned)rows, (unsigned)B), block(kDwCh, TH);
+  const size_t smem = dw_smem_bytes(TH, (int)k);
+  switch (k) {
+    case 3: dw_stencil_tiled<3><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 3, flip, (int)ntx); break;
+    case 5: dw_stencil_tiled<5><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 5, flip, (int)ntx); break;
+    case 7: dw_stencil_tiled<7><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 7, flip, (int)ntx); break;
+    default: dw_stencil_tiled<0><<<grid, block, smem>>>(out, x, w, bias, H, W, C, (int)k, flip, (int)ntx);
+  }
+  CUDA_CHECK_LAUNCH(op);
+}
+
+// Per (channel block, row block) partials of dw and dbias; part is (nblk, kk+1, C): taps, then bias.
+// Block (32, 8): threadIdx.x a channel, threadIdx.y takes taps t = ty, ty+8, ... (t == kk: the bias)
+// and sums each over all pixels of rows [blk*R/nblk, (blk+1)*R/nblk) of the R = B*H rows.
+__global__ void dw_grad_partials(float* part, const float* g, const float* x, int64_t R, int64_t H, int64_t W,
+                                 int64_t C, int k, int nblk, bool want_dw) {
+  const int kk = k * k, p = k / 2, blk = blockIdx.y;
+  const int64_t c = (int64_t)blockIdx.x * 32 + threadIdx.x;
+  if (c >= C) return;
+  const int64_t r0 = blk * R / nblk, r1 = (blk + 1) * R / nblk;
+  for (int t = (int)threadIdx.y + (want_dw ? 0 : kk); t <= kk; t += blockDim.y) {
+    float acc = 0.0f;
+    if (t == kk) {
+      for (int64_t r = r0; r < r1; r++)
+        for (int64_t xx = 0; xx < W; xx++) acc += g[(r * W + xx) * C + c];
+    } else {
+      const int ky = t / k, kx = t % k;
+      const int64_t xlo = max(0, p - kx), xhi = min(W, W + p - kx);
+      for (int64_t r = r0; r < r1; r++) {
+        const int64_t b = r / H, iy = r % H + ky - p;
+        if (iy < 0 || iy >= H) continue;
+        const float* gr = g + r * W * C + c;
+        const float* xr = x + (b * H + iy) * W * C + c;
+        for (int64_t xx = xlo; xx < xhi; xx++) acc += gr[xx * C] * xr[(xx + kx - p) * C];
+      }
+    }
+    part[((int64_t)blk * (kk + 1) + t) * C + c] = acc;
+  }
+}
+
+// dw[c*kk + t] (t < kk) and dbias[c] (t == kk): the row-block partials summed in order.
+__global__ void dw_grad_finish(float* dw, float* dbias, const float* part, int64_t C, int k, int nblk) {
+  const int kk = k * k;
+  GRID_STRIDE(e, (kk + 1) * C) {
+    const int64_t t = e / C, c = e % C;
+    if (t < kk ? !dw : !dbias) continue;
+    double s = 0;
+    for (int blk = 0; blk < nblk; blk++) s += part[((int64_t)blk * (kk + 1) + t) * C + c];
+    if (t < kk) dw[c * kk + t] = (float)s;
+    else dbias[c] = (float)s;
+  }
+}
+
+}  // namespace
+
+void dwconv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                      int64_t W, int64_t C, int64_t k) {
+  dw_stencil(out, x, w, bias, B, H, W, C, k, false, "dwconv2d_forward");
+}
+
+void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
+                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
+  if (dx) dw_stencil(dx, dout, w, nullptr, B, H, W, C, k, true, "dwconv2d_backward");
+  if ((!dw && !dbias) || C == 0) return;
+  const int64_t R = B * H, kk = k * k;
+  const int nblk = (int)std::max<int64_t>(1, std::min<int64_t>(R, 512));
+  Tensor part = scratch(nblk * (kk + 1) * C);
+  dw_grad_partials<<<dim3((unsigned)((C + 31) / 32), nblk), dim3(32, 8)>>>(part.f32(), dout, x, R, H, W, C,
+                                                                          (int)k, nblk, dw != nullptr);
+  CUDA_CHECK_LAUNCH("dwconv2d_backward");
+  dw_grad_finish<<<blocks_for((kk + 1) * C), kThreads>>>(dw, dbias, part.f32(), C, (int)k, nblk);
+  CUDA_CHECK_LAUNCH("dwconv2d_backward");
+}
+
+}  // namespace cuda
+}  // namespace nala

@@ -1,0 +1,402 @@
+// kernels/cuda/norm.cu - LayerNorm and BatchNorm, CUDA.
+//
+// Shape letters: x is viewed as (O, C, I) (see kernels/cpu/norm.h): token
+// layout I = 1, per-pixel / NCHW layout I = H*W. Saved for backward: x,
+// mean and rstd (LayerNorm: per row (O*I); BatchNorm: per channel (C)).
+// Backward OVERWRITES (=) dx, dweight, dbias (each may be nullptr).
+// Every reduction has a fixed order: results are identical run to run.
+//
+// LayerNorm rows: with I = 1 one warp per row (the lanes stride over C, then
+// a butterfly shuffle reduction, which leaves the same sum in every lane);
+// with I > 1 one thread per (o, i) row, consecutive threads on consecutive i
+// (coalesced), each looping over C. Means and variances are two-pass.
+//
+// Per-channel sums (BatchNorm statistics, dweight, dbias) go through
+// channel_partials(): pass 1 writes per-block partial sums, pass 2 (the
+// op's finish kernel) adds the blocks of a channel in order, in double.
+//   I = 1: block (32 channels, 8 row lanes) over a fixed range of rows, the
+//          lanes combined in order in shared memory.
+//   I > 1: block of 256 threads on one channel over a fixed range of the
+//          O*I (o, i) pairs (contiguous runs of i), then a tree reduction.
+// The number of blocks depends on the sizes only.
+// Elementwise BatchNorm maps (forward, dx) run channel-fastest with I = 1
+// and as (o, c) planes of I contiguous values otherwise.
+#include <algorithm>
+
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/norm.h"
+#include "tensor/tensor.h"
+
+namespace nala {
+namespace cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride loops beyond this
+
+int blocks_for(int64_t n) { return (int)std::max<int64_t>(1, std::min((n + kThreads - 1) / kThreads, kMaxBlocks)); }
+
+#define GRID_STRIDE(e, n) \
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < (n); e += (int64_t)gridDim.x * blockDim.x)
+
+__device__ __forceinline__ float wget(const float* w, int64_t c) { return w ? w[c] : 1.0f; }
+__device__ __forceinline__ float bget(const float* b, int64_t c) { return b ? b[c] : 0.0f; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// ---- per-channel partial sums --------------------------------------------------
+
+struct Pair {
+  float a, b;
+};
+
+// part (nblk, 2, C): part[(blk*2 + 0)*C + c] sums f(e, c, r).a, [(blk*2 + 1)*C + c] sums .b, over
+// the elements e = (o*C + c)*I + i of block blk's share; r = o*I + i is the LayerNorm row.
+template <class F>
+__global__ void chan_partials_rows(float* part, int64_t O, int64_t C, int nblk, F f) {  // I == 1, block (32, 8)
+  __shared__ float sa[8][32], sb[8][32];
+  const int tx = threadIdx.x, ty = threadIdx.y, blk = blockIdx.y;
+  const int64_t c = (int64_t)blockIdx.x * 32 + tx, o0 = blk * O / nblk, o1 = (blk + 1) * O / nblk;
+  float a = 0.0f, b = 0.0f;
+  if (c < C)
+    for (int64_t o = o0 + ty; o < o1; o += 8) {
+      const Pair v = f(o * C + c, c, o);
+      a += v.a, b += v.b;
+    }
+  sa[ty][tx] = a, sb[ty][tx] = b;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    float s = 0.0f, t = 0.0f;
+    for (int j = 0; j < 8; j++) s += sa[j][tx], t += sb[j][tx];
+    part[(int64_t)blk * 2 * C + c] = s;
+    part[((int64_t)blk * 2 + 1) * C + c] = t;
+  }
+}
+
+template <class F>
+__global__ void chan_partials_strided(float* part, int64_t O, int64_t C, int64_t I, int nblk, F f) {  // block 256
+  __shared__ float sa[kThreads], sb[kThreads];
+  const int tid = threadIdx.x, blk = blockIdx.y;
+  const int64_t c = blockIdx.x, n = O * I, j0 = blk * n / nblk, j1 = (blk + 1) * n / nblk;
+  float a = 0.0f, b = 0.0f;
+  for (int64_t j = j0 + tid; j < j1; j += kThreads) {
+    const int64_t o = j / I, i = j - o * I;
+    const Pair v = f((o * C + c) * I + i, c, j);
+    a += v.a, b += v.b;
+  }
+  sa[tid] = a, sb[tid] = b;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (tid < s) sa[tid] += sa[tid + s], sb[tid] += sb[tid + s];
+    __syncthreads();
+  }
+  if (tid == 0) {
+    part[(int64_t)blk * 2 * C + c] = sa[0];
+    part[((int64_t)blk * 2 + 1) * C + c] = sb[0];
+  }
+}
+
+// Launches pass 1; returns the partials (nblk, 2, C). Needs C > 0.
+template <class F>
+Tensor channel_partials(int64_t O, int64_t C, int64_t I, F f, int& nblk, const char* op) {
+  if (I == 1) {
+    nblk = (int)std::max<int64_t>(1, std::min<int64_t>((O + 15) / 16, 1024));
+  } else {
+    const int64_t by_work = (O * I + 1023) / 1024, by_grid = std::max<int64_t>(1, 2048 / C);
+    nblk = (int)std::max<int64_t>(1, std::min<int64_t>(std::min(by_work, by_grid), 65535));
+  }
+  Tensor part = Tensor::empty({(int64_t)nblk * 2 * C}, DType::F32, Device::CUDA);
+  if (I == 1)
+    chan_partials_rows<<<dim3((unsigned)((C + 31) / 32), nblk), dim3(32, 8)>>>(part.f32(), O, C, nblk, f);
+  else
+    chan_partials_strided<<<dim3((unsigned)C, nblk), kThreads>>>(part.f32(), O, C, I, nblk, f);
+  CUDA_CHECK_LAUNCH(op);
+  return part;
+}
+
+// Pass 2 for channel c: the block partials of sum `which` (0: a, 1: b), in order.
+__device__ double part_sum(const float* part, int nblk, int64_t C, int64_t c, int which) {
+  double s = 0;
+  for (int blk = 0; blk < nblk; blk++) s += part[((int64_t)blk * 2 + which) * C + c];
+  return s;
+}
+
+// ---- elementwise per-channel maps ----------------------------------------------
+
+// f(e, c) for every element: I == 1, channel fastest (c advanced without divisions).
+template <class F>
+__global__ void map_rows(int64_t n, int64_t C, F f) {
+  const int64_t e0 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, step = (int64_t)gridDim.x * blockDim.x;
+  const int64_t cstep = step % C;
+  int64_t c = e0 % C;
+  for (int64_t e = e0; e < n; e += step) {
+    f(e, c);
+    c += cstep;
+    if (c >= C) c -= C;
+  }
+}
+
+// f(e, c) for every element: I > 1, blocks over the (o, c) planes, threads along i.
+template <class F>
+__global__ void map_planes(int64_t planes, int64_t C, int64_t I, F f) {
+  for (int64_t pl = blockIdx.x; pl < planes; pl += gridDim.x) {
+    const int64_t c = pl % C;
+    for (int64_t i = threadIdx.x; i < I; i += blockDim.x) f(pl * I + i, c);
+  }
+}
+
+template <class F>
+void per_channel_map(int64_t O, int64_t C, int64_t I, F f, const char* op) {
+  const int64_t n = O * C * I;
+  if (n == 0) return;
+  if (I == 1)
+    map_rows<<<blocks_for(n), kThreads>>>(n, C, f);
+  else
+    map_planes<<<(unsigned)std::min<int64_t>(O * C, kMaxBlocks), 128>>>(O * C, C, I, f);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+// ---- LayerNorm kernels ----------------------------------------------------------
+
+// I == 1: one warp per row, block (32, 8) = 8 rows.
+__global__ void ln_forward_rows(float* out, float* mean, float* rstd, const float* x, const float* w,
+                                const float* b, int64_t O, int64_t C, float eps) {
+  const int64_t o = (int64_t)blockIdx.x * 8 + threadIdx.y;
+  if (o >= O) return;  // the whole warp leaves together
+  const int lane = threadIdx.x;
+  const float* xr = x + o * C;
+  float s = 0.0f;
+  for (int64_t c = lane; c < C; c += 32) s += xr[c];
+  const float m = warp_sum(s) / C;
+  float v = 0.0f;
+  for (int64_t c = lane; c < C; c += 32) v += (xr[c] - m) * (xr[c] - m);
+  const float rs = 1.0f / sqrtf(warp_sum(v) / C + eps);
+  float* yr = out + o * C;
+  for (int64_t c = lane; c < C; c += 32) yr[c] = (xr[c] - m) * rs * wget(w, c) + bget(b, c);
+  if (lane == 0) mean[o] = m, rstd[o] = rs;
+}
+
+// I > 1: one thread per row r = o*I + i; its C values are I apart.
+__global__ void ln_forward_strided(float* out, float* mean, float* rstd, const float* x, const float* w,
+                                   const float* b, int64_t O, int64_t C, int64_t I, float eps) {
+  GRID_STRIDE(r, O * I) {
+    const int64_t o = r / I, i = r - o * I;
+    const float* xr = x + o * C * I + i;
+    float s = 0.0f, v = 0.0f;
+    for (int64_t c = 0; c < C; c++) s += xr[c * I];
+    const float m = s / C;
+    for (int64_t c = 0; c < C; c++) v += (xr[c * I] - m) * (xr[c * I] - m);
+    const float rs = 1.0f / sqrtf(v / C + eps);
+    float* yr = out + o * C * I + i;
+    for (int64_t c = 0; c < C; c++) yr[c * I] = (xr[c * I] - m) * rs * wget(w, c) + bget(b, c);
+    mean[r] = m, rstd[r] = rs;
+  }
+}
+
+// dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = dout * weight. I == 1: warp per row.
+__global__ void ln_backward_rows(float* dx, const float* dout, const float* x, const float* mean,
+                                 const float* rstd, const float* w, int64_t O, int64_t C) {
+  const int64_t o = (int64_t)blockIdx.x * 8 + threadIdx.y;
+  if (o >= O) return;
+  const int lane = threadIdx.x;
+  const float* xr = x + o * C;
+  const float* gr = dout + o * C;
+  const float m = mean[o], rs = rstd[o];
+  float m1 = 0.0f, m2 = 0.0f;
+  for (int64_t c = lane; c < C; c += 32) {
+    const float g = gr[c] * wget(w, c);
+    m1 += g;
+    m2 += g * (xr[c] - m) * rs;
+  }
+  m1 = warp_sum(m1) / C, m2 = warp_sum(m2) / C;
+  float* dr = dx + o * C;
+  for (int64_t c = lane; c < C; c += 32) dr[c] = rs * (gr[c] * wget(w, c) - m1 - (xr[c] - m) * rs * m2);
+}
+
+__global__ void ln_backward_strided(float* dx, const float* dout, const float* x, const float* mean,
+                                    const float* rstd, const float* w, int64_t O, int64_t C, int64_t I) {
+  GRID_STRIDE(r, O * I) {
+    const int64_t o = r / I, i = r - o * I, off = o * C * I + i;
+    const float m = mean[r], rs = rstd[r];
+    float m1 = 0.0f, m2 = 0.0f;
+    for (int64_t c = 0; c < C; c++) {
+      const float g = dout[off + c * I] * wget(w, c);
+      m1 += g;
+      m2 += g * (x[off + c * I] - m) * rs;
+    }
+    m1 /= C, m2 /= C;
+    for (int64_t c = 0; c < C; c++)
+      dx[off + c * I] = rs * (dout[off + c * I] * wget(w, c) - m1 - (x[off + c * I] - m) * rs * m2);
+  }
+}
+
+struct LnParamGrad {  // (dout * xhat, dout)
+  const float *dout, *x, *mean, *rstd;
+  __device__ Pair operator()(int64_t e, int64_t, int64_t r) const {
+    return Pair{dout[e] * (x[e] - mean[r]) * rstd[r], dout[e]};
+  }
+};
+
+__global__ void ln_param_finish(float* dweight, float* dbias, const float* part, int64_t C, int nblk) {
+  GRID_STRIDE(c, C) {
+    if (dweight) dweight[c] = (float)part_sum(part, nblk, C, c, 0);
+    if (dbias) dbias[c] = (float)part_sum(part, nblk, C, c, 1);
+  }
+}
+
+// ---- BatchNorm kernels ----------------------------------------------------------
+
+struct XSum {
+  const float* x;
+  __device__ Pair operator()(int64_t e, int64_t, int64_t) const { return Pair{x[e], 0.0f}; }
+};
+struct XDevSq {  // (x - mean[c])^2
+  const float *x, *mean;
+  __device__ Pair operator()(int64_t e, int64_t c, int64_t) const {
+    const float d = x[e] - mean[c];
+    return Pair{d * d, 0.0f};
+  }
+};
+struct BnGradSums {  // (dout, dout * xhat)
+  const float *dout, *x, *mean, *rstd;
+  __device__ Pair operator()(int64_t e, int64_t c, int64_t) const {
+    return Pair{dout[e], dout[e] * (x[e] - mean[c]) * rstd[c]};
+  }
+};
+
+__global__ void bn_mean_finish(float* mean, const float* part, int64_t C, int nblk, double n) {
+  GRID_STRIDE(c, C) mean[c] = (float)(part_sum(part, nblk, C, c, 0) / n);
+}
+
+__global__ void bn_var_finish(float* rstd, float* running_mean, float* running_var, const float* part_mean,
+                              int nblk_mean, const float* part_var, int nblk_var, int64_t C, double n,
+                              float momentum, float eps) {
+  GRID_STRIDE(c, C) {
+    const double var = part_sum(part_var, nblk_var, C, c, 0) / n;
+    rstd[c] = (float)(1.0 / sqrt(var + eps));
+    if (running_mean)
+      running_mean[c] =
+          (float)((1.0 - momentum) * running_mean[c] + momentum * (part_sum(part_mean, nblk_mean, C, c, 0) / n));
+    if (running_var) running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var * n / (n - 1));
+  }
+}
+
+__global__ void bn_eval_stats_kernel(float* mean, float* rstd, const float* running_mean, const float* running_var,
+                                     int64_t C, float eps) {
+  GRID_STRIDE(c, C) {
+    mean[c] = running_mean[c];
+    rstd[c] = 1.0f / sqrtf(running_var[c] + eps);
+  }
+}
+
+struct BnForward {  // out = (x - mean) * (rstd * weight) + bias
+  float* out;
+  const float *x, *mean, *rstd, *w, *b;
+  __device__ void operator()(int64_t e, int64_t c) const {
+    out[e] = (x[e] - mean[c]) * (rstd[c] * wget(w, c)) + bget(b, c);
+  }
+};
+
+// coef (3, C): dx = a[c] * dout + b[c] * (x - mean[c]) + d[c]; also dweight, dbias.
+__global__ void bn_backward_finish(float* coef, float* dweight, float* dbias, const float* part, const float* rstd,
+                                   const float* w, int64_t C, int nblk, double n, bool training) {
+  GRID_STRIDE(c, C) {
+    const double sd = part_sum(part, nblk, C, c, 0), sdx = part_sum(part, nblk, C, c, 1);
+    if (dweight) dweight[c] = (float)sdx;
+    if (dbias) dbias[c] = (float)sd;
+    const double k = (double)wget(w, c) * rstd[c];
+    coef[c] = (float)k;
+    coef[C + c] = training ? (float)(-k * (sdx / n) * rstd[c]) : 0.0f;
+    coef[2 * C + c] = training ? (float)(-k * (sd / n)) : 0.0f;
+  }
+}
+
+struct BnBackwardDx {
+  float* dx;
+  const float *dout, *x, *mean, *coef;
+  int64_t C;
+  __device__ void operator()(int64_t e, int64_t c) const {
+    dx[e] = coef[c] * dout[e] + coef[C + c] * (x[e] - mean[c]) + coef[2 * C + c];
+  }
+};
+
+}  // namespace
+
+// ---- LayerNorm -----------------------------------------------------------------
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                       const float* bias, int64_t O, int64_t C, int64_t I, float eps) {
+  if (O * I == 0 || C == 0) return;
+  if (I == 1)
+    ln_forward_rows<<<(unsigned)((O + 7) / 8), dim3(32, 8)>>>(out, mean, rstd, x, weight, bias, O, C, eps);
+  else
+    ln_forward_strided<<<blocks_for(O * I), kThreads>>>(out, mean, rstd, x, weight, bias, O, C, I, eps);
+  CUDA_CHECK_LAUNCH("layernorm_forward");
+}
+
+void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                        const float* mean, const float* rstd, const float* weight, int64_t O, int64_t C,
+                        int64_t I) {
+  if (C == 0) return;
+  if (dweight || dbias) {
+    int nblk = 0;
+    Tensor part = channel_partials(O, C, I, LnParamGrad{dout, x, mean, rstd}, nblk, "layernorm_backward");
+    ln_param_finish<<<blocks_for(C), kThreads>>>(dweight, dbias, part.f32(), C, nblk);
+    CUDA_CHECK_LAUNCH("layernorm_backward");
+  }
+  if (!dx || O * I == 0) return;
+  if (I == 1)
+    ln_backward_rows<<<(unsigned)((O + 7) / 8), dim3(32, 8)>>>(dx, dout, x, mean, rstd, weight, O, C);
+  else
+    ln_backward_strided<<<blocks_for(O * I), kThreads>>>(dx, dout, x, mean, rstd, weight, O, C, I);
+  CUDA_CHECK_LAUNCH("layernorm_backward");
+}
+
+// ---- BatchNorm -----------------------------------------------------------------
+
+void batchnorm_train_stats(float* mean, float* rstd, float* running_mean, float* running_var, const float* x,
+                           int64_t O, int64_t C, int64_t I, float momentum, float eps) {
+  if (C == 0) return;
+  const double n = (double)(O * I);
+  int nb1 = 0, nb2 = 0;
+  Tensor p1 = channel_partials(O, C, I, XSum{x}, nb1, "batchnorm_train_stats");
+  bn_mean_finish<<<blocks_for(C), kThreads>>>(mean, p1.f32(), C, nb1, n);
+  CUDA_CHECK_LAUNCH("batchnorm_train_stats");
+  Tensor p2 = channel_partials(O, C, I, XDevSq{x, mean}, nb2, "batchnorm_train_stats");
+  bn_var_finish<<<blocks_for(C), kThreads>>>(rstd, running_mean, running_var, p1.f32(), nb1, p2.f32(), nb2, C, n,
+                                             momentum, eps);
+  CUDA_CHECK_LAUNCH("batchnorm_train_stats");
+}
+
+void batchnorm_eval_stats(float* mean, float* rstd, const float* running_mean, const float* running_var,
+                          int64_t C, float eps) {
+  if (C == 0) return;
+  bn_eval_stats_kernel<<<blocks_for(C), kThreads>>>(mean, rstd, running_mean, running_var, C, eps);
+  CUDA_CHECK_LAUNCH("batchnorm_eval_stats");
+}
+
+void batchnorm_forward(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
+                       const float* bias, int64_t O, int64_t C, int64_t I) {
+  per_channel_map(O, C, I, BnForward{out, x, mean, rstd, weight, bias}, "batchnorm_forward");
+}
+
+void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                        const float* mean, const float* rstd, const float* weight, int64_t O, int64_t C,
+                        int64_t I, bool training) {
+  if (C == 0) return;
+  int nblk = 0;
+  Tensor part = channel_partials(O, C, I, BnGradSums{dout, x, mean, rstd}, nblk, "batchnorm_backward");
+  Tensor coef = Tensor::empty({3 * C}, DType::F32, Device::CUDA);
+  bn_backward_finish<<<blocks_for(C), kThreads>>>(coef.f32(), dweight, dbias, part.f32(), rstd, weight, C, nblk,
+                                                  (double)(O * I), training);
+  CUDA_CHECK_LAUNCH("batchnorm_backward");
+  if (dx) per_channel_map(O, C, I, BnBackwardDx{dx, dout, x, mean, coef.f32(), C}, "batchnorm_backward");
+}
+
+}  // namespace cuda
+}  // namespace nala

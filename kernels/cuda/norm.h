@@ -1,0 +1,29 @@
+// kernels/cuda/norm.h - LayerNorm and BatchNorm, CUDA.
+// Same names and signatures as kernels/cpu/norm.h (the (O, C, I) view, the
+// formulas and the save / overwrite rules are stated there); pointers are
+// device pointers, running statistics included (updated on the device).
+// Kernels run on the default stream and do not synchronise.
+#pragma once
+#include <cstdint>
+
+namespace nala {
+namespace cuda {
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                       const float* bias, int64_t O, int64_t C, int64_t I, float eps);
+void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                        const float* mean, const float* rstd, const float* weight, int64_t O, int64_t C,
+                        int64_t I);
+
+void batchnorm_train_stats(float* mean, float* rstd, float* running_mean, float* running_var, const float* x,
+                           int64_t O, int64_t C, int64_t I, float momentum, float eps);
+void batchnorm_eval_stats(float* mean, float* rstd, const float* running_mean, const float* running_var,
+                          int64_t C, float eps);
+void batchnorm_forward(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
+                       const float* bias, int64_t O, int64_t C, int64_t I);
+void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                        const float* mean, const float* rstd, const float* weight, int64_t O, int64_t C,
+                        int64_t I, bool training);
+
+}  // namespace cuda
+}  // namespace nala

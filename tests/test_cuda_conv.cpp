@@ -1,0 +1,200 @@
+// tests/test_cuda_conv.cpp - conv2d and dwconv2d on the GPU against the CPU:
+// forward outputs and every gradient through the ops, the kernels called
+// directly with some gradients not wanted, and run-to-run determinism.
+// Shape letters: B batch, H W input size, Ci Co channels, C depthwise channels, k kernel.
+#include <vector>
+
+#include "kernels/cpu/conv.h"
+#include "tensor/device.h"
+#include "tests/helpers.h"
+#ifdef NALA_CUDA
+#include "kernels/cuda/conv.h"
+#endif
+
+using namespace nala;
+using namespace nala::test;
+
+namespace {
+
+Tensor on_cuda(const Tensor& t, bool grad) {
+  Tensor d = t.to(Device::CUDA);
+  if (grad) d.set_requires_grad(true);
+  return d;
+}
+
+Tensor host(const Tensor& t) { return t.to(Device::CPU); }
+
+struct ConvCase {
+  int64_t B, H, W, Ci, Co, k, stride, pad;
+  bool bias;
+};
+
+std::ostream& operator<<(std::ostream& os, const ConvCase& c) {
+  return os << "B " << c.B << " H " << c.H << " W " << c.W << " Ci " << c.Ci << " Co " << c.Co << " k " << c.k
+            << " stride " << c.stride << " pad " << c.pad << " bias " << c.bias;
+}
+
+// conv2d through the ops on CPU and CUDA: forward and all three gradients.
+void check_conv_op(const ConvCase& c, Rng& rng, double atol, double rtol) {
+  INFO(c);
+  Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng, 1.0f, true), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f, true);
+  Tensor b = c.bias ? randn({c.Co}, rng, 1.0f, true) : Tensor();
+  Tensor xc = on_cuda(x, true), wc = on_cuda(w, true), bc = c.bias ? on_cuda(b, true) : Tensor();
+  Tensor y = conv2d(x, w, b, (int)c.stride, (int)c.pad);
+  Tensor yc = conv2d(xc, wc, bc, (int)c.stride, (int)c.pad);
+  REQUIRE(yc.device() == Device::CUDA);
+  REQUIRE_CLOSE(host(yc), y, atol, rtol);
+  Tensor g = randn(y.shape(), rng);
+  backward(y, g);
+  backward(yc, g.to(Device::CUDA));
+  INFO("dx");
+  REQUIRE_CLOSE(host(xc.grad()), x.grad(), atol, rtol);
+  INFO("dw");
+  REQUIRE_CLOSE(host(wc.grad()), w.grad(), atol, rtol);
+  if (c.bias) {
+    INFO("dbias");
+    REQUIRE_CLOSE(host(bc.grad()), b.grad(), atol, rtol);
+  }
+}
+
+void check_dwconv_op(int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, bool bias, Rng& rng) {
+  INFO("dwconv2d B " << B << " H " << H << " W " << W << " C " << C << " k " << k << " bias " << bias);
+  Tensor x = randn({B, H, W, C}, rng, 1.0f, true), w = randn({C, 1, k, k}, rng, 0.3f, true);
+  Tensor b = bias ? randn({C}, rng, 1.0f, true) : Tensor();
+  Tensor xc = on_cuda(x, true), wc = on_cuda(w, true), bc = bias ? on_cuda(b, true) : Tensor();
+  Tensor y = dwconv2d(x, w, b), yc = dwconv2d(xc, wc, bc);
+  REQUIRE(yc.device() == Device::CUDA);
+  REQUIRE_CLOSE(host(yc), y, 1e-4, 1e-4);
+  Tensor g = randn(y.shape(), rng);
+  backward(y, g);
+  backward(yc, g.to(Device::CUDA));
+  INFO("dx");
+  REQUIRE_CLOSE(host(xc.grad()), x.grad(), 1e-4, 1e-4);
+  INFO("dw");
+  REQUIRE_CLOSE(host(wc.grad()), w.grad(), 1e-3, 1e-4);
+  if (bias) {
+    INFO("dbias");
+    REQUIRE_CLOSE(host(bc.grad()), b.grad(), 1e-3, 1e-4);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda: conv2d forward and gradients match the CPU", "[cuda][conv]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  const std::vector<ConvCase> cases = {
+      {3, 9, 7, 5, 6, 3, 1, 1, true},  {3, 9, 7, 5, 6, 3, 2, 1, true},  {3, 9, 7, 5, 6, 1, 1, 0, true},
+      {3, 9, 7, 5, 6, 1, 2, 0, false}, {3, 9, 7, 5, 6, 3, 1, 1, false}, {3, 9, 7, 5, 6, 3, 2, 0, true},
+      {2, 8, 11, 3, 17, 5, 2, 2, true}, {1, 6, 6, 4, 4, 5, 1, 2, true},  {2, 5, 7, 3, 4, 3, 3, 2, false},
+      {2, 13, 10, 37, 33, 3, 1, 1, true},  // K = 333 and Co = 33: not multiples of any tile
+  };
+  Rng rng(101);
+  for (const ConvCase& c : cases) check_conv_op(c, rng, 1e-4, 1e-4);
+}
+
+TEST_CASE("cuda: conv2d over several im2col chunks", "[cuda][conv]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  // cols of one image: 64*64 x 128*9 = 4.7M floats; the 16M-float budget takes 3 images per chunk.
+  Rng rng(102);
+  check_conv_op({4, 64, 64, 128, 16, 3, 1, 1, true}, rng, 1e-3, 1e-3);
+}
+
+TEST_CASE("cuda: conv2d kernels with some gradients not wanted, deterministic", "[cuda][conv]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  Rng rng(103);
+  for (const ConvCase& c : {ConvCase{3, 9, 7, 5, 6, 3, 2, 1, true}, ConvCase{3, 9, 7, 5, 6, 1, 1, 0, true}}) {
+    INFO(c);
+    const int64_t Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
+    Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f);
+    Tensor g = randn({c.B, Ho, Wo, c.Co}, rng);
+    Tensor dx = Tensor::empty(x.shape()), dw = Tensor::empty(w.shape()), db = Tensor::empty({c.Co});
+    cpu::conv2d_backward(dx.f32(), dw.f32(), db.f32(), g.f32(), x.f32(), w.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                         c.stride, c.pad);
+    Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), gc = g.to(Device::CUDA);
+    for (int want = 1; want < 8; want++) {  // bit 0: dx, bit 1: dw, bit 2: dbias
+      INFO("want dx " << (want & 1) << " dw " << (want >> 1 & 1) << " dbias " << (want >> 2 & 1));
+      Tensor dxc = Tensor::full(x.shape(), 7.0f, Device::CUDA), dwc = Tensor::full(w.shape(), 7.0f, Device::CUDA);
+      Tensor dbc = Tensor::full({c.Co}, 7.0f, Device::CUDA);
+      cuda::conv2d_backward(want & 1 ? dxc.f32() : nullptr, want & 2 ? dwc.f32() : nullptr,
+                            want & 4 ? dbc.f32() : nullptr, gc.f32(), xc.f32(), wc.f32(), c.B, c.H, c.W, c.Ci, c.Co,
+                            c.k, c.stride, c.pad);
+      if (want & 1) REQUIRE_CLOSE(host(dxc), dx, 1e-4, 1e-4);
+      else REQUIRE(host(dxc).to_vector() == std::vector<float>(x.numel(), 7.0f));
+      if (want & 2) REQUIRE_CLOSE(host(dwc), dw, 1e-4, 1e-4);
+      if (want & 4) REQUIRE_CLOSE(host(dbc), db, 1e-4, 1e-4);
+    }
+    // Two runs give the same bits.
+    Tensor d1[3], d2[3];
+    for (Tensor* d : {d1, d2}) {
+      d[0] = Tensor::empty(x.shape(), DType::F32, Device::CUDA);
+      d[1] = Tensor::empty(w.shape(), DType::F32, Device::CUDA);
+      d[2] = Tensor::empty({c.Co}, DType::F32, Device::CUDA);
+      cuda::conv2d_backward(d[0].f32(), d[1].f32(), d[2].f32(), gc.f32(), xc.f32(), wc.f32(), c.B, c.H, c.W, c.Ci,
+                            c.Co, c.k, c.stride, c.pad);
+    }
+    for (int i = 0; i < 3; i++) REQUIRE(d1[i].to_vector() == d2[i].to_vector());
+  }
+#endif
+}
+
+TEST_CASE("cuda: dwconv2d forward and gradients match the CPU", "[cuda][conv]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(104);
+  // k 3/5/7: the register-row tiles; 9: generic tile of 8 rows; 11: tile of 4 rows; 13: the direct kernel.
+  for (int64_t k : {3, 5, 7, 9, 11, 13})
+    for (bool bias : {true, false}) check_dwconv_op(2, 9, 11, 37, k, bias, rng);
+  check_dwconv_op(3, 20, 19, 70, 3, true, rng);  // several row and column tiles, 3 channel blocks
+  check_dwconv_op(2, 17, 30, 64, 7, true, rng);
+  check_dwconv_op(1, 1, 1, 5, 3, true, rng);      // a single pixel: every tap but the centre is padding
+}
+
+TEST_CASE("cuda: dwconv2d kernels with some gradients not wanted, deterministic", "[cuda][conv]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  Rng rng(105);
+  const int64_t B = 2, H = 9, W = 11, C = 37;
+  for (int64_t k : {3, 5, 13}) {
+    INFO("B " << B << " H " << H << " W " << W << " C " << C << " k " << k);
+    Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng, 0.3f), g = randn({B, H, W, C}, rng);
+    Tensor dx = Tensor::empty(x.shape()), dw = Tensor::empty(w.shape()), db = Tensor::empty({C});
+    cpu::dwconv2d_backward(dx.f32(), dw.f32(), db.f32(), g.f32(), x.f32(), w.f32(), B, H, W, C, k);
+    Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), gc = g.to(Device::CUDA);
+    for (int want = 1; want < 8; want++) {
+      INFO("want dx " << (want & 1) << " dw " << (want >> 1 & 1) << " dbias " << (want >> 2 & 1));
+      Tensor dxc = Tensor::full(x.shape(), 7.0f, Device::CUDA), dwc = Tensor::full(w.shape(), 7.0f, Device::CUDA);
+      Tensor dbc = Tensor::full({C}, 7.0f, Device::CUDA);
+      cuda::dwconv2d_backward(want & 1 ? dxc.f32() : nullptr, want & 2 ? dwc.f32() : nullptr,
+                              want & 4 ? dbc.f32() : nullptr, gc.f32(), xc.f32(), wc.f32(), B, H, W, C, k);
+      if (want & 1) REQUIRE_CLOSE(host(dxc), dx, 1e-4, 1e-4);
+      if (want & 2) REQUIRE_CLOSE(host(dwc), dw, 1e-3, 1e-4);
+      else REQUIRE(host(dwc).to_vector() == std::vector<float>(w.numel(), 7.0f));
+      if (want & 4) REQUIRE_CLOSE(host(dbc), db, 1e-3, 1e-4);
+      else REQUIRE(host(dbc).to_vector() == std::vector<float>(C, 7.0f));
+    }
+    Tensor d1[3], d2[3];
+    for (Tensor* d : {d1, d2}) {
+      d[0] = Tensor::empty(x.shape(), DType::F32, Device::CUDA);
+      d[1] = Tensor::empty(w.shape(), DType::F32, Device::CUDA);
+      d[2] = Tensor::empty({C}, DType::F32, Device::CUDA);
+      cuda::dwconv2d_backward(d[0].f32(), d[1].f32(), d[2].f32(), gc.f32(), xc.f32(), wc.f32(), B, H, W, C, k);
+    }
+    for (int i = 0; i < 3; i++) REQUIRE(d1[i].to_vector() == d2[i].to_vector());
+  }
+#endif
+}
