@@ -5,7 +5,8 @@
 // inference is an eval-mode forward without the tape. Run both side by side
 // with bench/pico_cpu_vs_torch.sh.
 //
-//   build/release/bench/bench_pico [--threads 2] [--batch 128] [--warmup 3] [--iters 10] [--model pico]
+//   build/release/bench/bench_pico [--threads 2] [--batch 128] [--warmup 3] [--iters 10]
+//                                  [--model pico] [--img 28] [--device cpu|cuda] [--modes train,infer]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include "autograd/ops.h"
 #include "models/nalaformer.h"
 #include "nn/optim.h"
+#include "tensor/device.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -24,7 +26,7 @@ using namespace nala;
 
 int main(int argc, char** argv) {
   int threads = 2, batch = 128, warmup = 3, iters = 10, img = 28;
-  std::string model_name = "pico", modes = "train,infer";
+  std::string model_name = "pico", modes = "train,infer", device = "cpu";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--threads") threads = std::atoi(argv[i + 1]);
@@ -34,6 +36,7 @@ int main(int argc, char** argv) {
     else if (a == "--model") model_name = argv[i + 1];
     else if (a == "--img") img = std::atoi(argv[i + 1]);
     else if (a == "--modes") modes = argv[i + 1];
+    else if (a == "--device") device = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -42,21 +45,30 @@ int main(int argc, char** argv) {
 #ifdef _OPENMP
   omp_set_num_threads(threads);
 #endif
+  const Device dev = device == "cuda" ? Device::CUDA : Device::CPU;
   NalaConfig cfg = nalaformer_config(model_name);
   NalaFormer model(cfg, 1);
   Rng rng(0);
   model.init_weights(rng);
+  model.to(dev);
   Tensor x = Tensor::empty({batch, img, img, cfg.in_chans});
   rng.fill_normal(x, 0, 1);
+  x = x.to(dev);
   std::vector<int64_t> y(batch);
   for (auto& v : y) v = (int64_t)rng.below(cfg.num_classes);
-  Tensor labels = Tensor::from_vector_i64({batch}, y);
+  Tensor labels = Tensor::from_vector_i64({batch}, y).to(dev);
+  auto sync = [&] {
+    if (dev == Device::CUDA) device::synchronize();
+  };
   AdamW opt(model.named_parameters(), 1e-3, 0.9, 0.999, 1e-8, 0.05);
 
   auto time_loop = [&](auto fn) {
     for (int i = 0; i < warmup; i++) fn();
+    sync();
+    if (dev == Device::CUDA) device::reset_peak();
     auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < iters; i++) fn();
+    sync();
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
   };
   if (modes.find("train") != std::string::npos) {
@@ -67,8 +79,9 @@ int main(int argc, char** argv) {
       opt.step();
       opt.zero_grad();
     });
-    std::printf("nala %s train threads=%d batch=%d img/s=%.1f ms/iter=%.1f\n", model_name.c_str(), threads, batch,
-                batch / s, 1e3 * s);
+    std::printf("nala %s train device=%s threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.2f peak_MiB=%.0f\n",
+                model_name.c_str(), device.c_str(), threads, batch, img, batch / s, 1e3 * s,
+                device::peak_bytes() / 1048576.0);
   }
   if (modes.find("infer") != std::string::npos) {
     model.eval();
@@ -76,8 +89,8 @@ int main(int argc, char** argv) {
       NoGradGuard ng;
       model.forward(x);
     });
-    std::printf("nala %s infer threads=%d batch=%d img/s=%.1f ms/iter=%.1f\n", model_name.c_str(), threads, batch,
-                batch / s, 1e3 * s);
+    std::printf("nala %s infer device=%s threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.2f\n", model_name.c_str(),
+                device.c_str(), threads, batch, img, batch / s, 1e3 * s);
   }
   return 0;
 }

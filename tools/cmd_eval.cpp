@@ -20,6 +20,7 @@ int cmd_eval(int argc, char** argv) {
   std::string model_name = "pico", weights;
   DataSpec data;
   int64_t batch = 256, threads = 0, limit = 0;
+  std::string device = "cpu";
   ArgParser p("eval", "evaluate weights on a dataset's test split: top-1, top-5, per class, confusion matrix");
   p.add_choice("model", &model_name, "model config", nalaformer_config_names());
   p.add_string("weights", &weights, "weights (.safetensors: best.safetensors, a checkpoint, or the release's)");
@@ -27,6 +28,7 @@ int cmd_eval(int argc, char** argv) {
   p.add_int("batch-size", &batch, "batch size", 1, 1 << 20);
   p.add_int("threads", &threads, "CPU threads (0 = all)", 0, 4096);
   p.add_int("limit", &limit, "evaluate the first N images only (0 = all)", 0, 1LL << 40);
+  p.add_choice("device", &device, "where to run", {"cpu", "cuda"});
   p.parse(argc, argv);
   if (weights.empty()) throw UsageError("--weights is required");
   set_threads(threads);
@@ -35,6 +37,7 @@ int cmd_eval(int argc, char** argv) {
   check_image_size(cfg, test.h, test.w);
   NalaFormer model(cfg);
   load_weights(model, weights);
+  model.to(parse_device(device));
   double t0 = now_seconds();
   EvalResult r = evaluate(model, test, batch, limit);
   double secs = now_seconds() - t0;
@@ -57,6 +60,7 @@ int cmd_eval(int argc, char** argv) {
 int cmd_predict(int argc, char** argv) {
   std::string model_name = "pico", weights;
   int64_t in_chans = 0, classes = 0, img_size = 0, threads = 0;
+  std::string device = "cpu";
   std::vector<std::string> files;
   ArgParser p("predict", "the top-5 classes with probabilities for each image file");
   p.add_choice("model", &model_name, "model config", nalaformer_config_names());
@@ -65,6 +69,7 @@ int cmd_predict(int argc, char** argv) {
   p.add_int("classes", &classes, "classes (default: the weights')", 0, 1 << 20);
   p.add_int("img-size", &img_size, "resize images to this (default: 28 for 1 channel, 32 for 3)", 0, 4096);
   p.add_int("threads", &threads, "CPU threads (0 = all)", 0, 4096);
+  p.add_choice("device", &device, "where to run", {"cpu", "cuda"});
   p.add_positional(&files, "IMAGE", 1);
   p.parse(argc, argv);
   if (weights.empty()) throw UsageError("--weights is required");
@@ -90,13 +95,15 @@ int cmd_predict(int argc, char** argv) {
   check_image_size(cfg, img_size, img_size);
   NalaFormer model(cfg);
   load_weights(model, weights);
+  const Device dev = parse_device(device);
+  model.to(dev);
   model.eval();
   NoGradGuard ng;
   std::vector<float> mean, std;
   if (in_chans == 1) mean = {0.2860f}, std = {0.3530f};  // Fashion-MNIST statistics
   else mean = {0.4914f, 0.4822f, 0.4465f}, std = {0.2470f, 0.2435f, 0.2616f};  // CIFAR-10
   for (const std::string& f : files) {
-    Tensor x = load_image(f, (int)img_size, (int)in_chans, mean, std);
+    Tensor x = load_image(f, (int)img_size, (int)in_chans, mean, std).to(dev);
     Tensor prob = softmax(model.forward(x), -1);
     std::vector<float> pr = prob.to_vector();
     std::vector<int64_t> idx(pr.size());

@@ -95,7 +95,7 @@ std::string human(double v) {
 }
 
 struct ModelArgs {
-  std::string model = "pico", weights, input, output;
+  std::string model = "pico", weights, input, output, device = "cpu";
   int64_t in_chans = 0, classes = 0, threads = 0;
 };
 
@@ -108,6 +108,7 @@ void add_model_args(ArgParser& p, ModelArgs& a, bool io) {
   p.add_string("weights", &a.weights, "weights (.safetensors)");
   p.add_string("input", &a.input, "input .safetensors holding f32 `input` (B, C, H, W)");
   p.add_string("output", &a.output, "output .safetensors");
+  p.add_choice("device", &a.device, "where to run", {"cpu", "cuda"});
 }
 
 // Builds the model, loads the weights and reads the NCHW input as NHWC.
@@ -125,7 +126,9 @@ Tensor prepare(ModelArgs& a, std::unique_ptr<NalaFormer>& model, SafeTensors& in
   check_image_size(cfg, x.size(2), x.size(3));
   model = std::make_unique<NalaFormer>(cfg);
   load_weights(*model, a.weights);
-  return view::contiguous(view::permute(x, {0, 2, 3, 1}));
+  Device dev = parse_device(a.device);
+  model->to(dev);
+  return view::contiguous(view::permute(x, {0, 2, 3, 1})).to(dev);
 }
 
 }  // namespace
@@ -182,7 +185,7 @@ int cmd_grad(int argc, char** argv) {
   SafeTensors in;
   Tensor x = prepare(a, model, in, 0.0f);  // drop-path off
   NALA_CHECK(in.tensors.count("labels"), a.input, ": no tensor named 'labels'");
-  Tensor labels = in.tensors.at("labels");
+  Tensor labels = in.tensors.at("labels").to(x.device());
   NALA_CHECK(labels.dtype() == DType::I64 && labels.dim() == 1 && labels.size(0) == x.size(0), a.input,
              ": 'labels' must be i64 (", x.size(0), "), got ", labels.desc());
   model->train();

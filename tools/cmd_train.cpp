@@ -44,6 +44,7 @@ struct TrainArgs {
   std::string out, resume;
   int64_t subset = 0, eval_subset = 0, max_steps = 0, log_every = 50;
   bool skip_nonfinite = false;
+  std::string device = "cpu";
   int64_t seed_epoch_hash(int64_t epoch) const { return seed * 1000003 + epoch; }
   // The arguments that must not change across --resume (they shape the run).
   std::string fingerprint() const {
@@ -133,6 +134,7 @@ int cmd_train(int argc, char** argv) {
             "stop after N optimiser steps in total (0 = no limit); the schedule still spans --epochs", 0, 1LL << 40);
   p.add_int("log-every", &a.log_every, "progress line every N steps when not on a terminal", 1, 1 << 30);
   p.add_flag("skip-nonfinite", &a.skip_nonfinite, "skip a step whose loss or gradient is not finite (default: stop)");
+  p.add_choice("device", &a.device, "where to train", {"cpu", "cuda"});
   p.parse(argc, argv);
   if (a.min_lr > a.lr) throw UsageError("--min-lr must not exceed --lr");
   if (a.out.empty()) a.out = a.resume.empty() ? "runs/" + a.model + "-" + a.data.name : a.resume;
@@ -152,10 +154,13 @@ int cmd_train(int argc, char** argv) {
   if (a.batch_size > train.n) throw UsageError("--batch-size " + std::to_string(a.batch_size) + " exceeds the " +
                                                std::to_string(train.n) + " training images");
 
+  const Device dev = parse_device(a.device);
   NalaFormer model(cfg, (uint64_t)a.seed + 1);
   Rng init_rng((uint64_t)a.seed);
   model.init_weights(init_rng);
   model.train();
+  model.to(dev);
+  const bool on_gpu = dev != Device::CPU;
 
   std::unique_ptr<Optimizer> opt;
   if (a.optimizer == "adamw")
@@ -228,56 +233,86 @@ int cmd_train(int argc, char** argv) {
     Progress bar(steps_per_epoch, a.log_every);
     const double t0 = now_seconds();
     double loss_sum = 0, lr = 0;
-    int64_t correct = 0, seen = 0, steps_done = 0;
+    int64_t correct = 0, seen = 0, acc_seen = 0, steps_done = 0;
     Batch batch;
+    Tensor loss_dev;  // GPU: the sum of this epoch's losses, read at log steps only
+    int64_t last_checked = step;
     while (loader.next(batch)) {
       lr = sched.lr_at(step);
       opt->set_lr(lr);
-      Tensor logits = model.forward(batch.images);
-      Tensor loss = cross_entropy(logits, batch.labels, a.label_smoothing);
-      float lv = loss.item();
+      Tensor images = batch.images.to(dev), labels = batch.labels.to(dev);
+      Tensor logits = model.forward(images);
+      Tensor loss = cross_entropy(logits, labels, a.label_smoothing);
       backward(loss);
-      double gnorm = a.clip_grad > 0 ? clip_grad_norm(model.parameters(), a.clip_grad)
-                                     : grad_norm(model.parameters());
-      if (!std::isfinite(lv) || !std::isfinite(gnorm)) {
-        std::string what = !std::isfinite(lv) ? "loss" : "gradient norm";
-        if (!a.skip_nonfinite)
-          NALA_FAIL("non-finite ", what, " at step ", step, " (epoch ", epoch + 1,
-                    "); stopping without saving. The last good checkpoint is ", ckpt,
-                    ". Lower --lr, set --clip-grad, or pass --skip-nonfinite.");
-        std::fprintf(stderr, "\nnala: non-finite %s at step %lld: step skipped\n", what.c_str(), (long long)step);
-        opt->zero_grad();
-        skipped++;
-      } else {
-        opt->step();
-        opt->zero_grad();
-        loss_sum += lv;
+      // The CPU checks every step. The GPU reads values back only at log
+      // steps (and at the end of the epoch), unless --skip-nonfinite or
+      // --clip-grad need the values of every step.
+      const bool log_now = (steps_done + 1) % a.log_every == 0 || steps_done + 1 == steps_per_epoch;
+      const bool check_now = !on_gpu || log_now || a.skip_nonfinite;
+      double gnorm = 0;
+      if (a.clip_grad > 0) gnorm = clip_grad_norm(model.parameters(), a.clip_grad);
+      else if (!on_gpu || a.skip_nonfinite) gnorm = grad_norm(model.parameters());
+      float lv = 0;
+      if (on_gpu) {
+        NoGradGuard ng;
+        loss_dev = loss_dev.defined() ? add(loss_dev, loss.detach()) : loss.detach().clone();
       }
+      if (check_now) {
+        lv = loss.item();
+        double total = on_gpu ? (double)loss_dev.item() : loss_sum + lv;
+        if (!std::isfinite(lv) || !std::isfinite(gnorm) || !std::isfinite(total)) {
+          std::string what = !std::isfinite(gnorm) ? "gradient norm" : "loss";
+          std::string where = "at step " + std::to_string(step);
+          if (!std::isfinite(total) && std::isfinite(lv) && std::isfinite(gnorm))
+            where = "between steps " + std::to_string(last_checked) + " and " + std::to_string(step);
+          if (!a.skip_nonfinite)
+            NALA_FAIL("non-finite ", what, " ", where, " (epoch ", epoch + 1,
+                      "); stopping without saving. The last good checkpoint is ", ckpt,
+                      ". Lower --lr, set --clip-grad, or pass --skip-nonfinite.");
+          std::fprintf(stderr, "\nnala: non-finite %s at step %lld: step skipped\n", what.c_str(), (long long)step);
+          opt->zero_grad();
+          skipped++;
+          if (on_gpu) loss_dev = Tensor();
+          step++, steps_done++;
+          continue;
+        }
+        last_checked = step;
+      }
+      opt->step();
+      opt->zero_grad();
+      if (!on_gpu) loss_sum += lv;
       step++, steps_done++;
-      std::vector<float> l = logits.to_vector();
-      std::vector<int64_t> y = batch.labels.to_vector_i64();
-      const int64_t K = logits.size(1);
-      for (size_t i = 0; i < y.size(); i++) {
-        const float* row = l.data() + i * K;
-        correct += (std::max_element(row, row + K) - row) == y[i];
+      if (check_now) {  // training accuracy: every batch on the CPU, the logged batches on the GPU
+        std::vector<float> l = logits.to_vector();
+        std::vector<int64_t> y = batch.labels.to_vector_i64();
+        const int64_t K = logits.size(1);
+        for (size_t i = 0; i < y.size(); i++) {
+          const float* row = l.data() + i * K;
+          correct += (std::max_element(row, row + K) - row) == y[i];
+        }
+        acc_seen += (int64_t)y.size();
+        if (on_gpu) loss_sum = loss_dev.item();
       }
-      seen += (int64_t)y.size();
-      char text[160];
-      std::snprintf(text, sizeof text, "epoch %lld/%lld loss %.4f acc %.3f lr %.2e %.0f img/s", (long long)epoch + 1,
-                    (long long)a.epochs, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / seen, lr,
-                    seen / (now_seconds() - t0));
-      bar.update(steps_done, text);
+      seen += batch.labels.size(0);
+      if (check_now) {
+        char text[160];
+        std::snprintf(text, sizeof text, "epoch %lld/%lld loss %.4f acc %.3f lr %.2e %.0f img/s", (long long)epoch + 1,
+                      (long long)a.epochs, loss_sum / std::max<int64_t>(1, steps_done),
+                      (double)correct / std::max<int64_t>(1, acc_seen), lr, seen / (now_seconds() - t0));
+        bar.update(steps_done, text);
+      }
       if (a.max_steps && step >= a.max_steps) {
         stop = true;
         break;
       }
     }
+    if (on_gpu && loss_dev.defined()) loss_sum = loss_dev.item();
     bar.finish();
     const bool epoch_complete = steps_done == steps_per_epoch;
     const double secs = now_seconds() - t0;
     EvalResult ev = evaluate(model, test, std::max<int64_t>(a.batch_size, 256), a.eval_subset);
     std::printf("epoch %lld: train loss %.4f acc %.4f | test loss %.4f top-1 %.4f top-5 %.4f | %s, %.0f img/s\n",
-                (long long)epoch + 1, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / seen, ev.loss,
+                (long long)epoch + 1, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / std::max<int64_t>(1, acc_seen), ev.loss,
                 ev.top1, ev.top5, format_duration(secs).c_str(), seen / secs);
     std::fflush(stdout);
     if (!epoch_complete) break;  // an interrupted epoch is not checkpointed
@@ -285,7 +320,7 @@ int cmd_train(int argc, char** argv) {
       std::ofstream f(csv, std::ios::app);
       char row[256];
       std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)epoch + 1,
-                    (long long)step, lr, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / seen, ev.loss,
+                    (long long)step, lr, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / std::max<int64_t>(1, acc_seen), ev.loss,
                     ev.top1, ev.top5, secs, seen / secs);
       f << row;
     }

@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "autograd/ops.h"
+#include "tensor/device.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -78,6 +79,19 @@ void set_threads(int64_t threads) {
 #endif
 }
 
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  NALA_CHECK(name == "cuda", "unknown device '", name, "' (cpu or cuda)");
+  NALA_CHECK(device::cuda_built(), "--device cuda: this build has no CUDA support (rebuild with CUDA=1)");
+  NALA_CHECK(device::cuda_available(), "--device cuda: no CUDA device found");
+  return Device::CUDA;
+}
+
+Device module_device(const Module& m) {
+  auto params = m.parameters();
+  return params.empty() ? Device::CPU : params[0].device();
+}
+
 int threads_in_use() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -102,10 +116,11 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   Batch b;
   double loss_sum = 0;
   int64_t top1 = 0, top5 = 0;
+  const Device dev = module_device(model);
   while (loader.next(b)) {
-    Tensor logits = model.forward(b.images);
+    Tensor logits = model.forward(b.images.to(dev));
     int64_t B = logits.size(0);
-    loss_sum += (double)cross_entropy(logits, b.labels).item() * B;
+    loss_sum += (double)cross_entropy(logits, b.labels.to(dev)).item() * B;
     std::vector<float> l = logits.to_vector();
     std::vector<int64_t> y = b.labels.to_vector_i64();
     for (int64_t i = 0; i < B; i++) {

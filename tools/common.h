@@ -38,6 +38,9 @@ NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t 
 void check_image_size(const NalaConfig& cfg, int64_t h, int64_t w);
 
 void set_threads(int64_t threads);  // 0 = leave OpenMP's default
+// "cpu" or "cuda"; "cuda" fails clearly without a GPU or a CUDA build.
+Device parse_device(const std::string& name);
+Device module_device(const Module& m);
 int threads_in_use();
 
 struct EvalResult {
