@@ -9,27 +9,9 @@
 #include "autograd/ops.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/rope.h"
-#if defined(NALA_CUDA) && __has_include("kernels/cuda/attention.h") && __has_include("kernels/cuda/rope.h")
+#ifdef NALA_CUDA
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/rope.h"
-#elif defined(NALA_CUDA)
-// Until kernels/cuda/{attention,rope}.h exist, the CUDA branch fails loudly.
-namespace nala {
-namespace cuda {
-#define NALA_MISSING_CUDA_KERNEL(name) \
-  template <typename... A>             \
-  void name(A...) {                    \
-    NALA_FAIL(#name ": no CUDA kernel yet"); \
-  }
-NALA_MISSING_CUDA_KERNEL(rope2d_forward)
-NALA_MISSING_CUDA_KERNEL(rope2d_backward)
-NALA_MISSING_CUDA_KERNEL(nala_attention_forward)
-NALA_MISSING_CUDA_KERNEL(nala_attention_backward)
-NALA_MISSING_CUDA_KERNEL(softmax_attention_forward)
-NALA_MISSING_CUDA_KERNEL(softmax_attention_backward)
-#undef NALA_MISSING_CUDA_KERNEL
-}  // namespace cuda
-}  // namespace nala
 #endif
 
 namespace nala {

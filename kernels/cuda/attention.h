@@ -1,0 +1,27 @@
+// kernels/cuda/attention.h - NaLa attention and softmax attention on the GPU.
+// Same names and signatures as kernels/cpu/attention.h (device pointers);
+// see that header for the math, the shape letters (G problems of N = H * W
+// tokens, head dim D), what forward saves for backward, and the rule that
+// every kernel overwrites (=) its outputs. D % 4 == 0 and D <= 128 here.
+//
+// NaLa: kernels/cuda/attention.cu. Softmax: kernels/cuda/attention_softmax.cu.
+#pragma once
+#include <cstdint>
+
+namespace nala {
+namespace cuda {
+
+void nala_attention_forward(const float* q, const float* k, const float* v, float* o, float* S, float* kmean,
+                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor);
+void nala_attention_backward(const float* q, const float* k, const float* v, const float* S, const float* kmean,
+                             const float* gout, float* dq, float* dk, float* dv, int64_t G, int64_t H, int64_t W,
+                             int64_t D, float norm_floor);
+
+void softmax_attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t G,
+                               int64_t H, int64_t W, int64_t D);
+void softmax_attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
+                                const float* gout, float* dq, float* dk, float* dv, int64_t G, int64_t H, int64_t W,
+                                int64_t D);
+
+}  // namespace cuda
+}  // namespace nala

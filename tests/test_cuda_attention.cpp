@@ -1,0 +1,275 @@
+// tests/test_cuda_attention.cpp - rope2d, nala_attention, softmax_attention on
+// the GPU against the CPU: forward outputs and every input gradient through
+// the ops, and the kernels directly for what the ops hide (NaLa's S and
+// kmean, softmax's lse, rope in place). Skipped without a GPU.
+//
+// Shape letters: B batch, h heads, N = H * W tokens, d head dim; G = B * h.
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/rope.h"
+#include "tensor/device.h"
+#include "tests/helpers.h"
+#ifdef NALA_CUDA
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/rope.h"
+#endif
+
+using namespace nala;
+using namespace nala::test;
+
+namespace {
+
+using AttnOp = Tensor (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t);
+
+// Forward + backward with upstream gradient go on the device of q, k, v;
+// returns {o, dq, dk, dv} on the CPU.
+std::vector<Tensor> run_attn(AttnOp op, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, int64_t H,
+                             int64_t W, const Tensor& go, Device dev) {
+  Tensor q = q_in.to(dev), k = k_in.to(dev), v = v_in.to(dev);
+  for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
+  Tensor o = op(q, k, v, H, W);
+  backward(o, go.to(dev));
+  return {o.detach().to(Device::CPU), q.grad().to(Device::CPU), k.grad().to(Device::CPU), v.grad().to(Device::CPU)};
+}
+
+// CUDA against CPU for o, dq, dk, dv.
+void compare_attn(AttnOp op, const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W, const Tensor& go,
+                  double atol, double rtol) {
+  std::vector<Tensor> ref = run_attn(op, q, k, v, H, W, go, Device::CPU);
+  std::vector<Tensor> got = run_attn(op, q, k, v, H, W, go, Device::CUDA);
+  const char* names[] = {"o", "dq", "dk", "dv"};
+  for (int i = 0; i < 4; i++) {
+    INFO(names[i] << " of shape " << q.desc() << ", H " << H << " W " << W);
+    REQUIRE_CLOSE(got[i], ref[i], atol, rtol);
+  }
+}
+
+// Queries whose rows have norms alternating between lo and hi (elements away from 0).
+Tensor make_queries(const Shape& s, Rng& rng, float lo, float hi) {
+  Tensor q = Tensor::empty(s);
+  const int64_t d = s.back(), rows = q.numel() / d;
+  float* p = q.f32();
+  for (int64_t r = 0; r < rows; r++) {
+    double ss = 0;
+    for (int64_t e = 0; e < d; e++) {
+      float m = rng.uniform(0.5f, 1.5f);
+      p[r * d + e] = rng.uniform() < 0.5f ? -m : m;
+      ss += (double)p[r * d + e] * p[r * d + e];
+    }
+    const float target = (r % 2) ? hi : lo;
+    for (int64_t e = 0; e < d; e++) p[r * d + e] *= (float)(target / std::sqrt(ss));
+  }
+  return q;
+}
+
+bool all_finite(const Tensor& t) {
+  for (float x : t.to_vector())
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+}  // namespace
+
+// ============================================================== rope2d
+
+TEST_CASE("cuda: rope2d forward and backward against the CPU", "[cuda][attention]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(101);
+  const int64_t B = 2, h = 3, H = 7, W = 9, N = H * W;
+  for (int64_t d : {4, 8, 20, 64, 128}) {
+    INFO("rope2d (B, h, N, d) = (" << B << ", " << h << ", " << N << ", " << d << "), H " << H << " W " << W);
+    Tensor x = randn({B, h, N, d}, rng), go = randn({B, h, N, d}, rng);
+    Tensor xc = x.to(Device::CPU).set_requires_grad(true), xg = x.to(Device::CUDA).set_requires_grad(true);
+    Tensor yc = rope2d(xc, H, W), yg = rope2d(xg, H, W);
+    backward(yc, go);
+    backward(yg, go.to(Device::CUDA));
+    REQUIRE(yg.device() == Device::CUDA);
+    REQUIRE_CLOSE(yg.to(Device::CPU), yc, 1e-6, 1e-5);
+    REQUIRE_CLOSE(xg.grad().to(Device::CPU), xc.grad(), 1e-6, 1e-5);
+#ifdef NALA_CUDA
+    // In place (x and y alias), forward then backward gives x back.
+    Tensor t = x.to(Device::CUDA);
+    cuda::rope2d_forward(t.f32(), t.f32(), B * h, H, W, d);
+    REQUIRE_CLOSE(t.to(Device::CPU), yc.detach(), 1e-6, 1e-5);
+    cuda::rope2d_backward(t.f32(), t.f32(), B * h, H, W, d);
+    REQUIRE_CLOSE(t.to(Device::CPU), x, 1e-5, 1e-5);
+#endif
+  }
+}
+
+// ============================================================== nala_attention
+
+TEST_CASE("cuda: nala_attention forward and dq, dk, dv against the CPU", "[cuda][attention]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(102);
+  const int64_t B = 2, h = 3;
+  struct Case {
+    int64_t H, W, d;
+  };
+  // N = 63 is not a multiple of any tile; d = 68 leaves partial tiles of S;
+  // d = 128 is the largest supported head dim (S needs 135 KB of shared memory).
+  for (Case cs : {Case{7, 9, 4}, Case{7, 9, 8}, Case{7, 9, 12}, Case{7, 9, 32}, Case{7, 9, 64}, Case{5, 7, 68},
+                  Case{5, 7, 128}, Case{1, 1, 8}, Case{1, 3, 4}}) {
+    const int64_t N = cs.H * cs.W, d = cs.d;
+    INFO("nala (B, h, N, d) = (" << B << ", " << h << ", " << N << ", " << d << "), H " << cs.H << " W " << cs.W);
+    const Shape s = {B, h, N, d};
+    Tensor q = make_queries(s, rng, 0.3f, 3.0f), k = randn(s, rng, 0.8f), v = randn(s, rng), go = randn(s, rng);
+    compare_attn(nala_attention, q, k, v, cs.H, cs.W, go, 1e-4, 1e-3);
+  }
+}
+
+TEST_CASE("cuda: nala_attention kernels: S and kmean against the CPU, deterministic", "[cuda][attention]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  Rng rng(103);
+  for (int64_t d : {8, 64}) {
+    const int64_t G = 5, H = 13, W = 11, N = H * W, F = 2 * d;
+    INFO("nala kernels G " << G << " N " << N << " d " << d);
+    Tensor q = make_queries({G, N, d}, rng, 0.5f, 2.0f), k = randn({G, N, d}, rng, 0.8f), v = randn({G, N, d}, rng);
+    Tensor go = randn({G, N, d}, rng);
+    Tensor o = Tensor::empty({G, N, d}), S = Tensor::empty({G, F, d}), km = Tensor::empty({G, F});
+    cpu::nala_attention_forward(q.f32(), k.f32(), v.f32(), o.f32(), S.f32(), km.f32(), G, H, W, d, kNalaNormFloor);
+    Tensor qg = q.to(Device::CUDA), kg = k.to(Device::CUDA), vg = v.to(Device::CUDA), gog = go.to(Device::CUDA);
+    std::vector<std::vector<float>> runs[2];
+    for (int run = 0; run < 2; run++) {
+      Tensor og = Tensor::empty({G, N, d}, DType::F32, Device::CUDA), Sg = Tensor::empty({G, F, d}, DType::F32, Device::CUDA);
+      Tensor kmg = Tensor::empty({G, F}, DType::F32, Device::CUDA);
+      Tensor dq = Tensor::empty({G, N, d}, DType::F32, Device::CUDA), dk = Tensor::empty({G, N, d}, DType::F32, Device::CUDA);
+      Tensor dv = Tensor::empty({G, N, d}, DType::F32, Device::CUDA);
+      cuda::nala_attention_forward(qg.f32(), kg.f32(), vg.f32(), og.f32(), Sg.f32(), kmg.f32(), G, H, W, d,
+                                   kNalaNormFloor);
+      cuda::nala_attention_backward(qg.f32(), kg.f32(), vg.f32(), Sg.f32(), kmg.f32(), gog.f32(), dq.f32(), dk.f32(),
+                                    dv.f32(), G, H, W, d, kNalaNormFloor);
+      if (run == 0) {
+        INFO("S");
+        REQUIRE_CLOSE(Sg.to(Device::CPU), S, 1e-5, 1e-4);
+        INFO("kmean");
+        REQUIRE_CLOSE(kmg.to(Device::CPU), km, 1e-6, 1e-4);
+        INFO("o");
+        REQUIRE_CLOSE(og.to(Device::CPU), o, 1e-4, 1e-3);
+      }
+      for (Tensor* t : {&og, &Sg, &kmg, &dq, &dk, &dv}) runs[run].push_back(t->to_vector());
+    }
+    for (size_t i = 0; i < runs[0].size(); i++) {
+      INFO("output " << i << " (o, S, kmean, dq, dk, dv) differs between two identical runs");
+      REQUIRE(runs[0][i] == runs[1][i]);
+    }
+  }
+#endif
+}
+
+TEST_CASE("cuda: nala_attention zero and negative inputs", "[cuda][attention]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(104);
+  const int64_t B = 2, h = 3, H = 7, W = 9, d = 8, N = H * W;
+  const Shape s = {B, h, N, d};
+  Tensor go = randn(s, rng);
+  SECTION("all-zero q rows: zero output and zero dq on those rows") {
+    Tensor q = randn(s, rng), k = randn(s, rng, 0.8f), v = randn(s, rng);
+    const std::vector<int64_t> zero_rows = {0, 5, 62, 63, 200, B * h * N - 1};
+    for (int64_t r : zero_rows) std::fill(q.f32() + r * d, q.f32() + (r + 1) * d, 0.0f);
+    compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 1e-3);
+    std::vector<Tensor> res = run_attn(nala_attention, q, k, v, H, W, go, Device::CUDA);
+    for (auto& t : res) REQUIRE(all_finite(t));
+    for (int64_t r : zero_rows)
+      for (int64_t e = 0; e < d; e++) {
+        INFO("row " << r << " element " << e);
+        REQUIRE(res[0].f32()[r * d + e] == 0.0f);
+        REQUIRE(res[1].f32()[r * d + e] == 0.0f);
+      }
+  }
+  SECTION("all-zero k") {
+    Tensor q = randn(s, rng), k = Tensor::zeros(s), v = randn(s, rng);
+    std::vector<Tensor> res = run_attn(nala_attention, q, k, v, H, W, go, Device::CUDA);
+    for (auto& t : res) REQUIRE(all_finite(t));
+    for (float x : res[0].to_vector()) REQUIRE(x == 0.0f);
+    compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 1e-3);
+  }
+  SECTION("all-zero q, k and v") {
+    std::vector<Tensor> res =
+        run_attn(nala_attention, Tensor::zeros(s), Tensor::zeros(s), Tensor::zeros(s), H, W, go, Device::CUDA);
+    for (auto& t : res) {
+      REQUIRE(all_finite(t));
+      for (float x : t.to_vector()) REQUIRE(x == 0.0f);
+    }
+  }
+  SECTION("negative-only inputs") {
+    Tensor q = randu(s, rng, -2.0f, -0.1f), k = randu(s, rng, -1.5f, -0.1f), v = randu(s, rng, -1.0f, -0.1f);
+    compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 1e-3);
+  }
+  SECTION("a q element that is exactly 0") {
+    Tensor q = make_queries(s, rng, 0.5f, 3.0f), k = randn(s, rng, 0.8f), v = randn(s, rng);
+    q.f32()[3 * d + 2] = 0.0f;
+    compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 1e-3);
+  }
+}
+
+TEST_CASE("cuda: nala_attention larger case (B=4, h=2, N=28*28, d=32)", "[cuda][attention]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(105);
+  const int64_t B = 4, h = 2, H = 28, W = 28, d = 32;
+  const Shape s = {B, h, H * W, d};
+  Tensor q = make_queries(s, rng, 0.5f, 4.0f), k = randn(s, rng, 0.8f), v = randn(s, rng), go = randn(s, rng);
+  // Sums over 784 tokens in another order than the CPU: a looser rtol.
+  compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 2e-3);
+}
+
+// ============================================================== softmax_attention
+
+TEST_CASE("cuda: softmax_attention forward and grads against the CPU", "[cuda][attention]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(106);
+  struct Case {
+    int64_t B, h, H, W, d;
+  };
+  for (Case cs : {Case{2, 3, 7, 9, 4}, Case{2, 3, 7, 9, 8}, Case{2, 3, 7, 9, 32}, Case{2, 3, 7, 9, 64},
+                  Case{1, 2, 5, 7, 128}, Case{2, 2, 14, 14, 32}, Case{2, 3, 1, 1, 8}, Case{1, 1, 3, 11, 12}}) {
+    const int64_t N = cs.H * cs.W, d = cs.d;
+    INFO("softmax (B, h, N, d) = (" << cs.B << ", " << cs.h << ", " << N << ", " << d << "), H " << cs.H << " W "
+                                    << cs.W);
+    const Shape s = {cs.B, cs.h, N, d};
+    // std 2 makes peaked rows: exercises the running max.
+    Tensor q = randn(s, rng, 2.0f), k = randn(s, rng, 2.0f), v = randn(s, rng), go = randn(s, rng);
+    compare_attn(softmax_attention, q, k, v, cs.H, cs.W, go, 1e-4, 1e-3);
+#ifdef NALA_CUDA
+    const int64_t G = cs.B * cs.h;
+    Tensor o = Tensor::empty({G, N, d}), lse = Tensor::empty({G, N});
+    cpu::softmax_attention_forward(q.f32(), k.f32(), v.f32(), o.f32(), lse.f32(), G, cs.H, cs.W, d);
+    Tensor qg = q.to(Device::CUDA), kg = k.to(Device::CUDA), vg = v.to(Device::CUDA);
+    Tensor og = Tensor::empty({G, N, d}, DType::F32, Device::CUDA), lg = Tensor::empty({G, N}, DType::F32, Device::CUDA);
+    cuda::softmax_attention_forward(qg.f32(), kg.f32(), vg.f32(), og.f32(), lg.f32(), G, cs.H, cs.W, d);
+    INFO("lse");
+    REQUIRE_CLOSE(lg.to(Device::CPU), lse, 1e-4, 1e-5);
+#endif
+  }
+}
+
+TEST_CASE("cuda: attention kernels reject a head dim above 128", "[cuda][attention]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Tensor a = Tensor::zeros({1, 1, 4, 132}, DType::F32, Device::CUDA);
+  REQUIRE_THROWS_WITH(nala_attention(a, a, a, 2, 2), Catch::Contains("nala_attention") && Catch::Contains("132"));
+  REQUIRE_THROWS_WITH(softmax_attention(a, a, a, 2, 2), Catch::Contains("softmax_attention") && Catch::Contains("132"));
+}
