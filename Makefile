@@ -146,6 +146,8 @@ $(BUILD)/bench/%: bench/%.cpp $(LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
 
+include bench/cuda.mk
+
 clean:
 	rm -rf build
 
