@@ -1,0 +1,93 @@
+// tests/test_cuda_model.cpp - the whole pico model on the GPU: the golden
+// numbers of the PyTorch reference, and one AdamW training step on GPU and
+// CPU from the same weights (loss, every gradient, every updated weight).
+#include "autograd/ops.h"
+#include "models/nalaformer.h"
+#include "nn/optim.h"
+#include "nn/safetensors.h"
+#include "tensor/device.h"
+#include "tests/golden_init.h"
+#include "tests/helpers.h"
+
+using namespace nala;
+
+namespace {
+Tensor nchw_to_nhwc(const Tensor& x) { return view::contiguous(view::permute(x, {0, 2, 3, 1})); }
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (float v : t.to_vector()) m = std::max(m, (double)std::fabs(v));
+  return m;
+}
+}  // namespace
+
+TEST_CASE("cuda: pico matches the PyTorch reference on the GPU", "[cuda][model]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  SafeTensors g = load_safetensors("tests/golden/pico_golden.safetensors");
+  NalaFormer m(nalaformer_config("pico"));
+  test::golden_init(m);
+  m.to(Device::CUDA);
+  Tensor x = nchw_to_nhwc(g.tensors.at("input")).to(Device::CUDA);
+  m.eval();
+  {
+    NoGradGuard ng;
+    REQUIRE_CLOSE(m.forward(x).to(Device::CPU), g.tensors.at("logits_eval"), 1e-5, 1e-4);
+  }
+  m.train();
+  Tensor loss = cross_entropy(m.forward(x), g.tensors.at("labels").to(Device::CUDA));
+  REQUIRE_CLOSE(reshape(loss, {1}).to(Device::CPU), g.tensors.at("loss_train"), 1e-5, 1e-5);
+  backward(loss);
+  for (auto& [name, p] : m.named_parameters()) {
+    const Tensor& ref = g.tensors.at("grad." + name);
+    INFO("gradient of " << name);
+    REQUIRE(p.grad().defined());
+    REQUIRE(p.grad().device() == Device::CUDA);
+    REQUIRE_CLOSE(p.grad().to(Device::CPU), ref, 1e-3 * max_abs(ref) + 1e-6, 1e-3);
+  }
+}
+
+TEST_CASE("cuda: one pico training step on GPU and CPU from the same weights", "[cuda][model]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  NalaConfig cfg = nalaformer_config("pico");
+  NalaFormer cpu(cfg, 3), gpu(cfg, 3);
+  Rng r1(11), r2(11);
+  cpu.init_weights(r1);
+  gpu.init_weights(r2);
+  gpu.to(Device::CUDA);
+  Rng rng(5);
+  const int64_t B = 6;
+  Tensor x = test::randn({B, 28, 28, 1}, rng);
+  Tensor y = Tensor::from_vector_i64({B}, {0, 3, 9, 2, 7, 3});
+  AdamW oc(cpu.named_parameters(), 1e-3), og(gpu.named_parameters(), 1e-3);
+  cpu.train();
+  gpu.train();
+  Tensor lc = cross_entropy(cpu.forward(x), y, 0.1f);
+  Tensor lg = cross_entropy(gpu.forward(x.to(Device::CUDA)), y.to(Device::CUDA), 0.1f);
+  REQUIRE_CLOSE(lg.to(Device::CPU), lc, 1e-5, 1e-5);
+  backward(lc);
+  backward(lg);
+  auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+  REQUIRE(pc.size() == pg.size());
+  for (size_t i = 0; i < pc.size(); i++) {
+    INFO("gradient of " << pc[i].first);
+    REQUIRE_CLOSE(pg[i].second.grad().to(Device::CPU), pc[i].second.grad(), 1e-4 * max_abs(pc[i].second.grad()) + 1e-6,
+                  1e-3);
+  }
+  oc.step();
+  og.step();
+  for (size_t i = 0; i < pc.size(); i++) {
+    INFO("updated " << pc[i].first);
+    REQUIRE_CLOSE(pg[i].second.to(Device::CPU), pc[i].second, 1e-5, 1e-4);
+  }
+  auto bc = cpu.named_buffers(), bg = gpu.named_buffers();
+  for (size_t i = 0; i < bc.size(); i++) {
+    INFO("buffer " << bc[i].first);
+    if (bc[i].second.dtype() == DType::I64) REQUIRE(bg[i].second.to_vector_i64() == bc[i].second.to_vector_i64());
+    else REQUIRE_CLOSE(bg[i].second.to(Device::CPU), bc[i].second, 1e-5, 1e-4);
+  }
+}
