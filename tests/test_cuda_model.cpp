@@ -63,7 +63,12 @@ TEST_CASE("cuda: one pico training step on GPU and CPU from the same weights", "
   const int64_t B = 6;
   Tensor x = test::randn({B, 28, 28, 1}, rng);
   Tensor y = Tensor::from_vector_i64({B}, {0, 3, 9, 2, 7, 3});
-  AdamW oc(cpu.named_parameters(), 1e-3), og(gpu.named_parameters(), 1e-3);
+  // SGD: its update is proportional to the gradient, so GPU-CPU differences
+  // stay at float rounding. (AdamW's first step moves every weight by about
+  // lr * sign(g), which turns rounding noise in the exactly-zero gradients of
+  // biases that feed a BatchNorm into lr-sized differences; the AdamW kernel
+  // itself is compared in tests/test_cuda_optim.cpp.)
+  SGD oc(cpu.named_parameters(), 0.05, 0.9, 1e-4), og(gpu.named_parameters(), 0.05, 0.9, 1e-4);
   cpu.train();
   gpu.train();
   Tensor lc = cross_entropy(cpu.forward(x), y, 0.1f);
