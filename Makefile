@@ -78,6 +78,9 @@ endif
 # ---- third-party headers (Debian: catch2, libstb-dev)
 CATCH_INC := $(firstword $(wildcard $(THIRD_PARTY)/catch2/catch.hpp /usr/include/catch2/catch.hpp))
 STB_INC   := $(firstword $(wildcard $(THIRD_PARTY)/stb/stb_image.h /usr/include/stb/stb_image.h))
+# zlib (tools only: the gzipped IDX files): the system's, or a carried copy in THIRD_PARTY
+ZLIB      := $(if $(wildcard $(THIRD_PARTY)/libz.a),$(THIRD_PARTY)/libz.a,-lz)
+ZLIB_INC  := $(if $(wildcard $(THIRD_PARTY)/zlib.h),-I$(THIRD_PARTY),)
 
 # ---- sources
 CORE_DIRS := tensor autograd kernels/cpu nn models
@@ -109,22 +112,22 @@ $(LIB): $(CORE_OBJ)
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS) $(if $(filter tools/% tests/%,$<),$(if $(STB_INC),-I$(dir $(patsubst %/,%,$(dir $(STB_INC))))),) -c $< -o $@
+	$(CXX) $(CXXFLAGS) $(if $(filter tools/% tests/%,$<),$(ZLIB_INC) $(if $(STB_INC),-I$(dir $(patsubst %/,%,$(dir $(STB_INC))))),) -c $< -o $@
 
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(NALA): $(BUILD)/tools/main.o $(TOOL_OBJ) $(LIB)
-	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lz
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(ZLIB)
 
 $(BUILD)/tests/%.o: tests/%.cpp
 	@mkdir -p $(@D)
 	@test -n "$(CATCH_INC)" || { echo "Catch2 v2 not found: apt-get install catch2 (or run tools/test.sh)"; exit 1; }
-	$(CXX) $(CXXFLAGS) -I$(dir $(patsubst %/,%,$(dir $(CATCH_INC)))) -Itools -c $< -o $@
+	$(CXX) $(CXXFLAGS) -I$(dir $(patsubst %/,%,$(dir $(CATCH_INC)))) $(ZLIB_INC) $(if $(STB_INC),-I$(dir $(patsubst %/,%,$(dir $(STB_INC))))) -Itools -c $< -o $@
 
 $(TESTS): $(TEST_OBJ) $(TOOL_OBJ) $(LIB)
-	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lz
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(ZLIB)
 
 # Passive OpenMP waiting: the tests run many small kernels, and spinning
 # threads hurt when the cores are shared.
