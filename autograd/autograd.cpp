@@ -4,7 +4,11 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autograd/dispatch.h"
 #include "kernels/cpu/elementwise.h"
+#ifdef NALA_CUDA
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace nala {
 
@@ -51,10 +55,10 @@ Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backwa
 void accumulate_into(Tensor& dst, const Tensor& src) {
   NALA_CHECK(dst.shape() == src.shape(), "gradient accumulation: shape ", src.desc(), " into ", dst.desc());
   NALA_CHECK(dst.is_contiguous(), "gradient accumulation into a non-contiguous tensor ", dst.desc());
+  NALA_CHECK(dst.device() == src.device(), "gradient accumulation: ", src.desc(), " into ", dst.desc(),
+             " (different devices)");
   Tensor s = view::contiguous(src);
-  NALA_CHECK(dst.device() == Device::CPU, "gradient accumulation on ", device_name(dst.device()),
-             " needs the CUDA backend");
-  cpu::axpy(dst.f32(), s.f32(), 1.0f, dst.numel());
+  NALA_DISPATCH(dst.device(), axpy, dst.f32(), s.f32(), 1.0f, dst.numel());
 }
 
 // Nodes reachable from root in an order where every node comes before the

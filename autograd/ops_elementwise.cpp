@@ -14,17 +14,14 @@
 // infinite at 0, as in the math.
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"
+#include "autograd/ops_util.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/shape.h"
+#ifdef NALA_CUDA
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace nala {
-
-namespace detail {  // defined in ops_shape.cpp
-Tensor zeros_on(const Shape& shape, Device device);
-Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op);
-Tensor contig(const Tensor& x, const char* op);
-Tensor sum_to_shape(const Tensor& g, const Shape& target, const char* op);
-}  // namespace detail
 
 using detail::contig;
 

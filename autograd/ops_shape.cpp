@@ -8,25 +8,28 @@
 // copy kernel of the tensor's device (kernels/cpu/shape.h).
 //
 // Also defines the small tensor helpers the elementwise ops share
-// (namespace detail, declared again in ops_elementwise.cpp).
+// (namespace detail, declared in autograd/ops_util.h).
 #include <numeric>
 
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"
+#include "autograd/ops_util.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/shape.h"
+#ifdef NALA_CUDA
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/shape.h"
+#endif
 
 namespace nala {
 namespace detail {
 
-// A zero-filled f32 tensor on `device`.
 Tensor zeros_on(const Shape& shape, Device device) {
   Tensor t = Tensor::empty(shape, DType::F32, device);
   NALA_DISPATCH(device, fill, t.f32(), 0.0f, t.numel());
   return t;
 }
 
-// dst (any strides) = src (any strides, same shape), f32.
 void copy_into(const Tensor& dst, const Tensor& src, const char* op) {
   NALA_CHECK(dst.shape() == src.shape(), op, ": copy of ", src.desc(), " into ", dst.desc());
   if (src.numel() == 0) return;
@@ -34,8 +37,6 @@ void copy_into(const Tensor& dst, const Tensor& src, const char* op) {
   NALA_DISPATCH(src.device(), copy_strided, dst.f32(), src.f32(), L);
 }
 
-// A fresh contiguous copy of g's values in logical order, viewed as `shape`
-// (same element count).
 Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op) {
   Tensor out = Tensor::empty(shape, DType::F32, g.device());
   NALA_CHECK(out.numel() == g.numel(), op, ": copy of ", g.desc(), " as ", shape_str(shape));
@@ -45,14 +46,12 @@ Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op) {
   return out;
 }
 
-// x itself when contiguous, else a contiguous copy (no autograd).
 Tensor contig(const Tensor& x, const char* op) {
   if (x.is_contiguous()) return x;
   if (x.dtype() != DType::F32) return view::contiguous(x);
   return fresh_copy(x, x.shape(), op);
 }
 
-// g (any strides) summed down to `target`, a shape g broadcasts from.
 Tensor sum_to_shape(const Tensor& g, const Shape& target, const char* op) {
   if (g.shape() == target) return fresh_copy(g, target, op);
   Tensor out = Tensor::empty(target, DType::F32, g.device());

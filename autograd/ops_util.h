@@ -1,0 +1,23 @@
+// autograd/ops_util.h - small tensor helpers shared by the shape and the
+// elementwise ops (defined in autograd/ops_shape.cpp). Each one runs on the
+// device of its input through the kernels of that device.
+#pragma once
+#include "tensor/tensor.h"
+
+namespace nala {
+namespace detail {
+
+// A zero-filled f32 tensor on `device`.
+Tensor zeros_on(const Shape& shape, Device device);
+// dst (any strides) = src (any strides, same shape), f32.
+void copy_into(const Tensor& dst, const Tensor& src, const char* op);
+// A fresh contiguous copy of g's values in logical order, viewed as `shape`
+// (same element count).
+Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op);
+// x itself when contiguous, else a contiguous copy (no autograd).
+Tensor contig(const Tensor& x, const char* op);
+// g (any strides) summed down to `target`, a shape g broadcasts from.
+Tensor sum_to_shape(const Tensor& g, const Shape& target, const char* op);
+
+}  // namespace detail
+}  // namespace nala
