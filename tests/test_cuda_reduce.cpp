@@ -59,7 +59,8 @@ TEST_CASE("cuda: sum and mean over one or several dims, keepdim", "[cuda]") {
   Rng rng(1);
   Tensor x = randn({3, 37, 5, 19}, rng);
   // adjacent blocks (I == 1 rows and I > 1 columns) and non-adjacent sets (permuted first)
-  const std::vector<std::vector<int64_t>> dim_sets = {{-1}, {1}, {0}, {1, 2}, {2, 3}, {0, 2}, {1, 3}, {0, 1, 2, 3}, {3, 0}};
+  const std::vector<std::vector<int64_t>> dim_sets = {{-1},   {1},    {0},          {1, 2}, {2, 3},
+                                                        {0, 2}, {1, 3}, {0, 1, 2, 3}, {3, 0}};
   for (bool keepdim : {false, true})
     for (const auto& dims : dim_sets) {
       std::string ds;

@@ -3,9 +3,10 @@
 // kernels/cpu/reduce.h; every kernel overwrites (=) its output).
 //
 // Sums (reduce_sum, l2norm):
-//   I == 1  one block of 256 threads per (row, chunk of R): threads stride
-//           over r (coalesced), accumulate in double, and a warp-shuffle +
-//           shared-memory tree combines them.
+//   I == 1  one warp (rows of at most 1024) or one block of 256 threads
+//           per (row, chunk of R): threads stride over r (coalesced),
+//           accumulate in double, and a warp shuffle (+ a shared-memory pass
+//           over the warps) combines them in a fixed order.
 //   I > 1   one 32 x 8 block per (o, tile of 32 inner columns, chunk of R):
 //           the 32 lanes read 32 consecutive inner elements (coalesced), the
 //           8 rows of threads stride over r, and a fixed-order pass over the
@@ -37,30 +38,34 @@ namespace {
 constexpr int kThreads = 256;          // threads per block everywhere in this file
 constexpr int64_t kTargetBlocks = 1024;  // chunk R until about this many blocks run
 constexpr int kTile = 32, kTileRows = 8;   // column-sum block: 32 inner x 8 reduced
+constexpr int64_t kWarpRowMax = 1024;  // rows (or row chunks) up to this long get a warp, longer ones a block
 
 int grid_for(int64_t tasks, int64_t per_block = 1) {
   const int64_t b = (tasks + per_block - 1) / per_block;
   return (int)std::max<int64_t>(1, std::min<int64_t>(b, 1 << 20));
 }
 
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
+struct SumOp {
+  template <typename T>
+  __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
 
-// Sum over a 1-D block (blockDim.x a multiple of 32, at most 1024); every
-// thread gets the total. The order is fixed: butterfly in each warp, then the
-// warp totals in warp order.
-template <typename T>
-__device__ T block_sum(T v, T* sh) {
-  v = warp_sum(v);
+// Reduce over a group of TPR threads (32: one warp; kThreads: the whole
+// 1-D block); every thread of the group gets the result. The order is fixed:
+// a butterfly inside each warp, then the warp results in warp order.
+template <int TPR, typename T, typename Op>
+__device__ T group_reduce(T v, Op op, T* sh) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if (TPR == 32) return v;
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   __syncthreads();  // sh may still be read from a previous call
   if (lane == 0) sh[w] = v;
   __syncthreads();
   T s = sh[0];
-  for (int k = 1; k < (int)(blockDim.x >> 5); k++) s += sh[k];
+  for (int k = 1; k < TPR / 32; k++) s = op(s, sh[k]);
   return s;
 }
 
@@ -83,18 +88,21 @@ __device__ __forceinline__ double term(float v) {
   return Square ? (double)(v * v) : (double)v;  // the square in f32, as the CPU kernel
 }
 
-// I == 1. Task t = (o, c): part index o * nc + c.
-template <bool Square>
+// I == 1, TPR threads per task (a warp for short rows, else the block).
+// Task t = (o, c): part index o * nc + c.
+template <int TPR, bool Square>
 __global__ void sum_rows_kernel(SumOut out, const float* x, int64_t O, int64_t R, int64_t Rc, int64_t nc) {
-  __shared__ double sh[32];
-  for (int64_t t = blockIdx.x; t < O * nc; t += gridDim.x) {
+  __shared__ double sh[kThreads / 32];
+  constexpr int TPB = kThreads / TPR;  // tasks per block
+  const int lane = threadIdx.x % TPR;
+  for (int64_t t = (int64_t)blockIdx.x * TPB + threadIdx.x / TPR; t < O * nc; t += (int64_t)gridDim.x * TPB) {
     const int64_t o = t / nc, c = t % nc;
     const int64_t r0 = c * Rc, r1 = min(R, r0 + Rc);
     const float* p = x + o * R;
     double s = 0.0;
-    for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) s += term<Square>(p[r]);
-    s = block_sum(s, sh);
-    if (threadIdx.x == 0) out.put(t, s);
+    for (int64_t r = r0 + lane; r < r1; r += TPR) s += term<Square>(p[r]);
+    s = group_reduce<TPR>(s, SumOp(), sh);
+    if (lane == 0) out.put(t, s);
   }
 }
 
@@ -152,8 +160,10 @@ void sum_impl(const char* op, float* y, const float* x, int64_t O, int64_t R, in
     part = Tensor::empty({O * nc * I}, DType::I64, Device::CUDA);
     out.part = reinterpret_cast<double*>(part.raw());
   }
-  if (I == 1) {
-    sum_rows_kernel<Square><<<grid_for(O * nc), kThreads>>>(out, x, O, R, Rc, nc);
+  if (I == 1 && Rc <= kWarpRowMax) {
+    sum_rows_kernel<32, Square><<<grid_for(O * nc, kThreads / 32), kThreads>>>(out, x, O, R, Rc, nc);
+  } else if (I == 1) {
+    sum_rows_kernel<kThreads, Square><<<grid_for(O * nc), kThreads>>>(out, x, O, R, Rc, nc);
   } else {
     sum_cols_kernel<Square><<<grid_for(O * nc * nt), dim3(kTile, kTileRows)>>>(out, x, O, R, I, Rc, nc, nt);
   }
@@ -182,28 +192,6 @@ __global__ void l2norm_backward_kernel(float* dx, const float* dy, const float* 
 }
 
 // ---- softmax family --------------------------------------------------------
-
-struct SumOp {
-  __device__ float operator()(float a, float b) const { return a + b; }
-};
-struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-
-// Reduce over a group of TPR threads (32: one warp; 256: the whole block);
-// every thread of the group gets the result, in a fixed order.
-template <int TPR, typename Op>
-__device__ float group_reduce(float v, Op op, float* sh) {
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if (TPR == 32) return v;
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  __syncthreads();
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  float s = sh[0];
-  for (int k = 1; k < TPR / 32; k++) s = op(s, sh[k]);
-  return s;
-}
 
 // I == 1: rows of R contiguous elements, TPR threads per row.
 template <int TPR, bool Log>
@@ -290,8 +278,6 @@ __global__ void softmax_backward_cols_kernel(float* dx, const float* dy, const f
     }
   }
 }
-
-constexpr int64_t kWarpRowMax = 1024;  // rows up to this long get one warp, longer ones a block
 
 template <bool Log>
 void softmax_impl(const char* op, float* y, const float* x, int64_t O, int64_t R, int64_t I) {
