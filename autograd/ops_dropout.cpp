@@ -3,10 +3,11 @@
 // Shape letters: B samples (dim 0 of x), D elements per sample, n = B * D.
 // The mask is drawn on the host with the caller's Rng, in x's logical
 // element order (dropout: n draws; drop_path: B draws), so a seed gives the
-// same mask on every machine and thread count. It holds 0 (dropped) or
-// 1/(1-p) (kept); the kernel multiplies, and backward multiplies the
-// gradient by the same saved mask. With !training or p == 0 the op is the
-// identity and returns x itself (no node, no draws). p must be in [0, 1).
+// same mask on every machine, thread count and device (for a CUDA tensor
+// the host mask is copied over). It holds 0 (dropped) or 1/(1-p) (kept); the
+// kernel multiplies, and backward multiplies the gradient by the same saved
+// mask. With !training or p == 0 the op is the identity and returns x
+// itself (no node, no draws). p must be in [0, 1).
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"
 #include "kernels/cpu/dropout.h"
@@ -24,15 +25,14 @@ void check_args(const char* op, const Tensor& x, float p) {
   NALA_CHECK(x.dtype() == DType::F32, op, ": expected an f32 tensor, got ", x.desc());
 }
 
-// n values, each 0 with probability p and 1/(1-p) otherwise.
-Tensor draw_mask(const char* op, const Shape& shape, float p, Rng& rng, Device dev) {
-  NALA_CHECK(dev == Device::CPU, op, ": the mask is drawn on the host and tensor/ has no host-to-",
-             device_name(dev), " copy yet");
+// n values, each 0 with probability p and 1/(1-p) otherwise, drawn on the
+// host (the same draws whatever the device) and copied to dev.
+Tensor draw_mask(const Shape& shape, float p, Rng& rng, Device dev) {
   Tensor m = Tensor::empty(shape);
   float* q = m.f32();
   const float keep = 1.0f / (1.0f - p);
   for (int64_t j = 0; j < m.numel(); j++) q[j] = rng.uniform() < p ? 0.0f : keep;
-  return m;
+  return m.to(dev);
 }
 
 }  // namespace
@@ -42,7 +42,7 @@ Tensor dropout(const Tensor& x, float p, Rng& rng, bool training) {
   if (!training || p == 0.0f) return x;
   const Device dev = x.device();
   const int64_t n = x.numel();
-  Tensor mask = draw_mask("dropout", x.shape(), p, rng, dev);
+  Tensor mask = draw_mask(x.shape(), p, rng, dev);
   Tensor xc = view::contiguous(x);
   Tensor out = Tensor::empty(x.shape(), DType::F32, dev);
   NALA_DISPATCH(dev, dropout_apply, out.f32(), xc.f32(), mask.f32(), n);
@@ -60,7 +60,7 @@ Tensor drop_path(const Tensor& x, float p, Rng& rng, bool training) {
   NALA_CHECK(x.dim() >= 1, "drop_path: expected a tensor with a batch dim, got ", x.desc());
   const Device dev = x.device();
   const int64_t B = x.size(0), D = B > 0 ? x.numel() / B : 0;
-  Tensor mask = draw_mask("drop_path", {B}, p, rng, dev);
+  Tensor mask = draw_mask({B}, p, rng, dev);
   Tensor xc = view::contiguous(x);
   Tensor out = Tensor::empty(x.shape(), DType::F32, dev);
   NALA_DISPATCH(dev, drop_path_apply, out.f32(), xc.f32(), mask.f32(), B, D);

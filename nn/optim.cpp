@@ -4,15 +4,19 @@
 #include <cmath>
 #include <set>
 
+#include "autograd/dispatch.h"
 #include "kernels/cpu/optim.h"
+#ifdef NALA_CUDA
+#include "kernels/cuda/optim.h"
+#endif
 
 namespace nala {
 
-// The optimiser kernels exist for the CPU only so far; kernels/cuda/optim.cu
-// is to mirror kernels/cpu/optim.h, then these checks become NALA_DISPATCH.
-static void check_cpu(const char* kernel, const Tensor& t) {
-  NALA_CHECK(t.device() == Device::CPU, kernel, ": no kernel for ", device_name(t.device()), " tensors yet (",
-             t.desc(), ")");
+// Optimiser state lives on its parameter's device. It is allocated there; a
+// parameter moved after the optimiser was built (Module::to) takes its state
+// along at the next step.
+static void follow(Tensor& state, Device d) {
+  if (state.defined() && state.device() != d) state.move_to_(d);
 }
 
 // ---- Optimizer ----------------------------------------------------------------
@@ -28,7 +32,6 @@ Optimizer::Optimizer(const char* kind, NamedTensors params, double lr)
                "' is the same tensor as an earlier one");
     NALA_CHECK(p.second.dtype() == DType::F32 && p.second.is_contiguous(), kind_, ": parameter '", p.first,
                "' must be a contiguous f32 tensor, got ", p.second.desc());
-    check_cpu(kind_.c_str(), p.second);
   }
 }
 
@@ -93,8 +96,8 @@ AdamW::AdamW(NamedTensors params, double lr, double beta1_, double beta2_, doubl
     bool excluded = is_bias || p.second.dim() <= 1;
     for (auto& pat : no_decay_patterns) excluded |= n.find(pat) != std::string::npos;
     decay_.push_back(!excluded);
-    exp_avg_.push_back(Tensor::zeros(p.second.shape()));
-    exp_avg_sq_.push_back(Tensor::zeros(p.second.shape()));
+    exp_avg_.push_back(Tensor::zeros(p.second.shape(), DType::F32, p.second.device()));
+    exp_avg_sq_.push_back(Tensor::zeros(p.second.shape(), DType::F32, p.second.device()));
     steps_.push_back(0);
   }
 }
@@ -104,10 +107,11 @@ void AdamW::step() {
     Tensor g = grad_of(i);
     if (!g.defined()) continue;
     Tensor& p = params_[i].second;
-    check_cpu("adamw_step", p);
+    follow(exp_avg_[i], p.device());
+    follow(exp_avg_sq_[i], p.device());
     steps_[i]++;
     AdamWCoefs c = adamw_coefs(lr_, beta1, beta2, eps, decay_[i] ? weight_decay : 0.0, steps_[i]);
-    cpu::adamw_step(p.f32(), g.f32(), exp_avg_[i].f32(), exp_avg_sq_[i].f32(), p.numel(), c);
+    NALA_DISPATCH(p.device(), adamw_step, p.f32(), g.f32(), exp_avg_[i].f32(), exp_avg_sq_[i].f32(), p.numel(), c);
   }
 }
 
@@ -165,7 +169,7 @@ SGD::SGD(NamedTensors params, double lr, double momentum_, double weight_decay_,
              " momentum=", momentum, " weight_decay=", weight_decay);
   NALA_CHECK(!nesterov || momentum > 0, "sgd: nesterov needs momentum > 0");
   for (auto& p : params_) {
-    buf_.push_back(momentum != 0 ? Tensor::zeros(p.second.shape()) : Tensor());
+    buf_.push_back(momentum != 0 ? Tensor::zeros(p.second.shape(), DType::F32, p.second.device()) : Tensor());
     steps_.push_back(0);
   }
 }
@@ -175,11 +179,11 @@ void SGD::step() {
     Tensor g = grad_of(i);
     if (!g.defined()) continue;
     Tensor& p = params_[i].second;
-    check_cpu("sgd_step", p);
+    follow(buf_[i], p.device());
     bool first = steps_[i] == 0;
     steps_[i]++;
-    cpu::sgd_step(p.f32(), g.f32(), buf_[i].defined() ? buf_[i].f32() : nullptr, p.numel(), (float)lr_,
-                  (float)momentum, 0.0f, (float)weight_decay, nesterov, first);
+    NALA_DISPATCH(p.device(), sgd_step, p.f32(), g.f32(), buf_[i].defined() ? buf_[i].f32() : nullptr, p.numel(),
+                  (float)lr_, (float)momentum, 0.0f, (float)weight_decay, nesterov, first);
   }
 }
 
@@ -216,15 +220,39 @@ void SGD::load_state(const std::map<std::string, Tensor>& st) {
 
 // ---- gradient clipping --------------------------------------------------------
 
+// CPU gradients are summed one by one in order. CUDA gradients write their
+// chunk sums side by side into one device array, which is then added in a
+// fixed order and read back once: one synchronisation per call, not one per
+// tensor.
 double grad_norm(const std::vector<Tensor>& params) {
   double ss = 0;
+  std::vector<Tensor> dev_grads;
+  int64_t chunks = 0;
   for (const Tensor& p : params) {
     if (!p.defined() || !p.grad().defined()) continue;
     Tensor g = p.grad();
     NALA_CHECK(g.dtype() == DType::F32, "clip_grad_norm: gradient ", g.desc(), " is not f32");
-    check_cpu("grad_sum_squares", g);
     g = view::contiguous(g);
-    ss += cpu::grad_sum_squares(g.f32(), g.numel());
+    if (g.device() == Device::CPU) {
+      ss += cpu::grad_sum_squares(g.f32(), g.numel());
+    } else {
+      dev_grads.push_back(g);
+      chunks += (g.numel() + cpu::kSumSquaresChunk - 1) / cpu::kSumSquaresChunk;
+    }
+  }
+  if (chunks > 0) {
+#ifdef NALA_CUDA
+    Tensor part = Tensor::empty({chunks}, DType::I64, Device::CUDA);  // doubles in 8-byte slots
+    double* q = reinterpret_cast<double*>(part.raw());
+    int64_t off = 0;
+    for (const Tensor& g : dev_grads) {
+      cuda::grad_sum_squares_chunks(q + off, g.f32(), g.numel());
+      off += (g.numel() + cpu::kSumSquaresChunk - 1) / cpu::kSumSquaresChunk;
+    }
+    ss += cuda::sum_f64(q, chunks);
+#else
+    NALA_FAIL("grad_sum_squares: this build has no CUDA kernels (rebuild with CUDA=1)");
+#endif
   }
   return std::sqrt(ss);
 }
@@ -243,7 +271,7 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
         Tensor handle = p;  // shares the parameter's impl
         handle.set_grad(g);
       }
-      cpu::grad_scale(g.f32(), g.numel(), coef);
+      NALA_DISPATCH(g.device(), grad_scale, g.f32(), g.numel(), coef);
     }
   }
   return (float)total;

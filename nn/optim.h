@@ -2,10 +2,11 @@
 // clipping, over named parameters so that their state can be checkpointed
 // under stable keys.
 //
-// The arithmetic is in kernels/cpu/optim.h (raw f32 arrays); this file keeps
-// the per-parameter state and the bookkeeping. Parameters whose .grad is
-// undefined are skipped entirely (no decay, no state change, their step
-// count does not advance), as in PyTorch.
+// The arithmetic is in kernels/cpu/optim.h and kernels/cuda/optim.h (raw f32
+// arrays, dispatched by the parameter's device); this file keeps the
+// per-parameter state, on the parameter's device, and the bookkeeping.
+// Parameters whose .grad is undefined are skipped entirely (no decay, no
+// state change, their step count does not advance), as in PyTorch.
 //
 // State keys (state() / load_state()), <name> being the parameter's name:
 //   adamw.exp_avg.<name>, adamw.exp_avg_sq.<name>   f32, the parameter's shape
@@ -13,9 +14,11 @@
 //   sgd.momentum_buffer.<name>                       f32 (when momentum != 0)
 //   sgd.step.<name>                                  i64 []
 // state() returns the live state tensors (clone them to keep a snapshot);
-// load_state copies values in and fails naming the first missing or
-// mismatched entry; keys of the other optimiser or of a model are ignored,
-// unknown keys with this optimiser's prefix are an error.
+// they are on the parameters' device (save_safetensors copies them to the
+// host), the step counts on the CPU. load_state copies values in from any
+// device and fails naming the first missing or mismatched entry; keys of the
+// other optimiser or of a model are ignored, unknown keys with this
+// optimiser's prefix are an error.
 //
 // What this file does not do: learning-rate schedules (nn/schedule.h), EMA.
 #pragma once
