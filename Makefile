@@ -31,7 +31,6 @@ else
   VARIANT := release
   OPTFLAGS := -O3 -g1 -DNDEBUG
 endif
-BUILD := build/$(VARIANT)
 
 CXXFLAGS := -std=c++17 $(OPTFLAGS) -march=$(ARCH) -Wall -Wextra -Wno-unused-parameter -MMD -MP -I.
 LDFLAGS  := $(LDSAN)
@@ -59,6 +58,10 @@ else ifneq ($(NVCC),)
 else ifeq ($(CUDA),1)
   $(error CUDA=1 but nvcc was not found; install the CUDA toolkit or put nvcc on PATH)
 endif
+# A build without CUDA lives apart (build/<variant>-nocuda), so switching
+# CUDA=0/1 never mixes objects compiled with and without it.
+BUILD := build/$(VARIANT)$(if $(USE_CUDA),,-nocuda)
+
 ifeq ($(USE_CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
   CUDA_ARCH ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)

@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-2}
 R=${2:-3}
-make -s CUDA=0 build/release/bench/bench_pico >/dev/null
+make -s CUDA=0 build/release-nocuda/bench/bench_pico >/dev/null
 date -u; lscpu | grep "Model name"; python3 -c "import torch; print('torch', torch.__version__)"
 for r in $(seq "$R"); do
-  build/release/bench/bench_pico --threads "$T" --batch 128 --warmup 3 --iters 10
+  build/release-nocuda/bench/bench_pico --threads "$T" --batch 128 --warmup 3 --iters 10
   python3 bench/torch_pico_cpu.py --threads "$T" --batch 128 --warmup 3 --iters 10
 done

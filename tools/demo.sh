@@ -11,8 +11,8 @@ THREADS=${THREADS:-$(nproc)}
 OUT=${OUT:-runs/demo-pico-fashion-mnist}
 
 tools/deps.sh build data
-make -j"$(nproc)" CUDA=0 build/release/nala
-NALA=build/release/nala
+make -j"$(nproc)" CUDA=0 build/release-nocuda/nala   # the CPU is all the demo needs
+NALA=build/release-nocuda/nala
 
 rm -rf "$OUT"
 $NALA train --model pico --data fashion-mnist --epochs "$EPOCHS" --batch-size 128 \
