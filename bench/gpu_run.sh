@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# bench/gpu_run.sh - on a GPU machine: build with CUDA, run the CUDA tests and
+# the GPU benchmarks side by side with PyTorch, writing logs to $OUT.
+#   OUT=dir bench/gpu_run.sh [tests] [sanitize] [bench] [train]
+# Catch2, stb, zlib and Fashion-MNIST may come in third_party_headers/ when
+# the machine has no package manager.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/nala-gpu}
+mkdir -p "$OUT"
+what=${*:-tests bench}
+export NCCL_NVLS_ENABLE=0
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+date -u | tee -a "$OUT/gpu.txt"
+make -j"$(nproc)" CUDA=1 CUDA_ARCH=90 2>&1 | tail -3 | tee "$OUT/build.log"
+B=build/release
+FM=${FM:-third_party_headers/fashion-mnist}
+for w in $what; do
+  case $w in
+    tests)
+      $B/nala_tests "[cuda]" 2>&1 | tee "$OUT/cuda_tests.log" | tail -60
+      ;;
+    sanitize)
+      compute-sanitizer --tool memcheck --leak-check full $B/nala_tests "[cuda]~[model]" >"$OUT/memcheck.log" 2>&1
+      tail -3 "$OUT/memcheck.log"
+      compute-sanitizer --tool racecheck $B/nala_tests "[cuda][attention],[cuda][norm],[cuda][reduce]" >"$OUT/racecheck.log" 2>&1
+      tail -3 "$OUT/racecheck.log"
+      ;;
+    bench)
+      {
+        $B/bench/bench_nala_cuda
+        python3 bench/torch_gpu.py --parts attn
+        $B/bench/bench_pico --device cuda --batch 256 --warmup 5 --iters 30
+        python3 bench/torch_gpu.py --parts pico
+        $B/bench/bench_pico --device cuda --model xt --img 224 --batch 128 --warmup 2 --iters 5
+        $B/bench/bench_pico --device cuda --model t --img 224 --batch 128 --warmup 2 --iters 5
+        python3 bench/torch_gpu.py --parts xt,t
+        [ -x $B/bench/bench_gemm_cuda ] && $B/bench/bench_gemm_cuda
+      } 2>&1 | tee "$OUT/bench.log"
+      ;;
+    train)
+      $B/nala train --device cuda --model pico --data fashion-mnist --data-dir "$FM" \
+        --epochs "${EPOCHS:-40}" --batch-size 256 --lr 2e-3 --min-lr 1e-5 --warmup-epochs 2 \
+        --weight-decay 0.05 --label-smoothing 0.1 --crop-pad 2 --hflip --erase 0.25 \
+        --workers 8 --threads 8 --log-every 100 --out "$OUT/run" 2>&1 | tee "$OUT/train.log" | grep -E "^epoch|done"
+      cp "$OUT/run/metrics.csv" "$OUT/metrics.csv" 2>/dev/null
+      ;;
+  esac
+done
