@@ -1,0 +1,12 @@
+# bench/cuda.mk - CUDA benchmark programs; included by the Makefile when CUDA
+# is on (it uses NVCC, NVCCFLAGS, BUILD, LIB, LDFLAGS, LDLIBS from there).
+# Each rule is self-contained; cuBLAS is linked into bench_gemm_cuda only.
+ifeq ($(USE_CUDA),1)
+
+# bench_gemm_cuda: cuda::gemm against cuBLAS sgemm (the yardstick).
+bench: $(BUILD)/bench/bench_gemm_cuda
+$(BUILD)/bench/bench_gemm_cuda: bench/bench_gemm_cuda.cu $(LIB)
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) $< $(LIB) -o $@ $(LDFLAGS:%=-Xcompiler %) $(LDLIBS) -lcublas
+
+endif
