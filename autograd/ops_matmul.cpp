@@ -7,8 +7,10 @@
 // matmul(a, b, trans_a, trans_b): C = op(a) op(b) per batch, batch dims
 //   broadcast. When b is 2-D (or its batch dims are all 1) and a is not
 //   transposed, the batch is folded into the rows of one GEMM (forward and
-//   both gradients). Otherwise one GEMM per batch; on the CPU the batches run in parallel when there are many small
-//   ones (each GEMM then runs on one thread). Saved for backward: a and b
+//   both gradients). Otherwise one GEMM per batch; on the CPU the batches run
+//   in parallel when there are many small ones (each GEMM then runs on one
+//   thread); on CUDA the batches that are evenly spaced in memory go to one
+//   strided-batched launch (gemm_batched). Saved for backward: a and b
 //   (contiguous). Gradients of broadcast batch dims are summed in a fixed
 //   order (beta = 0 for the first batch, 1 after), so they are deterministic.
 //   Backward:  d op(a) = dC op(b)^T,  d op(b) = op(a)^T dC.
@@ -21,6 +23,10 @@
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"
 #include "kernels/cpu/matmul.h"
+
+#ifdef NALA_CUDA
+#include "kernels/cuda/matmul.h"
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -37,10 +43,42 @@ struct GemmJob {
   float* c;
 };
 
+// Jobs that write different C's, on a GPU: one strided-batched launch when
+// the jobs are evenly spaced in a, b and c (the usual case), else one by one.
+void run_gemms_device(Device dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
+                      int64_t ldc, float beta, const std::vector<GemmJob>& js) {
+  if (js.empty()) return;
+  int64_t n = (int64_t)js.size();
+  int64_t sa = n > 1 ? js[1].a - js[0].a : 0, sb = n > 1 ? js[1].b - js[0].b : 0, sc = n > 1 ? js[1].c - js[0].c : 0;
+  bool even = true;
+  for (int64_t i = 1; i < n && even; i++)
+    even = js[i].a == js[0].a + i * sa && js[i].b == js[0].b + i * sb && js[i].c == js[0].c + i * sc;
+  if (even) {
+    NALA_DISPATCH(dev, gemm_batched, ta, tb, M, N, K, 1.0f, js[0].a, lda, sa, js[0].b, ldb, sb, beta, js[0].c, ldc,
+                  sc, n);
+    return;
+  }
+  for (const GemmJob& j : js)
+    NALA_DISPATCH(dev, gemm, ta, tb, M, N, K, 1.0f, j.a, lda, j.b, ldb, beta, j.c, ldc);
+}
+
 // Runs groups of GEMMs of one geometry. The jobs of one group write the same
 // C and run in order (beta for the first, 1 after); groups are independent.
+// On CUDA, round r issues the r-th job of every group (one launch when
+// evenly spaced); the rounds run in order on the stream.
 void run_gemms(Device dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
                float beta, const std::vector<std::vector<GemmJob>>& groups) {
+  if (dev != Device::CPU) {
+    size_t rounds = 0;
+    for (const auto& g : groups) rounds = std::max(rounds, g.size());
+    for (size_t r = 0; r < rounds; r++) {
+      std::vector<GemmJob> js;
+      for (const auto& g : groups)
+        if (r < g.size()) js.push_back(g[r]);
+      run_gemms_device(dev, ta, tb, M, N, K, lda, ldb, ldc, r == 0 ? beta : 1.0f, js);
+    }
+    return;
+  }
   auto run_group = [&](const std::vector<GemmJob>& g) {
     for (size_t i = 0; i < g.size(); i++)
       NALA_DISPATCH(dev, gemm, ta, tb, M, N, K, 1.0f, g[i].a, lda, g[i].b, ldb, i == 0 ? beta : 1.0f, g[i].c, ldc);
@@ -53,7 +91,7 @@ void run_gemms(Device dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, in
   // Many groups, or small GEMMs: one GEMM per thread beats splitting each.
   // A handful of tiny GEMMs: not worth waking the threads.
   double work = (double)M * N * K;
-  bool across = dev == Device::CPU && nt > 1 && ng > 1 && work * ng >= 64.0 * 64 * 64 &&
+  bool across = nt > 1 && ng > 1 && work * ng >= 64.0 * 64 * 64 &&
                 (ng >= 4 * nt || work <= 96.0 * 96 * 96);
   if (!across) {
     for (const auto& g : groups) run_group(g);

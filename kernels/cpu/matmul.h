@@ -10,6 +10,11 @@
 // Also the bias of a linear layer, on Y[R, N] (R rows of N features):
 //   linear_bias_forward:  Y[r, :] += bias             (accumulates into Y)
 //   linear_bias_backward: dbias = sum_r dY[r, :]       (overwrites dbias)
+//
+// gemm_batched: `batch` independent products, matrix b of each operand at
+// X + b * stride_x (A's or B's stride may be 0 to share it; C's must not).
+// On the CPU a plain loop over gemm (autograd/ops_matmul.cpp threads batches
+// itself); on CUDA one launch for the whole batch.
 #pragma once
 #include <cstdint>
 
@@ -18,6 +23,10 @@ namespace cpu {
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                  int64_t ldc, int64_t stride_c, int64_t batch);
 
 // The readable reference: three loops, double accumulation.
 void gemm_naive(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

@@ -1,5 +1,13 @@
-// kernels/cuda/matmul.h - single-precision GEMM on row-major device matrices.
-// Same names and signatures as kernels/cpu/matmul.h (the contract is stated there).
+// kernels/cuda/matmul.h - single-precision GEMM on row-major device matrices,
+// and the bias of a linear layer. Same names and signatures as
+// kernels/cpu/matmul.h (the contract is stated there); pointers are device
+// pointers. Kernels run asynchronously on the default stream.
+//
+//   C[M, N] = alpha * op(A)[M, K] * op(B)[K, N] + beta * C
+//   beta = 0 overwrites C (even NaN); beta = 1 accumulates.
+//
+// gemm_batched: `batch` independent products, matrix b of each operand at
+// X + b * stride_x (a stride may be 0 to share an operand; C's must not).
 #pragma once
 #include <cstdint>
 
@@ -8,6 +16,13 @@ namespace cuda {
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                  int64_t ldc, int64_t stride_c, int64_t batch);
+
+void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
+void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
 
 }  // namespace cuda
 }  // namespace nala

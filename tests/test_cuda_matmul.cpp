@@ -1,0 +1,332 @@
+// tests/test_cuda_matmul.cpp - the GPU matrix products against the CPU:
+// cuda::gemm / gemm_batched against cpu::gemm (every transpose, alpha and
+// beta, beta = 0 over NaN, odd sizes, padded and misaligned operands, K = 0,
+// the 128-tile, 64-tile and split-K paths), the linear bias kernels, and the
+// matmul and linear ops forward and backward (plus run-to-run determinism).
+//
+// Letters: M, N, K as in kernels/cpu/matmul.h; R rows of a linear layer's
+// input, I in features, O out features; B a batch size.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/matmul.h"
+#include "tensor/device.h"
+#include "tests/helpers.h"
+#ifdef NALA_CUDA
+#include "kernels/cuda/matmul.h"
+#endif
+
+using namespace nala;
+using namespace nala::test;
+
+namespace {
+
+Tensor on_cuda(const Tensor& t, bool grad) {
+  Tensor d = t.to(Device::CUDA);
+  if (grad) d.set_requires_grad(true);
+  return d;
+}
+
+Tensor host(const Tensor& t) { return t.to(Device::CPU); }
+
+std::vector<float> rand_vec(int64_t n, Rng& rng) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = rng.uniform(-1.0f, 1.0f);
+  return v;
+}
+
+#ifdef NALA_CUDA
+// A host vector on the device (as a flat tensor) and back.
+Tensor dev_vec(const std::vector<float>& v) {
+  return Tensor::from_vector({(int64_t)v.size()}, v).to(Device::CUDA);
+}
+
+// cuda::gemm_batched vs cpu::gemm_batched on one geometry. Leading dims are
+// padded by `pad`; `off` shifts every base pointer by that many floats (off =
+// 1 breaks 16-byte alignment: the scalar load path); C's padding holds a
+// sentinel that must survive; nan_c fills C with NaN (for beta = 0).
+void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta, int64_t pad, Rng& rng,
+                bool nan_c = false, int64_t off = 0, int64_t batch = 1, bool share_b = false) {
+  int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+  int64_t sa = (ta ? K : M) * lda, sb = share_b ? 0 : (tb ? N : K) * ldb, sc = M * ldc;
+  std::vector<float> A = rand_vec(off + batch * sa, rng), B = rand_vec(off + (share_b ? 1 : batch) * (tb ? N : K) * ldb, rng);
+  std::vector<float> C = rand_vec(off + batch * sc, rng);
+  if (nan_c)
+    for (auto& x : C) x = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t b = 0; b < batch; b++)
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = N; j < ldc; j++) C[off + b * sc + i * ldc + j] = 777.0f;  // sentinel in C's padding
+  Tensor dA = dev_vec(A), dB = dev_vec(B), dC = dev_vec(C);
+  cpu::gemm_batched(ta, tb, M, N, K, alpha, A.data() + off, lda, sa, B.data() + off, ldb, sb, beta, C.data() + off,
+                    ldc, sc, batch);
+  if (batch == 1 && !share_b)
+    cuda::gemm(ta, tb, M, N, K, alpha, dA.f32() + off, lda, dB.f32() + off, ldb, beta, dC.f32() + off, ldc);
+  else
+    cuda::gemm_batched(ta, tb, M, N, K, alpha, dA.f32() + off, lda, sa, dB.f32() + off, ldb, sb, beta,
+                       dC.f32() + off, ldc, sc, batch);
+  INFO("ta " << ta << " tb " << tb << " M " << M << " N " << N << " K " << K << " alpha " << alpha << " beta "
+             << beta << " pad " << pad << " off " << off << " batch " << batch << " share_b " << share_b
+             << " nan_c " << nan_c);
+  std::vector<float> got = host(dC).to_vector();
+  // Compare the whole buffer: C's padding (and the shifted-off head) must match too.
+  if (nan_c) {  // NaN never passes REQUIRE_CLOSE: compare only the products, the padding by value
+    std::vector<float> g2, r2;
+    for (int64_t b = 0; b < batch; b++)
+      for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+          g2.push_back(got[off + b * sc + i * ldc + j]);
+          r2.push_back(C[off + b * sc + i * ldc + j]);
+        }
+    REQUIRE_CLOSE(g2, r2, 2e-5 * std::sqrt((double)K + 1), 1e-5);
+    for (int64_t b = 0; b < batch; b++)
+      for (int64_t i = 0; i < M; i++)
+        for (int64_t j = N; j < ldc; j++) REQUIRE(got[off + b * sc + i * ldc + j] == 777.0f);
+  } else {
+    REQUIRE_CLOSE(got, C, 2e-5 * std::sqrt((double)K + 1), 1e-5);
+  }
+}
+#endif
+
+// An op on CPU and on CUDA with the same inputs and upstream gradient:
+// forward output and every input gradient (inputs without grad are skipped).
+template <class F>
+void check_op(F f, const std::vector<Tensor>& in, const std::vector<bool>& grad, Rng& rng, double atol, double rtol) {
+  std::vector<Tensor> cin, din;
+  for (size_t i = 0; i < in.size(); i++) {
+    Tensor c = in[i].defined() ? in[i].clone() : Tensor();
+    if (c.defined() && grad[i]) c.set_requires_grad(true);
+    cin.push_back(c);
+    din.push_back(c.defined() ? on_cuda(c, grad[i]) : Tensor());
+  }
+  Tensor y = f(cin), yd = f(din);
+  REQUIRE(yd.device() == Device::CUDA);
+  INFO("forward, output " << y.desc());
+  REQUIRE_CLOSE(host(yd), y, atol, rtol);
+  Tensor g = randn(y.shape(), rng);
+  backward(y, g);
+  backward(yd, g.to(Device::CUDA));
+  for (size_t i = 0; i < in.size(); i++) {
+    if (!cin[i].defined() || !grad[i]) continue;
+    INFO("gradient of input " << i << " " << cin[i].desc());
+    REQUIRE(din[i].grad().defined());
+    REQUIRE(din[i].grad().device() == Device::CUDA);
+    REQUIRE_CLOSE(host(din[i].grad()), cin[i].grad(), atol, rtol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda: gemm matches cpu::gemm for every transpose, odd sizes and padded leading dims", "[cuda][matmul]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  Rng rng(101);
+  const int64_t sizes[][3] = {{1, 1, 1},     {7, 7, 7},     {33, 33, 33},  {129, 129, 129}, {257, 257, 257},
+                              {1000, 3, 17}, {3, 1000, 17}, {1, 257, 33},  {257, 1, 7},     {5, 33, 1},
+                              {13, 300, 65}, {31, 17, 129}, {64, 64, 16},  {128, 128, 8},   {130, 66, 9}};
+  for (auto& s : sizes)
+    for (int t = 0; t < 4; t++) {
+      check_gemm(t & 1, t & 2, s[0], s[1], s[2], 1.0f, 0.0f, 0, rng);
+      check_gemm(t & 1, t & 2, s[0], s[1], s[2], 1.0f, 0.0f, 3, rng);            // lda > width, no float4
+      check_gemm(t & 1, t & 2, s[0], s[1], s[2], 1.0f, 0.0f, 4, rng, false, 1);  // misaligned base pointers
+    }
+#endif
+}
+
+TEST_CASE("cuda: gemm alpha and beta, beta = 0 over NaN, K = 0", "[cuda][matmul]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  Rng rng(102);
+  const float ab[][2] = {{1.0f, 1.0f}, {0.5f, -2.0f}, {-1.5f, 0.0f}, {0.0f, 0.5f}, {0.0f, 0.0f}, {2.0f, 1.0f}};
+  for (auto& p : ab)
+    for (int t = 0; t < 4; t++) {
+      check_gemm(t & 1, t & 2, 37, 45, 70, p[0], p[1], 2, rng);
+      check_gemm(t & 1, t & 2, 3, 5, 4, p[0], p[1], 0, rng);
+      check_gemm(t & 1, t & 2, 40, 36, 3000, p[0], p[1], 4, rng);  // split-K applies alpha, beta once
+    }
+  for (int t = 0; t < 4; t++) {
+    check_gemm(t & 1, t & 2, 50, 70, 40, 1.0f, 0.0f, 3, rng, true);
+    check_gemm(t & 1, t & 2, 64, 128, 32, 1.0f, 0.0f, 0, rng, true);    // float4 epilogue
+    check_gemm(t & 1, t & 2, 40, 36, 3000, 1.0f, 0.0f, 0, rng, true);   // split-K
+    check_gemm(t & 1, t & 2, 6, 7, 0, 1.0f, 0.0f, 1, rng, true);        // K = 0: C = 0
+    check_gemm(t & 1, t & 2, 6, 7, 0, 1.0f, 0.5f, 1, rng);              // K = 0: C = beta C
+    check_gemm(t & 1, t & 2, 6, 7, 5, 0.0f, 0.0f, 1, rng, true);        // alpha = 0: C = 0
+  }
+  // M or N = 0: nothing to do, nothing launched.
+  check_gemm(false, false, 0, 5, 3, 1.0f, 0.0f, 0, rng, false, 1);
+  check_gemm(false, false, 5, 0, 3, 1.0f, 0.0f, 1, rng, false, 1);
+#endif
+}
+
+TEST_CASE("cuda: gemm large tiles and split-K", "[cuda][matmul]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  Rng rng(103);
+  for (int t = 0; t < 4; t++) {
+    // Enough 128 x 128 tiles to fill an H200 (132 SMs): the big-tile kernel, with ragged edges.
+    check_gemm(t & 1, t & 2, 2050, 1100, 37, 1.0f, 0.0f, 0, rng);
+    check_gemm(t & 1, t & 2, 2050, 1100, 37, 0.5f, 1.0f, 1, rng);
+    // A linear layer's weight gradient: small M, N, long K (split-K), K not a multiple of the slice.
+    check_gemm(t & 1, t & 2, 256, 64, 20011, 1.0f, 0.0f, 0, rng);
+    check_gemm(t & 1, t & 2, 33, 17, 5003, -1.0f, 0.5f, 3, rng);
+  }
+#endif
+}
+
+TEST_CASE("cuda: gemm_batched matches the CPU loop (strided, shared B, many batches)", "[cuda][matmul]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  Rng rng(104);
+  for (int t = 0; t < 4; t++) {
+    check_gemm(t & 1, t & 2, 49, 49, 32, 1.0f, 0.0f, 0, rng, false, 0, 7);
+    check_gemm(t & 1, t & 2, 33, 20, 9, 1.0f, 1.0f, 3, rng, false, 1, 5);
+    check_gemm(t & 1, t & 2, 33, 20, 9, 1.0f, 0.0f, 0, rng, true, 0, 5, true);  // B shared (stride 0)
+    check_gemm(t & 1, t & 2, 30, 20, 2100, 1.0f, 0.5f, 0, rng, false, 0, 3);    // batched split-K
+  }
+  // More batches than one launch's grid.z (65535).
+  check_gemm(false, true, 3, 2, 5, 1.0f, 0.0f, 0, rng, false, 0, 70000);
+#endif
+}
+
+TEST_CASE("cuda: linear bias kernels match the CPU", "[cuda][matmul]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  Rng rng(105);
+  for (int64_t R : {0, 1, 7, 300, 1000, 100003})
+    for (int64_t N : {1, 5, 64, 130}) {
+      INFO("R " << R << " N " << N);
+      std::vector<float> y = rand_vec(R * N, rng), bias = rand_vec(N, rng);
+      Tensor dy = dev_vec(R > 0 ? y : std::vector<float>{0.0f}), db = dev_vec(bias);
+      cpu::linear_bias_forward(y.data(), bias.data(), R, N);
+      if (R > 0) cuda::linear_bias_forward(dy.f32(), db.f32(), R, N);
+      if (R > 0) REQUIRE_CLOSE(host(dy).to_vector(), y, 1e-6, 1e-6);
+      // Column sums (dbias filled with NaN first: it must be overwritten).
+      std::vector<float> ref(N), nan(N, std::numeric_limits<float>::quiet_NaN());
+      cpu::linear_bias_backward(ref.data(), y.data(), R, N);
+      Tensor d1 = dev_vec(nan), d2 = dev_vec(nan);
+      cuda::linear_bias_backward(d1.f32(), dy.f32(), R, N);
+      cuda::linear_bias_backward(d2.f32(), dy.f32(), R, N);
+      std::vector<float> got = host(d1).to_vector();
+      REQUIRE_CLOSE(got, ref, 1e-5 * std::sqrt((double)R + 1), 1e-5);
+      REQUIRE(got == host(d2).to_vector());  // the same bits every run
+    }
+#endif
+}
+
+TEST_CASE("cuda: matmul batched, broadcast batch and every transpose", "[cuda][matmul]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(106);
+  const int64_t M = 37, K = 19, N = 45;
+  for (int t = 0; t < 4; t++) {
+    bool ta = t & 1, tb = t & 2;
+    auto f = [ta, tb](const std::vector<Tensor>& in) { return matmul(in[0], in[1], ta, tb); };
+    auto sa = [&](Shape batch) { batch.push_back(ta ? K : M), batch.push_back(ta ? M : K); return batch; };
+    auto sb = [&](Shape batch) { batch.push_back(tb ? N : K), batch.push_back(tb ? K : N); return batch; };
+    // Same batch on both sides (one strided-batched launch per product).
+    {
+      INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({3, 2})) << " b " << shape_str(sb({3, 2})));
+      check_op(f, {randn(sa({3, 2}), rng), randn(sb({3, 2}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+    }
+    // Broadcast batch: a [2, 1], b [3]; and a [2, 3], b [2, 1] (gradients summed over the broadcast).
+    {
+      INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({2, 1})) << " b " << shape_str(sb({3})));
+      check_op(f, {randn(sa({2, 1}), rng), randn(sb({3}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+    }
+    {
+      INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({2, 3})) << " b " << shape_str(sb({2, 1})));
+      check_op(f, {randn(sa({2, 3}), rng), randn(sb({2, 1}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+    }
+    // a 2-D and b batched: a's gradient summed over b's batch.
+    {
+      INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({})) << " b " << shape_str(sb({4})));
+      check_op(f, {randn(sa({}), rng), randn(sb({4}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+    }
+    // Shared 2-D b (folded into one GEMM when a is not transposed), and b with batch dims of 1.
+    {
+      INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({2, 3})) << " b " << shape_str(sb({})));
+      check_op(f, {randn(sa({2, 3}), rng), randn(sb({}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+    }
+    {
+      INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({5})) << " b " << shape_str(sb({1, 1})));
+      check_op(f, {randn(sa({5}), rng), randn(sb({1, 1}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+    }
+    // Only one input wanting a gradient.
+    {
+      INFO("trans_a " << ta << " trans_b " << tb << " only a / only b");
+      check_op(f, {randn(sa({3}), rng), randn(sb({3}), rng)}, {true, false}, rng, 1e-4, 1e-4);
+      check_op(f, {randn(sa({3}), rng), randn(sb({3}), rng)}, {false, true}, rng, 1e-4, 1e-4);
+    }
+  }
+  // Attention-like: many heads of small products; a long folded product whose b gradient splits K.
+  auto f = [](const std::vector<Tensor>& in) { return matmul(in[0], in[1], false, true); };
+  check_op(f, {randn({2, 4, 49, 32}, rng), randn({2, 4, 49, 32}, rng)}, {true, true}, rng, 1e-4, 1e-4);
+  auto g = [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); };
+  check_op(g, {randn({8, 1000, 24}, rng), randn({24, 40}, rng)}, {true, true}, rng, 2e-3, 1e-4);
+  // A non-contiguous input on the device.
+  Tensor xt = view::transpose(randn({K, M}, rng), 0, 1);
+  Tensor w = randn({K, N}, rng);
+  REQUIRE_CLOSE(host(matmul(xt.to(Device::CUDA), w.to(Device::CUDA))), matmul(xt, w), 1e-4, 1e-4);
+}
+
+TEST_CASE("cuda: linear with and without bias, 2-D and 3-D input", "[cuda][matmul]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(107);
+  auto fb = [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); };
+  auto fn = [](const std::vector<Tensor>& in) { return linear(in[0], in[1], Tensor()); };
+  struct Case {
+    Shape x;
+    int64_t O;
+  };
+  const Case cases[] = {{{2, 3, 5}, 7}, {{4, 3}, 2}, {{3, 37, 65}, 33}, {{1, 1}, 1}, {{2, 98, 64}, 256}};
+  for (const Case& c : cases) {
+    int64_t I = c.x.back();
+    INFO("x " << shape_str(c.x) << " O " << c.O);
+    check_op(fb, {randn(c.x, rng), randn({c.O, I}, rng), randn({c.O}, rng)}, {true, true, true}, rng, 2e-4, 1e-4);
+    check_op(fn, {randn(c.x, rng), randn({c.O, I}, rng)}, {true, true}, rng, 2e-4, 1e-4);
+    check_op(fb, {randn(c.x, rng), randn({c.O, I}, rng), randn({c.O}, rng)}, {false, true, true}, rng, 2e-4, 1e-4);
+    check_op(fb, {randn(c.x, rng), randn({c.O, I}, rng), randn({c.O}, rng)}, {true, false, false}, rng, 2e-4, 1e-4);
+  }
+  // Many rows: dW and dbias are long reductions (split-K, chunked column sums).
+  INFO("x [6000, 48] O 40");
+  check_op(fb, {randn({6000, 48}, rng), randn({40, 48}, rng), randn({40}, rng)}, {true, true, true}, rng, 3e-3, 1e-4);
+}
+
+TEST_CASE("cuda: linear backward gives the same bits every run", "[cuda][matmul]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(108);
+  Tensor x = randn({20000, 64}, rng), w = randn({96, 64}, rng), b = randn({96}, rng);
+  Tensor g = randn({20000, 96}, rng).to(Device::CUDA);
+  std::vector<std::vector<float>> dw, db;
+  for (int run = 0; run < 2; run++) {
+    Tensor xd = on_cuda(x, false), wd = on_cuda(w, true), bd = on_cuda(b, true);
+    backward(linear(xd, wd, bd), g);
+    dw.push_back(host(wd.grad()).to_vector());
+    db.push_back(host(bd.grad()).to_vector());
+  }
+  REQUIRE(dw[0] == dw[1]);
+  REQUIRE(db[0] == db[1]);
+}
