@@ -11,6 +11,12 @@ namespace nala {
 ArgParser::ArgParser(std::string command, std::string summary)
     : command_(std::move(command)), summary_(std::move(summary)) {}
 
+static ArgParser::Opt make_opt(const std::string& name, const std::string& help, ArgParser::Kind kind, void* dst) {
+  ArgParser::Opt o;
+  o.name = name, o.help = help, o.kind = kind, o.dst = dst;
+  return o;
+}
+
 void ArgParser::add_int(const std::string& n, int64_t* d, const std::string& h, int64_t lo, int64_t hi) {
   Opt o{n, h, INT, d};
   o.lo = (double)lo, o.hi = (double)hi;
@@ -22,7 +28,7 @@ void ArgParser::add_float(const std::string& n, float* d, const std::string& h, 
   opts_.push_back(o);
 }
 void ArgParser::add_string(const std::string& n, std::string* d, const std::string& h) {
-  opts_.push_back(Opt{n, h, STRING, d});
+  opts_.push_back(make_opt(n, h, STRING, d));
 }
 void ArgParser::add_choice(const std::string& n, std::string* d, const std::string& h,
                            const std::vector<std::string>& c) {
@@ -30,7 +36,7 @@ void ArgParser::add_choice(const std::string& n, std::string* d, const std::stri
   o.choices = c;
   opts_.push_back(o);
 }
-void ArgParser::add_flag(const std::string& n, bool* d, const std::string& h) { opts_.push_back(Opt{n, h, FLAG, d}); }
+void ArgParser::add_flag(const std::string& n, bool* d, const std::string& h) { opts_.push_back(make_opt(n, h, FLAG, d)); }
 void ArgParser::add_positional(std::vector<std::string>* d, const std::string& metavar, size_t min_count) {
   positional_ = d, metavar_ = metavar, min_positional_ = min_count;
 }

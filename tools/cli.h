@@ -30,19 +30,20 @@ class ArgParser {
   void parse(int argc, char** argv);  // argv[0] is the first argument after the subcommand
   bool given(const std::string& name) const;  // was --name on the command line?
   std::string usage() const;
-  // The usage text of the parser that parsed last (for main's error path).
-  static const std::string& last_usage();
 
- private:
   enum Kind { INT, FLOAT, STRING, CHOICE, FLAG };
   struct Opt {
     std::string name, help;
-    Kind kind;
-    void* dst;
+    Kind kind = FLAG;
+    void* dst = nullptr;
     double lo = 0, hi = 0;
     std::vector<std::string> choices;
     bool given = false;
   };
+  // The usage text of the parser that parsed last (for main's error path).
+  static const std::string& last_usage();
+
+ private:
   Opt* find(const std::string& name);
   void set(Opt& o, const std::string& value);
   std::string command_, summary_, metavar_;
