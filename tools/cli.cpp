@@ -18,12 +18,12 @@ static ArgParser::Opt make_opt(const std::string& name, const std::string& help,
 }
 
 void ArgParser::add_int(const std::string& n, int64_t* d, const std::string& h, int64_t lo, int64_t hi) {
-  Opt o{n, h, INT, d};
+  Opt o = make_opt(n, h, INT, d);
   o.lo = (double)lo, o.hi = (double)hi;
   opts_.push_back(o);
 }
 void ArgParser::add_float(const std::string& n, float* d, const std::string& h, double lo, double hi) {
-  Opt o{n, h, FLOAT, d};
+  Opt o = make_opt(n, h, FLOAT, d);
   o.lo = lo, o.hi = hi;
   opts_.push_back(o);
 }
@@ -32,7 +32,7 @@ void ArgParser::add_string(const std::string& n, std::string* d, const std::stri
 }
 void ArgParser::add_choice(const std::string& n, std::string* d, const std::string& h,
                            const std::vector<std::string>& c) {
-  Opt o{n, h, CHOICE, d};
+  Opt o = make_opt(n, h, CHOICE, d);
   o.choices = c;
   opts_.push_back(o);
 }
