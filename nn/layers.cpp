@@ -2,6 +2,8 @@
 // forward, each a thin call into autograd/ops.h.
 #include "nn/layers.h"
 
+#include "tensor/device.h"
+
 #include "autograd/ops.h"
 
 namespace nala {
@@ -45,7 +47,10 @@ BatchNorm::BatchNorm(int64_t C, float eps_, float momentum_)
 Tensor BatchNorm::forward(const Tensor& x) {
   bool tr = is_training();
   Tensor y = batchnorm(x, weight, bias, running_mean, running_var, tr, momentum, eps, dim);
-  if (tr) num_batches_tracked.i64()[0] += 1;
+  if (tr) {
+    if (num_batches_tracked.device() == Device::CPU) num_batches_tracked.i64()[0] += 1;
+    else device::increment_i64(num_batches_tracked.i64());  // no host round trip
+  }
   return y;
 }
 

@@ -165,15 +165,16 @@ static void copy_converting(Tensor& dst, const Tensor& src, const std::string& k
   bool ok = (dst.dtype() == DType::I64 && src.dtype() == DType::F32) ||
             (dst.dtype() == DType::F32 && src.dtype() == DType::I64);
   NALA_CHECK(ok, "load_state_dict: '", key, "' has dtype ", src.desc(), ", the module expects ", dst.desc());
-  NALA_CHECK(dst.is_contiguous(), "load_state_dict: '", key, "' target is not contiguous (", dst.desc(), ")");
-  int64_t n = dst.numel();
+  // Convert on the host, then copy to wherever dst lives.
+  Tensor host;
   if (dst.dtype() == DType::I64) {
     std::vector<float> v = src.to_vector();
-    for (int64_t i = 0; i < n; i++) dst.i64()[i] = (int64_t)v[i];
+    host = Tensor::from_vector_i64(dst.shape(), std::vector<int64_t>(v.begin(), v.end()));
   } else {
     std::vector<int64_t> v = src.to_vector_i64();
-    for (int64_t i = 0; i < n; i++) dst.f32()[i] = (float)v[i];
+    host = Tensor::from_vector(dst.shape(), std::vector<float>(v.begin(), v.end()));
   }
+  dst.copy_(host);
 }
 
 std::vector<std::string> Module::load_state_dict(const std::map<std::string, Tensor>& sd, bool strict) {

@@ -19,6 +19,8 @@ void fill(void* p, DType dtype, float v, int64_t n);
 // Copy a strided view into another strided view of the same shape on the GPU.
 void strided_copy(void* dst, const int64_t* dst_strides, const void* src, const int64_t* src_strides,
                   const int64_t* shape, int ndim, size_t elem_size);
+// *p += 1 for one int64 in CUDA memory (BatchNorm's num_batches_tracked).
+void increment_i64(int64_t* p);
 void synchronize();
 // Host memory that the GPU can copy from asynchronously (page-locked).
 void* alloc_pinned(size_t n);

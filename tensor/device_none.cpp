@@ -15,6 +15,7 @@ void fill(void*, DType, float, int64_t) { no_cuda("fill on cuda"); }
 void strided_copy(void*, const int64_t*, const void*, const int64_t*, const int64_t*, int, size_t) {
   no_cuda("strided copy on cuda");
 }
+void increment_i64(int64_t*) { no_cuda("increment on cuda"); }
 void synchronize() {}
 void* alloc_pinned(size_t) {
   no_cuda("pinned host memory");

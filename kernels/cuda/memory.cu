@@ -156,6 +156,15 @@ void strided_copy(void* dst, const int64_t* ds, const void* src, const int64_t* 
   CUDA_CHECK_LAUNCH("strided copy");
 }
 
+namespace {
+__global__ void increment_kernel(int64_t* p) { *p += 1; }
+}  // namespace
+
+void increment_i64(int64_t* p) {
+  increment_kernel<<<1, 1>>>(p);
+  CUDA_CHECK_LAUNCH("increment");
+}
+
 void synchronize() { CUDA_CHECK(cudaDeviceSynchronize(), "synchronize"); }
 
 void* alloc_pinned(size_t n) {
