@@ -4,8 +4,10 @@
 // cuda::kernel(args...). Both namespaces export the same names and
 // signatures (kernels/cpu/*.h, kernels/cuda/*.h). In a build without CUDA a
 // device tensor cannot exist (Storage refuses), and the CUDA branch fails
-// loudly with the kernel's name.
+// loudly with the kernel's name. Every call is timed when NALA_PROFILE=1
+// (autograd/profile.h).
 #pragma once
+#include "autograd/profile.h"
 #include "tensor/tensor.h"
 
 #ifdef NALA_CUDA
@@ -16,6 +18,7 @@
 
 #define NALA_DISPATCH(device, kernel, ...)                       \
   do {                                                           \
+    ::nala::ProfileScope _nala_prof(#kernel, (device));          \
     if ((device) == ::nala::Device::CPU)                         \
       ::nala::cpu::kernel(__VA_ARGS__);                          \
     else                                                         \

@@ -102,16 +102,21 @@ NalaAttention::NalaAttention(int64_t C_, int64_t heads_, bool use_nala_)
 
 Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W) {
   const int64_t B = x.size(0), N = H * W, d = C / heads;
-  Tensor t = qkvg->forward(reshape(x, {B, N, C}));  // (B, N, 4C)
-  std::vector<Tensor> parts = chunk(t, 4, -1);       // q, k, v, g: (B, N, C) views
-  Tensor lepe_out = lepe->forward(reshape(contiguous(parts[2]), {B, H, W, C}));
-  auto to_heads = [&](const Tensor& z) { return permute(reshape(contiguous(z), {B, N, heads, d}), {0, 2, 1, 3}); };
-  Tensor q = contiguous(to_heads(parts[0])), k = contiguous(to_heads(parts[1])),
-         v = contiguous(to_heads(parts[2]));
+  // qkvg is one Linear(C, 4C) (the checkpoint layout); applying its four row
+  // blocks as four products gives q, k, v, g contiguous, so no activation-sized
+  // split copies are made (the weight's gradient is assembled from the blocks).
+  Tensor xt = reshape(x, {B, N, C});
+  auto part = [&](int64_t i) {
+    return linear(xt, narrow(qkvg->weight, 0, i * C, C), narrow(qkvg->bias, 0, i * C, C));  // (B, N, C)
+  };
+  Tensor q = part(0), k = part(1), v = part(2), g = part(3);
+  Tensor lepe_out = lepe->forward(reshape(v, {B, H, W, C}));
+  auto to_heads = [&](const Tensor& z) { return contiguous(permute(reshape(z, {B, N, heads, d}), {0, 2, 1, 3})); };
+  q = to_heads(q), k = to_heads(k), v = to_heads(v);  // (B, h, N, d); no copy when h == 1
   Tensor o = use_nala ? nala_attention(q, k, v, H, W) : softmax_attention(q, k, v, H, W);  // (B, h, N, d)
   o = reshape(contiguous(permute(o, {0, 2, 1, 3})), {B, N, C});
   o = add(o, reshape(lepe_out, {B, N, C}));
-  o = mul(ln->forward(o), silu(parts[3]));
+  o = mul(ln->forward(o), silu(g));
   return reshape(out_proj->forward(o), {B, H, W, C});
 }
 
