@@ -21,10 +21,17 @@ for w in $what; do
       $B/nala_tests "[cuda]" 2>&1 | tee "$OUT/cuda_tests.log" | tail -60
       ;;
     sanitize)
-      compute-sanitizer --tool memcheck --leak-check full $B/nala_tests "[cuda]~[model]" >"$OUT/memcheck.log" 2>&1
+      compute-sanitizer --tool memcheck $B/nala_tests "[cuda]~[model]" >"$OUT/memcheck.log" 2>&1
       tail -3 "$OUT/memcheck.log"
-      compute-sanitizer --tool racecheck $B/nala_tests "[cuda][attention],[cuda][norm],[cuda][reduce]" >"$OUT/racecheck.log" 2>&1
+      compute-sanitizer --tool racecheck $B/nala_tests "[cuda]~[model]" >"$OUT/racecheck.log" 2>&1
       tail -3 "$OUT/racecheck.log"
+      ;;
+    benchmodels)
+      {
+        $B/bench/bench_pico --device cuda --model xt --img 224 --batch 128 --warmup 2 --iters 5
+        $B/bench/bench_pico --device cuda --model t --img 224 --batch 128 --warmup 2 --iters 5
+        python3 bench/torch_gpu.py --parts xt,t
+      } 2>&1 | tee "$OUT/bench_models.log"
       ;;
     bench)
       {
@@ -40,8 +47,8 @@ for w in $what; do
       ;;
     train)
       $B/nala train --device cuda --model pico --data fashion-mnist --data-dir "$FM" \
-        --epochs "${EPOCHS:-40}" --batch-size 256 --lr 2e-3 --min-lr 1e-5 --warmup-epochs 2 \
-        --weight-decay 0.05 --label-smoothing 0.1 --crop-pad 2 --hflip --erase 0.25 \
+        --epochs "${EPOCHS:-60}" --batch-size 256 --lr 2e-3 --min-lr 1e-5 --warmup-epochs 3 \
+        --weight-decay 0.05 --label-smoothing 0.1 --drop-path 0.05 --crop-pad 2 --hflip --erase 0.25 \
         --workers 8 --threads 8 --log-every 100 --out "$OUT/run" 2>&1 | tee "$OUT/train.log" | grep -E "^epoch|done"
       cp "$OUT/run/metrics.csv" "$OUT/metrics.csv" 2>/dev/null
       ;;
