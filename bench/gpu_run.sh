@@ -23,7 +23,7 @@ for w in $what; do
     sanitize)
       compute-sanitizer --tool memcheck $B/nala_tests "[cuda]~[model]" >"$OUT/memcheck.log" 2>&1
       tail -3 "$OUT/memcheck.log"
-      compute-sanitizer --tool racecheck $B/nala_tests "[cuda]~[model]" >"$OUT/racecheck.log" 2>&1
+      timeout "${RACECHECK_S:-900}" compute-sanitizer --tool racecheck $B/nala_tests "[cuda]~[model]" >"$OUT/racecheck.log" 2>&1
       tail -3 "$OUT/racecheck.log"
       ;;
     benchmodels)
@@ -49,8 +49,8 @@ for w in $what; do
       $B/nala train --device cuda --model pico --data fashion-mnist --data-dir "$FM" \
         --epochs "${EPOCHS:-60}" --batch-size 256 --lr 2e-3 --min-lr 1e-5 --warmup-epochs 3 \
         --weight-decay 0.05 --label-smoothing 0.1 --drop-path 0.05 --crop-pad 2 --hflip --erase 0.25 \
-        --workers 8 --threads 8 --log-every 100 --out "$OUT/run" 2>&1 | tee "$OUT/train.log" | grep -E "^epoch|done"
-      cp "$OUT/run/metrics.csv" "$OUT/metrics.csv" 2>/dev/null
+        --workers 8 --threads 8 --log-every 100 --out /tmp/nala-run 2>&1 | tee "$OUT/train.log" | grep -E "^epoch|done"
+      cp /tmp/nala-run/metrics.csv /tmp/nala-run/best.safetensors "$OUT/" 2>/dev/null
       ;;
   esac
 done
