@@ -11,27 +11,54 @@
 
 namespace nala {
 
-Image decode_image(const std::string& path, int channels) {
-  NALA_CHECK(channels == 1 || channels == 3, "image ", path, ": channels must be 1 or 3, got ", channels);
+namespace {
+// Whole file into memory; errors name the path.
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");
   NALA_CHECK(f, "image ", path, ": cannot open: ", std::strerror(errno));
+  std::vector<uint8_t> b;
+  uint8_t buf[1 << 16];
+  size_t r;
+  while ((r = std::fread(buf, 1, sizeof buf, f)) > 0) b.insert(b.end(), buf, buf + r);
+  bool err = std::ferror(f);
+  std::fclose(f);
+  NALA_CHECK(!err, "image ", path, ": read error");
+  return b;
+}
+}  // namespace
+
+Image decode_image(const std::string& path, int channels) {
+  NALA_CHECK(channels == 1 || channels == 3, "image ", path, ": channels must be 1 or 3, got ", channels);
+  std::vector<uint8_t> bytes = read_file_bytes(path);
+  return decode_image_bytes(bytes.data(), bytes.size(), channels, path);
+}
+
+Image decode_image_bytes(const uint8_t* data, size_t size, int channels, const std::string& name) {
+  NALA_CHECK(channels == 1 || channels == 3, "image ", name, ": channels must be 1 or 3, got ", channels);
+  NALA_CHECK(size > 0, "image ", name, ": empty file");
+  NALA_CHECK(size <= (size_t)INT32_MAX, "image ", name, ": file of ", size, " bytes is too large");
+  const int len = (int)size;
   Image img;
   int w = 0, h = 0, n = 0;
+  // The header's size first: a few bytes can claim a huge image, and stb
+  // would allocate (and for some formats fill) all of it.
+  NALA_CHECK(stbi_info_from_memory(data, len, &w, &h, &n), "image ", name, ": cannot decode: ",
+             stbi_failure_reason());
+  NALA_CHECK(w > 0 && h > 0 && (int64_t)w * h <= kMaxImagePixels, "image ", name, ": ", w, "x", h,
+             " pixels is more than the limit of ", kMaxImagePixels, " (corrupt file?)");
   img.c = channels;
-  if (stbi_is_16_bit_from_file(f)) {
+  if (stbi_is_16_bit_from_memory(data, len)) {
     // Our own rounding to 8 bits (stb would truncate with >> 8).
-    stbi_us* p = stbi_load_from_file_16(f, &w, &h, &n, channels);
-    std::fclose(f);
-    NALA_CHECK(p, "image ", path, ": cannot decode: ", stbi_failure_reason());
+    stbi_us* p = stbi_load_16_from_memory(data, len, &w, &h, &n, channels);
+    NALA_CHECK(p, "image ", name, ": cannot decode: ", stbi_failure_reason());
     img.h = h, img.w = w;
     img.pixels.resize((size_t)w * h * channels);
     for (size_t k = 0; k < img.pixels.size(); k++) img.pixels[k] = (uint8_t)((p[k] * 255u + 32767u) / 65535u);
     stbi_image_free(p);
     return img;
   }
-  stbi_uc* p = stbi_load_from_file(f, &w, &h, &n, channels);
-  std::fclose(f);
-  NALA_CHECK(p, "image ", path, ": cannot decode: ", stbi_failure_reason());
+  stbi_uc* p = stbi_load_from_memory(data, len, &w, &h, &n, channels);
+  NALA_CHECK(p, "image ", name, ": cannot decode: ", stbi_failure_reason());
   img.h = h, img.w = w;
   img.pixels.assign(p, p + (size_t)w * h * channels);
   stbi_image_free(p);

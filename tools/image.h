@@ -21,6 +21,10 @@ struct Image {
 
 // Decode a file to `channels` channels (1 = grey, 3 = RGB).
 Image decode_image(const std::string& path, int channels);
+// The same from a file's bytes in memory; `name` is used in error messages.
+// Images of more than kMaxImagePixels pixels are refused before decoding.
+Image decode_image_bytes(const uint8_t* data, size_t size, int channels, const std::string& name);
+constexpr int64_t kMaxImagePixels = (int64_t)1 << 26;  // 8192 x 8192
 // Resize to h x w with stb's default filters (Catmull-Rom up, Mitchell down).
 Image resize_image(const Image& img, int h, int w);
 // decode_image + resize to size x size (no resize when already that size).
