@@ -12,6 +12,66 @@
 namespace nala {
 
 namespace {
+
+// stb_image 2.27 (Debian's libstb-dev 0.0~git20220908) builds a JPEG
+// Huffman table without checking that its code counts add up to at most
+// 256, and then writes up to 4080 bytes past the table, inside its decoder
+// struct (found by tests/fuzz/fuzz_image under UBSan; ASan cannot see an
+// overflow within one allocation, and the struct ends with function
+// pointers). stb 2.28 refuses such a table. Until the system copy has that
+// fix, every DHT segment stb could read is checked here first, emulating
+// stb's reads (zeros past the end of the buffer).
+//
+// Before the first scan, stb walks segment by segment (junk skipped up to an
+// 0xFF, fill bytes skipped, lengths followed), and so does this. After it,
+// stb may pick up a marker after any 0xFF in the scan data, so every FF C4
+// there is checked; in a valid file 0xFF inside scan data is always
+// followed by 00 or a restart marker, so no valid file is refused.
+bool jpeg_has_oversized_huffman_table(const uint8_t* p, size_t n) {
+  auto at = [&](size_t i) -> unsigned { return i < n ? p[i] : 0u; };
+  auto bad_dht = [&](size_t i) {  // i: just after the C4 byte
+    long L = (long)(at(i) << 8 | at(i + 1)) - 2;
+    i += 2;
+    while (L > 0 && i < n) {
+      unsigned q = at(i++);
+      if ((q >> 4) > 1 || (q & 15) > 3) return false;  // stb stops: "bad DHT header"
+      unsigned codes = 0;
+      for (int k = 0; k < 16; k++) codes += at(i++);
+      if (codes > 256) return true;
+      i += codes;
+      L -= 17 + (long)codes;
+    }
+    return false;  // past the end stb reads empty tables: harmless
+  };
+  if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return false;
+  size_t i = 2;
+  for (;;) {  // segments before the first scan
+    while (i < n && p[i] != 0xFF) i++;
+    while (i < n && p[i] == 0xFF) i++;
+    if (i >= n) return false;
+    const unsigned m = p[i++];
+    if (m == 0xC4 && bad_dht(i)) return true;
+    if (m == 0xDA) break;
+    const bool has_length = m == 0xC0 || m == 0xC1 || m == 0xC2 || m == 0xC4 || m == 0xDB || m == 0xDC ||
+                            m == 0xDD || (m >= 0xE0 && m <= 0xEF) || m == 0xFE;
+    if (!has_length) return false;  // EOI, or a marker stb refuses
+    i += at(i) << 8 | at(i + 1);
+  }
+  for (; i + 1 < n; i++)
+    if (p[i] == 0xFF && p[i + 1] == 0xC4 && bad_dht(i + 2)) return true;
+  return false;
+}
+
+// The formats the datasets document; stb's other decoders (GIF, PSD, PIC,
+// TGA, HDR, PNM) are never reached.
+const char* image_format(const uint8_t* p, size_t n) {
+  static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (n >= 8 && std::memcmp(p, png_sig, 8) == 0) return "PNG";
+  if (n >= 2 && p[0] == 0xFF && p[1] == 0xD8) return "JPEG";
+  if (n >= 2 && p[0] == 'B' && p[1] == 'M') return "BMP";
+  return nullptr;
+}
+
 // Whole file into memory; errors name the path.
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");
@@ -38,6 +98,10 @@ Image decode_image_bytes(const uint8_t* data, size_t size, int channels, const s
   NALA_CHECK(size > 0, "image ", name, ": empty file");
   NALA_CHECK(size <= (size_t)INT32_MAX, "image ", name, ": file of ", size, " bytes is too large");
   const int len = (int)size;
+  const char* format = image_format(data, size);
+  NALA_CHECK(format, "image ", name, ": cannot decode: not a PNG, JPEG or BMP file");
+  NALA_CHECK(std::strcmp(format, "JPEG") != 0 || !jpeg_has_oversized_huffman_table(data, size), "image ", name,
+             ": cannot decode: corrupt JPEG (a Huffman table with more than 256 codes)");
   Image img;
   int w = 0, h = 0, n = 0;
   // The header's size first: a few bytes can claim a huge image, and stb
