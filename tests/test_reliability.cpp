@@ -223,6 +223,20 @@ TEST_CASE("reliability: image decoding guards found by fuzzing", "[reliability]"
   std::string gif = "GIF89a\x01\x00\x01\x00\x00\x00\x00;";
   REQUIRE_THROWS_WITH(decode_image_bytes((const uint8_t*)gif.data(), gif.size(), 1, "a.gif"),
                       Catch::Contains("a.gif: cannot decode: not a PNG, JPEG or BMP file"));
+  // A BMP header that claims 1048581 x 28 pixels in 60 bytes (stb fills the rest with zeros),
+  // and a real BMP cut short.
+  Bytes bmp = read_bytes(kSourceDir + "fuzz/regressions/image/bmp_header_claims_1048581_columns");
+  REQUIRE_THROWS_WITH(decode_image_bytes(bmp.data() + 1, bmp.size() - 1, 3, "wide.bmp"),
+                      Catch::Contains("wide.bmp: cannot decode: truncated BMP (1048581x28 pixels of 24 bits"));
+  {
+    TempDir t;
+    std::vector<uint8_t> px(7 * 5 * 3, 100);
+    REQUIRE(stbi_write_bmp((t.path + "/a.bmp").c_str(), 7, 5, 3, px.data()));
+    Bytes b = read_bytes(t.path + "/a.bmp");
+    REQUIRE(decode_image_bytes(b.data(), b.size(), 3, "a.bmp").pixels == px);
+    b.resize(b.size() - 10);
+    REQUIRE_THROWS_WITH(decode_image_bytes(b.data(), b.size(), 3, "a.bmp"), Catch::Contains("truncated BMP"));
+  }
   // A header that claims 20000 x 20000 pixels in a few bytes.
   Bytes huge = png(1, 1, 0, 8, 1, 0);
   for (int k = 0; k < 8; k++) huge[16 + k] = (uint8_t)((k % 4 == 2 ? 20000 >> 8 : k % 4 == 3 ? 20000 & 255 : 0));
@@ -253,6 +267,14 @@ TEST_CASE("reliability: a NaN loss stops training naming the step; --skip-nonfin
   require_clean_checkpoint(t.path + "/stop/checkpoint.safetensors");
   require_clean_checkpoint(t.path + "/stop/best.safetensors");
 
+  // Before the first checkpoint the message says so.
+  args = small_run(t.path + "/early", 2);
+  args.insert(args.end(), {"--debug-nan-at", "2"});
+  r = run_cmd(cmd_train, args);
+  REQUIRE(r.code == 1);
+  REQUIRE(r.out.find("at step 2 (epoch 1); stopping without saving. No checkpoint was written yet") !=
+          std::string::npos);
+
   args = small_run(t.path + "/skip", 2);
   args.insert(args.end(), {"--debug-nan-at", "10", "--skip-nonfinite"});
   Result s = run_cmd(cmd_train, args);
@@ -269,6 +291,36 @@ TEST_CASE("reliability: a NaN loss stops training naming the step; --skip-nonfin
   REQUIRE(run_cmd(cmd_train, {"--debug-nan-at", "-1"}).code == 2);
   REQUIRE(run_cmd(cmd_train, {"--help"}).code == 2);  // main() prints the usage for an empty UsageError
   REQUIRE(ArgParser::last_usage().find("--debug-nan-at N") != std::string::npos);
+}
+
+TEST_CASE("reliability: --resume after a kill that tore metrics.csv and left a temporary file", "[reliability]") {
+  if (!have_fashion_mnist()) {
+    WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped");
+    return;
+  }
+  TempDir t;
+  const std::string out = t.path + "/run";
+  auto args = small_run(out, 2);
+  args.insert(args.end(), {"--max-steps", "8"});  // stops after epoch 1
+  REQUIRE(run_cmd(cmd_train, args).code == 0);
+  // What a kill while appending epoch 2's row (or epoch 12's: "1" of "12") and
+  // while saving a checkpoint (pid 2^22 + 1 is above Linux's pid_max: never alive) leaves.
+  { std::ofstream(out + "/metrics.csv", std::ios::app) << "2,16,0.000\n1"; }
+  write_bytes(out + "/checkpoint.safetensors.tmp.4194305", Bytes(100, 0));
+  auto resume = small_run(out, 2);
+  resume.erase(resume.end() - 2, resume.end());
+  resume.insert(resume.end(), {"--resume", out});
+  Result r = run_cmd(cmd_train, resume);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  REQUIRE(r.out.find("removed " + out + "/checkpoint.safetensors.tmp.4194305") != std::string::npos);
+  REQUIRE(!fs::exists(out + "/checkpoint.safetensors.tmp.4194305"));
+  std::ifstream csv(out + "/metrics.csv");
+  std::vector<std::string> rows;
+  for (std::string line; std::getline(csv, line);) rows.push_back(line);
+  REQUIRE(rows.size() == 3);
+  REQUIRE(rows[1].rfind("1,8,", 0) == 0);
+  REQUIRE(rows[2].rfind("2,16,", 0) == 0);
 }
 
 // ---------------------------------------------------------------- command line and inputs

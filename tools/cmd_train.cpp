@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -109,14 +110,19 @@ void remove_stale_temp_files(const std::string& dir) {
   }
 }
 
-// Keep the CSV rows of completed epochs <= `epochs` (a resumed run rewrites the rest).
+// Keep the CSV rows of completed epochs <= `epochs` (a resumed run rewrites
+// the rest). A row cut short by a kill (fewer than the header's fields) goes too.
 void trim_metrics(const std::string& path, int64_t epochs) {
   std::ifstream in(path);
   if (!in) return;
   std::vector<std::string> keep;
   std::string line;
-  for (int64_t row = 0; std::getline(in, line); row++)
-    if (row == 0 || std::atoll(line.c_str()) <= epochs) keep.push_back(line);
+  size_t fields = 0;
+  for (int64_t row = 0; std::getline(in, line); row++) {
+    size_t f = std::count(line.begin(), line.end(), ',') + 1;
+    if (row == 0) fields = f;
+    if (row == 0 || (f == fields && std::atoll(line.c_str()) <= epochs)) keep.push_back(line);
+  }
   in.close();
   // Rewritten through a temporary file: a kill here must not lose the rows.
   std::string tmp = path + ".tmp." + std::to_string((long)getpid());
@@ -304,8 +310,9 @@ int cmd_train(int argc, char** argv) {
           if (!std::isfinite(total) && std::isfinite(lv) && std::isfinite(gnorm))
             where = "between steps " + std::to_string(last_checked) + " and " + std::to_string(step);
           if (!a.skip_nonfinite)
-            NALA_FAIL("non-finite ", what, " ", where, " (epoch ", epoch + 1,
-                      "); stopping without saving. The last good checkpoint is ", ckpt,
+            NALA_FAIL("non-finite ", what, " ", where, " (epoch ", epoch + 1, "); stopping without saving. ",
+                      access(ckpt.c_str(), F_OK) == 0 ? "The last good checkpoint is " + ckpt
+                                                      : "No checkpoint was written yet",
                       ". Lower --lr, set --clip-grad, or pass --skip-nonfinite.");
           std::fprintf(stderr, "\nnala: non-finite %s at step %lld: step skipped\n", what.c_str(), (long long)step);
           opt->zero_grad();

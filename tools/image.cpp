@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "stb/stb_image.h"
@@ -72,6 +73,28 @@ const char* image_format(const uint8_t* p, size_t n) {
   return nullptr;
 }
 
+// stb reads zeros past the end of a BMP's pixel rows, so a header of a few
+// dozen bytes can stand for millions of (black) pixels: a truncated file
+// loads silently, and a tiny one costs seconds and megabytes (found by
+// tests/fuzz/fuzz_image: 1048581 x 28 pixels from 60 bytes). A BMP must hold
+// the rows its header declares (palette not counted, so never too strict).
+void check_bmp_size(const uint8_t* p, size_t n, const std::string& name) {
+  auto u16 = [&](size_t i) -> uint32_t { return i + 1 < n ? (uint32_t)p[i] | (uint32_t)p[i + 1] << 8 : 0u; };
+  auto u32 = [&](size_t i) -> uint32_t { return u16(i) | u16(i + 2) << 16; };
+  const uint32_t hsz = u32(14);
+  int64_t w, h;
+  uint32_t bpp;
+  if (hsz == 12) {
+    w = u16(18), h = u16(20), bpp = u16(24);
+  } else {
+    w = (int32_t)u32(18), h = std::llabs((int64_t)(int32_t)u32(22)), bpp = u16(28);
+  }
+  if (w <= 0 || h <= 0 || bpp == 0 || bpp > 32 || hsz > 124) return;  // stb refuses these itself
+  const uint64_t need = 14 + hsz + ((uint64_t)w * bpp + 31) / 32 * 4 * (uint64_t)h;
+  NALA_CHECK(n >= need, "image ", name, ": cannot decode: truncated BMP (", w, "x", h, " pixels of ", bpp,
+             " bits need ", need, " bytes, the file has ", n, ")");
+}
+
 // Whole file into memory; errors name the path.
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");
@@ -102,6 +125,7 @@ Image decode_image_bytes(const uint8_t* data, size_t size, int channels, const s
   NALA_CHECK(format, "image ", name, ": cannot decode: not a PNG, JPEG or BMP file");
   NALA_CHECK(std::strcmp(format, "JPEG") != 0 || !jpeg_has_oversized_huffman_table(data, size), "image ", name,
              ": cannot decode: corrupt JPEG (a Huffman table with more than 256 codes)");
+  if (std::strcmp(format, "BMP") == 0) check_bmp_size(data, size, name);
   Image img;
   int w = 0, h = 0, n = 0;
   // The header's size first: a few bytes can claim a huge image, and stb
