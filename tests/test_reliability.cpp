@@ -119,9 +119,10 @@ void require_clean_checkpoint(const std::string& path) {
   }
 }
 
-// Training arguments on Fashion-MNIST: 256 images in batches of 32 (8 steps per epoch).
+// Training arguments on Fashion-MNIST: 32 images in batches of 8 (4 steps per
+// epoch), small enough for the sanitizer build.
 std::vector<std::string> small_run(const std::string& out, int epochs) {
-  return {"--model", "pico", "--subset", "256", "--eval-subset", "64", "--batch-size", "32", "--epochs",
+  return {"--model", "pico", "--subset", "32", "--eval-subset", "16", "--batch-size", "8", "--epochs",
           std::to_string(epochs), "--threads", "2", "--seed", "1", "--log-every", "100", "--out", out};
 }
 
@@ -219,6 +220,13 @@ TEST_CASE("reliability: image decoding guards found by fuzzing", "[reliability]"
   for (int k = 0; k < 16; k++) late.push_back(k < 2 ? 200 : 0);
   REQUIRE_THROWS_WITH(decode_image_bytes(late.data(), late.size(), 3, "late.jpg"),
                       Catch::Contains("more than 256 codes"));
+  // A legal zero-length IDAT chunk first (stb would memcpy from NULL): dropped, the image decodes.
+  Bytes grey = png(3, 2, 0, 8, 1, 123);
+  Bytes empty_idat = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xAF, 0x06, 0x1E};
+  grey.insert(grey.begin() + 33, empty_idat.begin(), empty_idat.end());
+  REQUIRE(decode_image_bytes(grey.data(), grey.size(), 1, "g.png").pixels == std::vector<uint8_t>(6, 123));
+  Bytes fuzzed = read_bytes(kSourceDir + "fuzz/regressions/image/png_zero_length_idat");
+  fuzz::image(fuzzed.data(), fuzzed.size());  // under SANITIZE=1, UBSan stopped here
   // Formats the datasets do not document never reach stb.
   std::string gif = "GIF89a\x01\x00\x01\x00\x00\x00\x00;";
   REQUIRE_THROWS_WITH(decode_image_bytes((const uint8_t*)gif.data(), gif.size(), 1, "a.gif"),
@@ -252,18 +260,18 @@ TEST_CASE("reliability: a NaN loss stops training naming the step; --skip-nonfin
     return;
   }
   TempDir t;
-  // Step 10 is the third step of epoch 2; epoch 1 (steps 0..7) was checkpointed.
+  // Step 5 is the second step of epoch 2; epoch 1 (steps 0..3) was checkpointed.
   auto args = small_run(t.path + "/stop", 2);
-  args.insert(args.end(), {"--debug-nan-at", "10"});
+  args.insert(args.end(), {"--debug-nan-at", "5"});
   Result r = run_cmd(cmd_train, args);
   INFO(r.out);
   REQUIRE(r.code == 1);
   REQUIRE(r.out.find("non-finite") != std::string::npos);
-  REQUIRE(r.out.find("at step 10 (epoch 2)") != std::string::npos);
+  REQUIRE(r.out.find("at step 5 (epoch 2)") != std::string::npos);
   REQUIRE(r.out.find("last good checkpoint is " + t.path + "/stop/checkpoint.safetensors") != std::string::npos);
   SafeTensors ck = load_safetensors(t.path + "/stop/checkpoint.safetensors");
   REQUIRE(ck.metadata.at("nala.epoch") == "1");
-  REQUIRE(ck.metadata.at("nala.step") == "8");
+  REQUIRE(ck.metadata.at("nala.step") == "4");
   require_clean_checkpoint(t.path + "/stop/checkpoint.safetensors");
   require_clean_checkpoint(t.path + "/stop/best.safetensors");
 
@@ -276,15 +284,15 @@ TEST_CASE("reliability: a NaN loss stops training naming the step; --skip-nonfin
           std::string::npos);
 
   args = small_run(t.path + "/skip", 2);
-  args.insert(args.end(), {"--debug-nan-at", "10", "--skip-nonfinite"});
+  args.insert(args.end(), {"--debug-nan-at", "5", "--skip-nonfinite"});
   Result s = run_cmd(cmd_train, args);
   INFO(s.out);
   REQUIRE(s.code == 0);
-  REQUIRE(s.out.find("non-finite gradient norm at step 10: step skipped") != std::string::npos);
+  REQUIRE(s.out.find("non-finite gradient norm at step 5: step skipped") != std::string::npos);
   REQUIRE(s.out.find("skipped 1 step with non-finite values") != std::string::npos);
   SafeTensors sk = load_safetensors(t.path + "/skip/checkpoint.safetensors");
   REQUIRE(sk.metadata.at("nala.epoch") == "2");
-  REQUIRE(sk.metadata.at("nala.step") == "16");  // the skipped step still counts
+  REQUIRE(sk.metadata.at("nala.step") == "8");  // the skipped step still counts
   require_clean_checkpoint(t.path + "/skip/checkpoint.safetensors");
 
   // The aid is a checked option like any other.
@@ -301,11 +309,11 @@ TEST_CASE("reliability: --resume after a kill that tore metrics.csv and left a t
   TempDir t;
   const std::string out = t.path + "/run";
   auto args = small_run(out, 2);
-  args.insert(args.end(), {"--max-steps", "8"});  // stops after epoch 1
+  args.insert(args.end(), {"--max-steps", "4"});  // stops after epoch 1
   REQUIRE(run_cmd(cmd_train, args).code == 0);
   // What a kill while appending epoch 2's row (or epoch 12's: "1" of "12") and
   // while saving a checkpoint (pid 2^22 + 1 is above Linux's pid_max: never alive) leaves.
-  { std::ofstream(out + "/metrics.csv", std::ios::app) << "2,16,0.000\n1"; }
+  { std::ofstream(out + "/metrics.csv", std::ios::app) << "2,8,0.000\n1"; }
   write_bytes(out + "/checkpoint.safetensors.tmp.4194305", Bytes(100, 0));
   auto resume = small_run(out, 2);
   resume.erase(resume.end() - 2, resume.end());
@@ -319,8 +327,27 @@ TEST_CASE("reliability: --resume after a kill that tore metrics.csv and left a t
   std::vector<std::string> rows;
   for (std::string line; std::getline(csv, line);) rows.push_back(line);
   REQUIRE(rows.size() == 3);
-  REQUIRE(rows[1].rfind("1,8,", 0) == 0);
-  REQUIRE(rows[2].rfind("2,16,", 0) == 0);
+  REQUIRE(rows[1].rfind("1,4,", 0) == 0);
+  REQUIRE(rows[2].rfind("2,8,", 0) == 0);
+}
+
+TEST_CASE("reliability: evaluate's limit is exact, whatever the batch size", "[reliability]") {
+  // --eval-subset N used to evaluate whole batches of max(batch, 256) images.
+  Dataset ds;
+  ds.name = "tiny";
+  ds.n = 40, ds.h = ds.w = 8, ds.c = 1;
+  ds.classes = {"a", "b", "c"};
+  for (int64_t i = 0; i < ds.n * 64; i++) ds.images.push_back((uint8_t)(i * 37 % 251));
+  for (int64_t i = 0; i < ds.n; i++) ds.labels.push_back(i % 3);
+  NalaFormer model(nalaformer_config("pico", 1, 3));
+  Rng rng(3);
+  model.init_weights(rng);
+  EvalResult a = evaluate(model, ds, 32, 13), b = evaluate(model, ds, 5, 13), all = evaluate(model, ds, 32, 0);
+  REQUIRE(a.n == 13);
+  REQUIRE(b.n == 13);
+  REQUIRE(all.n == 40);
+  REQUIRE(a.loss == Approx(b.loss).epsilon(1e-5));
+  REQUIRE(a.top1 == b.top1);
 }
 
 // ---------------------------------------------------------------- command line and inputs

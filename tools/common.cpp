@@ -175,7 +175,7 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   EvalResult r;
   r.confusion.assign(K, std::vector<int64_t>(K, 0));
   LoaderOptions lo;
-  lo.batch_size = batch_size;
+  lo.batch_size = limit ? std::min(batch_size, limit) : batch_size;
   lo.shuffle = false;
   BatchLoader loader(ds, lo);
   Rng unused(0);
@@ -185,6 +185,11 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   int64_t top1 = 0, top5 = 0;
   const Device dev = module_device(model);
   while (loader.next(b)) {
+    if (limit && r.n + b.images.size(0) > limit) {  // exactly `limit` images
+      const int64_t keep = limit - r.n;
+      b.images = view::contiguous(view::narrow(b.images, 0, 0, keep));
+      b.labels = view::contiguous(view::narrow(b.labels, 0, 0, keep));
+    }
     Tensor logits = model.forward(b.images.to(dev));
     int64_t B = logits.size(0);
     loss_sum += (double)cross_entropy(logits, b.labels.to(dev)).item() * B;

@@ -95,6 +95,31 @@ void check_bmp_size(const uint8_t* p, size_t n, const std::string& name) {
              " bits need ", need, " bytes, the file has ", n, ")");
 }
 
+// stb's PNG reader copies a zero-length first IDAT chunk with
+// memcpy(NULL, p, 0): nothing is copied, but it is undefined behaviour, and
+// the sanitizer build stops on it (found by tests/fuzz/fuzz_image). Such
+// chunks are legal and carry nothing, so they are dropped before stb reads
+// the file; `out` stays empty when there is none.
+void drop_empty_idat(const uint8_t* p, size_t n, std::vector<uint8_t>& out) {
+  auto be32 = [&](size_t i) {
+    return (uint64_t)p[i] << 24 | (uint64_t)p[i + 1] << 16 | (uint64_t)p[i + 2] << 8 | p[i + 3];
+  };
+  std::vector<size_t> empty;
+  for (size_t pos = 8; pos + 12 <= n;) {
+    const uint64_t len = be32(pos);
+    if (len == 0 && std::memcmp(p + pos + 4, "IDAT", 4) == 0) empty.push_back(pos);
+    if (len > n - pos - 12) break;
+    pos += 12 + (size_t)len;
+  }
+  if (empty.empty()) return;
+  size_t from = 0;
+  for (size_t at : empty) {
+    out.insert(out.end(), p + from, p + at);
+    from = at + 12;
+  }
+  out.insert(out.end(), p + from, p + n);
+}
+
 // Whole file into memory; errors name the path.
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");
@@ -126,6 +151,9 @@ Image decode_image_bytes(const uint8_t* data, size_t size, int channels, const s
   NALA_CHECK(std::strcmp(format, "JPEG") != 0 || !jpeg_has_oversized_huffman_table(data, size), "image ", name,
              ": cannot decode: corrupt JPEG (a Huffman table with more than 256 codes)");
   if (std::strcmp(format, "BMP") == 0) check_bmp_size(data, size, name);
+  std::vector<uint8_t> cleaned;
+  if (std::strcmp(format, "PNG") == 0) drop_empty_idat(data, size, cleaned);
+  if (!cleaned.empty()) return decode_image_bytes(cleaned.data(), cleaned.size(), channels, name);
   Image img;
   int w = 0, h = 0, n = 0;
   // The header's size first: a few bytes can claim a huge image, and stb

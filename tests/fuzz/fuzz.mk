@@ -27,15 +27,9 @@ FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.cpp=$(FUZZ_BUILD)/obj/%.o)
 .PHONY: fuzz
 fuzz: $(FUZZ_BINS)
 
-# stb_image's PNG reader copies a zero-length IDAT chunk with memcpy(NULL, p, 0)
-# (UBSan: "null pointer passed as argument 1"). Harmless - nothing is copied -
-# and the chunk is legal, so only that check is off for stb; a real NULL
-# dereference would still stop the fuzzer as a SEGV.
-$(FUZZ_BUILD)/obj/tools/stb_impl.o: FUZZ_FILE_FLAGS := -fno-sanitize=nonnull-attribute
-
 $(FUZZ_BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(@D)
-	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUZZ_FILE_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
 $(FUZZ_BUILD)/libnala_fuzz.a: $(FUZZ_LIB_OBJ)
 	ar rcs $@ $^
