@@ -158,3 +158,4 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+-include tests/fuzz/fuzz.mk

@@ -13,10 +13,15 @@
 // count the result is bit-identical to a run that was never interrupted:
 // every epoch's data order and augmentation come from (seed, epoch), and the
 // drop-path RNG state is saved.
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -44,6 +49,7 @@ struct TrainArgs {
   std::string out, resume;
   int64_t subset = 0, eval_subset = 0, max_steps = 0, log_every = 50;
   bool skip_nonfinite = false;
+  int64_t debug_nan_at = -1;
   std::string device = "cpu";
   int64_t seed_epoch_hash(int64_t epoch) const { return seed * 1000003 + epoch; }
   // The arguments that must not change across --resume (they shape the run).
@@ -88,17 +94,44 @@ std::array<uint64_t, 4> rng_from_string(const std::string& str, const std::strin
   return s;
 }
 
-// Keep the CSV rows of completed epochs <= `epochs` (a resumed run rewrites the rest).
+// Temporary files ("<name>.tmp.<pid>", see nn/safetensors.h) left by a
+// process that was killed while saving: removed when that process is gone.
+void remove_stale_temp_files(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    size_t at = name.rfind(".tmp.");
+    if (at == std::string::npos || at + 5 >= name.size()) continue;
+    std::string pid = name.substr(at + 5);
+    if (pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) continue;
+    if (kill((pid_t)std::stol(pid), 0) == 0 || errno != ESRCH) continue;  // still running (or not ours to judge)
+    if (fs::remove(e.path(), ec)) std::fprintf(stderr, "nala: removed %s, left by an interrupted save\n", e.path().c_str());
+  }
+}
+
+// Keep the CSV rows of completed epochs <= `epochs` (a resumed run rewrites
+// the rest). A row cut short by a kill (fewer than the header's fields) goes too.
 void trim_metrics(const std::string& path, int64_t epochs) {
   std::ifstream in(path);
   if (!in) return;
   std::vector<std::string> keep;
   std::string line;
-  for (int64_t row = 0; std::getline(in, line); row++)
-    if (row == 0 || std::atoll(line.c_str()) <= epochs) keep.push_back(line);
+  size_t fields = 0;
+  for (int64_t row = 0; std::getline(in, line); row++) {
+    size_t f = std::count(line.begin(), line.end(), ',') + 1;
+    if (row == 0) fields = f;
+    if (row == 0 || (f == fields && std::atoll(line.c_str()) <= epochs)) keep.push_back(line);
+  }
   in.close();
-  std::ofstream out(path, std::ios::trunc);
-  for (auto& l : keep) out << l << "\n";
+  // Rewritten through a temporary file: a kill here must not lose the rows.
+  std::string tmp = path + ".tmp." + std::to_string((long)getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (auto& l : keep) out << l << "\n";
+    NALA_CHECK(out.flush(), tmp, ": write failed");
+  }
+  NALA_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path);
 }
 
 }  // namespace
@@ -134,11 +167,16 @@ int cmd_train(int argc, char** argv) {
             "stop after N optimiser steps in total (0 = no limit); the schedule still spans --epochs", 0, 1LL << 40);
   p.add_int("log-every", &a.log_every, "progress line every N steps when not on a terminal", 1, 1 << 30);
   p.add_flag("skip-nonfinite", &a.skip_nonfinite, "skip a step whose loss or gradient is not finite (default: stop)");
+  p.add_int("debug-nan-at", &a.debug_nan_at, "testing aid: make the loss NaN at optimiser step N (counted from 0)", 0,
+            1LL << 40);
   p.add_choice("device", &a.device, "where to train", {"cpu", "cuda"});
   p.parse(argc, argv);
   if (a.min_lr > a.lr) throw UsageError("--min-lr must not exceed --lr");
   if (a.out.empty()) a.out = a.resume.empty() ? "runs/" + a.model + "-" + a.data.name : a.resume;
   if (!a.resume.empty() && a.out != a.resume) throw UsageError("--resume DIR writes into DIR; drop --out");
+  // A size the model cannot take is refused before the data is read.
+  if (a.data.img_size) check_image_size(model_config_for(a.model, 3, 10), a.data.img_size, a.data.img_size);
+  if (g_check_args_only) return 0;
   set_threads(a.threads);
 
   Dataset train = load_dataset(a.data, true);
@@ -156,6 +194,10 @@ int cmd_train(int argc, char** argv) {
 
   const Device dev = parse_device(a.device);
   NalaFormer model(cfg, (uint64_t)a.seed + 1);
+  if (dev == Device::CPU)
+    check_train_memory(estimate_train_memory(cfg, model.num_parameters(), a.optimizer == "adamw" ? 2 : 1, train.h,
+                                             train.w, a.batch_size),
+                       physical_memory_bytes());
   Rng init_rng((uint64_t)a.seed);
   model.init_weights(init_rng);
   model.train();
@@ -187,6 +229,7 @@ int cmd_train(int argc, char** argv) {
   int64_t epoch0 = 0, step = 0;
   double best = -1;
   make_dir(a.out);
+  remove_stale_temp_files(a.out);
   if (!a.resume.empty()) {
     SafeTensors st = load_safetensors(ckpt);
     auto meta = [&](const char* k) {
@@ -243,6 +286,7 @@ int cmd_train(int argc, char** argv) {
       Tensor images = batch.images.to(dev), labels = batch.labels.to(dev);
       Tensor logits = model.forward(images);
       Tensor loss = cross_entropy(logits, labels, a.label_smoothing);
+      if (step == a.debug_nan_at) loss = scale(loss, NAN);  // --debug-nan-at: NaN loss and gradients
       backward(loss);
       // The CPU checks every step. The GPU reads values back only at log
       // steps (and at the end of the epoch), unless --skip-nonfinite or
@@ -266,8 +310,9 @@ int cmd_train(int argc, char** argv) {
           if (!std::isfinite(total) && std::isfinite(lv) && std::isfinite(gnorm))
             where = "between steps " + std::to_string(last_checked) + " and " + std::to_string(step);
           if (!a.skip_nonfinite)
-            NALA_FAIL("non-finite ", what, " ", where, " (epoch ", epoch + 1,
-                      "); stopping without saving. The last good checkpoint is ", ckpt,
+            NALA_FAIL("non-finite ", what, " ", where, " (epoch ", epoch + 1, "); stopping without saving. ",
+                      access(ckpt.c_str(), F_OK) == 0 ? "The last good checkpoint is " + ckpt
+                                                      : "No checkpoint was written yet",
                       ". Lower --lr, set --clip-grad, or pass --skip-nonfinite.");
           std::fprintf(stderr, "\nnala: non-finite %s at step %lld: step skipped\n", what.c_str(), (long long)step);
           opt->zero_grad();
@@ -343,7 +388,8 @@ int cmd_train(int argc, char** argv) {
                       {"nala.best_top1", std::to_string(best)},
                       {"nala.rng", rng_to_string(model.rng.state())}});
   }
-  if (skipped) std::printf("skipped %lld steps with non-finite values\n", (long long)skipped);
+  if (skipped)
+    std::printf("skipped %lld step%s with non-finite values\n", (long long)skipped, skipped == 1 ? "" : "s");
   std::printf("done in %s: best test top-1 %.4f; weights in %s\n", format_duration(now_seconds() - run_start).c_str(),
               best, best_path.c_str());
   return 0;

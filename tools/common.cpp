@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <numeric>
 
 #include "autograd/ops.h"
@@ -71,6 +72,72 @@ void check_image_size(const NalaConfig& cfg, int64_t h, int64_t w) {
     throw UsageError("image size " + std::to_string(h) + "x" + std::to_string(w) + " is too small for " + cfg.name);
 }
 
+bool g_check_args_only = false;
+
+// The rule: weights and their gradients (2 x 4 bytes per parameter), the
+// optimiser state (4 bytes per slot per parameter), and per image what the
+// autograd tape keeps for backward. Per token of a stage of width C that is
+// about (25 + 4 x mlp ratio) x C floats per block (the op outputs of
+// NalaBlock::forward: ~25 of width C, 4 of the MLP width), plus 2 x heads x N
+// floats per token for the scores of softmax-attention stages; the stem keeps
+// ~10 maps of width C0/2 at half resolution and the head ~4 of width P. The
+// sum is scaled by 1.2 for the gradients in flight during backward and the
+// allocator's slack. Calibrated on the slope of peak RSS over batch size
+// (28x28 Fashion-MNIST, 2 threads): pico measured 4.1 MB per image (estimate
+// 4.4), xt 1.6 MB (estimate 1.5). The data set itself and the evaluation
+// batches are not counted; the check refuses only batches whose estimate
+// exceeds the whole physical memory, so it errs on the side of trying.
+TrainMemory estimate_train_memory(const NalaConfig& cfg, int64_t num_params, int optimizer_slots, int64_t h,
+                                  int64_t w, int64_t batch) {
+  const double kBlockFloats = 25, kBackward = 1.2;
+  TrainMemory m;
+  m.weights = 2 * 4 * num_params;
+  m.optimizer = 4 * (int64_t)optimizer_slots * num_params;
+  double floats = 0;
+  const int64_t half_h = (h + 1) / 2, half_w = (w + 1) / 2, C0 = cfg.dims[0];
+  floats += 10.0 * half_h * half_w * (C0 / 2) + 2.0 * cfg.stage_grid(0, h, w).first * cfg.stage_grid(0, h, w).second * C0;
+  for (int64_t s = 0; s < cfg.num_stages(); s++) {
+    auto g = cfg.stage_grid(s, h, w);
+    const double N = (double)g.first * g.second, C = (double)cfg.dims[s];
+    double per_token = (kBlockFloats + 4 * cfg.mlp_ratio) * C;
+    if (!cfg.nala_stage[s]) per_token += 2.0 * cfg.heads[s] * N;  // scores and probabilities
+    floats += cfg.depths[s] * N * per_token;
+    if (s + 1 < cfg.num_stages()) floats += 2.0 * N / 4 * cfg.dims[s + 1];  // downsample conv + BN
+  }
+  auto last = cfg.stage_grid(cfg.num_stages() - 1, h, w);
+  floats += 4.0 * last.first * last.second * cfg.head_width;  // proj, BN, SiLU, pooling
+  m.per_image = (int64_t)(kBackward * 4 * floats);
+  m.batch = batch;
+  return m;
+}
+
+int64_t physical_memory_bytes() {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  int64_t bytes = pages > 0 && page > 0 ? (int64_t)pages * page : 0;
+  // A container's limit (cgroup v2, then v1) is what the kernel enforces.
+  for (const char* f : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream in(f);
+    long long lim = 0;
+    if (in >> lim && lim > 0 && (bytes == 0 || lim < bytes)) bytes = lim;  // "max" fails to parse: no limit
+  }
+  return bytes;
+}
+
+void check_train_memory(const TrainMemory& m, int64_t available) {
+  if (available <= 0 || m.total() <= available) return;
+  auto gib = [](int64_t b) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f GiB", (double)b / (1 << 30));
+    return std::string(buf);
+  };
+  int64_t fit = m.per_image > 0 ? (available - m.weights - m.optimizer) / m.per_image : 0;
+  throw UsageError("--batch-size " + std::to_string(m.batch) + " does not fit in memory: training needs about " +
+                   gib(m.total()) + " (weights and gradients " + gib(m.weights) + ", optimiser state " +
+                   gib(m.optimizer) + ", activations " + gib(m.per_image) + " per image), this machine has " +
+                   gib(available) + "; the largest batch that fits is about " +
+                   std::to_string(std::max<int64_t>(0, fit)));
+}
+
 void set_threads(int64_t threads) {
 #ifdef _OPENMP
   if (threads > 0) omp_set_num_threads((int)threads);
@@ -108,7 +175,7 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   EvalResult r;
   r.confusion.assign(K, std::vector<int64_t>(K, 0));
   LoaderOptions lo;
-  lo.batch_size = batch_size;
+  lo.batch_size = limit ? std::min(batch_size, limit) : batch_size;
   lo.shuffle = false;
   BatchLoader loader(ds, lo);
   Rng unused(0);
@@ -118,6 +185,11 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   int64_t top1 = 0, top5 = 0;
   const Device dev = module_device(model);
   while (loader.next(b)) {
+    if (limit && r.n + b.images.size(0) > limit) {  // exactly `limit` images
+      const int64_t keep = limit - r.n;
+      b.images = view::contiguous(view::narrow(b.images, 0, 0, keep));
+      b.labels = view::contiguous(view::narrow(b.labels, 0, 0, keep));
+    }
     Tensor logits = model.forward(b.images.to(dev));
     int64_t B = logits.size(0);
     loss_sum += (double)cross_entropy(logits, b.labels.to(dev)).item() * B;

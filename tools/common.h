@@ -20,6 +20,10 @@ int cmd_forward(int argc, char** argv);
 int cmd_grad(int argc, char** argv);
 int cmd_sample(int argc, char** argv);
 
+// Testing aid (tests, fuzzers): when true, `nala train` returns 0 right
+// after checking its command line, before reading any file.
+extern bool g_check_args_only;
+
 // --data: "fashion-mnist", "cifar10" or "folder"; --data-dir overrides the
 // location (fashion-mnist defaults to Debian's /usr/share/datasets/fashion-mnist).
 struct DataSpec {
@@ -36,6 +40,18 @@ Dataset load_dataset(const DataSpec& d, bool train);
 NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes);
 // Refuses an image size the model cannot take (UsageError).
 void check_image_size(const NalaConfig& cfg, int64_t h, int64_t w);
+
+// Memory check before training (see the rule in common.cpp): throws
+// UsageError when the estimate for this batch size exceeds the machine's
+// memory. optimizer_slots: tensors of state per parameter (AdamW 2, SGD 1).
+struct TrainMemory {
+  int64_t weights = 0, optimizer = 0, per_image = 0, batch = 0;
+  int64_t total() const { return weights + optimizer + per_image * batch; }
+};
+TrainMemory estimate_train_memory(const NalaConfig& cfg, int64_t num_params, int optimizer_slots, int64_t h,
+                                  int64_t w, int64_t batch);
+int64_t physical_memory_bytes();  // sysconf, lowered by a cgroup limit when one is set; 0 if unknown
+void check_train_memory(const TrainMemory& m, int64_t available_bytes);
 
 void set_threads(int64_t threads);  // 0 = leave OpenMP's default
 // "cpu" or "cuda"; "cuda" fails clearly without a GPU or a CUDA build.

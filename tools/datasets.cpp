@@ -88,6 +88,20 @@ std::vector<uint32_t> idx_header(const std::vector<uint8_t>& b, int ndims, const
   return dims;
 }
 
+// The header and size of an IDX images file (N x H x W unsigned bytes); returns N, H, W.
+std::vector<uint32_t> check_idx_images(const std::vector<uint8_t>& ib, const std::string& images_path) {
+  std::vector<uint32_t> d = idx_header(ib, 3, images_path);
+  NALA_CHECK(d[1] >= 1 && d[1] <= 65536 && d[2] >= 1 && d[2] <= 65536, images_path, ": absurd image size ", d[1],
+             "x", d[2]);
+  uint64_t need = (uint64_t)d[0] * d[1] * d[2];
+  uint64_t have = ib.size() - 16;
+  NALA_CHECK(have >= need, images_path, ": truncated: the header promises ", d[0], " images of ", d[1], "x", d[2],
+             " (", need, " bytes) but only ", have, " bytes follow");
+  NALA_CHECK(have == need, images_path, ": ", have - need, " unexpected bytes after ", d[0], " images of ", d[1],
+             "x", d[2]);
+  return d;
+}
+
 Dataset cifar_from_records(const std::vector<std::vector<uint8_t>>& files, const std::vector<std::string>& names) {
   const int64_t rec = 1 + 3072;
   Dataset ds;
@@ -131,16 +145,15 @@ bool is_image_name(const fs::path& p) {
 Dataset load_idx(const std::string& images_path, const std::string& labels_path,
                  const std::vector<std::string>& classes) {
   std::vector<uint8_t> ib = read_maybe_gz(images_path);
-  std::vector<uint32_t> d = idx_header(ib, 3, images_path);
-  NALA_CHECK(d[1] >= 1 && d[1] <= 65536 && d[2] >= 1 && d[2] <= 65536, images_path, ": absurd image size ", d[1],
-             "x", d[2]);
-  uint64_t need = (uint64_t)d[0] * d[1] * d[2];
-  uint64_t have = ib.size() - 16;
-  NALA_CHECK(have >= need, images_path, ": truncated: the header promises ", d[0], " images of ", d[1], "x", d[2],
-             " (", need, " bytes) but only ", have, " bytes follow");
-  NALA_CHECK(have == need, images_path, ": ", have - need, " unexpected bytes after ", d[0], " images of ", d[1],
-             "x", d[2]);
+  check_idx_images(ib, images_path);  // a bad images file is reported before the labels file is read
   std::vector<uint8_t> lb = read_maybe_gz(labels_path);
+  return parse_idx(ib, lb, classes, images_path, labels_path);
+}
+
+Dataset parse_idx(const std::vector<uint8_t>& ib, const std::vector<uint8_t>& lb,
+                  const std::vector<std::string>& classes, const std::string& images_path,
+                  const std::string& labels_path) {
+  std::vector<uint32_t> d = check_idx_images(ib, images_path);
   std::vector<uint32_t> ld = idx_header(lb, 1, labels_path);
   NALA_CHECK(lb.size() - 8 >= ld[0], labels_path, ": truncated: the header promises ", ld[0], " labels but only ",
              lb.size() - 8, " bytes follow");
@@ -193,12 +206,21 @@ Dataset load_cifar10_files(const std::vector<std::string>& files) {
     bool err = std::ferror(fp);
     std::fclose(fp);
     NALA_CHECK(!err, "CIFAR-10: ", f, ": read error");
-    NALA_CHECK(!b.empty(), "CIFAR-10: ", f, ": empty file");
-    NALA_CHECK(b.size() % 3073 == 0, "CIFAR-10: ", f, ": truncated or not a CIFAR-10 batch: ", b.size(),
-               " bytes is not a whole number of 3073-byte records (1 label + 32x32x3 pixels)");
     data.push_back(std::move(b));
   }
-  return cifar_from_records(data, files);
+  return parse_cifar10(data, files);
+}
+
+Dataset parse_cifar10(const std::vector<std::vector<uint8_t>>& files, const std::vector<std::string>& names) {
+  NALA_CHECK(!files.empty() && files.size() == names.size(), "CIFAR-10: ", files.size(), " buffers but ",
+             names.size(), " names");
+  for (size_t k = 0; k < files.size(); k++) {
+    const std::string& f = names[k];
+    NALA_CHECK(!files[k].empty(), "CIFAR-10: ", f, ": empty file");
+    NALA_CHECK(files[k].size() % 3073 == 0, "CIFAR-10: ", f, ": truncated or not a CIFAR-10 batch: ",
+               files[k].size(), " bytes is not a whole number of 3073-byte records (1 label + 32x32x3 pixels)");
+  }
+  return cifar_from_records(files, names);
 }
 
 Dataset load_cifar10(const std::string& dir, bool train) {

@@ -58,10 +58,16 @@ Dataset load_fashion_mnist(const std::string& dir = kFashionMnistDir, bool train
 // gzipped or not. Labels must be below classes.size() when classes are given.
 Dataset load_idx(const std::string& images_path, const std::string& labels_path,
                  const std::vector<std::string>& classes = {});
+// The same from the decompressed bytes of both files; the names are used in errors.
+Dataset parse_idx(const std::vector<uint8_t>& images, const std::vector<uint8_t>& labels,
+                  const std::vector<std::string>& classes, const std::string& images_name,
+                  const std::string& labels_name);
 
 // CIFAR-10 from dir (or dir/cifar-10-batches-bin): data_batch_1..5 or test_batch.
 Dataset load_cifar10(const std::string& dir, bool train = true);
 Dataset load_cifar10_files(const std::vector<std::string>& files);
+// The same from the files' bytes in memory (one buffer and one name per file).
+Dataset parse_cifar10(const std::vector<std::vector<uint8_t>>& files, const std::vector<std::string>& names);
 
 struct FolderOptions {
   int img_size = 224;        // every image is resized to img_size x img_size

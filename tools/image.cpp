@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "stb/stb_image.h"
@@ -11,27 +12,169 @@
 
 namespace nala {
 
-Image decode_image(const std::string& path, int channels) {
-  NALA_CHECK(channels == 1 || channels == 3, "image ", path, ": channels must be 1 or 3, got ", channels);
+namespace {
+
+// stb_image 2.27 (Debian's libstb-dev 0.0~git20220908) builds a JPEG
+// Huffman table without checking that its code counts add up to at most
+// 256, and then writes up to 4080 bytes past the table, inside its decoder
+// struct (found by tests/fuzz/fuzz_image under UBSan; ASan cannot see an
+// overflow within one allocation, and the struct ends with function
+// pointers). stb 2.28 refuses such a table. Until the system copy has that
+// fix, every DHT segment stb could read is checked here first, emulating
+// stb's reads (zeros past the end of the buffer).
+//
+// Before the first scan, stb walks segment by segment (junk skipped up to an
+// 0xFF, fill bytes skipped, lengths followed), and so does this. After it,
+// stb may pick up a marker after any 0xFF in the scan data, so every FF C4
+// there is checked; in a valid file 0xFF inside scan data is always
+// followed by 00 or a restart marker, so no valid file is refused.
+bool jpeg_has_oversized_huffman_table(const uint8_t* p, size_t n) {
+  auto at = [&](size_t i) -> unsigned { return i < n ? p[i] : 0u; };
+  auto bad_dht = [&](size_t i) {  // i: just after the C4 byte
+    long L = (long)(at(i) << 8 | at(i + 1)) - 2;
+    i += 2;
+    while (L > 0 && i < n) {
+      unsigned q = at(i++);
+      if ((q >> 4) > 1 || (q & 15) > 3) return false;  // stb stops: "bad DHT header"
+      unsigned codes = 0;
+      for (int k = 0; k < 16; k++) codes += at(i++);
+      if (codes > 256) return true;
+      i += codes;
+      L -= 17 + (long)codes;
+    }
+    return false;  // past the end stb reads empty tables: harmless
+  };
+  if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return false;
+  size_t i = 2;
+  for (;;) {  // segments before the first scan
+    while (i < n && p[i] != 0xFF) i++;
+    while (i < n && p[i] == 0xFF) i++;
+    if (i >= n) return false;
+    const unsigned m = p[i++];
+    if (m == 0xC4 && bad_dht(i)) return true;
+    if (m == 0xDA) break;
+    const bool has_length = m == 0xC0 || m == 0xC1 || m == 0xC2 || m == 0xC4 || m == 0xDB || m == 0xDC ||
+                            m == 0xDD || (m >= 0xE0 && m <= 0xEF) || m == 0xFE;
+    if (!has_length) return false;  // EOI, or a marker stb refuses
+    i += at(i) << 8 | at(i + 1);
+  }
+  for (; i + 1 < n; i++)
+    if (p[i] == 0xFF && p[i + 1] == 0xC4 && bad_dht(i + 2)) return true;
+  return false;
+}
+
+// The formats the datasets document; stb's other decoders (GIF, PSD, PIC,
+// TGA, HDR, PNM) are never reached.
+const char* image_format(const uint8_t* p, size_t n) {
+  static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (n >= 8 && std::memcmp(p, png_sig, 8) == 0) return "PNG";
+  if (n >= 2 && p[0] == 0xFF && p[1] == 0xD8) return "JPEG";
+  if (n >= 2 && p[0] == 'B' && p[1] == 'M') return "BMP";
+  return nullptr;
+}
+
+// stb reads zeros past the end of a BMP's pixel rows, so a header of a few
+// dozen bytes can stand for millions of (black) pixels: a truncated file
+// loads silently, and a tiny one costs seconds and megabytes (found by
+// tests/fuzz/fuzz_image: 1048581 x 28 pixels from 60 bytes). A BMP must hold
+// the rows its header declares (palette not counted, so never too strict).
+void check_bmp_size(const uint8_t* p, size_t n, const std::string& name) {
+  auto u16 = [&](size_t i) -> uint32_t { return i + 1 < n ? (uint32_t)p[i] | (uint32_t)p[i + 1] << 8 : 0u; };
+  auto u32 = [&](size_t i) -> uint32_t { return u16(i) | u16(i + 2) << 16; };
+  const uint32_t hsz = u32(14);
+  int64_t w, h;
+  uint32_t bpp;
+  if (hsz == 12) {
+    w = u16(18), h = u16(20), bpp = u16(24);
+  } else {
+    w = (int32_t)u32(18), h = std::llabs((int64_t)(int32_t)u32(22)), bpp = u16(28);
+  }
+  if (w <= 0 || h <= 0 || bpp == 0 || bpp > 32 || hsz > 124) return;  // stb refuses these itself
+  const uint64_t need = 14 + hsz + ((uint64_t)w * bpp + 31) / 32 * 4 * (uint64_t)h;
+  NALA_CHECK(n >= need, "image ", name, ": cannot decode: truncated BMP (", w, "x", h, " pixels of ", bpp,
+             " bits need ", need, " bytes, the file has ", n, ")");
+}
+
+// stb's PNG reader copies a zero-length first IDAT chunk with
+// memcpy(NULL, p, 0): nothing is copied, but it is undefined behaviour, and
+// the sanitizer build stops on it (found by tests/fuzz/fuzz_image). Such
+// chunks are legal and carry nothing, so they are dropped before stb reads
+// the file; `out` stays empty when there is none.
+void drop_empty_idat(const uint8_t* p, size_t n, std::vector<uint8_t>& out) {
+  auto be32 = [&](size_t i) {
+    return (uint64_t)p[i] << 24 | (uint64_t)p[i + 1] << 16 | (uint64_t)p[i + 2] << 8 | p[i + 3];
+  };
+  std::vector<size_t> empty;
+  for (size_t pos = 8; pos + 12 <= n;) {
+    const uint64_t len = be32(pos);
+    if (len == 0 && std::memcmp(p + pos + 4, "IDAT", 4) == 0) empty.push_back(pos);
+    if (len > n - pos - 12) break;
+    pos += 12 + (size_t)len;
+  }
+  if (empty.empty()) return;
+  size_t from = 0;
+  for (size_t at : empty) {
+    out.insert(out.end(), p + from, p + at);
+    from = at + 12;
+  }
+  out.insert(out.end(), p + from, p + n);
+}
+
+// Whole file into memory; errors name the path.
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");
   NALA_CHECK(f, "image ", path, ": cannot open: ", std::strerror(errno));
+  std::vector<uint8_t> b;
+  uint8_t buf[1 << 16];
+  size_t r;
+  while ((r = std::fread(buf, 1, sizeof buf, f)) > 0) b.insert(b.end(), buf, buf + r);
+  bool err = std::ferror(f);
+  std::fclose(f);
+  NALA_CHECK(!err, "image ", path, ": read error");
+  return b;
+}
+}  // namespace
+
+Image decode_image(const std::string& path, int channels) {
+  NALA_CHECK(channels == 1 || channels == 3, "image ", path, ": channels must be 1 or 3, got ", channels);
+  std::vector<uint8_t> bytes = read_file_bytes(path);
+  return decode_image_bytes(bytes.data(), bytes.size(), channels, path);
+}
+
+Image decode_image_bytes(const uint8_t* data, size_t size, int channels, const std::string& name) {
+  NALA_CHECK(channels == 1 || channels == 3, "image ", name, ": channels must be 1 or 3, got ", channels);
+  NALA_CHECK(size > 0, "image ", name, ": empty file");
+  NALA_CHECK(size <= (size_t)INT32_MAX, "image ", name, ": file of ", size, " bytes is too large");
+  const int len = (int)size;
+  const char* format = image_format(data, size);
+  NALA_CHECK(format, "image ", name, ": cannot decode: not a PNG, JPEG or BMP file");
+  NALA_CHECK(std::strcmp(format, "JPEG") != 0 || !jpeg_has_oversized_huffman_table(data, size), "image ", name,
+             ": cannot decode: corrupt JPEG (a Huffman table with more than 256 codes)");
+  if (std::strcmp(format, "BMP") == 0) check_bmp_size(data, size, name);
+  std::vector<uint8_t> cleaned;
+  if (std::strcmp(format, "PNG") == 0) drop_empty_idat(data, size, cleaned);
+  if (!cleaned.empty()) return decode_image_bytes(cleaned.data(), cleaned.size(), channels, name);
   Image img;
   int w = 0, h = 0, n = 0;
+  // The header's size first: a few bytes can claim a huge image, and stb
+  // would allocate (and for some formats fill) all of it.
+  NALA_CHECK(stbi_info_from_memory(data, len, &w, &h, &n), "image ", name, ": cannot decode: ",
+             stbi_failure_reason());
+  NALA_CHECK(w > 0 && h > 0 && (int64_t)w * h <= kMaxImagePixels, "image ", name, ": ", w, "x", h,
+             " pixels is more than the limit of ", kMaxImagePixels, " (corrupt file?)");
   img.c = channels;
-  if (stbi_is_16_bit_from_file(f)) {
+  if (stbi_is_16_bit_from_memory(data, len)) {
     // Our own rounding to 8 bits (stb would truncate with >> 8).
-    stbi_us* p = stbi_load_from_file_16(f, &w, &h, &n, channels);
-    std::fclose(f);
-    NALA_CHECK(p, "image ", path, ": cannot decode: ", stbi_failure_reason());
+    stbi_us* p = stbi_load_16_from_memory(data, len, &w, &h, &n, channels);
+    NALA_CHECK(p, "image ", name, ": cannot decode: ", stbi_failure_reason());
     img.h = h, img.w = w;
     img.pixels.resize((size_t)w * h * channels);
     for (size_t k = 0; k < img.pixels.size(); k++) img.pixels[k] = (uint8_t)((p[k] * 255u + 32767u) / 65535u);
     stbi_image_free(p);
     return img;
   }
-  stbi_uc* p = stbi_load_from_file(f, &w, &h, &n, channels);
-  std::fclose(f);
-  NALA_CHECK(p, "image ", path, ": cannot decode: ", stbi_failure_reason());
+  stbi_uc* p = stbi_load_from_memory(data, len, &w, &h, &n, channels);
+  NALA_CHECK(p, "image ", name, ": cannot decode: ", stbi_failure_reason());
   img.h = h, img.w = w;
   img.pixels.assign(p, p + (size_t)w * h * channels);
   stbi_image_free(p);

@@ -1,5 +1,5 @@
 // tools/image.h - one image file in, pixels out: decode (stb_image: JPEG, PNG
-// incl. 16-bit, BMP, ...), convert the channel count, resize, normalise.
+// incl. 16-bit, BMP), convert the channel count, resize, normalise.
 //
 // Pixels are channels-last (H, W, C) uint8. Channel conversion follows stb:
 // grey -> RGB repeats the value, RGB -> grey takes the luminance, alpha is
@@ -21,6 +21,11 @@ struct Image {
 
 // Decode a file to `channels` channels (1 = grey, 3 = RGB).
 Image decode_image(const std::string& path, int channels);
+// The same from a file's bytes in memory; `name` is used in error messages.
+// Only PNG, JPEG and BMP reach stb; images of more than kMaxImagePixels
+// pixels are refused before decoding.
+Image decode_image_bytes(const uint8_t* data, size_t size, int channels, const std::string& name);
+constexpr int64_t kMaxImagePixels = (int64_t)1 << 26;  // 8192 x 8192
 // Resize to h x w with stb's default filters (Catmull-Rom up, Mitchell down).
 Image resize_image(const Image& img, int h, int w);
 // decode_image + resize to size x size (no resize when already that size).

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# tools/fuzz.sh - run every libFuzzer target for SECONDS (default 60) each.
+#
+#   tools/fuzz.sh [SECONDS] [TARGET...]     targets: safetensors idx cifar image cli
+#
+# Builds the targets (make fuzz: clang++ with -fsanitize=fuzzer,address,undefined),
+# replays the committed crash regressions (tests/fuzz/regressions/<target>/),
+# then fuzzes each target from a temporary copy of its seed corpus
+# (tests/fuzz/corpus/<target>/, left unmodified). A crash, a sanitizer
+# report, a leak or an input slower than 30 s fails the run: the input is
+# kept in build/fuzz/artifacts/<target>/ and the script exits with 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH=${1:-60}
+shift || true
+TARGETS=("$@")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(safetensors idx cifar image cli)
+
+make -s fuzz CUDA=0 -j"${JOBS:-$(nproc)}"
+
+work=$(mktemp -d /tmp/nala_fuzz_XXXXXX)
+trap 'rm -rf "$work"' EXIT
+failed=()
+for t in "${TARGETS[@]}"; do
+  bin=build/fuzz/fuzz_$t
+  [ -x "$bin" ] || { echo "fuzz.sh: no target '$t' ($bin)"; exit 2; }
+  art=build/fuzz/artifacts/$t
+  mkdir -p "$art"
+  regs=(tests/fuzz/regressions/$t/*)
+  if [ -e "${regs[0]}" ]; then
+    echo "== $t: replaying ${#regs[@]} regression input(s)"
+    if ! "$bin" -runs=1 "${regs[@]}" > "$work/$t.replay.log" 2>&1; then
+      tail -30 "$work/$t.replay.log"
+      failed+=("$t (regression)")
+      continue
+    fi
+  fi
+  mkdir -p "$work/$t"
+  cp tests/fuzz/corpus/$t/* "$work/$t/"
+  echo "== $t: fuzzing for ${SECONDS_EACH} s"
+  if "$bin" "$work/$t" -max_total_time="$SECONDS_EACH" -timeout=30 -rss_limit_mb=2560 \
+       -artifact_prefix="$art/" -print_final_stats=1 > "$work/$t.log" 2>&1; then
+    grep -E "^stat::number_of_executed_runs|^#[0-9]+.*DONE" "$work/$t.log" | tail -2 || true
+    echo "   corpus grew from $(ls tests/fuzz/corpus/$t | wc -l) to $(ls "$work/$t" | wc -l) inputs"
+  else
+    tail -40 "$work/$t.log"
+    echo "fuzz.sh: $t FAILED; the input is in $art/"
+    failed+=("$t")
+  fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz.sh: failures: ${failed[*]}"
+  exit 1
+fi
+echo "fuzz.sh: no crash in ${#TARGETS[@]} target(s), ${SECONDS_EACH} s each"
