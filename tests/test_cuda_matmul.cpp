@@ -30,7 +30,7 @@ Tensor on_cuda(const Tensor& t, bool grad) {
 
 Tensor host(const Tensor& t) { return t.to(Device::CPU); }
 
-std::vector<float> rand_vec(int64_t n, Rng& rng) {
+[[maybe_unused]] std::vector<float> rand_vec(int64_t n, Rng& rng) {
   std::vector<float> v(n);
   for (auto& x : v) x = rng.uniform(-1.0f, 1.0f);
   return v;
