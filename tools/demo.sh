@@ -3,10 +3,10 @@
 # on Fashion-MNIST on the CPU with a short schedule, report the test
 # accuracy, and classify a few test images with the trained weights.
 #
-#   EPOCHS=3 THREADS=2 tools/demo.sh        (defaults shown)
+#   EPOCHS=2 THREADS=$(nproc) tools/demo.sh        (defaults shown)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPOCHS=${EPOCHS:-3}
+EPOCHS=${EPOCHS:-2}
 THREADS=${THREADS:-$(nproc)}
 OUT=${OUT:-runs/demo-pico-fashion-mnist}
 
@@ -17,7 +17,7 @@ NALA=build/release-nocuda/nala
 rm -rf "$OUT"
 $NALA train --model pico --data fashion-mnist --epochs "$EPOCHS" --batch-size 128 \
   --lr 2e-3 --min-lr 1e-4 --warmup-epochs 0.3 --weight-decay 0.05 --label-smoothing 0.1 \
-  --crop-pad 2 --threads "$THREADS" --seed 0 --out "$OUT"
+  --threads "$THREADS" --seed 0 --log-every 50 --out "$OUT"
 
 $NALA eval --model pico --weights "$OUT/best.safetensors" --data fashion-mnist --threads "$THREADS"
 
