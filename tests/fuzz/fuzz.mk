@@ -24,8 +24,10 @@ FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_LIB_SRC := $(CORE_SRC) $(TOOL_SRC)
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.cpp=$(FUZZ_BUILD)/obj/%.o)
 
-.PHONY: fuzz
-fuzz: $(FUZZ_BINS)
+.PHONY: fuzz fuzz-check-compiler
+fuzz: fuzz-check-compiler $(FUZZ_BINS)
+fuzz-check-compiler:
+	@command -v $(FUZZ_CXX) >/dev/null || { echo "make fuzz needs clang (FUZZ_CXX=$(FUZZ_CXX)): apt-get install clang"; exit 1; }
 
 $(FUZZ_BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(@D)

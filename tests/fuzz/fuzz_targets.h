@@ -33,11 +33,14 @@ inline void safetensors(const uint8_t* data, size_t size) {
 }
 
 namespace detail {
-inline const std::string& temp_dir() {  // one per process, removed at exit
+// One per process under $TMPDIR (tools/fuzz.sh points it at its work
+// directory: libFuzzer may leave without running atexit handlers).
+inline const std::string& temp_dir() {
   static std::string dir;
   if (dir.empty()) {
-    char tmpl[] = "/tmp/nala_fuzz_idx_XXXXXX";
-    if (!mkdtemp(tmpl)) std::abort();
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/nala_fuzz_idx_XXXXXX";
+    if (!mkdtemp(&tmpl[0])) std::abort();
     dir = tmpl;
     std::atexit([] {
       std::remove((dir + "/images").c_str());
