@@ -1,7 +1,11 @@
 // bench/bench_gemm.cpp - GFLOP/s of nala's cpu::gemm against OpenBLAS sgemm.
 //
 //   make CUDA=0 build/release/bench/bench_gemm
-//   OMP_NUM_THREADS=2 ./build/release/bench/bench_gemm [reps]
+//   OPENBLAS_THREAD_TIMEOUT=4 OMP_NUM_THREADS=2 ./build/release/bench/bench_gemm [reps]
+//
+// OPENBLAS_THREAD_TIMEOUT=4 makes OpenBLAS's idle worker threads sleep at
+// once: without it they spin for a long while after each call and take the
+// core from the next library's threads (ours then runs at one-thread speed).
 //
 // For each shape: check ours against the reference (OpenBLAS when built with
 // -DHAVE_OPENBLAS, else gemm_naive on a few rows), then time both, one call
