@@ -16,14 +16,6 @@ using namespace nala::test;
 
 namespace {
 
-Tensor on_cuda(const Tensor& t, bool grad) {
-  Tensor d = t.to(Device::CUDA);
-  if (grad) d.set_requires_grad(true);
-  return d;
-}
-
-Tensor host(const Tensor& t) { return t.to(Device::CPU); }
-
 struct ConvCase {
   int64_t B, H, W, Ci, Co, k, stride, pad;
   bool bias;

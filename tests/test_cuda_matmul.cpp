@@ -22,14 +22,6 @@ using namespace nala::test;
 
 namespace {
 
-Tensor on_cuda(const Tensor& t, bool grad) {
-  Tensor d = t.to(Device::CUDA);
-  if (grad) d.set_requires_grad(true);
-  return d;
-}
-
-Tensor host(const Tensor& t) { return t.to(Device::CPU); }
-
 [[maybe_unused]] std::vector<float> rand_vec(int64_t n, Rng& rng) {
   std::vector<float> v(n);
   for (auto& x : v) x = rng.uniform(-1.0f, 1.0f);

@@ -17,14 +17,6 @@ using namespace nala::test;
 
 namespace {
 
-Tensor on_cuda(const Tensor& t, bool grad) {
-  Tensor d = t.to(Device::CUDA);
-  if (grad) d.set_requires_grad(true);
-  return d;
-}
-
-Tensor host(const Tensor& t) { return t.to(Device::CPU); }
-
 // randn * std + mean, on the host (the statistics then need the two-pass form).
 Tensor randn_shifted(const Shape& s, Rng& rng, float std, float mean, bool grad) {
   Tensor t = randn(s, rng, std);

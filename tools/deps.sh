@@ -3,6 +3,7 @@
 #
 #   tools/deps.sh build        compiler, make, Catch2, stb, zlib, OpenBLAS (benchmarks only)
 #   tools/deps.sh data         the Fashion-MNIST dataset package
+#   tools/deps.sh fuzz         clang with its libFuzzer and sanitizer runtimes
 #
 # Runs apt-get as root, or through sudo; otherwise prints the exact command
 # to run and exits non-zero. Nothing is installed that is already present.
@@ -24,10 +25,14 @@ for what in "$@"; do
       need_pkg zlib1g-dev test -f /usr/include/zlib.h
       need_pkg libopenblas-dev sh -c 'ls /usr/include/*/cblas.h /usr/include/cblas.h 2>/dev/null | grep -q .'
       ;;
+    fuzz)
+      need_pkg clang command -v clang++
+      need_pkg libclang-rt-dev sh -c 'ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a 2>/dev/null | grep -q .'
+      ;;
     data)
       need_pkg dataset-fashion-mnist test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
       ;;
-    *) echo "usage: tools/deps.sh build|data ..." >&2; exit 2 ;;
+    *) echo "usage: tools/deps.sh build|data|fuzz ..." >&2; exit 2 ;;
   esac
 done
 
