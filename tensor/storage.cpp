@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "tensor/device.h"
 #include "tensor/tensor.h"
 
 namespace nala {
@@ -71,7 +72,11 @@ void* cuda_alloc(size_t nbytes);
 void cuda_free(void* p, size_t nbytes);
 #endif
 
-Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
+Storage::Storage(size_t n, Device d, bool pin) : nbytes(n), device(d), pinned(pin) {
+  if (d == Device::CPU && pinned) {
+    data = device::alloc_pinned(n == 0 ? 64 : n);
+    return;
+  }
   if (d == Device::CPU) {
     data = host_alloc(n);
     return;
@@ -84,6 +89,10 @@ Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
 }
 
 Storage::~Storage() {
+  if (device == Device::CPU && pinned) {
+    device::free_pinned(data);
+    return;
+  }
   if (device == Device::CPU) {
     host_free(data, nbytes);
     return;

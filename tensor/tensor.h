@@ -34,7 +34,8 @@ struct Storage {
   void* data = nullptr;
   size_t nbytes = 0;
   Device device = Device::CPU;
-  Storage(size_t nbytes, Device device);
+  bool pinned = false;  // CPU memory that is page-locked for fast GPU copies
+  Storage(size_t nbytes, Device device, bool pinned = false);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -51,6 +52,9 @@ class Tensor {
   // Factories (CPU unless a device is given).
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
+  // A CPU tensor in page-locked memory (staging for host-to-GPU copies);
+  // ordinary host memory in a build without CUDA or on a machine without a GPU.
+  static Tensor empty_pinned(const Shape& shape, DType dtype = DType::F32);
   static Tensor full(const Shape& shape, float value, Device device = Device::CPU);
   static Tensor ones(const Shape& shape, Device device = Device::CPU) { return full(shape, 1.0f, device); }
   static Tensor from_vector(const Shape& shape, const std::vector<float>& values);

@@ -96,3 +96,21 @@ TEST_CASE("cuda: one pico training step on GPU and CPU from the same weights", "
     else REQUIRE_CLOSE(bg[i].second.to(Device::CPU), bc[i].second, 1e-5, 1e-4);
   }
 }
+
+TEST_CASE("cuda: page-locked staging buffers copy to and from the GPU", "[cuda]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Tensor p = Tensor::empty_pinned({37, 3});
+  REQUIRE(p.storage()->pinned);
+  Rng rng(2);
+  Tensor src = test::randn({37, 3}, rng);
+  p.copy_(src);
+  Tensor d = p.to(Device::CUDA);
+  REQUIRE(d.device() == Device::CUDA);
+  REQUIRE(d.to_vector() == src.to_vector());
+  Tensor back = Tensor::empty_pinned({37, 3});
+  back.copy_(d);
+  REQUIRE(back.to_vector() == src.to_vector());
+}

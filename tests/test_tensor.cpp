@@ -76,3 +76,16 @@ TEST_CASE("rng: reproducible streams and distributions", "[tensor]") {
   r.set_state(st);
   REQUIRE(r.uniform() == x1);
 }
+
+TEST_CASE("tensor: page-locked staging tensors behave as host tensors", "[tensor]") {
+  Tensor p = Tensor::empty_pinned({3, 5});
+  REQUIRE(p.device() == Device::CPU);
+  REQUIRE(p.is_contiguous());
+  std::vector<float> v(15);
+  for (int i = 0; i < 15; i++) v[i] = 0.5f * i;
+  p.copy_(Tensor::from_vector({3, 5}, v));
+  REQUIRE(p.to_vector() == v);
+  Tensor l = Tensor::empty_pinned({4}, DType::I64);
+  l.copy_(Tensor::from_vector_i64({4}, {1, 2, 3, 4}));
+  REQUIRE(l.to_vector_i64() == std::vector<int64_t>{1, 2, 3, 4});
+}

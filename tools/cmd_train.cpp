@@ -279,11 +279,21 @@ int cmd_train(int argc, char** argv) {
     int64_t correct = 0, seen = 0, acc_seen = 0, steps_done = 0;
     Batch batch;
     Tensor loss_dev;  // GPU: the sum of this epoch's losses, read at log steps only
+    Tensor pin_images, pin_labels;  // GPU: page-locked staging buffers for each batch
     int64_t last_checked = step;
     while (loader.next(batch)) {
       lr = sched.lr_at(step);
       opt->set_lr(lr);
-      Tensor images = batch.images.to(dev), labels = batch.labels.to(dev);
+      Tensor images = batch.images, labels = batch.labels;
+      if (on_gpu) {  // host batch -> page-locked buffer -> device
+        if (!pin_images.defined() || pin_images.shape() != images.shape()) {
+          pin_images = Tensor::empty_pinned(images.shape());
+          pin_labels = Tensor::empty_pinned(labels.shape(), DType::I64);
+        }
+        pin_images.copy_(images);
+        pin_labels.copy_(labels);
+        images = pin_images.to(dev), labels = pin_labels.to(dev);
+      }
       Tensor logits = model.forward(images);
       Tensor loss = cross_entropy(logits, labels, a.label_smoothing);
       if (step == a.debug_nan_at) loss = scale(loss, NAN);  // --debug-nan-at: NaN loss and gradients
