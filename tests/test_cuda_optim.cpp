@@ -96,7 +96,7 @@ TEST_CASE("cuda: adamw three steps match the CPU (parameters and state)", "[cuda
       oc.step();
       od.step();
       require_same(t.cuda, t.cpu, 1e-7, 1e-6);
-      require_same(od.state(), oc.state(), 1e-8, 1e-4);  // fused multiply-adds, and cancellation in the momentum sums
+      require_same(od.state(), oc.state(), 1e-7, 1e-5);  // fused multiply-adds; momentum sums of ~0.1-sized terms cancel
     }
   }
 }
@@ -116,7 +116,7 @@ TEST_CASE("cuda: sgd three steps match the CPU (plain, momentum, nesterov, weigh
       oc.step();
       od.step();
       require_same(t.cuda, t.cpu, 1e-7, 1e-6);
-      require_same(od.state(), oc.state(), 1e-8, 1e-4);  // fused multiply-adds, and cancellation in the momentum sums
+      require_same(od.state(), oc.state(), 1e-7, 1e-5);  // fused multiply-adds; momentum sums of ~0.1-sized terms cancel
     }
   }
 }
@@ -144,7 +144,7 @@ TEST_CASE("cuda: optimiser state loaded from a CPU snapshot continues like the C
     oc->step();
     od->step();
     require_same(t.cuda, t.cpu, 1e-7, 1e-6);
-    require_same(od->state(), oc->state(), 1e-8, 1e-4);
+    require_same(od->state(), oc->state(), 1e-7, 1e-5);
     // and back: the CUDA state saved to the host loads into a CPU optimiser
     std::map<std::string, Tensor> st = host_snapshot(od->state());
     for (auto& kv : st) REQUIRE(kv.second.device() == Device::CPU);
