@@ -99,7 +99,7 @@ TEST_CASE("cli: bad arguments are usage errors before any work", "[train]") {
     REQUIRE_THROWS_WITH(run(cmd_train, {"--img-size", "32"}), Catch::Contains("fashion-mnist images are 28x28"));
 }
 
-TEST_CASE("train: loss falls on a short run, and --resume continues bit for bit", "[train]") {
+TEST_CASE("train: loss falls on a short run, and --resume continues bit for bit", "[train][training-run]") {
   if (!have_fashion_mnist()) {
     WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped");
     return;
