@@ -100,7 +100,7 @@ LIB   := $(BUILD)/libnala.a
 NALA  := $(BUILD)/nala
 TESTS := $(BUILD)/nala_tests
 
-.PHONY: all lib test test-cuda bench clean info
+.PHONY: all lib test test-cuda test-slow bench clean info
 all: lib $(NALA) $(TESTS) bench info
 
 info:
@@ -139,6 +139,10 @@ test: $(TESTS)
 
 test-cuda: $(TESTS)
 	$(TESTS) "[cuda]"
+
+# The slow tests (SIGKILL and --resume; the parameter counts of every config).
+test-slow: $(TESTS) $(NALA)
+	OMP_WAIT_POLICY=passive $(TESTS) "[slow]"
 
 # ---- benchmarks: OpenBLAS is linked into bench_gemm only, as the yardstick
 HAVE_OPENBLAS := $(shell test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h -o -f /usr/include/openblas/cblas.h && echo 1)
