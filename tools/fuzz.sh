@@ -2,6 +2,7 @@
 # tools/fuzz.sh - run every libFuzzer target for SECONDS (default 60) each.
 #
 #   tools/fuzz.sh [SECONDS] [TARGET...]     targets: safetensors idx cifar image cli
+#   FUZZ_SEED=0 tools/fuzz.sh ...            a random seed (default 1: CI runs repeat)
 #
 # Builds the targets (make fuzz: clang++ with -fsanitize=fuzzer,address,undefined),
 # replays the committed crash regressions (tests/fuzz/regressions/<target>/),
@@ -38,7 +39,7 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "$work/$t"
   cp tests/fuzz/corpus/$t/* "$work/$t/"
   echo "== $t: fuzzing for ${SECONDS_EACH} s"
-  if TMPDIR="$work" "$bin" "$work/$t" -max_total_time="$SECONDS_EACH" -timeout=30 -rss_limit_mb=2560 \
+  if TMPDIR="$work" "$bin" "$work/$t" -seed="${FUZZ_SEED:-1}" -max_total_time="$SECONDS_EACH" -timeout=30 -rss_limit_mb=2560 \
        -artifact_prefix="$art/" -print_final_stats=1 > "$work/$t.log" 2>&1; then
     grep -E "^stat::number_of_executed_runs|^#[0-9]+.*DONE" "$work/$t.log" | tail -2 || true
     echo "   corpus grew from $(ls tests/fuzz/corpus/$t | wc -l) to $(ls "$work/$t" | wc -l) inputs"
