@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "kernels/cpu/matmul.h"
+#include "kernels/conv_geometry.h"
 
 namespace nala {
 namespace cpu {
@@ -115,21 +116,6 @@ void column_sums(float* out, const float* a, int64_t rows, int64_t C) {
   }
 }
 
-struct ConvGeom {
-  int64_t Ho, Wo, K, per_image, chunk;
-  bool direct;  // 1x1, stride 1, no padding: cols is x itself
-};
-
-ConvGeom geometry(int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride, int64_t pad) {
-  ConvGeom g;
-  g.Ho = (H + 2 * pad - k) / stride + 1;
-  g.Wo = (W + 2 * pad - k) / stride + 1;
-  g.K = Ci * k * k;
-  g.per_image = g.Ho * g.Wo;
-  g.chunk = std::max<int64_t>(1, kChunkFloats / std::max<int64_t>(1, g.per_image * g.K));
-  g.direct = (k == 1 && stride == 1 && pad == 0);
-  return g;
-}
 
 }  // namespace
 
@@ -181,7 +167,7 @@ void conv2d_backward_naive(float* dx, float* dw, float* dbias, const float* dout
 
 void conv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                     int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
-  const ConvGeom g = geometry(H, W, Ci, k, stride, pad);
+  const ConvGeom g = conv_geometry(H, W, Ci, k, stride, pad, kChunkFloats);
   std::unique_ptr<float[]> cols;
   if (!g.direct) cols = scratch(std::min(B, g.chunk) * g.per_image * g.K);
   for (int64_t b0 = 0; b0 < B; b0 += g.chunk) {
@@ -200,7 +186,7 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* bia
 void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
                      int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride,
                      int64_t pad) {
-  const ConvGeom g = geometry(H, W, Ci, k, stride, pad);
+  const ConvGeom g = conv_geometry(H, W, Ci, k, stride, pad, kChunkFloats);
   if (dbias) column_sums(dbias, dout, B * g.per_image, Co);
   if (!dx && !dw) return;
   const int64_t buf = std::min(B, g.chunk) * g.per_image * g.K;

@@ -35,6 +35,7 @@
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/matmul.h"
+#include "kernels/conv_geometry.h"
 #include "tensor/tensor.h"
 
 namespace nala {
@@ -135,21 +136,6 @@ void column_sums(float* out, const float* a, int64_t rows, int64_t C, const char
   CUDA_CHECK_LAUNCH(op);
 }
 
-struct ConvGeom {
-  int64_t Ho, Wo, K, per_image, chunk;
-  bool direct;  // 1x1, stride 1, no padding: cols is x itself
-};
-
-ConvGeom geometry(int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride, int64_t pad) {
-  ConvGeom g;
-  g.Ho = (H + 2 * pad - k) / stride + 1;
-  g.Wo = (W + 2 * pad - k) / stride + 1;
-  g.K = Ci * k * k;
-  g.per_image = g.Ho * g.Wo;
-  g.chunk = std::max<int64_t>(1, kChunkFloats / std::max<int64_t>(1, g.per_image * g.K));
-  g.direct = (k == 1 && stride == 1 && pad == 0);
-  return g;
-}
 
 }  // namespace
 
@@ -157,7 +143,7 @@ ConvGeom geometry(int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride, i
 
 void conv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                     int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
-  const ConvGeom g = geometry(H, W, Ci, k, stride, pad);
+  const ConvGeom g = conv_geometry(H, W, Ci, k, stride, pad, kChunkFloats);
   if (B == 0 || g.per_image == 0 || Co == 0) return;
   Tensor cols;
   if (!g.direct) cols = scratch(std::min(B, g.chunk) * g.per_image * g.K);
@@ -181,7 +167,7 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* bia
 void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
                      int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride,
                      int64_t pad) {
-  const ConvGeom g = geometry(H, W, Ci, k, stride, pad);
+  const ConvGeom g = conv_geometry(H, W, Ci, k, stride, pad, kChunkFloats);
   if (dbias) column_sums(dbias, dout, B * g.per_image, Co, "conv2d_backward");
   if (!dx && !dw) return;
   if (B * g.per_image == 0 || Co == 0) {  // nothing flows back: the gradients are zero

@@ -20,6 +20,7 @@
 #include <cmath>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/reduce_util.cuh"
 #include "kernels/cuda/loss.h"
 #include "tensor/tensor.h"
 
@@ -32,33 +33,7 @@ constexpr int kThreads = 256;
 constexpr int64_t kWarpRowMax = 1024;  // rows up to this long get one warp, longer ones a block
 constexpr unsigned long long kNoBad = ~0ull;
 
-int grid_for(int64_t tasks, int64_t per_block = 1) {
-  const int64_t b = (tasks + per_block - 1) / per_block;
-  return (int)std::max<int64_t>(1, std::min<int64_t>(b, 1 << 20));
-}
-
-struct SumOp {
-  template <typename T>
-  __device__ T operator()(T a, T b) const { return a + b; }
-};
-struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-
-// Reduce over TPR threads (32: a warp; 256: the block) in a fixed order;
-// every thread of the group gets the result.
-template <int TPR, typename T, typename Op>
-__device__ T group_reduce(T v, Op op, T* sh) {
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if (TPR == 32) return v;
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  __syncthreads();
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  T s = sh[0];
-  for (int k = 1; k < TPR / 32; k++) s = op(s, sh[k]);
-  return s;
-}
+using namespace reduce_util;
 
 template <int TPR>
 __global__ void ce_rows_kernel(double* row, float* lse, unsigned long long* bad, const float* logits,

@@ -27,6 +27,7 @@
 #include <cmath>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/reduce_util.cuh"
 #include "kernels/cuda/reduce.h"
 #include "tensor/tensor.h"
 
@@ -40,34 +41,7 @@ constexpr int64_t kTargetBlocks = 1024;  // chunk R until about this many blocks
 constexpr int kTile = 32, kTileRows = 8;   // column-sum block: 32 inner x 8 reduced
 constexpr int64_t kWarpRowMax = 1024;  // rows (or row chunks) up to this long get a warp, longer ones a block
 
-int grid_for(int64_t tasks, int64_t per_block = 1) {
-  const int64_t b = (tasks + per_block - 1) / per_block;
-  return (int)std::max<int64_t>(1, std::min<int64_t>(b, 1 << 20));
-}
-
-struct SumOp {
-  template <typename T>
-  __device__ T operator()(T a, T b) const { return a + b; }
-};
-struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-
-// Reduce over a group of TPR threads (32: one warp; kThreads: the whole
-// 1-D block); every thread of the group gets the result. The order is fixed:
-// a butterfly inside each warp, then the warp results in warp order.
-template <int TPR, typename T, typename Op>
-__device__ T group_reduce(T v, Op op, T* sh) {
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if (TPR == 32) return v;
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  __syncthreads();  // sh may still be read from a previous call
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  T s = sh[0];
-  for (int k = 1; k < TPR / 32; k++) s = op(s, sh[k]);
-  return s;
-}
+using namespace reduce_util;
 
 // Where a sum ends up: chunk sums into part (double), or the final value
 // alpha * s (sum) or max(sqrt(s), floor) (l2norm) into y.
