@@ -9,6 +9,8 @@
 #   make OMP=0 ...       without OpenMP
 #   make CUDA=0 ...      skip CUDA even when nvcc is present; CUDA=1 requires it
 #   make CUDA_ARCH=90    GPU architecture (default: read from nvidia-smi, else 90); PTX is embedded too
+#   make MPI=0 / NCCL=0  skip MPI / NCCL (data-parallel training) even when found; =1 requires them
+#   NCCL_HOME=dir        where nccl.h and libnccl are (default: the CUDA toolkit, then /usr)
 #   make ARCH=...        host -march (default native)
 #   THIRD_PARTY=dir      extra include dir holding catch2/catch.hpp and stb/stb_image.h
 #                        (default: ./third_party_headers, then /usr/include)
@@ -78,6 +80,40 @@ ifeq ($(USE_CUDA),1)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -lcudart
 endif
 
+# ---- MPI (optional: data-parallel training under mpirun): Open MPI's mpicxx
+# says how to compile and link (Debian: libopenmpi-dev, openmpi-bin)
+MPICXX ?= $(shell command -v mpicxx 2>/dev/null)
+ifneq ($(MPI),0)
+  ifneq ($(MPICXX),)
+    MPI_CFLAGS := $(shell $(MPICXX) --showme:compile 2>/dev/null)
+    MPI_LIBS   := $(filter-out -lmpi_cxx,$(shell $(MPICXX) --showme:link 2>/dev/null))
+  endif
+  ifneq ($(MPI_LIBS),)
+    USE_MPI := 1
+    CXXFLAGS += -DNALA_MPI $(MPI_CFLAGS)
+    LDLIBS   += $(MPI_LIBS)
+  else ifeq ($(MPI),1)
+    $(error MPI=1 but mpicxx was not found; apt-get install libopenmpi-dev openmpi-bin)
+  endif
+endif
+
+# ---- NCCL (optional, with CUDA: the gradient all-reduce between GPUs)
+ifeq ($(USE_CUDA),1)
+  ifneq ($(NCCL),0)
+    NCCL_HOME ?= $(firstword $(foreach d,$(CUDA_HOME) /usr,$(if $(wildcard $(d)/include/nccl.h),$(d))))
+    NCCL_LIB  := $(firstword $(wildcard $(foreach l,lib64 lib lib/x86_64-linux-gnu,$(NCCL_HOME)/$(l)/libnccl.so $(NCCL_HOME)/$(l)/libnccl.so.2)))
+    ifneq ($(NCCL_LIB),)
+      USE_NCCL := 1
+      CXXFLAGS += -DNALA_NCCL -I$(NCCL_HOME)/include
+      LDLIBS   += $(NCCL_LIB) -Wl,-rpath,$(dir $(NCCL_LIB))
+    else ifeq ($(NCCL),1)
+      $(error NCCL=1 but nccl.h / libnccl were not found; set NCCL_HOME)
+    endif
+  endif
+else ifeq ($(NCCL),1)
+  $(error NCCL=1 needs CUDA)
+endif
+
 # ---- third-party headers (Debian: catch2, libstb-dev)
 CATCH_INC := $(firstword $(wildcard $(THIRD_PARTY)/catch2/catch.hpp /usr/include/catch2/catch.hpp))
 STB_INC   := $(firstword $(wildcard $(THIRD_PARTY)/stb/stb_image.h /usr/include/stb/stb_image.h))
@@ -106,14 +142,20 @@ all: lib $(NALA) $(TESTS) bench info
 info:
 	@echo "nala: built $(VARIANT) in $(BUILD):" \
 	  "openmp=$(if $(filter 1,$(HAVE_OMP)),yes,no)" \
-	  "cuda=$(if $(USE_CUDA),yes (sm_$(CUDA_ARCH) + PTX),no)"
+	  "cuda=$(if $(USE_CUDA),yes (sm_$(CUDA_ARCH) + PTX),no)" \
+	  "mpi=$(if $(USE_MPI),yes,no)" "nccl=$(if $(USE_NCCL),yes,no)"
+
+# Objects depend on the flags: switching MPI, NCCL or OpenMP on or off
+# rebuilds what they change.
+FLAGS_STAMP := $(BUILD)/flags.txt
+$(shell mkdir -p $(BUILD) && echo '$(CXXFLAGS) | $(LDLIBS)' | cmp -s - $(FLAGS_STAMP) || echo '$(CXXFLAGS) | $(LDLIBS)' > $(FLAGS_STAMP))
 
 lib: $(LIB)
 $(LIB): $(CORE_OBJ)
 	@mkdir -p $(@D)
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.cpp
+$(BUILD)/%.o: %.cpp $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $(if $(filter tools/% tests/%,$<),$(ZLIB_INC) $(if $(STB_INC),-I$(dir $(patsubst %/,%,$(dir $(STB_INC))))),) -c $< -o $@
 
@@ -130,7 +172,7 @@ $(BUILD)/%.cu.o: %.cu
 $(NALA): $(BUILD)/tools/main.o $(TOOL_OBJ) $(LIB)
 	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(ZLIB)
 
-$(BUILD)/tests/%.o: tests/%.cpp
+$(BUILD)/tests/%.o: tests/%.cpp $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	@test -n "$(CATCH_INC)" || { echo "Catch2 v2 not found: apt-get install catch2 (or run tools/test.sh)"; exit 1; }
 	$(CXX) $(CXXFLAGS) -I$(dir $(patsubst %/,%,$(dir $(CATCH_INC)))) $(ZLIB_INC) $(if $(STB_INC),-I$(dir $(patsubst %/,%,$(dir $(STB_INC))))) -Itools -c $< -o $@

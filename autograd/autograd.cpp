@@ -122,7 +122,27 @@ static void add_grad(Tensor& slot, const Tensor& g) {
   }
 }
 
-void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph) {
+// For each node of `order`, the leaves whose last consumer it is: after that
+// node has run, nothing adds to their .grad in this pass.
+static std::vector<std::vector<Tensor>> leaves_done_after(const std::vector<std::shared_ptr<Node>>& order) {
+  std::unordered_map<const void*, size_t> last;
+  for (size_t i = 0; i < order.size(); i++)
+    for (const Tensor& in : order[i]->inputs)
+      if (in.defined() && in.requires_grad() && !in.grad_fn()) last[in.impl()] = i;
+  std::vector<std::vector<Tensor>> done(order.size());
+  for (size_t i = 0; i < order.size(); i++)
+    for (const Tensor& in : order[i]->inputs)
+      if (in.defined() && in.requires_grad() && !in.grad_fn()) {
+        auto it = last.find(in.impl());
+        if (it != last.end() && it->second == i) {
+          done[i].push_back(in);
+          last.erase(it);  // a leaf used twice by one node is reported once
+        }
+      }
+  return done;
+}
+
+void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph, const LeafHook& on_leaf_ready) {
   NALA_CHECK(root.requires_grad(), "backward: the tensor ", root.desc(), " does not require grad");
   Tensor g0 = grad_root;
   if (!g0.defined()) {
@@ -134,15 +154,25 @@ void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph) {
     Tensor slot = root.grad();
     add_grad(slot, g0);
     const_cast<Tensor&>(root).set_grad(slot);
+    if (on_leaf_ready) on_leaf_ready(const_cast<Tensor&>(root));
     return;
   }
   std::vector<std::shared_ptr<Node>> order = topo_order(root.grad_fn());
+  std::vector<std::vector<Tensor>> leaves_done;
+  if (on_leaf_ready) leaves_done = leaves_done_after(order);
+  auto report = [&](size_t i) {
+    if (on_leaf_ready)
+      for (Tensor& leaf : leaves_done[i]) on_leaf_ready(leaf);
+  };
   std::unordered_map<Node*, Tensor> grads;
   grads[order[0].get()] = g0;
-  for (auto& node_ptr : order) {
-    Node* node = node_ptr.get();
+  for (size_t n = 0; n < order.size(); n++) {
+    Node* node = order[n].get();
     auto it = grads.find(node);
-    if (it == grads.end()) continue;  // no gradient flows here
+    if (it == grads.end()) {  // no gradient flows here
+      report(n);
+      continue;
+    }
     Tensor gout = it->second;
     grads.erase(it);
     NALA_CHECK(node->backward, "backward: the graph through '", op_name(node->op),
@@ -167,6 +197,7 @@ void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph) {
       node->backward = nullptr;
       node->inputs.clear();
     }
+    report(n);
   }
 }
 

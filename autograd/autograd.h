@@ -54,9 +54,16 @@ bool needs_grad(const std::vector<Tensor>& inputs);
 // Attach the op to `out` when needed; returns `out`.
 Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backward);
 
+// Called once per leaf that the graph reaches, as soon as no later node of
+// the pass can add to its .grad (which may be undefined when no gradient
+// reached it). Data-parallel training starts each gradient's all-reduce
+// from here while the rest of the backward pass runs (nn/distributed.h).
+using LeafHook = std::function<void(Tensor& leaf)>;
+
 // Run the backward pass from `root`. grad_root defaults to ones (a scalar
 // root needs none). Gradients of leaves accumulate into their .grad.
-void backward(const Tensor& root, const Tensor& grad_root = Tensor(), bool retain_graph = false);
+void backward(const Tensor& root, const Tensor& grad_root = Tensor(), bool retain_graph = false,
+              const LeafHook& on_leaf_ready = nullptr);
 
 // Sum of every node reachable from root, by op, for tests and profiling.
 std::vector<OpId> graph_ops(const Tensor& root);

@@ -12,6 +12,9 @@ namespace device {
 
 bool cuda_built();      // compiled with CUDA=1
 bool cuda_available();  // ... and a GPU is present
+int cuda_device_count();
+// The GPU this process (thread) uses from now on; before any allocation.
+void set_cuda_device(int index);
 // n bytes between any two devices (host pinned or pageable on the CPU side).
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n);
 // Fill n elements of a CUDA array with v (f32 or i64).

@@ -10,6 +10,8 @@ static void no_cuda(const char* what) { NALA_FAIL(what, ": this build has no CUD
 
 bool cuda_built() { return false; }
 bool cuda_available() { return false; }
+int cuda_device_count() { return 0; }
+void set_cuda_device(int) { no_cuda("set_cuda_device"); }
 void copy_bytes(void*, Device, const void*, Device, size_t) { no_cuda("copy to/from cuda"); }
 void fill(void*, DType, float, int64_t) { no_cuda("fill on cuda"); }
 void strided_copy(void*, const int64_t*, const void*, const int64_t*, const int64_t*, int, size_t) {

@@ -11,25 +11,17 @@
 
 #include "stb/stb_image_write.h"
 #include "tests/helpers.h"
+#include "tests/process.h"
 #include "tools/augment.h"
 #include "tools/datasets.h"
 #include "tools/image.h"
 
 using namespace nala;
+using namespace nala::test;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/nala_ds_XXXXXX";
-    char* d = mkdtemp(tmpl);
-    REQUIRE(d != nullptr);
-    path = d;
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 using Bytes = std::vector<uint8_t>;
 

@@ -36,26 +36,18 @@
 #include "stb/stb_image_write.h"
 #include "tests/fuzz/fuzz_targets.h"
 #include "tests/helpers.h"
+#include "tests/process.h"
 #include "tools/common.h"
 
 using namespace nala;
+using namespace nala::test;
 namespace fs = std::filesystem;
 
 namespace {
 
 const std::string kSourceDir = std::string(__FILE__).substr(0, std::string(__FILE__).find_last_of('/') + 1);
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/nala_rel_XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
-bool have_fashion_mnist() { return access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) == 0; }
 
 using Bytes = std::vector<uint8_t>;
 
@@ -518,46 +510,6 @@ TEST_CASE("reliability: predict and eval with odd images and wrong weights", "[r
 // ---------------------------------------------------------------- crash safety
 
 namespace {
-
-std::string nala_binary() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  REQUIRE(n > 0);
-  buf[n] = 0;
-  std::string dir(buf);
-  return dir.substr(0, dir.find_last_of('/')) + "/nala";
-}
-
-// Starts `nala args...` with stdout and stderr appended to log.
-pid_t spawn(const std::string& bin, const std::vector<std::string>& args, const std::string& log) {
-  std::vector<std::string> all = {bin};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd < 0) _exit(127);
-    dup2(fd, 1), dup2(fd, 2);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-// Waits up to `seconds`; returns true (and the exit status) when the child ended by itself.
-bool wait_for(pid_t pid, double seconds, int* status) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  for (;;) {
-    pid_t r = waitpid(pid, status, WNOHANG);
-    REQUIRE(r >= 0);
-    if (r == pid) return true;
-    if (std::chrono::steady_clock::now() >= end) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-}
 
 std::vector<std::string> temp_files(const std::string& dir) {
   std::vector<std::string> v;

@@ -12,22 +12,14 @@
 
 #include "nn/safetensors.h"
 #include "tests/helpers.h"
+#include "tests/process.h"
 
 using namespace nala;
+using namespace nala::test;
 
 namespace {
 
 // A fresh directory under /tmp, removed with everything in it at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/nala_st_XXXXXX";
-    char* d = mkdtemp(tmpl);
-    REQUIRE(d != nullptr);
-    path = d;
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
 
 std::string read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -10,9 +10,11 @@
 #include "models/weights.h"
 #include "nn/safetensors.h"
 #include "tests/helpers.h"
+#include "tests/process.h"
 #include "tools/common.h"
 
 using namespace nala;
+using namespace nala::test;
 
 namespace {
 
@@ -22,7 +24,6 @@ std::string temp_dir() {
   return tmpl;
 }
 
-bool have_fashion_mnist() { return access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) == 0; }
 
 int run(int (*cmd)(int, char**), std::vector<std::string> args) {
   std::vector<char*> argv;

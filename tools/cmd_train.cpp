@@ -27,6 +27,8 @@
 
 #include "autograd/ops.h"
 #include "models/weights.h"
+#include "nn/distributed.h"
+#include "nn/layers.h"
 #include "nn/optim.h"
 #include "nn/safetensors.h"
 #include "nn/schedule.h"
@@ -51,6 +53,8 @@ struct TrainArgs {
   bool skip_nonfinite = false;
   int64_t debug_nan_at = -1;
   std::string device = "cpu";
+  int64_t gpus = 0, bucket_mb = 25;
+  bool sync_bn = false;
   int64_t seed_epoch_hash(int64_t epoch) const { return seed * 1000003 + epoch; }
   // The arguments that must not change across --resume (they shape the run).
   std::string fingerprint() const {
@@ -134,6 +138,8 @@ void trim_metrics(const std::string& path, int64_t epochs) {
   NALA_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path);
 }
 
+int train_run(TrainArgs& a, Device dev, Comm& comm);
+
 }  // namespace
 
 int cmd_train(int argc, char** argv) {
@@ -170,13 +176,41 @@ int cmd_train(int argc, char** argv) {
   p.add_int("debug-nan-at", &a.debug_nan_at, "testing aid: make the loss NaN at optimiser step N (counted from 0)", 0,
             1LL << 40);
   p.add_choice("device", &a.device, "where to train", {"cpu", "cuda"});
+  p.add_int("gpus", &a.gpus, "data-parallel on N GPUs of this machine, one process each (NCCL; implies --device cuda)",
+            0, 4096);
+  p.add_flag("sync-bn", &a.sync_bn, "data-parallel: BatchNorm statistics over the global batch (default: per process)");
+  p.add_int("bucket-mb", &a.bucket_mb, "data-parallel: gradient all-reduce bucket size in MiB", 1, 1 << 16);
   p.parse(argc, argv);
+  if (a.gpus > 0) a.device = "cuda";
   if (a.min_lr > a.lr) throw UsageError("--min-lr must not exceed --lr");
   if (a.out.empty()) a.out = a.resume.empty() ? "runs/" + a.model + "-" + a.data.name : a.resume;
   if (!a.resume.empty() && a.out != a.resume) throw UsageError("--resume DIR writes into DIR; drop --out");
   // A size the model cannot take is refused before the data is read.
   if (a.data.img_size) check_image_size(model_config_for(a.model, 3, 10), a.data.img_size, a.data.img_size);
   if (g_check_args_only) return 0;
+  const LaunchEnv env = detect_launch();
+  if (a.gpus > 1 && env.launcher.empty()) return launch_local_processes((int)a.gpus, argc, argv);
+  if (a.gpus > 0 && env.launcher == "nala" && env.size != a.gpus)
+    NALA_FAIL("--gpus ", a.gpus, " but this process is one of ", env.size);
+  const Device dev = parse_device(a.device);
+  std::unique_ptr<Comm> comm = open_comm(dev);  // on CUDA: selects this rank's GPU first
+  if (comm->size() == 1) return train_run(a, dev, *comm);
+  try {
+    return train_run(a, dev, *comm);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nala (rank %d of %d): error: %s\n", comm->rank(), comm->size(), e.what());
+    std::fflush(stderr);
+    comm->abort(1);
+  }
+  return 1;  // not reached: abort() ends the process
+}
+
+namespace {
+
+int train_run(TrainArgs& a, const Device dev, Comm& comm) {
+  const int rank = comm.rank(), world = comm.size();
+  const bool lead = rank == 0;
+  if (!lead && std::freopen("/dev/null", "w", stdout) == nullptr) NALA_FAIL("cannot silence rank ", rank);
   set_threads(a.threads);
 
   Dataset train = load_dataset(a.data, true);
@@ -192,7 +226,6 @@ int cmd_train(int argc, char** argv) {
   if (a.batch_size > train.n) throw UsageError("--batch-size " + std::to_string(a.batch_size) + " exceeds the " +
                                                std::to_string(train.n) + " training images");
 
-  const Device dev = parse_device(a.device);
   NalaFormer model(cfg, (uint64_t)a.seed + 1);
   if (dev == Device::CPU)
     check_train_memory(estimate_train_memory(cfg, model.num_parameters(), a.optimizer == "adamw" ? 2 : 1, train.h,
@@ -203,6 +236,13 @@ int cmd_train(int argc, char** argv) {
   model.train();
   model.to(dev);
   const bool on_gpu = dev != Device::CPU;
+  std::vector<Tensor> bn_stats;  // running means and variances
+  for (auto& [name, m] : model.named_modules())
+    if (auto* bn = dynamic_cast<BatchNorm*>(m)) {
+      bn_stats.push_back(bn->running_mean), bn_stats.push_back(bn->running_var);
+      if (a.sync_bn && world > 1)
+        bn->sync = [&comm](float* data, int64_t n, Device d) { comm.all_reduce_sum(data, n, d); };
+    }
 
   std::unique_ptr<Optimizer> opt;
   if (a.optimizer == "adamw")
@@ -219,6 +259,10 @@ int cmd_train(int argc, char** argv) {
   lo.augment.crop_pad = (int)a.crop_pad;
   lo.augment.hflip = a.hflip;
   lo.augment.erase_prob = a.erase;
+  lo.rank = rank, lo.world = world;
+  if (a.batch_size * world > train.n)
+    throw UsageError("the global batch of " + std::to_string(world) + " x " + std::to_string(a.batch_size) +
+                     " exceeds the " + std::to_string(train.n) + " training images");
   BatchLoader loader(train, lo);
   const int64_t steps_per_epoch = loader.num_batches();
   WarmupCosine sched(a.lr, a.min_lr, (int64_t)std::llround(a.warmup_epochs * steps_per_epoch), a.warmup_lr,
@@ -228,9 +272,11 @@ int cmd_train(int argc, char** argv) {
                     csv = a.out + "/metrics.csv";
   int64_t epoch0 = 0, step = 0;
   double best = -1;
-  make_dir(a.out);
-  remove_stale_temp_files(a.out);
-  if (!a.resume.empty()) {
+  if (lead) {
+    make_dir(a.out);
+    remove_stale_temp_files(a.out);
+  }
+  if (!a.resume.empty()) {  // every rank reads the checkpoint: the run directory must be reachable from all
     SafeTensors st = load_safetensors(ckpt);
     auto meta = [&](const char* k) {
       auto it = st.metadata.find(k);
@@ -251,12 +297,37 @@ int cmd_train(int argc, char** argv) {
     step = std::stoll(meta("nala.step"));
     best = std::stod(meta("nala.best_top1"));
     model.rng.set_state(rng_from_string(meta("nala.rng"), ckpt));
-    trim_metrics(csv, epoch0);
+    auto it = st.metadata.find("nala.global_batch");
+    const int64_t was_global = it == st.metadata.end() ? a.batch_size : std::stoll(it->second);
+    if (was_global != a.batch_size * world) {  // a different number of ranks: same epoch, new steps per epoch
+      std::printf("the checkpoint's run had a global batch of %lld, this one %lld x %d: the schedule restarts "
+                  "at epoch %lld in steps of the new batch\n",
+                  (long long)was_global, (long long)a.batch_size, world, (long long)epoch0);
+      step = epoch0 * steps_per_epoch;
+    }
+    if (lead) trim_metrics(csv, epoch0);
     std::printf("resuming %s at epoch %lld (step %lld)\n", a.out.c_str(), (long long)epoch0, (long long)step);
-  } else {
+  } else if (lead) {
     std::ofstream(csv, std::ios::trunc)
         << "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,epoch_seconds,images_per_second\n";
   }
+
+  if (world > 1) {
+    // Every rank starts from rank 0's weights and buffers; drop-path masks
+    // differ per rank (each holds other images).
+    broadcast_tensors(comm, model.parameters());
+    std::vector<Tensor> buffers;
+    for (auto& nt : model.named_buffers()) buffers.push_back(nt.second);
+    broadcast_tensors(comm, buffers);
+    if (rank > 0) {
+      const auto s = model.rng.state();
+      model.rng.seed_(s[0] ^ s[1] ^ s[2] ^ s[3] ^ (0x9e3779b97f4a7c15ULL * (uint64_t)rank));
+    }
+    std::printf("data-parallel: %d processes (%s), global batch %lld, BatchNorm %s\n", world, comm.backend(),
+                (long long)(a.batch_size * world), a.sync_bn ? "synchronised" : "per process");
+  }
+  std::unique_ptr<GradReducer> reducer;
+  if (world > 1) reducer = std::make_unique<GradReducer>(model.parameters(), comm, a.bucket_mb << 20);
 
   std::printf("nala train: %s\n  data %s: %lld train / %lld test images %lldx%lldx%lld, %zu classes\n"
               "  %lld parameters, %lld epochs x %lld steps of %lld, %d threads, output %s\n",
@@ -297,7 +368,12 @@ int cmd_train(int argc, char** argv) {
       Tensor logits = model.forward(images);
       Tensor loss = cross_entropy(logits, labels, a.label_smoothing);
       if (step == a.debug_nan_at) loss = scale(loss, NAN);  // --debug-nan-at: NaN loss and gradients
-      backward(loss);
+      if (reducer) {
+        backward(loss, Tensor(), false, reducer->hook());
+        reducer->finish();  // every rank now holds the mean gradient
+      } else {
+        backward(loss);
+      }
       // The CPU checks every step. The GPU reads values back only at log
       // steps (and at the end of the epoch), unless --skip-nonfinite or
       // --clip-grad need the values of every step.
@@ -314,7 +390,13 @@ int cmd_train(int argc, char** argv) {
       if (check_now) {
         lv = loss.item();
         double total = on_gpu ? (double)loss_dev.item() : loss_sum + lv;
-        if (!std::isfinite(lv) || !std::isfinite(gnorm) || !std::isfinite(total)) {
+        bool bad = !std::isfinite(lv) || !std::isfinite(gnorm) || !std::isfinite(total);
+        if (world > 1) {  // one rank's bad loss stops (or skips) every rank
+          float flag = bad ? 1.0f : 0.0f;
+          comm.all_reduce_sum(&flag, 1, Device::CPU);
+          bad = flag > 0;
+        }
+        if (bad) {
           std::string what = !std::isfinite(gnorm) ? "gradient norm" : "loss";
           std::string where = "at step " + std::to_string(step);
           if (!std::isfinite(total) && std::isfinite(lv) && std::isfinite(gnorm))
@@ -362,15 +444,25 @@ int cmd_train(int argc, char** argv) {
       }
     }
     if (on_gpu && loss_dev.defined()) loss_sum = loss_dev.item();
+    if (world > 1) {  // the epoch's figures over every rank
+      std::vector<float> t = {(float)loss_sum, (float)correct, (float)acc_seen, (float)seen};
+      comm.all_reduce_sum(t.data(), (int64_t)t.size(), Device::CPU);
+      loss_sum = t[0] / world, correct = std::llround(t[1]), acc_seen = std::llround(t[2]), seen = std::llround(t[3]);
+      if (!a.sync_bn) average_tensors(comm, bn_stats);  // one model to evaluate and save
+    }
     bar.finish();
     const bool epoch_complete = steps_done == steps_per_epoch;
     const double secs = now_seconds() - t0;
-    EvalResult ev = evaluate(model, test, std::max<int64_t>(a.batch_size, 256), a.eval_subset);
+    EvalResult ev = evaluate(model, test, std::max<int64_t>(a.batch_size, 256), a.eval_subset, &comm);
     std::printf("epoch %lld: train loss %.4f acc %.4f | test loss %.4f top-1 %.4f top-5 %.4f | %s, %.0f img/s\n",
                 (long long)epoch + 1, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / std::max<int64_t>(1, acc_seen), ev.loss,
                 ev.top1, ev.top5, format_duration(secs).c_str(), seen / secs);
     std::fflush(stdout);
     if (!epoch_complete) break;  // an interrupted epoch is not checkpointed
+    if (!lead) {  // rank 0 writes the files
+      best = std::max(best, ev.top1);
+      continue;
+    }
     {
       std::ofstream f(csv, std::ios::app);
       char row[256];
@@ -395,6 +487,8 @@ int cmd_train(int argc, char** argv) {
                       {"nala.classes", join(train.classes, '\n')},
                       {"nala.epoch", std::to_string(epoch + 1)},
                       {"nala.step", std::to_string(step)},
+                      {"nala.global_batch", std::to_string(a.batch_size * world)},
+                      {"nala.world_size", std::to_string(world)},
                       {"nala.best_top1", std::to_string(best)},
                       {"nala.rng", rng_to_string(model.rng.state())}});
   }
@@ -404,5 +498,7 @@ int cmd_train(int argc, char** argv) {
               best, best_path.c_str());
   return 0;
 }
+
+}  // namespace
 
 }  // namespace nala

@@ -167,7 +167,7 @@ int threads_in_use() {
 #endif
 }
 
-EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit) {
+EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit, Comm* comm) {
   NoGradGuard ng;
   bool was_training = model.is_training();
   model.eval();
@@ -177,6 +177,8 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   LoaderOptions lo;
   lo.batch_size = limit ? std::min(batch_size, limit) : batch_size;
   lo.shuffle = false;
+  lo.limit = limit;
+  if (comm) lo.rank = comm->rank(), lo.world = comm->size();
   BatchLoader loader(ds, lo);
   Rng unused(0);
   loader.start_epoch(unused);
@@ -185,13 +187,9 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   int64_t top1 = 0, top5 = 0;
   const Device dev = module_device(model);
   while (loader.next(b)) {
-    if (limit && r.n + b.images.size(0) > limit) {  // exactly `limit` images
-      const int64_t keep = limit - r.n;
-      b.images = view::contiguous(view::narrow(b.images, 0, 0, keep));
-      b.labels = view::contiguous(view::narrow(b.labels, 0, 0, keep));
-    }
+    const int64_t B = b.images.size(0);
+    if (B == 0) continue;  // this rank's share of the last global batch
     Tensor logits = model.forward(b.images.to(dev));
-    int64_t B = logits.size(0);
     loss_sum += (double)cross_entropy(logits, b.labels.to(dev)).item() * B;
     std::vector<float> l = logits.to_vector();
     std::vector<int64_t> y = b.labels.to_vector_i64();
@@ -205,7 +203,13 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
       r.confusion[y[i]][pred]++;
     }
     r.n += B;
-    if (limit && r.n >= limit) break;
+  }
+  if (comm && comm->size() > 1) {  // totals over the ranks (counts are exact in float below 2^24)
+    std::vector<float> sums = {(float)loss_sum, (float)top1, (float)top5, (float)r.n};
+    for (auto& row : r.confusion) sums.insert(sums.end(), row.begin(), row.end());
+    comm->all_reduce_sum(sums.data(), (int64_t)sums.size(), Device::CPU);
+    loss_sum = sums[0], top1 = std::llround(sums[1]), top5 = std::llround(sums[2]), r.n = std::llround(sums[3]);
+    for (int64_t k = 0; k < K * K; k++) r.confusion[k / K][k % K] = std::llround(sums[4 + k]);
   }
   model.train(was_training);
   r.loss = r.n ? loss_sum / r.n : 0;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/nalaformer.h"
+#include "nn/distributed.h"
 #include "tools/cli.h"
 #include "tools/datasets.h"
 
@@ -19,6 +20,10 @@ int cmd_info(int argc, char** argv);
 int cmd_forward(int argc, char** argv);
 int cmd_grad(int argc, char** argv);
 int cmd_sample(int argc, char** argv);
+
+// `nala train --gpus N`: runs train with `argv` (its own arguments) in N
+// processes, one per GPU; returns the first failing exit code, or 0.
+int launch_local_processes(int n, int argc, char** argv);
 
 // Testing aid (tests, fuzzers): when true, `nala train` returns 0 right
 // after checking its command line, before reading any file.
@@ -65,7 +70,10 @@ struct EvalResult {
   std::vector<double> per_class;                 // accuracy per class
   std::vector<std::vector<int64_t>> confusion;   // [true][predicted]
 };
-EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit = 0);
+// limit: the first `limit` images only (0 = all). With a data-parallel
+// group, each rank evaluates its shard and every rank gets the totals.
+EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit = 0,
+                    Comm* comm = nullptr);
 
 // "12.3 s", "4 min 05 s", "1 h 02 min".
 std::string format_duration(double seconds);

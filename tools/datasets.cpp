@@ -334,6 +334,8 @@ BatchLoader::BatchLoader(const Dataset& ds, const LoaderOptions& opt) : ds_(ds),
   NALA_CHECK(ds.c >= 1 && (int64_t)ds.images.size() == ds.n * ds.image_size() && (int64_t)ds.labels.size() == ds.n,
              "BatchLoader: dataset ", ds.name, " is inconsistent (", ds.n, " images of ", ds.h, "x", ds.w, "x", ds.c,
              ", ", ds.images.size(), " bytes, ", ds.labels.size(), " labels)");
+  NALA_CHECK(opt.world >= 1 && opt.rank >= 0 && opt.rank < opt.world && opt.limit >= 0, "BatchLoader: rank ",
+             opt.rank, " of ", opt.world, ", limit ", opt.limit);
   std::vector<float> mean = ds.mean, std = ds.std;
   if (mean.empty()) mean.assign(ds.c, 0.0f);
   if (std.empty()) std.assign(ds.c, 1.0f);
@@ -347,7 +349,8 @@ BatchLoader::BatchLoader(const Dataset& ds, const LoaderOptions& opt) : ds_(ds),
 BatchLoader::~BatchLoader() { stop_workers(); }
 
 int64_t BatchLoader::num_batches() const {
-  return opt_.drop_last ? ds_.n / opt_.batch_size : (ds_.n + opt_.batch_size - 1) / opt_.batch_size;
+  const int64_t n = opt_.limit ? std::min(opt_.limit, ds_.n) : ds_.n, global = opt_.batch_size * opt_.world;
+  return opt_.drop_last ? n / global : (n + global - 1) / global;
 }
 
 void BatchLoader::stop_workers() {
@@ -424,7 +427,9 @@ bool BatchLoader::next(Batch& out) {
 Batch BatchLoader::build_batch(int64_t b) const {
   NALA_CHECK(started_, "BatchLoader: call start_epoch before building batches");
   NALA_CHECK(b >= 0 && b < num_batches(), "BatchLoader: batch ", b, " out of range (", num_batches(), " batches)");
-  const int64_t start = b * opt_.batch_size, B = std::min(opt_.batch_size, ds_.n - start);
+  const int64_t n = opt_.limit ? std::min(opt_.limit, ds_.n) : ds_.n;
+  const int64_t start = std::min(n, b * opt_.batch_size * opt_.world + opt_.rank * opt_.batch_size);
+  const int64_t B = std::min(opt_.batch_size, n - start);
   const int H = (int)ds_.h, W = (int)ds_.w, C = (int)ds_.c;
   const int64_t img = ds_.image_size();
   Batch out;
@@ -433,11 +438,11 @@ Batch BatchLoader::build_batch(int64_t b) const {
   out.indices.assign(order_.begin() + start, order_.begin() + start + B);
   float* dst = out.images.f32();
   int64_t* lab = out.labels.i64();
-  Rng rng(mix_seed(epoch_seed_, (uint64_t)b));
   std::vector<uint8_t> scratch(img);
   const AugmentOptions& aug = opt_.augment;
   for (int64_t i = 0; i < B; i++) {
     int64_t idx = out.indices[i];
+    Rng rng(mix_seed(epoch_seed_, (uint64_t)(start + i)));
     lab[i] = ds_.labels[idx];
     const uint8_t* src = ds_.image(idx);
     if (aug.crop_pad > 0 || aug.hflip) {

@@ -94,6 +94,12 @@ struct LoaderOptions {
   int workers = 1;         // threads building batches (0 = build in next() on the caller's thread)
   int prefetch = 2;        // batches built ahead of the consumer (bounded queue)
   AugmentOptions augment;  // off by default (evaluation)
+  // Data-parallel sharding: the epoch's order is cut into global batches of
+  // batch_size * world images, and rank takes its batch_size of each, so
+  // the ranks together see what one process with the global batch sees.
+  // The last global batch may leave a rank fewer (or no) images unless drop_last.
+  int rank = 0, world = 1;
+  int64_t limit = 0;  // use the first `limit` images of the order only (0 = all)
 };
 
 class BatchLoader {
@@ -105,7 +111,9 @@ class BatchLoader {
   BatchLoader& operator=(const BatchLoader&) = delete;
 
   int64_t num_batches() const;
-  // Begin an epoch: draws the order (when shuffling) and the epoch seed from rng.
+  // Begin an epoch: draws the order (when shuffling) and the epoch seed from
+  // rng. Each image's augmentation draws come from (epoch seed, its position
+  // in the order), so they do not depend on the batch size or the sharding.
   // An unfinished previous epoch is abandoned.
   void start_epoch(Rng& rng);
   // The next batch of the epoch in order; false when the epoch is done.

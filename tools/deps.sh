@@ -3,6 +3,7 @@
 #
 #   tools/deps.sh build        compiler, make, Catch2, stb, zlib, OpenBLAS (benchmarks only)
 #   tools/deps.sh data         the Fashion-MNIST dataset package
+#   tools/deps.sh mpi          Open MPI (data-parallel training and its multi-process test)
 #   tools/deps.sh fuzz         clang with its libFuzzer and sanitizer runtimes
 #
 # Runs apt-get as root, or through sudo; otherwise prints the exact command
@@ -29,10 +30,14 @@ for what in "$@"; do
       need_pkg clang command -v clang++
       need_pkg libclang-rt-dev sh -c 'ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a 2>/dev/null | grep -q .'
       ;;
+    mpi)
+      need_pkg libopenmpi-dev command -v mpicxx
+      need_pkg openmpi-bin command -v mpirun
+      ;;
     data)
       need_pkg dataset-fashion-mnist test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
       ;;
-    *) echo "usage: tools/deps.sh build|data|fuzz ..." >&2; exit 2 ;;
+    *) echo "usage: tools/deps.sh build|data|mpi|fuzz ..." >&2; exit 2 ;;
   esac
 done
 

@@ -95,6 +95,21 @@ bool cuda_available() {
   return n > 0;
 }
 
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+void set_cuda_device(int index) {
+  const int n = cuda_device_count();
+  NALA_CHECK(index >= 0 && index < n, "set_cuda_device: GPU ", index, " requested, ", n, " visible");
+  CUDA_CHECK(cudaSetDevice(index), "set_cuda_device");
+}
+
 void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t n) {
   cudaMemcpyKind kind = dd == Device::CPU ? (sd == Device::CPU ? cudaMemcpyHostToHost : cudaMemcpyDeviceToHost)
                                           : (sd == Device::CPU ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice);

@@ -1,0 +1,80 @@
+// tests/process.h - what the tests that run the nala program share: a
+// temporary directory, the program's path, starting it and waiting for it.
+#pragma once
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catch2/catch.hpp"
+
+namespace nala {
+namespace test {
+
+// A fresh directory under /tmp, removed with everything in it at the end of the test.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/nala_test_XXXXXX";
+    char* d = mkdtemp(tmpl);
+    REQUIRE(d != nullptr);
+    path = d;
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
+
+// Debian's dataset-fashion-mnist package (tools/test.sh installs it).
+inline bool have_fashion_mnist() {
+  return access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) == 0;
+}
+
+// The nala program built next to the test binary.
+inline std::string nala_binary() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  REQUIRE(n > 0);
+  buf[n] = 0;
+  std::string dir(buf);
+  return dir.substr(0, dir.find_last_of('/')) + "/nala";
+}
+
+// Starts `bin args...` with stdout and stderr appended to log.
+inline pid_t spawn(const std::string& bin, const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> all = {bin};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(&a[0]);
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0) _exit(127);
+    dup2(fd, 1), dup2(fd, 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits up to `seconds`; returns true (and the exit status) when the child ended by itself.
+inline bool wait_for(pid_t pid, double seconds, int* status) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  for (;;) {
+    pid_t r = waitpid(pid, status, WNOHANG);
+    REQUIRE(r >= 0);
+    if (r == pid) return true;
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace test
+}  // namespace nala

@@ -1,0 +1,75 @@
+// tools/launch.cpp - `nala train --gpus N`: one training process per GPU of
+// this machine, without MPI. The processes are this program run again with
+// the same arguments and NALA_RANK, NALA_WORLD_SIZE, NALA_LOCAL_RANK and
+// NALA_RENDEZVOUS (a fresh directory where rank 0 publishes NCCL's id) in
+// their environment. When one process fails, the others are stopped; the
+// exit code is the first failure's.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "tools/common.h"
+
+namespace nala {
+
+int launch_local_processes(int n, int argc, char** argv) {
+  char self[4096];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  NALA_CHECK(len > 0, "--gpus: cannot find this program's path (/proc/self/exe)");
+  self[len] = '\0';
+  char dir[] = "/tmp/nala_rendezvous_XXXXXX";
+  NALA_CHECK(mkdtemp(dir), "--gpus: cannot create a rendezvous directory in /tmp");
+  std::vector<std::string> words = {"nala", "train"};
+  for (int i = 0; i < argc; i++) words.push_back(argv[i]);
+  std::vector<char*> args;
+  for (auto& w : words) args.push_back(&w[0]);
+  args.push_back(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
+
+  std::vector<pid_t> pids;
+  for (int r = 0; r < n; r++) {
+    const pid_t pid = fork();
+    NALA_CHECK(pid >= 0, "--gpus: fork failed for rank ", r);
+    if (pid == 0) {
+      const std::string rs = std::to_string(r), ns = std::to_string(n);
+      setenv("NALA_RANK", rs.c_str(), 1);
+      setenv("NALA_LOCAL_RANK", rs.c_str(), 1);
+      setenv("NALA_WORLD_SIZE", ns.c_str(), 1);
+      setenv("NALA_RENDEZVOUS", dir, 1);
+      execv(self, args.data());
+      std::fprintf(stderr, "nala: cannot start rank %d (%s)\n", r, self);
+      std::_Exit(127);
+    }
+    pids.push_back(pid);
+  }
+  int result = 0, running = n;
+  while (running > 0) {
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) break;
+    int rank = -1;
+    for (int r = 0; r < n; r++)
+      if (pids[r] == pid) rank = r, pids[r] = 0;
+    if (rank < 0) continue;
+    running--;
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code != 0 && result == 0) {
+      result = code;
+      std::fprintf(stderr, "nala: rank %d %s %d; stopping the other ranks\n", rank,
+                   WIFEXITED(status) ? "exited with" : "was killed by signal", WIFEXITED(status) ? code : WTERMSIG(status));
+      for (pid_t p : pids)
+        if (p > 0) kill(p, SIGTERM);
+    }
+  }
+  std::remove((std::string(dir) + "/nccl_id").c_str());
+  rmdir(dir);
+  return result;
+}
+
+}  // namespace nala
