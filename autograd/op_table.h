@@ -21,7 +21,7 @@
   /* convolutions (autograd/ops_conv.cpp) */                                      \
   X(conv2d) X(dwconv2d)                                                          \
   /* normalisation (autograd/ops_norm.cpp) */                                     \
-  X(layernorm) X(batchnorm)                                                      \
+  X(layernorm) X(batchnorm) X(batchnorm_sync)                                    \
   /* attention (autograd/ops_attention.cpp) */                                    \
   X(rope2d) X(nala_attention) X(softmax_attention)                               \
   /* regularisation (autograd/ops_dropout.cpp) */                                 \

@@ -10,6 +10,7 @@
 // the attention ops see tokens without a permute. Conv weights keep the
 // PyTorch layout (Cout, Cin/groups, k, k) so checkpoints load unchanged.
 #pragma once
+#include <functional>
 #include <vector>
 
 #include "autograd/autograd.h"
@@ -89,6 +90,19 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, floa
 // variance); eval: normalise with the running statistics.
 Tensor batchnorm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
                  Tensor& running_var, bool training, float momentum, float eps, int64_t dim = -1);
+// Sum over the processes of a data-parallel run: replaces n floats at data
+// (on `device`) by their sum over every rank, in place. Every rank calls it
+// the same number of times in the same order.
+using RankSum = std::function<void(float* data, int64_t n, Device device)>;
+// BatchNorm in training mode whose batch statistics cover every rank: the
+// mean and biased variance over all ranks' values of a channel, the running
+// statistics updated with them (unbiased variance over the global count), and
+// a backward whose dx uses the global sums of dy and dy*xhat. dweight and
+// dbias are this rank's own sums (the data-parallel gradient averaging adds
+// them up). With a sum_over_ranks that does nothing it equals
+// batchnorm(..., training=true, ...). Ranks may hold different batch sizes.
+Tensor batchnorm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                      Tensor& running_var, float momentum, float eps, int64_t dim, const RankSum& sum_over_ranks);
 
 // ---- attention (ops_attention.cpp) ----------------------------------------
 // q, k, v: (B, heads, N, d) with N = H*W tokens in row-major order, d % 4 == 0.

@@ -1,4 +1,5 @@
-// autograd/ops_norm.cpp - layernorm and batchnorm: checks, dispatch, tape.
+// autograd/ops_norm.cpp - layernorm, batchnorm and synchronised batchnorm:
+// checks, dispatch, tape.
 //
 // Shape letters: x is viewed as (O, C, I) around the normalised / channel
 // dimension `dim` (O = product of the sizes before it, I = after it), so one
@@ -40,6 +41,25 @@ void check_vec(const char* op, const char* what, const Tensor& x, const Tensor& 
 float* ptr_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
 Tensor contig_or_undef(const Tensor& t) { return t.defined() ? view::contiguous(t).detach() : Tensor(); }
 
+// The checks batchnorm and batchnorm_sync share; returns the (O, C, I) view.
+Dims check_batchnorm(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                     const Tensor& running_mean, const Tensor& running_var, int64_t dim) {
+  NALA_CHECK(x.dtype() == DType::F32, op, ": input must be f32, got ", x.desc());
+  NALA_CHECK(x.dim() >= 2, op, ": input ", x.desc(), " needs a channel dimension and at least one other");
+  const int64_t d = wrap_dim(dim, x.dim(), op);
+  const Dims s = split_at(x, d);
+  check_vec(op, "weight", x, weight, s.C, d);
+  check_vec(op, "bias", x, bias, s.C, d);
+  check_vec(op, "running_mean", x, running_mean, s.C, d);
+  check_vec(op, "running_var", x, running_var, s.C, d);
+  NALA_CHECK(running_mean.defined() == running_var.defined(), op,
+             ": running_mean and running_var must be both given or both undefined");
+  if (running_mean.defined())
+    NALA_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(), op, ": running statistics ",
+               running_mean.desc(), " and ", running_var.desc(), " must be contiguous (updated in place)");
+  return s;
+}
+
 }  // namespace
 
 Tensor layernorm(const Tensor& x_, const Tensor& weight_, const Tensor& bias_, float eps, int64_t dim) {
@@ -77,19 +97,7 @@ Tensor layernorm(const Tensor& x_, const Tensor& weight_, const Tensor& bias_, f
 Tensor batchnorm(const Tensor& x_, const Tensor& weight_, const Tensor& bias_, Tensor& running_mean,
                  Tensor& running_var, bool training, float momentum, float eps, int64_t dim) {
   const char* op = "batchnorm";
-  NALA_CHECK(x_.dtype() == DType::F32, op, ": input must be f32, got ", x_.desc());
-  NALA_CHECK(x_.dim() >= 2, op, ": input ", x_.desc(), " needs a channel dimension and at least one other");
-  const int64_t d = wrap_dim(dim, x_.dim(), op);
-  const Dims s = split_at(x_, d);
-  check_vec(op, "weight", x_, weight_, s.C, d);
-  check_vec(op, "bias", x_, bias_, s.C, d);
-  check_vec(op, "running_mean", x_, running_mean, s.C, d);
-  check_vec(op, "running_var", x_, running_var, s.C, d);
-  NALA_CHECK(running_mean.defined() == running_var.defined(), op,
-             ": running_mean and running_var must be both given or both undefined");
-  if (running_mean.defined())
-    NALA_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(), op, ": running statistics ",
-               running_mean.desc(), " and ", running_var.desc(), " must be contiguous (updated in place)");
+  const Dims s = check_batchnorm(op, x_, weight_, bias_, running_mean, running_var, dim);
   NALA_CHECK(training || running_mean.defined(), op, ": eval mode needs running statistics (input ",
              x_.desc(), ")");
   NALA_CHECK(!training || s.O * s.I > 1, op, ": input ", x_.desc(),
@@ -121,6 +129,65 @@ Tensor batchnorm(const Tensor& x_, const Tensor& weight_, const Tensor& bias_, T
                   NALA_DISPATCH(dev, batchnorm_backward, ptr_or_null(dx), ptr_or_null(dw), ptr_or_null(db),
                                 g.f32(), x.f32(), mean.f32(), rstd.f32(), ptr_or_null(w), s.O, s.C, s.I,
                                 training);
+                  return std::vector<Tensor>{dx, dw, db};
+                });
+}
+
+// Synchronised BatchNorm. Forward: this rank's shifted sums and count, one
+// sum over the ranks, then the global mean / rstd / running statistics on the
+// device (kernels/*/norm.h: batchnorm_sums, batchnorm_sync_stats). The shift is
+// the running mean when there is one (the same on every rank, since every rank
+// updates it with the same global statistics), else 0: it keeps S2/N - (S1/N)^2
+// away from cancellation once the running mean has tracked the data.
+// Backward: this rank's [sum dy*xhat, sum dy] from batchnorm_backward (its
+// dweight, dbias), a copy summed over the ranks for dx. The global count N
+// stays in the forward's summed buffer on the device (no host round trip on
+// CUDA); the CPU path checks N > 1. The backward sums over the ranks only when
+// dx is wanted (every rank's x requires grad alike in data-parallel training).
+Tensor batchnorm_sync(const Tensor& x_, const Tensor& weight_, const Tensor& bias_, Tensor& running_mean,
+                      Tensor& running_var, float momentum, float eps, int64_t dim, const RankSum& sum_over_ranks) {
+  const char* op = "batchnorm_sync";
+  const Dims s = check_batchnorm(op, x_, weight_, bias_, running_mean, running_var, dim);
+  NALA_CHECK(static_cast<bool>(sum_over_ranks), op, ": input ", x_.desc(), ": sum_over_ranks is empty");
+  const Device dev = common_device(op, {&x_, &weight_, &bias_, &running_mean, &running_var});
+
+  Tensor x = view::contiguous(x_).detach();
+  Tensor w = contig_or_undef(weight_), b = contig_or_undef(bias_);
+  const int64_t C = s.C;
+  Tensor sums = Tensor::empty({2 * C + 1}, DType::F32, dev);  // [S1 (C), S2 (C), count]
+  const float* shift = running_mean.defined() ? running_mean.f32() : nullptr;
+  NALA_DISPATCH(dev, batchnorm_sums, sums.f32(), x.f32(), shift, s.O, C, s.I);
+  sum_over_ranks(sums.f32(), 2 * C + 1, dev);
+  if (dev == Device::CPU) {
+    NALA_CHECK(sums.f32()[2 * C] > 1.0f, op, ": input ", x_.desc(), ": training needs more than one value per",
+               " channel over all ranks, got ", sums.f32()[2 * C]);
+  }
+  Tensor out = Tensor::empty(x_.shape(), DType::F32, dev);
+  Tensor mean = Tensor::empty({C}, DType::F32, dev), rstd = Tensor::empty({C}, DType::F32, dev);
+  NALA_DISPATCH(dev, batchnorm_sync_stats, mean.f32(), rstd.f32(), ptr_or_null(running_mean),
+                ptr_or_null(running_var), sums.f32(), shift, C, momentum, eps);
+  NALA_DISPATCH(dev, batchnorm_forward, out.f32(), x.f32(), mean.f32(), rstd.f32(), ptr_or_null(w),
+                ptr_or_null(b), s.O, C, s.I);
+  if (!needs_grad({&x_, &weight_, &bias_})) return out;
+  return record(OpId::batchnorm_sync, out, {x_, weight_, bias_},
+                [x, w, mean, rstd, sums, s, dev, sum_over_ranks, gx = x_.requires_grad(),
+                 gw = weight_.defined() && weight_.requires_grad(),
+                 gb = bias_.defined() && bias_.requires_grad()](const Tensor& gout) {
+                  const int64_t C = s.C;
+                  Tensor g = view::contiguous(gout);
+                  Tensor local = Tensor::empty({2 * C}, DType::F32, dev);  // [sum dy*xhat, sum dy]
+                  NALA_DISPATCH(dev, batchnorm_backward, nullptr, local.f32(), local.f32() + C, g.f32(), x.f32(),
+                                mean.f32(), rstd.f32(), ptr_or_null(w), s.O, C, s.I, true);
+                  Tensor dx;
+                  if (gx) {
+                    Tensor global = local.clone();
+                    sum_over_ranks(global.f32(), 2 * C, dev);
+                    dx = Tensor::empty(x.shape(), DType::F32, dev);
+                    NALA_DISPATCH(dev, batchnorm_backward_dx_global, dx.f32(), g.f32(), x.f32(), mean.f32(),
+                                  rstd.f32(), ptr_or_null(w), global.f32(), sums.f32() + 2 * C, s.O, C, s.I);
+                  }
+                  Tensor dw = gw ? view::narrow(local, 0, 0, C).clone() : Tensor();
+                  Tensor db = gb ? view::narrow(local, 0, C, C).clone() : Tensor();
                   return std::vector<Tensor>{dx, dw, db};
                 });
 }

@@ -46,7 +46,8 @@ BatchNorm::BatchNorm(int64_t C, float eps_, float momentum_)
 
 Tensor BatchNorm::forward(const Tensor& x) {
   bool tr = is_training();
-  Tensor y = batchnorm(x, weight, bias, running_mean, running_var, tr, momentum, eps, dim);
+  Tensor y = tr && sync ? batchnorm_sync(x, weight, bias, running_mean, running_var, momentum, eps, dim, sync)
+                        : batchnorm(x, weight, bias, running_mean, running_var, tr, momentum, eps, dim);
   if (tr) {
     if (num_batches_tracked.device() == Device::CPU) num_batches_tracked.i64()[0] += 1;
     else device::increment_i64(num_batches_tracked.i64());  // no host round trip

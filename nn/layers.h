@@ -10,6 +10,7 @@
 // final 1/0 values): call init_module_default (nn/init.h) or load a
 // checkpoint before use.
 #pragma once
+#include "autograd/ops.h"
 #include "nn/module.h"
 #include "tensor/rng.h"
 
@@ -48,6 +49,9 @@ struct BatchNorm : Module {
   int64_t channels;
   float eps, momentum;
   int64_t dim = -1;
+  // Data-parallel training: when set, training-mode forward normalises with the
+  // statistics of the global batch (batchnorm_sync); empty: this process only.
+  RankSum sync;
   Tensor forward(const Tensor& x) override;
 };
 

@@ -1,8 +1,12 @@
 // tests/test_cuda_norm.cpp - layernorm and batchnorm on the GPU against the
 // CPU: forward outputs, every gradient, the running statistics after a
 // training step, eval mode; the kernels called directly with some gradients
-// not wanted, and run-to-run determinism.
+// not wanted, and run-to-run determinism; batchnorm_sync with one rank and
+// with two ranks (two threads) against BatchNorm on the whole batch.
 // Shape letters: x viewed as (O, C, I) around the normalised dimension.
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "kernels/cpu/norm.h"
@@ -214,6 +218,226 @@ TEST_CASE("cuda: norm kernels with some gradients not wanted, deterministic", "[
         if (run == 0) first[i] = now[i];
         else REQUIRE(now[i] == first[i]);
       }
+    }
+  }
+#endif
+}
+
+// ---- synchronised BatchNorm ------------------------------------------------------
+
+namespace {
+const RankSum kOneRankCuda = [](float*, int64_t, Device) {};  // one process: nothing to add
+
+// Two ranks simulated by two host threads sharing one GPU: each call copies
+// its buffer to the host, waits for the other rank, adds both host copies
+// (the same order on both, so the same bits), waits again (neither copy is
+// reused while the other rank reads it) and copies the sum back.
+class HostSumOfTwo {
+ public:
+  RankSum rank(int r) {
+    return [this, r](float* p, int64_t n, Device d) { sum(r, p, n, d); };
+  }
+  bool bad = false;  // different lengths, or a buffer not on the GPU
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int waiting_ = 0;
+  int64_t generation_ = 0;
+  std::vector<float> host_[2];
+
+  void barrier() {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int64_t g = generation_;
+    if (++waiting_ == 2) {
+      waiting_ = 0, generation_++;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != g; });
+    }
+  }
+  void sum(int r, float* p, int64_t n, Device d) {
+    if (d != Device::CUDA) bad = true;
+    host_[r].resize((size_t)n);
+    device::copy_bytes(host_[r].data(), Device::CPU, p, d, n * sizeof(float));
+    barrier();
+    std::vector<float> s((size_t)n);
+    if (host_[0].size() != host_[1].size()) bad = true;
+    else
+      for (int64_t i = 0; i < n; i++) s[i] = host_[0][i] + host_[1][i];
+    barrier();
+    device::copy_bytes(p, d, s.data(), Device::CPU, n * sizeof(float));
+  }
+};
+}  // namespace
+
+TEST_CASE("cuda: batchnorm_sync with one rank matches the CPU and batchnorm", "[cuda][norm]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(204);
+  const std::vector<NormCase> cases = {
+      {{333, 37}, -1, true},      {{333, 37}, -1, false},  {{2, 9, 7, 37}, -1, true},  {{5000, 19}, -1, true},
+      {{3, 37, 9, 7}, 1, true},   {{3, 37, 9, 7}, 1, false}, {{8, 13, 40, 41}, 1, true}, {{2, 3}, -1, true},
+  };
+  for (const NormCase& c : cases) {
+    const int64_t C = channels(c);
+    for (bool running : {true, false}) {
+      INFO("batchnorm_sync shape " << shape_str(c.shape) << " dim " << c.dim << " affine " << c.affine
+                                   << " running " << running);
+      Tensor w = c.affine ? randn({C}, rng, 1.0f, true) : Tensor();
+      Tensor b = c.affine ? randn({C}, rng, 1.0f, true) : Tensor();
+      Tensor rm = running ? randn({C}, rng) : Tensor(), rv = running ? randu({C}, rng, 0.5f, 2.0f) : Tensor();
+      Tensor wc = c.affine ? on_cuda(w, true) : Tensor(), bc = c.affine ? on_cuda(b, true) : Tensor();
+      Tensor rmc = running ? rm.to(Device::CUDA) : Tensor(), rvc = running ? rv.to(Device::CUDA) : Tensor();
+      Tensor rmb = running ? rm.to(Device::CUDA) : Tensor(), rvb = running ? rv.to(Device::CUDA) : Tensor();
+      for (int step = 0; step < 2; step++) {  // the second step shifts the sums by the updated running mean
+        INFO("step " << step);
+        Tensor x = randn_shifted(c.shape, rng, 2.0f, 3.0f, true), xc = on_cuda(x, true), xb = on_cuda(x, true);
+        Tensor y = batchnorm_sync(x, w, b, rm, rv, 0.1f, 1e-5f, c.dim, kOneRankCuda);
+        Tensor yc = batchnorm_sync(xc, wc, bc, rmc, rvc, 0.1f, 1e-5f, c.dim, kOneRankCuda);
+        Tensor yb = batchnorm(xb, Tensor(), Tensor(), rmb, rvb, true, 0.1f, 1e-5f, c.dim);  // unaffine reference
+        REQUIRE(yc.device() == Device::CUDA);
+        REQUIRE_CLOSE(host(yc), y, 1e-4, 1e-4);
+        if (!c.affine) REQUIRE_CLOSE(host(yc), host(yb), 1e-4, 1e-4);
+        if (running) {
+          INFO("running_mean, running_var");
+          REQUIRE(rmc.device() == Device::CUDA);
+          REQUIRE_CLOSE(host(rmc), rm, 1e-5, 1e-5);
+          REQUIRE_CLOSE(host(rvc), rv, 1e-5, 1e-4);
+          REQUIRE_CLOSE(host(rmc), host(rmb), 1e-5, 1e-5);
+          REQUIRE_CLOSE(host(rvc), host(rvb), 1e-5, 1e-4);
+        }
+        Tensor g = randn(c.shape, rng);
+        if (c.affine) w.set_grad(Tensor()), b.set_grad(Tensor()), wc.set_grad(Tensor()), bc.set_grad(Tensor());
+        backward(y, g);
+        backward(yc, g.to(Device::CUDA));
+        INFO("dx");
+        REQUIRE_CLOSE(host(xc.grad()), x.grad(), 1e-4, 1e-3);
+        if (c.affine) {
+          INFO("dweight, dbias");
+          REQUIRE_CLOSE(host(wc.grad()), w.grad(), 2e-3, 1e-4);
+          REQUIRE_CLOSE(host(bc.grad()), b.grad(), 2e-3, 1e-4);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda: batchnorm_sync over two ranks (two threads, one GPU) equals the whole batch", "[cuda][norm]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  Rng rng(205);
+  struct Case {
+    Shape shape;  // the whole batch; split along dim 0 into B0 and B - B0 samples
+    int64_t dim, B0;
+  };
+  for (const Case& c : {Case{{7, 5, 37}, -1, 3}, Case{{9, 13, 11, 7}, 1, 2}, Case{{300, 19}, -1, 299}}) {
+    const int64_t B = c.shape[0], B0 = c.B0, B1 = B - c.B0;
+    const int64_t C = c.shape[c.dim < 0 ? c.shape.size() - 1 : c.dim];
+    INFO("shape " << shape_str(c.shape) << " dim " << c.dim << " shards " << B0 << " + " << B1);
+    Tensor x = randn_shifted(c.shape, rng, 2.0f, -3.0f, false), g = randn(c.shape, rng), w = randn({C}, rng);
+    Tensor b = randn({C}, rng), rm = randn({C}, rng), rv = randu({C}, rng, 0.5f, 2.0f);
+    // The whole batch on the CPU.
+    Tensor xa = x.clone(), wa = w.clone(), ba = b.clone(), rma = rm.clone(), rva = rv.clone();
+    xa.set_requires_grad(true), wa.set_requires_grad(true), ba.set_requires_grad(true);
+    Tensor y = batchnorm(xa, wa, ba, rma, rva, true, 0.1f, 1e-5f, c.dim);
+    backward(y, g);
+    // Two ranks on the GPU, each with its own shard, parameters and running statistics.
+    const int64_t start[2] = {0, B0}, len[2] = {B0, B1};
+    Tensor xs[2], ws[2], bs[2], rms[2], rvs[2], ys[2];
+    for (int r = 0; r < 2; r++) {
+      xs[r] = on_cuda(view::narrow(x, 0, start[r], len[r]).clone(), true);
+      ws[r] = on_cuda(w, true), bs[r] = on_cuda(b, true);
+      rms[r] = rm.to(Device::CUDA), rvs[r] = rv.to(Device::CUDA);
+    }
+    HostSumOfTwo ranks;
+    std::string errors[2];
+    auto run_rank = [&](int r) {
+      try {
+        ys[r] = batchnorm_sync(xs[r], ws[r], bs[r], rms[r], rvs[r], 0.1f, 1e-5f, c.dim, ranks.rank(r));
+        backward(ys[r], view::narrow(g, 0, start[r], len[r]).clone().to(Device::CUDA));
+        device::synchronize();
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    };
+    std::thread t1(run_rank, 1);
+    run_rank(0);
+    t1.join();
+    INFO("rank 0: " << errors[0] << " rank 1: " << errors[1]);
+    REQUIRE(errors[0].empty());
+    REQUIRE(errors[1].empty());
+    REQUIRE(!ranks.bad);
+    std::vector<float> dw(C, 0.0f), db(C, 0.0f);
+    for (int r = 0; r < 2; r++) {
+      INFO("rank " << r);
+      REQUIRE(ys[r].device() == Device::CUDA);
+      REQUIRE_CLOSE(host(ys[r]), view::narrow(y, 0, start[r], len[r]).clone(), 1e-4, 1e-4);
+      REQUIRE_CLOSE(host(rms[r]), rma, 1e-5, 1e-5);
+      REQUIRE_CLOSE(host(rvs[r]), rva, 1e-5, 1e-4);
+      INFO("dx");
+      REQUIRE_CLOSE(host(xs[r].grad()), view::narrow(xa.grad(), 0, start[r], len[r]).clone(), 1e-4, 1e-3);
+      std::vector<float> dwr = host(ws[r].grad()).to_vector(), dbr = host(bs[r].grad()).to_vector();
+      for (int64_t i = 0; i < C; i++) dw[i] += dwr[i], db[i] += dbr[i];
+    }
+    INFO("dweight0 + dweight1, dbias0 + dbias1");
+    REQUIRE_CLOSE(dw, wa.grad().to_vector(), 2e-3, 1e-4);
+    REQUIRE_CLOSE(db, ba.grad().to_vector(), 2e-3, 1e-4);
+  }
+}
+
+TEST_CASE("cuda: batchnorm_sync kernels match the CPU kernels", "[cuda][norm]") {
+  if (!device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  Rng rng(206);
+  for (Shape s : {Shape{1000, 61, 1}, Shape{3, 61, 63}, Shape{4, 24, 1155}, Shape{5, 3, 1}}) {
+    const int64_t O = s[0], C = s[1], I = s[2];
+    INFO("(O, C, I) = " << shape_str(s));
+    Tensor x = randn_shifted(s, rng, 2.0f, 3.0f, false), w = randn({C}, rng), g = randn(s, rng);
+    Tensor shift = randn_shifted({C}, rng, 0.3f, 3.0f, false);
+    Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), gc = g.to(Device::CUDA), shiftc = shift.to(Device::CUDA);
+    for (int with_shift = 0; with_shift < 2; with_shift++) {
+      INFO("shift " << with_shift);
+      Tensor sums = Tensor::empty({2 * C + 1}), sumsc = Tensor::full({2 * C + 1}, 7.0f, Device::CUDA);
+      cpu::batchnorm_sums(sums.f32(), x.f32(), with_shift ? shift.f32() : nullptr, O, C, I);
+      cuda::batchnorm_sums(sumsc.f32(), xc.f32(), with_shift ? shiftc.f32() : nullptr, O, C, I);
+      REQUIRE_CLOSE(host(sumsc), sums, 1e-3, 1e-5);
+      // Finalise from the same (CPU) sums on both sides.
+      Tensor rm = with_shift ? shift.clone() : randn({C}, rng), rv = randu({C}, rng, 0.5f, 2.0f);
+      Tensor rmc = rm.to(Device::CUDA), rvc = rv.to(Device::CUDA), sumsh = sums.to(Device::CUDA);
+      Tensor m = Tensor::empty({C}), r = Tensor::empty({C});
+      Tensor mc = Tensor::empty({C}, DType::F32, Device::CUDA), rc = Tensor::empty({C}, DType::F32, Device::CUDA);
+      cpu::batchnorm_sync_stats(m.f32(), r.f32(), rm.f32(), rv.f32(), sums.f32(), with_shift ? rm.f32() : nullptr, C,
+                                0.1f, 1e-5f);
+      cuda::batchnorm_sync_stats(mc.f32(), rc.f32(), rmc.f32(), rvc.f32(), sumsh.f32(),
+                                 with_shift ? rmc.f32() : nullptr, C, 0.1f, 1e-5f);
+      REQUIRE_CLOSE(host(mc), m, 1e-6, 1e-6);
+      REQUIRE_CLOSE(host(rc), r, 1e-6, 1e-6);
+      REQUIRE_CLOSE(host(rmc), rm, 1e-6, 1e-6);
+      REQUIRE_CLOSE(host(rvc), rv, 1e-6, 1e-6);
+    }
+    // dx from global sums (the CPU statistics and sums fed to both).
+    Tensor m = Tensor::empty({C}), r = Tensor::empty({C}), gsum = Tensor::empty({2 * C});
+    cpu::batchnorm_train_stats(m.f32(), r.f32(), nullptr, nullptr, x.f32(), O, C, I, 0.1f, 1e-5f);
+    cpu::batchnorm_backward(nullptr, gsum.f32(), gsum.f32() + C, g.f32(), x.f32(), m.f32(), r.f32(), w.f32(), O, C, I,
+                            true);
+    Tensor count = Tensor::from_vector({1}, {(float)(O * I)});
+    Tensor mc = m.to(Device::CUDA), rc = r.to(Device::CUDA), gsumc = gsum.to(Device::CUDA), countc = count.to(Device::CUDA);
+    for (int affine = 0; affine < 2; affine++) {
+      INFO("affine " << affine);
+      Tensor dx = Tensor::empty(s), dxc = Tensor::full(s, 7.0f, Device::CUDA);
+      cpu::batchnorm_backward_dx_global(dx.f32(), g.f32(), x.f32(), m.f32(), r.f32(), affine ? w.f32() : nullptr,
+                                        gsum.f32(), count.f32(), O, C, I);
+      cuda::batchnorm_backward_dx_global(dxc.f32(), gc.f32(), xc.f32(), mc.f32(), rc.f32(),
+                                         affine ? wc.f32() : nullptr, gsumc.f32(), countc.f32(), O, C, I);
+      REQUIRE_CLOSE(host(dxc), dx, 1e-4, 1e-4);
     }
   }
 #endif

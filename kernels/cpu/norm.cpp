@@ -9,7 +9,9 @@
 // channel_sums(): with I = 1, fixed blocks of outer rows vectorised over C,
 // block partials reduced in order; with I > 1, parallel over channels, each
 // channel summed in a fixed order. Both are deterministic for any thread count.
-// Means and variances are two-pass (mean first, then squared deviations).
+// Means and variances are two-pass (mean first, then squared deviations),
+// except for synchronised BatchNorm, whose one exchange between ranks carries
+// shifted sums and sums of squares (accumulated in double; see norm.h).
 #include "kernels/cpu/norm.h"
 
 #include <algorithm>
@@ -28,22 +30,27 @@ constexpr int64_t kParallelWork = 1 << 15;  // below this many flops a parallel 
 struct Pair {
   float a, b;
 };
+struct PairD {
+  double a, b;
+};
 
 // s1[c] = sum f(idx, c, r).a, s2[c] = sum f(idx, c, r).b over all (o, i), where
 // idx = (o*C + c)*I + i is the element and r = o*I + i its LayerNorm row.
-template <class F>
+// Acc: the type of the block / row partial sums (float, or double where the
+// sums feed a cancelling difference, as in batchnorm_sums).
+template <class Acc = float, class F>
 void channel_sums(double* s1, double* s2, int64_t O, int64_t C, int64_t I, F f) {
   if (I == 1) {
     const int64_t nblk = std::max<int64_t>(1, std::min(O, kReduceBlocks));
-    std::vector<float> part(2 * nblk * C, 0.0f);
+    std::vector<Acc> part(2 * nblk * C, Acc(0));
 #pragma omp parallel for schedule(static) if (O * C > kParallelWork)
     for (int64_t blk = 0; blk < nblk; blk++) {
-      float* p1 = part.data() + 2 * blk * C;
-      float* p2 = p1 + C;
+      Acc* p1 = part.data() + 2 * blk * C;
+      Acc* p2 = p1 + C;
       for (int64_t o = blk * O / nblk; o < (blk + 1) * O / nblk; o++) {
 #pragma omp simd
         for (int64_t c = 0; c < C; c++) {
-          Pair v = f(o * C + c, c, o);
+          const auto v = f(o * C + c, c, o);
           p1[c] += v.a;
           p2[c] += v.b;
         }
@@ -60,10 +67,10 @@ void channel_sums(double* s1, double* s2, int64_t O, int64_t C, int64_t I, F f) 
       double a = 0, b = 0;
       for (int64_t o = 0; o < O; o++) {
         const int64_t base = (o * C + c) * I, rbase = o * I;
-        float pa = 0, pb = 0;
+        Acc pa = 0, pb = 0;
 #pragma omp simd reduction(+ : pa, pb)
         for (int64_t i = 0; i < I; i++) {
-          Pair v = f(base + i, c, rbase + i);
+          const auto v = f(base + i, c, rbase + i);
           pa += v.a;
           pb += v.b;
         }
@@ -366,6 +373,79 @@ void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* do
       b[c] = (float)(-k * (sdx[c] / n) * rstd[c]);  // xhat = (x - mean) rstd
       d[c] = (float)(-k * (sd[c] / n));
     }
+  }
+  const float* pa = a.data();
+  const float* pb = b.data();
+  const float* pd = d.data();
+  per_channel_map(O, C, I,
+                  [&](int64_t e, int64_t c) { dx[e] = pa[c] * dout[e] + pb[c] * (x[e] - mean[c]) + pd[c]; });
+}
+
+// ---- Synchronised BatchNorm ------------------------------------------------------
+
+void batchnorm_sums_naive(float* sums, const float* x, const float* shift, int64_t O, int64_t C, int64_t I) {
+  for (int64_t c = 0; c < C; c++) {
+    const double k = shift ? shift[c] : 0.0;
+    double s1 = 0, s2 = 0;
+    for (int64_t o = 0; o < O; o++)
+      for (int64_t i = 0; i < I; i++) {
+        const double d = x[(o * C + c) * I + i] - k;
+        s1 += d, s2 += d * d;
+      }
+    sums[c] = (float)s1, sums[C + c] = (float)s2;
+  }
+  sums[2 * C] = (float)(O * I);
+}
+
+void batchnorm_backward_dx_global_naive(float* dx, const float* dout, const float* x, const float* mean,
+                                        const float* rstd, const float* weight, const float* grad_sums,
+                                        const float* count, int64_t O, int64_t C, int64_t I) {
+  const double n = *count;
+  for (int64_t o = 0; o < O; o++)
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t i = 0; i < I; i++) {
+        const int64_t e = (o * C + c) * I + i;
+        const double xh = ((double)x[e] - mean[c]) * rstd[c];
+        dx[e] = (float)(wget(weight, c) * (double)rstd[c] *
+                        (dout[e] - grad_sums[C + c] / n - xh * grad_sums[c] / n));
+      }
+}
+
+void batchnorm_sums(float* sums, const float* x, const float* shift, int64_t O, int64_t C, int64_t I) {
+  std::vector<double> s1(C), s2(C);
+  channel_sums<double>(s1.data(), s2.data(), O, C, I, [&](int64_t idx, int64_t c, int64_t) {
+    const double d = (double)x[idx] - (shift ? shift[c] : 0.0f);
+    return PairD{d, d * d};
+  });
+  for (int64_t c = 0; c < C; c++) sums[c] = (float)s1[c], sums[C + c] = (float)s2[c];
+  sums[2 * C] = (float)(O * I);
+}
+
+void batchnorm_sync_stats(float* mean, float* rstd, float* running_mean, float* running_var, const float* sums,
+                          const float* shift, int64_t C, float momentum, float eps) {
+  const double n = sums[2 * C];
+  for (int64_t c = 0; c < C; c++) {
+    const double m = sums[c] / n, var = std::max(sums[C + c] / n - m * m, 0.0);
+    const double mu = (shift ? shift[c] : 0.0) + m;  // read shift before running_mean (may alias) is written
+    mean[c] = (float)mu;
+    rstd[c] = (float)(1.0 / std::sqrt(var + eps));
+    if (running_mean) running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
+    if (running_var)
+      running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * (n > 1 ? var * n / (n - 1) : var));
+  }
+}
+
+void batchnorm_backward_dx_global(float* dx, const float* dout, const float* x, const float* mean,
+                                  const float* rstd, const float* weight, const float* grad_sums,
+                                  const float* count, int64_t O, int64_t C, int64_t I) {
+  // dx = a[c] * dout + b[c] * (x - mean[c]) + d[c], as in batchnorm_backward with global sums.
+  const double n = *count;
+  std::vector<float> a(C), b(C), d(C);
+  for (int64_t c = 0; c < C; c++) {
+    const double k = (double)wget(weight, c) * rstd[c];
+    a[c] = (float)k;
+    b[c] = (float)(-k * (grad_sums[c] / n) * rstd[c]);
+    d[c] = (float)(-k * (grad_sums[C + c] / n));
   }
   const float* pa = a.data();
   const float* pb = b.data();

@@ -57,5 +57,33 @@ void batchnorm_backward_naive(float* dx, float* dweight, float* dbias, const flo
                               const float* mean, const float* rstd, const float* weight, int64_t O, int64_t C,
                               int64_t I, bool training);
 
+// ---- Synchronised BatchNorm (data-parallel: statistics over every rank) ---------
+// Layout of the statistics buffer, 2C + 1 floats: [S1 (C), S2 (C), n (1)] with
+//   S1[c] = sum (x - shift[c]),  S2[c] = sum (x - shift[c])^2,  n = O*I,
+// over this rank's values (shift nullptr: 0). The buffer is then summed over the
+// ranks element by element; the shift must be the same on every rank (the running
+// mean is: every rank updates it with the same global statistics). The shift only
+// reduces the cancellation in S2/n - (S1/n)^2; the result does not depend on it.
+// Sums accumulate in double and are stored as float (n exact up to 2^24).
+void batchnorm_sums(float* sums, const float* x, const float* shift, int64_t O, int64_t C, int64_t I);
+// From the summed buffer (N = sums[2C], the global count):
+//   mean = shift + S1/N, var = max(S2/N - (S1/N)^2, 0), rstd = 1/sqrt(var + eps);
+// running statistics (either may be nullptr) updated as in batchnorm_train_stats,
+// running_var with var * N / (N - 1) (var itself when N <= 1). shift may alias
+// running_mean (each channel reads it before writing it).
+void batchnorm_sync_stats(float* mean, float* rstd, float* running_mean, float* running_var, const float* sums,
+                          const float* shift, int64_t C, float momentum, float eps);
+// dx = weight * rstd * (dout - sum_dy/N - xhat * sum_dy_xhat/N), xhat = (x - mean) * rstd,
+// with grad_sums = [sum dout*xhat (C), sum dout (C)] summed over every rank (the dweight,
+// dbias of batchnorm_backward, in that order) and N = *count (device memory on CUDA).
+// weight nullptr: 1. Overwrites dx.
+void batchnorm_backward_dx_global(float* dx, const float* dout, const float* x, const float* mean,
+                                  const float* rstd, const float* weight, const float* grad_sums,
+                                  const float* count, int64_t O, int64_t C, int64_t I);
+void batchnorm_sums_naive(float* sums, const float* x, const float* shift, int64_t O, int64_t C, int64_t I);
+void batchnorm_backward_dx_global_naive(float* dx, const float* dout, const float* x, const float* mean,
+                                        const float* rstd, const float* weight, const float* grad_sums,
+                                        const float* count, int64_t O, int64_t C, int64_t I);
+
 }  // namespace cpu
 }  // namespace nala

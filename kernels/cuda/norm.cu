@@ -21,6 +21,11 @@
 // The number of blocks depends on the sizes only.
 // Elementwise BatchNorm maps (forward, dx) run channel-fastest with I = 1
 // and as (o, c) planes of I contiguous values otherwise.
+// Synchronised BatchNorm: the shifted sums use the same two passes (float
+// block partials, double in-order finish); the finalisation (mean, rstd,
+// running statistics) and the dx coefficients from the global sums are tiny
+// per-channel kernels reading the global count on the device, so nothing is
+// copied back to the host.
 #include <algorithm>
 
 #include "kernels/cuda/check.cuh"
@@ -325,6 +330,50 @@ struct BnBackwardDx {
   }
 };
 
+// ---- Synchronised BatchNorm kernels -----------------------------------------------
+
+struct XShifted {  // (x - shift[c], (x - shift[c])^2)
+  const float *x, *shift;
+  __device__ Pair operator()(int64_t e, int64_t c, int64_t) const {
+    const float d = x[e] - (shift ? shift[c] : 0.0f);
+    return Pair{d, d * d};
+  }
+};
+
+// sums (2C + 1) = [S1 (C), S2 (C), count]; the block partials added in order, in double.
+__global__ void bn_sums_finish(float* sums, const float* part, int64_t C, int nblk, float count) {
+  GRID_STRIDE(c, C) {
+    sums[c] = (float)part_sum(part, nblk, C, c, 0);
+    sums[C + c] = (float)part_sum(part, nblk, C, c, 1);
+    if (c == 0) sums[2 * C] = count;
+  }
+}
+
+__global__ void bn_sync_stats_kernel(float* mean, float* rstd, float* running_mean, float* running_var,
+                                     const float* sums, const float* shift, int64_t C, float momentum, float eps) {
+  GRID_STRIDE(c, C) {
+    const double n = sums[2 * C];
+    const double m = sums[c] / n, var = fmax(sums[C + c] / n - m * m, 0.0);
+    const double mu = (shift ? (double)shift[c] : 0.0) + m;  // shift may alias running_mean: read it first
+    mean[c] = (float)mu;
+    rstd[c] = (float)(1.0 / sqrt(var + eps));
+    if (running_mean) running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
+    if (running_var)
+      running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * (n > 1 ? var * n / (n - 1) : var));
+  }
+}
+
+// coef (3, C) for BnBackwardDx from the global [sum dy*xhat, sum dy] and the global count.
+__global__ void bn_global_dx_coef(float* coef, const float* grad_sums, const float* count, const float* rstd,
+                                  const float* w, int64_t C) {
+  GRID_STRIDE(c, C) {
+    const double n = *count, k = (double)wget(w, c) * rstd[c];
+    coef[c] = (float)k;
+    coef[C + c] = (float)(-k * (grad_sums[c] / n) * rstd[c]);
+    coef[2 * C + c] = (float)(-k * (grad_sums[C + c] / n));
+  }
+}
+
 }  // namespace
 
 // ---- LayerNorm -----------------------------------------------------------------
@@ -396,6 +445,34 @@ void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* do
                                                   (double)(O * I), training);
   CUDA_CHECK_LAUNCH("batchnorm_backward");
   if (dx) per_channel_map(O, C, I, BnBackwardDx{dx, dout, x, mean, coef.f32(), C}, "batchnorm_backward");
+}
+
+// ---- Synchronised BatchNorm ------------------------------------------------------
+
+void batchnorm_sums(float* sums, const float* x, const float* shift, int64_t O, int64_t C, int64_t I) {
+  if (C == 0) return;
+  int nblk = 0;
+  Tensor part = channel_partials(O, C, I, XShifted{x, shift}, nblk, "batchnorm_sums");
+  bn_sums_finish<<<blocks_for(C), kThreads>>>(sums, part.f32(), C, nblk, (float)(O * I));
+  CUDA_CHECK_LAUNCH("batchnorm_sums");
+}
+
+void batchnorm_sync_stats(float* mean, float* rstd, float* running_mean, float* running_var, const float* sums,
+                          const float* shift, int64_t C, float momentum, float eps) {
+  if (C == 0) return;
+  bn_sync_stats_kernel<<<blocks_for(C), kThreads>>>(mean, rstd, running_mean, running_var, sums, shift, C,
+                                                    momentum, eps);
+  CUDA_CHECK_LAUNCH("batchnorm_sync_stats");
+}
+
+void batchnorm_backward_dx_global(float* dx, const float* dout, const float* x, const float* mean,
+                                  const float* rstd, const float* weight, const float* grad_sums,
+                                  const float* count, int64_t O, int64_t C, int64_t I) {
+  if (C == 0 || O * I == 0) return;
+  Tensor coef = Tensor::empty({3 * C}, DType::F32, Device::CUDA);
+  bn_global_dx_coef<<<blocks_for(C), kThreads>>>(coef.f32(), grad_sums, count, rstd, weight, C);
+  CUDA_CHECK_LAUNCH("batchnorm_backward_dx_global");
+  per_channel_map(O, C, I, BnBackwardDx{dx, dout, x, mean, coef.f32(), C}, "batchnorm_backward_dx_global");
 }
 
 }  // namespace cuda

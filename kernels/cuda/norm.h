@@ -25,5 +25,14 @@ void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* do
                         const float* mean, const float* rstd, const float* weight, int64_t O, int64_t C,
                         int64_t I, bool training);
 
+// Synchronised BatchNorm (see kernels/cpu/norm.h): sums is a device buffer of
+// 2C + 1 floats, count a device pointer; nothing is read back to the host.
+void batchnorm_sums(float* sums, const float* x, const float* shift, int64_t O, int64_t C, int64_t I);
+void batchnorm_sync_stats(float* mean, float* rstd, float* running_mean, float* running_var, const float* sums,
+                          const float* shift, int64_t C, float momentum, float eps);
+void batchnorm_backward_dx_global(float* dx, const float* dout, const float* x, const float* mean,
+                                  const float* rstd, const float* weight, const float* grad_sums,
+                                  const float* count, int64_t O, int64_t C, int64_t I);
+
 }  // namespace cuda
 }  // namespace nala
