@@ -330,8 +330,8 @@ TEST_CASE("distributed: mpirun -np 2 and -np 3 train to the weights of one proce
   // amplified the way Adam's normalisation does for tiny gradients),
   // synchronised BatchNorm, no drop-path, augmentation on.
   auto args = [&](int64_t batch, const std::string& out, std::vector<std::string> extra, bool sync_bn = true) {
-    std::vector<std::string> a = {"train", "--model", "pico", "--subset", "360", "--eval-subset", "60",
-                                  "--batch-size", std::to_string(batch), "--epochs", "2", "--threads", "1",
+    std::vector<std::string> a = {"train", "--model", "pico", "--subset", "48", "--eval-subset", "24",
+                                  "--batch-size", std::to_string(batch), "--epochs", "3", "--threads", "1",
                                   "--optimizer", "sgd", "--lr", "0.05", "--warmup-epochs", "0", "--drop-path", "0",
                                   "--hflip", "--crop-pad", "2", "--seed", "4", "--out", out};
     if (sync_bn) a.push_back("--sync-bn");
@@ -345,25 +345,26 @@ TEST_CASE("distributed: mpirun -np 2 and -np 3 train to the weights of one proce
     return m;
   };
   const std::string log = t.path + "/log.txt";
-  // Global batch 24: one process of 24, two of 12, three of 8. 15 steps an epoch, 2 epochs.
+  // Global batch 24: one process of 24, two of 12, three of 8; 2 steps an epoch, 3 epochs. (Over
+  // many more steps float rounding, which differs with the split, grows: 30 steps give ~2e-4.)
   run_ok(bin, args(24, t.path + "/one", {}), log);
   run_ok(mpirun, under_mpi(2, args(12, t.path + "/two", {})), log);
   run_ok(mpirun, under_mpi(3, args(8, t.path + "/three", {})), log);
   const double d2 = max_weight_diff(t.path + "/one/checkpoint.safetensors", t.path + "/two/checkpoint.safetensors");
   const double d3 = max_weight_diff(t.path + "/one/checkpoint.safetensors", t.path + "/three/checkpoint.safetensors");
-  std::printf("mpi equivalence after 30 SGD steps: max |w_1 - w_2| = %.3g, max |w_1 - w_3| = %.3g\n", d2, d3);
-  REQUIRE(d2 < 2e-4);
-  REQUIRE(d3 < 2e-4);
+  std::printf("mpi equivalence after 6 SGD steps: max |w_1 - w_2| = %.3g, max |w_1 - w_3| = %.3g\n", d2, d3);
+  REQUIRE(d2 < 1e-5);
+  REQUIRE(d3 < 1e-5);
   // Per-process BatchNorm normalises with other statistics: a real difference, which this comparison sees.
   run_ok(mpirun, under_mpi(2, args(12, t.path + "/local_bn", {}, false)), log);
   const double dl = max_weight_diff(t.path + "/one/checkpoint.safetensors", t.path + "/local_bn/checkpoint.safetensors");
   std::printf("per-process BatchNorm on 2 ranks: max |w_1 - w| = %.3g\n", dl);
-  REQUIRE(dl > 1e-2);
+  REQUIRE(dl > 1e-3);
 
   // --resume on another number of ranks: the first epoch on 3 ranks, the second on 2, same global batch.
-  run_ok(mpirun, under_mpi(3, args(8, t.path + "/mixed", {"--max-steps", "15"})), log);
+  run_ok(mpirun, under_mpi(3, args(8, t.path + "/mixed", {"--max-steps", "2"})), log);
   run_ok(mpirun, under_mpi(2, args(12, t.path + "/mixed", {"--resume", t.path + "/mixed"})), log);
   const double dm = max_weight_diff(t.path + "/one/checkpoint.safetensors", t.path + "/mixed/checkpoint.safetensors");
   std::printf("mpi: 3 ranks then --resume on 2: max |w_1 - w| = %.3g\n", dm);
-  REQUIRE(dm < 2e-4);
+  REQUIRE(dm < 1e-5);
 }
