@@ -105,7 +105,7 @@ ifeq ($(USE_CUDA),1)
     ifneq ($(NCCL_LIB),)
       USE_NCCL := 1
       CXXFLAGS += -DNALA_NCCL -I$(NCCL_HOME)/include
-      LDLIBS   += $(NCCL_LIB) -Wl,-rpath,$(dir $(NCCL_LIB))
+      LDLIBS   += $(NCCL_LIB) -Xlinker -rpath -Xlinker $(dir $(NCCL_LIB))
     else ifeq ($(NCCL),1)
       $(error NCCL=1 but nccl.h / libnccl were not found; set NCCL_HOME)
     endif

@@ -45,6 +45,33 @@ for w in $what; do
         [ -x $B/bench/bench_gemm_cuda ] && $B/bench/bench_gemm_cuda
       } 2>&1 | tee "$OUT/bench.log"
       ;;
+    dist)  # data-parallel: the NCCL path (a group of one when there is one GPU) and the scaling table
+      {
+        $B/nala_tests "[distributed]~[mpi]"
+        rm -rf /tmp/nala-dp1 /tmp/nala-dpn
+        common="--device cuda --model pico --data fashion-mnist --data-dir $FM --subset 2048 --eval-subset 512 \
+          --batch-size 128 --epochs 2 --optimizer sgd --lr 0.05 --warmup-epochs 0 --drop-path 0 --seed 2 --log-every 8"
+        $B/nala train $common --out /tmp/nala-dp1 | grep -E "^epoch|data-parallel"
+        dir=$(mktemp -d)
+        NALA_WORLD_SIZE=1 NALA_RANK=0 NALA_RENDEZVOUS=$dir $B/nala train $common --sync-bn --out /tmp/nala-dpn \
+          | grep -E "^epoch|data-parallel"
+        python3 - <<'PY'
+import json, struct
+def load(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); out = {}
+    for k, v in h.items():
+        if k != '__metadata__' and v['dtype'] == 'F32':
+            s, e = v['data_offsets']; out[k] = b[8 + n + s:8 + n + e]
+    return out
+import array
+a, b = load('/tmp/nala-dp1/checkpoint.safetensors'), load('/tmp/nala-dpn/checkpoint.safetensors')
+worst = max(max(abs(x - y) for x, y in zip(array.array('f', a[k]), array.array('f', b[k]))) for k in a)
+print(f"NCCL group of one vs no group, 32 steps: max |w - w'| = {worst:.3g}")
+PY
+        $B/nala train $common --gpus "$(nvidia-smi -L | wc -l | awk '{print $1 + 1}')" --out /tmp/nala-dpx; echo "exit code $?"
+        bench/scaling.sh
+      } 2>&1 | tee "$OUT/dist.log"
+      ;;
     train)
       $B/nala train --device cuda --model pico --data fashion-mnist --data-dir "$FM" \
         --epochs "${EPOCHS:-60}" --batch-size 256 --lr 2e-3 --min-lr 1e-5 --warmup-epochs 3 \

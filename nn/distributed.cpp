@@ -114,7 +114,6 @@ std::unique_ptr<Comm> open_comm(Device dev) {
 }
 
 void broadcast_tensors(Comm& comm, const std::vector<Tensor>& ts, int root) {
-  if (comm.size() == 1) return;
   for (const Tensor& t : ts) {
     if (t.dtype() != DType::F32 || !t.numel()) continue;
     NALA_CHECK(t.is_contiguous(), "broadcast_tensors: ", t.desc(), " is not contiguous");
@@ -123,13 +122,12 @@ void broadcast_tensors(Comm& comm, const std::vector<Tensor>& ts, int root) {
 }
 
 void average_tensors(Comm& comm, const std::vector<Tensor>& ts) {
-  if (comm.size() == 1) return;
   for (const Tensor& t : ts) {
     if (t.dtype() != DType::F32 || !t.numel()) continue;
     NALA_CHECK(t.is_contiguous(), "average_tensors: ", t.desc(), " is not contiguous");
     float* p = const_cast<Tensor&>(t).f32();
     comm.all_reduce_sum(p, t.numel(), t.device());
-    NALA_DISPATCH(t.device(), scale_forward, p, p, 1.0f / comm.size(), t.numel());
+    if (comm.size() > 1) NALA_DISPATCH(t.device(), scale_forward, p, p, 1.0f / comm.size(), t.numel());
   }
 }
 

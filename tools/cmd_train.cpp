@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -189,7 +190,11 @@ int cmd_train(int argc, char** argv) {
   if (a.data.img_size) check_image_size(model_config_for(a.model, 3, 10), a.data.img_size, a.data.img_size);
   if (g_check_args_only) return 0;
   const LaunchEnv env = detect_launch();
-  if (a.gpus > 1 && env.launcher.empty()) return launch_local_processes((int)a.gpus, argc, argv);
+  if (a.gpus > 1 && env.launcher.empty()) {
+    std::vector<std::string> args = {"nala", "train"};
+    args.insert(args.end(), argv, argv + argc);
+    return launch_local_group((int)a.gpus, args);
+  }
   if (a.gpus > 0 && env.launcher == "nala" && env.size != a.gpus)
     NALA_FAIL("--gpus ", a.gpus, " but this process is one of ", env.size);
   const Device dev = parse_device(a.device);
@@ -210,6 +215,9 @@ namespace {
 int train_run(TrainArgs& a, const Device dev, Comm& comm) {
   const int rank = comm.rank(), world = comm.size();
   const bool lead = rank == 0;
+  // Data-parallel whenever a launcher made a group, even a group of one
+  // (mpirun -np 1 takes the same code path as -np 8).
+  const bool dp = std::strcmp(comm.backend(), "single") != 0;
   if (!lead && std::freopen("/dev/null", "w", stdout) == nullptr) NALA_FAIL("cannot silence rank ", rank);
   set_threads(a.threads);
 
@@ -240,7 +248,7 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
   for (auto& [name, m] : model.named_modules())
     if (auto* bn = dynamic_cast<BatchNorm*>(m)) {
       bn_stats.push_back(bn->running_mean), bn_stats.push_back(bn->running_var);
-      if (a.sync_bn && world > 1)
+      if (a.sync_bn && dp)
         bn->sync = [&comm](float* data, int64_t n, Device d) { comm.all_reduce_sum(data, n, d); };
     }
 
@@ -312,7 +320,7 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
         << "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,epoch_seconds,images_per_second\n";
   }
 
-  if (world > 1) {
+  if (dp) {
     // Every rank starts from rank 0's weights and buffers; drop-path masks
     // differ per rank (each holds other images).
     broadcast_tensors(comm, model.parameters());
@@ -327,7 +335,7 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
                 (long long)(a.batch_size * world), a.sync_bn ? "synchronised" : "per process");
   }
   std::unique_ptr<GradReducer> reducer;
-  if (world > 1) reducer = std::make_unique<GradReducer>(model.parameters(), comm, a.bucket_mb << 20);
+  if (dp) reducer = std::make_unique<GradReducer>(model.parameters(), comm, a.bucket_mb << 20);
 
   std::printf("nala train: %s\n  data %s: %lld train / %lld test images %lldx%lldx%lld, %zu classes\n"
               "  %lld parameters, %lld epochs x %lld steps of %lld, %d threads, output %s\n",
@@ -391,7 +399,7 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
         lv = loss.item();
         double total = on_gpu ? (double)loss_dev.item() : loss_sum + lv;
         bool bad = !std::isfinite(lv) || !std::isfinite(gnorm) || !std::isfinite(total);
-        if (world > 1) {  // one rank's bad loss stops (or skips) every rank
+        if (dp) {  // one rank's bad loss stops (or skips) every rank
           float flag = bad ? 1.0f : 0.0f;
           comm.all_reduce_sum(&flag, 1, Device::CPU);
           bad = flag > 0;
@@ -444,7 +452,7 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
       }
     }
     if (on_gpu && loss_dev.defined()) loss_sum = loss_dev.item();
-    if (world > 1) {  // the epoch's figures over every rank
+    if (dp) {  // the epoch's figures over every rank
       std::vector<float> t = {(float)loss_sum, (float)correct, (float)acc_seen, (float)seen};
       comm.all_reduce_sum(t.data(), (int64_t)t.size(), Device::CPU);
       loss_sum = t[0] / world, correct = std::llround(t[1]), acc_seen = std::llround(t[2]), seen = std::llround(t[3]);

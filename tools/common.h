@@ -21,10 +21,6 @@ int cmd_forward(int argc, char** argv);
 int cmd_grad(int argc, char** argv);
 int cmd_sample(int argc, char** argv);
 
-// `nala train --gpus N`: runs train with `argv` (its own arguments) in N
-// processes, one per GPU; returns the first failing exit code, or 0.
-int launch_local_processes(int n, int argc, char** argv);
-
 // Testing aid (tests, fuzzers): when true, `nala train` returns 0 right
 // after checking its command line, before reading any file.
 extern bool g_check_args_only;

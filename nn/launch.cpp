@@ -1,6 +1,6 @@
-// tools/launch.cpp - `nala train --gpus N`: one training process per GPU of
-// this machine, without MPI. The processes are this program run again with
-// the same arguments and NALA_RANK, NALA_WORLD_SIZE, NALA_LOCAL_RANK and
+// nn/launch.cpp - one process per GPU of this machine, without MPI (`nala
+// train --gpus N`, bench_scaling --gpus N). The processes are this program
+// run again with the given arguments and NALA_RANK, NALA_WORLD_SIZE, NALA_LOCAL_RANK and
 // NALA_RENDEZVOUS (a fresh directory where rank 0 publishes NCCL's id) in
 // their environment. When one process fails, the others are stopped; the
 // exit code is the first failure's.
@@ -13,19 +13,18 @@
 #include <string>
 #include <vector>
 
-#include "tools/common.h"
+#include "nn/distributed.h"
 
 namespace nala {
 
-int launch_local_processes(int n, int argc, char** argv) {
+int launch_local_group(int n, const std::vector<std::string>& args_in) {
   char self[4096];
   const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-  NALA_CHECK(len > 0, "--gpus: cannot find this program's path (/proc/self/exe)");
+  NALA_CHECK(len > 0, "launch: cannot find this program's path (/proc/self/exe)");
   self[len] = '\0';
   char dir[] = "/tmp/nala_rendezvous_XXXXXX";
-  NALA_CHECK(mkdtemp(dir), "--gpus: cannot create a rendezvous directory in /tmp");
-  std::vector<std::string> words = {"nala", "train"};
-  for (int i = 0; i < argc; i++) words.push_back(argv[i]);
+  NALA_CHECK(mkdtemp(dir), "launch: cannot create a rendezvous directory in /tmp");
+  std::vector<std::string> words = args_in;
   std::vector<char*> args;
   for (auto& w : words) args.push_back(&w[0]);
   args.push_back(nullptr);
@@ -35,7 +34,7 @@ int launch_local_processes(int n, int argc, char** argv) {
   std::vector<pid_t> pids;
   for (int r = 0; r < n; r++) {
     const pid_t pid = fork();
-    NALA_CHECK(pid >= 0, "--gpus: fork failed for rank ", r);
+    NALA_CHECK(pid >= 0, "launch: fork failed for rank ", r);
     if (pid == 0) {
       const std::string rs = std::to_string(r), ns = std::to_string(n);
       setenv("NALA_RANK", rs.c_str(), 1);

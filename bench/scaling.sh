@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# bench/scaling.sh - data-parallel scaling: images/s of `t` at 224 px, batch
+# 128 per GPU, on 1, 2, 4 and 8 GPUs (as many as the machine has), and the
+# scaling efficiency (N-GPU images/s over N times the 1-GPU figure). Also
+# one GPU through a NCCL group of one: what the gradient buckets cost.
+#
+#   bench/scaling.sh [bench_scaling options, e.g. --model xt --iters 20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${B:-build/release}
+export NCCL_NVLS_ENABLE=0  # never NVLink multicast (shared machines)
+n=$(nvidia-smi -L | wc -l)
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1
+date -u
+one=""
+printf "%-5s %-6s %10s %12s %10s\n" gpus comm img/s img/s/gpu efficiency
+run() {  # run GPUS EXTRA...
+  local g=$1; shift
+  local line
+  line=$($B/bench/bench_scaling --gpus "$g" "$@" | grep '^nala ')
+  echo "$line" >&2
+  local ips comm
+  ips=$(echo "$line" | sed -E 's/.* img\/s=([0-9.]+).*/\1/')
+  comm=$(echo "$line" | sed -E 's/.* comm=([a-z]+).*/\1/')
+  [ -n "$one" ] || one=$ips
+  awk -v g="$g" -v c="$comm" -v i="$ips" -v o="$one" \
+    'BEGIN { printf "%-5d %-6s %10.1f %12.1f %9.1f%%\n", g, c, i, i / g, 100 * i / (g * o) }'
+}
+run 1 "$@"
+run 1 --nccl1 "$@"
+for g in 2 4 8; do
+  [ "$g" -le "$n" ] && run "$g" "$@"
+done
