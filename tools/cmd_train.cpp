@@ -293,7 +293,7 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
     };
     NALA_CHECK(meta("nala.config") == cfg.describe(), ckpt, ": the checkpoint is of another model: ",
                meta("nala.config"), " (this run: ", cfg.describe(), ")");
-    if (meta("nala.args") != a.fingerprint())
+    if (lead && meta("nala.args") != a.fingerprint())
       std::fprintf(stderr, "nala: warning: arguments differ from the checkpoint's run:\n  was: %s\n  now: %s\n",
                    meta("nala.args").c_str(), a.fingerprint().c_str());
     load_weights(model, ckpt);
