@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <chrono>
 #include <mutex>
 #include <thread>
 
@@ -367,4 +368,42 @@ TEST_CASE("distributed: mpirun -np 2 and -np 3 train to the weights of one proce
   const double dm = max_weight_diff(t.path + "/one/checkpoint.safetensors", t.path + "/mixed/checkpoint.safetensors");
   std::printf("mpi: 3 ranks then --resume on 2: max |w_1 - w| = %.3g\n", dm);
   REQUIRE(dm < 1e-5);
+}
+
+// ---------------------------------------------------------------- the --gpus launcher
+
+// Run by the launcher test in each child process (hidden otherwise): writes
+// what the child was told into $NALA_TEST_OUT/rank_<r>; the rank named by
+// NALA_TEST_FAIL_RANK fails at once, the others then wait to be stopped.
+TEST_CASE("distributed: launched child", "[.][launch-child]") {
+  const char* out = std::getenv("NALA_TEST_OUT");
+  if (!out) return;
+  const LaunchEnv env = detect_launch();
+  REQUIRE(env.launcher == "nala");
+  {
+    std::ofstream f(std::string(out) + "/rank_" + std::to_string(env.rank));
+    f << env.rank << " " << env.size << " " << env.local_rank << " " << (env.rendezvous.empty() ? "-" : "dir");
+  }
+  const char* fail = std::getenv("NALA_TEST_FAIL_RANK");
+  if (fail && std::atoi(fail) == env.rank) std::_Exit(3);
+  if (fail) std::this_thread::sleep_for(std::chrono::seconds(60));
+}
+
+TEST_CASE("distributed: the local launcher starts N ranks and stops them all when one fails", "[distributed]") {
+  TempDir t;
+  setenv("NALA_TEST_OUT", t.path.c_str(), 1);
+  unsetenv("NALA_TEST_FAIL_RANK");
+  REQUIRE(launch_local_group(3, {"nala_tests", "[launch-child]"}) == 0);
+  for (int r = 0; r < 3; r++) {
+    std::ifstream f(t.path + "/rank_" + std::to_string(r));
+    std::string got((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    REQUIRE(got == std::to_string(r) + " 3 " + std::to_string(r) + " dir");
+  }
+  setenv("NALA_TEST_FAIL_RANK", "1", 1);
+  auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(launch_local_group(3, {"nala_tests", "[launch-child]"}) == 3);  // the failing rank's code
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE(secs < 30);  // the two waiting ranks were stopped, not waited for
+  unsetenv("NALA_TEST_FAIL_RANK");
+  unsetenv("NALA_TEST_OUT");
 }
