@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -242,6 +243,53 @@ TEST_CASE("reliability: image decoding guards found by fuzzing", "[reliability]"
   for (int k = 0; k < 8; k++) huge[16 + k] = (uint8_t)((k % 4 == 2 ? 20000 >> 8 : k % 4 == 3 ? 20000 & 255 : 0));
   REQUIRE_THROWS_WITH(decode_image_bytes(huge.data(), huge.size(), 1, "huge.png"),
                       Catch::Contains("huge.png: 20000x20000 pixels is more than the limit"));
+}
+
+TEST_CASE("reliability: a JPEG scan that uses a Huffman table no DHT segment defined", "[reliability]") {
+  const char* refused = "cannot decode: corrupt JPEG (a scan uses a Huffman table that no DHT segment defined)";
+  // Found by fuzzing (first byte: the fuzz target's options): the DHT segment defines DC 0, AC 0
+  // and DC 1, the scan uses AC 1. stb 2.27 decoded it with whatever its unzeroed struct held,
+  // and read far past the 257-entry symbol table when earlier inputs had left tables there.
+  Bytes fuzzed = read_bytes(kSourceDir + "fuzz/regressions/image/jpeg_scan_uses_undefined_ac_table");
+  REQUIRE(fuzzed.size() > 600);
+  REQUIRE_THROWS_WITH(decode_image_bytes(fuzzed.data() + 1, fuzzed.size() - 1, 3, "ac.jpg"),
+                      Catch::Contains(std::string("ac.jpg: ") + refused));
+  // The committed 10x10 JPEG with its luma DC table changed to 2 (never defined): with
+  // allocations filled with 0xFF (tools/fuzz.sh's replay), stb 2.27 reads index 644 of size[257].
+  Bytes good = read_bytes(kSourceDir + "data/solid_200_100_50.jpg");
+  Bytes dc = read_bytes(kSourceDir + "fuzz/regressions/image/jpeg_scan_uses_undefined_dc_table");
+  REQUIRE(dc.size() == good.size() + 1);
+  REQUIRE_THROWS_WITH(decode_image_bytes(dc.data() + 1, dc.size() - 1, 3, "dc.jpg"), Catch::Contains(refused));
+  fuzz::image(dc.data(), dc.size());  // through the fuzz target: no crash
+  // The same, built here: an undefined AC table, and table numbers stb itself refuses.
+  const size_t sos = 0x251;  // FF DA 00 0C 03 | 01 00 | 02 11 | 03 11 | 00 3F 00
+  REQUIRE((good[sos] == 0xFF && good[sos + 1] == 0xDA && good[sos + 8] == 0x11));
+  Bytes ac3 = good;
+  ac3[sos + 8] = 0x13;
+  REQUIRE_THROWS_WITH(decode_image_bytes(ac3.data(), ac3.size(), 3, "ac3.jpg"), Catch::Contains(refused));
+  Bytes dc5 = good;
+  dc5[sos + 8] = 0x51;
+  REQUIRE_THROWS_WITH(decode_image_bytes(dc5.data(), dc5.size(), 3, "dc5.jpg"), Catch::Contains("bad DC huff"));
+  REQUIRE(decode_image_bytes(good.data(), good.size(), 3, "good.jpg").h == 10);
+  // A progressive JPEG (16x16, left half (200, 100, 50), right half (20, 140, 230), written once
+  // with libjpeg's optimised tables and committed) defines each AC table just before the scan
+  // that needs it: its first scan names AC table 0 before any is defined (a DC scan reads none)
+  // and its DC refinement scan reads no table; it decodes.
+  Bytes prog = read_bytes(kSourceDir + "data/halves_progressive.jpg");
+  Image im = decode_image_bytes(prog.data(), prog.size(), 3, "prog.jpg");
+  REQUIRE((im.h == 16 && im.w == 16));
+  auto near = [&](int y, int x, std::vector<int> rgb) {
+    for (int c = 0; c < 3; c++) CHECK(std::abs(im.pixels[(y * 16 + x) * 3 + c] - rgb[c]) <= 8);
+  };
+  near(8, 2, {200, 100, 50});
+  near(8, 13, {20, 140, 230});
+  // Without its DHT for AC table 1 (the first one), the scan after it uses an undefined table.
+  const uint8_t dht_ac1[] = {0xFF, 0xC4, 0x00, 0x18, 0x11};
+  auto at = std::search(prog.begin(), prog.end(), dht_ac1, dht_ac1 + 5);
+  REQUIRE(at != prog.end());
+  Bytes cut(prog.begin(), at);
+  cut.insert(cut.end(), at + 2 + 0x18, prog.end());
+  REQUIRE_THROWS_WITH(decode_image_bytes(cut.data(), cut.size(), 3, "cut.jpg"), Catch::Contains(refused));
 }
 
 // ---------------------------------------------------------------- numerical faults

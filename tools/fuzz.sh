@@ -5,7 +5,10 @@
 #   FUZZ_SEED=0 tools/fuzz.sh ...            a random seed (default 1: CI runs repeat)
 #
 # Builds the targets (make fuzz: clang++ with -fsanitize=fuzzer,address,undefined),
-# replays the committed crash regressions (tests/fuzz/regressions/<target>/),
+# replays the committed crash regressions (tests/fuzz/regressions/<target>/,
+# in one process, every fresh allocation filled with 0xFF by ASan, so an input
+# that reads memory nobody wrote fails the same way every time instead of
+# depending on what earlier inputs left on the heap),
 # then fuzzes each target from a temporary copy of its seed corpus
 # (tests/fuzz/corpus/<target>/, left unmodified). A crash, a sanitizer
 # report, a leak or an input slower than 30 s fails the run: the input is
@@ -30,7 +33,8 @@ for t in "${TARGETS[@]}"; do
   regs=(tests/fuzz/regressions/$t/*)
   if [ -e "${regs[0]}" ]; then
     echo "== $t: replaying ${#regs[@]} regression input(s)"
-    if ! "$bin" -runs=1 "${regs[@]}" > "$work/$t.replay.log" 2>&1; then
+    if ! ASAN_OPTIONS="malloc_fill_byte=255:max_malloc_fill_size=1048576${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
+         "$bin" -runs=1 "${regs[@]}" > "$work/$t.replay.log" 2>&1; then
       tail -30 "$work/$t.replay.log"
       failed+=("$t (regression)")
       continue

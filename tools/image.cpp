@@ -63,6 +63,85 @@ bool jpeg_has_oversized_huffman_table(const uint8_t* p, size_t n) {
   return false;
 }
 
+// stb_image 2.27 keeps its four DC and four AC Huffman tables in a decoder
+// struct it takes from malloc without clearing, and never checks that a table
+// a scan names was defined by a DHT segment. Such a scan decodes with
+// whatever the heap held there: stbi__jpeg_huff_decode then computes a symbol
+// index from a stale maxcode[]/delta[] pair and reads h->values[c] and
+// h->size[c] far outside the table (found by tests/fuzz/fuzz_image, only
+// after earlier inputs had left tables on the heap; stb 2.28 bounds the
+// index). A table built from a DHT segment cannot do this: its codes of each
+// length are consecutive, so the index stays within the codes counted, and
+// more than 256 are refused above. Two guards: tools/stb_impl.cpp zeroes
+// every allocation stb makes (an all-zero table is harmless), and a scan that
+// uses a table no DHT segment defined before it is refused here, with a
+// message, before stb runs.
+//
+// What a scan uses is what stb's decoder reads: a baseline scan the DC and
+// AC tables of each of its components; a progressive scan the DC table for a
+// first DC scan (Ss = 0, Ah = 0), none for a DC refinement, the AC table for
+// an AC scan (Ss > 0). Segments are walked as stb walks them (as above);
+// after a scan, the entropy-coded data ends at the first 0xFF followed by a
+// byte that is not 0x00, fill (0xFF) or a restart marker, which is where stb
+// takes its next marker in a valid file, so a valid file, progressive ones
+// with their tables between scans included, is never refused. Up to the
+// first scan the walk is stb's exactly, for any file stb gets that far
+// with; after it, on a corrupt file, stb may end its entropy decoding
+// elsewhere, and for those scans the zeroed allocations are the guarantee.
+bool jpeg_scan_uses_undefined_huffman_table(const uint8_t* p, size_t n) {
+  auto at = [&](size_t i) -> unsigned { return i < n ? p[i] : 0u; };
+  bool defined[2][4] = {};  // [class: 0 DC, 1 AC][table]
+  bool progressive = false, have_frame = false;
+  if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return false;
+  size_t i = 2;
+  for (;;) {
+    while (i < n && p[i] != 0xFF) i++;
+    while (i < n && p[i] == 0xFF) i++;
+    if (i >= n) return false;
+    const unsigned m = p[i++];
+    const size_t len = at(i) << 8 | at(i + 1);
+    if (m == 0xC4) {  // DHT: the tables stb builds, read like stb (zeros past the end)
+      long L = (long)len - 2;
+      size_t k = i + 2;
+      while (L > 0) {
+        const unsigned q = at(k++);
+        if ((q >> 4) > 1 || (q & 15) > 3) break;  // stb stops: "bad DHT header"
+        defined[q >> 4][q & 15] = true;
+        unsigned codes = 0;
+        for (int b = 0; b < 16; b++) codes += at(k++);
+        k += codes;
+        L -= 17 + (long)codes;
+      }
+    } else if (m == 0xC0 || m == 0xC1 || m == 0xC2) {
+      if (have_frame) return false;  // stb refuses a second frame
+      have_frame = true, progressive = m == 0xC2;
+    } else if (m == 0xDA) {  // SOS
+      const unsigned ns = at(i + 2);
+      if (!have_frame || ns < 1 || ns > 4 || len != 6 + 2 * ns) return false;  // stb refuses these
+      const unsigned ss = at(i + 3 + 2 * ns), ah = at(i + 5 + 2 * ns) >> 4;
+      const bool dc = !progressive || (ss == 0 && ah == 0), ac = !progressive || ss != 0;
+      for (unsigned c = 0; c < ns; c++) {
+        const unsigned q = at(i + 4 + 2 * c);
+        if ((q >> 4) > 3 || (q & 15) > 3) return false;  // stb: "bad DC huff" / "bad AC huff"
+        if ((dc && !defined[0][q >> 4]) || (ac && !defined[1][q & 15])) return true;
+      }
+      for (i += len; i + 1 < n; i++) {  // skip the entropy-coded data
+        if (p[i] != 0xFF) continue;
+        size_t j = i + 1;
+        while (j < n && p[j] == 0xFF) j++;
+        if (j < n && p[j] != 0 && !(p[j] >= 0xD0 && p[j] <= 0xD7)) break;
+        i = j;
+      }
+      continue;
+    } else if (m == 0xD9) {
+      return false;  // EOI
+    } else if (!(m == 0xDB || m == 0xDC || m == 0xDD || (m >= 0xE0 && m <= 0xEF) || m == 0xFE)) {
+      return false;  // a marker stb refuses
+    }
+    i += len;
+  }
+}
+
 // The formats the datasets document; stb's other decoders (GIF, PSD, PIC,
 // TGA, HDR, PNM) are never reached.
 const char* image_format(const uint8_t* p, size_t n) {
@@ -150,6 +229,8 @@ Image decode_image_bytes(const uint8_t* data, size_t size, int channels, const s
   NALA_CHECK(format, "image ", name, ": cannot decode: not a PNG, JPEG or BMP file");
   NALA_CHECK(std::strcmp(format, "JPEG") != 0 || !jpeg_has_oversized_huffman_table(data, size), "image ", name,
              ": cannot decode: corrupt JPEG (a Huffman table with more than 256 codes)");
+  NALA_CHECK(std::strcmp(format, "JPEG") != 0 || !jpeg_scan_uses_undefined_huffman_table(data, size), "image ",
+             name, ": cannot decode: corrupt JPEG (a scan uses a Huffman table that no DHT segment defined)");
   if (std::strcmp(format, "BMP") == 0) check_bmp_size(data, size, name);
   std::vector<uint8_t> cleaned;
   if (std::strcmp(format, "PNG") == 0) drop_empty_idat(data, size, cleaned);
