@@ -20,6 +20,7 @@
 #include "nn/safetensors.h"
 #include "tests/helpers.h"
 #include "tests/process.h"
+#include "tools/common.h"
 #include "tools/datasets.h"
 
 using namespace nala;
@@ -406,4 +407,15 @@ TEST_CASE("distributed: the local launcher starts N ranks and stops them all whe
   REQUIRE(secs < 30);  // the two waiting ranks were stopped, not waited for
   unsetenv("NALA_TEST_FAIL_RANK");
   unsetenv("NALA_TEST_OUT");
+}
+
+TEST_CASE("distributed: --gpus refuses a machine or a build that cannot run it, before any work", "[distributed]") {
+  std::vector<std::string> words = {"--model", "pico", "--gpus", "64", "--out", "/nonexistent/never"};
+  std::vector<char*> argv;
+  for (auto& w : words) argv.push_back(&w[0]);
+  argv.push_back(nullptr);
+  if (nccl_built())
+    REQUIRE_THROWS_WITH(cmd_train((int)words.size(), argv.data()), Catch::Contains("--gpus 64: this machine has"));
+  else
+    REQUIRE_THROWS_WITH(cmd_train((int)words.size(), argv.data()), Catch::Contains("--gpus 64 needs NCCL"));
 }

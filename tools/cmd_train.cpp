@@ -13,6 +13,11 @@
 // count the result is bit-identical to a run that was never interrupted:
 // every epoch's data order and augmentation come from (seed, epoch), and the
 // drop-path RNG state is saved.
+//
+// Data-parallel (nn/distributed.h): under mpirun, or `--gpus N` which starts
+// N copies of this program, each process trains on its shard of every
+// global batch and the bucketed all-reduce averages the gradients during
+// the backward pass; rank 0 writes the files.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,6 +38,7 @@
 #include "nn/optim.h"
 #include "nn/safetensors.h"
 #include "nn/schedule.h"
+#include "tensor/device.h"
 #include "tools/common.h"
 
 namespace nala {
@@ -191,6 +197,10 @@ int cmd_train(int argc, char** argv) {
   if (g_check_args_only) return 0;
   const LaunchEnv env = detect_launch();
   if (a.gpus > 1 && env.launcher.empty()) {
+    NALA_CHECK(nccl_built(), "--gpus ", a.gpus, " needs NCCL, and this build has none: rebuild with CUDA and NCCL "
+               "(README: Several GPUs)");
+    const int have = device::cuda_device_count();
+    NALA_CHECK(have >= a.gpus, "--gpus ", a.gpus, ": this machine has ", have, " GPU(s)");
     std::vector<std::string> args = {"nala", "train"};
     args.insert(args.end(), argv, argv + argc);
     return launch_local_group((int)a.gpus, args);
