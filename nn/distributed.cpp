@@ -66,6 +66,7 @@ LaunchEnv detect_launch() {
     e.size = env_int("NALA_WORLD_SIZE", 1);
     e.rank = env_int("NALA_RANK", 0);
     e.local_rank = env_int("NALA_LOCAL_RANK", e.rank);
+    e.local_size = e.size;
     const char* dir = std::getenv("NALA_RENDEZVOUS");
     e.rendezvous = dir ? dir : "";
     NALA_CHECK(!e.rendezvous.empty(), "NALA_WORLD_SIZE is set but NALA_RENDEZVOUS is not");
@@ -74,11 +75,13 @@ LaunchEnv detect_launch() {
     e.size = env_int("OMPI_COMM_WORLD_SIZE", 1);
     e.rank = env_int("OMPI_COMM_WORLD_RANK", 0);
     e.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", 0);
+    e.local_size = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1);
   } else if (std::getenv("PMI_SIZE")) {  // MPICH's Hydra
     e.launcher = "mpirun";
     e.size = env_int("PMI_SIZE", 1);
     e.rank = env_int("PMI_RANK", 0);
     e.local_rank = env_int("MPI_LOCALRANKID", 0);
+    e.local_size = env_int("MPI_LOCALNRANKS", 1);
   }
   NALA_CHECK(e.size >= 1 && e.rank < e.size, "launch environment: rank ", e.rank, " of ", e.size, " processes");
   return e;

@@ -62,6 +62,7 @@ class Comm {
 struct LaunchEnv {
   std::string launcher;  // "", "mpirun" or "nala"
   int rank = 0, size = 1, local_rank = 0;
+  int local_size = 1;  // processes of the group on this machine
   std::string rendezvous;  // "nala": a directory every rank can reach
 };
 LaunchEnv detect_launch();

@@ -30,6 +30,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "autograd/ops.h"
 #include "models/weights.h"
@@ -229,6 +230,10 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
   // (mpirun -np 1 takes the same code path as -np 8).
   const bool dp = std::strcmp(comm.backend(), "single") != 0;
   if (!lead && std::freopen("/dev/null", "w", stdout) == nullptr) NALA_FAIL("cannot silence rank ", rank);
+  // The processes of one machine share its cores unless told otherwise.
+  const int local = std::max(1, detect_launch().local_size);
+  if (a.threads == 0 && local > 1)
+    a.threads = std::max<int64_t>(1, (int64_t)std::thread::hardware_concurrency() / local);
   set_threads(a.threads);
 
   Dataset train = load_dataset(a.data, true);
