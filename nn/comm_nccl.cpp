@@ -23,6 +23,7 @@
 #include <cstring>
 #include <thread>
 
+#include "kernels/cuda/check.cuh"
 #include "nn/distributed.h"
 #include "tensor/device.h"
 
@@ -34,11 +35,6 @@ namespace {
   do {                                                                                   \
     ncclResult_t r_ = (call);                                                            \
     if (r_ != ncclSuccess) NALA_FAIL("NCCL ", what, ": ", ncclGetErrorString(r_));       \
-  } while (0)
-#define CUDART_CALL(call, what)                                                          \
-  do {                                                                                   \
-    cudaError_t e_ = (call);                                                             \
-    if (e_ != cudaSuccess) NALA_FAIL("CUDA ", what, ": ", cudaGetErrorString(e_));       \
   } while (0)
 
 ncclUniqueId id_from_file(const LaunchEnv& env) {
@@ -78,9 +74,9 @@ class NcclComm : public Comm {
       rank_ = env.rank, size_ = env.size;
       id = id_from_file(env);
     }
-    CUDART_CALL(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
-    CUDART_CALL(cudaEventCreateWithFlags(&issued_, cudaEventDisableTiming), "event");
-    CUDART_CALL(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "event");
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
+    CUDA_CHECK(cudaEventCreateWithFlags(&issued_, cudaEventDisableTiming), "event");
+    CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "event");
     NCCL_CALL(ncclCommInitRank(&comm_, size_, id, rank_), "ncclCommInitRank");
   }
   ~NcclComm() override {
@@ -109,8 +105,8 @@ class NcclComm : public Comm {
   }
   void wait_all() override {
     if (!pending_) return;
-    CUDART_CALL(cudaEventRecord(done_, stream_), "event record");
-    CUDART_CALL(cudaStreamWaitEvent(cudaStreamLegacy, done_, 0), "stream wait");
+    CUDA_CHECK(cudaEventRecord(done_, stream_), "event record");
+    CUDA_CHECK(cudaStreamWaitEvent(cudaStreamLegacy, done_, 0), "stream wait");
     pending_ = false;
   }
   void broadcast(float* data, int64_t n, Device dev, int root) override {
@@ -145,20 +141,20 @@ class NcclComm : public Comm {
  private:
   // The group's stream starts after every kernel issued on the default stream so far.
   void after_issued_kernels() {
-    CUDART_CALL(cudaEventRecord(issued_, cudaStreamLegacy), "event record");
-    CUDART_CALL(cudaStreamWaitEvent(stream_, issued_, 0), "stream wait");
+    CUDA_CHECK(cudaEventRecord(issued_, cudaStreamLegacy), "event record");
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, issued_, 0), "stream wait");
   }
   // Host data through a device buffer of the group's own.
   template <class F>
   void staged(float* host, int64_t n, F&& op) {
     if (n > scratch_n_) {
       if (scratch_) cudaFree(scratch_);
-      CUDART_CALL(cudaMalloc(&scratch_, n * sizeof(float)), "scratch buffer");
+      CUDA_CHECK(cudaMalloc(&scratch_, n * sizeof(float)), "scratch buffer");
       scratch_n_ = n;
     }
-    CUDART_CALL(cudaMemcpy(scratch_, host, n * sizeof(float), cudaMemcpyHostToDevice), "copy");
+    CUDA_CHECK(cudaMemcpy(scratch_, host, n * sizeof(float), cudaMemcpyHostToDevice), "copy");
     op(scratch_);
-    CUDART_CALL(cudaMemcpy(host, scratch_, n * sizeof(float), cudaMemcpyDeviceToHost), "copy");
+    CUDA_CHECK(cudaMemcpy(host, scratch_, n * sizeof(float), cudaMemcpyDeviceToHost), "copy");
   }
 
   Comm* mpi_ = nullptr;

@@ -37,6 +37,21 @@ struct NormCase {
 
 int64_t channels(const NormCase& c) { return c.shape[c.dim < 0 ? c.shape.size() + c.dim : c.dim]; }
 
+// Backward from the CPU output y and its CUDA twin yc with the same upstream
+// gradient g; dx, and dweight and dbias when defined, must agree.
+void require_same_backward(const Tensor& y, const Tensor& yc, const Tensor& g, const Tensor& x, const Tensor& xc,
+                           const Tensor& w, const Tensor& wc, const Tensor& b, const Tensor& bc) {
+  backward(y, g);
+  backward(yc, g.to(Device::CUDA));
+  INFO("dx");
+  REQUIRE_CLOSE(host(xc.grad()), x.grad(), 1e-4, 1e-3);
+  if (w.defined()) {
+    INFO("dweight, dbias");
+    REQUIRE_CLOSE(host(wc.grad()), w.grad(), 2e-3, 1e-4);
+    REQUIRE_CLOSE(host(bc.grad()), b.grad(), 2e-3, 1e-4);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("cuda: layernorm forward and gradients match the CPU", "[cuda][norm]") {
@@ -60,16 +75,7 @@ TEST_CASE("cuda: layernorm forward and gradients match the CPU", "[cuda][norm]")
     Tensor y = layernorm(x, w, b, 1e-5f, c.dim), yc = layernorm(xc, wc, bc, 1e-5f, c.dim);
     REQUIRE(yc.device() == Device::CUDA);
     REQUIRE_CLOSE(host(yc), y, 1e-4, 1e-4);
-    Tensor g = randn(c.shape, rng);
-    backward(y, g);
-    backward(yc, g.to(Device::CUDA));
-    INFO("dx");
-    REQUIRE_CLOSE(host(xc.grad()), x.grad(), 1e-4, 1e-3);
-    if (c.affine) {
-      INFO("dweight, dbias");
-      REQUIRE_CLOSE(host(wc.grad()), w.grad(), 2e-3, 1e-4);
-      REQUIRE_CLOSE(host(bc.grad()), b.grad(), 2e-3, 1e-4);
-    }
+    require_same_backward(y, yc, randn(c.shape, rng), x, xc, w, wc, b, bc);
   }
 }
 
@@ -105,16 +111,7 @@ TEST_CASE("cuda: batchnorm training, running statistics and eval match the CPU",
       INFO("running_mean, running_var");
       REQUIRE_CLOSE(host(rmc), rm, 1e-5, 1e-5);
       REQUIRE_CLOSE(host(rvc), rv, 1e-5, 1e-5);
-      Tensor g = randn(c.shape, rng);
-      backward(y, g);
-      backward(yc, g.to(Device::CUDA));
-      INFO("dx");
-      REQUIRE_CLOSE(host(xc.grad()), x.grad(), 1e-4, 1e-3);
-      if (c.affine) {
-        INFO("dweight, dbias");
-        REQUIRE_CLOSE(host(wc.grad()), w.grad(), 2e-3, 1e-4);
-        REQUIRE_CLOSE(host(bc.grad()), b.grad(), 2e-3, 1e-4);
-      }
+      require_same_backward(y, yc, randn(c.shape, rng), x, xc, w, wc, b, bc);
     }
   }
   // Training without running statistics.
@@ -309,17 +306,8 @@ TEST_CASE("cuda: batchnorm_sync with one rank matches the CPU and batchnorm", "[
           REQUIRE_CLOSE(host(rmc), host(rmb), 1e-5, 1e-5);
           REQUIRE_CLOSE(host(rvc), host(rvb), 1e-5, 1e-4);
         }
-        Tensor g = randn(c.shape, rng);
         if (c.affine) w.set_grad(Tensor()), b.set_grad(Tensor()), wc.set_grad(Tensor()), bc.set_grad(Tensor());
-        backward(y, g);
-        backward(yc, g.to(Device::CUDA));
-        INFO("dx");
-        REQUIRE_CLOSE(host(xc.grad()), x.grad(), 1e-4, 1e-3);
-        if (c.affine) {
-          INFO("dweight, dbias");
-          REQUIRE_CLOSE(host(wc.grad()), w.grad(), 2e-3, 1e-4);
-          REQUIRE_CLOSE(host(bc.grad()), b.grad(), 2e-3, 1e-4);
-        }
+        require_same_backward(y, yc, randn(c.shape, rng), x, xc, w, wc, b, bc);
       }
     }
   }

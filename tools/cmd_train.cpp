@@ -208,12 +208,15 @@ int cmd_train(int argc, char** argv) {
   }
   if (a.gpus > 0 && env.launcher == "nala" && env.size != a.gpus)
     NALA_FAIL("--gpus ", a.gpus, " but this process is one of ", env.size);
+  // The processes of one machine share its cores unless told otherwise.
+  if (a.threads == 0 && env.local_size > 1)
+    a.threads = std::max<int64_t>(1, (int64_t)std::thread::hardware_concurrency() / env.local_size);
   const Device dev = parse_device(a.device);
   std::unique_ptr<Comm> comm = open_comm(dev);  // on CUDA: selects this rank's GPU first
-  if (comm->size() == 1) return train_run(a, dev, *comm);
   try {
     return train_run(a, dev, *comm);
   } catch (const std::exception& e) {
+    if (comm->size() == 1) throw;
     std::fprintf(stderr, "nala (rank %d of %d): error: %s\n", comm->rank(), comm->size(), e.what());
     std::fflush(stderr);
     comm->abort(1);
@@ -230,10 +233,6 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
   // (mpirun -np 1 takes the same code path as -np 8).
   const bool dp = std::strcmp(comm.backend(), "single") != 0;
   if (!lead && std::freopen("/dev/null", "w", stdout) == nullptr) NALA_FAIL("cannot silence rank ", rank);
-  // The processes of one machine share its cores unless told otherwise.
-  const int local = std::max(1, detect_launch().local_size);
-  if (a.threads == 0 && local > 1)
-    a.threads = std::max<int64_t>(1, (int64_t)std::thread::hardware_concurrency() / local);
   set_threads(a.threads);
 
   Dataset train = load_dataset(a.data, true);
@@ -338,10 +337,9 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
   if (dp) {
     // Every rank starts from rank 0's weights and buffers; drop-path masks
     // differ per rank (each holds other images).
-    broadcast_tensors(comm, model.parameters());
-    std::vector<Tensor> buffers;
-    for (auto& nt : model.named_buffers()) buffers.push_back(nt.second);
-    broadcast_tensors(comm, buffers);
+    std::vector<Tensor> state;
+    for (auto& nt : model.state_dict()) state.push_back(nt.second);
+    broadcast_tensors(comm, state);  // parameters and buffers
     if (rank > 0) {
       const auto s = model.rng.state();
       model.rng.seed_(s[0] ^ s[1] ^ s[2] ^ s[3] ^ (0x9e3779b97f4a7c15ULL * (uint64_t)rank));

@@ -28,22 +28,31 @@ namespace {
 // stb may pick up a marker after any 0xFF in the scan data, so every FF C4
 // there is checked; in a valid file 0xFF inside scan data is always
 // followed by 00 or a restart marker, so no valid file is refused.
+//
+// read_dht reads one DHT segment the way stb does (i: just after its C4
+// byte): true when a table declares more than 256 codes; the tables it
+// defines are marked in `defined` ([class: 0 DC, 1 AC][table]) when given.
+// Past the end of the buffer stb reads empty tables: harmless, and not
+// counted as defined.
+bool read_dht(const uint8_t* p, size_t n, size_t i, bool (*defined)[4] = nullptr) {
+  auto at = [&](size_t k) -> unsigned { return k < n ? p[k] : 0u; };
+  long L = (long)(at(i) << 8 | at(i + 1)) - 2;
+  i += 2;
+  while (L > 0 && i < n) {
+    const unsigned q = at(i++);
+    if ((q >> 4) > 1 || (q & 15) > 3) return false;  // stb stops: "bad DHT header"
+    if (defined) defined[q >> 4][q & 15] = true;
+    unsigned codes = 0;
+    for (int k = 0; k < 16; k++) codes += at(i++);
+    if (codes > 256) return true;
+    i += codes;
+    L -= 17 + (long)codes;
+  }
+  return false;
+}
+
 bool jpeg_has_oversized_huffman_table(const uint8_t* p, size_t n) {
   auto at = [&](size_t i) -> unsigned { return i < n ? p[i] : 0u; };
-  auto bad_dht = [&](size_t i) {  // i: just after the C4 byte
-    long L = (long)(at(i) << 8 | at(i + 1)) - 2;
-    i += 2;
-    while (L > 0 && i < n) {
-      unsigned q = at(i++);
-      if ((q >> 4) > 1 || (q & 15) > 3) return false;  // stb stops: "bad DHT header"
-      unsigned codes = 0;
-      for (int k = 0; k < 16; k++) codes += at(i++);
-      if (codes > 256) return true;
-      i += codes;
-      L -= 17 + (long)codes;
-    }
-    return false;  // past the end stb reads empty tables: harmless
-  };
   if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return false;
   size_t i = 2;
   for (;;) {  // segments before the first scan
@@ -51,7 +60,7 @@ bool jpeg_has_oversized_huffman_table(const uint8_t* p, size_t n) {
     while (i < n && p[i] == 0xFF) i++;
     if (i >= n) return false;
     const unsigned m = p[i++];
-    if (m == 0xC4 && bad_dht(i)) return true;
+    if (m == 0xC4 && read_dht(p, n, i)) return true;
     if (m == 0xDA) break;
     const bool has_length = m == 0xC0 || m == 0xC1 || m == 0xC2 || m == 0xC4 || m == 0xDB || m == 0xDC ||
                             m == 0xDD || (m >= 0xE0 && m <= 0xEF) || m == 0xFE;
@@ -59,7 +68,7 @@ bool jpeg_has_oversized_huffman_table(const uint8_t* p, size_t n) {
     i += at(i) << 8 | at(i + 1);
   }
   for (; i + 1 < n; i++)
-    if (p[i] == 0xFF && p[i + 1] == 0xC4 && bad_dht(i + 2)) return true;
+    if (p[i] == 0xFF && p[i + 1] == 0xC4 && read_dht(p, n, i + 2)) return true;
   return false;
 }
 
@@ -100,18 +109,8 @@ bool jpeg_scan_uses_undefined_huffman_table(const uint8_t* p, size_t n) {
     if (i >= n) return false;
     const unsigned m = p[i++];
     const size_t len = at(i) << 8 | at(i + 1);
-    if (m == 0xC4) {  // DHT: the tables stb builds, read like stb (zeros past the end)
-      long L = (long)len - 2;
-      size_t k = i + 2;
-      while (L > 0) {
-        const unsigned q = at(k++);
-        if ((q >> 4) > 1 || (q & 15) > 3) break;  // stb stops: "bad DHT header"
-        defined[q >> 4][q & 15] = true;
-        unsigned codes = 0;
-        for (int b = 0; b < 16; b++) codes += at(k++);
-        k += codes;
-        L -= 17 + (long)codes;
-      }
+    if (m == 0xC4) {  // DHT: the tables stb builds
+      read_dht(p, n, i, defined);
     } else if (m == 0xC0 || m == 0xC1 || m == 0xC2) {
       if (have_frame) return false;  // stb refuses a second frame
       have_frame = true, progressive = m == 0xC2;
