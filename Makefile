@@ -15,6 +15,9 @@
 #   THIRD_PARTY=dir      extra include dir holding catch2/catch.hpp and stb/stb_image.h
 #                        (default: ./third_party_headers, then /usr/include)
 
+# dep_test PACKAGE: the test tools/deps.list gives for a Debian package (a path or glob)
+dep_test = $(shell awk '$$2=="$(1)" {print $$3}' tools/deps.list)
+
 CXX      ?= g++
 ARCH     ?= native
 OMP      ?= 1
@@ -81,10 +84,12 @@ ifeq ($(USE_CUDA),1)
 endif
 
 # ---- MPI (optional: data-parallel training under mpirun): Open MPI's mpicxx
-# says how to compile and link (Debian: libopenmpi-dev, openmpi-bin)
-MPICXX ?= $(shell command -v mpicxx 2>/dev/null)
+# says how to compile and link (Debian: libopenmpi-dev, openmpi-bin). Used
+# when Open MPI's own mpicxx and mpi.h (tools/deps.list) are both there.
+MPICXX ?= $(shell command -v mpicxx.openmpi 2>/dev/null || command -v mpicxx 2>/dev/null)
+MPI_H  := $(wildcard $(call dep_test,libopenmpi-dev))
 ifneq ($(MPI),0)
-  ifneq ($(MPICXX),)
+  ifneq ($(and $(MPICXX),$(MPI_H)),)
     MPI_CFLAGS := $(shell $(MPICXX) --showme:compile 2>/dev/null)
     MPI_LIBS   := $(filter-out -lmpi_cxx,$(shell $(MPICXX) --showme:link 2>/dev/null))
   endif
@@ -114,9 +119,11 @@ else ifeq ($(NCCL),1)
   $(error NCCL=1 needs CUDA)
 endif
 
-# ---- third-party headers (Debian: catch2, libstb-dev)
-CATCH_INC := $(firstword $(wildcard $(THIRD_PARTY)/catch2/catch.hpp /usr/include/catch2/catch.hpp))
-STB_INC   := $(firstword $(wildcard $(THIRD_PARTY)/stb/stb_image.h /usr/include/stb/stb_image.h))
+# ---- third-party headers (Debian: catch2, libstb-dev). The system paths come
+# from tools/deps.list, the list tools/deps.sh installs from, so the build and
+# the installer test the same file.
+CATCH_INC := $(firstword $(wildcard $(THIRD_PARTY)/catch2/catch.hpp $(call dep_test,catch2)))
+STB_INC   := $(firstword $(wildcard $(THIRD_PARTY)/stb/stb_image.h $(call dep_test,libstb-dev)))
 # zlib (tools only: the gzipped IDX files): the system's, or a carried copy in THIRD_PARTY
 ZLIB      := $(if $(wildcard $(THIRD_PARTY)/libz.a),$(THIRD_PARTY)/libz.a,-lz)
 ZLIB_INC  := $(if $(wildcard $(THIRD_PARTY)/zlib.h),-I$(THIRD_PARTY),)
@@ -192,17 +199,14 @@ test-cuda: $(TESTS)
 test-slow: $(TESTS) $(NALA)
 	OMP_WAIT_POLICY=passive $(TESTS) "[slow]"
 
-# ---- benchmarks: OpenBLAS is linked into bench_gemm only, as the yardstick
-HAVE_OPENBLAS := $(shell test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h -o -f /usr/include/openblas/cblas.h && echo 1)
+# ---- benchmarks. OpenBLAS, bench_gemm's yardstick, is loaded at run time
+# (dlopen), never linked: without it the comparison is skipped with a note.
 BENCH_SRC := $(wildcard bench/*.cpp)
 BENCH_BIN := $(BENCH_SRC:bench/%.cpp=$(BUILD)/bench/%)
 bench: $(BENCH_BIN)
-$(BUILD)/bench/bench_gemm: bench/bench_gemm.cpp $(LIB)
-	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS) $(if $(HAVE_OPENBLAS),-DHAVE_OPENBLAS -I/usr/include/x86_64-linux-gnu/openblas-pthread,) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(if $(HAVE_OPENBLAS),-lopenblas,)
 $(BUILD)/bench/%: bench/%.cpp $(LIB)
 	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) -ldl
 
 include bench/cuda.mk
 
