@@ -1,6 +1,6 @@
 # nala - plain make.
 #
-#   make                 library, the nala program, tests and benchmarks (CUDA code too when nvcc is found)
+#   make                 libraries, the nala program, tests and benchmarks (CUDA code too when nvcc is found)
 #   make test            build and run the CPU tests
 #   make test-cuda       build and run the CUDA tests (needs a GPU)
 #   make bench           build the benchmark programs
@@ -83,7 +83,11 @@ ifeq ($(USE_CUDA),1)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -lcudart
 endif
 
-# ---- MPI (optional: data-parallel training under mpirun): Open MPI's mpicxx
+# ---- MPI and NCCL: only the optional data-parallel library (distributed/,
+# libnala_dist.a) is compiled with their flags, and only the programs that
+# use it (nala, the tests, bench_scaling) link them; libnala.a never does.
+#
+# MPI (optional: data-parallel training under mpirun): Open MPI's mpicxx
 # says how to compile and link (Debian: libopenmpi-dev, openmpi-bin). Used
 # when Open MPI's own mpicxx and mpi.h (tools/deps.list) are both there.
 MPICXX ?= $(shell command -v mpicxx.openmpi 2>/dev/null || command -v mpicxx 2>/dev/null)
@@ -95,8 +99,8 @@ ifneq ($(MPI),0)
   endif
   ifneq ($(MPI_LIBS),)
     USE_MPI := 1
-    CXXFLAGS += -DNALA_MPI $(MPI_CFLAGS)
-    LDLIBS   += $(MPI_LIBS)
+    DIST_CXXFLAGS += -DNALA_MPI $(MPI_CFLAGS)
+    DIST_LDLIBS   += $(MPI_LIBS)
   else ifeq ($(MPI),1)
     $(error MPI=1 but mpicxx was not found; apt-get install libopenmpi-dev openmpi-bin)
   endif
@@ -109,8 +113,8 @@ ifeq ($(USE_CUDA),1)
     NCCL_LIB  := $(firstword $(wildcard $(foreach l,lib64 lib lib/x86_64-linux-gnu,$(NCCL_HOME)/$(l)/libnccl.so $(NCCL_HOME)/$(l)/libnccl.so.2)))
     ifneq ($(NCCL_LIB),)
       USE_NCCL := 1
-      CXXFLAGS += -DNALA_NCCL -I$(NCCL_HOME)/include
-      LDLIBS   += $(NCCL_LIB) -Xlinker -rpath -Xlinker $(dir $(NCCL_LIB))
+      DIST_CXXFLAGS += -DNALA_NCCL -I$(NCCL_HOME)/include
+      DIST_LDLIBS   += $(NCCL_LIB) -Xlinker -rpath -Xlinker $(dir $(NCCL_LIB))
     else ifeq ($(NCCL),1)
       $(error NCCL=1 but nccl.h / libnccl were not found; set NCCL_HOME)
     endif
@@ -136,6 +140,7 @@ TOOL_SRC  := $(filter-out tools/main.cpp,$(wildcard tools/*.cpp))
 TEST_SRC  := $(wildcard tests/*.cpp)
 
 CORE_OBJ  := $(CORE_SRC:%.cpp=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
+DIST_OBJ  := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard distributed/*.cpp))
 TOOL_OBJ  := $(TOOL_SRC:%.cpp=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
 
@@ -155,12 +160,25 @@ info:
 # Objects depend on the flags: switching MPI, NCCL or OpenMP on or off
 # rebuilds what they change.
 FLAGS_STAMP := $(BUILD)/flags.txt
-$(shell mkdir -p $(BUILD) && echo '$(CXXFLAGS) | $(LDLIBS)' | cmp -s - $(FLAGS_STAMP) || echo '$(CXXFLAGS) | $(LDLIBS)' > $(FLAGS_STAMP))
+STAMP_TEXT := $(CXXFLAGS) | $(LDLIBS) | $(DIST_CXXFLAGS) | $(DIST_LDLIBS)
+$(shell mkdir -p $(BUILD) && echo '$(STAMP_TEXT)' | cmp -s - $(FLAGS_STAMP) || echo '$(STAMP_TEXT)' > $(FLAGS_STAMP))
 
-lib: $(LIB)
+lib: $(LIB) $(DIST_LIB)
 $(LIB): $(CORE_OBJ)
 	@mkdir -p $(@D)
+	rm -f $@
 	ar rcs $@ $^
+
+# libnala_dist.a: data-parallel training (process groups, the bucketed
+# all-reduce, the launcher), with MPI and NCCL when found.
+DIST_LIB := $(BUILD)/libnala_dist.a
+$(DIST_LIB): $(DIST_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	ar rcs $@ $^
+$(BUILD)/distributed/%.o: distributed/%.cpp $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $(DIST_CXXFLAGS) -c $< -o $@
 
 $(BUILD)/%.o: %.cpp $(FLAGS_STAMP)
 	@mkdir -p $(@D)
@@ -176,16 +194,16 @@ $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-$(NALA): $(BUILD)/tools/main.o $(TOOL_OBJ) $(LIB)
-	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(ZLIB)
+$(NALA): $(BUILD)/tools/main.o $(TOOL_OBJ) $(DIST_LIB) $(LIB)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(DIST_LDLIBS) $(ZLIB)
 
 $(BUILD)/tests/%.o: tests/%.cpp $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	@test -n "$(CATCH_INC)" || { echo "Catch2 v2 not found: apt-get install catch2 (or run tools/test.sh)"; exit 1; }
 	$(CXX) $(CXXFLAGS) -I$(dir $(patsubst %/,%,$(dir $(CATCH_INC)))) $(ZLIB_INC) $(if $(STB_INC),-I$(dir $(patsubst %/,%,$(dir $(STB_INC))))) -Itools -c $< -o $@
 
-$(TESTS): $(TEST_OBJ) $(TOOL_OBJ) $(LIB)
-	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(ZLIB)
+$(TESTS): $(TEST_OBJ) $(TOOL_OBJ) $(DIST_LIB) $(LIB)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(DIST_LDLIBS) $(ZLIB)
 
 # Passive OpenMP waiting: the tests run many small kernels, and spinning
 # threads hurt when the cores are shared.
@@ -207,6 +225,9 @@ bench: $(BENCH_BIN)
 $(BUILD)/bench/%: bench/%.cpp $(LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) -ldl
+$(BUILD)/bench/bench_scaling: bench/bench_scaling.cpp $(DIST_LIB) $(LIB)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $< $(DIST_LIB) $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(DIST_LDLIBS)
 
 include bench/cuda.mk
 

@@ -57,7 +57,7 @@ Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backwa
 // Called once per leaf that the graph reaches, as soon as no later node of
 // the pass can add to its .grad (which may be undefined when no gradient
 // reached it). Data-parallel training starts each gradient's all-reduce
-// from here while the rest of the backward pass runs (nn/distributed.h).
+// from here while the rest of the backward pass runs (distributed/distributed.h).
 using LeafHook = std::function<void(Tensor& leaf)>;
 
 // Run the backward pass from `root`. grad_root defaults to ones (a scalar

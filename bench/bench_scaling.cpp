@@ -2,7 +2,7 @@
 //
 // Each process trains one replica on random images (its own seed) with the
 // training step of `nala train`: forward, cross-entropy, backward with the
-// bucketed gradient all-reduce (nn/distributed.h), AdamW. Rank 0 prints
+// bucketed gradient all-reduce (distributed/distributed.h), AdamW. Rank 0 prints
 // the images/s of the whole group. Scaling efficiency is N-GPU images/s over
 // N times the 1-GPU figure (bench/scaling.sh runs 1, 2, 4, 8).
 //
@@ -22,7 +22,7 @@
 
 #include "autograd/ops.h"
 #include "models/nalaformer.h"
-#include "nn/distributed.h"
+#include "distributed/distributed.h"
 #include "nn/optim.h"
 #include "tensor/device.h"
 

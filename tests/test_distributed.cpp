@@ -1,4 +1,4 @@
-// tests/test_distributed.cpp - data-parallel training (nn/distributed.h).
+// tests/test_distributed.cpp - data-parallel training (distributed/distributed.h).
 //
 // In one process: backward()'s leaf hook, the bucketed GradReducer over a
 // group of threads that stands in for ranks (its all-reduce adds the
@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "autograd/ops.h"
-#include "nn/distributed.h"
+#include "distributed/distributed.h"
 #include "nn/safetensors.h"
 #include "tests/helpers.h"
 #include "tests/process.h"

@@ -14,7 +14,7 @@
 // every epoch's data order and augmentation come from (seed, epoch), and the
 // drop-path RNG state is saved.
 //
-// Data-parallel (nn/distributed.h): under mpirun, or `--gpus N` which starts
+// Data-parallel (distributed/distributed.h): under mpirun, or `--gpus N` which starts
 // N copies of this program, each process trains on its shard of every
 // global batch and the bucketed all-reduce averages the gradients during
 // the backward pass; rank 0 writes the files.
@@ -34,7 +34,7 @@
 
 #include "autograd/ops.h"
 #include "models/weights.h"
-#include "nn/distributed.h"
+#include "distributed/distributed.h"
 #include "nn/layers.h"
 #include "nn/optim.h"
 #include "nn/safetensors.h"

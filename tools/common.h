@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "models/nalaformer.h"
-#include "nn/distributed.h"
+#include "nn/comm.h"
 #include "tools/cli.h"
 #include "tools/datasets.h"
 

@@ -21,7 +21,7 @@ FUZZ_FLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -Wno-unknown
               $(if $(STB_INC),-I$(dir $(patsubst %/,%,$(dir $(STB_INC)))))
 FUZZ_TARGETS := safetensors idx cifar image cli
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
-FUZZ_LIB_SRC := $(CORE_SRC) $(TOOL_SRC)
+FUZZ_LIB_SRC := $(CORE_SRC) $(wildcard distributed/*.cpp) $(TOOL_SRC)
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.cpp=$(FUZZ_BUILD)/obj/%.o)
 
 .PHONY: fuzz fuzz-check-compiler

@@ -1,4 +1,4 @@
-// nn/launch.cpp - one process per GPU of this machine, without MPI (`nala
+// distributed/launch.cpp - one process per GPU of this machine, without MPI (`nala
 // train --gpus N`, bench_scaling --gpus N). The processes are this program
 // run again with the given arguments and NALA_RANK, NALA_WORLD_SIZE, NALA_LOCAL_RANK and
 // NALA_RENDEZVOUS (a fresh directory where rank 0 publishes NCCL's id) in
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "nn/distributed.h"
+#include "distributed/distributed.h"
 
 namespace nala {
 

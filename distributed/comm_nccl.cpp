@@ -1,4 +1,4 @@
-// nn/comm_nccl.cpp - the NCCL process group (nn/distributed.h): compiled
+// distributed/comm_nccl.cpp - the NCCL process group (distributed/distributed.h): compiled
 // when the build has CUDA and finds NCCL (Makefile: NCCL=1).
 //
 // One GPU per process. Every NCCL call runs on one stream of the group's
@@ -24,7 +24,7 @@
 #include <thread>
 
 #include "kernels/cuda/check.cuh"
-#include "nn/distributed.h"
+#include "distributed/distributed.h"
 #include "tensor/device.h"
 
 namespace nala {

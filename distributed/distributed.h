@@ -1,4 +1,4 @@
-// nn/distributed.h - data-parallel training: one process per GPU (or per
+// distributed/distributed.h - data-parallel training: one process per GPU (or per
 // CPU share), each with a shard of every global batch, gradients averaged
 // across the processes after each backward pass.
 //
@@ -10,8 +10,11 @@
 //   nccl    NCCL's collectives on GPU memory (build with CUDA and NCCL),
 //           one GPU per process; NCCL's unique id travels through MPI under
 //           mpirun, or through a file under `nala train --gpus N`
-// The core never depends on MPI or NCCL: without them only `single` exists
-// and open_comm() says which build option a launch needs.
+// This folder is its own optional library (libnala_dist.a): the core
+// (libnala.a) holds only the Comm interface and the single-process group
+// (nn/comm.h), and never depends on MPI, NCCL or the launcher. Without MPI
+// and NCCL only `single` exists, and open_comm() says which build option a
+// launch needs.
 //
 // GradReducer does what PyTorch's DistributedDataParallel does for the
 // gradients: parameters are packed into buckets (about bucket_bytes each,
@@ -28,33 +31,12 @@
 #include <vector>
 
 #include "autograd/autograd.h"
+#include "nn/comm.h"
 #include "tensor/tensor.h"
 
 namespace nala {
 
-class Comm {
- public:
-  virtual ~Comm() = default;
-  virtual int rank() const = 0;
-  virtual int size() const = 0;
-  virtual const char* backend() const = 0;  // "single", "mpi", "nccl"
-  // n floats at data (on dev) become their sum over the ranks, in place.
-  // Later kernels on dev see the result.
-  virtual void all_reduce_sum(float* data, int64_t n, Device dev) = 0;
-  // The same, started asynchronously: complete after wait_all().
-  virtual void all_reduce_sum_start(float* data, int64_t n, Device dev) { all_reduce_sum(data, n, dev); }
-  virtual void wait_all() {}
-  // Lets started operations progress (MPI progresses only inside its calls).
-  virtual void poll() {}
-  // n floats at data (on dev) become root's values.
-  virtual void broadcast(float* data, int64_t n, Device dev, int root) = 0;
-  // n bytes of host memory become root's (small messages: ids, flags).
-  virtual void broadcast_bytes(void* data, size_t n, int root) = 0;
-  virtual void barrier() = 0;
-  // Ends every process of the group now (after an error on one rank, the
-  // others would wait forever in their next collective).
-  [[noreturn]] virtual void abort(int exit_code) = 0;
-};
+
 
 // How this process was started: by mpirun (Open MPI's OMPI_COMM_WORLD_*,
 // or PMI_RANK/PMI_SIZE), by `nala train --gpus N` (NALA_RANK,
@@ -81,7 +63,6 @@ bool nccl_built();
 // built); under `nala train --gpus N` NCCL. On CUDA it first selects GPU
 // local_rank. Fails naming the missing build option.
 std::unique_ptr<Comm> open_comm(Device dev);
-std::unique_ptr<Comm> make_single_comm();
 #ifdef NALA_MPI
 std::unique_ptr<Comm> make_mpi_comm();
 #endif
@@ -91,12 +72,7 @@ std::unique_ptr<Comm> make_mpi_comm();
 std::unique_ptr<Comm> make_nccl_comm(const LaunchEnv& env, Comm* mpi);
 #endif
 
-// Every tensor's values (f32 only) become rank root's: parameters and
-// buffers at the start of a run.
-void broadcast_tensors(Comm& comm, const std::vector<Tensor>& ts, int root = 0);
-// Every f32 tensor becomes its mean over the ranks (BatchNorm running
-// statistics before evaluation and checkpoints).
-void average_tensors(Comm& comm, const std::vector<Tensor>& ts);
+
 
 class GradReducer {
  public:

@@ -1,7 +1,7 @@
-// nn/distributed.cpp - the single-process group, launch detection, and the
-// bucketed gradient all-reduce (see nn/distributed.h). The MPI and NCCL
-// backends are in nn/comm_mpi.cpp and nn/comm_nccl.cpp.
-#include "nn/distributed.h"
+// distributed/distributed.cpp - launch detection, choosing the group, and the
+// bucketed gradient all-reduce (see distributed/distributed.h). The MPI and
+// NCCL backends are in distributed/comm_mpi.cpp and distributed/comm_nccl.cpp.
+#include "distributed/distributed.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -17,17 +17,7 @@ namespace nala {
 
 namespace {
 
-class SingleComm : public Comm {
- public:
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  const char* backend() const override { return "single"; }
-  void all_reduce_sum(float*, int64_t, Device) override {}
-  void broadcast(float*, int64_t, Device, int) override {}
-  void broadcast_bytes(void*, size_t, int) override {}
-  void barrier() override {}
-  [[noreturn]] void abort(int exit_code) override { std::_Exit(exit_code); }
-};
+
 
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -40,8 +30,6 @@ int env_int(const char* name, int fallback) {
 }
 
 }  // namespace
-
-std::unique_ptr<Comm> make_single_comm() { return std::make_unique<SingleComm>(); }
 
 bool mpi_built() {
 #ifdef NALA_MPI
@@ -114,24 +102,6 @@ std::unique_ptr<Comm> open_comm(Device dev) {
   NALA_FAIL("started by mpirun (", env.size, " processes), but this build has no MPI: install libopenmpi-dev and "
             "openmpi-bin and rebuild (README: Several GPUs)");
 #endif
-}
-
-void broadcast_tensors(Comm& comm, const std::vector<Tensor>& ts, int root) {
-  for (const Tensor& t : ts) {
-    if (t.dtype() != DType::F32 || !t.numel()) continue;
-    NALA_CHECK(t.is_contiguous(), "broadcast_tensors: ", t.desc(), " is not contiguous");
-    comm.broadcast(const_cast<Tensor&>(t).f32(), t.numel(), t.device(), root);
-  }
-}
-
-void average_tensors(Comm& comm, const std::vector<Tensor>& ts) {
-  for (const Tensor& t : ts) {
-    if (t.dtype() != DType::F32 || !t.numel()) continue;
-    NALA_CHECK(t.is_contiguous(), "average_tensors: ", t.desc(), " is not contiguous");
-    float* p = const_cast<Tensor&>(t).f32();
-    comm.all_reduce_sum(p, t.numel(), t.device());
-    if (comm.size() > 1) NALA_DISPATCH(t.device(), scale_forward, p, p, 1.0f / comm.size(), t.numel());
-  }
 }
 
 // ---------------------------------------------------------------- GradReducer

@@ -1,4 +1,4 @@
-// nn/comm_mpi.cpp - the MPI process group (nn/distributed.h): compiled when
+// distributed/comm_mpi.cpp - the MPI process group (distributed/distributed.h): compiled when
 // the build finds MPI (Makefile: MPI=1, detected through mpicxx).
 //
 // MPI works on host memory here; a CUDA tensor is copied to the host,
@@ -14,7 +14,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "nn/distributed.h"
+#include "distributed/distributed.h"
 #include "tensor/device.h"
 
 namespace nala {
