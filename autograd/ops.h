@@ -30,7 +30,7 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 std::vector<Tensor> chunk(const Tensor& x, int64_t n, int64_t dim);                         // equal parts
 
 // ---- elementwise (ops_elementwise.cpp) ------------------------------------
-// Binary ops broadcast (numpy rules). pow: x^p with the SPEC section 7
+// Binary ops broadcast (numpy rules). pow: x^p with the docs/SPEC.md §7
 // conventions at x = 0 (d/dx and d/dp are 0 there); x must be >= 0.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
@@ -106,12 +106,12 @@ Tensor batchnorm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias,
 
 // ---- attention (ops_attention.cpp) ----------------------------------------
 // q, k, v: (B, heads, N, d) with N = H*W tokens in row-major order, d % 4 == 0.
-Tensor rope2d(const Tensor& x, int64_t H, int64_t W);  // SPEC section 4
-// NaLa attention, SPEC section 2 (released-code form). O(N d^2) time, O(N d)
-// extra memory; the query norm is floored at kNalaNormFloor (see SPEC 7).
+Tensor rope2d(const Tensor& x, int64_t H, int64_t W);  // docs/SPEC.md §4
+// NaLa attention, docs/SPEC.md §2 (released-code form). O(N d^2) time, O(N d)
+// extra memory; the query norm is floored at kNalaNormFloor (see docs/SPEC.md §7).
 constexpr float kNalaNormFloor = 1e-12f;
 Tensor nala_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W);
-// softmax(rope(q) rope(k)^T / sqrt(d)) v, SPEC section 3.
+// softmax(rope(q) rope(k)^T / sqrt(d)) v, docs/SPEC.md §3.
 Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W);
 
 // ---- regularisation (ops_dropout.cpp) -------------------------------------

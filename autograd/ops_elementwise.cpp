@@ -10,7 +10,7 @@
 //
 // pow(x, p) requires x >= 0 (checked in debug builds): x^p for negative x and
 // non-integer p is NaN. Its partials are defined as exactly 0 at x == 0
-// (SPEC section 7), so ln 0 never reaches a gradient. sqrt's gradient is
+// (docs/SPEC.md §7), so ln 0 never reaches a gradient. sqrt's gradient is
 // infinite at 0, as in the math.
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"

@@ -20,7 +20,7 @@ struct Container : Module {
 };
 }  // namespace
 
-// ---- configs (SPEC section 5) ----------------------------------------------
+// ---- configs (docs/SPEC.md §5) ---------------------------------------------
 
 std::vector<std::string> nalaformer_config_names() { return {"xt", "t", "s", "b", "l", "pico"}; }
 

@@ -1,9 +1,9 @@
-// models/nalaformer.h - NaLaFormer (SPEC sections 1-6) built from nn/.
+// models/nalaformer.h - NaLaFormer (docs/SPEC.md §1-§6) built from nn/.
 //
 // Shape letters: B batch, H x W tokens of the current stage, N = H*W, C the
 // stage width, P the head width. Activations are channels-last (B, H, W, C),
 // i.e. tokens (B, N, C); forward() takes images (B, H, W, Cin) and returns
-// logits (B, classes). Parameter names follow the release (SPEC section 10),
+// logits (B, classes). Parameter names follow the release (docs/SPEC.md §10),
 // so a PyTorch state_dict loads without renaming.
 //
 // What this file does not do: training loops, data, checkpoints on disk
@@ -38,7 +38,7 @@ struct NalaConfig {
   std::string describe() const;  // one line, for logs and checkpoints
 };
 
-// The configs of SPEC section 5: xt, t, s, b, l, pico. Throws on unknown names.
+// The configs of docs/SPEC.md §5: xt, t, s, b, l, pico. Throws on unknown names.
 NalaConfig nalaformer_config(const std::string& name, int64_t in_chans = -1, int64_t num_classes = -1);
 std::vector<std::string> nalaformer_config_names();
 
@@ -87,7 +87,7 @@ struct NalaFormer : Module {
   Conv2d* head;
 
   Tensor forward(const Tensor& images) override;  // (B, H, W, Cin) -> (B, classes)
-  // Fill weights per SPEC section 6 from an Rng.
+  // Fill weights per docs/SPEC.md §6.1 from an Rng.
   void init_weights(Rng& init_rng);
 };
 

@@ -1,4 +1,4 @@
-// nn/init.h - parameter initialisation (SPEC section 6, the release's scheme).
+// nn/init.h - parameter initialisation (docs/SPEC.md §6.1, the release's scheme).
 //
 // In-place fills of CPU f32 tensors, drawn from a caller's Rng so that a seed
 // reproduces a model exactly. They write values only: no autograd history is

@@ -3,7 +3,7 @@
 //
 // A Module owns its children (unique_ptr) and holds handles to its parameter
 // and buffer tensors. Names follow PyTorch so that state_dict keys match the
-// release's checkpoints (SPEC section 10): "layers.0.blocks.1.attn.qkvg.weight".
+// release's checkpoints (docs/SPEC.md §10): "layers.0.blocks.1.attn.qkvg.weight".
 //
 //   named_parameters(): own parameters (registration order), then children
 //                       depth-first; a tensor registered twice is listed once.
@@ -64,7 +64,7 @@ class Module {
 
   // Copy values from `sd` into this module's state_dict tensors (no autograd).
   // Shapes must match. An f32 value may fill an i64 buffer and vice versa
-  // (num_batches_tracked, SPEC section 10). strict: every key of state_dict()
+  // (num_batches_tracked, docs/SPEC.md §10). strict: every key of state_dict()
   // must be present and no unknown key may appear; both lists are reported.
   // Returns the keys of `sd` that were not used (empty when strict).
   std::vector<std::string> load_state_dict(const std::map<std::string, Tensor>& sd, bool strict = true);

@@ -1,5 +1,5 @@
 // nn/schedule.h - learning-rate schedule: linear warm-up, then cosine decay
-// (SPEC section 9; timm's CosineLRScheduler with warmup_prefix, per step).
+// (docs/SPEC.md §9; timm's CosineLRScheduler with warmup_prefix, per step).
 //
 //   step < warmup_steps:            warmup_start_lr + (base_lr - warmup_start_lr) * step / warmup_steps
 //   warmup_steps <= step < total:   min_lr + (base_lr - min_lr) (1 + cos(pi t)) / 2,

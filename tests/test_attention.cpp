@@ -1,6 +1,6 @@
 // tests/test_attention.cpp - rope2d, nala_attention, softmax_attention:
 // gradchecks, fast kernels against naive ones, NaLa against an independent
-// double-precision transcription of SPEC section 2, edge cases (zero and
+// double-precision transcription of docs/SPEC.md §2, edge cases (zero and
 // negative inputs), RoPE tables against hand-computed values, bad inputs.
 //
 // Shape letters: B batch, h heads, N = H * W tokens, d head dim; G = B * h.
@@ -45,7 +45,7 @@ bool all_finite(const Tensor& t) {
   return true;
 }
 
-// ---- an independent transcription of SPEC sections 2 and 4, in double -----
+// ---- an independent transcription of docs/SPEC.md §2 and §4, in double -----
 // One (b, h) problem: q, k, v (N, d) row-major; returns o (N, d).
 std::vector<double> spec_rope(const std::vector<double>& x, int64_t r, int64_t c) {
   const int64_t d = (int64_t)x.size(), m = d / 4;
@@ -230,7 +230,7 @@ TEST_CASE("nala_attention: fast kernels = naive kernels, forward and backward", 
   }
 }
 
-TEST_CASE("nala_attention: forward matches a double transcription of SPEC 2", "[attention]") {
+TEST_CASE("nala_attention: forward matches a double transcription of docs/SPEC.md §2", "[attention]") {
   Rng rng(23);
   const int64_t B = 2, h = 3, H = 4, W = 6, d = 12, N = H * W;
   Tensor q = make_queries({B, h, N, d}, rng, 0.2f, 4.0f), k = randn({B, h, N, d}, rng), v = randn({B, h, N, d}, rng);

@@ -1,7 +1,7 @@
 // tests/test_layers.cpp - the layers of nn/layers.h on top of the real ops:
 // forward shapes, a few forward values, BatchNorm bookkeeping, DropPath
 // modes, layer_scale, the release's key names for a stem, and the
-// initialisation statistics of init_module_default (SPEC section 6).
+// initialisation statistics of init_module_default (docs/SPEC.md §6.1).
 #include <cmath>
 #include <memory>
 
@@ -117,7 +117,7 @@ TEST_CASE("layers: layer_scale multiplies each channel, gradients reach gamma", 
 }
 
 TEST_CASE("layers: a release-style stem has the release's key names", "[nn]") {
-  // patch_embed.proj: conv 0, 3, 6, 9; BN 1, 4, 7, 10; GELU 2, 5, 8 (SPEC section 1).
+  // patch_embed.proj: conv 0, 3, 6, 9; BN 1, 4, 7, 10; GELU 2, 5, 8 (docs/SPEC.md §1.1).
   Sequential proj;
   int64_t c0 = 32;
   proj.push(std::make_unique<Conv2d>(3, c0 / 2, 3, 2, 1));
@@ -139,7 +139,7 @@ TEST_CASE("layers: a release-style stem has the release's key names", "[nn]") {
   REQUIRE(proj.forward(test::randn({1, 8, 8, 3}, rng)).shape() == Shape{1, 4, 4, 16});
 }
 
-TEST_CASE("layers: initialisation statistics (SPEC section 6)", "[nn]") {
+TEST_CASE("layers: initialisation statistics (docs/SPEC.md §6.1)", "[nn]") {
   Rng rng(6);
   Conv2d conv(64, 128, 3, 1, 1);
   DWConv2d dw(256, 5);

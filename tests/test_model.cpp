@@ -42,9 +42,9 @@ TEST_CASE("model: state_dict names, order and shapes match the reference for eve
   }
 }
 
-TEST_CASE("model: parameter counts of SPEC section 5", "[model][slow]") {
+TEST_CASE("model: parameter counts of docs/SPEC.md §5", "[model][slow]") {
   // 3 channels, 1000 classes, BN buffers excluded. Exact counts from the
-  // PyTorch reference; SPEC section 5 gives them rounded (6.14M, 15.9M,
+  // PyTorch reference; docs/SPEC.md §5 gives them rounded (6.14M, 15.9M,
   // 25.6M, 52.0M, 95.4M; the reference's s is 25.65M).
   struct C { const char* name; int64_t count; double spec_millions; };
   for (C c : {C{"xt", 6142248, 6.14}, C{"t", 15907752, 15.9}, C{"s", 25654184, 25.6}, C{"b", 52002952, 52.0},

@@ -1,5 +1,5 @@
 // tests/test_nala_oracle.cpp - the fused nala_attention op against the same
-// function composed from primitive differentiable ops (SPEC section 2 written
+// function composed from primitive differentiable ops (docs/SPEC.md §2 written
 // with cube, relu, l2norm, tanh, pow, concat, narrow, rope2d, mean, matmul,
 // ...), forward and the gradients of q, k and v, on random inputs that
 // include all-zero rows, negative-only rows and an all-zero k.
@@ -15,7 +15,7 @@ using namespace nala::test;
 
 namespace {
 
-// SPEC 2, one primitive op at a time. q, k, v: (B, h, N, d).
+// docs/SPEC.md §2.1, one primitive op at a time. q, k, v: (B, h, N, d).
 Tensor nala_composed(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W) {
   const int64_t N = q.size(2), d = q.size(3);
   const Shape full = q.shape();

@@ -26,7 +26,7 @@ struct AugmentOptions {
 };
 
 // Training defaults for small images: crop with padding 4 (2 at 28 px and
-// below), flip, erasing with probability 0.25 (the SPEC's value).
+// below), flip, erasing with probability 0.25 (docs/SPEC.md §9).
 AugmentOptions train_augment(int64_t img_size);
 
 struct Rect {

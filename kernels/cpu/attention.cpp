@@ -27,7 +27,7 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kBlock = 64;  // tokens per work item
-constexpr float kZEps = 1e-6f;  // the normaliser's epsilon (SPEC 2)
+constexpr float kZEps = 1e-6f;  // the normaliser's epsilon (docs/SPEC.md §2.1)
 
 int max_threads() {
 #ifdef _OPENMP
@@ -50,7 +50,7 @@ int64_t problems_per_chunk(int64_t G, int64_t nblocks) {
 
 // ---------------------------------------------------------------- naive helpers
 
-// x^p with the SPEC 7 convention at x = 0.
+// x^p with the convention of docs/SPEC.md §7 at x = 0.
 double powz(double x, double p) { return x > 0 ? std::pow(x, p) : 0.0; }
 
 // Rope (sign +1) or its transpose (-1) of both D-halves of a feature vector of

@@ -1,5 +1,5 @@
-// kernels/cpu/attention.h - NaLa attention (SPEC section 2) and softmax
-// attention with 2-D RoPE (SPEC section 3). Same names and signatures as
+// kernels/cpu/attention.h - NaLa attention (docs/SPEC.md §2) and softmax
+// attention with 2-D RoPE (docs/SPEC.md §3). Same names and signatures as
 // kernels/cuda/attention.h.
 //
 // Shape letters: G = B * heads independent problems, each with N = H * W
@@ -14,7 +14,7 @@
 //   kmean = mean_j fk_j,  z_i = 1 / (fq_i . kmean + 1e-6)   (un-rotated)
 //   S = (1/N) sum_j rk_j^T v_j                                          (F, D)
 //   o_i = z_i (rq_i S)
-// x^p at x = 0 is 0 with zero derivatives (SPEC 7); relu'(0) = 0; a query
+// x^p at x = 0 is 0 with zero derivatives (docs/SPEC.md §7); relu'(0) = 0; a query
 // row whose norm is below norm_floor gets n = norm_floor and no gradient
 // through n. Time O(G N D^2), extra memory O(N D): nothing N x N is formed.
 // Forward writes S (G, F, D) and kmean (G, F), which backward takes back;

@@ -69,7 +69,7 @@ void binary_forward_naive(BinaryOp op, float* out, const float* a, const float* 
 // Gradient contributions in the output's shape (contiguous, like dout):
 // da[i] = dout[i] * d(a op b)/da, db[i] = dout[i] * d(a op b)/db; either
 // may be null. Pow: da = p x^(p-1), db = x^p ln x, both exactly 0 where
-// x == 0 (SPEC section 7). A broadcast input then needs sum_to.
+// x == 0 (docs/SPEC.md §7). A broadcast input then needs sum_to.
 void binary_backward(BinaryOp op, float* da, float* db, const float* dout, const float* a, const float* b, Layout L);
 void binary_backward_naive(BinaryOp op, float* da, float* db, const float* dout, const float* a, const float* b,
                            Layout L);

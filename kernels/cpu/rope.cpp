@@ -10,7 +10,7 @@
 namespace nala {
 namespace cpu {
 
-// Angle t of the m = D/4 distinct ones (SPEC 4), in double.
+// Angle t of the m = D/4 distinct ones (docs/SPEC.md §4), in double.
 static double rope_angle(int64_t t, int64_t D) {
   int64_t m = D / 4;
   if (m == 1) return 1.0;

@@ -1,4 +1,4 @@
-// kernels/cpu/rope.h - 2-D rotary position embedding (SPEC section 4).
+// kernels/cpu/rope.h - 2-D rotary position embedding (docs/SPEC.md §4).
 // Same names and signatures as kernels/cuda/rope.h for the rope2d_* kernels.
 //
 // Shape letters: R independent (N, D) matrices (R = B * heads), N = H * W

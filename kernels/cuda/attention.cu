@@ -1,4 +1,4 @@
-// kernels/cuda/attention.cu - NaLa attention on the GPU (SPEC section 2; the
+// kernels/cuda/attention.cu - NaLa attention on the GPU (docs/SPEC.md §2; the
 // math, what is saved and the overwrite rule are in kernels/cpu/attention.h,
 // which these kernels mirror operation by operation).
 //
@@ -43,7 +43,7 @@ constexpr int kAT = 128;           // rows of S per reduction block (at most)
 constexpr int kCT = 64;            // columns of S per reduction block (at most)
 constexpr int kTargetBlocks = 768; // reduction blocks to aim for (chunks per problem follow)
 constexpr int kThreads = 256;      // per block in the token kernels
-constexpr float kZEps = 1e-6f;     // the normaliser's epsilon (SPEC 2)
+constexpr float kZEps = 1e-6f;     // the normaliser's epsilon (docs/SPEC.md §2.1)
 constexpr float kTiny = 1.17549435e-38f;  // FLT_MIN
 constexpr float kLn2 = 0.693147180559945f;
 
@@ -52,7 +52,7 @@ __device__ __forceinline__ float warp_sum(float x) {
   return x;
 }
 
-// u^p for u >= 0 as exp2(p log2 u), 0 at u = 0 (SPEC 7); *ln = ln u (0 at u = 0).
+// u^p for u >= 0 as exp2(p log2 u), 0 at u = 0 (docs/SPEC.md §7); *ln = ln u (0 at u = 0).
 __device__ __forceinline__ float pow_guarded(float u, float p, float* ln) {
   const float l = log2f(fmaxf(u, kTiny));
   const bool pos = u > 0.0f;

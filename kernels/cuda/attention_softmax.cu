@@ -1,5 +1,5 @@
 // kernels/cuda/attention_softmax.cu - softmax attention with 2-D RoPE on the
-// GPU (SPEC section 3; math, saved tensors and the overwrite rule in
+// GPU (docs/SPEC.md §3; math, saved tensors and the overwrite rule in
 // kernels/cpu/attention.h). Declared in kernels/cuda/attention.h.
 //
 // Shape letters: G problems, N = H * W tokens, D head dim (D % 4 == 0,

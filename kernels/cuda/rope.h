@@ -1,5 +1,5 @@
-// kernels/cuda/rope.h - 2-D rotary position embedding on the GPU (SPEC
-// section 4). Same names and signatures as kernels/cpu/rope.h; the pointers
+// kernels/cuda/rope.h - 2-D rotary position embedding on the GPU
+// (docs/SPEC.md §4). Same names and signatures as kernels/cpu/rope.h; the pointers
 // are device pointers. See kernels/cpu/rope.h for the math and shape letters
 // (R matrices of (N, D), N = H * W, D % 4 == 0). All kernels overwrite (=).
 #pragma once

@@ -1,6 +1,6 @@
 """NaLaFormer in plain PyTorch: the independent reference for the golden tests.
 
-Written from SPEC.md sections 1-6 and 10, composed only from stock torch ops,
+Written from docs/SPEC.md §1-§6 and §10, composed only from stock torch ops,
 so the C++ engine can be checked against it. The C++ project never needs this
 file; it only generates the committed files under tests/golden/ and is used by
 the PyTorch benchmark scripts under bench/.
@@ -40,10 +40,10 @@ CONFIGS = {
                  layer_init=(1.0, 1.0, 1.0), drop_path=0.0, stem_strides=(2, 1), P=256),
 }
 
-# SPEC section 5 (BN buffers excluded).
+# docs/SPEC.md §5 (BN buffers excluded).
 EXPECTED_PARAMS = {"xt": 6.14e6, "t": 15.9e6, "s": 25.6e6, "b": 52.0e6, "l": 95.4e6, "pico": 653194}
 
-# ---------------------------------------------------------------- RoPE (SPEC 4)
+# ------------------------------------------------------ RoPE (docs/SPEC.md §4)
 
 
 class RoPE(nn.Module):
@@ -85,10 +85,10 @@ def apply_rope(x, sin, cos):
 
 
 def nala_attention(q, k, v, sin, cos):
-    """NaLa attention, released-code form (SPEC 2). q, k, v (B, h, N, d) -> (B, h, N, d).
+    """NaLa attention, released-code form (docs/SPEC.md §2). q, k, v (B, h, N, d) -> (B, h, N, d).
 
     The only deviation from the release: ||q|| is floored at 1e-12 (clamp_min)
-    so an all-zero query gives 0 features instead of 0/0 (SPEC 7); no effect
+    so an all-zero query gives 0 features instead of 0/0 (docs/SPEC.md §7); no effect
     otherwise."""
     N = q.shape[-2]
     k = k ** 3
@@ -105,7 +105,7 @@ def nala_attention(q, k, v, sin, cos):
 
 
 def softmax_attention(q, k, v, sin, cos):
-    """softmax(rope(q) rope(k)^T / sqrt(d)) v (SPEC 3). (B, h, N, d) -> (B, h, N, d)."""
+    """softmax(rope(q) rope(k)^T / sqrt(d)) v (docs/SPEC.md §3). (B, h, N, d) -> (B, h, N, d)."""
     d = q.shape[-1]
     a = (apply_rope(q, sin, cos) @ apply_rope(k, sin, cos).transpose(-2, -1)) / math.sqrt(d)
     return torch.softmax(a, dim=-1) @ v
@@ -273,7 +273,7 @@ class NaLaFormer(nn.Module):
         self._init_release(layer_init, depths)
 
     def _init_release(self, layer_init, depths):
-        """SPEC 6: convs trunc-normal std 0.02 cut at +-2, conv bias 0; LN and BN
+        """docs/SPEC.md §6.1: convs trunc-normal std 0.02 cut at +-2, conv bias 0; LN and BN
         weight 1 bias 0; Linear PyTorch default; gamma = layer-init value."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -384,7 +384,7 @@ def f32_hex(x):
 
 
 def _nala_loops(q, k, v, H, W):
-    """Token-by-token NaLa straight from SPEC 2 and 4 (slow; one batch, one head)."""
+    """Token-by-token NaLa straight from docs/SPEC.md §2 and §4 (slow; one batch, one head)."""
     N, d = q.shape
     m = d // 4
     a = [1.0] if m == 1 else [10000.0 ** (-t / (m - 1)) for t in range(m)]
@@ -420,7 +420,7 @@ def _nala_loops(q, k, v, H, W):
 
 
 def selfcheck():
-    """Composed attention cores against the token loops above and SPEC 3."""
+    """Composed attention cores against the token loops above and docs/SPEC.md §3."""
     torch.manual_seed(0)
     H, W, d = 3, 5, 8
     q, k, v = (torch.randn(1, 1, H * W, d, dtype=torch.float64) for _ in range(3))
@@ -450,4 +450,4 @@ if __name__ == "__main__":
         with torch.device("meta"):
             m = build(name)
         n = count_params(m)
-        print(f"{name:5s} params={n:,} ({n / 1e6:.3f}M, SPEC {EXPECTED_PARAMS[name]:,.0f})")
+        print(f"{name:5s} params={n:,} ({n / 1e6:.3f}M, quoted {EXPECTED_PARAMS[name]:,.0f})")
