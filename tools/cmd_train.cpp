@@ -440,6 +440,7 @@ int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
 
   const double run_start = now_seconds();
   int64_t skipped = 0, partial_epoch = 0, partial_steps = 0;
+  const int64_t first_step = step;
   bool stop = a.max_steps && step >= a.max_steps;
   if (stop)
     std::printf("--max-steps %lld: the run is already at step %lld; nothing to train\n", (long long)a.max_steps,
@@ -626,7 +627,7 @@ int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
                 "trained and evaluated (above) but are in no file, since files are written at the end of an epoch\n",
                 (long long)a.max_steps, (long long)step, (long long)partial_steps, (long long)steps_per_epoch,
                 (long long)partial_epoch);
-  else if (a.max_steps && step >= a.max_steps && saved_epoch < a.epochs)
+  else if (a.max_steps && step >= a.max_steps && step > first_step && saved_epoch < a.epochs)
     std::printf("stopped by --max-steps %lld at the end of epoch %lld of %lld\n", (long long)a.max_steps,
                 (long long)saved_epoch, (long long)a.epochs);
   const bool have_ckpt = access(ckpt.c_str(), F_OK) == 0, have_best = access(best_path.c_str(), F_OK) == 0;

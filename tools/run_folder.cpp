@@ -124,7 +124,7 @@ void RunFolder::lock_and_check() {
       ::close(fd);
       NALA_CHECK(err != EWOULDBLOCK, dir, " is being written by another nala train",
                  pid.empty() ? std::string() : " (pid " + pid + ")", ", which holds ", lock_path_,
-                 "; wait for it to end, or choose another --out");
+                 "; wait for it to end, or train into another folder");
       NALA_FAIL("cannot lock ", lock_path_, ": ", std::strerror(err));
     }
     if (::stat(lock_path_.c_str(), &fs_path) != 0 || fs_path.st_ino != fs_open.st_ino ||
