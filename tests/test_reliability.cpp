@@ -464,9 +464,10 @@ TEST_CASE("reliability: image folders with bad files, 16-bit and RGBA PNGs", "[r
   REQUIRE(r.code == 0);
   REQUIRE(r.out.find("skipped 2 unreadable images") != std::string::npos);
   REQUIRE(r.out.find("5 train / 5 test images 8x8x3, 2 classes") != std::string::npos);
-  // The truncated PNG alone names itself too.
+  // The truncated PNG alone names itself too (into a new folder: /o holds the run above).
   fs::remove(t.path + "/data/b/notes.jpg");
   args.pop_back();
+  args.back() = t.path + "/o2";
   r = run_cmd(cmd_train, args);
   REQUIRE(r.code == 1);
   REQUIRE(r.out.find("zz_truncated.png: cannot decode") != std::string::npos);
@@ -641,10 +642,14 @@ TEST_CASE("reliability: SIGKILL at random moments, --resume, and the result is b
   int64_t last_epoch = 0;
   bool finished = false;
   for (int attempt = 0; attempt < 5 && !finished; attempt++) {
-    const bool resume = fs::exists(ckpt);  // no checkpoint yet: start again from scratch
+    // No checkpoint yet: start again from scratch (--overwrite: a kill between
+    // the first metrics row and the first checkpoint leaves a run to replace).
+    const bool resume = fs::exists(ckpt);
     (resume ? resumes : fresh)++;
     const double delay = frac(gen) * T;
-    pid = spawn(bin, with(resume ? std::vector<std::string>{"--resume", run} : std::vector<std::string>{"--out", run}),
+    pid = spawn(bin,
+                with(resume ? std::vector<std::string>{"--resume", run}
+                            : std::vector<std::string>{"--out", run, "--overwrite"}),
                 log);
     if (wait_for(pid, delay, &status)) {  // finished before the kill
       REQUIRE(WIFEXITED(status));
@@ -680,7 +685,7 @@ TEST_CASE("reliability: SIGKILL at random moments, --resume, and the result is b
       write_bytes(run + "/checkpoint.safetensors.tmp." + std::to_string((long)pid), half);
     }
     pid = spawn(bin, with(fs::exists(ckpt) ? std::vector<std::string>{"--resume", run}
-                                           : std::vector<std::string>{"--out", run}),
+                                           : std::vector<std::string>{"--out", run, "--overwrite"}),
                 log);
     REQUIRE(wait_for(pid, 1800, &status));
     REQUIRE(WIFEXITED(status));

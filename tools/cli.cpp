@@ -1,4 +1,4 @@
-// tools/cli.cpp
+// tools/cli.cpp - see cli.h.
 #include "tools/cli.h"
 
 #include <cerrno>
@@ -128,6 +128,10 @@ void ArgParser::parse(int argc, char** argv) {
       if (!has_value) {
         if (i + 1 >= argc) throw UsageError("--" + name + " needs a value");
         value = argv[++i];
+        // "--out --hflip": a forgotten value must not swallow the next option.
+        if (value.compare(0, 2, "--") == 0)
+          throw UsageError("--" + name + " needs a value, but the next argument is the option " + value +
+                           " (a value that starts with -- is given as --" + name + "=" + value + ")");
       }
       set(*o, value);
     } else if (a.size() > 1 && a[0] == '-' && !(a[1] >= '0' && a[1] <= '9')) {

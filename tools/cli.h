@@ -4,6 +4,8 @@
 // allowed range; parse() fills them or throws UsageError, which main() turns
 // into the usage text and exit code 2 before any work starts. Accepted forms:
 // "--name value", "--name=value", boolean "--flag", positional arguments.
+// A value that starts with "--" is taken only in the "--name=value" form:
+// "--out --hflip" is a usage error, not an output folder named "--hflip".
 #pragma once
 #include <cstdint>
 #include <stdexcept>

@@ -3,6 +3,7 @@
 // (train-mode loss and every parameter gradient), the last two for checking
 // the engine against another implementation.
 #include <cstdio>
+#include <new>
 
 #include "autograd/ops.h"
 #include "models/weights.h"
@@ -123,6 +124,8 @@ Tensor prepare(ModelArgs& a, std::unique_ptr<NalaFormer>& model, SafeTensors& in
   Tensor x = in.tensors.at("input");
   NALA_CHECK(x.dtype() == DType::F32 && x.dim() == 4 && x.size(1) == cfg.in_chans, a.input,
              ": 'input' must be f32 (B, ", cfg.in_chans, ", H, W), got ", x.desc());
+  NALA_CHECK(x.size(0) >= 1, a.input, ": 'input' holds a batch of 0 images (", x.desc(),
+             "): there is nothing to compute; B must be at least 1");
   check_image_size(cfg, x.size(2), x.size(3));
   model = std::make_unique<NalaFormer>(cfg);
   load_weights(*model, a.weights);
@@ -170,7 +173,13 @@ int cmd_forward(int argc, char** argv) {
   Tensor x = prepare(a, model, in, 0.0f);
   model->eval();
   NoGradGuard ng;
-  Tensor logits = model->forward(x);
+  Tensor logits;
+  try {
+    logits = model->forward(x);
+  } catch (const std::bad_alloc&) {
+    NALA_FAIL("out of memory while computing the logits of ", a.input, "'s ", x.size(0), " images of ", x.size(1),
+              "x", x.size(2), "x", x.size(3), " (H x W x C); split the batch");
+  }
   save_safetensors(a.output, {{"logits", logits}});
   std::printf("wrote logits %s to %s\n", shape_str(logits.shape()).c_str(), a.output.c_str());
   return 0;
@@ -189,8 +198,14 @@ int cmd_grad(int argc, char** argv) {
   NALA_CHECK(labels.dtype() == DType::I64 && labels.dim() == 1 && labels.size(0) == x.size(0), a.input,
              ": 'labels' must be i64 (", x.size(0), "), got ", labels.desc());
   model->train();
-  Tensor loss = cross_entropy(model->forward(x), labels);
-  backward(loss);
+  Tensor loss;
+  try {
+    loss = cross_entropy(model->forward(x), labels);
+    backward(loss);
+  } catch (const std::bad_alloc&) {
+    NALA_FAIL("out of memory while computing the gradients for ", a.input, "'s ", x.size(0), " images of ",
+              x.size(1), "x", x.size(2), "x", x.size(3), " (H x W x C); split the batch");
+  }
   NamedTensors out{{"loss", reshape(loss.detach(), {1})}};
   for (auto& [name, t] : model->named_parameters())
     out.push_back({"grad." + name, t.grad().defined() ? t.grad() : Tensor::zeros(t.shape())});

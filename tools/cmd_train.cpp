@@ -1,25 +1,29 @@
 // tools/cmd_train.cpp - `nala train`: train NaLaFormer from scratch.
 //
-// One run writes into its output directory:
+// One run writes into its output folder (a new one by default; the rule for
+// an existing one is in tools/run_folder.h):
 //   checkpoint.safetensors  the last completed epoch: weights ("model.*"),
 //                           optimiser state ("optim.*"), and in the metadata
 //                           the epoch, step, RNG state, config and arguments
 //   best.safetensors        the weights (release key names) of the epoch with
 //                           the best test top-1
-//   metrics.csv             one row per epoch
+//   metrics.csv             one row per completed epoch
 // Every file is written atomically (temporary file, fsync, rename), so a
 // crash leaves the previous complete checkpoint in place. `--resume DIR`
 // continues from DIR's checkpoint; with the same arguments, seed and thread
 // count the result is bit-identical to a run that was never interrupted:
 // every epoch's data order and augmentation come from (seed, epoch), and the
-// drop-path RNG state is saved.
+// drop-path RNG state is saved. A checkpoint is read with every metadata
+// value checked and every tensor finite, or refused naming what is wrong.
+//
+// Files are written at the end of an epoch only. --max-steps that stops a run
+// inside an epoch trains and evaluates that partial epoch, reports it, and
+// writes nothing for it; the closing lines name only files that exist.
 //
 // Data-parallel (distributed/distributed.h): under mpirun, or `--gpus N` which starts
 // N copies of this program, each process trains on its shard of every
 // global batch and the bucketed all-reduce averages the gradients during
 // the backward pass; rank 0 writes the files.
-#include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,20 +31,21 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
+#include <new>
 #include <sstream>
 #include <thread>
 
 #include "autograd/ops.h"
 #include "models/weights.h"
 #include "distributed/distributed.h"
+#include "nn/files.h"
 #include "nn/layers.h"
 #include "nn/optim.h"
 #include "nn/safetensors.h"
 #include "nn/schedule.h"
 #include "tensor/device.h"
 #include "tools/common.h"
+#include "tools/run_folder.h"
 
 namespace nala {
 
@@ -57,6 +62,7 @@ struct TrainArgs {
   bool hflip = false;
   float erase = 0.0f;
   std::string out, resume;
+  bool overwrite = false;
   int64_t subset = 0, eval_subset = 0, max_steps = 0, log_every = 50;
   bool skip_nonfinite = false;
   int64_t debug_nan_at = -1;
@@ -82,16 +88,6 @@ std::string join(const std::vector<std::string>& v, char sep) {
   return r;
 }
 
-void make_dir(const std::string& dir) {
-  std::string cur;
-  std::stringstream ss(dir);
-  for (std::string part; std::getline(ss, part, '/');) {
-    cur += part + "/";
-    if (part.empty()) continue;
-    if (mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) NALA_FAIL(dir, ": cannot create directory");
-  }
-}
-
 std::string rng_to_string(const std::array<uint64_t, 4>& s) {
   char buf[80];
   std::snprintf(buf, sizeof buf, "%016llx%016llx%016llx%016llx", (unsigned long long)s[0],
@@ -99,54 +95,71 @@ std::string rng_to_string(const std::array<uint64_t, 4>& s) {
   return buf;
 }
 
-std::array<uint64_t, 4> rng_from_string(const std::string& str, const std::string& path) {
-  NALA_CHECK(str.size() == 64, path, ": bad nala.rng metadata");
-  std::array<uint64_t, 4> s{};
-  for (int i = 0; i < 4; i++) s[i] = std::stoull(str.substr(16 * i, 16), nullptr, 16);
-  return s;
+// ---------------------------------------------------------------- checkpoint metadata
+// Every value is checked and an error names the file, the key and the value.
+
+struct CheckpointMeta {
+  const SafeTensors& st;
+  const std::string& path;
+  const std::string& get(const char* key) const {
+    auto it = st.metadata.find(key);
+    NALA_CHECK(it != st.metadata.end(), path, ": not a nala training checkpoint (no ", key, " in its metadata)");
+    return it->second;
+  }
+  [[noreturn]] void bad(const char* key, const std::string& why,
+                        const char* cause = "the checkpoint is damaged or was not written by nala train") const {
+    NALA_FAIL(path, ": checkpoint metadata ", key, " = '", get(key), "' ", why, "; ", cause);
+  }
+  int64_t integer(const char* key, int64_t lo, int64_t hi) const {
+    const std::string& v = get(key);
+    errno = 0;
+    char* end = nullptr;
+    const long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end || errno || v.find_first_of(" \t\n") != std::string::npos) bad(key, "is not an integer");
+    if (x < lo || x > hi)
+      bad(key, "is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return x;
+  }
+  double number(const char* key, double lo, double hi) const {
+    const std::string& v = get(key);
+    errno = 0;
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end || errno || !std::isfinite(x)) bad(key, "is not a finite number");
+    if (x < lo || x > hi) bad(key, "is out of range");
+    return x;
+  }
+  std::array<uint64_t, 4> rng(const char* key) const {
+    const std::string& v = get(key);
+    if (v.size() != 64 || v.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+      bad(key, "is not 64 hexadecimal digits");
+    std::array<uint64_t, 4> s{};
+    for (int i = 0; i < 4; i++) s[i] = std::strtoull(v.substr(16 * i, 16).c_str(), nullptr, 16);
+    return s;
+  }
+};
+
+// A checkpoint whose weights or optimiser state hold NaN or Inf cannot be
+// continued: refused naming the tensor, before anything is loaded from it.
+void check_checkpoint_finite(const SafeTensors& st, const std::string& path) {
+  for (auto& [name, t] : st.tensors) {
+    if (t.dtype() != DType::F32) continue;
+    const float* p = t.f32();
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < t.numel(); i++)
+      if (!std::isfinite(p[i])) bad++, first = first < 0 ? i : first;
+    NALA_CHECK(bad == 0, path, ": tensor ", name, " holds ", bad, " non-finite value", bad == 1 ? "" : "s",
+               " (NaN or Inf; the first at element ", first, " of ", t.numel(),
+               "): the checkpoint is damaged and cannot be resumed; start a new run, or resume from a copy "
+               "saved before the damage");
+  }
 }
 
-// Temporary files ("<name>.tmp.<pid>", see nn/safetensors.h) left by a
-// process that was killed while saving: removed when that process is gone.
-void remove_stale_temp_files(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator(dir, ec)) {
-    std::string name = e.path().filename().string();
-    size_t at = name.rfind(".tmp.");
-    if (at == std::string::npos || at + 5 >= name.size()) continue;
-    std::string pid = name.substr(at + 5);
-    if (pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) continue;
-    if (kill((pid_t)std::stol(pid), 0) == 0 || errno != ESRCH) continue;  // still running (or not ours to judge)
-    if (fs::remove(e.path(), ec)) std::fprintf(stderr, "nala: removed %s, left by an interrupted save\n", e.path().c_str());
-  }
-}
-
-// Keep the CSV rows of completed epochs <= `epochs` (a resumed run rewrites
-// the rest). A row cut short by a kill (fewer than the header's fields) goes too.
-void trim_metrics(const std::string& path, int64_t epochs) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::vector<std::string> keep;
-  std::string line;
-  size_t fields = 0;
-  for (int64_t row = 0; std::getline(in, line); row++) {
-    size_t f = std::count(line.begin(), line.end(), ',') + 1;
-    if (row == 0) fields = f;
-    if (row == 0 || (f == fields && std::atoll(line.c_str()) <= epochs)) keep.push_back(line);
-  }
-  in.close();
-  // Rewritten through a temporary file: a kill here must not lose the rows.
-  std::string tmp = path + ".tmp." + std::to_string((long)getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    for (auto& l : keep) out << l << "\n";
-    NALA_CHECK(out.flush(), tmp, ": write failed");
-  }
-  NALA_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path);
-}
+const char* kMetricsHeader =
+    "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,epoch_seconds,images_per_second\n";
 
 int train_run(TrainArgs& a, Device dev, Comm& comm);
+std::string default_run_stem(const TrainArgs& a) { return a.model + "-" + a.data.name; }
 
 }  // namespace
 
@@ -173,8 +186,11 @@ int cmd_train(int argc, char** argv) {
   p.add_int("seed", &a.seed, "random seed", 0, (int64_t)1 << 62);
   p.add_int("threads", &a.threads, "CPU threads (0 = all)", 0, 4096);
   p.add_int("workers", &a.workers, "data loader threads", 0, 64);
-  p.add_string("out", &a.out, "output directory (default runs/<model>-<data>)");
-  p.add_string("resume", &a.resume, "continue the run in this directory from its checkpoint");
+  p.add_string("out", &a.out, "output folder (default: a new runs/<model>-<data>-<date>-<time>); one that holds "
+               "a run is refused");
+  p.add_flag("overwrite", &a.overwrite, "--out may hold an earlier run: its checkpoint, best weights and metrics "
+             "are removed when this run starts");
+  p.add_string("resume", &a.resume, "continue the run in this folder from its checkpoint");
   p.add_int("subset", &a.subset, "train on the first N images only (0 = all)", 0, 1LL << 40);
   p.add_int("eval-subset", &a.eval_subset, "evaluate on the first N test images only (0 = all)", 0, 1LL << 40);
   p.add_int("max-steps", &a.max_steps,
@@ -191,8 +207,17 @@ int cmd_train(int argc, char** argv) {
   p.parse(argc, argv);
   if (a.gpus > 0) a.device = "cuda";
   if (a.min_lr > a.lr) throw UsageError("--min-lr must not exceed --lr");
-  if (a.out.empty()) a.out = a.resume.empty() ? "runs/" + a.model + "-" + a.data.name : a.resume;
-  if (!a.resume.empty() && a.out != a.resume) throw UsageError("--resume DIR writes into DIR; drop --out");
+  if (a.warmup_epochs > (float)a.epochs) {
+    std::ostringstream os;
+    os << "--warmup-epochs " << a.warmup_epochs << " exceeds --epochs " << a.epochs
+       << ": the warm-up must fit in the run";
+    throw UsageError(os.str());
+  }
+  if (!a.resume.empty() && p.given("out") && a.out != a.resume)
+    throw UsageError("--resume DIR writes into DIR; drop --out");
+  if (!a.resume.empty() && a.overwrite) throw UsageError("--overwrite replaces a run and --resume continues one: "
+                                                         "give one of them");
+  if (!a.resume.empty()) a.out = a.resume;
   // A size the model cannot take is refused before the data is read.
   if (a.data.img_size) check_image_size(model_config_for(a.model, 3, 10), a.data.img_size, a.data.img_size);
   if (g_check_args_only) return 0;
@@ -204,6 +229,11 @@ int cmd_train(int argc, char** argv) {
     NALA_CHECK(have >= a.gpus, "--gpus ", a.gpus, ": this machine has ", have, " GPU(s)");
     std::vector<std::string> args = {"nala", "train"};
     args.insert(args.end(), argv, argv + argc);
+    if (a.out.empty()) {  // one new folder for the whole group, named here
+      std::vector<std::string> made;
+      a.out = make_new_run_folder("runs", default_run_stem(a), &made);
+      args.insert(args.end(), {"--out", a.out});
+    }
     return launch_local_group((int)a.gpus, args);
   }
   if (a.gpus > 0 && env.launcher == "nala" && env.size != a.gpus)
@@ -226,7 +256,19 @@ int cmd_train(int argc, char** argv) {
 
 namespace {
 
+int train_body(TrainArgs& a, Device dev, Comm& comm, std::string& doing);
+
+// std::bad_alloc says nothing of what was being allocated: `doing` does.
 int train_run(TrainArgs& a, const Device dev, Comm& comm) {
+  std::string doing = "starting";
+  try {
+    return train_body(a, dev, comm, doing);
+  } catch (const std::bad_alloc&) {
+    NALA_FAIL("out of memory while ", doing);
+  }
+}
+
+int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
   const int rank = comm.rank(), world = comm.size();
   const bool lead = rank == 0;
   // Data-parallel whenever a launcher made a group, even a group of one
@@ -235,7 +277,29 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
   if (!lead && std::freopen("/dev/null", "w", stdout) == nullptr) NALA_FAIL("cannot silence rank ", rank);
   set_threads(a.threads);
 
+  // The output folder before any work: made (a new one by default), checked,
+  // locked, and refused when it holds a run (tools/run_folder.h). Rank 0
+  // writes; the other ranks learn its name.
+  std::unique_ptr<RunFolder> folder;
+  if (lead) {
+    std::vector<std::string> made;
+    if (a.out.empty()) a.out = make_new_run_folder("runs", default_run_stem(a), &made);
+    folder = std::make_unique<RunFolder>(
+        a.out, !a.resume.empty() ? RunFolder::RESUME : a.overwrite ? RunFolder::OVERWRITE : RunFolder::NEW, made);
+    remove_stale_temp_files(a.out);
+    std::printf("nala train: output folder %s\n", a.out.c_str());
+    std::fflush(stdout);
+  }
+  if (dp) {
+    uint64_t n = a.out.size();
+    comm.broadcast_bytes(&n, sizeof n, 0);
+    a.out.resize(n);
+    comm.broadcast_bytes(&a.out[0], n, 0);
+  }
+
+  doing = "loading the " + a.data.name + " training images";
   Dataset train = load_dataset(a.data, true);
+  doing = "loading the " + a.data.name + " test images";
   Dataset test = load_dataset(a.data, false);
   if (a.subset && a.subset < train.n) {
     train.n = a.subset;
@@ -248,6 +312,7 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
   if (a.batch_size > train.n) throw UsageError("--batch-size " + std::to_string(a.batch_size) + " exceeds the " +
                                                std::to_string(train.n) + " training images");
 
+  doing = "building the model and its optimiser";
   NalaFormer model(cfg, (uint64_t)a.seed + 1);
   if (dev == Device::CPU)
     check_train_memory(estimate_train_memory(cfg, model.num_parameters(), a.optimizer == "adamw" ? 2 : 1, train.h,
@@ -290,49 +355,59 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
   WarmupCosine sched(a.lr, a.min_lr, (int64_t)std::llround(a.warmup_epochs * steps_per_epoch), a.warmup_lr,
                      a.epochs * steps_per_epoch);
 
-  const std::string ckpt = a.out + "/checkpoint.safetensors", best_path = a.out + "/best.safetensors",
-                    csv = a.out + "/metrics.csv";
+  const std::string ckpt = a.out + "/" + kCheckpointFile, best_path = a.out + "/" + kBestFile,
+                    csv = a.out + "/" + kMetricsFile;
   int64_t epoch0 = 0, step = 0;
   double best = -1;
-  if (lead) {
-    make_dir(a.out);
-    remove_stale_temp_files(a.out);
-  }
   if (!a.resume.empty()) {  // every rank reads the checkpoint: the run directory must be reachable from all
+    doing = "reading the checkpoint " + ckpt;
     SafeTensors st = load_safetensors(ckpt);
-    auto meta = [&](const char* k) {
-      auto it = st.metadata.find(k);
-      NALA_CHECK(it != st.metadata.end(), ckpt, ": not a nala training checkpoint (no ", k, ")");
-      return it->second;
-    };
-    NALA_CHECK(meta("nala.config") == cfg.describe(), ckpt, ": the checkpoint is of another model: ",
-               meta("nala.config"), " (this run: ", cfg.describe(), ")");
-    if (lead && meta("nala.args") != a.fingerprint())
+    const CheckpointMeta meta{st, ckpt};
+    NALA_CHECK(meta.get("nala.config") == cfg.describe(), ckpt, ": the checkpoint is of another model: ",
+               meta.get("nala.config"), " (this run: ", cfg.describe(), ")");
+    const bool same_args = meta.get("nala.args") == a.fingerprint();
+    if (lead && !same_args)
       std::fprintf(stderr, "nala: warning: arguments differ from the checkpoint's run:\n  was: %s\n  now: %s\n",
-                   meta("nala.args").c_str(), a.fingerprint().c_str());
+                   meta.get("nala.args").c_str(), a.fingerprint().c_str());
+    // A checkpoint is written at the end of an epoch: epoch >= 1.
+    epoch0 = meta.integer("nala.epoch", 1, 1LL << 40);
+    step = meta.integer("nala.step", 0, 1LL << 62);
+    best = meta.number("nala.best_top1", -1, 1);
+    const std::array<uint64_t, 4> rng = meta.rng("nala.rng");
+    const int64_t was_global =
+        st.metadata.count("nala.global_batch") ? meta.integer("nala.global_batch", 1, 1LL << 40) : a.batch_size;
+    if (same_args && epoch0 > a.epochs)
+      meta.bad("nala.epoch", "exceeds the run's --epochs " + std::to_string(a.epochs));
+    check_checkpoint_finite(st, ckpt);
     load_weights(model, ckpt);
     std::map<std::string, Tensor> ost;
     for (auto& [k, t] : st.tensors)
       if (k.rfind("optim.", 0) == 0) ost[k.substr(6)] = t;
     opt->load_state(ost);
-    epoch0 = std::stoll(meta("nala.epoch"));
-    step = std::stoll(meta("nala.step"));
-    best = std::stod(meta("nala.best_top1"));
-    model.rng.set_state(rng_from_string(meta("nala.rng"), ckpt));
-    auto it = st.metadata.find("nala.global_batch");
-    const int64_t was_global = it == st.metadata.end() ? a.batch_size : std::stoll(it->second);
+    model.rng.set_state(rng);
     if (was_global != a.batch_size * world) {  // a different number of ranks: same epoch, new steps per epoch
       std::printf("the checkpoint's run had a global batch of %lld, this one %lld x %d: the schedule restarts "
                   "at epoch %lld in steps of the new batch\n",
                   (long long)was_global, (long long)a.batch_size, world, (long long)epoch0);
       step = epoch0 * steps_per_epoch;
+    } else if (step != epoch0 * steps_per_epoch) {
+      // Every epoch has steps_per_epoch steps (skipped ones count): with the
+      // same arguments, any other step is damage.
+      if (same_args)
+        meta.bad("nala.step", "does not match nala.epoch = " + std::to_string(epoch0) + " at " +
+                                  std::to_string(steps_per_epoch) + " steps per epoch (" +
+                                  std::to_string(epoch0 * steps_per_epoch) + ")",
+                 "the checkpoint is damaged, or the training images changed since it was written");
+      std::printf("the checkpoint's step %lld does not match its epoch %lld at this run's %lld steps per epoch: "
+                  "the schedule continues at step %lld\n",
+                  (long long)step, (long long)epoch0, (long long)steps_per_epoch,
+                  (long long)(epoch0 * steps_per_epoch));
+      step = epoch0 * steps_per_epoch;
     }
     if (lead) trim_metrics(csv, epoch0);
     std::printf("resuming %s at epoch %lld (step %lld)\n", a.out.c_str(), (long long)epoch0, (long long)step);
-  } else if (lead) {
-    std::ofstream(csv, std::ios::trunc)
-        << "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,epoch_seconds,images_per_second\n";
   }
+  int64_t saved_epoch = epoch0, saved_step = step;  // what checkpoint.safetensors holds
 
   if (dp) {
     // Every rank starts from rank 0's weights and buffers; drop-path masks
@@ -356,12 +431,30 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
               (long long)train.w, (long long)train.c, train.classes.size(), (long long)model.num_parameters(),
               (long long)a.epochs, (long long)steps_per_epoch, (long long)a.batch_size, threads_in_use(),
               a.out.c_str());
+  const int64_t left_out = train.n - steps_per_epoch * a.batch_size * world;
+  if (left_out > 0)
+    std::printf("  each epoch trains on %lld of the %lld images: the last %lld of its shuffled order do not fill a "
+                "batch (a new order every epoch)\n",
+                (long long)(train.n - left_out), (long long)train.n, (long long)left_out);
   std::fflush(stdout);
 
   const double run_start = now_seconds();
-  int64_t skipped = 0;
-  bool stop = false;
+  int64_t skipped = 0, partial_epoch = 0, partial_steps = 0;
+  const int64_t first_step = step;
+  bool stop = a.max_steps && step >= a.max_steps;
+  if (stop)
+    std::printf("--max-steps %lld: the run is already at step %lld; nothing to train\n", (long long)a.max_steps,
+                (long long)step);
+  else if (epoch0 >= a.epochs)
+    std::printf("the checkpoint is at epoch %lld and this run has --epochs %lld: nothing to train\n",
+                (long long)epoch0, (long long)a.epochs);
+  if (lead && !stop && epoch0 < a.epochs) folder->remove_earlier_run();  // --overwrite, now that the run is ready
+  const std::string batch_text = "batches of " + std::to_string(a.batch_size) + " images of " +
+                                 std::to_string(train.h) + "x" + std::to_string(train.w) + "x" +
+                                 std::to_string(train.c);
   for (int64_t epoch = epoch0; epoch < a.epochs && !stop; epoch++) {
+    doing = "training epoch " + std::to_string(epoch + 1) + " (" + batch_text +
+            "); a smaller --batch-size needs less memory";
     Rng epoch_rng((uint64_t)a.seed_epoch_hash(epoch));
     loader.start_epoch(epoch_rng);
     model.train();
@@ -408,6 +501,7 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
         NoGradGuard ng;
         loss_dev = loss_dev.defined() ? add(loss_dev, loss.detach()) : loss.detach().clone();
       }
+      bool skip_step = false;
       if (check_now) {
         lv = loss.item();
         double total = on_gpu ? (double)loss_dev.item() : loss_sum + lv;
@@ -431,16 +525,18 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
           opt->zero_grad();
           skipped++;
           if (on_gpu) loss_dev = Tensor();
-          step++, steps_done++;
-          continue;
+          skip_step = true;
+        } else {
+          last_checked = step;
         }
-        last_checked = step;
       }
-      opt->step();
-      opt->zero_grad();
-      if (!on_gpu) loss_sum += lv;
-      step++, steps_done++;
-      if (check_now) {  // training accuracy: every batch on the CPU, the logged batches on the GPU
+      if (!skip_step) {
+        opt->step();
+        opt->zero_grad();
+        if (!on_gpu) loss_sum += lv;
+      }
+      step++, steps_done++;  // a skipped step counts too
+      if (!skip_step && check_now) {  // training accuracy: every batch on the CPU, the logged batches on the GPU
         std::vector<float> l = logits.to_vector();
         std::vector<int64_t> y = batch.labels.to_vector_i64();
         const int64_t K = logits.size(1);
@@ -451,8 +547,8 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
         acc_seen += (int64_t)y.size();
         if (on_gpu) loss_sum = loss_dev.item();
       }
-      seen += batch.labels.size(0);
-      if (check_now) {
+      if (!skip_step) seen += batch.labels.size(0);
+      if (!skip_step && check_now) {
         char text[160];
         std::snprintf(text, sizeof text, "epoch %lld/%lld loss %.4f acc %.3f lr %.2e %.0f img/s", (long long)epoch + 1,
                       (long long)a.epochs, loss_sum / std::max<int64_t>(1, steps_done),
@@ -474,24 +570,33 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
     bar.finish();
     const bool epoch_complete = steps_done == steps_per_epoch;
     const double secs = now_seconds() - t0;
+    doing = "evaluating epoch " + std::to_string(epoch + 1) + " (batches of " +
+            std::to_string(std::max<int64_t>(a.batch_size, 256)) + " test images)";
     EvalResult ev = evaluate(model, test, std::max<int64_t>(a.batch_size, 256), a.eval_subset, &comm);
-    std::printf("epoch %lld: train loss %.4f acc %.4f | test loss %.4f top-1 %.4f top-5 %.4f | %s, %.0f img/s\n",
-                (long long)epoch + 1, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / std::max<int64_t>(1, acc_seen), ev.loss,
-                ev.top1, ev.top5, format_duration(secs).c_str(), seen / secs);
+    const std::string label = epoch_complete ? "epoch " + std::to_string(epoch + 1)
+                                             : "epoch " + std::to_string(epoch + 1) + " (partial: " +
+                                                   std::to_string(steps_done) + " of " +
+                                                   std::to_string(steps_per_epoch) + " steps)";
+    std::printf("%s: train loss %.4f acc %.4f | test loss %.4f top-1 %.4f top-5 %.4f | %s, %.0f img/s\n",
+                label.c_str(), loss_sum / std::max<int64_t>(1, steps_done),
+                (double)correct / std::max<int64_t>(1, acc_seen), ev.loss, ev.top1, ev.top5,
+                format_duration(secs).c_str(), seen / secs);
     std::fflush(stdout);
-    if (!epoch_complete) break;  // an interrupted epoch is not checkpointed
+    if (!epoch_complete) {  // stopped by --max-steps inside the epoch: nothing is written for it
+      partial_epoch = epoch + 1, partial_steps = steps_done;
+      break;
+    }
+    saved_epoch = epoch + 1, saved_step = step;
     if (!lead) {  // rank 0 writes the files
       best = std::max(best, ev.top1);
       continue;
     }
-    {
-      std::ofstream f(csv, std::ios::app);
-      char row[256];
-      std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)epoch + 1,
-                    (long long)step, lr, loss_sum / std::max<int64_t>(1, steps_done), (double)correct / std::max<int64_t>(1, acc_seen), ev.loss,
-                    ev.top1, ev.top5, secs, seen / secs);
-      f << row;
-    }
+    doing = "writing the results of epoch " + std::to_string(epoch + 1);
+    char row[256];
+    std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)epoch + 1,
+                  (long long)step, lr, loss_sum / std::max<int64_t>(1, steps_done),
+                  (double)correct / std::max<int64_t>(1, acc_seen), ev.loss, ev.top1, ev.top5, secs, seen / secs);
+    append_metrics(csv, kMetricsHeader, row);
     if (ev.top1 > best) {
       best = ev.top1;
       save_safetensors(best_path, model.state_dict(),
@@ -513,10 +618,30 @@ int train_run(TrainArgs& a, const Device dev, Comm& comm) {
                       {"nala.best_top1", std::to_string(best)},
                       {"nala.rng", rng_to_string(model.rng.state())}});
   }
+
+  // The closing lines name only files that exist.
   if (skipped)
     std::printf("skipped %lld step%s with non-finite values\n", (long long)skipped, skipped == 1 ? "" : "s");
-  std::printf("done in %s: best test top-1 %.4f; weights in %s\n", format_duration(now_seconds() - run_start).c_str(),
-              best, best_path.c_str());
+  if (partial_epoch)
+    std::printf("stopped by --max-steps %lld at step %lld, %lld of %lld steps into epoch %lld: those steps were "
+                "trained and evaluated (above) but are in no file, since files are written at the end of an epoch\n",
+                (long long)a.max_steps, (long long)step, (long long)partial_steps, (long long)steps_per_epoch,
+                (long long)partial_epoch);
+  else if (a.max_steps && step >= a.max_steps && step > first_step && saved_epoch < a.epochs)
+    std::printf("stopped by --max-steps %lld at the end of epoch %lld of %lld\n", (long long)a.max_steps,
+                (long long)saved_epoch, (long long)a.epochs);
+  const bool have_ckpt = access(ckpt.c_str(), F_OK) == 0, have_best = access(best_path.c_str(), F_OK) == 0;
+  if (have_ckpt)
+    std::printf("checkpoint of epoch %lld of %lld (step %lld): %s\n", (long long)saved_epoch, (long long)a.epochs,
+                (long long)saved_step, ckpt.c_str());
+  else
+    std::printf("no checkpoint was written: no epoch was completed\n");
+  const std::string took = format_duration(now_seconds() - run_start);
+  if (have_best && best >= 0)
+    std::printf("done in %s: best test top-1 %.4f; weights in %s\n", took.c_str(), best, best_path.c_str());
+  else
+    std::printf("done in %s: no best weights were written: no epoch was completed\n", took.c_str());
+  if (folder) folder->finish();
   return 0;
 }
 

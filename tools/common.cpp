@@ -123,19 +123,25 @@ int64_t physical_memory_bytes() {
   return bytes;
 }
 
+std::string human_bytes(int64_t b) {
+  char buf[48];
+  const double x = (double)b;
+  if (b >= (1LL << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", x / (1LL << 30));
+  else if (b >= (1LL << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", x / (1LL << 20));
+  else if (b >= (1LL << 10)) std::snprintf(buf, sizeof buf, "%.1f KiB", x / (1LL << 10));
+  else std::snprintf(buf, sizeof buf, "%lld bytes", (long long)b);
+  return buf;
+}
+
 void check_train_memory(const TrainMemory& m, int64_t available) {
   if (available <= 0 || m.total() <= available) return;
-  auto gib = [](int64_t b) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.2f GiB", (double)b / (1 << 30));
-    return std::string(buf);
-  };
-  int64_t fit = m.per_image > 0 ? (available - m.weights - m.optimizer) / m.per_image : 0;
+  const int64_t fit = m.per_image > 0 ? (available - m.weights - m.optimizer) / m.per_image : 0;
   throw UsageError("--batch-size " + std::to_string(m.batch) + " does not fit in memory: training needs about " +
-                   gib(m.total()) + " (weights and gradients " + gib(m.weights) + ", optimiser state " +
-                   gib(m.optimizer) + ", activations " + gib(m.per_image) + " per image), this machine has " +
-                   gib(available) + "; the largest batch that fits is about " +
-                   std::to_string(std::max<int64_t>(0, fit)));
+                   human_bytes(m.total()) + " (weights and gradients " + human_bytes(m.weights) +
+                   ", optimiser state " + human_bytes(m.optimizer) + ", activations " + human_bytes(m.per_image) +
+                   " per image), this machine has " + human_bytes(available) +
+                   (fit >= 1 ? "; the largest batch that fits is about " + std::to_string(fit)
+                             : "; not even a batch of one image fits"));
 }
 
 void set_threads(int64_t threads) {

@@ -53,6 +53,7 @@ TrainMemory estimate_train_memory(const NalaConfig& cfg, int64_t num_params, int
                                   int64_t w, int64_t batch);
 int64_t physical_memory_bytes();  // sysconf, lowered by a cgroup limit when one is set; 0 if unknown
 void check_train_memory(const TrainMemory& m, int64_t available_bytes);
+std::string human_bytes(int64_t bytes);  // "512 bytes", "3.4 KiB", "5.0 MiB", "8.00 GiB"
 
 void set_threads(int64_t threads);  // 0 = leave OpenMP's default
 // "cpu" or "cuda"; "cuda" fails clearly without a GPU or a CUDA build.

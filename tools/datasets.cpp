@@ -284,7 +284,7 @@ Dataset load_image_folder(const std::string& root, const FolderOptions& opt) {
   int64_t kept = 0;
   for (int64_t i = 0; i < n; i++) {
     if (!errors[i].empty()) {
-      NALA_CHECK(opt.skip_bad, errors[i], " [image folder ", root, "; skip_bad skips unreadable images]");
+      NALA_CHECK(opt.skip_bad, errors[i], " [image folder ", root, "; --skip-bad skips unreadable images]");
       ds.skipped++;
       ds.skipped_files.push_back(paths[i]);
       continue;
