@@ -451,13 +451,14 @@ TEST_CASE("reliability: the memory estimate and a batch that cannot fit", "[reli
 
 TEST_CASE("reliability: image folders with bad files, 16-bit and RGBA PNGs", "[reliability]") {
   TempDir t;
-  make_folder(t.path + "/data", true);
+  make_folder(t.path + "/data/train", true);
+  make_folder(t.path + "/data/val", false);
   std::vector<std::string> args = {"--data", "folder", "--data-dir", t.path + "/data", "--img-size", "8",
                                    "--epochs", "1", "--batch-size", "2", "--threads", "2", "--out", t.path + "/o"};
   Result r = run_cmd(cmd_train, args);
   INFO(r.out);
   REQUIRE(r.code == 1);
-  REQUIRE(r.out.find(t.path + "/data/b/notes.jpg: cannot decode") != std::string::npos);
+  REQUIRE(r.out.find(t.path + "/data/train/b/notes.jpg: cannot decode") != std::string::npos);
   args.push_back("--skip-bad");
   r = run_cmd(cmd_train, args);
   INFO(r.out);
@@ -465,7 +466,7 @@ TEST_CASE("reliability: image folders with bad files, 16-bit and RGBA PNGs", "[r
   REQUIRE(r.out.find("skipped 2 unreadable images") != std::string::npos);
   REQUIRE(r.out.find("5 train / 5 test images 8x8x3, 2 classes") != std::string::npos);
   // The truncated PNG alone names itself too (into a new folder: /o holds the run above).
-  fs::remove(t.path + "/data/b/notes.jpg");
+  fs::remove(t.path + "/data/train/b/notes.jpg");
   args.pop_back();
   args.back() = t.path + "/o2";
   r = run_cmd(cmd_train, args);

@@ -9,20 +9,68 @@
 #include <sstream>
 
 #include "autograd/ops.h"
-#include "models/weights.h"
+#include "models/model_file.h"
 #include "nn/safetensors.h"
 #include "tools/common.h"
 #include "tools/image.h"
 
 namespace nala {
 
+namespace {
+
+std::string floats_str(const std::vector<float>& v) {
+  std::string s = "(";
+  char buf[32];
+  for (size_t i = 0; i < v.size(); i++) {
+    std::snprintf(buf, sizeof buf, "%s%.4g", i ? ", " : "", v[i]);
+    s += buf;
+  }
+  return s + ")";
+}
+
+std::string quoted(const std::vector<std::string>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); i++) s += (i ? ", '" : "'") + v[i] + "'";
+  return s;
+}
+
+// The dataset's classes must be the model's, in the same order: a label is a
+// position in the class list. Without recorded names, the counts must agree.
+void check_classes(const ModelFile& mf, const Dataset& ds, const std::string& weights) {
+  const int64_t K = mf.config.num_classes;
+  if (mf.classes.empty()) {
+    NALA_CHECK((int64_t)ds.classes.size() == K, weights, " has ", K, " classes, ", ds.name, " ", ds.classes.size());
+    return;
+  }
+  std::vector<std::string> missing, extra, moved;
+  for (const std::string& c : mf.classes)
+    if (std::find(ds.classes.begin(), ds.classes.end(), c) == ds.classes.end()) missing.push_back(c);
+  for (const std::string& c : ds.classes)
+    if (std::find(mf.classes.begin(), mf.classes.end(), c) == mf.classes.end()) extra.push_back(c);
+  if (missing.empty() && extra.empty())
+    for (size_t i = 0; i < ds.classes.size(); i++)
+      if (ds.classes[i] != mf.classes[i]) moved.push_back(ds.classes[i]);
+  if (missing.empty() && extra.empty() && moved.empty()) return;
+  std::string what;
+  if (!extra.empty()) what += ds.name + " has class" + (extra.size() > 1 ? "es " : " ") + quoted(extra) +
+                              " that the model was not trained on";
+  if (!missing.empty()) what += (what.empty() ? "" : "; ") + ds.name + " lacks class" +
+                                (missing.size() > 1 ? "es " : " ") + quoted(missing) + " of the model";
+  if (!moved.empty()) what += ds.name + " orders its classes differently (" + quoted(moved) + " at other labels)";
+  NALA_FAIL(weights, ": the model's classes (nala.classes) are not the dataset's: ", what,
+            ". Evaluating would compare predictions against the wrong labels");
+}
+
+}  // namespace
+
 int cmd_eval(int argc, char** argv) {
-  std::string model_name = "pico", weights;
+  std::string model_name, weights;
   DataSpec data;
   int64_t batch = 256, threads = 0, limit = 0;
   std::string device = "cpu";
   ArgParser p("eval", "evaluate weights on a dataset's test split: top-1, top-5, per class, confusion matrix");
-  p.add_choice("model", &model_name, "model config", nalaformer_config_names());
+  p.add_choice("model", &model_name, "model config (default: the one the weights file records)",
+               nalaformer_config_names());
   p.add_string("weights", &weights, "weights (.safetensors: best.safetensors, a checkpoint, or the release's)");
   add_data_options(p, data);
   p.add_int("batch-size", &batch, "batch size", 1, 1 << 20);
@@ -32,18 +80,50 @@ int cmd_eval(int argc, char** argv) {
   p.parse(argc, argv);
   if (weights.empty()) throw UsageError("--weights is required");
   set_threads(threads);
+  LoadedModel lm = load_model_file(weights, model_name);
+  const ModelFile& mf = lm.file;
+  const NalaConfig& cfg = mf.config;
+  // The images are prepared as the model was trained on them: channels, size
+  // and normalisation come from its file, not from the command line.
+  if (data.name == "folder") {
+    if (data.channels && data.channels != cfg.in_chans)
+      throw UsageError("--channels " + std::to_string(data.channels) + ": " + weights + " takes " +
+                       std::to_string(cfg.in_chans) + "-channel images");
+    data.channels = cfg.in_chans;
+    if (mf.has_input()) {
+      NALA_CHECK(mf.height == mf.width, weights, ": trained on ", mf.height, "x", mf.width,
+                 " images; image folders are resized to squares");
+      if (data.img_size && data.img_size != mf.height)
+        throw UsageError("--img-size " + std::to_string(data.img_size) + ": " + weights + " was trained on " +
+                         std::to_string(mf.height) + "x" + std::to_string(mf.width) +
+                         " images (nala.input.height/width); leave --img-size out");
+      data.img_size = mf.height;
+    }
+  }
   Dataset test = load_dataset(data, false);
-  NalaConfig cfg = model_config_for(model_name, test.c, (int64_t)test.classes.size());
+  NALA_CHECK(test.c == cfg.in_chans, test.name, " holds ", test.c, "-channel images; ", weights, " takes ",
+             cfg.in_chans);
+  std::string input;
+  if (mf.has_input()) {
+    NALA_CHECK(test.h == mf.height && test.w == mf.width, weights, " was trained on ", mf.height, "x", mf.width,
+               " images; ", test.name, " holds ", test.h, "x", test.w);
+    test.mean = mf.mean, test.std = mf.std;
+    input = "normalisation from the weights file: mean " + floats_str(mf.mean) + ", std " + floats_str(mf.std);
+  } else {
+    input = "normalisation: the dataset's, mean " + floats_str(test.mean) + ", std " + floats_str(test.std) +
+            " (the weights file records none: no nala.input.* metadata)";
+  }
   check_image_size(cfg, test.h, test.w);
-  NalaFormer model(cfg);
-  load_weights(model, weights);
+  check_classes(mf, test, weights);
+  NalaFormer& model = *lm.model;
   model.to(parse_device(device));
   double t0 = now_seconds();
   EvalResult r = evaluate(model, test, batch, limit);
   double secs = now_seconds() - t0;
   const size_t K = test.classes.size();
-  std::printf("%s on %s (%lld test images, %s, %.0f img/s)\n", weights.c_str(), test.name.c_str(), (long long)r.n,
-              format_duration(secs).c_str(), r.n / secs);
+  std::printf("%s (%s) on %s (%lld test images %lldx%lldx%lld, %s, %.0f img/s)\n%s\n", weights.c_str(),
+              cfg.name.c_str(), test.name.c_str(), (long long)r.n, (long long)test.h, (long long)test.w,
+              (long long)test.c, format_duration(secs).c_str(), r.n / secs, input.c_str());
   std::printf("loss %.4f  top-1 %.2f%%  top-5 %.2f%%\n\nper class:\n", r.loss, 100 * r.top1, 100 * r.top5);
   for (size_t k = 0; k < K; k++) std::printf("  %2zu %-20s %6.2f%%\n", k, test.classes[k].c_str(), 100 * r.per_class[k]);
   std::printf("\nconfusion matrix (rows: true class, columns: predicted):\n     ");
@@ -58,62 +138,76 @@ int cmd_eval(int argc, char** argv) {
 }
 
 int cmd_predict(int argc, char** argv) {
-  std::string model_name = "pico", weights;
-  int64_t in_chans = 0, classes = 0, img_size = 0, threads = 0;
+  std::string model_name, weights, norm_name;
+  int64_t img_size = 0, threads = 0;
   std::string device = "cpu";
   std::vector<std::string> files;
   ArgParser p("predict", "the top-5 classes with probabilities for each image file");
-  p.add_choice("model", &model_name, "model config", nalaformer_config_names());
+  p.add_choice("model", &model_name, "model config (default: the one the weights file records)",
+               nalaformer_config_names());
   p.add_string("weights", &weights, "weights (.safetensors)");
-  p.add_int("in-chans", &in_chans, "input channels (default: the weights')", 0, 3);
-  p.add_int("classes", &classes, "classes (default: the weights')", 0, 1 << 20);
-  p.add_int("img-size", &img_size, "resize images to this (default: 28 for 1 channel, 32 for 3)", 0, 4096);
+  p.add_int("img-size", &img_size,
+            "for weights without nala.input metadata: resize images to this (default: 28 for 1 channel, 224 for 3)",
+            0, 4096);
+  p.add_choice("norm", &norm_name,
+               "for weights without nala.input metadata: the normalisation (default: fashion-mnist for 1 channel, "
+               "imagenet for 3)",
+               {"fashion-mnist", "cifar10", "imagenet"});
   p.add_int("threads", &threads, "CPU threads (0 = all)", 0, 4096);
   p.add_choice("device", &device, "where to run", {"cpu", "cuda"});
   p.add_positional(&files, "IMAGE", 1);
   p.parse(argc, argv);
   if (weights.empty()) throw UsageError("--weights is required");
   set_threads(threads);
-  // Channels, classes and class names come from the weights when not given.
-  SafeTensors st = load_safetensors(weights);
-  std::vector<std::string> names;
-  if (st.metadata.count("nala.classes")) {
-    std::stringstream ss(st.metadata["nala.classes"]);
-    for (std::string n; std::getline(ss, n, '\n');) names.push_back(n);
+  LoadedModel lm = load_model_file(weights, model_name);
+  const ModelFile& mf = lm.file;
+  const NalaConfig& cfg = mf.config;
+  const int64_t C = cfg.in_chans;
+  NALA_CHECK(C == 1 || C == 3, weights, ": the model takes ", C, "-channel images; predict reads grey (1) or RGB (3)");
+  int64_t size;
+  std::vector<float> mean, std;
+  std::string from;
+  if (mf.has_input()) {
+    if (p.given("img-size") && img_size != mf.height)
+      throw UsageError("--img-size " + std::to_string(img_size) + ": " + weights + " was trained on " +
+                       std::to_string(mf.height) + "x" + std::to_string(mf.width) +
+                       " images (nala.input.height/width); leave --img-size out");
+    if (p.given("norm"))
+      throw UsageError("--norm: " + weights + " records its normalisation (nala.input.mean/std); leave --norm out");
+    NALA_CHECK(mf.height == mf.width, weights, ": trained on ", mf.height, "x", mf.width,
+               " images; predict resizes to squares");
+    size = mf.height, mean = mf.mean, std = mf.std;
+    from = "from the weights file";
+  } else {
+    size = img_size ? img_size : C == 1 ? 28 : 224;
+    std::string name = !norm_name.empty() ? norm_name : C == 1 ? "fashion-mnist" : "imagenet";
+    Normalisation n = normalisation_named(name, (int)C);
+    mean = n.mean, std = n.std;
+    from = std::string("(") + (p.given("norm") ? "--norm " : "default: ") + name + " statistics, " +
+           (p.given("img-size") ? "--img-size" : "default size") +
+           "; the weights file records no nala.input.* metadata)";
   }
-  auto find = [&](const std::string& k) -> Tensor {
-    for (const char* pre : {"", "model."})
-      if (st.tensors.count(pre + k)) return st.tensors.at(pre + k);
-    return Tensor();
-  };
-  Tensor w0 = find("patch_embed.proj.0.weight"), hw = find("head.weight");
-  NALA_CHECK(w0.defined() && hw.defined(), weights, ": not NaLaFormer weights (no patch_embed.proj.0.weight / head.weight)");
-  if (!in_chans) in_chans = w0.size(1);
-  if (!classes) classes = hw.size(0);
-  if (!img_size) img_size = in_chans == 1 ? 28 : 32;
-  NalaConfig cfg = model_config_for(model_name, in_chans, classes);
-  check_image_size(cfg, img_size, img_size);
-  NalaFormer model(cfg);
-  load_weights(model, weights);
+  check_image_size(cfg, size, size);
+  std::printf("%s: %s, %lld classes; input %lldx%lldx%lld, mean %s, std %s %s\n", weights.c_str(), cfg.name.c_str(),
+              (long long)cfg.num_classes, (long long)size, (long long)size, (long long)C, floats_str(mean).c_str(),
+              floats_str(std).c_str(), from.c_str());
+  NalaFormer& model = *lm.model;
   const Device dev = parse_device(device);
   model.to(dev);
   model.eval();
   NoGradGuard ng;
-  std::vector<float> mean, std;
-  if (in_chans == 1) mean = {0.2860f}, std = {0.3530f};  // Fashion-MNIST statistics
-  else mean = {0.4914f, 0.4822f, 0.4465f}, std = {0.2470f, 0.2435f, 0.2616f};  // CIFAR-10
   for (const std::string& f : files) {
-    Tensor x = load_image(f, (int)img_size, (int)in_chans, mean, std).to(dev);
+    Tensor x = load_image(f, (int)size, (int)C, mean, std).to(dev);
     Tensor prob = softmax(model.forward(x), -1);
     std::vector<float> pr = prob.to_vector();
     std::vector<int64_t> idx(pr.size());
     std::iota(idx.begin(), idx.end(), 0);
-    std::sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return pr[a] > pr[b]; });
+    std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return pr[a] > pr[b]; });
     std::printf("%s\n", f.c_str());
     for (size_t i = 0; i < std::min<size_t>(5, idx.size()); i++) {
       int64_t k = idx[i];
-      std::string name = k < (int64_t)names.size() ? names[k] : "class " + std::to_string(k);
-      std::printf("  %5.1f%%  %s\n", 100 * pr[k], name.c_str());
+      std::string name = k < (int64_t)mf.classes.size() ? mf.classes[k] : "class " + std::to_string(k);
+      std::printf("  %6.2f%%  %s\n", 100 * pr[k], name.c_str());
     }
   }
   return 0;

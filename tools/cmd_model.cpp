@@ -6,6 +6,7 @@
 #include <new>
 
 #include "autograd/ops.h"
+#include "models/model_file.h"
 #include "models/weights.h"
 #include "nn/safetensors.h"
 #include "tools/common.h"
@@ -96,14 +97,18 @@ std::string human(double v) {
 }
 
 struct ModelArgs {
-  std::string model = "pico", weights, input, output, device = "cpu";
+  std::string model, weights, input, output, device = "cpu";  // model: "" = the weights file's (info: pico)
   int64_t in_chans = 0, classes = 0, threads = 0;
 };
 
 void add_model_args(ArgParser& p, ModelArgs& a, bool io) {
-  p.add_choice("model", &a.model, "model config", nalaformer_config_names());
-  p.add_int("in-chans", &a.in_chans, "input channels (default: the config's)", 0, 1024);
-  p.add_int("classes", &a.classes, "classes (default: the config's)", 0, 1 << 20);
+  // With weights, the file (or its shapes, with --model) decides; the options only check it.
+  p.add_choice("model", &a.model, io ? "model config (default: the one the weights file records)" : "model config (default: pico)",
+               nalaformer_config_names());
+  p.add_int("in-chans", &a.in_chans, io ? "input channels (checked against the weights')" : "input channels (default: the config's)",
+            0, 1024);
+  p.add_int("classes", &a.classes, io ? "classes (checked against the weights')" : "classes (default: the config's)", 0,
+            1 << 20);
   p.add_int("threads", &a.threads, "CPU threads (0 = all)", 0, 4096);
   if (!io) return;
   p.add_string("weights", &a.weights, "weights (.safetensors)");
@@ -112,12 +117,21 @@ void add_model_args(ArgParser& p, ModelArgs& a, bool io) {
   p.add_choice("device", &a.device, "where to run", {"cpu", "cuda"});
 }
 
-// Builds the model, loads the weights and reads the NCHW input as NHWC.
+// Builds the model the weights file describes (or --model names), loads the
+// weights and reads the NCHW input as NHWC.
 Tensor prepare(ModelArgs& a, std::unique_ptr<NalaFormer>& model, SafeTensors& in, float drop_path) {
   if (a.weights.empty() || a.input.empty() || a.output.empty())
     throw UsageError("--weights, --input and --output are required");
   set_threads(a.threads);
-  NalaConfig cfg = model_config_for(a.model, a.in_chans ? a.in_chans : -1, a.classes ? a.classes : -1);
+  SafeTensors st = load_safetensors(a.weights);
+  ModelFile mf = describe_model_file(st, a.weights, a.model);
+  NalaConfig cfg = mf.config;
+  if (a.in_chans && a.in_chans != cfg.in_chans)
+    throw UsageError("--in-chans " + std::to_string(a.in_chans) + ": " + a.weights + " takes " +
+                     std::to_string(cfg.in_chans) + " channels");
+  if (a.classes && a.classes != cfg.num_classes)
+    throw UsageError("--classes " + std::to_string(a.classes) + ": " + a.weights + " has " +
+                     std::to_string(cfg.num_classes) + " classes");
   cfg.drop_path_rate = drop_path;
   in = load_safetensors(a.input);
   NALA_CHECK(in.tensors.count("input"), a.input, ": no tensor named 'input'");
@@ -128,7 +142,7 @@ Tensor prepare(ModelArgs& a, std::unique_ptr<NalaFormer>& model, SafeTensors& in
              "): there is nothing to compute; B must be at least 1");
   check_image_size(cfg, x.size(2), x.size(3));
   model = std::make_unique<NalaFormer>(cfg);
-  load_weights(*model, a.weights);
+  load_weights(*model, st, a.weights);
   Device dev = parse_device(a.device);
   model->to(dev);
   return view::contiguous(view::permute(x, {0, 2, 3, 1})).to(dev);
@@ -143,7 +157,8 @@ int cmd_info(int argc, char** argv) {
   add_model_args(p, a, false);
   p.add_int("img-size", &img, "input size (default: 28 for pico, 224 otherwise)", 0, 8192);
   p.parse(argc, argv);
-  NalaConfig cfg = model_config_for(a.model, a.in_chans ? a.in_chans : -1, a.classes ? a.classes : -1);
+  NalaConfig cfg = model_config_for(a.model.empty() ? "pico" : a.model, a.in_chans ? a.in_chans : -1,
+                                    a.classes ? a.classes : -1);
   if (!img) img = cfg.name == "pico" ? 28 : 224;
   check_image_size(cfg, img, img);
   NalaFormer m(cfg);

@@ -82,12 +82,6 @@ struct TrainArgs {
   }
 };
 
-std::string join(const std::vector<std::string>& v, char sep) {
-  std::string r;
-  for (size_t i = 0; i < v.size(); i++) r += (i ? std::string(1, sep) : "") + v[i];
-  return r;
-}
-
 std::string rng_to_string(const std::array<uint64_t, 4>& s) {
   char buf[80];
   std::snprintf(buf, sizeof buf, "%016llx%016llx%016llx%016llx", (unsigned long long)s[0],
@@ -600,23 +594,22 @@ int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
     if (ev.top1 > best) {
       best = ev.top1;
       save_safetensors(best_path, model.state_dict(),
-                       {{"nala.config", cfg.describe()}, {"nala.classes", join(train.classes, '\n')},
-                        {"nala.top1", std::to_string(ev.top1)}, {"nala.epoch", std::to_string(epoch + 1)}});
+                       model_file_metadata(model_file_for(cfg, train), {{"nala.top1", std::to_string(ev.top1)},
+                                                                        {"nala.epoch", std::to_string(epoch + 1)}}));
     }
     NamedTensors all;
     for (auto& [k, t] : model.state_dict()) all.push_back({"model." + k, t});
     for (auto& [k, t] : opt->state()) all.push_back({"optim." + k, t});
     save_safetensors(ckpt, all,
-                     {{"nala.format", "train-checkpoint-1"},
-                      {"nala.config", cfg.describe()},
-                      {"nala.args", a.fingerprint()},
-                      {"nala.classes", join(train.classes, '\n')},
-                      {"nala.epoch", std::to_string(epoch + 1)},
-                      {"nala.step", std::to_string(step)},
-                      {"nala.global_batch", std::to_string(a.batch_size * world)},
-                      {"nala.world_size", std::to_string(world)},
-                      {"nala.best_top1", std::to_string(best)},
-                      {"nala.rng", rng_to_string(model.rng.state())}});
+                    model_file_metadata(model_file_for(cfg, train),
+                                        {{"nala.format", "train-checkpoint-1"},
+                                         {"nala.args", a.fingerprint()},
+                                         {"nala.epoch", std::to_string(epoch + 1)},
+                                         {"nala.step", std::to_string(step)},
+                                         {"nala.global_batch", std::to_string(a.batch_size * world)},
+                                         {"nala.world_size", std::to_string(world)},
+                                         {"nala.best_top1", std::to_string(best)},
+                                         {"nala.rng", rng_to_string(model.rng.state())}}));
   }
 
   // The closing lines name only files that exist.

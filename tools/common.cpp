@@ -25,9 +25,14 @@ void add_data_options(ArgParser& p, DataSpec& d) {
   p.add_int("img-size", &d.img_size, "image size (folders are resized to it)", 0, 4096);
   p.add_int("channels", &d.channels, "folders: 1 (grey) or 3 (RGB)", 0, 3);
   p.add_flag("skip-bad", &d.skip_bad, "folders: skip unreadable images and report how many");
+  p.add_float("val-split", &d.val_split,
+              "folders without val/: hold out this fraction of each class for evaluation (same images every time)",
+              0, 0.9);
 }
 
 Dataset load_dataset(const DataSpec& d, bool train) {
+  if (d.val_split > 0 && d.name != "folder")
+    throw UsageError("--val-split is for --data folder; " + d.name + " has its own test split");
   Dataset ds;
   if (d.name == "fashion-mnist") {
     ds = load_fashion_mnist(d.dir.empty() ? kFashionMnistDir : d.dir, train);
@@ -41,19 +46,23 @@ Dataset load_dataset(const DataSpec& d, bool train) {
     fo.img_size = d.img_size ? (int)d.img_size : 224;
     fo.channels = d.channels ? (int)d.channels : 3;
     fo.skip_bad = d.skip_bad;
-    // A folder dataset has train/ and val/ (or test/) subfolders when split.
-    std::string sub = train ? "/train" : "/val";
-    std::string root = d.dir;
-    if (access((d.dir + sub).c_str(), F_OK) == 0) root = d.dir + sub;
-    else if (!train && access((d.dir + "/test").c_str(), F_OK) == 0) root = d.dir + "/test";
-    ds = load_image_folder(root, fo);
+    ds = load_folder_split(d.dir, train, fo, d.val_split);
     if (ds.skipped) std::fprintf(stderr, "nala: skipped %lld unreadable images under %s\n", (long long)ds.skipped,
-                                 root.c_str());
+                                 ds.name.c_str());
   }
   if (d.img_size && d.name != "folder" && (d.img_size != ds.h || d.img_size != ds.w))
     throw UsageError("--img-size " + std::to_string(d.img_size) + ": " + d.name + " images are " +
                      std::to_string(ds.h) + "x" + std::to_string(ds.w));
   return ds;
+}
+
+ModelFile model_file_for(const NalaConfig& cfg, const Dataset& train) {
+  ModelFile mf;
+  mf.config = cfg;
+  mf.classes = train.classes;
+  mf.mean = train.mean, mf.std = train.std;
+  mf.height = train.h, mf.width = train.w;
+  return mf;
 }
 
 NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "models/model_file.h"
 #include "models/nalaformer.h"
 #include "nn/comm.h"
 #include "tools/cli.h"
@@ -33,9 +34,14 @@ struct DataSpec {
   int64_t img_size = 0;  // folders: resize to this (0 = 224); fixed-size sets: must match or be 0
   int64_t channels = 0;  // folders: 1 or 3 (0 = 3)
   bool skip_bad = false;
+  float val_split = 0;   // folders without val/: the fraction of each class held out (datasets.h)
 };
 void add_data_options(ArgParser& p, DataSpec& d);
 Dataset load_dataset(const DataSpec& d, bool train);
+
+// The description `nala train` writes into its model files: the config, and
+// the training set's class names, normalisation and image size.
+ModelFile model_file_for(const NalaConfig& cfg, const Dataset& train);
 
 // Model config from --model plus the dataset's channels and classes.
 NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes);

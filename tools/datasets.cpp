@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <numeric>
 
 #include "tools/image.h"
@@ -26,6 +28,23 @@ std::vector<std::string> fashion_mnist_classes() {
 
 std::vector<std::string> cifar10_classes() {
   return {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
+}
+
+Normalisation fashion_mnist_normalisation() { return {{0.2860f}, {0.3530f}}; }
+
+Normalisation cifar10_normalisation() { return {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}}; }
+
+Normalisation imagenet_normalisation(int channels) { return {imagenet_mean(channels), imagenet_std(channels)}; }
+
+Normalisation normalisation_named(const std::string& name, int channels) {
+  Normalisation n;
+  if (name == "fashion-mnist") n = fashion_mnist_normalisation();
+  else if (name == "cifar10") n = cifar10_normalisation();
+  else if (name == "imagenet") n = imagenet_normalisation(channels);
+  else NALA_FAIL("unknown normalisation '", name, "' (fashion-mnist, cifar10, imagenet)");
+  NALA_CHECK((int)n.mean.size() == channels, "the ", name, " normalisation is for ", n.mean.size(),
+             " channel(s), not ", channels);
+  return n;
 }
 
 std::vector<int64_t> label_histogram(const Dataset& ds) {
@@ -109,8 +128,9 @@ Dataset cifar_from_records(const std::vector<std::vector<uint8_t>>& files, const
   ds.h = ds.w = 32;
   ds.c = 3;
   ds.classes = cifar10_classes();
-  ds.mean = {0.4914f, 0.4822f, 0.4465f};
-  ds.std = {0.2470f, 0.2435f, 0.2616f};
+  Normalisation norm = cifar10_normalisation();
+  ds.mean = norm.mean;
+  ds.std = norm.std;
   for (size_t f = 0; f < files.size(); f++) ds.n += (int64_t)files[f].size() / rec;
   ds.images.resize(ds.n * 3072);
   ds.labels.resize(ds.n);
@@ -186,8 +206,9 @@ Dataset load_fashion_mnist(const std::string& dir, bool train) {
   auto pick = [](const std::string& base) { return exists(base + ".gz") || !exists(base) ? base + ".gz" : base; };
   Dataset ds = load_idx(pick(pre + "-images-idx3-ubyte"), pick(pre + "-labels-idx1-ubyte"), fashion_mnist_classes());
   ds.name = "fashion-mnist";
-  ds.mean = {0.2860f};
-  ds.std = {0.3530f};
+  Normalisation norm = fashion_mnist_normalisation();
+  ds.mean = norm.mean;
+  ds.std = norm.std;
   return ds;
 }
 
@@ -239,33 +260,50 @@ Dataset load_cifar10(const std::string& dir, bool train) {
 
 // ---------------------------------------------------------------- image folders
 
-Dataset load_image_folder(const std::string& root, const FolderOptions& opt) {
-  NALA_CHECK(opt.channels == 1 || opt.channels == 3, "image folder ", root, ": channels must be 1 or 3, got ",
-             opt.channels);
-  NALA_CHECK(opt.img_size >= 1 && opt.img_size <= 8192, "image folder ", root, ": bad img_size ", opt.img_size);
+FolderListing list_image_folder(const std::string& root) {
   std::error_code ec;
   NALA_CHECK(fs::exists(root, ec), "image folder: root ", root, " does not exist");
   NALA_CHECK(fs::is_directory(root, ec), "image folder: root ", root, " is not a directory");
-  Dataset ds;
-  ds.name = root;
-  std::vector<std::string> paths;
+  FolderListing l;
+  l.root = root;
   for (auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && e.path().filename().string()[0] != '.') ds.classes.push_back(e.path().filename().string());
-  std::sort(ds.classes.begin(), ds.classes.end());
-  NALA_CHECK(!ds.classes.empty(), "image folder ", root, ": no class subfolders (expected root/<class>/*.jpg)");
-  for (size_t k = 0; k < ds.classes.size(); k++) {
-    std::string cdir = root + "/" + ds.classes[k];
+    if (e.is_directory() && e.path().filename().string()[0] != '.') l.classes.push_back(e.path().filename().string());
+  std::sort(l.classes.begin(), l.classes.end());
+  NALA_CHECK(!l.classes.empty(), "image folder ", root, ": no class subfolders (expected root/<class>/*.jpg)");
+  for (const std::string& cls : l.classes) {
+    std::string cdir = root + "/" + cls;
     std::vector<std::string> files;
     for (auto& e : fs::directory_iterator(cdir))
       if (e.is_regular_file() && is_image_name(e.path())) files.push_back(e.path().string());
     NALA_CHECK(!files.empty(), "image folder ", root, ": class folder ", cdir,
                " holds no images (.jpg, .jpeg, .png, .bmp)");
     std::sort(files.begin(), files.end());
-    for (auto& f : files) {
+    l.files.push_back(std::move(files));
+  }
+  return l;
+}
+
+Dataset load_image_folder(const std::string& root, const FolderOptions& opt) {
+  return load_image_folder(list_image_folder(root), opt, root);
+}
+
+Dataset load_image_folder(const FolderListing& listing, const FolderOptions& opt, const std::string& name) {
+  const std::string& root = listing.root;
+  NALA_CHECK(opt.channels == 1 || opt.channels == 3, "image folder ", root, ": channels must be 1 or 3, got ",
+             opt.channels);
+  NALA_CHECK(opt.img_size >= 1 && opt.img_size <= 8192, "image folder ", root, ": bad img_size ", opt.img_size);
+  NALA_CHECK(listing.files.size() == listing.classes.size(), "image folder ", root, ": ", listing.classes.size(),
+             " classes but ", listing.files.size(), " file lists");
+  Dataset ds;
+  ds.name = name;
+  ds.classes = listing.classes;
+  std::vector<std::string> paths;
+  for (size_t k = 0; k < listing.files.size(); k++)
+    for (auto& f : listing.files[k]) {
       paths.push_back(f);
       ds.labels.push_back((int64_t)k);
     }
-  }
+  NALA_CHECK(!paths.empty(), "image folder ", root, ": no images");
   const int64_t S = opt.img_size, C = opt.channels, n = (int64_t)paths.size();
   ds.h = ds.w = S;
   ds.c = C;
@@ -309,11 +347,102 @@ Dataset load_image_folder(const std::string& root, const FolderOptions& opt) {
   ds.n = kept;
   ds.images.resize(kept * S * S * C);
   ds.labels.resize(kept);
-  ds.mean = opt.mean.empty() ? imagenet_mean((int)C) : opt.mean;
-  ds.std = opt.std.empty() ? imagenet_std((int)C) : opt.std;
+  Normalisation norm = imagenet_normalisation((int)C);
+  ds.mean = opt.mean.empty() ? norm.mean : opt.mean;
+  ds.std = opt.std.empty() ? norm.std : opt.std;
   NALA_CHECK((int64_t)ds.mean.size() == C && (int64_t)ds.std.size() == C, "image folder ", root, ": need ", C,
              " mean/std values");
   return ds;
+}
+
+// ---------------------------------------------------------------- folder splits
+
+namespace {
+
+bool is_dir(const std::string& p) {
+  std::error_code ec;
+  return fs::is_directory(p, ec);
+}
+
+std::string names_list(const std::vector<std::string>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); i++) s += (i ? ", '" : "'") + v[i] + "'";
+  return s;
+}
+
+// Refuses two class lists that differ, naming each class on one side only.
+void check_same_classes(const FolderListing& train, const FolderListing& eval, const std::string& dir,
+                        const std::string& eval_sub) {
+  std::vector<std::string> missing, extra;
+  std::set_difference(train.classes.begin(), train.classes.end(), eval.classes.begin(), eval.classes.end(),
+                      std::back_inserter(missing));
+  std::set_difference(eval.classes.begin(), eval.classes.end(), train.classes.begin(), train.classes.end(),
+                      std::back_inserter(extra));
+  if (missing.empty() && extra.empty()) return;
+  std::string what;
+  if (!missing.empty())
+    what += eval_sub + "/ lacks class" + (missing.size() > 1 ? "es " : " ") + names_list(missing) + " of train/";
+  if (!extra.empty())
+    what += (what.empty() ? "" : "; ") + eval_sub + "/ has class" + (extra.size() > 1 ? "es " : " ") +
+            names_list(extra) + " that train/ lacks";
+  NALA_FAIL("image folder ", dir, ": ", what, ". Both splits must hold the same class folders: a label is the "
+            "class's position in the sorted list, so any difference shifts the labels");
+}
+
+// The held-out part (held = true) or the rest of each class: round(n * f)
+// images, at least 1, evenly spread: file i is held out when
+// floor((i + 1) * h / n) > floor(i * h / n).
+FolderListing hold_out(const FolderListing& all, float f, bool held) {
+  FolderListing out = all;
+  for (size_t k = 0; k < all.classes.size(); k++) {
+    const int64_t n = (int64_t)all.files[k].size();
+    NALA_CHECK(n >= 2, "image folder ", all.root, ": class '", all.classes[k], "' has ", n,
+               " image; holding images out needs at least 2 per class");
+    const int64_t h = std::min(n - 1, std::max<int64_t>(1, std::llround(n * (double)f)));
+    out.files[k].clear();
+    for (int64_t i = 0; i < n; i++)
+      if (((i + 1) * h / n > i * h / n) == held) out.files[k].push_back(all.files[k][i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+Dataset load_folder_split(const std::string& dir, bool train, const FolderOptions& opt, float val_split) {
+  NALA_CHECK(val_split >= 0 && val_split < 1, "image folder ", dir, ": val_split ", val_split, " is outside [0, 1)");
+  std::error_code ec;
+  NALA_CHECK(fs::exists(dir, ec), "image folder: root ", dir, " does not exist");
+  const bool has_train = is_dir(dir + "/train");
+  const std::string eval_sub = is_dir(dir + "/val") ? "val" : is_dir(dir + "/test") ? "test" : "";
+  if (!eval_sub.empty()) {
+    NALA_CHECK(val_split == 0, "image folder ", dir, " has ", eval_sub,
+               "/: its images are the evaluation split; --val-split is for folders without one");
+    FolderListing ev = list_image_folder(dir + "/" + eval_sub);
+    if (!has_train) {
+      NALA_CHECK(!train, "image folder ", dir, " has ", eval_sub, "/ but no train/ to train on");
+      return load_image_folder(ev, opt, ev.root);
+    }
+    FolderListing tr = list_image_folder(dir + "/train");
+    check_same_classes(tr, ev, dir, eval_sub);
+    return train ? load_image_folder(tr, opt, tr.root) : load_image_folder(ev, opt, ev.root);
+  }
+  const std::string root = has_train ? dir + "/train" : dir;
+  FolderListing all = list_image_folder(root);
+  if (val_split > 0) {
+    char pct[32];
+    std::snprintf(pct, sizeof pct, "%g%%", 100.0 * val_split);
+    FolderListing part = hold_out(all, val_split, !train);
+    std::string name = root + (train ? " [without the " : " [the ") + pct + " of each class held out by --val-split]";
+    return load_image_folder(part, opt, name);
+  }
+  NALA_CHECK(!has_train, "image folder ", dir, " has train/ but no val/ or test/ to evaluate on. Add ", dir,
+             "/val/<class>/, or pass --val-split F to hold out a fraction F of each class of train/ (the same "
+             "images every time)");
+  NALA_CHECK(!train, "image folder ", dir, " has no train/ and val/ subfolders, so training would be evaluated on "
+             "its own images. Pass --val-split F to hold out a fraction F of each class for evaluation (e.g. "
+             "--val-split 0.1; the same images every time), or split it into ", dir, "/train/<class>/ and ", dir,
+             "/val/<class>/");
+  return load_image_folder(all, opt, root);
 }
 
 // ---------------------------------------------------------------- batch loader

@@ -8,7 +8,8 @@
 // Sources:
 //   Fashion-MNIST  gzipped IDX files (train-images-idx3-ubyte.gz, ...), C = 1
 //   CIFAR-10       binary batches (data_batch_1..5.bin, test_batch.bin), C = 3
-//   image folders  root/<class>/*.{jpg,jpeg,png,bmp}, decoded with stb_image
+//   image folders  root/<class>/*.{jpg,jpeg,png,bmp}, decoded with stb_image;
+//                  which images train and which evaluate: load_folder_split
 // Every loader checks what it reads and names the file in its errors.
 //
 // The loader (BatchLoader) shuffles once per epoch with the caller's Rng and
@@ -47,6 +48,19 @@ struct Dataset {
   const uint8_t* image(int64_t i) const { return images.data() + i * image_size(); }
 };
 
+// Input normalisation (per channel, on the [0, 1] pixel scale): the one place
+// where each dataset's numbers are chosen. The loaders put them in
+// Dataset::mean/std, and `nala train` records the training set's in the model
+// file (models/model_file.h), from where eval and predict take them.
+struct Normalisation {
+  std::vector<float> mean, std;
+};
+Normalisation fashion_mnist_normalisation();         // mean 0.2860, std 0.3530
+Normalisation cifar10_normalisation();               // (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+Normalisation imagenet_normalisation(int channels);  // image folders: ImageNet's (grey: 0.449, 0.226)
+// By name: "fashion-mnist", "cifar10", "imagenet"; throws on others or a channel mismatch.
+Normalisation normalisation_named(const std::string& name, int channels);
+
 extern const char* const kFashionMnistDir;  // /usr/share/datasets/fashion-mnist
 std::vector<std::string> fashion_mnist_classes();
 std::vector<std::string> cifar10_classes();
@@ -76,6 +90,34 @@ struct FolderOptions {
   std::vector<float> mean, std;  // default: ImageNet statistics
 };
 Dataset load_image_folder(const std::string& root, const FolderOptions& opt = {});
+
+// The class folders under root (hidden ones ignored) and each one's image
+// files (.jpg, .jpeg, .png, .bmp), both sorted by name; a label is the
+// class's position in this list. Throws when root has no class folder or a
+// class folder holds no image. Reads no image.
+struct FolderListing {
+  std::string root;
+  std::vector<std::string> classes;
+  std::vector<std::vector<std::string>> files;  // per class, full paths
+};
+FolderListing list_image_folder(const std::string& root);
+// Decodes the listed images (as load_image_folder); `name` becomes Dataset::name.
+Dataset load_image_folder(const FolderListing& listing, const FolderOptions& opt, const std::string& name);
+
+// One split of a folder dataset, by this rule:
+//   dir/train/ and dir/val/ (or dir/test/ when there is no val/): the training
+//     and the evaluation images. Both must hold the same class folders: a
+//     class missing from either side is refused, naming it (labels are
+//     positions in the class list, so they would shift).
+//   no val/ or test/: val_split > 0 holds out that fraction of each class of
+//     dir/train/ (or of dir itself when it holds the class folders) for
+//     evaluation: round(n * val_split) images, at least 1, spread evenly over
+//     the sorted file names, so the same images every time; the rest train.
+//     Without val_split, evaluating a plain dir/<class>/ folder uses all of
+//     it, and anything else (training on it, evaluating dir/train/) is
+//     refused rather than evaluated on the training images.
+// val_split is refused beside a val/ or test/ folder.
+Dataset load_folder_split(const std::string& dir, bool train, const FolderOptions& opt, float val_split = 0);
 
 std::vector<int64_t> label_histogram(const Dataset& ds);
 
