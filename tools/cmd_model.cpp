@@ -6,6 +6,7 @@
 
 #include "autograd/ops.h"
 #include "models/weights.h"
+#include "nn/files.h"
 #include "nn/safetensors.h"
 #include "tools/common.h"
 
@@ -115,6 +116,7 @@ void add_model_args(ArgParser& p, ModelArgs& a, bool io) {
 Tensor prepare(ModelArgs& a, std::unique_ptr<NalaFormer>& model, SafeTensors& in, float drop_path) {
   if (a.weights.empty() || a.input.empty() || a.output.empty())
     throw UsageError("--weights, --input and --output are required");
+  check_output_path(a.output, "output");  // before any work: a device, FIFO or symlink there is refused
   set_threads(a.threads);
   NalaConfig cfg = model_config_for(a.model, a.in_chans ? a.in_chans : -1, a.classes ? a.classes : -1);
   cfg.drop_path_rate = drop_path;
