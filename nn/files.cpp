@@ -64,6 +64,12 @@ std::string parent_dir(const std::string& path) {
   return path.substr(0, slash);
 }
 
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
 // ---------------------------------------------------------------- reading
 
 InputFile::InputFile(const std::string& path, const std::string& what, int64_t max_bytes)

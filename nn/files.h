@@ -108,6 +108,10 @@ void make_dirs(const std::string& dir, const std::string& what);
 // any work when the folder cannot hold nala's outputs.
 void check_output_dir(const std::string& dir, const std::string& what);
 
+// True when both paths exist and name the same file (after symlinks; a hard
+// link counts): an output that would replace one of the inputs.
+bool same_file(const std::string& a, const std::string& b);
+
 // The folder part of a path ("." for a bare name).
 std::string parent_dir(const std::string& path);
 

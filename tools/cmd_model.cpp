@@ -117,6 +117,10 @@ Tensor prepare(ModelArgs& a, std::unique_ptr<NalaFormer>& model, SafeTensors& in
   if (a.weights.empty() || a.input.empty() || a.output.empty())
     throw UsageError("--weights, --input and --output are required");
   check_output_path(a.output, "output");  // before any work: a device, FIFO or symlink there is refused
+  for (const std::string* in : {&a.weights, &a.input})
+    if (same_file(a.output, *in))
+      throw UsageError("--output " + a.output + " is the same file as --" + (in == &a.weights ? "weights " : "input ") +
+                       *in + ": it would be replaced");
   set_threads(a.threads);
   NalaConfig cfg = model_config_for(a.model, a.in_chans ? a.in_chans : -1, a.classes ? a.classes : -1);
   cfg.drop_path_rate = drop_path;
