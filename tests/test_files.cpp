@@ -332,6 +332,26 @@ TEST_CASE("files: nala sample refuses a FIFO or a symlink at an image's name, wi
   REQUIRE(names_in(out) == std::vector<std::string>{"0_T-shirt-top.png", "1_Trouser.png"});
 }
 
+TEST_CASE("files: nala grad refuses an --output that is its --weights or --input, also through a link", "[files]") {
+  TempDir t;
+  make_grad_inputs(t.path);
+  const std::string w = slurp(t.path + "/w.safetensors"), in = slurp(t.path + "/in.safetensors");
+  REQUIRE(link((t.path + "/w.safetensors").c_str(), (t.path + "/hard").c_str()) == 0);
+  Run r = run_nala(grad_args(t.path, t.path + "/hard"), t.path);
+  INFO(r.out);
+  REQUIRE(r.code == 2);
+  REQUIRE(r.out.find("--output " + t.path + "/hard is the same file as --weights") != std::string::npos);
+  r = run_nala(grad_args(t.path, t.path + "/in.safetensors"), t.path);
+  INFO(r.out);
+  REQUIRE(r.code == 2);
+  REQUIRE(r.out.find("is the same file as --input") != std::string::npos);
+  REQUIRE(slurp(t.path + "/w.safetensors") == w);
+  REQUIRE(slurp(t.path + "/in.safetensors") == in);
+  REQUIRE(same_file(t.path + "/hard", t.path + "/w.safetensors"));
+  REQUIRE(!same_file(t.path + "/in.safetensors", t.path + "/w.safetensors"));
+  REQUIRE(!same_file(t.path + "/absent", t.path + "/absent"));
+}
+
 // ---------------------------------------------------------------- no shell
 
 TEST_CASE("files: nala sample --out takes any folder name literally (no shell)", "[files]") {
@@ -597,5 +617,31 @@ TEST_CASE("files: kernel pseudo-files are read to their end; write_png goes thro
   write_png(t.path + "/q.png", img);
   Image back = decode_image(t.path + "/q.png", 1);
   REQUIRE(back.pixels == img.pixels);
+  REQUIRE(names_in(t.path) == std::vector<std::string>{"p.png", "q.png"});
+
+  // A write that fails midway (the file size limit makes write() fail with
+  // EFBIG, as a full disk would with ENOSPC) is an error naming the file, and
+  // leaves no partial PNG: stb's own file writer does not check its writes.
+  Image noise;
+  noise.h = noise.w = 256, noise.c = 3;
+  Rng rng(9);
+  for (int k = 0; k < 256 * 256 * 3; k++) noise.pixels.push_back((uint8_t)(rng.next_u64() >> 56));
+  struct rlimit old_lim;
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &old_lim) == 0);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim = old_lim;
+  lim.rlim_cur = 64 * 1024;
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+  std::string err;
+  try {
+    write_png(t.path + "/big.png", noise);
+  } catch (const Error& e) {
+    err = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old_lim);
+  signal(SIGXFSZ, old_handler);
+  INFO(err);
+  REQUIRE(err.find(t.path + "/big.png") != std::string::npos);
+  REQUIRE(err.find(std::strerror(EFBIG)) != std::string::npos);
   REQUIRE(names_in(t.path) == std::vector<std::string>{"p.png", "q.png"});
 }
