@@ -195,14 +195,20 @@ AtomicWriter::AtomicWriter(const std::string& path, const std::string& what) : p
   check_output_path(path, what);
   tmp_ = temp_name(path);
   // O_EXCL | O_NOFOLLOW: never write through something already at the temp name.
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (fd_ < 0) {
-    const int err = errno;
-    NALA_FAIL("cannot create ", tmp_, " (writing ", what, " ", path, "): ", std::strerror(err),
-              err == EEXIST ? " (left by an earlier process with this id, or another writer of the same file; "
-                              "nala does not remove files it did not make: remove it if no nala is running)"
-                            : "");
+  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  fd_ = ::open(tmp_.c_str(), flags, 0644);
+  if (fd_ < 0 && errno == EEXIST) {
+    // The name holds this process's id, so a regular file there was left by
+    // an earlier nala with the same id that died while saving (a restarted
+    // container runs as the same pid each time): it is removed and the name
+    // taken. Anything else there (a symlink, a FIFO) is refused.
+    struct stat sb;
+    if (::lstat(tmp_.c_str(), &sb) == 0 && S_ISREG(sb.st_mode) && ::unlink(tmp_.c_str()) == 0)
+      fd_ = ::open(tmp_.c_str(), flags, 0644);
+    else
+      errno = EEXIST;
   }
+  NALA_CHECK(fd_ >= 0, "cannot create ", tmp_, " (writing ", what, " ", path, "): ", reason());
   // A replaced file keeps its permission bits (a private 0600 file stays private).
   struct stat sb;
   if (::lstat(path.c_str(), &sb) == 0 && S_ISREG(sb.st_mode)) ::fchmod(fd_, sb.st_mode & 07777);

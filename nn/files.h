@@ -12,12 +12,13 @@
 // Writing (AtomicWriter, write_file_atomic, append_file): an existing target
 // must be a regular file; a symlink, FIFO, device or directory at the path is
 // refused and nothing is replaced (as root, `--output /dev/null` must not
-// turn /dev/null into a regular file). New bytes go to "<path>.tmp.<pid>"
-// (created exclusively, never following a link; an existing target's
-// permission bits are kept), are flushed and fsync'ed, and are renamed over
-// the target; the directory is fsync'ed after. The target is checked again
-// right before the rename. A failure
-// at any point removes the temporary file and leaves the target as it was.
+// turn /dev/null into a regular file). New bytes go to "<path>.tmp.<pid>",
+// created exclusively and never through a link (a regular file left at that
+// name by a dead process with the same id is removed first; anything else
+// there is refused). They are flushed and fsync'ed, the target is checked
+// again, and the temporary file is renamed over it, keeping an existing
+// target's permission bits; the directory is fsync'ed after. A failure at
+// any point removes the temporary file and leaves the target as it was.
 //
 // Folders: make_dirs is `mkdir -p` without a shell; check_output_dir also
 // proves that a file can be created there (a read-only file system or a
