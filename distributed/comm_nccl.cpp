@@ -10,8 +10,9 @@
 //
 // NCCL's unique id is made by rank 0 and reaches the others through MPI
 // (mpirun) or through a file in the rendezvous directory (`nala train
-// --gpus N`): written to a temporary name and renamed, so a reader sees
-// all of it or nothing.
+// --gpus N`): written through nn/files.h's AtomicWriter (a temporary name,
+// renamed), so a reader sees all of it or nothing, and read back through its
+// checked reader (a regular file of exactly the id's size).
 #ifdef NALA_NCCL
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -25,6 +26,7 @@
 
 #include "kernels/cuda/check.cuh"
 #include "distributed/distributed.h"
+#include "nn/files.h"
 #include "tensor/device.h"
 
 namespace nala {
@@ -42,19 +44,14 @@ ncclUniqueId id_from_file(const LaunchEnv& env) {
   const std::string path = env.rendezvous + "/nccl_id";
   if (env.rank == 0) {
     NCCL_CALL(ncclGetUniqueId(&id), "ncclGetUniqueId");
-    const std::string tmp = path + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    NALA_CHECK(f, tmp, ": cannot write the NCCL id");
-    const bool ok = std::fwrite(&id, sizeof id, 1, f) == 1;
-    NALA_CHECK(std::fclose(f) == 0 && ok, tmp, ": cannot write the NCCL id");
-    NALA_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path);
+    write_file_atomic(path, std::string(reinterpret_cast<const char*>(&id), sizeof id), "NCCL id");
     return id;
   }
   for (int waited_ms = 0;; waited_ms += 10) {
-    if (FILE* f = std::fopen(path.c_str(), "rb")) {
-      const bool ok = std::fread(&id, sizeof id, 1, f) == 1;
-      std::fclose(f);
-      NALA_CHECK(ok, path, ": truncated NCCL id");
+    if (::access(path.c_str(), F_OK) == 0) {  // renamed into place: complete
+      const std::string bytes = read_file(path, "NCCL id", sizeof id);
+      NALA_CHECK(bytes.size() == sizeof id, path, ": truncated NCCL id (", bytes.size(), " of ", sizeof id, " bytes)");
+      std::memcpy(&id, bytes.data(), sizeof id);
       return id;
     }
     NALA_CHECK(waited_ms < 300000, path, ": rank 0 did not publish the NCCL id within 5 minutes");

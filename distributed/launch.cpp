@@ -8,8 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -20,10 +22,12 @@ namespace nala {
 int launch_local_group(int n, const std::vector<std::string>& args_in) {
   char self[4096];
   const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-  NALA_CHECK(len > 0, "launch: cannot find this program's path (/proc/self/exe)");
+  NALA_CHECK(len > 0, "launch: cannot find this program's path (/proc/self/exe): ", std::strerror(errno));
+  NALA_CHECK(len < (ssize_t)sizeof self - 1, "launch: this program's path is longer than ", sizeof self - 2,
+             " bytes");
   self[len] = '\0';
   char dir[] = "/tmp/nala_rendezvous_XXXXXX";
-  NALA_CHECK(mkdtemp(dir), "launch: cannot create a rendezvous directory in /tmp");
+  NALA_CHECK(mkdtemp(dir), "launch: cannot create a rendezvous directory in /tmp: ", std::strerror(errno));
   std::vector<std::string> words = args_in;
   std::vector<char*> args;
   for (auto& w : words) args.push_back(&w[0]);
@@ -34,7 +38,7 @@ int launch_local_group(int n, const std::vector<std::string>& args_in) {
   std::vector<pid_t> pids;
   for (int r = 0; r < n; r++) {
     const pid_t pid = fork();
-    NALA_CHECK(pid >= 0, "launch: fork failed for rank ", r);
+    NALA_CHECK(pid >= 0, "launch: fork failed for rank ", r, ": ", std::strerror(errno));
     if (pid == 0) {
       const std::string rs = std::to_string(r), ns = std::to_string(n);
       setenv("NALA_RANK", rs.c_str(), 1);
@@ -42,7 +46,7 @@ int launch_local_group(int n, const std::vector<std::string>& args_in) {
       setenv("NALA_WORLD_SIZE", ns.c_str(), 1);
       setenv("NALA_RENDEZVOUS", dir, 1);
       execv(self, args.data());
-      std::fprintf(stderr, "nala: cannot start rank %d (%s)\n", r, self);
+      std::fprintf(stderr, "nala: cannot start rank %d (%s): %s\n", r, self, std::strerror(errno));
       std::_Exit(127);
     }
     pids.push_back(pid);

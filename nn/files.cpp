@@ -2,6 +2,7 @@
 #include "nn/files.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,7 +26,7 @@ const char* kind_of(mode_t m) {
   if (S_ISBLK(m)) return "a block device";
   if (S_ISSOCK(m)) return "a socket";
   if (S_ISLNK(m)) return "a symbolic link";
-  return "not a regular file";
+  return "a special file";
 }
 
 std::string human_bytes(int64_t b) {
@@ -63,12 +64,20 @@ std::string parent_dir(const std::string& path) {
   return path.substr(0, slash);
 }
 
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
 // ---------------------------------------------------------------- reading
 
 InputFile::InputFile(const std::string& path, const std::string& what, int64_t max_bytes)
     : path_(path), what_(what) {
   NALA_CHECK(!path.empty(), "no ", what, " file given (empty path)");
-  fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO returns at once instead of waiting for a
+  // writer; O_NOCTTY: a terminal given by mistake does not become ours.
+  fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   NALA_CHECK(fd_ >= 0, "cannot open ", what, " ", path, ": ", reason());
   struct stat sb;
   if (::fstat(fd_, &sb) != 0) {
@@ -83,8 +92,8 @@ InputFile::InputFile(const std::string& path, const std::string& what, int64_t m
   size_ = (int64_t)sb.st_size;
   if (size_ > max_bytes) {
     ::close(fd_);
-    NALA_FAIL(what, " ", path, " is ", human_bytes(size_), ", more than the ", human_bytes(max_bytes),
-              " a ", what, " may have");
+    NALA_FAIL(what, " ", path, " is ", human_bytes(size_), "; the limit for this kind of file is ",
+              human_bytes(max_bytes), " (refused without reading it)");
   }
   int flags = ::fcntl(fd_, F_GETFL);
   if (flags >= 0) ::fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK);
@@ -124,6 +133,28 @@ std::string read_file(const std::string& path, const std::string& what, int64_t 
   return f.read_all();
 }
 
+bool read_system_file(const std::string& path, std::string* text, int64_t max_bytes) {
+  text->clear();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat sb;
+  bool ok = ::fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
+  char buf[4096];
+  while (ok) {
+    ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      ok = r == 0;
+      break;
+    }
+    text->append(buf, (size_t)r);
+    ok = (int64_t)text->size() <= max_bytes;
+  }
+  ::close(fd);
+  if (!ok) text->clear();
+  return ok;
+}
+
 // ---------------------------------------------------------------- writing
 
 void check_output_path(const std::string& path, const std::string& what) {
@@ -138,16 +169,49 @@ void check_output_path(const std::string& path, const std::string& what) {
   }
   const std::string dir = parent_dir(path);
   struct stat db;
-  NALA_CHECK(::stat(dir.c_str(), &db) == 0, "cannot write ", what, " to ", path, ": folder ", dir, ": ", reason());
-  NALA_CHECK(S_ISDIR(db.st_mode), "cannot write ", what, " to ", path, ": ", dir, " is not a folder");
+  NALA_CHECK(::stat(dir.c_str(), &db) == 0, "cannot create ", what, " ", path, ": folder ", dir, ": ", reason());
+  NALA_CHECK(S_ISDIR(db.st_mode), "cannot create ", what, " ", path, ": ", dir, " is not a folder");
 }
+
+namespace {
+
+// "<path>.tmp.<pid>"; when that name would be longer than a file name may
+// be, the target's name is shortened (at a UTF-8 boundary) before ".tmp.".
+std::string temp_name(const std::string& path) {
+  const std::string suffix = ".tmp." + std::to_string((long)::getpid());
+  const size_t slash = path.find_last_of('/');
+  const size_t base = slash == std::string::npos ? 0 : slash + 1;
+  size_t keep = path.size() - base;
+  if (keep + suffix.size() > NAME_MAX) {
+    keep = NAME_MAX - suffix.size();
+    while (keep > 0 && ((unsigned char)path[base + keep] & 0xC0) == 0x80) keep--;
+  }
+  return path.substr(0, base + keep) + suffix;
+}
+
+}  // namespace
 
 AtomicWriter::AtomicWriter(const std::string& path, const std::string& what) : path_(path), what_(what) {
   check_output_path(path, what);
-  tmp_ = path + ".tmp." + std::to_string((long)::getpid());
+  tmp_ = temp_name(path);
   // O_EXCL | O_NOFOLLOW: never write through something already at the temp name.
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  fd_ = ::open(tmp_.c_str(), flags, 0644);
+  if (fd_ < 0 && errno == EEXIST) {
+    // The name holds this process's id, so a regular file there was left by
+    // an earlier nala with the same id that died while saving (a restarted
+    // container runs as the same pid each time): it is removed and the name
+    // taken. Anything else there (a symlink, a FIFO) is refused.
+    struct stat sb;
+    if (::lstat(tmp_.c_str(), &sb) == 0 && S_ISREG(sb.st_mode) && ::unlink(tmp_.c_str()) == 0)
+      fd_ = ::open(tmp_.c_str(), flags, 0644);
+    else
+      errno = EEXIST;
+  }
   NALA_CHECK(fd_ >= 0, "cannot create ", tmp_, " (writing ", what, " ", path, "): ", reason());
+  // A replaced file keeps its permission bits (a private 0600 file stays private).
+  struct stat sb;
+  if (::lstat(path.c_str(), &sb) == 0 && S_ISREG(sb.st_mode)) ::fchmod(fd_, sb.st_mode & 07777);
 }
 
 AtomicWriter::~AtomicWriter() {
@@ -221,11 +285,18 @@ void make_dirs(const std::string& dir, const std::string& what) {
 
 void check_output_dir(const std::string& dir, const std::string& what) {
   make_dirs(dir, what);
-  const std::string probe = dir + "/.nala-write-test." + std::to_string((long)::getpid());
-  int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-  NALA_CHECK(fd >= 0, "cannot write ", what, " into ", dir, ": ", reason());
-  ::close(fd);
-  ::unlink(probe.c_str());
+  // A probe name nobody else uses: a leftover of a killed process with the
+  // same id (EEXIST) is stepped over, never removed.
+  for (int k = 0;; k++) {
+    const std::string probe =
+        dir + "/.nala-write-test." + std::to_string((long)::getpid()) + (k ? "." + std::to_string(k) : "");
+    int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == EEXIST && k < 100) continue;
+    NALA_CHECK(fd >= 0, "cannot write ", what, " into ", dir, ": ", reason());
+    ::close(fd);
+    ::unlink(probe.c_str());
+    return;
+  }
 }
 
 }  // namespace nala

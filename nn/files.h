@@ -12,14 +12,21 @@
 // Writing (AtomicWriter, write_file_atomic, append_file): an existing target
 // must be a regular file; a symlink, FIFO, device or directory at the path is
 // refused and nothing is replaced (as root, `--output /dev/null` must not
-// turn /dev/null into a regular file). New bytes go to "<path>.tmp.<pid>"
-// (created exclusively, never following a link), are flushed and fsync'ed,
-// and are renamed over the target; the directory is fsync'ed after. A failure
-// at any point removes the temporary file and leaves the target as it was.
+// turn /dev/null into a regular file). New bytes go to "<path>.tmp.<pid>",
+// created exclusively and never through a link (a regular file left at that
+// name by a dead process with the same id is removed first; anything else
+// there is refused). They are flushed and fsync'ed, the target is checked
+// again, and the temporary file is renamed over it, keeping an existing
+// target's permission bits; the directory is fsync'ed after. A failure at
+// any point removes the temporary file and leaves the target as it was.
 //
 // Folders: make_dirs is `mkdir -p` without a shell; check_output_dir also
 // proves that a file can be created there (a read-only file system or a
 // missing permission is found before any work starts).
+//
+// Kernel pseudo-files (/proc, /sys, cgroup limits) report a size of 0 or 4096
+// whatever they hold, so the size rule cannot apply to them: read_system_file
+// reads one up to its end with a small cap, after the same regular-file check.
 //
 // Every error names the path, what the file was for, and errno's reason.
 // Part of the core library (C++ standard library and POSIX only).
@@ -41,8 +48,11 @@ class InputFile {
   InputFile(const InputFile&) = delete;
   InputFile& operator=(const InputFile&) = delete;
 
-  int64_t size() const { return size_; }
+  int64_t size() const { return size_; }  // as fstat saw it when opened
   const std::string& path() const { return path_; }
+  // The checked descriptor, still owned by this object (for a library that
+  // reads from a descriptor, e.g. zlib's gzdopen on a dup() of it).
+  int fd() const { return fd_; }
   // Reads exactly n bytes at the current position, or throws naming the file.
   void read(void* dst, size_t n);
   void seek(int64_t offset);  // from the start
@@ -56,6 +66,11 @@ class InputFile {
 
 // The whole of a checked regular file.
 std::string read_file(const std::string& path, const std::string& what, int64_t max_bytes = kNoSizeLimit);
+
+// A kernel pseudo-file (/proc, /sys, a cgroup limit): the text up to its end,
+// at most max_bytes. False when it is absent, not a regular file, unreadable or
+// longer than max_bytes: these files are optional information, never input.
+bool read_system_file(const std::string& path, std::string* text, int64_t max_bytes = 1 << 16);
 
 // Throws unless `path` may be written: absent, or an existing regular file
 // (not a symlink, FIFO, device or directory), in an existing directory.
@@ -93,6 +108,10 @@ void make_dirs(const std::string& dir, const std::string& what);
 // make_dirs, then creates and removes a probe file in `dir`: throws before
 // any work when the folder cannot hold nala's outputs.
 void check_output_dir(const std::string& dir, const std::string& what);
+
+// True when both paths exist and name the same file (after symlinks; a hard
+// link counts): an output that would replace one of the inputs.
+bool same_file(const std::string& a, const std::string& b);
 
 // The folder part of a path ("." for a bare name).
 std::string parent_dir(const std::string& path);

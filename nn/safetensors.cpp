@@ -1,17 +1,18 @@
 // nn/safetensors.cpp - the safetensors reader (with its own small JSON parser
 // for exactly the subset the format uses: objects, arrays, strings with
-// escapes, integers) and the atomic writer. See nn/safetensors.h.
+// escapes, integers) and the writer. Files are opened and written through
+// nn/files.h: a weights path that is not a regular file (a FIFO, a device, a
+// directory) is refused before a byte is read, and a save goes to
+// "<path>.tmp.<pid>", renamed over the target only when complete and only
+// when the target is absent or a regular file. See nn/safetensors.h.
 #include "nn/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <set>
+
+#include "nn/files.h"
 
 namespace nala {
 
@@ -487,13 +488,6 @@ Tensor make_tensor(const Entry& e) {
   return Tensor::empty(e.shape, e.dtype->kind == Kind::Float ? DType::F32 : DType::I64);
 }
 
-struct FileCloser {
-  FILE* f;
-  ~FileCloser() {
-    if (f) std::fclose(f);
-  }
-};
-
 }  // namespace
 
 // ---------------------------------------------------------------- reading
@@ -516,20 +510,14 @@ SafeTensors parse_safetensors(const std::string& bytes, const std::string& name)
 
 SafeTensors load_safetensors(const std::string& path) {
   NALA_CHECK(little_endian_host(), "safetensors: big-endian hosts are not supported");
-  FILE* f = std::fopen(path.c_str(), "rb");
-  NALA_CHECK(f, "safetensors: cannot open ", path, ": ", std::strerror(errno));
-  FileCloser closer{f};
-  struct stat sb;
-  NALA_CHECK(fstat(fileno(f), &sb) == 0, "safetensors: cannot stat ", path, ": ", std::strerror(errno));
-  NALA_CHECK(S_ISREG(sb.st_mode), "safetensors: ", path, " is not a regular file");
-  uint64_t size = (uint64_t)sb.st_size;
+  InputFile f(path, "safetensors file");  // a regular file, or an error naming what it is
+  uint64_t size = (uint64_t)f.size();
   NALA_CHECK(size >= 8, "safetensors: ", path, ": file is ", size, " bytes, too short for the 8-byte header length");
   unsigned char lenb[8];
-  NALA_CHECK(std::fread(lenb, 1, 8, f) == 8, "safetensors: ", path, ": cannot read the header length");
+  f.read(lenb, 8);
   uint64_t n = check_header_len(read_le64(lenb), size, path);
   std::string header(n, '\0');
-  NALA_CHECK(std::fread(&header[0], 1, n, f) == n, "safetensors: ", path, ": short read of the ", n,
-             "-byte header");
+  f.read(&header[0], n);
   SafeTensors st;
   auto entries = parse_header(header, size - 8 - n, path, st.metadata);
   // Read the tensors in file order, straight into their storage when no conversion is needed.
@@ -539,13 +527,11 @@ SafeTensors load_safetensors(const std::string& path) {
     Tensor t = make_tensor(e);
     uint64_t nb = e.end - e.begin;
     if (nb) {
-      NALA_CHECK(fseeko(f, (off_t)(8 + n + e.begin), SEEK_SET) == 0, "safetensors: ", path, ": seek failed: ",
-                 std::strerror(errno));
+      f.seek((int64_t)(8 + n + e.begin));
       bool direct = (t.dtype() == DType::F32 && std::strcmp(e.dtype->name, "F32") == 0) ||
                     (t.dtype() == DType::I64 && std::strcmp(e.dtype->name, "I64") == 0);
       unsigned char* dst = direct ? (unsigned char*)t.raw() : (buf.resize(nb), buf.data());
-      NALA_CHECK(std::fread(dst, 1, nb, f) == nb, "safetensors: ", path, ": short read of tensor \"", e.name,
-                 "\" (file changed while reading?)");
+      f.read(dst, nb);  // a short read (the file shrank meanwhile) is an error naming the file
       if (!direct) convert(*e.dtype, buf.data(), e.numel, t);
     }
     st.tensors[e.name] = t;
@@ -572,17 +558,6 @@ std::string json_string(const std::string& s) {
   }
   return o + "\"";
 }
-
-// Removes the temp file unless disarmed; closes the stream if still open.
-struct TempFile {
-  std::string path;
-  FILE* f = nullptr;
-  bool keep = false;
-  ~TempFile() {
-    if (f) std::fclose(f);
-    if (!keep) std::remove(path.c_str());
-  }
-};
 
 }  // namespace
 
@@ -637,39 +612,18 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   h += "}";
   while ((8 + h.size()) % 8) h += ' ';
 
-  TempFile tmp;
-  tmp.path = path + ".tmp." + std::to_string((long)getpid());
-  tmp.f = std::fopen(tmp.path.c_str(), "wb");
-  NALA_CHECK(tmp.f, "safetensors: cannot create ", tmp.path, " (saving ", path, "): ", std::strerror(errno));
-  auto put = [&](const void* p, size_t n) {
-    NALA_CHECK(n == 0 || std::fwrite(p, 1, n, tmp.f) == n, "safetensors: writing ", tmp.path, " (saving ", path,
-               ") failed: ", std::strerror(errno));
-  };
+  // Refuses a target that is not a regular file (/dev/null, a FIFO, a
+  // symlink) before anything is written; the temp file is removed on failure.
+  AtomicWriter w(path, "safetensors file");
   unsigned char lenb[8];
   for (int k = 0; k < 8; k++) lenb[k] = (unsigned char)((uint64_t)h.size() >> (8 * k));
-  put(lenb, 8);
-  put(h.data(), h.size());
+  w.write(lenb, 8);
+  w.write(h.data(), h.size());
   for (size_t k : order) {
     Tensor c = view::contiguous(tensors[k].second);
-    put(c.raw(), (size_t)c.numel() * dtype_size(c.dtype()));
+    w.write(c.raw(), (size_t)c.numel() * dtype_size(c.dtype()));
   }
-  NALA_CHECK(std::fflush(tmp.f) == 0, "safetensors: writing ", tmp.path, " (saving ", path,
-             ") failed: ", std::strerror(errno));
-  NALA_CHECK(fsync(fileno(tmp.f)) == 0, "safetensors: fsync of ", tmp.path, " failed: ", std::strerror(errno));
-  FILE* f = tmp.f;
-  tmp.f = nullptr;
-  NALA_CHECK(std::fclose(f) == 0, "safetensors: closing ", tmp.path, " failed: ", std::strerror(errno));
-  NALA_CHECK(std::rename(tmp.path.c_str(), path.c_str()) == 0, "safetensors: cannot rename ", tmp.path, " to ",
-             path, ": ", std::strerror(errno));
-  tmp.keep = true;
-  // Make the rename itself durable. Failing here does not lose data already renamed.
-  size_t slash = path.find_last_of('/');
-  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    fsync(fd);
-    ::close(fd);
-  }
+  w.commit();
 }
 
 }  // namespace nala

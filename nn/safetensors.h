@@ -7,6 +7,8 @@
 //             (padded with trailing spaces so that the data starts 8-aligned)
 //   rest      the raw little-endian tensor bytes; offsets count from here
 //
+// Loading opens the file through nn/files.h: a path that is not a regular
+// file (a FIFO, a device, a directory) is refused before a byte is read.
 // Loading trusts nothing in the file: the header length, the JSON, every
 // shape, dtype and offset are checked, and an error names the file and what
 // is wrong with it. F32 and I64 load as they are; F16, BF16 and F64 are
@@ -15,7 +17,10 @@
 // Saving is atomic: the bytes go to "<path>.tmp.<pid>", are flushed and
 // fsync'ed, and the temp file is renamed over the target (then the directory
 // is fsync'ed). A failure at any point removes the temp file and leaves an
-// existing file at <path> untouched. Tensors are written sorted by name.
+// existing file at <path> untouched. Only an absent target or a regular file
+// is replaced: a device (/dev/null), a FIFO, a symlink or a directory at
+// <path> is refused and left as it was (nn/files.h's AtomicWriter).
+// Tensors are written sorted by name.
 //
 // Part of the core library (C++ standard library and POSIX only).
 #pragma once

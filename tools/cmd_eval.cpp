@@ -10,6 +10,8 @@
 
 #include "autograd/ops.h"
 #include "models/model_file.h"
+#include "models/weights.h"
+#include "nn/files.h"
 #include "nn/safetensors.h"
 #include "tools/common.h"
 #include "tools/image.h"
@@ -224,10 +226,12 @@ int cmd_sample(int argc, char** argv) {
   p.add_string("out", &out, "output directory");
   p.parse(argc, argv);
   if (out.empty()) throw UsageError("--out is required");
+  // The folder is created (without a shell: any name is taken literally) and
+  // proved writable before the dataset is read.
+  check_output_dir(out, "sample output");
   Dataset ds = load_dataset(data, false);
   NALA_CHECK(first + count <= ds.n, "sample: images ", first, "..", first + count - 1, " requested, ", ds.name,
              " has ", ds.n);
-  NALA_CHECK(std::system(("mkdir -p '" + out + "'").c_str()) == 0, out, ": cannot create directory");
   for (int64_t i = first; i < first + count; i++) {
     Image img;
     img.h = (int)ds.h, img.w = (int)ds.w, img.c = (int)ds.c;

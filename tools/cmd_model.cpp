@@ -8,6 +8,7 @@
 #include "autograd/ops.h"
 #include "models/model_file.h"
 #include "models/weights.h"
+#include "nn/files.h"
 #include "nn/safetensors.h"
 #include "tools/common.h"
 
@@ -122,6 +123,11 @@ void add_model_args(ArgParser& p, ModelArgs& a, bool io) {
 Tensor prepare(ModelArgs& a, std::unique_ptr<NalaFormer>& model, SafeTensors& in, float drop_path) {
   if (a.weights.empty() || a.input.empty() || a.output.empty())
     throw UsageError("--weights, --input and --output are required");
+  check_output_path(a.output, "output");  // before any work: a device, FIFO or symlink there is refused
+  for (const std::string* in : {&a.weights, &a.input})
+    if (same_file(a.output, *in))
+      throw UsageError("--output " + a.output + " is the same file as --" + (in == &a.weights ? "weights " : "input ") +
+                       *in + ": it would be replaced");
   set_threads(a.threads);
   SafeTensors st = load_safetensors(a.weights);
   ModelFile mf = describe_model_file(st, a.weights, a.model);

@@ -7,10 +7,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <cstdlib>
 #include <numeric>
 
 #include "autograd/ops.h"
+#include "nn/files.h"
 #include "tensor/device.h"
 
 #ifdef _OPENMP
@@ -124,10 +125,15 @@ int64_t physical_memory_bytes() {
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   int64_t bytes = pages > 0 && page > 0 ? (int64_t)pages * page : 0;
   // A container's limit (cgroup v2, then v1) is what the kernel enforces.
+  // These are kernel pseudo-files (their reported size means nothing), read
+  // through nn/files.h's read_system_file; absent or unreadable means no limit.
   for (const char* f : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
-    std::ifstream in(f);
-    long long lim = 0;
-    if (in >> lim && lim > 0 && (bytes == 0 || lim < bytes)) bytes = lim;  // "max" fails to parse: no limit
+    std::string text;
+    if (!read_system_file(f, &text, 256)) continue;
+    char* end = nullptr;
+    const long long lim = std::strtoll(text.c_str(), &end, 10);
+    if (end == text.c_str()) continue;  // "max": no limit
+    if (lim > 0 && (bytes == 0 || lim < bytes)) bytes = lim;
   }
   return bytes;
 }

@@ -3,6 +3,7 @@
 // Shape letters as in tools/datasets.h.
 #include "tools/datasets.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <iterator>
 #include <numeric>
 
+#include "nn/files.h"
 #include "tools/image.h"
 
 namespace fs = std::filesystem;
@@ -61,36 +63,6 @@ bool exists(const std::string& p) {
   return fs::exists(p, ec);
 }
 
-// The whole file, decompressed when it is gzip (zlib reads plain files as they are).
-std::vector<uint8_t> read_maybe_gz(const std::string& path) {
-  FILE* probe = std::fopen(path.c_str(), "rb");
-  NALA_CHECK(probe, path, ": cannot open: ", std::strerror(errno));
-  std::fclose(probe);
-  gzFile g = gzopen(path.c_str(), "rb");
-  NALA_CHECK(g, path, ": cannot open with zlib");
-  gzbuffer(g, 1 << 17);
-  std::vector<uint8_t> out;
-  const int chunk = 1 << 20;
-  for (;;) {
-    size_t old = out.size();
-    out.resize(old + chunk);
-    int r = gzread(g, out.data() + old, chunk);
-    if (r < 0) {
-      int code;
-      std::string msg = gzerror(g, &code);
-      gzclose(g);
-      NALA_FAIL(path, ": cannot decompress: ", msg);
-    }
-    out.resize(old + r);
-    if (r < chunk) break;
-  }
-  int code;
-  gzerror(g, &code);
-  gzclose(g);
-  NALA_CHECK(code != Z_BUF_ERROR, path, ": truncated gzip stream (the file ends inside the compressed data)");
-  return out;
-}
-
 uint32_t be32(const uint8_t* p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
 // Checks the IDX magic (unsigned bytes, ndims dimensions) and returns the dimensions.
@@ -105,6 +77,65 @@ std::vector<uint32_t> idx_header(const std::vector<uint8_t>& b, int ndims, const
   std::vector<uint32_t> dims;
   for (int k = 0; k < ndims; k++) dims.push_back(be32(b.data() + 4 + 4 * k));
   return dims;
+}
+
+// Reads up to n more bytes of g into out; returns how many came (0 at the end).
+size_t gz_more(gzFile g, std::vector<uint8_t>& out, size_t n, const std::string& path) {
+  const size_t old = out.size();
+  out.resize(old + n);
+  const int r = gzread(g, out.data() + old, (unsigned)n);
+  if (r < 0) {
+    int code;
+    std::string msg = gzerror(g, &code);
+    if (code == Z_ERRNO) msg = std::strerror(errno);
+    NALA_FAIL(path, ": cannot read: ", msg);
+  }
+  out.resize(old + (size_t)r);
+  return (size_t)r;
+}
+
+// The whole of an IDX file with `ndims` dimensions, decompressed when it is
+// gzip (zlib reads plain files as they are). The file is opened through
+// nn/files.h (a regular file, or an error naming what it is); the header is
+// read and checked first, and at most what it promises plus kTrailing bytes
+// is decompressed, so an endless or wrong file costs no memory or time.
+std::vector<uint8_t> read_idx_file(const std::string& path, int ndims) {
+  constexpr size_t kTrailing = 1 << 20;  // trailing bytes counted exactly up to this
+  InputFile file(path, "IDX file");
+  const int fd = ::dup(file.fd());  // zlib closes its own descriptor
+  NALA_CHECK(fd >= 0, path, ": cannot open: ", std::strerror(errno));
+  gzFile g = gzdopen(fd, "rb");
+  if (!g) {
+    ::close(fd);
+    NALA_FAIL(path, ": cannot open with zlib (out of memory)");
+  }
+  struct Closer {
+    gzFile g;
+    ~Closer() { gzclose(g); }
+  } closer{g};
+  gzbuffer(g, 1 << 17);
+  std::vector<uint8_t> out;
+  const size_t head = 4 + 4 * (size_t)ndims;
+  while (out.size() < head && gz_more(g, out, head - out.size(), path) > 0) {
+  }
+  std::vector<uint32_t> dims = idx_header(out, ndims, path);  // magic and length checked here
+  long double promised = 1;  // no overflow: at most (2^32)^3
+  std::string shape;
+  for (uint32_t d : dims) promised *= d, shape += (shape.empty() ? "" : " x ") + std::to_string(d);
+  NALA_CHECK(promised + head <= (long double)kMaxIdxBytes, path, ": the header promises ", shape,
+             " bytes, more than the limit of ", kMaxIdxBytes, " bytes (corrupt, or not an IDX file)");
+  const size_t total = head + (size_t)promised;
+  out.reserve(total);
+  const size_t chunk = 1 << 20;
+  while (out.size() <= total + kTrailing) {
+    if (gz_more(g, out, std::min(chunk, total + kTrailing + 1 - out.size()), path) == 0) break;
+  }
+  NALA_CHECK(out.size() <= total + kTrailing, path, ": more than ", kTrailing, " unexpected bytes after the ",
+             total - head, " bytes the header promises");
+  int code;
+  gzerror(g, &code);
+  NALA_CHECK(code != Z_BUF_ERROR, path, ": truncated gzip stream (the file ends inside the compressed data)");
+  return out;
 }
 
 // The header and size of an IDX images file (N x H x W unsigned bytes); returns N, H, W.
@@ -164,9 +195,9 @@ bool is_image_name(const fs::path& p) {
 
 Dataset load_idx(const std::string& images_path, const std::string& labels_path,
                  const std::vector<std::string>& classes) {
-  std::vector<uint8_t> ib = read_maybe_gz(images_path);
+  std::vector<uint8_t> ib = read_idx_file(images_path, 3);
   check_idx_images(ib, images_path);  // a bad images file is reported before the labels file is read
-  std::vector<uint8_t> lb = read_maybe_gz(labels_path);
+  std::vector<uint8_t> lb = read_idx_file(labels_path, 1);
   return parse_idx(ib, lb, classes, images_path, labels_path);
 }
 
@@ -218,16 +249,8 @@ Dataset load_cifar10_files(const std::vector<std::string>& files) {
   NALA_CHECK(!files.empty(), "CIFAR-10: no files given");
   std::vector<std::vector<uint8_t>> data;
   for (auto& f : files) {
-    FILE* fp = std::fopen(f.c_str(), "rb");
-    NALA_CHECK(fp, "CIFAR-10: ", f, ": cannot open: ", std::strerror(errno));
-    std::vector<uint8_t> b;
-    uint8_t buf[1 << 16];
-    size_t r;
-    while ((r = std::fread(buf, 1, sizeof buf, fp)) > 0) b.insert(b.end(), buf, buf + r);
-    bool err = std::ferror(fp);
-    std::fclose(fp);
-    NALA_CHECK(!err, "CIFAR-10: ", f, ": read error");
-    data.push_back(std::move(b));
+    const std::string b = read_file(f, "CIFAR-10 batch", kMaxCifarFileBytes);
+    data.emplace_back(b.begin(), b.end());
   }
   return parse_cifar10(data, files);
 }

@@ -70,6 +70,10 @@ std::vector<std::string> cifar10_classes();
 Dataset load_fashion_mnist(const std::string& dir = kFashionMnistDir, bool train = true);
 // Any IDX pair: images (magic 0x803, N x H x W) and labels (magic 0x801, N),
 // gzipped or not. Labels must be below classes.size() when classes are given.
+// Each file must be a regular file (nn/files.h); its header is read and
+// checked first, and no more than the header promises (at most kMaxIdxBytes)
+// is decompressed into memory, so a wrong or endless file is refused early.
+constexpr int64_t kMaxIdxBytes = (int64_t)8 << 30;  // 8 GiB decompressed
 Dataset load_idx(const std::string& images_path, const std::string& labels_path,
                  const std::vector<std::string>& classes = {});
 // The same from the decompressed bytes of both files; the names are used in errors.
@@ -78,6 +82,9 @@ Dataset parse_idx(const std::vector<uint8_t>& images, const std::vector<uint8_t>
                   const std::string& labels_name);
 
 // CIFAR-10 from dir (or dir/cifar-10-batches-bin): data_batch_1..5 or test_batch.
+// Each file must be a regular file of at most kMaxCifarFileBytes (a batch is
+// 29.3 MiB), checked before it is read.
+constexpr int64_t kMaxCifarFileBytes = (int64_t)1 << 30;  // 1 GiB
 Dataset load_cifar10(const std::string& dir, bool train = true);
 Dataset load_cifar10_files(const std::vector<std::string>& files);
 // The same from the files' bytes in memory (one buffer and one name per file).

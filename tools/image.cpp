@@ -1,11 +1,11 @@
 // tools/image.cpp - image decoding, resizing and normalisation on top of stb.
 #include "tools/image.h"
 
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "nn/files.h"
 #include "stb/stb_image.h"
 #include "stb/stb_image_resize.h"
 #include "stb/stb_image_write.h"
@@ -198,25 +198,18 @@ void drop_empty_idat(const uint8_t* p, size_t n, std::vector<uint8_t>& out) {
   out.insert(out.end(), p + from, p + n);
 }
 
-// Whole file into memory; errors name the path.
-std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  NALA_CHECK(f, "image ", path, ": cannot open: ", std::strerror(errno));
-  std::vector<uint8_t> b;
-  uint8_t buf[1 << 16];
-  size_t r;
-  while ((r = std::fread(buf, 1, sizeof buf, f)) > 0) b.insert(b.end(), buf, buf + r);
-  bool err = std::ferror(f);
-  std::fclose(f);
-  NALA_CHECK(!err, "image ", path, ": read error");
-  return b;
+// stb_image_write's output callback: appends to a std::string.
+void append_bytes(void* context, void* data, int size) {
+  static_cast<std::string*>(context)->append(static_cast<const char*>(data), (size_t)size);
 }
 }  // namespace
 
 Image decode_image(const std::string& path, int channels) {
   NALA_CHECK(channels == 1 || channels == 3, "image ", path, ": channels must be 1 or 3, got ", channels);
-  std::vector<uint8_t> bytes = read_file_bytes(path);
-  return decode_image_bytes(bytes.data(), bytes.size(), channels, path);
+  // A regular file of at most kMaxImageFileBytes, checked before a byte is
+  // read (a FIFO does not block, a huge file is not read into memory).
+  const std::string bytes = read_file(path, "image", kMaxImageFileBytes);
+  return decode_image_bytes(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), channels, path);
 }
 
 Image decode_image_bytes(const uint8_t* data, size_t size, int channels, const std::string& name) {
@@ -299,8 +292,13 @@ Tensor load_image(const std::string& path, int size, int channels, const std::ve
 void write_png(const std::string& path, const Image& img) {
   NALA_CHECK((img.c == 1 || img.c == 3 || img.c == 4) && img.pixels.size() == (size_t)img.h * img.w * img.c,
              "write_png ", path, ": bad image ", img.w, "x", img.h, "x", img.c);
-  int ok = stbi_write_png(path.c_str(), img.w, img.h, img.c, img.pixels.data(), img.w * img.c);
-  NALA_CHECK(ok, "write_png: cannot write ", path);
+  // Encoded in memory, then written through nn/files.h: never into a FIFO,
+  // a device or through a symlink, and atomically.
+  check_output_path(path, "PNG image");
+  std::string png;
+  int ok = stbi_write_png_to_func(append_bytes, &png, img.w, img.h, img.c, img.pixels.data(), img.w * img.c);
+  NALA_CHECK(ok && !png.empty(), "write_png ", path, ": PNG encoding failed (", img.w, "x", img.h, "x", img.c, ")");
+  write_file_atomic(path, png, "PNG image");
 }
 
 std::vector<float> imagenet_mean(int channels) {

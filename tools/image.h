@@ -19,8 +19,11 @@ struct Image {
   std::vector<uint8_t> pixels;  // h * w * c, channels-last
 };
 
-// Decode a file to `channels` channels (1 = grey, 3 = RGB).
+// Decode a file to `channels` channels (1 = grey, 3 = RGB). The file must be
+// a regular file of at most kMaxImageFileBytes: anything else (a FIFO, a
+// device, a directory, a larger file) is refused before it is read.
 Image decode_image(const std::string& path, int channels);
+constexpr int64_t kMaxImageFileBytes = (int64_t)256 << 20;  // 256 MiB
 // The same from a file's bytes in memory; `name` is used in error messages.
 // Only PNG, JPEG and BMP reach stb; images of more than kMaxImagePixels
 // pixels are refused before decoding.
@@ -39,7 +42,9 @@ void normalise_image(const uint8_t* src, int64_t h, int64_t w, int64_t c, const 
 Tensor load_image(const std::string& path, int size, int channels, const std::vector<float>& mean,
                   const std::vector<float>& std);
 
-// Write a PNG (1, 3 or 4 channels); throws on failure.
+// Write a PNG (1, 3 or 4 channels) atomically through nn/files.h: a target
+// that is not a regular file (a device, a FIFO, a symlink) is refused and left
+// as it was; throws on failure naming the path and errno's reason.
 void write_png(const std::string& path, const Image& img);
 
 // Per-channel statistics used by the datasets (on the [0, 1] scale).

@@ -61,7 +61,7 @@ inline void write_all(const std::string& path, const uint8_t* p, size_t n) {
 // of the images part; the rest is images then labels.
 //   byte 0 even: parse_idx on the two buffers;
 //   byte 0 odd:  both parts written to files and read by load_idx, so the
-//                gzip path (read_maybe_gz) sees the fuzzer's bytes too.
+//                gzip path (read_idx_file) sees the fuzzer's bytes too.
 //   byte 0 & 2:  with Fashion-MNIST's 10 classes (labels are checked).
 inline void idx(const uint8_t* data, size_t size) {
   if (size < 5) return;
