@@ -19,6 +19,7 @@
 #include <omp.h>
 #endif
 
+#include "kernels/cpu/exp_fast.h"
 #include "kernels/cpu/rope.h"
 
 namespace nala {
@@ -209,9 +210,9 @@ void nala_attention_backward_naive(const float* q, const float* k, const float* 
 
 namespace {
 
-// ---- vectorisable ln and exp (Cephes-style polynomials, ~1 ulp in float).
-// Plain arithmetic on bit patterns so that `omp simd` loops vectorise them
-// (libm's logf/expf are not vectorised without -ffast-math).
+// ---- vectorisable ln (a Cephes-style polynomial, ~1 ulp in float; its exp
+// partner is exp_fast.h). Plain arithmetic on bit patterns so that `omp simd`
+// loops vectorise it (libm's logf is not vectorised without -ffast-math).
 inline float bits_to_float(int32_t i) {
   float f;
   std::memcpy(&f, &i, 4);
@@ -247,29 +248,6 @@ inline float vlog(float x) {
   y += -2.12194440e-4f * e;
   y += -0.5f * z;
   return m + y + 0.693359375f * e;
-}
-
-// e^x for x <= 88; results below FLT_MIN flush to 0. Rounding to an integer
-// uses the 1.5 * 2^23 trick (no float -> int conversion, which would block
-// vectorisation under the default -ftrapping-math).
-inline float vexp(float x) {
-  const bool under = x < -87.3f;
-  x = under ? 0.0f : x;  // a select of values: no branch
-  const float magic = 12582912.0f;  // 1.5 * 2^23
-  const float t = x * 1.44269504088896341f + magic;
-  const float n = t - magic;  // nearest integer to x / ln 2
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
-  const int32_t ni = float_to_bits(t) - float_to_bits(magic);  // n as an integer
-  const float scale = bits_to_float((ni + 127) << 23);
-  return under ? 0.0f : y * scale;
 }
 
 // ---- small dense products inside one token block, register-tiled.
@@ -349,7 +327,7 @@ inline QRow query_row(const float* qi, const float* sn, const float* cs, int64_t
   for (int64_t a = 0; a < 2 * D; a++) {
     const float l = vlog(lu[a]);
     lu[a] = l;
-    fq[a] = vexp(p * l);
+    fq[a] = exp_fast(p * l);
   }
 #pragma omp simd
   for (int64_t a = 0; a < 2 * D; a++) {
