@@ -273,7 +273,7 @@ TEST_CASE("cuda: matmul batched, broadcast batch and every transpose", "[cuda][m
   auto g = [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); };
   check_op(g, {randn({8, 1000, 24}, rng), randn({24, 40}, rng)}, {true, true}, rng, 2e-3, 1e-4);
   // A non-contiguous input on the device.
-  Tensor xt = view::transpose(randn({K, M}, rng), 0, 1);
+  Tensor xt = transpose(randn({K, M}, rng), 0, 1);
   Tensor w = randn({K, N}, rng);
   REQUIRE_CLOSE(host(matmul(xt.to(Device::CUDA), w.to(Device::CUDA))), matmul(xt, w), 1e-4, 1e-4);
 }

@@ -138,7 +138,7 @@ TEST_CASE("reduce: sum and mean by hand", "[reduce]") {
   }
   REQUIRE(sum(y, {2, 0}, true).shape() == Shape{1, 3, 1});
   // A non-contiguous input.
-  Tensor t = view::transpose(x, 0, 1);  // (3, 2)
+  Tensor t = transpose(x, 0, 1);  // (3, 2)
   REQUIRE(sum(t, {1}).to_vector() == std::vector<float>{5, 7, 9});
   // A 0-d tensor.
   REQUIRE(sum(Tensor::scalar(4.5f)).item() == 4.5f);

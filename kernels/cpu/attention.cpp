@@ -21,6 +21,7 @@
 
 #include "kernels/cpu/exp_fast.h"
 #include "kernels/cpu/rope.h"
+#include "kernels/cpu/shape.h"
 
 namespace nala {
 namespace cpu {
@@ -283,12 +284,6 @@ void mm(int64_t M, int64_t Nc, int64_t K, const float* A, int64_t ars, int64_t a
   }
 }
 
-// dst (cols x rows) = src^T, src (rows x cols) row-major.
-void transpose_into(const float* src, int64_t rows, int64_t cols, float* dst) {
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
-}
-
 // Key features of one token: fk = [relu(k^3), relu(-k^3)], rk = rope(fk).
 inline void key_row(const float* kj, const float* sn, const float* cs, int64_t D, float* fk, float* rk) {
   for (int64_t e = 0; e < D; e++) {
@@ -536,7 +531,7 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
     const int64_t ng = std::min(chunk, G - g0), items = ng * nb;
     const bool par = ng * N * F * D > kParallelWork;
 #pragma omp parallel for schedule(static) if (par && ng > 1)
-    for (int64_t lg = 0; lg < ng; lg++) transpose_into(S + (g0 + lg) * F * D, F, D, St.data() + lg * F * D);
+    for (int64_t lg = 0; lg < ng; lg++) transpose_2d(St.data() + lg * F * D, S + (g0 + lg) * F * D, F, D);
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {
       const int64_t g = g0 + it / nb, i0 = (it % nb) * kBlock, i1 = std::min(N, i0 + kBlock);
@@ -552,7 +547,7 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
         const float* pp = part.data() + (lg * nb + b) * P;
         for (int64_t a = 0; a < P; a++) rg[a] += pp[a];
       }
-      transpose_into(rg, F, D, rg + P);
+      transpose_2d(rg + P, rg, F, D);
     }
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {
