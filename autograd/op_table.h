@@ -2,9 +2,10 @@
 //
 // Every op recorded on the tape has an entry here. Its name appears in error
 // messages, in profiling output and in the gradcheck test list
-// (tests/test_gradcheck.cpp fails if an op below has no gradcheck).
-// Add an op: add a line here, implement it in autograd/ops_*.cpp, add its
-// gradcheck. The table is an X-macro so the enum and the names cannot drift.
+// (tests/test_coverage.cpp fails if an op below has no test named
+// "gradcheck: <op>"). Add an op: add a line here, implement it in
+// autograd/ops_*.cpp, add its gradcheck test. The table is an X-macro so the
+// enum and the names cannot drift.
 #pragma once
 
 #define NALA_OPS(X)                                                               \

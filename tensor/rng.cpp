@@ -67,7 +67,6 @@ void fill_with(Tensor& t, F f) {
 
 void Rng::fill_uniform(Tensor& t, float lo, float hi) { fill_with(t, [&] { return uniform(lo, hi); }); }
 void Rng::fill_normal(Tensor& t, float mean, float std) { fill_with(t, [&] { return mean + std * normal(); }); }
-void Rng::fill_bernoulli(Tensor& t, float p) { fill_with(t, [&] { return bernoulli(p) ? 1.0f : 0.0f; }); }
 
 void Rng::fill_trunc_normal(Tensor& t, float mean, float std, float a, float b) {
   NALA_CHECK(a < b && mean + 6 * std > a && mean - 6 * std < b, "trunc_normal: interval [", a, ", ", b,

@@ -30,7 +30,6 @@ class Rng {
   void fill_normal(Tensor& t, float mean, float std);
   // Normal(mean, std) redrawn until it lies in [a, b] (absolute bounds).
   void fill_trunc_normal(Tensor& t, float mean, float std, float a, float b);
-  void fill_bernoulli(Tensor& t, float p);  // 1 with probability p, else 0
   std::vector<int64_t> permutation(int64_t n);
 
   std::array<uint64_t, 4> state() const { return s_; }

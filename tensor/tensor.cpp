@@ -4,7 +4,6 @@
 #include "tensor/device.h"
 
 #include <cstring>
-#include <numeric>
 
 namespace nala {
 
@@ -413,13 +412,6 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
     st[i] = x.strides()[d];
   }
   return as_strided(x, s, st, x.offset());
-}
-
-Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
-  std::vector<int64_t> dims(x.dim());
-  std::iota(dims.begin(), dims.end(), 0);
-  std::swap(dims[wrap_dim(d0, x.dim(), "transpose")], dims[wrap_dim(d1, x.dim(), "transpose")]);
-  return permute(x, dims);
 }
 
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {

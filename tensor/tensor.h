@@ -126,12 +126,12 @@ struct TensorImpl {
 };
 
 // Raw views (no autograd). Each checks its arguments and never lets a view
-// reach outside its storage. autograd/ops.h records differentiable versions.
+// reach outside its storage. autograd/ops.h records differentiable versions
+// (and has transpose, a permute of two dims).
 namespace view {
 Tensor as_strided(const Tensor& x, const Shape& shape, const Shape& strides, int64_t offset);
 Tensor reshape(const Tensor& x, Shape shape);  // -1 allowed once; copies if not viewable
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
-Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
 Tensor expand(const Tensor& x, const Shape& shape);  // size-1 dims (and new leading dims) broadcast
 Tensor contiguous(const Tensor& x);                  // x itself when already contiguous

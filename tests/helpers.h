@@ -26,14 +26,6 @@ inline Tensor randu(const Shape& s, Rng& rng, float lo, float hi, bool grad = fa
   return t;
 }
 
-// A copy of t on the GPU (a new leaf that requires grad when asked), and back.
-inline Tensor on_cuda(const Tensor& t, bool grad) {
-  Tensor d = t.to(Device::CUDA);
-  if (grad) d.set_requires_grad(true);
-  return d;
-}
-inline Tensor host(const Tensor& t) { return t.to(Device::CPU); }
-
 // Every element within atol + rtol*|ref|; NaN never passes. Returns a message
 // naming the first bad element, or "" when all are close.
 inline std::string close_report(const std::vector<float>& got, const std::vector<float>& ref, double atol,

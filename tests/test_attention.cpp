@@ -131,7 +131,7 @@ TEST_CASE("gradcheck: rope2d", "[attention][gradcheck]") {
   }
   // A non-contiguous input (a transposed view) gives the values of its copy.
   Tensor base = randn({8, 6}, rng);
-  Tensor t = view::transpose(base, 0, 1);
+  Tensor t = transpose(base, 0, 1);
   REQUIRE_CLOSE(rope2d(t, 2, 3), rope2d(t.clone(), 2, 3), 0.0, 0.0);
 }
 

@@ -183,7 +183,7 @@ TEST_CASE("conv: autograd gradients match the naive backward", "[conv]") {
   REQUIRE(!x2.grad().defined());
   REQUIRE(w2.grad().shape() == w2.shape());
   // Non-contiguous input (a transposed view) gives the same result as its copy.
-  Tensor xt = view::transpose(randn({2, 5, 7, 3}, rng), 1, 2);
+  Tensor xt = transpose(randn({2, 5, 7, 3}, rng), 1, 2);
   REQUIRE_CLOSE(conv2d(xt, w2, Tensor(), 1, 1), conv2d(xt.clone(), w2, Tensor(), 1, 1), 0.0, 0.0);
 }
 

@@ -5,8 +5,7 @@
 #include <vector>
 
 #include "kernels/cpu/conv.h"
-#include "tensor/device.h"
-#include "tests/helpers.h"
+#include "tests/cuda_harness.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/conv.h"
 #endif
@@ -26,57 +25,29 @@ std::ostream& operator<<(std::ostream& os, const ConvCase& c) {
             << " stride " << c.stride << " pad " << c.pad << " bias " << c.bias;
 }
 
-// conv2d through the ops on CPU and CUDA: forward and all three gradients.
+// conv2d through the ops on CPU and CUDA: forward and all three gradients
+// (x, w and the bias when there is one).
 void check_conv_op(const ConvCase& c, Rng& rng, double atol, double rtol) {
   INFO(c);
-  Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng, 1.0f, true), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f, true);
-  Tensor b = c.bias ? randn({c.Co}, rng, 1.0f, true) : Tensor();
-  Tensor xc = on_cuda(x, true), wc = on_cuda(w, true), bc = c.bias ? on_cuda(b, true) : Tensor();
-  Tensor y = conv2d(x, w, b, (int)c.stride, (int)c.pad);
-  Tensor yc = conv2d(xc, wc, bc, (int)c.stride, (int)c.pad);
-  REQUIRE(yc.device() == Device::CUDA);
-  REQUIRE_CLOSE(host(yc), y, atol, rtol);
-  Tensor g = randn(y.shape(), rng);
-  backward(y, g);
-  backward(yc, g.to(Device::CUDA));
-  INFO("dx");
-  REQUIRE_CLOSE(host(xc.grad()), x.grad(), atol, rtol);
-  INFO("dw");
-  REQUIRE_CLOSE(host(wc.grad()), w.grad(), atol, rtol);
-  if (c.bias) {
-    INFO("dbias");
-    REQUIRE_CLOSE(host(bc.grad()), b.grad(), atol, rtol);
-  }
+  Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f);
+  Tensor b = c.bias ? randn({c.Co}, rng) : Tensor();
+  auto f = [&c](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], (int)c.stride, (int)c.pad); };
+  compare_devices(f, {x, w, b}, rng, {atol, rtol});
 }
 
+// dwconv2d likewise; dw and dbias sum over every pixel, hence their atol.
 void check_dwconv_op(int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, bool bias, Rng& rng) {
   INFO("dwconv2d B " << B << " H " << H << " W " << W << " C " << C << " k " << k << " bias " << bias);
-  Tensor x = randn({B, H, W, C}, rng, 1.0f, true), w = randn({C, 1, k, k}, rng, 0.3f, true);
-  Tensor b = bias ? randn({C}, rng, 1.0f, true) : Tensor();
-  Tensor xc = on_cuda(x, true), wc = on_cuda(w, true), bc = bias ? on_cuda(b, true) : Tensor();
-  Tensor y = dwconv2d(x, w, b), yc = dwconv2d(xc, wc, bc);
-  REQUIRE(yc.device() == Device::CUDA);
-  REQUIRE_CLOSE(host(yc), y, 1e-4, 1e-4);
-  Tensor g = randn(y.shape(), rng);
-  backward(y, g);
-  backward(yc, g.to(Device::CUDA));
-  INFO("dx");
-  REQUIRE_CLOSE(host(xc.grad()), x.grad(), 1e-4, 1e-4);
-  INFO("dw");
-  REQUIRE_CLOSE(host(wc.grad()), w.grad(), 1e-3, 1e-4);
-  if (bias) {
-    INFO("dbias");
-    REQUIRE_CLOSE(host(bc.grad()), b.grad(), 1e-3, 1e-4);
-  }
+  Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng, 0.3f);
+  Tensor b = bias ? randn({C}, rng) : Tensor();
+  compare_devices([](const std::vector<Tensor>& in) { return dwconv2d(in[0], in[1], in[2]); }, {x, w, b}, rng,
+                  {1e-4, 1e-4}, {}, {{1e-4, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
 }
 
 }  // namespace
 
 TEST_CASE("cuda: conv2d forward and gradients match the CPU", "[cuda][conv]") {
-  if (!device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
   const std::vector<ConvCase> cases = {
       {3, 9, 7, 5, 6, 3, 1, 1, true},  {3, 9, 7, 5, 6, 3, 2, 1, true},  {3, 9, 7, 5, 6, 1, 1, 0, true},
       {3, 9, 7, 5, 6, 1, 2, 0, false}, {3, 9, 7, 5, 6, 3, 1, 1, false}, {3, 9, 7, 5, 6, 3, 2, 0, true},
@@ -88,20 +59,14 @@ TEST_CASE("cuda: conv2d forward and gradients match the CPU", "[cuda][conv]") {
 }
 
 TEST_CASE("cuda: conv2d over several im2col chunks", "[cuda][conv]") {
-  if (!device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
   // cols of one image: 64*64 x 128*9 = 4.7M floats; the 16M-float budget takes 3 images per chunk.
   Rng rng(102);
   check_conv_op({4, 64, 64, 128, 16, 3, 1, 1, true}, rng, 1e-3, 1e-3);
 }
 
 TEST_CASE("cuda: conv2d kernels with some gradients not wanted, deterministic", "[cuda][conv]") {
-  if (!device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(103);
   for (const ConvCase& c : {ConvCase{3, 9, 7, 5, 6, 3, 2, 1, true}, ConvCase{3, 9, 7, 5, 6, 1, 1, 0, true}}) {
@@ -115,22 +80,21 @@ TEST_CASE("cuda: conv2d kernels with some gradients not wanted, deterministic", 
     Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), gc = g.to(Device::CUDA);
     for (int want = 1; want < 8; want++) {  // bit 0: dx, bit 1: dw, bit 2: dbias
       INFO("want dx " << (want & 1) << " dw " << (want >> 1 & 1) << " dbias " << (want >> 2 & 1));
-      Tensor dxc = Tensor::full(x.shape(), 7.0f, Device::CUDA), dwc = Tensor::full(w.shape(), 7.0f, Device::CUDA);
-      Tensor dbc = Tensor::full({c.Co}, 7.0f, Device::CUDA);
+      Tensor dxc = cuda_sentinel(x.shape()), dwc = cuda_sentinel(w.shape()), dbc = cuda_sentinel({c.Co});
       cuda::conv2d_backward(want & 1 ? dxc.f32() : nullptr, want & 2 ? dwc.f32() : nullptr,
                             want & 4 ? dbc.f32() : nullptr, gc.f32(), xc.f32(), wc.f32(), c.B, c.H, c.W, c.Ci, c.Co,
                             c.k, c.stride, c.pad);
       if (want & 1) REQUIRE_CLOSE(host(dxc), dx, 1e-4, 1e-4);
-      else REQUIRE(host(dxc).to_vector() == std::vector<float>(x.numel(), 7.0f));
+      else REQUIRE(holds_sentinel(dxc));
       if (want & 2) REQUIRE_CLOSE(host(dwc), dw, 1e-4, 1e-4);
       if (want & 4) REQUIRE_CLOSE(host(dbc), db, 1e-4, 1e-4);
     }
     // Two runs give the same bits.
     Tensor d1[3], d2[3];
     for (Tensor* d : {d1, d2}) {
-      d[0] = Tensor::empty(x.shape(), DType::F32, Device::CUDA);
-      d[1] = Tensor::empty(w.shape(), DType::F32, Device::CUDA);
-      d[2] = Tensor::empty({c.Co}, DType::F32, Device::CUDA);
+      d[0] = cuda_empty(x.shape());
+      d[1] = cuda_empty(w.shape());
+      d[2] = cuda_empty({c.Co});
       cuda::conv2d_backward(d[0].f32(), d[1].f32(), d[2].f32(), gc.f32(), xc.f32(), wc.f32(), c.B, c.H, c.W, c.Ci,
                             c.Co, c.k, c.stride, c.pad);
     }
@@ -140,10 +104,7 @@ TEST_CASE("cuda: conv2d kernels with some gradients not wanted, deterministic", 
 }
 
 TEST_CASE("cuda: dwconv2d forward and gradients match the CPU", "[cuda][conv]") {
-  if (!device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
   Rng rng(104);
   // k 3/5/7: the register-row tiles; 9: generic tile of 8 rows; 11: tile of 4 rows; 13: the direct kernel.
   for (int64_t k : {3, 5, 7, 9, 11, 13})
@@ -154,10 +115,7 @@ TEST_CASE("cuda: dwconv2d forward and gradients match the CPU", "[cuda][conv]") 
 }
 
 TEST_CASE("cuda: dwconv2d kernels with some gradients not wanted, deterministic", "[cuda][conv]") {
-  if (!device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(105);
   const int64_t B = 2, H = 9, W = 11, C = 37;
@@ -169,21 +127,20 @@ TEST_CASE("cuda: dwconv2d kernels with some gradients not wanted, deterministic"
     Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), gc = g.to(Device::CUDA);
     for (int want = 1; want < 8; want++) {
       INFO("want dx " << (want & 1) << " dw " << (want >> 1 & 1) << " dbias " << (want >> 2 & 1));
-      Tensor dxc = Tensor::full(x.shape(), 7.0f, Device::CUDA), dwc = Tensor::full(w.shape(), 7.0f, Device::CUDA);
-      Tensor dbc = Tensor::full({C}, 7.0f, Device::CUDA);
+      Tensor dxc = cuda_sentinel(x.shape()), dwc = cuda_sentinel(w.shape()), dbc = cuda_sentinel({C});
       cuda::dwconv2d_backward(want & 1 ? dxc.f32() : nullptr, want & 2 ? dwc.f32() : nullptr,
                               want & 4 ? dbc.f32() : nullptr, gc.f32(), xc.f32(), wc.f32(), B, H, W, C, k);
       if (want & 1) REQUIRE_CLOSE(host(dxc), dx, 1e-4, 1e-4);
       if (want & 2) REQUIRE_CLOSE(host(dwc), dw, 1e-3, 1e-4);
-      else REQUIRE(host(dwc).to_vector() == std::vector<float>(w.numel(), 7.0f));
+      else REQUIRE(holds_sentinel(dwc));
       if (want & 4) REQUIRE_CLOSE(host(dbc), db, 1e-3, 1e-4);
-      else REQUIRE(host(dbc).to_vector() == std::vector<float>(C, 7.0f));
+      else REQUIRE(holds_sentinel(dbc));
     }
     Tensor d1[3], d2[3];
     for (Tensor* d : {d1, d2}) {
-      d[0] = Tensor::empty(x.shape(), DType::F32, Device::CUDA);
-      d[1] = Tensor::empty(w.shape(), DType::F32, Device::CUDA);
-      d[2] = Tensor::empty({C}, DType::F32, Device::CUDA);
+      d[0] = cuda_empty(x.shape());
+      d[1] = cuda_empty(w.shape());
+      d[2] = cuda_empty({C});
       cuda::dwconv2d_backward(d[0].f32(), d[1].f32(), d[2].f32(), gc.f32(), xc.f32(), wc.f32(), B, H, W, C, k);
     }
     for (int i = 0; i < 3; i++) REQUIRE(d1[i].to_vector() == d2[i].to_vector());

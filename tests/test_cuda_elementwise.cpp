@@ -7,77 +7,29 @@
 // and a 1000-op chain. Every test skips with a warning when no GPU is present.
 #include <algorithm>
 #include <cmath>
-#include <functional>
 
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/shape.h"
-#include "tensor/device.h"
-#include "tests/helpers.h"
+#include "tests/cuda_harness.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/shape.h"
 #endif
 
 using namespace nala;
-using test::randn;
-using test::randu;
-
-#define NALA_REQUIRE_CUDA()                   \
-  do {                                        \
-    if (!nala::device::cuda_available()) {    \
-      WARN("no CUDA device");                 \
-      return;                                 \
-    }                                         \
-  } while (0)
+using namespace nala::test;
 
 namespace {
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
-
-std::string shapes_of(const std::vector<Tensor>& xs) {
-  std::string s;
-  for (const Tensor& x : xs) s += (s.empty() ? "" : ", ") + shape_str(x.shape());
-  return s;
+// This file's comparison: every input requires grad, the upstream gradient
+// comes from Rng(7), atol 1e-5 and rtol 1e-4 unless a case says otherwise.
+void compare(const OpFn& f, const std::vector<Tensor>& inputs, double atol = 1e-5, double rtol = 1e-4) {
+  compare_devices(f, inputs, 7, {atol, rtol});
 }
 
-// Run f on CPU copies and CUDA copies of `inputs` (all requiring grad), then
-// backward with one random upstream gradient; compare the outputs and every
-// input gradient.
-void compare(const Fn& f, const std::vector<Tensor>& inputs, double atol = 1e-5, double rtol = 1e-4,
-             uint64_t seed = 7) {
-  INFO("inputs " << shapes_of(inputs));
-  std::vector<Tensor> xc, xg;
-  for (const Tensor& t : inputs) {
-    Tensor c = t.clone();
-    c.set_requires_grad(true);
-    xc.push_back(c);
-    Tensor g = t.to(Device::CUDA);
-    g.set_requires_grad(true);
-    xg.push_back(g);
-  }
-  Tensor oc = f(xc), og = f(xg);
-  INFO("output " << oc.desc());
-  REQUIRE(og.device() == Device::CUDA);
-  {
-    INFO("forward");
-    REQUIRE_CLOSE(og.to(Device::CPU), oc, atol, rtol);
-  }
-  Rng rng(seed);
-  Tensor g = randn(oc.shape(), rng);
-  backward(oc, g);
-  backward(og, g.to(Device::CUDA));
-  for (size_t i = 0; i < inputs.size(); i++) {
-    INFO("gradient of input " << i << " " << shape_str(inputs[i].shape()));
-    REQUIRE(xc[i].grad().defined());
-    REQUIRE(xg[i].grad().defined());
-    REQUIRE(xg[i].grad().device() == Device::CUDA);
-    REQUIRE_CLOSE(xg[i].grad().to(Device::CPU), xc[i].grad(), atol, rtol);
-  }
-}
-
-Fn unary_fn(Tensor (*op)(const Tensor&)) {
+OpFn unary_fn(Tensor (*op)(const Tensor&)) {
   return [op](const std::vector<Tensor>& in) { return op(in[0]); };
 }
-Fn binary_fn(Tensor (*op)(const Tensor&, const Tensor&)) {
+OpFn binary_fn(Tensor (*op)(const Tensor&, const Tensor&)) {
   return [op](const std::vector<Tensor>& in) { return op(in[0], in[1]); };
 }
 
@@ -129,7 +81,7 @@ void check_unary(Tensor (*op)(const Tensor&), float lo, float hi) {
 // ---- shape ops -------------------------------------------------------------
 
 TEST_CASE("cuda: reshape", "[cuda][shape]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(1);
   Tensor x = randn({3, 37, 5}, rng);
   compare([](const std::vector<Tensor>& in) { return reshape(in[0], {37, -1}); }, {x});
@@ -138,7 +90,7 @@ TEST_CASE("cuda: reshape", "[cuda][shape]") {
 }
 
 TEST_CASE("cuda: permute and transpose", "[cuda][shape]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(2);
   Tensor x = randn({3, 37, 5, 2}, rng);
   compare([](const std::vector<Tensor>& in) { return permute(in[0], {2, 0, 3, 1}); }, {x});
@@ -149,7 +101,7 @@ TEST_CASE("cuda: permute and transpose", "[cuda][shape]") {
 }
 
 TEST_CASE("cuda: narrow", "[cuda][shape]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(3);
   Tensor x = randn({3, 37, 5}, rng);
   compare([](const std::vector<Tensor>& in) { return narrow(in[0], 1, 4, 20); }, {x});
@@ -160,7 +112,7 @@ TEST_CASE("cuda: narrow", "[cuda][shape]") {
 }
 
 TEST_CASE("cuda: expand", "[cuda][shape]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(4);
   compare([](const std::vector<Tensor>& in) { return expand(in[0], {3, 37, 5}); }, {randn({3, 1, 5}, rng)});
   compare([](const std::vector<Tensor>& in) { return expand(in[0], {2, 37, 13}); }, {randn({13}, rng)});
@@ -170,7 +122,7 @@ TEST_CASE("cuda: expand", "[cuda][shape]") {
 }
 
 TEST_CASE("cuda: contiguous", "[cuda][shape]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(5);
   Tensor x = randn({3, 37, 5}, rng);
   compare([](const std::vector<Tensor>& in) { return contiguous(transpose(in[0], 0, 2)); }, {x});
@@ -179,7 +131,7 @@ TEST_CASE("cuda: contiguous", "[cuda][shape]") {
 }
 
 TEST_CASE("cuda: concat", "[cuda][shape]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(6);
   for (int d = 0; d < 3; d++) {
     INFO("dim " << d);
@@ -194,7 +146,7 @@ TEST_CASE("cuda: concat", "[cuda][shape]") {
 }
 
 TEST_CASE("cuda: split and chunk", "[cuda][shape]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(7);
   Tensor x = randn({3, 37, 5}, rng);
   // The parts put back in another order: split's narrows and concat's slices.
@@ -217,28 +169,28 @@ TEST_CASE("cuda: split and chunk", "[cuda][shape]") {
 // ---- elementwise ops -------------------------------------------------------
 
 TEST_CASE("cuda: add", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_binary(add, -2, 2, -2, 2);
 }
 TEST_CASE("cuda: sub", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_binary(sub, -2, 2, -2, 2);
 }
 TEST_CASE("cuda: mul", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_binary(mul, -2, 2, -2, 2);
 }
 TEST_CASE("cuda: div", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_binary(nala::div, -2, 2, 0.5f, 2);
 }
 TEST_CASE("cuda: pow", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_binary(nala::pow, 0.3f, 2, 0.5f, 3);
 }
 
 TEST_CASE("cuda: pow at x == 0", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   // x has exact zeros; p > 0 (value 0) and p == 0 (value 1); both partials 0 at x == 0.
   Tensor x = Tensor::from_vector({2, 4}, {0.0f, 0.5f, 0.0f, 2.0f, 0.0f, 1.5f, 0.0f, 0.0f});
   Tensor p = Tensor::from_vector({2, 4}, {3.0f, 2.0f, 0.5f, 1.5f, 1.0f, 0.0f, 2.5f, 0.0f});
@@ -266,58 +218,58 @@ TEST_CASE("cuda: pow at x == 0", "[cuda][elementwise]") {
 }
 
 TEST_CASE("cuda: scale and add_scalar", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_unary([](const Tensor& x) { return scale(x, -1.7f); }, -2, 2);
   check_unary([](const Tensor& x) { return add_scalar(x, 0.3f); }, -2, 2);
   check_unary([](const Tensor& x) { return neg(x); }, -2, 2);
 }
 
 TEST_CASE("cuda: relu", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_unary(relu, -2, 2);
   compare(unary_fn(relu), {Tensor::from_vector({4}, {-1.0f, 0.0f, 0.0f, 2.0f})});  // 0 at 0
 }
 TEST_CASE("cuda: gelu", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_unary(gelu, -4, 4);
 }
 TEST_CASE("cuda: silu", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_unary(silu, -6, 6);
 }
 TEST_CASE("cuda: tanh", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_unary(nala::tanh, -3, 3);
 }
 TEST_CASE("cuda: sigmoid", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_unary(sigmoid, -6, 6);
 }
 TEST_CASE("cuda: exp", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_unary(nala::exp, -5, 5);
 }
 TEST_CASE("cuda: log", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_unary(nala::log, 0.1f, 5);
 }
 TEST_CASE("cuda: sqrt", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_unary(nala::sqrt, 0.1f, 5);
 }
 TEST_CASE("cuda: cube", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   check_unary(cube, -2, 2);
 }
 
 // ---- gradient accumulation and deep graphs --------------------------------
 
 TEST_CASE("cuda: accumulate_into (a tensor used twice)", "[cuda][elementwise][autograd]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(8);
   Tensor x = randn({3, 37, 5}, rng), w = randn({5}, rng);
   // x reaches the output along three paths, w along two: their gradients are sums.
-  Fn f = [](const std::vector<Tensor>& in) {
+  OpFn f = [](const std::vector<Tensor>& in) {
     Tensor y = mul(in[0], in[0]);
     return add(add(y, mul(in[0], in[1])), scale(in[1], 2.0f));
   };
@@ -336,11 +288,11 @@ TEST_CASE("cuda: accumulate_into (a tensor used twice)", "[cuda][elementwise][au
 }
 
 TEST_CASE("cuda: a 1000-op chain", "[cuda][elementwise][autograd]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(9);
   Tensor x = randn({7, 33}, rng), b = randn({33}, rng, 0.01f);
   // b joins the chain 333 times (its gradient is accumulated that often).
-  Fn f = [](const std::vector<Tensor>& in) {
+  OpFn f = [](const std::vector<Tensor>& in) {
     Tensor y = in[0];
     for (int i = 0; i < 1000; i++) {
       if (i % 3 == 0) y = scale(y, 0.999f);
@@ -354,13 +306,8 @@ TEST_CASE("cuda: a 1000-op chain", "[cuda][elementwise][autograd]") {
 
 // ---- kernels the op wrappers hide -------------------------------------------
 #ifdef NALA_CUDA
-namespace {
-Tensor dev(const Tensor& t) { return t.to(Device::CUDA); }
-Tensor dev_empty(const Shape& s) { return Tensor::empty(s, DType::F32, Device::CUDA); }
-}  // namespace
-
 TEST_CASE("cuda: binary_forward_strided and binary_backward kernels", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(10);
   for (auto& c : binary_cases()) {
     Shape os = broadcast_shapes(c.first, c.second, "test");
@@ -370,20 +317,20 @@ TEST_CASE("cuda: binary_forward_strided and binary_backward kernels", "[cuda][el
                            broadcast_strides(os, b.shape(), b.strides()), "test");
     for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow}) {
       INFO("op " << binary_op_name(op));
-      Tensor ref = Tensor::empty(os), got = dev_empty(os), got_s = dev_empty(os);
+      Tensor ref = Tensor::empty(os), got = cuda_empty(os), got_s = cuda_empty(os);
       cpu::binary_forward_naive(op, ref.f32(), a.f32(), b.f32(), L);
-      Tensor ad = dev(a), bd = dev(b), gd = dev(g);
+      Tensor ad = on_cuda(a), bd = on_cuda(b), gd = on_cuda(g);
       cuda::binary_forward(op, got.f32(), ad.f32(), bd.f32(), L);
       cuda::binary_forward_strided(op, got_s.f32(), ad.f32(), bd.f32(), L);
       REQUIRE_CLOSE(got.to(Device::CPU), ref, 1e-6, 1e-5);
       REQUIRE_CLOSE(got_s.to(Device::CPU), ref, 1e-6, 1e-5);
-      Tensor ra = Tensor::empty(os), rb = Tensor::empty(os), da = dev_empty(os), db = dev_empty(os);
+      Tensor ra = Tensor::empty(os), rb = Tensor::empty(os), da = cuda_empty(os), db = cuda_empty(os);
       cpu::binary_backward_naive(op, ra.f32(), rb.f32(), g.f32(), a.f32(), b.f32(), L);
       cuda::binary_backward(op, da.f32(), db.f32(), gd.f32(), ad.f32(), bd.f32(), L);
       REQUIRE_CLOSE(da.to(Device::CPU), ra, 1e-6, 1e-5);
       REQUIRE_CLOSE(db.to(Device::CPU), rb, 1e-6, 1e-5);
       // Only one of the two gradients asked for.
-      Tensor db2 = dev_empty(os);
+      Tensor db2 = cuda_empty(os);
       cuda::binary_backward(op, nullptr, db2.f32(), gd.f32(), ad.f32(), bd.f32(), L);
       REQUIRE_CLOSE(db2.to(Device::CPU), rb, 1e-6, 1e-5);
     }
@@ -391,7 +338,7 @@ TEST_CASE("cuda: binary_forward_strided and binary_backward kernels", "[cuda][el
 }
 
 TEST_CASE("cuda: sum_to kernel, long reductions, deterministic", "[cuda][elementwise]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(11);
   // (x shape, target shape): per-channel, per-row, scalar, middle dim kept,
   // outer and inner kept, long reductions that take the two-pass paths.
@@ -407,7 +354,7 @@ TEST_CASE("cuda: sum_to kernel, long reductions, deterministic", "[cuda][element
     Shape ts = c.second;
     Tensor x = randn(xs, rng);
     Layout L = make_layout(xs, broadcast_strides(xs, ts, contiguous_strides(ts)), contiguous_strides(xs), {}, "test");
-    Tensor ref = Tensor::empty(ts), got = dev_empty(ts), again = dev_empty(ts), xd = dev(x);
+    Tensor ref = Tensor::empty(ts), got = cuda_empty(ts), again = cuda_empty(ts), xd = on_cuda(x);
     cpu::sum_to_naive(ref.f32(), x.f32(), L);
     cuda::sum_to(got.f32(), xd.f32(), L);
     cuda::sum_to(again.f32(), xd.f32(), L);
@@ -419,18 +366,18 @@ TEST_CASE("cuda: sum_to kernel, long reductions, deterministic", "[cuda][element
 }
 
 TEST_CASE("cuda: copy_strided, fill, copy, axpy kernels", "[cuda][shape]") {
-  NALA_REQUIRE_CUDA();
+  SKIP_WITHOUT_CUDA();
   Rng rng(12);
   Tensor x = randn({3, 37, 5, 2}, rng);
   // A transposing copy and a copy into a slice of a larger tensor.
   Tensor xt = view::permute(x, {3, 1, 0, 2});
   Layout L = make_layout(xt.shape(), contiguous_strides(xt.shape()), xt.strides(), {}, "test");
-  Tensor ref = Tensor::empty(xt.shape()), got = dev_empty(xt.shape()), xd = dev(x);
+  Tensor ref = Tensor::empty(xt.shape()), got = cuda_empty(xt.shape()), xd = on_cuda(x);
   cpu::copy_strided_naive(ref.f32(), x.f32(), L);
   cuda::copy_strided(got.f32(), xd.f32(), L);
   REQUIRE_CLOSE(got.to(Device::CPU), ref, 0, 0);
 
-  Tensor big = Tensor::zeros({3, 50, 5, 2}), bigd = dev(big);
+  Tensor big = Tensor::zeros({3, 50, 5, 2}), bigd = on_cuda(big);
   Tensor slice = view::narrow(big, 1, 6, 37), sliced = view::narrow(bigd, 1, 6, 37);
   Layout S = make_layout(x.shape(), slice.strides(), x.strides(), {}, "test");
   cpu::copy_strided(slice.f32(), x.f32(), S);
@@ -440,14 +387,14 @@ TEST_CASE("cuda: copy_strided, fill, copy, axpy kernels", "[cuda][shape]") {
   for (int64_t n : {int64_t(1), int64_t(3), int64_t(1001), int64_t(4096), int64_t(100003)}) {
     INFO("n " << n);
     Tensor a = randn({n + 1}, rng), b = randn({n + 1}, rng);
-    Tensor ad = dev(a), bd = dev(b);
+    Tensor ad = on_cuda(a), bd = on_cuda(b);
     for (int64_t off : {int64_t(0), int64_t(1)}) {  // aligned and misaligned
       INFO("offset " << off);
-      Tensor y = randn({n}, rng), yd = dev(y);
+      Tensor y = randn({n}, rng), yd = on_cuda(y);
       cpu::axpy(y.f32(), a.f32() + off, 0.7f, n);
       cuda::axpy(yd.f32(), ad.f32() + off, 0.7f, n);
       REQUIRE_CLOSE(yd.to(Device::CPU), y, 1e-6, 1e-6);
-      Tensor c = dev_empty({n + 1});
+      Tensor c = cuda_empty({n + 1});
       cuda::fill(c.f32(), 3.0f, n + 1);
       cuda::copy(c.f32() + off, bd.f32() + off, n);
       std::vector<float> cv = c.to_vector(), bv = b.to_vector();

@@ -11,8 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/matmul.h"
-#include "tensor/device.h"
-#include "tests/helpers.h"
+#include "tests/cuda_harness.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/matmul.h"
 #endif
@@ -29,11 +28,6 @@ namespace {
 }
 
 #ifdef NALA_CUDA
-// A host vector on the device (as a flat tensor) and back.
-Tensor dev_vec(const std::vector<float>& v) {
-  return Tensor::from_vector({(int64_t)v.size()}, v).to(Device::CUDA);
-}
-
 // cuda::gemm_batched vs cpu::gemm_batched on one geometry. Leading dims are
 // padded by `pad`; `off` shifts every base pointer by that many floats (off =
 // 1 breaks 16-byte alignment: the scalar load path); C's padding holds a
@@ -49,7 +43,7 @@ void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
   for (int64_t b = 0; b < batch; b++)
     for (int64_t i = 0; i < M; i++)
       for (int64_t j = N; j < ldc; j++) C[off + b * sc + i * ldc + j] = 777.0f;  // sentinel in C's padding
-  Tensor dA = dev_vec(A), dB = dev_vec(B), dC = dev_vec(C);
+  Tensor dA = cuda_vec(A), dB = cuda_vec(B), dC = cuda_vec(C);
   cpu::gemm_batched(ta, tb, M, N, K, alpha, A.data() + off, lda, sa, B.data() + off, ldb, sb, beta, C.data() + off,
                     ldc, sc, batch);
   if (batch == 1 && !share_b)
@@ -80,40 +74,10 @@ void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
 }
 #endif
 
-// An op on CPU and on CUDA with the same inputs and upstream gradient:
-// forward output and every input gradient (inputs without grad are skipped).
-template <class F>
-void check_op(F f, const std::vector<Tensor>& in, const std::vector<bool>& grad, Rng& rng, double atol, double rtol) {
-  std::vector<Tensor> cin, din;
-  for (size_t i = 0; i < in.size(); i++) {
-    Tensor c = in[i].defined() ? in[i].clone() : Tensor();
-    if (c.defined() && grad[i]) c.set_requires_grad(true);
-    cin.push_back(c);
-    din.push_back(c.defined() ? on_cuda(c, grad[i]) : Tensor());
-  }
-  Tensor y = f(cin), yd = f(din);
-  REQUIRE(yd.device() == Device::CUDA);
-  INFO("forward, output " << y.desc());
-  REQUIRE_CLOSE(host(yd), y, atol, rtol);
-  Tensor g = randn(y.shape(), rng);
-  backward(y, g);
-  backward(yd, g.to(Device::CUDA));
-  for (size_t i = 0; i < in.size(); i++) {
-    if (!cin[i].defined() || !grad[i]) continue;
-    INFO("gradient of input " << i << " " << cin[i].desc());
-    REQUIRE(din[i].grad().defined());
-    REQUIRE(din[i].grad().device() == Device::CUDA);
-    REQUIRE_CLOSE(host(din[i].grad()), cin[i].grad(), atol, rtol);
-  }
-}
-
 }  // namespace
 
 TEST_CASE("cuda: gemm matches cpu::gemm for every transpose, odd sizes and padded leading dims", "[cuda][matmul]") {
-  if (!nala::device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(101);
   const int64_t sizes[][3] = {{1, 1, 1},     {7, 7, 7},     {33, 33, 33},  {129, 129, 129}, {257, 257, 257},
@@ -129,10 +93,7 @@ TEST_CASE("cuda: gemm matches cpu::gemm for every transpose, odd sizes and padde
 }
 
 TEST_CASE("cuda: gemm alpha and beta, beta = 0 over NaN, K = 0", "[cuda][matmul]") {
-  if (!nala::device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(102);
   const float ab[][2] = {{1.0f, 1.0f}, {0.5f, -2.0f}, {-1.5f, 0.0f}, {0.0f, 0.5f}, {0.0f, 0.0f}, {2.0f, 1.0f}};
@@ -157,10 +118,7 @@ TEST_CASE("cuda: gemm alpha and beta, beta = 0 over NaN, K = 0", "[cuda][matmul]
 }
 
 TEST_CASE("cuda: gemm large tiles and split-K", "[cuda][matmul]") {
-  if (!nala::device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(103);
   for (int t = 0; t < 4; t++) {
@@ -175,10 +133,7 @@ TEST_CASE("cuda: gemm large tiles and split-K", "[cuda][matmul]") {
 }
 
 TEST_CASE("cuda: gemm_batched matches the CPU loop (strided, shared B, many batches)", "[cuda][matmul]") {
-  if (!nala::device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(104);
   for (int t = 0; t < 4; t++) {
@@ -193,24 +148,21 @@ TEST_CASE("cuda: gemm_batched matches the CPU loop (strided, shared B, many batc
 }
 
 TEST_CASE("cuda: linear bias kernels match the CPU", "[cuda][matmul]") {
-  if (!nala::device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(105);
   for (int64_t R : {0, 1, 7, 300, 1000, 100003})
     for (int64_t N : {1, 5, 64, 130}) {
       INFO("R " << R << " N " << N);
       std::vector<float> y = rand_vec(R * N, rng), bias = rand_vec(N, rng);
-      Tensor dy = dev_vec(R > 0 ? y : std::vector<float>{0.0f}), db = dev_vec(bias);
+      Tensor dy = cuda_vec(R > 0 ? y : std::vector<float>{0.0f}), db = cuda_vec(bias);
       cpu::linear_bias_forward(y.data(), bias.data(), R, N);
       if (R > 0) cuda::linear_bias_forward(dy.f32(), db.f32(), R, N);
       if (R > 0) REQUIRE_CLOSE(host(dy).to_vector(), y, 1e-6, 1e-6);
       // Column sums (dbias filled with NaN first: it must be overwritten).
       std::vector<float> ref(N), nan(N, std::numeric_limits<float>::quiet_NaN());
       cpu::linear_bias_backward(ref.data(), y.data(), R, N);
-      Tensor d1 = dev_vec(nan), d2 = dev_vec(nan);
+      Tensor d1 = cuda_vec(nan), d2 = cuda_vec(nan);
       cuda::linear_bias_backward(d1.f32(), dy.f32(), R, N);
       cuda::linear_bias_backward(d2.f32(), dy.f32(), R, N);
       std::vector<float> got = host(d1).to_vector();
@@ -221,10 +173,7 @@ TEST_CASE("cuda: linear bias kernels match the CPU", "[cuda][matmul]") {
 }
 
 TEST_CASE("cuda: matmul batched, broadcast batch and every transpose", "[cuda][matmul]") {
-  if (!nala::device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
   Rng rng(106);
   const int64_t M = 37, K = 19, N = 45;
   for (int t = 0; t < 4; t++) {
@@ -235,54 +184,51 @@ TEST_CASE("cuda: matmul batched, broadcast batch and every transpose", "[cuda][m
     // Same batch on both sides (one strided-batched launch per product).
     {
       INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({3, 2})) << " b " << shape_str(sb({3, 2})));
-      check_op(f, {randn(sa({3, 2}), rng), randn(sb({3, 2}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+      compare_devices(f, {randn(sa({3, 2}), rng), randn(sb({3, 2}), rng)}, rng, {1e-4, 1e-4}, {true, true});
     }
     // Broadcast batch: a [2, 1], b [3]; and a [2, 3], b [2, 1] (gradients summed over the broadcast).
     {
       INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({2, 1})) << " b " << shape_str(sb({3})));
-      check_op(f, {randn(sa({2, 1}), rng), randn(sb({3}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+      compare_devices(f, {randn(sa({2, 1}), rng), randn(sb({3}), rng)}, rng, {1e-4, 1e-4}, {true, true});
     }
     {
       INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({2, 3})) << " b " << shape_str(sb({2, 1})));
-      check_op(f, {randn(sa({2, 3}), rng), randn(sb({2, 1}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+      compare_devices(f, {randn(sa({2, 3}), rng), randn(sb({2, 1}), rng)}, rng, {1e-4, 1e-4}, {true, true});
     }
     // a 2-D and b batched: a's gradient summed over b's batch.
     {
       INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({})) << " b " << shape_str(sb({4})));
-      check_op(f, {randn(sa({}), rng), randn(sb({4}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+      compare_devices(f, {randn(sa({}), rng), randn(sb({4}), rng)}, rng, {1e-4, 1e-4}, {true, true});
     }
     // Shared 2-D b (folded into one GEMM when a is not transposed), and b with batch dims of 1.
     {
       INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({2, 3})) << " b " << shape_str(sb({})));
-      check_op(f, {randn(sa({2, 3}), rng), randn(sb({}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+      compare_devices(f, {randn(sa({2, 3}), rng), randn(sb({}), rng)}, rng, {1e-4, 1e-4}, {true, true});
     }
     {
       INFO("trans_a " << ta << " trans_b " << tb << " a " << shape_str(sa({5})) << " b " << shape_str(sb({1, 1})));
-      check_op(f, {randn(sa({5}), rng), randn(sb({1, 1}), rng)}, {true, true}, rng, 1e-4, 1e-4);
+      compare_devices(f, {randn(sa({5}), rng), randn(sb({1, 1}), rng)}, rng, {1e-4, 1e-4}, {true, true});
     }
     // Only one input wanting a gradient.
     {
       INFO("trans_a " << ta << " trans_b " << tb << " only a / only b");
-      check_op(f, {randn(sa({3}), rng), randn(sb({3}), rng)}, {true, false}, rng, 1e-4, 1e-4);
-      check_op(f, {randn(sa({3}), rng), randn(sb({3}), rng)}, {false, true}, rng, 1e-4, 1e-4);
+      compare_devices(f, {randn(sa({3}), rng), randn(sb({3}), rng)}, rng, {1e-4, 1e-4}, {true, false});
+      compare_devices(f, {randn(sa({3}), rng), randn(sb({3}), rng)}, rng, {1e-4, 1e-4}, {false, true});
     }
   }
   // Attention-like: many heads of small products; a long folded product whose b gradient splits K.
   auto f = [](const std::vector<Tensor>& in) { return matmul(in[0], in[1], false, true); };
-  check_op(f, {randn({2, 4, 49, 32}, rng), randn({2, 4, 49, 32}, rng)}, {true, true}, rng, 1e-4, 1e-4);
+  compare_devices(f, {randn({2, 4, 49, 32}, rng), randn({2, 4, 49, 32}, rng)}, rng, {1e-4, 1e-4}, {true, true});
   auto g = [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); };
-  check_op(g, {randn({8, 1000, 24}, rng), randn({24, 40}, rng)}, {true, true}, rng, 2e-3, 1e-4);
+  compare_devices(g, {randn({8, 1000, 24}, rng), randn({24, 40}, rng)}, rng, {2e-3, 1e-4}, {true, true});
   // A non-contiguous input on the device.
-  Tensor xt = view::transpose(randn({K, M}, rng), 0, 1);
+  Tensor xt = transpose(randn({K, M}, rng), 0, 1);
   Tensor w = randn({K, N}, rng);
   REQUIRE_CLOSE(host(matmul(xt.to(Device::CUDA), w.to(Device::CUDA))), matmul(xt, w), 1e-4, 1e-4);
 }
 
 TEST_CASE("cuda: linear with and without bias, 2-D and 3-D input", "[cuda][matmul]") {
-  if (!nala::device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
   Rng rng(107);
   auto fb = [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); };
   auto fn = [](const std::vector<Tensor>& in) { return linear(in[0], in[1], Tensor()); };
@@ -294,21 +240,22 @@ TEST_CASE("cuda: linear with and without bias, 2-D and 3-D input", "[cuda][matmu
   for (const Case& c : cases) {
     int64_t I = c.x.back();
     INFO("x " << shape_str(c.x) << " O " << c.O);
-    check_op(fb, {randn(c.x, rng), randn({c.O, I}, rng), randn({c.O}, rng)}, {true, true, true}, rng, 2e-4, 1e-4);
-    check_op(fn, {randn(c.x, rng), randn({c.O, I}, rng)}, {true, true}, rng, 2e-4, 1e-4);
-    check_op(fb, {randn(c.x, rng), randn({c.O, I}, rng), randn({c.O}, rng)}, {false, true, true}, rng, 2e-4, 1e-4);
-    check_op(fb, {randn(c.x, rng), randn({c.O, I}, rng), randn({c.O}, rng)}, {true, false, false}, rng, 2e-4, 1e-4);
+    compare_devices(fb, {randn(c.x, rng), randn({c.O, I}, rng), randn({c.O}, rng)}, rng, {2e-4, 1e-4},
+                    {true, true, true});
+    compare_devices(fn, {randn(c.x, rng), randn({c.O, I}, rng)}, rng, {2e-4, 1e-4}, {true, true});
+    compare_devices(fb, {randn(c.x, rng), randn({c.O, I}, rng), randn({c.O}, rng)}, rng, {2e-4, 1e-4},
+                    {false, true, true});
+    compare_devices(fb, {randn(c.x, rng), randn({c.O, I}, rng), randn({c.O}, rng)}, rng, {2e-4, 1e-4},
+                    {true, false, false});
   }
   // Many rows: dW and dbias are long reductions (split-K, chunked column sums).
   INFO("x [6000, 48] O 40");
-  check_op(fb, {randn({6000, 48}, rng), randn({40, 48}, rng), randn({40}, rng)}, {true, true, true}, rng, 3e-3, 1e-4);
+  compare_devices(fb, {randn({6000, 48}, rng), randn({40, 48}, rng), randn({40}, rng)}, rng, {3e-3, 1e-4},
+                  {true, true, true});
 }
 
 TEST_CASE("cuda: linear backward gives the same bits every run", "[cuda][matmul]") {
-  if (!nala::device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
   Rng rng(108);
   Tensor x = randn({20000, 64}, rng), w = randn({96, 64}, rng), b = randn({96}, rng);
   Tensor g = randn({20000, 96}, rng).to(Device::CUDA);

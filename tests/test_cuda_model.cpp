@@ -5,9 +5,8 @@
 #include "models/nalaformer.h"
 #include "nn/optim.h"
 #include "nn/safetensors.h"
-#include "tensor/device.h"
+#include "tests/cuda_harness.h"
 #include "tests/golden_init.h"
-#include "tests/helpers.h"
 
 using namespace nala;
 
@@ -21,10 +20,7 @@ double max_abs(const Tensor& t) {
 }  // namespace
 
 TEST_CASE("cuda: pico matches the PyTorch reference on the GPU", "[cuda][model]") {
-  if (!device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
   SafeTensors g = load_safetensors("tests/golden/pico_golden.safetensors");
   NalaFormer m(nalaformer_config("pico"));
   test::golden_init(m);
@@ -49,10 +45,7 @@ TEST_CASE("cuda: pico matches the PyTorch reference on the GPU", "[cuda][model]"
 }
 
 TEST_CASE("cuda: one pico training step on GPU and CPU from the same weights", "[cuda][model]") {
-  if (!device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
   NalaConfig cfg = nalaformer_config("pico");
   NalaFormer cpu(cfg, 3), gpu(cfg, 3);
   Rng r1(11), r2(11);
@@ -85,23 +78,16 @@ TEST_CASE("cuda: one pico training step on GPU and CPU from the same weights", "
   }
   oc.step();
   og.step();
-  for (size_t i = 0; i < pc.size(); i++) {
-    INFO("updated " << pc[i].first);
-    REQUIRE_CLOSE(pg[i].second.to(Device::CPU), pc[i].second, 1e-5, 1e-4);
+  {
+    INFO("updated parameters");
+    test::require_same_named(pg, pc, {1e-5, 1e-4});
   }
-  auto bc = cpu.named_buffers(), bg = gpu.named_buffers();
-  for (size_t i = 0; i < bc.size(); i++) {
-    INFO("buffer " << bc[i].first);
-    if (bc[i].second.dtype() == DType::I64) REQUIRE(bg[i].second.to_vector_i64() == bc[i].second.to_vector_i64());
-    else REQUIRE_CLOSE(bg[i].second.to(Device::CPU), bc[i].second, 1e-5, 1e-4);
-  }
+  INFO("buffers");
+  test::require_same_named(gpu.named_buffers(), cpu.named_buffers(), {1e-5, 1e-4});
 }
 
 TEST_CASE("cuda: page-locked staging buffers copy to and from the GPU", "[cuda]") {
-  if (!device::cuda_available()) {
-    WARN("no CUDA device");
-    return;
-  }
+  SKIP_WITHOUT_CUDA();
   Tensor p = Tensor::empty_pinned({37, 3});
   REQUIRE(p.storage()->pinned);
   Rng rng(2);

@@ -9,8 +9,7 @@
 
 #include "kernels/cpu/optim.h"
 #include "nn/optim.h"
-#include "tensor/device.h"
-#include "tests/helpers.h"
+#include "tests/cuda_harness.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/optim.h"
 #endif
@@ -58,20 +57,6 @@ void set_grads(Twin& t, Rng& rng, int step) {
   }
 }
 
-void require_same(const NamedTensors& cuda, const NamedTensors& cpu, double atol, double rtol) {
-  REQUIRE(cuda.size() == cpu.size());
-  for (size_t i = 0; i < cpu.size(); i++) {
-    INFO(cpu[i].first << " " << cpu[i].second.desc());
-    REQUIRE(cuda[i].first == cpu[i].first);
-    if (cpu[i].second.dtype() == DType::I64) {
-      REQUIRE(cuda[i].second.to_vector_i64() == cpu[i].second.to_vector_i64());
-    } else {
-      REQUIRE(cuda[i].second.device() == Device::CUDA);
-      REQUIRE_CLOSE(cuda[i].second.to(Device::CPU), cpu[i].second, atol, rtol);
-    }
-  }
-}
-
 std::map<std::string, Tensor> host_snapshot(const NamedTensors& st) {
   std::map<std::string, Tensor> out;
   for (auto& kv : st) out[kv.first] = kv.second.to(Device::CPU).clone();
@@ -81,7 +66,7 @@ std::map<std::string, Tensor> host_snapshot(const NamedTensors& st) {
 }  // namespace
 
 TEST_CASE("cuda: adamw three steps match the CPU (parameters and state)", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   for (double beta1 : {0.9, 0.3}) {  // both branches of the lerp
     INFO("beta1 " << beta1);
     Twin t = make_params(1);
@@ -95,14 +80,15 @@ TEST_CASE("cuda: adamw three steps match the CPU (parameters and state)", "[cuda
       set_grads(t, rng, step);
       oc.step();
       od.step();
-      require_same(t.cuda, t.cpu, 1e-7, 1e-6);
-      require_same(od.state(), oc.state(), 1e-7, 1e-5);  // fused multiply-adds; momentum sums of ~0.1-sized terms cancel
+      require_same_named(t.cuda, t.cpu, {1e-7, 1e-6});
+      // fused multiply-adds; momentum sums of ~0.1-sized terms cancel
+      require_same_named(od.state(), oc.state(), {1e-7, 1e-5});
     }
   }
 }
 
 TEST_CASE("cuda: sgd three steps match the CPU (plain, momentum, nesterov, weight decay)", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   struct Cfg { double momentum, wd; bool nesterov; };
   for (Cfg c : {Cfg{0.0, 0.0, false}, Cfg{0.9, 0.0, false}, Cfg{0.9, 1e-3, true}, Cfg{0.5, 0.01, false}}) {
     INFO("momentum " << c.momentum << " weight_decay " << c.wd << " nesterov " << c.nesterov);
@@ -115,14 +101,15 @@ TEST_CASE("cuda: sgd three steps match the CPU (plain, momentum, nesterov, weigh
       set_grads(t, rng, step);
       oc.step();
       od.step();
-      require_same(t.cuda, t.cpu, 1e-7, 1e-6);
-      require_same(od.state(), oc.state(), 1e-7, 1e-5);  // fused multiply-adds; momentum sums of ~0.1-sized terms cancel
+      require_same_named(t.cuda, t.cpu, {1e-7, 1e-6});
+      // fused multiply-adds; momentum sums of ~0.1-sized terms cancel
+      require_same_named(od.state(), oc.state(), {1e-7, 1e-5});
     }
   }
 }
 
 TEST_CASE("cuda: optimiser state loaded from a CPU snapshot continues like the CPU", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   for (bool adam : {true, false}) {
     INFO((adam ? "adamw" : "sgd"));
     Twin t = make_params(5);
@@ -139,12 +126,12 @@ TEST_CASE("cuda: optimiser state loaded from a CPU snapshot continues like the C
     if (adam) od.reset(new AdamW(t.cuda, 1e-2));
     else od.reset(new SGD(t.cuda, 0.05, 0.9, 1e-3));
     od->load_state(host_snapshot(oc->state()));
-    require_same(od->state(), oc->state(), 0.0, 0.0);
+    require_same_named(od->state(), oc->state(), {0.0, 0.0});
     set_grads(t, rng, 2);
     oc->step();
     od->step();
-    require_same(t.cuda, t.cpu, 1e-7, 1e-6);
-    require_same(od->state(), oc->state(), 1e-7, 1e-5);
+    require_same_named(t.cuda, t.cpu, {1e-7, 1e-6});
+    require_same_named(od->state(), oc->state(), {1e-7, 1e-5});
     // and back: the CUDA state saved to the host loads into a CPU optimiser
     std::map<std::string, Tensor> st = host_snapshot(od->state());
     for (auto& kv : st) REQUIRE(kv.second.device() == Device::CPU);
@@ -153,7 +140,7 @@ TEST_CASE("cuda: optimiser state loaded from a CPU snapshot continues like the C
 }
 
 TEST_CASE("cuda: grad_norm and clip_grad_norm match the CPU", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Twin t = make_params(7);
   Rng rng(8);
   set_grads(t, rng, 0);
@@ -177,7 +164,7 @@ TEST_CASE("cuda: grad_norm and clip_grad_norm match the CPU", "[cuda]") {
 
 #ifdef NALA_CUDA
 TEST_CASE("cuda: optimiser kernels against the CPU kernels", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng rng(9);
   for (int64_t n : {0, 1, 4095, 4096, 4097, 100001}) {
     INFO("n " << n);

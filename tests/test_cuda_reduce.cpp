@@ -4,12 +4,11 @@
 // not multiples of 32, long rows that take the chunked and block paths), and
 // the CUDA kernels called directly against the CPU kernels where the op hides
 // a path. Every test is skipped (with a warning) when no GPU is present.
-#include <cstring>
+#include <string>
 
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/reduce.h"
-#include "tensor/device.h"
-#include "tests/helpers.h"
+#include "tests/cuda_harness.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/loss.h"
 #include "kernels/cuda/reduce.h"
@@ -22,32 +21,12 @@ namespace {
 
 std::string shape_of(const Tensor& t) { return shape_str(t.shape()); }
 
-// Runs f on x (CPU) and on a copy of x on CUDA, back-propagates the same
-// random upstream gradient through both, and compares the outputs and the
-// gradients of x (the CUDA ones copied back to the host).
+// This file's comparison: f of one input x on both devices, the upstream
+// gradient from Rng(seed).
 template <class F>
 void compare_op(const std::string& what, F f, const Tensor& x, double atol, double rtol, uint64_t seed = 99) {
   INFO(what << " on x " << shape_of(x));
-  Tensor xc = x.clone();
-  xc.set_requires_grad(true);
-  Tensor xd = x.to(Device::CUDA);
-  xd.set_requires_grad(true);
-  Tensor yc = f(xc), yd = f(xd);
-  REQUIRE(yd.device() == Device::CUDA);
-  INFO("output " << shape_of(yc));
-  REQUIRE_CLOSE(yd.to(Device::CPU), yc, atol, rtol);
-  Rng rng(seed);
-  Tensor g = randn(yc.shape(), rng);
-  backward(yc, g);
-  backward(yd, g.to(Device::CUDA));
-  REQUIRE(xd.grad().defined());
-  REQUIRE(xd.grad().device() == Device::CUDA);
-  INFO("gradient of x");
-  REQUIRE_CLOSE(xd.grad().to(Device::CPU), xc.grad(), atol, rtol);
-}
-
-bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  compare_devices([&f](const std::vector<Tensor>& in) { return f(in[0]); }, {x}, seed, {atol, rtol});
 }
 
 }  // namespace
@@ -55,7 +34,7 @@ bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
 // ---- sum, mean -------------------------------------------------------------
 
 TEST_CASE("cuda: sum and mean over one or several dims, keepdim", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng rng(1);
   Tensor x = randn({3, 37, 5, 19}, rng);
   // adjacent blocks (I == 1 rows and I > 1 columns) and non-adjacent sets (permuted first)
@@ -75,7 +54,7 @@ TEST_CASE("cuda: sum and mean over one or several dims, keepdim", "[cuda]") {
 }
 
 TEST_CASE("cuda: sum and mean over long dims (chunked reductions)", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng rng(2);
   compare_op("sum rows of 70001", [](const Tensor& t) { return sum(t, {1}); }, randn({2, 70001}, rng), 1e-3, 1e-5);
   compare_op("mean of 100003", [](const Tensor& t) { return mean(t); }, randn({100003}, rng), 1e-5, 1e-5);
@@ -89,7 +68,7 @@ TEST_CASE("cuda: sum and mean over long dims (chunked reductions)", "[cuda]") {
 
 #ifdef NALA_CUDA
 TEST_CASE("cuda: reduce_sum and l2norm kernels against the CPU kernels", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng rng(3);
   struct Case { int64_t O, R, I; };
   const std::vector<Case> cases = {{1, 1, 1},    {7, 0, 3},     {5, 0, 1},    {1, 1, 33},    {13, 17, 1},
@@ -99,7 +78,7 @@ TEST_CASE("cuda: reduce_sum and l2norm kernels against the CPU kernels", "[cuda]
     INFO("O " << c.O << " R " << c.R << " I " << c.I);
     Tensor x = randn({c.O * c.R * c.I}, rng);
     Tensor xd = x.to(Device::CUDA);
-    Tensor yc = Tensor::empty({c.O * c.I}), yd = Tensor::empty({c.O * c.I}, DType::F32, Device::CUDA);
+    Tensor yc = Tensor::empty({c.O * c.I}), yd = cuda_empty({c.O * c.I});
     cpu::reduce_sum(yc.f32(), x.f32(), c.O, c.R, c.I, 0.5f);
     cuda::reduce_sum(yd.f32(), xd.f32(), c.O, c.R, c.I, 0.5f);
     INFO("reduce_sum");
@@ -113,7 +92,7 @@ TEST_CASE("cuda: reduce_sum and l2norm kernels against the CPU kernels", "[cuda]
 #endif
 
 TEST_CASE("cuda: reductions are bit-identical run to run", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng rng(4);
   Tensor x = randn({3, 20001, 5}, rng).to(Device::CUDA);
   Tensor z = randn({1, 300001}, rng).to(Device::CUDA);
@@ -126,7 +105,7 @@ TEST_CASE("cuda: reductions are bit-identical run to run", "[cuda]") {
 // ---- l2norm, global_avg_pool ----------------------------------------------
 
 TEST_CASE("cuda: l2norm over last, middle and first dims, with zero rows", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng rng(5);
   Tensor x = randn({6, 37, 9}, rng);
   // zero rows along every dim: x[1, :, :] and x[:, 4, :] and x[:, :, 7]
@@ -147,7 +126,7 @@ TEST_CASE("cuda: l2norm over last, middle and first dims, with zero rows", "[cud
 }
 
 TEST_CASE("cuda: global_avg_pool on (B, H, W, C) and (B, N, C)", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng rng(6);
   compare_op("global_avg_pool 4-D", [](const Tensor& t) { return global_avg_pool(t); }, randn({3, 7, 5, 19}, rng),
              1e-5, 1e-5);
@@ -160,7 +139,7 @@ TEST_CASE("cuda: global_avg_pool on (B, H, W, C) and (B, N, C)", "[cuda]") {
 // ---- softmax, log_softmax --------------------------------------------------
 
 TEST_CASE("cuda: softmax and log_softmax over last, middle and first dims", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng rng(7);
   const std::vector<Shape> shapes = {{5, 7, 37}, {3, 1500}, {2, 3, 1}, {33, 2049}};
   for (const Shape& s : shapes)
@@ -177,7 +156,7 @@ TEST_CASE("cuda: softmax and log_softmax over last, middle and first dims", "[cu
 // ---- cross_entropy ---------------------------------------------------------
 
 TEST_CASE("cuda: cross_entropy with and without label smoothing", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng rng(8);
   struct Case { int64_t B, K; };
   for (Case c : {Case{37, 11}, Case{5, 1500}, Case{3000, 10}, Case{1, 1}, Case{2, 33}})
@@ -195,7 +174,7 @@ TEST_CASE("cuda: cross_entropy with and without label smoothing", "[cuda]") {
 
 #ifdef NALA_CUDA
 TEST_CASE("cuda: cross_entropy kernels against the CPU kernels (lse and the bad label)", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng rng(9);
   const int64_t B = 77, K = 1111;
   Tensor z = randn({B, K}, rng, 4.0f);
@@ -204,7 +183,7 @@ TEST_CASE("cuda: cross_entropy kernels against the CPU kernels (lse and the bad 
   Tensor labels = Tensor::from_vector_i64({B}, lab);
   Tensor zd = z.to(Device::CUDA), labd = labels.to(Device::CUDA);
   Tensor loss = Tensor::empty({}), lse = Tensor::empty({B});
-  Tensor lossd = Tensor::empty({}, DType::F32, Device::CUDA), lsed = Tensor::empty({B}, DType::F32, Device::CUDA);
+  Tensor lossd = cuda_empty({}), lsed = cuda_empty({B});
   int64_t bad_c[2] = {7, 7}, bad_d[2] = {7, 7};
   cpu::cross_entropy_forward(loss.f32(), lse.f32(), z.f32(), labels.i64(), B, K, 0.2f, bad_c);
   cuda::cross_entropy_forward(lossd.f32(), lsed.f32(), zd.f32(), labd.i64(), B, K, 0.2f, bad_d);
@@ -223,7 +202,7 @@ TEST_CASE("cuda: cross_entropy kernels against the CPU kernels (lse and the bad 
 #endif
 
 TEST_CASE("cuda: cross_entropy with a bad label fails as on the CPU", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Tensor z = Tensor::zeros({5, 4});
   for (const std::vector<int64_t>& lab :
        {std::vector<int64_t>{0, 1, 4, 2, 9}, std::vector<int64_t>{0, -1, 2, 3, 3},
@@ -255,7 +234,7 @@ TEST_CASE("cuda: cross_entropy with a bad label fails as on the CPU", "[cuda]") 
 // ---- dropout, drop_path ----------------------------------------------------
 
 TEST_CASE("cuda: dropout and drop_path with the same seed match the CPU exactly", "[cuda]") {
-  if (!nala::device::cuda_available()) { WARN("no CUDA device"); return; }
+  SKIP_WITHOUT_CUDA();
   Rng data(10);
   Tensor x = randn({33, 17, 5}, data);
   for (bool path : {false, true})

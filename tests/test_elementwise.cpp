@@ -150,7 +150,7 @@ TEST_CASE("elementwise: binary kernels, fast vs strided vs naive", "[elementwise
   for (auto& c : cases) {
     for (bool transposed : {false, true}) {
       Tensor a = randu(c.first, rng, 0.5f, 2.0f), b = randu(c.second, rng, 0.5f, 2.0f);
-      if (transposed && a.dim() >= 2) a = view::transpose(view::contiguous(view::transpose(a, 0, -1)), 0, -1);
+      if (transposed && a.dim() >= 2) a = transpose(view::contiguous(transpose(a, 0, -1)), 0, -1);
       Shape os = broadcast_shapes(a.shape(), b.shape(), "test");
       Layout L = make_layout(os, contiguous_strides(os), broadcast_strides(os, a.shape(), a.strides()),
                              broadcast_strides(os, b.shape(), b.strides()), "test");

@@ -62,7 +62,7 @@ TEST_CASE("safetensors: f32 and i64 round trip, all shapes", "[io]") {
   Tensor e = Tensor::zeros({0, 4});
   Tensor ei = Tensor::zeros({3, 0}, DType::I64);
   Tensor base = test::randn({4, 7}, rng);
-  Tensor nc = view::transpose(base, 0, 1);  // non-contiguous: saved in logical order
+  Tensor nc = transpose(base, 0, 1);  // non-contiguous: saved in logical order
   Tensor big = test::randn({2, 3, 4, 5}, rng);
   save_safetensors(path, {{"z.weight", a}, {"labels", b}, {"scalar", s}, {"empty", e}, {"empty_i64", ei},
                           {"transposed", nc}, {"a.big", big}});

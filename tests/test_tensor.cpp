@@ -18,7 +18,7 @@ TEST_CASE("tensor: contiguous factories and element access", "[tensor]") {
 
 TEST_CASE("tensor: views share storage and index correctly", "[tensor]") {
   Tensor t = Tensor::from_vector({2, 3}, {1, 2, 3, 4, 5, 6});
-  Tensor tt = view::transpose(t, 0, 1);
+  Tensor tt = view::permute(t, {1, 0});
   REQUIRE(tt.shape() == Shape{3, 2});
   REQUIRE(!tt.is_contiguous());
   REQUIRE(tt.to_vector() == std::vector<float>{1, 4, 2, 5, 3, 6});

@@ -19,7 +19,9 @@
 #include <omp.h>
 #endif
 
+#include "kernels/cpu/exp_fast.h"
 #include "kernels/cpu/rope.h"
+#include "kernels/cpu/shape.h"
 
 namespace nala {
 namespace cpu {
@@ -209,9 +211,9 @@ void nala_attention_backward_naive(const float* q, const float* k, const float* 
 
 namespace {
 
-// ---- vectorisable ln and exp (Cephes-style polynomials, ~1 ulp in float).
-// Plain arithmetic on bit patterns so that `omp simd` loops vectorise them
-// (libm's logf/expf are not vectorised without -ffast-math).
+// ---- vectorisable ln (a Cephes-style polynomial, ~1 ulp in float; its exp
+// partner is exp_fast.h). Plain arithmetic on bit patterns so that `omp simd`
+// loops vectorise it (libm's logf is not vectorised without -ffast-math).
 inline float bits_to_float(int32_t i) {
   float f;
   std::memcpy(&f, &i, 4);
@@ -249,29 +251,6 @@ inline float vlog(float x) {
   return m + y + 0.693359375f * e;
 }
 
-// e^x for x <= 88; results below FLT_MIN flush to 0. Rounding to an integer
-// uses the 1.5 * 2^23 trick (no float -> int conversion, which would block
-// vectorisation under the default -ftrapping-math).
-inline float vexp(float x) {
-  const bool under = x < -87.3f;
-  x = under ? 0.0f : x;  // a select of values: no branch
-  const float magic = 12582912.0f;  // 1.5 * 2^23
-  const float t = x * 1.44269504088896341f + magic;
-  const float n = t - magic;  // nearest integer to x / ln 2
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
-  const int32_t ni = float_to_bits(t) - float_to_bits(magic);  // n as an integer
-  const float scale = bits_to_float((ni + 127) << 23);
-  return under ? 0.0f : y * scale;
-}
-
 // ---- small dense products inside one token block, register-tiled.
 // C (M x Nc) = A B (or += with acc). A(i, kk) = A[i * ars + kk * acs] (so A or
 // A^T of a row-major array); B row-major K x Nc (leading dim ldb); C leading
@@ -303,12 +282,6 @@ void mm(int64_t M, int64_t Nc, int64_t K, const float* A, int64_t ars, int64_t a
     for (; c0 + 16 <= Nc; c0 += 16) mm_tile<16>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
     for (; c0 + 4 <= Nc; c0 += 4) mm_tile<4>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
   }
-}
-
-// dst (cols x rows) = src^T, src (rows x cols) row-major.
-void transpose_into(const float* src, int64_t rows, int64_t cols, float* dst) {
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
 }
 
 // Key features of one token: fk = [relu(k^3), relu(-k^3)], rk = rope(fk).
@@ -349,7 +322,7 @@ inline QRow query_row(const float* qi, const float* sn, const float* cs, int64_t
   for (int64_t a = 0; a < 2 * D; a++) {
     const float l = vlog(lu[a]);
     lu[a] = l;
-    fq[a] = vexp(p * l);
+    fq[a] = exp_fast(p * l);
   }
 #pragma omp simd
   for (int64_t a = 0; a < 2 * D; a++) {
@@ -558,7 +531,7 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
     const int64_t ng = std::min(chunk, G - g0), items = ng * nb;
     const bool par = ng * N * F * D > kParallelWork;
 #pragma omp parallel for schedule(static) if (par && ng > 1)
-    for (int64_t lg = 0; lg < ng; lg++) transpose_into(S + (g0 + lg) * F * D, F, D, St.data() + lg * F * D);
+    for (int64_t lg = 0; lg < ng; lg++) transpose_2d(St.data() + lg * F * D, S + (g0 + lg) * F * D, F, D);
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {
       const int64_t g = g0 + it / nb, i0 = (it % nb) * kBlock, i1 = std::min(N, i0 + kBlock);
@@ -574,7 +547,7 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
         const float* pp = part.data() + (lg * nb + b) * P;
         for (int64_t a = 0; a < P; a++) rg[a] += pp[a];
       }
-      transpose_into(rg, F, D, rg + P);
+      transpose_2d(rg + P, rg, F, D);
     }
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/shape.h"
 #include "kernels/conv_geometry.h"
 
 namespace nala {
@@ -319,9 +320,8 @@ void dw_stencil(float* out, const float* x, const float* wt, const float* bias, 
 void dwconv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                       int64_t W, int64_t C, int64_t k) {
   const int64_t kk = k * k;
-  std::vector<float> wt(kk * C);
-  for (int64_t c = 0; c < C; c++)
-    for (int64_t t = 0; t < kk; t++) wt[t * C + c] = w[c * kk + t];
+  std::vector<float> wt(kk * C);  // taps major: (kk, C)
+  transpose_2d(wt.data(), w, C, kk);
   dw_stencil(out, x, wt.data(), bias, B, H, W, C, k);
 }
 

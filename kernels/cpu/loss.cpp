@@ -5,11 +5,12 @@
 // row losses are added in row order afterwards (deterministic for any
 // thread count).
 #include "kernels/cpu/loss.h"
-#include "kernels/cpu/reduce.h"  // exp_fast
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include "kernels/cpu/exp_fast.h"
 
 namespace nala {
 namespace cpu {

@@ -15,6 +15,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/exp_fast.h"
+
 namespace nala {
 namespace cpu {
 

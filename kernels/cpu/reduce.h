@@ -53,31 +53,5 @@ void softmax_backward_naive(float* dx, const float* dy, const float* y, int64_t 
 void log_softmax_backward(float* dx, const float* dy, const float* y, int64_t O, int64_t R, int64_t I);
 void log_softmax_backward_naive(float* dx, const float* dy, const float* y, int64_t O, int64_t R, int64_t I);
 
-// exp(x) for the CPU kernels of this file and loss.cpp: the Cephes expf
-// polynomial with Cody-Waite range reduction, branch-free so that loops over
-// it vectorise (libm's expf does not). Relative error about 2e-7 (a couple of
-// float ulps); exact 0 below -87.3 (so exp(-inf) = 0), NaN stays NaN.
-inline float exp_fast(float x) {
-  const float xc = std::min(std::max(x, -87.3f), 88.7f);  // NaN stays NaN
-  // n = round(x / ln 2) with the 1.5 * 2^23 trick: the integer lands in the
-  // low mantissa bits of t (exact for |n| < 2^22; no float->int conversion,
-  // so a NaN is no undefined behaviour, just a NaN result).
-  const float t = xc * 1.44269504088896341f + 12582912.0f;
-  const float n = t - 12582912.0f;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const uint32_t ni = __builtin_bit_cast(uint32_t, t) - 0x4B400000u;        // n mod 2^32
-  const float scale = __builtin_bit_cast(float, (ni + 127u) << 23);  // 2^n
-  const float v = p * scale;
-  return x < -87.3f ? 0.0f : v;
-}
-
 }  // namespace cpu
 }  // namespace nala

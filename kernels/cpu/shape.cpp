@@ -1,4 +1,5 @@
-// kernels/cpu/shape.cpp - layout planning and the strided copy.
+// kernels/cpu/shape.cpp - layout planning, the strided copy and the 2-D
+// transpose.
 #include "kernels/cpu/shape.h"
 
 #include <string>
@@ -94,6 +95,11 @@ void copy_strided_naive(float* out, const float* x, Layout L) {
     }
     out[po] = x[pa];
   }
+}
+
+void transpose_2d(float* out, const float* x, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c];
 }
 
 }  // namespace cpu

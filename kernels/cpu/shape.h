@@ -53,6 +53,12 @@ namespace cpu {
 void copy_strided(float* out, const float* x, Layout L);
 void copy_strided_naive(float* out, const float* x, Layout L);
 
+// out (cols x rows) = x^T for a row-major x (rows x cols). Overwrites; out and
+// x must not overlap; serial (callers run it inside their own parallel
+// loops). The one 2-D transpose of the CPU kernels (attention's S^T, the
+// depthwise conv's weight taps); the CUDA kernels read through strides.
+void transpose_2d(float* out, const float* x, int64_t rows, int64_t cols);
+
 // ---- loop drivers shared by the CPU strided kernels ---------------------
 namespace detail {
 
