@@ -52,7 +52,7 @@ LaunchEnv detect_launch();
 // Runs this program again as n processes of one group on this machine
 // (args[0] is the name they see; NALA_RANK, NALA_LOCAL_RANK, NALA_WORLD_SIZE
 // and NALA_RENDEZVOUS tell each its place). Waits for all; when one fails
-// the others are stopped. Returns the first failure's exit code, or 0.
+// the others are stopped (SIGTERM, then SIGKILL after 10 s). Returns the first failure's exit code, or 0.
 int launch_local_group(int n, const std::vector<std::string>& args);
 
 bool mpi_built();

@@ -2,17 +2,19 @@
 // train --gpus N`, bench_scaling --gpus N). The processes are this program
 // run again with the given arguments and NALA_RANK, NALA_WORLD_SIZE, NALA_LOCAL_RANK and
 // NALA_RENDEZVOUS (a fresh directory where rank 0 publishes NCCL's id) in
-// their environment. When one process fails, the others are stopped; the
+// their environment. When one process fails, the others get SIGTERM (SIGKILL 10 s later); the
 // exit code is the first failure's.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "distributed/distributed.h"
@@ -51,11 +53,26 @@ int launch_local_group(int n, const std::vector<std::string>& args_in) {
     }
     pids.push_back(pid);
   }
+  // Wait for every rank. After the first failure the others get SIGTERM, and
+  // SIGKILL after a grace period: a rank may be stuck (in a collective, or in
+  // a signal handler that cannot finish) and must not hold the launch forever.
+  const auto grace = std::chrono::seconds(10);
+  std::chrono::steady_clock::time_point kill_at{};
+  bool terminating = false, killed = false;
   int result = 0, running = n;
   while (running > 0) {
     int status = 0;
-    const pid_t pid = waitpid(-1, &status, 0);
+    const pid_t pid = waitpid(-1, &status, terminating ? WNOHANG : 0);
     if (pid < 0) break;
+    if (pid == 0) {  // terminating: nothing ended yet
+      if (!killed && std::chrono::steady_clock::now() >= kill_at) {
+        for (pid_t p : pids)
+          if (p > 0) kill(p, SIGKILL);
+        killed = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
     int rank = -1;
     for (int r = 0; r < n; r++)
       if (pids[r] == pid) rank = r, pids[r] = 0;
@@ -68,6 +85,8 @@ int launch_local_group(int n, const std::vector<std::string>& args_in) {
                    WIFEXITED(status) ? "exited with" : "was killed by signal", WIFEXITED(status) ? code : WTERMSIG(status));
       for (pid_t p : pids)
         if (p > 0) kill(p, SIGTERM);
+      terminating = true;
+      kill_at = std::chrono::steady_clock::now() + grace;
     }
   }
   std::remove((std::string(dir) + "/nccl_id").c_str());

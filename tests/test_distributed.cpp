@@ -391,7 +391,9 @@ TEST_CASE("distributed: launched child", "[.][launch-child]") {
   const char* fail = std::getenv("NALA_TEST_FAIL_RANK");
   if (fail && std::atoi(fail) == env.rank) std::_Exit(3);
   if (fail) {
-    std::signal(SIGTERM, SIG_DFL);  // stopped quietly (Catch would report the signal as a failure)
+    // stopped quietly (Catch would report the signal as a failure); with
+    // NALA_TEST_IGNORE_TERM a stuck rank that SIGTERM cannot stop
+    std::signal(SIGTERM, std::getenv("NALA_TEST_IGNORE_TERM") ? SIG_IGN : SIG_DFL);
     std::this_thread::sleep_for(std::chrono::seconds(60));
   }
 }
@@ -411,6 +413,13 @@ TEST_CASE("distributed: the local launcher starts N ranks and stops them all whe
   REQUIRE(launch_local_group(3, {"nala_tests", "[launch-child]"}) == 3);  // the failing rank's code
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   REQUIRE(secs < 30);  // the two waiting ranks were stopped, not waited for
+  // Ranks that ignore SIGTERM are killed after the grace period (10 s).
+  setenv("NALA_TEST_IGNORE_TERM", "1", 1);
+  t0 = std::chrono::steady_clock::now();
+  REQUIRE(launch_local_group(3, {"nala_tests", "[launch-child]"}) == 3);
+  const double secs_stuck = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE(secs_stuck < 30);
+  unsetenv("NALA_TEST_IGNORE_TERM");
   unsetenv("NALA_TEST_FAIL_RANK");
   unsetenv("NALA_TEST_OUT");
 }
