@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tools/deps.sh - install the Debian/Ubuntu packages nala needs, when missing.
 #
-#   tools/deps.sh build        compiler, make, Catch2, stb, zlib
+#   tools/deps.sh build        compiler, make, Catch2, stb, zlib, rsvg-convert (the plot render test)
 #   tools/deps.sh data         the Fashion-MNIST dataset package
 #   tools/deps.sh mpi          Open MPI (data-parallel training and its multi-process test)
 #   tools/deps.sh fuzz         clang with its libFuzzer and sanitizer runtimes

@@ -1,6 +1,6 @@
 // tools/main.cpp - the nala command line: train, eval, predict, info,
-// forward, grad. Usage errors exit with 2 before any work starts; other
-// errors print "nala: error: ..." and exit with 1.
+// forward, grad, sample, plot. Usage errors exit with 2 before any work
+// starts; other errors print "nala: error: ..." and exit with 1.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -18,6 +18,7 @@ const char* kUsage =
     "  forward   eval-mode logits of an input file (safetensors)\n"
     "  grad      train-mode loss and parameter gradients of an input file\n"
     "  sample    write dataset images as PNG files\n"
+    "  plot      a training run's loss, accuracy and learning-rate curves as SVG files\n"
     "  ops       list the differentiable ops\n";
 }
 
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
   struct { const char* name; Fn fn; } table[] = {
       {"train", nala::cmd_train},     {"eval", nala::cmd_eval},       {"predict", nala::cmd_predict},
       {"info", nala::cmd_info},       {"forward", nala::cmd_forward}, {"grad", nala::cmd_grad},
-      {"sample", nala::cmd_sample},
+      {"sample", nala::cmd_sample},   {"plot", nala::cmd_plot},
   };
   if (cmd == "ops") {
     for (int i = 0; i < nala::op_count(); i++) std::printf("%s\n", nala::op_name((nala::OpId)i));
