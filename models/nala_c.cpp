@@ -20,7 +20,10 @@
 #include "autograd/autograd.h"
 #include "models/model_file.h"
 #include "models/nalaformer.h"
+#include "models/weights.h"
 #include "tensor/tensor.h"
+
+#define NALA_VERSION_STRING "0.5.0"
 
 struct nala_model {
   std::unique_ptr<nala::NalaFormer> net;
@@ -63,7 +66,9 @@ nala_model* nala_model_load(const char* safetensors_path, const char* config, ch
   guarded(err, err_len, "nala_model_load", [&] {
     NALA_CHECK(safetensors_path, "the weights path is NULL");
     auto m = std::make_unique<nala_model>();
-    m->net = nala::load_model(safetensors_path, config ? config : "", &m->info);
+    nala::LoadedModel lm = nala::load_model_file(safetensors_path, config ? config : "");
+    m->net = std::move(lm.model);
+    m->info = std::move(lm.file);
     m->net->eval();
     m->describe = m->net->cfg.describe();
     out = m.release();
@@ -75,7 +80,7 @@ int nala_model_classes(const nala_model* m) { return m ? (int)m->net->cfg.num_cl
 
 int nala_model_channels(const nala_model* m) { return m ? (int)m->net->cfg.in_chans : -1; }
 
-int nala_model_image_size(const nala_model* m) { return m ? (int)m->info.img_size : 0; }
+int nala_model_image_size(const nala_model* m) { return m ? (int)m->info.height : 0; }
 
 const char* nala_model_class_name(const nala_model* m, int k) {
   if (!m || k < 0 || k >= (int)m->info.classes.size()) return nullptr;
@@ -83,7 +88,7 @@ const char* nala_model_class_name(const nala_model* m, int k) {
 }
 
 int nala_model_normalization(const nala_model* m, float* mean, float* std) {
-  if (!m || !mean || !std || m->info.mean.empty()) return 1;
+  if (!m || !mean || !std || !m->info.has_input()) return 1;
   for (size_t c = 0; c < m->info.mean.size(); c++) mean[c] = m->info.mean[c], std[c] = m->info.std[c];
   return 0;
 }
@@ -99,12 +104,12 @@ int nala_model_forward(nala_model* m, const float* images, int n, int channels, 
     const nala::NalaConfig& cfg = m->net->cfg;
     NALA_CHECK(n > 0, "n must be at least 1, got ", n);
     NALA_CHECK(channels == cfg.in_chans, "the model takes ", cfg.in_chans, "-channel images, got ", channels);
-    nala::check_model_input_size(cfg, height, width);
+    cfg.check_input_size(height, width);
     std::lock_guard<std::mutex> lock(m->mu);
     nala::NoGradGuard ng;
     // NCHW (the caller's) -> NHWC (nala's channels-last activations)
     nala::Tensor x = nala::Tensor::empty({n, height, width, channels});
-    float* px = x.data<float>();
+    float* px = x.f32();
     const int64_t hw = (int64_t)height * width;
     for (int64_t b = 0; b < n; b++)
       for (int64_t c = 0; c < channels; c++)

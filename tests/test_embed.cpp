@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -60,11 +61,11 @@ std::string write_model(const std::string& dir, int64_t in_chans, int64_t classe
   for (auto& [name, t] : m.state_dict())
     if (name.find("running_var") != std::string::npos) t.fill_(1.5f);
   ModelFile info;
-  info.cfg = cfg;
+  info.config = cfg;
   for (int64_t k = 0; k < classes; k++) info.classes.push_back("class-" + std::to_string(k));
   info.mean.assign(in_chans, 0.25f);
   info.std.assign(in_chans, 0.5f);
-  info.img_size = 28;
+  info.height = info.width = 28;
   const std::string path = dir + "/pico.safetensors";
   save_model(m, info, path);
   return path;
@@ -82,7 +83,7 @@ TEST_CASE("embed: the C example and the Python example reproduce nala forward's 
   save_safetensors(t.path + "/in.safetensors", {{"input", x}});
   {
     std::ofstream f(t.path + "/in.f32", std::ios::binary);
-    f.write((const char*)x.data<float>(), x.numel() * sizeof(float));
+    f.write((const char*)x.f32(), x.numel() * sizeof(float));
   }
   const std::string log = t.path + "/log.txt";
   REQUIRE(run(nala::test::nala_binary(), {"forward", "--model", "pico", "--weights", weights, "--input",
@@ -118,7 +119,7 @@ TEST_CASE("embed: the C example and the Python example reproduce nala forward's 
     for (int i = 0; i < 28 * 28; i++) f.put((char)((i * 37) % 256));
   }
   Tensor img = Tensor::empty({1, 1, 28, 28});
-  for (int i = 0; i < 28 * 28; i++) img.data<float>()[i] = (((i * 37) % 256) / 255.0f - 0.25f) / 0.5f;
+  for (int i = 0; i < 28 * 28; i++) img.f32()[i] = (((i * 37) % 256) / 255.0f - 0.25f) / 0.5f;
   save_safetensors(t.path + "/img.safetensors", {{"input", img}});
   REQUIRE(run(nala::test::nala_binary(), {"forward", "--model", "pico", "--weights", weights, "--input",
                                           t.path + "/img.safetensors", "--output", t.path + "/img_out.safetensors"},
