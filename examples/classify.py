@@ -122,7 +122,7 @@ def main():
     ap.add_argument("--raw", nargs=5, metavar=("FILE", "N", "C", "H", "W"))
     ap.add_argument("weights")
     ap.add_argument("images", nargs="*")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     if not a.raw and not a.images:
         ap.error("give --raw FILE N C H W or image files")
     model = Model(load_library(a.lib), a.weights, a.config)
