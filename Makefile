@@ -37,7 +37,7 @@ else
   OPTFLAGS := -O3 -g1 -DNDEBUG
 endif
 
-CXXFLAGS := -std=c++17 $(OPTFLAGS) -march=$(ARCH) -Wall -Wextra -Wno-unused-parameter -MMD -MP -I.
+CXXFLAGS := -std=c++17 $(OPTFLAGS) -march=$(ARCH) -Wall -Wextra -Wno-unused-parameter -MMD -MP -I. -fPIC
 LDFLAGS  := $(LDSAN)
 LDLIBS   := -lpthread
 
@@ -73,7 +73,7 @@ ifeq ($(USE_CUDA),1)
   ifeq ($(CUDA_ARCH),)
     CUDA_ARCH := 90
   endif
-  NVCCFLAGS := -std=c++17 -O3 -I. -Xcompiler -fopenmp --expt-relaxed-constexpr \
+  NVCCFLAGS := -std=c++17 -O3 -I. -Xcompiler -fopenmp,-fPIC --expt-relaxed-constexpr \
                -gencode=arch=compute_$(CUDA_ARCH),code=sm_$(CUDA_ARCH) \
                -gencode=arch=compute_$(CUDA_ARCH),code=compute_$(CUDA_ARCH) -MMD -MP
   ifeq ($(DEBUG),1)
@@ -148,8 +148,8 @@ LIB   := $(BUILD)/libnala.a
 NALA  := $(BUILD)/nala
 TESTS := $(BUILD)/nala_tests
 
-.PHONY: all lib test test-cuda test-slow bench clean info
-all: lib $(NALA) $(TESTS) bench info
+.PHONY: all lib shared examples test test-cuda test-slow bench clean info
+all: lib shared $(NALA) $(TESTS) bench examples info
 
 info:
 	@echo "nala: built $(VARIANT) in $(BUILD):" \
@@ -179,6 +179,27 @@ $(DIST_LIB): $(DIST_OBJ)
 $(BUILD)/distributed/%.o: distributed/%.cpp $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $(DIST_CXXFLAGS) -c $< -o $@
+
+# libnala.so: the same engine as a shared library, for foreign-function use
+# (examples/classify.py loads it with ctypes). Objects are built with -fPIC.
+SHLIB := $(BUILD)/libnala.so
+shared: $(SHLIB)
+$(SHLIB): $(CORE_OBJ)
+	$(CXX) -shared $^ -o $@ $(LDFLAGS) $(LDLIBS)
+
+# ---- examples: a C program over include/nala/nala_c.h, linked with the
+# static library and nothing but the C++ runtime, OpenMP and libm (in a
+# build without CUDA, LDLIBS is just -lpthread); embed-static is
+# the same program linked statically and stripped (its size is in the README).
+EXAMPLES := $(BUILD)/examples/embed $(if $(USE_CUDA),,$(BUILD)/examples/embed-static)
+examples: $(EXAMPLES)
+$(BUILD)/examples/embed.o: examples/embed.c include/nala/nala_c.h
+	@mkdir -p $(@D)
+	$(CC) -std=c99 -O2 -Wall -Wextra -pedantic -I. -c $< -o $@
+$(BUILD)/examples/embed: $(BUILD)/examples/embed.o $(LIB)
+	$(CXX) $^ -o $@ $(LDFLAGS) $(LDLIBS) -lm
+$(BUILD)/examples/embed-static: $(BUILD)/examples/embed.o $(LIB)
+	$(CXX) -static -s $^ -o $@ $(LDFLAGS) $(LDLIBS) -lm
 
 $(BUILD)/%.o: %.cpp $(FLAGS_STAMP)
 	@mkdir -p $(@D)

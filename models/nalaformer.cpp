@@ -65,6 +65,15 @@ std::pair<int64_t, int64_t> NalaConfig::stage_grid(int64_t s, int64_t h, int64_t
   return {h, w};
 }
 
+void NalaConfig::check_input_size(int64_t h, int64_t w) const {
+  bool ok = h >= 4 && w >= 4 && h <= (1 << 20) && w <= (1 << 20);
+  if (ok) {
+    auto last = stage_grid(num_stages() - 1, h, w);
+    ok = last.first >= 1 && last.second >= 1;
+  }
+  NALA_CHECK(ok, "image size ", h, "x", w, " is not one ", name, " can take (at least 4x4)");
+}
+
 std::string NalaConfig::describe() const {
   std::ostringstream os;
   auto list = [&](const char* k, const auto& v) {

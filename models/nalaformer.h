@@ -36,6 +36,9 @@ struct NalaConfig {
   // pad 1, maps n -> (n + 1) / 2).
   std::pair<int64_t, int64_t> stage_grid(int64_t s, int64_t img_h, int64_t img_w) const;
   std::string describe() const;  // one line, for logs and checkpoints
+  // Throws (naming the config) unless an h x w image is one the network can
+  // take: at least 4 pixels a side and at least one token at the last stage.
+  void check_input_size(int64_t h, int64_t w) const;
 };
 
 // The configs of docs/SPEC.md §5: xt, t, s, b, l, pico. Throws on unknown names.

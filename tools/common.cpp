@@ -75,11 +75,11 @@ NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t 
 }
 
 void check_image_size(const NalaConfig& cfg, int64_t h, int64_t w) {
-  if (h < 4 || w < 4)
+  try {
+    cfg.check_input_size(h, w);
+  } catch (const Error&) {
     throw UsageError("image size " + std::to_string(h) + "x" + std::to_string(w) + " is too small for " + cfg.name);
-  auto last = cfg.stage_grid(cfg.num_stages() - 1, h, w);
-  if (last.first < 1 || last.second < 1)
-    throw UsageError("image size " + std::to_string(h) + "x" + std::to_string(w) + " is too small for " + cfg.name);
+  }
 }
 
 bool g_check_args_only = false;
