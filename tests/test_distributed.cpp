@@ -18,11 +18,11 @@
 
 #include "autograd/ops.h"
 #include "distributed/distributed.h"
+#include "models/train/data.h"
 #include "nn/safetensors.h"
 #include "tests/helpers.h"
 #include "tests/process.h"
 #include "tools/common.h"
-#include "tools/datasets.h"
 
 using namespace nala;
 using namespace nala::test;

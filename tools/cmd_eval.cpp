@@ -10,6 +10,8 @@
 
 #include "autograd/ops.h"
 #include "models/model_file.h"
+#include "models/train/evaluate.h"
+#include "models/train/log.h"
 #include "models/weights.h"
 #include "nn/files.h"
 #include "nn/safetensors.h"

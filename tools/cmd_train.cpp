@@ -36,8 +36,11 @@
 #include <thread>
 
 #include "autograd/ops.h"
-#include "models/weights.h"
 #include "distributed/distributed.h"
+#include "models/train/evaluate.h"
+#include "models/train/log.h"
+#include "models/train/run_folder.h"
+#include "models/weights.h"
 #include "nn/files.h"
 #include "nn/layers.h"
 #include "nn/optim.h"
@@ -45,7 +48,6 @@
 #include "nn/schedule.h"
 #include "tensor/device.h"
 #include "tools/common.h"
-#include "tools/run_folder.h"
 
 namespace nala {
 
@@ -148,9 +150,6 @@ void check_checkpoint_finite(const SafeTensors& st, const std::string& path) {
                "saved before the damage");
   }
 }
-
-const char* kMetricsHeader =
-    "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,epoch_seconds,images_per_second\n";
 
 int train_run(TrainArgs& a, Device dev, Comm& comm);
 std::string default_run_stem(const TrainArgs& a) { return a.model + "-" + a.data.name; }
@@ -280,7 +279,9 @@ int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
     if (a.out.empty()) a.out = make_new_run_folder("runs", default_run_stem(a), &made);
     folder = std::make_unique<RunFolder>(
         a.out, !a.resume.empty() ? RunFolder::RESUME : a.overwrite ? RunFolder::OVERWRITE : RunFolder::NEW, made);
-    remove_stale_temp_files(a.out);
+    if (!folder->warning().empty()) std::fprintf(stderr, "nala: warning: %s\n", folder->warning().c_str());
+    for (const std::string& f : remove_stale_temp_files(a.out))
+      std::fprintf(stderr, "nala: removed %s, left by an interrupted save\n", f.c_str());
     std::printf("nala train: output folder %s\n", a.out.c_str());
     std::fflush(stdout);
   }
@@ -442,7 +443,11 @@ int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
   else if (epoch0 >= a.epochs)
     std::printf("the checkpoint is at epoch %lld and this run has --epochs %lld: nothing to train\n",
                 (long long)epoch0, (long long)a.epochs);
-  if (lead && !stop && epoch0 < a.epochs) folder->remove_earlier_run();  // --overwrite, now that the run is ready
+  if (lead && !stop && epoch0 < a.epochs) {  // --overwrite, now that the run is ready
+    std::string removed;
+    for (const std::string& f : folder->remove_earlier_run()) removed += (removed.empty() ? "" : ", ") + f;
+    if (!removed.empty()) std::printf("--overwrite: removed the earlier run's %s from %s\n", removed.c_str(), a.out.c_str());
+  }
   const std::string batch_text = "batches of " + std::to_string(a.batch_size) + " images of " +
                                  std::to_string(train.h) + "x" + std::to_string(train.w) + "x" +
                                  std::to_string(train.c);
@@ -586,11 +591,10 @@ int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
       continue;
     }
     doing = "writing the results of epoch " + std::to_string(epoch + 1);
-    char row[256];
-    std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)epoch + 1,
-                  (long long)step, lr, loss_sum / std::max<int64_t>(1, steps_done),
-                  (double)correct / std::max<int64_t>(1, acc_seen), ev.loss, ev.top1, ev.top5, secs, seen / secs);
-    append_metrics(csv, kMetricsHeader, row);
+    append_metrics(csv, kMetricsHeader,
+                   metrics_row(epoch + 1, step, lr, loss_sum / std::max<int64_t>(1, steps_done),
+                               (double)correct / std::max<int64_t>(1, acc_seen), ev.loss, ev.top1, ev.top5, secs,
+                               seen / secs));
     if (ev.top1 > best) {
       best = ev.top1;
       save_safetensors(best_path, model.state_dict(),
