@@ -161,12 +161,4 @@ Device parse_device(const std::string& name) {
   return Device::CUDA;
 }
 
-int threads_in_use() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
 }  // namespace nala

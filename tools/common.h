@@ -60,6 +60,5 @@ std::string human_bytes(int64_t bytes);  // "512 bytes", "3.4 KiB", "5.0 MiB", "
 void set_threads(int64_t threads);  // 0 = leave OpenMP's default
 // "cpu" or "cuda"; "cuda" fails clearly without a GPU or a CUDA build.
 Device parse_device(const std::string& name);
-int threads_in_use();
 
 }  // namespace nala

@@ -12,6 +12,10 @@
 
 #include "nn/files.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace nala {
 
 // ---------------------------------------------------------------- metrics.csv
@@ -82,6 +86,103 @@ void Progress::update(int64_t done, const std::string& text) {
 
 void Progress::finish() {
   if (tty_) std::printf("\n");
+}
+
+int threads_in_use() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// ---------------------------------------------------------------- ConsoleLog
+
+void ConsoleLog::message(const std::string& line) {
+  std::printf("%s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+void ConsoleLog::warning(const std::string& text) {
+  std::fprintf(stderr, "nala: warning: %s\n", text.c_str());
+  std::fflush(stderr);
+}
+
+void ConsoleLog::start(const RunStart& r) {
+  every_ = r.log_every;
+  std::printf("nala train: %s\n  data %s: %lld train / %lld test images %lldx%lldx%lld, %lld classes\n"
+              "  %lld parameters, %lld epochs x %lld steps of %lld, %d threads, output %s\n",
+              r.config.c_str(), r.data.c_str(), (long long)r.train_images, (long long)r.test_images, (long long)r.h,
+              (long long)r.w, (long long)r.c, (long long)r.classes, (long long)r.parameters, (long long)r.epochs,
+              (long long)r.steps_per_epoch, (long long)r.batch_size, r.threads,
+              r.out.empty() ? "(none)" : r.out.c_str());
+  if (r.left_out > 0)
+    std::printf("  each epoch trains on %lld of the %lld images: the last %lld of its shuffled order do not fill a "
+                "batch (a new order every epoch)\n",
+                (long long)(r.train_images - r.left_out), (long long)r.train_images, (long long)r.left_out);
+  std::fflush(stdout);
+}
+
+void ConsoleLog::epoch_start(int64_t epoch, int64_t steps_per_epoch) {
+  bar_ = std::make_unique<Progress>(steps_per_epoch, every_);
+}
+
+void ConsoleLog::progress(const StepReport& r) {
+  if (!bar_) bar_ = std::make_unique<Progress>(r.steps_per_epoch, every_);
+  char text[160];
+  std::snprintf(text, sizeof text, "epoch %lld/%lld loss %.4f acc %.3f lr %.2e %.0f img/s", (long long)r.epoch,
+                (long long)r.epochs, r.loss, r.accuracy, r.lr, r.images_per_second);
+  bar_->update(r.done, text);
+}
+
+void ConsoleLog::skipped(int64_t step, const std::string& what) {
+  std::fprintf(stderr, "\nnala: non-finite %s at step %lld: step skipped\n", what.c_str(), (long long)step);
+}
+
+void ConsoleLog::epoch_end(const EpochReport& r) {
+  if (bar_) bar_->finish();
+  bar_.reset();
+  std::string label = "epoch " + std::to_string(r.epoch);
+  if (!r.complete())
+    label += " (partial: " + std::to_string(r.done) + " of " + std::to_string(r.steps_per_epoch) + " steps)";
+  std::printf("%s: train loss %.4f acc %.4f | test loss %.4f top-1 %.4f top-5 %.4f | %s, %.0f img/s\n",
+              label.c_str(), r.train_loss, r.train_accuracy, r.test.loss, r.test.top1, r.test.top5,
+              format_duration(r.seconds).c_str(), r.images_per_second);
+  std::fflush(stdout);
+}
+
+// The closing lines name only files that exist.
+void ConsoleLog::end(const TrainResult& r) {
+  if (r.skipped)
+    std::printf("skipped %lld step%s with non-finite values\n", (long long)r.skipped, r.skipped == 1 ? "" : "s");
+  if (r.partial_epoch)
+    std::printf("stopped by --max-steps %lld at step %lld, %lld of %lld steps into epoch %lld: those steps were "
+                "trained and evaluated (above) but are in no file, since files are written at the end of an epoch\n",
+                (long long)r.max_steps, (long long)r.step, (long long)r.partial_steps, (long long)r.steps_per_epoch,
+                (long long)r.partial_epoch);
+  else if (r.stopped_at_epoch_end)
+    std::printf("stopped by --max-steps %lld at the end of epoch %lld of %lld\n", (long long)r.max_steps,
+                (long long)r.epoch, (long long)r.epochs);
+  const std::string took = format_duration(r.seconds);
+  if (r.out.empty()) {
+    if (r.best_top1 >= 0)
+      std::printf("done in %s: best test top-1 %.4f; no output folder, so no file was written\n", took.c_str(),
+                  r.best_top1);
+    else
+      std::printf("done in %s: no epoch was completed; no output folder, so no file was written\n", took.c_str());
+    std::fflush(stdout);
+    return;
+  }
+  if (!r.checkpoint.empty())
+    std::printf("checkpoint of epoch %lld of %lld (step %lld): %s\n", (long long)r.epoch, (long long)r.epochs,
+                (long long)r.checkpoint_step, r.checkpoint.c_str());
+  else
+    std::printf("no checkpoint was written: no epoch was completed\n");
+  if (!r.best.empty() && r.best_top1 >= 0)
+    std::printf("done in %s: best test top-1 %.4f; weights in %s\n", took.c_str(), r.best_top1, r.best.c_str());
+  else
+    std::printf("done in %s: no best weights were written: no epoch was completed\n", took.c_str());
+  std::fflush(stdout);
 }
 
 }  // namespace nala
