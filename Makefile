@@ -133,7 +133,7 @@ ZLIB      := $(if $(wildcard $(THIRD_PARTY)/libz.a),$(THIRD_PARTY)/libz.a,-lz)
 ZLIB_INC  := $(if $(wildcard $(THIRD_PARTY)/zlib.h),-I$(THIRD_PARTY),)
 
 # ---- sources
-CORE_DIRS := tensor autograd kernels/cpu nn models
+CORE_DIRS := tensor autograd kernels/cpu nn models models/train
 CORE_SRC  := $(foreach d,$(CORE_DIRS),$(wildcard $(d)/*.cpp))
 CUDA_SRC  := $(if $(USE_CUDA),$(wildcard kernels/cuda/*.cu))
 TOOL_SRC  := $(filter-out tools/main.cpp,$(wildcard tools/*.cpp))

@@ -74,14 +74,14 @@ std::unique_ptr<Comm> make_nccl_comm(const LaunchEnv& env, Comm* mpi);
 
 
 
-class GradReducer {
+class GradReducer : public GradSync {
  public:
   GradReducer(const std::vector<Tensor>& params, Comm& comm, int64_t bucket_bytes = 25 << 20);
   // Pass to backward(): backward(loss, Tensor(), false, reducer.hook()).
-  LeafHook hook();
+  LeafHook hook() override;
   // After backward(): every gradient is the mean over the ranks. A parameter
   // that got no gradient on a rank counts as zero there.
-  void finish();
+  void finish() override;
   int num_buckets() const { return (int)buckets_.size(); }
   const std::vector<int>& bucket_params(int b) const { return buckets_[b].params; }
 

@@ -1,13 +1,15 @@
-// nn/comm.h - the process-group interface the training loop talks to, and
-// the group of one. The real groups (MPI, NCCL), the launcher and the
-// bucketed gradient all-reduce are in distributed/ (libnala_dist.a, optional):
-// the core library never depends on them.
+// nn/comm.h - the process-group interface the training loop talks to, the
+// group of one, and the gradient synchronisation the loop calls during
+// backward. The real groups (MPI, NCCL), the launcher and the bucketed
+// gradient all-reduce (GradReducer, a GradSync) are in distributed/
+// (libnala_dist.a, optional): the core library never depends on them.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "autograd/autograd.h"
 #include "tensor/tensor.h"
 
 namespace nala {
@@ -35,6 +37,17 @@ class Comm {
   // Ends every process of the group now (after an error on one rank, the
   // others would wait forever in their next collective).
   [[noreturn]] virtual void abort(int exit_code) = 0;
+};
+
+// Makes every rank's gradients their mean over the group, during and after
+// one backward pass: backward(loss, Tensor(), false, sync.hook()) hands it
+// each parameter's gradient as soon as that is final (to start its
+// all-reduce early), and finish() waits until every gradient is the mean.
+class GradSync {
+ public:
+  virtual ~GradSync() = default;
+  virtual LeafHook hook() = 0;
+  virtual void finish() = 0;
 };
 
 // The group of one process: every collective is a no-op.

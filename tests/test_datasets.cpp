@@ -9,10 +9,11 @@
 #include <fstream>
 #include <set>
 
+#include "models/train/augment.h"
+#include "models/train/data.h"
 #include "stb/stb_image_write.h"
 #include "tests/helpers.h"
 #include "tests/process.h"
-#include "tools/augment.h"
 #include "tools/datasets.h"
 #include "tools/image.h"
 

@@ -2,7 +2,8 @@
 //
 // In one process: backward()'s leaf hook, the bucketed GradReducer over a
 // group of threads that stands in for ranks (its all-reduce adds the
-// threads' buffers), and the loader's sharding. Across processes: `mpirun
+// threads' buffers), the loader's sharding, and the library's train() on
+// threads as ranks. Across processes: `mpirun
 // -np 2` and `-np 3` training equals one process with the same global batch
 // (tag [mpi]; needs an MPI build and mpirun, which CI has).
 #include <algorithm>
@@ -16,13 +17,18 @@
 #include <mutex>
 #include <thread>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "autograd/ops.h"
 #include "distributed/distributed.h"
+#include "models/train/data.h"
+#include "models/train/trainer.h"
 #include "nn/safetensors.h"
 #include "tests/helpers.h"
 #include "tests/process.h"
 #include "tools/common.h"
-#include "tools/datasets.h"
 
 using namespace nala;
 using namespace nala::test;
@@ -265,6 +271,86 @@ TEST_CASE("distributed: the loader's shards make up the single-process batches, 
   BatchLoader t2(ds, tail);
   t2.start_epoch(r1);
   REQUIRE(t2.build_batch(1).indices == std::vector<int64_t>{48, 49});
+}
+
+TEST_CASE("distributed: the library's train() on 2 and 3 thread ranks equals one process with the global batch",
+          "[distributed]") {
+  // The data-parallel path of models/train/trainer.h without MPI: threads
+  // stand in for ranks (ThreadComm), GradReducer is the GradSync. SGD and
+  // synchronised BatchNorm, as the mpirun test below; 48 images in global
+  // batches of 12: 4 steps an epoch, 2 epochs.
+  Dataset ds;
+  ds.name = "toy";
+  ds.n = 48, ds.h = 16, ds.w = 16, ds.c = 1;
+  ds.classes = {"a", "b", "c"};
+  Rng fill(8);
+  ds.images.resize(ds.n * ds.image_size());
+  for (auto& v : ds.images) v = (uint8_t)fill.below(256);
+  for (int64_t i = 0; i < ds.n; i++) ds.labels.push_back(i % 3);
+  // Each rank: a model from the same seed, one OpenMP thread (the ICV is per
+  // thread, so the test's own setting is untouched).
+  auto run = [&](int world, std::vector<std::map<std::string, std::vector<float>>>& weights,
+                 std::vector<TrainResult>& results) {
+    ThreadGroup group(world);
+    weights.assign(world, {});
+    results.assign(world, {});
+    std::vector<std::string> errors(world);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; r++)
+      threads.emplace_back([&, r] {
+        try {
+#ifdef _OPENMP
+          omp_set_num_threads(1);
+#endif
+          NalaFormer model(nalaformer_config("pico", 1, 3), 5);
+          Rng init(4);
+          model.init_weights(init);
+          TrainOptions o;
+          o.epochs = 2, o.batch_size = 12 / world, o.optimizer = "sgd", o.lr = 0.05f, o.warmup_epochs = 0;
+          o.augment.crop_pad = 2, o.augment.hflip = true, o.seed = 4, o.workers = 0, o.sync_bn = world > 1;
+          std::unique_ptr<Comm> single;
+          std::unique_ptr<ThreadComm> comm;
+          std::unique_ptr<GradReducer> sync;
+          if (world == 1) {
+            single = make_single_comm();
+            results[r] = train(model, ds, ds, o, *single);
+          } else {
+            comm = std::make_unique<ThreadComm>(group, r);
+            sync = std::make_unique<GradReducer>(model.parameters(), *comm, 1 << 20);
+            results[r] = train(model, ds, ds, o, *comm, sync.get());
+          }
+          for (auto& [k, t] : model.named_parameters()) weights[r][k] = t.to_vector();
+        } catch (const std::exception& e) {
+          errors[r] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+    for (int r = 0; r < world; r++) {
+      INFO("rank " << r << " of " << world);
+      REQUIRE(errors[r] == "");
+    }
+  };
+  std::vector<std::map<std::string, std::vector<float>>> one, many;
+  std::vector<TrainResult> one_res, many_res;
+  run(1, one, one_res);
+  REQUIRE(one_res[0].step == 8);
+  for (int world : {2, 3}) {
+    run(world, many, many_res);
+    double worst = 0;
+    for (int r = 0; r < world; r++) {
+      INFO("rank " << r << " of " << world);
+      REQUIRE(many_res[r].step == 8);
+      // Every rank evaluates its shard; the totals are the whole test set's.
+      REQUIRE(many_res[r].last.test.n == 48);
+      REQUIRE(many_res[r].last.test.loss == Approx(one_res[0].last.test.loss).epsilon(1e-4));
+      for (auto& [k, w] : one[0]) {
+        const std::vector<float>& v = many[r].at(k);
+        for (size_t i = 0; i < w.size(); i++) worst = std::max(worst, (double)std::fabs(w[i] - v[i]));
+      }
+    }
+    INFO("world " << world << ": max |w_1 - w| = " << worst);
+    REQUIRE(worst < 1e-5);
+  }
 }
 
 // ---------------------------------------------------------------- MPI processes

@@ -19,6 +19,7 @@
 
 #include "autograd/ops.h"
 #include "models/model_file.h"
+#include "models/train/evaluate.h"
 #include "models/weights.h"
 #include "nn/safetensors.h"
 #include "stb/stb_image_write.h"

@@ -32,6 +32,7 @@
 #include <sstream>
 #include <thread>
 
+#include "models/train/evaluate.h"
 #include "models/weights.h"
 #include "nn/safetensors.h"
 #include "stb/stb_image_write.h"

@@ -1,5 +1,5 @@
 // tests/test_run_folder.cpp - `nala train`'s output folder and the checks
-// around a run (tools/run_folder.h, tools/cmd_train.cpp): a new folder per
+// around a run (models/train/run_folder.h, tools/cmd_train.cpp): a new folder per
 // run, an earlier run never replaced without --overwrite, the lock against a
 // second writer, an unusable --out found before any data is read, what
 // --max-steps inside an epoch leaves, damaged checkpoints refused naming the
@@ -24,11 +24,11 @@
 #include <map>
 #include <set>
 
+#include "models/train/run_folder.h"
 #include "models/weights.h"
 #include "nn/safetensors.h"
 #include "tests/process.h"
 #include "tools/common.h"
-#include "tools/run_folder.h"
 
 #define NALA_CLANG_SANITIZER 0
 #if defined(__has_feature)

@@ -1,5 +1,7 @@
 // tools/cmd_eval.cpp - `nala eval` (accuracy, per class, confusion matrix)
-// and `nala predict` (top-5 classes of image files).
+// and `nala predict` (top-5 classes of image files): the images are read and
+// prepared here, the figures computed by the library (models/train/
+// evaluate.h), and printed here.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -10,6 +12,8 @@
 
 #include "autograd/ops.h"
 #include "models/model_file.h"
+#include "models/train/evaluate.h"
+#include "models/train/log.h"
 #include "models/weights.h"
 #include "nn/files.h"
 #include "nn/safetensors.h"
@@ -194,22 +198,14 @@ int cmd_predict(int argc, char** argv) {
               (long long)cfg.num_classes, (long long)size, (long long)size, (long long)C, floats_str(mean).c_str(),
               floats_str(std).c_str(), from.c_str());
   NalaFormer& model = *lm.model;
-  const Device dev = parse_device(device);
-  model.to(dev);
-  model.eval();
-  NoGradGuard ng;
+  model.to(parse_device(device));
   for (const std::string& f : files) {
-    Tensor x = load_image(f, (int)size, (int)C, mean, std).to(dev);
-    Tensor prob = softmax(model.forward(x), -1);
-    std::vector<float> pr = prob.to_vector();
-    std::vector<int64_t> idx(pr.size());
-    std::iota(idx.begin(), idx.end(), 0);
-    std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return pr[a] > pr[b]; });
+    const Prediction top = predict(model, load_image(f, (int)size, (int)C, mean, std), 5)[0];
     std::printf("%s\n", f.c_str());
-    for (size_t i = 0; i < std::min<size_t>(5, idx.size()); i++) {
-      int64_t k = idx[i];
+    for (size_t i = 0; i < top.classes.size(); i++) {
+      const int64_t k = top.classes[i];
       std::string name = k < (int64_t)mf.classes.size() ? mf.classes[k] : "class " + std::to_string(k);
-      std::printf("  %6.2f%%  %s\n", 100 * pr[k], name.c_str());
+      std::printf("  %6.2f%%  %s\n", 100 * top.probs[i], name.c_str());
     }
   }
   return 0;

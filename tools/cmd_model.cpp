@@ -7,6 +7,8 @@
 
 #include "autograd/ops.h"
 #include "models/model_file.h"
+#include "models/train/evaluate.h"
+#include "models/train/step.h"
 #include "models/weights.h"
 #include "nn/files.h"
 #include "nn/safetensors.h"
@@ -192,11 +194,9 @@ int cmd_forward(int argc, char** argv) {
   std::unique_ptr<NalaFormer> model;
   SafeTensors in;
   Tensor x = prepare(a, model, in, 0.0f);
-  model->eval();
-  NoGradGuard ng;
   Tensor logits;
   try {
-    logits = model->forward(x);
+    logits = eval_logits(*model, x);
   } catch (const std::bad_alloc&) {
     NALA_FAIL("out of memory while computing the logits of ", a.input, "'s ", x.size(0), " images of ", x.size(1),
               "x", x.size(2), "x", x.size(3), " (H x W x C); split the batch");
@@ -221,8 +221,7 @@ int cmd_grad(int argc, char** argv) {
   model->train();
   Tensor loss;
   try {
-    loss = cross_entropy(model->forward(x), labels);
-    backward(loss);
+    loss = forward_backward(*model, x, labels).loss;
   } catch (const std::bad_alloc&) {
     NALA_FAIL("out of memory while computing the gradients for ", a.input, "'s ", x.size(0), " images of ",
               x.size(1), "x", x.size(2), "x", x.size(3), " (H x W x C); split the batch");

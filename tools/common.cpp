@@ -1,16 +1,11 @@
-// tools/common.cpp
+// tools/common.cpp - see common.h.
 #include "tools/common.h"
 
 #include <unistd.h>
 
-#include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <numeric>
 
-#include "autograd/ops.h"
 #include "nn/files.h"
 #include "tensor/device.h"
 
@@ -55,15 +50,6 @@ Dataset load_dataset(const DataSpec& d, bool train) {
     throw UsageError("--img-size " + std::to_string(d.img_size) + ": " + d.name + " images are " +
                      std::to_string(ds.h) + "x" + std::to_string(ds.w));
   return ds;
-}
-
-ModelFile model_file_for(const NalaConfig& cfg, const Dataset& train) {
-  ModelFile mf;
-  mf.config = cfg;
-  mf.classes = train.classes;
-  mf.mean = train.mean, mf.std = train.std;
-  mf.height = train.h, mf.width = train.w;
-  return mf;
 }
 
 NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes) {
@@ -173,108 +159,6 @@ Device parse_device(const std::string& name) {
   NALA_CHECK(device::cuda_built(), "--device cuda: this build has no CUDA support (rebuild with CUDA=1)");
   NALA_CHECK(device::cuda_available(), "--device cuda: no CUDA device found");
   return Device::CUDA;
-}
-
-Device module_device(const Module& m) {
-  auto params = m.parameters();
-  return params.empty() ? Device::CPU : params[0].device();
-}
-
-int threads_in_use() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit, Comm* comm) {
-  NoGradGuard ng;
-  bool was_training = model.is_training();
-  model.eval();
-  const int64_t K = (int64_t)ds.classes.size();
-  EvalResult r;
-  r.confusion.assign(K, std::vector<int64_t>(K, 0));
-  LoaderOptions lo;
-  lo.batch_size = limit ? std::min(batch_size, limit) : batch_size;
-  lo.shuffle = false;
-  lo.limit = limit;
-  if (comm) lo.rank = comm->rank(), lo.world = comm->size();
-  BatchLoader loader(ds, lo);
-  Rng unused(0);
-  loader.start_epoch(unused);
-  Batch b;
-  double loss_sum = 0;
-  int64_t top1 = 0, top5 = 0;
-  const Device dev = module_device(model);
-  while (loader.next(b)) {
-    const int64_t B = b.images.size(0);
-    if (B == 0) continue;  // this rank's share of the last global batch
-    Tensor logits = model.forward(b.images.to(dev));
-    loss_sum += (double)cross_entropy(logits, b.labels.to(dev)).item() * B;
-    std::vector<float> l = logits.to_vector();
-    std::vector<int64_t> y = b.labels.to_vector_i64();
-    for (int64_t i = 0; i < B; i++) {
-      const float* row = l.data() + i * K;
-      int64_t pred = std::max_element(row, row + K) - row;
-      int64_t rank = 0;  // how many classes score strictly higher than the true one
-      for (int64_t k = 0; k < K; k++) rank += row[k] > row[y[i]];
-      top1 += pred == y[i];
-      top5 += rank < 5;
-      r.confusion[y[i]][pred]++;
-    }
-    r.n += B;
-  }
-  if (comm && comm->size() > 1) {  // totals over the ranks (counts are exact in float below 2^24)
-    std::vector<float> sums = {(float)loss_sum, (float)top1, (float)top5, (float)r.n};
-    for (auto& row : r.confusion) sums.insert(sums.end(), row.begin(), row.end());
-    comm->all_reduce_sum(sums.data(), (int64_t)sums.size(), Device::CPU);
-    loss_sum = sums[0], top1 = std::llround(sums[1]), top5 = std::llround(sums[2]), r.n = std::llround(sums[3]);
-    for (int64_t k = 0; k < K * K; k++) r.confusion[k / K][k % K] = std::llround(sums[4 + k]);
-  }
-  model.train(was_training);
-  r.loss = r.n ? loss_sum / r.n : 0;
-  r.top1 = r.n ? (double)top1 / r.n : 0;
-  r.top5 = r.n ? (double)top5 / r.n : 0;
-  for (int64_t k = 0; k < K; k++) {
-    int64_t total = std::accumulate(r.confusion[k].begin(), r.confusion[k].end(), (int64_t)0);
-    r.per_class.push_back(total ? (double)r.confusion[k][k] / total : 0);
-  }
-  return r;
-}
-
-std::string format_duration(double s) {
-  char buf[64];
-  if (!std::isfinite(s) || s < 0) return "?";
-  if (s < 60) std::snprintf(buf, sizeof buf, "%.1f s", s);
-  else if (s < 3600) std::snprintf(buf, sizeof buf, "%d min %02d s", (int)s / 60, (int)s % 60);
-  else std::snprintf(buf, sizeof buf, "%d h %02d min", (int)s / 3600, ((int)s % 3600) / 60);
-  return buf;
-}
-
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-Progress::Progress(int64_t total, int64_t every)
-    : total_(total), every_(std::max<int64_t>(1, every)), tty_(isatty(fileno(stdout))), start_(now_seconds()) {}
-
-void Progress::update(int64_t done, const std::string& text) {
-  if (!tty_ && done % every_ != 0 && done != total_) return;
-  const int width = 24;
-  int fill = total_ ? (int)(width * done / total_) : width;
-  std::string bar(fill, '#');
-  bar += std::string(width - fill, '.');
-  double el = now_seconds() - start_;
-  double left = done ? el * (total_ - done) / done : NAN;
-  std::printf("%s[%s] %lld/%lld %s | %s left", tty_ ? "\r" : "", bar.c_str(), (long long)done, (long long)total_,
-              text.c_str(), format_duration(left).c_str());
-  std::printf(tty_ ? "\033[K" : "\n");
-  std::fflush(stdout);
-}
-
-void Progress::finish() {
-  if (tty_) std::printf("\n");
 }
 
 }  // namespace nala

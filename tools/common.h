@@ -1,6 +1,7 @@
 // tools/common.h - what the nala subcommands share: choosing a dataset by
-// name, building a model for it, evaluation, the thread count, a progress
-// line. Not part of the embeddable core.
+// name, building a model for it, the memory estimate, the thread count and
+// the device. Evaluation, prediction and the training loop are in the
+// library (models/train/).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -8,7 +9,6 @@
 
 #include "models/model_file.h"
 #include "models/nalaformer.h"
-#include "nn/comm.h"
 #include "tools/cli.h"
 #include "tools/datasets.h"
 
@@ -40,10 +40,6 @@ struct DataSpec {
 void add_data_options(ArgParser& p, DataSpec& d);
 Dataset load_dataset(const DataSpec& d, bool train);
 
-// The description `nala train` writes into its model files: the config, and
-// the training set's class names, normalisation and image size.
-ModelFile model_file_for(const NalaConfig& cfg, const Dataset& train);
-
 // Model config from --model plus the dataset's channels and classes.
 NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes);
 // Refuses an image size the model cannot take (UsageError).
@@ -65,36 +61,5 @@ std::string human_bytes(int64_t bytes);  // "512 bytes", "3.4 KiB", "5.0 MiB", "
 void set_threads(int64_t threads);  // 0 = leave OpenMP's default
 // "cpu" or "cuda"; "cuda" fails clearly without a GPU or a CUDA build.
 Device parse_device(const std::string& name);
-Device module_device(const Module& m);
-int threads_in_use();
-
-struct EvalResult {
-  double loss = 0, top1 = 0, top5 = 0;
-  int64_t n = 0;
-  std::vector<double> per_class;                 // accuracy per class
-  std::vector<std::vector<int64_t>> confusion;   // [true][predicted]
-};
-// limit: the first `limit` images only (0 = all). With a data-parallel
-// group, each rank evaluates its shard and every rank gets the totals.
-EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit = 0,
-                    Comm* comm = nullptr);
-
-// "12.3 s", "4 min 05 s", "1 h 02 min".
-std::string format_duration(double seconds);
-
-// A one-line progress report: redrawn in place on a terminal, printed every
-// `every` calls otherwise (logs stay readable).
-class Progress {
- public:
-  Progress(int64_t total, int64_t every);
-  void update(int64_t done, const std::string& text);
-  void finish();
-
- private:
-  int64_t total_, every_;
-  bool tty_;
-  double start_;
-};
-double now_seconds();
 
 }  // namespace nala

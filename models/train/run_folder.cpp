@@ -1,5 +1,5 @@
-// tools/run_folder.cpp - see run_folder.h.
-#include "tools/run_folder.h"
+// models/train/run_folder.cpp - see run_folder.h.
+#include "models/train/run_folder.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -7,13 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <sstream>
 
 #include "nn/files.h"
 #include "tensor/error.h"
@@ -137,7 +134,7 @@ void RunFolder::lock_and_check() {
   NALA_CHECK(lock_fd_ >= 0, "cannot lock ", lock_path_, ": the file keeps being replaced");
   const std::string pid = std::to_string((long)::getpid()) + "\n";
   if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) != (ssize_t)pid.size())
-    std::fprintf(stderr, "nala: warning: cannot write the pid into %s: %s\n", lock_path_.c_str(), std::strerror(errno));
+    warning_ = "cannot write the pid into " + lock_path_ + ": " + std::strerror(errno);
 
   if (mode_ == NEW) {
     const std::vector<std::string> earlier = run_files_in(dir);
@@ -147,8 +144,8 @@ void RunFolder::lock_and_check() {
   }
 }
 
-void RunFolder::remove_earlier_run() {
-  if (mode_ != OVERWRITE) return;
+std::vector<std::string> RunFolder::remove_earlier_run() {
+  if (mode_ != OVERWRITE) return {};
   const std::vector<std::string> earlier = run_files_in(dir_);
   struct stat sb;
   for (auto& f : earlier) {  // all checked before any is removed
@@ -160,8 +157,7 @@ void RunFolder::remove_earlier_run() {
     const std::string p = dir_ + "/" + f;
     NALA_CHECK(::unlink(p.c_str()) == 0, "--overwrite: cannot remove ", p, ": ", std::strerror(errno));
   }
-  if (!earlier.empty())
-    std::printf("--overwrite: removed the earlier run's %s from %s\n", join_names(earlier).c_str(), dir_.c_str());
+  return earlier;
 }
 
 RunFolder::~RunFolder() { release(); }
@@ -181,8 +177,9 @@ void RunFolder::release() {
 
 // ---------------------------------------------------------------- what the folder holds
 
-void remove_stale_temp_files(const std::string& dir) {
+std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
   namespace fs = std::filesystem;
+  std::vector<std::string> removed;
   std::error_code ec;
   for (auto& e : fs::directory_iterator(dir, ec)) {
     std::string name = e.path().filename().string();
@@ -191,26 +188,9 @@ void remove_stale_temp_files(const std::string& dir) {
     std::string pid = name.substr(at + 5);
     if (pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) continue;
     if (::kill((pid_t)std::stol(pid), 0) == 0 || errno != ESRCH) continue;  // still running (or not ours to judge)
-    if (fs::remove(e.path(), ec)) std::fprintf(stderr, "nala: removed %s, left by an interrupted save\n", e.path().c_str());
+    if (fs::remove(e.path(), ec)) removed.push_back(e.path().string());
   }
-}
-
-void trim_metrics(const std::string& path, int64_t epochs) {
-  if (::access(path.c_str(), F_OK) != 0) return;  // no epoch row was ever written
-  std::istringstream in(read_file(path, "training metrics"));
-  std::string keep, line;
-  size_t fields = 0;
-  for (int64_t row = 0; std::getline(in, line); row++) {
-    size_t f = std::count(line.begin(), line.end(), ',') + 1;
-    if (row == 0) fields = f;
-    if (row == 0 || (f == fields && std::atoll(line.c_str()) <= epochs)) keep += line + "\n";
-  }
-  write_file_atomic(path, keep, "training metrics");  // a kill here must not lose the rows
-}
-
-void append_metrics(const std::string& path, const std::string& header, const std::string& row) {
-  if (::access(path.c_str(), F_OK) != 0) write_file_atomic(path, header + row, "training metrics");
-  else append_file(path, row, "training metrics");
+  return removed;
 }
 
 }  // namespace nala

@@ -1,4 +1,4 @@
-// tools/augment.h - training-time augmentation of single images:
+// models/train/augment.h - training-time augmentation of single images:
 // random crop after zero padding, horizontal flip, random erasing
 // (torchvision's RandomCrop(padding), RandomHorizontalFlip, RandomErasing).
 //

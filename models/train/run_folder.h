@@ -1,4 +1,5 @@
-// tools/run_folder.h - the output folder of `nala train` and its rule:
+// models/train/run_folder.h - the output folder of a training run (`nala
+// train`) and its rule:
 //
 //   * Without --out, every run gets a new folder, runs/<model>-<data>-
 //     <YYYYmmdd-HHMMSS>, with "-2", "-3", ... when that name is taken. The
@@ -14,6 +15,7 @@
 //     even by SIGKILL, so a killed run never leaves the folder locked.
 //   * A run that fails before writing anything removes the folders it made.
 // Data-parallel runs: rank 0 alone opens (and writes) the folder.
+// Nothing here prints: what was removed is returned, for the caller to say.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -35,15 +37,8 @@ std::string make_new_run_folder(const std::string& parent, const std::string& st
 std::vector<std::string> run_files_in(const std::string& dir);
 
 // Temporary files ("<name>.tmp.<pid>", nn/files.h) left in `dir` by a save
-// that was killed: removed once that process is gone.
-void remove_stale_temp_files(const std::string& dir);
-
-// metrics.csv holds one row per completed epoch. trim_metrics keeps the rows
-// of epochs <= `epochs` (a resumed run writes the rest again) and drops a row
-// cut short by a kill; append_metrics makes the file, with its header, at the
-// first row. Both check every write (nn/files.h).
-void trim_metrics(const std::string& path, int64_t epochs);
-void append_metrics(const std::string& path, const std::string& header, const std::string& row);
+// that was killed: removed once that process is gone. Returns their paths.
+std::vector<std::string> remove_stale_temp_files(const std::string& dir);
 
 class RunFolder {
  public:
@@ -57,15 +52,20 @@ class RunFolder {
   RunFolder(const RunFolder&) = delete;
   RunFolder& operator=(const RunFolder&) = delete;
 
-  // --overwrite: removes the earlier run's files. Called once the new run is
-  // ready to write, so that a run refused on its data keeps the old one.
-  void remove_earlier_run();
+  // --overwrite: removes the earlier run's files and returns their names.
+  // Called once the new run is ready to write, so that a run refused on its
+  // data keeps the old one.
+  std::vector<std::string> remove_earlier_run();
   void finish() { finished_ = true; }  // the run ended without an error
+  const std::string& dir() const { return dir_; }
+  // Why the pid could not be written into the lock file ("" when it was):
+  // harmless, worth a warning.
+  const std::string& warning() const { return warning_; }
 
  private:
   void lock_and_check();
   void release();
-  std::string dir_, lock_path_;
+  std::string dir_, lock_path_, warning_;
   Mode mode_;
   std::vector<std::string> made_;
   bool finished_ = false;

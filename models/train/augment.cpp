@@ -1,6 +1,6 @@
-// tools/augment.cpp - crop, flip and erasing on (H, W, C) images; one
+// models/train/augment.cpp - crop, flip and erasing on (H, W, C) images; one
 // template per operation, instantiated for uint8 and float.
-#include "tools/augment.h"
+#include "models/train/augment.h"
 
 #include <algorithm>
 #include <cmath>
