@@ -4,8 +4,9 @@
 // is far above chance, evaluate() and predict() agree with what the run
 // reported, the checkpoint is written and a run resumed from it ends bit for
 // bit where the uninterrupted one ends, NaN steps stop or are skipped, and
-// the run prints nothing unless its callbacks do. This file includes no
-// tools/ header, and a scan checks that the library includes none either.
+// the run prints nothing unless its callbacks do. This file uses nala only
+// through include/nala/nala.h (the public C++ API), and a scan checks that the
+// library includes no tools/ header.
 #include <unistd.h>
 
 #include <cmath>
@@ -14,13 +15,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "models/nalaformer.h"
-#include "models/train/checkpoint.h"
-#include "models/train/data.h"
-#include "models/train/evaluate.h"
-#include "models/train/trainer.h"
-#include "nn/comm.h"
-#include "nn/safetensors.h"
+#include "include/nala/nala.h"  // the public C++ API, nothing else of nala's
 #include "tests/process.h"
 
 using namespace nala;

@@ -178,6 +178,11 @@ void ConsoleLog::end(const TrainResult& r) {
                 (long long)r.checkpoint_step, r.checkpoint.c_str());
   else
     std::printf("no checkpoint was written: no epoch was completed\n");
+  if (!r.plots.empty()) {
+    std::string list;
+    for (const std::string& p : r.plots) list += (list.empty() ? "" : ", ") + p;
+    std::printf("curves: %s\n", list.c_str());
+  }
   if (!r.best.empty() && r.best_top1 >= 0)
     std::printf("done in %s: best test top-1 %.4f; weights in %s\n", took.c_str(), r.best_top1, r.best.c_str());
   else

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "models/train/evaluate.h"
 
@@ -90,6 +91,7 @@ struct TrainResult {
   double best_top1 = -1;              // -1: no epoch was evaluated
   std::string out;                    // the output folder ("" when nothing is written)
   std::string checkpoint, best;       // those files when they exist, else ""
+  std::vector<std::string> plots;     // loss.svg, accuracy.svg, lr.svg when written
   double seconds = 0;
   EpochReport last;                   // the last epoch trained (epoch 0: none)
 };

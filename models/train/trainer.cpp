@@ -16,6 +16,7 @@
 #include "models/train/checkpoint.h"
 #include "models/train/evaluate.h"
 #include "models/train/step.h"
+#include "models/train_plots.h"
 #include "nn/layers.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
@@ -375,6 +376,15 @@ TrainResult run(Run& r) {
   if (!r.ckpt.empty() && access(r.ckpt.c_str(), F_OK) == 0) res.checkpoint = r.ckpt;
   if (!r.best_path.empty() && access(r.best_path.c_str(), F_OK) == 0) res.best = r.best_path;
   res.seconds = now_seconds() - run_start;
+  // The run's curves (loss.svg, accuracy.svg, lr.svg) beside metrics.csv. A
+  // plot that cannot be drawn must not fail a finished run: it is a warning.
+  if (r.lead && !r.csv.empty() && access(r.csv.c_str(), F_OK) == 0) {
+    try {
+      res.plots = write_training_plots(r.csv, o.out);
+    } catch (const Error& e) {
+      r.cb.warning(std::string("the training plots were not written: ") + e.what());
+    }
+  }
   r.cb.end(res);
   if (r.folder) r.folder->finish();
   return res;
