@@ -25,6 +25,7 @@
 #include "stb/stb_image_write.h"
 #include "tests/helpers.h"
 #include "tests/process.h"
+#include "tests/run_command.h"
 #include "tools/common.h"
 #include "tools/image.h"
 
@@ -34,38 +35,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code = 0;
-  std::string out;  // stdout and stderr, then the error message main() would print
-};
-
-Result run_cmd(int (*cmd)(int, char**), std::vector<std::string> args) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  char tmpl[] = "/tmp/nala_mf_out_XXXXXX";
-  int fd = mkstemp(tmpl);
-  REQUIRE(fd >= 0);
-  std::fflush(stdout), std::fflush(stderr);
-  int saved_out = dup(1), saved_err = dup(2);
-  dup2(fd, 1), dup2(fd, 2);
-  Result r;
-  std::string error;
-  try {
-    r.code = cmd((int)args.size(), argv.data());
-  } catch (const UsageError& e) {
-    r.code = 2, error = e.what();
-  } catch (const std::exception& e) {
-    r.code = 1, error = e.what();
-  }
-  std::fflush(stdout), std::fflush(stderr);
-  dup2(saved_out, 1), dup2(saved_err, 2);
-  close(saved_out), close(saved_err), close(fd);
-  std::ifstream f(tmpl);
-  r.out = std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()) + error;
-  std::remove(tmpl);
-  return r;
-}
+using Result = CmdResult;
 
 // A w x h RGB PNG of pseudo-random pixels (a different picture per seed).
 void noise_png(const std::string& path, int w, int h, uint32_t seed) {

@@ -39,6 +39,7 @@
 #include "tests/fuzz/fuzz_targets.h"
 #include "tests/helpers.h"
 #include "tests/process.h"
+#include "tests/run_command.h"
 #include "tools/common.h"
 
 using namespace nala;
@@ -66,39 +67,7 @@ void write_bytes(const std::string& path, const Bytes& b) {
 
 // ---------------------------------------------------------------- running a command in-process
 
-struct Result {
-  int code = 0;
-  std::string out;  // stdout and stderr, then the error message main() would print
-};
-
-// Runs cmd with stdout/stderr redirected to a file; exit code as tools/main.cpp.
-Result run_cmd(int (*cmd)(int, char**), std::vector<std::string> args) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  char tmpl[] = "/tmp/nala_rel_out_XXXXXX";
-  int fd = mkstemp(tmpl);
-  REQUIRE(fd >= 0);
-  std::fflush(stdout), std::fflush(stderr);
-  int saved_out = dup(1), saved_err = dup(2);
-  dup2(fd, 1), dup2(fd, 2);
-  Result r;
-  std::string error;
-  try {
-    r.code = cmd((int)args.size(), argv.data());
-  } catch (const UsageError& e) {
-    r.code = 2, error = e.what();
-  } catch (const std::exception& e) {
-    r.code = 1, error = e.what();
-  }
-  std::fflush(stdout), std::fflush(stderr);
-  dup2(saved_out, 1), dup2(saved_err, 2);
-  close(saved_out), close(saved_err), close(fd);
-  Bytes b = read_bytes(tmpl);
-  std::remove(tmpl);
-  r.out = std::string(b.begin(), b.end()) + error;
-  return r;
-}
+using Result = CmdResult;
 
 // A model file check: loads, and every float is finite.
 void require_clean_checkpoint(const std::string& path) {

@@ -28,6 +28,7 @@
 #include "models/weights.h"
 #include "nn/safetensors.h"
 #include "tests/process.h"
+#include "tests/run_command.h"
 #include "tools/common.h"
 
 #define NALA_CLANG_SANITIZER 0
@@ -49,38 +50,7 @@ std::string slurp(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
-struct Outcome {
-  int code = 0;
-  std::string out;  // stdout and stderr, then the error main() would print
-};
-
-// cmd_train (or another command) in-process; exit code as tools/main.cpp.
-Outcome run_in_process(int (*cmd)(int, char**), std::vector<std::string> args) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  char tmpl[] = "/tmp/nala_runfolder_out_XXXXXX";
-  int fd = mkstemp(tmpl);
-  REQUIRE(fd >= 0);
-  std::fflush(stdout), std::fflush(stderr);
-  int saved_out = dup(1), saved_err = dup(2);
-  dup2(fd, 1), dup2(fd, 2);
-  Outcome r;
-  std::string error;
-  try {
-    r.code = cmd((int)args.size(), argv.data());
-  } catch (const UsageError& e) {
-    r.code = 2, error = e.what();
-  } catch (const std::exception& e) {
-    r.code = 1, error = e.what();
-  }
-  std::fflush(stdout), std::fflush(stderr);
-  dup2(saved_out, 1), dup2(saved_err, 2);
-  close(saved_out), close(saved_err), close(fd);
-  r.out = slurp(tmpl) + error;
-  std::remove(tmpl);
-  return r;
-}
+using Outcome = CmdResult;
 
 bool has(const Outcome& r, const std::string& text) { return r.out.find(text) != std::string::npos; }
 
@@ -186,7 +156,7 @@ TEST_CASE("runfolder: an --out that holds a run is refused untouched; --overwrit
   NEED_FASHION_MNIST();
   TempDir t;
   const std::string out = t.path + "/run";
-  Outcome r = run_in_process(cmd_train, small(out, 1));
+  Outcome r = run_cmd(cmd_train, small(out, 1));
   INFO(r.out);
   REQUIRE(r.code == 0);
   const auto before = snapshot(out);
@@ -195,7 +165,7 @@ TEST_CASE("runfolder: an --out that holds a run is refused untouched; --overwrit
   REQUIRE(before.count("metrics.csv"));
 
   // Another seed into the same folder: refused, every file byte-identical.
-  Outcome again = run_in_process(cmd_train, small(out, 1, {"--seed", "2"}));
+  Outcome again = run_cmd(cmd_train, small(out, 1, {"--seed", "2"}));
   INFO(again.out);
   REQUIRE(again.code == 1);
   REQUIRE(has(again, out + " holds an earlier run (checkpoint.safetensors, best.safetensors, metrics.csv)"));
@@ -208,15 +178,15 @@ TEST_CASE("runfolder: an --out that holds a run is refused untouched; --overwrit
   TempDir u;
   fs::create_directories(u.path + "/only_metrics");
   { std::ofstream(u.path + "/only_metrics/metrics.csv") << "epoch\n"; }
-  REQUIRE(run_in_process(cmd_train, small(u.path + "/only_metrics", 1)).code == 1);
+  REQUIRE(run_cmd(cmd_train, small(u.path + "/only_metrics", 1)).code == 1);
   // A folder that holds other things but no run is fine.
   fs::create_directories(u.path + "/other");
   { std::ofstream(u.path + "/other/notes.txt") << "mine\n"; }
-  REQUIRE(run_in_process(cmd_train, small(u.path + "/other", 1)).code == 0);
+  REQUIRE(run_cmd(cmd_train, small(u.path + "/other", 1)).code == 0);
   REQUIRE(slurp(u.path + "/other/notes.txt") == "mine\n");
 
   // --overwrite: the earlier run's files are replaced by this run's.
-  Outcome over = run_in_process(cmd_train, small(out, 1, {"--seed", "2", "--overwrite"}));
+  Outcome over = run_cmd(cmd_train, small(out, 1, {"--seed", "2", "--overwrite"}));
   INFO(over.out);
   REQUIRE(over.code == 0);
   REQUIRE(has(over, "--overwrite: removed the earlier run's checkpoint.safetensors, best.safetensors, metrics.csv"));
@@ -224,11 +194,11 @@ TEST_CASE("runfolder: an --out that holds a run is refused untouched; --overwrit
   REQUIRE(after.at("checkpoint.safetensors") != before.at("checkpoint.safetensors"));
   REQUIRE(csv_rows(out + "/metrics.csv") == 2);  // header and this run's epoch only
   // --overwrite with a partial first epoch: the old files are gone, nothing mixes runs.
-  Outcome partial = run_in_process(cmd_train, small(out, 1, {"--overwrite", "--max-steps", "2"}));
+  Outcome partial = run_cmd(cmd_train, small(out, 1, {"--overwrite", "--max-steps", "2"}));
   REQUIRE(partial.code == 0);
   REQUIRE(run_files_in(out).empty());
   // --overwrite and --resume contradict each other.
-  REQUIRE(run_in_process(cmd_train, {"--resume", out, "--overwrite"}).code == 2);
+  REQUIRE(run_cmd(cmd_train, {"--resume", out, "--overwrite"}).code == 2);
 }
 
 TEST_CASE("runfolder: a second writer is refused while the first holds the lock", "[runfolder]") {
@@ -241,7 +211,7 @@ TEST_CASE("runfolder: a second writer is refused while the first holds the lock"
   REQUIRE(fd >= 0);
   REQUIRE(flock(fd, LOCK_EX | LOCK_NB) == 0);
   REQUIRE(write(fd, "4242\n", 5) == 5);
-  Outcome r = run_in_process(cmd_train, small(out, 1));
+  Outcome r = run_cmd(cmd_train, small(out, 1));
   INFO(r.out);
   REQUIRE(r.code == 1);
   REQUIRE(has(r, out + " is being written by another nala train (pid 4242)"));
@@ -267,11 +237,11 @@ TEST_CASE("runfolder: a second writer is refused while the first holds the lock"
     if (held) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  REQUIRE(run_in_process(cmd_train, small(out, 1)).code == 1);  // still held
+  REQUIRE(run_cmd(cmd_train, small(out, 1)).code == 1);  // still held
   REQUIRE(kill(child, SIGKILL) == 0);
   int status = 0;
   REQUIRE(waitpid(child, &status, 0) == child);
-  Outcome after = run_in_process(cmd_train, small(out, 1));
+  Outcome after = run_cmd(cmd_train, small(out, 1));
   INFO(after.out);
   REQUIRE(after.code == 0);
   REQUIRE(csv_rows(out + "/metrics.csv") == 2);
@@ -311,17 +281,17 @@ TEST_CASE("runfolder: an unusable --out fails before any data is read", "[runfol
   const std::string nowhere = t.path + "/no/such/data";  // would fail, later, if the data came first
   { std::ofstream(t.path + "/file") << "x"; }
   auto t0 = std::chrono::steady_clock::now();
-  Outcome r = run_in_process(cmd_train, {"--data-dir", nowhere, "--out", t.path + "/file", "--threads", "2"});
+  Outcome r = run_cmd(cmd_train, {"--data-dir", nowhere, "--out", t.path + "/file", "--threads", "2"});
   INFO(r.out);
   REQUIRE(r.code == 1);
   REQUIRE(has(r, t.path + "/file exists and is not a folder"));
   REQUIRE(!has(r, nowhere));
   REQUIRE(slurp(t.path + "/file") == "x");
   // Below a regular file, and a place no one may create a folder in.
-  r = run_in_process(cmd_train, {"--data-dir", nowhere, "--out", t.path + "/file/run", "--threads", "2"});
+  r = run_cmd(cmd_train, {"--data-dir", nowhere, "--out", t.path + "/file/run", "--threads", "2"});
   REQUIRE(r.code == 1);
   REQUIRE(has(r, "cannot create training output folder " + t.path + "/file/run"));
-  r = run_in_process(cmd_train, {"--data-dir", nowhere, "--out", "/proc/nala-cannot-be-here", "--threads", "2"});
+  r = run_cmd(cmd_train, {"--data-dir", nowhere, "--out", "/proc/nala-cannot-be-here", "--threads", "2"});
   INFO(r.out);
   REQUIRE(r.code == 1);
   REQUIRE(has(r, "/proc/nala-cannot-be-here"));
@@ -329,11 +299,11 @@ TEST_CASE("runfolder: an unusable --out fails before any data is read", "[runfol
   REQUIRE(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 10);
   // A --resume folder without a checkpoint: said so, before any data.
   fs::create_directories(t.path + "/empty");
-  r = run_in_process(cmd_train, {"--data-dir", nowhere, "--resume", t.path + "/empty"});
+  r = run_cmd(cmd_train, {"--data-dir", nowhere, "--resume", t.path + "/empty"});
   REQUIRE(r.code == 1);
   REQUIRE(has(r, "--resume " + t.path + "/empty: the folder holds no checkpoint.safetensors"));
   // A run that fails after making its folders (here: on the data) leaves none behind.
-  r = run_in_process(cmd_train, {"--data-dir", nowhere, "--out", t.path + "/new/run", "--threads", "2"});
+  r = run_cmd(cmd_train, {"--data-dir", nowhere, "--out", t.path + "/new/run", "--threads", "2"});
   REQUIRE(r.code == 1);
   REQUIRE(has(r, nowhere));
   REQUIRE(!fs::exists(t.path + "/new"));
@@ -343,7 +313,7 @@ TEST_CASE("runfolder: metrics.csv is read and written through the checked file f
   NEED_FASHION_MNIST();
   TempDir t;
   const std::string out = t.path + "/run";
-  REQUIRE(run_in_process(cmd_train, small(out, 2, {"--max-steps", "8"})).code == 0);  // epoch 1 of 2
+  REQUIRE(run_cmd(cmd_train, small(out, 2, {"--max-steps", "8"})).code == 0);  // epoch 1 of 2
   // A FIFO in place of metrics.csv: refused by name at --resume (it used to block forever).
   fs::remove(out + "/metrics.csv");
   REQUIRE(mkfifo((out + "/metrics.csv").c_str(), 0644) == 0);
@@ -358,7 +328,7 @@ TEST_CASE("runfolder: --max-steps inside an epoch reports the partial epoch and 
   NEED_FASHION_MNIST();
   TempDir t;
   // 3 steps of an 8-step first epoch: nothing is written, and the closing lines say so.
-  Outcome r = run_in_process(cmd_train, small(t.path + "/a", 1, {"--max-steps", "3"}));
+  Outcome r = run_cmd(cmd_train, small(t.path + "/a", 1, {"--max-steps", "3"}));
   INFO(r.out);
   REQUIRE(r.code == 0);
   REQUIRE(has(r, "epoch 1 (partial: 3 of 8 steps): train loss"));
@@ -369,7 +339,7 @@ TEST_CASE("runfolder: --max-steps inside an epoch reports the partial epoch and 
   REQUIRE(run_files_in(t.path + "/a").empty());
 
   // 10 steps of 2 epochs: epoch 1 is saved, the 2 steps of epoch 2 are reported.
-  r = run_in_process(cmd_train, small(t.path + "/b", 2, {"--max-steps", "10"}));
+  r = run_cmd(cmd_train, small(t.path + "/b", 2, {"--max-steps", "10"}));
   INFO(r.out);
   REQUIRE(r.code == 0);
   REQUIRE(has(r, "stopped by --max-steps 10 at step 10, 2 of 8 steps into epoch 2"));
@@ -379,7 +349,7 @@ TEST_CASE("runfolder: --max-steps inside an epoch reports the partial epoch and 
   REQUIRE(csv_rows(t.path + "/b/metrics.csv") == 2);
 
   // At an epoch's end: said so.
-  r = run_in_process(cmd_train, small(t.path + "/c", 2, {"--max-steps", "8"}));
+  r = run_cmd(cmd_train, small(t.path + "/c", 2, {"--max-steps", "8"}));
   REQUIRE(r.code == 0);
   REQUIRE(has(r, "stopped by --max-steps 8 at the end of epoch 1 of 2"));
 }
@@ -388,7 +358,7 @@ TEST_CASE("runfolder: a damaged checkpoint is refused naming the key or the tens
   NEED_FASHION_MNIST();
   TempDir t;
   const std::string good = t.path + "/good";
-  REQUIRE(run_in_process(cmd_train, small(good, 2, {"--max-steps", "8"})).code == 0);
+  REQUIRE(run_cmd(cmd_train, small(good, 2, {"--max-steps", "8"})).code == 0);
   const SafeTensors st = load_safetensors(good + "/checkpoint.safetensors");
   std::string model_key, optim_key;
   for (auto& [k, v] : st.tensors) {
@@ -415,7 +385,7 @@ TEST_CASE("runfolder: a damaged checkpoint is refused naming the key or the tens
     }
     save_safetensors(dir + "/checkpoint.safetensors", tensors, meta);
     const std::string before = slurp(dir + "/checkpoint.safetensors");
-    Outcome r = run_in_process(cmd_train, small("", 2, {"--resume", dir}));
+    Outcome r = run_cmd(cmd_train, small("", 2, {"--resume", dir}));
     if (r.code != 0) {  // refused before anything was written over it
       REQUIRE(slurp(dir + "/checkpoint.safetensors") == before);
       REQUIRE(csv_rows(dir + "/metrics.csv") == 2);
@@ -461,20 +431,20 @@ TEST_CASE("runfolder: a damaged checkpoint is refused naming the key or the tens
 
 TEST_CASE("runfolder: command-line slips are usage errors", "[runfolder]") {
   g_check_args_only = true;  // return after the command line: nothing is read or trained
-  Outcome r = run_in_process(cmd_train, {"--out", "--hflip"});
+  Outcome r = run_cmd(cmd_train, {"--out", "--hflip"});
   INFO(r.out);
   REQUIRE(r.code == 2);
   REQUIRE(has(r, "--out needs a value, but the next argument is the option --hflip"));
   REQUIRE(has(r, "--out=--hflip"));
-  REQUIRE(run_in_process(cmd_train, {"--out=--hflip"}).code == 0);  // a value that starts with --, on purpose
-  REQUIRE(run_in_process(cmd_train, {"--epochs", "--hflip"}).code == 2);
-  REQUIRE(run_in_process(cmd_eval, {"--weights", "--data", "cifar10"}).code == 2);
-  r = run_in_process(cmd_train, {"--epochs", "2", "--warmup-epochs", "3"});
+  REQUIRE(run_cmd(cmd_train, {"--out=--hflip"}).code == 0);  // a value that starts with --, on purpose
+  REQUIRE(run_cmd(cmd_train, {"--epochs", "--hflip"}).code == 2);
+  REQUIRE(run_cmd(cmd_eval, {"--weights", "--data", "cifar10"}).code == 2);
+  r = run_cmd(cmd_train, {"--epochs", "2", "--warmup-epochs", "3"});
   INFO(r.out);
   REQUIRE(r.code == 2);
   REQUIRE(has(r, "--warmup-epochs 3 exceeds --epochs 2"));
-  REQUIRE(run_in_process(cmd_train, {"--epochs", "2", "--warmup-epochs", "2"}).code == 0);
-  REQUIRE(run_in_process(cmd_train, {"--resume", "r", "--overwrite"}).code == 2);
+  REQUIRE(run_cmd(cmd_train, {"--epochs", "2", "--warmup-epochs", "2"}).code == 0);
+  REQUIRE(run_cmd(cmd_train, {"--resume", "r", "--overwrite"}).code == 2);
   g_check_args_only = false;
 }
 
@@ -486,7 +456,7 @@ TEST_CASE("runfolder: nala forward with a batch of 0 images is a clear error", "
   m.init_weights(rng);
   save_weights(m, t.path + "/w.safetensors");
   save_safetensors(t.path + "/in.safetensors", {{"input", Tensor::zeros({0, cfg.in_chans, 28, 28})}});
-  Outcome r = run_in_process(cmd_forward, {"--weights", t.path + "/w.safetensors", "--input",
+  Outcome r = run_cmd(cmd_forward, {"--weights", t.path + "/w.safetensors", "--input",
                                            t.path + "/in.safetensors", "--output", t.path + "/out.safetensors",
                                            "--threads", "2"});
   INFO(r.out);
