@@ -1,7 +1,9 @@
 // bench/bench_nala_cuda.cu - times the NaLa attention CUDA kernels, forward
-// and forward + backward, at the ANCHORS.md shapes, after checking them
-// against the CPU kernels on the first two problems of each shape (before
-// and after the timed runs).
+// and forward + backward, at the ANCHORS.md shapes: the production path
+// (kernels/cuda/attention_nala.cu, tensor cores for d = 16, 32, 64) beside the
+// first version (attention_nala_v1.cu), each checked against the CPU kernels
+// on the first two problems of each shape (before and after the timed runs;
+// outputs poisoned with NaN first, and every element must come back finite).
 //
 //   make CUDA=1 build/release/bench/bench_nala_cuda && build/release/bench/bench_nala_cuda [reps]
 //
@@ -9,8 +11,9 @@
 // N = H * W tokens, d head dim; G = B * h. Times are CUDA-event medians of
 // `reps` runs (default 20) after 3 warm-up runs. GB/s counts the least
 // traffic: q, k, v, o once in forward; plus q, k, v, go, dq, dk, dv once in
-// backward. The H200 moves about 4.3 TB/s device to device; PyTorch eager
-// takes 3.71 / 12.32 ms at the first shape (ANCHORS.md).
+// backward. The first line measures the device-to-device copy rate (bytes
+// read + written), the ceiling for these numbers. "worst" is the largest
+// |got - cpu| / (1e-4 + 1e-3 |cpu|) over o, dq, dk, dv (<= 1 passes).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -73,11 +76,22 @@ int main(int argc, char** argv) {
     fprintf(stderr, "bench_nala_cuda: no CUDA device\n");
     return 1;
   }
+  {  // the ceiling: a 2 GB device-to-device copy
+    const size_t n = size_t(1) << 30;
+    void *a = nullptr, *b = nullptr;
+    CUDA_CHECK(cudaMalloc(&a, n), "bench");
+    CUDA_CHECK(cudaMalloc(&b, n), "bench");
+    CUDA_CHECK(cudaMemset(a, 1, n), "bench");
+    const float ms = median_ms([&] { CUDA_CHECK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice), "bench"); }, reps);
+    printf("device-to-device copy of 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", ms, 2.0 * n / ms * 1e-6);
+    cudaFree(a);
+    cudaFree(b);
+  }
   const Shape4 shapes[] = {{128, 1, 56, 56, 64}, {128, 2, 28, 28, 64}, {128, 1, 14, 14, 32}};
   bool ok = true;
   printf("NaLa attention, CUDA kernels, float32 (median of %d)\n", reps);
-  printf("%-22s %10s %10s %12s %12s %8s\n", "(B, h, N, d)", "fwd ms", "fwd GB/s", "fwd+bwd ms", "fwd+bwd GB/s",
-         "check");
+  printf("%-22s %-13s %9s %9s %11s %12s %7s %6s\n", "(B, h, N, d)", "path", "fwd ms", "fwd GB/s", "fwd+bwd ms",
+         "fwd+bwd GB/s", "worst", "check");
   for (const Shape4& s : shapes) {
     const int64_t G = s.B * s.h, N = s.H * s.W, D = s.d, F = 2 * D, n = G * N * D;
     Rng rng(7);
@@ -92,14 +106,6 @@ int main(int argc, char** argv) {
     Tensor qd = dev(q), kd = dev(k), vd = dev(v), god = dev(go);
     Tensor o = empty({G, N, D}), S = empty({G, F, D}), km = empty({G, F});
     Tensor dq = empty({G, N, D}), dk = empty({G, N, D}), dv = empty({G, N, D});
-    auto fwd = [&] {
-      cuda::nala_attention_forward(qd.f32(), kd.f32(), vd.f32(), o.f32(), S.f32(), km.f32(), G, s.H, s.W, D,
-                                   kNalaNormFloor);
-    };
-    auto bwd = [&] {
-      cuda::nala_attention_backward(qd.f32(), kd.f32(), vd.f32(), S.f32(), km.f32(), god.f32(), dq.f32(), dk.f32(),
-                                    dv.f32(), G, s.H, s.W, D, kNalaNormFloor);
-    };
     // Reference: the CPU kernels on the first two problems.
     const int64_t g2 = std::min<int64_t>(2, G), n2 = g2 * N * D;
     std::vector<float> ro(n2), rS(g2 * F * D), rkm(g2 * F), rdq(n2), rdk(n2), rdv(n2);
@@ -107,23 +113,42 @@ int main(int argc, char** argv) {
                                 kNalaNormFloor);
     cpu::nala_attention_backward(q.f32(), k.f32(), v.f32(), rS.data(), rkm.data(), go.f32(), rdq.data(), rdk.data(),
                                  rdv.data(), g2, s.H, s.W, D, kNalaNormFloor);
-    auto check = [&] {
-      fwd();
-      bwd();
-      double w = std::max({worst(o, ro, n2), worst(dq, rdq, n2), worst(dk, rdk, n2), worst(dv, rdv, n2)});
-      return w <= 1.0;
-    };
-    bool good = check();
-    const float t_fwd = median_ms(fwd, reps);
-    const float t_all = median_ms([&] { fwd(); bwd(); }, reps);
-    good = good && check();
-    ok = ok && good;
-    const double bytes_fwd = 4.0 * n * sizeof(float), bytes_all = 11.0 * n * sizeof(float);
-    char name[64];
-    snprintf(name, sizeof name, "(%lld, %lld, %lld, %lld)", (long long)s.B, (long long)s.h, (long long)N,
-             (long long)D);
-    printf("%-22s %10.3f %10.0f %12.3f %12.0f %8s\n", name, t_fwd, bytes_fwd / t_fwd * 1e-6, t_all,
-           bytes_all / t_all * 1e-6, good ? "ok" : "FAILED");
+    for (int path = 0; path < 2; path++) {
+      if (path == 0 && !cuda::nala_attention_tensor_cores(D)) continue;
+      auto fwd = [&] {
+        (path ? cuda::nala_attention_forward_v1 : cuda::nala_attention_forward)(
+            qd.f32(), kd.f32(), vd.f32(), o.f32(), S.f32(), km.f32(), G, s.H, s.W, D, kNalaNormFloor);
+      };
+      auto bwd = [&] {
+        (path ? cuda::nala_attention_backward_v1 : cuda::nala_attention_backward)(
+            qd.f32(), kd.f32(), vd.f32(), S.f32(), km.f32(), god.f32(), dq.f32(), dk.f32(), dv.f32(), G, s.H, s.W, D,
+            kNalaNormFloor);
+      };
+      double w = 0;
+      auto check = [&] {
+        for (Tensor* t : {&o, &S, &km, &dq, &dk, &dv})
+          CUDA_CHECK(cudaMemset(t->f32(), 0xff, t->numel() * sizeof(float)), "bench");  // NaN
+        fwd();
+        bwd();
+        CUDA_CHECK(cudaDeviceSynchronize(), "bench");
+        bool finite = true;
+        for (Tensor* t : {&o, &dq, &dk, &dv})
+          for (float x : t->to_vector()) finite = finite && std::isfinite(x);
+        w = std::max({w, worst(o, ro, n2), worst(dq, rdq, n2), worst(dk, rdk, n2), worst(dv, rdv, n2)});
+        return finite && w <= 1.0;
+      };
+      bool good = check();
+      const float t_fwd = median_ms(fwd, reps);
+      const float t_all = median_ms([&] { fwd(); bwd(); }, reps);
+      good = check() && good;
+      ok = ok && good;
+      const double bytes_fwd = 4.0 * n * sizeof(float), bytes_all = 11.0 * n * sizeof(float);
+      char name[64];
+      snprintf(name, sizeof name, "(%lld, %lld, %lld, %lld)", (long long)s.B, (long long)s.h, (long long)N,
+               (long long)D);
+      printf("%-22s %-13s %9.3f %9.0f %11.3f %12.0f %7.3f %6s\n", name, path ? "v1 (FMA)" : "tensor cores", t_fwd,
+             bytes_fwd / t_fwd * 1e-6, t_all, bytes_all / t_all * 1e-6, w, good ? "ok" : "FAILED");
+    }
   }
   return ok ? 0 : 1;
 }

@@ -2,7 +2,8 @@
 
 Uses the reference model and attention core of tests/reference/nalaformer_ref.py.
   (a) NaLa attention core (composed torch ops), forward and forward+backward, at
-      (B, h, N, d) = (128,1,3136,64), (128,2,784,64), (128,1,196,32)
+      (B, h, N, d) = (128,1,3136,64), (128,2,784,64), (128,1,196,32), eager and
+      through torch.compile (on the GPU; --no-compile skips it)
   (b) pico (1x28x28, 10 classes) training at batch 256 (forward, cross-entropy,
       backward, AdamW step) and inference
   (c) xt and t (3x224x224, 1000 classes) training at batch 128 and inference,
@@ -16,6 +17,7 @@ clock on CPU). TF32 is off unless --tf32.
 
 Output, one parseable line per measurement, e.g.
     torch cuda nala_attn fwd B=128 h=1 N=3136 d=64 ms=1.234
+    torch cuda nala_attn_compile fwd B=128 h=1 N=3136 d=64 ms=0.567
     torch cuda pico train batch=256 img/s=12345.6 ms/iter=20.7 max_mem_MiB=1234
     torch cuda xt train batch=128 img=224 img/s=1234.5 ms/iter=103.7 max_mem_MiB=23456
 """
@@ -79,25 +81,34 @@ def grid(N):
 
 
 def bench_attn(args, dev, timer, shapes):
-    for (B, h, N, d) in shapes:
+    compiled = None
+    if args.compile and dev.type == "cuda":
+        # One specialised graph per shape and mode (no dynamic shapes); the
+        # warm-up runs include the compilation.
+        compiled = torch.compile(ref.nala_attention, dynamic=False)
+    for si, (B, h, N, d) in enumerate(shapes):
+        impls = [("nala_attn", ref.nala_attention)]
+        if compiled is not None and (args.compile_shapes < 0 or si < args.compile_shapes):
+            impls.append(("nala_attn_compile", compiled))
         H, W = grid(N)
         sin, cos = ref.RoPE(d).to(dev).tables(H, W)
         q, k, v = (torch.randn(B, h, N, d, device=dev, requires_grad=True) for _ in range(3))
         gout = torch.randn(B, h, N, d, device=dev)
+        for name, attn in impls:
 
-        def fwd():
-            with torch.no_grad():
-                ref.nala_attention(q, k, v, sin, cos)
+            def fwd():
+                with torch.no_grad():
+                    attn(q, k, v, sin, cos)
 
-        def fwd_bwd():
-            o = ref.nala_attention(q, k, v, sin, cos)
-            torch.autograd.backward(o, gout, inputs=[q, k, v])
+            def fwd_bwd():
+                o = attn(q, k, v, sin, cos)
+                torch.autograd.backward(o, gout, inputs=[q, k, v])
 
-        for mode, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
-            reset_peak(dev)
-            ms = timer(fn, args.warmup, args.iters)
-            print(f"torch {dev.type} nala_attn {mode} B={B} h={h} N={N} d={d} ms={ms:.3f} "
-                  f"max_mem_MiB={peak_mib(dev)}", flush=True)
+            for mode, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
+                reset_peak(dev)
+                ms = timer(fn, args.warmup, args.iters)
+                print(f"torch {dev.type} {name} {mode} B={B} h={h} N={N} d={d} ms={ms:.3f} "
+                      f"max_mem_MiB={peak_mib(dev)}", flush=True)
         del q, k, v, gout
 
 
@@ -134,6 +145,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in matmul and cuDNN")
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="attn: skip the torch.compile rows")
+    ap.add_argument("--compile-shapes", type=int, default=-1,
+                    help="attn: torch.compile only the first N shapes (compiling takes a while)")
     args = ap.parse_args()
 
     dev = torch.device(args.device)

@@ -1,7 +1,10 @@
 // tests/test_cuda_attention.cpp - rope2d, nala_attention, softmax_attention on
 // the GPU against the CPU: forward outputs and every input gradient through
 // the ops, and the kernels directly for what the ops hide (NaLa's S and
-// kmean, softmax's lse, rope in place). Skipped without a GPU.
+// kmean, softmax's lse, rope in place). NaLa has two CUDA paths: tensor cores
+// for d = 16, 32, 64 (kernels/cuda/attention_nala.cu) and the first version
+// for the other head dims (attention_nala_v1.cu); both are held to the CPU,
+// and to each other on the same inputs. Skipped without a GPU.
 //
 // Shape letters: B batch, h heads, N = H * W tokens, d head dim; G = B * h.
 #include <cmath>
@@ -9,6 +12,7 @@
 
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/rope.h"
+#include "tensor/device.h"
 #include "tests/cuda_harness.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/attention.h"
@@ -25,6 +29,21 @@ using AttnOp = Tensor (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, 
 // The op as a function of {q, k, v} on an H x W grid of tokens.
 OpFn attn_fn(AttnOp op, int64_t H, int64_t W) {
   return [=](const std::vector<Tensor>& in) { return op(in[0], in[1], in[2], H, W); };
+}
+
+// o, dq, dk and dv of one run, on the host.
+std::vector<Tensor> outputs(const DeviceRun& r) { return {r.out, r.grads[0], r.grads[1], r.grads[2]}; }
+
+// Forward + backward with upstream gradient go on dev; {o, dq, dk, dv} on the CPU.
+std::vector<Tensor> run_attn(AttnOp op, const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W,
+                             const Tensor& go, Device dev) {
+  return outputs(run_on(dev, attn_fn(op, H, W), {q, k, v}, go));
+}
+
+// CUDA against CPU for o, dq, dk, dv.
+void compare_attn(AttnOp op, const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W, const Tensor& go,
+                  double atol, double rtol) {
+  compare_devices(attn_fn(op, H, W), {q, k, v}, go, {atol, rtol});
 }
 
 // Queries whose rows have norms alternating between lo and hi (elements away from 0).
@@ -51,27 +70,32 @@ bool all_finite(const Tensor& t) {
   return true;
 }
 
-// o, dq, dk and dv of one run, on the host.
-std::vector<Tensor> outputs(const DeviceRun& r) { return {r.out, r.grads[0], r.grads[1], r.grads[2]}; }
-
 }  // namespace
 
 // ============================================================== rope2d
 
 TEST_CASE("cuda: rope2d forward and backward against the CPU", "[cuda][attention]") {
-  SKIP_WITHOUT_CUDA();
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
   Rng rng(101);
   const int64_t B = 2, h = 3, H = 7, W = 9, N = H * W;
   for (int64_t d : {4, 8, 20, 64, 128}) {
     INFO("rope2d (B, h, N, d) = (" << B << ", " << h << ", " << N << ", " << d << "), H " << H << " W " << W);
     Tensor x = randn({B, h, N, d}, rng), go = randn({B, h, N, d}, rng);
-    const DeviceRuns r =
-        compare_devices([H, W](const std::vector<Tensor>& in) { return rope2d(in[0], H, W); }, {x}, go, {1e-6, 1e-5});
+    Tensor xc = x.to(Device::CPU).set_requires_grad(true), xg = x.to(Device::CUDA).set_requires_grad(true);
+    Tensor yc = rope2d(xc, H, W), yg = rope2d(xg, H, W);
+    backward(yc, go);
+    backward(yg, go.to(Device::CUDA));
+    REQUIRE(yg.device() == Device::CUDA);
+    REQUIRE_CLOSE(yg.to(Device::CPU), yc, 1e-6, 1e-5);
+    REQUIRE_CLOSE(xg.grad().to(Device::CPU), xc.grad(), 1e-6, 1e-5);
 #ifdef NALA_CUDA
     // In place (x and y alias), forward then backward gives x back.
     Tensor t = x.to(Device::CUDA);
     cuda::rope2d_forward(t.f32(), t.f32(), B * h, H, W, d);
-    REQUIRE_CLOSE(t.to(Device::CPU), r.cpu.out, 1e-6, 1e-5);
+    REQUIRE_CLOSE(t.to(Device::CPU), yc.detach(), 1e-6, 1e-5);
     cuda::rope2d_backward(t.f32(), t.f32(), B * h, H, W, d);
     REQUIRE_CLOSE(t.to(Device::CPU), x, 1e-5, 1e-5);
 #endif
@@ -81,7 +105,10 @@ TEST_CASE("cuda: rope2d forward and backward against the CPU", "[cuda][attention
 // ============================================================== nala_attention
 
 TEST_CASE("cuda: nala_attention forward and dq, dk, dv against the CPU", "[cuda][attention]") {
-  SKIP_WITHOUT_CUDA();
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
   Rng rng(102);
   const int64_t B = 2, h = 3;
   struct Case {
@@ -95,15 +122,18 @@ TEST_CASE("cuda: nala_attention forward and dq, dk, dv against the CPU", "[cuda]
     INFO("nala (B, h, N, d) = (" << B << ", " << h << ", " << N << ", " << d << "), H " << cs.H << " W " << cs.W);
     const Shape s = {B, h, N, d};
     Tensor q = make_queries(s, rng, 0.3f, 3.0f), k = randn(s, rng, 0.8f), v = randn(s, rng), go = randn(s, rng);
-    compare_devices(attn_fn(nala_attention, cs.H, cs.W), {q, k, v}, go, {1e-4, 1e-3});
+    compare_attn(nala_attention, q, k, v, cs.H, cs.W, go, 1e-4, 1e-3);
   }
 }
 
 TEST_CASE("cuda: nala_attention kernels: S and kmean against the CPU, deterministic", "[cuda][attention]") {
-  SKIP_WITHOUT_CUDA();
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
 #ifdef NALA_CUDA
   Rng rng(103);
-  for (int64_t d : {8, 64}) {
+  for (int64_t d : {8, 16, 32, 64}) {
     const int64_t G = 5, H = 13, W = 11, N = H * W, F = 2 * d;
     INFO("nala kernels G " << G << " N " << N << " d " << d);
     Tensor q = make_queries({G, N, d}, rng, 0.5f, 2.0f), k = randn({G, N, d}, rng, 0.8f), v = randn({G, N, d}, rng);
@@ -113,8 +143,10 @@ TEST_CASE("cuda: nala_attention kernels: S and kmean against the CPU, determinis
     Tensor qg = q.to(Device::CUDA), kg = k.to(Device::CUDA), vg = v.to(Device::CUDA), gog = go.to(Device::CUDA);
     std::vector<std::vector<float>> runs[2];
     for (int run = 0; run < 2; run++) {
-      Tensor og = cuda_empty({G, N, d}), Sg = cuda_empty({G, F, d}), kmg = cuda_empty({G, F});
-      Tensor dq = cuda_empty({G, N, d}), dk = cuda_empty({G, N, d}), dv = cuda_empty({G, N, d});
+      Tensor og = Tensor::empty({G, N, d}, DType::F32, Device::CUDA), Sg = Tensor::empty({G, F, d}, DType::F32, Device::CUDA);
+      Tensor kmg = Tensor::empty({G, F}, DType::F32, Device::CUDA);
+      Tensor dq = Tensor::empty({G, N, d}, DType::F32, Device::CUDA), dk = Tensor::empty({G, N, d}, DType::F32, Device::CUDA);
+      Tensor dv = Tensor::empty({G, N, d}, DType::F32, Device::CUDA);
       cuda::nala_attention_forward(qg.f32(), kg.f32(), vg.f32(), og.f32(), Sg.f32(), kmg.f32(), G, H, W, d,
                                    kNalaNormFloor);
       cuda::nala_attention_backward(qg.f32(), kg.f32(), vg.f32(), Sg.f32(), kmg.f32(), gog.f32(), dq.f32(), dk.f32(),
@@ -138,63 +170,149 @@ TEST_CASE("cuda: nala_attention kernels: S and kmean against the CPU, determinis
 }
 
 TEST_CASE("cuda: nala_attention zero and negative inputs", "[cuda][attention]") {
-  SKIP_WITHOUT_CUDA();
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
   Rng rng(104);
-  const int64_t B = 2, h = 3, H = 7, W = 9, d = 8, N = H * W;
-  const Shape s = {B, h, N, d};
-  Tensor go = randn(s, rng);
-  SECTION("all-zero q rows: zero output and zero dq on those rows") {
-    Tensor q = randn(s, rng), k = randn(s, rng, 0.8f), v = randn(s, rng);
-    const std::vector<int64_t> zero_rows = {0, 5, 62, 63, 200, B * h * N - 1};
-    for (int64_t r : zero_rows) std::fill(q.f32() + r * d, q.f32() + (r + 1) * d, 0.0f);
-    std::vector<Tensor> res = outputs(compare_devices(attn_fn(nala_attention, H, W), {q, k, v}, go, {1e-4, 1e-3}).cuda);
-    for (auto& t : res) REQUIRE(all_finite(t));
-    for (int64_t r : zero_rows)
-      for (int64_t e = 0; e < d; e++) {
-        INFO("row " << r << " element " << e);
-        REQUIRE(res[0].f32()[r * d + e] == 0.0f);
-        REQUIRE(res[1].f32()[r * d + e] == 0.0f);
-      }
-  }
-  SECTION("all-zero k") {
-    Tensor q = randn(s, rng), k = Tensor::zeros(s), v = randn(s, rng);
-    std::vector<Tensor> res = outputs(compare_devices(attn_fn(nala_attention, H, W), {q, k, v}, go, {1e-4, 1e-3}).cuda);
-    for (auto& t : res) REQUIRE(all_finite(t));
-    for (float x : res[0].to_vector()) REQUIRE(x == 0.0f);
-  }
-  SECTION("all-zero q, k and v") {
-    const Tensor z = Tensor::zeros(s);
-    std::vector<Tensor> res = outputs(run_on(Device::CUDA, attn_fn(nala_attention, H, W), {z, z, z}, go));
-    for (auto& t : res) {
-      REQUIRE(all_finite(t));
-      for (float x : t.to_vector()) REQUIRE(x == 0.0f);
+  // d = 8 takes the first version, 16 and 64 the tensor-core path.
+  for (int64_t d : {8, 16, 64}) {
+    const int64_t B = 2, h = 3, H = 7, W = 9, N = H * W;
+    const Shape s = {B, h, N, d};
+    Tensor go = randn(s, rng);
+    INFO("d = " << d);
+    {
+      INFO("all-zero q rows: zero output and zero dq on those rows");
+      Tensor q = randn(s, rng), k = randn(s, rng, 0.8f), v = randn(s, rng);
+      const std::vector<int64_t> zero_rows = {0, 5, 62, 63, 200, B * h * N - 1};
+      for (int64_t r : zero_rows) std::fill(q.f32() + r * d, q.f32() + (r + 1) * d, 0.0f);
+      compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 1e-3);
+      std::vector<Tensor> res = run_attn(nala_attention, q, k, v, H, W, go, Device::CUDA);
+      for (auto& t : res) REQUIRE(all_finite(t));
+      for (int64_t r : zero_rows)
+        for (int64_t e = 0; e < d; e++) {
+          INFO("row " << r << " element " << e);
+          REQUIRE(res[0].f32()[r * d + e] == 0.0f);
+          REQUIRE(res[1].f32()[r * d + e] == 0.0f);
+        }
     }
-  }
-  SECTION("negative-only inputs") {
-    Tensor q = randu(s, rng, -2.0f, -0.1f), k = randu(s, rng, -1.5f, -0.1f), v = randu(s, rng, -1.0f, -0.1f);
-    compare_devices(attn_fn(nala_attention, H, W), {q, k, v}, go, {1e-4, 1e-3});
-  }
-  SECTION("a q element that is exactly 0") {
-    Tensor q = make_queries(s, rng, 0.5f, 3.0f), k = randn(s, rng, 0.8f), v = randn(s, rng);
-    q.f32()[3 * d + 2] = 0.0f;
-    compare_devices(attn_fn(nala_attention, H, W), {q, k, v}, go, {1e-4, 1e-3});
+    {
+      INFO("all-zero k");
+      Tensor q = randn(s, rng), k = Tensor::zeros(s), v = randn(s, rng);
+      std::vector<Tensor> res = run_attn(nala_attention, q, k, v, H, W, go, Device::CUDA);
+      for (auto& t : res) REQUIRE(all_finite(t));
+      for (float x : res[0].to_vector()) REQUIRE(x == 0.0f);
+      compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 1e-3);
+    }
+    {
+      INFO("all-zero q, k and v");
+      std::vector<Tensor> res =
+          run_attn(nala_attention, Tensor::zeros(s), Tensor::zeros(s), Tensor::zeros(s), H, W, go, Device::CUDA);
+      for (auto& t : res) {
+        REQUIRE(all_finite(t));
+        for (float x : t.to_vector()) REQUIRE(x == 0.0f);
+      }
+    }
+    {
+      INFO("negative-only inputs");
+      Tensor q = randu(s, rng, -2.0f, -0.1f), k = randu(s, rng, -1.5f, -0.1f), v = randu(s, rng, -1.0f, -0.1f);
+      compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 1e-3);
+    }
+    {
+      INFO("a q element that is exactly 0");
+      Tensor q = make_queries(s, rng, 0.5f, 3.0f), k = randn(s, rng, 0.8f), v = randn(s, rng);
+      q.f32()[3 * d + 2] = 0.0f;
+      compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 1e-3);
+    }
   }
 }
 
 TEST_CASE("cuda: nala_attention larger case (B=4, h=2, N=28*28, d=32)", "[cuda][attention]") {
-  SKIP_WITHOUT_CUDA();
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
   Rng rng(105);
   const int64_t B = 4, h = 2, H = 28, W = 28, d = 32;
   const Shape s = {B, h, H * W, d};
   Tensor q = make_queries(s, rng, 0.5f, 4.0f), k = randn(s, rng, 0.8f), v = randn(s, rng), go = randn(s, rng);
   // Sums over 784 tokens in another order than the CPU: a looser rtol.
-  compare_devices(attn_fn(nala_attention, H, W), {q, k, v}, go, {1e-4, 2e-3});
+  compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 2e-3);
+}
+
+TEST_CASE("cuda: nala_attention tensor-core path against the CPU", "[cuda][attention]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  for (int64_t d : {16, 32, 64}) REQUIRE(cuda::nala_attention_tensor_cores(d));
+  for (int64_t d : {4, 8, 12, 68, 96, 128}) REQUIRE_FALSE(cuda::nala_attention_tensor_cores(d));
+#endif
+  Rng rng(106);
+  struct Case {
+    int64_t B, h, H, W;
+  };
+  // One token; N below a warp's 16 tokens; odd N; N that is not a multiple of
+  // any tile (63, 255); a single problem of 1600 tokens, which the kernels cut
+  // into many chunks (each chunk's partial state is summed in order).
+  for (int64_t d : {16, 32, 64})
+    for (Case cs : {Case{1, 1, 1, 1}, Case{2, 1, 1, 3}, Case{1, 3, 3, 5}, Case{2, 3, 7, 9}, Case{3, 2, 15, 17},
+                    Case{1, 1, 40, 40}}) {
+      const int64_t N = cs.H * cs.W;
+      INFO("nala (B, h, N, d) = (" << cs.B << ", " << cs.h << ", " << N << ", " << d << "), H " << cs.H << " W "
+                                   << cs.W);
+      const Shape s = {cs.B, cs.h, N, d};
+      Tensor q = make_queries(s, rng, 0.3f, 3.0f), k = randn(s, rng, 0.8f), v = randn(s, rng), go = randn(s, rng);
+      compare_attn(nala_attention, q, k, v, cs.H, cs.W, go, 1e-4, 1e-3);
+    }
+}
+
+TEST_CASE("cuda: nala_attention tensor-core path against the first version", "[cuda][attention]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+#ifdef NALA_CUDA
+  // The fused kernels (two per pass) and the first version's five stages on
+  // the same device inputs: S, kmean, o, dq, dk, dv.
+  Rng rng(107);
+  for (int64_t d : {16, 32, 64}) {
+    const int64_t G = 6, H = 19, W = 23, N = H * W, F = 2 * d;
+    INFO("G " << G << " N " << N << " d " << d);
+    Tensor q = make_queries({G, N, d}, rng, 0.3f, 3.0f), k = randn({G, N, d}, rng, 0.8f), v = randn({G, N, d}, rng);
+    Tensor go = randn({G, N, d}, rng);
+    Tensor qg = q.to(Device::CUDA), kg = k.to(Device::CUDA), vg = v.to(Device::CUDA), gog = go.to(Device::CUDA);
+    std::vector<Tensor> out[2];
+    for (int path = 0; path < 2; path++) {
+      auto empty = [](const Shape& sh) { return Tensor::full(sh, NAN, Device::CUDA); };  // poisoned
+      Tensor o = empty({G, N, d}), S = empty({G, F, d}), km = empty({G, F});
+      Tensor dq = empty({G, N, d}), dk = empty({G, N, d}), dv = empty({G, N, d});
+      auto fwd = path ? cuda::nala_attention_forward_v1 : cuda::nala_attention_forward;
+      auto bwd = path ? cuda::nala_attention_backward_v1 : cuda::nala_attention_backward;
+      fwd(qg.f32(), kg.f32(), vg.f32(), o.f32(), S.f32(), km.f32(), G, H, W, d, kNalaNormFloor);
+      bwd(qg.f32(), kg.f32(), vg.f32(), S.f32(), km.f32(), gog.f32(), dq.f32(), dk.f32(), dv.f32(), G, H, W, d,
+          kNalaNormFloor);
+      for (Tensor* t : {&S, &km, &o, &dq, &dk, &dv}) out[path].push_back(t->to(Device::CPU));
+    }
+    const char* names[] = {"S", "kmean", "o", "dq", "dk", "dv"};
+    const double atol[] = {1e-5, 1e-6, 1e-4, 1e-4, 1e-4, 1e-4}, rtol[] = {1e-4, 1e-4, 1e-3, 1e-3, 1e-3, 1e-3};
+    for (int i = 0; i < 6; i++) {
+      INFO(names[i] << ": tensor cores against the first version");
+      REQUIRE(all_finite(out[0][i]));
+      REQUIRE_CLOSE(out[0][i], out[1][i], atol[i], rtol[i]);
+    }
+  }
+#endif
 }
 
 // ============================================================== softmax_attention
 
 TEST_CASE("cuda: softmax_attention forward and grads against the CPU", "[cuda][attention]") {
-  SKIP_WITHOUT_CUDA();
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
   Rng rng(106);
   struct Case {
     int64_t B, h, H, W, d;
@@ -207,13 +325,13 @@ TEST_CASE("cuda: softmax_attention forward and grads against the CPU", "[cuda][a
     const Shape s = {cs.B, cs.h, N, d};
     // std 2 makes peaked rows: exercises the running max.
     Tensor q = randn(s, rng, 2.0f), k = randn(s, rng, 2.0f), v = randn(s, rng), go = randn(s, rng);
-    compare_devices(attn_fn(softmax_attention, cs.H, cs.W), {q, k, v}, go, {1e-4, 1e-3});
+    compare_attn(softmax_attention, q, k, v, cs.H, cs.W, go, 1e-4, 1e-3);
 #ifdef NALA_CUDA
     const int64_t G = cs.B * cs.h;
     Tensor o = Tensor::empty({G, N, d}), lse = Tensor::empty({G, N});
     cpu::softmax_attention_forward(q.f32(), k.f32(), v.f32(), o.f32(), lse.f32(), G, cs.H, cs.W, d);
     Tensor qg = q.to(Device::CUDA), kg = k.to(Device::CUDA), vg = v.to(Device::CUDA);
-    Tensor og = cuda_empty({G, N, d}), lg = cuda_empty({G, N});
+    Tensor og = Tensor::empty({G, N, d}, DType::F32, Device::CUDA), lg = Tensor::empty({G, N}, DType::F32, Device::CUDA);
     cuda::softmax_attention_forward(qg.f32(), kg.f32(), vg.f32(), og.f32(), lg.f32(), G, cs.H, cs.W, d);
     INFO("lse");
     REQUIRE_CLOSE(lg.to(Device::CPU), lse, 1e-4, 1e-5);
@@ -222,7 +340,10 @@ TEST_CASE("cuda: softmax_attention forward and grads against the CPU", "[cuda][a
 }
 
 TEST_CASE("cuda: attention kernels reject a head dim above 128", "[cuda][attention]") {
-  SKIP_WITHOUT_CUDA();
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
   Tensor a = Tensor::zeros({1, 1, 4, 132}, DType::F32, Device::CUDA);
   REQUIRE_THROWS_WITH(nala_attention(a, a, a, 2, 2), Catch::Contains("nala_attention") && Catch::Contains("132"));
   REQUIRE_THROWS_WITH(softmax_attention(a, a, a, 2, 2), Catch::Contains("softmax_attention") && Catch::Contains("132"));

@@ -4,7 +4,10 @@
 // tokens, head dim D), what forward saves for backward, and the rule that
 // every kernel overwrites (=) its outputs. D % 4 == 0 and D <= 128 here.
 //
-// NaLa: kernels/cuda/attention.cu. Softmax: kernels/cuda/attention_softmax.cu.
+// NaLa: kernels/cuda/attention_nala.cu (tensor cores, d = 16, 32, 64) and
+// kernels/cuda/attention_nala_v1.cu (float32 FMA, any d; the first version,
+// kept for the other head dims and as the step before). Softmax:
+// kernels/cuda/attention_softmax.cu.
 #pragma once
 #include <cstdint>
 
@@ -16,6 +19,16 @@ void nala_attention_forward(const float* q, const float* k, const float* v, floa
 void nala_attention_backward(const float* q, const float* k, const float* v, const float* S, const float* kmean,
                              const float* gout, float* dq, float* dk, float* dv, int64_t G, int64_t H, int64_t W,
                              int64_t D, float norm_floor);
+
+// The first version (any d % 4 == 0 up to 128), same contract; the tests
+// and bench/bench_nala_cuda compare the two.
+void nala_attention_forward_v1(const float* q, const float* k, const float* v, float* o, float* S, float* kmean,
+                               int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor);
+void nala_attention_backward_v1(const float* q, const float* k, const float* v, const float* S, const float* kmean,
+                                const float* gout, float* dq, float* dk, float* dv, int64_t G, int64_t H, int64_t W,
+                                int64_t D, float norm_floor);
+// Whether nala_attention_forward/backward take the tensor-core path for head dim D.
+bool nala_attention_tensor_cores(int64_t D);
 
 void softmax_attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t G,
                                int64_t H, int64_t W, int64_t D);

@@ -40,6 +40,29 @@ void rope_tables_device(int64_t H, int64_t W, int64_t D, const float** sin, cons
   *cos = p.cos;
 }
 
+const float* rope_pair_table_device(int64_t H, int64_t W, int64_t D) {
+  static std::mutex mu;
+  static std::map<std::tuple<int64_t, int64_t, int64_t>, float*> cache;  // never freed: a few KB per shape
+  std::lock_guard<std::mutex> lock(mu);
+  float*& p = cache[std::make_tuple(H, W, D)];
+  if (!p) {
+    const cpu::RopeTables& T = cpu::rope_tables(H, W, D);
+    const int64_t Q = D / 4, half = D / 2;
+    std::vector<float> h((size_t)((H + W) * Q * 2));
+    for (int64_t x = 0; x < H + W; x++) {
+      // Row x: token (x, 0), features 2i; column c = x - H: token (0, c), features half + 2i.
+      const int64_t at = x < H ? x * W * D : (x - H) * D + half;
+      for (int64_t i = 0; i < Q; i++) {
+        h[(size_t)(x * Q + i) * 2] = T.cos[at + 2 * i];
+        h[(size_t)(x * Q + i) * 2 + 1] = T.sin[at + 2 * i];
+      }
+    }
+    CUDA_CHECK(cudaMalloc(&p, h.size() * sizeof(float)), "rope pair table");
+    CUDA_CHECK(cudaMemcpy(p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice), "rope pair table");
+  }
+  return p;
+}
+
 namespace {
 
 // Four values of one token: pairs (x0, x1) and (x2, x3), y = x cos + sign rot(x) sin.

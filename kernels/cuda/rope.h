@@ -18,5 +18,13 @@ void rope2d_backward(const float* gy, float* gx, int64_t R, int64_t H, int64_t W
 // process. The attention kernels read them too.
 void rope_tables_device(int64_t H, int64_t W, int64_t D, const float** sin, const float** cos);
 
+// The same angles, one (cos, sin) per rope pair and coordinate: (H + W, D/4)
+// pairs of floats (cos first). Entry x * D/4 + i (x < H) is the pair i of row x, entry (H + c) *
+// D/4 + i the pair i of column c: features 2i, 2i + 1 of a token in row x use
+// the first, features D/2 + 2i, D/2 + 2i + 1 of a token in column c the
+// second (cpu::rope_tables' values, bit for bit). 28 KB at d = 64, 56 x 56,
+// where the (N, D) tables take 1.6 MB. Built once per (H, W, D), kept.
+const float* rope_pair_table_device(int64_t H, int64_t W, int64_t D);
+
 }  // namespace cuda
 }  // namespace nala

@@ -1,0 +1,1127 @@
+// kernels/cuda/attention_nala.cu - NaLa attention on the GPU with tensor
+// cores: the production path for head dims 16, 32 and 64 (other head dims go
+// to kernels/cuda/attention_nala_v1.cu, the first version). The math, what
+// is saved for backward and the overwrite rule: kernels/cpu/attention.h.
+//
+// Shape letters: G = B * heads problems, N = H * W tokens, D head dim,
+// F = 2D features; S (F, D) and kmean (F) per problem.
+//
+// The floor, at (B, h, N, d) = (128, 1, 3136, 64) float32, where each of q, k,
+// v, o, dO, dq, dk, dv is 102.8 MB. Forward must read q, k, v and write o:
+// 411 MB, 0.096 ms at the 4.3 TB/s an H200 copies at. Backward must read
+// q, k, v, dO and write dq, dk, dv: 719 MB, 0.167 ms. Together 1.13 GB,
+// 0.263 ms. Arithmetic: six products of 2 N F D flops per problem each
+// (S, o forward; W = S dO, dS, dv, drk backward): 39.5 GFLOP, 0.6 ms of
+// float32 FMA at the 67 TFLOP/s peak. Hence tensor cores; with them the
+// memory floor is the bound.
+//
+// Precision. The CUDA tests hold every output to 1e-4 + 1e-3 |ref| of the
+// CPU. One bf16 or tf32 product per term misses that (tf32 by up to 50x on
+// dq), so each operand is split into hi + lo and each product done as
+// a_hi b_hi + a_hi b_lo + a_lo b_hi (kernels/cuda/mma.cuh). bf16 3-pass
+// (~1e-5 per product) serves o, dS, dv and drk; dq is sensitive to the
+// errors of S and of W = S dO (the numerator's and the normaliser's
+// gradients cancel along fq), so S and W use tf32 3-pass (~1e-6), which
+// costs twice the tensor time of bf16 3-pass.
+//
+// Forward, two kernels (each reads its inputs once, writes its outputs once):
+//   1. nala_state_kernel: a block per (problem, chunk of L tokens). 32 tokens
+//      per step: k and v come into registers one step ahead, rk = rope([k^3]+,
+//      [-k^3]+) and v go to shared memory as tf32 hi/lo, feature-major, and
+//      8 warps add RK^T V into their tiles of S (tf32 3-pass, fragments by
+//      ldmatrix). The block writes its partial S and partial sum of fk (no
+//      atomics).
+//   2. nala_output_kernel: a block per (problem, chunk). It adds the partials
+//      in chunk order (deterministic), scales by 1/N, keeps S as bf16 hi/lo in
+//      shared memory and writes S, kmean (the first chunk's block). Each warp
+//      takes 16 tokens at a time (q through cp.async, two stages): norm, p, z,
+//      then fq and rq built directly as the A operand of o = z (rq S) (bf16
+//      3-pass; a thread's fragment columns 2t, 2t+1 are a rope pair, so no
+//      data moves between lanes).
+// Backward, two kernels:
+//   3. nala_query_grad_kernel: a block per (problem, chunk), 128 tokens per
+//      step, 16 per warp: W = dO S^T for the warp's tokens (tf32 3-pass; the
+//      fragment of W holds exactly the features whose fq the thread holds),
+//      then z, dden, dq as in the CPU backward, and dden fq summed per warp.
+//      rq and z dO go to shared memory as bf16 hi/lo, and the block adds
+//      dS += RQ^T (z dO) over the step (bf16 3-pass). Partials as in 1.
+//   4. nala_key_grad_kernel: a block per (problem, chunk) sums the partials of
+//      dS and dkm; each warp takes 16 tokens: dv = rk dS / N and
+//      drk = v dS^T / N (bf16 3-pass, A operands from registers, dS through
+//      ldmatrix and ldmatrix.trans from one copy), then dk.
+// Chunks per problem are chosen so that G x chunks blocks fill the GPU's
+// resident slots in as few, as full waves as possible (plan_chunks).
+//
+// The kernels are bound by instruction issue more than by memory or tensor
+// time: the 3-pass products triple the mma count and double the fragment
+// work, and the per-token feature maps (u^p, rope, the dq chain) are scalar.
+// The steps, on one H200 at (128, 1, 3136, 64), forward / forward + backward:
+//   first version (attention_nala_v1.cu, float32 FMA)       0.93 / 3.69 ms
+//   tensor cores, one chunk per 96 tokens                   0.41 / 2.29 ms
+//     (33 partial states per problem, each summed by every output block)
+//   two chunks per problem, vectorised partial sums         0.32 / 1.63 ms
+//   no cvt.rna emulation (integer tf32 split), MUFU log2/exp2,
+//     q gradient restructured (S pre-split in shared memory)  0.30 / 0.88 ms
+//   this file: rk, v feature-major with ldmatrix fragments in 1, S's
+//     fragment hi and lo in consecutive registers in 3       0.32 / 0.83 ms
+// (the last two measured in one run: kernel 1 went from 190 to 208 us, its
+// transposed stores cost more than the register moves they removed; kernel
+// 3 from 405 to 339 us). Per kernel in the last: 208, 109, 339, 174 us.
+#include <algorithm>
+#include <cuda_bf16.h>
+
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/rope.h"
+#include "tensor/tensor.h"
+
+namespace nala {
+namespace cuda {
+
+namespace {
+
+using namespace mma;
+
+constexpr int kThreads = 256, kWarps = 8;  // kernels 1-3
+constexpr int kT1 = 32;                    // tokens per step of the state kernel
+constexpr int kTok3 = 16 * kWarps;         // tokens per step of the query-gradient kernel
+constexpr int kWarps4 = 4;                 // warps per block of the key-gradient kernel
+constexpr float kZEps = 1e-6f;             // the normaliser's epsilon (docs/SPEC.md §2.1)
+constexpr float kTiny = 1.17549435e-38f;   // FLT_MIN
+constexpr float kLn2 = 0.693147180559945f;
+
+// Warp tiles of the block-level products over tokens (S forward, dS backward):
+// the (F, D) result is cut into MT x NT mma tiles (16 x 8) per warp on a
+// WGM x WGN grid; WGK groups of warps take alternate k-steps and are added at
+// the end in group order.
+template <int D>
+struct Tile;
+template <>
+struct Tile<16> {
+  static constexpr int MT = 1, NT = 1, WGM = 2, WGN = 2, WGK = 2;
+};
+template <>
+struct Tile<32> {
+  static constexpr int MT = 2, NT = 2, WGM = 2, WGN = 2, WGK = 2;
+};
+template <>
+struct Tile<64> {
+  static constexpr int MT = 2, NT = 4, WGM = 4, WGN = 2, WGK = 1;
+};
+
+// The rope pair table of one (H, W, D) (kernels/cuda/rope.h).
+struct Rope {
+  const float2* tab;
+  int H, W;
+  // (cos, sin) of the pair at even feature e of the token in row r, column c.
+  template <int D>
+  __device__ __forceinline__ float2 at(int r, int c, int e) const {
+    return e < D / 2 ? __ldg(tab + r * (D / 4) + e / 2) : __ldg(tab + (H + c) * (D / 4) + (e - D / 2) / 2);
+  }
+};
+// The table entries of one token for the pairs 8j + 2t, +1 that lane t holds (j = 0 .. D/8 - 1):
+// the first D/16 come from its row's entries, the rest from its column's.
+template <int D>
+struct LaneRope {
+  const float2 *row, *col;
+  __device__ __forceinline__ LaneRope(const Rope& R, int n, int t) {
+    const int r = n / R.W, c = n - r * R.W;
+    row = R.tab + r * (D / 4) + t;
+    col = R.tab + (R.H + c) * (D / 4) + t;
+  }
+  __device__ __forceinline__ float2 operator()(int j) const {
+    return j < D / 16 ? __ldg(row + 4 * j) : __ldg(col + 4 * (j - D / 16));
+  }
+};
+
+// The pair (x0, x1) rotated (rope) and rotated back (its transpose), as cpu::rope_row.
+__device__ __forceinline__ void rot(float x0, float x1, float2 cs, float& y0, float& y1) {
+  y0 = x0 * cs.x - x1 * cs.y;
+  y1 = x1 * cs.x + x0 * cs.y;
+}
+__device__ __forceinline__ void rot_t(float x0, float x1, float2 cs, float& y0, float& y1) {
+  y0 = x0 * cs.x + x1 * cs.y;
+  y1 = x1 * cs.x - x0 * cs.y;
+}
+
+__device__ __forceinline__ float quad_sum(float x) {  // over the 4 lanes of a row (t = 0..3)
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// The special-function unit's log2 and exp2 (lg2/ex2.approx: about 2^-22 absolute in log2 u,
+// so about 1e-6 relative in u^p; the library's log2f is a ~20-instruction polynomial).
+__device__ __forceinline__ float lg2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+// 1/x by the special-function unit (rcp.approx: within 1 ulp; x is never tiny where used).
+__device__ __forceinline__ float rcp(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+// u^p for u >= 0 as exp2(p log2 u), 0 at u = 0 (docs/SPEC.md §7).
+__device__ __forceinline__ float pow_pos(float u, float p) { return u > 0.0f ? ex2(p * lg2(fmaxf(u, kTiny))) : 0.0f; }
+// Query feature of one value x of a row with exponent p and 1/n = inv, with
+// the sign of x: fq+ = max(sf, 0), fq- = max(-sf, 0).
+__device__ __forceinline__ float qfeat(float x, float inv, float p) {
+  const float f = pow_pos(fabsf(x) * inv, p);
+  return x < 0.0f ? -f : f;
+}
+
+struct QRow {
+  float norm, th, p, inv;
+};
+// Norm statistics of the row whose pairs x this thread holds (the 4 lanes of the row hold all of it).
+template <int NP>
+__device__ __forceinline__ QRow query_row(const float2 (&x)[NP], float floor) {
+  float ss = 0.0f;
+#pragma unroll
+  for (int j = 0; j < NP; j++) ss += x[j].x * x[j].x + x[j].y * x[j].y;
+  QRow s;
+  s.norm = sqrtf(quad_sum(ss));
+  const float n = fmaxf(s.norm, floor);
+  s.th = tanhf(n);
+  s.p = 3.0f * (0.5f + s.th);
+  s.inv = rcp(n);
+  return s;
+}
+
+// One warp copies rows [n0, n0 + 16) of an (N, D) array into a (16, D + 8)
+// shared tile, zeros for rows at or past n1.
+template <int D>
+__device__ __forceinline__ void stage_rows(float* dst, const float* src, int n0, int n1, int lane) {
+  constexpr int C4 = D / 4;
+#pragma unroll
+  for (int i = 0; i < 16 * C4 / 32; i++) {
+    const int c = lane + 32 * i, row = c / C4, col = 4 * (c % C4), n = n0 + row;
+    const bool ok = n < n1;
+    cp_async16(dst + row * (D + 8) + col, src + (ok ? (size_t)n * D : 0) + col, ok);
+  }
+}
+// The pairs this thread holds of rows g and g + 8: features 8j + 2t, +1.
+template <int D>
+__device__ __forceinline__ void read_pairs(const float* st, float2 (&x)[2][D / 8], int g, int t) {
+#pragma unroll
+  for (int r = 0; r < 2; r++)
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) x[r][j] = *(const float2*)(st + (g + 8 * r) * (D + 8) + 8 * j + 2 * t);
+}
+
+// Sum the partials of one problem in chunk order, times scale: M as bf16
+// hi/lo (F, D + 8) and vec (F) in shared memory; also to M_out, vec_out when
+// given (plain (F, D) and (F)). A thread issues all its loads of a partial
+// before adding: the partials come from L2 or memory, and a chain of
+// dependent loads per element would leave the block waiting.
+template <int D, int THREADS>
+__device__ void stage_sum(const float* __restrict__ pp, int nparts, float scale, __nv_bfloat16* mh,
+                          __nv_bfloat16* ml, float* vec, float* M_out, float* vec_out) {
+  constexpr int F = 2 * D, FD = F * D, P4 = (FD + F) / 4, K = (P4 + THREADS - 1) / THREADS;
+  const float4* p4 = (const float4*)pp;
+  float4 s[K];
+#pragma unroll
+  for (int i = 0; i < K; i++) {
+    const int x = threadIdx.x + i * THREADS;
+    s[i] = x < P4 ? p4[x] : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  for (int c = 1; c < nparts; c++) {
+    float4 y[K];
+#pragma unroll
+    for (int i = 0; i < K; i++) {
+      const int x = threadIdx.x + i * THREADS;
+      y[i] = x < P4 ? p4[(size_t)c * P4 + x] : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int i = 0; i < K; i++) {
+      s[i].x += y[i].x;
+      s[i].y += y[i].y;
+      s[i].z += y[i].z;
+      s[i].w += y[i].w;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < K; i++) {
+    const int x = threadIdx.x + i * THREADS, x0 = 4 * x;
+    if (x >= P4) continue;
+    const float4 v = make_float4(s[i].x * scale, s[i].y * scale, s[i].z * scale, s[i].w * scale);
+    if (x0 < FD) {  // 4 values of one row of M
+      const int at = (x0 / D) * (D + 8) + x0 % D;
+      uint32_t h01, l01, h23, l23;
+      split_bf16(v.x, v.y, h01, l01);
+      split_bf16(v.z, v.w, h23, l23);
+      *(uint2*)(mh + at) = make_uint2(h01, h23);
+      *(uint2*)(ml + at) = make_uint2(l01, l23);
+      if (M_out) *(float4*)(M_out + x0) = v;
+    } else {
+      *(float4*)(vec + x0 - FD) = v;
+      if (vec_out) *(float4*)(vec_out + x0 - FD) = v;
+    }
+  }
+}
+
+// Write (or add, or read back into) a warp's (MT x NT) tiles of an (F, D) float matrix.
+template <int MT, int NT>
+__device__ __forceinline__ void tiles_io(float* M, int ld, float (&acc)[MT][NT][4], int m0, int n0, int g, int t,
+                                         int mode) {  // 0 store, 1 add into acc
+#pragma unroll
+  for (int mi = 0; mi < MT; mi++)
+#pragma unroll
+    for (int ni = 0; ni < NT; ni++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        float2* p = (float2*)(M + (size_t)(m0 + 16 * mi + g + 8 * h) * ld + n0 + 8 * ni + 2 * t);
+        if (mode == 0) {
+          *p = make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+        } else {
+          const float2 y = *p;
+          acc[mi][ni][2 * h] += y.x;
+          acc[mi][ni][2 * h + 1] += y.y;
+        }
+      }
+}
+
+// ---------------------------------------------------------------- 1. state partials
+
+// rk and v tiles are stored feature-major ([feature][token], rows of LT floats) as tf32 hi
+// and lo: then the A fragment (A[a][token] = rk[token][a]) and the B fragment (B[token][c] =
+// v[token][c]) of m16n8k8 each come from one ldmatrix.x4: with 32-bit data, ldmatrix hands
+// lane 4g + t the element (g, t) of each 8 x 4 block, the fragment's own pattern. LT = 36:
+// rows 144 bytes apart fall in distinct 16-byte bank groups.
+template <int D>
+struct StateLayout {
+  static constexpr int F = 2 * D, LT = kT1 + 4;
+  static constexpr int BUF = (2 * F + 2 * D) * LT;  // floats of one buffer: rk hi, lo; v hi, lo
+  static constexpr size_t bytes = sizeof(float) * 2 * BUF;
+  static_assert(BUF >= (D / 4) * 8, "the fk sums fit in one buffer");
+};
+
+// part[g, chunk] = [sum over the chunk of rk^T v (F, D), sum of fk (F)] (=).
+// Steps of kT1 tokens; two smem buffers: while the warps multiply step i's
+// tiles, they write step i + 1's, and step i + 2's k, v are in flight.
+// Lane l of warp w prepares token l of the step, features 4 e4 .. 4 e4 + 3 of
+// each half for e4 = w, w + 8, ...: its stores to the feature-major tiles are
+// consecutive words across the warp.
+template <int D>
+__global__ void __launch_bounds__(kThreads, 2)
+    nala_state_kernel(const float* __restrict__ k, const float* __restrict__ v, Rope rope, float* __restrict__ part,
+                      int N, int nch, int L) {
+  using TL = Tile<D>;
+  using SL = StateLayout<D>;
+  constexpr int F = 2 * D, Q4 = D / 4, LT = SL::LT, MT = TL::MT, NT = TL::NT;
+  constexpr int IPT = (Q4 + kWarps - 1) / kWarps;  // feature groups per lane
+  static_assert(kT1 == 32, "a lane per token of the step");
+  extern __shared__ __align__(16) float smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int wk = warp / (TL::WGM * TL::WGN), wm = warp % (TL::WGM * TL::WGN) / TL::WGN, wn = warp % TL::WGN;
+  const int pb = blockIdx.x / nch, ch = blockIdx.x % nch, j0 = ch * L, j1 = min(N, j0 + L);
+  const float* kg = k + (size_t)pb * N * D;
+  const float* vg = v + (size_t)pb * N * D;
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int mi = 0; mi < MT; mi++)
+#pragma unroll
+    for (int ni = 0; ni < NT; ni++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) acc[mi][ni][c] = 0.0f;
+  float fs[IPT][8];
+#pragma unroll
+  for (int i = 0; i < IPT; i++)
+#pragma unroll
+    for (int m = 0; m < 8; m++) fs[i][m] = 0.0f;
+  float4 kx[IPT], vx[IPT];
+  auto load = [&](int base) {
+    const int n = base + lane;
+#pragma unroll
+    for (int i = 0; i < IPT; i++) {
+      const int e = 4 * (warp + kWarps * i);
+      const bool ok = e < D && n < j1;
+      kx[i] = ok ? *(const float4*)(kg + (size_t)n * D + e) : make_float4(0.f, 0.f, 0.f, 0.f);
+      vx[i] = ok ? *(const float4*)(vg + (size_t)n * D + e) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  };
+  // rk (rope of [k^3]+, [-k^3]+) and v of the step at `base` (in kx, vx) into buffer b, as tf32 hi/lo.
+  auto prep = [&](int base, float* b) {
+    float *rkh = b, *rkl = b + F * LT, *vh = b + 2 * F * LT, *vl = vh + D * LT;
+    const int n = base + lane, rr = n / rope.W, cc = n - rr * rope.W;
+#pragma unroll
+    for (int i = 0; i < IPT; i++) {
+      const int e = 4 * (warp + kWarps * i);
+      if (e < D) {
+        float r[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+        if (n < j1) {
+          const float x[4] = {kx[i].x, kx[i].y, kx[i].z, kx[i].w};
+          float f[2][4];
+#pragma unroll
+          for (int m = 0; m < 4; m++) {
+            const float kc = x[m] * x[m] * x[m];
+            f[0][m] = fmaxf(kc, 0.0f);
+            f[1][m] = fmaxf(-kc, 0.0f);
+            fs[i][m] += f[0][m];
+            fs[i][4 + m] += f[1][m];
+          }
+          const float2 c0 = rope.at<D>(rr, cc, e), c1 = rope.at<D>(rr, cc, e + 2);
+#pragma unroll
+          for (int h = 0; h < 2; h++) {
+            rot(f[h][0], f[h][1], c0, r[h][0], r[h][1]);
+            rot(f[h][2], f[h][3], c1, r[h][2], r[h][3]);
+          }
+        }
+        const float y[4] = {vx[i].x, vx[i].y, vx[i].z, vx[i].w};
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+          uint32_t hi, lo;
+          split_tf32(r[0][m], hi, lo);
+          rkh[(e + m) * LT + lane] = __uint_as_float(hi);
+          rkl[(e + m) * LT + lane] = __uint_as_float(lo);
+          split_tf32(r[1][m], hi, lo);
+          rkh[(D + e + m) * LT + lane] = __uint_as_float(hi);
+          rkl[(D + e + m) * LT + lane] = __uint_as_float(lo);
+          split_tf32(y[m], hi, lo);
+          vh[(e + m) * LT + lane] = __uint_as_float(hi);
+          vl[(e + m) * LT + lane] = __uint_as_float(lo);
+        }
+      }
+    }
+  };
+  // This lane's ldmatrix rows: A (rk) row (lane & 7) + 8 ((lane >> 3) & 1), column 4 (lane >> 4);
+  // B (v) row (lane & 7) + 8 (lane >> 4), column 4 ((lane >> 3) & 1). Byte offsets in a buffer.
+  const uint32_t s0 = smem_addr(smem);
+  const uint32_t la = (uint32_t)((((lane & 7) + ((lane >> 3) & 1) * 8) * LT + (lane >> 4) * 4) * 4);
+  const uint32_t lb = (uint32_t)((((lane & 7) + (lane >> 4) * 8) * LT + ((lane >> 3) & 1) * 4) * 4);
+
+  load(j0);
+  prep(j0, smem);
+  if (j0 + kT1 < j1) load(j0 + kT1);
+  __syncthreads();
+  for (int base = j0, cur = 0; base < j1; base += kT1, cur ^= 1) {
+    if (base + kT1 < j1) {  // the next step's tiles, and the one after into registers
+      prep(base + kT1, smem + (cur ^ 1) * SL::BUF);
+      if (base + 2 * kT1 < j1) load(base + 2 * kT1);
+    }
+    const uint32_t bh = s0 + (uint32_t)(cur * SL::BUF * 4), bl = bh + F * LT * 4;  // rk hi, lo
+    const uint32_t vh = bh + 2 * F * LT * 4, vl = vh + D * LT * 4;                  // v hi, lo
+#pragma unroll
+    for (int s = 0; s < kT1 / 8 / TL::WGK; s++) {
+      const int k0 = 8 * (s * TL::WGK + wk);
+      uint32_t ah[MT][4], al[MT][4], b_h[NT + 1][2], b_l[NT + 1][2];
+#pragma unroll
+      for (int mi = 0; mi < MT; mi++) {
+        const uint32_t at = la + (uint32_t)(((wm * MT + mi) * 16 * LT + k0) * 4);
+        ldsm_x4(ah[mi], bh + at);
+        ldsm_x4(al[mi], bl + at);
+      }
+#pragma unroll
+      for (int np = 0; np < (NT + 1) / 2; np++) {
+        const uint32_t at = lb + (uint32_t)(((wn * NT + 2 * np) * 8 * LT + k0) * 4);
+        uint32_t rh[4], rl[4];
+        if (NT == 1) {
+          ldsm_x2(rh, vh + at);
+          ldsm_x2(rl, vl + at);
+        } else {
+          ldsm_x4(rh, vh + at);
+          ldsm_x4(rl, vl + at);
+        }
+        b_h[2 * np][0] = rh[0], b_h[2 * np][1] = rh[1], b_h[2 * np + 1][0] = rh[2], b_h[2 * np + 1][1] = rh[3];
+        b_l[2 * np][0] = rl[0], b_l[2 * np][1] = rl[1], b_l[2 * np + 1][0] = rl[2], b_l[2 * np + 1][1] = rl[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < MT; mi++)
+#pragma unroll
+        for (int ni = 0; ni < NT; ni++)
+          tf32_3pass(acc[mi][ni], ah[mi], al[mi], b_h[ni][0], b_h[ni][1], b_l[ni][0], b_l[ni][1]);
+    }
+    __syncthreads();  // step i's buffer is free for step i + 2; step i + 1's is written
+  }
+
+  // The buffers are free: the first takes the other warp groups' tiles, the second the fk sums.
+  float* out = part + (size_t)blockIdx.x * (F * D + F);
+  float* red = smem + SL::BUF;
+  const int m0 = wm * MT * 16, n0 = wn * NT * 8;
+  if (TL::WGK > 1) {
+    if (wk > 0) tiles_io<MT, NT>(smem + (size_t)(wk - 1) * F * D, D, acc, m0, n0, g, t, 0);
+    __syncthreads();
+    if (wk == 0)
+      for (int w2 = 1; w2 < TL::WGK; w2++) tiles_io<MT, NT>(smem + (size_t)(w2 - 1) * F * D, D, acc, m0, n0, g, t, 1);
+  }
+  if (wk == 0) tiles_io<MT, NT>(out, D, acc, m0, n0, g, t, 0);
+  // fk sums: over the warp's 32 tokens (fixed tree), then lane 0 keeps its feature group's.
+#pragma unroll
+  for (int i = 0; i < IPT; i++)
+#pragma unroll
+    for (int m = 0; m < 8; m++) {
+      float x = fs[i][m];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+      const int e4 = warp + kWarps * i;
+      if (lane == 0 && e4 < Q4) red[e4 * 8 + m] = x;
+    }
+  __syncthreads();
+  for (int a = tid; a < F; a += kThreads) {
+    const int h = a / D, ee = a % D;
+    out[F * D + a] = red[(ee / 4) * 8 + h * 4 + ee % 4];
+  }
+}
+
+// ---------------------------------------------------------------- 2. outputs
+
+template <int D>
+struct OutputLayout {
+  static constexpr int F = 2 * D, LS = D + 8;
+  static constexpr size_t bytes = 2 * F * LS * sizeof(__nv_bfloat16) + F * sizeof(float) +
+                                  (size_t)kWarps * 2 * 16 * (D + 8) * sizeof(float);
+};
+
+// S, kmean from the partials (block of chunk 0), and o = (z rq) S for the chunk's tokens.
+template <int D>
+__global__ void __launch_bounds__(kThreads, 2)
+    nala_output_kernel(const float* __restrict__ q, const float* __restrict__ part, Rope rope,
+                       float* __restrict__ o, float* __restrict__ S, float* __restrict__ kmean, int N, int nparts,
+                       int nch, int L, float invN, float floor) {
+  constexpr int F = 2 * D, NP = D / 8, LS = D + 8, LQ = D + 8, P = F * D + F;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16* sh = (__nv_bfloat16*)smem_raw;
+  __nv_bfloat16* sl = sh + F * LS;
+  float* km = (float*)(sl + F * LS);
+  float* stage = km + F;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int pb = blockIdx.x / nch, ch = blockIdx.x % nch;
+  stage_sum<D, kThreads>(part + (size_t)pb * nparts * P, nparts, invN, sh, sl, km, ch == 0 ? S + (size_t)pb * F * D : nullptr,
+               ch == 0 ? kmean + (size_t)pb * F : nullptr);
+  __syncthreads();
+
+  const int i0 = ch * L, i1 = min(N, i0 + L), ntile = (i1 - i0 + 15) / 16;
+  const float* qg = q + (size_t)pb * N * D;
+  float* og = o + (size_t)pb * N * D;
+  float* st = stage + warp * 2 * 16 * LQ;
+  // This lane's ldmatrix.trans row of S (hi, lo): row k0 + (lane & 15), column 16 np + 8 (lane >> 4).
+  const uint32_t sbh = smem_addr(sh + (lane & 15) * LS + (lane >> 4) * 8), sbl = smem_addr(sl + (lane & 15) * LS + (lane >> 4) * 8);
+  if (warp < ntile) stage_rows<D>(st, qg, i0 + 16 * warp, i1, lane);
+  cp_async_commit();
+  int buf = 0;
+  for (int tile = warp; tile < ntile; tile += kWarps, buf ^= 1) {
+    __syncwarp();  // every lane is done reading the buffer refilled next
+    if (tile + kWarps < ntile) stage_rows<D>(st + (buf ^ 1) * 16 * LQ, qg, i0 + 16 * (tile + kWarps), i1, lane);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncwarp();
+    // q stays in the stage while the tile is worked on; u^p is computed twice (for z, then
+    // for the A operand) rather than kept: 32 more registers would cost spills.
+    const float* sq = st + buf * 16 * LQ;
+    auto xq = [&](int r, int j) { return *(const float2*)(sq + (g + 8 * r) * LQ + 8 * j + 2 * t); };
+    const int nb = i0 + 16 * tile;
+    const LaneRope<D> tb[2] = {LaneRope<D>(rope, min(nb + g, N - 1), t), LaneRope<D>(rope, min(nb + g + 8, N - 1), t)};
+    float z[2];
+    QRow qs[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      float2 x[NP];
+#pragma unroll
+      for (int j = 0; j < NP; j++) x[j] = xq(r, j);
+      qs[r] = query_row<NP>(x, floor);
+      float den = 0.0f;
+#pragma unroll
+      for (int j = 0; j < NP; j++)
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+          const int e = 8 * j + 2 * t + m;
+          const float f = qfeat(m ? x[j].y : x[j].x, qs[r].inv, qs[r].p);
+          den += fmaxf(f, 0.0f) * km[e] + fmaxf(-f, 0.0f) * km[D + e];
+        }
+      z[r] = rcp(quad_sum(den) + kZEps);
+    }
+    float acc[D / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < D / 8; nt++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) acc[nt][c] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < D / 16; s++) {
+      float2 cs[2][2], f[2][2];  // [row][pair 2s + jj]: the table entry and the signed features
+#pragma unroll
+      for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int jj = 0; jj < 2; jj++) {
+          cs[r][jj] = tb[r](2 * s + jj);
+          const float2 x = xq(r, 2 * s + jj);
+          f[r][jj] = make_float2(qfeat(x.x, qs[r].inv, qs[r].p), qfeat(x.y, qs[r].inv, qs[r].p));
+        }
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        uint32_t ah[4], al[4];  // a0 (row g, pair 2s), a1 (g+8, 2s), a2 (g, 2s+1), a3 (g+8, 2s+1)
+#pragma unroll
+        for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+          for (int r = 0; r < 2; r++) {
+            const float2 sf = f[r][jj];
+            const float f0 = h ? fmaxf(-sf.x, 0.0f) : fmaxf(sf.x, 0.0f), f1 = h ? fmaxf(-sf.y, 0.0f) : fmaxf(sf.y, 0.0f);
+            float y0, y1;
+            rot(f0, f1, cs[r][jj], y0, y1);
+            split_bf16(y0, y1, ah[r + 2 * jj], al[r + 2 * jj]);
+          }
+        const int k0 = h * D + 16 * s;
+#pragma unroll
+        for (int np = 0; np < D / 16; np++) {
+          uint32_t bh[4], bl[4];
+          const uint32_t at = (uint32_t)(k0 * LS + 16 * np) * 2;
+          ldsm_x4_trans(bh, sbh + at);
+          ldsm_x4_trans(bl, sbl + at);
+          bf16_3pass(acc[2 * np], ah, al, bh[0], bh[1], bl[0], bl[1]);
+          bf16_3pass(acc[2 * np + 1], ah, al, bh[2], bh[3], bl[2], bl[3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int n = nb + g + 8 * r;
+      if (n < i1)
+#pragma unroll
+        for (int nt = 0; nt < D / 8; nt++)
+          *(float2*)(og + (size_t)n * D + 8 * nt + 2 * t) = make_float2(z[r] * acc[nt][2 * r], z[r] * acc[nt][2 * r + 1]);
+    }
+  }
+  cp_async_wait<0>();
+}
+
+// ---------------------------------------------------------------- 3. dq, dS and dkm partials
+
+template <int D>
+struct QueryGradLayout {
+  static constexpr int F = 2 * D, LS = D + 8, LQ = D + 8, LZ = F + 8, LG = D + 8;
+  // floats: S as tf32 (hi, lo) [F][LS] pairs, each two columns stored (hi, hi, lo, lo) so that
+  // one 16-byte load is a B fragment's hi and lo; kmean [F], go stage [kWarps][16][LQ], dkm rows
+  // [kWarps][F]; then bf16: z rq hi, lo [kTok3][LZ] and go hi, lo [kTok3][LG].
+  static constexpr size_t floats = (size_t)2 * F * LS + F + kWarps * 16 * LQ + kWarps * F;
+  static constexpr size_t bytes = floats * sizeof(float) + (size_t)(2 * kTok3 * LZ + 2 * kTok3 * LG) * 2;
+};
+
+// dq of the chunk's tokens (=); part[g, chunk] = [sum z rq^T go (F, D), sum dden fq (F)] (=).
+// Per step of kTok3 tokens, warp w takes tokens 16 w .. 16 w + 15:
+//   1. W = go S^T (tf32 3-pass; go rows staged one step ahead by cp.async; S kept in shared
+//      memory split into hi and lo, one 16-byte load per fragment). Its q rows load into
+//      registers meanwhile.
+//   2. per token, as the CPU backward: n, p, fq, z, rq into the block's dS operand Z and
+//      z go into G; dz = rq . w, dden = -z^2 dz; on the active half of each value (the sign
+//      of q) dfq = z rope^T(w) + dden kmean, gf = dfq fq, dp = sum gf ln u, sum of p gf,
+//      then dq = dn q / |q| + p gf / q. dden fq goes into the warp's dkm row.
+//   3. the block: dS += Z^T G over the step (bf16 3-pass).
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1)
+    nala_query_grad_kernel(const float* __restrict__ q, const float* __restrict__ S, const float* __restrict__ kmean,
+                           const float* __restrict__ gout, Rope rope, float* __restrict__ dq,
+                           float* __restrict__ part, int N, int nch, int L, float floor) {
+  using TL = Tile<D>;
+  constexpr int F = 2 * D, NP = D / 8, LS = D + 8, LQ = D + 8, LZ = F + 8, LG = D + 8, MT = TL::MT, NT = TL::NT;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float2* s2 = (float2*)smem_raw;
+  float* km = (float*)(s2 + F * LS);
+  float* stage = km + F;
+  float* dkmw = stage + kWarps * 16 * LQ;
+  __nv_bfloat16* zh = (__nv_bfloat16*)(dkmw + kWarps * F);
+  __nv_bfloat16* zl = zh + kTok3 * LZ;
+  __nv_bfloat16* gh = zl + kTok3 * LZ;
+  __nv_bfloat16* gl = gh + kTok3 * LG;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int wk = warp / (TL::WGM * TL::WGN), wm = warp % (TL::WGM * TL::WGN) / TL::WGN, wn = warp % TL::WGN;
+  const int pb = blockIdx.x / nch, ch = blockIdx.x % nch, i0 = ch * L, i1 = min(N, i0 + L);
+  for (int x = tid; x < F * D / 2; x += kThreads) {  // a pair of columns: (hi, hi, lo, lo)
+    const float2 v = *(const float2*)(S + (size_t)pb * F * D + 2 * x);
+    uint32_t h0, l0, h1, l1;
+    split_tf32(v.x, h0, l0);
+    split_tf32(v.y, h1, l1);
+    *(uint4*)(s2 + (2 * x / D) * LS + 2 * x % D) = make_uint4(h0, h1, l0, l1);
+  }
+  for (int a = tid; a < F; a += kThreads) km[a] = kmean[(size_t)pb * F + a];
+  for (int x = tid; x < kWarps * F; x += kThreads) dkmw[x] = 0.0f;
+  __syncthreads();
+
+  const float* qg = q + (size_t)pb * N * D;
+  const float* gg = gout + (size_t)pb * N * D;
+  float* dqg = dq + (size_t)pb * N * D;
+  float* sg = stage + warp * 16 * LQ;
+  const int niter = (i1 - i0 + kTok3 - 1) / kTok3;
+  // This lane's ldmatrix.trans rows for dS: z rq (row k0 + (lane & 7) + 8 (lane >> 4), column
+  // m0 + 8 ((lane >> 3) & 1)) and go (row k0 + (lane & 15), column n0 + 8 (lane >> 4)).
+  const int lz = ((lane & 7) + ((lane >> 4) << 3)) * LZ + ((lane >> 3) & 1) * 8, lg = (lane & 15) * LG + (lane >> 4) * 8;
+  const uint32_t zbh = smem_addr(zh + lz), zbl = smem_addr(zl + lz), gbh = smem_addr(gh + lg), gbl = smem_addr(gl + lg);
+  stage_rows<D>(sg, gg, i0 + 16 * warp, i1, lane);
+  cp_async_commit();
+  float dacc[MT][NT][4];
+#pragma unroll
+  for (int mi = 0; mi < MT; mi++)
+#pragma unroll
+    for (int ni = 0; ni < NT; ni++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) dacc[mi][ni][c] = 0.0f;
+
+  for (int it = 0; it < niter; it++) {
+    const int nb = i0 + it * kTok3 + 16 * warp;  // this warp's 16 tokens
+    // q of rows g, g + 8 into registers (zeros past the chunk); in flight during W.
+    float2 xq[2][NP];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int n = nb + g + 8 * r;
+#pragma unroll
+      for (int j = 0; j < NP; j++)
+        xq[r][j] = n < i1 ? *(const float2*)(qg + (size_t)n * D + 8 * j + 2 * t) : make_float2(0.0f, 0.0f);
+    }
+    cp_async_wait<0>();
+    __syncwarp();
+    auto gop = [&](int r, int j) { return *(const float2*)(sg + (g + 8 * r) * LQ + 8 * j + 2 * t); };
+    // W = go S^T for the warp's 16 tokens: w[nt] holds features 8 nt + 2t, +1 of rows g, g + 8,
+    // which are the features whose fq this thread holds. The k index t (t + 4) of a step
+    // stands for column 8j + 2t (8j + 2t + 1) of go and S.
+    float w[F / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < F / 8; nt++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) w[nt][c] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NP; j++) {
+      uint32_t ah[4], al[4];
+      const float2 x0 = gop(0, j), x1 = gop(1, j);
+      split_tf32(x0.x, ah[0], al[0]);
+      split_tf32(x1.x, ah[1], al[1]);
+      split_tf32(x0.y, ah[2], al[2]);
+      split_tf32(x1.y, ah[3], al[3]);
+#pragma unroll
+      for (int nt = 0; nt < F / 8; nt++) {
+        const uint4 b = *(const uint4*)(s2 + (8 * nt + g) * LS + 8 * j + 2 * t);  // b0, b1 hi; b0, b1 lo
+        tf32_3pass(w[nt], ah, al, b.x, b.y, b.z, b.w);
+      }
+    }
+
+    const LaneRope<D> tb[2] = {LaneRope<D>(rope, min(nb + g, N - 1), t), LaneRope<D>(rope, min(nb + g + 8, N - 1), t)};
+    const QRow qs[2] = {query_row<NP>(xq[0], floor), query_row<NP>(xq[1], floor)};
+    // One pass for the normaliser, dz = go . (rq S) = rq . w, and rq into the block's dS operand
+    // Z (bf16 hi/lo); z goes on the go side of dS (G = z go), so Z needs no second pass.
+    float z[2], dden[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int row = 16 * warp + g + 8 * r;
+      float den = 0.0f, dz = 0.0f;
+#pragma unroll
+      for (int j = 0; j < NP; j++) {
+        const int e = 8 * j + 2 * t;
+        const float2 cs = tb[r](j);
+        const float s0 = qfeat(xq[r][j].x, qs[r].inv, qs[r].p), s1 = qfeat(xq[r][j].y, qs[r].inv, qs[r].p);
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const float f0 = h ? fmaxf(-s0, 0.0f) : fmaxf(s0, 0.0f), f1 = h ? fmaxf(-s1, 0.0f) : fmaxf(s1, 0.0f);
+          den += f0 * km[h * D + e] + f1 * km[h * D + e + 1];
+          float y0, y1;
+          rot(f0, f1, cs, y0, y1);
+          dz += y0 * w[h * NP + j][2 * r] + y1 * w[h * NP + j][2 * r + 1];
+          uint32_t hi, lo;
+          split_bf16(y0, y1, hi, lo);
+          *(uint32_t*)(zh + row * LZ + h * D + e) = hi;
+          *(uint32_t*)(zl + row * LZ + h * D + e) = lo;
+        }
+      }
+      z[r] = rcp(quad_sum(den) + kZEps);
+      dden[r] = -z[r] * z[r] * quad_sum(dz);
+      // G = z go (bf16 hi/lo), the B operand of dS.
+#pragma unroll
+      for (int j = 0; j < NP; j++) {
+        const float2 x = gop(r, j);
+        uint32_t hi, lo;
+        split_bf16(z[r] * x.x, z[r] * x.y, hi, lo);
+        *(uint32_t*)(gh + row * LG + 8 * j + 2 * t) = hi;
+        *(uint32_t*)(gl + row * LG + 8 * j + 2 * t) = lo;
+      }
+    }
+    __syncwarp();  // every lane is done with the go stage: the next step's rows go in flight
+    if (it + 1 < niter) stage_rows<D>(sg, gg, nb + kTok3, i1, lane);
+    cp_async_commit();
+    // On the active half of each value (the sign of q): dfq = z rope^T(w) + dden kmean
+    // (rope^T: the pair rotated back), gf = dfq fq; dp = sum gf ln u, sum of p gf (= du u);
+    // dden fq into the warp's dkm row. gf is kept for dq.
+    float gfv[2][NP][2], dnq[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      float dp = 0.0f, sg2 = 0.0f;  // sum gf log2 u, sum gf
+#pragma unroll
+      for (int j = 0; j < NP; j++) {
+        const float2 cs = tb[r](j);
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+          const float x = m ? xq[r][j].y : xq[r][j].x, u = fabsf(x) * qs[r].inv;
+          const int h = x < 0.0f ? 1 : 0;
+          const float w0 = h ? w[NP + j][2 * r] : w[j][2 * r], w1 = h ? w[NP + j][2 * r + 1] : w[j][2 * r + 1];
+          const float rt = m ? w1 * cs.x - w0 * cs.y : w0 * cs.x + w1 * cs.y;  // rope^T(w), value m
+          const float lu = lg2(fmaxf(u, kTiny)), f = u > 0.0f ? ex2(qs[r].p * lu) : 0.0f;
+          const float gf = (z[r] * rt + dden[r] * km[h * D + 8 * j + 2 * t + m]) * f;
+          gfv[r][j][m] = gf;
+          dp += gf * lu;
+          sg2 += gf;
+        }
+      }
+      dp = quad_sum(dp) * kLn2;                  // d(u^p)/dp = u^p ln u
+      const float dnu = qs[r].p * quad_sum(sg2);  // sum du u with du = p gf / u
+      const float dn = dp * 3.0f * (1.0f - qs[r].th * qs[r].th) - dnu * qs[r].inv;
+      dnq[r] = qs[r].norm > floor ? dn * rcp(qs[r].norm) : 0.0f;
+    }
+    // dq = dnq q + p gf / q (that is du / n with the sign of q), and dden fq over the warp's rows.
+#pragma unroll
+    for (int j = 0; j < NP; j++) {
+      float dkv[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};  // [value][half], over rows g and g + 8
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        float out[2];
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+          const float x = m ? xq[r][j].y : xq[r][j].x, f = pow_pos(fabsf(x) * qs[r].inv, qs[r].p);
+          out[m] = dnq[r] * x + (f > 0.0f && fabsf(x) >= kTiny ? qs[r].p * gfv[r][j][m] * rcp(x) : 0.0f);
+          dkv[m][x < 0.0f ? 1 : 0] += dden[r] * f;
+        }
+        const int n = nb + g + 8 * r;
+        if (n < i1) *(float2*)(dqg + (size_t)n * D + 8 * j + 2 * t) = make_float2(out[0], out[1]);
+      }
+#pragma unroll
+      for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {  // add over the 8 rows g (fixed tree); lanes g = 0 into the warp's row
+          float v = dkv[m][h];
+          v += __shfl_xor_sync(0xffffffffu, v, 4);
+          v += __shfl_xor_sync(0xffffffffu, v, 8);
+          v += __shfl_xor_sync(0xffffffffu, v, 16);
+          if (g == 0) dkmw[warp * F + h * D + 8 * j + 2 * t + m] += v;
+        }
+    }
+    __syncthreads();  // the step's z rq and go rows are all in shared memory
+    // dS += Z^T G over the step's tokens: A from z rq (tokens x features) through
+    // ldmatrix.trans, B from go (tokens x columns) likewise.
+#pragma unroll
+    for (int s = 0; s < kTok3 / 16 / TL::WGK; s++) {
+      const int k0 = 16 * (s * TL::WGK + wk);
+      uint32_t ah[MT][4], al[MT][4];
+#pragma unroll
+      for (int mi = 0; mi < MT; mi++) {
+        const uint32_t at = (uint32_t)(k0 * LZ + (wm * MT + mi) * 16) * 2;
+        ldsm_x4_trans(ah[mi], zbh + at);
+        ldsm_x4_trans(al[mi], zbl + at);
+      }
+#pragma unroll
+      for (int np = 0; np < (NT + 1) / 2; np++) {
+        uint32_t bh[4], bl[4];
+        const uint32_t at = (uint32_t)(k0 * LG + (wn * NT + 2 * np) * 8) * 2;
+        if (NT == 1) {
+          ldsm_x2_trans(bh, gbh + at);
+          ldsm_x2_trans(bl, gbl + at);
+        } else {
+          ldsm_x4_trans(bh, gbh + at);
+          ldsm_x4_trans(bl, gbl + at);
+        }
+#pragma unroll
+        for (int mi = 0; mi < MT; mi++) {
+          bf16_3pass(dacc[mi][2 * np], ah[mi], al[mi], bh[0], bh[1], bl[0], bl[1]);
+          if (NT > 1) bf16_3pass(dacc[mi][(2 * np + 1) % NT], ah[mi], al[mi], bh[2], bh[3], bl[2], bl[3]);
+        }
+      }
+    }
+    __syncthreads();  // before the next step rewrites Z and G
+  }
+
+  float* out = part + (size_t)blockIdx.x * (F * D + F);
+  float* red = (float*)zh;  // free now: (WGK - 1) F D floats fit
+  const int m0 = wm * MT * 16, n0 = wn * NT * 8;
+  if (TL::WGK > 1) {
+    if (wk > 0) tiles_io<MT, NT>(red + (size_t)(wk - 1) * F * D, D, dacc, m0, n0, g, t, 0);
+    __syncthreads();
+    if (wk == 0)
+      for (int w2 = 1; w2 < TL::WGK; w2++) tiles_io<MT, NT>(red + (size_t)(w2 - 1) * F * D, D, dacc, m0, n0, g, t, 1);
+  }
+  if (wk == 0) tiles_io<MT, NT>(out, D, dacc, m0, n0, g, t, 0);
+  for (int a = tid; a < F; a += kThreads) {
+    float s = 0.0f;
+    for (int w2 = 0; w2 < kWarps; w2++) s += dkmw[w2 * F + a];
+    out[F * D + a] = s;
+  }
+}
+
+// ---------------------------------------------------------------- 4. dk, dv
+
+template <int D>
+struct KeyGradLayout {
+  static constexpr int F = 2 * D, LS = D + 8;
+  static constexpr size_t bytes = 2 * F * LS * sizeof(__nv_bfloat16) + F * sizeof(float) +
+                                  (size_t)kWarps4 * 2 * 2 * 16 * (D + 8) * sizeof(float);
+};
+
+// dS, dkm from the partials (times 1/N), then dv = rk dS, drk = v dS^T and dk for the chunk's tokens.
+template <int D>
+__global__ void __launch_bounds__(kWarps4 * 32, 2)
+    nala_key_grad_kernel(const float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ part,
+                         Rope rope, float* __restrict__ dk, float* __restrict__ dv, int N, int nparts, int nch, int L,
+                         float invN) {
+  constexpr int F = 2 * D, NP = D / 8, LS = D + 8, LQ = D + 8, P = F * D + F;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16* sh = (__nv_bfloat16*)smem_raw;
+  __nv_bfloat16* sl = sh + F * LS;
+  float* dkm = (float*)(sl + F * LS);
+  float* stage = dkm + F;  // per warp: 2 buffers of (k rows, v rows)
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int pb = blockIdx.x / nch, ch = blockIdx.x % nch;
+  stage_sum<D, kWarps4 * 32>(part + (size_t)pb * nparts * P, nparts, invN, sh, sl, dkm, nullptr, nullptr);
+  __syncthreads();
+
+  const int i0 = ch * L, i1 = min(N, i0 + L), ntile = (i1 - i0 + 15) / 16;
+  const float* kg = k + (size_t)pb * N * D;
+  const float* vg = v + (size_t)pb * N * D;
+  float* dkg = dk + (size_t)pb * N * D;
+  float* dvg = dv + (size_t)pb * N * D;
+  float* st = stage + warp * 2 * 2 * 16 * LQ;
+  // This lane's ldmatrix rows of dS (hi, lo): .trans for dv (row k0 + (lane & 15), column
+  // 16 np + 8 (lane >> 4)), plain for drk (row 16 np + (lane & 7) + 8 (lane >> 4), column
+  // 16 s + 8 ((lane >> 3) & 1)).
+  const int lt = (lane & 15) * LS + (lane >> 4) * 8, ln = ((lane & 7) + ((lane >> 4) << 3)) * LS + ((lane >> 3) & 1) * 8;
+  const uint32_t tbh = smem_addr(sh + lt), tbl = smem_addr(sl + lt), nbh = smem_addr(sh + ln), nbl = smem_addr(sl + ln);
+  if (warp < ntile) {
+    stage_rows<D>(st, kg, i0 + 16 * warp, i1, lane);
+    stage_rows<D>(st + 16 * LQ, vg, i0 + 16 * warp, i1, lane);
+  }
+  cp_async_commit();
+  int buf = 0;
+  for (int tile = warp; tile < ntile; tile += kWarps4, buf ^= 1) {
+    __syncwarp();  // every lane is done reading the buffer refilled next
+    if (tile + kWarps4 < ntile) {
+      float* nx = st + (buf ^ 1) * 2 * 16 * LQ;
+      stage_rows<D>(nx, kg, i0 + 16 * (tile + kWarps4), i1, lane);
+      stage_rows<D>(nx + 16 * LQ, vg, i0 + 16 * (tile + kWarps4), i1, lane);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncwarp();
+    const float* sk = st + buf * 2 * 16 * LQ;  // k and v rows stay here while the tile is worked on
+    const float* sv = sk + 16 * LQ;
+    auto pair = [&](const float* rows, int r, int j) { return *(const float2*)(rows + (g + 8 * r) * LQ + 8 * j + 2 * t); };
+    const int nb = i0 + 16 * tile;
+    const LaneRope<D> tb[2] = {LaneRope<D>(rope, min(nb + g, N - 1), t), LaneRope<D>(rope, min(nb + g + 8, N - 1), t)};
+    // dv = rk dS: A = rk from registers (a rope pair per fragment register), B = dS through ldmatrix.trans.
+    {
+      float acc[D / 8][4];
+#pragma unroll
+      for (int nt = 0; nt < D / 8; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) acc[nt][c] = 0.0f;
+#pragma unroll
+      for (int s = 0; s < D / 16; s++) {
+        float2 cs[2][2], xk[2][2];
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+          for (int jj = 0; jj < 2; jj++) {
+            cs[r][jj] = tb[r](2 * s + jj);
+            xk[r][jj] = pair(sk, r, 2 * s + jj);
+          }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          uint32_t ah[4], al[4];
+#pragma unroll
+          for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+              const float2 x = xk[r][jj];
+              const float c0 = x.x * x.x * x.x, c1 = x.y * x.y * x.y;
+              float y0, y1;
+              rot(h ? fmaxf(-c0, 0.0f) : fmaxf(c0, 0.0f), h ? fmaxf(-c1, 0.0f) : fmaxf(c1, 0.0f), cs[r][jj], y0, y1);
+              split_bf16(y0, y1, ah[r + 2 * jj], al[r + 2 * jj]);
+            }
+          const int k0 = h * D + 16 * s;
+#pragma unroll
+          for (int np = 0; np < D / 16; np++) {
+            uint32_t bh[4], bl[4];
+            const uint32_t at = (uint32_t)(k0 * LS + 16 * np) * 2;
+            ldsm_x4_trans(bh, tbh + at);
+            ldsm_x4_trans(bl, tbl + at);
+            bf16_3pass(acc[2 * np], ah, al, bh[0], bh[1], bl[0], bl[1]);
+            bf16_3pass(acc[2 * np + 1], ah, al, bh[2], bh[3], bl[2], bl[3]);
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const int n = nb + g + 8 * r;
+        if (n < i1)
+#pragma unroll
+          for (int nt = 0; nt < D / 8; nt++)
+            *(float2*)(dvg + (size_t)n * D + 8 * nt + 2 * t) = make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]);
+      }
+    }
+    // drk = v dS^T: A = v from registers, B[c][a] = dS[a][c] through plain ldmatrix.
+    float w[F / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < F / 8; nt++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) w[nt][c] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < D / 16; s++) {
+      uint32_t ah[4], al[4];
+#pragma unroll
+      for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+          const float2 x = pair(sv, r, 2 * s + jj);
+          split_bf16(x.x, x.y, ah[r + 2 * jj], al[r + 2 * jj]);
+        }
+#pragma unroll
+      for (int np = 0; np < F / 16; np++) {
+        uint32_t bh[4], bl[4];
+        const uint32_t at = (uint32_t)(16 * np * LS + 16 * s) * 2;
+        ldsm_x4(bh, nbh + at);
+        ldsm_x4(bl, nbl + at);
+        bf16_3pass(w[2 * np], ah, al, bh[0], bh[1], bl[0], bl[1]);
+        bf16_3pass(w[2 * np + 1], ah, al, bh[2], bh[3], bl[2], bl[3]);
+      }
+    }
+    // dk = 3 k^2 (dfk of the active half + dkm / N), dfk = rope^T(drk).
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int n = nb + g + 8 * r;
+#pragma unroll
+      for (int j = 0; j < NP; j++) {
+        const int e = 8 * j + 2 * t;
+        const float2 cs = tb[r](j), xk = pair(sk, r, j);
+        float df[2][2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) rot_t(w[h * NP + j][2 * r], w[h * NP + j][2 * r + 1], cs, df[h][0], df[h][1]);
+        float out[2];
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+          const float x = m ? xk.y : xk.x, kc = x * x * x;
+          float gk = 0.0f;
+          if (kc > 0.0f) gk += df[0][m] + dkm[e + m];
+          if (kc < 0.0f) gk -= df[1][m] + dkm[D + e + m];
+          out[m] = gk * 3.0f * x * x;
+        }
+        if (n < i1) *(float2*)(dkg + (size_t)n * D + e) = make_float2(out[0], out[1]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+}
+
+// ---------------------------------------------------------------- host side
+
+template <typename K>
+int slots_of(K kernel, int threads, size_t smem) {  // resident blocks on the whole GPU
+  if (smem > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "nala_attention");
+  int dev = 0, sms = 0, per = 0;
+  CUDA_CHECK(cudaGetDevice(&dev), "nala_attention");
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "nala_attention");
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, threads, smem), "nala_attention");
+  NALA_CHECK(per > 0, "nala_attention: a kernel does not fit on this GPU (", smem, " bytes of shared memory)");
+  return per * sms;
+}
+
+struct Plan {
+  int L, nch;  // tokens per chunk (a multiple of the quantum), chunks per problem
+};
+// Chunks per problem for G problems of N tokens, G * chunks blocks in `slots`
+// resident places. A block's time is about its tokens plus a fixed cost
+// (staging and writing a partial state of F * (D + 1) floats, ~kBlockCost
+// tokens' worth), and every chunk adds a partial for the next kernel to read:
+// minimise waves * (length + kBlockCost).
+constexpr int64_t kBlockCost = 256;
+Plan plan_chunks(int64_t G, int64_t N, int64_t quantum, int64_t slots) {
+  Plan best{0, 0};
+  int64_t best_cost = -1;
+  for (int64_t c = 1; c <= 4096; c++) {
+    const int64_t L = ((N + c - 1) / c + quantum - 1) / quantum * quantum, nch = (N + L - 1) / L;
+    if (nch != c) continue;  // same chunks as a smaller count
+    const int64_t cost = (G * nch + slots - 1) / slots * (L + kBlockCost);
+    if (best_cost < 0 || cost < best_cost) best = {(int)L, (int)nch}, best_cost = cost;
+    if (L == quantum) break;
+  }
+  return best;
+}
+
+template <int D>
+struct Kernels {
+  static constexpr int F = 2 * D, P = F * D + F;
+  static int slots(int which) {  // per kernel, measured once
+    static const int s[4] = {
+        slots_of(nala_state_kernel<D>, kThreads, StateLayout<D>::bytes),
+        slots_of(nala_output_kernel<D>, kThreads, OutputLayout<D>::bytes),
+        slots_of(nala_query_grad_kernel<D>, kThreads, QueryGradLayout<D>::bytes),
+        slots_of(nala_key_grad_kernel<D>, kWarps4 * 32, KeyGradLayout<D>::bytes)};
+    return s[which];
+  }
+
+  static void forward(const float* q, const float* k, const float* v, float* o, float* S, float* kmean, int64_t G,
+                      int64_t H, int64_t W, float floor, const char* op) {
+    const int64_t N = H * W;
+    const Rope rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
+    const Plan p1 = plan_chunks(G, N, kT1, slots(0)), p2 = plan_chunks(G, N, 16 * kWarps, slots(1));
+    Tensor part = Tensor::empty({G * p1.nch * P}, DType::F32, Device::CUDA);
+    nala_state_kernel<D><<<(unsigned)(G * p1.nch), kThreads, StateLayout<D>::bytes>>>(k, v, rope, part.f32(), (int)N,
+                                                                                      p1.nch, p1.L);
+    CUDA_CHECK_LAUNCH(op);
+    nala_output_kernel<D><<<(unsigned)(G * p2.nch), kThreads, OutputLayout<D>::bytes>>>(
+        q, part.f32(), rope, o, S, kmean, (int)N, p1.nch, p2.nch, p2.L, 1.0f / (float)N, floor);
+    CUDA_CHECK_LAUNCH(op);
+  }
+
+  static void backward(const float* q, const float* k, const float* v, const float* S, const float* kmean,
+                       const float* gout, float* dq, float* dk, float* dv, int64_t G, int64_t H, int64_t W, float floor,
+                       const char* op) {
+    const int64_t N = H * W;
+    const Rope rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
+    const Plan p3 = plan_chunks(G, N, kTok3, slots(2)), p4 = plan_chunks(G, N, 16 * kWarps4, slots(3));
+    Tensor part = Tensor::empty({G * p3.nch * P}, DType::F32, Device::CUDA);
+    nala_query_grad_kernel<D><<<(unsigned)(G * p3.nch), kThreads, QueryGradLayout<D>::bytes>>>(
+        q, S, kmean, gout, rope, dq, part.f32(), (int)N, p3.nch, p3.L, floor);
+    CUDA_CHECK_LAUNCH(op);
+    nala_key_grad_kernel<D><<<(unsigned)(G * p4.nch), kWarps4 * 32, KeyGradLayout<D>::bytes>>>(
+        k, v, part.f32(), rope, dk, dv, (int)N, p3.nch, p4.nch, p4.L, 1.0f / (float)N);
+    CUDA_CHECK_LAUNCH(op);
+  }
+};
+
+void check_dims(const char* op, int64_t G, int64_t N, int64_t D) {
+  NALA_CHECK(D % 4 == 0 && D > 0 && D <= 128, op, ": CUDA kernels take head dim d % 4 == 0 and d <= 128, got d = ", D);
+  NALA_CHECK(G * N * D < (int64_t(1) << 31) && G * 2 * D * D < (int64_t(1) << 31), op, ": too large (G=", G,
+             " N=", N, " d=", D, ")");
+}
+
+}  // namespace
+
+bool nala_attention_tensor_cores(int64_t D) { return D == 16 || D == 32 || D == 64; }
+
+void nala_attention_forward(const float* q, const float* k, const float* v, float* o, float* S, float* kmean,
+                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor) {
+  const char* op = "nala_attention_forward";
+  check_dims(op, G, H * W, D);
+  if (G == 0 || H * W == 0) return;
+  switch (D) {
+    case 16: return Kernels<16>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
+    case 32: return Kernels<32>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
+    case 64: return Kernels<64>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
+    default: return nala_attention_forward_v1(q, k, v, o, S, kmean, G, H, W, D, norm_floor);
+  }
+}
+
+void nala_attention_backward(const float* q, const float* k, const float* v, const float* S, const float* kmean,
+                             const float* gout, float* dq, float* dk, float* dv, int64_t G, int64_t H, int64_t W,
+                             int64_t D, float norm_floor) {
+  const char* op = "nala_attention_backward";
+  check_dims(op, G, H * W, D);
+  if (G == 0 || H * W == 0) return;
+  switch (D) {
+    case 16: return Kernels<16>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
+    case 32: return Kernels<32>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
+    case 64: return Kernels<64>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
+    default: return nala_attention_backward_v1(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, D, norm_floor);
+  }
+}
+
+}  // namespace cuda
+}  // namespace nala
