@@ -132,7 +132,7 @@ void v4_production(Problem& p) {
 
 int main(int argc, char** argv) {
   const char* usage =
-      "usage: dwconv [VERSION] [--size S] [--check] [--csv] [--min-time S]\n"
+      "usage: dwconv [VERSION] [--size S] [--check] [--csv] [--threaded] [--min-time S]\n"
       "  depthwise 7x7 conv, channels-last: default B = 2, 9 x 11, C = 40; --size S: B = 4, S x S, C = 64\n"
       "  (docs/kernels.md times S = 56)\n";
   lab::Options opt = lab::parse(argc, argv, usage);

@@ -260,7 +260,7 @@ void v7_production(Problem& p) {
 
 int main(int argc, char** argv) {
   const char* usage =
-      "usage: gemm [VERSION] [--size N] [--check] [--csv] [--min-time S]\n"
+      "usage: gemm [VERSION] [--size N] [--check] [--csv] [--threaded] [--min-time S]\n"
       "  C = A B with M = N = K = size (default 199; docs/kernels.md times 1024)\n";
   lab::Options opt = lab::parse(argc, argv, usage);
   const int64_t n = opt.size ? opt.size : 199;

@@ -257,6 +257,8 @@ Options parse(int argc, char** argv, const char* usage) {
       o.check_only = true;
     } else if (!std::strcmp(a, "--csv")) {
       o.csv = true;
+    } else if (!std::strcmp(a, "--threaded")) {
+      o.threaded_only = true;
     } else if (!std::strcmp(a, "--size") || !std::strcmp(a, "--min-time")) {
       if (i + 1 >= argc) fail("missing value after", a);
       const char* v = argv[++i];
@@ -317,6 +319,7 @@ int run(const std::string& op, const std::string& problem, const std::vector<Tas
   int status = 0;
   for (size_t i = 0; i < versions.size(); i++) {
     if (opt.version && opt.version != (int)i + 1) continue;
+    if (opt.threaded_only && !versions[i].threaded) continue;
     const Version& v = versions[i];
     const Task& t = tasks[v.task];
     Row row{i + 1, &v, &t, v.threaded ? nt : 1, 0.0, Check()};
@@ -369,9 +372,9 @@ int run(const std::string& op, const std::string& problem, const std::vector<Tas
       std::printf("%-3zu %-40s %-8s %3d %10.3f %9.2f %5.1f%% %8.2f %5.1f%% %9.2e  ok\n", r.index, name, task,
                   r.threads, r.seconds * 1e3, gf, 100 * gf / pk.gflops, gb, 100 * gb / pk.gbs, r.check.max_err);
       if (opt.csv)
-        std::printf("csv,%s,%zu,%s,%s,%d,%.6e,%.4f,%.4f,%.4f,%.2f,%.2f,%.3e\n", op.c_str(), r.index,
-                    csv_safe(r.v->name).c_str(), task, r.threads, r.seconds, gf, gb, r.t->flops / r.t->bytes,
-                    pk.gflops, pk.gbs, r.check.max_err);
+        std::printf("csv,%s,%lld,%zu,%s,%s,%d,%.6e,%.4f,%.4f,%.4f,%.2f,%.2f,%.3e\n", op.c_str(),
+                    (long long)opt.size, r.index, csv_safe(r.v->name).c_str(), task, r.threads, r.seconds, gf, gb,
+                    r.t->flops / r.t->bytes, pk.gflops, pk.gbs, r.check.max_err);
     }
   }
   if (status) std::printf("\n%s: a version does not match its reference (above)\n", op.c_str());

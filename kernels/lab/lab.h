@@ -15,7 +15,9 @@
 //   build/release-nocuda/lab/gemm 5           version 5 only
 //   build/release-nocuda/lab/gemm --size 1024 a larger problem (each program says what N means)
 //   ... --check                               run and check each version once: no timing (make lab-check)
-//   ... --csv                                 also one CSV line per version (kernels/lab/measure.sh)
+//   ... --csv                                 also one CSV line per version (kernels/lab/measure.sh):
+//         csv,op,size,version,name,task,threads,seconds,GFLOP/s,GB/s,FLOP/byte,peak GFLOP/s,peak GB/s,max err
+//   ... --threaded                            only the versions that use threads
 //   ... --min-time S                          time each version for at least S seconds (default 0.3)
 //   OMP_NUM_THREADS=T                         threads of the threaded versions and of the peak
 //
@@ -89,10 +91,10 @@ struct Version {
 struct Options {
   int version = 0;      // 0: all
   int64_t size = 0;     // 0: the program's small default
-  bool check_only = false, csv = false;
+  bool check_only = false, csv = false, threaded_only = false;
   double min_time = 0.3;
 };
-// Parses [VERSION] [--size N] [--check] [--csv] [--min-time S]; prints
+// Parses [VERSION] [--size N] [--check] [--csv] [--threaded] [--min-time S]; prints
 // `usage` and exits 2 on anything else.
 Options parse(int argc, char** argv, const char* usage);
 

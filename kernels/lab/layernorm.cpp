@@ -157,7 +157,7 @@ void v6_backward_production(Problem& p) {
 
 int main(int argc, char** argv) {
   const char* usage =
-      "usage: layernorm [VERSION] [--size R] [--check] [--csv] [--min-time S]\n"
+      "usage: layernorm [VERSION] [--size R] [--check] [--csv] [--threaded] [--min-time S]\n"
       "  LayerNorm over C channels of R rows: default R = 203, C = 100; with --size, C = 320\n"
       "  (docs/kernels.md times R = 32768)\n";
   lab::Options opt = lab::parse(argc, argv, usage);

@@ -195,7 +195,7 @@ void v5_backward_production(Problem& p) {
 
 int main(int argc, char** argv) {
   const char* usage =
-      "usage: nala_attention [VERSION] [--size S] [--check] [--csv] [--min-time S]\n"
+      "usage: nala_attention [VERSION] [--size S] [--check] [--csv] [--threaded] [--min-time S]\n"
       "  NaLa attention: default G = 2, H x W = 7 x 9, D = 16; --size S: G = 2, H = W = S, D = 64\n"
       "  (docs/kernels.md times S = 28)\n";
   lab::Options opt = lab::parse(argc, argv, usage);

@@ -100,7 +100,7 @@ float v5_production(const float* x, int64_t n) {
 
 int main(int argc, char** argv) {
   const char* usage =
-      "usage: reduce_sum [VERSION] [--size n] [--check] [--csv] [--min-time S]\n"
+      "usage: reduce_sum [VERSION] [--size n] [--check] [--csv] [--threaded] [--min-time S]\n"
       "  the sum of n floats (default 1000003; docs/kernels.md times 65536 and 16777216)\n";
   lab::Options opt = lab::parse(argc, argv, usage);
   const int64_t n = opt.size ? opt.size : 1000003;

@@ -159,7 +159,7 @@ void v5_backward_production(Problem& p) {
 
 int main(int argc, char** argv) {
   const char* usage =
-      "usage: softmax_attention [VERSION] [--size S] [--check] [--csv] [--min-time S]\n"
+      "usage: softmax_attention [VERSION] [--size S] [--check] [--csv] [--threaded] [--min-time S]\n"
       "  softmax attention: default G = 2, H x W = 5 x 7, D = 16; --size S: G = 2, H = W = S, D = 64\n"
       "  (docs/kernels.md times S = 28)\n";
   lab::Options opt = lab::parse(argc, argv, usage);
