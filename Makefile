@@ -251,7 +251,10 @@ $(BUILD)/lab/%: $(BUILD)/kernels/lab/%.o $(BUILD)/kernels/lab/lab.o $(LIB)
 # Every CPU version of every lab program, once, at its small default size,
 # against its reference; fails on the first mismatch. Part of make test.
 define lab_check
-	@for p in $(LAB_BIN); do OMP_WAIT_POLICY=passive $$p --check || { echo "lab-check: $$p failed"; exit 1; }; echo; done
+	@for p in $(LAB_BIN); do \
+	  out=$$(OMP_WAIT_POLICY=passive $$p --check 2>&1) || { echo "$$out"; echo "lab-check: $$p failed"; exit 1; }; \
+	  echo "lab-check: $$p: $$(echo "$$out" | grep -c ' ok$$') versions match their reference"; \
+	done
 endef
 lab-check: $(LAB_BIN)
 	$(lab_check)

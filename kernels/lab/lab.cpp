@@ -113,9 +113,9 @@ double fma_peak(int nt, Isa* used) {
 
 // A triad, a = b + s c, counted as the 16 bytes per element the memory
 // really moves: b and c read, a read (a store to a line not in cache first
-// fetches it: write-allocate) and written back. STREAM counts 12, which on
-// this kind of CPU understates the bandwidth by a quarter: a read-only
-// stream, or a triad with non-temporal stores, moves 16/12 of STREAM's rate.
+// fetches it: write-allocate) and written back. STREAM counts 12, which
+// understates the bandwidth by a quarter: with non-temporal stores (no
+// write-allocate, 12 bytes moved) the same triad runs 16/12 times faster.
 double triad_bandwidth(int nt) {
   const int64_t n = int64_t(1) << 24;  // 64 MiB per array: well beyond the caches
   std::unique_ptr<float[]> a(new float[n]), b(new float[n]), c(new float[n]);
@@ -351,9 +351,13 @@ int run(const std::string& op, const std::string& problem, const std::vector<Tas
 
   if (!opt.check_only) {
     peaks();
-    std::printf("measured peaks (best of before and after): FP32 FMA (%s) %.1f GFLOP/s on 1 thread, %.1f on %d; "
-                "memory %.1f GB/s on 1 thread, %.1f on %d\n",
-                isa_name(p1.isa), p1.gflops, pt.gflops, nt, p1.gbs, pt.gbs, nt);
+    if (nt > 1)
+      std::printf("measured peaks (best of before and after): FP32 FMA (%s) %.1f GFLOP/s on 1 thread, %.1f on %d; "
+                  "memory %.1f GB/s on 1 thread, %.1f on %d\n",
+                  isa_name(p1.isa), p1.gflops, pt.gflops, nt, p1.gbs, pt.gbs, nt);
+    else
+      std::printf("measured peaks (best of before and after): FP32 FMA (%s) %.1f GFLOP/s, memory %.1f GB/s\n",
+                  isa_name(p1.isa), p1.gflops, p1.gbs);
   }
   std::printf("\n%-3s %-40s %-8s %3s %10s %9s %6s %8s %6s %9s  %s\n", "#", "version", "task", "thr", "ms", "GFLOP/s",
               "%peak", "GB/s", "%bw", "max err", "check");

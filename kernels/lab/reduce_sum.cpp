@@ -24,10 +24,6 @@
 #include "kernels/cpu/reduce.h"
 #include "kernels/lab/lab.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 using namespace nala;
 
 namespace {

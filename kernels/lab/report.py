@@ -25,15 +25,17 @@ FIELDS = ["tag", "op", "size", "version", "name", "task", "threads", "seconds", 
 
 
 def load(paths):
-    best = {}
+    """The fastest row per (op, size, version, task, threads), and the best
+    (GFLOP/s, GB/s) peaks measured per thread count in any run."""
+    best, peaks = {}, {}
     for path in paths:
-        load_one(path, best)
+        load_one(path, best, peaks)
     if not best:
         sys.exit(f"report.py: no csv rows in {' '.join(paths)}")
-    return best
+    return best, peaks
 
 
-def load_one(path, best):
+def load_one(path, best, peaks):
     with open(path, newline="") as f:
         for row in csv.reader(f):
             if not row or row[0] != "csv":
@@ -45,22 +47,14 @@ def load_one(path, best):
                 r[k] = int(r[k])
             for k in ("seconds", "gflops", "gbs", "ai", "peak_gflops", "peak_gbs", "max_err"):
                 r[k] = float(r[k])
+            g, b = peaks.get(r["threads"], (0.0, 0.0))
+            peaks[r["threads"]] = (max(g, r["peak_gflops"]), max(b, r["peak_gbs"]))
             key = (r["op"], r["size"], r["version"], r["task"], r["threads"])
             if key not in best or r["seconds"] < best[key]["seconds"]:
                 best[key] = r
 
 
-def peaks(best):
-    """The best (GFLOP/s, GB/s) measured per thread count, over every run."""
-    out = {}
-    for r in best.values():
-        g, b = out.get(r["threads"], (0.0, 0.0))
-        out[r["threads"]] = (max(g, r["peak_gflops"]), max(b, r["peak_gbs"]))
-    return out
-
-
-def tables(best):
-    pk = peaks(best)
+def tables(best, pk):
     groups = {}
     for (op, size, version, task, threads), r in best.items():
         groups.setdefault((op, size), {}).setdefault(version, {})[threads] = r
@@ -82,10 +76,10 @@ def tables(best):
                 if r is None:
                     return ["-", "-", "-"]
                 g, b = pk[r["threads"]]
-                return [f"{r['seconds'] * 1e3:.3f}", f"{r['gflops']:.2f} ({100 * r['gflops'] / g:.1f}%)",
+                return [f"{r['seconds'] * 1e3:.4g}", f"{r['gflops']:.2f} ({100 * r['gflops'] / g:.1f}%)",
                         f"{r['gbs']:.2f} ({100 * r['gbs'] / b:.1f}%)"]
 
-            line = [str(v), any_r["name"], any_r["task"]] + cells(r1) + cells(rt) + [f"{any_r['max_err']:.1e}",
+            line = [str(v), any_r["name"].replace(";", ","), any_r["task"]] + cells(r1) + cells(rt) + [f"{any_r['max_err']:.1e}",
                                                                                    "not measured yet"]
             out.append("| " + " | ".join(line) + " |")
         out.append("")
@@ -100,7 +94,7 @@ def tables(best):
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
 
 
-def roofline_svg(best):
+def roofline_svg(best, pk):
     W, H, L, R, T, B = 960, 640, 80, 250, 40, 60
     x0, x1, y0, y1 = -2.0, 3.0, -1.0, 3.0  # log10 ranges: FLOP/byte and GFLOP/s
     pw, ph = W - L - R, H - T - B
@@ -128,7 +122,6 @@ def roofline_svg(best):
              f'GFLOP/s</text>')
 
     rows = list(best.values())
-    pk = peaks(best)
     tmax = max(pk)
     for threads, dash in ((tmax, ""), (1, ' stroke-dasharray="6,4"')):
         if threads == 1 and tmax == 1 and dash:
@@ -141,7 +134,7 @@ def roofline_svg(best):
         who = f"{threads} thread" + ("s" if threads > 1 else "")
         s.append(f'<text x="{px(10 ** x1) - 4:.1f}" y="{py(P) - 6:.1f}" text-anchor="end">FP32 FMA peak, {who}: '
                  f'{P:.0f} GFLOP/s</text>')
-        ax = 10 ** (x0 + 0.35)
+        ax = 10 ** (x0 + 0.12)  # left of every point
         ang = math.degrees(math.atan2(py(Bw * ax * 10) - py(Bw * ax), px(ax * 10) - px(ax)))
         s.append(f'<text x="{px(ax):.1f}" y="{py(Bw * ax) - 6:.1f}" transform="rotate({ang:.1f} {px(ax):.1f} '
                  f'{py(Bw * ax) - 6:.1f})">memory, {who}: {Bw:.0f} GB/s</text>')
@@ -182,13 +175,13 @@ def main():
     ap.add_argument("csv", nargs="+")
     ap.add_argument("--svg", help="write the roofline plot here (a new file)")
     a = ap.parse_args()
-    best = load(a.csv)
-    print(tables(best))
+    best, pk = load(a.csv)
+    print(tables(best, pk))
     if a.svg:
         if os.path.exists(a.svg):
             sys.exit(f"report.py: {a.svg} already exists; give a new file name")
         with open(a.svg, "w") as f:
-            f.write(roofline_svg(best))
+            f.write(roofline_svg(best, pk))
         print(f"report.py: wrote {a.svg}", file=sys.stderr)
 
 
