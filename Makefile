@@ -4,6 +4,8 @@
 #   make test            build and run the CPU tests
 #   make test-cuda       build and run the CUDA tests (needs a GPU)
 #   make bench           build the benchmark programs
+#   make lab             build the kernel lab (kernels/lab/: one program per op, versions 1..N)
+#   make lab-check       run every lab version once at small sizes against its reference (part of make test)
 #   make DEBUG=1 ...     -O0 -g, in build/debug
 #   make SANITIZE=1 ...  ASan + UBSan, in build/sanitize
 #   make OMP=0 ...       without OpenMP
@@ -148,8 +150,8 @@ LIB   := $(BUILD)/libnala.a
 NALA  := $(BUILD)/nala
 TESTS := $(BUILD)/nala_tests
 
-.PHONY: all lib shared examples test test-cuda test-slow bench clean info
-all: lib shared $(NALA) $(TESTS) bench examples info
+.PHONY: all lib shared examples test test-cuda test-slow bench lab lab-check clean info
+all: lib shared $(NALA) $(TESTS) bench lab examples info
 
 info:
 	@echo "nala: built $(VARIANT) in $(BUILD):" \
@@ -228,8 +230,9 @@ $(TESTS): $(TEST_OBJ) $(TOOL_OBJ) $(DIST_LIB) $(LIB)
 
 # Passive OpenMP waiting: the tests run many small kernels, and spinning
 # threads hurt when the cores are shared.
-test: $(TESTS)
+test: $(TESTS) lab
 	OMP_WAIT_POLICY=passive $(TESTS) "~[cuda]~[slow]"
+	$(lab_check)
 
 test-cuda: $(TESTS)
 	$(TESTS) "[cuda]"
@@ -251,6 +254,31 @@ $(BUILD)/bench/bench_scaling: bench/bench_scaling.cpp $(DIST_LIB) $(LIB)
 	$(CXX) $(CXXFLAGS) $< $(DIST_LIB) $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(DIST_LDLIBS)
 
 include bench/cuda.mk
+
+# ---- the kernel lab (kernels/lab/, walkthrough in docs/kernels.md): one
+# program per op, versions 1..N, each checked against its reference. The
+# lab's sources are compiled only here (CORE_DIRS does not list kernels/lab):
+# they never end up in libnala.a. Each program links lab.o (the harness) and
+# the library, whose kernels are the programs' last versions.
+LAB_SRC := $(filter-out kernels/lab/lab.cpp,$(wildcard kernels/lab/*.cpp))
+LAB_BIN := $(LAB_SRC:kernels/lab/%.cpp=$(BUILD)/lab/%)
+LAB_OBJ := $(LAB_SRC:%.cpp=$(BUILD)/%.o) $(BUILD)/kernels/lab/lab.o
+.SECONDARY: $(LAB_OBJ)
+lab: $(LAB_BIN)
+$(BUILD)/lab/%: $(BUILD)/kernels/lab/%.o $(BUILD)/kernels/lab/lab.o $(LIB)
+	@mkdir -p $(@D)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# Every CPU version of every lab program, once, at its small default size,
+# against its reference; fails on the first mismatch. Part of make test.
+define lab_check
+	@for p in $(LAB_BIN); do \
+	  out=$$(OMP_WAIT_POLICY=passive $$p --check 2>&1) || { echo "$$out"; echo "lab-check: $$p failed"; exit 1; }; \
+	  echo "lab-check: $$p: $$(echo "$$out" | grep -c ' ok$$') versions match their reference"; \
+	done
+endef
+lab-check: $(LAB_BIN)
+	$(lab_check)
 
 clean:
 	rm -rf build
