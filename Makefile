@@ -230,7 +230,8 @@ $(TESTS): $(TEST_OBJ) $(TOOL_OBJ) $(DIST_LIB) $(LIB)
 
 # Passive OpenMP waiting: the tests run many small kernels, and spinning
 # threads hurt when the cores are shared.
-test: $(TESTS) lab
+# The examples' test ([embed]) runs examples/embed and libnala.so, built here.
+test: $(TESTS) $(NALA) lab examples $(SHLIB)
 	OMP_WAIT_POLICY=passive $(TESTS) "~[cuda]~[slow]"
 	$(lab_check)
 
