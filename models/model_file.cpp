@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <set>
 
@@ -15,6 +16,8 @@ namespace nala {
 namespace {
 
 const char* const kVersion = "1";
+// Normalisation bounds: images are x / 255 in [0, 1] before (x - mean) / std.
+constexpr float kMinStd = 1e-6f, kMaxStd = 1e6f, kMaxMean = 1e6f;
 
 // Shortest text that reads back as the same float.
 std::string float_str(float v) {
@@ -106,6 +109,17 @@ Tensor find_tensor(const SafeTensors& st, const std::string& key) {
   return Tensor();
 }
 
+// Values the file holds for the network: a checkpoint's "model.*" tensors, or
+// every tensor of a plain state_dict (as load_weights reads them).
+double file_state_numel(const SafeTensors& st) {
+  bool checkpoint = false;
+  for (auto& [k, t] : st.tensors) checkpoint |= k.rfind("model.", 0) == 0;
+  double n = 0;
+  for (auto& [k, t] : st.tensors)
+    if (!checkpoint || k.rfind("model.", 0) == 0) n += (double)t.numel();
+  return n;
+}
+
 }  // namespace
 
 Metadata model_file_metadata(const ModelFile& mf, const Metadata& extra) {
@@ -144,9 +158,9 @@ Metadata model_file_metadata(const ModelFile& mf, const Metadata& extra) {
                "model file metadata: ", mf.mean.size(), " means and ", mf.std.size(), " stds for ", c.in_chans,
                " input channels");
     for (size_t i = 0; i < mf.mean.size(); i++)
-      NALA_CHECK(std::isfinite(mf.mean[i]) && std::isfinite(mf.std[i]) && mf.std[i] > 0,
+      NALA_CHECK(std::fabs(mf.mean[i]) <= kMaxMean && mf.std[i] >= kMinStd && mf.std[i] <= kMaxStd,
                  "model file metadata: channel ", i, " has mean ", mf.mean[i], " and std ", mf.std[i],
-                 " (finite, std > 0)");
+                 " (|mean| <= ", kMaxMean, ", std in [", kMinStd, ", ", kMaxStd, "])");
     NALA_CHECK(mf.height >= 1 && mf.width >= 1, "model file metadata: input size ", mf.height, "x", mf.width);
     m["nala.input.height"] = std::to_string(mf.height);
     m["nala.input.width"] = std::to_string(mf.width);
@@ -232,8 +246,14 @@ ModelFile read_model_metadata(const Metadata& m, const std::string& path) {
       r.bad("nala.input.height", "an image size the network cannot take");
     mf.mean = r.floats("nala.input.mean", (size_t)c.in_chans);
     mf.std = r.floats("nala.input.std", (size_t)c.in_chans);
-    for (float s : mf.std)
+    // (x / 255 - mean) / std must stay finite and meaningful: a std of 1e-45
+    // turns every image into Inf and NaN logits.
+    for (float s : mf.std) {
       if (!(s > 0)) r.bad("nala.input.std", "every std must be positive");
+      if (s < kMinStd || s > kMaxStd) r.bad("nala.input.std", "every std must be in [1e-06, 1e+06]");
+    }
+    for (float m : mf.mean)
+      if (!(std::fabs(m) <= kMaxMean)) r.bad("nala.input.mean", "every mean must be in [-1e+06, 1e+06]");
   }
   return mf;
 }
@@ -243,6 +263,18 @@ ModelFile describe_model_file(const SafeTensors& st, const std::string& path, co
     ModelFile mf = read_model_metadata(st.metadata, path);
     NALA_CHECK(config_name.empty() || config_name == mf.config.name, path, ": not a checkpoint of ", config_name,
                ": its metadata (nala.config.name) says ", mf.config.name);
+    // Before anything is built: a network larger than the file's tensors can
+    // never load, and metadata that lies (1e9 channels, 1e7 classes) must not
+    // cost gigabytes and minutes of allocation before the shapes disagree.
+    const double want = mf.config.state_numel(), have = file_state_numel(st);
+    auto count = [](double v) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.0f", v);
+      return std::string(buf);
+    };
+    NALA_CHECK(want <= have, path, ": its metadata (nala.config.*) describes a network of ", count(want),
+               " values (", mf.config.describe(), "), but the file's tensors hold only ", count(have),
+               ": the metadata does not match the weights");
     return mf;
   }
   if (config_name.empty()) {
@@ -272,7 +304,13 @@ LoadedModel load_model_file(const std::string& path, const std::string& config_n
   LoadedModel lm;
   lm.file = describe_model_file(st, path, config_name);
   lm.model = std::make_unique<NalaFormer>(lm.file.config);
-  load_weights(*lm.model, st, path);
+  try {
+    load_weights(*lm.model, st, path);
+  } catch (const Error& e) {
+    if (!lm.file.described) throw;
+    NALA_FAIL(path, ": the tensors do not match the file's own metadata (nala.config.*: ", lm.file.config.describe(),
+              "): ", e.what());
+  }
   lm.model->eval();
   return lm;
 }

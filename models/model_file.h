@@ -26,7 +26,10 @@
 //   nala.input.mean, nala.input.std
 //                            what the network was trained on: image size,
 //                            channels, and x -> (x / 255 - mean[c]) / std[c]
-//                            (optional, all five or none)
+//                            (optional, all five or none; std in [1e-6, 1e6],
+//                            |mean| <= 1e6, so normalised pixels stay finite)
+// A config is checked against the file's tensors before the network is built:
+// metadata describing a network larger than the tensors it ships is refused.
 // Reading validates every field and names the file and the key in its errors.
 // Other "nala.*" keys (a checkpoint's epoch, step, ...) are left to their users.
 #pragma once
@@ -56,7 +59,7 @@ struct ModelFile {
 
 // The metadata for a model file, plus `extra` (other "nala.*" keys, which must
 // not collide with the model's). Checks that mf is consistent (lengths,
-// finite values, positive std, no newline in a class name).
+// finite values, std in [1e-6, 1e6] and |mean| <= 1e6, no newline in a class name).
 Metadata model_file_metadata(const ModelFile& mf, const Metadata& extra = {});
 // Does the metadata carry a model description (any nala.model_file,
 // nala.config.* or nala.input.* key)?

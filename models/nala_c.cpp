@@ -5,6 +5,8 @@
 // exception crosses the C boundary, nothing aborts.
 #include "include/nala/nala_c.h"
 
+#include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -105,12 +107,22 @@ int nala_model_forward(nala_model* m, const float* images, int n, int channels, 
     NALA_CHECK(n > 0, "n must be at least 1, got ", n);
     NALA_CHECK(channels == cfg.in_chans, "the model takes ", cfg.in_chans, "-channel images, got ", channels);
     cfg.check_input_size(height, width);
+    // n * channels * height * width can pass 2^63: counted in double first.
+    NALA_CHECK((double)n * channels * height * width <= (double)(int64_t(1) << 40), n, " images of ", channels,
+               "x", height, "x", width, " are more than 2^40 values: refusing to allocate them");
+    const int64_t hw = (int64_t)height * width, total = hw * channels * n;
+    // A NaN or Inf pixel would give that image NaN logits and the call would
+    // still succeed: refused instead, naming where it is.
+    for (int64_t i = 0; i < total; i++)
+      if (!std::isfinite(images[i]))
+        NALA_FAIL("images[", i, "] (image ", i / (hw * channels), ", channel ", i / hw % channels, ", row ",
+                  i % hw / width, ", column ", i % width, ") is ", std::isnan(images[i]) ? "NaN" : "infinite",
+                  ": the images must be finite");
     std::lock_guard<std::mutex> lock(m->mu);
     nala::NoGradGuard ng;
     // NCHW (the caller's) -> NHWC (nala's channels-last activations)
     nala::Tensor x = nala::Tensor::empty({n, height, width, channels});
     float* px = x.f32();
-    const int64_t hw = (int64_t)height * width;
     for (int64_t b = 0; b < n; b++)
       for (int64_t c = 0; c < channels; c++)
         for (int64_t i = 0; i < hw; i++) px[(b * hw + i) * channels + c] = images[(b * channels + c) * hw + i];
@@ -125,7 +137,9 @@ void nala_model_free(nala_model* m) { delete m; }
 
 int nala_set_threads(int threads) {
 #ifdef _OPENMP
-  if (threads > 0) omp_set_num_threads(threads);
+  // More threads than cores only slows OpenMP down (4096 threads on 2 cores:
+  // 20x slower), so the count is capped at the cores this process may use.
+  if (threads > 0) omp_set_num_threads(std::min(threads, omp_get_num_procs()));
   else if (threads == 0) omp_set_num_threads(omp_get_num_procs());
   return omp_get_max_threads();
 #else

@@ -74,6 +74,28 @@ void NalaConfig::check_input_size(int64_t h, int64_t w) const {
   NALA_CHECK(ok, "image size ", h, "x", w, " is not one ", name, " can take (at least 4x4)");
 }
 
+double NalaConfig::state_numel() const {
+  // Mirrors the constructor below; tests/test_probe.cpp checks it against
+  // built networks. Conv2d/Linear/DWConv2d: weight + bias; LayerNorm: 2C;
+  // BatchNorm: weight, bias, running mean and var, num_batches_tracked.
+  auto conv = [](double cin, double cout, double k) { return cout * cin * k * k + cout; };
+  auto bn = [](double c) { return 4 * c + 1; };
+  const double half = (double)(dims.empty() ? 0 : dims[0] / 2), C0 = dims.empty() ? 0 : (double)dims[0];
+  double n = conv((double)in_chans, half, 3) + 2 * conv(half, half, 3) + conv(half, C0, 3) + 3 * bn(half) + bn(C0);
+  for (size_t s = 0; s < dims.size(); s++) {
+    const double C = (double)dims[s], hidden = (double)(int64_t)(mlp_ratio * dims[s]);
+    const double block = 2 * C                                  // gamma_1, gamma_2
+                         + 2 * conv(1, C, 3)                     // cpe1, cpe2 (depthwise)
+                         + 2 * 2 * C                             // norm1, norm2
+                         + conv(C, 4 * C, 1) + conv(1, C, 5) + 2 * C + conv(C, C, 1)  // attention
+                         + conv(C, hidden, 1) + conv(1, hidden, 3) + conv(hidden, C, 1);  // FFN
+    n += (s < depths.size() ? (double)depths[s] : 0) * block;
+    if (s + 1 < dims.size()) n += conv(C, (double)dims[s + 1], 3) + bn((double)dims[s + 1]);
+  }
+  const double P = (double)head_width, last = dims.empty() ? 0 : (double)dims.back();
+  return n + conv(last, P, 1) + bn(P) + conv(P, (double)num_classes, 1);
+}
+
 std::string NalaConfig::describe() const {
   std::ostringstream os;
   auto list = [&](const char* k, const auto& v) {

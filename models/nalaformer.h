@@ -39,6 +39,11 @@ struct NalaConfig {
   // Throws (naming the config) unless an h x w image is one the network can
   // take: at least 4 pixels a side and at least one token at the last stage.
   void check_input_size(int64_t h, int64_t w) const;
+  // Values in the network's state_dict (parameters and buffers), computed
+  // from the config alone, without building anything: what loading a file
+  // that claims this config needs it to hold (in double: a lying config may
+  // describe more than int64 counts).
+  double state_numel() const;
 };
 
 // The configs of docs/SPEC.md §5: xt, t, s, b, l, pico. Throws on unknown names.

@@ -27,7 +27,8 @@ namespace {
 
 const char* const kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
-constexpr int kMarkAllBelow = 40;  // a line of at most this many points also gets a dot per point
+constexpr int kMarkAllBelow = 40;
+constexpr size_t kThinAbove = 4096;  // a line of more points is thinned to 4 per pixel column  // a line of at most this many points also gets a dot per point
 constexpr size_t kMaxNotes = 6;
 
 std::string num(double v, int decimals = 2) {
@@ -255,11 +256,35 @@ void draw_series(std::string& o, const Chart& c, const Prepared& p, const Area& 
     return;
   }
   const bool all_dots = p.shown <= kMarkAllBelow;
+  // A long series (a metrics.csv of a million steps) is thinned before it is
+  // drawn: of an unbroken stretch of points in one pixel column only the
+  // first, the lowest, the highest and the last change the picture, so the
+  // SVG stays small however many points there are. Breaks are kept.
+  std::vector<size_t> keep;
+  for (size_t i = 0; i < s.x.size();) {
+    double X, Y;
+    if (s.x.size() <= kThinAbove || !at(i, &X, &Y)) {
+      keep.push_back(i++);
+      continue;
+    }
+    const size_t first = i;
+    const double column = std::floor(X);
+    size_t lo = i, hi = i, last = i;
+    double ylo = Y, yhi = Y;
+    for (i++; i < s.x.size() && at(i, &X, &Y) && std::floor(X) == column; i++) {
+      if (Y < ylo) ylo = Y, lo = i;
+      if (Y > yhi) yhi = Y, hi = i;
+      last = i;
+    }
+    for (size_t k : {first, std::min(lo, hi), std::max(lo, hi), last})
+      if (keep.empty() || keep.back() < k) keep.push_back(k);
+  }
   std::vector<std::pair<double, double>> dots;
   std::string d;
   double penx = NAN, peny = NAN, prevx = 0, prevy = 0;
   size_t run = 0;  // points in the current unbroken stretch
-  for (size_t i = 0; i <= s.x.size(); i++) {
+  for (size_t j = 0; j <= keep.size(); j++) {
+    const size_t i = j < keep.size() ? keep[j] : s.x.size();
     double X = 0, Y = 0;
     if (i == s.x.size() || !at(i, &X, &Y)) {
       if (run == 1 && !all_dots) dots.push_back({prevx, prevy});  // a point alone

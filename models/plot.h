@@ -11,7 +11,10 @@
 // skipped, a line is broken there, and a note under the chart counts the
 // skipped points of each series. An empty series appears in the legend as
 // "(no data)"; a chart with no point at all says "no data". A single point or
-// a constant series gets a range around its value and a marker.
+// a constant series gets a range around its value and a marker. A line of
+// more than 4096 points is thinned to at most four per pixel column (first,
+// lowest, highest, last of each unbroken stretch): the same picture, a
+// bounded file.
 //
 // The text is UTF-8 XML: names and labels are escaped, control characters and
 // invalid UTF-8 bytes replaced, the font is the generic "sans-serif". It begins

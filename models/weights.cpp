@@ -9,7 +9,7 @@
 
 namespace nala {
 
-void check_finite(const Tensor& t, const std::string& name, const std::string& path) {
+void check_finite(const Tensor& t, const std::string& name, const std::string& path, const std::string& why) {
   if (t.dtype() != DType::F32) return;
   const float* p = t.f32();
   const int64_t n = t.numel();
@@ -22,7 +22,7 @@ void check_finite(const Tensor& t, const std::string& name, const std::string& p
   if (!bad) return;
   NALA_FAIL(path, ": tensor \"", name, "\" holds ", bad, " non-finite value", bad == 1 ? "" : "s", " (",
             std::isnan(p[first]) ? "NaN" : p[first] > 0 ? "Inf" : "-Inf", " at index ", first, " of ", n,
-            "): refusing weights that would make every output NaN");
+            "): ", why);
 }
 
 void load_weights(NalaFormer& model, const SafeTensors& st, const std::string& path, bool strict) {

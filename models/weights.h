@@ -24,7 +24,9 @@ void load_weights(NalaFormer& model, const SafeTensors& st, const std::string& p
 // class names or input normalisation (save_model writes those).
 void save_weights(const NalaFormer& model, const std::string& path);
 
-// Throws, naming the tensor and `path`, when t (f32) holds a NaN or an Inf.
-void check_finite(const Tensor& t, const std::string& name, const std::string& path);
+// Throws, naming the tensor and `path`, when t (f32) holds a NaN or an Inf;
+// `why` ends the message (what the refusal prevents).
+void check_finite(const Tensor& t, const std::string& name, const std::string& path,
+                  const std::string& why = "refusing weights that would make every output NaN");
 
 }  // namespace nala

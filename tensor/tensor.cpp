@@ -36,8 +36,16 @@ std::string shape_str(const Shape& s) {
 }
 
 int64_t shape_numel(const Shape& s) {
+  // Checked: a product that wraps would give a small (or zero) allocation
+  // that the shape then writes far past. 2^60 elements is beyond any memory.
+  for (int64_t v : s) {
+    NALA_CHECK(v >= 0, "negative size in shape ", shape_str(s));
+    if (v == 0) return 0;
+  }
   int64_t n = 1;
-  for (int64_t v : s) n *= v;
+  for (int64_t v : s)
+    if (__builtin_mul_overflow(n, v, &n) || n > (int64_t(1) << 60))
+      NALA_FAIL("shape ", shape_str(s), " has more than 2^60 elements");
   return n;
 }
 

@@ -149,6 +149,7 @@ Tensor prepare(ModelArgs& a, std::unique_ptr<NalaFormer>& model, SafeTensors& in
   NALA_CHECK(x.size(0) >= 1, a.input, ": 'input' holds a batch of 0 images (", x.desc(),
              "): there is nothing to compute; B must be at least 1");
   check_image_size(cfg, x.size(2), x.size(3));
+  check_finite(x, "input", a.input, "an input that is not finite gives NaN outputs");
   model = std::make_unique<NalaFormer>(cfg);
   load_weights(*model, st, a.weights);
   Device dev = parse_device(a.device);

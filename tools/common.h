@@ -58,7 +58,7 @@ int64_t physical_memory_bytes();  // sysconf, lowered by a cgroup limit when one
 void check_train_memory(const TrainMemory& m, int64_t available_bytes);
 std::string human_bytes(int64_t bytes);  // "512 bytes", "3.4 KiB", "5.0 MiB", "8.00 GiB"
 
-void set_threads(int64_t threads);  // 0 = leave OpenMP's default
+void set_threads(int64_t threads);  // 0 = leave OpenMP's default; capped at the cores
 // "cpu" or "cuda"; "cuda" fails clearly without a GPU or a CUDA build.
 Device parse_device(const std::string& name);
 

@@ -53,7 +53,10 @@ int nala_model_classes(const nala_model* m);
 /* images: n x channels x height x width float32, already normalised
    (PyTorch's layout); logits: n x classes. 0 on success, else non-zero and a
    message in err. channels must be the model's; height and width must be
-   sizes the model can take (at least its total stride). */
+   sizes the model can take (at least its total stride). Every value must be
+   finite: a NaN or Inf is refused (non-zero, naming the image, channel, row
+   and column) instead of giving NaN logits. The buffer must hold
+   n*channels*height*width floats: more than 2^40 is refused. */
 int nala_model_forward(nala_model* m, const float* images, int n, int channels, int height, int width,
                        float* logits, char* err, size_t err_len);
 
@@ -80,8 +83,9 @@ int nala_model_normalization(const nala_model* m, float* mean, float* std);
    ..."); valid while the model is alive. NULL when m is NULL. */
 const char* nala_model_describe(const nala_model* m);
 
-/* OpenMP threads for nala's CPU kernels (0 = all cores). Returns the number
-   now in use. */
+/* OpenMP threads for nala's CPU kernels (0 = all cores; more than the cores
+   this process may use is capped at that number, negative changes nothing).
+   Returns the number now in use. */
 int nala_set_threads(int threads);
 
 /* nala's version, e.g. "0.4.0". */
