@@ -462,14 +462,18 @@ TEST_CASE("distributed: mpirun -np 2 and -np 3 train to the weights of one proce
 
 // ---------------------------------------------------------------- the --gpus launcher
 
-// Run by the launcher test in each child process (hidden otherwise): writes
-// what the child was told into $NALA_TEST_OUT/rank_<r>; the rank named by
-// NALA_TEST_FAIL_RANK fails at once, the others then wait to be stopped.
-TEST_CASE("distributed: launched child", "[.][launch-child]") {
+// One rank of the launcher test, run as `nala_tests --launched-child` (see
+// tests/main.cpp): writes what the child was told into
+// $NALA_TEST_OUT/rank_<r>; the rank named by NALA_TEST_FAIL_RANK fails at
+// once (exit 3), the others then wait to be stopped (with
+// NALA_TEST_IGNORE_TERM, as a stuck rank that SIGTERM cannot stop).
+namespace nala {
+namespace test {
+int launched_child_main() {
   const char* out = std::getenv("NALA_TEST_OUT");
-  if (!out) return;
+  if (!out) return 2;
   const LaunchEnv env = detect_launch();
-  REQUIRE(env.launcher == "nala");
+  if (env.launcher != "nala") return 2;
   {
     std::ofstream f(std::string(out) + "/rank_" + std::to_string(env.rank));
     f << env.rank << " " << env.size << " " << env.local_rank << " " << (env.rendezvous.empty() ? "-" : "dir");
@@ -477,18 +481,19 @@ TEST_CASE("distributed: launched child", "[.][launch-child]") {
   const char* fail = std::getenv("NALA_TEST_FAIL_RANK");
   if (fail && std::atoi(fail) == env.rank) std::_Exit(3);
   if (fail) {
-    // stopped quietly (Catch would report the signal as a failure); with
-    // NALA_TEST_IGNORE_TERM a stuck rank that SIGTERM cannot stop
-    std::signal(SIGTERM, std::getenv("NALA_TEST_IGNORE_TERM") ? SIG_IGN : SIG_DFL);
+    if (std::getenv("NALA_TEST_IGNORE_TERM")) std::signal(SIGTERM, SIG_IGN);
     std::this_thread::sleep_for(std::chrono::seconds(60));
   }
+  return 0;
 }
+}  // namespace test
+}  // namespace nala
 
 TEST_CASE("distributed: the local launcher starts N ranks and stops them all when one fails", "[distributed]") {
   TempDir t;
   setenv("NALA_TEST_OUT", t.path.c_str(), 1);
   unsetenv("NALA_TEST_FAIL_RANK");
-  REQUIRE(launch_local_group(3, {"nala_tests", "[launch-child]"}) == 0);
+  REQUIRE(launch_local_group(3, {"nala_tests", "--launched-child"}) == 0);
   for (int r = 0; r < 3; r++) {
     std::ifstream f(t.path + "/rank_" + std::to_string(r));
     std::string got((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -496,13 +501,13 @@ TEST_CASE("distributed: the local launcher starts N ranks and stops them all whe
   }
   setenv("NALA_TEST_FAIL_RANK", "1", 1);
   auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(launch_local_group(3, {"nala_tests", "[launch-child]"}) == 3);  // the failing rank's code
+  REQUIRE(launch_local_group(3, {"nala_tests", "--launched-child"}) == 3);  // the failing rank's code
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   REQUIRE(secs < 30);  // the two waiting ranks were stopped, not waited for
   // Ranks that ignore SIGTERM are killed after the grace period (10 s).
   setenv("NALA_TEST_IGNORE_TERM", "1", 1);
   t0 = std::chrono::steady_clock::now();
-  REQUIRE(launch_local_group(3, {"nala_tests", "[launch-child]"}) == 3);
+  REQUIRE(launch_local_group(3, {"nala_tests", "--launched-child"}) == 3);
   const double secs_stuck = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   REQUIRE(secs_stuck < 30);
   unsetenv("NALA_TEST_IGNORE_TERM");
