@@ -538,10 +538,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       z[r] = rcp(quad_sum(den) + kZEps);
     }
     float acc[D / 8][4];
-#pragma unroll
-    for (int nt = 0; nt < D / 8; nt++)
-#pragma unroll
-      for (int c = 0; c < 4; c++) acc[nt][c] = 0.0f;
+    zero_acc(acc);
 #pragma unroll
     for (int s = 0; s < D / 16; s++) {
       float2 cs[2][2], f[2][2];  // [row][pair 2s + jj]: the table entry and the signed features
@@ -566,16 +563,7 @@ __global__ void __launch_bounds__(kThreads, 2)
             rot(f0, f1, cs[r][jj], y0, y1);
             split_bf16(y0, y1, ah[r + 2 * jj], al[r + 2 * jj]);
           }
-        const int k0 = h * D + 16 * s;
-#pragma unroll
-        for (int np = 0; np < D / 16; np++) {
-          uint32_t bh[4], bl[4];
-          const uint32_t at = (uint32_t)(k0 * LS + 16 * np) * 2;
-          ldsm_x4_trans(bh, sbh + at);
-          ldsm_x4_trans(bl, sbl + at);
-          bf16_3pass(acc[2 * np], ah, al, bh[0], bh[1], bl[0], bl[1]);
-          bf16_3pass(acc[2 * np + 1], ah, al, bh[2], bh[3], bl[2], bl[3]);
-        }
+        mma_k16_panels<D>(acc, ah, al, sbh, sbl, h * D + 16 * s, LS);
       }
     }
 #pragma unroll
@@ -907,10 +895,7 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
     // dv = rk dS: A = rk from registers (a rope pair per fragment register), B = dS through ldmatrix.trans.
     {
       float acc[D / 8][4];
-#pragma unroll
-      for (int nt = 0; nt < D / 8; nt++)
-#pragma unroll
-        for (int c = 0; c < 4; c++) acc[nt][c] = 0.0f;
+      zero_acc(acc);
 #pragma unroll
       for (int s = 0; s < D / 16; s++) {
         float2 cs[2][2], xk[2][2];
@@ -934,16 +919,7 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
               rot(h ? fmaxf(-c0, 0.0f) : fmaxf(c0, 0.0f), h ? fmaxf(-c1, 0.0f) : fmaxf(c1, 0.0f), cs[r][jj], y0, y1);
               split_bf16(y0, y1, ah[r + 2 * jj], al[r + 2 * jj]);
             }
-          const int k0 = h * D + 16 * s;
-#pragma unroll
-          for (int np = 0; np < D / 16; np++) {
-            uint32_t bh[4], bl[4];
-            const uint32_t at = (uint32_t)(k0 * LS + 16 * np) * 2;
-            ldsm_x4_trans(bh, tbh + at);
-            ldsm_x4_trans(bl, tbl + at);
-            bf16_3pass(acc[2 * np], ah, al, bh[0], bh[1], bl[0], bl[1]);
-            bf16_3pass(acc[2 * np + 1], ah, al, bh[2], bh[3], bl[2], bl[3]);
-          }
+          mma_k16_panels<D>(acc, ah, al, tbh, tbl, h * D + 16 * s, LS);
         }
       }
 #pragma unroll

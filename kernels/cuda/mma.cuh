@@ -143,6 +143,35 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(n) : "memory");
 }
 
+// acc = 0 for an array of m16n8 accumulator fragments.
+template <int NT>
+__device__ __forceinline__ void zero_acc(float (&acc)[NT][4]) {
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+    for (int c = 0; c < 4; c++) acc[nt][c] = 0.0f;
+}
+
+// One 16-deep k step of a warp's 16 x D product: acc[0 .. D/8) += A x B, where A
+// is the warp's 16 x 16 fragment as bf16 hi + lo halves (ah, al) and B is rows
+// [k0, k0 + 16) of a shared-memory tile kept as a bf16 hi/lo pair (bh, bl: the
+// lane's ldmatrix addresses; row stride ls elements), read with
+// ldmatrix.trans in D/16 panels of 16 columns; three products a panel
+// (bf16_3pass), so the result keeps about float32 accuracy.
+template <int D>
+__device__ __forceinline__ void mma_k16_panels(float (&acc)[D / 8][4], const uint32_t (&ah)[4],
+                                               const uint32_t (&al)[4], uint32_t bh, uint32_t bl, int k0, int ls) {
+#pragma unroll
+  for (int np = 0; np < D / 16; np++) {
+    uint32_t h[4], l[4];
+    const uint32_t at = (uint32_t)(k0 * ls + 16 * np) * 2;
+    ldsm_x4_trans(h, bh + at);
+    ldsm_x4_trans(l, bl + at);
+    bf16_3pass(acc[2 * np], ah, al, h[0], h[1], l[0], l[1]);
+    bf16_3pass(acc[2 * np + 1], ah, al, h[2], h[3], l[2], l[3]);
+  }
+}
+
 }  // namespace mma
 }  // namespace cuda
 }  // namespace nala
