@@ -118,7 +118,9 @@ std::vector<uint8_t> read_idx_file(const std::string& path, int ndims) {
   NALA_CHECK(promised + head <= (long double)kMaxIdxBytes, path, ": the header promises ", shape,
              " bytes, more than the limit of ", kMaxIdxBytes, " bytes (corrupt, or not an IDX file)");
   const size_t total = head + (size_t)promised;
-  out.reserve(total);
+  // Reserve what the header promises only up to 64 MiB: a few bytes claiming
+  // gigabytes must not allocate them; a real file grows the vector as it is read.
+  out.reserve(std::min(total, (size_t)64 << 20));
   const size_t chunk = 1 << 20;
   while (out.size() <= total + kTrailing) {
     if (gz_more(g, out, std::min(chunk, total + kTrailing + 1 - out.size()), path) == 0) break;
