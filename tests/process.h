@@ -2,6 +2,7 @@
 // temporary directory, the program's path, starting it and waiting for it.
 #pragma once
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,8 +46,11 @@ inline std::string nala_binary() {
   return dir.substr(0, dir.find_last_of('/')) + "/nala";
 }
 
-// Starts `bin args...` with stdout and stderr appended to log.
-inline pid_t spawn(const std::string& bin, const std::vector<std::string>& args, const std::string& log) {
+// Starts `bin args...` with stdout and stderr appended to log; optionally in
+// folder cwd and under an address-space limit (bytes, RLIMIT_AS). The child
+// exits with 127 when it cannot start, 126 when the limit cannot be set.
+inline pid_t spawn(const std::string& bin, const std::vector<std::string>& args, const std::string& log,
+                   const std::string& cwd = "", int64_t address_limit = 0) {
   std::vector<std::string> all = {bin};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -56,8 +60,12 @@ inline pid_t spawn(const std::string& bin, const std::vector<std::string>& args,
   REQUIRE(pid >= 0);
   if (pid == 0) {
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd < 0) _exit(127);
+    if (fd < 0 || (!cwd.empty() && chdir(cwd.c_str()) != 0)) _exit(127);
     dup2(fd, 1), dup2(fd, 2);
+    if (address_limit) {
+      struct rlimit rl = {(rlim_t)address_limit, (rlim_t)address_limit};
+      if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
+    }
     execv(argv[0], argv.data());
     _exit(127);
   }

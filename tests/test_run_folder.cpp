@@ -61,24 +61,7 @@ int run_binary(const std::vector<std::string>& args, const std::string& cwd, std
   const std::string bin = nala_binary(), log = cwd + "/binary.log";
   REQUIRE(access(bin.c_str(), X_OK) == 0);  // built next to the tests: make CUDA=0
   std::remove(log.c_str());
-  std::vector<std::string> all = {bin};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd < 0 || chdir(cwd.c_str()) != 0) _exit(127);
-    dup2(fd, 1), dup2(fd, 2);
-    if (address_limit) {
-      struct rlimit rl = {(rlim_t)address_limit, (rlim_t)address_limit};
-      if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
-    }
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
+  const pid_t pid = spawn(bin, args, log, cwd, address_limit);
   int status = 0;
   if (!wait_for(pid, seconds, &status)) {
     kill(pid, SIGKILL);
