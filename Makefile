@@ -159,10 +159,10 @@ info:
 	  "cuda=$(if $(USE_CUDA),yes (sm_$(CUDA_ARCH) + PTX),no)" \
 	  "mpi=$(if $(USE_MPI),yes,no)" "nccl=$(if $(USE_NCCL),yes,no)"
 
-# Objects depend on the flags: switching MPI, NCCL or OpenMP on or off
-# rebuilds what they change.
+# Objects (C++ and CUDA) depend on the flags: switching MPI, NCCL or OpenMP
+# on or off, or changing NVCCFLAGS, rebuilds what they change.
 FLAGS_STAMP := $(BUILD)/flags.txt
-STAMP_TEXT := $(CXXFLAGS) | $(LDLIBS) | $(DIST_CXXFLAGS) | $(DIST_LDLIBS)
+STAMP_TEXT := $(CXXFLAGS) | $(NVCCFLAGS) | $(LDLIBS) | $(DIST_CXXFLAGS) | $(DIST_LDLIBS)
 $(shell mkdir -p $(BUILD) && echo '$(STAMP_TEXT)' | cmp -s - $(FLAGS_STAMP) || echo '$(STAMP_TEXT)' > $(FLAGS_STAMP))
 
 lib: $(LIB) $(DIST_LIB)
@@ -213,7 +213,7 @@ ifeq ($(SANITIZE),1)
 $(BUILD)/tools/stb_impl.o: CXXFLAGS += -fno-sanitize=shift
 endif
 
-$(BUILD)/%.cu.o: %.cu
+$(BUILD)/%.cu.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
