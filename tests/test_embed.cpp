@@ -23,6 +23,7 @@
 
 using namespace nala;
 using nala::test::TempDir;
+using nala::test::slurp;
 
 namespace {
 
@@ -37,11 +38,6 @@ int run(const std::string& bin, const std::vector<std::string>& args, const std:
   int status = 0;
   REQUIRE(nala::test::wait_for(pid, 300, &status));
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
 std::vector<float> read_floats(const std::string& path) {

@@ -60,11 +60,6 @@ constexpr bool kAsan = false;
 constexpr bool kAsan = false;
 #endif
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
 void spit(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary);
   f.write(bytes.data(), (std::streamsize)bytes.size());

@@ -45,11 +45,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
 using Outcome = CmdResult;
 
 bool has(const Outcome& r, const std::string& text) { return r.out.find(text) != std::string::npos; }
