@@ -4,6 +4,7 @@
 // NALA_RENDEZVOUS (a fresh directory where rank 0 publishes NCCL's id) in
 // their environment. When one process fails, the others get SIGTERM (SIGKILL 10 s later); the
 // exit code is the first failure's.
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,9 +40,19 @@ int launch_local_group(int n, const std::vector<std::string>& args_in) {
 
   std::vector<pid_t> pids;
   for (int r = 0; r < n; r++) {
+    // SIGTERM is blocked across fork: until execv the child is a copy of this
+    // process with its signal handlers, so it first returns SIGTERM to the
+    // default action; a SIGTERM sent meanwhile is delivered after that.
+    sigset_t term, old;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, &old);
     const pid_t pid = fork();
+    if (pid != 0) pthread_sigmask(SIG_SETMASK, &old, nullptr);
     NALA_CHECK(pid >= 0, "launch: fork failed for rank ", r, ": ", std::strerror(errno));
     if (pid == 0) {
+      signal(SIGTERM, SIG_DFL);
+      sigprocmask(SIG_SETMASK, &old, nullptr);
       const std::string rs = std::to_string(r), ns = std::to_string(n);
       setenv("NALA_RANK", rs.c_str(), 1);
       setenv("NALA_LOCAL_RANK", rs.c_str(), 1);
