@@ -18,6 +18,7 @@
 #include "nn/safetensors.h"
 #include "tests/golden_init.h"
 #include "tests/helpers.h"
+#include "tests/process.h"
 #include "tools/common.h"
 
 using namespace nala;
@@ -48,6 +49,12 @@ double max_abs(const Tensor& t) {
 }
 
 Tensor nchw_to_nhwc(const Tensor& x) { return contiguous(permute(x, {0, 2, 3, 1})); }
+
+int run_cmd(int (*cmd)(int, char**), std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  return cmd((int)argv.size(), argv.data());
+}
 
 }  // namespace
 
@@ -264,5 +271,42 @@ TEST_CASE("attention kinds: a model file records its kind and refuses another", 
   save_safetensors(dir + "/plain.safetensors", m.state_dict());
   REQUIRE(load_model_file(dir + "/plain.safetensors", "pico").file.config.attn == AttnKind::nala);
   REQUIRE(load_model_file(dir + "/plain.safetensors", "pico", "relu").file.config.attn == AttnKind::relu);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("attention kinds: nala train --attn and --nala-stages on the CPU", "[attention][kinds][train]") {
+  REQUIRE_THROWS_AS(run_cmd(cmd_train, {"--attn", "cosine"}), UsageError);
+  REQUIRE_THROWS_WITH(run_cmd(cmd_train, {"--nala-stages", "0,7"}), Catch::Contains("not a stage of pico"));
+  REQUIRE_THROWS_WITH(run_cmd(cmd_train, {"--attn", "softmax", "--nala-stages", "0"}),
+                      Catch::Contains("--attn softmax"));
+  if (!have_fashion_mnist()) {
+    WARN("Fashion-MNIST not installed: the training runs are skipped");
+    return;
+  }
+  char tmpl[] = "/tmp/nala_kinds_train_XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  struct Run {
+    const char* attn;
+    const char* stages;
+    const char* recorded;
+  };
+  for (Run r : {Run{"nala-paper", "all", "1,1,1"}, Run{"flatten", "", "1,1,0"}}) {
+    INFO("--attn " << r.attn << " --nala-stages " << r.stages);
+    const std::string out = dir + "/" + r.attn;
+    std::vector<std::string> args = {"--attn", r.attn, "--epochs", "1", "--subset", "64", "--eval-subset", "32",
+                                     "--batch-size", "32", "--threads", "2", "--workers", "1", "--out", out};
+    if (*r.stages) args.insert(args.end(), {"--nala-stages", r.stages});
+    REQUIRE(run_cmd(cmd_train, args) == 0);
+    SafeTensors best = load_safetensors(out + "/best.safetensors");
+    REQUIRE(best.metadata.at("nala.config.attn") == r.attn);
+    REQUIRE(best.metadata.at("nala.config.nala_stages") == r.recorded);
+    LoadedModel lm = load_model_file(out + "/best.safetensors");
+    REQUIRE(lm.model->cfg.attn == parse_attn_kind(r.attn));
+    // Resuming with another kind is refused.
+    REQUIRE_THROWS_WITH(run_cmd(cmd_train, {"--attn", "relu", "--epochs", "1", "--subset", "64", "--eval-subset", "32",
+                                            "--batch-size", "32", "--threads", "2", "--workers", "1", "--resume", out}),
+                        Catch::Contains("attn=relu"));
+  }
   std::system(("rm -rf " + dir).c_str());
 }
