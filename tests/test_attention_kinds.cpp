@@ -155,10 +155,18 @@ TEST_CASE("attention kinds: the nala kind is the fused op, bit for bit", "[atten
   REQUIRE(attention_core(AttnKind::nala, q, k, v, 3, 4).to_vector() == nala_attention(q, k, v, 3, 4).to_vector());
   REQUIRE(attention_core(AttnKind::softmax, q, k, v, 3, 4).to_vector() ==
           softmax_attention(q, k, v, 3, 4).to_vector());
-  // ... and the composed structure with NaLa's features agrees with it.
+  // The structure of docs/SPEC.md §11.1 on NaLa's feature maps (what
+  // implied_attention uses for nala) gives the fused op's output.
   auto pq = attn_features(AttnKind::nala, q, true), pk = attn_features(AttnKind::nala, k, false);
   REQUIRE(pq.size() == 2);
-  REQUIRE(pk.size() == 2);
+  auto rope_cat = [](std::vector<Tensor> parts) {
+    for (Tensor& t : parts) t = rope2d(t, 3, 4);
+    return concat(parts, -1);
+  };
+  Tensor fq = concat(pq, -1), fk = concat(pk, -1);
+  Tensor den = add_scalar(matmul(fq, mean(fk, {2}, true), false, true), 1e-6f);
+  Tensor S = scale(matmul(rope_cat(pk), v, true, false), 1.0f / 12.0f);
+  REQUIRE_CLOSE(nala::div(matmul(rope_cat(pq), S), den), nala_attention(q, k, v, 3, 4), 1e-5, 1e-4);
 }
 
 TEST_CASE("attention kinds: pico with each kind matches the PyTorch reference", "[attention][kinds][model]") {
