@@ -135,7 +135,11 @@ TrainMemory estimate_train_memory(const NalaConfig& cfg, int64_t num_params, int
     auto g = cfg.stage_grid(s, h, w);
     const double N = (double)g.first * g.second, C = (double)cfg.dims[s];
     double per_token = (kBlockFloats + 4 * cfg.mlp_ratio) * C;
-    if (!cfg.nala_stage[s]) per_token += 2.0 * cfg.heads[s] * N;  // scores and probabilities
+    const AttnKind kind = cfg.stage_attn(s);
+    if (kind == AttnKind::softmax) per_token += 2.0 * cfg.heads[s] * N;  // scores and probabilities
+    // The kinds composed from ops keep their feature maps' intermediates for
+    // backward (nala-paper about 30 C per token, the others fewer).
+    else if (kind != AttnKind::nala) per_token += 30.0 * C;
     floats += cfg.depths[s] * N * per_token;
     if (s + 1 < cfg.num_stages()) floats += 2.0 * N / 4 * cfg.dims[s + 1];  // downsample conv + BN
   }
