@@ -217,6 +217,13 @@ $(BUILD)/%.cu.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
+# wgmma (the bf16 GEMM's sm_90 kernel) needs the arch-specific target sm_90a:
+# on sm_90 builds the file that uses it is compiled for sm_90a, with
+# NALA_SM90A defined (elsewhere the kernel is left out and mma.sync serves).
+ifeq ($(CUDA_ARCH),90)
+$(BUILD)/kernels/cuda/gemm_bf16.cu.o: NVCCFLAGS := $(subst compute_90,compute_90a,$(subst sm_90,sm_90a,$(NVCCFLAGS))) -DNALA_SM90A
+endif
+
 $(NALA): $(BUILD)/tools/main.o $(TOOL_OBJ) $(DIST_LIB) $(LIB)
 	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(DIST_LDLIBS) $(ZLIB)
 
