@@ -17,7 +17,7 @@
 //   3  warp shuffles           the tree inside a warp through registers (__shfl_down_sync)
 //   4  grid-stride, float4     few blocks, each thread sums many float4 loads; a
 //                              second tiny kernel adds the block sums in order
-//   5  cuda::reduce_sum        the production kernel (kernels/cuda/reduce_sum.cuh):
+//   5  cuda::reduce_sum        the production kernels (kernels/cuda/reduce_sum_rows.cuh):
 //                              version 4's plan with double accumulators and
 //                              chunks fixed by the shape (bit-identical run to run)
 // The reference is the sum in double.
@@ -131,10 +131,12 @@ void v4(float* out, float* part, const float* x, int64_t n) {
 }
 
 // ---- 5. production: cuda::reduce_sum on the (O, R, I) = (1, n, 1) view
-// (kernels/cuda/reduce.cu; the kernel is in reduce_sum.cuh). Version 4's
-// plan, with what a library needs: double accumulators (the error no longer
-// grows with n), chunks of R fixed by the shape alone (so the result is the
-// same on every GPU), and any (O, R, I) layout.
+// (kernels/cuda/reduce.cu picks the plan; the kernels, sum_rows_kernel and
+// sum_chunks_kernel, are in kernels/cuda/reduce_sum_rows.cuh). Version 4's
+// float4 grid over the data, with what a library needs: double accumulators
+// (the error no longer grows with n), chunks of R fixed by the shape alone
+// (1024 chunks of a block each here; the result is the same on every GPU),
+// the chunk sums added by one warp in a fixed order, and any (O, R, I).
 void v5(float* out, const float* x, int64_t n) { cuda::reduce_sum(out, x, 1, n, 1, 1.0f); }
 
 }  // namespace
