@@ -5,7 +5,9 @@
 // the algorithm its heuristic ranks first (printed: id, tile, stages, split-K).
 //
 //   make CUDA=1 build/release/bench/bench_gemm_cuda     (rule in bench/cuda.mk)
-//   ./build/release/bench/bench_gemm_cuda [reps] [fp32|bf16|all]
+//   ./build/release/bench/bench_gemm_cuda [reps] [fp32|bf16|all] [PATH] [FILTER] [BN]
+//     PATH: cuda::gemm_bf16's kernel: 0 automatic, 6 mma.sync, 7 wgmma;
+//     FILTER: only the bf16 shapes whose name holds it; BN: the wgmma tile width
 //
 // bf16 shapes: 4096^3 (NN, NT, TN) and every linear layer of NaLaFormer xt
 // and t at batch 128, 224 px (tokens per stage 56^2, 28^2, 14^2, 7^2 times
@@ -267,8 +269,11 @@ std::vector<Shape3> model_shapes(const char* model, const int (&C)[4], double ml
 int main(int argc, char** argv) {
   int reps = argc > 1 ? std::atoi(argv[1]) : 5;
   const std::string mode = argc > 2 ? argv[2] : "all";
-  if (reps < 1 || (mode != "all" && mode != "fp32" && mode != "bf16")) {
-    std::fprintf(stderr, "usage: bench_gemm_cuda [reps] [fp32|bf16|all]\n");
+  const int path = argc > 3 ? std::atoi(argv[3]) : 0;
+  const std::string filter = argc > 4 ? argv[4] : "";
+  const int bn = argc > 5 ? std::atoi(argv[5]) : 0;
+  if (reps < 1 || (mode != "all" && mode != "fp32" && mode != "bf16") || (path != 0 && path != 6 && path != 7)) {
+    std::fprintf(stderr, "usage: bench_gemm_cuda [reps] [fp32|bf16|all] [0|6|7] [FILTER] [64|128|256]\n");
     return 2;
   }
   int dev = 0, sms = 0, clock_khz = 0;
@@ -369,11 +374,14 @@ int main(int argc, char** argv) {
     Lt lt;
     CKB(cublasLtCreate(&lt.h));
     CK(cudaMalloc(&lt.ws, lt.ws_bytes));
+    cuda::gemm_bf16_force_path(path, bn);
+    auto chosen = [&](const Shape3& s) { return filter.empty() || std::strstr(s.name, filter.c_str()); };
     Sum sq;
     const Shape3 squares[] = {{"square 4096 NN", 4096, 4096, 4096, false, false},
                               {"square 4096 NT", 4096, 4096, 4096, false, true},
                               {"square 4096 TN", 4096, 4096, 4096, true, false}};
-    for (const Shape3& s : squares) ok = bench_bf16(lt, s, reps, sq) && ok;
+    for (const Shape3& s : squares)
+      if (chosen(s)) ok = bench_bf16(lt, s, reps, sq) && ok;
     const int xt[4] = {32, 64, 128, 384}, t[4] = {64, 128, 256, 512};
     const struct {
       const char* name;
@@ -387,7 +395,7 @@ int main(int argc, char** argv) {
       Sum sum;
       for (size_t i = 0; i < v.size(); i++) {
         v[i].name = names[i].c_str();
-        ok = bench_bf16(lt, v[i], reps, sum) && ok;
+        if (chosen(v[i])) ok = bench_bf16(lt, v[i], reps, sum) && ok;
       }
       sums.push_back({m.name, sum});
     }

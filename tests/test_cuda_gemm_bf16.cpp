@@ -57,6 +57,7 @@ struct Case {
   bool bias = false, gelu = false;
   int residual = 0;     // 0 none, 1 a separate array, 2 C itself (C += A B, float only)
   int path = 0;         // 0 automatic, 6 mma.sync, 7 wgmma
+  int bn = 0;           // wgmma tile width (0: by shape)
 };
 
 void check(const Case& c, Rng& rng) {
@@ -88,17 +89,17 @@ void check(const Case& c, Rng& rng) {
   cuda::GemmEpilogue epi;
   epi.bias = c.bias ? dbias.p : nullptr;
   epi.act = c.gelu ? cuda::GemmAct::gelu : cuda::GemmAct::none;
-  // C starts as R (the residual when it is C itself), its padding as the sentinel 777.
+  // C starts as R (the residual when it is C itself), its padding as the sentinel 640 (exact in bf16).
   std::vector<float> C0 = R;
   for (int64_t i = 0; i < c.M; i++)
-    for (int64_t j = c.N; j < ldc; j++) C0[i * ldc + j] = 777.0f;
+    for (int64_t j = c.N; j < ldc; j++) C0[i * ldc + j] = 640.0f;
   std::vector<bf16> C0h(nc), Rh(nc);
   for (int64_t i = 0; i < nc; i++) C0h[i] = __float2bfloat16(C0[i]), Rh[i] = __float2bfloat16(R[i]);
   Dev<float> dC(C0), dR(R);
   Dev<bf16> dCh(C0h), dRh(Rh);
   if (c.residual == 1) epi.residual = c.c_bf16 ? (const void*)dRh.p : (const void*)dR.p, epi.ldr = ldc;
   if (c.residual == 2) epi.residual = dC.p, epi.ldr = ldc;
-  cuda::gemm_bf16_force_path(c.path);
+  cuda::gemm_bf16_force_path(c.path, c.bn);
   cuda::gemm_bf16(c.ta, c.tb, c.M, c.N, c.K, dA.p, lda, dB.p, ldb, c.c_bf16 ? (void*)dCh.p : (void*)dC.p, ldc,
                   c.c_bf16, epi);
   cuda::gemm_bf16_force_path(0);
@@ -106,7 +107,7 @@ void check(const Case& c, Rng& rng) {
 
   INFO("ta " << c.ta << " tb " << c.tb << " M " << c.M << " N " << c.N << " K " << c.K << " pad " << c.pad
              << " c_bf16 " << c.c_bf16 << " bias " << c.bias << " gelu " << c.gelu << " residual " << c.residual
-             << " path " << c.path);
+             << " path " << c.path << " bn " << c.bn);
   std::vector<float> got(nc);
   if (c.c_bf16) {
     std::vector<bf16> h = dCh.get(nc);
@@ -120,7 +121,7 @@ void check(const Case& c, Rng& rng) {
   std::vector<float> g2, r2;
   for (int64_t i = 0; i < c.M; i++) {
     for (int64_t j = 0; j < c.N; j++) g2.push_back(got[i * ldc + j]), r2.push_back((float)ref[i * c.N + j]);
-    for (int64_t j = c.N; j < ldc; j++) REQUIRE(got[i * ldc + j] == 777.0f);
+    for (int64_t j = c.N; j < ldc; j++) REQUIRE(got[i * ldc + j] == 640.0f);
   }
   REQUIRE_CLOSE(g2, r2, atol, rtol);
 }
@@ -185,17 +186,24 @@ TEST_CASE("cuda: gemm_bf16 linear-layer shapes, wgmma tile widths and long K", "
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(203);
-  // N = 64, 128 and wide (the three tile widths), M past many tiles, K past many pipeline stages.
-  const int64_t sizes[][3] = {{1030, 64, 256}, {777, 128, 520}, {515, 768, 1032}, {64, 200, 4104}};
+  // N = 64, 128 and wide (the three tile widths: 256 once the tiles fill the GPU), M past many
+  // tiles, K past many pipeline stages, tiles of the persistent loop several per block.
+  const int64_t sizes[][3] = {{1030, 64, 256}, {777, 128, 520}, {515, 768, 1032}, {64, 200, 4104}, {2100, 2052, 72}};
   const bool tr[][2] = {{false, true}, {false, false}, {true, false}};
   for (auto& s : sizes)
     for (auto& t : tr) {
       Case c{t[0], t[1], s[0], s[1], s[2]};
       c.bias = true;
       c.c_bf16 = true;
-      check(c, rng);  // automatic path: wgmma on an sm_90 GPU
+      check(c, rng);  // automatic path: wgmma on an sm_90 GPU where the rows allow
       c.path = 6;
       check(c, rng);
+      if (gpu_major() == 9 && s[0] < 2000)  // every wgmma tile width, 16-byte rows
+        for (int bn : {64, 128, 256}) {
+          c.path = 7, c.bn = bn, c.align16 = true, c.gelu = bn == 128;
+          check(c, rng);
+          c.bn = 0, c.align16 = false, c.gelu = false;
+        }
     }
 #endif
 }

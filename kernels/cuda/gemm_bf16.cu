@@ -34,7 +34,7 @@ namespace {
 
 using namespace bf16gemm;
 
-int g_force_path = 0;
+int g_force_path = 0, g_force_bn = 0;
 
 int device_sms(int* major) {
   static int sms = 0, maj = 0;
@@ -111,7 +111,9 @@ void launch_wgmma(const Params& p, int splits) {
   // B: stored [N, K]: boxes 64 k x BN rows, or [K, N]: boxes 64 n x 64 k.
   const CUtensorMap ma = TA ? make_map(p.A, p.K, p.M, p.lda, 64) : make_map(p.A, p.M, p.K, p.lda, WG_BM);
   const CUtensorMap mb = TB ? make_map(p.B, p.N, p.K, p.ldb, BN) : make_map(p.B, p.K, p.N, p.ldb, 64);
-  dim3 grid((unsigned)((p.N + BN - 1) / BN), (unsigned)((p.M + WG_BM - 1) / WG_BM), (unsigned)splits);
+  int major = 0;
+  const int64_t tiles = ((p.M + WG_BM - 1) / WG_BM) * ((p.N + BN - 1) / BN) * splits;
+  const unsigned grid = (unsigned)std::min<int64_t>(tiles, device_sms(&major));  // persistent: one block an SM
   gemm_wgmma<BN, S, TA, TB><<<grid, WG_THREADS, Cfg::SMEM>>>(ma, mb, p);
   CUDA_CHECK_LAUNCH("gemm_bf16 (wgmma)");
 }
@@ -142,7 +144,7 @@ void wgmma_path(bool ta, bool tb, const Params& p, int bn, int splits) {
 
 }  // namespace
 
-void gemm_bf16_force_path(int path) { g_force_path = path; }
+void gemm_bf16_force_path(int path, int bn) { g_force_path = path, g_force_bn = bn; }
 
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, int64_t lda,
                const __nv_bfloat16* B, int64_t ldb, void* C, int64_t ldc, bool c_bf16, const GemmEpilogue& epi) {
@@ -173,7 +175,7 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
   const int bm = wg ? WG_BM : MMA_BM;
   int bn = MMA_BN;
 #if defined(NALA_SM90A)
-  if (wg) bn = wgmma_bn(p, sms);
+  if (wg) bn = g_force_bn ? g_force_bn : wgmma_bn(p, sms);
 #endif
   // Split-K when the tiles leave SMs idle and K is long (a weight gradient:
   // M, N small, K = all rows): slices of at least 512, a multiple of 64, that
@@ -186,6 +188,7 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
   if (p.kchunk == 0) p.kchunk = 64;
   splits = std::max<int64_t>(1, (K + p.kchunk - 1) / p.kchunk);
   p.ws = nullptr;
+  p.splits = (int)splits;
   Tensor ws;
   if (splits > 1) {
     ws = Tensor::empty({splits * M * N}, DType::F32, Device::CUDA);

@@ -43,8 +43,10 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
                const GemmEpilogue& epi = GemmEpilogue());
 
 // Which path gemm_bf16 takes (for tests and benchmarks): 0 automatic, 6 the
-// mma.sync kernel only, 7 the wgmma kernel where the operands allow it.
-void gemm_bf16_force_path(int path);
+// mma.sync kernel only, 7 the wgmma kernel (an error where the operands or
+// the build do not allow it); bn: the wgmma tile width, 64, 128 or 256 (0: chosen
+// by shape).
+void gemm_bf16_force_path(int path, int bn = 0);
 
 }  // namespace cuda
 }  // namespace nala

@@ -42,7 +42,7 @@ struct Params {
   bool gelu, c_bf16;
   bool vecA, vecB;       // rows 16-byte aligned: cp.async
   bool pairC, pairR;     // two consecutive columns of C / residual in one access
-  int kchunk;            // split-K: block z sums k in [z kchunk, (z + 1) kchunk) (a multiple of 64) ...
+  int splits, kchunk;    // split-K: block z sums k in [z kchunk, (z + 1) kchunk) (a multiple of 64) ...
   float* ws;             // ... into ws[z][M][N], raw (no epilogue); null: one slice, the epilogue into C
 };
 
@@ -50,11 +50,12 @@ struct Params {
 
 __device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
-__device__ __forceinline__ void epilogue2(const Params& p, int m, int n, float v0, float v1) {
+// z: the split-K slice (p.ws), else unused.
+__device__ __forceinline__ void epilogue2(const Params& p, int z, int m, int n, float v0, float v1) {
   if (m >= p.M || n >= p.N) return;
   const bool two = n + 1 < p.N;
   if (p.ws) {  // a split-K slice: its partial sums, added up by splitk_epilogue
-    float* w = p.ws + ((int64_t)blockIdx.z * p.M + m) * p.N + n;
+    float* w = p.ws + ((int64_t)z * p.M + m) * p.N + n;
     w[0] = v0;
     if (two) w[1] = v1;
     return;
@@ -210,8 +211,8 @@ __global__ void __launch_bounds__(MMA_THREADS, 2) gemm_mma(Params p) {
 #pragma unroll
     for (int j = 0; j < 4; j++) {
       const int m = m0 + wm * 64 + i * 16 + g, n = n0 + wn * 32 + j * 8 + 2 * t;
-      epilogue2(p, m, n, acc[i][j][0], acc[i][j][1]);
-      epilogue2(p, m + 8, n, acc[i][j][2], acc[i][j][3]);
+      epilogue2(p, blockIdx.z, m, n, acc[i][j][0], acc[i][j][1]);
+      epilogue2(p, blockIdx.z, m + 8, n, acc[i][j][2], acc[i][j][3]);
     }
 }
 
@@ -229,7 +230,7 @@ __global__ void splitk_epilogue(Params p, int splits) {
     }
     Params q = p;
     q.ws = nullptr;
-    epilogue2(q, m, n, v0, v1);
+    epilogue2(q, 0, m, n, v0, v1);
   }
 }
 

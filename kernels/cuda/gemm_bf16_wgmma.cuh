@@ -5,8 +5,8 @@
 // lab (kernels/lab/gemm_cuda.cu, version 7); both are compiled for sm_90a
 // (the Makefile adds -DNALA_SM90A there), elsewhere this file is empty.
 //
-// gemm_wgmma<BN, S, TA, TB>: 384 threads = 3 warpgroups per block, one
-//   128 x BN tile of C. Warpgroup 0 is the producer: one thread issues, per
+// gemm_wgmma<BN, S, TA, TB>: 384 threads = 3 warpgroups per block, one block
+//   per SM (persistent), each walking 128 x BN tiles of C. Warpgroup 0 is the producer: one thread issues, per
 //   64-deep k slice, the TMA copies of A's 128 x 64 and B's BN x 64 pieces into
 //   stage s = slice % S, announcing the bytes on the stage's "full" barrier;
 //   it first waits on the stage's "empty" barrier until the consumers are
@@ -15,7 +15,9 @@
 //   4 wgmma m64nBNk16 (asynchronous; one wgmma group stays in flight), then
 //   marks the previous slice's stage empty. The producer gives registers
 //   back (setmaxnreg) so the consumers can hold their 64 x BN accumulators
-//   (BN / 2 floats a thread).
+//   (BN / 2 floats a thread). The producer does not wait for a tile's
+//   epilogue: it fills the stages with the next tile's slices meanwhile, so
+//   loads and stores of C overlap (what matters when K is short).
 // Layouts: TMA writes each piece with the 128-byte swizzle (rows of 64 bf16;
 //   within each 8-row, 1024-byte atom the 16-byte chunks are permuted by the
 //   row index: ldmatrix-free and conflict-free reads for the tensor cores).
@@ -170,6 +172,69 @@ __device__ __forceinline__ void wgmma_tile(float (&d)[BN / 2], uint64_t da, uint
 
 // TA: A is stored [K, M] (MN-major); TB: B is stored [N, K] (K-major). wgmma's
 // transpose flags are then TA for A and !TB for B.
+// A whole tile inside C: the thread's rows r and r + 8, columns c + 8j, +1
+// (d[4j + 0..1] and d[4j + 2..3]); row pointers computed once, the options
+// tested once per tile (uniform branches), two values per store. The guarded
+// per-pair epilogue2 costs ~70 instructions a pair and made short-K products
+// (K = 32..128: a linear layer's forward) instruction-bound in the epilogue.
+template <int BN>
+__device__ __forceinline__ void epilogue_interior(const Params& p, int r, int c, const float (&d)[BN / 2]) {
+  const bool bias = p.bias != nullptr, gelu = p.gelu, res = p.res != nullptr;
+  if (p.c_bf16) {
+    __nv_bfloat162* c0 = reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.C) + (int64_t)r * p.ldc + c);
+    __nv_bfloat162* c1 = reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<bf16*>(c0) + 8 * p.ldc);
+    const __nv_bfloat162* r0 =
+        res ? reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(p.res) + (int64_t)r * p.ldr + c) : nullptr;
+    const __nv_bfloat162* r1 = res ? reinterpret_cast<const __nv_bfloat162*>(reinterpret_cast<const bf16*>(r0) + 8 * p.ldr) : nullptr;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+      float a0 = d[4 * j], a1 = d[4 * j + 1], b0 = d[4 * j + 2], b1 = d[4 * j + 3];
+      if (bias) {
+        const float x0 = __ldg(p.bias + c + 8 * j), x1 = __ldg(p.bias + c + 8 * j + 1);
+        a0 += x0, a1 += x1, b0 += x0, b1 += x1;
+      }
+      if (gelu) a0 = gelu_erf(a0), a1 = gelu_erf(a1), b0 = gelu_erf(b0), b1 = gelu_erf(b1);
+      if (res) {
+        const float2 x = __bfloat1622float2(r0[4 * j]), y = __bfloat1622float2(r1[4 * j]);
+        a0 += x.x, a1 += x.y, b0 += y.x, b1 += y.y;
+      }
+      c0[4 * j] = __floats2bfloat162_rn(a0, a1);
+      c1[4 * j] = __floats2bfloat162_rn(b0, b1);
+    }
+  } else {
+    float2* c0 = reinterpret_cast<float2*>(static_cast<float*>(p.C) + (int64_t)r * p.ldc + c);
+    float2* c1 = reinterpret_cast<float2*>(reinterpret_cast<float*>(c0) + 8 * p.ldc);
+    const float2* r0 = res ? reinterpret_cast<const float2*>(static_cast<const float*>(p.res) + (int64_t)r * p.ldr + c) : nullptr;
+    const float2* r1 = res ? reinterpret_cast<const float2*>(reinterpret_cast<const float*>(r0) + 8 * p.ldr) : nullptr;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+      float a0 = d[4 * j], a1 = d[4 * j + 1], b0 = d[4 * j + 2], b1 = d[4 * j + 3];
+      if (bias) {
+        const float x0 = __ldg(p.bias + c + 8 * j), x1 = __ldg(p.bias + c + 8 * j + 1);
+        a0 += x0, a1 += x1, b0 += x0, b1 += x1;
+      }
+      if (gelu) a0 = gelu_erf(a0), a1 = gelu_erf(a1), b0 = gelu_erf(b0), b1 = gelu_erf(b1);
+      if (res) {
+        const float2 x = r0[4 * j], y = r1[4 * j];
+        a0 += x.x, a1 += x.y, b0 += y.x, b1 += y.y;
+      }
+      c0[4 * j] = make_float2(a0, a1);
+      c1[4 * j] = make_float2(b0, b1);
+    }
+  }
+}
+
+// Tile t of the persistent loop -> (z, m0, n0): split-K slice z, then groups
+// of 8 tile rows walked column by column, so the blocks running at one time
+// share their A rows and B columns in L2.
+__device__ __forceinline__ void tile_coords(int t, int tm, int tn, int bn, int& z, int& m0, int& n0) {
+  const int per = tm * tn;
+  z = t / per, t %= per;
+  const int group = t / (8 * tn), first = group * 8, gsz = min(tm - first, 8);
+  m0 = (first + (t % (8 * tn)) % gsz) * WG_BM;
+  n0 = ((t % (8 * tn)) / gsz) * bn;
+}
+
 template <int BN, int S, bool TA, bool TB>
 __global__ void __launch_bounds__(WG_THREADS, 1)
     gemm_wgmma(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB, Params p) {
@@ -178,66 +243,84 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
   __shared__ __align__(8) uint64_t full[S], empty[S];
   const uint32_t ring = (mma::smem_addr(wg_smem) + 1023) & ~1023u;
   const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
-  const int m0 = blockIdx.y * WG_BM, n0 = blockIdx.x * BN;
-  const int kbeg = blockIdx.z * p.kchunk, nk = (min(p.K, kbeg + p.kchunk) - kbeg + WG_BK - 1) / WG_BK;
+  const int tm = (p.M + WG_BM - 1) / WG_BM, tn = (p.N + BN - 1) / BN;
+  const int ntiles = tm * tn * p.splits;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < S; s++) mbar_init(mma::smem_addr(&full[s]), 1), mbar_init(mma::smem_addr(&empty[s]), 256);
+    for (int s = 0; s < S; s++) mbar_init(mma::smem_addr(&full[s]), 1), mbar_init(mma::smem_addr(&empty[s]), 8);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
 
+  // Both roles walk the same tiles (blockIdx.x, + gridDim.x, ...) and count
+  // slices (it) across them: stage it % S, its use number it / S.
   if (wg == 0) {  // producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
     if (tid == 0) {
-      for (int kt = 0; kt < nk; kt++) {
-        const int s = kt % S, k0 = kbeg + kt * WG_BK;
-        if (kt >= S) mbar_wait(mma::smem_addr(&empty[s]), (kt / S - 1) & 1);
-        const uint32_t bar = mma::smem_addr(&full[s]), a = ring + s * Cfg::STAGE, b = a + Cfg::A_BYTES;
-        mbar_expect_tx(bar, Cfg::STAGE);
-        if (!TA) {
-          tma_load(a, &mapA, bar, k0, m0);  // 128 rows x 64 k
-        } else {
-          tma_load(a, &mapA, bar, m0, k0);  // 64 k x 64 m, twice
-          tma_load(a + 8192, &mapA, bar, m0 + 64, k0);
-        }
-        if (TB) {
-          tma_load(b, &mapB, bar, k0, n0);  // BN rows x 64 k
-        } else {
+      int it = 0;
+      for (int t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        int z, m0, n0;
+        tile_coords(t, tm, tn, BN, z, m0, n0);
+        const int kbeg = z * p.kchunk, nk = (min(p.K, kbeg + p.kchunk) - kbeg + WG_BK - 1) / WG_BK;
+        for (int kt = 0; kt < nk; kt++, it++) {
+          const int s = it % S, k0 = kbeg + kt * WG_BK;
+          if (it >= S) mbar_wait(mma::smem_addr(&empty[s]), (it / S - 1) & 1);
+          const uint32_t bar = mma::smem_addr(&full[s]), a = ring + s * Cfg::STAGE, b = a + Cfg::A_BYTES;
+          mbar_expect_tx(bar, Cfg::STAGE);
+          if (!TA) {
+            tma_load(a, &mapA, bar, k0, m0);  // 128 rows x 64 k
+          } else {
+            tma_load(a, &mapA, bar, m0, k0);  // 64 k x 64 m, twice
+            tma_load(a + 8192, &mapA, bar, m0 + 64, k0);
+          }
+          if (TB) {
+            tma_load(b, &mapB, bar, k0, n0);  // BN rows x 64 k
+          } else {
 #pragma unroll
-          for (int j = 0; j < BN / 64; j++) tma_load(b + j * 8192, &mapB, bar, n0 + 64 * j, k0);
+            for (int j = 0; j < BN / 64; j++) tma_load(b + j * 8192, &mapB, bar, n0 + 64 * j, k0);
+          }
         }
       }
     }
-  } else {  // consumers: warpgroup 1 rows 0-63, warpgroup 2 rows 64-127
+  } else {  // consumers: warpgroup 1 rows 0-63 of each tile, warpgroup 2 rows 64-127
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
-    float d[BN / 2];
-#pragma unroll
-    for (int i = 0; i < BN / 2; i++) d[i] = 0.0f;
-    for (int kt = 0; kt < nk; kt++) {
-      const int s = kt % S;
-      mbar_wait(mma::smem_addr(&full[s]), (kt / S) & 1);
-      const uint32_t a = ring + s * Cfg::STAGE + (wg - 1) * 8192, b = ring + s * Cfg::STAGE + Cfg::A_BYTES;
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < WG_BK / 16; kk++) {
-        // K-major: the next 16 k are 32 bytes along the (swizzled) rows; MN-major: 16 rows further.
-        const uint64_t da = TA ? smem_desc(a + kk * 2048, 8192, 1024) : smem_desc(a + kk * 32, 16, 1024);
-        const uint64_t db = TB ? smem_desc(b + kk * 32, 16, 1024) : smem_desc(b + kk * 2048, 8192, 1024);
-        wgmma_tile<BN, TA ? 1 : 0, TB ? 0 : 1>(d, da, db);
-      }
-      wgmma_commit();
-      wgmma_wait<1>();  // the previous slice's products are done: its stage may be refilled
-      if (kt > 0) mbar_arrive(mma::smem_addr(&empty[(kt - 1) % S]));
-    }
-    wgmma_wait<0>();
-
-    // d[4j + 0..1]: row r, columns 8j + 2t, +1; d[4j + 2..3]: row r + 8.
     const int warp = tid / 32, lane = tid % 32;
-    const int r = m0 + (wg - 1) * 64 + warp * 16 + lane / 4, c = n0 + 2 * (lane % 4);
+    int it = 0;
+    for (int t = blockIdx.x; t < ntiles; t += gridDim.x) {
+      int z, m0, n0;
+      tile_coords(t, tm, tn, BN, z, m0, n0);
+      const int kbeg = z * p.kchunk, nk = (min(p.K, kbeg + p.kchunk) - kbeg + WG_BK - 1) / WG_BK;
+      float d[BN / 2];
 #pragma unroll
-    for (int j = 0; j < BN / 8; j++) {
-      epilogue2(p, r, c + 8 * j, d[4 * j], d[4 * j + 1]);
-      epilogue2(p, r + 8, c + 8 * j, d[4 * j + 2], d[4 * j + 3]);
+      for (int i = 0; i < BN / 2; i++) d[i] = 0.0f;
+      for (int kt = 0; kt < nk; kt++, it++) {
+        const int s = it % S;
+        mbar_wait(mma::smem_addr(&full[s]), (it / S) & 1);
+        const uint32_t a = ring + s * Cfg::STAGE + (wg - 1) * 8192, b = ring + s * Cfg::STAGE + Cfg::A_BYTES;
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < WG_BK / 16; kk++) {
+          // K-major: the next 16 k are 32 bytes along the (swizzled) rows; MN-major: 16 rows further.
+          const uint64_t da = TA ? smem_desc(a + kk * 2048, 8192, 1024) : smem_desc(a + kk * 32, 16, 1024);
+          const uint64_t db = TB ? smem_desc(b + kk * 32, 16, 1024) : smem_desc(b + kk * 2048, 8192, 1024);
+          wgmma_tile<BN, TA ? 1 : 0, TB ? 0 : 1>(d, da, db);
+        }
+        wgmma_commit();
+        wgmma_wait<1>();  // the previous slice's products are done: its stage may be refilled
+        // One arrival per warp (8 expected): 256 arrivals on one shared word serialise.
+        if (kt > 0 && lane == 0) mbar_arrive(mma::smem_addr(&empty[(it - 1) % S]));
+      }
+      wgmma_wait<0>();
+      if (lane == 0) mbar_arrive(mma::smem_addr(&empty[(it - 1) % S]));  // the tile's last slice
+
+      const int r = m0 + (wg - 1) * 64 + warp * 16 + lane / 4, c = n0 + 2 * (lane % 4);
+      if (m0 + WG_BM <= p.M && n0 + BN <= p.N && !p.ws && p.pairC && (!p.res || p.pairR))
+        epilogue_interior<BN>(p, r, c, d);
+      else  // edge tiles, split-K slices, odd leading dims: element pairs, each guarded
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++) {
+          epilogue2(p, z, r, c + 8 * j, d[4 * j], d[4 * j + 1]);
+          epilogue2(p, z, r + 8, c + 8 * j, d[4 * j + 2], d[4 * j + 3]);
+        }
     }
   }
 }
