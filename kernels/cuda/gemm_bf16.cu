@@ -178,12 +178,20 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
   if (wg) bn = g_force_bn ? g_force_bn : wgmma_bn(p, sms);
 #endif
   // Split-K when the tiles leave SMs idle and K is long (a weight gradient:
-  // M, N small, K = all rows): slices of at least 512, a multiple of 64, that
-  // give each SM (wgmma) or two (mma.sync) a block, a workspace of at most 256 MB.
-  const int64_t tiles = ((M + bm - 1) / bm) * ((N + bn - 1) / bn), target = wg ? sms : 2 * sms;
+  // M, N small, K = all rows): the number of slices (each >= 512 long, a
+  // workspace of at most 256 MB) that minimises the waves of blocks per
+  // slice's worth of work, with 3% a slice for the second pass; one block an
+  // SM (wgmma) or two (mma.sync).
+  const int64_t tiles = ((M + bm - 1) / bm) * ((N + bn - 1) / bn), slots = wg ? sms : 2 * sms;
   int64_t splits = 1;
-  if (tiles < target && K >= 1024)
-    splits = std::max<int64_t>(1, std::min<int64_t>({(target + tiles - 1) / tiles, K / 512, ((int64_t)1 << 26) / (M * N)}));
+  if (tiles < slots && K >= 1024) {
+    const int64_t most = std::max<int64_t>(1, std::min<int64_t>(K / 512, ((int64_t)1 << 26) / (M * N)));
+    double best = 1e30;
+    for (int64_t s = 1; s <= std::min<int64_t>(most, 4 * slots); s++) {
+      const double cost = (double)((tiles * s + slots - 1) / slots) / s * (1.0 + 0.03 * s);
+      if (cost < best) best = cost, splits = s;
+    }
+  }
   p.kchunk = (int)((K + splits - 1) / splits + 63) / 64 * 64;
   if (p.kchunk == 0) p.kchunk = 64;
   splits = std::max<int64_t>(1, (K + p.kchunk - 1) / p.kchunk);

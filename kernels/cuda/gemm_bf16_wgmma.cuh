@@ -172,56 +172,56 @@ __device__ __forceinline__ void wgmma_tile(float (&d)[BN / 2], uint64_t da, uint
 
 // TA: A is stored [K, M] (MN-major); TB: B is stored [N, K] (K-major). wgmma's
 // transpose flags are then TA for A and !TB for B.
-// A whole tile inside C: the thread's rows r and r + 8, columns c + 8j, +1
+// The epilogue of a tile: the thread's rows r and r + 8, columns c + 8j, +1
 // (d[4j + 0..1] and d[4j + 2..3]); row pointers computed once, the options
-// tested once per tile (uniform branches), two values per store. The guarded
-// per-pair epilogue2 costs ~70 instructions a pair and made short-K products
-// (K = 32..128: a linear layer's forward) instruction-bound in the epilogue.
-template <int BN>
-__device__ __forceinline__ void epilogue_interior(const Params& p, int r, int c, const float (&d)[BN / 2]) {
+// tested once per tile (uniform branches), two values per store, a row or a
+// column pair outside C skipped (N even, so pairs are whole). The guarded
+// per-pair epilogue2 costs ~70 instructions a pair, which made short-K
+// products (K = 32..128: a linear layer's forward) instruction-bound.
+template <int BN, class T, class T2, class Load2, class Store2>
+__device__ __forceinline__ void epilogue_rows(const Params& p, int r, int c, const float (&d)[BN / 2], Load2 load2,
+                                              Store2 store2) {
   const bool bias = p.bias != nullptr, gelu = p.gelu, res = p.res != nullptr;
-  if (p.c_bf16) {
-    __nv_bfloat162* c0 = reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.C) + (int64_t)r * p.ldc + c);
-    __nv_bfloat162* c1 = reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<bf16*>(c0) + 8 * p.ldc);
-    const __nv_bfloat162* r0 =
-        res ? reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(p.res) + (int64_t)r * p.ldr + c) : nullptr;
-    const __nv_bfloat162* r1 = res ? reinterpret_cast<const __nv_bfloat162*>(reinterpret_cast<const bf16*>(r0) + 8 * p.ldr) : nullptr;
+  const bool in0 = r < p.M, in1 = r + 8 < p.M;
+  T2* c0 = reinterpret_cast<T2*>(static_cast<T*>(p.C) + (int64_t)r * p.ldc + c);
+  T2* c1 = reinterpret_cast<T2*>(reinterpret_cast<T*>(c0) + 8 * p.ldc);
+  const T2* r0 = res ? reinterpret_cast<const T2*>(static_cast<const T*>(p.res) + (int64_t)r * p.ldr + c) : nullptr;
+  const T2* r1 = res ? reinterpret_cast<const T2*>(reinterpret_cast<const T*>(r0) + 8 * p.ldr) : nullptr;
 #pragma unroll
-    for (int j = 0; j < BN / 8; j++) {
-      float a0 = d[4 * j], a1 = d[4 * j + 1], b0 = d[4 * j + 2], b1 = d[4 * j + 3];
-      if (bias) {
-        const float x0 = __ldg(p.bias + c + 8 * j), x1 = __ldg(p.bias + c + 8 * j + 1);
-        a0 += x0, a1 += x1, b0 += x0, b1 += x1;
-      }
-      if (gelu) a0 = gelu_erf(a0), a1 = gelu_erf(a1), b0 = gelu_erf(b0), b1 = gelu_erf(b1);
-      if (res) {
-        const float2 x = __bfloat1622float2(r0[4 * j]), y = __bfloat1622float2(r1[4 * j]);
-        a0 += x.x, a1 += x.y, b0 += y.x, b1 += y.y;
-      }
-      c0[4 * j] = __floats2bfloat162_rn(a0, a1);
-      c1[4 * j] = __floats2bfloat162_rn(b0, b1);
+  for (int j = 0; j < BN / 8; j++) {
+    if (c + 8 * j >= p.N) continue;
+    float a0 = d[4 * j], a1 = d[4 * j + 1], b0 = d[4 * j + 2], b1 = d[4 * j + 3];
+    if (bias) {
+      const float x0 = __ldg(p.bias + c + 8 * j), x1 = __ldg(p.bias + c + 8 * j + 1);
+      a0 += x0, a1 += x1, b0 += x0, b1 += x1;
     }
-  } else {
-    float2* c0 = reinterpret_cast<float2*>(static_cast<float*>(p.C) + (int64_t)r * p.ldc + c);
-    float2* c1 = reinterpret_cast<float2*>(reinterpret_cast<float*>(c0) + 8 * p.ldc);
-    const float2* r0 = res ? reinterpret_cast<const float2*>(static_cast<const float*>(p.res) + (int64_t)r * p.ldr + c) : nullptr;
-    const float2* r1 = res ? reinterpret_cast<const float2*>(reinterpret_cast<const float*>(r0) + 8 * p.ldr) : nullptr;
-#pragma unroll
-    for (int j = 0; j < BN / 8; j++) {
-      float a0 = d[4 * j], a1 = d[4 * j + 1], b0 = d[4 * j + 2], b1 = d[4 * j + 3];
-      if (bias) {
-        const float x0 = __ldg(p.bias + c + 8 * j), x1 = __ldg(p.bias + c + 8 * j + 1);
-        a0 += x0, a1 += x1, b0 += x0, b1 += x1;
-      }
-      if (gelu) a0 = gelu_erf(a0), a1 = gelu_erf(a1), b0 = gelu_erf(b0), b1 = gelu_erf(b1);
+    if (gelu) a0 = gelu_erf(a0), a1 = gelu_erf(a1), b0 = gelu_erf(b0), b1 = gelu_erf(b1);
+    if (in0) {
       if (res) {
-        const float2 x = r0[4 * j], y = r1[4 * j];
-        a0 += x.x, a1 += x.y, b0 += y.x, b1 += y.y;
+        const float2 x = load2(r0 + 4 * j);
+        a0 += x.x, a1 += x.y;
       }
-      c0[4 * j] = make_float2(a0, a1);
-      c1[4 * j] = make_float2(b0, b1);
+      store2(c0 + 4 * j, a0, a1);
+    }
+    if (in1) {
+      if (res) {
+        const float2 y = load2(r1 + 4 * j);
+        b0 += y.x, b1 += y.y;
+      }
+      store2(c1 + 4 * j, b0, b1);
     }
   }
+}
+template <int BN>
+__device__ __forceinline__ void epilogue_fast(const Params& p, int r, int c, const float (&d)[BN / 2]) {
+  using B2 = __nv_bfloat162;
+  if (p.c_bf16)
+    epilogue_rows<BN, bf16, B2>(
+        p, r, c, d, [](const B2* q) { return __bfloat1622float2(*q); },
+        [](B2* q, float x, float y) { *q = __floats2bfloat162_rn(x, y); });
+  else
+    epilogue_rows<BN, float, float2>(
+        p, r, c, d, [](const float2* q) { return *q; }, [](float2* q, float x, float y) { *q = make_float2(x, y); });
 }
 
 // Tile t of the persistent loop -> (z, m0, n0): split-K slice z, then groups
@@ -313,9 +313,9 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
       if (lane == 0) mbar_arrive(mma::smem_addr(&empty[(it - 1) % S]));  // the tile's last slice
 
       const int r = m0 + (wg - 1) * 64 + warp * 16 + lane / 4, c = n0 + 2 * (lane % 4);
-      if (m0 + WG_BM <= p.M && n0 + BN <= p.N && !p.ws && p.pairC && (!p.res || p.pairR))
-        epilogue_interior<BN>(p, r, c, d);
-      else  // edge tiles, split-K slices, odd leading dims: element pairs, each guarded
+      if (!p.ws && p.N % 2 == 0 && p.pairC && (!p.res || p.pairR))
+        epilogue_fast<BN>(p, r, c, d);
+      else  // split-K slices, odd N or leading dims: element pairs, each guarded
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
           epilogue2(p, z, r, c + 8 * j, d[4 * j], d[4 * j + 1]);
