@@ -27,7 +27,7 @@ fi
 # The sum at 64 MiB for every version, then at 256 MiB for versions 2-5
 # (version 1's float running sum stops growing at 2^24 there: it fails its
 # check); LayerNorm on NaLaFormer-xt's four stages at batch 128; the
-# depthwise conv on xt's first stage at batch 128.
+# depthwise conv on xt's first stage at batch 128; GEMM at 4096^3.
 RUNS=(
   "reduce_sum_cuda --size 16777216"
   "reduce_sum_cuda 2 --size 67108864"
@@ -39,6 +39,7 @@ RUNS=(
   "layernorm_cuda --size 25088 --channels 128"
   "layernorm_cuda --size 6272 --channels 384"
   "dwconv_cuda --size 56"
+  "gemm_cuda --size 4096"
 )
 : > "$OUT"
 status=0
