@@ -223,8 +223,7 @@ bool bench_bf16(Lt& lt, const Shape3& s, int reps, Sum& sum) {
   std::memcpy(&diff, &h[0], 4), std::memcpy(&mx, &h[1], 4);
   const double err = diff / std::max(mx, 1e-30f);
   const bool good = err < 2e-2;  // both round to bf16 (2^-9 relative): a wrong element is far off
-  const double t_ours =
-      time_ms([&] { cuda::gemm_bf16(s.ta, s.tb, s.M, s.N, s.K, A, lda, B, ldb, C, ldc, true); }, reps);
+  const double t_ours = time_ms([&] { cuda::gemm_bf16(s.ta, s.tb, s.M, s.N, s.K, A, lda, B, ldb, C, ldc, true); }, reps);
   const double t_blas = time_ms([&] { lt_run(lt, plan, A, B, R); }, reps);
   const double flop = 2.0 * s.M * s.N * s.K;
   std::printf("%-30s %7lld %6lld %7lld  %6.1f TF %6.1f TF  %5.2fx  %.1e  %s%s\n", s.name, (long long)s.M,

@@ -1,8 +1,7 @@
 // kernels/cuda/gemm_bf16_mma.cuh - the bf16 tensor-core GEMM with warp-level
 // mma.sync (sm_80 and later), and the epilogue every bf16 GEMM kernel shares.
 // Included by kernels/cuda/gemm_bf16.cu (the production entry point, API in
-// kernels/cuda/gemm_bf16.h), through which the GEMM lab's version 6
-// (kernels/lab/gemm_cuda.cu) runs it.
+// kernels/cuda/gemm_bf16.h) and by kernels/lab/gemm_cuda.cu (version 6).
 //
 // gemm_mma<TA, TB>: a block of 256 threads (8 warps, 2 x 4) computes a
 //   128 x 128 tile of C; each warp a 64 x 32 piece of it as 4 x 4 m16n8k16
@@ -201,8 +200,7 @@ __global__ void __launch_bounds__(MMA_THREADS, 2) gemm_mma(Params p) {
 #pragma unroll
       for (int i = 0; i < 4; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++)
-          mma::bf16_16816(acc[i][j], af[i], bfr[j / 2][(j % 2) * 2], bfr[j / 2][(j % 2) * 2 + 1]);
+        for (int j = 0; j < 4; j++) mma::bf16_16816(acc[i][j], af[i], bfr[j / 2][(j % 2) * 2], bfr[j / 2][(j % 2) * 2 + 1]);
     }
   }
   mma::cp_async_wait<0>();

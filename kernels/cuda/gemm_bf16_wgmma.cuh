@@ -1,20 +1,19 @@
 // kernels/cuda/gemm_bf16_wgmma.cuh - the bf16 GEMM for sm_90a: wgmma
 // (warpgroup tensor-core products read straight from shared memory) fed by
 // the Tensor Memory Accelerator (TMA) through a ring of shared buffers
-// guarded by mbarriers. Included by kernels/cuda/gemm_bf16.cu, compiled for
-// sm_90a (the Makefile adds -DNALA_SM90A there; elsewhere this file is
-// empty); the GEMM lab's version 7 (kernels/lab/gemm_cuda.cu) runs it
-// through cuda::gemm_bf16.
+// guarded by mbarriers. Included by kernels/cuda/gemm_bf16.cu and by the GEMM
+// lab (kernels/lab/gemm_cuda.cu, version 7); both are compiled for sm_90a
+// (the Makefile adds -DNALA_SM90A there), elsewhere this file is empty.
 //
 // gemm_wgmma<BN, S, TA, TB>: 384 threads = 3 warpgroups per block, one block
-//   per SM (persistent), each walking 128 x BN tiles of C. Warpgroup 0 is
-//   the producer: one thread issues, per 64-deep k slice, the TMA copies of A's 128 x 64 and B's BN x 64 pieces into
+//   per SM (persistent), each walking 128 x BN tiles of C. Warpgroup 0 is the producer: one thread issues, per
+//   64-deep k slice, the TMA copies of A's 128 x 64 and B's BN x 64 pieces into
 //   stage s = slice % S, announcing the bytes on the stage's "full" barrier;
 //   it first waits on the stage's "empty" barrier until the consumers are
 //   done with the slice that used it S slices ago. Warpgroups 1 and 2 are the
 //   consumers, rows 0-63 and 64-127 of the tile: each waits on "full", issues
 //   4 wgmma m64nBNk16 (asynchronous; one wgmma group stays in flight), then
-//   marks the previous slice's stage empty (one arrival per warp). The producer gives registers
+//   marks the previous slice's stage empty. The producer gives registers
 //   back (setmaxnreg) so the consumers can hold their 64 x BN accumulators
 //   (BN / 2 floats a thread). The producer does not wait for a tile's
 //   epilogue: it fills the stages with the next tile's slices meanwhile, so
@@ -29,8 +28,7 @@
 //   8-row atoms (SBO, 1024) and, MN-major, between 64-column boxes (LBO).
 // Edges: the tensor map knows the matrix's size; TMA fills everything
 //   outside with zeros, so odd M, N and K need nothing here but the guarded
-//   epilogue. Split-K slices are multiples of 64 long, so they never
-//   overlap. Leading dims must be multiples of 8 (16-byte rows): the host
+//   epilogue. Split-K slices are multiples of 64 long, so they never overlap. Leading dims must be multiples of 8 (16-byte rows): the host
 //   falls back to gemm_mma otherwise.
 #pragma once
 #if defined(NALA_SM90A)
@@ -78,8 +76,7 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
 // A 2-D box of the tensor map at element coordinates (c0 innermost, c1) into dst.
 __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
   asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%3, %4}], [%2];\n" ::
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::
           "r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
       : "memory");
