@@ -13,6 +13,6 @@ $(BUILD)/bench/bench_nala_cuda: bench/bench_nala_cuda.cu $(LIB)
 bench: $(BUILD)/bench/bench_gemm_cuda
 $(BUILD)/bench/bench_gemm_cuda: bench/bench_gemm_cuda.cu $(LIB)
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) $< $(LIB) -o $@ $(LDFLAGS:%=-Xcompiler %) $(LDLIBS) -lcublas
+	$(NVCC) $(NVCCFLAGS) $< $(LIB) -o $@ $(LDFLAGS:%=-Xcompiler %) $(LDLIBS) -lcublasLt -lcublas
 
 endif

@@ -9,18 +9,12 @@
 //
 //   C[M, N] = alpha * op(A) op(B) + beta * C   (beta = 0 overwrites, even NaN)
 //
-// gemm_tiled: 256 threads per block, a 16 x 16 grid of threads; each thread
-//   owns (BM/16) x (BN/16) outputs in 4 x 4 pieces spaced 64 apart (rows
-//   g*64 + ty*4 + i, columns g*64 + tx*4 + j), so its shared-memory reads and
-//   its stores of C are float4s consecutive across the warp. Per step every
-//   thread loads one float4 of A and one of B (global -> registers) while the
-//   block computes on the other shared buffer (double buffering, one barrier
-//   per step). Tiles are kept k-major in shared memory (As[k][m], Bs[k][n])
-//   whatever the transposes: the four cases differ only in how the tiles are
-//   loaded. Shapes: 128 x 128 x 8 when there are enough tiles to fill the
-//   GPU and they do not pad much more than small ones, else 64 x 64 x 16. Rows/columns/k outside the matrices load zeros
-//   and are not stored; float4 global loads only where the pointer, leading
-//   dim and batch stride allow it (else scalar).
+// gemm_tiled (kernels/cuda/gemm_fp32.cuh, shared with the GEMM lab, where it
+//   is kernels/lab/gemm_cuda.cu's version 5, the last FP32 step): 256
+//   threads, each owning 4 x 4 pieces of C, float4 loads, double-buffered
+//   k-major shared tiles. Shapes: 128 x 128 x 8 when there are enough tiles
+//   to fill the GPU and they do not pad much more than small ones, else
+//   64 x 64 x 16.
 // Split-K: when even the small tiles leave SMs idle and K is long (the weight
 //   gradient of a linear layer: M, N small, K = all rows), K is cut into
 //   slices whose partial products go to a workspace [batch, splits, M, N];
@@ -38,6 +32,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/gemm_fp32.cuh"
 #include "kernels/cuda/matmul.h"
 #include "tensor/tensor.h"
 
@@ -46,159 +41,9 @@ namespace cuda {
 
 namespace {
 
-constexpr int THREADS = 256;
-constexpr int PAD = 4;  // shared rows padded by a float4: fewer bank conflicts, float4 alignment kept
-
-struct GemmParams {
-  const float* A;
-  const float* B;
-  float* C;
-  int64_t lda, ldb, ldc;
-  int64_t sA, sB, sC;  // A, B per batch; C per z = batch * splits + slice
-  int M, N, K;
-  int splits, kchunk;  // slice s covers k in [s * kchunk, min(K, (s + 1) * kchunk))
-  int z0;              // first z of this launch (grid.z is at most 65535)
-  float alpha, beta;
-  bool vecA, vecB, vecC;  // float4 global access allowed
-};
-
-// One float4's worth (per thread) of a BX x BK tile of an operand into
-// registers: tile rows x in [x0, x0 + BX), k in [kt, kt + BK); zeros where
-// x >= xmax or k >= kend. KC: the operand stores k contiguously (X[x * ld + k]);
-// otherwise x is contiguous (X[k * ld + x]).
-template <int BX, int BK, bool KC>
-__device__ __forceinline__ void load_tile(const float* X, int64_t ld, int x0, int xmax, int kt, int kend, bool vec,
-                                          float (&r)[4]) {
-  const int t = threadIdx.x;
-  if (KC) {
-    const int x = x0 + t / (BK / 4), k = kt + (t % (BK / 4)) * 4;
-    const float* src = X + (int64_t)x * ld + k;
-    if (vec && x < xmax && k + 3 < kend) {
-      float4 v = __ldg(reinterpret_cast<const float4*>(src));
-      r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
-    } else {
-#pragma unroll
-      for (int i = 0; i < 4; i++) r[i] = (x < xmax && k + i < kend) ? __ldg(src + i) : 0.0f;
-    }
-  } else {
-    const int k = kt + t / (BX / 4), x = x0 + (t % (BX / 4)) * 4;
-    const float* src = X + (int64_t)k * ld + x;
-    if (vec && k < kend && x + 3 < xmax) {
-      float4 v = __ldg(reinterpret_cast<const float4*>(src));
-      r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
-    } else {
-#pragma unroll
-      for (int i = 0; i < 4; i++) r[i] = (k < kend && x + i < xmax) ? __ldg(src + i) : 0.0f;
-    }
-  }
-}
-
-// The registers of load_tile into the k-major shared tile S[k][x].
-template <int BX, int BK, bool KC>
-__device__ __forceinline__ void store_tile(float (*S)[BX + PAD], const float (&r)[4]) {
-  const int t = threadIdx.x;
-  if (KC) {
-    const int x = t / (BK / 4), k = (t % (BK / 4)) * 4;
-#pragma unroll
-    for (int i = 0; i < 4; i++) S[k + i][x] = r[i];
-  } else {
-    const int k = t / (BX / 4), x = (t % (BX / 4)) * 4;
-    *reinterpret_cast<float4*>(&S[k][x]) = make_float4(r[0], r[1], r[2], r[3]);
-  }
-}
-
-template <int BM, int BN, int BK, bool TA, bool TB>
-__global__ void __launch_bounds__(THREADS, BM >= 128 ? 2 : 1) gemm_tiled(GemmParams p) {
-  static_assert(BM * BK == 4 * THREADS && BN * BK == 4 * THREADS, "one float4 of A and of B per thread per step");
-  static_assert(BM % 64 == 0 && BN % 64 == 0, "thread tiles are 4 x 4 pieces spaced 64 apart");
-  constexpr int GM = BM / 64, GN = BN / 64;
-  __shared__ __align__(16) float As[2][BK][BM + PAD];
-  __shared__ __align__(16) float Bs[2][BK][BN + PAD];
-
-  const int t = threadIdx.x, tx = t % 16, ty = t / 16;
-  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
-  const int z = blockIdx.z + p.z0, b = z / p.splits, s = z % p.splits;
-  const float* A = p.A + b * p.sA;
-  const float* B = p.B + b * p.sB;
-  float* C = p.C + z * p.sC;
-  const int kbeg = s * p.kchunk, kend = min(p.K, kbeg + p.kchunk);
-
-  float acc[GM * 4][GN * 4];
-#pragma unroll
-  for (int i = 0; i < GM * 4; i++)
-#pragma unroll
-    for (int j = 0; j < GN * 4; j++) acc[i][j] = 0.0f;
-
-  // op(A) is M x K: A stores k contiguously unless transposed. op(B) is K x N:
-  // B stores k contiguously only when transposed.
-  float ra[4], rb[4];
-  load_tile<BM, BK, !TA>(A, p.lda, m0, p.M, kbeg, kend, p.vecA, ra);
-  load_tile<BN, BK, TB>(B, p.ldb, n0, p.N, kbeg, kend, p.vecB, rb);
-  store_tile<BM, BK, !TA>(As[0], ra);
-  store_tile<BN, BK, TB>(Bs[0], rb);
-  __syncthreads();
-
-  int buf = 0;
-  for (int kt = kbeg; kt < kend; kt += BK) {
-    const bool next = kt + BK < kend;
-    if (next) {  // the next step's loads are in flight while this one computes
-      load_tile<BM, BK, !TA>(A, p.lda, m0, p.M, kt + BK, kend, p.vecA, ra);
-      load_tile<BN, BK, TB>(B, p.ldb, n0, p.N, kt + BK, kend, p.vecB, rb);
-    }
-#pragma unroll
-    for (int k = 0; k < BK; k++) {
-      float a[GM * 4], bv[GN * 4];
-#pragma unroll
-      for (int g = 0; g < GM; g++) {
-        float4 v = *reinterpret_cast<const float4*>(&As[buf][k][g * 64 + ty * 4]);
-        a[g * 4 + 0] = v.x, a[g * 4 + 1] = v.y, a[g * 4 + 2] = v.z, a[g * 4 + 3] = v.w;
-      }
-#pragma unroll
-      for (int g = 0; g < GN; g++) {
-        float4 v = *reinterpret_cast<const float4*>(&Bs[buf][k][g * 64 + tx * 4]);
-        bv[g * 4 + 0] = v.x, bv[g * 4 + 1] = v.y, bv[g * 4 + 2] = v.z, bv[g * 4 + 3] = v.w;
-      }
-#pragma unroll
-      for (int i = 0; i < GM * 4; i++)
-#pragma unroll
-        for (int j = 0; j < GN * 4; j++) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
-    }
-    if (next) {  // the other buffer: its last readers passed the previous barrier
-      store_tile<BM, BK, !TA>(As[buf ^ 1], ra);
-      store_tile<BN, BK, TB>(Bs[buf ^ 1], rb);
-    }
-    __syncthreads();
-    buf ^= 1;
-  }
-
-  const float alpha = p.alpha, beta = p.beta;
-#pragma unroll
-  for (int gi = 0; gi < GM; gi++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int m = m0 + gi * 64 + ty * 4 + i;
-      if (m >= p.M) continue;
-      float* crow = C + (int64_t)m * p.ldc;
-#pragma unroll
-      for (int gj = 0; gj < GN; gj++) {
-        const int n = n0 + gj * 64 + tx * 4;
-        const float* v = &acc[gi * 4 + i][gj * 4];
-        if (p.vecC && n + 3 < p.N) {
-          float4 c = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-          if (beta != 0.0f) {
-            c = *reinterpret_cast<const float4*>(crow + n);
-            c.x *= beta, c.y *= beta, c.z *= beta, c.w *= beta;
-          }
-          c.x += alpha * v[0], c.y += alpha * v[1], c.z += alpha * v[2], c.w += alpha * v[3];
-          *reinterpret_cast<float4*>(crow + n) = c;
-        } else {
-#pragma unroll
-          for (int j = 0; j < 4; j++)
-            if (n + j < p.N) crow[n + j] = (beta == 0.0f ? 0.0f : beta * crow[n + j]) + alpha * v[j];
-        }
-      }
-    }
-}
+using fp32gemm::GemmParams;
+using fp32gemm::THREADS;
+using fp32gemm::gemm_tiled;
 
 // C = alpha * (sum of the slices of ws, in order) + beta * C.
 __global__ void splitk_reduce(const float* ws, int splits, int64_t M, int64_t N, float alpha, float beta, float* C,

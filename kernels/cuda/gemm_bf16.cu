@@ -1,0 +1,219 @@
+// kernels/cuda/gemm_bf16.cu - the bf16 tensor-core GEMM's entry point
+// (API in kernels/cuda/gemm_bf16.h): picks a kernel and its tile, builds the
+// TMA tensor maps, launches. The kernels are the GEMM lab's last two steps:
+// gemm_mma (kernels/cuda/gemm_bf16_mma.cuh, lab version 6) and gemm_wgmma
+// (kernels/cuda/gemm_bf16_wgmma.cuh, lab version 7; sm_90a builds only).
+//
+// Tensor maps are made by the driver's cuTensorMapEncodeTiled, reached
+// through the runtime (cudaGetDriverEntryPointByVersion), so nothing links
+// libcuda. They describe the operand as stored: a 2-D array of bf16 with its
+// leading dim as row stride, boxes of 64 contiguous elements (128 bytes, the
+// swizzle's width) by 128, BN or 64 rows; elements outside the array read as
+// zeros.
+#include "kernels/cuda/gemm_bf16.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/gemm_bf16_mma.cuh"
+#include "kernels/cuda/gemm_bf16_wgmma.cuh"
+#include "tensor/error.h"
+#include "tensor/tensor.h"
+
+#if defined(NALA_SM90A)
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
+#endif
+
+namespace nala {
+namespace cuda {
+
+namespace {
+
+using namespace bf16gemm;
+
+int g_force_path = 0, g_force_bn = 0;
+
+int device_sms(int* major) {
+  static int sms = 0, maj = 0;
+  if (!sms) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) ||
+        cudaDeviceGetAttribute(&maj, cudaDevAttrComputeCapabilityMajor, dev))
+      sms = 100, maj = 0;
+    cudaGetLastError();
+  }
+  *major = maj;
+  return sms;
+}
+
+bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+template <bool TA, bool TB>
+void launch_mma(const Params& p, int splits) {
+  static bool attr = false;
+  if (!attr) {
+    CUDA_CHECK(cudaFuncSetAttribute(gemm_mma<TA, TB>, cudaFuncAttributeMaxDynamicSharedMemorySize, MMA_SMEM),
+               "gemm_bf16");
+    attr = true;
+  }
+  dim3 grid((unsigned)((p.N + MMA_BN - 1) / MMA_BN), (unsigned)((p.M + MMA_BM - 1) / MMA_BM), (unsigned)splits);
+  gemm_mma<TA, TB><<<grid, MMA_THREADS, MMA_SMEM>>>(p);
+  CUDA_CHECK_LAUNCH("gemm_bf16 (mma.sync)");
+}
+
+void mma_path(bool ta, bool tb, const Params& p, int splits) {
+  if (!ta && !tb) launch_mma<false, false>(p, splits);
+  else if (!ta && tb) launch_mma<false, true>(p, splits);
+  else if (ta && !tb) launch_mma<true, false>(p, splits);
+  else launch_mma<true, true>(p, splits);
+}
+
+#if defined(NALA_SM90A)
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q),
+               "gemm_bf16");
+    NALA_CHECK(q == cudaDriverEntryPointSuccess && f, "gemm_bf16: the driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// X stored as `rows` rows of `cols` contiguous bf16, `ld` apart; boxes of 64 x box_rows.
+CUtensorMap make_map(const bf16* X, int64_t rows, int64_t cols, int64_t ld, int box_rows) {
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows};
+  const cuuint64_t strides[1] = {(cuuint64_t)ld * 2};
+  const cuuint32_t box[2] = {64, (cuuint32_t)box_rows}, estr[2] = {1, 1};
+  CUresult r = encode_fn()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(X), dims, strides, box, estr,
+                           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  NALA_CHECK(r == CUDA_SUCCESS, "gemm_bf16: cuTensorMapEncodeTiled failed (", (int)r, ") for a ", rows, " x ", cols,
+             " operand, ld ", ld);
+  return map;
+}
+
+template <int BN, int S, bool TA, bool TB>
+void launch_wgmma(const Params& p, int splits) {
+  using Cfg = WgCfg<BN, S>;
+  static bool attr = false;
+  if (!attr) {
+    CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma<BN, S, TA, TB>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::SMEM),
+               "gemm_bf16");
+    attr = true;
+  }
+  // A: [M, K] boxes 64 k x 128 rows, or stored [K, M]: boxes 64 m x 64 k.
+  // B: stored [N, K]: boxes 64 k x BN rows, or [K, N]: boxes 64 n x 64 k.
+  const CUtensorMap ma = TA ? make_map(p.A, p.K, p.M, p.lda, 64) : make_map(p.A, p.M, p.K, p.lda, WG_BM);
+  const CUtensorMap mb = TB ? make_map(p.B, p.N, p.K, p.ldb, BN) : make_map(p.B, p.K, p.N, p.ldb, 64);
+  int major = 0;
+  const int64_t tiles = ((p.M + WG_BM - 1) / WG_BM) * ((p.N + BN - 1) / BN) * splits;
+  const unsigned grid = (unsigned)std::min<int64_t>(tiles, device_sms(&major));  // persistent: one block an SM
+  gemm_wgmma<BN, S, TA, TB><<<grid, WG_THREADS, Cfg::SMEM>>>(ma, mb, p);
+  CUDA_CHECK_LAUNCH("gemm_bf16 (wgmma)");
+}
+
+template <int BN, int S>
+void wgmma_tr(bool ta, bool tb, const Params& p, int splits) {
+  if (!ta && !tb) launch_wgmma<BN, S, false, false>(p, splits);
+  else if (!ta && tb) launch_wgmma<BN, S, false, true>(p, splits);
+  else if (ta && !tb) launch_wgmma<BN, S, true, false>(p, splits);
+  else launch_wgmma<BN, S, true, true>(p, splits);
+}
+
+// Tile width: the widest of 64 / 128 / 256 that N fills and that still gives
+// every SM a block; stages: as many as ~200 KB of shared memory hold.
+int wgmma_bn(const Params& p, int sms) {
+  const int64_t mt = (p.M + WG_BM - 1) / WG_BM;
+  return p.N <= 64 ? 64 : (p.N <= 128 || mt * ((p.N + 255) / 256) < sms) ? 128 : 256;
+}
+void wgmma_path(bool ta, bool tb, const Params& p, int bn, int splits) {
+  if (bn == 64)
+    wgmma_tr<64, 8>(ta, tb, p, splits);
+  else if (bn == 128)
+    wgmma_tr<128, 6>(ta, tb, p, splits);
+  else
+    wgmma_tr<256, 4>(ta, tb, p, splits);
+}
+#endif
+
+}  // namespace
+
+void gemm_bf16_force_path(int path, int bn) { g_force_path = path, g_force_bn = bn; }
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, int64_t lda,
+               const __nv_bfloat16* B, int64_t ldb, void* C, int64_t ldc, bool c_bf16, const GemmEpilogue& epi) {
+  if (M <= 0 || N <= 0) return;
+  NALA_CHECK(M < INT_MAX && N < INT_MAX && K >= 0 && K < INT_MAX, "gemm_bf16: sizes out of range (M ", M, ", N ", N,
+             ", K ", K, ")");
+  NALA_CHECK(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N) && ldc >= N, "gemm_bf16: a leading dim is too small");
+  NALA_CHECK(!epi.residual || epi.ldr >= N, "gemm_bf16: residual's leading dim ", epi.ldr, " < N = ", N);
+  Params p;
+  p.A = A, p.B = B, p.C = C;
+  p.lda = lda, p.ldb = ldb, p.ldc = ldc;
+  p.M = (int)M, p.N = (int)N, p.K = (int)K;
+  p.bias = epi.bias, p.res = epi.residual, p.ldr = epi.ldr;
+  p.gelu = epi.act == GemmAct::gelu, p.c_bf16 = c_bf16;
+  p.vecA = aligned(A, 16) && lda % 8 == 0;
+  p.vecB = aligned(B, 16) && ldb % 8 == 0;
+  const int esz = c_bf16 ? 2 : 4;
+  p.pairC = aligned(C, 2 * esz) && ldc % 2 == 0;
+  p.pairR = epi.residual && aligned(epi.residual, 2 * esz) && epi.ldr % 2 == 0;
+  int major = 0;
+  const int sms = device_sms(&major);
+  bool wg = false;
+#if defined(NALA_SM90A)
+  wg = g_force_path != 6 && major == 9 && K > 0 && p.vecA && p.vecB;
+#endif
+  NALA_CHECK(wg || g_force_path != 7, "gemm_bf16: the wgmma path needs an sm_90a build (CUDA_ARCH=90), an sm_90 GPU, "
+             "K > 0 and 16-byte aligned rows (leading dims multiples of 8)");
+  const int bm = wg ? WG_BM : MMA_BM;
+  int bn = MMA_BN;
+#if defined(NALA_SM90A)
+  if (wg) bn = g_force_bn ? g_force_bn : wgmma_bn(p, sms);
+#endif
+  // Split-K when the tiles leave SMs idle and K is long (a weight gradient:
+  // M, N small, K = all rows): the number of slices (each >= 512 long, a
+  // workspace of at most 256 MB) that minimises the waves of blocks per
+  // slice's worth of work, with 3% a slice for the second pass; one block an
+  // SM (wgmma) or two (mma.sync).
+  const int64_t tiles = ((M + bm - 1) / bm) * ((N + bn - 1) / bn), slots = wg ? sms : 2 * sms;
+  int64_t splits = 1;
+  if (tiles < slots && K >= 1024) {
+    const int64_t most = std::max<int64_t>(1, std::min<int64_t>(K / 512, ((int64_t)1 << 26) / (M * N)));
+    double best = 1e30;
+    for (int64_t s = 1; s <= std::min<int64_t>(most, 4 * slots); s++) {
+      const double cost = (double)((tiles * s + slots - 1) / slots) / s * (1.0 + 0.03 * s);
+      if (cost < best) best = cost, splits = s;
+    }
+  }
+  p.kchunk = (int)((K + splits - 1) / splits + 63) / 64 * 64;
+  if (p.kchunk == 0) p.kchunk = 64;
+  splits = std::max<int64_t>(1, (K + p.kchunk - 1) / p.kchunk);
+  p.ws = nullptr;
+  p.splits = (int)splits;
+  Tensor ws;
+  if (splits > 1) {
+    ws = Tensor::empty({splits * M * N}, DType::F32, Device::CUDA);
+    p.ws = ws.f32();
+  }
+#if defined(NALA_SM90A)
+  if (wg)
+    wgmma_path(trans_a, trans_b, p, bn, (int)splits);
+  else
+#endif
+    mma_path(trans_a, trans_b, p, (int)splits);
+  if (splits > 1) {
+    const int64_t total = M * ((N + 1) / 2);
+    splitk_epilogue<<<(unsigned)std::min<int64_t>((total + 255) / 256, 1 << 16), 256>>>(p, (int)splits);
+    CUDA_CHECK_LAUNCH("gemm_bf16 (split-K epilogue)");
+  }
+}
+
+}  // namespace cuda
+}  // namespace nala

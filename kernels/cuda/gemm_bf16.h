@@ -1,0 +1,52 @@
+// kernels/cuda/gemm_bf16.h - tensor-core GEMM on row-major device matrices:
+// bf16 inputs, float32 accumulation, a fused epilogue, bf16 or float32 out.
+// The operands of mixed-precision training: a linear layer's forward
+// (X W^T: NT), its input gradient (dY W: NN) and its weight gradient
+// (dY^T X: TN); TT works too.
+//
+//   C[M, N] = epi( op(A)[M, K] op(B)[K, N] )
+//   epi(x)  = act(x + bias[n]) + residual[m, n]        (each part optional)
+//
+// op(A) is A [M, K] (lda >= K), or A^T with A stored [K, M] (lda >= M);
+// op(B) is B [K, N] (ldb >= N), or B^T with B stored [N, K] (ldb >= K).
+// Any sizes (odd ones too) and leading dims; pointers need only the 2-byte
+// alignment of their type. Fast paths need 16-byte aligned rows (ld a
+// multiple of 8 elements, 16-byte aligned pointers); other operands take a
+// slower, guarded load path. residual has C's type and may be C itself
+// (C += A B in float32: the weight-gradient accumulation). K = 0 gives
+// epi(0). Kernels run asynchronously on the default stream.
+//
+// Paths (kernels/cuda/gemm_bf16.cu; each is a step of the GEMM lab,
+// kernels/lab/gemm_cuda.cu): on sm_90 builds, wgmma fed by TMA (lab version
+// 7) when both operands allow a tensor map; otherwise warp-level mma.sync
+// with cp.async (lab version 6), sm_80 and later.
+#pragma once
+#include <cstdint>
+
+#include <cuda_bf16.h>
+
+namespace nala {
+namespace cuda {
+
+enum class GemmAct : uint8_t { none, gelu };  // gelu: x Phi(x) (erf), as the engine's gelu
+
+struct GemmEpilogue {
+  const float* bias = nullptr;     // [N], added before the activation
+  GemmAct act = GemmAct::none;
+  const void* residual = nullptr;  // C's type, [M, ldr], added last
+  int64_t ldr = 0;
+};
+
+// C is __nv_bfloat16 when c_bf16, else float.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, int64_t lda,
+               const __nv_bfloat16* B, int64_t ldb, void* C, int64_t ldc, bool c_bf16,
+               const GemmEpilogue& epi = GemmEpilogue());
+
+// Which path gemm_bf16 takes (for tests and benchmarks): 0 automatic, 6 the
+// mma.sync kernel only, 7 the wgmma kernel (an error where the operands or
+// the build do not allow it); bn: the wgmma tile width, 64, 128 or 256 (0: chosen
+// by shape).
+void gemm_bf16_force_path(int path, int bn = 0);
+
+}  // namespace cuda
+}  // namespace nala

@@ -1,0 +1,239 @@
+// kernels/cuda/gemm_bf16_mma.cuh - the bf16 tensor-core GEMM with warp-level
+// mma.sync (sm_80 and later), and the epilogue every bf16 GEMM kernel shares.
+// Included by kernels/cuda/gemm_bf16.cu (the production entry point, API in
+// kernels/cuda/gemm_bf16.h) and by kernels/lab/gemm_cuda.cu (version 6).
+//
+// gemm_mma<TA, TB>: a block of 256 threads (8 warps, 2 x 4) computes a
+//   128 x 128 tile of C; each warp a 64 x 32 piece of it as 4 x 4 m16n8k16
+//   products per 16-deep k step (64 float accumulators a thread). K is
+//   staged in slices of 32 through a 4-deep ring of shared buffers filled
+//   by cp.async (16 bytes a copy, no registers on the way): while the warps
+//   compute on slice t, slices t+1 .. t+3 are in flight. Shared tiles keep
+//   the operand's own layout (rows padded by 16 bytes: ldmatrix's 8 row
+//   addresses fall in distinct banks), and ldmatrix, with .trans where the
+//   stored layout is the other one, builds the fragments: the four
+//   transposes differ only in the load and in one ldmatrix flag.
+//   Edges: a 16-byte chunk wholly inside the matrix and 16-byte aligned goes
+//   by cp.async; one past the edge is zero-filled; others (odd leading dims,
+//   the last chunk of an odd K) are loaded element by element.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/mma.cuh"
+
+namespace nala {
+namespace cuda {
+namespace bf16gemm {
+
+using bf16 = __nv_bfloat16;
+
+struct Params {
+  const bf16* A;
+  const bf16* B;
+  void* C;
+  int64_t lda, ldb, ldc;
+  int M, N, K;
+  const float* bias;     // [N] or null
+  const void* res;       // C's type, [M, ldr], or null
+  int64_t ldr;
+  bool gelu, c_bf16;
+  bool vecA, vecB;       // rows 16-byte aligned: cp.async
+  bool pairC, pairR;     // two consecutive columns of C / residual in one access
+  int splits, kchunk;    // split-K: block z sums k in [z kchunk, (z + 1) kchunk) (a multiple of 64) ...
+  float* ws;             // ... into ws[z][M][N], raw (no epilogue); null: one slice, the epilogue into C
+};
+
+// ---- the epilogue: C[m, n..n+1] = act(v + bias) + residual, guarded ------------------
+
+__device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+// z: the split-K slice (p.ws), else unused.
+__device__ __forceinline__ void epilogue2(const Params& p, int z, int m, int n, float v0, float v1) {
+  if (m >= p.M || n >= p.N) return;
+  const bool two = n + 1 < p.N;
+  if (p.ws) {  // a split-K slice: its partial sums, added up by splitk_epilogue
+    float* w = p.ws + ((int64_t)z * p.M + m) * p.N + n;
+    w[0] = v0;
+    if (two) w[1] = v1;
+    return;
+  }
+  if (p.bias) {
+    v0 += __ldg(p.bias + n);
+    if (two) v1 += __ldg(p.bias + n + 1);
+  }
+  if (p.gelu) v0 = gelu_erf(v0), v1 = gelu_erf(v1);
+  if (p.c_bf16) {
+    bf16* c = static_cast<bf16*>(p.C) + (int64_t)m * p.ldc + n;
+    if (p.res) {
+      const bf16* r = static_cast<const bf16*>(p.res) + (int64_t)m * p.ldr + n;
+      if (two && p.pairR) {
+        const float2 rv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(r));
+        v0 += rv.x, v1 += rv.y;
+      } else {
+        v0 += __bfloat162float(r[0]);
+        if (two) v1 += __bfloat162float(r[1]);
+      }
+    }
+    if (two && p.pairC) {
+      *reinterpret_cast<__nv_bfloat162*>(c) = __floats2bfloat162_rn(v0, v1);
+    } else {
+      c[0] = __float2bfloat16_rn(v0);
+      if (two) c[1] = __float2bfloat16_rn(v1);
+    }
+  } else {
+    float* c = static_cast<float*>(p.C) + (int64_t)m * p.ldc + n;
+    if (p.res) {
+      const float* r = static_cast<const float*>(p.res) + (int64_t)m * p.ldr + n;
+      if (two && p.pairR) {
+        const float2 rv = *reinterpret_cast<const float2*>(r);
+        v0 += rv.x, v1 += rv.y;
+      } else {
+        v0 += r[0];
+        if (two) v1 += r[1];
+      }
+    }
+    if (two && p.pairC) {
+      *reinterpret_cast<float2*>(c) = make_float2(v0, v1);
+    } else {
+      c[0] = v0;
+      if (two) c[1] = v1;
+    }
+  }
+}
+
+// ---- the mma.sync kernel ---------------------------------------------------------
+
+constexpr int MMA_BM = 128, MMA_BN = 128, MMA_BK = 32, MMA_STAGES = 4, MMA_THREADS = 256;
+// One operand's tile in shared memory, either layout: [X][BK + 8] (k contiguous)
+// or [BK][X + 8] (x contiguous), the larger of the two.
+constexpr int MMA_TILE = MMA_BM * (MMA_BK + 8) > MMA_BK * (MMA_BM + 8) ? MMA_BM * (MMA_BK + 8) : MMA_BK * (MMA_BM + 8);
+constexpr int MMA_SMEM = MMA_STAGES * 2 * MMA_TILE * 2;  // bytes
+
+// One operand's BX x BK slice at (x0, k0) into shared memory S. KC: k is the
+// contiguous index in memory (X[x * ld + k]) and S is [BX][BK + 8]; otherwise
+// X[k * ld + x] and S is [BK][BX + 8]. 16-byte chunks, 2 per thread.
+template <bool KC>
+__device__ __forceinline__ void load_slice(const bf16* X, int64_t ld, int x0, int xmax, int k0, int K, bool vec,
+                                           bf16* S) {
+  constexpr int BX = MMA_BM, BK = MMA_BK;
+  constexpr int CPR = KC ? BK / 8 : BX / 8;  // chunks per stored row
+#pragma unroll
+  for (int i = 0; i < BX * BK / 8 / MMA_THREADS; i++) {
+    const int c = threadIdx.x + i * MMA_THREADS;
+    const int row = c / CPR, col = (c % CPR) * 8;
+    // (outer, inner) in the operand's storage: outer = x or k, inner = k or x
+    const int outer = KC ? x0 + row : k0 + row, inner = KC ? k0 + col : x0 + col;
+    const int omax = KC ? xmax : K, imax = KC ? K : xmax;
+    bf16* dst = S + row * (KC ? BK + 8 : BX + 8) + col;
+    const bf16* src = X + (int64_t)outer * ld + inner;
+    if (outer >= omax || inner >= imax) {
+      mma::cp_async16(dst, X, false);  // zero fill
+    } else if (vec && inner + 8 <= imax) {
+      mma::cp_async16(dst, src, true);
+    } else {
+      alignas(16) bf16 v[8];
+#pragma unroll
+      for (int j = 0; j < 8; j++) v[j] = inner + j < imax ? src[j] : __float2bfloat16_rn(0.0f);
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
+    }
+  }
+}
+
+template <bool TA, bool TB>
+__global__ void __launch_bounds__(MMA_THREADS, 2) gemm_mma(Params p) {
+  extern __shared__ __align__(16) unsigned char mma_smem[];
+  bf16* sm = reinterpret_cast<bf16*>(mma_smem);
+  constexpr int BM = MMA_BM, BN = MMA_BN, BK = MMA_BK, S = MMA_STAGES;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp % 2, wn = warp / 2;  // the warp's 64 x 32 piece
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int kbeg = blockIdx.z * p.kchunk, kend = min(p.K, kbeg + p.kchunk);
+  const int nk = (kend - kbeg + BK - 1) / BK;
+  auto sA = [&](int s) { return sm + s * 2 * MMA_TILE; };
+  auto sB = [&](int s) { return sm + s * 2 * MMA_TILE + MMA_TILE; };
+  // op(A) = A stores k contiguously unless TA; op(B) = B stores k contiguously only if TB.
+  auto load = [&](int s, int kt) {
+    load_slice<!TA>(p.A, p.lda, m0, p.M, kbeg + kt * BK, kend, p.vecA, sA(s));
+    load_slice<TB>(p.B, p.ldb, n0, p.N, kbeg + kt * BK, kend, p.vecB, sB(s));
+  };
+
+  float acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) mma::zero_acc<1>(*reinterpret_cast<float(*)[1][4]>(acc[i][j]));
+
+#pragma unroll
+  for (int s = 0; s < S - 1; s++) {
+    if (s < nk) load(s, s);
+    mma::cp_async_commit();
+  }
+  const int li = lane % 8, lm = lane / 8;  // ldmatrix: row li of matrix lm
+  for (int kt = 0; kt < nk; kt++) {
+    mma::cp_async_wait<S - 2>();
+    __syncthreads();  // slice kt is in; every warp is done with slice kt - 1
+    if (kt + S - 1 < nk) load((kt + S - 1) % S, kt + S - 1);
+    mma::cp_async_commit();
+    const bf16 *a = sA(kt % S), *b = sB(kt % S);
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      uint32_t af[4][4], bfr[2][4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int mb = wm * 64 + i * 16;
+        if (!TA)  // a[m][k]: matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
+          mma::ldsm_x4(af[i], a + (mb + (lm % 2) * 8 + li) * (BK + 8) + kk + (lm / 2) * 8);
+        else  // a[k][m], transposed by ldmatrix
+          mma::ldsm_x4_trans(af[i], a + (kk + (lm / 2) * 8 + li) * (BM + 8) + mb + (lm % 2) * 8);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        const int nb = wn * 32 + j * 16;  // two n8 tiles: (b0, b1) of each
+        if (TB)  // b[n][k]
+          mma::ldsm_x4(bfr[j], b + (nb + (lm / 2) * 8 + li) * (BK + 8) + kk + (lm % 2) * 8);
+        else  // b[k][n]
+          mma::ldsm_x4_trans(bfr[j], b + (kk + (lm % 2) * 8 + li) * (BN + 8) + nb + (lm / 2) * 8);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) mma::bf16_16816(acc[i][j], af[i], bfr[j / 2][(j % 2) * 2], bfr[j / 2][(j % 2) * 2 + 1]);
+    }
+  }
+  mma::cp_async_wait<0>();
+
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const int m = m0 + wm * 64 + i * 16 + g, n = n0 + wn * 32 + j * 8 + 2 * t;
+      epilogue2(p, blockIdx.z, m, n, acc[i][j][0], acc[i][j][1]);
+      epilogue2(p, blockIdx.z, m + 8, n, acc[i][j][2], acc[i][j][3]);
+    }
+}
+
+// Split-K's second pass: C = epi(sum of the slices, in order), two columns a thread.
+__global__ void splitk_epilogue(Params p, int splits) {
+  const int64_t half = (p.N + 1) / 2, total = (int64_t)p.M * half;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int m = (int)(i / half), n = (int)(i % half) * 2;
+    const float* w = p.ws + (int64_t)m * p.N + n;
+    const bool two = n + 1 < p.N;
+    float v0 = 0.0f, v1 = 0.0f;
+    for (int s = 0; s < splits; s++, w += (int64_t)p.M * p.N) {
+      v0 += w[0];
+      if (two) v1 += w[1];
+    }
+    Params q = p;
+    q.ws = nullptr;
+    epilogue2(q, 0, m, n, v0, v1);
+  }
+}
+
+}  // namespace bf16gemm
+}  // namespace cuda
+}  // namespace nala

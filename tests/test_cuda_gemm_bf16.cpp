@@ -1,0 +1,209 @@
+// tests/test_cuda_gemm_bf16.cpp - the bf16 tensor-core GEMM (cuda::gemm_bf16)
+// against a CPU reference in double on the same bf16-rounded inputs: every
+// transpose, odd sizes, padded and unaligned leading dims, every epilogue
+// (bias, GELU, residual add, C += A B in float32, bf16 and float32 out),
+// K = 0, on both kernels (mma.sync everywhere; wgmma + TMA on an sm_90 GPU
+// where the operands' rows are 16-byte aligned). A sentinel in C's padding
+// must survive.
+#include <cmath>
+#include <vector>
+
+#include "tests/cuda_harness.h"
+#ifdef NALA_CUDA
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/gemm_bf16.h"
+#endif
+
+using namespace nala;
+using namespace nala::test;
+
+namespace {
+
+#ifdef NALA_CUDA
+using bf16 = __nv_bfloat16;
+
+template <class T>
+struct Dev {
+  T* p = nullptr;
+  explicit Dev(const std::vector<T>& h) {
+    REQUIRE(cudaMalloc(&p, sizeof(T) * (h.size() + 1)) == cudaSuccess);
+    REQUIRE(cudaMemcpy(p, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice) == cudaSuccess);
+  }
+  ~Dev() { cudaFree(p); }
+  std::vector<T> get(size_t n) const {
+    std::vector<T> h(n);
+    REQUIRE(cudaMemcpy(h.data(), p, sizeof(T) * n, cudaMemcpyDeviceToHost) == cudaSuccess);
+    return h;
+  }
+};
+
+float r16(float x) { return __bfloat162float(__float2bfloat16(x)); }
+
+int gpu_major() {
+  int dev = 0, major = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  return major;
+}
+
+struct Case {
+  bool ta, tb;
+  int64_t M, N, K;
+  int64_t pad = 0;      // added to every leading dim
+  bool align16 = false; // leading dims rounded up to a multiple of 8 first (16-byte rows: wgmma's TMA)
+  bool c_bf16 = false;
+  bool bias = false, gelu = false;
+  int residual = 0;     // 0 none, 1 a separate array, 2 C itself (C += A B, float only)
+  int path = 0;         // 0 automatic, 6 mma.sync, 7 wgmma
+  int bn = 0;           // wgmma tile width (0: by shape)
+};
+
+void check(const Case& c, Rng& rng) {
+  auto ld = [&](int64_t w) { return (c.align16 ? (w + 7) / 8 * 8 : w) + c.pad; };
+  const int64_t lda = ld(c.ta ? c.M : c.K), ldb = ld(c.tb ? c.K : c.N), ldc = ld(c.N);
+  const int64_t na = (c.ta ? c.K : c.M) * lda, nb = (c.tb ? c.N : c.K) * ldb, nc = c.M * ldc;
+  std::vector<bf16> A(na), B(nb);
+  std::vector<float> Af(na), Bf(nb), bias(c.N), R(nc);
+  for (int64_t i = 0; i < na; i++) A[i] = __float2bfloat16(rng.uniform(-1.0f, 1.0f)), Af[i] = __bfloat162float(A[i]);
+  for (int64_t i = 0; i < nb; i++) B[i] = __float2bfloat16(rng.uniform(-1.0f, 1.0f)), Bf[i] = __bfloat162float(B[i]);
+  for (auto& x : bias) x = rng.uniform(-1.0f, 1.0f);
+  for (auto& x : R) x = c.c_bf16 ? r16(rng.uniform(-2.0f, 2.0f)) : rng.uniform(-2.0f, 2.0f);
+
+  // The reference in double: epi(sum) = gelu?(sum + bias) + residual.
+  std::vector<double> ref(c.M * c.N);
+  for (int64_t i = 0; i < c.M; i++)
+    for (int64_t j = 0; j < c.N; j++) {
+      double s = 0;
+      for (int64_t k = 0; k < c.K; k++)
+        s += (double)Af[c.ta ? k * lda + i : i * lda + k] * Bf[c.tb ? j * ldb + k : k * ldb + j];
+      if (c.bias) s += bias[j];
+      if (c.gelu) s = 0.5 * s * (1.0 + std::erf(s / std::sqrt(2.0)));
+      if (c.residual) s += R[i * ldc + j];
+      ref[i * c.N + j] = s;
+    }
+
+  Dev<bf16> dA(A), dB(B);
+  Dev<float> dbias(bias);
+  cuda::GemmEpilogue epi;
+  epi.bias = c.bias ? dbias.p : nullptr;
+  epi.act = c.gelu ? cuda::GemmAct::gelu : cuda::GemmAct::none;
+  // C starts as R (the residual when it is C itself), its padding as the sentinel 640 (exact in bf16).
+  std::vector<float> C0 = R;
+  for (int64_t i = 0; i < c.M; i++)
+    for (int64_t j = c.N; j < ldc; j++) C0[i * ldc + j] = 640.0f;
+  std::vector<bf16> C0h(nc), Rh(nc);
+  for (int64_t i = 0; i < nc; i++) C0h[i] = __float2bfloat16(C0[i]), Rh[i] = __float2bfloat16(R[i]);
+  Dev<float> dC(C0), dR(R);
+  Dev<bf16> dCh(C0h), dRh(Rh);
+  if (c.residual == 1) epi.residual = c.c_bf16 ? (const void*)dRh.p : (const void*)dR.p, epi.ldr = ldc;
+  if (c.residual == 2) epi.residual = dC.p, epi.ldr = ldc;
+  cuda::gemm_bf16_force_path(c.path, c.bn);
+  cuda::gemm_bf16(c.ta, c.tb, c.M, c.N, c.K, dA.p, lda, dB.p, ldb, c.c_bf16 ? (void*)dCh.p : (void*)dC.p, ldc,
+                  c.c_bf16, epi);
+  cuda::gemm_bf16_force_path(0);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+
+  INFO("ta " << c.ta << " tb " << c.tb << " M " << c.M << " N " << c.N << " K " << c.K << " pad " << c.pad
+             << " c_bf16 " << c.c_bf16 << " bias " << c.bias << " gelu " << c.gelu << " residual " << c.residual
+             << " path " << c.path << " bn " << c.bn);
+  std::vector<float> got(nc);
+  if (c.c_bf16) {
+    std::vector<bf16> h = dCh.get(nc);
+    for (int64_t i = 0; i < nc; i++) got[i] = __bfloat162float(h[i]);
+  } else {
+    got = dC.get(nc);
+  }
+  // Exact bf16 products summed in float: the float tolerance; a bf16 C adds
+  // its own rounding (2^-9 of |C|). A lost or doubled product is ~0.3 off.
+  const double atol = 1e-4 * std::sqrt((double)c.K + 1), rtol = c.c_bf16 ? 6e-3 : 1e-5;
+  std::vector<float> g2, r2;
+  for (int64_t i = 0; i < c.M; i++) {
+    for (int64_t j = 0; j < c.N; j++) g2.push_back(got[i * ldc + j]), r2.push_back((float)ref[i * c.N + j]);
+    for (int64_t j = c.N; j < ldc; j++) REQUIRE(got[i * ldc + j] == 640.0f);
+  }
+  REQUIRE_CLOSE(g2, r2, atol, rtol);
+}
+#endif
+
+}  // namespace
+
+TEST_CASE("cuda: gemm_bf16 matches the CPU for every transpose and odd sizes, both kernels", "[cuda][matmul][bf16]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(201);
+  const int64_t sizes[][3] = {{1, 1, 1},      {7, 9, 5},      {37, 53, 29},    {129, 255, 67}, {200, 136, 64},
+                              {128, 128, 128}, {300, 260, 500}, {1000, 3, 17}, {3, 1000, 70},  {64, 64, 2000}};
+  const bool wg = gpu_major() == 9;
+  for (auto& s : sizes)
+    for (int t = 0; t < 4; t++) {
+      Case c{(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2]};
+      for (int64_t pad : {0, 3, 8}) {
+        c.pad = pad;
+        c.path = 6;
+        check(c, rng);
+        c.path = 0;
+        check(c, rng);
+        if (wg && pad % 8 == 0) {  // wgmma: rows of 16 bytes, the sizes as odd as before
+          c.path = 7;
+          c.align16 = true;
+          check(c, rng);
+          c.align16 = false;
+        }
+      }
+    }
+#endif
+}
+
+TEST_CASE("cuda: gemm_bf16 epilogues: bias, GELU, residual, C += A B, bf16 out, K = 0", "[cuda][matmul][bf16]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(202);
+  const bool wg = gpu_major() == 9;
+  // (ta, tb) as a linear layer uses them: forward X W^T (NT), dX = dY W (NN), dW = dY^T X (TN).
+  const bool tr[][2] = {{false, true}, {false, false}, {true, false}};
+  const int64_t sizes[][3] = {{77, 45, 40}, {256, 200, 64}, {131, 96, 0}};
+  for (auto& s : sizes)
+    for (auto& t : tr)
+      for (int e = 0; e < 8; e++)
+        for (int path : {6, 7}) {
+          if (path == 7 && (!wg || s[2] == 0)) continue;
+          Case c{t[0], t[1], s[0], s[1], s[2]};
+          c.c_bf16 = e & 1;
+          c.bias = e & 2;
+          c.gelu = e & 4;
+          c.residual = (e % 3 == 0) ? 1 : (e == 4 || e == 2) ? 2 : 0;
+          if (c.c_bf16 && c.residual == 2) c.residual = 1;
+          c.align16 = path == 7;  // wgmma needs 16-byte rows
+          c.path = path;
+          check(c, rng);
+        }
+#endif
+}
+
+TEST_CASE("cuda: gemm_bf16 linear-layer shapes, wgmma tile widths and long K", "[cuda][matmul][bf16]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(203);
+  // N = 64, 128 and wide (the three tile widths: 256 once the tiles fill the GPU), M past many
+  // tiles, K past many pipeline stages, tiles of the persistent loop several per block.
+  const int64_t sizes[][3] = {{1030, 64, 256}, {777, 128, 520}, {515, 768, 1032}, {64, 200, 4104}, {2100, 2052, 72}};
+  const bool tr[][2] = {{false, true}, {false, false}, {true, false}};
+  for (auto& s : sizes)
+    for (auto& t : tr) {
+      Case c{t[0], t[1], s[0], s[1], s[2]};
+      c.bias = true;
+      c.c_bf16 = true;
+      check(c, rng);  // automatic path: wgmma on an sm_90 GPU where the rows allow
+      c.path = 6;
+      check(c, rng);
+      if (gpu_major() == 9 && s[0] < 2000)  // every wgmma tile width, 16-byte rows
+        for (int bn : {64, 128, 256}) {
+          c.path = 7, c.bn = bn, c.align16 = true, c.gelu = bn == 128;
+          check(c, rng);
+          c.bn = 0, c.align16 = false, c.gelu = false;
+        }
+    }
+#endif
+}
