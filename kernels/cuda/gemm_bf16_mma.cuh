@@ -1,7 +1,8 @@
 // kernels/cuda/gemm_bf16_mma.cuh - the bf16 tensor-core GEMM with warp-level
 // mma.sync (sm_80 and later), and the epilogue every bf16 GEMM kernel shares.
 // Included by kernels/cuda/gemm_bf16.cu (the production entry point, API in
-// kernels/cuda/gemm_bf16.h) and by kernels/lab/gemm_cuda.cu (version 6).
+// kernels/cuda/gemm_bf16.h); the lab's version 6 (kernels/lab/gemm_cuda.cu)
+// runs it through cuda::gemm_bf16 with this kernel forced.
 //
 // gemm_mma<TA, TB>: a block of 256 threads (8 warps, 2 x 4) computes a
 //   128 x 128 tile of C; each warp a 64 x 32 piece of it as 4 x 4 m16n8k16

@@ -1,9 +1,10 @@
 // kernels/cuda/gemm_bf16_wgmma.cuh - the bf16 GEMM for sm_90a: wgmma
 // (warpgroup tensor-core products read straight from shared memory) fed by
 // the Tensor Memory Accelerator (TMA) through a ring of shared buffers
-// guarded by mbarriers. Included by kernels/cuda/gemm_bf16.cu and by the GEMM
-// lab (kernels/lab/gemm_cuda.cu, version 7); both are compiled for sm_90a
-// (the Makefile adds -DNALA_SM90A there), elsewhere this file is empty.
+// guarded by mbarriers. Included by kernels/cuda/gemm_bf16.cu, compiled for
+// sm_90a (the Makefile adds -DNALA_SM90A there; elsewhere this file is empty);
+// the lab's version 7 (kernels/lab/gemm_cuda.cu) runs it through
+// cuda::gemm_bf16 with this kernel forced.
 //
 // gemm_wgmma<BN, S, TA, TB>: 384 threads = 3 warpgroups per block, one block
 //   per SM (persistent), each walking 128 x BN tiles of C. Warpgroup 0 is the producer: one thread issues, per
