@@ -18,7 +18,7 @@
 // addresses. col2im: one thread per dx element (channel fastest: coalesced
 // writes), summing the taps that read it in (ky, kx) order like the CPU.
 //
-// dwconv2d: the stencil (shared-memory tile with halo, 14 output columns per
+// dwconv2d: the stencil (shared-memory tile with halo, 8 output columns per
 // thread in registers) is in dwconv_stencil.cuh, the kernel lab's last version.
 // dx is the same stencil on dout with the kernel flipped. dw and dbias:
 // per-(channel block, row block) partials, each thread of the block summing

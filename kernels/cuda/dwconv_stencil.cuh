@@ -6,12 +6,11 @@
 //
 // Activations (B, H, W, C) channels-last, weights (C, 1, k, k). A block is
 // 32 channels (threadIdx.x: coalesced channels-last reads and writes) x TH
-// output rows (threadIdx.y) x 14 output columns (per thread, in registers).
-// The input tile with its halo, (TH+k-1) x (14+k-1) x 32, and the taps
+// output rows (threadIdx.y) x 8 output columns (per thread, in registers).
+// The input tile with its halo, (TH+k-1) x (8+k-1) x 32, and the taps
 // (k*k x 32) sit in shared memory; k = 3, 5, 7 are compiled with the tile
-// row held in registers: each of the k+13 inputs of a row is read from
-// shared memory once and used by up to k of the 14 outputs (register
-// blocking). TH
+// row held in registers: each of the k+7 inputs of a row is read from shared
+// memory once and used by up to k of the 8 outputs (register blocking). TH
 // shrinks (8, 4, 2, 1) to keep the tile within 48 KB; a kernel too large for
 // any tile (k >= 13) takes a direct kernel (one thread per output, taps read
 // through the cache).
@@ -28,7 +27,7 @@ namespace cuda {
 namespace dwconv_stencil {
 
 constexpr int kDwCh = 32;        // channels per block (threadIdx.x)
-constexpr int kDwTW = 14;        // output columns per thread (56 = 4 x 14, xt's first stage; 28, 14)
+constexpr int kDwTW = 8;         // output columns per thread
 constexpr int kDwSmem = 48 * 1024;  // bytes of shared memory a tile may use
 
 inline int dw_smem_bytes(int TH, int k) { return ((TH + k - 1) * (kDwTW + k - 1) + k * k) * kDwCh * (int)sizeof(float); }
@@ -40,23 +39,22 @@ static __global__ void dw_stencil_tiled(float* out, const float* x, const float*
                                  int64_t W, int64_t C, int k_rt, bool flip, int ntx) {
   extern __shared__ float sm[];
   const int k = KS > 0 ? KS : k_rt, kk = k * k, p = k / 2;
-  const int TH = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
+  const int TH = blockDim.y, tx = threadIdx.x, ty = threadIdx.y, tid = ty * kDwCh + tx, nthr = TH * kDwCh;
   const int tw = kDwTW + k - 1, th = TH + k - 1;
   float* sx = sm;                     // (th, tw, 32)
   float* sw = sm + th * tw * kDwCh;   // (kk, 32)
   const int64_t x0 = (int64_t)(blockIdx.x % ntx) * kDwTW, c0 = (int64_t)(blockIdx.x / ntx) * kDwCh;
   const int64_t y0 = (int64_t)blockIdx.y * TH, b = blockIdx.z;
-  // The taps and the input tile: lane tx always loads channel c0 + tx (a
-  // warp reads a pixel's 32 consecutive channels), row ty of the block takes
-  // taps / tile pixels ty, ty + TH, ...: one division per pixel, no more.
-  const bool cin = c0 + tx < C;
-  const float* wc = w + (c0 + tx) * kk;
-  for (int t = ty; t < kk; t += TH) sw[t * kDwCh + tx] = cin ? wc[flip ? kk - 1 - t : t] : 0.0f;
-  const float* xc = x + b * H * W * C + c0 + tx;
-  const int iy0 = (int)y0 - p, ix0 = (int)x0 - p;
-  for (int q = ty; q < th * tw; q += TH) {
-    const int row = q / tw, iy = iy0 + row, ix = ix0 + q - row * tw;
-    sx[q * kDwCh + tx] = (cin && iy >= 0 && iy < H && ix >= 0 && ix < W) ? xc[((int64_t)iy * W + ix) * C] : 0.0f;
+  for (int e = tid; e < kk * kDwCh; e += nthr) {
+    const int t = e / kDwCh;
+    const int64_t cc = c0 + e % kDwCh;
+    sw[e] = cc < C ? w[cc * kk + (flip ? kk - 1 - t : t)] : 0.0f;
+  }
+  const float* xb = x + b * H * W * C;
+  for (int e = tid; e < th * tw * kDwCh; e += nthr) {
+    const int q = e / kDwCh, col = q % tw, row = q / tw;
+    const int64_t iy = y0 + row - p, ix = x0 + col - p, cc = c0 + e % kDwCh;
+    sx[e] = (iy >= 0 && iy < H && ix >= 0 && ix < W && cc < C) ? xb[(iy * W + ix) * C + cc] : 0.0f;
   }
   __syncthreads();
   const int64_t c = c0 + tx, y = y0 + ty;

@@ -18,7 +18,7 @@
 //   2  shared-memory tile      a block stages its input tile with the halo and the taps in
 //                              shared memory; still one output per thread
 //   3  register blocking       the production stencil (kernels/cuda/dwconv_stencil.cuh):
-//                              14 outputs per thread along a row, each input row in registers
+//                              8 outputs per thread along a row, each input row in registers
 // The reference is cpu::dwconv2d_forward_naive (double accumulation).
 #include <cuda_runtime.h>
 
@@ -106,14 +106,12 @@ void v2(float* out, const float* x, const float* w, const float* bias, Shape s) 
 }
 
 // ---- 3. register blocking (production, kernels/cuda/dwconv_stencil.cuh):
-// each thread computes 14 neighbouring outputs of a row. For each of the 7
-// tap rows it loads the 20 input pixels it needs from shared memory into
-// registers once, and each of the 7 taps once, then does 7 x 14 = 98 FMAs
-// from registers: 27 shared loads per 98 FMAs instead of 2 per FMA. The
-// block is 32 channels x 8 rows (TH = 8) x 14 columns (the halo adds 6 of
-// each: a wider tile wastes less of its load on it); the tile row loop is
-// unrolled for k = 7 so the 20 values really live in registers, and the
-// tile is loaded with a channel per lane and one division per pixel.
+// each thread computes 8 neighbouring outputs of a row. For each of the 7
+// tap rows it loads the 14 input pixels it needs from shared memory into
+// registers once, and each of the 7 taps once, then does 7 x 8 = 56 FMAs
+// from registers: 21 shared loads per 56 FMAs instead of 2 per FMA. The
+// block is 32 channels x 8 rows (TH = 8) x 8 columns; the tile row loop is
+// unrolled for k = 7 so the 14 values really live in registers.
 void v3(float* out, const float* x, const float* w, const float* bias, Shape s) {
   cuda::dwconv_stencil::dw_stencil(out, x, w, bias, s.B, s.H, s.W, s.C, K, false, "dwconv lab");
 }
