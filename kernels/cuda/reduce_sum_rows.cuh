@@ -5,13 +5,12 @@
 // kernel lab (kernels/lab/reduce_sum_cuda.cu; docs/kernels.md).
 //
 // A task is (row o, chunk c of R); TPR threads take it (a warp for chunks
-// of at most 1024, else the whole 256-thread block). When the rows are
-// 16-byte aligned the threads read float4s, four in flight per thread, and
-// the chunks of a row interleave (sum_rows_kernel says how); otherwise a
-// chunk is a contiguous range read a float at a time. Sums are in double,
-// and a butterfly of warp shuffles (+ a pass over the warps in shared
-// memory) combines the threads in a fixed order: the result is the same
-// every run.
+// of at most 1024, else the whole 256-thread block). The threads stride
+// over the chunk with float4 loads, four in flight per thread, when it
+// starts 16-byte aligned (scalar loads otherwise, and for the last R % 4),
+// accumulate in double, and a
+// butterfly of warp shuffles (+ a pass over the warps in shared memory)
+// combines them in a fixed order: the result is the same every run.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -46,45 +45,38 @@ __device__ __forceinline__ double term(float v) {
 
 // I == 1, TPR threads per task (a warp for short rows, else the block).
 // Task t = (o, c): part index o * nc + c. Block: kSumThreads threads.
-// Which elements chunk c of a row holds:
-//   every row 16-byte aligned (x aligned; R % 4 == 0 or one row): the float4s
-//     g = (j * nc + c) * TPR + lane, j = 0, 1, ... (interleaved: at each
-//     step the nc tasks of a row read one contiguous span, as a grid-stride
-//     loop does, which keeps the DRAM pages open), and chunk 0 also the
-//     last R % 4 floats; four float4 loads in flight per thread;
-//   else the contiguous range [c Rc, (c + 1) Rc), scalar loads.
 template <int TPR, bool Square>
 static __global__ void sum_rows_kernel(SumOut out, const float* x, int64_t O, int64_t R, int64_t Rc, int64_t nc) {
   __shared__ double sh[kSumThreads / 32];
   constexpr int TPB = kSumThreads / TPR;  // tasks per block
   const int lane = threadIdx.x % TPR;
-  const bool vec = (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (R % 4 == 0 || O == 1);  // every row aligned
   for (int64_t t = (int64_t)blockIdx.x * TPB + threadIdx.x / TPR; t < O * nc; t += (int64_t)gridDim.x * TPB) {
     const int64_t o = t / nc, c = t % nc;
-    const float* p = x + o * R;
+    const int64_t r0 = c * Rc, len = min(R, r0 + Rc) - r0;
+    const float* p = x + o * R + r0;
     double s = 0.0;
-    if (vec) {
+    int64_t done = 0;
+    if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) {  // the same for the whole group
       const float4* p4 = reinterpret_cast<const float4*>(p);
-      const int64_t n4 = R / 4, step = nc * TPR;
-      int64_t g = c * TPR + lane;
-      for (; g + 3 * step < n4; g += 4 * step) {  // four independent 16-byte loads before any add
+      const int64_t n4 = len / 4;
+      int64_t k = lane;
+      // Four independent 16-byte loads before any add: each thread keeps 64
+      // bytes in flight, which the memory's latency x bandwidth needs.
+      for (; k + 3 * TPR < n4; k += 4 * TPR) {
         float4 v[4];
 #pragma unroll
-        for (int u = 0; u < 4; u++) v[u] = p4[g + u * step];
+        for (int u = 0; u < 4; u++) v[u] = p4[k + u * TPR];
 #pragma unroll
         for (int u = 0; u < 4; u++)
           s += (term<Square>(v[u].x) + term<Square>(v[u].y)) + (term<Square>(v[u].z) + term<Square>(v[u].w));
       }
-      for (; g < n4; g += step) {
-        const float4 v = p4[g];
+      for (; k < n4; k += TPR) {
+        const float4 v = p4[k];
         s += (term<Square>(v.x) + term<Square>(v.y)) + (term<Square>(v.z) + term<Square>(v.w));
       }
-      if (c == 0)
-        for (int64_t r = 4 * n4 + lane; r < R; r += TPR) s += term<Square>(p[r]);
-    } else {
-      const int64_t r0 = c * Rc, r1 = min(R, r0 + Rc);
-      for (int64_t r = r0 + lane; r < r1; r += TPR) s += term<Square>(p[r]);
+      done = 4 * n4;
     }
+    for (int64_t r = done + lane; r < len; r += TPR) s += term<Square>(p[r]);
     s = reduce_util::group_reduce<TPR>(s, reduce_util::SumOp(), sh);
     if (lane == 0) out.put(t, s);
   }
@@ -99,7 +91,6 @@ static __global__ void sum_chunks_kernel(SumOut out, const double* part, int64_t
   for (int64_t j = (int64_t)blockIdx.x * kWarps + threadIdx.x / 32; j < O * I; j += (int64_t)gridDim.x * kWarps) {
     const int64_t o = j / I, i = j % I;
     double s = 0.0;
-#pragma unroll 8
     for (int64_t c = lane; c < nc; c += 32) s += part[(o * nc + c) * I + i];
     s = reduce_util::group_reduce<32>(s, reduce_util::SumOp(), (double*)nullptr);
     if (lane == 0) out.put(j, s);

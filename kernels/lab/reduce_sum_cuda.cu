@@ -133,11 +133,10 @@ void v4(float* out, float* part, const float* x, int64_t n) {
 // ---- 5. production: cuda::reduce_sum on the (O, R, I) = (1, n, 1) view
 // (kernels/cuda/reduce.cu picks the plan; the kernels, sum_rows_kernel and
 // sum_chunks_kernel, are in kernels/cuda/reduce_sum_rows.cuh). Version 4's
-// float4 grid-stride walk, with what a library needs: double accumulators
-// (the error no longer grows with n); 1024 chunks fixed by the shape alone,
-// not by the GPU, so the result is the same everywhere (chunk c takes
-// float4s c, c + 1024, ... of each 256-wide step); four loads in flight per
-// thread; the chunk sums added by one warp in a fixed order; any (O, R, I).
+// float4 grid over the data, with what a library needs: double accumulators
+// (the error no longer grows with n), chunks of R fixed by the shape alone
+// (1024 chunks of a block each here; the result is the same on every GPU),
+// the chunk sums added by one warp in a fixed order, and any (O, R, I).
 void v5(float* out, const float* x, int64_t n) { cuda::reduce_sum(out, x, 1, n, 1, 1.0f); }
 
 }  // namespace
