@@ -33,7 +33,9 @@ namespace cuda {
 namespace layernorm_rows {
 
 constexpr int kWarps = 8;           // warps per block (block (32, 8))
-constexpr int kMaxBlocksBwd = 1024; // blocks (and dweight/dbias partials) of the fused backward
+constexpr int kMaxBlocksBwd = 512;  // blocks (and dweight/dbias partials) of the fused backward: one
+                                    // wave of 4 blocks per SM on the H200 (132 SMs), a constant (the
+                                    // partials, hence the bits, depend on the shape only)
 
 template <int LPR = 32>
 __device__ __forceinline__ float group_sum(float v) {
@@ -203,7 +205,33 @@ static __global__ void backward_vec(float* dx, float* part, const float* dout, c
   for (int c = t; c < 2 * C; c += kWarps * 32) part[(int64_t)blockIdx.x * 2 * C + c] = sh[c];
 }
 
+// dweight[c] and dbias[c] from the partials part (nblk, 2, C): a warp per
+// (sum, channel), the lanes striding over the blocks in double, then a
+// butterfly (a fixed order). One thread per channel adding the nblk
+// partials in a row would be a chain of nblk dependent L2 round trips
+// (~0.1 us each: 100-200 us for 1024 partials, more than the whole pass).
+static __global__ void param_finish(float* dweight, float* dbias, const float* part, int64_t C, int nblk) {
+  const int lane = threadIdx.x & 31;
+  const int64_t wpb = blockDim.x / 32;
+  for (int64_t j = blockIdx.x * wpb + threadIdx.x / 32; j < 2 * C; j += (int64_t)gridDim.x * wpb) {
+    const int which = (int)(j / C);
+    const int64_t c = j - which * C;
+    float* dst = which ? dbias : dweight;
+    if (!dst) continue;  // the whole warp
+    double s = 0.0;
+    for (int blk = lane; blk < nblk; blk += 32) s += part[((int64_t)blk * 2 + which) * C + c];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) dst[c] = (float)s;
+  }
+}
+
 // ---- launchers --------------------------------------------------------------------
+
+inline void finish_params(float* dweight, float* dbias, const float* part, int64_t C, int nblk) {
+  const int64_t blocks = std::min<int64_t>((2 * C + kWarps - 1) / kWarps, 1 << 16);
+  param_finish<<<(unsigned)blocks, 32 * kWarps>>>(dweight, dbias, part, C, nblk);
+}
 
 // Whether the register-cached kernels take this row shape and these pointers.
 inline bool vec_ok(int64_t C, std::initializer_list<const void*> ptrs) {

@@ -16,7 +16,8 @@
 //
 // Per-channel sums (BatchNorm statistics, dweight, dbias) go through
 // channel_partials(): pass 1 writes per-block partial sums, pass 2 (the
-// op's finish kernel) adds the blocks of a channel in order, in double.
+// op's finish kernel) adds the blocks of a channel in order, in double
+// (LayerNorm's, layernorm_rows.cuh's param_finish, with a warp per channel).
 //   I = 1: block (32 channels, 8 row lanes) over a fixed range of rows, the
 //          lanes combined in order in shared memory.
 //   I > 1: block of 256 threads on one channel over a fixed range of the
@@ -208,13 +209,6 @@ struct LnParamGrad {  // (dout * xhat, dout)
   }
 };
 
-__global__ void ln_param_finish(float* dweight, float* dbias, const float* part, int64_t C, int nblk) {
-  GRID_STRIDE(c, C) {
-    if (dweight) dweight[c] = (float)part_sum(part, nblk, C, c, 0);
-    if (dbias) dbias[c] = (float)part_sum(part, nblk, C, c, 1);
-  }
-}
-
 // ---- BatchNorm kernels ----------------------------------------------------------
 
 struct XSum {
@@ -361,7 +355,7 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
     layernorm_rows::backward_fused(dx, (dweight || dbias) ? part.f32() : nullptr, dout, x, mean, rstd, weight, O, C);
     CUDA_CHECK_LAUNCH("layernorm_backward");
     if (dweight || dbias) {
-      ln_param_finish<<<blocks_for(C), kThreads>>>(dweight, dbias, part.f32(), C, nblk);
+      layernorm_rows::finish_params(dweight, dbias, part.f32(), C, nblk);
       CUDA_CHECK_LAUNCH("layernorm_backward");
     }
     return;
@@ -369,7 +363,7 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
   if (dweight || dbias) {
     int nblk = 0;
     Tensor part = channel_partials(O, C, I, LnParamGrad{dout, x, mean, rstd}, nblk, "layernorm_backward");
-    ln_param_finish<<<blocks_for(C), kThreads>>>(dweight, dbias, part.f32(), C, nblk);
+    layernorm_rows::finish_params(dweight, dbias, part.f32(), C, nblk);
     CUDA_CHECK_LAUNCH("layernorm_backward");
   }
   if (!dx || O * I == 0) return;

@@ -6,8 +6,9 @@
 //
 // A task is (row o, chunk c of R); TPR threads take it (a warp for chunks
 // of at most 1024, else the whole 256-thread block). The threads stride
-// over the chunk with float4 loads when it starts 16-byte aligned (scalar
-// loads otherwise, and for the last R % 4), accumulate in double, and a
+// over the chunk with float4 loads, four in flight per thread, when it
+// starts 16-byte aligned (scalar loads otherwise, and for the last R % 4),
+// accumulate in double, and a
 // butterfly of warp shuffles (+ a pass over the warps in shared memory)
 // combines them in a fixed order: the result is the same every run.
 #pragma once
@@ -58,7 +59,18 @@ static __global__ void sum_rows_kernel(SumOut out, const float* x, int64_t O, in
     if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) {  // the same for the whole group
       const float4* p4 = reinterpret_cast<const float4*>(p);
       const int64_t n4 = len / 4;
-      for (int64_t k = lane; k < n4; k += TPR) {
+      int64_t k = lane;
+      // Four independent 16-byte loads before any add: each thread keeps 64
+      // bytes in flight, which the memory's latency x bandwidth needs.
+      for (; k + 3 * TPR < n4; k += 4 * TPR) {
+        float4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) v[u] = p4[k + u * TPR];
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+          s += (term<Square>(v[u].x) + term<Square>(v[u].y)) + (term<Square>(v[u].z) + term<Square>(v[u].w));
+      }
+      for (; k < n4; k += TPR) {
         const float4 v = p4[k];
         s += (term<Square>(v.x) + term<Square>(v.y)) + (term<Square>(v.z) + term<Square>(v.w));
       }

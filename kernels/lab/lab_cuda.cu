@@ -155,6 +155,8 @@ GpuPeak gpu_peak(bool measure_copy) {
   p.fp32 = p.sms * fp32_lanes(p.cc) * 2.0 * p.clock_ghz;
   p.bf16 = p.sms * bf16_flop_per_clock(p.cc) * p.clock_ghz;
   p.tf32 = p.bf16 / 2;
+  p.mem_clock_ghz = mem_khz * 1e-6;
+  p.bus_bits = bus_bits;
   p.gbs_spec = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0) / 1e9;
   if (measure_copy || p.gbs_spec <= 0) p.gbs_copy = copy_bandwidth();
   return p;
@@ -176,9 +178,9 @@ int run_gpu(const std::string& op, const std::string& problem, const std::vector
     else
       std::printf("; tensor peaks n/a for sm_%d", pk.cc);
     if (pk.gbs_spec > 0)
-      std::printf("\n       memory %.0f GB/s (memory clock x 2 x bus width; %%bw below), "
+      std::printf("\n       memory %.0f GB/s (2 x memory clock %.3f GHz x %d-bit bus / 8; %%bw below), "
                   "measured device-to-device copy %.0f GB/s (%.0f%% of it)\n",
-                  pk.gbs_spec, pk.gbs_copy, 100 * pk.gbs_copy / pk.gbs_spec);
+                  pk.gbs_spec, pk.mem_clock_ghz, pk.bus_bits, pk.gbs_copy, 100 * pk.gbs_copy / pk.gbs_spec);
     else
       std::printf("\n       memory %.0f GB/s (measured device-to-device copy; the device reports no memory clock)\n",
                   pk.gbs_copy);

@@ -94,6 +94,8 @@ struct GpuPeak {
   double clock_ghz = 0;      // maximum SM clock
   double fp32 = 0;           // GFLOP/s, FP32 FMA
   double tf32 = 0, bf16 = 0; // GFLOP/s, dense tensor cores; 0: unknown for this GPU
+  double mem_clock_ghz = 0;  // memory clock and bus width, as the device reports them
+  int bus_bits = 0;
   double gbs_spec = 0;       // GB/s from the memory clock and bus width; 0: not reported
   double gbs_copy = 0;       // GB/s of a measured device-to-device copy
   double gbs() const { return gbs_spec > 0 ? gbs_spec : gbs_copy; }

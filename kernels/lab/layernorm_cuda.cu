@@ -126,9 +126,10 @@ __global__ void v4_backward_dwdb(float* dw, float* db, const float* dy, const fl
 // ---- 5. backward, warp per row: dx by layernorm_rows.cuh's backward_warp
 // (version 2's lanes and shuffles); dw, db by a 2-D block of 32 channels x 8
 // row lanes, each block summing a fixed range of rows into a partial
-// (nblk x 2 x C), then one thread per channel adding the nblk partials in
-// order: thousands of threads instead of C, and the same result every run.
-// x and dy are read twice: once for dx, once for the partials.
+// (nblk x 2 x C), then layernorm_rows.cuh's param_finish adding the nblk
+// partials of each channel with a warp (lanes over the blocks, then a
+// butterfly): thousands of threads instead of C, and the same result every
+// run. x and dy are read twice: once for dx, once for the partials.
 constexpr int kPartials = 1024;
 __global__ void v5_partials(float* part, const float* dy, const float* x, const float* mean, const float* rstd,
                             int64_t R, int64_t C) {
@@ -150,14 +151,6 @@ __global__ void v5_partials(float* part, const float* dy, const float* x, const 
     part[((int64_t)blk * 2 + 1) * C + c] = d;
   }
 }
-__global__ void v5_finish(float* dw, float* db, const float* part, int64_t C, int nblk) {
-  const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  double a = 0, d = 0;
-  for (int k = 0; k < nblk; k++) a += part[(int64_t)k * 2 * C + c], d += part[((int64_t)k * 2 + 1) * C + c];
-  dw[c] = (float)a, db[c] = (float)d;
-}
-
 // ---- 6. backward, production (cuda::layernorm_backward, which takes
 // layernorm_rows.cuh's backward_vec here): each group of lanes loads its
 // row of x and dy once, as float4s, computes dx from registers, and adds
@@ -165,7 +158,7 @@ __global__ void v5_finish(float* dw, float* db, const float* part, int64_t C, in
 // channels in every row it visits, so these sums need no communication
 // until the end, where the block's groups add theirs in order in shared
 // memory and write one partial per block. x and dy are read once for
-// everything; then a small kernel adds the partials in order (as version 5).
+// everything; then param_finish adds the partials (as in version 5).
 
 }  // namespace
 
@@ -254,7 +247,7 @@ int main(int argc, char** argv) {
          [=] {
            cuda::layernorm_rows::backward_dx_warp(pdx, pdy, px, pm, pr, pw, R, C);
            v5_partials<<<dim3(lab::blocks_for(C, 32), nblk), dim3(32, 8)>>>(ppart, pdy, px, pm, pr, R, C);
-           v5_finish<<<lab::blocks_for(C, kBlock), kBlock>>>(pdw, pdb, ppart, C, nblk);
+           cuda::layernorm_rows::finish_params(pdw, pdb, ppart, C, nblk);
          }},
         {"backward: fused, registers (prod)", 1, lab::Unit::fp32, 0,
          [=] { cuda::layernorm_backward(pdx, pdw, pdb, pdy, px, pm, pr, pw, R, C, 1); }},

@@ -233,7 +233,7 @@ def gpu_roofline_svg(best, pk):
     """The GPU's versions under its roofs: memory bandwidth, the FP32 FMA peak
     (solid) and, where known, the bf16 tensor-core peak (dashed)."""
     W, H, L, R, T, B = 960, 640, 80, 250, 40, 60
-    x0, x1, y0, y1 = -2.0, 3.0, 0.0, 6.0
+    x0, x1, y0, y1 = -2.0, 3.0, -1.0, 6.0
     s, px, py = frame(W, H, L, R, T, B, x0, x1, y0, y1)
     rows = [r for r in best.values() if r["threads"] == 0]
     gp = pk["gpu"]
