@@ -108,26 +108,20 @@ __device__ __forceinline__ void store_rope_t(const float (&acc)[kCPL], float* y,
   }
 }
 
-// Forward. A warp's 8 rows go through each key tile together: lane j takes
-// key j and computes its 8 scores with float4 reads (the key row once, the 8
-// query rows as broadcasts; key rows kLF = D + 4 floats apart, so the 8 lanes
-// of each quarter-warp read distinct bank groups); then, per key j, the lane
-// reads its columns of v_j once for the 8 rows' accumulators.
 __global__ void __launch_bounds__(kWarps * 32) softmax_fwd_kernel(const float* __restrict__ q,
                                                                   const float* __restrict__ k,
                                                                   const float* __restrict__ v, float* __restrict__ o,
                                                                   float* __restrict__ lse, RopeTab rope, int N, int D,
                                                                   int nrb, float scale) {
-  extern __shared__ __align__(16) float smem[];
-  const int LK = D + 4;
+  extern __shared__ float smem[];
+  const int LK = D + 1;
   float* s_q = smem;                // kRows x D
   float* s_k = s_q + kRows * D;     // kKT x LK
   float* s_v = s_k + kKT * LK;      // kKT x LK
   const int64_t g = blockIdx.x / nrb;
   const int i0 = (blockIdx.x % nrb) * kRows, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const float *qg = q + g * N * D, *kg = k + g * N * D, *vg = v + g * N * D;
-  stage_rope(s_q, D, kRows, qg, i0, N, D, rope);  // rows past N are zeros
-  const float* qw = s_q + warp * kRPW * D;          // the warp's rows
+  stage_rope(s_q, D, kRows, qg, i0, N, D, rope);
   float m[kRPW], l[kRPW], acc[kRPW][kCPL];
 #pragma unroll
   for (int i = 0; i < kRPW; i++) {
@@ -141,42 +135,25 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_fwd_kernel(const float* _
     stage_rope(s_k, LK, kKT, kg, j0, N, D, rope);
     stage(s_v, LK, kKT, vg, j0, N, D);
     __syncthreads();
-    float p[kRPW];
-#pragma unroll
-    for (int i = 0; i < kRPW; i++) p[i] = 0.0f;
-    const float* kr = s_k + lane * LK;
-    for (int c = 0; c < D; c += 4) {
-      const float4 kk = *(const float4*)(kr + c);
-#pragma unroll
-      for (int i = 0; i < kRPW; i++) {
-        const float4 qq = *(const float4*)(qw + i * D + c);
-        p[i] = fmaf(qq.x, kk.x, p[i]);
-        p[i] = fmaf(qq.y, kk.y, p[i]);
-        p[i] = fmaf(qq.z, kk.z, p[i]);
-        p[i] = fmaf(qq.w, kk.w, p[i]);
-      }
-    }
 #pragma unroll
     for (int i = 0; i < kRPW; i++) {
-      const float s = lane < nk ? scale * p[i] : -INFINITY;
+      const int r = warp * kRPW + i;
+      if (i0 + r >= N) continue;  // the same for the whole warp
+      const float s = lane < nk ? scale * dot_rows(s_q + r * D, s_k + lane * LK, D) : -INFINITY;
       const float mn = fmaxf(m[i], warp_max(s));
       const float corr = expf(m[i] - mn);  // 0 on the first tile
-      p[i] = lane < nk ? expf(s - mn) : 0.0f;
-      l[i] = l[i] * corr + warp_sum(p[i]);
+      const float p = lane < nk ? expf(s - mn) : 0.0f;
+      l[i] = l[i] * corr + warp_sum(p);
       m[i] = mn;
 #pragma unroll
       for (int cc = 0; cc < kCPL; cc++) acc[i][cc] *= corr;
-    }
-    for (int j = 0; j < nk; j++) {
-      float vv[kCPL];
+      for (int j = 0; j < nk; j++) {
+        const float pj = __shfl_sync(0xffffffffu, p, j);
 #pragma unroll
-      for (int cc = 0; cc < kCPL; cc++) vv[cc] = lane + 32 * cc < D ? s_v[j * LK + lane + 32 * cc] : 0.0f;
-#pragma unroll
-      for (int i = 0; i < kRPW; i++) {
-        const float pj = __shfl_sync(0xffffffffu, p[i], j);
-#pragma unroll
-        for (int cc = 0; cc < kCPL; cc++)
-          if (32 * cc < D) acc[i][cc] += pj * vv[cc];
+        for (int cc = 0; cc < kCPL; cc++) {
+          const int c = lane + 32 * cc;
+          if (c < D) acc[i][cc] += pj * s_v[j * LK + c];
+        }
       }
     }
   }
@@ -354,7 +331,7 @@ void softmax_attention_forward(const float* q, const float* k, const float* v, f
   if (G == 0 || N == 0) return;
   const RopeTab rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
   const int nrb = (int)((N + kRows - 1) / kRows);
-  const size_t smem = (size_t)(kRows * D + 2 * kKT * (D + 4)) * sizeof(float);
+  const size_t smem = (size_t)(kRows * D + 2 * kKT * (D + 1)) * sizeof(float);
   allow_smem(softmax_fwd_kernel, smem, op);
   softmax_fwd_kernel<<<(unsigned)(G * nrb), kWarps * 32, smem>>>(q, k, v, o, lse, rope, (int)N, (int)D, nrb,
                                                                  1.0f / std::sqrt((float)D));
