@@ -89,8 +89,9 @@ int main(int argc, char** argv) {
       NoGradGuard ng;
       model.forward(x);
     });
-    std::printf("nala %s infer device=%s threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.2f\n", model_name.c_str(),
-                device.c_str(), threads, batch, img, batch / s, 1e3 * s);
+    std::printf("nala %s infer device=%s threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.2f peak_MiB=%.0f\n",
+                model_name.c_str(), device.c_str(), threads, batch, img, batch / s, 1e3 * s,
+                device::peak_bytes() / 1048576.0);
   }
   return 0;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/gpu_run.sh - on a GPU machine: build with CUDA, run the CUDA tests and
 # the GPU benchmarks side by side with PyTorch, writing logs to $OUT.
-#   OUT=dir bench/gpu_run.sh [tests] [sanitize] [bench] [train]
+#   OUT=dir bench/gpu_run.sh [tests] [sanitize] [bench] [benchmodels] [longseq] [dist] [train]
 # Catch2, stb, zlib and Fashion-MNIST may come in third_party_headers/ when
 # the machine has no package manager.
 set -uo pipefail
@@ -25,6 +25,17 @@ for w in $what; do
       tail -3 "$OUT/memcheck.log"
       timeout "${RACECHECK_S:-900}" compute-sanitizer --tool racecheck $B/nala_tests "[cuda]~[model]" >"$OUT/racecheck.log" 2>&1
       tail -3 "$OUT/racecheck.log"
+      ;;
+    longseq)  # attention at 4K-262K tokens (nala, PyTorch, the plot in $OUT), xt inference at 1024 and 2048 px
+      {
+        rm -f "$OUT/nala_long_seq.csv"
+        $B/bench/bench_long_seq --csv "$OUT/nala_long_seq.csv"
+        python3 bench/torch_long_seq.py --nala-csv "$OUT/nala_long_seq.csv" --plot "$OUT/long_seq_$(date -u +%Y%m%d%H%M%S)"
+        for img in 1024 2048; do
+          $B/bench/bench_pico --device cuda --model xt --img $img --batch 1 --modes infer --warmup 2 --iters 5
+          python3 bench/torch_gpu.py --parts xt --img $img --batch 1 --modes infer --softmax-core sdpa --warmup 2 --iters 5
+        done
+      } 2>&1 | tee "$OUT/long_seq.log"
       ;;
     benchmodels)
       {

@@ -14,6 +14,8 @@ clock on CPU). TF32 is off unless --tf32.
     python3 bench/torch_gpu.py                       # on the GPU machine
     python3 bench/torch_gpu.py --device cpu --quick  # smoke test at tiny sizes
     python3 bench/torch_gpu.py --parts attn,pico     # a subset
+    python3 bench/torch_gpu.py --parts xt --img 1024 --batch 1 --modes infer --softmax-core sdpa
+                                                     # high-resolution inference (stages 3-4 through SDPA)
 
 Output, one parseable line per measurement, e.g.
     torch cuda nala_attn fwd B=128 h=1 N=3136 d=64 ms=1.234
@@ -130,8 +132,15 @@ def bench_model(args, dev, timer, name, batch, img, chans, classes, modes):
 
     for mode in modes:
         model.train(mode == "train")
+        fn = train_step if mode == "train" else infer_step
         reset_peak(dev)
-        ms = timer(train_step if mode == "train" else infer_step, args.warmup, args.iters)
+        if args.peak_after_warmup:  # leave cuDNN's algorithm search (its workspaces) out of the peak
+            for _ in range(args.warmup):
+                fn()
+            reset_peak(dev)
+            ms = timer(fn, 0, args.iters)
+        else:
+            ms = timer(fn, args.warmup, args.iters)
         print(f"torch {dev.type} {name} {mode} batch={batch} img={img} img/s={batch / (ms / 1e3):.1f} "
               f"ms/iter={ms:.2f} max_mem_MiB={peak_mib(dev)}", flush=True)
     del model, opt, x, y
@@ -147,11 +156,22 @@ def main():
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in matmul and cuDNN")
     ap.add_argument("--no-compile", dest="compile", action="store_false",
                     help="attn: skip the torch.compile rows")
+    ap.add_argument("--img", type=int, help="xt, t, ...: image size (default 224)")
+    ap.add_argument("--batch", type=int, help="xt, t, ...: batch (default 128)")
+    ap.add_argument("--modes", default="train,infer", help="xt, t, ...: train, infer or both")
+    ap.add_argument("--peak-after-warmup", action="store_true",
+                    help="xt, t, ...: reset the peak after the warm-up runs (cuDNN's algorithm search excluded)")
+    ap.add_argument("--softmax-core", choices=("ref", "sdpa"), default="ref",
+                    help="softmax attention of stages 3-4: the reference's (materialises N x N) or "
+                         "F.scaled_dot_product_attention on the roped q, k (does not)")
     ap.add_argument("--compile-shapes", type=int, default=-1,
                     help="attn: torch.compile only the first N shapes (compiling takes a while)")
     args = ap.parse_args()
 
     dev = torch.device(args.device)
+    if args.softmax_core == "sdpa":
+        ref.ATTN_CORES["softmax"] = lambda q, k, v, sin, cos: F.scaled_dot_product_attention(
+            ref.apply_rope(q, sin, cos), ref.apply_rope(k, sin, cos), v)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cudnn.benchmark = True
@@ -162,6 +182,8 @@ def main():
     else:
         attn_shapes = [(128, 1, 3136, 64), (128, 2, 784, 64), (128, 1, 196, 32)]
         pico_b, big_b, big_img = 256, 128, 224
+    big_b, big_img = args.batch or big_b, args.img or big_img
+    modes = tuple(args.modes.split(","))
     if dev.type == "cuda":
         print(f"# {torch.cuda.get_device_name(dev)} torch {torch.__version__} tf32={args.tf32}", flush=True)
     else:
@@ -175,7 +197,7 @@ def main():
         elif part == "pico":
             bench_model(args, dev, timer, "pico", pico_b, 28, 1, 10, ("train", "infer"))
         elif part in ("xt", "t", "s", "b", "l"):
-            bench_model(args, dev, timer, part, big_b, big_img, 3, 1000, ("train", "infer"))
+            bench_model(args, dev, timer, part, big_b, big_img, 3, 1000, modes)
         else:
             raise SystemExit(f"torch_gpu: unknown part {part!r}")
 

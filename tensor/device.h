@@ -28,7 +28,12 @@ void synchronize();
 // Host memory that the GPU can copy from asynchronously (page-locked).
 void* alloc_pinned(size_t n);
 void free_pinned(void* p);
-size_t peak_bytes();   // the most device memory held by tensors since reset_peak()
+// The device allocator's counters (kernels/cuda/memory.cu), in bytes as the
+// pool hands them out (rounded up to 512 B, above 1 MiB to 2 MiB): what
+// tensors hold now, and the most they held since reset_peak(), which sets
+// the peak to what they hold now. Cached free blocks are not counted.
+size_t in_use_bytes();
+size_t peak_bytes();
 void reset_peak();
 
 }  // namespace device

@@ -24,6 +24,7 @@ void* alloc_pinned(size_t) {
   return nullptr;
 }
 void free_pinned(void*) {}
+size_t in_use_bytes() { return 0; }
 size_t peak_bytes() { return 0; }
 void reset_peak() {}
 

@@ -51,6 +51,13 @@
 //      ldmatrix and ldmatrix.trans from one copy), then dk.
 // Chunks per problem are chosen so that G x chunks blocks fill the GPU's
 // resident slots in as few, as full waves as possible (plan_chunks).
+// Between 1 and 2 (and 3 and 4), sum_partials_kernel adds each problem's
+// partials up once, so kernels 2 and 4 read one partial state, not one per
+// chunk. The partials themselves are kept in an output the pair has not
+// written yet (o in forward, dk in backward) whenever they fit there (at
+// long sequences, where they are many: 256 of 33 KB at G = 1, N = 65,536,
+// d = 64): the op then allocates only the sum, 2d^2 + 2d floats per problem
+// (class Partials).
 //
 // The kernels are bound by instruction issue more than by memory or tensor
 // time: the 3-pass products triple the mma count and double the fragment
@@ -984,6 +991,39 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
   cp_async_wait<0>();
 }
 
+// ---------------------------------------------------------------- partial sums
+// sum[g] = the nch partials of problem g added up (P floats each, P % 4 == 0),
+// so that kernels 2 and 4 read one partial instead of nch (at G = 1 and
+// N = 65,536 there are 256 partials of 33 KB, and each of the 256 output
+// blocks would read all of them). A block takes 32 float4 columns of one
+// problem: row y of threads adds chunks y, y + 8, ... in order, then row 0
+// adds the 8 row sums in order (deterministic).
+constexpr int kSumCols = 32, kSumRows = 8;
+__global__ void __launch_bounds__(kSumCols* kSumRows)
+    sum_partials_kernel(const float4* __restrict__ part, float4* __restrict__ sum, int nch, int P4, int bpp) {
+  __shared__ float4 rows[kSumRows][kSumCols];
+  const int64_t g = blockIdx.x / bpp;
+  const int x = (blockIdx.x % bpp) * kSumCols + threadIdx.x;
+  float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (x < P4) {
+    const float4* p = part + (size_t)g * nch * P4 + x;
+    for (int c = threadIdx.y; c < nch; c += kSumRows) {
+      const float4 y = p[(size_t)c * P4];
+      s.x += y.x, s.y += y.y, s.z += y.z, s.w += y.w;
+    }
+  }
+  rows[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && x < P4) {
+#pragma unroll
+    for (int r = 1; r < kSumRows; r++) {
+      const float4 y = rows[r][threadIdx.x];
+      s.x += y.x, s.y += y.y, s.z += y.z, s.w += y.w;
+    }
+    sum[(size_t)g * P4 + x] = s;
+  }
+}
+
 // ---------------------------------------------------------------- host side
 
 template <typename K>
@@ -1020,9 +1060,34 @@ Plan plan_chunks(int64_t G, int64_t N, int64_t quantum, int64_t slots) {
   return best;
 }
 
+// The workspace of a kernel pair: nch partials of P floats per problem, and
+// their sum (P floats per problem), which the second kernel reads. The
+// partials go into `spare`, an output of G * N * D floats that the second
+// kernel writes and the first does not touch, when they fit there (nch * P
+// <= N * D, i.e. chunks of at least ~2D tokens: at long sequences), so the
+// pair allocates only the G * P floats of the sum; else into a tensor of
+// their own. With one chunk the partial is the sum.
+struct Partials {
+  Tensor sum, own;
+  float* part;
+  int64_t G, nch, P;
+  Partials(int64_t G_, int64_t N, int64_t nch_, float* spare, int64_t D) : G(G_), nch(nch_), P(2 * D * D + 2 * D) {
+    sum = Tensor::empty({G * P}, DType::F32, Device::CUDA);
+    if (nch == 1) part = sum.f32();
+    else if (nch * P <= N * D) part = spare;
+    else own = Tensor::empty({G * nch * P}, DType::F32, Device::CUDA), part = own.f32();
+  }
+  void reduce(const char* op) const {
+    if (nch == 1) return;
+    const int P4 = (int)(P / 4), bpp = (P4 + kSumCols - 1) / kSumCols;
+    sum_partials_kernel<<<(unsigned)(G * bpp), dim3(kSumCols, kSumRows)>>>((const float4*)part, (float4*)sum.f32(),
+                                                                           (int)nch, P4, bpp);
+    CUDA_CHECK_LAUNCH(op);
+  }
+};
+
 template <int D>
 struct Kernels {
-  static constexpr int F = 2 * D, P = F * D + F;
   static int slots(int which) {  // per kernel, measured once
     static const int s[4] = {
         slots_of(nala_state_kernel<D>, kThreads, StateLayout<D>::bytes),
@@ -1037,12 +1102,14 @@ struct Kernels {
     const int64_t N = H * W;
     const Rope rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
     const Plan p1 = plan_chunks(G, N, kT1, slots(0)), p2 = plan_chunks(G, N, 16 * kWarps, slots(1));
-    Tensor part = Tensor::empty({G * p1.nch * P}, DType::F32, Device::CUDA);
-    nala_state_kernel<D><<<(unsigned)(G * p1.nch), kThreads, StateLayout<D>::bytes>>>(k, v, rope, part.f32(), (int)N,
+    // The partials live in o (not yet written) when they fit; summed into `sum`.
+    Partials pp(G, N, p1.nch, o, D);
+    nala_state_kernel<D><<<(unsigned)(G * p1.nch), kThreads, StateLayout<D>::bytes>>>(k, v, rope, pp.part, (int)N,
                                                                                       p1.nch, p1.L);
     CUDA_CHECK_LAUNCH(op);
+    pp.reduce(op);
     nala_output_kernel<D><<<(unsigned)(G * p2.nch), kThreads, OutputLayout<D>::bytes>>>(
-        q, part.f32(), rope, o, S, kmean, (int)N, p1.nch, p2.nch, p2.L, 1.0f / (float)N, floor);
+        q, pp.sum.f32(), rope, o, S, kmean, (int)N, 1, p2.nch, p2.L, 1.0f / (float)N, floor);
     CUDA_CHECK_LAUNCH(op);
   }
 
@@ -1052,12 +1119,14 @@ struct Kernels {
     const int64_t N = H * W;
     const Rope rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
     const Plan p3 = plan_chunks(G, N, kTok3, slots(2)), p4 = plan_chunks(G, N, 16 * kWarps4, slots(3));
-    Tensor part = Tensor::empty({G * p3.nch * P}, DType::F32, Device::CUDA);
+    // The partials live in dk (written only by kernel 4) when they fit.
+    Partials pp(G, N, p3.nch, dk, D);
     nala_query_grad_kernel<D><<<(unsigned)(G * p3.nch), kThreads, QueryGradLayout<D>::bytes>>>(
-        q, S, kmean, gout, rope, dq, part.f32(), (int)N, p3.nch, p3.L, floor);
+        q, S, kmean, gout, rope, dq, pp.part, (int)N, p3.nch, p3.L, floor);
     CUDA_CHECK_LAUNCH(op);
+    pp.reduce(op);
     nala_key_grad_kernel<D><<<(unsigned)(G * p4.nch), kWarps4 * 32, KeyGradLayout<D>::bytes>>>(
-        k, v, part.f32(), rope, dk, dv, (int)N, p3.nch, p4.nch, p4.L, 1.0f / (float)N);
+        k, v, pp.sum.f32(), rope, dk, dv, (int)N, 1, p4.nch, p4.L, 1.0f / (float)N);
     CUDA_CHECK_LAUNCH(op);
   }
 };

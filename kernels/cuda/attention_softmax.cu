@@ -3,7 +3,10 @@
 // kernels/cpu/attention.h). Declared in kernels/cuda/attention.h.
 //
 // Shape letters: G problems, N = H * W tokens, D head dim (D % 4 == 0,
-// D <= 128); rq = rope(q), rk = rope(k) are made first (temporaries).
+// D <= 128); rq = rope(q), rk = rope(k) are applied as the rows are staged in
+// shared memory (from the (H + W, D/4) pair table of kernels/cuda/rope.h), so
+// the kernels allocate nothing of size N * D: forward no workspace, backward
+// the G * N floats of Dl.
 //
 // Flash-style: nothing N x N is stored. A block owns kRows rows (queries in
 // forward and in the dq pass, keys in the dk/dv pass), a warp kRows / kWarps
@@ -53,6 +56,37 @@ __device__ __forceinline__ void stage(float* s, int ld, int n, const float* X, i
   }
 }
 
+// The angles of one problem's grid: (cos, sin) per rope pair and coordinate
+// (rope_pair_table_device: entry r * D/4 + i for the pair i of row r, entry
+// (H + c) * D/4 + i for the pair i of column c).
+struct RopeTab {
+  const float2* tab;
+  int H, W;
+  // (cos, sin) of the pair at even feature e of token n.
+  __device__ __forceinline__ float2 at(int64_t n, int e, int D) const {
+    const int r = (int)(n / W), c = (int)(n - (int64_t)r * W), Q = D / 4;
+    return e < D / 2 ? __ldg(tab + r * Q + e / 2) : __ldg(tab + (H + c) * Q + (e - D / 2) / 2);
+  }
+};
+
+// As stage, with rope applied: y_e = x_e cos - x_{e+1} sin, y_{e+1} = x_{e+1} cos + x_e sin
+// (the values of rope2d_forward).
+__device__ __forceinline__ void stage_rope(float* s, int ld, int n, const float* X, int64_t r0, int64_t N, int D,
+                                           const RopeTab& R) {
+  const int half = D / 2;
+  for (int idx = threadIdx.x; idx < n * half; idx += blockDim.x) {
+    const int t = idx / half, e = 2 * (idx % half);
+    float y0 = 0.0f, y1 = 0.0f;
+    if (r0 + t < N) {
+      const float2 x = *(const float2*)(X + (r0 + t) * D + e), cs = R.at(r0 + t, e, D);
+      y0 = x.x * cs.x - x.y * cs.y;
+      y1 = x.y * cs.x + x.x * cs.y;
+    }
+    s[t * ld + e] = y0;
+    s[t * ld + e + 1] = y1;
+  }
+}
+
 __device__ __forceinline__ float dot_rows(const float* a, const float* b, int D) {
   float s = 0.0f;
   for (int c = 0; c < D; c++) s += a[c] * b[c];
@@ -60,23 +94,25 @@ __device__ __forceinline__ float dot_rows(const float* a, const float* b, int D)
 }
 
 // Rope transpose of the D-vector spread over a warp (lane holds c = lane + 32 cc),
-// stored at y (token n of the tables). Pairs (c, c^1) sit in neighbouring lanes.
-__device__ __forceinline__ void store_rope_t(const float (&acc)[kCPL], float* y, const float* sn, const float* cs,
-                                             int D) {
+// stored at y (token n). Pairs (c, c^1) sit in neighbouring lanes.
+__device__ __forceinline__ void store_rope_t(const float (&acc)[kCPL], float* y, const RopeTab& R, int64_t n, int D) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int cc = 0; cc < kCPL; cc++) {
     const float other = __shfl_xor_sync(0xffffffffu, acc[cc], 1);
     const int c = lane + 32 * cc;
-    if (c < D) y[c] = (c & 1) ? acc[cc] * cs[c] - other * sn[c] : acc[cc] * cs[c] + other * sn[c];
+    if (c < D) {
+      const float2 cs = R.at(n, c & ~1, D);
+      y[c] = (c & 1) ? acc[cc] * cs.x - other * cs.y : acc[cc] * cs.x + other * cs.y;
+    }
   }
 }
 
-__global__ void __launch_bounds__(kWarps * 32) softmax_fwd_kernel(const float* __restrict__ rq,
-                                                                  const float* __restrict__ rk,
+__global__ void __launch_bounds__(kWarps * 32) softmax_fwd_kernel(const float* __restrict__ q,
+                                                                  const float* __restrict__ k,
                                                                   const float* __restrict__ v, float* __restrict__ o,
-                                                                  float* __restrict__ lse, int N, int D, int nrb,
-                                                                  float scale) {
+                                                                  float* __restrict__ lse, RopeTab rope, int N, int D,
+                                                                  int nrb, float scale) {
   extern __shared__ float smem[];
   const int LK = D + 1;
   float* s_q = smem;                // kRows x D
@@ -84,8 +120,8 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_fwd_kernel(const float* _
   float* s_v = s_k + kKT * LK;      // kKT x LK
   const int64_t g = blockIdx.x / nrb;
   const int i0 = (blockIdx.x % nrb) * kRows, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const float *rqg = rq + g * N * D, *rkg = rk + g * N * D, *vg = v + g * N * D;
-  stage(s_q, D, kRows, rqg, i0, N, D);
+  const float *qg = q + g * N * D, *kg = k + g * N * D, *vg = v + g * N * D;
+  stage_rope(s_q, D, kRows, qg, i0, N, D, rope);
   float m[kRPW], l[kRPW], acc[kRPW][kCPL];
 #pragma unroll
   for (int i = 0; i < kRPW; i++) {
@@ -96,7 +132,7 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_fwd_kernel(const float* _
   for (int j0 = 0; j0 < N; j0 += kKT) {
     const int nk = min(kKT, N - j0);
     __syncthreads();  // the previous tile is consumed
-    stage(s_k, LK, kKT, rkg, j0, N, D);
+    stage_rope(s_k, LK, kKT, kg, j0, N, D, rope);
     stage(s_v, LK, kKT, vg, j0, N, D);
     __syncthreads();
 #pragma unroll
@@ -150,10 +186,9 @@ __global__ void softmax_dl_kernel(const float* __restrict__ go, const float* __r
 
 // dq for kRows queries: loop over key tiles.
 __global__ void __launch_bounds__(kWarps * 32) softmax_dq_kernel(
-    const float* __restrict__ rq, const float* __restrict__ rk, const float* __restrict__ v,
-    const float* __restrict__ go, const float* __restrict__ lse, const float* __restrict__ dl,
-    const float* __restrict__ tsin, const float* __restrict__ tcos, float* __restrict__ dq, int N, int D, int nrb,
-    float scale) {
+    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+    const float* __restrict__ go, const float* __restrict__ lse, const float* __restrict__ dl, RopeTab rope,
+    float* __restrict__ dq, int N, int D, int nrb, float scale) {
   extern __shared__ float smem[];
   const int LK = D + 1;
   float* s_q = smem;               // kRows x D
@@ -162,7 +197,7 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_dq_kernel(
   float* s_v = s_k + kKT * LK;     // kKT x LK
   const int64_t g = blockIdx.x / nrb;
   const int i0 = (blockIdx.x % nrb) * kRows, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  stage(s_q, D, kRows, rq + g * N * D, i0, N, D);
+  stage_rope(s_q, D, kRows, q + g * N * D, i0, N, D, rope);
   stage(s_go, D, kRows, go + g * N * D, i0, N, D);
   float rl[kRPW], rd[kRPW], acc[kRPW][kCPL];
 #pragma unroll
@@ -176,7 +211,7 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_dq_kernel(
   for (int j0 = 0; j0 < N; j0 += kKT) {
     const int nk = min(kKT, N - j0);
     __syncthreads();
-    stage(s_k, LK, kKT, rk + g * N * D, j0, N, D);
+    stage_rope(s_k, LK, kKT, k + g * N * D, j0, N, D, rope);
     stage(s_v, LK, kKT, v + g * N * D, j0, N, D);
     __syncthreads();
 #pragma unroll
@@ -202,16 +237,15 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_dq_kernel(
   for (int i = 0; i < kRPW; i++) {
     const int64_t row = i0 + warp * kRPW + i;
     if (row >= N) continue;
-    store_rope_t(acc[i], dq + (g * N + row) * D, tsin + row * D, tcos + row * D, D);
+    store_rope_t(acc[i], dq + (g * N + row) * D, rope, row, D);
   }
 }
 
 // dk, dv for kRows keys: loop over query tiles.
 __global__ void __launch_bounds__(kWarps * 32) softmax_dkv_kernel(
-    const float* __restrict__ rq, const float* __restrict__ rk, const float* __restrict__ v,
-    const float* __restrict__ go, const float* __restrict__ lse, const float* __restrict__ dl,
-    const float* __restrict__ tsin, const float* __restrict__ tcos, float* __restrict__ dk, float* __restrict__ dv,
-    int N, int D, int nrb, float scale) {
+    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+    const float* __restrict__ go, const float* __restrict__ lse, const float* __restrict__ dl, RopeTab rope,
+    float* __restrict__ dk, float* __restrict__ dv, int N, int D, int nrb, float scale) {
   extern __shared__ float smem[];
   const int LK = D + 1;
   float* s_k = smem;               // kRows x D
@@ -222,7 +256,7 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_dkv_kernel(
   float* s_d = s_l + kKT;          // kKT
   const int64_t g = blockIdx.x / nrb;
   const int j0 = (blockIdx.x % nrb) * kRows, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  stage(s_k, D, kRows, rk + g * N * D, j0, N, D);
+  stage_rope(s_k, D, kRows, k + g * N * D, j0, N, D, rope);
   stage(s_v, D, kRows, v + g * N * D, j0, N, D);
   float ak[kRPW][kCPL], av[kRPW][kCPL];
 #pragma unroll
@@ -232,7 +266,7 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_dkv_kernel(
   for (int q0 = 0; q0 < N; q0 += kKT) {
     const int nq = min(kKT, N - q0);
     __syncthreads();
-    stage(s_q, LK, kKT, rq + g * N * D, q0, N, D);
+    stage_rope(s_q, LK, kKT, q + g * N * D, q0, N, D, rope);
     stage(s_go, LK, kKT, go + g * N * D, q0, N, D);
     if (threadIdx.x < kKT) {
       const int64_t qi = q0 + threadIdx.x;
@@ -266,7 +300,7 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_dkv_kernel(
   for (int i = 0; i < kRPW; i++) {
     const int64_t row = j0 + warp * kRPW + i;
     if (row >= N) continue;
-    store_rope_t(ak[i], dk + (g * N + row) * D, tsin + row * D, tcos + row * D, D);
+    store_rope_t(ak[i], dk + (g * N + row) * D, rope, row, D);
 #pragma unroll
     for (int cc = 0; cc < kCPL; cc++) {
       const int c = lane + 32 * cc;
@@ -295,13 +329,11 @@ void softmax_attention_forward(const float* q, const float* k, const float* v, f
   const int64_t N = H * W;
   check_dims(op, G, N, D);
   if (G == 0 || N == 0) return;
-  Tensor rq = Tensor::empty({G, N, D}, DType::F32, Device::CUDA), rk = Tensor::empty({G, N, D}, DType::F32, Device::CUDA);
-  rope2d_forward(q, rq.f32(), G, H, W, D);
-  rope2d_forward(k, rk.f32(), G, H, W, D);
+  const RopeTab rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
   const int nrb = (int)((N + kRows - 1) / kRows);
   const size_t smem = (size_t)(kRows * D + 2 * kKT * (D + 1)) * sizeof(float);
   allow_smem(softmax_fwd_kernel, smem, op);
-  softmax_fwd_kernel<<<(unsigned)(G * nrb), kWarps * 32, smem>>>(rq.f32(), rk.f32(), v, o, lse, (int)N, (int)D, nrb,
+  softmax_fwd_kernel<<<(unsigned)(G * nrb), kWarps * 32, smem>>>(q, k, v, o, lse, rope, (int)N, (int)D, nrb,
                                                                  1.0f / std::sqrt((float)D));
   CUDA_CHECK_LAUNCH(op);
 }
@@ -314,25 +346,21 @@ void softmax_attention_backward(const float* q, const float* k, const float* v, 
   check_dims(op, G, N, D);
   if (G == 0 || N == 0) return;
   const float scale = 1.0f / std::sqrt((float)D);
-  const float *ts, *tc;
-  rope_tables_device(H, W, D, &ts, &tc);
-  Tensor rq = Tensor::empty({G, N, D}, DType::F32, Device::CUDA), rk = Tensor::empty({G, N, D}, DType::F32, Device::CUDA);
+  const RopeTab rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
   Tensor dl = Tensor::empty({G, N}, DType::F32, Device::CUDA);
-  rope2d_forward(q, rq.f32(), G, H, W, D);
-  rope2d_forward(k, rk.f32(), G, H, W, D);
   const int64_t rows = G * N;
   softmax_dl_kernel<<<(unsigned)std::min<int64_t>((rows + 7) / 8, 65535), 256>>>(gout, o, dl.f32(), rows, (int)D);
   CUDA_CHECK_LAUNCH(op);
   const int nrb = (int)((N + kRows - 1) / kRows);
   const size_t smem_q = (size_t)(2 * kRows * D + 2 * kKT * (D + 1)) * sizeof(float);
   allow_smem(softmax_dq_kernel, smem_q, op);
-  softmax_dq_kernel<<<(unsigned)(G * nrb), kWarps * 32, smem_q>>>(rq.f32(), rk.f32(), v, gout, lse, dl.f32(), ts, tc,
-                                                                  dq, (int)N, (int)D, nrb, scale);
+  softmax_dq_kernel<<<(unsigned)(G * nrb), kWarps * 32, smem_q>>>(q, k, v, gout, lse, dl.f32(), rope, dq,
+                                                                  (int)N, (int)D, nrb, scale);
   CUDA_CHECK_LAUNCH(op);
   const size_t smem_k = (size_t)(2 * kRows * D + 2 * kKT * (D + 1) + 2 * kKT) * sizeof(float);
   allow_smem(softmax_dkv_kernel, smem_k, op);
-  softmax_dkv_kernel<<<(unsigned)(G * nrb), kWarps * 32, smem_k>>>(rq.f32(), rk.f32(), v, gout, lse, dl.f32(), ts, tc,
-                                                                   dk, dv, (int)N, (int)D, nrb, scale);
+  softmax_dkv_kernel<<<(unsigned)(G * nrb), kWarps * 32, smem_k>>>(q, k, v, gout, lse, dl.f32(), rope, dk,
+                                                                   dv, (int)N, (int)D, nrb, scale);
   CUDA_CHECK_LAUNCH(op);
 }
 

@@ -189,8 +189,18 @@ void* alloc_pinned(size_t n) {
 }
 void free_pinned(void* p) { cudaFreeHost(p); }
 
-size_t peak_bytes() { return pool().peak; }
-void reset_peak() { pool().peak = pool().in_use; }
+size_t in_use_bytes() {
+  std::lock_guard<std::mutex> lock(pool().mu);
+  return pool().in_use;
+}
+size_t peak_bytes() {
+  std::lock_guard<std::mutex> lock(pool().mu);
+  return pool().peak;
+}
+void reset_peak() {
+  std::lock_guard<std::mutex> lock(pool().mu);
+  pool().peak = pool().in_use;
+}
 
 }  // namespace device
 }  // namespace nala

@@ -1,0 +1,186 @@
+// bench/bench_long_seq.cu - attention over long sequences on the GPU: one
+// image, one head, d = 64, N = 4,096 to 262,144 tokens (square grids). For
+// nala's NaLa attention and nala's softmax (flash-style) attention, a
+// training step of the op alone: q, k, v uploaded, forward, backward with a
+// given output gradient. Printed per op and N: the forward and forward +
+// backward times (CUDA-event medians), and the peak of nala's device
+// allocator over the whole step (q, k, v, the output gradient, the output
+// and dq, dk, dv included: everything the step allocates), beside the floor
+// of 8 N d floats (those eight tensors) and what lies beyond it.
+//
+//   make CUDA=1 bench && build/release/bench/bench_long_seq [--csv FILE] [--max-n N] [--seconds S]
+//
+// bench/torch_long_seq.py measures the same steps in PyTorch (and plots both).
+// At the smallest N both ops are checked against the CPU (the same autograd
+// ops on CPU tensors): "worst" is the largest |gpu - cpu| / (1e-4 + 1e-3 |cpu|)
+// over o, dq, dk, dv (<= 1 passes). bf16: nala's attention ops take float32
+// only, so there is no bf16 row.
+//
+// Output, one line per measurement:
+//   nala long_seq nala fp32 N=65536 d=64 fwd_ms=... fwd_bwd_ms=... peak_MiB=... floor_MiB=128.0 beyond_KiB=...
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "autograd/ops.h"
+#include "kernels/cuda/check.cuh"
+#include "tensor/device.h"
+#include "tensor/rng.h"
+
+using namespace nala;
+
+namespace {
+
+template <typename Fn>
+float median_ms(Fn fn, int warmup, int reps) {
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a), "bench");
+  CUDA_CHECK(cudaEventCreate(&b), "bench");
+  for (int i = 0; i < warmup; i++) fn();
+  std::vector<float> ms(reps);
+  for (int i = 0; i < reps; i++) {
+    CUDA_CHECK(cudaEventRecord(a), "bench");
+    fn();
+    CUDA_CHECK(cudaEventRecord(b), "bench");
+    CUDA_CHECK(cudaEventSynchronize(b), "bench");
+    CUDA_CHECK(cudaEventElapsedTime(&ms[i], a, b), "bench");
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(ms.begin(), ms.end());
+  return ms[reps / 2];
+}
+
+using AttnFn = Tensor (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t);
+
+// Largest |got - ref| / (1e-4 + 1e-3 |ref|); <= 1 passes.
+double worst(const Tensor& got_dev, const Tensor& ref) {
+  std::vector<float> got = got_dev.to_vector(), r = ref.to_vector();
+  double w = 0;
+  for (size_t i = 0; i < r.size(); i++) {
+    const double e = std::fabs((double)got[i] - r[i]) / (1e-4 + 1e-3 * std::fabs((double)r[i]));
+    if (!(e <= w)) w = std::isnan(e) ? INFINITY : std::max(w, e);
+  }
+  return w;
+}
+
+struct Inputs {
+  Tensor q, k, v, go;  // on the CPU
+};
+
+// One step: upload q, k, v and go, forward, backward. Returns o and the gradients (on the GPU).
+std::vector<Tensor> step(AttnFn attn, const Inputs& in, int64_t H, int64_t W, Device dev) {
+  Tensor q = in.q.to(dev), k = in.k.to(dev), v = in.v.to(dev), go = in.go.to(dev);
+  q.set_requires_grad(true), k.set_requires_grad(true), v.set_requires_grad(true);
+  Tensor o = attn(q, k, v, H, W);
+  backward(o, go);
+  return {o.detach(), q.grad(), k.grad(), v.grad()};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string csv;
+  int64_t max_n = 262144;
+  double seconds = 1.0;  // timed work per measurement (at least one run)
+  for (int i = 1; i < argc; i++) {
+    const std::string a = argv[i];
+    if (a == "--csv" && i + 1 < argc) csv = argv[++i];
+    else if (a == "--max-n" && i + 1 < argc) max_n = std::atoll(argv[++i]);
+    else if (a == "--seconds" && i + 1 < argc) seconds = std::atof(argv[++i]);
+    else {
+      fprintf(stderr, "bench_long_seq: unknown argument %s (--csv FILE, --max-n N, --seconds S)\n", a.c_str());
+      return 2;
+    }
+  }
+  if (!device::cuda_available()) {
+    fprintf(stderr, "bench_long_seq: no CUDA device\n");
+    return 1;
+  }
+  FILE* out = nullptr;
+  if (!csv.empty()) {
+    out = fopen(csv.c_str(), "wx");  // never replaces a file
+    if (!out) {
+      fprintf(stderr, "bench_long_seq: cannot create %s (it must not exist)\n", csv.c_str());
+      return 1;
+    }
+    fprintf(out, "impl,dtype,N,d,fwd_ms,fwd_bwd_ms,peak_MiB\n");
+  }
+  const int64_t sides[] = {64, 128, 256, 512}, D = 64;
+  const struct {
+    const char* name;
+    AttnFn fn;
+  } ops[] = {{"nala", &nala_attention}, {"softmax", &softmax_attention}};
+  printf("# long sequences: 1 image, 1 head, d = %lld, float32; bf16: not supported by nala's attention ops\n",
+         (long long)D);
+  bool ok = true;
+  for (int64_t side : sides) {
+    const int64_t N = side * side;
+    if (N > max_n) break;
+    Inputs in;
+    Rng rng(7);
+    for (Tensor* t : {&in.q, &in.k, &in.v, &in.go}) *t = Tensor::empty({1, 1, N, D});
+    rng.fill_normal(in.q, 0.0f, 0.5f);
+    rng.fill_normal(in.k, 0.0f, 0.8f);
+    rng.fill_normal(in.v, 0.0f, 1.0f);
+    rng.fill_normal(in.go, 0.0f, 1.0f);
+    const double floor_mib = 8.0 * N * D * sizeof(float) / 1048576.0;
+    for (const auto& op : ops) {
+      // Peak: nothing of ours is held at the reset; the step allocates everything.
+      device::synchronize();
+      const size_t base = device::in_use_bytes();
+      device::reset_peak();
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<Tensor> res = step(op.fn, in, side, side, Device::CUDA);
+      device::synchronize();
+      const double once_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const double peak_mib = (device::peak_bytes() - base) / 1048576.0;
+      double w = -1;
+      if (side == sides[0]) {
+        std::vector<Tensor> ref = step(op.fn, in, side, side, Device::CPU);
+        w = 0;
+        for (size_t i = 0; i < ref.size(); i++) w = std::max(w, worst(res[i], ref[i]));
+        ok = ok && w <= 1.0;
+      }
+      res.clear();
+      // Times: inputs stay on the GPU; each run makes the output and fresh gradients.
+      Tensor q = in.q.to(Device::CUDA), k = in.k.to(Device::CUDA), v = in.v.to(Device::CUDA),
+             go = in.go.to(Device::CUDA);
+      q.set_requires_grad(true), k.set_requires_grad(true), v.set_requires_grad(true);
+      auto fwd = [&] {
+        NoGradGuard ng;
+        op.fn(q, k, v, side, side);
+      };
+      auto fwd_bwd = [&] {
+        for (Tensor* t : {&q, &k, &v}) t->set_grad(Tensor());
+        backward(op.fn(q, k, v, side, side), go);
+      };
+      // Medians over ~`seconds` of runs each (the first step, uploads included, sizes them).
+      const int reps = (int)std::max(1.0, std::min(20.0, seconds * 1e3 / std::max(once_ms, 1e-3)));
+      const int warm = once_ms > 1e3 ? 0 : 1;  // the kernels ran in the first step
+      const float t_fwd = median_ms(fwd, warm, reps), t_all = median_ms(fwd_bwd, warm, reps);
+      printf("nala long_seq %s fp32 N=%lld d=%lld fwd_ms=%.3f fwd_bwd_ms=%.3f peak_MiB=%.2f floor_MiB=%.1f "
+             "beyond_KiB=%.0f reps=%d",
+             op.name, (long long)N, (long long)D, t_fwd, t_all, peak_mib, floor_mib, (peak_mib - floor_mib) * 1024,
+             reps);
+      if (w >= 0) printf(" worst=%.3f %s", w, w <= 1.0 ? "ok" : "FAILED");
+      printf("\n");
+      fflush(stdout);
+      if (out) {
+        fprintf(out, "nala_%s,fp32,%lld,%lld,%.4f,%.4f,%.3f\n", op.name, (long long)N, (long long)D, t_fwd, t_all,
+                peak_mib);
+        fflush(out);
+      }
+    }
+  }
+  if (out) fclose(out);
+  return ok ? 0 : 1;
+}
