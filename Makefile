@@ -6,6 +6,7 @@
 #   make bench           build the benchmark programs
 #   make lab             build the kernel lab (kernels/lab/: one program per op, versions 1..N)
 #   make lab-check       run every lab version once at small sizes against its reference (part of make test)
+#   make lab-check-cuda  the same for the CUDA lab programs (part of make test-cuda; needs a GPU)
 #   make DEBUG=1 ...     -O0 -g, in build/debug
 #   make SANITIZE=1 ...  ASan + UBSan, in build/sanitize
 #   make OMP=0 ...       without OpenMP
@@ -235,7 +236,7 @@ test: $(TESTS) $(NALA) lab examples $(SHLIB)
 	OMP_WAIT_POLICY=passive $(TESTS) "~[cuda]~[slow]"
 	$(lab_check)
 
-test-cuda: $(TESTS)
+test-cuda: $(TESTS) lab-check-cuda
 	$(TESTS) "[cuda]"
 
 # The slow tests (SIGKILL and --resume; the parameter counts of every config).
@@ -280,6 +281,28 @@ define lab_check
 endef
 lab-check: $(LAB_BIN)
 	$(lab_check)
+
+# The CUDA lab programs (kernels/lab/<op>_cuda.cu, harness lab_cuda.cuh):
+# built by make lab when CUDA is on; lab-check-cuda runs every version of
+# each once at its small default size against the CPU reference (part of
+# make test-cuda, needs a GPU).
+LAB_CUDA_SRC := $(if $(USE_CUDA),$(filter-out kernels/lab/lab_cuda.cu,$(wildcard kernels/lab/*_cuda.cu)))
+LAB_CUDA_BIN := $(LAB_CUDA_SRC:kernels/lab/%.cu=$(BUILD)/lab/%)
+.SECONDARY: $(LAB_CUDA_SRC:%=$(BUILD)/%.o) $(BUILD)/kernels/lab/lab_cuda.cu.o
+lab: $(LAB_CUDA_BIN)
+$(BUILD)/lab/%_cuda: $(BUILD)/kernels/lab/%_cuda.cu.o $(BUILD)/kernels/lab/lab_cuda.cu.o $(BUILD)/kernels/lab/lab.o $(LIB)
+	@mkdir -p $(@D)
+	$(NVCC) $(filter-out -MMD -MP,$(NVCCFLAGS)) $^ -o $@ $(LDFLAGS:%=-Xcompiler %) $(LDLIBS)
+.PHONY: lab-check-cuda
+lab-check-cuda: $(LAB_CUDA_BIN)
+ifeq ($(USE_CUDA),1)
+	@for p in $(LAB_CUDA_BIN); do \
+	  out=$$($$p --check 2>&1) || { echo "$$out"; echo "lab-check-cuda: $$p failed"; exit 1; }; \
+	  echo "lab-check-cuda: $$p: $$(echo "$$out" | grep -c ' ok$$') versions match their reference"; \
+	done
+else
+	@echo "lab-check-cuda: needs CUDA (nvcc was not found, or CUDA=0); build with CUDA on a machine with a GPU"; exit 1
+endif
 
 clean:
 	rm -rf build

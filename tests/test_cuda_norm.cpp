@@ -47,6 +47,8 @@ TEST_CASE("cuda: layernorm forward and gradients match the CPU", "[cuda][norm]")
   const std::vector<NormCase> cases = {
       {{1000, 61}, -1, true},     {{1000, 61}, -1, false},   {{2, 37, 61}, -1, true},  // token rows (I = 1)
       {{5, 300}, -1, true},       {{7, 1}, -1, true},                                  // long rows, C = 1
+      {{1000, 32}, -1, true},     {{333, 64}, -1, false},    {{2, 37, 128}, -1, true}, // float4 rows: 8, 16,
+      {{50, 384}, -1, true},      {{9, 1024}, -1, true},     {{4, 700}, -1, false},    // 32 lanes; > 512
       {{3, 61, 9, 7}, 1, true},   {{3, 61, 9, 7}, 1, false},                           // per pixel (I = H*W)
       {{2, 5, 13, 11}, 1, true},  {{4, 24, 33, 35}, 1, true},                          // several blocks
   };
@@ -102,7 +104,9 @@ TEST_CASE("cuda: norm kernels with some gradients not wanted, deterministic", "[
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(203);
-  for (Shape s : {Shape{1000, 61, 1}, Shape{3, 61, 63}, Shape{4, 24, 1155}}) {
+  // C = 32, 64, 384: the register-cached rows (layernorm_rows.cuh), the backward fused with dw and db.
+  for (Shape s : {Shape{1000, 61, 1}, Shape{3, 61, 63}, Shape{4, 24, 1155}, Shape{1000, 32, 1}, Shape{777, 64, 1},
+                  Shape{130, 384, 1}}) {
     const int64_t O = s[0], C = s[1], I = s[2];
     INFO("(O, C, I) = " << shape_str(s));
     Tensor x = randn_shifted(s, rng, 2.0f, 3.0f), w = randn({C}, rng), g = randn(s, rng);

@@ -6,10 +6,13 @@
 // Backward OVERWRITES (=) dx, dweight, dbias (each may be nullptr).
 // Every reduction has a fixed order: results are identical run to run.
 //
-// LayerNorm rows: with I = 1 one warp per row (the lanes stride over C, then
-// a butterfly shuffle reduction, which leaves the same sum in every lane);
-// with I > 1 one thread per (o, i) row, consecutive threads on consecutive i
-// (coalesced), each looping over C. Means and variances are two-pass.
+// LayerNorm rows: with I = 1 the kernels of layernorm_rows.cuh (shared with
+// the kernel lab): register-cached float4 rows (C % 4 == 0, C <= 1024,
+// aligned), the backward fusing dx with the dweight / dbias partials (C <=
+// 512), else one warp per row (the lanes stride over C, then a butterfly
+// shuffle reduction); with I > 1 one thread per (o, i) row, consecutive
+// threads on consecutive i (coalesced), each looping over C. Means and
+// variances are two-pass.
 //
 // Per-channel sums (BatchNorm statistics, dweight, dbias) go through
 // channel_partials(): pass 1 writes per-block partial sums, pass 2 (the
@@ -29,6 +32,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/layernorm_rows.cuh"
 #include "kernels/cuda/norm.h"
 #include "tensor/tensor.h"
 
@@ -47,12 +51,6 @@ int blocks_for(int64_t n) { return (int)std::max<int64_t>(1, std::min((n + kThre
 
 __device__ __forceinline__ float wget(const float* w, int64_t c) { return w ? w[c] : 1.0f; }
 __device__ __forceinline__ float bget(const float* b, int64_t c) { return b ? b[c] : 0.0f; }
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // ---- per-channel partial sums --------------------------------------------------
 
@@ -168,24 +166,6 @@ void per_channel_map(int64_t O, int64_t C, int64_t I, F f, const char* op) {
 
 // ---- LayerNorm kernels ----------------------------------------------------------
 
-// I == 1: one warp per row, block (32, 8) = 8 rows.
-__global__ void ln_forward_rows(float* out, float* mean, float* rstd, const float* x, const float* w,
-                                const float* b, int64_t O, int64_t C, float eps) {
-  const int64_t o = (int64_t)blockIdx.x * 8 + threadIdx.y;
-  if (o >= O) return;  // the whole warp leaves together
-  const int lane = threadIdx.x;
-  const float* xr = x + o * C;
-  float s = 0.0f;
-  for (int64_t c = lane; c < C; c += 32) s += xr[c];
-  const float m = warp_sum(s) / C;
-  float v = 0.0f;
-  for (int64_t c = lane; c < C; c += 32) v += (xr[c] - m) * (xr[c] - m);
-  const float rs = 1.0f / sqrtf(warp_sum(v) / C + eps);
-  float* yr = out + o * C;
-  for (int64_t c = lane; c < C; c += 32) yr[c] = (xr[c] - m) * rs * wget(w, c) + bget(b, c);
-  if (lane == 0) mean[o] = m, rstd[o] = rs;
-}
-
 // I > 1: one thread per row r = o*I + i; its C values are I apart.
 __global__ void ln_forward_strided(float* out, float* mean, float* rstd, const float* x, const float* w,
                                    const float* b, int64_t O, int64_t C, int64_t I, float eps) {
@@ -203,26 +183,7 @@ __global__ void ln_forward_strided(float* out, float* mean, float* rstd, const f
   }
 }
 
-// dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = dout * weight. I == 1: warp per row.
-__global__ void ln_backward_rows(float* dx, const float* dout, const float* x, const float* mean,
-                                 const float* rstd, const float* w, int64_t O, int64_t C) {
-  const int64_t o = (int64_t)blockIdx.x * 8 + threadIdx.y;
-  if (o >= O) return;
-  const int lane = threadIdx.x;
-  const float* xr = x + o * C;
-  const float* gr = dout + o * C;
-  const float m = mean[o], rs = rstd[o];
-  float m1 = 0.0f, m2 = 0.0f;
-  for (int64_t c = lane; c < C; c += 32) {
-    const float g = gr[c] * wget(w, c);
-    m1 += g;
-    m2 += g * (xr[c] - m) * rs;
-  }
-  m1 = warp_sum(m1) / C, m2 = warp_sum(m2) / C;
-  float* dr = dx + o * C;
-  for (int64_t c = lane; c < C; c += 32) dr[c] = rs * (gr[c] * wget(w, c) - m1 - (xr[c] - m) * rs * m2);
-}
-
+// dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = dout * weight. I > 1: thread per row.
 __global__ void ln_backward_strided(float* dx, const float* dout, const float* x, const float* mean,
                                     const float* rstd, const float* w, int64_t O, int64_t C, int64_t I) {
   GRID_STRIDE(r, O * I) {
@@ -382,7 +343,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
                        const float* bias, int64_t O, int64_t C, int64_t I, float eps) {
   if (O * I == 0 || C == 0) return;
   if (I == 1)
-    ln_forward_rows<<<(unsigned)((O + 7) / 8), dim3(32, 8)>>>(out, mean, rstd, x, weight, bias, O, C, eps);
+    layernorm_rows::forward(out, mean, rstd, x, weight, bias, O, C, eps);
   else
     ln_forward_strided<<<blocks_for(O * I), kThreads>>>(out, mean, rstd, x, weight, bias, O, C, I, eps);
   CUDA_CHECK_LAUNCH("layernorm_forward");
@@ -392,6 +353,19 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
                         const float* mean, const float* rstd, const float* weight, int64_t O, int64_t C,
                         int64_t I) {
   if (C == 0) return;
+  if (I == 1 && layernorm_rows::fused_ok(C, dx, dout, x, weight)) {
+    // One pass over x and dout for dx and the dweight / dbias partials.
+    Tensor part;
+    const int nblk = layernorm_rows::fused_blocks(O, C);
+    if (dweight || dbias) part = Tensor::empty({(int64_t)nblk * 2 * C}, DType::F32, Device::CUDA);
+    layernorm_rows::backward_fused(dx, (dweight || dbias) ? part.f32() : nullptr, dout, x, mean, rstd, weight, O, C);
+    CUDA_CHECK_LAUNCH("layernorm_backward");
+    if (dweight || dbias) {
+      ln_param_finish<<<blocks_for(C), kThreads>>>(dweight, dbias, part.f32(), C, nblk);
+      CUDA_CHECK_LAUNCH("layernorm_backward");
+    }
+    return;
+  }
   if (dweight || dbias) {
     int nblk = 0;
     Tensor part = channel_partials(O, C, I, LnParamGrad{dout, x, mean, rstd}, nblk, "layernorm_backward");
@@ -400,7 +374,7 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
   }
   if (!dx || O * I == 0) return;
   if (I == 1)
-    ln_backward_rows<<<(unsigned)((O + 7) / 8), dim3(32, 8)>>>(dx, dout, x, mean, rstd, weight, O, C);
+    layernorm_rows::backward_dx_warp(dx, dout, x, mean, rstd, weight, O, C);
   else
     ln_backward_strided<<<blocks_for(O * I), kThreads>>>(dx, dout, x, mean, rstd, weight, O, C, I);
   CUDA_CHECK_LAUNCH("layernorm_backward");

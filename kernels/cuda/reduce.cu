@@ -4,16 +4,19 @@
 //
 // Sums (reduce_sum, l2norm):
 //   I == 1  one warp (rows of at most 1024) or one block of 256 threads
-//           per (row, chunk of R): threads stride over r (coalesced),
-//           accumulate in double, and a warp shuffle (+ a shared-memory pass
-//           over the warps) combines them in a fixed order.
+//           per (row, chunk of R): threads stride over r with float4 loads
+//           where the chunk is 16-byte aligned (coalesced), accumulate in
+//           double, and a warp shuffle (+ a shared-memory pass over the
+//           warps) combines them in a fixed order. These kernels are in
+//           reduce_sum_rows.cuh, the kernel lab's last version (reduce_sum_cuda).
 //   I > 1   one 32 x 8 block per (o, tile of 32 inner columns, chunk of R):
 //           the 32 lanes read 32 consecutive inner elements (coalesced), the
 //           8 rows of threads stride over r, and a fixed-order pass over the
 //           8 partial sums in shared memory finishes the tile.
 //   When (O x tiles) alone gives too few blocks to fill the GPU, R is cut into
 //   chunks whose length depends only on the shape; the chunk sums (double)
-//   go to a scratch array and a second kernel adds them in chunk order.
+//   go to a scratch array and a second kernel adds them, a warp per output
+//   (lanes stride over the chunks, then a butterfly: a fixed order).
 //   No float atomics anywhere: the result is bit-identical run to run.
 // Softmax family:
 //   I == 1  one warp per row (R <= 1024) or one 256-thread block per row;
@@ -27,6 +30,7 @@
 #include <cmath>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/reduce_sum_rows.cuh"
 #include "kernels/cuda/reduce_util.cuh"
 #include "kernels/cuda/reduce.h"
 #include "tensor/tensor.h"
@@ -43,42 +47,8 @@ constexpr int64_t kWarpRowMax = 1024;  // rows (or row chunks) up to this long g
 
 using namespace reduce_util;
 
-// Where a sum ends up: chunk sums into part (double), or the final value
-// alpha * s (sum) or max(sqrt(s), floor) (l2norm) into y.
-struct SumOut {
-  float* y;
-  double* part;  // null when R is one chunk
-  float alpha, floor;
-  bool l2;
-  __device__ void put(int64_t idx, double s) const {
-    if (part) part[idx] = s;
-    else if (l2) y[idx] = fmaxf(sqrtf((float)s), floor);
-    else y[idx] = alpha * (float)s;
-  }
-};
-
-template <bool Square>
-__device__ __forceinline__ double term(float v) {
-  return Square ? (double)(v * v) : (double)v;  // the square in f32, as the CPU kernel
-}
-
-// I == 1, TPR threads per task (a warp for short rows, else the block).
-// Task t = (o, c): part index o * nc + c.
-template <int TPR, bool Square>
-__global__ void sum_rows_kernel(SumOut out, const float* x, int64_t O, int64_t R, int64_t Rc, int64_t nc) {
-  __shared__ double sh[kThreads / 32];
-  constexpr int TPB = kThreads / TPR;  // tasks per block
-  const int lane = threadIdx.x % TPR;
-  for (int64_t t = (int64_t)blockIdx.x * TPB + threadIdx.x / TPR; t < O * nc; t += (int64_t)gridDim.x * TPB) {
-    const int64_t o = t / nc, c = t % nc;
-    const int64_t r0 = c * Rc, r1 = min(R, r0 + Rc);
-    const float* p = x + o * R;
-    double s = 0.0;
-    for (int64_t r = r0 + lane; r < r1; r += TPR) s += term<Square>(p[r]);
-    s = group_reduce<TPR>(s, SumOp(), sh);
-    if (lane == 0) out.put(t, s);
-  }
-}
+using namespace reduce_sum_rows;  // SumOut, term, sum_rows_kernel, sum_chunks_kernel
+static_assert(kSumThreads == kThreads, "the row-sum kernels are launched with kThreads threads");
 
 // I > 1, blockDim (32, 8). Task t = (o, c, tile b): part index (o * nc + c) * I + i.
 template <bool Square>
@@ -101,16 +71,6 @@ __global__ void sum_cols_kernel(SumOut out, const float* x, int64_t O, int64_t R
       out.put((o * nc + c) * I + i, a);
     }
     __syncthreads();
-  }
-}
-
-// y[o, i] from the chunk sums part[o, c, i], added in chunk order.
-__global__ void sum_chunks_kernel(SumOut out, const double* part, int64_t O, int64_t I, int64_t nc) {
-  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < O * I; j += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t o = j / I, i = j % I;
-    double s = 0.0;
-    for (int64_t c = 0; c < nc; c++) s += part[(o * nc + c) * I + i];
-    out.put(j, s);
   }
 }
 
@@ -144,7 +104,7 @@ void sum_impl(const char* op, float* y, const float* x, int64_t O, int64_t R, in
   CUDA_CHECK_LAUNCH(op);
   if (nc > 1) {
     SumOut fin{y, nullptr, alpha, floor, l2};
-    sum_chunks_kernel<<<grid_for(O * I, kThreads), kThreads>>>(fin, out.part, O, I, nc);
+    sum_chunks_kernel<<<grid_for(O * I, kSumThreads / 32), kSumThreads>>>(fin, out.part, O, I, nc);
     CUDA_CHECK_LAUNCH(op);
   }
 }

@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-# kernels/lab/report.py - turns kernels/lab/measure.sh's CSV into the tables
-# of docs/kernels.md (Markdown, on stdout) and a roofline plot (SVG text,
-# written with the standard library only).
+# kernels/lab/report.py - turns kernels/lab/measure.sh's CSV (CPU) and
+# measure_cuda.sh's (GPU) into the tables of docs/kernels.md (Markdown, on
+# stdout) and roofline plots (SVG text, written with the standard library
+# only): one for the CPU, one for the GPU.
 #
 #   python3 kernels/lab/report.py /tmp/lab.csv [more.csv ...] [--svg docs/kernels_roofline.svg]
+#       [--gpu-svg docs/kernels_roofline_h200.svg]
+#
+# A GPU row has "gpu-fp32", "gpu-tf32" or "gpu-bf16" where a CPU row has its
+# thread count (kernels/lab/lab_cuda.cuh): the unit whose peak its "peak
+# GFLOP/s" is. GPU rows are kept under thread count 0.
 #
 # Each (op, size, version, task, threads) was measured once per round (and
 # per file); the fastest is kept. Fractions of peak use the best peaks
@@ -43,29 +49,44 @@ def load_one(path, best, peaks):
             if len(row) != len(FIELDS):
                 sys.exit(f"report.py: {path}: a row with {len(row)} fields, expected {len(FIELDS)}: {row}")
             r = dict(zip(FIELDS, row))
+            r["unit"] = None
+            if r["threads"].startswith("gpu-"):
+                r["unit"], r["threads"] = r["threads"][4:], "0"
             for k in ("size", "version", "threads"):
                 r[k] = int(r[k])
             for k in ("seconds", "gflops", "gbs", "ai", "peak_gflops", "peak_gbs", "max_err"):
                 r[k] = float(r[k])
-            g, b = peaks.get(r["threads"], (0.0, 0.0))
-            peaks[r["threads"]] = (max(g, r["peak_gflops"]), max(b, r["peak_gbs"]))
+            if r["unit"]:  # the GPU: a compute peak per unit, one bandwidth
+                gp = peaks.setdefault("gpu", {"bw": 0.0})
+                gp[r["unit"]] = max(gp.get(r["unit"], 0.0), r["peak_gflops"])
+                gp["bw"] = max(gp["bw"], r["peak_gbs"])
+            else:
+                g, b = peaks.get(r["threads"], (0.0, 0.0))
+                peaks[r["threads"]] = (max(g, r["peak_gflops"]), max(b, r["peak_gbs"]))
             key = (r["op"], r["size"], r["version"], r["task"], r["threads"])
             if key not in best or r["seconds"] < best[key]["seconds"]:
                 best[key] = r
 
 
+def cpu_peaks(pk):
+    return {t: v for t, v in pk.items() if t != "gpu"}
+
+
 def tables(best, pk):
     groups = {}
     for (op, size, version, task, threads), r in best.items():
-        groups.setdefault((op, size), {}).setdefault(version, {})[threads] = r
+        groups.setdefault((op, size, threads == 0), {}).setdefault(version, {})[threads] = r
     out = []
-    for (op, size) in sorted(groups, key=lambda k: (k[0], k[1])):
-        vs = groups[(op, size)]
+    for (op, size, gpu) in sorted(groups, key=lambda k: (k[2], k[0], k[1])):
+        vs = groups[(op, size, gpu)]
+        if gpu:
+            out += gpu_table(op, size, vs, pk["gpu"])
+            continue
         tmax = max(t for v in vs.values() for t in v)
         out.append(f"#### {op} --size {size}\n")
         out.append(f"| # | version | task | 1 thread: ms | GFLOP/s (% peak) | GB/s (% bw) | {tmax} threads: ms "
-                   f"| GFLOP/s (% peak) | GB/s (% bw) | max err | H200 |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+                   f"| GFLOP/s (% peak) | GB/s (% bw) | max err |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
         for v in sorted(vs):
             rows = vs[v]
             r1 = rows.get(1)
@@ -79,14 +100,36 @@ def tables(best, pk):
                 return [f"{r['seconds'] * 1e3:.4g}", f"{r['gflops']:.2f} ({100 * r['gflops'] / g:.1f}%)",
                         f"{r['gbs']:.2f} ({100 * r['gbs'] / b:.1f}%)"]
 
-            line = [str(v), any_r["name"].replace(";", ","), any_r["task"]] + cells(r1) + cells(rt) + [f"{any_r['max_err']:.1e}",
-                                                                                   "not measured yet"]
+            line = [str(v), any_r["name"].replace(";", ","), any_r["task"]] + cells(r1) + cells(rt) + [
+                f"{any_r['max_err']:.1e}"]
             out.append("| " + " | ".join(line) + " |")
         out.append("")
-    out.append("Measured peaks (best over the runs): " + "; ".join(
-        f"{t} thread{'s' if t > 1 else ''}: FP32 FMA {g:.1f} GFLOP/s, memory {b:.1f} GB/s"
-        for t, (g, b) in sorted(pk.items())) + ".")
+    cp = cpu_peaks(pk)
+    if cp:
+        out.append("Measured CPU peaks (best over the runs): " + "; ".join(
+            f"{t} thread{'s' if t > 1 else ''}: FP32 FMA {g:.1f} GFLOP/s, memory {b:.1f} GB/s"
+            for t, (g, b) in sorted(cp.items())) + ".")
+    if "gpu" in pk:
+        gp = pk["gpu"]
+        units = ", ".join(f"{u} {gp[u]:.0f} GFLOP/s" for u in ("fp32", "tf32", "bf16") if u in gp)
+        out.append(f"GPU peaks (from the device's attributes, lab_cuda.cuh): {units}; memory {gp['bw']:.0f} GB/s.")
     return "\n".join(out)
+
+
+def gpu_table(op, size, vs, gp):
+    out = [f"#### {op} (CUDA) --size {size}\n",
+           "| # | version | task | unit | ms | GFLOP/s (% peak) | GB/s (% bw) | max err |",
+           "|---|---|---|---|---|---|---|---|"]
+    for v in sorted(vs):
+        r = vs[v][0]
+        peak = gp.get(r["unit"], 0.0)
+        pct = f"{100 * r['gflops'] / peak:.1f}%" if peak > 0 else "n/a"
+        out.append("| " + " | ".join([
+            str(v), r["name"].replace(";", ","), r["task"], r["unit"], f"{r['seconds'] * 1e3:.4g}",
+            f"{r['gflops']:.1f} ({pct})", f"{r['gbs']:.1f} ({100 * r['gbs'] / gp['bw']:.1f}%)",
+            f"{r['max_err']:.1e}"]) + " |")
+    out.append("")
+    return out
 
 
 # ---- the roofline, as SVG text ------------------------------------------------
@@ -94,9 +137,8 @@ def tables(best, pk):
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
 
 
-def roofline_svg(best, pk):
-    W, H, L, R, T, B = 960, 640, 80, 250, 40, 60
-    x0, x1, y0, y1 = -2.0, 3.0, -1.0, 3.0  # log10 ranges: FLOP/byte and GFLOP/s
+def frame(W, H, L, R, T, B, x0, x1, y0, y1):
+    """The SVG's start, grid, ticks and axis titles; px and py map FLOP/byte and GFLOP/s to pixels."""
     pw, ph = W - L - R, H - T - B
 
     def px(ai):
@@ -120,30 +162,30 @@ def roofline_svg(best, pk):
              f'compulsory traffic)</text>')
     s.append(f'<text x="20" y="{T + ph / 2}" text-anchor="middle" transform="rotate(-90 20 {T + ph / 2})">'
              f'GFLOP/s</text>')
+    return s, px, py
 
-    rows = list(best.values())
-    tmax = max(pk)
-    for threads, dash in ((tmax, ""), (1, ' stroke-dasharray="6,4"')):
-        if threads == 1 and tmax == 1 and dash:
-            continue
-        P, Bw = pk[threads]
-        ridge = P / Bw
-        pts = [(10 ** x0, Bw * 10 ** x0), (ridge, P), (10 ** x1, P)]
-        d = " ".join(f"{px(a):.1f},{py(g):.1f}" for a, g in pts)
-        s.append(f'<polyline points="{d}" fill="none" stroke="black" stroke-width="2"{dash}/>')
-        who = f"{threads} thread" + ("s" if threads > 1 else "")
-        s.append(f'<text x="{px(10 ** x1) - 4:.1f}" y="{py(P) - 6:.1f}" text-anchor="end">FP32 FMA peak, {who}: '
-                 f'{P:.0f} GFLOP/s</text>')
+
+def roof(s, px, py, x0, x1, P, Bw, dash, peak_label, mem_label):
+    """A roof: memory bandwidth x intensity up to the ridge, then the compute peak P."""
+    ridge = P / Bw
+    pts = [(10 ** x0, Bw * 10 ** x0), (ridge, P), (10 ** x1, P)]
+    d = " ".join(f"{px(a):.1f},{py(g):.1f}" for a, g in pts)
+    s.append(f'<polyline points="{d}" fill="none" stroke="black" stroke-width="2"{dash}/>')
+    s.append(f'<text x="{px(10 ** x1) - 4:.1f}" y="{py(P) - 6:.1f}" text-anchor="end">{peak_label}</text>')
+    if mem_label:
         ax = 10 ** (x0 + 0.12)  # left of every point
         ang = math.degrees(math.atan2(py(Bw * ax * 10) - py(Bw * ax), px(ax * 10) - px(ax)))
         s.append(f'<text x="{px(ax):.1f}" y="{py(Bw * ax) - 6:.1f}" transform="rotate({ang:.1f} {px(ax):.1f} '
-                 f'{py(Bw * ax) - 6:.1f})">memory, {who}: {Bw:.0f} GB/s</text>')
+                 f'{py(Bw * ax) - 6:.1f})">{mem_label}</text>')
 
-    # one series per (op, size); a point per (task, version) at its own thread count
+
+def points(s, rows, px, py, lx, ly):
+    """One colour per (op, size), a point per (task, version) at its intensity
+    (nudged sideways by version) and speed; the legend from (lx, ly). Returns
+    the legend's next line."""
     series = {}
     for r in rows:
         series.setdefault((r["op"], r["size"]), {}).setdefault((r["task"], r["version"]), []).append(r)
-    legend_y = T + 10
     for i, key in enumerate(sorted(series)):
         col = COLOURS[i % len(COLOURS)]
         versions = series[key]
@@ -159,9 +201,26 @@ def roofline_svg(best, pk):
             s.append(f'<text x="{x + 6:.1f}" y="{y + 4:.1f}" font-size="10" fill="{col}">{v}</text>')
         op, size = key
         label = f"{op} (--size {size})" if size else f"{op} (default size)"
-        s.append(f'<circle cx="{W - R + 20}" cy="{legend_y}" r="4.5" fill="{col}"/>')
-        s.append(f'<text x="{W - R + 30}" y="{legend_y + 4}">{label}</text>')
-        legend_y += 20
+        s.append(f'<circle cx="{lx + 6}" cy="{ly}" r="4.5" fill="{col}"/>')
+        s.append(f'<text x="{lx + 16}" y="{ly + 4}">{label}</text>')
+        ly += 20
+    return ly
+
+
+def roofline_svg(best, pk):
+    W, H, L, R, T, B = 960, 640, 80, 250, 40, 60
+    x0, x1, y0, y1 = -2.0, 3.0, -1.0, 3.0  # log10 ranges: FLOP/byte and GFLOP/s
+    s, px, py = frame(W, H, L, R, T, B, x0, x1, y0, y1)
+    rows = [r for r in best.values() if r["threads"] > 0]
+    pk = cpu_peaks(pk)
+    tmax = max(pk)
+    for threads, dash in ((tmax, ""), (1, ' stroke-dasharray="6,4"')):
+        if threads == 1 and tmax == 1 and dash:
+            continue
+        P, Bw = pk[threads]
+        who = f"{threads} thread" + ("s" if threads > 1 else "")
+        roof(s, px, py, x0, x1, P, Bw, dash, f"FP32 FMA peak, {who}: {P:.0f} GFLOP/s", f"memory, {who}: {Bw:.0f} GB/s")
+    legend_y = points(s, rows, px, py, W - R + 14, T + 10)
     s.append(f'<text x="{W - R + 14}" y="{legend_y + 10}">circle: forward, square:</text>')
     s.append(f'<text x="{W - R + 14}" y="{legend_y + 26}">backward; the number is</text>')
     s.append(f'<text x="{W - R + 14}" y="{legend_y + 42}">the version; threaded</text>')
@@ -170,19 +229,55 @@ def roofline_svg(best, pk):
     return "\n".join(s) + "\n"
 
 
+def gpu_roofline_svg(best, pk):
+    """The GPU's versions under its roofs: memory bandwidth, the FP32 FMA peak
+    (solid) and, where known, the bf16 tensor-core peak (dashed)."""
+    W, H, L, R, T, B = 960, 640, 80, 250, 40, 60
+    x0, x1, y0, y1 = -2.0, 3.0, 0.0, 6.0
+    s, px, py = frame(W, H, L, R, T, B, x0, x1, y0, y1)
+    rows = [r for r in best.values() if r["threads"] == 0]
+    gp = pk["gpu"]
+    Bw = gp["bw"]
+    fp32 = gp.get("fp32", 0.0)
+    if fp32 > 0:
+        roof(s, px, py, x0, x1, fp32, Bw, "", f"FP32 FMA peak: {fp32 / 1e3:.1f} TFLOP/s", f"memory: {Bw:.0f} GB/s")
+    bf16 = gp.get("bf16", 0.0)
+    if bf16 > 0:
+        roof(s, px, py, x0, x1, bf16, Bw, ' stroke-dasharray="6,4"', f"bf16 tensor peak: {bf16 / 1e3:.0f} TFLOP/s",
+             None if fp32 > 0 else f"memory: {Bw:.0f} GB/s")
+    legend_y = points(s, rows, px, py, W - R + 14, T + 10)
+    s.append(f'<text x="{W - R + 14}" y="{legend_y + 10}">circle: forward, square:</text>')
+    s.append(f'<text x="{W - R + 14}" y="{legend_y + 26}">backward; the number is</text>')
+    s.append(f'<text x="{W - R + 14}" y="{legend_y + 42}">the version. Peaks from</text>')
+    s.append(f'<text x="{W - R + 14}" y="{legend_y + 58}">the device attributes</text>')
+    s.append("</svg>")
+    return "\n".join(s) + "\n"
+
+
+def write_new(path, text):
+    if os.path.exists(path):
+        sys.exit(f"report.py: {path} already exists; give a new file name")
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"report.py: wrote {path}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("csv", nargs="+")
-    ap.add_argument("--svg", help="write the roofline plot here (a new file)")
+    ap.add_argument("--svg", help="write the CPU roofline plot here (a new file)")
+    ap.add_argument("--gpu-svg", help="write the GPU roofline plot here (a new file)")
     a = ap.parse_args()
     best, pk = load(a.csv)
     print(tables(best, pk))
     if a.svg:
-        if os.path.exists(a.svg):
-            sys.exit(f"report.py: {a.svg} already exists; give a new file name")
-        with open(a.svg, "w") as f:
-            f.write(roofline_svg(best, pk))
-        print(f"report.py: wrote {a.svg}", file=sys.stderr)
+        if not cpu_peaks(pk):
+            sys.exit("report.py: --svg: no CPU rows in the input")
+        write_new(a.svg, roofline_svg(best, pk))
+    if a.gpu_svg:
+        if "gpu" not in pk:
+            sys.exit("report.py: --gpu-svg: no GPU rows in the input")
+        write_new(a.gpu_svg, gpu_roofline_svg(best, pk))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+// kernels/cuda/dwconv_stencil.cuh - the depthwise convolution stencil, CUDA:
+// out = stencil(x) (+ bias), and with flip the taps reversed (dx = the
+// flipped stencil of dout). Used by dwconv2d_forward / dwconv2d_backward
+// (conv.cu) and, as its last version, by the kernel lab
+// (kernels/lab/dwconv_cuda.cu, walkthrough in docs/kernels.md).
+//
+// Activations (B, H, W, C) channels-last, weights (C, 1, k, k). A block is
+// 32 channels (threadIdx.x: coalesced channels-last reads and writes) x TH
+// output rows (threadIdx.y) x 8 output columns (per thread, in registers).
+// The input tile with its halo, (TH+k-1) x (8+k-1) x 32, and the taps
+// (k*k x 32) sit in shared memory; k = 3, 5, 7 are compiled with the tile
+// row held in registers: each of the k+7 inputs of a row is read from shared
+// memory once and used by up to k of the 8 outputs (register blocking). TH
+// shrinks (8, 4, 2, 1) to keep the tile within 48 KB; a kernel too large for
+// any tile (k >= 13) takes a direct kernel (one thread per output, taps read
+// through the cache).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/cuda/check.cuh"
+
+namespace nala {
+namespace cuda {
+namespace dwconv_stencil {
+
+constexpr int kDwCh = 32;        // channels per block (threadIdx.x)
+constexpr int kDwTW = 8;         // output columns per thread
+constexpr int kDwSmem = 48 * 1024;  // bytes of shared memory a tile may use
+
+inline int dw_smem_bytes(int TH, int k) { return ((TH + k - 1) * (kDwTW + k - 1) + k * k) * kDwCh * (int)sizeof(float); }
+
+// out = stencil(x) (+ bias); with flip the taps are read reversed (dx = flipped stencil of dout).
+// Grid: x = column tiles * channel blocks, y = row tiles, z = batch. Block (32, TH).
+template <int KS>
+static __global__ void dw_stencil_tiled(float* out, const float* x, const float* w, const float* bias, int64_t H,
+                                 int64_t W, int64_t C, int k_rt, bool flip, int ntx) {
+  extern __shared__ float sm[];
+  const int k = KS > 0 ? KS : k_rt, kk = k * k, p = k / 2;
+  const int TH = blockDim.y, tx = threadIdx.x, ty = threadIdx.y, tid = ty * kDwCh + tx, nthr = TH * kDwCh;
+  const int tw = kDwTW + k - 1, th = TH + k - 1;
+  float* sx = sm;                     // (th, tw, 32)
+  float* sw = sm + th * tw * kDwCh;   // (kk, 32)
+  const int64_t x0 = (int64_t)(blockIdx.x % ntx) * kDwTW, c0 = (int64_t)(blockIdx.x / ntx) * kDwCh;
+  const int64_t y0 = (int64_t)blockIdx.y * TH, b = blockIdx.z;
+  for (int e = tid; e < kk * kDwCh; e += nthr) {
+    const int t = e / kDwCh;
+    const int64_t cc = c0 + e % kDwCh;
+    sw[e] = cc < C ? w[cc * kk + (flip ? kk - 1 - t : t)] : 0.0f;
+  }
+  const float* xb = x + b * H * W * C;
+  for (int e = tid; e < th * tw * kDwCh; e += nthr) {
+    const int q = e / kDwCh, col = q % tw, row = q / tw;
+    const int64_t iy = y0 + row - p, ix = x0 + col - p, cc = c0 + e % kDwCh;
+    sx[e] = (iy >= 0 && iy < H && ix >= 0 && ix < W && cc < C) ? xb[(iy * W + ix) * C + cc] : 0.0f;
+  }
+  __syncthreads();
+  const int64_t c = c0 + tx, y = y0 + ty;
+  if (c >= C || y >= H) return;
+  float acc[kDwTW];
+  const float bv = bias ? bias[c] : 0.0f;
+#pragma unroll
+  for (int j = 0; j < kDwTW; j++) acc[j] = bv;
+  for (int ky = 0; ky < k; ky++) {
+    const float* srow = sx + (ty + ky) * tw * kDwCh + tx;
+    const float* wrow = sw + ky * k * kDwCh + tx;
+    if constexpr (KS > 0) {
+      float r[kDwTW + KS - 1];
+#pragma unroll
+      for (int q = 0; q < kDwTW + KS - 1; q++) r[q] = srow[q * kDwCh];
+#pragma unroll
+      for (int kx = 0; kx < KS; kx++) {
+        const float wv = wrow[kx * kDwCh];
+#pragma unroll
+        for (int j = 0; j < kDwTW; j++) acc[j] += wv * r[j + kx];
+      }
+    } else {
+      for (int kx = 0; kx < k; kx++) {
+        const float wv = wrow[kx * kDwCh];
+#pragma unroll
+        for (int j = 0; j < kDwTW; j++) acc[j] += wv * srow[(j + kx) * kDwCh];
+      }
+    }
+  }
+  float* o = out + ((b * H + y) * W + x0) * C + c;
+#pragma unroll
+  for (int j = 0; j < kDwTW; j++)
+    if (x0 + j < W) o[j * C] = acc[j];
+}
+
+// The same stencil without tiles, for kernels whose tile does not fit in shared memory.
+static __global__ void dw_stencil_direct(float* out, const float* x, const float* w, const float* bias, int64_t B,
+                                  int64_t H, int64_t W, int64_t C, int k, bool flip) {
+  const int kk = k * k, p = k / 2;
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < B * H * W * C;
+       e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t c = e % C, pix = e / C, xx = pix % W, by = pix / W, y = by % H, b = by / H;
+    float acc = bias ? bias[c] : 0.0f;
+    for (int ky = 0; ky < k; ky++) {
+      const int64_t iy = y + ky - p;
+      if (iy < 0 || iy >= H) continue;
+      for (int kx = 0; kx < k; kx++) {
+        const int64_t ix = xx + kx - p;
+        if (ix < 0 || ix >= W) continue;
+        const int t = ky * k + kx;
+        acc += w[c * kk + (flip ? kk - 1 - t : t)] * x[((b * H + iy) * W + ix) * C + c];
+      }
+    }
+    out[e] = acc;
+  }
+}
+
+inline void dw_stencil(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
+                int64_t C, int64_t k, bool flip, const char* op) {
+  if (B * H * W * C == 0) return;
+  int TH = 8;
+  while (TH > 1 && dw_smem_bytes(TH, (int)k) > kDwSmem) TH /= 2;
+  const int64_t rows = (H + TH - 1) / TH, ntx = (W + kDwTW - 1) / kDwTW, ncb = (C + kDwCh - 1) / kDwCh;
+  if (dw_smem_bytes(TH, (int)k) > kDwSmem || rows > 65535 || B > 65535 || ntx * ncb > INT32_MAX) {
+    dw_stencil_direct<<<(unsigned)std::max<int64_t>(1, std::min<int64_t>((B * H * W * C + 255) / 256, 1 << 16)), 256>>>(out, x, w, bias, B, H, W, C, (int)k, flip);
+    CUDA_CHECK_LAUNCH(op);
+    return;
+  }
+  const dim3 grid((unsigned)(ntx * ncb), (unsigned)rows, (unsigned)B), block(kDwCh, TH);
+  const size_t smem = dw_smem_bytes(TH, (int)k);
+  switch (k) {
+    case 3: dw_stencil_tiled<3><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 3, flip, (int)ntx); break;
+    case 5: dw_stencil_tiled<5><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 5, flip, (int)ntx); break;
+    case 7: dw_stencil_tiled<7><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 7, flip, (int)ntx); break;
+    default: dw_stencil_tiled<0><<<grid, block, smem>>>(out, x, w, bias, H, W, C, (int)k, flip, (int)ntx);
+  }
+  CUDA_CHECK_LAUNCH(op);
+}
+
+}  // namespace dwconv_stencil
+}  // namespace cuda
+}  // namespace nala
