@@ -292,13 +292,15 @@ int run_config(const Config& cf, const lab::Options& opt) {
         if (r % N % 4 == 1) kh[r * D + e] = 0.0f;
         if (r % N % 3 == 2) vh[r * D + e] = 0.0f;
       }
-  // The reference: kernels/cpu's naive kernels (double accumulation); their S and kmean
-  // feed every backward version.
+  // The reference: kernels/cpu's naive kernels (double accumulation) at the default sizes,
+  // its production kernels (threaded; held to the naive ones by the CPU tests) with --size,
+  // where the naive ones would take minutes. Their S and kmean feed every backward version.
   std::vector<float> o_ref(n), S_ref(G * F * D), km_ref(G * F), dq_ref(n), dk_ref(n), dv_ref(n);
-  cpu::nala_attention_forward_naive(qh.data(), kh.data(), vh.data(), o_ref.data(), S_ref.data(), km_ref.data(), G, H,
-                                    W, D, kNormFloor);
-  cpu::nala_attention_backward_naive(qh.data(), kh.data(), vh.data(), S_ref.data(), km_ref.data(), goh.data(),
-                                     dq_ref.data(), dk_ref.data(), dv_ref.data(), G, H, W, D, kNormFloor);
+  auto fwd_ref = opt.size ? cpu::nala_attention_forward : cpu::nala_attention_forward_naive;
+  auto bwd_ref = opt.size ? cpu::nala_attention_backward : cpu::nala_attention_backward_naive;
+  fwd_ref(qh.data(), kh.data(), vh.data(), o_ref.data(), S_ref.data(), km_ref.data(), G, H, W, D, kNormFloor);
+  bwd_ref(qh.data(), kh.data(), vh.data(), S_ref.data(), km_ref.data(), goh.data(), dq_ref.data(), dk_ref.data(),
+          dv_ref.data(), G, H, W, D, kNormFloor);
 
   lab::DeviceArray<float> q(qh), k(kh), v(vh), go(goh), Sin(S_ref), kmin(km_ref);
   lab::DeviceArray<float> o(n), S(G * F * D), km(G * F), dq(n), dk(n), dv(n);

@@ -130,10 +130,14 @@ int run_config(const Config& cf, const lab::Options& opt) {
         if (r % N % 4 == 1) kh[r * D + e] = 0.0f;
         if (r % N % 3 == 2) vh[r * D + e] = 0.0f;
       }
+  // The reference: kernels/cpu's naive kernels (double) at the default sizes, its production
+  // kernels (threaded; held to the naive ones by the CPU tests) with --size.
   std::vector<float> o_ref(n), lse_ref(G * N), dq_ref(n), dk_ref(n), dv_ref(n);
-  cpu::softmax_attention_forward_naive(qh.data(), kh.data(), vh.data(), o_ref.data(), lse_ref.data(), G, H, W, D);
-  cpu::softmax_attention_backward_naive(qh.data(), kh.data(), vh.data(), o_ref.data(), lse_ref.data(), goh.data(),
-                                        dq_ref.data(), dk_ref.data(), dv_ref.data(), G, H, W, D);
+  auto fwd_ref = opt.size ? cpu::softmax_attention_forward : cpu::softmax_attention_forward_naive;
+  auto bwd_ref = opt.size ? cpu::softmax_attention_backward : cpu::softmax_attention_backward_naive;
+  fwd_ref(qh.data(), kh.data(), vh.data(), o_ref.data(), lse_ref.data(), G, H, W, D);
+  bwd_ref(qh.data(), kh.data(), vh.data(), o_ref.data(), lse_ref.data(), goh.data(), dq_ref.data(), dk_ref.data(),
+          dv_ref.data(), G, H, W, D);
 
   lab::DeviceArray<float> q(qh), k(kh), v(vh), go(goh), o_in(o_ref), lse_in(lse_ref);
   lab::DeviceArray<float> o(n), lse(G * N), dq(n), dk(n), dv(n), rq(n), rk(n), dl(G * N);
