@@ -177,6 +177,14 @@ __device__ __forceinline__ float qfeat(float x, float inv, float p) {
   return x < 0.0f ? -f : f;
 }
 
+// Two floats from shared memory by an explicit load, which the compiler may not hoist out of
+// a loop into registers (kmean's values are the same for every tile: held, they cost 32).
+__device__ __forceinline__ float2 lds2(const float* p) {
+  float2 y;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(y.x), "=f"(y.y) : "r"(smem_addr(p)));
+  return y;
+}
+
 struct QRow {
   float norm, th, p, inv;
 };
@@ -526,13 +534,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     cp_async_commit();
     cp_async_wait<1>();
     __syncwarp();
-    // q stays in the stage while the tile is worked on; u^p is computed twice (for z, then
-    // for the A operand) rather than kept: 32 more registers would cost spills.
+    // q stays in the stage while the tile is worked on. u^p is made once, for the A operand;
+    // the normaliser's sum rides along (z only scales the finished rows), where the first
+    // version made u^p a second time in a pass of its own for z.
     const float* sq = st + buf * 16 * LQ;
     auto xq = [&](int r, int j) { return *(const float2*)(sq + (g + 8 * r) * LQ + 8 * j + 2 * t); };
     const int nb = i0 + 16 * tile;
     const LaneRope<D> tb[2] = {LaneRope<D>(rope, min(nb + g, N - 1), t), LaneRope<D>(rope, min(nb + g + 8, N - 1), t)};
-    float z[2];
     QRow qs[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -540,17 +548,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int j = 0; j < NP; j++) x[j] = xq(r, j);
       qs[r] = query_row<NP>(x, floor);
-      float den = 0.0f;
-#pragma unroll
-      for (int j = 0; j < NP; j++)
-#pragma unroll
-        for (int m = 0; m < 2; m++) {
-          const int e = 8 * j + 2 * t + m;
-          const float f = qfeat(m ? x[j].y : x[j].x, qs[r].inv, qs[r].p);
-          den += fmaxf(f, 0.0f) * km[e] + fmaxf(-f, 0.0f) * km[D + e];
-        }
-      z[r] = rcp(quad_sum(den) + kZEps);
     }
+    float den[2] = {0.0f, 0.0f};
     float acc[D / 8][4];
     zero_acc(acc);
 #pragma unroll
@@ -563,6 +562,10 @@ __global__ void __launch_bounds__(kThreads, 2)
           cs[r][jj] = tb[r](2 * s + jj);
           const float2 x = xq(r, 2 * s + jj);
           f[r][jj] = make_float2(qfeat(x.x, qs[r].inv, qs[r].p), qfeat(x.y, qs[r].inv, qs[r].p));
+          const int e = 8 * (2 * s + jj) + 2 * t;
+          const float2 kp = lds2(km + e), kn = lds2(km + D + e);  // read each time, not held in registers
+          den[r] += fmaxf(f[r][jj].x, 0.0f) * kp.x + fmaxf(-f[r][jj].x, 0.0f) * kn.x + fmaxf(f[r][jj].y, 0.0f) * kp.y +
+                    fmaxf(-f[r][jj].y, 0.0f) * kn.y;
         }
 #pragma unroll
       for (int h = 0; h < 2; h++) {
@@ -580,6 +583,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         mma_k16_panels<D>(acc, ah, al, sbh, sbl, h * D + 16 * s, LS);
       }
     }
+    const float z[2] = {rcp(quad_sum(den[0]) + kZEps), rcp(quad_sum(den[1]) + kZEps)};
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       const int n = nb + g + 8 * r;
@@ -744,13 +748,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     cp_async_commit();
     // On the active half of each value (the sign of q): dfq = z rope^T(w) + dden kmean
     // (rope^T: the pair rotated back), gf = dfq fq; dp = sum gf ln u, sum of p gf (= du u);
-    // dden fq into the warp's dkm row. gf is kept for dq.
-    float gfv[2][NP][2], dnq[2];
+    // dden fq over the warp's rows into its dkm row, here where fq is at hand (the first
+    // version made u^p a third time for it). gf is kept for dq.
+    float gfv[2][NP][2], dp[2] = {0.0f, 0.0f}, sg2[2] = {0.0f, 0.0f};  // sum gf log2 u, sum gf
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-      float dp = 0.0f, sg2 = 0.0f;  // sum gf log2 u, sum gf
+    for (int j = 0; j < NP; j++) {
+      float dkv[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};  // [value][half], over rows g and g + 8
 #pragma unroll
-      for (int j = 0; j < NP; j++) {
+      for (int r = 0; r < 2; r++) {
         const float2 cs = tb[r](j);
 #pragma unroll
         for (int m = 0; m < 2; m++) {
@@ -761,30 +766,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float lu = lg2(fmaxf(u, kTiny)), f = u > 0.0f ? ex2(qs[r].p * lu) : 0.0f;
           const float gf = (z[r] * rt + dden[r] * km[h * D + 8 * j + 2 * t + m]) * f;
           gfv[r][j][m] = gf;
-          dp += gf * lu;
-          sg2 += gf;
+          dp[r] += gf * lu;
+          sg2[r] += gf;
+          dkv[m][h] += dden[r] * f;
         }
-      }
-      dp = quad_sum(dp) * kLn2;                  // d(u^p)/dp = u^p ln u
-      const float dnu = qs[r].p * quad_sum(sg2);  // sum du u with du = p gf / u
-      const float dn = dp * 3.0f * (1.0f - qs[r].th * qs[r].th) - dnu * qs[r].inv;
-      dnq[r] = qs[r].norm > floor ? dn * rcp(qs[r].norm) : 0.0f;
-    }
-    // dq = dnq q + p gf / q (that is du / n with the sign of q), and dden fq over the warp's rows.
-#pragma unroll
-    for (int j = 0; j < NP; j++) {
-      float dkv[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};  // [value][half], over rows g and g + 8
-#pragma unroll
-      for (int r = 0; r < 2; r++) {
-        float out[2];
-#pragma unroll
-        for (int m = 0; m < 2; m++) {
-          const float x = m ? xq[r][j].y : xq[r][j].x, f = pow_pos(fabsf(x) * qs[r].inv, qs[r].p);
-          out[m] = dnq[r] * x + (f > 0.0f && fabsf(x) >= kTiny ? qs[r].p * gfv[r][j][m] * rcp(x) : 0.0f);
-          dkv[m][x < 0.0f ? 1 : 0] += dden[r] * f;
-        }
-        const int n = nb + g + 8 * r;
-        if (n < i1) *(float2*)(dqg + (size_t)n * D + 8 * j + 2 * t) = make_float2(out[0], out[1]);
       }
 #pragma unroll
       for (int m = 0; m < 2; m++)
@@ -797,6 +782,28 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (g == 0) dkmw[warp * F + h * D + 8 * j + 2 * t + m] += v;
         }
     }
+    float dnq[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const float dpr = quad_sum(dp[r]) * kLn2;      // d(u^p)/dp = u^p ln u
+      const float dnu = qs[r].p * quad_sum(sg2[r]);  // sum du u with du = p gf / u
+      const float dn = dpr * 3.0f * (1.0f - qs[r].th * qs[r].th) - dnu * qs[r].inv;
+      dnq[r] = qs[r].norm > floor ? dn * rcp(qs[r].norm) : 0.0f;
+    }
+    // dq = dnq q + p gf / q (that is du / n with the sign of q; gf is 0 where u^p is).
+#pragma unroll
+    for (int j = 0; j < NP; j++)
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        float out[2];
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+          const float x = m ? xq[r][j].y : xq[r][j].x;
+          out[m] = dnq[r] * x + (fabsf(x) >= kTiny ? qs[r].p * gfv[r][j][m] * rcp(x) : 0.0f);
+        }
+        const int n = nb + g + 8 * r;
+        if (n < i1) *(float2*)(dqg + (size_t)n * D + 8 * j + 2 * t) = make_float2(out[0], out[1]);
+      }
     __syncthreads();  // the step's z rq and go rows are all in shared memory
     // dS += Z^T G over the step's tokens: A from z rq (tokens x features) through
     // ldmatrix.trans, B from go (tokens x columns) likewise.
