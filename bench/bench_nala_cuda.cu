@@ -7,7 +7,6 @@
 //
 //   make CUDA=1 build/release/bench/bench_nala_cuda && build/release/bench/bench_nala_cuda [reps] [--torch FILE]
 //   bench/nala_vs_torch.sh    the same with PyTorch eager and torch.compile beside (bench/torch_gpu.py)
-//   --quick                   the first shape and the production path only
 //
 // (The rule is in bench/cuda.mk.) Shape letters: B batch, h heads,
 // N = H * W tokens, d head dim; G = B * h. Times are CUDA-event medians of
@@ -102,13 +101,10 @@ std::map<std::string, double> read_torch(const char* path) {
 
 int main(int argc, char** argv) {
   int reps = 20;
-  bool quick = false;
   std::map<std::string, double> torch_ms;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--torch") && i + 1 < argc)
       torch_ms = read_torch(argv[++i]);
-    else if (!strcmp(argv[i], "--quick"))
-      quick = true;
     else
       reps = std::max(1, atoi(argv[i]));
   }
@@ -135,7 +131,6 @@ int main(int argc, char** argv) {
   printf("%-22s %-17s %8s %8s %5s %10s %8s %5s %7s %6s\n", "(B, h, N, d)", "path", "fwd ms", "GB/s", "%",
          "fwd+bwd ms", "GB/s", "%", "worst", "check");
   for (const Shape4& s : shapes) {
-    if (quick && &s != shapes) break;
     const int64_t G = s.B * s.h, N = s.H * s.W, D = s.d, F = 2 * D, n = G * N * D;
     Rng rng(7);
     Tensor q = Tensor::empty({G, N, D}), k = Tensor::empty({G, N, D}), v = Tensor::empty({G, N, D});
@@ -159,7 +154,7 @@ int main(int argc, char** argv) {
     const double bytes_fwd = 4.0 * n * sizeof(float), bytes_all = 11.0 * n * sizeof(float);
     const double floor_fwd = bytes_fwd / copy_gbs * 1e-6, floor_all = bytes_all / copy_gbs * 1e-6;  // ms
     for (int path = 0; path < 2; path++) {
-      if ((path == 0 && !cuda::nala_attention_tensor_cores(D)) || (path == 1 && quick)) continue;
+      if (path == 0 && !cuda::nala_attention_tensor_cores(D)) continue;
       auto fwd = [&] {
         (path ? cuda::nala_attention_forward_v1 : cuda::nala_attention_forward)(
             qd.f32(), kd.f32(), vd.f32(), o.f32(), S.f32(), km.f32(), G, s.H, s.W, D, kNalaNormFloor);

@@ -7,8 +7,7 @@
 //   build/release/lab/nala_attention_cuda [VERSION] [--size S] [--check] [--csv] [--min-time S]
 //     default G = 3, H x W = 7 x 9 (N = 63: odd, below every kernel's block of tokens), D = 64;
 //     --check also runs D = 16, 32 and 48, and a problem with zero rows in q, k and v;
-//     --size S: G = 32, H = W = S, D = 64 (docs/kernels.md times S = 56; bench/bench_nala_cuda
-//     times the production path at G = 128)
+//     --size S: G = 128, H = W = S, D = 64 (docs/kernels.md times S = 56: (128, 1, 3136, 64))
 //
 // Versions (forward 1-4, backward 5-7):
 //   1  forward, quadratic     features to global memory, the N x N matrix A, o = A V
@@ -122,7 +121,7 @@ __global__ void query_features(const float* q, const float* sn, const float* cs,
 
 // ---- 1. forward, quadratic: the definition, o_i = sum_j A_ij v_j with
 // A_ij = z_i (rq_i . rk_j) / N. The features go to global memory, then a
-// thread per (g, i, j) writes A (G N^2 floats: 1.3 GB at N = 3136, G = 32) and
+// thread per (g, i, j) writes A (G N^2 floats: 5 GB at N = 3136, G = 128) and
 // a thread per (g, i, c) reads a row of it back. O(N^2 F) work and O(N^2)
 // memory: what a linear attention exists to avoid, kept as the check that
 // associativity (version 2 on) changes nothing.
@@ -152,7 +151,7 @@ __global__ void v1_av(const float* A, const float* v, float* o, int G, int N, in
 // over the N tokens (its warp reads one rk value, broadcast, and 32
 // consecutive v values: coalesced), a thread per element of o runs over the
 // F features. About 8x the least traffic, and the state pass has only
-// G F D threads (262K at the timed size) for N-long loops.
+// G F D threads (1M at the timed size) for N-long loops.
 __global__ void v2_state(const float* rk, const float* v, float* S, int G, int N, int D) {
   const int F = 2 * D;
   const int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -390,10 +389,10 @@ int main(int argc, char** argv) {
   const char* usage =
       "usage: nala_attention_cuda [VERSION] [--size S] [--check] [--csv] [--min-time S]\n"
       "  NaLa attention: default G = 3, H x W = 7 x 9, D = 64 (--check: also D = 16, 32, 48 and zero rows);\n"
-      "  --size S: G = 32, H = W = S, D = 64 (docs/kernels.md times S = 56)\n";
+      "  --size S: G = 128, H = W = S, D = 64 (docs/kernels.md times S = 56)\n";
   lab::Options opt = lab::parse(argc, argv, usage);
   std::vector<Config> cfs = {{3, 7, 9, 64, false}};
-  if (opt.size) cfs = {{32, opt.size, opt.size, 64, false}};
+  if (opt.size) cfs = {{128, opt.size, opt.size, 64, false}};
   if (opt.check_only && !opt.size)
     cfs.insert(cfs.end(), {{2, 5, 5, 16, false}, {2, 11, 13, 32, false}, {2, 3, 7, 48, false}, {3, 9, 7, 64, true}});
   int status = 0;
