@@ -5,21 +5,31 @@
 // on the first two problems of each shape (before and after the timed runs;
 // outputs poisoned with NaN first, and every element must come back finite).
 //
-//   make CUDA=1 build/release/bench/bench_nala_cuda && build/release/bench/bench_nala_cuda [reps]
+//   make CUDA=1 build/release/bench/bench_nala_cuda && build/release/bench/bench_nala_cuda [reps] [--torch FILE]
+//   bench/nala_vs_torch.sh    the same with PyTorch eager and torch.compile beside (bench/torch_gpu.py)
 //
 // (The rule is in bench/cuda.mk.) Shape letters: B batch, h heads,
 // N = H * W tokens, d head dim; G = B * h. Times are CUDA-event medians of
 // `reps` runs (default 20) after 3 warm-up runs. GB/s counts the least
 // traffic: q, k, v, o once in forward; plus q, k, v, go, dq, dk, dv once in
 // backward. The first line measures the device-to-device copy rate (bytes
-// read + written), the ceiling for these numbers. "worst" is the largest
-// |got - cpu| / (1e-4 + 1e-3 |cpu|) over o, dq, dk, dv (<= 1 passes).
+// read + written), the ceiling for these numbers; "floor" is the least
+// traffic moved at that rate, "%" the share of it a time reaches (floor /
+// time). "worst" is the largest |got - cpu| / (1e-4 + 1e-3 |cpu|) over o, dq,
+// dk, dv (<= 1 passes). --torch FILE: the lines bench/torch_gpu.py --parts
+// attn printed ("torch cuda nala_attn fwd B=.. h=.. N=.. d=.. ms=.."); their
+// times go in a row under each shape they cover, with the same "%".
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "autograd/ops.h"
@@ -68,14 +78,41 @@ float median_ms(Fn fn, int reps) {
   return ms[reps / 2];
 }
 
+// PyTorch's times from bench/torch_gpu.py's output: key "impl mode B h N d" -> ms.
+std::map<std::string, double> read_torch(const char* path) {
+  std::map<std::string, double> t;
+  std::ifstream f(path);
+  if (!f) {
+    fprintf(stderr, "bench_nala_cuda: cannot read the PyTorch times in %s\n", path);
+    exit(2);
+  }
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string torch, dev, impl, mode, b, h, n, d, ms;
+    if (!(in >> torch >> dev >> impl >> mode >> b >> h >> n >> d >> ms) || torch != "torch" || ms.rfind("ms=", 0))
+      continue;
+    t[impl + " " + mode + " " + b + " " + h + " " + n + " " + d] = atof(ms.c_str() + 3);
+  }
+  return t;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int reps = argc > 1 ? std::max(1, atoi(argv[1])) : 20;
+  int reps = 20;
+  std::map<std::string, double> torch_ms;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--torch") && i + 1 < argc)
+      torch_ms = read_torch(argv[++i]);
+    else
+      reps = std::max(1, atoi(argv[i]));
+  }
   if (!device::cuda_available()) {
     fprintf(stderr, "bench_nala_cuda: no CUDA device\n");
     return 1;
   }
+  double copy_gbs = 0;
   {  // the ceiling: a 2 GB device-to-device copy
     const size_t n = size_t(1) << 30;
     void *a = nullptr, *b = nullptr;
@@ -83,15 +120,16 @@ int main(int argc, char** argv) {
     CUDA_CHECK(cudaMalloc(&b, n), "bench");
     CUDA_CHECK(cudaMemset(a, 1, n), "bench");
     const float ms = median_ms([&] { CUDA_CHECK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice), "bench"); }, reps);
-    printf("device-to-device copy of 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", ms, 2.0 * n / ms * 1e-6);
+    copy_gbs = 2.0 * n / ms * 1e-6;
+    printf("device-to-device copy of 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", ms, copy_gbs);
     cudaFree(a);
     cudaFree(b);
   }
   const Shape4 shapes[] = {{128, 1, 56, 56, 64}, {128, 2, 28, 28, 64}, {128, 1, 14, 14, 32}};
   bool ok = true;
   printf("NaLa attention, CUDA kernels, float32 (median of %d)\n", reps);
-  printf("%-22s %-13s %9s %9s %11s %12s %7s %6s\n", "(B, h, N, d)", "path", "fwd ms", "fwd GB/s", "fwd+bwd ms",
-         "fwd+bwd GB/s", "worst", "check");
+  printf("%-22s %-17s %8s %8s %5s %10s %8s %5s %7s %6s\n", "(B, h, N, d)", "path", "fwd ms", "GB/s", "%",
+         "fwd+bwd ms", "GB/s", "%", "worst", "check");
   for (const Shape4& s : shapes) {
     const int64_t G = s.B * s.h, N = s.H * s.W, D = s.d, F = 2 * D, n = G * N * D;
     Rng rng(7);
@@ -113,6 +151,8 @@ int main(int argc, char** argv) {
                                 kNalaNormFloor);
     cpu::nala_attention_backward(q.f32(), k.f32(), v.f32(), rS.data(), rkm.data(), go.f32(), rdq.data(), rdk.data(),
                                  rdv.data(), g2, s.H, s.W, D, kNalaNormFloor);
+    const double bytes_fwd = 4.0 * n * sizeof(float), bytes_all = 11.0 * n * sizeof(float);
+    const double floor_fwd = bytes_fwd / copy_gbs * 1e-6, floor_all = bytes_all / copy_gbs * 1e-6;  // ms
     for (int path = 0; path < 2; path++) {
       if (path == 0 && !cuda::nala_attention_tensor_cores(D)) continue;
       auto fwd = [&] {
@@ -142,12 +182,25 @@ int main(int argc, char** argv) {
       const float t_all = median_ms([&] { fwd(); bwd(); }, reps);
       good = check() && good;
       ok = ok && good;
-      const double bytes_fwd = 4.0 * n * sizeof(float), bytes_all = 11.0 * n * sizeof(float);
       char name[64];
       snprintf(name, sizeof name, "(%lld, %lld, %lld, %lld)", (long long)s.B, (long long)s.h, (long long)N,
                (long long)D);
-      printf("%-22s %-13s %9.3f %9.0f %11.3f %12.0f %7.3f %6s\n", name, path ? "v1 (FMA)" : "tensor cores", t_fwd,
-             bytes_fwd / t_fwd * 1e-6, t_all, bytes_all / t_all * 1e-6, w, good ? "ok" : "FAILED");
+      printf("%-22s %-17s %8.3f %8.0f %4.0f%% %10.3f %8.0f %4.0f%% %7.3f %6s\n", name,
+             path ? "v1 (FMA)" : "tensor cores", t_fwd, bytes_fwd / t_fwd * 1e-6, 100 * floor_fwd / t_fwd, t_all,
+             bytes_all / t_all * 1e-6, 100 * floor_all / t_all, w, good ? "ok" : "FAILED");
+    }
+    // The floor and PyTorch's times (when given) for this shape.
+    printf("%-22s %-17s %8.3f %8s %5s %10.3f\n", "", "floor", floor_fwd, "", "", floor_all);
+    for (const char* impl : {"nala_attn", "nala_attn_compile"}) {
+      char tail[128];
+      snprintf(tail, sizeof tail, " B=%lld h=%lld N=%lld d=%lld", (long long)s.B, (long long)s.h, (long long)N,
+               (long long)D);
+      const std::string kf = std::string(impl) + " fwd" + tail, kb = std::string(impl) + " fwd_bwd" + tail;
+      if (!torch_ms.count(kf) || !torch_ms.count(kb)) continue;
+      const double tf = torch_ms[kf], tb = torch_ms[kb];
+      printf("%-22s %-17s %8.3f %8.0f %4.0f%% %10.3f %8.0f %4.0f%%\n", "",
+             strcmp(impl, "nala_attn") ? "torch.compile" : "PyTorch eager", tf, bytes_fwd / tf * 1e-6,
+             100 * floor_fwd / tf, tb, bytes_all / tb * 1e-6, 100 * floor_all / tb);
     }
   }
   return ok ? 0 : 1;

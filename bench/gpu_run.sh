@@ -46,8 +46,7 @@ for w in $what; do
       ;;
     bench)
       {
-        $B/bench/bench_nala_cuda
-        python3 bench/torch_gpu.py --parts attn
+        bench/nala_vs_torch.sh
         $B/bench/bench_pico --device cuda --batch 256 --warmup 5 --iters 30
         python3 bench/torch_gpu.py --parts pico
         $B/bench/bench_pico --device cuda --model xt --img 224 --batch 128 --warmup 2 --iters 5

@@ -272,6 +272,25 @@ TEST_CASE("cuda: nala_attention tensor-core path against the CPU", "[cuda][atten
     }
 }
 
+TEST_CASE("cuda: nala_attention tensor-core path, long chunks (many problems) against the CPU", "[cuda][attention]") {
+  if (!nala::device::cuda_available()) {
+    WARN("no CUDA device");
+    return;
+  }
+  // With more problems than the GPU has resident blocks, every kernel takes a
+  // whole problem per block: the state kernel's steps of 32 tokens go round
+  // its ring of k, v stages several times (N = 143: 4 full steps and a part),
+  // the other kernels loop over many 16-token tiles per warp.
+  Rng rng(108);
+  for (int64_t d : {16, 32, 64}) {
+    const int64_t B = 300, h = 1, H = 11, W = 13, N = H * W;
+    INFO("nala (B, h, N, d) = (" << B << ", " << h << ", " << N << ", " << d << ")");
+    const Shape s = {B, h, N, d};
+    Tensor q = make_queries(s, rng, 0.3f, 3.0f), k = randn(s, rng, 0.8f), v = randn(s, rng), go = randn(s, rng);
+    compare_attn(nala_attention, q, k, v, H, W, go, 1e-4, 1e-3);
+  }
+}
+
 TEST_CASE("cuda: nala_attention tensor-core path against the first version", "[cuda][attention]") {
   if (!nala::device::cuda_available()) {
     WARN("no CUDA device");

@@ -6,8 +6,10 @@
 //
 // NaLa: kernels/cuda/attention_nala.cu (tensor cores, d = 16, 32, 64) and
 // kernels/cuda/attention_nala_v1.cu (float32 FMA, any d; the first version,
-// kept for the other head dims and as the step before). Softmax:
-// kernels/cuda/attention_softmax.cu.
+// the production path for the other head dims and the kernel lab's "fused"
+// step before the tensor cores: kernels/lab/nala_attention_cuda.cu).
+// Softmax: kernels/cuda/attention_softmax.cu (the lab's online version:
+// kernels/lab/softmax_attention_cuda.cu).
 #pragma once
 #include <cstdint>
 

@@ -184,6 +184,14 @@ __device__ __forceinline__ float qfeat(float x, float inv, float p) {
   return x < 0.0f ? -f : f;
 }
 
+// Two floats from shared memory by an explicit load, which the compiler may not hoist out of
+// a loop into registers (kmean's values are the same for every tile: held, they cost 32).
+__device__ __forceinline__ float2 lds2(const float* p) {
+  float2 y;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(y.x), "=f"(y.y) : "r"(smem_addr(p)));
+  return y;
+}
+
 struct QRow {
   float norm, th, p, inv;
 };
@@ -301,31 +309,39 @@ __device__ __forceinline__ void tiles_io(float* M, int ld, float (&acc)[MT][NT][
 // and lo: then the A fragment (A[a][token] = rk[token][a]) and the B fragment (B[token][c] =
 // v[token][c]) of m16n8k8 each come from one ldmatrix.x4: with 32-bit data, ldmatrix hands
 // lane 4g + t the element (g, t) of each 8 x 4 block, the fragment's own pattern. LT = 36:
-// rows 144 bytes apart fall in distinct 16-byte bank groups.
+// rows 144 bytes apart fall in distinct 16-byte bank groups. The k and v rows themselves
+// arrive token-major by cp.async (coalesced, 16 bytes a lane) in a ring of kStages1 stages
+// of LK = D + 4 floats a row (a lane per row reads 16 bytes without bank conflicts).
+constexpr int kStages1 = 3;
 template <int D>
 struct StateLayout {
-  static constexpr int F = 2 * D, LT = kT1 + 4;
-  static constexpr int BUF = (2 * F + 2 * D) * LT;  // floats of one buffer: rk hi, lo; v hi, lo
-  static constexpr size_t bytes = sizeof(float) * 2 * BUF;
-  static_assert(BUF >= (D / 4) * 8, "the fk sums fit in one buffer");
+  static constexpr int F = 2 * D, LT = kT1 + 4, LK = D + 4;
+  static constexpr int BUF = (2 * F + 2 * D) * LT;  // floats of the tile buffer: rk hi, lo; v hi, lo
+  static constexpr int STAGE = 2 * kT1 * LK;        // floats of one stage: k rows, v rows
+  static constexpr size_t bytes = sizeof(float) * (BUF + kStages1 * STAGE);
+  static_assert(BUF >= (D / 4) * 8, "the fk sums fit in the tile buffer");
 };
 
 // part[g, chunk] = [sum over the chunk of rk^T v (F, D), sum of fk (F)] (=).
-// Steps of kT1 tokens; two smem buffers: while the warps multiply step i's
-// tiles, they write step i + 1's, and step i + 2's k, v are in flight.
-// Lane l of warp w prepares token l of the step, features 4 e4 .. 4 e4 + 3 of
-// each half for e4 = w, w + 8, ...: its stores to the feature-major tiles are
-// consecutive words across the warp.
+// Steps of kT1 tokens. The k and v rows of steps i + 1 and i + 2 are in
+// flight (cp.async) while step i is prepared and multiplied. Lane l of warp w
+// prepares token l of the step, features 4 e4 .. 4 e4 + 3 of each half for
+// e4 = w, w + 8, ...: it reads them from the stage (16 bytes), and its stores
+// to the feature-major tiles are consecutive words across the warp.
+// (The first tensor-core version read k and v straight into registers with a
+// lane per token: each warp load touched 32 rows of 256 bytes, and the
+// profile showed 57% of the L2 sectors fetched twice and L1 busy 86%.)
 template <int D>
 __global__ void __launch_bounds__(kThreads, 2)
     nala_state_kernel(const float* __restrict__ k, const float* __restrict__ v, Rope rope, float* __restrict__ part,
                       int N, int nch, int L) {
   using TL = Tile<D>;
   using SL = StateLayout<D>;
-  constexpr int F = 2 * D, Q4 = D / 4, LT = SL::LT, MT = TL::MT, NT = TL::NT;
+  constexpr int F = 2 * D, Q4 = D / 4, LT = SL::LT, LK = SL::LK, MT = TL::MT, NT = TL::NT;
   constexpr int IPT = (Q4 + kWarps - 1) / kWarps;  // feature groups per lane
   static_assert(kT1 == 32, "a lane per token of the step");
   extern __shared__ __align__(16) float smem[];
+  float* ring = smem + SL::BUF;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int wk = warp / (TL::WGM * TL::WGN), wm = warp % (TL::WGM * TL::WGN) / TL::WGN, wn = warp % TL::WGN;
   const int pb = blockIdx.x / nch, ch = blockIdx.x % nch, j0 = ch * L, j1 = min(N, j0 + L);
@@ -343,28 +359,31 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int i = 0; i < IPT; i++)
 #pragma unroll
     for (int m = 0; m < 8; m++) fs[i][m] = 0.0f;
-  float4 kx[IPT], vx[IPT];
-  auto load = [&](int base) {
-    const int n = base + lane;
-#pragma unroll
-    for (int i = 0; i < IPT; i++) {
-      const int e = 4 * (warp + kWarps * i);
-      const bool ok = e < D && n < j1;
-      kx[i] = ok ? *(const float4*)(kg + (size_t)n * D + e) : make_float4(0.f, 0.f, 0.f, 0.f);
-      vx[i] = ok ? *(const float4*)(vg + (size_t)n * D + e) : make_float4(0.f, 0.f, 0.f, 0.f);
+  // The k and v rows of the step at `base` into stage b (zeros past the chunk).
+  auto fetch = [&](int base, int b) {
+    float* st = ring + b * SL::STAGE;
+    constexpr int C4 = D / 4, PER = 2 * kT1 * C4;
+    for (int x = tid; x < PER; x += kThreads) {
+      const int which = x / (kT1 * C4), y = x % (kT1 * C4), row = y / C4, col = 4 * (y % C4), n = base + row;
+      const bool ok = n < j1;
+      const float* src = which ? vg : kg;
+      cp_async16(st + (which * kT1 + row) * LK + col, src + (ok ? (size_t)n * D + col : 0), ok);
     }
   };
-  // rk (rope of [k^3]+, [-k^3]+) and v of the step at `base` (in kx, vx) into buffer b, as tf32 hi/lo.
-  auto prep = [&](int base, float* b) {
-    float *rkh = b, *rkl = b + F * LT, *vh = b + 2 * F * LT, *vl = vh + D * LT;
+  // rk (rope of [k^3]+, [-k^3]+) and v of the step at `base` (in stage sb) into the tile buffer, as tf32 hi/lo.
+  auto prep = [&](int base, int sb) {
+    float *rkh = smem, *rkl = smem + F * LT, *vh = smem + 2 * F * LT, *vl = vh + D * LT;
+    const float* sk = ring + sb * SL::STAGE + lane * LK;
+    const float* sv = sk + kT1 * LK;
     const int n = base + lane, rr = n / rope.W, cc = n - rr * rope.W;
 #pragma unroll
     for (int i = 0; i < IPT; i++) {
       const int e = 4 * (warp + kWarps * i);
       if (e < D) {
+        const float4 kx = *(const float4*)(sk + e), vx = *(const float4*)(sv + e);
         float r[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
         if (n < j1) {
-          const float x[4] = {kx[i].x, kx[i].y, kx[i].z, kx[i].w};
+          const float x[4] = {kx.x, kx.y, kx.z, kx.w};
           float f[2][4];
 #pragma unroll
           for (int m = 0; m < 4; m++) {
@@ -381,7 +400,7 @@ __global__ void __launch_bounds__(kThreads, 2)
             rot(f[h][2], f[h][3], c1, r[h][2], r[h][3]);
           }
         }
-        const float y[4] = {vx[i].x, vx[i].y, vx[i].z, vx[i].w};
+        const float y[4] = {vx.x, vx.y, vx.z, vx.w};
 #pragma unroll
         for (int m = 0; m < 4; m++) {
           uint32_t hi, lo;
@@ -404,16 +423,18 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t la = (uint32_t)((((lane & 7) + ((lane >> 3) & 1) * 8) * LT + (lane >> 4) * 4) * 4);
   const uint32_t lb = (uint32_t)((((lane & 7) + (lane >> 4) * 8) * LT + ((lane >> 3) & 1) * 4) * 4);
 
-  load(j0);
-  prep(j0, smem);
-  if (j0 + kT1 < j1) load(j0 + kT1);
-  __syncthreads();
-  for (int base = j0, cur = 0; base < j1; base += kT1, cur ^= 1) {
-    if (base + kT1 < j1) {  // the next step's tiles, and the one after into registers
-      prep(base + kT1, smem + (cur ^ 1) * SL::BUF);
-      if (base + 2 * kT1 < j1) load(base + 2 * kT1);
-    }
-    const uint32_t bh = s0 + (uint32_t)(cur * SL::BUF * 4), bl = bh + F * LT * 4;  // rk hi, lo
+  fetch(j0, 0);
+  cp_async_commit();
+  if (j0 + kT1 < j1) fetch(j0 + kT1, 1);
+  cp_async_commit();
+  for (int base = j0, cur = 0; base < j1; base += kT1, cur = cur == kStages1 - 1 ? 0 : cur + 1) {
+    cp_async_wait<1>();  // this thread's copies of the step have landed
+    __syncthreads();     // everyone's have; the tiles and the oldest stage are free
+    if (base + 2 * kT1 < j1) fetch(base + 2 * kT1, cur == 0 ? kStages1 - 1 : cur - 1);
+    cp_async_commit();
+    prep(base, cur);
+    __syncthreads();
+    const uint32_t bh = s0, bl = bh + F * LT * 4;  // rk hi, lo
     const uint32_t vh = bh + 2 * F * LT * 4, vl = vh + D * LT * 4;                  // v hi, lo
 #pragma unroll
     for (int s = 0; s < kT1 / 8 / TL::WGK; s++) {
@@ -445,12 +466,13 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int ni = 0; ni < NT; ni++)
           tf32_3pass(acc[mi][ni], ah[mi], al[mi], b_h[ni][0], b_h[ni][1], b_l[ni][0], b_l[ni][1]);
     }
-    __syncthreads();  // step i's buffer is free for step i + 2; step i + 1's is written
   }
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is done with the tiles and the stages
 
-  // The buffers are free: the first takes the other warp groups' tiles, the second the fk sums.
+  // The tile buffer takes the other warp groups' tiles, the first stage the fk sums.
   float* out = part + (size_t)blockIdx.x * (F * D + F);
-  float* red = smem + SL::BUF;
+  float* red = ring;
   const int m0 = wm * MT * 16, n0 = wn * NT * 8;
   if (TL::WGK > 1) {
     if (wk > 0) tiles_io<MT, NT>(smem + (size_t)(wk - 1) * F * D, D, acc, m0, n0, g, t, 0);
@@ -519,13 +541,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     cp_async_commit();
     cp_async_wait<1>();
     __syncwarp();
-    // q stays in the stage while the tile is worked on; u^p is computed twice (for z, then
-    // for the A operand) rather than kept: 32 more registers would cost spills.
+    // q stays in the stage while the tile is worked on. u^p is made once, for the A operand;
+    // the normaliser's sum rides along (z only scales the finished rows), where the first
+    // version made u^p a second time in a pass of its own for z.
     const float* sq = st + buf * 16 * LQ;
     auto xq = [&](int r, int j) { return *(const float2*)(sq + (g + 8 * r) * LQ + 8 * j + 2 * t); };
     const int nb = i0 + 16 * tile;
     const LaneRope<D> tb[2] = {LaneRope<D>(rope, min(nb + g, N - 1), t), LaneRope<D>(rope, min(nb + g + 8, N - 1), t)};
-    float z[2];
     QRow qs[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -533,17 +555,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int j = 0; j < NP; j++) x[j] = xq(r, j);
       qs[r] = query_row<NP>(x, floor);
-      float den = 0.0f;
-#pragma unroll
-      for (int j = 0; j < NP; j++)
-#pragma unroll
-        for (int m = 0; m < 2; m++) {
-          const int e = 8 * j + 2 * t + m;
-          const float f = qfeat(m ? x[j].y : x[j].x, qs[r].inv, qs[r].p);
-          den += fmaxf(f, 0.0f) * km[e] + fmaxf(-f, 0.0f) * km[D + e];
-        }
-      z[r] = rcp(quad_sum(den) + kZEps);
     }
+    float den[2] = {0.0f, 0.0f};
     float acc[D / 8][4];
     zero_acc(acc);
 #pragma unroll
@@ -556,6 +569,10 @@ __global__ void __launch_bounds__(kThreads, 2)
           cs[r][jj] = tb[r](2 * s + jj);
           const float2 x = xq(r, 2 * s + jj);
           f[r][jj] = make_float2(qfeat(x.x, qs[r].inv, qs[r].p), qfeat(x.y, qs[r].inv, qs[r].p));
+          const int e = 8 * (2 * s + jj) + 2 * t;
+          const float2 kp = lds2(km + e), kn = lds2(km + D + e);  // read each time, not held in registers
+          den[r] += fmaxf(f[r][jj].x, 0.0f) * kp.x + fmaxf(-f[r][jj].x, 0.0f) * kn.x + fmaxf(f[r][jj].y, 0.0f) * kp.y +
+                    fmaxf(-f[r][jj].y, 0.0f) * kn.y;
         }
 #pragma unroll
       for (int h = 0; h < 2; h++) {
@@ -573,6 +590,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         mma_k16_panels<D>(acc, ah, al, sbh, sbl, h * D + 16 * s, LS);
       }
     }
+    const float z[2] = {rcp(quad_sum(den[0]) + kZEps), rcp(quad_sum(den[1]) + kZEps)};
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       const int n = nb + g + 8 * r;
@@ -737,13 +755,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     cp_async_commit();
     // On the active half of each value (the sign of q): dfq = z rope^T(w) + dden kmean
     // (rope^T: the pair rotated back), gf = dfq fq; dp = sum gf ln u, sum of p gf (= du u);
-    // dden fq into the warp's dkm row. gf is kept for dq.
-    float gfv[2][NP][2], dnq[2];
+    // dden fq over the warp's rows into its dkm row, here where fq is at hand (the first
+    // version made u^p a third time for it). gf is kept for dq.
+    float gfv[2][NP][2], dp[2] = {0.0f, 0.0f}, sg2[2] = {0.0f, 0.0f};  // sum gf log2 u, sum gf
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-      float dp = 0.0f, sg2 = 0.0f;  // sum gf log2 u, sum gf
+    for (int j = 0; j < NP; j++) {
+      float dkv[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};  // [value][half], over rows g and g + 8
 #pragma unroll
-      for (int j = 0; j < NP; j++) {
+      for (int r = 0; r < 2; r++) {
         const float2 cs = tb[r](j);
 #pragma unroll
         for (int m = 0; m < 2; m++) {
@@ -754,30 +773,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float lu = lg2(fmaxf(u, kTiny)), f = u > 0.0f ? ex2(qs[r].p * lu) : 0.0f;
           const float gf = (z[r] * rt + dden[r] * km[h * D + 8 * j + 2 * t + m]) * f;
           gfv[r][j][m] = gf;
-          dp += gf * lu;
-          sg2 += gf;
+          dp[r] += gf * lu;
+          sg2[r] += gf;
+          dkv[m][h] += dden[r] * f;
         }
-      }
-      dp = quad_sum(dp) * kLn2;                  // d(u^p)/dp = u^p ln u
-      const float dnu = qs[r].p * quad_sum(sg2);  // sum du u with du = p gf / u
-      const float dn = dp * 3.0f * (1.0f - qs[r].th * qs[r].th) - dnu * qs[r].inv;
-      dnq[r] = qs[r].norm > floor ? dn * rcp(qs[r].norm) : 0.0f;
-    }
-    // dq = dnq q + p gf / q (that is du / n with the sign of q), and dden fq over the warp's rows.
-#pragma unroll
-    for (int j = 0; j < NP; j++) {
-      float dkv[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};  // [value][half], over rows g and g + 8
-#pragma unroll
-      for (int r = 0; r < 2; r++) {
-        float out[2];
-#pragma unroll
-        for (int m = 0; m < 2; m++) {
-          const float x = m ? xq[r][j].y : xq[r][j].x, f = pow_pos(fabsf(x) * qs[r].inv, qs[r].p);
-          out[m] = dnq[r] * x + (f > 0.0f && fabsf(x) >= kTiny ? qs[r].p * gfv[r][j][m] * rcp(x) : 0.0f);
-          dkv[m][x < 0.0f ? 1 : 0] += dden[r] * f;
-        }
-        const int n = nb + g + 8 * r;
-        if (n < i1) *(float2*)(dqg + (size_t)n * D + 8 * j + 2 * t) = make_float2(out[0], out[1]);
       }
 #pragma unroll
       for (int m = 0; m < 2; m++)
@@ -790,6 +789,28 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (g == 0) dkmw[warp * F + h * D + 8 * j + 2 * t + m] += v;
         }
     }
+    float dnq[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const float dpr = quad_sum(dp[r]) * kLn2;      // d(u^p)/dp = u^p ln u
+      const float dnu = qs[r].p * quad_sum(sg2[r]);  // sum du u with du = p gf / u
+      const float dn = dpr * 3.0f * (1.0f - qs[r].th * qs[r].th) - dnu * qs[r].inv;
+      dnq[r] = qs[r].norm > floor ? dn * rcp(qs[r].norm) : 0.0f;
+    }
+    // dq = dnq q + p gf / q (that is du / n with the sign of q; gf is 0 where u^p is).
+#pragma unroll
+    for (int j = 0; j < NP; j++)
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        float out[2];
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+          const float x = m ? xq[r][j].y : xq[r][j].x;
+          out[m] = dnq[r] * x + (fabsf(x) >= kTiny ? qs[r].p * gfv[r][j][m] * rcp(x) : 0.0f);
+        }
+        const int n = nb + g + 8 * r;
+        if (n < i1) *(float2*)(dqg + (size_t)n * D + 8 * j + 2 * t) = make_float2(out[0], out[1]);
+      }
     __syncthreads();  // the step's z rq and go rows are all in shared memory
     // dS += Z^T G over the step's tokens: A from z rq (tokens x features) through
     // ldmatrix.trans, B from go (tokens x columns) likewise.

@@ -1,9 +1,12 @@
-// kernels/cuda/attention_nala_v1.cu - NaLa attention on the GPU, first
-// version: float32 FMA, one kernel per stage (docs/SPEC.md §2; the math, what
+// kernels/cuda/attention_nala_v1.cu - NaLa attention on the GPU, the
+// "fused" version of the kernel lab (kernels/lab/nala_attention_cuda.cu,
+// versions 3 and 6: the step between the two-pass kernels with features in
+// memory and the tensor cores of attention_nala.cu): float32 FMA, one kernel
+// per stage, the feature maps made on chip (docs/SPEC.md §2; the math, what
 // is saved and the overwrite rule are in kernels/cpu/attention.h, which these
-// kernels mirror operation by operation). It serves every head dim d % 4 == 0
-// up to 128; kernels/cuda/attention_nala.cu replaces it for d = 16, 32 and 64
-// and keeps it for the others. Measured on one H200 at (B, h, N, d) =
+// kernels mirror operation by operation). It is also the production path for
+// the head dims the tensor-core kernels do not take: every d % 4 == 0 up to
+// 128 other than 16, 32 and 64. Measured on one H200 at (B, h, N, d) =
 // (128, 1, 3136, 64): forward 0.93 ms (443 GB/s), forward + backward 3.69 ms
 // (307 GB/s); bench/bench_nala_cuda times it beside the new path.
 //
