@@ -2,6 +2,7 @@
 #include "nn/optim.h"
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "autograd/dispatch.h"
@@ -115,6 +116,42 @@ void AdamW::step() {
   }
 }
 
+// One AdamWCoefs (8 floats) per parameter.
+constexpr int64_t kAdamWScalars = sizeof(AdamWCoefs) / sizeof(float);
+static_assert(sizeof(AdamWCoefs) == 8 * sizeof(float), "AdamWCoefs is the block of 8 floats per parameter");
+
+int64_t AdamW::scalar_count() const { return kAdamWScalars * (int64_t)params_.size(); }
+
+void AdamW::step_from(const float* dev) {
+  stepped_.assign(params_.size(), false);
+  for (size_t i = 0; i < params_.size(); i++) {
+    Tensor g = grad_of(i);
+    if (!g.defined()) continue;
+    Tensor& p = params_[i].second;
+    NALA_CHECK(p.device() == Device::CUDA, "adamw: a step with device scalars needs CUDA parameters, '",
+               params_[i].first, "' is ", p.desc());
+    follow(exp_avg_[i], p.device());
+    follow(exp_avg_sq_[i], p.device());
+    stepped_[i] = true;
+#ifdef NALA_CUDA
+    cuda::adamw_step_dev(p.f32(), g.f32(), exp_avg_[i].f32(), exp_avg_sq_[i].f32(), p.numel(),
+                         reinterpret_cast<const AdamWCoefs*>(dev + kAdamWScalars * (int64_t)i));
+#endif
+  }
+}
+
+void AdamW::write_scalars(float* host) {
+  NALA_CHECK(stepped_.size() == params_.size(), "adamw: write_scalars before step_from");
+  for (size_t i = 0; i < params_.size(); i++) {
+    AdamWCoefs c{};
+    if (stepped_[i]) {
+      steps_[i]++;
+      c = adamw_coefs(lr_, beta1, beta2, eps, decay_[i] ? weight_decay : 0.0, steps_[i]);
+    }
+    std::memcpy(host + kAdamWScalars * (int64_t)i, &c, sizeof c);
+  }
+}
+
 std::vector<std::string> AdamW::no_decay_names() const {
   std::vector<std::string> out;
   for (size_t i = 0; i < params_.size(); i++)
@@ -184,6 +221,36 @@ void SGD::step() {
     steps_[i]++;
     NALA_DISPATCH(p.device(), sgd_step, p.f32(), g.f32(), buf_[i].defined() ? buf_[i].f32() : nullptr, p.numel(),
                   (float)lr_, (float)momentum, 0.0f, (float)weight_decay, nesterov, first);
+  }
+}
+
+// {lr, first} per parameter.
+int64_t SGD::scalar_count() const { return 2 * (int64_t)params_.size(); }
+
+void SGD::step_from(const float* dev) {
+  stepped_.assign(params_.size(), false);
+  for (size_t i = 0; i < params_.size(); i++) {
+    Tensor g = grad_of(i);
+    if (!g.defined()) continue;
+    Tensor& p = params_[i].second;
+    NALA_CHECK(p.device() == Device::CUDA, "sgd: a step with device scalars needs CUDA parameters, '",
+               params_[i].first, "' is ", p.desc());
+    follow(buf_[i], p.device());
+    stepped_[i] = true;
+#ifdef NALA_CUDA
+    cuda::sgd_step_dev(p.f32(), g.f32(), buf_[i].defined() ? buf_[i].f32() : nullptr, p.numel(), dev + 2 * i,
+                       (float)momentum, 0.0f, (float)weight_decay, nesterov);
+#endif
+  }
+}
+
+void SGD::write_scalars(float* host) {
+  NALA_CHECK(stepped_.size() == params_.size(), "sgd: write_scalars before step_from");
+  for (size_t i = 0; i < params_.size(); i++) {
+    host[2 * i] = (float)lr_, host[2 * i + 1] = 0.0f;
+    if (!stepped_[i]) continue;
+    host[2 * i + 1] = steps_[i] == 0 ? 1.0f : 0.0f;
+    steps_[i]++;
   }
 }
 
