@@ -124,6 +124,10 @@ int64_t AdamW::scalar_count() const { return kAdamWScalars * (int64_t)params_.si
 
 void AdamW::step_from(const float* dev) {
   stepped_.assign(params_.size(), false);
+#ifdef NALA_CUDA
+  std::vector<cuda::AdamWDevTensor> list;
+  std::vector<Tensor> grads;  // alive until the launches are queued
+#endif
   for (size_t i = 0; i < params_.size(); i++) {
     Tensor g = grad_of(i);
     if (!g.defined()) continue;
@@ -134,10 +138,14 @@ void AdamW::step_from(const float* dev) {
     follow(exp_avg_sq_[i], p.device());
     stepped_[i] = true;
 #ifdef NALA_CUDA
-    cuda::adamw_step_dev(p.f32(), g.f32(), exp_avg_[i].f32(), exp_avg_sq_[i].f32(), p.numel(),
-                         reinterpret_cast<const AdamWCoefs*>(dev + kAdamWScalars * (int64_t)i));
+    grads.push_back(g);
+    list.push_back({p.f32(), g.f32(), exp_avg_[i].f32(), exp_avg_sq_[i].f32(), p.numel(),
+                    reinterpret_cast<const AdamWCoefs*>(dev + kAdamWScalars * (int64_t)i)});
 #endif
   }
+#ifdef NALA_CUDA
+  cuda::adamw_step_dev_multi(list.data(), (int64_t)list.size());
+#endif
 }
 
 void AdamW::write_scalars(float* host) {

@@ -62,10 +62,18 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
   adamw_loop(p, g, m, v, n, c, low, w, wc, neg_step);
 }
 
-// The coefficients from device memory; low, w, wc and neg_step derived as adamw_step does on the host.
-__global__ void adamw_dev_kernel(float* p, const float* g, float* m, float* v, int64_t n, const AdamWCoefs* cp) {
-  const AdamWCoefs c = *cp;
-  adamw_loop(p, g, m, v, n, c, c.one_minus_beta1 < 0.5f, c.one_minus_beta1, 1.0f - c.one_minus_beta1, -c.step_size);
+// Many tensors in one launch: blockIdx.y picks the tensor, the x blocks
+// stride over it. The coefficients come from device memory; low, w, wc and
+// neg_step are derived from them as adamw_step does on the host.
+struct AdamWDevBatch {
+  AdamWDevTensor t[kAdamWMultiMax];
+};
+
+__global__ void adamw_multi_kernel(AdamWDevBatch b) {
+  const AdamWDevTensor& t = b.t[blockIdx.y];
+  const AdamWCoefs c = *t.c;
+  adamw_loop(t.p, t.g, t.m, t.v, t.n, c, c.one_minus_beta1 < 0.5f, c.one_minus_beta1, 1.0f - c.one_minus_beta1,
+             -c.step_size);
 }
 
 template <bool Momentum>
@@ -146,10 +154,16 @@ void sgd_step(float* p, const float* g, float* buf, int64_t n, float lr, float m
   CUDA_CHECK_LAUNCH("sgd_step");
 }
 
-void adamw_step_dev(float* p, const float* g, float* m, float* v, int64_t n, const AdamWCoefs* c) {
-  if (n == 0) return;
-  adamw_dev_kernel<<<grid_for(n, kThreads), kThreads>>>(p, g, m, v, n, c);
-  CUDA_CHECK_LAUNCH("adamw_step");
+void adamw_step_dev_multi(const AdamWDevTensor* list, int64_t count) {
+  for (int64_t at = 0; at < count; at += kAdamWMultiMax) {
+    AdamWDevBatch b{};
+    const int k = (int)std::min<int64_t>(kAdamWMultiMax, count - at);
+    int64_t most = 1;
+    for (int j = 0; j < k; j++) b.t[j] = list[at + j], most = std::max(most, list[at + j].n);
+    const dim3 grid((unsigned)std::min<int64_t>((most + kThreads - 1) / kThreads, 1024), (unsigned)k);
+    adamw_multi_kernel<<<grid, kThreads>>>(b);
+    CUDA_CHECK_LAUNCH("adamw_step");
+  }
 }
 
 void sgd_step_dev(float* p, const float* g, float* buf, int64_t n, const float* s, float momentum, float dampening,
