@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
       GraphTrainStep g(model, opt, 0.0f);
       s = time_loop([&] { g.step(x_host, labels_host); });
       if (!g.graph_on()) std::fprintf(stderr, "CUDA graphs off: %s\n", g.off_reason.c_str());
+      std::printf("train graph: %zu nodes, %.2f us per node\n", g.graph_nodes(), 1e6 * s / (double)g.graph_nodes());
     } else {
       s = time_loop([&] {
         Tensor loss = cross_entropy(model.forward(x), labels);
@@ -99,6 +100,9 @@ int main(int argc, char** argv) {
         opt.zero_grad();
       });
     }
+    // Timing as a profile: with graphs the GPU runs the step's work back to
+    // back, so ms/iter with graphs is close to the GPU's busy time; the
+    // difference to the eager ms/iter is what launching costs.
     std::printf("nala %s train device=%s graphs=%d threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.3f peak_MiB=%.0f\n",
                 model_name.c_str(), device.c_str(), graphs, threads, batch, img, batch / s, 1e3 * s,
                 device::peak_bytes() / 1048576.0);
@@ -111,6 +115,8 @@ int main(int argc, char** argv) {
       g.start(cfg.num_classes);
       s = time_loop([&] { g.batch(x_host, labels_host); });
       if (!g.off_reason.empty()) std::fprintf(stderr, "CUDA graphs off: %s\n", g.off_reason.c_str());
+      const size_t nodes = g.graph_nodes(x_host.shape());
+      std::printf("infer graph: %zu nodes, %.2f us per node\n", nodes, 1e6 * s / (double)nodes);
     } else {
       s = time_loop([&] {
         NoGradGuard ng;

@@ -48,6 +48,7 @@ Graph* graph_capture_end(std::string* why);
 bool graph_capturing();  // between begin and end on this thread
 void graph_launch(Graph* g);
 void graph_free(Graph* g);  // the graph and its memory pool
+size_t graph_nodes(const Graph* g);  // the operations it holds (kernels, copies, memsets)
 // n bytes from page-locked host memory to the device (or back), queued on the
 // stream; returns at once. The host buffer must stay untouched until an
 // event recorded after the copy has passed.

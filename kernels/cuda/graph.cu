@@ -31,6 +31,7 @@ namespace device {
 struct Graph {
   cudaGraphExec_t exec = nullptr;
   int pool = 0;
+  size_t nodes = 0;  // kernels, copies and memsets captured
 };
 
 struct Event {
@@ -64,6 +65,8 @@ Graph* graph_capture_end(std::string* why) {
   cudaGraph_t graph = nullptr;
   cudaError_t e = cudaStreamEndCapture(cudaStreamPerThread, &graph);
   cudaGraphExec_t exec = nullptr;
+  size_t nodes = 0;
+  if (e == cudaSuccess && graph) e = cudaGraphGetNodes(graph, nullptr, &nodes);
   if (e == cudaSuccess && graph) e = cudaGraphInstantiate(&exec, graph, 0);
   if (graph) cudaGraphDestroy(graph);
   if (e != cudaSuccess || !exec) {
@@ -73,7 +76,7 @@ Graph* graph_capture_end(std::string* why) {
     return nullptr;
   }
   Graph* g = new Graph;
-  g->exec = exec, g->pool = pool;
+  g->exec = exec, g->pool = pool, g->nodes = nodes;
   return g;
 }
 
@@ -81,6 +84,8 @@ void graph_launch(Graph* g) {
   NALA_CHECK(g, "CUDA graph launch: no graph");
   CUDA_CHECK(cudaGraphLaunch(g->exec, cudaStreamPerThread), "CUDA graph launch");
 }
+
+size_t graph_nodes(const Graph* g) { return g ? g->nodes : 0; }
 
 void graph_free(Graph* g) {
   if (!g) return;

@@ -265,6 +265,11 @@ void GraphEval::batch(const Tensor& images, const Tensor& labels) {
   device::graph_launch(g);
 }
 
+size_t GraphEval::graph_nodes(const Shape& images_shape) const {
+  auto it = shapes_.find(images_shape);
+  return it == shapes_.end() ? 0 : device::graph_nodes(it->second.graph);
+}
+
 void GraphEval::read(double* loss_sum, int64_t* top1, int64_t* top5, std::vector<std::vector<int64_t>>& confusion) {
   const std::vector<double> a = read_doubles(acc_), c = read_doubles(confusion_);
   *loss_sum = a[0], *top1 = (int64_t)a[1], *top5 = (int64_t)a[2];

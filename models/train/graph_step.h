@@ -86,6 +86,7 @@ class GraphTrainStep : public MaskFeed {
   // The sums since zero_metrics: the steps' losses and the top-1 hits (waits for the GPU).
   void read_metrics(double* loss_sum, int64_t* correct);
   bool graph_on() const { return off_reason.empty(); }
+  size_t graph_nodes() const { return device::graph_nodes(graph_); }
   std::string off_reason;  // why steps run eagerly (empty: graphs in use)
   int64_t eager_steps = 0, captures = 0, replays = 0;
 
@@ -125,6 +126,7 @@ class GraphEval {
   void read(double* loss_sum, int64_t* top1, int64_t* top5, std::vector<std::vector<int64_t>>& confusion);
   std::string off_reason;
   int64_t eager_batches = 0, captures = 0, replays = 0;
+  size_t graph_nodes(const Shape& images_shape) const;
 
  private:
   struct PerShape {
