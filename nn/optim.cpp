@@ -104,6 +104,22 @@ AdamW::AdamW(NamedTensors params, double lr, double beta1_, double beta2_, doubl
 }
 
 void AdamW::step() {
+  // CUDA parameters: the kernel of the graphs' step (step_from), fed from the
+  // host, so that eager and replayed steps agree bit for bit; and a hundred
+  // small tensors take a few launches instead of one each.
+  bool all_cuda = !params_.empty();
+  for (auto& p : params_) all_cuda = all_cuda && p.second.device() == Device::CUDA;
+  if (all_cuda) {
+    stepped_.assign(params_.size(), false);
+    for (size_t i = 0; i < params_.size(); i++) stepped_[i] = grad_of(i).defined();
+    Tensor host = Tensor::empty({scalar_count()});
+    write_scalars(host.f32());
+    if (!coefs_dev_.defined() || coefs_dev_.numel() != host.numel())
+      coefs_dev_ = Tensor::empty(host.shape(), DType::F32, Device::CUDA);
+    coefs_dev_.copy_(host);
+    launch_from(coefs_dev_.f32());
+    return;
+  }
   for (size_t i = 0; i < params_.size(); i++) {
     Tensor g = grad_of(i);
     if (!g.defined()) continue;
@@ -124,27 +140,32 @@ int64_t AdamW::scalar_count() const { return kAdamWScalars * (int64_t)params_.si
 
 void AdamW::step_from(const float* dev) {
   stepped_.assign(params_.size(), false);
+  for (size_t i = 0; i < params_.size(); i++) {
+    if (!grad_of(i).defined()) continue;
+    NALA_CHECK(params_[i].second.device() == Device::CUDA, "adamw: a step with device scalars needs CUDA parameters, '",
+               params_[i].first, "' is ", params_[i].second.desc());
+    stepped_[i] = true;
+  }
+  launch_from(dev);
+}
+
+void AdamW::launch_from(const float* dev) {
 #ifdef NALA_CUDA
   std::vector<cuda::AdamWDevTensor> list;
   std::vector<Tensor> grads;  // alive until the launches are queued
-#endif
   for (size_t i = 0; i < params_.size(); i++) {
-    Tensor g = grad_of(i);
-    if (!g.defined()) continue;
+    if (!stepped_[i]) continue;
     Tensor& p = params_[i].second;
-    NALA_CHECK(p.device() == Device::CUDA, "adamw: a step with device scalars needs CUDA parameters, '",
-               params_[i].first, "' is ", p.desc());
     follow(exp_avg_[i], p.device());
     follow(exp_avg_sq_[i], p.device());
-    stepped_[i] = true;
-#ifdef NALA_CUDA
-    grads.push_back(g);
-    list.push_back({p.f32(), g.f32(), exp_avg_[i].f32(), exp_avg_sq_[i].f32(), p.numel(),
+    grads.push_back(grad_of(i));
+    list.push_back({p.f32(), grads.back().f32(), exp_avg_[i].f32(), exp_avg_sq_[i].f32(), p.numel(),
                     reinterpret_cast<const AdamWCoefs*>(dev + kAdamWScalars * (int64_t)i)});
-#endif
   }
-#ifdef NALA_CUDA
   cuda::adamw_step_dev_multi(list.data(), (int64_t)list.size());
+#else
+  (void)dev;
+  NALA_FAIL("adamw: a step with device scalars needs a build with CUDA (rebuild with CUDA=1)");
 #endif
 }
 

@@ -89,9 +89,11 @@ class AdamW : public Optimizer {
   double beta1, beta2, eps, weight_decay;
 
  private:
+  void launch_from(const float* dev);  // the updates of the parameters in stepped_
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
   std::vector<int64_t> steps_;
   std::vector<bool> decay_;
+  Tensor coefs_dev_;  // step() on CUDA: this step's coefficients, copied to the device
 };
 
 // SGD exactly as torch.optim.SGD (dampening 0): d = g + wd p; buf = d on the
