@@ -7,10 +7,8 @@
 // still fails the error says how much was asked for and how much is free.
 //
 // Private pools (for CUDA graphs, kernels/cuda/graph.cu): while a graph is
-// being captured, its allocations come from a pool of its own (its free
-// blocks, else free blocks of the shared pool, which then become its own,
-// else cudaMalloc), and every block freed during the capture joins that pool
-// too. The addresses baked
+// being captured, its allocations come from a pool of its own, and every
+// block freed during the capture joins that pool too. The addresses baked
 // into the graph then belong to it alone: blocks freed back into a private
 // pool are handed out again only inside the same pool (a later capture of the
 // same graph), never to other tensors, until the pool is released (the graph
@@ -55,18 +53,14 @@ void* cuda_alloc(size_t nbytes) {
   Pool& P = pool();
   size_t sz = round_size(nbytes);
   std::lock_guard<std::mutex> lock(P.mu);
-  // A private pool takes its own free blocks first, then the shared pool's
-  // (free blocks nobody uses: they become the graph's), then new memory.
-  for (FreeLists* lists : {P.active ? &P.privates[P.active] : nullptr, &P.free_blocks}) {
-    if (!lists) continue;
-    auto it = lists->find(sz);
-    if (it == lists->end() || it->second.empty()) continue;
+  FreeLists& lists = P.active ? P.privates[P.active] : P.free_blocks;
+  auto it = lists.find(sz);
+  if (it != lists.end() && !it->second.empty()) {
     void* p = it->second.back();
     it->second.pop_back();
     P.cached -= sz;
     P.in_use += sz;
     P.peak = std::max(P.peak, P.in_use);
-    if (P.active) P.owner[p] = P.active;
     return p;
   }
   void* p = nullptr;
