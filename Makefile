@@ -76,7 +76,9 @@ ifeq ($(USE_CUDA),1)
   ifeq ($(CUDA_ARCH),)
     CUDA_ARCH := 90
   endif
-  NVCCFLAGS := -std=c++17 -O3 -I. -Xcompiler -fopenmp,-fPIC --expt-relaxed-constexpr \
+  # --default-stream per-thread: kernels launched without a stream go to the
+  # thread's default stream, which CUDA graphs can capture (kernels/cuda/graph.cu).
+  NVCCFLAGS := -std=c++17 -O3 -I. -Xcompiler -fopenmp,-fPIC --expt-relaxed-constexpr --default-stream per-thread \
                -gencode=arch=compute_$(CUDA_ARCH),code=sm_$(CUDA_ARCH) \
                -gencode=arch=compute_$(CUDA_ARCH),code=compute_$(CUDA_ARCH) -MMD -MP
   ifeq ($(DEBUG),1)

@@ -123,5 +123,17 @@ Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, int6
 // with probability 1-p and scaled by 1/(1-p).
 Tensor dropout(const Tensor& x, float p, Rng& rng, bool training);
 Tensor drop_path(const Tensor& x, float p, Rng& rng, bool training);
+// The host draws of a mask: n values, 0 with probability p, else 1/(1-p).
+void draw_mask_values(float* out, int64_t n, float p, Rng& rng);
+// A GPU mask is drawn on the host and copied over, which a CUDA graph cannot
+// capture. While a MaskFeed is set (on this thread), dropout and drop_path on
+// a device tensor ask it for the device tensor that will hold the mask
+// instead; the feed draws the values (draw_mask_values, same Rng, same
+// order) and copies them in before every replay (models/train/graph_step.h).
+struct MaskFeed {
+  virtual ~MaskFeed() = default;
+  virtual Tensor device_mask(const Shape& shape, float p, Rng& rng, Device dev) = 0;
+};
+void set_mask_feed(MaskFeed* feed);  // null: masks are copied eagerly
 
 }  // namespace nala

@@ -25,17 +25,25 @@ void check_args(const char* op, const Tensor& x, float p) {
   NALA_CHECK(x.dtype() == DType::F32, op, ": expected an f32 tensor, got ", x.desc());
 }
 
+thread_local MaskFeed* g_feed = nullptr;
+
 // n values, each 0 with probability p and 1/(1-p) otherwise, drawn on the
 // host (the same draws whatever the device) and copied to dev.
 Tensor draw_mask(const Shape& shape, float p, Rng& rng, Device dev) {
+  if (dev != Device::CPU && g_feed) return g_feed->device_mask(shape, p, rng, dev);
   Tensor m = Tensor::empty(shape);
-  float* q = m.f32();
-  const float keep = 1.0f / (1.0f - p);
-  for (int64_t j = 0; j < m.numel(); j++) q[j] = rng.uniform() < p ? 0.0f : keep;
+  draw_mask_values(m.f32(), m.numel(), p, rng);
   return m.to(dev);
 }
 
 }  // namespace
+
+void draw_mask_values(float* out, int64_t n, float p, Rng& rng) {
+  const float keep = 1.0f / (1.0f - p);
+  for (int64_t j = 0; j < n; j++) out[j] = rng.uniform() < p ? 0.0f : keep;
+}
+
+void set_mask_feed(MaskFeed* feed) { g_feed = feed; }
 
 Tensor dropout(const Tensor& x, float p, Rng& rng, bool training) {
   check_args("dropout", x, p);

@@ -5,8 +5,14 @@
 // inference is an eval-mode forward without the tape. Run both side by side
 // with bench/pico_cpu_vs_torch.sh.
 //
+// --graphs 1 (cuda): the step as nala train runs it with CUDA graphs
+// (models/train/graph_step.h): a host batch uploaded from page-locked memory,
+// then one graph launch; inference as the evaluation does it (forward, loss
+// and the accuracy sums on the device). No read-back until the end.
+//
 //   build/release/bench/bench_pico [--threads 2] [--batch 128] [--warmup 3] [--iters 10]
 //                                  [--model pico] [--img 28] [--device cpu|cuda] [--modes train,infer]
+//                                  [--graphs 0|1]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +21,7 @@
 
 #include "autograd/ops.h"
 #include "models/nalaformer.h"
+#include "models/train/graph_step.h"
 #include "nn/optim.h"
 #include "tensor/device.h"
 
@@ -25,7 +32,7 @@
 using namespace nala;
 
 int main(int argc, char** argv) {
-  int threads = 2, batch = 128, warmup = 3, iters = 10, img = 28;
+  int threads = 2, batch = 128, warmup = 3, iters = 10, img = 28, graphs = 0;
   std::string model_name = "pico", modes = "train,infer", device = "cpu";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
@@ -37,6 +44,7 @@ int main(int argc, char** argv) {
     else if (a == "--img") img = std::atoi(argv[i + 1]);
     else if (a == "--modes") modes = argv[i + 1];
     else if (a == "--device") device = argv[i + 1];
+    else if (a == "--graphs") graphs = std::atoi(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -56,7 +64,12 @@ int main(int argc, char** argv) {
   x = x.to(dev);
   std::vector<int64_t> y(batch);
   for (auto& v : y) v = (int64_t)rng.below(cfg.num_classes);
-  Tensor labels = Tensor::from_vector_i64({batch}, y).to(dev);
+  const Tensor x_host = x, labels_host = Tensor::from_vector_i64({batch}, y);
+  Tensor labels = labels_host.to(dev);
+  if (graphs && dev != Device::CUDA) {
+    std::fprintf(stderr, "--graphs needs --device cuda\n");
+    return 2;
+  }
   auto sync = [&] {
     if (dev == Device::CUDA) device::synchronize();
   };
@@ -73,24 +86,45 @@ int main(int argc, char** argv) {
   };
   if (modes.find("train") != std::string::npos) {
     model.train();
-    double s = time_loop([&] {
-      Tensor loss = cross_entropy(model.forward(x), labels);
-      backward(loss);
-      opt.step();
-      opt.zero_grad();
-    });
-    std::printf("nala %s train device=%s threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.2f peak_MiB=%.0f\n",
-                model_name.c_str(), device.c_str(), threads, batch, img, batch / s, 1e3 * s,
+    double s;
+    if (graphs) {
+      GraphTrainStep g(model, opt, 0.0f);
+      s = time_loop([&] { g.step(x_host, labels_host); });
+      if (!g.graph_on()) std::fprintf(stderr, "CUDA graphs off: %s\n", g.off_reason.c_str());
+      std::printf("train graph: %zu nodes, %.2f us per node\n", g.graph_nodes(), 1e6 * s / (double)g.graph_nodes());
+    } else {
+      s = time_loop([&] {
+        Tensor loss = cross_entropy(model.forward(x), labels);
+        backward(loss);
+        opt.step();
+        opt.zero_grad();
+      });
+    }
+    // Timing as a profile: with graphs the GPU runs the step's work back to
+    // back, so ms/iter with graphs is close to the GPU's busy time; the
+    // difference to the eager ms/iter is what launching costs.
+    std::printf("nala %s train device=%s graphs=%d threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.3f peak_MiB=%.0f\n",
+                model_name.c_str(), device.c_str(), graphs, threads, batch, img, batch / s, 1e3 * s,
                 device::peak_bytes() / 1048576.0);
   }
   if (modes.find("infer") != std::string::npos) {
     model.eval();
-    double s = time_loop([&] {
-      NoGradGuard ng;
-      model.forward(x);
-    });
-    std::printf("nala %s infer device=%s threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.2f peak_MiB=%.0f\n",
-                model_name.c_str(), device.c_str(), threads, batch, img, batch / s, 1e3 * s,
+    double s;
+    if (graphs) {
+      GraphEval g(model);
+      g.start(cfg.num_classes);
+      s = time_loop([&] { g.batch(x_host, labels_host); });
+      if (!g.off_reason.empty()) std::fprintf(stderr, "CUDA graphs off: %s\n", g.off_reason.c_str());
+      const size_t nodes = g.graph_nodes(x_host.shape());
+      std::printf("infer graph: %zu nodes, %.2f us per node\n", nodes, 1e6 * s / (double)nodes);
+    } else {
+      s = time_loop([&] {
+        NoGradGuard ng;
+        model.forward(x);
+      });
+    }
+    std::printf("nala %s infer device=%s graphs=%d threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.3f peak_MiB=%.0f\n",
+                model_name.c_str(), device.c_str(), graphs, threads, batch, img, batch / s, 1e3 * s,
                 device::peak_bytes() / 1048576.0);
   }
   return 0;

@@ -2,6 +2,7 @@
 #include "nn/optim.h"
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "autograd/dispatch.h"
@@ -103,6 +104,22 @@ AdamW::AdamW(NamedTensors params, double lr, double beta1_, double beta2_, doubl
 }
 
 void AdamW::step() {
+  // CUDA parameters: the kernel of the graphs' step (step_from), fed from the
+  // host, so that eager and replayed steps agree bit for bit; and a hundred
+  // small tensors take a few launches instead of one each.
+  bool all_cuda = !params_.empty();
+  for (auto& p : params_) all_cuda = all_cuda && p.second.device() == Device::CUDA;
+  if (all_cuda) {
+    stepped_.assign(params_.size(), false);
+    for (size_t i = 0; i < params_.size(); i++) stepped_[i] = grad_of(i).defined();
+    Tensor host = Tensor::empty({scalar_count()});
+    write_scalars(host.f32());
+    if (!coefs_dev_.defined() || coefs_dev_.numel() != host.numel())
+      coefs_dev_ = Tensor::empty(host.shape(), DType::F32, Device::CUDA);
+    coefs_dev_.copy_(host);
+    launch_from(coefs_dev_.f32());
+    return;
+  }
   for (size_t i = 0; i < params_.size(); i++) {
     Tensor g = grad_of(i);
     if (!g.defined()) continue;
@@ -112,6 +129,55 @@ void AdamW::step() {
     steps_[i]++;
     AdamWCoefs c = adamw_coefs(lr_, beta1, beta2, eps, decay_[i] ? weight_decay : 0.0, steps_[i]);
     NALA_DISPATCH(p.device(), adamw_step, p.f32(), g.f32(), exp_avg_[i].f32(), exp_avg_sq_[i].f32(), p.numel(), c);
+  }
+}
+
+// One AdamWCoefs (8 floats) per parameter.
+constexpr int64_t kAdamWScalars = sizeof(AdamWCoefs) / sizeof(float);
+static_assert(sizeof(AdamWCoefs) == 8 * sizeof(float), "AdamWCoefs is the block of 8 floats per parameter");
+
+int64_t AdamW::scalar_count() const { return kAdamWScalars * (int64_t)params_.size(); }
+
+void AdamW::step_from(const float* dev) {
+  stepped_.assign(params_.size(), false);
+  for (size_t i = 0; i < params_.size(); i++) {
+    if (!grad_of(i).defined()) continue;
+    NALA_CHECK(params_[i].second.device() == Device::CUDA, "adamw: a step with device scalars needs CUDA parameters, '",
+               params_[i].first, "' is ", params_[i].second.desc());
+    stepped_[i] = true;
+  }
+  launch_from(dev);
+}
+
+void AdamW::launch_from(const float* dev) {
+#ifdef NALA_CUDA
+  std::vector<cuda::AdamWDevTensor> list;
+  std::vector<Tensor> grads;  // alive until the launches are queued
+  for (size_t i = 0; i < params_.size(); i++) {
+    if (!stepped_[i]) continue;
+    Tensor& p = params_[i].second;
+    follow(exp_avg_[i], p.device());
+    follow(exp_avg_sq_[i], p.device());
+    grads.push_back(grad_of(i));
+    list.push_back({p.f32(), grads.back().f32(), exp_avg_[i].f32(), exp_avg_sq_[i].f32(), p.numel(),
+                    reinterpret_cast<const AdamWCoefs*>(dev + kAdamWScalars * (int64_t)i)});
+  }
+  cuda::adamw_step_dev_multi(list.data(), (int64_t)list.size());
+#else
+  (void)dev;
+  NALA_FAIL("adamw: a step with device scalars needs a build with CUDA (rebuild with CUDA=1)");
+#endif
+}
+
+void AdamW::write_scalars(float* host) {
+  NALA_CHECK(stepped_.size() == params_.size(), "adamw: write_scalars before step_from");
+  for (size_t i = 0; i < params_.size(); i++) {
+    AdamWCoefs c{};
+    if (stepped_[i]) {
+      steps_[i]++;
+      c = adamw_coefs(lr_, beta1, beta2, eps, decay_[i] ? weight_decay : 0.0, steps_[i]);
+    }
+    std::memcpy(host + kAdamWScalars * (int64_t)i, &c, sizeof c);
   }
 }
 
@@ -184,6 +250,36 @@ void SGD::step() {
     steps_[i]++;
     NALA_DISPATCH(p.device(), sgd_step, p.f32(), g.f32(), buf_[i].defined() ? buf_[i].f32() : nullptr, p.numel(),
                   (float)lr_, (float)momentum, 0.0f, (float)weight_decay, nesterov, first);
+  }
+}
+
+// {lr, first} per parameter.
+int64_t SGD::scalar_count() const { return 2 * (int64_t)params_.size(); }
+
+void SGD::step_from(const float* dev) {
+  stepped_.assign(params_.size(), false);
+  for (size_t i = 0; i < params_.size(); i++) {
+    Tensor g = grad_of(i);
+    if (!g.defined()) continue;
+    Tensor& p = params_[i].second;
+    NALA_CHECK(p.device() == Device::CUDA, "sgd: a step with device scalars needs CUDA parameters, '",
+               params_[i].first, "' is ", p.desc());
+    follow(buf_[i], p.device());
+    stepped_[i] = true;
+#ifdef NALA_CUDA
+    cuda::sgd_step_dev(p.f32(), g.f32(), buf_[i].defined() ? buf_[i].f32() : nullptr, p.numel(), dev + 2 * i,
+                       (float)momentum, 0.0f, (float)weight_decay, nesterov);
+#endif
+  }
+}
+
+void SGD::write_scalars(float* host) {
+  NALA_CHECK(stepped_.size() == params_.size(), "sgd: write_scalars before step_from");
+  for (size_t i = 0; i < params_.size(); i++) {
+    host[2 * i] = (float)lr_, host[2 * i + 1] = 0.0f;
+    if (!stepped_[i]) continue;
+    host[2 * i + 1] = steps_[i] == 0 ? 1.0f : 0.0f;
+    steps_[i]++;
   }
 }
 

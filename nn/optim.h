@@ -42,6 +42,18 @@ class Optimizer {
   virtual NamedTensors state() const = 0;
   virtual void load_state(const std::map<std::string, Tensor>& st) = 0;
 
+  // The step with its scalars (learning rate, bias corrections, first-step
+  // flags) read from device memory, for a step captured in a CUDA graph and
+  // replayed (models/train/graph_step.h); CUDA parameters only. The block
+  // holds scalar_count() floats. step_from(dev) queues the updates of the
+  // parameters that have a gradient, reading the block at dev, and remembers
+  // them; write_scalars(host) then advances their step counts as step()
+  // does and writes the block of that step, to be copied to dev before the
+  // updates run. Same arithmetic as step(), bit for bit.
+  virtual int64_t scalar_count() const = 0;
+  virtual void step_from(const float* dev) = 0;
+  virtual void write_scalars(float* host) = 0;
+
  protected:
   // The gradient of parameter i, checked (shape, dtype, device) and made
   // contiguous; undefined when the parameter has none.
@@ -54,6 +66,7 @@ class Optimizer {
   std::string kind_;  // "adamw" or "sgd": the key prefix and the name in errors
   NamedTensors params_;
   double lr_;
+  std::vector<bool> stepped_;  // step_from: the parameters it updates
 };
 
 // AdamW exactly as torch.optim.AdamW: decoupled weight decay (p -= lr wd p),
@@ -67,15 +80,20 @@ class AdamW : public Optimizer {
   void step() override;
   NamedTensors state() const override;
   void load_state(const std::map<std::string, Tensor>& st) override;
+  int64_t scalar_count() const override;
+  void step_from(const float* dev) override;
+  void write_scalars(float* host) override;
 
   bool decays(size_t i) const { return decay_[i]; }
   std::vector<std::string> no_decay_names() const;  // for logging
   double beta1, beta2, eps, weight_decay;
 
  private:
+  void launch_from(const float* dev);  // the updates of the parameters in stepped_
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
   std::vector<int64_t> steps_;
   std::vector<bool> decay_;
+  Tensor coefs_dev_;  // step() on CUDA: this step's coefficients, copied to the device
 };
 
 // SGD exactly as torch.optim.SGD (dampening 0): d = g + wd p; buf = d on the
@@ -87,6 +105,9 @@ class SGD : public Optimizer {
   void step() override;
   NamedTensors state() const override;
   void load_state(const std::map<std::string, Tensor>& st) override;
+  int64_t scalar_count() const override;
+  void step_from(const float* dev) override;
+  void write_scalars(float* host) override;
   double momentum, weight_decay;
   bool nesterov;
 

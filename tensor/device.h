@@ -36,5 +36,36 @@ size_t in_use_bytes();
 size_t peak_bytes();
 void reset_peak();
 
+// ---- CUDA graphs (kernels/cuda/graph.cu) -----------------------------------
+// The engine queues its GPU work on the calling thread's default stream
+// (nvcc --default-stream per-thread), which can be captured into a graph and
+// replayed with one launch. Replays read and write the addresses of the
+// capture: the inputs are copied into the same device buffers before every
+// launch, and the memory the capture allocated stays the graph's own.
+struct Graph;
+// Starts capturing this thread's GPU work; until graph_capture_end nothing
+// runs, and allocations come from a memory pool private to the new graph.
+void graph_capture_begin();
+// Ends the capture: the graph, ready to launch, or null when the capture
+// failed (an operation that cannot be captured, such as a synchronous copy);
+// *why then says which. Call it even when the captured code threw.
+Graph* graph_capture_end(std::string* why);
+bool graph_capturing();  // between begin and end on this thread
+void graph_launch(Graph* g);
+void graph_free(Graph* g);  // the graph and its memory pool
+size_t graph_nodes(const Graph* g);  // the operations it holds (kernels, copies, memsets)
+// n bytes from page-locked host memory to the device (or back), queued on the
+// stream; returns at once. The host buffer must stay untouched until an
+// event recorded after the copy has passed.
+void copy_async(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n);
+void zero_async(void* dst, size_t n);  // n bytes of device memory set to 0, queued
+// A marker in the stream: event_record puts it after the work queued so far,
+// event_wait blocks the host until that work is done.
+struct Event;
+Event* event_new();
+void event_record(Event* e);
+void event_wait(Event* e);
+void event_free(Event* e);
+
 }  // namespace device
 }  // namespace nala

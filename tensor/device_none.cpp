@@ -27,6 +27,21 @@ void free_pinned(void*) {}
 size_t in_use_bytes() { return 0; }
 size_t peak_bytes() { return 0; }
 void reset_peak() {}
+void graph_capture_begin() { no_cuda("CUDA graph capture"); }
+Graph* graph_capture_end(std::string* why) {
+  if (why) *why = "this build has no CUDA support";
+  return nullptr;
+}
+bool graph_capturing() { return false; }
+void graph_launch(Graph*) { no_cuda("CUDA graph launch"); }
+void graph_free(Graph*) {}
+size_t graph_nodes(const Graph*) { return 0; }
+void copy_async(void*, Device, const void*, Device, size_t) { no_cuda("asynchronous copy to/from cuda"); }
+void zero_async(void*, size_t) { no_cuda("zero on cuda"); }
+Event* event_new() { return nullptr; }
+void event_record(Event*) {}
+void event_wait(Event*) {}
+void event_free(Event*) {}
 
 }  // namespace device
 }  // namespace nala

@@ -7,12 +7,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <numeric>
 #include <sstream>
 
 #include "autograd/ops.h"
 #include "models/model_file.h"
 #include "models/train/evaluate.h"
+#include "models/train/graph_step.h"
 #include "models/train/log.h"
 #include "models/weights.h"
 #include "nn/files.h"
@@ -85,6 +87,9 @@ int cmd_eval(int argc, char** argv) {
   p.add_int("threads", &threads, "CPU threads (0 = all)", 0, 4096);
   p.add_int("limit", &limit, "evaluate the first N images only (0 = all)", 0, 1LL << 40);
   p.add_choice("device", &device, "where to run", {"cpu", "cuda"});
+  bool no_graphs = false;
+  p.add_flag("no-graphs", &no_graphs, "GPU: launch every kernel on its own instead of replaying each batch as a "
+             "CUDA graph");
   p.parse(argc, argv);
   if (weights.empty()) throw UsageError("--weights is required");
   set_threads(threads);
@@ -125,8 +130,12 @@ int cmd_eval(int argc, char** argv) {
   check_classes(mf, test, weights);
   NalaFormer& model = *lm.model;
   model.to(parse_device(device));
+  std::unique_ptr<GraphEval> graphs;
+  if (parse_device(device) != Device::CPU && !no_graphs) graphs = std::make_unique<GraphEval>(model);
   double t0 = now_seconds();
-  EvalResult r = evaluate(model, test, batch, limit);
+  EvalResult r = evaluate(model, test, batch, limit, nullptr, graphs.get());
+  if (graphs && !graphs->off_reason.empty())
+    std::fprintf(stderr, "nala: warning: CUDA graphs off: %s\n", graphs->off_reason.c_str());
   double secs = now_seconds() - t0;
   const size_t K = test.classes.size();
   std::printf("%s (%s) on %s (%lld test images %lldx%lldx%lld, %s, %.0f img/s)\n%s\n", weights.c_str(),

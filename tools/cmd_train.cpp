@@ -50,6 +50,7 @@ struct TrainArgs {
   std::string device = "cpu";
   int64_t gpus = 0, bucket_mb = 25;
   bool sync_bn = false;
+  bool no_graphs = false;
   // The arguments that must not change across --resume (they shape the run).
   std::string fingerprint() const {
     std::ostringstream os;
@@ -111,6 +112,8 @@ int cmd_train(int argc, char** argv) {
   p.add_int("gpus", &a.gpus, "data-parallel on N GPUs of this machine, one process each (NCCL; implies --device cuda)",
             0, 4096);
   p.add_flag("sync-bn", &a.sync_bn, "data-parallel: BatchNorm statistics over the global batch (default: per process)");
+  p.add_flag("no-graphs", &a.no_graphs, "GPU: launch every kernel on its own instead of replaying each step "
+             "as a CUDA graph (the default where shapes are fixed)");
   p.add_int("bucket-mb", &a.bucket_mb, "data-parallel: gradient all-reduce bucket size in MiB", 1, 1 << 16);
   p.parse(argc, argv);
   if (a.gpus > 0) a.device = "cuda";
@@ -178,6 +181,7 @@ TrainOptions train_options(const TrainArgs& a) {
   o.workers = (int)a.workers, o.seed = (uint64_t)a.seed;
   o.max_steps = a.max_steps, o.eval_subset = a.eval_subset, o.log_every = a.log_every;
   o.skip_nonfinite = a.skip_nonfinite, o.debug_nan_at = a.debug_nan_at, o.sync_bn = a.sync_bn;
+  o.graphs = !a.no_graphs;
   o.out = a.out, o.resume = !a.resume.empty();
   o.args = a.fingerprint();
   return o;

@@ -5,11 +5,20 @@
 // calls cudaMalloc only while the pool grows during its first steps. When
 // cudaMalloc fails, the cache is released and the call retried once; if it
 // still fails the error says how much was asked for and how much is free.
+//
+// Private pools (for CUDA graphs, kernels/cuda/graph.cu): while a graph is
+// being captured, its allocations come from a pool of its own, and every
+// block freed during the capture joins that pool too. The addresses baked
+// into the graph then belong to it alone: blocks freed back into a private
+// pool are handed out again only inside the same pool (a later capture of the
+// same graph), never to other tensors, until the pool is released (the graph
+// is destroyed) and its blocks return to the shared free lists.
 #include <cuda_runtime.h>
 
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/cuda/check.cuh"
@@ -19,10 +28,15 @@
 namespace nala {
 
 namespace {
+using FreeLists = std::map<size_t, std::vector<void*>>;  // rounded size -> blocks
 struct Pool {
   std::mutex mu;
-  std::map<size_t, std::vector<void*>> free_blocks;  // rounded size -> blocks
+  FreeLists free_blocks;
   size_t cached = 0, in_use = 0, peak = 0;
+  int active = 0;                          // the private pool allocations come from (0: the shared one)
+  int next_id = 1;
+  std::map<int, FreeLists> privates;       // private pool id -> its free blocks
+  std::unordered_map<void*, int> owner;    // block -> private pool id (blocks of the shared pool are absent)
 };
 Pool& pool() {
   static Pool* p = new Pool();  // never destroyed: storage may be freed during static destruction
@@ -39,8 +53,9 @@ void* cuda_alloc(size_t nbytes) {
   Pool& P = pool();
   size_t sz = round_size(nbytes);
   std::lock_guard<std::mutex> lock(P.mu);
-  auto it = P.free_blocks.find(sz);
-  if (it != P.free_blocks.end() && !it->second.empty()) {
+  FreeLists& lists = P.active ? P.privates[P.active] : P.free_blocks;
+  auto it = lists.find(sz);
+  if (it != lists.end() && !it->second.empty()) {
     void* p = it->second.back();
     it->second.pop_back();
     P.cached -= sz;
@@ -50,12 +65,11 @@ void* cuda_alloc(size_t nbytes) {
   }
   void* p = nullptr;
   cudaError_t err = cudaMalloc(&p, sz);
-  if (err != cudaSuccess) {
+  if (err != cudaSuccess && !P.active) {  // (cudaFree would end a capture: only outside one)
     cudaGetLastError();
     for (auto& kv : P.free_blocks)
-      for (void* q : kv.second) cudaFree(q);
+      for (void* q : kv.second) cudaFree(q), P.cached -= kv.first;
     P.free_blocks.clear();
-    P.cached = 0;
     err = cudaMalloc(&p, sz);
   }
   if (err != cudaSuccess) {
@@ -67,6 +81,7 @@ void* cuda_alloc(size_t nbytes) {
   }
   P.in_use += sz;
   P.peak = std::max(P.peak, P.in_use);
+  if (P.active) P.owner[p] = P.active;
   return p;
 }
 
@@ -75,9 +90,40 @@ void cuda_free(void* p, size_t nbytes) {
   Pool& P = pool();
   size_t sz = round_size(nbytes);
   std::lock_guard<std::mutex> lock(P.mu);
-  P.free_blocks[sz].push_back(p);
+  auto own = P.owner.find(p);
+  int id = own != P.owner.end() ? own->second : 0;
+  if (!id && P.active) id = P.owner[p] = P.active;  // freed during a capture: the graph may still use it
+  (id ? P.privates[id] : P.free_blocks)[sz].push_back(p);
   P.in_use -= sz;
   P.cached += sz;
+}
+
+int cuda_private_pool_new() {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  const int id = P.next_id++;
+  P.privates[id];
+  return id;
+}
+
+void cuda_private_pool_use(int id) {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  NALA_CHECK(id == 0 || P.privates.count(id), "cuda memory: no private pool ", id);
+  P.active = id;
+}
+
+void cuda_private_pool_release(int id) {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mu);
+  auto it = P.privates.find(id);
+  if (it == P.privates.end()) return;
+  for (auto& kv : it->second)
+    for (void* q : kv.second) P.free_blocks[kv.first].push_back(q);
+  P.privates.erase(it);
+  for (auto o = P.owner.begin(); o != P.owner.end();)  // blocks still in use return to the shared pool when freed
+    o = o->second == id ? P.owner.erase(o) : std::next(o);
+  if (P.active == id) P.active = 0;
 }
 
 // ---- tensor/device.h hooks ------------------------------------------------

@@ -43,8 +43,8 @@ __device__ double block_sum(double v, double* sh) {
   return s;
 }
 
-__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, AdamWCoefs c, bool low,
-                             float w, float wc, float neg_step) {
+__device__ __forceinline__ void adamw_loop(float* p, const float* g, float* m, float* v, int64_t n,
+                                           const AdamWCoefs& c, bool low, float w, float wc, float neg_step) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const float gi = g[i], m0 = m[i];
     const float pi = p[i] * c.decay;
@@ -57,9 +57,28 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
   }
 }
 
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, AdamWCoefs c, bool low,
+                             float w, float wc, float neg_step) {
+  adamw_loop(p, g, m, v, n, c, low, w, wc, neg_step);
+}
+
+// Many tensors in one launch: blockIdx.y picks the tensor, the x blocks
+// stride over it. The coefficients come from device memory; low, w, wc and
+// neg_step are derived from them as adamw_step does on the host.
+struct AdamWDevBatch {
+  AdamWDevTensor t[kAdamWMultiMax];
+};
+
+__global__ void adamw_multi_kernel(AdamWDevBatch b) {
+  const AdamWDevTensor& t = b.t[blockIdx.y];
+  const AdamWCoefs c = *t.c;
+  adamw_loop(t.p, t.g, t.m, t.v, t.n, c, c.one_minus_beta1 < 0.5f, c.one_minus_beta1, 1.0f - c.one_minus_beta1,
+             -c.step_size);
+}
+
 template <bool Momentum>
-__global__ void sgd_kernel(float* p, const float* g, float* buf, int64_t n, float neg_lr, float momentum,
-                           float keep, float weight_decay, bool nesterov, bool first) {
+__device__ __forceinline__ void sgd_loop(float* p, const float* g, float* buf, int64_t n, float neg_lr,
+                                         float momentum, float keep, float weight_decay, bool nesterov, bool first) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     float d = weight_decay != 0.0f ? g[i] + weight_decay * p[i] : g[i];
     if (Momentum) {
@@ -69,6 +88,19 @@ __global__ void sgd_kernel(float* p, const float* g, float* buf, int64_t n, floa
     }
     p[i] = p[i] + neg_lr * d;
   }
+}
+
+template <bool Momentum>
+__global__ void sgd_kernel(float* p, const float* g, float* buf, int64_t n, float neg_lr, float momentum,
+                           float keep, float weight_decay, bool nesterov, bool first) {
+  sgd_loop<Momentum>(p, g, buf, n, neg_lr, momentum, keep, weight_decay, nesterov, first);
+}
+
+// s = {lr, first (1 or 0)} in device memory.
+template <bool Momentum>
+__global__ void sgd_dev_kernel(float* p, const float* g, float* buf, int64_t n, const float* s, float momentum,
+                               float keep, float weight_decay, bool nesterov) {
+  sgd_loop<Momentum>(p, g, buf, n, -s[0], momentum, keep, weight_decay, nesterov, s[1] != 0.0f);
 }
 
 __global__ void sumsq_chunks_kernel(double* part, const float* x, int64_t n, int64_t chunks) {
@@ -119,6 +151,31 @@ void sgd_step(float* p, const float* g, float* buf, int64_t n, float lr, float m
   else
     sgd_kernel<true><<<grid_for(n, kThreads), kThreads>>>(p, g, buf, n, -lr, momentum, keep, weight_decay,
                                                            nesterov, first);
+  CUDA_CHECK_LAUNCH("sgd_step");
+}
+
+void adamw_step_dev_multi(const AdamWDevTensor* list, int64_t count) {
+  for (int64_t at = 0; at < count; at += kAdamWMultiMax) {
+    AdamWDevBatch b{};
+    const int k = (int)std::min<int64_t>(kAdamWMultiMax, count - at);
+    int64_t most = 1;
+    for (int j = 0; j < k; j++) b.t[j] = list[at + j], most = std::max(most, list[at + j].n);
+    const dim3 grid((unsigned)std::min<int64_t>((most + kThreads - 1) / kThreads, 1024), (unsigned)k);
+    adamw_multi_kernel<<<grid, kThreads>>>(b);
+    CUDA_CHECK_LAUNCH("adamw_step");
+  }
+}
+
+void sgd_step_dev(float* p, const float* g, float* buf, int64_t n, const float* s, float momentum, float dampening,
+                  float weight_decay, bool nesterov) {
+  if (n == 0) return;
+  const float keep = 1.0f - dampening;
+  if (momentum == 0.0f)
+    sgd_dev_kernel<false><<<grid_for(n, kThreads), kThreads>>>(p, g, buf, n, s, momentum, keep, weight_decay,
+                                                                nesterov);
+  else
+    sgd_dev_kernel<true><<<grid_for(n, kThreads), kThreads>>>(p, g, buf, n, s, momentum, keep, weight_decay,
+                                                               nesterov);
   CUDA_CHECK_LAUNCH("sgd_step");
 }
 

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "autograd/ops.h"
+#include "models/train/graph_step.h"
 
 namespace nala {
 
@@ -14,7 +15,8 @@ Device module_device(const Module& m) {
   return params.empty() ? Device::CPU : params[0].device();
 }
 
-EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit, Comm* comm) {
+EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit, Comm* comm,
+                    GraphEval* graphs) {
   NoGradGuard ng;
   bool was_training = model.is_training();
   model.eval();
@@ -33,9 +35,16 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   double loss_sum = 0;
   int64_t top1 = 0, top5 = 0;
   const Device dev = module_device(model);
+  if (graphs && dev == Device::CPU) graphs = nullptr;
+  if (graphs) graphs->start(K);
   while (loader.next(b)) {
     const int64_t B = b.images.size(0);
     if (B == 0) continue;  // this rank's share of the last global batch
+    if (graphs) {
+      graphs->batch(b.images, b.labels);
+      r.n += B;
+      continue;
+    }
     Tensor logits = model.forward(b.images.to(dev));
     loss_sum += (double)cross_entropy(logits, b.labels.to(dev)).item() * B;
     std::vector<float> l = logits.to_vector();
@@ -51,6 +60,7 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
     }
     r.n += B;
   }
+  if (graphs) graphs->read(&loss_sum, &top1, &top5, r.confusion);
   if (comm && comm->size() > 1) {  // totals over the ranks (counts are exact in float below 2^24)
     std::vector<float> sums = {(float)loss_sum, (float)top1, (float)top5, (float)r.n};
     for (auto& row : r.confusion) sums.insert(sums.end(), row.begin(), row.end());

@@ -26,10 +26,15 @@ struct EvalResult {
   std::vector<double> per_class;                 // accuracy per class
   std::vector<std::vector<int64_t>> confusion;   // [true][predicted]
 };
+class GraphEval;  // models/train/graph_step.h
+
 // limit: the first `limit` images only (0 = all). With a data-parallel
 // group, each rank evaluates its shard and every rank gets the totals.
+// graphs (GPU): the batches run as CUDA graphs held there (kept by the
+// caller across passes) and the sums stay on the device until the end; the
+// results are the same as without.
 EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit = 0,
-                    Comm* comm = nullptr);
+                    Comm* comm = nullptr, GraphEval* graphs = nullptr);
 
 // Eval-mode logits (B, K) of a batch of images (moved to the model's device).
 Tensor eval_logits(NalaFormer& model, const Tensor& images);

@@ -15,6 +15,7 @@
 
 #include "models/train/checkpoint.h"
 #include "models/train/evaluate.h"
+#include "models/train/graph_step.h"
 #include "models/train/step.h"
 #include "models/train_plots.h"
 #include "nn/layers.h"
@@ -54,6 +55,8 @@ struct Run {
   RunFolder* folder = nullptr;  // rank 0's, when files are written
   std::unique_ptr<Optimizer> optim;
   std::unique_ptr<BatchLoader> loader;
+  std::unique_ptr<GraphTrainStep> graph_step;  // CUDA graphs: when in use
+  std::unique_ptr<GraphEval> graph_eval;
   WarmupCosine sched;
   int64_t steps_per_epoch = 0;
   std::vector<Tensor> bn_stats;  // BatchNorm running means and variances
@@ -132,8 +135,58 @@ void resume(Run& r) {
                ")");
 }
 
+// The steps of one epoch as CUDA graph replays (graph_step.h): nothing is
+// read back but at log points, where a non-finite loss sum stops the run.
+EpochStats train_epoch_graphs(Run& r, int64_t epoch, double* lr, double* seconds) {
+  const TrainOptions& o = r.opt;
+  Rng epoch_rng(o.seed * 1000003 + (uint64_t)epoch);
+  r.loader->start_epoch(epoch_rng);
+  r.model.train();
+  r.cb.epoch_start(epoch + 1, r.steps_per_epoch);
+  const double t0 = now_seconds();
+  EpochStats st;
+  GraphTrainStep& g = *r.graph_step;
+  g.zero_metrics();
+  Batch batch;
+  bool read = true;
+  while (r.loader->next(batch)) {
+    *lr = r.sched.lr_at(r.step);
+    r.optim->set_lr(*lr);
+    const bool was_on = g.graph_on();
+    g.step(batch.images, batch.labels);
+    if (was_on && !g.graph_on()) r.cb.warning("CUDA graphs off: " + g.off_reason + "; the steps run eagerly");
+    st.steps++, r.step++;
+    st.seen += batch.labels.size(0);
+    read = false;
+    if (st.steps % o.log_every == 0 || st.steps == r.steps_per_epoch) {
+      g.read_metrics(&st.loss_sum, &st.correct);
+      st.counted = st.seen, read = true;
+      if (!std::isfinite(st.loss_sum))
+        NALA_FAIL("non-finite loss between steps ", r.last_checked, " and ", r.step - 1, " (epoch ", epoch + 1,
+                  "); stopping without saving. ",
+                  !r.ckpt.empty() && access(r.ckpt.c_str(), F_OK) == 0 ? "The last good checkpoint is " + r.ckpt
+                                                                        : "No checkpoint was written yet",
+                  ". Lower --lr, set --clip-grad, or pass --skip-nonfinite.");
+      r.last_checked = r.step - 1;
+      StepReport rep;
+      rep.epoch = epoch + 1, rep.epochs = o.epochs, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch;
+      rep.loss = st.mean_loss(), rep.accuracy = st.accuracy(), rep.lr = *lr;
+      rep.images_per_second = st.seen / (now_seconds() - t0);
+      r.cb.progress(rep);
+    }
+    if (o.max_steps && r.step >= o.max_steps) {
+      r.stop = true;
+      break;
+    }
+  }
+  if (!read) g.read_metrics(&st.loss_sum, &st.correct), st.counted = st.seen;
+  *seconds = now_seconds() - t0;
+  return st;
+}
+
 // One epoch's steps; returns its figures on this rank.
 EpochStats train_epoch(Run& r, int64_t epoch, double* lr, double* seconds) {
+  if (r.graph_step) return train_epoch_graphs(r, epoch, lr, seconds);
   const TrainOptions& o = r.opt;
   Rng epoch_rng(o.seed * 1000003 + (uint64_t)epoch);  // the epoch's order and augmentation
   r.loader->start_epoch(epoch_rng);
@@ -208,7 +261,7 @@ void end_epoch(Run& r, int64_t epoch, const EpochStats& st, double lr, double se
   rep.epoch = epoch + 1, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch, rep.step = r.step;
   rep.train_loss = st.mean_loss(), rep.train_accuracy = st.accuracy(), rep.lr = lr;
   rep.seconds = secs, rep.images_per_second = st.seen / secs;
-  rep.test = evaluate(r.model, r.test, eval_batch, o.eval_subset, &r.comm);
+  rep.test = evaluate(r.model, r.test, eval_batch, o.eval_subset, &r.comm, r.graph_eval.get());
   r.cb.epoch_end(rep);
   r.result.last = rep;
   TrainResult& res = r.result;
@@ -314,6 +367,20 @@ TrainResult run(Run& r) {
   r.sched = WarmupCosine(o.lr, o.min_lr, (int64_t)std::llround(o.warmup_epochs * r.steps_per_epoch), o.warmup_lr,
                          o.epochs * r.steps_per_epoch);
 
+  // CUDA graphs where the shapes are fixed and nothing is read back per step.
+  if (r.on_gpu && o.graphs) {
+    const char* why = r.group ? "data-parallel" : o.clip_grad > 0 ? "--clip-grad reads the gradient norm every step"
+                      : o.skip_nonfinite ? "--skip-nonfinite reads the loss every step"
+                      : o.debug_nan_at >= 0 ? "--debug-nan-at" : nullptr;
+    if (why) {
+      r.cb.message(std::string("CUDA graphs: off (") + why + "); every kernel is launched on its own");
+    } else {
+      r.graph_step = std::make_unique<GraphTrainStep>(model, *r.optim, o.label_smoothing);
+      r.graph_eval = std::make_unique<GraphEval>(model);
+      r.cb.message("CUDA graphs: on (each step captured once and replayed; loss and accuracy read every " +
+                   std::to_string(o.log_every) + " steps; --no-graphs launches every kernel on its own)");
+    }
+  }
   if (o.resume) resume(r);
   r.last_checked = r.step;
   TrainResult& res = r.result;

@@ -62,6 +62,12 @@ struct TrainOptions {
   bool skip_nonfinite = false;  // skip a step whose loss or gradient is not finite (default: stop)
   int64_t debug_nan_at = -1;    // testing aid: make the loss NaN at this step
   bool sync_bn = false;         // data-parallel: BatchNorm statistics over the global batch
+  // GPU: every step (and evaluation batch) captured once as a CUDA graph and
+  // replayed (graph_step.h), bit for bit the eager step; the loss and
+  // accuracy are read back at log points only. Not with a data-parallel
+  // group, --clip-grad, --skip-nonfinite or the NaN testing aid: those run
+  // eagerly (the run says so).
+  bool graphs = true;
   // Where the files go: checkpoint.safetensors, best.safetensors and
   // metrics.csv in `out` (run_folder.h); empty: nothing is written.
   std::string out;
