@@ -144,6 +144,7 @@ Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W) {
   Tensor lepe_out = lepe->forward(reshape(v, {B, H, W, C}));
   auto to_heads = [&](const Tensor& z) { return contiguous(permute(reshape(z, {B, N, heads, d}), {0, 2, 1, 3})); };
   q = to_heads(q), k = to_heads(k), v = to_heads(v);  // (B, h, N, d); no copy when h == 1
+  if (on_qk) on_qk(q, k, H, W);
   Tensor o = use_nala ? nala_attention(q, k, v, H, W) : softmax_attention(q, k, v, H, W);  // (B, h, N, d)
   o = reshape(contiguous(permute(o, {0, 2, 1, 3})), {B, N, C});
   o = add(o, reshape(lepe_out, {B, N, C}));

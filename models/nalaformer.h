@@ -9,6 +9,7 @@
 // What this file does not do: training loops, data, checkpoints on disk
 // (tools/), or any arithmetic of its own (autograd/ops.h).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,9 @@ struct NalaAttention : Module {
   Linear* out_proj;
   int64_t C, heads;
   bool use_nala;
+  // Analysis hook (models/analyze.h): when set, called in every forward with
+  // the queries and keys (B, h, N, d) just before attention, and the grid H x W.
+  std::function<void(const Tensor& q, const Tensor& k, int64_t H, int64_t W)> on_qk;
   Tensor forward_hw(const Tensor& x, int64_t H, int64_t W);  // (B, H, W, C)
 };
 
