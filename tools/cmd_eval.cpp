@@ -83,6 +83,8 @@ int cmd_eval(int argc, char** argv) {
   p.add_int("threads", &threads, "CPU threads (0 = all)", 0, 4096);
   p.add_int("limit", &limit, "evaluate the first N images only (0 = all)", 0, 1LL << 40);
   p.add_choice("device", &device, "where to run", {"cpu", "cuda"});
+  bool tta_flip = false;
+  p.add_flag("tta-flip", &tta_flip, "test-time augmentation: the mean of the logits of each image and its mirror");
   p.parse(argc, argv);
   if (weights.empty()) throw UsageError("--weights is required");
   set_threads(threads);
@@ -124,12 +126,13 @@ int cmd_eval(int argc, char** argv) {
   NalaFormer& model = *lm.model;
   model.to(parse_device(device));
   double t0 = now_seconds();
-  EvalResult r = evaluate(model, test, batch, limit);
+  EvalResult r = evaluate(model, test, batch, limit, nullptr, tta_flip);
   double secs = now_seconds() - t0;
   const size_t K = test.classes.size();
   std::printf("%s (%s) on %s (%lld test images %lldx%lldx%lld, %s, %.0f img/s)\n%s\n", weights.c_str(),
               cfg.name.c_str(), test.name.c_str(), (long long)r.n, (long long)test.h, (long long)test.w,
               (long long)test.c, format_duration(secs).c_str(), r.n / secs, input.c_str());
+  if (tta_flip) std::printf("test-time augmentation: the mean of the logits of each image and its mirror\n");
   std::printf("loss %.4f  top-1 %.2f%%  top-5 %.2f%%\n\nper class:\n", r.loss, 100 * r.top1, 100 * r.top5);
   for (size_t k = 0; k < K; k++) std::printf("  %2zu %-20s %6.2f%%\n", k, test.classes[k].c_str(), 100 * r.per_class[k]);
   std::printf("\nconfusion matrix (rows: true class, columns: predicted):\n     ");

@@ -43,6 +43,7 @@ struct TrainArgs {
   float erase = 0.0f;
   int64_t val = 0;
   float ema = 0.0f;
+  bool tta_flip = false;
   std::string out, resume;
   bool overwrite = false;
   int64_t subset = 0, eval_subset = 0, max_steps = 0, log_every = 50;
@@ -61,6 +62,7 @@ struct TrainArgs {
        << " flip=" << hflip << " erase=" << erase << " subset=" << subset;
     if (val) os << " val=" << val;
     if (ema > 0) os << " ema=" << ema;
+    if (tta_flip) os << " tta=flip";
     return os.str();
   }
 };
@@ -94,6 +96,7 @@ int cmd_train(int argc, char** argv) {
             "on them is saved as best_val.safetensors and reported with its test top-1 (0 = none)", 0, 1LL << 40);
   p.add_float("ema", &a.ema, "evaluate and save an exponential moving average of the weights with this decay, "
               "e.g. 0.999 (0 = off)", 0, 0.999999);
+  p.add_flag("tta-flip", &a.tta_flip, "evaluate every epoch on each image and its mirror (mean of the logits)");
   p.add_int("seed", &a.seed, "random seed", 0, (int64_t)1 << 62);
   p.add_int("threads", &a.threads, "CPU threads (0 = all)", 0, 4096);
   p.add_int("workers", &a.workers, "data loader threads", 0, 64);
@@ -173,7 +176,7 @@ TrainOptions train_options(const TrainArgs& a) {
   o.lr = a.lr, o.min_lr = a.min_lr, o.warmup_lr = a.warmup_lr, o.warmup_epochs = a.warmup_epochs;
   o.optimizer = a.optimizer, o.weight_decay = a.weight_decay, o.momentum = a.momentum;
   o.label_smoothing = a.label_smoothing, o.clip_grad = a.clip_grad;
-  o.ema_decay = a.ema;
+  o.ema_decay = a.ema, o.flip_tta = a.tta_flip;
   o.augment.crop_pad = (int)a.crop_pad, o.augment.hflip = a.hflip, o.augment.erase_prob = a.erase;
   o.workers = (int)a.workers, o.seed = (uint64_t)a.seed;
   o.max_steps = a.max_steps, o.eval_subset = a.eval_subset, o.log_every = a.log_every;

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "autograd/ops.h"
+#include "models/train/augment.h"
 
 namespace nala {
 
@@ -14,7 +15,8 @@ Device module_device(const Module& m) {
   return params.empty() ? Device::CPU : params[0].device();
 }
 
-EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit, Comm* comm) {
+EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit, Comm* comm,
+                    bool flip_tta) {
   NoGradGuard ng;
   bool was_training = model.is_training();
   model.eval();
@@ -37,6 +39,12 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
     const int64_t B = b.images.size(0);
     if (B == 0) continue;  // this rank's share of the last global batch
     Tensor logits = model.forward(b.images.to(dev));
+    if (flip_tta) {
+      Tensor mirror = b.images.clone();
+      const int64_t H = mirror.size(1), W = mirror.size(2), C = mirror.size(3);
+      for (int64_t i = 0; i < B; i++) hflip(mirror.f32() + i * H * W * C, (int)H, (int)W, (int)C);
+      logits = scale(add(logits, model.forward(mirror.to(dev))), 0.5f);
+    }
     loss_sum += (double)cross_entropy(logits, b.labels.to(dev)).item() * B;
     std::vector<float> l = logits.to_vector();
     std::vector<int64_t> y = b.labels.to_vector_i64();

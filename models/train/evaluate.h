@@ -28,8 +28,10 @@ struct EvalResult {
 };
 // limit: the first `limit` images only (0 = all). With a data-parallel
 // group, each rank evaluates its shard and every rank gets the totals.
+// flip_tta: test-time augmentation, the logits are the mean of the image's
+// and its left-right mirror's (two forward passes).
 EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit = 0,
-                    Comm* comm = nullptr);
+                    Comm* comm = nullptr, bool flip_tta = false);
 
 // Eval-mode logits (B, K) of a batch of images (moved to the model's device).
 Tensor eval_logits(NalaFormer& model, const Tensor& images);

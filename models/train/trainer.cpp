@@ -32,6 +32,7 @@ std::string describe_options(const TrainOptions& o) {
      << " crop=" << o.augment.crop_pad << " flip=" << o.augment.hflip << " erase=" << o.augment.erase_prob;
   if (o.ema_decay > 0) os << " ema=" << o.ema_decay;
   if (o.val) os << " val=" << o.val->n;
+  if (o.flip_tta) os << " tta=flip";
   return os.str();
 }
 
@@ -233,9 +234,9 @@ void end_epoch(Run& r, int64_t epoch, const EpochStats& st, double lr, double se
   rep.averaged = r.ema != nullptr;
   if (o.val) {
     rep.has_val = true;
-    rep.val = evaluate(r.model, *o.val, eval_batch, 0, &r.comm);
+    rep.val = evaluate(r.model, *o.val, eval_batch, 0, &r.comm, o.flip_tta);
   }
-  rep.test = evaluate(r.model, r.test, eval_batch, o.eval_subset, &r.comm);
+  rep.test = evaluate(r.model, r.test, eval_batch, o.eval_subset, &r.comm, o.flip_tta);
   r.cb.epoch_end(rep);
   r.result.last = rep;
   TrainResult& res = r.result;
