@@ -444,3 +444,61 @@ TEST_CASE("train with --val and --ema: best_val.safetensors holds the averaged w
   auto m4 = fresh(3);
   CHECK_THROWS_WITH(train(*m4, train_set, test_set, o4, comm), Catch::Contains("trained without --ema"));
 }
+
+// ---------------------------------------------------------------- tools/ablate.sh
+
+TEST_CASE("tools/ablate.sh: runs kinds x seeds at once, chooses on validation, analyzes, reports; never reuses "
+          "a results folder", "[research][slow]") {
+  if (!have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed: skipped");
+    return;
+  }
+  TempDir t;
+  const std::string root = std::filesystem::current_path().string(), out = t.path + "/ab", log = t.path + "/log";
+  REQUIRE(access((root + "/tools/ablate.sh").c_str(), X_OK) == 0);  // the tests run from the repository root
+  const std::vector<std::string> args = {"--seeds", "0 1", "--epochs", "1", "--jobs", "2", "--val", "100",
+                                         "--device", "cpu", "--recipe", "none", "--analyze-images", "2",
+                                         "--nala", nala_binary(), "--out", out, "--", "--subset", "600",
+                                         "--eval-subset", "200", "--batch-size", "50", "--warmup-epochs", "0"};
+  int status = 0;
+  pid_t pid = spawn("/bin/bash", [&] {
+    std::vector<std::string> a = {root + "/tools/ablate.sh"};
+    a.insert(a.end(), args.begin(), args.end());
+    return a;
+  }(), log);
+  REQUIRE(wait_for(pid, 600, &status));
+  INFO(slurp(log));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  const std::vector<std::string> rows = lines_of(slurp(out + "/results.csv"));
+  REQUIRE(rows.size() == 3);  // header, seed 0, seed 1
+  CHECK(rows[0] == "kind,seed,parameters,epochs,chosen_epoch,val_top1,test_top1,images_per_second,spearman_by_layer");
+  for (int s = 0; s < 2; s++) {
+    const std::vector<std::string> c = cells_of(rows[1 + s]);
+    REQUIRE(c.size() == 9);
+    CHECK(c[0] == "nala");
+    CHECK(c[1] == std::to_string(s));
+    CHECK(c[2] == "653194");
+    CHECK(c[4] == "1");
+    // The test top-1 the run reported for its chosen epoch, read back from its weights' metadata.
+    SafeTensors st = load_safetensors(out + "/runs/nala-s" + std::to_string(s) + "/best_val.safetensors");
+    CHECK(std::stod(c[6]) == Approx(std::stod(st.metadata.at("nala.top1"))).margin(1e-4));
+    CHECK(lines_of(c[8]).size() == 1);
+    std::istringstream sp(c[8]);
+    int layers = 0;
+    for (double v; sp >> v; layers++) CHECK(std::abs(v) <= 1.0);
+    CHECK(layers == 6);
+    CHECK(access((out + "/analyze/nala-s" + std::to_string(s) + "/entropy_norm.csv").c_str(), R_OK) == 0);
+  }
+  const std::string report = slurp(out + "/README.md");
+  CHECK(report.find("| nala | 653194 | **") != std::string::npos);
+  CHECK(report.find("nala train") != std::string::npos);  // the exact commands
+
+  // The same --out again: refused (exit 2), the earlier results untouched.
+  const std::string before = slurp(out + "/results.csv");
+  pid = spawn("/bin/bash", {root + "/tools/ablate.sh", "--out", out, "--nala", nala_binary()}, log);
+  REQUIRE(wait_for(pid, 60, &status));
+  CHECK(WEXITSTATUS(status) == 2);
+  CHECK(slurp(log).find("never overwritten") != std::string::npos);
+  CHECK(slurp(out + "/results.csv") == before);
+}
