@@ -48,6 +48,9 @@ Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
+Tensor sin(const Tensor& x);
+Tensor cos(const Tensor& x);
+Tensor elu(const Tensor& x);  // x for x > 0, exp(x) - 1 otherwise (alpha 1)
 inline Tensor neg(const Tensor& x) { return scale(x, -1.0f); }
 
 // ---- reductions and losses (ops_reduce.cpp) -------------------------------

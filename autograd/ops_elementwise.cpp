@@ -153,6 +153,9 @@ NALA_UNARY_OP(tanh, Saves::Output)
 NALA_UNARY_OP(sigmoid, Saves::Output)
 NALA_UNARY_OP(exp, Saves::Output)
 NALA_UNARY_OP(log, Saves::Input)
+NALA_UNARY_OP(sin, Saves::Input)
+NALA_UNARY_OP(cos, Saves::Input)
+NALA_UNARY_OP(elu, Saves::Output)
 #undef NALA_UNARY_OP
 
 }  // namespace nala

@@ -9,77 +9,15 @@
 
 #include "autograd/autograd.h"
 #include "autograd/ops.h"
-#include "kernels/cpu/rope.h"
+#include "models/attention_kind.h"
 #include "models/train/evaluate.h"
 #include "tensor/error.h"
 
 namespace nala {
 
-std::vector<std::string> analyze_kinds() { return {"nala", "softmax"}; }
+std::vector<std::string> analyze_kinds() { return attn_kind_names(); }
 
 namespace {
-
-// The RoPE rotation of token n (docs/SPEC.md §4), in double, angles computed
-// on the spot as in the naive kernels.
-std::vector<double> rope(const float* x, int64_t n, int64_t W, int64_t d) {
-  const int64_t m = d / 4, r = n / W, c = n % W;
-  std::vector<double> y(d);
-  for (int64_t e = 0; e < d; e += 2) {
-    const int64_t half = e < d / 2 ? 0 : 1, t = (half ? e - d / 2 : e) / 2;
-    const double a = m == 1 ? 1.0 : std::pow(10000.0, -(double)t / (double)(m - 1));
-    const double th = (half ? (double)c : (double)r) * a;
-    const double x0 = x[e], x1 = x[e + 1];
-    y[e] = x0 * std::cos(th) - x1 * std::sin(th);
-    y[e + 1] = x1 * std::cos(th) + x0 * std::sin(th);
-  }
-  return y;
-}
-
-std::vector<double> softmax_weights(const float* q, const float* k, int64_t H, int64_t W, int64_t d, int64_t i) {
-  const int64_t N = H * W;
-  const std::vector<double> rq = rope(q + i * d, i, W, d);
-  std::vector<double> s(N);
-  for (int64_t j = 0; j < N; j++) {
-    const std::vector<double> rk = rope(k + j * d, j, W, d);
-    double dot = 0;
-    for (int64_t e = 0; e < d; e++) dot += rq[e] * rk[e];
-    s[j] = dot / std::sqrt((double)d);
-  }
-  const double mx = *std::max_element(s.begin(), s.end());
-  double sum = 0;
-  for (double& v : s) sum += (v = std::exp(v - mx));
-  for (double& v : s) v /= sum;
-  return s;
-}
-
-// NaLa's feature maps (docs/SPEC.md §2.1), un-rotated.
-std::vector<double> nala_weights(const float* q, const float* k, int64_t N, int64_t d, int64_t i) {
-  const float* qi = q + i * d;
-  double norm = 0;
-  for (int64_t e = 0; e < d; e++) norm += (double)qi[e] * qi[e];
-  norm = std::max(std::sqrt(norm), 1e-12);
-  const double p = 3.0 * (0.5 + std::tanh(norm));
-  std::vector<double> fq(2 * d);
-  for (int64_t e = 0; e < d; e++) {
-    const double u_pos = std::max((double)qi[e], 0.0) / norm, u_neg = std::max(-(double)qi[e], 0.0) / norm;
-    fq[e] = u_pos > 0 ? std::pow(u_pos, p) : 0.0;
-    fq[d + e] = u_neg > 0 ? std::pow(u_neg, p) : 0.0;
-  }
-  std::vector<double> w(N);
-  double sum = 0;
-  for (int64_t j = 0; j < N; j++) {
-    double dot = 0;
-    for (int64_t e = 0; e < d; e++) {
-      const double kc = (double)k[j * d + e] * k[j * d + e] * k[j * d + e];
-      dot += fq[e] * std::max(kc, 0.0) + fq[d + e] * std::max(-kc, 0.0);
-    }
-    sum += (w[j] = dot);
-  }
-  // Every product zero (a zero query, or keys all of the other sign): no
-  // preference, uniform weights.
-  for (double& v : w) v = sum > 0 ? v / sum : 1.0 / (double)N;
-  return w;
-}
 
 std::vector<double> ranks(const std::vector<double>& x) {
   const size_t n = x.size();
@@ -106,24 +44,34 @@ std::string num(double v, const char* f = "%.6g") {
 
 }  // namespace
 
-std::vector<double> attention_weights(const std::string& kind, const float* q, const float* k, int64_t H, int64_t W,
-                                      int64_t d, int64_t i) {
+std::vector<std::vector<double>> attention_weights(const std::string& kind, const float* q, const float* k,
+                                                   int64_t H, int64_t W, int64_t d,
+                                                   const std::vector<int64_t>& queries) {
   const int64_t N = H * W;
   NALA_CHECK(H >= 1 && W >= 1 && d >= 4 && d % 4 == 0, "attention_weights: grid ", H, "x", W, ", head width ", d,
              " (a multiple of 4)");
-  NALA_CHECK(i >= 0 && i < N, "attention_weights: query ", i, " outside the ", N, " tokens");
-  if (kind == "softmax") return softmax_weights(q, k, H, W, d, i);
-  if (kind == "nala") return nala_weights(q, k, N, d, i);
-  std::string known;
-  for (const std::string& s : analyze_kinds()) known += (known.empty() ? "" : ", ") + s;
-  NALA_FAIL("attention_weights: unknown attention kind '", kind, "' (known: ", known, ")");
+  for (int64_t i : queries) NALA_CHECK(i >= 0 && i < N, "attention_weights: query ", i, " outside the ", N, " tokens");
+  const AttnKind ak = parse_attn_kind(kind);
+  const Tensor qt = Tensor::from_vector({N, d}, std::vector<float>(q, q + N * d));
+  const Tensor kt = Tensor::from_vector({N, d}, std::vector<float>(k, k + N * d));
+  const std::vector<float> w = implied_attention(ak, qt, kt, H, W, queries).to_vector();
+  std::vector<std::vector<double>> rows(queries.size());
+  for (size_t r = 0; r < queries.size(); r++) rows[r].assign(w.begin() + r * N, w.begin() + (r + 1) * N);
+  return rows;
+}
+
+std::vector<double> attention_weights(const std::string& kind, const float* q, const float* k, int64_t H, int64_t W,
+                                      int64_t d, int64_t i) {
+  return attention_weights(kind, q, k, H, W, d, std::vector<int64_t>{i})[0];
 }
 
 double entropy(const std::vector<double>& w) {
-  double h = 0;
-  for (double v : w)
+  double h = 0, sum = 0;
+  for (double v : w) {
+    sum += v;
     if (v > 0) h -= v * std::log(v);
-  return h;
+  }
+  return sum > 0 ? h : NAN;  // all zero: the query attends nowhere
 }
 
 double pearson(const std::vector<double>& x, const std::vector<double>& y) {
@@ -149,9 +97,6 @@ double spearman(const std::vector<double>& x, const std::vector<double>& y) {
 
 AnalyzeResult analyze_attention(NalaFormer& model, const Dataset& ds, const AnalyzeOptions& opt) {
   const NalaConfig& cfg = model.cfg;
-  const auto& kinds = analyze_kinds();
-  NALA_CHECK(std::find(kinds.begin(), kinds.end(), opt.linear_kind) != kinds.end(), "analyze: unknown attention "
-             "kind '", opt.linear_kind, "'");
   NALA_CHECK(opt.images >= 1 && opt.queries >= 1 && opt.batch_size >= 1, "analyze: images, queries and batch size "
              "must be positive (got ", opt.images, ", ", opt.queries, ", ", opt.batch_size, ")");
   NALA_CHECK(ds.n >= 1 && ds.c == cfg.in_chans, "analyze: ", ds.name, " holds ", ds.n, " images of ", ds.c,
@@ -162,8 +107,7 @@ AnalyzeResult analyze_attention(NalaFormer& model, const Dataset& ds, const Anal
     NalaAttention* attn;
     LayerSummary sum;
     std::vector<NormEntropy> rows;
-    std::vector<float> q, k;  // the current batch's (B, h, N, d), on the CPU
-    int64_t H = 0, W = 0;
+    AttnCapture slot;  // the current batch's q and k (B, h, N, d)
   };
   std::vector<Layer> layers;
   for (int64_t s = 0; s < cfg.num_stages(); s++)
@@ -173,20 +117,16 @@ AnalyzeResult analyze_attention(NalaFormer& model, const Dataset& ds, const Anal
       L.attn = blk->attn;
       L.sum.layer = (int64_t)layers.size(), L.sum.stage = s, L.sum.block = (int64_t)b;
       L.sum.heads = blk->attn->heads, L.sum.head_dim = blk->attn->C / blk->attn->heads;
-      L.sum.kind = blk->attn->use_nala ? opt.linear_kind : "softmax";
+      L.sum.kind = attn_kind_name(blk->attn->kind);
       layers.push_back(std::move(L));
     }
-  struct Unhook {  // the hooks refer to `layers`: removed however this ends
+  struct Unhook {  // the capture slots live in `layers`: unset however this ends
     std::vector<Layer>& ls;
     ~Unhook() {
-      for (Layer& L : ls) L.attn->on_qk = nullptr;
+      for (Layer& L : ls) L.attn->capture = nullptr;
     }
   } unhook{layers};
-  for (Layer& L : layers)
-    L.attn->on_qk = [&L](const Tensor& q, const Tensor& k, int64_t H, int64_t W) {
-      L.q = q.to(Device::CPU).to_vector(), L.k = k.to(Device::CPU).to_vector();
-      L.H = H, L.W = W;
-    };
+  for (Layer& L : layers) L.attn->capture = &L.slot;
 
   LoaderOptions lo;
   lo.batch_size = opt.batch_size, lo.shuffle = false, lo.workers = 0;
@@ -199,14 +139,18 @@ AnalyzeResult analyze_attention(NalaFormer& model, const Dataset& ds, const Anal
     eval_logits(model, batch.images);
     const int64_t B = (int64_t)batch.indices.size();
     for (Layer& L : layers) {
-      const int64_t h = L.sum.heads, d = L.sum.head_dim, N = L.H * L.W;
-      NALA_CHECK((int64_t)L.q.size() == B * h * N * d, "analyze: layer ", L.sum.layer, " was not seen in the forward");
+      const int64_t h = L.sum.heads, d = L.sum.head_dim, H = L.slot.H, W = L.slot.W, N = H * W;
+      NALA_CHECK(L.slot.q.defined() && L.slot.q.numel() == B * h * N * d, "analyze: layer ", L.sum.layer,
+                 " was not seen in the forward");
+      L.sum.kind = attn_kind_name(L.slot.kind);
       L.sum.tokens = N;
+      const std::vector<float> qs = L.slot.q.to(Device::CPU).to_vector(), ks = L.slot.k.to(Device::CPU).to_vector();
+      L.slot = AttnCapture{};
       for (int64_t bi = 0; bi < B; bi++) {
         const int64_t image = batch.indices[bi];
         for (int64_t hd = 0; hd < h; hd++) {
-          const float* q = L.q.data() + (bi * h + hd) * N * d;
-          const float* k = L.k.data() + (bi * h + hd) * N * d;
+          const float* q = qs.data() + (bi * h + hd) * N * d;
+          const float* k = ks.data() + (bi * h + hd) * N * d;
           // Which queries: all, or a fixed sample per (seed, image, layer, head).
           std::vector<int64_t> tokens(N);
           std::iota(tokens.begin(), tokens.end(), 0);
@@ -217,13 +161,15 @@ AnalyzeResult analyze_attention(NalaFormer& model, const Dataset& ds, const Anal
             tokens.resize(opt.queries);
             std::sort(tokens.begin(), tokens.end());
           }
-          for (int64_t t : tokens) {
+          const std::vector<std::vector<double>> w = attention_weights(L.sum.kind, q, k, H, W, d, tokens);
+          for (size_t r = 0; r < tokens.size(); r++) {
+            const int64_t t = tokens[r];
             NormEntropy e;
             e.layer = L.sum.layer, e.head = hd, e.image = image, e.token = t;
             double n2 = 0;
             for (int64_t c = 0; c < d; c++) n2 += (double)q[t * d + c] * q[t * d + c];
             e.norm = std::sqrt(n2);
-            e.entropy = entropy(attention_weights(L.sum.kind, q, k, L.H, L.W, d, t));
+            e.entropy = entropy(w[r]);
             L.rows.push_back(e);
           }
         }
@@ -240,6 +186,10 @@ AnalyzeResult analyze_attention(NalaFormer& model, const Dataset& ds, const Anal
     std::vector<double> xs, ys;
     for (NormEntropy& e : L.rows) {
       e.query = next[e.head]++;
+      if (std::isnan(e.entropy)) {  // attends nowhere: left out of the statistics, counted
+        L.sum.undefined++;
+        continue;
+      }
       xs.push_back(e.norm), ys.push_back(e.entropy);
     }
     L.sum.samples = (int64_t)L.rows.size();
@@ -263,11 +213,11 @@ std::string norm_entropy_csv(const AnalyzeResult& r) {
 
 std::string summary_csv(const AnalyzeResult& r) {
   std::ostringstream os;
-  os << "layer,stage,block,kind,heads,tokens,head_dim,samples,pearson,spearman,mean_norm,mean_entropy\n";
+  os << "layer,stage,block,kind,heads,tokens,head_dim,samples,pearson,spearman,mean_norm,mean_entropy,undefined\n";
   for (const LayerSummary& s : r.layers)
     os << s.layer << "," << s.stage << "," << s.block << "," << s.kind << "," << s.heads << "," << s.tokens << ","
        << s.head_dim << "," << s.samples << "," << num(s.pearson, "%.4f") << "," << num(s.spearman, "%.4f") << ","
-       << num(s.mean_norm, "%.4g") << "," << num(s.mean_entropy, "%.4g") << "\n";
+       << num(s.mean_norm, "%.4g") << "," << num(s.mean_entropy, "%.4g") << "," << s.undefined << "\n";
   return os.str();
 }
 
@@ -275,12 +225,14 @@ std::string summary_markdown(const AnalyzeResult& r, const std::string& title) {
   std::ostringstream os;
   os << title << "\n\n"
      << "Query norm |q| against the entropy of the query's attention weights (nats; uniform = ln N), per layer. "
-        "Negative correlation: larger norms attend more sharply.\n\n"
+        "Negative correlation: larger norms attend more sharply. Samples: queries measured (those whose weights are "
+        "all zero, which attend nowhere, are counted in brackets and left out of the statistics).\n\n"
      << "| layer | stage.block | kind | heads x tokens | samples | Pearson | Spearman | mean norm | mean entropy (ln N) "
         "| plot |\n|---|---|---|---|---|---|---|---|---|---|\n";
   for (const LayerSummary& s : r.layers)
     os << "| " << s.layer << " | " << s.stage << "." << s.block << " | " << s.kind << " | " << s.heads << " x "
-       << s.tokens << " | " << s.samples << " | " << num(s.pearson, "%.3f") << " | " << num(s.spearman, "%.3f")
+       << s.tokens << " | " << s.samples << (s.undefined ? " (" + std::to_string(s.undefined) + ")" : std::string())
+       << " | " << num(s.pearson, "%.3f") << " | " << num(s.spearman, "%.3f")
        << " | " << num(s.mean_norm, "%.3g") << " | " << num(s.mean_entropy, "%.3f") << " ("
        << num(std::log((double)std::max<int64_t>(s.tokens, 1)), "%.3f") << ") | [layer_" << s.layer << ".svg](layer_"
        << s.layer << ".svg) |\n";

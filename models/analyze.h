@@ -8,20 +8,20 @@
 //
 //   softmax  w_j = exp(s_ij) / sum_j exp(s_ij), s_ij = (R_i q_i) . (R_j k_j) / sqrt d
 //            (the real weights, docs/SPEC.md §3, RoPE §4)
-//   nala     w_j = phi(q_i) . phi(k_j) / sum_j phi(q_i) . phi(k_j)
-//            with the feature maps of docs/SPEC.md §2.1 before the rotation:
-//            phi(q) = ([relu(q), relu(-q)] / |q|)^p(|q|), p = 3 (0.5 + tanh |q|),
-//            phi(k) = [relu(k^3), relu(-k^3)]; non-negative, so w is a
-//            distribution (the rotated products the layer multiplies by v
-//            may be negative: the implied weights leave RoPE out, as NaLa's
-//            own normaliser does)
+//   linear   w_j = phi_q(q_i) . phi_k(k_j) / sum_j phi_q(q_i) . phi_k(k_j)
+//            with the kind's feature maps before the rotation (NaLa,
+//            docs/SPEC.md §2.1: phi(q) = ([relu(q), relu(-q)] / |q|)^p(|q|),
+//            p = 3 (0.5 + tanh |q|), phi(k) = [relu(k^3), relu(-k^3)]; the
+//            other kinds §11); non-negative, so w is a distribution (the
+//            rotated products the layer multiplies by v may be negative: the
+//            implied weights leave RoPE out, as the kinds' own normaliser does)
 //
 //   entropy  H_i = -sum_j w_j ln w_j (nats; 0 ln 0 = 0), between 0 (all
 //            weight on one key) and ln N (uniform)
 //   norm     |q_i|, the query before any feature map or rotation
 //
-// attention_weights() is the one place that knows the kinds: other kinds
-// plug in there. Everything runs on the CPU in double from the model's own
+// The weights come from implied_attention (models/attention_kind.h), which
+// knows every kind. Everything runs on the CPU in double from the model's own
 // q and k (taken with NalaAttention::on_qk during an eval-mode forward on
 // the model's device).
 //
@@ -42,11 +42,22 @@ namespace nala {
 std::vector<std::string> analyze_kinds();
 
 // The attention weights query i gives the N keys of one problem; q and k are
-// (N, d) row-major f32. Refuses an unknown kind, i outside [0, N), or N != H W.
+// (N, d) row-major f32, as they enter the attention core. Refuses an unknown
+// kind, i outside [0, N), or a head width that is not a multiple of 4. The
+// weights come from implied_attention (models/attention_kind.h), the one
+// place that knows every kind's feature maps; a query whose features meet
+// no key's (relu with an all-negative query) gets all zeros.
 std::vector<double> attention_weights(const std::string& kind, const float* q, const float* k, int64_t H, int64_t W,
                                       int64_t d, int64_t i);
+// The same for several queries: one row per query.
+std::vector<std::vector<double>> attention_weights(const std::string& kind, const float* q, const float* k,
+                                                   int64_t H, int64_t W, int64_t d,
+                                                   const std::vector<int64_t>& queries);
 
-double entropy(const std::vector<double>& w);  // -sum w ln w (nats), 0 ln 0 = 0
+// -sum w ln w (nats), 0 ln 0 = 0; NaN for all-zero weights (the query attends
+// nowhere: such samples are written with entropy nan and left out of the
+// correlations, counted in LayerSummary::undefined).
+double entropy(const std::vector<double>& w);
 // Correlation of paired samples: NaN when fewer than 2 pairs or either side
 // is constant. spearman ranks each side (ties get their average rank) and
 // correlates the ranks.
@@ -54,7 +65,6 @@ double pearson(const std::vector<double>& x, const std::vector<double>& y);
 double spearman(const std::vector<double>& x, const std::vector<double>& y);
 
 struct AnalyzeOptions {
-  std::string linear_kind = "nala";  // the kind of the model's linear-attention stages
   int64_t images = 32;               // the first N images of the dataset
   int64_t queries = 64;              // queries per (image, layer, head); all when a layer has fewer tokens
   uint64_t seed = 0;                 // which queries
@@ -72,7 +82,8 @@ struct LayerSummary {
   int64_t layer = 0, stage = 0, block = 0, heads = 0, tokens = 0, head_dim = 0;
   std::string kind;
   int64_t samples = 0;
-  double pearson = 0, spearman = 0;  // of (norm, entropy) over every sample of the layer
+  int64_t undefined = 0;             // samples whose weights are all zero (entropy NaN), left out below
+  double pearson = 0, spearman = 0;  // of (norm, entropy) over the other samples of the layer
   double mean_entropy = 0, mean_norm = 0;
 };
 

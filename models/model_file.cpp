@@ -144,6 +144,7 @@ Metadata model_file_metadata(const ModelFile& mf, const Metadata& extra) {
   m["nala.config.layer_init"] = float_list(c.layer_init);
   m["nala.config.drop_path"] = float_str(c.drop_path_rate);
   m["nala.config.nala_stages"] = join(c.nala_stage, [](bool b) { return std::string(b ? "1" : "0"); });
+  m["nala.config.attn"] = attn_kind_name(c.attn);
   m["nala.config.stem_strides"] = std::to_string(c.stem_stride_first) + "," + std::to_string(c.stem_stride_last);
   m["nala.config.head_width"] = std::to_string(c.head_width);
   m["nala.config.in_chans"] = std::to_string(c.in_chans);
@@ -213,6 +214,13 @@ ModelFile read_model_metadata(const Metadata& m, const std::string& path) {
   if (c.drop_path_rate < 0 || c.drop_path_rate >= 1) r.bad("nala.config.drop_path", "outside [0, 1)");
   std::vector<int64_t> nala = r.ints("nala.config.nala_stages", S, 0, 1);
   c.nala_stage.assign(nala.begin(), nala.end());
+  if (m.count("nala.config.attn")) {  // files written before the kinds existed are nala
+    try {
+      c.attn = parse_attn_kind(r.get("nala.config.attn"));
+    } catch (const Error&) {
+      r.bad("nala.config.attn", "not an attention kind (known: nala, nala-paper, relu, elu1, flatten, softmax)");
+    }
+  }
   std::vector<int64_t> strides = r.ints("nala.config.stem_strides", 2, 1, 2);
   if (strides[0] != 2) r.bad("nala.config.stem_strides", "the first stem stride must be 2 (2,2 or 2,1)");
   c.stem_stride_first = (int)strides[0], c.stem_stride_last = (int)strides[1];
@@ -258,11 +266,16 @@ ModelFile read_model_metadata(const Metadata& m, const std::string& path) {
   return mf;
 }
 
-ModelFile describe_model_file(const SafeTensors& st, const std::string& path, const std::string& config_name) {
+ModelFile describe_model_file(const SafeTensors& st, const std::string& path, const std::string& config_name,
+                              const std::string& attn) {
+  const AttnKind want_attn = attn.empty() ? AttnKind::nala : parse_attn_kind(attn);
   if (has_model_metadata(st.metadata)) {
     ModelFile mf = read_model_metadata(st.metadata, path);
     NALA_CHECK(config_name.empty() || config_name == mf.config.name, path, ": not a checkpoint of ", config_name,
                ": its metadata (nala.config.name) says ", mf.config.name);
+    NALA_CHECK(attn.empty() || want_attn == mf.config.attn, path, ": the model was trained with attention kind ",
+               attn_kind_name(mf.config.attn), " (metadata nala.config.attn), not ", attn,
+               ": its weights only make sense with the kind they were trained with");
     // Before anything is built: a network larger than the file's tensors can
     // never load, and metadata that lies (1e9 channels, 1e7 classes) must not
     // cost gigabytes and minutes of allocation before the shapes disagree.
@@ -291,6 +304,7 @@ ModelFile describe_model_file(const SafeTensors& st, const std::string& path, co
   NALA_CHECK(w0.size(1) >= 1 && hw.size(0) >= 1, path, ": empty patch_embed.proj.0.weight or head.weight");
   ModelFile mf;
   mf.config = nalaformer_config(config_name, w0.size(1), hw.size(0));
+  mf.config.attn = want_attn;
   auto names = st.metadata.find("nala.classes");
   if (names != st.metadata.end()) {  // older nala files: names without a description
     std::vector<std::string> v = split(names->second, '\n');
@@ -299,10 +313,10 @@ ModelFile describe_model_file(const SafeTensors& st, const std::string& path, co
   return mf;
 }
 
-LoadedModel load_model_file(const std::string& path, const std::string& config_name) {
+LoadedModel load_model_file(const std::string& path, const std::string& config_name, const std::string& attn) {
   SafeTensors st = load_safetensors(path);
   LoadedModel lm;
-  lm.file = describe_model_file(st, path, config_name);
+  lm.file = describe_model_file(st, path, config_name, attn);
   lm.model = std::make_unique<NalaFormer>(lm.file.config);
   try {
     load_weights(*lm.model, st, path);
@@ -315,8 +329,9 @@ LoadedModel load_model_file(const std::string& path, const std::string& config_n
   return lm;
 }
 
-std::unique_ptr<NalaFormer> load_model(const std::string& path, const std::string& config_name) {
-  return load_model_file(path, config_name).model;
+std::unique_ptr<NalaFormer> load_model(const std::string& path, const std::string& config_name,
+                                       const std::string& attn) {
+  return load_model_file(path, config_name, attn).model;
 }
 
 void save_model(const NalaFormer& model, const ModelFile& mf, const std::string& path) {

@@ -16,7 +16,9 @@
 //   nala.config.mlp_ratio    FFN width / C                   e.g. 3
 //   nala.config.layer_init   gamma_1/gamma_2 initial value per stage
 //   nala.config.drop_path    stochastic depth rate of the last block
-//   nala.config.nala_stages  per stage: 1 NaLa attention, 0 softmax attention
+//   nala.config.nala_stages  per stage: 1 the linear kind below, 0 softmax attention
+//   nala.config.attn         the attention kind (attention_kind.h): nala, nala-paper,
+//                            relu, elu1, flatten, softmax; absent in older files: nala
 //   nala.config.stem_strides the first and last stem convolutions' strides (2,2 or 2,1)
 //   nala.config.head_width   P, the width of the head's projection
 //   nala.config.in_chans     input channels
@@ -71,17 +73,22 @@ ModelFile read_model_metadata(const Metadata& m, const std::string& path);
 // config_name that differs from the recorded one is an error), otherwise the
 // config named config_name with the channels and classes of its weights
 // (class names from a legacy "nala.classes" key when it lists that many). No
-// metadata and no config name is an error.
-ModelFile describe_model_file(const SafeTensors& st, const std::string& path, const std::string& config_name = "");
+// metadata and no config name is an error. attn: "" takes the file's
+// attention kind (nala for a file without metadata); a kind name makes a
+// file recorded with another kind an error, and gives a file without
+// metadata that kind (the tensors do not tell kinds apart).
+ModelFile describe_model_file(const SafeTensors& st, const std::string& path, const std::string& config_name = "",
+                              const std::string& attn = "");
 
 // Builds the network the file describes and loads its weights (strict, every
 // value finite; see models/weights.h). The model is on the CPU in eval mode.
-std::unique_ptr<NalaFormer> load_model(const std::string& path, const std::string& config_name = "");
+std::unique_ptr<NalaFormer> load_model(const std::string& path, const std::string& config_name = "",
+                                       const std::string& attn = "");
 struct LoadedModel {
   std::unique_ptr<NalaFormer> model;
   ModelFile file;
 };
-LoadedModel load_model_file(const std::string& path, const std::string& config_name = "");
+LoadedModel load_model_file(const std::string& path, const std::string& config_name = "", const std::string& attn = "");
 
 // Writes the model's weights with mf's metadata (mf.config must be the model's).
 void save_model(const NalaFormer& model, const ModelFile& mf, const std::string& path);

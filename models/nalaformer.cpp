@@ -114,6 +114,7 @@ std::string NalaConfig::describe() const {
   std::vector<int> nala;
   for (size_t i = 0; i < nala_stage.size(); i++)
     if (nala_stage[i]) nala.push_back((int)i);
+  if (attn != AttnKind::nala) os << "attn=" << attn_kind_name(attn) << " ";
   list("nala_stages", nala);
   os << "in_chans=" << in_chans << " classes=" << num_classes;
   return os.str();
@@ -121,8 +122,8 @@ std::string NalaConfig::describe() const {
 
 // ---- attention --------------------------------------------------------------
 
-NalaAttention::NalaAttention(int64_t C_, int64_t heads_, bool use_nala_)
-    : Module(use_nala_ ? "NalaAttention" : "SoftmaxAttention"), C(C_), heads(heads_), use_nala(use_nala_) {
+NalaAttention::NalaAttention(int64_t C_, int64_t heads_, AttnKind kind_)
+    : Module(kind_ == AttnKind::softmax ? "SoftmaxAttention" : "NalaAttention"), C(C_), heads(heads_), kind(kind_) {
   NALA_CHECK(heads > 0 && C % heads == 0 && (C / heads) % 4 == 0, "attention: width ", C, " with ", heads,
              " heads: the head width must be a multiple of 4 (2-D RoPE)");
   qkvg = register_module("qkvg", std::make_unique<Linear>(C, 4 * C));
@@ -144,8 +145,8 @@ Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W) {
   Tensor lepe_out = lepe->forward(reshape(v, {B, H, W, C}));
   auto to_heads = [&](const Tensor& z) { return contiguous(permute(reshape(z, {B, N, heads, d}), {0, 2, 1, 3})); };
   q = to_heads(q), k = to_heads(k), v = to_heads(v);  // (B, h, N, d); no copy when h == 1
-  if (on_qk) on_qk(q, k, H, W);
-  Tensor o = use_nala ? nala_attention(q, k, v, H, W) : softmax_attention(q, k, v, H, W);  // (B, h, N, d)
+  if (capture) *capture = AttnCapture{q.detach(), k.detach(), H, W, kind};
+  Tensor o = attention_core(kind, q, k, v, H, W);  // (B, h, N, d)
   o = reshape(contiguous(permute(o, {0, 2, 1, 3})), {B, N, C});
   o = add(o, reshape(lepe_out, {B, N, C}));
   o = mul(ln->forward(o), silu(g));
@@ -168,7 +169,7 @@ Tensor NalaFFN::forward(const Tensor& x) {
 
 // ---- block --------------------------------------------------------------------
 
-NalaBlock::NalaBlock(int64_t C, int64_t heads, float mlp_ratio, float layer_init, float dp, bool use_nala, Rng* rng)
+NalaBlock::NalaBlock(int64_t C, int64_t heads, float mlp_ratio, float layer_init, float dp, AttnKind kind, Rng* rng)
     : Module("NalaBlock") {
   gamma_1 = register_parameter("gamma_1", Tensor::full({1, C, 1, 1}, layer_init));
   gamma_2 = register_parameter("gamma_2", Tensor::full({1, C, 1, 1}, layer_init));
@@ -180,7 +181,7 @@ NalaBlock::NalaBlock(int64_t C, int64_t heads, float mlp_ratio, float layer_init
     return register_module(name, std::move(holder));
   };
   norm1 = wrap_ln("norm1", &norm1_ln);
-  attn = register_module("attn", std::make_unique<NalaAttention>(C, heads, use_nala));
+  attn = register_module("attn", std::make_unique<NalaAttention>(C, heads, kind));
   cpe2 = register_module("cpe2", std::make_unique<DWConv2d>(C, 3));
   norm2 = wrap_ln("norm2", &norm2_ln);
   ffn = register_module("ffn", std::make_unique<NalaFFN>(C, (int64_t)(mlp_ratio * C)));
@@ -227,7 +228,7 @@ NalaFormer::NalaFormer(const NalaConfig& c, uint64_t seed) : Module("NalaFormer"
     for (int64_t j = 0; j < cfg.depths[s]; j++, idx++) {
       float dp = total > 1 ? cfg.drop_path_rate * (float)idx / (float)(total - 1) : 0.0f;
       bl->push(std::make_unique<NalaBlock>(cfg.dims[s], cfg.heads[s], cfg.mlp_ratio, cfg.layer_init[s], dp,
-                                           cfg.nala_stage[s], &rng));
+                                           cfg.stage_attn(s), &rng));
     }
     blocks.push_back(bl);
     if (s + 1 < S) {

@@ -9,11 +9,11 @@
 // What this file does not do: training loops, data, checkpoints on disk
 // (tools/), or any arithmetic of its own (autograd/ops.h).
 #pragma once
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "models/attention_kind.h"
 #include "nn/layers.h"
 #include "nn/module.h"
 #include "tensor/rng.h"
@@ -28,15 +28,19 @@ struct NalaConfig {
   float drop_path_rate = 0.0f;
   int stem_stride_first = 2, stem_stride_last = 2;
   int64_t head_width = 1024;  // P
-  std::vector<bool> nala_stage;  // per stage: NaLa (true) or softmax attention (false)
+  // Per stage: the linear kind `attn` (true) or softmax attention (false).
+  // attn == softmax makes every stage softmax (docs/SPEC.md §11).
+  std::vector<bool> nala_stage;
+  AttnKind attn = AttnKind::nala;
   int64_t in_chans = 3, num_classes = 1000;
 
   int64_t num_stages() const { return (int64_t)dims.size(); }
+  AttnKind stage_attn(int64_t s) const { return nala_stage[s] ? attn : AttnKind::softmax; }
   int64_t stem_stride() const { return (int64_t)stem_stride_first * stem_stride_last; }
   // Token grid of stage s for an img x img input (each stride-2 3x3 conv,
   // pad 1, maps n -> (n + 1) / 2).
   std::pair<int64_t, int64_t> stage_grid(int64_t s, int64_t img_h, int64_t img_w) const;
-  std::string describe() const;  // one line, for logs and checkpoints
+  std::string describe() const;  // one line, for logs and checkpoints ("attn=" only when not nala)
   // Throws (naming the config) unless an h x w image is one the network can
   // take: at least 4 pixels a side and at least one token at the last stage.
   void check_input_size(int64_t h, int64_t w) const;
@@ -51,17 +55,23 @@ struct NalaConfig {
 NalaConfig nalaformer_config(const std::string& name, int64_t in_chans = -1, int64_t num_classes = -1);
 std::vector<std::string> nalaformer_config_names();
 
+// What a layer's attention core received, for analysis tools: q and k
+// detached, (B, h, N, d), on the model's device; the grid and the kind used.
+struct AttnCapture {
+  Tensor q, k;
+  int64_t H = 0, W = 0;
+  AttnKind kind = AttnKind::nala;
+};
+
 struct NalaAttention : Module {
-  NalaAttention(int64_t C, int64_t heads, bool use_nala);
+  NalaAttention(int64_t C, int64_t heads, AttnKind kind);
   Linear* qkvg;
   DWConv2d* lepe;
   LayerNorm* ln;
   Linear* out_proj;
   int64_t C, heads;
-  bool use_nala;
-  // Analysis hook (models/analyze.h): when set, called in every forward with
-  // the queries and keys (B, h, N, d) just before attention, and the grid H x W.
-  std::function<void(const Tensor& q, const Tensor& k, int64_t H, int64_t W)> on_qk;
+  AttnKind kind;                   // this layer's attention core
+  AttnCapture* capture = nullptr;  // when set, every forward stores its q and k there
   Tensor forward_hw(const Tensor& x, int64_t H, int64_t W);  // (B, H, W, C)
 };
 
@@ -74,7 +84,7 @@ struct NalaFFN : Module {
 };
 
 struct NalaBlock : Module {
-  NalaBlock(int64_t C, int64_t heads, float mlp_ratio, float layer_init, float drop_path, bool use_nala, Rng* rng);
+  NalaBlock(int64_t C, int64_t heads, float mlp_ratio, float layer_init, float drop_path, AttnKind kind, Rng* rng);
   Tensor gamma_1, gamma_2;
   DWConv2d *cpe1, *cpe2;
   Module *norm1, *norm2;  // each holds a LayerNorm child "norm" (eps 1e-6)

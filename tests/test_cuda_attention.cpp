@@ -1,5 +1,6 @@
-// tests/test_cuda_attention.cpp - rope2d, nala_attention, softmax_attention on
-// the GPU against the CPU: forward outputs and every input gradient through
+// tests/test_cuda_attention.cpp - rope2d, nala_attention, softmax_attention and
+// every attention kind of models/attention_kind.h (the core, and pico built
+// with it) on the GPU against the CPU: forward outputs and every input gradient through
 // the ops, and the kernels directly for what the ops hide (NaLa's S and
 // kmean, softmax's lse, rope in place). NaLa has two CUDA paths: tensor cores
 // for d = 16, 32, 64 (kernels/cuda/attention_nala.cu) and the first version
@@ -12,8 +13,11 @@
 
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/rope.h"
+#include "models/attention_kind.h"
+#include "models/nalaformer.h"
 #include "tensor/device.h"
 #include "tests/cuda_harness.h"
+#include "tests/golden_init.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/rope.h"
@@ -347,4 +351,53 @@ TEST_CASE("cuda: attention kernels reject a head dim above 128", "[cuda][attenti
   Tensor a = Tensor::zeros({1, 1, 4, 132}, DType::F32, Device::CUDA);
   REQUIRE_THROWS_WITH(nala_attention(a, a, a, 2, 2), Catch::Contains("nala_attention") && Catch::Contains("132"));
   REQUIRE_THROWS_WITH(softmax_attention(a, a, a, 2, 2), Catch::Contains("softmax_attention") && Catch::Contains("132"));
+}
+
+// ---- attention kinds (docs/SPEC.md §11) ------------------------------------
+
+TEST_CASE("cuda: every attention kind's core, forward and dq, dk, dv against the CPU", "[cuda][attention][kinds]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(91);
+  struct Case {
+    int64_t B, h, H, W, d;
+  };
+  for (Case c : {Case{2, 2, 4, 5, 8}, Case{2, 2, 7, 7, 32}, Case{1, 4, 4, 4, 16}}) {
+    const Shape s = {c.B, c.h, c.H * c.W, c.d};
+    Tensor q = make_queries(s, rng, 0.5f, 3.0f), k = make_queries(s, rng, 0.5f, 2.0f), v = randn(s, rng);
+    for (const std::string& name : attn_kind_names()) {
+      INFO("kind " << name << " shape " << shape_str(s));
+      const AttnKind kind = parse_attn_kind(name);
+      compare_devices([=](const std::vector<Tensor>& in) { return attention_core(kind, in[0], in[1], in[2], c.H, c.W); },
+                      {q, k, v}, 7, {1e-4, 1e-3}, {}, {Tol{1e-3, 2e-3}, Tol{1e-3, 2e-3}, Tol{1e-4, 1e-3}});
+    }
+  }
+}
+
+TEST_CASE("cuda: pico with each attention kind, logits and every gradient against the CPU", "[cuda][attention][kinds]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(92);
+  Tensor x = randn({2, 28, 28, 1}, rng);
+  Tensor labels = Tensor::from_vector_i64({2}, {3, 7});
+  for (const std::string& name : attn_kind_names()) {
+    INFO("kind " << name);
+    NalaConfig cfg = nalaformer_config("pico");
+    cfg.attn = parse_attn_kind(name);
+    NalaFormer a(cfg), b(cfg);
+    golden_init(a);
+    golden_init(b);
+    b.to(Device::CUDA);
+    a.train(), b.train();
+    Tensor la = a.forward(x), lb = b.forward(x.to(Device::CUDA));
+    REQUIRE_CLOSE(host(lb), la, 1e-4, 1e-3);
+    backward(cross_entropy(la, labels));
+    backward(cross_entropy(lb, labels.to(Device::CUDA)));
+    auto pa = a.named_parameters(), pb = b.named_parameters();
+    REQUIRE(pa.size() == pb.size());
+    for (size_t i = 0; i < pa.size(); i++) {
+      INFO("gradient of " << pa[i].first);
+      double scale = 0;
+      for (float g : pa[i].second.grad().to_vector()) scale = std::max(scale, (double)std::fabs(g));
+      REQUIRE_CLOSE(host(pb[i].second.grad()), pa[i].second.grad(), 1e-3 * scale + 1e-6, 1e-2);
+    }
+  }
 }

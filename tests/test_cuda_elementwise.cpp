@@ -249,6 +249,12 @@ TEST_CASE("cuda: exp", "[cuda][elementwise]") {
   SKIP_WITHOUT_CUDA();
   check_unary(nala::exp, -5, 5);
 }
+TEST_CASE("cuda: sin, cos, elu", "[cuda][elementwise]") {
+  SKIP_WITHOUT_CUDA();
+  check_unary(nala::sin, -4, 4);
+  check_unary(nala::cos, -4, 4);
+  check_unary(elu, -3, 3);
+}
 TEST_CASE("cuda: log", "[cuda][elementwise]") {
   SKIP_WITHOUT_CUDA();
   check_unary(nala::log, 0.1f, 5);

@@ -74,6 +74,16 @@ TEST_CASE("gradcheck: tanh", "[gradcheck][elementwise]") { check_unary([](auto& 
 TEST_CASE("gradcheck: sigmoid", "[gradcheck][elementwise]") { check_unary([](auto& x) { return sigmoid(x); }, -3, 3); }
 TEST_CASE("gradcheck: exp", "[gradcheck][elementwise]") { check_unary([](auto& x) { return nala::exp(x); }, -2, 1.5f); }
 TEST_CASE("gradcheck: log", "[gradcheck][elementwise]") { check_unary([](auto& x) { return nala::log(x); }, 0.3f, 3); }
+TEST_CASE("gradcheck: sin", "[gradcheck][elementwise]") { check_unary([](auto& x) { return nala::sin(x); }, -4, 4); }
+TEST_CASE("gradcheck: cos", "[gradcheck][elementwise]") { check_unary([](auto& x) { return nala::cos(x); }, -4, 4); }
+TEST_CASE("gradcheck: elu", "[gradcheck][elementwise]") {
+  Rng rng(14);
+  Tensor x = randu({3, 7, 5}, rng, 0.05f, 2.0f);
+  float* p = x.f32();
+  for (int64_t i = 0; i < x.numel(); i += 2) p[i] = -p[i];  // both branches, away from 0
+  x.set_requires_grad(true);
+  REQUIRE_GRADCHECK([](const std::vector<Tensor>& in) { return elu(in[0]); }, std::vector<Tensor>({x}));
+}
 
 TEST_CASE("elementwise: forward values", "[elementwise]") {
   Tensor x = Tensor::from_vector({3}, {1.0f, -1.0f, 0.5f});
@@ -84,6 +94,9 @@ TEST_CASE("elementwise: forward values", "[elementwise]") {
   REQUIRE_CLOSE(nala::exp(x), Tensor::from_vector({3}, {2.7182818f, 0.3678794f, 1.6487213f}), 1e-6, 1e-6);
   REQUIRE_CLOSE(relu(x), Tensor::from_vector({3}, {1, 0, 0.5f}), 0, 0);
   REQUIRE_CLOSE(cube(x), Tensor::from_vector({3}, {1, -1, 0.125f}), 0, 0);
+  REQUIRE_CLOSE(nala::sin(x), Tensor::from_vector({3}, {0.8414710f, -0.8414710f, 0.4794255f}), 1e-6, 1e-6);
+  REQUIRE_CLOSE(nala::cos(x), Tensor::from_vector({3}, {0.5403023f, 0.5403023f, 0.8775826f}), 1e-6, 1e-6);
+  REQUIRE_CLOSE(elu(x), Tensor::from_vector({3}, {1.0f, -0.6321206f, 0.5f}), 1e-6, 1e-6);
   REQUIRE_CLOSE(scale(x, 2), Tensor::from_vector({3}, {2, -2, 1}), 0, 0);
   REQUIRE_CLOSE(add_scalar(x, 2), Tensor::from_vector({3}, {3, 1, 2.5f}), 0, 0);
   Tensor y = Tensor::from_vector({3}, {2.0f, 4.0f, 0.25f});

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "models/analyze.h"
+#include "models/attention_kind.h"
 #include "models/model_file.h"
 #include "models/train/checkpoint.h"
 #include "models/train/evaluate.h"
@@ -110,9 +111,32 @@ TEST_CASE("analyze: attention weights of one query, softmax with RoPE and NaLa's
   // softmax rotates the keys per token: a zero query gives every key the same score.
   std::vector<float> zero(N * d, 0.0f);
   CHECK(entropy(attention_weights("softmax", zero.data(), kk.data(), H, W, d, 7)) == Approx(std::log((double)N)));
-  CHECK(entropy(attention_weights("nala", zero.data(), kk.data(), H, W, d, 7)) == Approx(std::log((double)N)));
+  // A zero query has no NaLa features: it attends nowhere, and its entropy is undefined.
+  CHECK(std::isnan(entropy(attention_weights("nala", zero.data(), kk.data(), H, W, d, 7))));
+  CHECK(std::isnan(entropy({0, 0, 0})));
+
+  // relu: phi = relu, un-rotated. q = (1, 2, -1, 0); keys (1, 0, 0, 0), (0, 1, 5, 0), (-1, -1, 0, 0):
+  // products 1, 2, 0 -> 1/3, 2/3, 0. Several queries at once give the same rows.
+  const float qr[12] = {1, 2, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  const float kr[12] = {1, 0, 0, 0, 0, 1, 5, 0, -1, -1, 0, 0};
+  const std::vector<std::vector<double>> rows = attention_weights("relu", qr, kr, 1, 3, 4, std::vector<int64_t>{0, 0});
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0][0] == Approx(1.0 / 3));
+  CHECK(rows[0][1] == Approx(2.0 / 3));
+  CHECK(rows[0][2] == 0.0);
+  CHECK(rows[1] == rows[0]);
 
   CHECK_THROWS_WITH(attention_weights("relu2", q, k, 1, 2, 4, 0), Catch::Contains("unknown attention kind 'relu2'"));
+  for (const std::string& kind : analyze_kinds()) {  // every kind: a distribution over the keys
+    INFO(kind);
+    const std::vector<double> wk = attention_weights(kind, qq.data(), qq.data(), H, W, d, 3);
+    double sum = 0;
+    for (double v : wk) {
+      CHECK(v >= 0);
+      sum += v;
+    }
+    CHECK(sum == Approx(1.0).epsilon(1e-5));
+  }
   CHECK_THROWS_WITH(attention_weights("nala", q, k, 1, 2, 4, 2), Catch::Contains("query 2 outside the 2 tokens"));
   CHECK_THROWS_WITH(attention_weights("nala", q, k, 1, 2, 6, 0), Catch::Contains("multiple of 4"));
 }
@@ -121,8 +145,9 @@ TEST_CASE("analyze: attention weights of one query, softmax with RoPE and NaLa's
 
 namespace {
 
-std::string fresh_pico_file(const std::string& dir) {
+std::string fresh_pico_file(const std::string& dir, AttnKind kind = AttnKind::nala) {
   NalaConfig cfg = nalaformer_config("pico", 1, 10);
+  cfg.attn = kind;
   NalaFormer m(cfg, 1);
   Rng r(11);
   m.init_weights(r);
@@ -130,7 +155,7 @@ std::string fresh_pico_file(const std::string& dir) {
   mf.config = cfg;
   mf.mean = {0.2860f}, mf.std = {0.3530f};
   mf.height = mf.width = 28;
-  const std::string path = dir + "/pico.safetensors";
+  const std::string path = dir + "/pico-" + attn_kind_name(kind) + ".safetensors";
   save_model(m, mf, path);
   return path;
 }
@@ -196,12 +221,22 @@ TEST_CASE("nala analyze: entropy_norm.csv, plots, summary; refuses bad input and
   CHECK(r.out.find("already holds an analysis") != std::string::npos);
   CHECK(slurp(out + "/entropy_norm.csv") == before);
 
-  // --attn softmax: every layer measured as softmax attention.
-  r = run_cmd(cmd_analyze, {"--weights", w, "--images", "1", "--queries", "4", "--threads", "2", "--attn", "softmax",
+  // Weights of another kind: measured as the file says; --attn must agree with it.
+  const std::string ws = fresh_pico_file(t.path, AttnKind::softmax), wr = fresh_pico_file(t.path, AttnKind::relu);
+  r = run_cmd(cmd_analyze, {"--weights", ws, "--images", "1", "--queries", "4", "--threads", "2", "--attn", "softmax",
                             "--out", t.path + "/an_softmax"});
   REQUIRE(r.code == 0);
   for (const std::string& line : lines_of(slurp(t.path + "/an_softmax/summary.csv")))
     if (line.rfind("layer", 0) != 0) CHECK(cells_of(line)[3] == "softmax");
+  r = run_cmd(cmd_analyze, {"--weights", wr, "--images", "1", "--queries", "4", "--threads", "2",
+                            "--out", t.path + "/an_relu"});
+  REQUIRE(r.code == 0);
+  CHECK(cells_of(lines_of(slurp(t.path + "/an_relu/summary.csv"))[1])[3] == "relu");
+  CHECK(cells_of(lines_of(slurp(t.path + "/an_relu/summary.csv"))[6])[3] == "softmax");
+  r = run_cmd(cmd_analyze, {"--weights", wr, "--attn", "nala", "--out", t.path + "/an_wrong"});
+  CHECK(r.code != 0);
+  CHECK(r.out.find("relu") != std::string::npos);
+  CHECK(access((t.path + "/an_wrong/entropy_norm.csv").c_str(), F_OK) != 0);
 
   // Bad input: usage errors (2) before any work, a bad file (1); no folder made.
   CHECK(run_cmd(cmd_analyze, {"--images", "2", "--out", t.path + "/x"}).code == 2);
@@ -456,7 +491,7 @@ TEST_CASE("tools/ablate.sh: runs kinds x seeds at once, chooses on validation, a
   TempDir t;
   const std::string root = std::filesystem::current_path().string(), out = t.path + "/ab", log = t.path + "/log";
   REQUIRE(access((root + "/tools/ablate.sh").c_str(), X_OK) == 0);  // the tests run from the repository root
-  const std::vector<std::string> args = {"--seeds", "0 1", "--epochs", "1", "--jobs", "2", "--val", "100",
+  const std::vector<std::string> args = {"--kinds", "nala softmax", "--seeds", "0 1", "--epochs", "1", "--jobs", "2", "--val", "100",
                                          "--device", "cpu", "--recipe", "none", "--analyze-images", "2",
                                          "--nala", nala_binary(), "--out", out, "--", "--subset", "600",
                                          "--eval-subset", "200", "--batch-size", "50", "--warmup-epochs", "0"};
@@ -471,27 +506,32 @@ TEST_CASE("tools/ablate.sh: runs kinds x seeds at once, chooses on validation, a
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
   const std::vector<std::string> rows = lines_of(slurp(out + "/results.csv"));
-  REQUIRE(rows.size() == 3);  // header, seed 0, seed 1
+  REQUIRE(rows.size() == 5);  // header, then each kind's seeds 0 and 1
   CHECK(rows[0] == "kind,seed,parameters,epochs,chosen_epoch,val_top1,test_top1,images_per_second,spearman_by_layer");
-  for (int s = 0; s < 2; s++) {
-    const std::vector<std::string> c = cells_of(rows[1 + s]);
+  for (int run = 0; run < 4; run++) {
+    const std::string kind = run < 2 ? "nala" : "softmax";
+    const int s = run % 2;
+    const std::vector<std::string> c = cells_of(rows[1 + run]);
     REQUIRE(c.size() == 9);
-    CHECK(c[0] == "nala");
+    CHECK(c[0] == kind);
     CHECK(c[1] == std::to_string(s));
     CHECK(c[2] == "653194");
     CHECK(c[4] == "1");
     // The test top-1 the run reported for its chosen epoch, read back from its weights' metadata.
-    SafeTensors st = load_safetensors(out + "/runs/nala-s" + std::to_string(s) + "/best_val.safetensors");
+    const std::string run_name = kind + "-s" + std::to_string(s);
+    SafeTensors st = load_safetensors(out + "/runs/" + run_name + "/best_val.safetensors");
+    CHECK(st.metadata.at("nala.config").find(kind == "nala" ? "model=pico" : "attn=softmax") != std::string::npos);
     CHECK(std::stod(c[6]) == Approx(std::stod(st.metadata.at("nala.top1"))).margin(1e-4));
     CHECK(lines_of(c[8]).size() == 1);
     std::istringstream sp(c[8]);
     int layers = 0;
     for (double v; sp >> v; layers++) CHECK(std::abs(v) <= 1.0);
     CHECK(layers == 6);
-    CHECK(access((out + "/analyze/nala-s" + std::to_string(s) + "/entropy_norm.csv").c_str(), R_OK) == 0);
+    CHECK(access((out + "/analyze/" + run_name + "/entropy_norm.csv").c_str(), R_OK) == 0);
   }
   const std::string report = slurp(out + "/README.md");
   CHECK(report.find("| nala | 653194 | **") != std::string::npos);
+  CHECK(report.find("| softmax | 653194 | **") != std::string::npos);
   CHECK(report.find("nala train") != std::string::npos);  // the exact commands
 
   // The same --out again: refused (exit 2), the earlier results untouched.

@@ -144,7 +144,6 @@ for k in $kinds; do
     [ -f "$w" ] || continue
     an=("$nala" analyze --weights "$w" "${data_args[@]}" --images "$an_images" --device "$device"
         --out "$out/analyze/$k-s$s")
-    [ "$has_attn" = 1 ] && [ "$k" = softmax ] && an+=(--attn softmax)
     printf '%q ' "${an[@]}" >>"$out/commands.txt"; echo >>"$out/commands.txt"
     "${an[@]}" >"$out/logs/analyze-$k-s$s.log" 2>&1 || echo "  analyze $k seed $s failed: see $out/logs/analyze-$k-s$s.log"
   done

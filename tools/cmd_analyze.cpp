@@ -14,6 +14,7 @@
 #include <cstdio>
 
 #include "models/analyze.h"
+#include "models/attention_kind.h"
 #include "models/model_file.h"
 #include "models/plot.h"
 #include "models/train/log.h"
@@ -53,7 +54,7 @@ void refuse_earlier_analysis(const std::string& dir, size_t layers) {
 }  // namespace
 
 int cmd_analyze(int argc, char** argv) {
-  std::string model_name, weights, out, attn = "nala", device = "cpu";
+  std::string model_name, weights, out, attn, device = "cpu";
   DataSpec data;
   AnalyzeOptions opt;
   int64_t threads = 0, seed = 0;
@@ -63,8 +64,8 @@ int cmd_analyze(int argc, char** argv) {
                nalaformer_config_names());
   p.add_string("weights", &weights, "weights (.safetensors)");
   add_data_options(p, data);
-  p.add_choice("attn", &attn, "attention kind of the model's linear-attention stages (nala: the released form, "
-               "stages as the weights record; softmax: every stage softmax)", analyze_kinds());
+  p.add_choice("attn", &attn, "attention kind of the weights (default: the one the file records; for files that "
+               "record none, nala); a kind other than the file's is an error", analyze_kinds());
   p.add_int("images", &opt.images, "the first N test images", 1, 1 << 20);
   p.add_int("queries", &opt.queries, "queries sampled per image, layer and head (all when a layer has fewer)", 1,
             1 << 20);
@@ -77,19 +78,15 @@ int cmd_analyze(int argc, char** argv) {
   p.parse(argc, argv);
   if (weights.empty()) throw UsageError("--weights is required");
   opt.seed = (uint64_t)seed;
-  opt.linear_kind = attn;
   set_threads(threads);
 
-  LoadedModel lm = load_model_file(weights, model_name);
+  LoadedModel lm = load_model_file(weights, model_name, attn);
   const ModelFile& mf = lm.file;
   const NalaConfig& cfg = mf.config;
   NalaFormer& model = *lm.model;
   size_t layers = 0;
-  for (int64_t s = 0; s < cfg.num_stages(); s++) {
-    layers += model.blocks[s]->size();
-    if (attn == "softmax")
-      for (size_t b = 0; b < model.blocks[s]->size(); b++) static_cast<NalaBlock*>((*model.blocks[s])[b])->attn->use_nala = false;
-  }
+  for (int64_t s = 0; s < cfg.num_stages(); s++) layers += model.blocks[s]->size();
+  attn = attn_kind_name(cfg.attn);
   // The output folder before the data is read: a refusal costs nothing.
   std::vector<std::string> made;
   struct RemoveIfEmpty {  // a run that fails leaves no empty folder of its own behind

@@ -78,6 +78,8 @@ int cmd_eval(int argc, char** argv) {
   p.add_choice("model", &model_name, "model config (default: the one the weights file records)",
                nalaformer_config_names());
   p.add_string("weights", &weights, "weights (.safetensors: best.safetensors, a checkpoint, or the release's)");
+  AttnOptions attn;
+  add_attn_options(p, attn, false, true);
   add_data_options(p, data);
   p.add_int("batch-size", &batch, "batch size", 1, 1 << 20);
   p.add_int("threads", &threads, "CPU threads (0 = all)", 0, 4096);
@@ -88,7 +90,7 @@ int cmd_eval(int argc, char** argv) {
   p.parse(argc, argv);
   if (weights.empty()) throw UsageError("--weights is required");
   set_threads(threads);
-  LoadedModel lm = load_model_file(weights, model_name);
+  LoadedModel lm = load_model_file(weights, model_name, attn.attn);
   const ModelFile& mf = lm.file;
   const NalaConfig& cfg = mf.config;
   // The images are prepared as the model was trained on them: channels, size
@@ -155,6 +157,8 @@ int cmd_predict(int argc, char** argv) {
   p.add_choice("model", &model_name, "model config (default: the one the weights file records)",
                nalaformer_config_names());
   p.add_string("weights", &weights, "weights (.safetensors)");
+  AttnOptions attn;
+  add_attn_options(p, attn, false, true);
   p.add_int("img-size", &img_size,
             "for weights without nala.input metadata: resize images to this (default: 28 for 1 channel, 224 for 3)",
             0, 4096);
@@ -168,7 +172,7 @@ int cmd_predict(int argc, char** argv) {
   p.parse(argc, argv);
   if (weights.empty()) throw UsageError("--weights is required");
   set_threads(threads);
-  LoadedModel lm = load_model_file(weights, model_name);
+  LoadedModel lm = load_model_file(weights, model_name, attn.attn);
   const ModelFile& mf = lm.file;
   const NalaConfig& cfg = mf.config;
   const int64_t C = cfg.in_chans;

@@ -62,10 +62,15 @@ std::vector<Row> summary(NalaFormer& m, int64_t H, int64_t W) {
       simple(pre + "norm1", "LayerNorm", b->norm1, 8);
       rows.push_back({pre + "attn.qkvg", "Linear", {1, N, 4 * C}, own_params(b->attn->qkvg), 2.0 * N * C * 4 * C});
       simple(pre + "attn.lepe", "DWConv2d 5x5", b->attn->lepe, 2 * 25);
-      double core = b->attn->use_nala ? heads * (2.0 * N * 2 * d * d * 2 + 30.0 * N * d)  // S, rq S, features
-                                      : heads * (4.0 * N * N * d + 5.0 * N * N);        // QK^T, PV, softmax
-      rows.push_back({pre + "attn.core", b->attn->use_nala ? "NaLa attention" : "softmax attention",
-                      {1, heads, N, d}, 0, core});
+      const AttnKind kind = b->attn->kind;
+      const bool linear = attn_kind_is_linear(kind);
+      const double F = kind == AttnKind::nala || kind == AttnKind::nala_paper ? 2.0 * d : (double)d;  // feature width
+      double core = linear ? heads * (2.0 * N * F * d * 2 + 30.0 * N * d)  // S, rq S, features
+                           : heads * (4.0 * N * N * d + 5.0 * N * N);      // QK^T, PV, softmax
+      const std::string what = kind == AttnKind::nala ? "NaLa attention"
+                               : linear ? std::string("linear attention (") + attn_kind_name(kind) + ")"
+                                        : "softmax attention";
+      rows.push_back({pre + "attn.core", what, {1, heads, N, d}, 0, core});
       simple(pre + "attn.ln", "LayerNorm * SiLU(g)", b->attn->ln, 12);
       rows.push_back({pre + "attn.out_proj", "Linear", {1, N, C}, own_params(b->attn->out_proj), 2.0 * N * C * C});
       simple(pre + "cpe2", "DWConv2d 3x3", b->cpe2, 2 * 9);
@@ -101,6 +106,7 @@ std::string human(double v) {
 
 struct ModelArgs {
   std::string model, weights, input, output, device = "cpu";  // model: "" = the weights file's (info: pico)
+  AttnOptions attn;
   int64_t in_chans = 0, classes = 0, threads = 0;
 };
 
@@ -113,6 +119,7 @@ void add_model_args(ArgParser& p, ModelArgs& a, bool io) {
   p.add_int("classes", &a.classes, io ? "classes (checked against the weights')" : "classes (default: the config's)", 0,
             1 << 20);
   p.add_int("threads", &a.threads, "CPU threads (0 = all)", 0, 4096);
+  add_attn_options(p, a.attn, !io, io);
   if (!io) return;
   p.add_string("weights", &a.weights, "weights (.safetensors)");
   p.add_string("input", &a.input, "input .safetensors holding f32 `input` (B, C, H, W)");
@@ -132,7 +139,7 @@ Tensor prepare(ModelArgs& a, std::unique_ptr<NalaFormer>& model, SafeTensors& in
                        *in + ": it would be replaced");
   set_threads(a.threads);
   SafeTensors st = load_safetensors(a.weights);
-  ModelFile mf = describe_model_file(st, a.weights, a.model);
+  ModelFile mf = describe_model_file(st, a.weights, a.model, a.attn.attn);
   NalaConfig cfg = mf.config;
   if (a.in_chans && a.in_chans != cfg.in_chans)
     throw UsageError("--in-chans " + std::to_string(a.in_chans) + ": " + a.weights + " takes " +
@@ -168,6 +175,7 @@ int cmd_info(int argc, char** argv) {
   p.parse(argc, argv);
   NalaConfig cfg = model_config_for(a.model.empty() ? "pico" : a.model, a.in_chans ? a.in_chans : -1,
                                     a.classes ? a.classes : -1);
+  apply_attn_options(a.attn, cfg);
   if (!img) img = cfg.name == "pico" ? 28 : 224;
   check_image_size(cfg, img, img);
   NalaFormer m(cfg);

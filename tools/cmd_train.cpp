@@ -33,6 +33,7 @@ namespace {
 
 struct TrainArgs {
   std::string model = "pico";
+  AttnOptions attn;
   DataSpec data;
   int64_t epochs = 10, batch_size = 128, seed = 0, threads = 0, workers = 1;
   float lr = 1e-3f, min_lr = 1e-5f, warmup_lr = 1e-6f, weight_decay = 0.05f, warmup_epochs = 1.0f;
@@ -55,7 +56,10 @@ struct TrainArgs {
   // The arguments that must not change across --resume (they shape the run).
   std::string fingerprint() const {
     std::ostringstream os;
-    os << "model=" << model << " data=" << data.name << " img=" << data.img_size << " epochs=" << epochs
+    os << "model=" << model;
+    if (!attn.attn.empty() && attn.attn != "nala") os << " attn=" << attn.attn;  // the default's line is unchanged
+    if (!attn.stages.empty()) os << " nala_stages=" << attn.stages;
+    os << " data=" << data.name << " img=" << data.img_size << " epochs=" << epochs
        << " batch=" << batch_size << " seed=" << seed << " lr=" << lr << " min_lr=" << min_lr
        << " warmup=" << warmup_epochs << " wd=" << weight_decay << " ls=" << label_smoothing
        << " dp=" << drop_path << " clip=" << clip_grad << " opt=" << optimizer << " crop=" << crop_pad
@@ -76,6 +80,7 @@ int cmd_train(int argc, char** argv) {
   TrainArgs a;
   ArgParser p("train", "train NaLaFormer from scratch on a dataset (see README: Training)");
   p.add_choice("model", &a.model, "model config", nalaformer_config_names());
+  add_attn_options(p, a.attn, true, false);
   add_data_options(p, a.data);
   p.add_int("epochs", &a.epochs, "epochs", 1, 100000);
   p.add_int("batch-size", &a.batch_size, "batch size", 1, 1 << 20);
@@ -134,6 +139,10 @@ int cmd_train(int argc, char** argv) {
   if (!a.resume.empty()) a.out = a.resume;
   // A size the model cannot take is refused before the data is read.
   if (a.data.img_size) check_image_size(model_config_for(a.model, 3, 10), a.data.img_size, a.data.img_size);
+  {
+    NalaConfig probe = model_config_for(a.model, 3, 10);  // --nala-stages refused before any data is read
+    apply_attn_options(a.attn, probe);
+  }
   if (g_check_args_only) return 0;
   const LaunchEnv env = detect_launch();
   if (a.gpus > 1 && env.launcher.empty()) {
@@ -237,6 +246,7 @@ int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
   const Dataset val_set = split_validation(train_set, a.val);  // --val: held out of the training images
   NalaConfig cfg = model_config_for(a.model, train_set.c, (int64_t)train_set.classes.size());
   if (a.drop_path >= 0) cfg.drop_path_rate = a.drop_path;
+  apply_attn_options(a.attn, cfg);
   check_image_size(cfg, train_set.h, train_set.w);
   if (a.batch_size > train_set.n)
     throw UsageError("--batch-size " + std::to_string(a.batch_size) + " exceeds the " +

@@ -61,6 +61,44 @@ NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t 
   }
 }
 
+void add_attn_options(ArgParser& p, AttnOptions& a, bool stages, bool weights) {
+  p.add_choice("attn", &a.attn,
+               weights ? "attention kind the weights must have been trained with (default: the file's; nala for files "
+                         "without metadata)"
+                       : "attention kind of the linear stages (softmax: every stage softmax)",
+               attn_kind_names());
+  if (stages)
+    p.add_string("nala-stages", &a.stages,
+                 "stages that use the --attn kind, the others softmax: indices from 0 (\"0,1\", the release's), "
+                 "\"all\" or \"none\"");
+}
+
+void apply_attn_options(const AttnOptions& a, NalaConfig& cfg) {
+  if (!a.attn.empty()) cfg.attn = parse_attn_kind(a.attn);
+  if (a.stages.empty()) return;
+  if (cfg.attn == AttnKind::softmax)
+    throw UsageError("--nala-stages with --attn softmax: softmax attention is every stage's already");
+  const int64_t S = cfg.num_stages();
+  std::vector<bool> use(S, a.stages == "all");
+  if (a.stages != "all" && a.stages != "none") {
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = a.stages.find(',', start);
+      const std::string item = a.stages.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      char* end = nullptr;
+      const long v = item.empty() ? -1 : std::strtol(item.c_str(), &end, 10);
+      if (item.empty() || *end != '\0' || v < 0 || v >= S)
+        throw UsageError("--nala-stages \"" + a.stages + "\": \"" + item + "\" is not a stage of " + cfg.name +
+                         " (0 to " + std::to_string(S - 1) + ")");
+      if (use[v]) throw UsageError("--nala-stages \"" + a.stages + "\": stage " + item + " named twice");
+      use[v] = true;
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  cfg.nala_stage = use;
+}
+
 void check_image_size(const NalaConfig& cfg, int64_t h, int64_t w) {
   try {
     cfg.check_input_size(h, w);
@@ -97,7 +135,11 @@ TrainMemory estimate_train_memory(const NalaConfig& cfg, int64_t num_params, int
     auto g = cfg.stage_grid(s, h, w);
     const double N = (double)g.first * g.second, C = (double)cfg.dims[s];
     double per_token = (kBlockFloats + 4 * cfg.mlp_ratio) * C;
-    if (!cfg.nala_stage[s]) per_token += 2.0 * cfg.heads[s] * N;  // scores and probabilities
+    const AttnKind kind = cfg.stage_attn(s);
+    if (kind == AttnKind::softmax) per_token += 2.0 * cfg.heads[s] * N;  // scores and probabilities
+    // The kinds composed from ops keep their feature maps' intermediates for
+    // backward (nala-paper about 30 C per token, the others fewer).
+    else if (kind != AttnKind::nala) per_token += 30.0 * C;
     floats += cfg.depths[s] * N * per_token;
     if (s + 1 < cfg.num_stages()) floats += 2.0 * N / 4 * cfg.dims[s + 1];  // downsample conv + BN
   }

@@ -43,6 +43,16 @@ Dataset load_dataset(const DataSpec& d, bool train);
 
 // Model config from --model plus the dataset's channels and classes.
 NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes);
+// --attn KIND and, when `stages`, --nala-stages LIST (docs/SPEC.md §11).
+// With a weights file, --attn only checks the file's kind (pass attn to
+// load_model_file) and --nala-stages is not offered.
+struct AttnOptions {
+  std::string attn;    // "" = the default (nala) or the weights file's kind
+  std::string stages;  // "" = the config's (0,1); "all", "none" or stage indices "0,2"
+};
+void add_attn_options(ArgParser& p, AttnOptions& a, bool stages, bool weights);
+// Sets cfg.attn and cfg.nala_stage from the options (UsageError on a bad list).
+void apply_attn_options(const AttnOptions& a, NalaConfig& cfg);
 // Refuses an image size the model cannot take (UsageError).
 void check_image_size(const NalaConfig& cfg, int64_t h, int64_t w);
 

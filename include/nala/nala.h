@@ -47,6 +47,7 @@
 #include "nn/safetensors.h"
 #include "nn/schedule.h"
 
+#include "models/attention_kind.h"
 #include "models/model_file.h"
 #include "models/nalaformer.h"
 #include "models/plot.h"

@@ -167,6 +167,27 @@ void exp_backward(float* dx, const float* dout, const float* y, int64_t n) {
   map2(dx, dout, y, n, [](float g, float e) { return g * e; });
 }
 
+void sin_forward(float* out, const float* x, int64_t n) {
+  map1(out, x, n, [](float v) { return std::sin(v); });
+}
+void sin_backward(float* dx, const float* dout, const float* x, int64_t n) {
+  map2(dx, dout, x, n, [](float g, float v) { return g * std::cos(v); });
+}
+void cos_forward(float* out, const float* x, int64_t n) {
+  map1(out, x, n, [](float v) { return std::cos(v); });
+}
+void cos_backward(float* dx, const float* dout, const float* x, int64_t n) {
+  map2(dx, dout, x, n, [](float g, float v) { return -g * std::sin(v); });
+}
+
+// std::expm1 keeps exp(x) - 1 accurate for small |x|.
+void elu_forward(float* out, const float* x, int64_t n) {
+  map1(out, x, n, [](float v) { return v > 0.0f ? v : std::expm1(v); });
+}
+void elu_backward(float* dx, const float* dout, const float* y, int64_t n) {
+  map2(dx, dout, y, n, [](float g, float e) { return e > 0.0f ? g : g * (e + 1.0f); });
+}
+
 void log_forward(float* out, const float* x, int64_t n) {
   map1(out, x, n, [](float v) { return std::log(v); });
 }

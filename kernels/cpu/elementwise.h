@@ -7,8 +7,8 @@
 // output's index space (0 on broadcast dims; any strides, so non-contiguous
 // inputs are read in place).
 //
-// Saved for backward: relu, gelu, silu, log, cube read the input x; tanh,
-// sigmoid, exp, sqrt read the output y; binary ops read a and b.
+// Saved for backward: relu, gelu, silu, log, cube, sin, cos read the input x;
+// tanh, sigmoid, exp, sqrt, elu read the output y; binary ops read a and b.
 // Every kernel here overwrites (=) its output, except axpy (+=).
 #pragma once
 #include <cstdint>
@@ -56,6 +56,13 @@ void sqrt_forward(float* out, const float* x, int64_t n);
 void sqrt_backward(float* dx, const float* dout, const float* y, int64_t n);  // 0.5 / y (inf at y = 0)
 void cube_forward(float* out, const float* x, int64_t n);
 void cube_backward(float* dx, const float* dout, const float* x, int64_t n);  // 3 x^2
+void sin_forward(float* out, const float* x, int64_t n);
+void sin_backward(float* dx, const float* dout, const float* x, int64_t n);  // cos x
+void cos_forward(float* out, const float* x, int64_t n);
+void cos_backward(float* dx, const float* dout, const float* x, int64_t n);  // -sin x
+// elu (alpha 1): y = x (x > 0), exp(x) - 1 (x <= 0); dy/dx = 1 (y > 0), y + 1 (y <= 0).
+void elu_forward(float* out, const float* x, int64_t n);
+void elu_backward(float* dx, const float* dout, const float* y, int64_t n);
 
 // ---- broadcasting binary ops ----------------------------------------------
 // out[i] = a[i] op b[i]. Pow: x^p for x >= 0 (0^p = 0 for p > 0, 1 for p = 0).

@@ -152,6 +152,12 @@ struct SqrtF { __device__ float operator()(float v) const { return sqrtf(v); } }
 struct SqrtB { __device__ float operator()(float g, float r) const { return 0.5f * g / r; } };
 struct CubeF { __device__ float operator()(float v) const { return v * v * v; } };
 struct CubeB { __device__ float operator()(float g, float v) const { return 3.0f * v * v * g; } };
+struct SinF { __device__ float operator()(float v) const { return sinf(v); } };
+struct SinB { __device__ float operator()(float g, float v) const { return g * cosf(v); } };
+struct CosF { __device__ float operator()(float v) const { return cosf(v); } };
+struct CosB { __device__ float operator()(float g, float v) const { return -g * sinf(v); } };
+struct EluF { __device__ float operator()(float v) const { return v > 0.0f ? v : expm1f(v); } };
+struct EluB { __device__ float operator()(float g, float e) const { return e > 0.0f ? g : g * (e + 1.0f); } };
 }  // namespace
 
 void axpy(float* y, const float* x, float a, int64_t n) { map2("axpy", y, y, x, n, Axpy{a}); }
@@ -179,6 +185,9 @@ NALA_UNARY(exp, ExpF, ExpB)
 NALA_UNARY(log, LogF, LogB)
 NALA_UNARY(sqrt, SqrtF, SqrtB)
 NALA_UNARY(cube, CubeF, CubeB)
+NALA_UNARY(sin, SinF, SinB)
+NALA_UNARY(cos, CosF, CosB)
+NALA_UNARY(elu, EluF, EluB)
 #undef NALA_UNARY
 
 // ---- broadcasting binary --------------------------------------------------

@@ -35,6 +35,12 @@ void sqrt_forward(float* out, const float* x, int64_t n);
 void sqrt_backward(float* dx, const float* dout, const float* y, int64_t n);
 void cube_forward(float* out, const float* x, int64_t n);
 void cube_backward(float* dx, const float* dout, const float* x, int64_t n);
+void sin_forward(float* out, const float* x, int64_t n);
+void sin_backward(float* dx, const float* dout, const float* x, int64_t n);
+void cos_forward(float* out, const float* x, int64_t n);
+void cos_backward(float* dx, const float* dout, const float* x, int64_t n);
+void elu_forward(float* out, const float* x, int64_t n);
+void elu_backward(float* dx, const float* dout, const float* y, int64_t n);
 
 void binary_forward(BinaryOp op, float* out, const float* a, const float* b, Layout L);
 void binary_forward_strided(BinaryOp op, float* out, const float* a, const float* b, Layout L);

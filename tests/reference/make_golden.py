@@ -10,6 +10,8 @@ from their names with the procedure in nalaformer_ref.init_values):
                                            train-mode loss, logits and every parameter gradient,
                                            BN running stats after one train forward
     tests/golden/xt_golden.safetensors     xt (3 ch, 1000 classes) at 64x64: input, eval logits
+    tests/golden/attn_kinds.safetensors    every attention kind: the core's output and gradients on
+                                           small q, k, v; implied weights; pico eval logits per kind
 
 Everything is computed in float64 (model.double()) and stored as float32.
 """
@@ -140,6 +142,47 @@ def xt_golden():
     print(f"xt float32 vs float64 eval logits: max|diff|/max|ref| = {rel:.2e}")
 
 
+def attn_kinds_golden():
+    """Per kind (docs/SPEC.md §11): `<kind>.out` = core(q, k, v) and `<kind>.dq|dk|dv`, the
+    gradients of sum(out * w); `<kind>.implied` the weights of queries 0, 5, 11 of
+    (batch 0, head 1); `pico.<kind>.logits_eval` the name-seeded pico (input of
+    pico_golden) with `kind` in stages 0, 1 (softmax: every stage), and
+    `pico.flatten_all.logits_eval` with flatten in every stage."""
+    H, W, d = 3, 4, 8
+    torch.manual_seed(5)
+    q = 0.6 * torch.randn(2, 2, H * W, d)
+    k = torch.randn(2, 2, H * W, d)
+    v = torch.randn(2, 2, H * W, d)
+    w = torch.randn(2, 2, H * W, d)
+    out = {"q": q.contiguous(), "k": k.contiguous(), "v": v.contiguous(), "w": w.contiguous()}
+    sin, cos = ref.RoPE(d).double().tables(H, W)
+    sin, cos = sin.double(), cos.double()
+    queries = [0, 5, 11]
+    for kind in ref.ATTN_KINDS:
+        qd, kd, vd = (t.double().requires_grad_(True) for t in (q, k, v))
+        o = ref.ATTN_CORES[kind](qd, kd, vd, sin, cos)
+        (o * w.double()).sum().backward()
+        out[kind + ".out"] = f32(o)
+        out[kind + ".dq"], out[kind + ".dk"], out[kind + ".dv"] = f32(qd.grad), f32(kd.grad), f32(vd.grad)
+        with torch.no_grad():
+            imp = ref.implied_weights(kind, q[0, 1].double(), k[0, 1].double(), sin, cos)
+        out[kind + ".implied"] = f32(imp[queries])
+        print(f"{kind:10s} out[0,0,0,:3] = {o[0, 0, 0, :3].tolist()}")
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 28, 28)
+    runs = [(kind, None) for kind in ref.ATTN_KINDS] + [("flatten_all", ("flatten",) * 3)]
+    for name, kinds in runs:
+        if kinds is None:
+            kinds = (name,) * 3 if name == "softmax" else (name, name, "softmax")
+        model = ref.deterministic_init_(ref.build("pico", attn_kinds=kinds)).double().eval()
+        with torch.no_grad():
+            logits = model(x.double())
+        out[f"pico.{name}.logits_eval"] = f32(logits)
+    path = os.path.join(OUT, "attn_kinds.safetensors")
+    save_file(out, path)
+    print("wrote", path)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     torch.use_deterministic_algorithms(True)
@@ -147,6 +190,7 @@ def main():
     write_param_names()
     pico_golden()
     xt_golden()
+    attn_kinds_golden()
 
 
 if __name__ == "__main__":

@@ -111,7 +111,66 @@ def softmax_attention(q, k, v, sin, cos):
     return torch.softmax(a, dim=-1) @ v
 
 
+def kind_features(kind, x, query):
+    """phi_q (query=True) or phi_k of a linear attention kind (docs/SPEC.md §11): the
+    d-wide parts of the feature vector, concatenated along the last dim."""
+    d = x.shape[-1]
+    if kind == "nala":
+        if query:
+            n = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
+            p = 3.0 * (0.5 + torch.tanh(n))
+            return [(F.relu(x) / n) ** p, (F.relu(-x) / n) ** p]
+        x = x ** 3
+        return [F.relu(x), F.relu(-x)]
+    if kind == "nala-paper":
+        r = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
+        u = x / r
+        if query:
+            a = torch.sign(u) * u.abs() ** (3.0 * (0.5 + torch.tanh(r)))   # signed power p(|q|)
+        else:
+            a = u ** 3                                                     # lambda = 3, odd
+        theta = (math.pi / 4) * a                                          # in [-pi/4, pi/4]
+        amp = r / math.sqrt(d)                                             # |phi(x)| = |x|
+        return [amp * torch.cos(theta), amp * torch.sin(theta)]
+    if kind == "relu":
+        return [F.relu(x)]
+    if kind == "elu1":
+        return [F.elu(x) + 1.0]
+    if kind == "flatten":
+        r = F.relu(x) + 1e-6
+        r3 = r ** 3
+        return [r3 * (torch.linalg.vector_norm(r, dim=-1, keepdim=True)
+                      / torch.linalg.vector_norm(r3, dim=-1, keepdim=True))]
+    raise ValueError(f"kind_features: {kind!r} is not a linear kind")
+
+
+def linear_attention(kind):
+    """The linear attention of `kind` with NaLa's structure (docs/SPEC.md §2.1, §11):
+    RoPE on each d-wide feature part, the normaliser from un-rotated features."""
+    def core(q, k, v, sin, cos):
+        N = q.shape[-2]
+        fq, fk = kind_features(kind, q, True), kind_features(kind, k, False)
+        rq = torch.cat([apply_rope(t, sin, cos) for t in fq], dim=-1)
+        rk = torch.cat([apply_rope(t, sin, cos) for t in fk], dim=-1)
+        fq, fk = torch.cat(fq, dim=-1), torch.cat(fk, dim=-1)
+        z = 1.0 / (fq @ fk.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
+        return z * (rq @ ((rk.transpose(-2, -1) @ v) / N))
+    return core
+
+
+def implied_weights(kind, q, k, sin, cos):
+    """Attention weights of every query over the keys, q and k (N, d): for a linear kind
+    phi_q(q_i).phi_k(k_j) / sum_j (un-rotated features); softmax: the real weights."""
+    if kind == "softmax":
+        a = apply_rope(q, sin, cos) @ apply_rope(k, sin, cos).transpose(-2, -1)
+        return torch.softmax(a / math.sqrt(q.shape[-1]), dim=-1)
+    s = torch.cat(kind_features(kind, q, True), -1) @ torch.cat(kind_features(kind, k, False), -1).T
+    return s / s.sum(dim=-1, keepdim=True)
+
+
+ATTN_KINDS = ("nala", "nala-paper", "relu", "elu1", "flatten", "softmax")
 ATTN_CORES = {"nala": nala_attention, "softmax": softmax_attention}
+ATTN_CORES.update({kind: linear_attention(kind) for kind in ("nala-paper", "relu", "elu1", "flatten")})
 
 # ---------------------------------------------------------------- modules
 
@@ -441,6 +500,12 @@ def selfcheck():
     y = apply_rope(x, sin, cos)
     err = ((x.unflatten(-1, (-1, 2)) ** 2).sum(-1) - (y.unflatten(-1, (-1, 2)) ** 2).sum(-1)).abs().max()
     assert err < 1e-12
+    # The generic linear core with NaLa's features is the nala core.
+    err = (linear_attention("nala")(q, k, v, sin, cos) - got[None, None]).abs().max().item()
+    assert err < 1e-12
+    # nala-paper: every implied weight is >= 0 (cosines of angle differences within pi/2).
+    w = implied_weights("nala-paper", q[0, 0], k[0, 0], sin, cos)
+    assert w.min().item() >= 0 and (w.sum(-1) - 1).abs().max().item() < 1e-12
     print("selfcheck ok")
 
 
