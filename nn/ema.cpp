@@ -4,11 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "autograd/dispatch.h"
 #include "kernels/cpu/elementwise.h"
-#ifdef NALA_CUDA
-#include "kernels/cuda/elementwise.h"
-#endif
 
 namespace nala {
 
@@ -24,8 +20,13 @@ WeightEma::WeightEma(const NamedTensors& tracked, double decay) : decay_(decay) 
 }
 
 void WeightEma::follow() {
-  for (size_t i = 0; i < avg_.size(); i++)
-    if (avg_[i].device() != live_[i].second.device()) avg_[i].move_to_(live_[i].second.device());
+  for (size_t i = 0; i < avg_.size(); i++) {
+    const Device d = live_[i].second.device();
+    // The averaging has not yet run on a GPU: refused there rather than untested.
+    NALA_CHECK(d == Device::CPU, "weight average (--ema): '", live_[i].first, "' is on the GPU; the average is "
+               "computed on the CPU only so far (train on the CPU, or leave --ema out)");
+    if (avg_[i].device() != d) avg_[i].move_to_(d);
+  }
 }
 
 double WeightEma::next_decay() const {
@@ -39,8 +40,8 @@ void WeightEma::update() {
     float* a = avg_[i].f32();
     const Tensor& x = live_[i].second;
     const int64_t n = x.numel();
-    NALA_DISPATCH(x.device(), scale_forward, a, a, d, n);   // a = d a
-    NALA_DISPATCH(x.device(), axpy, a, x.f32(), 1.0f - d, n);  // a += (1 - d) x
+    cpu::scale_forward(a, a, d, n);         // a = d a
+    cpu::axpy(a, x.f32(), 1.0f - d, n);     // a += (1 - d) x
   }
   updates_++;
 }

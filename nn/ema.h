@@ -9,8 +9,8 @@
 // lets the average follow the fast early changes instead of remembering the
 // random initialisation for 1 / (1 - decay) steps.
 //
-// The averages live on the device of their tensor (allocated there, moved
-// along when the model moved). swap() exchanges the model's values with the
+// CPU only for now: the averaging has not yet run on a GPU, so tensors on a
+// GPU are refused (naming the tensor) at the first update or swap. swap() exchanges the model's values with the
 // averages, so the averaged model can be evaluated or saved and the training
 // weights put back by a second swap().
 //

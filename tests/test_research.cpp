@@ -17,7 +17,7 @@
 #include "models/weights.h"
 #include "nn/ema.h"
 #include "nn/safetensors.h"
-#include "tests/cuda_harness.h"
+#include "tests/helpers.h"
 #include "tests/process.h"
 #include "tests/run_command.h"
 #include "tools/common.h"
@@ -350,21 +350,6 @@ TEST_CASE("WeightEma: the update with its warm-up, swap, state and its refusals"
   CHECK_THROWS_WITH(other.load_state(m, "ck.safetensors"), Catch::Contains("lacks 'ema.x'"));
   CHECK_THROWS_WITH(WeightEma({{"x", x}}, 1.0), Catch::Contains("must lie in (0, 1)"));
   CHECK_THROWS_WITH(WeightEma({{"x", x}}, 0.0), Catch::Contains("must lie in (0, 1)"));
-}
-
-TEST_CASE("cuda: WeightEma updates and swaps on the GPU as on the CPU", "[cuda][research]") {
-  SKIP_WITHOUT_CUDA();
-  Rng rng(5);
-  Tensor xc = randn({1000}, rng), xg = on_cuda(xc);
-  WeightEma ec({{"x", xc}}, 0.99), eg({{"x", xg}}, 0.99);
-  for (int i = 0; i < 30; i++) {
-    Tensor nx = randn({1000}, rng);
-    xc.copy_(nx), xg.copy_(nx.to(Device::CUDA));
-    ec.update(), eg.update();
-  }
-  REQUIRE_CLOSE(host(eg.averages()[0]), ec.averages()[0], 1e-6, 1e-5);
-  ec.swap(), eg.swap();
-  REQUIRE_CLOSE(host(xg), xc, 1e-6, 1e-5);
 }
 
 // ---------------------------------------------------------------- a run chosen on validation
