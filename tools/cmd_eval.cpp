@@ -90,6 +90,8 @@ int cmd_eval(int argc, char** argv) {
   bool no_graphs = false;
   p.add_flag("no-graphs", &no_graphs, "GPU: launch every kernel on its own instead of replaying each batch as a "
              "CUDA graph");
+  bool tta_flip = false;
+  p.add_flag("tta-flip", &tta_flip, "test-time augmentation: the mean of the logits of each image and its mirror");
   p.parse(argc, argv);
   if (weights.empty()) throw UsageError("--weights is required");
   set_threads(threads);
@@ -133,7 +135,7 @@ int cmd_eval(int argc, char** argv) {
   std::unique_ptr<GraphEval> graphs;
   if (parse_device(device) != Device::CPU && !no_graphs) graphs = std::make_unique<GraphEval>(model);
   double t0 = now_seconds();
-  EvalResult r = evaluate(model, test, batch, limit, nullptr, graphs.get());
+  EvalResult r = evaluate(model, test, batch, limit, nullptr, graphs.get(), tta_flip);
   if (graphs && !graphs->off_reason.empty())
     std::fprintf(stderr, "nala: warning: CUDA graphs off: %s\n", graphs->off_reason.c_str());
   double secs = now_seconds() - t0;
@@ -141,6 +143,7 @@ int cmd_eval(int argc, char** argv) {
   std::printf("%s (%s) on %s (%lld test images %lldx%lldx%lld, %s, %.0f img/s)\n%s\n", weights.c_str(),
               cfg.name.c_str(), test.name.c_str(), (long long)r.n, (long long)test.h, (long long)test.w,
               (long long)test.c, format_duration(secs).c_str(), r.n / secs, input.c_str());
+  if (tta_flip) std::printf("test-time augmentation: the mean of the logits of each image and its mirror\n");
   std::printf("loss %.4f  top-1 %.2f%%  top-5 %.2f%%\n\nper class:\n", r.loss, 100 * r.top1, 100 * r.top5);
   for (size_t k = 0; k < K; k++) std::printf("  %2zu %-20s %6.2f%%\n", k, test.classes[k].c_str(), 100 * r.per_class[k]);
   std::printf("\nconfusion matrix (rows: true class, columns: predicted):\n     ");

@@ -42,6 +42,9 @@ struct TrainArgs {
   int64_t crop_pad = 0;
   bool hflip = false;
   float erase = 0.0f;
+  int64_t val = 0;
+  float ema = 0.0f;
+  bool tta_flip = false;
   std::string out, resume;
   bool overwrite = false;
   int64_t subset = 0, eval_subset = 0, max_steps = 0, log_every = 50;
@@ -62,6 +65,9 @@ struct TrainArgs {
        << " warmup=" << warmup_epochs << " wd=" << weight_decay << " ls=" << label_smoothing
        << " dp=" << drop_path << " clip=" << clip_grad << " opt=" << optimizer << " crop=" << crop_pad
        << " flip=" << hflip << " erase=" << erase << " subset=" << subset;
+    if (val) os << " val=" << val;
+    if (ema > 0) os << " ema=" << ema;
+    if (tta_flip) os << " tta=flip";
     return os.str();
   }
 };
@@ -92,6 +98,11 @@ int cmd_train(int argc, char** argv) {
   p.add_int("crop-pad", &a.crop_pad, "augment: random crop after zero padding by N pixels (0 = off)", 0, 64);
   p.add_flag("hflip", &a.hflip, "augment: random horizontal flip");
   p.add_float("erase", &a.erase, "augment: random erasing probability", 0, 1);
+  p.add_int("val", &a.val, "hold out N training images for validation (the same N on every run): the epoch best "
+            "on them is saved as best_val.safetensors and reported with its test top-1 (0 = none)", 0, 1LL << 40);
+  p.add_float("ema", &a.ema, "evaluate and save an exponential moving average of the weights with this decay, "
+              "e.g. 0.999 (0 = off; CPU training only for now)", 0, 0.999999);
+  p.add_flag("tta-flip", &a.tta_flip, "evaluate every epoch on each image and its mirror (mean of the logits)");
   p.add_int("seed", &a.seed, "random seed", 0, (int64_t)1 << 62);
   p.add_int("threads", &a.threads, "CPU threads (0 = all)", 0, 4096);
   p.add_int("workers", &a.workers, "data loader threads", 0, 64);
@@ -177,6 +188,7 @@ TrainOptions train_options(const TrainArgs& a) {
   o.lr = a.lr, o.min_lr = a.min_lr, o.warmup_lr = a.warmup_lr, o.warmup_epochs = a.warmup_epochs;
   o.optimizer = a.optimizer, o.weight_decay = a.weight_decay, o.momentum = a.momentum;
   o.label_smoothing = a.label_smoothing, o.clip_grad = a.clip_grad;
+  o.ema_decay = a.ema, o.flip_tta = a.tta_flip;
   o.augment.crop_pad = (int)a.crop_pad, o.augment.hflip = a.hflip, o.augment.erase_prob = a.erase;
   o.workers = (int)a.workers, o.seed = (uint64_t)a.seed;
   o.max_steps = a.max_steps, o.eval_subset = a.eval_subset, o.log_every = a.log_every;
@@ -235,6 +247,7 @@ int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
   doing = "loading the " + a.data.name + " test images";
   Dataset test_set = load_dataset(a.data, false);
   train_set.truncate(a.subset);
+  const Dataset val_set = split_validation(train_set, a.val);  // --val: held out of the training images
   NalaConfig cfg = model_config_for(a.model, train_set.c, (int64_t)train_set.classes.size());
   if (a.drop_path >= 0) cfg.drop_path_rate = a.drop_path;
   apply_attn_options(a.attn, cfg);
@@ -261,6 +274,7 @@ int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
 
   TrainOptions opt = train_options(a);
   opt.folder = folder.get();
+  if (val_set.n > 0) opt.val = &val_set;
   ConsoleLog log;
   train(model, train_set, test_set, opt, comm, reducer.get(), &log);
   return 0;

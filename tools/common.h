@@ -22,6 +22,7 @@ int cmd_forward(int argc, char** argv);
 int cmd_grad(int argc, char** argv);
 int cmd_sample(int argc, char** argv);
 int cmd_plot(int argc, char** argv);
+int cmd_analyze(int argc, char** argv);
 
 // Testing aid (tests, fuzzers): when true, `nala train` returns 0 right
 // after checking its command line, before reading any file.

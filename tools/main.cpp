@@ -1,5 +1,5 @@
 // tools/main.cpp - the nala command line: train, eval, predict, info,
-// forward, grad, sample, plot. Usage errors exit with 2 before any work
+// forward, grad, sample, plot, analyze. Usage errors exit with 2 before any work
 // starts; other errors print "nala: error: ..." and exit with 1.
 #include <cstdio>
 #include <cstring>
@@ -19,6 +19,7 @@ const char* kUsage =
     "  grad      train-mode loss and parameter gradients of an input file\n"
     "  sample    write dataset images as PNG files\n"
     "  plot      a training run's loss, accuracy and learning-rate curves as SVG files\n"
+    "  analyze   query norm against attention entropy per layer (CSV, scatter plots, correlations)\n"
     "  ops       list the differentiable ops\n";
 }
 
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
       {"train", nala::cmd_train},     {"eval", nala::cmd_eval},       {"predict", nala::cmd_predict},
       {"info", nala::cmd_info},       {"forward", nala::cmd_forward}, {"grad", nala::cmd_grad},
       {"sample", nala::cmd_sample},   {"plot", nala::cmd_plot},
+      {"analyze", nala::cmd_analyze},
   };
   if (cmd == "ops") {
     for (int i = 0; i < nala::op_count(); i++) std::printf("%s\n", nala::op_name((nala::OpId)i));

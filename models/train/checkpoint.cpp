@@ -75,26 +75,32 @@ void check_finite(const SafeTensors& st, const std::string& path) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, NalaFormer& model, const Optimizer& opt, const ModelFile& mf,
-                     const CheckpointState& s) {
+                     const CheckpointState& s, const NamedTensors& extra) {
   NamedTensors all;
   for (auto& [k, t] : model.state_dict()) all.push_back({"model." + k, t});
   for (auto& [k, t] : opt.state()) all.push_back({"optim." + k, t});
-  save_safetensors(path, all,
-                   model_file_metadata(mf, {{"nala.format", "train-checkpoint-1"},
-                                            {"nala.args", s.args},
-                                            {"nala.epoch", std::to_string(s.epoch)},
-                                            {"nala.step", std::to_string(s.step)},
-                                            {"nala.global_batch", std::to_string(s.global_batch)},
-                                            {"nala.world_size", std::to_string(s.world_size)},
-                                            {"nala.best_top1", std::to_string(s.best_top1)},
-                                            {"nala.rng", rng_to_string(s.rng)}}));
+  for (auto& [k, t] : extra) all.push_back({k, t});
+  std::map<std::string, std::string> meta = {{"nala.format", "train-checkpoint-1"},
+                                             {"nala.args", s.args},
+                                             {"nala.epoch", std::to_string(s.epoch)},
+                                             {"nala.step", std::to_string(s.step)},
+                                             {"nala.global_batch", std::to_string(s.global_batch)},
+                                             {"nala.world_size", std::to_string(s.world_size)},
+                                             {"nala.best_top1", std::to_string(s.best_top1)},
+                                             {"nala.rng", rng_to_string(s.rng)}};
+  if (s.best_val_epoch > 0) {
+    meta["nala.best_val_top1"] = std::to_string(s.best_val_top1);
+    meta["nala.best_val_test_top1"] = std::to_string(s.best_val_test_top1);
+    meta["nala.best_val_epoch"] = std::to_string(s.best_val_epoch);
+  }
+  save_safetensors(path, all, model_file_metadata(mf, meta));
 }
 
 void save_best_weights(const std::string& path, NalaFormer& model, const ModelFile& mf, double top1,
-                       int64_t epoch) {
-  save_safetensors(path, model.state_dict(),
-                   model_file_metadata(mf, {{"nala.top1", std::to_string(top1)},
-                                            {"nala.epoch", std::to_string(epoch)}}));
+                       int64_t epoch, const std::map<std::string, std::string>& extra) {
+  std::map<std::string, std::string> meta = {{"nala.top1", std::to_string(top1)}, {"nala.epoch", std::to_string(epoch)}};
+  for (auto& [k, v] : extra) meta[k] = v;
+  save_safetensors(path, model.state_dict(), model_file_metadata(mf, meta));
 }
 
 void Checkpoint::refuse(const char* key, const std::string& why, const char* cause) const {
@@ -113,6 +119,11 @@ Checkpoint read_checkpoint(const std::string& path, const NalaConfig& cfg) {
   s.step = meta_integer(ck, "nala.step", 0, 1LL << 62);
   s.best_top1 = meta_number(ck, "nala.best_top1", -1, 1);
   s.rng = meta_rng(ck, "nala.rng");
+  if (ck.st.metadata.count("nala.best_val_epoch")) {
+    s.best_val_epoch = meta_integer(ck, "nala.best_val_epoch", 1, s.epoch);
+    s.best_val_top1 = meta_number(ck, "nala.best_val_top1", 0, 1);
+    s.best_val_test_top1 = meta_number(ck, "nala.best_val_test_top1", 0, 1);
+  }
   if (ck.st.metadata.count("nala.global_batch")) s.global_batch = meta_integer(ck, "nala.global_batch", 1, 1LL << 40);
   return ck;
 }

@@ -15,6 +15,10 @@
 //   nala.world_size    ranks
 //   nala.best_top1     the best test top-1 so far (-1: none yet)
 //   nala.rng           the model's drop-path RNG state, 64 hexadecimal digits
+// and, for a run with a validation set (--val), nala.best_val_top1,
+// nala.best_val_epoch and nala.best_val_test_top1 (the epoch best on
+// validation, and its test top-1); with --ema, the weight average's tensors
+// ema.<name> and ema.updates (nn/ema.h).
 // best.safetensors holds the weights (release key names) and the
 // description, plus nala.top1 and nala.epoch of the epoch that made them.
 //
@@ -23,6 +27,7 @@
 // Files are written atomically (nn/files.h): a crash leaves the previous one.
 #pragma once
 #include <array>
+#include <map>
 #include <cstdint>
 #include <string>
 
@@ -39,13 +44,17 @@ struct CheckpointState {
   int64_t global_batch = 0;  // 0 when the file does not record it (older checkpoints)
   int64_t world_size = 1;
   double best_top1 = -1;
+  double best_val_top1 = -1, best_val_test_top1 = -1;  // -1: no validation set
+  int64_t best_val_epoch = 0;
   std::array<uint64_t, 4> rng{};
 };
 
+// extra: more tensors to store as they are named (the weight average's state).
 void save_checkpoint(const std::string& path, NalaFormer& model, const Optimizer& opt, const ModelFile& mf,
-                     const CheckpointState& s);
+                     const CheckpointState& s, const NamedTensors& extra = {});
+// The model's weights; `meta` adds metadata (nala.val_top1 of weights chosen on validation).
 void save_best_weights(const std::string& path, NalaFormer& model, const ModelFile& mf, double top1,
-                       int64_t epoch);
+                       int64_t epoch, const std::map<std::string, std::string>& meta = {});
 
 // A checkpoint read from its file, metadata checked, tensors not yet used.
 struct Checkpoint {

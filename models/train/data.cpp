@@ -16,6 +16,35 @@ void Dataset::truncate(int64_t keep) {
   labels.resize(n);
 }
 
+Dataset split_validation(Dataset& train, int64_t n) {
+  NALA_CHECK(n >= 0 && n < train.n, "--val ", n, ": ", train.name, " has ", train.n,
+             " training images; the validation split must leave at least one to train on");
+  Dataset val;
+  val.name = train.name + " (validation)";
+  val.h = train.h, val.w = train.w, val.c = train.c;
+  val.classes = train.classes, val.mean = train.mean, val.std = train.std;
+  if (n == 0) return val;
+  // A fixed seed, independent of --seed: the split is a property of the data.
+  Rng rng(0x76616c6964ULL);
+  std::vector<int64_t> perm = rng.permutation(train.n);
+  std::vector<char> held(train.n, 0);
+  for (int64_t i = 0; i < n; i++) held[perm[i]] = 1;
+  const int64_t sz = train.image_size();
+  std::vector<uint8_t> keep_images;
+  std::vector<int64_t> keep_labels;
+  keep_images.reserve((train.n - n) * sz), keep_labels.reserve(train.n - n);
+  val.images.reserve(n * sz), val.labels.reserve(n);
+  for (int64_t i = 0; i < train.n; i++) {
+    auto& imgs = held[i] ? val.images : keep_images;
+    imgs.insert(imgs.end(), train.image(i), train.image(i) + sz);
+    (held[i] ? val.labels : keep_labels).push_back(train.labels[i]);
+  }
+  val.n = n;
+  train.images.swap(keep_images), train.labels.swap(keep_labels);
+  train.n -= n;
+  return val;
+}
+
 std::vector<int64_t> label_histogram(const Dataset& ds) {
   std::vector<int64_t> h(ds.classes.size(), 0);
   for (int64_t l : ds.labels)

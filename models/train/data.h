@@ -49,6 +49,14 @@ struct Dataset {
   void truncate(int64_t n);
 };
 
+// Holds out n images of `train` as a validation set (`nala train --val N`):
+// a fixed pseudo-random choice, the same on every run and for every training
+// seed (so runs of different seeds are chosen on the same images), returned
+// in their original order and named "<name> (validation)"; `train` keeps
+// the rest, in their original order. n = 0 returns an empty set and changes
+// nothing. Refused unless 0 <= n < train.n.
+Dataset split_validation(Dataset& train, int64_t n);
+
 // Images per class (labels outside the class list are not counted).
 std::vector<int64_t> label_histogram(const Dataset& ds);
 

@@ -7,6 +7,7 @@
 
 #include "autograd/ops.h"
 #include "models/train/graph_step.h"
+#include "models/train/augment.h"
 
 namespace nala {
 
@@ -16,7 +17,7 @@ Device module_device(const Module& m) {
 }
 
 EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit, Comm* comm,
-                    GraphEval* graphs) {
+                    GraphEval* graphs, bool flip_tta) {
   NoGradGuard ng;
   bool was_training = model.is_training();
   model.eval();
@@ -40,12 +41,18 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   while (loader.next(b)) {
     const int64_t B = b.images.size(0);
     if (B == 0) continue;  // this rank's share of the last global batch
-    if (graphs) {
+    if (graphs && !flip_tta) {
       graphs->batch(b.images, b.labels);
       r.n += B;
       continue;
     }
     Tensor logits = model.forward(b.images.to(dev));
+    if (flip_tta) {
+      Tensor mirror = b.images.clone();
+      const int64_t H = mirror.size(1), W = mirror.size(2), C = mirror.size(3);
+      for (int64_t i = 0; i < B; i++) hflip(mirror.f32() + i * H * W * C, (int)H, (int)W, (int)C);
+      logits = scale(add(logits, model.forward(mirror.to(dev))), 0.5f);
+    }
     loss_sum += (double)cross_entropy(logits, b.labels.to(dev)).item() * B;
     std::vector<float> l = logits.to_vector();
     std::vector<int64_t> y = b.labels.to_vector_i64();

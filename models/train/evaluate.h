@@ -32,9 +32,11 @@ class GraphEval;  // models/train/graph_step.h
 // group, each rank evaluates its shard and every rank gets the totals.
 // graphs (GPU): the batches run as CUDA graphs held there (kept by the
 // caller across passes) and the sums stay on the device until the end; the
-// results are the same as without.
+// results are the same as without. Not with flip_tta (evaluated eagerly).
+// flip_tta: test-time augmentation, the logits are the mean of the image's
+// and its left-right mirror's (two forward passes).
 EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit = 0,
-                    Comm* comm = nullptr, GraphEval* graphs = nullptr);
+                    Comm* comm = nullptr, GraphEval* graphs = nullptr, bool flip_tta = false);
 
 // Eval-mode logits (B, K) of a batch of images (moved to the model's device).
 Tensor eval_logits(NalaFormer& model, const Tensor& images);

@@ -23,6 +23,18 @@ namespace nala {
 const char* const kMetricsHeader =
     "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,epoch_seconds,images_per_second\n";
 
+const char* const kMetricsValHeader =
+    "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,epoch_seconds,images_per_second,val_loss,"
+    "val_top1\n";
+
+std::string with_val_columns(const std::string& row, double val_loss, double val_top1) {
+  char extra[96];
+  std::snprintf(extra, sizeof extra, ",%.6f,%.6f\n", val_loss, val_top1);
+  std::string out = row;
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  return out + extra;
+}
+
 std::string metrics_row(int64_t epoch, int64_t step, double lr, double train_loss, double train_acc,
                         double test_loss, double test_top1, double test_top5, double seconds,
                         double images_per_second) {
@@ -145,9 +157,15 @@ void ConsoleLog::epoch_end(const EpochReport& r) {
   std::string label = "epoch " + std::to_string(r.epoch);
   if (!r.complete())
     label += " (partial: " + std::to_string(r.done) + " of " + std::to_string(r.steps_per_epoch) + " steps)";
-  std::printf("%s: train loss %.4f acc %.4f | test loss %.4f top-1 %.4f top-5 %.4f | %s, %.0f img/s\n",
-              label.c_str(), r.train_loss, r.train_accuracy, r.test.loss, r.test.top1, r.test.top5,
-              format_duration(r.seconds).c_str(), r.images_per_second);
+  std::string val;
+  if (r.has_val) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "val loss %.4f top-1 %.4f | ", r.val.loss, r.val.top1);
+    val = buf;
+  }
+  std::printf("%s: train loss %.4f acc %.4f | %s%stest loss %.4f top-1 %.4f top-5 %.4f | %s, %.0f img/s\n",
+              label.c_str(), r.train_loss, r.train_accuracy, r.averaged ? "average: " : "", val.c_str(), r.test.loss,
+              r.test.top1, r.test.top5, format_duration(r.seconds).c_str(), r.images_per_second);
   std::fflush(stdout);
 }
 
@@ -165,7 +183,11 @@ void ConsoleLog::end(const TrainResult& r) {
                 (long long)r.epoch, (long long)r.epochs);
   const std::string took = format_duration(r.seconds);
   if (r.out.empty()) {
-    if (r.best_top1 >= 0)
+    if (r.best_val_epoch > 0)
+      std::printf("done in %s: chosen on validation: epoch %lld (validation top-1 %.4f), test top-1 %.4f; no output "
+                  "folder, so no file was written\n", took.c_str(), (long long)r.best_val_epoch, r.best_val_top1,
+                  r.best_val_test_top1);
+    else if (r.best_top1 >= 0)
       std::printf("done in %s: best test top-1 %.4f; no output folder, so no file was written\n", took.c_str(),
                   r.best_top1);
     else
@@ -183,7 +205,11 @@ void ConsoleLog::end(const TrainResult& r) {
     for (const std::string& p : r.plots) list += (list.empty() ? "" : ", ") + p;
     std::printf("curves: %s\n", list.c_str());
   }
-  if (!r.best.empty() && r.best_top1 >= 0)
+  if (!r.best_val.empty() && r.best_val_epoch > 0) {
+    std::printf("done in %s: chosen on validation: epoch %lld (validation top-1 %.4f), test top-1 %.4f; weights in "
+                "%s\n", took.c_str(), (long long)r.best_val_epoch, r.best_val_top1, r.best_val_test_top1,
+                r.best_val.c_str());
+  } else if (!r.best.empty() && r.best_top1 >= 0)
     std::printf("done in %s: best test top-1 %.4f; weights in %s\n", took.c_str(), r.best_top1, r.best.c_str());
   else
     std::printf("done in %s: no best weights were written: no epoch was completed\n", took.c_str());

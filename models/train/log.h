@@ -27,6 +27,10 @@ std::string metrics_row(int64_t epoch, int64_t step, double lr, double train_los
 // cut short by a kill; append_metrics makes the file, with its header, at the
 // first row. Both check every write (nn/files.h).
 void trim_metrics(const std::string& path, int64_t epochs);
+// With a validation set: the header and a row get two more columns,
+// val_loss and val_top1, at the end.
+std::string with_val_columns(const std::string& header_or_row, double val_loss, double val_top1);
+extern const char* const kMetricsValHeader;
 void append_metrics(const std::string& path, const std::string& header, const std::string& row);
 
 // ---------------------------------------------------------------- the progress line
@@ -76,6 +80,9 @@ struct EpochReport {
   int64_t step = 0;                        // optimiser steps at its end
   double train_loss = 0, train_accuracy = 0, lr = 0, seconds = 0, images_per_second = 0;
   EvalResult test;
+  EvalResult val;         // the validation set's, when the run has one (has_val)
+  bool has_val = false;
+  bool averaged = false;  // evaluated with the weight average (--ema), not the live weights
   bool complete() const { return done == steps_per_epoch; }
 };
 
@@ -89,6 +96,11 @@ struct TrainResult {
   int64_t partial_epoch = 0, partial_steps = 0, steps_per_epoch = 0;
   bool stopped_at_epoch_end = false;  // stopped by max_steps at the end of an epoch before the last
   double best_top1 = -1;              // -1: no epoch was evaluated
+  // With a validation set: the epoch best on it (0: none yet), its
+  // validation and test top-1, and its weights (best_val.safetensors).
+  int64_t best_val_epoch = 0;
+  double best_val_top1 = -1, best_val_test_top1 = -1;
+  std::string best_val;
   std::string out;                    // the output folder ("" when nothing is written)
   std::string checkpoint, best;       // those files when they exist, else ""
   std::vector<std::string> plots;     // loss.svg, accuracy.svg, lr.svg when written

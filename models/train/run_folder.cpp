@@ -76,7 +76,7 @@ std::string make_new_run_folder(const std::string& parent, const std::string& st
 std::vector<std::string> run_files_in(const std::string& dir) {
   std::vector<std::string> found;
   struct stat sb;
-  for (const char* f : {kCheckpointFile, kBestFile, kMetricsFile})
+  for (const char* f : {kCheckpointFile, kBestFile, kBestValFile, kMetricsFile})
     if (exists_lstat(dir + "/" + f, &sb)) found.push_back(f);
   return found;
 }

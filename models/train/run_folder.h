@@ -5,9 +5,9 @@
 //     <YYYYmmdd-HHMMSS>, with "-2", "-3", ... when that name is taken. The
 //     folder is made with one mkdir (atomic), so two runs never share it.
 //   * An explicit --out that holds a run (checkpoint.safetensors,
-//     best.safetensors or metrics.csv) is refused, and nothing in it is
+//     best.safetensors, best_val.safetensors or metrics.csv) is refused, and nothing in it is
 //     touched, unless --resume continues that run or --overwrite replaces it
-//     (the earlier run's three files are removed when the new run starts).
+//     (the earlier run's files are removed when the new run starts).
 //   * The folder is checked before any work (a file can be created in it) and
 //     locked for the whole run: flock(2) on ".nala-train.lock", which holds
 //     the writer's pid. A second `nala train` into the same folder is refused
@@ -26,6 +26,7 @@ namespace nala {
 constexpr const char* kCheckpointFile = "checkpoint.safetensors";
 constexpr const char* kBestFile = "best.safetensors";
 constexpr const char* kMetricsFile = "metrics.csv";
+constexpr const char* kBestValFile = "best_val.safetensors";  // with a validation set (--val)
 constexpr const char* kLockFile = ".nala-train.lock";
 
 // Makes (and so reserves) a new folder <parent>/<stem>-<YYYYmmdd-HHMMSS>[-N]

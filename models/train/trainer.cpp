@@ -18,6 +18,7 @@
 #include "models/train/graph_step.h"
 #include "models/train/step.h"
 #include "models/train_plots.h"
+#include "nn/ema.h"
 #include "nn/layers.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
@@ -30,6 +31,9 @@ std::string describe_options(const TrainOptions& o) {
      << " min_lr=" << o.min_lr << " warmup=" << o.warmup_epochs << " wd=" << o.weight_decay
      << " ls=" << o.label_smoothing << " clip=" << o.clip_grad << " opt=" << o.optimizer
      << " crop=" << o.augment.crop_pad << " flip=" << o.augment.hflip << " erase=" << o.augment.erase_prob;
+  if (o.ema_decay > 0) os << " ema=" << o.ema_decay;
+  if (o.val) os << " val=" << o.val->n;
+  if (o.flip_tta) os << " tta=flip";
   return os.str();
 }
 
@@ -54,13 +58,14 @@ struct Run {
   Device dev = Device::CPU;
   RunFolder* folder = nullptr;  // rank 0's, when files are written
   std::unique_ptr<Optimizer> optim;
+  std::unique_ptr<WeightEma> ema;  // --ema
   std::unique_ptr<BatchLoader> loader;
   std::unique_ptr<GraphTrainStep> graph_step;  // CUDA graphs: when in use
   std::unique_ptr<GraphEval> graph_eval;
   WarmupCosine sched;
   int64_t steps_per_epoch = 0;
   std::vector<Tensor> bn_stats;  // BatchNorm running means and variances
-  std::string args, ckpt, best_path, csv;
+  std::string args, ckpt, best_path, best_val_path, csv;
   ModelFile model_file;
 
   int64_t step = 0, epoch0 = 0;
@@ -108,8 +113,11 @@ void resume(Run& r) {
     r.cb.warning("arguments differ from the checkpoint's run:\n  was: " + s.args + "\n  now: " + r.args);
   if (same_args && s.epoch > o.epochs) ck.refuse("nala.epoch", "exceeds the run's --epochs " + std::to_string(o.epochs));
   restore_checkpoint(ck, r.model, *r.optim);
+  if (r.ema) r.ema->load_state(ck.st.tensors, r.ckpt);
   r.epoch0 = s.epoch, r.step = s.step;
   r.result.best_top1 = s.best_top1;
+  r.result.best_val_top1 = s.best_val_top1, r.result.best_val_test_top1 = s.best_val_test_top1;
+  r.result.best_val_epoch = s.best_val_epoch;
   const int64_t was_global = s.global_batch ? s.global_batch : o.batch_size;
   if (was_global != o.batch_size * world) {  // a different number of ranks: same epoch, new steps per epoch
     r.cb.message("the checkpoint's run had a global batch of " + std::to_string(was_global) + ", this one " +
@@ -225,6 +233,7 @@ EpochStats train_epoch(Run& r, int64_t epoch, double* lr, double* seconds) {
     } else if (s.checked) {
       r.last_checked = r.step;
     }
+    if (!s.skipped && r.ema) r.ema->update();
     r.step++;  // a skipped step counts too
     if (!s.skipped && s.checked) {
       StepReport rep;
@@ -245,6 +254,7 @@ EpochStats train_epoch(Run& r, int64_t epoch, double* lr, double* seconds) {
     st.loss_sum = t[0] / r.comm.size();
     st.correct = std::llround(t[1]), st.counted = std::llround(t[2]), st.seen = std::llround(t[3]);
     if (!o.sync_bn) average_tensors(r.comm, r.bn_stats);  // one model to evaluate and save
+    if (r.ema) average_tensors(r.comm, r.ema->averages());  // the same for the average's statistics
   }
   *seconds = now_seconds() - t0;
   return st;
@@ -261,7 +271,25 @@ void end_epoch(Run& r, int64_t epoch, const EpochStats& st, double lr, double se
   rep.epoch = epoch + 1, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch, rep.step = r.step;
   rep.train_loss = st.mean_loss(), rep.train_accuracy = st.accuracy(), rep.lr = lr;
   rep.seconds = secs, rep.images_per_second = st.seen / secs;
-  rep.test = evaluate(r.model, r.test, eval_batch, o.eval_subset, &r.comm, r.graph_eval.get());
+  // With --ema the average is evaluated (and saved as the best weights): it
+  // is swapped into the model until the checkpoint is written.
+  struct Swapped {
+    WeightEma* ema;
+    explicit Swapped(WeightEma* e) : ema(e) {
+      if (ema) ema->swap();
+    }
+    ~Swapped() { restore(); }
+    void restore() {
+      if (ema) ema->swap();
+      ema = nullptr;
+    }
+  } swapped(r.ema.get());
+  rep.averaged = r.ema != nullptr;
+  if (o.val) {
+    rep.has_val = true;
+    rep.val = evaluate(r.model, *o.val, eval_batch, 0, &r.comm, r.graph_eval.get(), o.flip_tta);
+  }
+  rep.test = evaluate(r.model, r.test, eval_batch, o.eval_subset, &r.comm, r.graph_eval.get(), o.flip_tta);
   r.cb.epoch_end(rep);
   r.result.last = rep;
   TrainResult& res = r.result;
@@ -270,25 +298,32 @@ void end_epoch(Run& r, int64_t epoch, const EpochStats& st, double lr, double se
     return;
   }
   res.epoch = epoch + 1, res.checkpoint_step = r.step;
-  if (!r.folder) {  // the other ranks, or no output folder
-    res.best_top1 = std::max(res.best_top1, rep.test.top1);
-    return;
-  }
+  const bool best_test = rep.test.top1 > res.best_top1;
+  const bool best_val = rep.has_val && rep.val.top1 > res.best_val_top1;
+  res.best_top1 = std::max(res.best_top1, rep.test.top1);
+  if (best_val)
+    res.best_val_top1 = rep.val.top1, res.best_val_test_top1 = rep.test.top1, res.best_val_epoch = epoch + 1;
+  if (!r.folder) return;  // the other ranks, or no output folder
   r.doing = "writing the results of epoch " + std::to_string(epoch + 1);
-  append_metrics(r.csv, kMetricsHeader,
-                 metrics_row(epoch + 1, r.step, lr, rep.train_loss, rep.train_accuracy, rep.test.loss, rep.test.top1,
-                             rep.test.top5, secs, rep.images_per_second));
-  if (rep.test.top1 > res.best_top1) {
-    res.best_top1 = rep.test.top1;
+  std::string row = metrics_row(epoch + 1, r.step, lr, rep.train_loss, rep.train_accuracy, rep.test.loss,
+                                rep.test.top1, rep.test.top5, secs, rep.images_per_second);
+  if (rep.has_val) row = with_val_columns(row, rep.val.loss, rep.val.top1);
+  append_metrics(r.csv, rep.has_val ? kMetricsValHeader : kMetricsHeader, row);
+  if (best_val)
+    save_best_weights(r.best_val_path, r.model, r.model_file, rep.test.top1, epoch + 1,
+                      {{"nala.val_top1", std::to_string(rep.val.top1)}, {"nala.chosen_on", "validation"}});
+  else if (!rep.has_val && best_test)
     save_best_weights(r.best_path, r.model, r.model_file, rep.test.top1, epoch + 1);
-  }
+  swapped.restore();  // the live weights back before the checkpoint
   CheckpointState cs;
   cs.args = r.args;
   cs.epoch = epoch + 1, cs.step = r.step;
   cs.global_batch = o.batch_size * r.comm.size(), cs.world_size = r.comm.size();
   cs.best_top1 = res.best_top1;
+  cs.best_val_top1 = res.best_val_top1, cs.best_val_test_top1 = res.best_val_test_top1;
+  cs.best_val_epoch = res.best_val_epoch;
   cs.rng = r.model.rng.state();
-  save_checkpoint(r.ckpt, r.model, *r.optim, r.model_file, cs);
+  save_checkpoint(r.ckpt, r.model, *r.optim, r.model_file, cs, r.ema ? r.ema->state() : NamedTensors{});
 }
 
 // BatchNorm's sync hook (--sync-bn) refers to the group: removed when the run ends.
@@ -335,6 +370,7 @@ TrainResult run(Run& r) {
   }
   if (!o.out.empty()) {
     r.ckpt = o.out + "/" + kCheckpointFile, r.best_path = o.out + "/" + kBestFile;
+    r.best_val_path = o.out + "/" + kBestValFile;
     r.csv = o.out + "/" + kMetricsFile;
   }
   r.args = o.args.empty() ? describe_options(o) : o.args;
@@ -355,6 +391,12 @@ TrainResult run(Run& r) {
       }
     }
   r.optim = make_optimizer(model, o);
+  if (o.ema_decay > 0) r.ema = std::make_unique<WeightEma>(model.state_dict(), o.ema_decay);
+  if (o.val) {
+    NALA_CHECK(o.val->n > 0 && o.val->c == r.train.c && o.val->h == r.train.h && o.val->w == r.train.w &&
+                   o.val->classes == r.train.classes,
+               "train: the validation set ", o.val->name, " is empty or does not match the training set");
+  }
   LoaderOptions lo;
   lo.batch_size = o.batch_size;
   lo.shuffle = true;
@@ -442,6 +484,7 @@ TrainResult run(Run& r) {
                              res.epoch < o.epochs;
   if (!r.ckpt.empty() && access(r.ckpt.c_str(), F_OK) == 0) res.checkpoint = r.ckpt;
   if (!r.best_path.empty() && access(r.best_path.c_str(), F_OK) == 0) res.best = r.best_path;
+  if (!r.best_val_path.empty() && access(r.best_val_path.c_str(), F_OK) == 0) res.best_val = r.best_val_path;
   res.seconds = now_seconds() - run_start;
   // The run's curves (loss.svg, accuracy.svg, lr.svg) beside metrics.csv. A
   // plot that cannot be drawn must not fail a finished run: it is a warning.

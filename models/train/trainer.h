@@ -7,6 +7,7 @@
 //   nn/schedule.h the learning rate of each step (warm-up, then cosine)
 //   evaluate.h    the test set's loss and accuracy after every epoch
 //   checkpoint.h  the checkpoint and the best weights at the end of an epoch
+//   nn/ema.h      the weight average (--ema)
 //   log.h         metrics.csv, and what the run reports to its caller
 //   run_folder.h  the output folder's rule and lock
 //
@@ -49,6 +50,16 @@ struct TrainOptions {
   float lr = 1e-3f, min_lr = 1e-5f, warmup_lr = 1e-6f, warmup_epochs = 1.0f;
   // The optimiser: "adamw" (no decay on biases, norms and the gammas) or "sgd".
   std::string optimizer = "adamw";
+  // An exponential moving average of the weights (nn/ema.h) with this decay,
+  // updated after every step; evaluated and saved (best weights) instead of
+  // the live weights, which keep training. 0 = off.
+  float ema_decay = 0;
+  // A validation set (split_validation, data.h), evaluated after every epoch
+  // beside the test set: the epoch best on it is saved as
+  // best_val.safetensors and reported, and best.safetensors (chosen on the
+  // test set) is not written. Null: none. Must outlive train().
+  const Dataset* val = nullptr;
+  bool flip_tta = false;  // evaluate with the mirror image too (evaluate.h)
   float weight_decay = 0.05f, momentum = 0.9f;
   float label_smoothing = 0.1f;
   float clip_grad = 0;  // clip the gradient's global norm (0 = off)

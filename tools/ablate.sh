@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# tools/ablate.sh - compare attention kinds: train every kind with several
+# seeds on Fashion-MNIST (pico), holding out training images for validation,
+# report the test top-1 of the epoch chosen on validation (mean and standard
+# deviation over the seeds), parameters and training speed, and run
+# `nala analyze` (query norm against attention entropy) on every run.
+#
+#   tools/ablate.sh [options] [-- extra nala train options]
+#
+#   --kinds "K1 K2 ..."  attention kinds (default: every choice of `nala train
+#                        --attn`, or "nala" when this build has no --attn)
+#   --seeds "0 1 2"      seeds (default 0 1 2)
+#   --epochs N           epochs per run (default 100 on cuda, 10 on cpu)
+#   --device cuda|cpu    (default: cuda when `nvidia-smi -L` lists a GPU, else cpu)
+#   --jobs J             trainings at once (default 1); pico is small and
+#                        launch-bound, so several share one GPU well
+#   --val N              training images held out for validation (default 5000)
+#   --out DIR            the results folder; must not exist (default: a new
+#                        results/ablate-<date>-<time>); never overwritten
+#   --nala PATH          the nala program (default build/release/nala, then
+#                        build/release-nocuda/nala)
+#   --data-dir DIR       Fashion-MNIST folder (default: nala's default)
+#   --recipe NAME        gpu (the README's GPU recipe, default) or none (only the
+#                        extra options after --)
+#   --analyze-images N   images for nala analyze (default 64)
+#   --title TEXT         the heading of the report
+#
+# Writes into DIR: README.md (the table and the exact commands), results.csv
+# (one row per run), summary.csv (one row per kind), runs/<kind>-s<seed>/
+# (each run's folder: metrics, curves, best_val.safetensors), logs/, and
+# analyze/<kind>-s<seed>/ (entropy_norm.csv, scatter plots, summary).
+# A bash tool around the nala program; nala itself never runs a shell.
+set -uo pipefail
+
+die() { echo "ablate.sh: $*" >&2; exit 2; }
+
+kinds="" seeds="0 1 2" epochs="" device="" jobs=1 val=5000 out="" nala="" data_dir="" recipe=gpu
+an_images=64 title="Attention kinds on Fashion-MNIST (pico)"
+extra=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --kinds) kinds=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    --device) device=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --val) val=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --nala) nala=$2; shift 2 ;;
+    --data-dir) data_dir=$2; shift 2 ;;
+    --recipe) recipe=$2; shift 2 ;;
+    --analyze-images) an_images=$2; shift 2 ;;
+    --title) title=$2; shift 2 ;;
+    --) shift; extra=("$@"); break ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option '$1' (--help lists them)" ;;
+  esac
+done
+
+if [ -z "$nala" ]; then
+  for c in build/release/nala build/release-nocuda/nala; do [ -x "$c" ] && { nala=$c; break; }; done
+fi
+[ -n "$nala" ] && [ -x "$nala" ] || die "no nala program (build it, or give --nala PATH)"
+if [ -z "$device" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; then device=cuda; else device=cpu; fi
+fi
+case $device in cuda|cpu) ;; *) die "--device cuda or cpu, not '$device'" ;; esac
+[ -n "$epochs" ] || { [ "$device" = cuda ] && epochs=100 || epochs=10; }
+for n in "$epochs" "$jobs" "$val" "$an_images"; do
+  [[ $n =~ ^[0-9]+$ ]] || die "'$n' is not a whole number"
+done
+[ "$jobs" -ge 1 ] && [ "$epochs" -ge 1 ] || die "--jobs and --epochs must be at least 1"
+for s in $seeds; do [[ $s =~ ^[0-9]+$ ]] || die "seed '$s' is not a whole number"; done
+
+# The kinds: the choices `nala train --help` lists for --attn.
+has_attn=0
+attn_line=$("$nala" train --help 2>/dev/null | grep -E '^ +--attn ' || true)
+if [ -n "$attn_line" ]; then
+  has_attn=1
+  all_kinds=$(sed -E 's/.*\{([^}]*)\}.*/\1/' <<<"$attn_line" | tr '|' ' ')
+else
+  all_kinds=nala
+fi
+[ -n "$kinds" ] || kinds=$all_kinds
+for k in $kinds; do
+  grep -qw -- "$k" <<<"$all_kinds" || die "kind '$k' is not one of this nala's: $all_kinds"
+done
+
+case $recipe in
+  gpu) recipe_args=(--batch-size 256 --lr 2e-3 --min-lr 1e-5 --warmup-epochs 3 --weight-decay 0.05
+                    --label-smoothing 0.1 --drop-path 0.05 --crop-pad 2 --hflip --erase 0.25) ;;
+  none) recipe_args=() ;;
+  *) die "--recipe gpu or none, not '$recipe'" ;;
+esac
+
+# The results folder: new, made with one mkdir (never an earlier one).
+if [ -z "$out" ]; then
+  base=results/ablate-$(date -u +%Y%m%d-%H%M%S)
+  mkdir -p results || die "cannot make results/"
+  out=$base; i=2
+  until mkdir "$out" 2>/dev/null; do out=$base-$i; i=$((i + 1)); [ $i -lt 100 ] || die "cannot make $base-N"; done
+else
+  [ -e "$out" ] && die "$out exists: the results of an earlier run are never overwritten; give a new --out"
+  mkdir -p "$(dirname "$out")" && mkdir "$out" || die "cannot make $out"
+fi
+mkdir "$out/runs" "$out/logs" "$out/analyze"
+
+cores=$(nproc 2>/dev/null || echo 2)
+threads=$(( cores / jobs )); [ "$threads" -ge 1 ] || threads=1
+workers=$(( threads > 4 ? 4 : threads ))
+data_args=(--data fashion-mnist)
+[ -n "$data_dir" ] && data_args+=(--data-dir "$data_dir")
+
+echo "ablate.sh: kinds [$kinds], seeds [$seeds], $epochs epochs on $device, $jobs at once ($threads threads each)," \
+     "validation $val images; results in $out"
+
+train_cmd() {  # kind seed -> the command line of one run
+  local k=$1 s=$2
+  local cmd=("$nala" train --device "$device" --model pico "${data_args[@]}" --epochs "$epochs" --seed "$s"
+             --val "$val" --threads "$threads" --workers "$workers" --log-every 1000 "${recipe_args[@]}")
+  [ "$has_attn" = 1 ] && cmd+=(--attn "$k")
+  cmd+=("${extra[@]}" --out "$out/runs/$k-s$s")
+  printf '%q ' "${cmd[@]}"
+}
+
+# The runs, at most $jobs at once.
+running=0 failed=0
+for k in $kinds; do
+  for s in $seeds; do
+    if [ "$running" -ge "$jobs" ]; then wait -n || failed=$((failed + 1)); running=$((running - 1)); fi
+    cmd=$(train_cmd "$k" "$s")
+    echo "$cmd" >>"$out/commands.txt"
+    ( eval "$cmd" >"$out/logs/$k-s$s.log" 2>&1; rc=$?
+      echo "  $k seed $s: $(grep -E '^done' "$out/logs/$k-s$s.log" | tail -1) (exit $rc)"; exit $rc ) &
+    running=$((running + 1))
+  done
+done
+while [ "$running" -gt 0 ]; do wait -n || failed=$((failed + 1)); running=$((running - 1)); done
+
+# analyze on every run's chosen weights (CPU or GPU, a few seconds each).
+for k in $kinds; do
+  for s in $seeds; do
+    w=$out/runs/$k-s$s/best_val.safetensors
+    [ -f "$w" ] || continue
+    an=("$nala" analyze --weights "$w" "${data_args[@]}" --images "$an_images" --device "$device"
+        --out "$out/analyze/$k-s$s")
+    printf '%q ' "${an[@]}" >>"$out/commands.txt"; echo >>"$out/commands.txt"
+    "${an[@]}" >"$out/logs/analyze-$k-s$s.log" 2>&1 || echo "  analyze $k seed $s failed: see $out/logs/analyze-$k-s$s.log"
+  done
+done
+
+# One row per run: kind, seed, parameters, chosen epoch, validation and test
+# top-1 of that epoch, mean img/s over the epochs, Spearman per layer.
+echo "kind,seed,parameters,epochs,chosen_epoch,val_top1,test_top1,images_per_second,spearman_by_layer" >"$out/results.csv"
+for k in $kinds; do
+  for s in $seeds; do
+    log=$out/logs/$k-s$s.log
+    line=$(grep -E 'chosen on validation' "$log" 2>/dev/null | tail -1)
+    [ -n "$line" ] || { echo "  $k seed $s: no result (see $log)"; continue; }
+    ep=$(sed -E 's/.*epoch ([0-9]+) \(validation.*/\1/' <<<"$line")
+    vt=$(sed -E 's/.*validation top-1 ([0-9.]+)\).*/\1/' <<<"$line")
+    tt=$(sed -E 's/.*test top-1 ([0-9.]+).*/\1/' <<<"$line")
+    params=$(grep -oE '[0-9]+ parameters' "$log" | head -1 | cut -d' ' -f1)
+    ips=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "images_per_second") c = i; next }
+                   c { s += $c; n++ } END { if (n) printf "%.0f", s / n }' "$out/runs/$k-s$s/metrics.csv")
+    sp=$(awk -F, 'NR > 1 { printf "%s%s", (NR > 2 ? " " : ""), $10 }' "$out/analyze/$k-s$s/summary.csv" 2>/dev/null)
+    echo "$k,$s,$params,$epochs,$ep,$vt,$tt,$ips,$sp" >>"$out/results.csv"
+  done
+done
+
+# Mean and sample standard deviation per kind.
+awk -F, 'NR > 1 {
+    k = $1; n[k]++; p[k] = $3; t[k, n[k]] = $7 * 100; v[k] += $6 * 100; ips[k] += $8
+    ns = split($9, a, " "); for (i = 1; i <= ns; i++) sp[k, i] += a[i]; nl[k] = ns
+    if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
+  }
+  END {
+    print "kind,runs,parameters,test_top1_mean,test_top1_std,val_top1_mean,images_per_second,spearman_by_layer"
+    for (j = 1; j <= nk; j++) {
+      k = order[j]; m = 0; for (i = 1; i <= n[k]; i++) m += t[k, i]; m /= n[k]
+      sd = 0; for (i = 1; i <= n[k]; i++) sd += (t[k, i] - m) ^ 2; sd = n[k] > 1 ? sqrt(sd / (n[k] - 1)) : 0
+      s = ""; for (i = 1; i <= nl[k]; i++) s = s sprintf("%s%.2f", i > 1 ? " " : "", sp[k, i] / n[k])
+      printf "%s,%d,%s,%.2f,%.2f,%.2f,%.0f,%s\n", k, n[k], p[k], m, sd, v[k] / n[k], ips[k] / n[k], s
+    }
+  }' "$out/results.csv" >"$out/summary.csv"
+
+# The report.
+{
+  echo "# $title"
+  echo
+  echo "$(date -u +%Y-%m-%d), $(uname -n), device $device, $epochs epochs, seeds [$seeds], $val training images held out for validation;"
+  echo "test top-1 of the epoch chosen on validation (best_val.safetensors), mean ± sample standard deviation over the seeds."
+  echo "Spearman: rank correlation of query norm and attention entropy per attention layer (nala analyze, $an_images test images; negative = larger norms attend more sharply), mean over the seeds."
+  echo
+  echo "| kind | parameters | test top-1 (%) | runs | validation top-1 (%) | img/s (train, per run) | Spearman by layer |"
+  echo "|---|---|---|---|---|---|---|"
+  awk -F, 'NR > 1 { printf "| %s | %s | **%.2f ± %.2f** | %s | %.2f | %s | %s |\n", $1, $3, $4, $5, $2, $6, $7, $8 }' "$out/summary.csv"
+  echo
+  echo "Per run: [results.csv](results.csv). Scatter plots: analyze/<kind>-s<seed>/entropy_norm.svg."
+  echo
+  echo "Commands (run from the repository root):"
+  echo
+  echo '    tools/ablate.sh' "$(printf '%q ' --kinds "$kinds" --seeds "$seeds" --epochs "$epochs" --device "$device" --jobs "$jobs" --val "$val" --recipe "$recipe")" "${extra[@]:+-- ${extra[*]}}"
+  echo
+  sed 's/^/    /' "$out/commands.txt"
+} >"$out/README.md"
+
+echo
+cat "$out/summary.csv" | column -t -s, 2>/dev/null || cat "$out/summary.csv"
+echo "report: $out/README.md"
+[ "$failed" -eq 0 ] || { echo "ablate.sh: $failed run(s) failed: see $out/logs/" >&2; exit 1; }
