@@ -236,6 +236,13 @@ TEST_CASE("gemm: every micro-kernel this CPU runs matches naive", "[matmul]") {
     check_gemm(false, false, 150, 800, 270, 0.75f, 0.5f, 0, rng);  // K > KC, N > NC
     check_gemm(true, true, 290, 40, 520, 1.0f, 0.0f, 1, rng, true);
     check_gemm(false, true, 200, 70, 90, -1.0f, 1.0f, 2, rng);
+    // Narrow C (N <= NR / 2): computed as C^T and stored transposed.
+    for (int t = 0; t < 4; t++) {
+      check_gemm(t & 1, t & 2, 300, 16, 144, 1.0f, 0.0f, t == 3 ? 3 : 0, rng);
+      check_gemm(t & 1, t & 2, 200, 5, 70, 0.5f, 1.0f, 1, rng);
+      check_gemm(t & 1, t & 2, 513, 12, 300, 1.0f, 0.5f, 0, rng, false);  // K > KC: beta once
+      check_gemm(t & 1, t & 2, 257, 8, 33, 1.0f, 0.0f, 2, rng, true);     // beta 0 over NaN
+    }
     tried++;
   }
   cpu::set_gemm_kernel(was);

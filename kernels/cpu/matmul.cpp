@@ -75,17 +75,24 @@ namespace {
 
 using namespace gemm_detail;
 
-// An edge tile (mr < MR or nr < NR): compute the whole tile into scratch,
-// then merge the valid part.
+// An edge tile (mr < MR or nr < NR), or any tile of a transposed C (cs !=
+// 1): compute the whole tile into scratch, then merge the valid part into
+// element (r, c) at C[r * rs + c * cs].
 template <class Kern>
-void edge_kernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int64_t mr, int64_t nr,
-                 float alpha, float beta) {
+void edge_kernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t rs, int64_t cs, int64_t mr,
+                 int64_t nr, float alpha, float beta) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   alignas(64) float t[MR * NR];
   Kern::micro(kc, Ap, Bp, t, NR, alpha, 0.0f);
+  if (cs != 1) {  // transposed: walk C's rows (the tile's columns) outermost
+    for (int64_t c = 0; c < nr; c++)
+      for (int64_t r = 0; r < mr; r++)
+        C[r * rs + c * cs] = t[r * NR + c] + (beta == 0.0f ? 0.0f : beta * C[r * rs + c * cs]);
+    return;
+  }
   for (int64_t r = 0; r < mr; r++)
     for (int64_t c = 0; c < nr; c++)
-      C[r * ldc + c] = t[r * NR + c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
+      C[r * rs + c] = t[r * NR + c] + (beta == 0.0f ? 0.0f : beta * C[r * rs + c]);
 }
 
 // ---- packing ----------------------------------------------------------------
@@ -199,10 +206,12 @@ int64_t nc_block() {
   return std::max<int64_t>(4 * Kern::NR, std::min<int64_t>(Kern::NC_MAX, nc));
 }
 
-// One thread's rectangle: C[i0 : i0+m, j0 : j0+n].
+// One thread's rectangle: C[i0 : i0+m, j0 : j0+n], element (i, j) at
+// C[i * rs + j * cs] (cs 1: row-major with ldc rs; rs 1: C stored transposed).
 template <class Kern>
 void gemm_serial(bool ta, bool tb, int64_t i0, int64_t m, int64_t j0, int64_t n, int64_t K, float alpha,
-                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t rs,
+                 int64_t cs) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   constexpr int64_t KC = Kern::KC, MC = Kern::MC;
   const int64_t NC = nc_block<Kern>();
@@ -221,11 +230,11 @@ void gemm_serial(bool ta, bool tb, int64_t i0, int64_t m, int64_t j0, int64_t n,
           const float* ap = buf.a + ir * kc;
           for (int64_t jr = 0; jr < nc; jr += NR) {
             int64_t nr = std::min<int64_t>(NR, nc - jr);
-            float* c = C + (ic + ir) * ldc + jc + jr;
-            if (mr == MR && nr == NR)
-              Kern::micro(kc, ap, buf.b + jr * kc, c, ldc, alpha, bet);
+            float* c = C + (ic + ir) * rs + (jc + jr) * cs;
+            if (mr == MR && nr == NR && cs == 1)
+              Kern::micro(kc, ap, buf.b + jr * kc, c, rs, alpha, bet);
             else
-              edge_kernel<Kern>(kc, ap, buf.b + jr * kc, c, ldc, mr, nr, alpha, bet);
+              edge_kernel<Kern>(kc, ap, buf.b + jr * kc, c, rs, cs, mr, nr, alpha, bet);
           }
         }
       }
@@ -312,10 +321,11 @@ void set_gemm_kernel(GemmKernel k) {
 
 namespace {
 
-// The product with kernel Kern, cut across threads.
+// The product with kernel Kern, cut across threads; C's element (i, j) at
+// C[i * rs + j * cs] (see gemm_serial).
 template <class Kern>
-void gemm_threaded(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, double work) {
+void gemm_cut(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t rs, int64_t cs, double work) {
   int nt = 1;
 #ifdef _OPENMP
   if (!omp_in_parallel()) nt = omp_get_max_threads();
@@ -323,7 +333,7 @@ void gemm_threaded(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
   // Each thread should get at least a few register tiles worth of work.
   nt = (int)std::min<double>(nt, std::max(1.0, work / (64.0 * 64 * 64)));
   if (nt <= 1) {
-    gemm_serial<Kern>(ta, tb, 0, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    gemm_serial<Kern>(ta, tb, 0, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
     return;
   }
 #ifdef _OPENMP
@@ -351,9 +361,9 @@ void gemm_threaded(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
       int64_t lo = tiles * p / pieces * unit, hi = std::min(rows ? M : N, tiles * (p + 1) / pieces * unit);
       if (hi <= lo) continue;
       if (rows)
-        gemm_serial<Kern>(ta, tb, lo, hi - lo, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        gemm_serial<Kern>(ta, tb, lo, hi - lo, 0, N, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
       else
-        gemm_serial<Kern>(ta, tb, 0, M, lo, hi - lo, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        gemm_serial<Kern>(ta, tb, 0, M, lo, hi - lo, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
     }
     return;
   }
@@ -364,9 +374,23 @@ void gemm_threaded(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
     int64_t ri0 = mt * ti / tm * MR, ri1 = std::min(M, mt * (ti + 1) / tm * MR);
     int64_t cj0 = ntl * tj / tn * NR, cj1 = std::min(N, ntl * (tj + 1) / tn * NR);
     if (ri1 > ri0 && cj1 > cj0)
-      gemm_serial<Kern>(ta, tb, ri0, ri1 - ri0, cj0, cj1 - cj0, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      gemm_serial<Kern>(ta, tb, ri0, ri1 - ri0, cj0, cj1 - cj0, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
   }
 #endif
+}
+
+// A C narrower than half a register tile (N <= NR / 2, e.g. a 16-channel
+// convolution under the 32-wide AVX-512 tile) would waste half the FMAs or
+// more: compute C^T = op(B)^T op(A)^T instead, whose rows (N) are cut in
+// tiles of MR, and store each tile transposed. Otherwise the plain product.
+template <class Kern>
+void gemm_threaded(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, double work) {
+  const int64_t pad_n = (N + Kern::NR - 1) / Kern::NR * Kern::NR, pad_t = (N + Kern::MR - 1) / Kern::MR * Kern::MR;
+  if (2 * N <= Kern::NR && pad_t < pad_n && M >= 4 * Kern::NR)
+    gemm_cut<Kern>(!tb, !ta, N, M, K, alpha, B, ldb, A, lda, beta, C, 1, ldc, work);
+  else
+    gemm_cut<Kern>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1, work);
 }
 
 }  // namespace
