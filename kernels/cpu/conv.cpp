@@ -316,6 +316,37 @@ inline void dw_pixel(float* dst, const float* xc, const float* wc, const float* 
   for (int64_t c = 0; c < len; c++) dst[c] = acc[c];
 }
 
+// kDwPixels output pixels xx, xx+1, ... of row y, every one with all k
+// horizontal taps inside the image, kDwBlock channels from c0: each tap's
+// weights are loaded once for all the pixels (one load of w and kDwPixels of
+// x per kDwPixels FMAs, against two loads per FMA pixel by pixel).
+constexpr int kDwPixels = 4;
+inline void dw_pixels(float* dst, const float* xc, const float* wc, const float* bc, int64_t y, int64_t xx,
+                      int64_t H, int64_t W, int64_t C, int64_t k) {
+  constexpr int64_t N = kDwBlock;
+  const int64_t p = k / 2;
+  float acc[kDwPixels][N];
+#pragma GCC unroll 4
+  for (int q = 0; q < kDwPixels; q++)
+#pragma omp simd
+    for (int64_t c = 0; c < N; c++) acc[q][c] = bc ? bc[c] : 0.0f;
+  for (int64_t ky = std::max<int64_t>(0, p - y); ky < std::min<int64_t>(k, H + p - y); ky++) {
+    const float* xr = xc + ((y + ky - p) * W + xx - p) * C;
+    for (int64_t kx = 0; kx < k; kx++) {
+      const float* wv = wc + (ky * k + kx) * C;
+      const float* xs = xr + kx * C;
+#pragma GCC unroll 4
+      for (int q = 0; q < kDwPixels; q++)
+#pragma omp simd
+        for (int64_t c = 0; c < N; c++) acc[q][c] += wv[c] * xs[q * C + c];
+    }
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < kDwPixels; q++)
+#pragma omp simd
+    for (int64_t c = 0; c < N; c++) dst[q * C + c] = acc[q][c];
+}
+
 // acc[c] += sum_{j < m} g[j*C + c] * xs[j*C + c], c < n, accumulators in registers.
 template <int64_t N>
 inline void dw_tap(float* acc, const float* g, const float* xs, int64_t n, int64_t m, int64_t C) {
@@ -341,7 +372,15 @@ void dw_stencil(float* out, const float* x, const float* wt, const float* bias, 
     for (int64_t y = 0; y < H; y++) {
       float* o = out + (b * H + y) * W * C;
       const float* xb = x + b * H * W * C;
-      for (int64_t xx = 0; xx < W; xx++) {
+      const int64_t p = k / 2;
+      int64_t xx = 0;
+      for (; xx < W; xx++) {
+        if (xx >= p && xx + kDwPixels + p <= W && C % kDwBlock == 0) {  // an interior run: several pixels at once
+          for (int64_t c0 = 0; c0 < C; c0 += kDwBlock)
+            dw_pixels(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, y, xx, H, W, C, k);
+          xx += kDwPixels - 1;
+          continue;
+        }
         int64_t c0 = 0;
         for (; c0 + kDwBlock <= C; c0 += kDwBlock)
           dw_pixel<kDwBlock>(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, kDwBlock, y, xx, H, W,
