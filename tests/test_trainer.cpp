@@ -409,3 +409,42 @@ TEST_CASE("trainer: a time budget chooses the epochs; the checkpoint names them 
     CHECK_THROWS_WITH(train(*model, train_set, test_set, o, *comm), Catch::Contains("--time-budget chooses"));
   }
 }
+
+TEST_CASE("trainer: a budgeted run that slows down fits fewer epochs and ends in time", "[trainer]") {
+  TempDir t;
+  const Dataset train_set = quadrants("quadrants", 192, 1), test_set = quadrants("quadrants-test", 64, 2);
+  auto comm = make_single_comm();
+  // From epoch 2 on every fourth step's progress report waits 0.6 s: the
+  // machine "gets slower", and after epoch 2 no further epoch fits.
+  struct Slow : Recorder {
+    void progress(const StepReport& r) override {
+      Recorder::progress(r);
+      if (r.epoch >= 2 && r.done % 4 == 0) usleep(600000);
+    }
+  } rec;
+  auto model = fresh_model(5);
+  TrainOptions o = options(t.path + "/slow", 30);
+  o.batch_size = 4, o.warmup_epochs = 1;  // 48 steps an epoch
+  o.time_budget = 12;
+  const double t0 = now_seconds();
+  const TrainResult r = train(*model, train_set, test_set, o, *comm, nullptr, &rec);
+  const double took = now_seconds() - t0;
+  REQUIRE(rec.messages.size() >= 2);
+  INFO(rec.messages[0]);
+  const size_t fits = rec.messages[0].find(" epochs fit");
+  REQUIRE(fits != std::string::npos);
+  const int64_t planned = std::atoll(rec.messages[0].substr(rec.messages[0].rfind(' ', fits - 1) + 1).c_str());
+  REQUIRE(planned >= 3);  // epoch 1 alone is fast
+  // Noise may re-fit after epoch 1 by an epoch or so; after epoch 2 the run ends.
+  const std::string& last = rec.messages.back();
+  INFO(last);
+  CHECK(last.find("--time-budget: after epoch 2") == 0);
+  CHECK(last.find("fewer epochs fit, 2 instead of ") != std::string::npos);
+  CHECK(last.find("; the run ends here") != std::string::npos);
+  CHECK(r.epochs == 2);
+  CHECK(r.epoch == 2);
+  CHECK(rec.epochs.size() == 2);
+  CHECK(took < 12.0 + 2.0);  // epoch 2 was already under way when the slowdown began
+  const SafeTensors ck = load_safetensors(t.path + "/slow/checkpoint.safetensors");
+  CHECK(ck.metadata.at("nala.args").find("epochs=2 ") == 0);
+}

@@ -86,6 +86,11 @@ struct Run {
   bool budget_pending = false;
   int64_t first_step = 0, budget_skip = 0, budget_decide = 0;
   double run_start = 0, budget_t0 = 0;
+  double train_seconds = 0;  // this run's training time so far, evaluations excluded
+  // A re-fitted schedule (trainer.h): from refit_step on, a cosine from
+  // refit_lr to min_lr ending at sched.total_steps.
+  int64_t refit_step = -1;
+  double refit_lr = 0;
   int64_t last_checked = 0;  // the last step whose values were checked finite
   bool stop = false;
   TrainResult result;
@@ -200,6 +205,47 @@ void decide_budget(Run& r) {
   r.budget_pending = false;
 }
 
+// The learning rate of a step: the schedule, or its re-fitted tail.
+double lr_for(const Run& r, int64_t step) {
+  if (r.refit_step < 0 || step < r.refit_step) return r.sched.lr_at(step);
+  if (step >= r.sched.total_steps) return r.opt.min_lr;
+  const double t = (double)(step - r.refit_step) / (double)(r.sched.total_steps - r.refit_step);
+  return r.opt.min_lr + (r.refit_lr - r.opt.min_lr) * 0.5 * (1.0 + std::cos(M_PI * t));
+}
+
+// At the end of epoch `done` (1-based) of a budgeted run: how many epochs
+// fit now, from the mean step time of the run so far and this epoch's
+// evaluation. A change re-fits the schedule from the next step on, keeping
+// the learning rate continuous (trainer.h).
+void refit_budget(Run& r, int64_t done, double eval_s) {
+  const TrainOptions& o = r.opt;
+  const int64_t steps = r.step - r.first_step;
+  if (steps <= 0 || done >= r.epochs) return;
+  std::vector<float> t = {(float)(r.train_seconds / (double)steps), (float)eval_s};
+  if (r.group) {
+    r.comm.all_reduce_sum(t.data(), (int64_t)t.size(), Device::CPU);
+    for (float& x : t) x /= (float)r.comm.size();
+  }
+  const double left = o.time_budget - (now_seconds() - r.run_start);
+  const double each = (double)r.steps_per_epoch * t[0] + t[1];
+  int64_t more = left > 0 && each > 0 ? (int64_t)std::floor(0.97 * left / each) : 0;
+  const int64_t e = std::max<int64_t>(done, std::min<int64_t>(o.epochs, done + more));
+  if (e == r.epochs) return;
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(1);
+  os << "--time-budget: after epoch " << done << ", " << left << " s left at " << t[0] * 1e3 << " ms a step: "
+     << (e > r.epochs ? "more" : "fewer") << " epochs fit, " << e << " instead of " << r.epochs;
+  if (e == done) os << "; the run ends here";
+  r.cb.message(os.str());
+  const int64_t next = r.step;
+  const int64_t warm = (int64_t)std::llround(o.warmup_epochs * r.steps_per_epoch);
+  if (next >= warm) r.refit_lr = lr_for(r, next), r.refit_step = next;
+  r.sched = WarmupCosine(o.lr, o.min_lr, warm, o.warmup_lr, e * r.steps_per_epoch);
+  r.epochs = r.result.epochs = e;
+  r.args = with_epochs(r.args, e);
+}
+
 // Called after every step while the budget is pending.
 void budget_tick(Run& r) {
   const int64_t k = r.step - r.first_step;
@@ -219,7 +265,7 @@ EpochStats train_epoch(Run& r, int64_t epoch, double* lr, double* seconds) {
   Staging staging;
   Batch batch;
   while (r.loader->next(batch)) {
-    *lr = r.sched.lr_at(r.step);
+    *lr = lr_for(r, r.step);
     r.optim->set_lr(*lr);
     Tensor images, labels;
     staging.to_device(batch, r.dev, images, labels);
@@ -284,7 +330,9 @@ void end_epoch(Run& r, int64_t epoch, const EpochStats& st, double lr, double se
   rep.epoch = epoch + 1, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch, rep.step = r.step;
   rep.train_loss = st.mean_loss(), rep.train_accuracy = st.accuracy(), rep.lr = lr;
   rep.seconds = secs, rep.images_per_second = st.seen / secs;
+  const double e0 = now_seconds();
   rep.test = evaluate(r.model, r.test, eval_batch, o.eval_subset, &r.comm);
+  const double eval_s = now_seconds() - e0;
   r.cb.epoch_end(rep);
   r.result.last = rep;
   TrainResult& res = r.result;
@@ -292,6 +340,9 @@ void end_epoch(Run& r, int64_t epoch, const EpochStats& st, double lr, double se
     res.partial_epoch = epoch + 1, res.partial_steps = st.steps;
     return;
   }
+  // The budget checked again before the files are written, so that the
+  // checkpoint names the epochs the run now has.
+  if (o.time_budget > 0 && !r.budget_pending) refit_budget(r, epoch + 1, eval_s);
   res.epoch = epoch + 1, res.checkpoint_step = r.step;
   if (!r.folder) {  // the other ranks, or no output folder
     res.best_top1 = std::max(res.best_top1, rep.test.top1);
@@ -432,7 +483,9 @@ TrainResult run(Run& r) {
   if (o.time_budget > 0) {  // the steps to time: within the first epoch
     r.budget_pending = true;
     r.budget_skip = std::min<int64_t>(kBudgetSkip, r.steps_per_epoch - 1);
-    r.budget_decide = std::min<int64_t>(r.budget_skip + kBudgetSteps, r.steps_per_epoch);
+    // The whole warm-up when it is longer (more steps, a steadier figure).
+    const int64_t warm = (int64_t)std::llround(o.warmup_epochs * r.steps_per_epoch);
+    r.budget_decide = std::min<int64_t>(std::max<int64_t>(r.budget_skip + kBudgetSteps, warm), r.steps_per_epoch);
     r.budget_t0 = now_seconds();
   }
   r.stop = o.max_steps && r.step >= o.max_steps;
@@ -455,6 +508,7 @@ TrainResult run(Run& r) {
               "); a smaller --batch-size needs less memory";
     double lr = 0, secs = 0;
     const EpochStats st = train_epoch(r, epoch, &lr, &secs);
+    r.train_seconds += secs;
     end_epoch(r, epoch, st, lr, secs);
     if (res.partial_epoch) break;
   }
