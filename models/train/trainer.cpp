@@ -87,10 +87,8 @@ struct Run {
   int64_t first_step = 0, budget_skip = 0, budget_decide = 0;
   double run_start = 0, budget_t0 = 0;
   double train_seconds = 0;  // this run's training time so far, evaluations excluded
-  // A re-fitted schedule (trainer.h): from refit_step on, a cosine from
-  // refit_lr to min_lr ending at sched.total_steps.
-  int64_t refit_step = -1;
-  double refit_lr = 0;
+  std::vector<double> step_times;  // the timed steps (the CPU: each step; the GPU: one window)
+  double last_step_end = 0;
   int64_t last_checked = 0;  // the last step whose values were checked finite
   bool stop = false;
   TrainResult result;
@@ -172,7 +170,14 @@ double synced_now(const Run& r) {
 // schedule for them.
 void decide_budget(Run& r) {
   const TrainOptions& o = r.opt;
-  const double step_s = (synced_now(r) - r.budget_t0) / (double)(r.budget_decide - r.budget_skip);
+  // The CPU: the median step (a burst of other work on the cores does not
+  // count); the GPU, which runs ahead of the host: the window's mean.
+  double step_s = (synced_now(r) - r.budget_t0) / (double)(r.budget_decide - r.budget_skip);
+  if (!r.on_gpu && !r.step_times.empty()) {
+    std::vector<double> v = r.step_times;
+    std::nth_element(v.begin(), v.begin() + (ptrdiff_t)(v.size() / 2), v.end());
+    step_s = v[v.size() / 2];
+  }
   const int64_t eval_batch = o.eval_batch_size ? o.eval_batch_size : std::max<int64_t>(o.batch_size, 256);
   const int64_t eval_n = o.eval_subset ? std::min(o.eval_subset, r.test.n) : r.test.n;
   const int64_t probe = std::min(eval_batch, eval_n);
@@ -205,18 +210,13 @@ void decide_budget(Run& r) {
   r.budget_pending = false;
 }
 
-// The learning rate of a step: the schedule, or its re-fitted tail.
-double lr_for(const Run& r, int64_t step) {
-  if (r.refit_step < 0 || step < r.refit_step) return r.sched.lr_at(step);
-  if (step >= r.sched.total_steps) return r.opt.min_lr;
-  const double t = (double)(step - r.refit_step) / (double)(r.sched.total_steps - r.refit_step);
-  return r.opt.min_lr + (r.refit_lr - r.opt.min_lr) * 0.5 * (1.0 + std::cos(M_PI * t));
-}
+// The learning rate of a step.
+double lr_for(const Run& r, int64_t step) { return r.sched.lr_at(step); }
 
 // At the end of epoch `done` (1-based) of a budgeted run: how many epochs
 // fit now, from the mean step time of the run so far and this epoch's
-// evaluation. A change re-fits the schedule from the next step on, keeping
-// the learning rate continuous (trainer.h).
+// evaluation. A change re-fits the schedule: the run continues on the plain
+// schedule of the new epoch count (trainer.h).
 void refit_budget(Run& r, int64_t done, double eval_s) {
   const TrainOptions& o = r.opt;
   const int64_t steps = r.step - r.first_step;
@@ -238,9 +238,7 @@ void refit_budget(Run& r, int64_t done, double eval_s) {
      << (e > r.epochs ? "more" : "fewer") << " epochs fit, " << e << " instead of " << r.epochs;
   if (e == done) os << "; the run ends here";
   r.cb.message(os.str());
-  const int64_t next = r.step;
   const int64_t warm = (int64_t)std::llround(o.warmup_epochs * r.steps_per_epoch);
-  if (next >= warm) r.refit_lr = lr_for(r, next), r.refit_step = next;
   r.sched = WarmupCosine(o.lr, o.min_lr, warm, o.warmup_lr, e * r.steps_per_epoch);
   r.epochs = r.result.epochs = e;
   r.args = with_epochs(r.args, e);
@@ -250,6 +248,11 @@ void refit_budget(Run& r, int64_t done, double eval_s) {
 void budget_tick(Run& r) {
   const int64_t k = r.step - r.first_step;
   if (k == r.budget_skip && r.budget_skip > 0) r.budget_t0 = synced_now(r);
+  if (!r.on_gpu) {
+    const double t = now_seconds();
+    if (k > r.budget_skip) r.step_times.push_back(t - r.last_step_end);
+    r.last_step_end = t;
+  }
   if (k == r.budget_decide) decide_budget(r);
 }
 
@@ -486,7 +489,7 @@ TrainResult run(Run& r) {
     // The whole warm-up when it is longer (more steps, a steadier figure).
     const int64_t warm = (int64_t)std::llround(o.warmup_epochs * r.steps_per_epoch);
     r.budget_decide = std::min<int64_t>(std::max<int64_t>(r.budget_skip + kBudgetSteps, warm), r.steps_per_epoch);
-    r.budget_t0 = now_seconds();
+    r.budget_t0 = r.last_step_end = now_seconds();
   }
   r.stop = o.max_steps && r.step >= o.max_steps;
   if (r.stop)

@@ -13,21 +13,23 @@
 // The time budget (time_budget > 0, a new run only): the clock starts when
 // train() starts. The steps after the first kBudgetSkip are timed up to the
 // end of the warm-up (at least kBudgetSteps, at most the first epoch), then
-// one evaluation batch; from these the run takes E = the most whole epochs,
+// one evaluation batch; from these (on the CPU the median step, so that a
+// burst of other work on the cores does not count; on the GPU the mean) the
+// run takes E = the most whole epochs,
 // each its steps and its evaluation, that end within the budget less 3%, at
 // least 1 and at most `epochs`, and the schedule becomes E epochs long. The
 // timed steps are inside the warm-up, so their learning rates do not depend
 // on E. After every epoch the run checks again, from the mean step time of
 // all its steps so far and the evaluation it just did: when the machine got
-// faster or slower (other work on its cores) and another E fits, the rest of
-// the cosine is redrawn from the current learning rate to min_lr over the
-// new remaining steps (the rate stays continuous), or the run ends after
+// faster or slower (other work on its cores) and another E fits, the run
+// continues on the plain schedule of the new E, as if E had been chosen at
+// the start (the learning rate jumps to that schedule's value at this step;
+// a resumed run with --epochs E follows the same schedule), or it ends after
 // this epoch when no further epoch fits. Every change is reported through
 // TrainCallbacks::message. With a data-parallel group every rank takes the
 // ranks' mean times, so all choose the same E. The arguments recorded in the
 // checkpoint name E (epochs=E): resume such a run with `--epochs E` and
-// without the budget (a re-fitted run then continues on the plain schedule
-// of E epochs). Timing makes the epoch count depend on the machine's speed
+// without the budget. Timing makes the epoch count depend on the machine's speed
 // and load; everything else stays reproducible given E.
 //
 // A run is reproducible: epoch e's data order and augmentation come from
