@@ -1,7 +1,13 @@
 // bench/bench_gemm.cpp - GFLOP/s of nala's cpu::gemm against OpenBLAS sgemm.
 //
 //   make CUDA=0 build/release-nocuda/bench/bench_gemm
-//   OMP_NUM_THREADS=2 ./build/release-nocuda/bench/bench_gemm [reps] [--coretype NAME]
+//   OMP_NUM_THREADS=2 ./build/release-nocuda/bench/bench_gemm [reps] [--coretype NAME] [--kernel NAME]
+//
+// --kernel avx512|avx2|portable runs nala's GEMM with that micro-kernel
+// (default: the one chosen from the CPU's flags; NALA_GEMM_KERNEL does the
+// same). `--coretype Haswell --kernel avx2` compares both libraries' AVX2
+// kernels on an AVX-512 machine; a build with ARCH=x86-64-v3 is what an
+// AVX2-only machine runs, to the instruction.
 //
 // OpenBLAS is the yardstick, never a build dependency: it is loaded at run
 // time (dlopen of libopenblas.so.0, Debian's libopenblas0-pthread; install
@@ -139,12 +145,28 @@ int main(int argc, char** argv) {
   int reps = 7;
   const char* coretype = nullptr;
   for (int i = 1; i < argc; i++) {
-    if (std::string(argv[i]) == "--coretype" && i + 1 < argc)
+    if (std::string(argv[i]) == "--coretype" && i + 1 < argc) {
       coretype = argv[++i];
-    else if (std::atoi(argv[i]) > 0)
+    } else if (std::string(argv[i]) == "--kernel" && i + 1 < argc) {
+      const std::string want = argv[++i];
+      bool found = false;
+      for (cpu::GemmKernel k : {cpu::GemmKernel::Avx512, cpu::GemmKernel::Avx2, cpu::GemmKernel::Portable})
+        if (want == cpu::gemm_kernel_name(k)) {
+          if (!cpu::gemm_kernel_supported(k)) {
+            std::fprintf(stderr, "bench_gemm: this CPU cannot run the %s kernel\n", want.c_str());
+            return 2;
+          }
+          cpu::set_gemm_kernel(k);
+          found = true;
+        }
+      if (!found) {
+        std::fprintf(stderr, "bench_gemm: --kernel %s: unknown (avx512, avx2 or portable)\n", want.c_str());
+        return 2;
+      }
+    } else if (std::atoi(argv[i]) > 0) {
       reps = std::atoi(argv[i]);
-    else {
-      std::fprintf(stderr, "usage: bench_gemm [reps] [--coretype NAME]\n");
+    } else {
+      std::fprintf(stderr, "usage: bench_gemm [reps] [--coretype NAME] [--kernel avx512|avx2|portable]\n");
       return 2;
     }
   }
@@ -155,6 +177,8 @@ int main(int argc, char** argv) {
   const OpenBlas ob = load_openblas(coretype);
   const bool have_blas = ob.ok();
   if (have_blas) ob.set_num_threads(threads);
+  std::printf("nala kernel: %s%s\n", cpu::gemm_kernel_name(cpu::gemm_kernel()),
+              std::getenv("NALA_GEMM_KERNEL") ? " (NALA_GEMM_KERNEL)" : "");
   std::printf("threads %d (ours: OpenMP%s), median of %d\n", threads,
               have_blas ? ", OpenBLAS: openblas_set_num_threads" : "", reps);
   const Shape3 shapes[] = {

@@ -103,10 +103,15 @@ TEST_CASE("conv2d: fast kernels match the naive ones", "[conv]") {
 
 TEST_CASE("dwconv2d: fast kernels match the naive ones", "[conv]") {
   Rng rng(4);
-  for (int64_t k : {1, 3, 5, 7, 9}) {
-    // k = 9 on a 3x2 image: the kernel is larger than the image.
-    const int64_t B = 2, H = k == 9 ? 3 : 9, W = k == 9 ? 2 : 7, C = k == 3 ? 67 : 13;
-    INFO("k " << k);
+  // k = 9 on a 3x2 image: the kernel is larger than the image. Channels in
+  // whole blocks of 32 and rows wider than the kernel take the several-pixel
+  // path for the interior (and the one-pixel path at the edges).
+  const int64_t geoms[][5] = {{1, 2, 9, 7, 13},  {3, 2, 9, 7, 67},  {5, 2, 9, 7, 13},  {7, 2, 9, 7, 13},
+                              {9, 2, 3, 2, 13},  {3, 2, 6, 14, 64}, {5, 1, 7, 13, 32}, {7, 2, 8, 15, 96},
+                              {7, 1, 7, 11, 32}, {3, 1, 4, 6, 32}};
+  for (auto& gm : geoms) {
+    const int64_t k = gm[0], B = gm[1], H = gm[2], W = gm[3], C = gm[4];
+    INFO("k " << k << " B " << B << " H " << H << " W " << W << " C " << C);
     Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng), b = randn({C}, rng);
     Tensor y = Tensor::empty(x.shape()), yr = Tensor::empty(x.shape());
     cpu::dwconv2d_forward(y.f32(), x.f32(), w.f32(), b.f32(), B, H, W, C, k);

@@ -4,6 +4,8 @@
 // Letters: M, N, K as in kernels/cpu/matmul.h; B a batch size.
 #include <cmath>
 #include <limits>
+#include <cstdlib>
+#include <string>
 
 #include "kernels/cpu/matmul.h"
 #include "tests/helpers.h"
@@ -215,4 +217,54 @@ TEST_CASE("matmul and linear: shape errors name the op and both shapes", "[matmu
   REQUIRE_THROWS_WITH(linear(Tensor::zeros({2, 3}), Tensor::zeros({4, 3}), Tensor::zeros({5})),
                       Catch::Contains("linear") && Catch::Contains("bias [5]"));
   REQUIRE_THROWS_WITH(linear(Tensor::zeros({2, 3}), Tensor::zeros({3}), Tensor()), Catch::Contains("linear"));
+}
+
+// Every micro-kernel this CPU runs, forced in turn: the same geometries as
+// above (edge tiles, transposes, padded leading dims, blocks crossed).
+TEST_CASE("gemm: every micro-kernel this CPU runs matches naive", "[matmul]") {
+  const cpu::GemmKernel was = cpu::gemm_kernel();
+  int tried = 0;
+  for (cpu::GemmKernel k : {cpu::GemmKernel::Avx512, cpu::GemmKernel::Avx2, cpu::GemmKernel::Portable}) {
+    if (!cpu::gemm_kernel_supported(k)) continue;
+    cpu::set_gemm_kernel(k);
+    REQUIRE(cpu::gemm_kernel() == k);
+    INFO("kernel " << cpu::gemm_kernel_name(k));
+    Rng rng(10 + (int)k);
+    const int64_t sizes[][3] = {{33, 33, 33}, {13, 300, 65}, {31, 17, 129}, {45, 61, 3}, {97, 40, 64}};
+    for (auto& s : sizes)
+      for (int t = 0; t < 4; t++) check_gemm(t & 1, t & 2, s[0], s[1], s[2], 1.0f, 0.0f, t == 3 ? 5 : 0, rng);
+    check_gemm(false, false, 150, 800, 270, 0.75f, 0.5f, 0, rng);  // K > KC, N > NC
+    check_gemm(true, true, 290, 40, 520, 1.0f, 0.0f, 1, rng, true);
+    check_gemm(false, true, 200, 70, 90, -1.0f, 1.0f, 2, rng);
+    // Narrow C (N <= NR / 2): computed as C^T and stored transposed.
+    for (int t = 0; t < 4; t++) {
+      check_gemm(t & 1, t & 2, 300, 16, 144, 1.0f, 0.0f, t == 3 ? 3 : 0, rng);
+      check_gemm(t & 1, t & 2, 200, 5, 70, 0.5f, 1.0f, 1, rng);
+      check_gemm(t & 1, t & 2, 513, 12, 300, 1.0f, 0.5f, 0, rng, false);  // K > KC: beta once
+      check_gemm(t & 1, t & 2, 257, 8, 33, 1.0f, 0.0f, 2, rng, true);     // beta 0 over NaN
+    }
+    tried++;
+  }
+  cpu::set_gemm_kernel(was);
+  REQUIRE(tried >= 1);
+}
+
+TEST_CASE("gemm: the kernel is chosen from the CPU's flags", "[matmul]") {
+  REQUIRE(cpu::gemm_kernel_supported(cpu::GemmKernel::Portable));
+  REQUIRE(cpu::gemm_kernel_supported(cpu::gemm_kernel()));
+  const char* env = std::getenv("NALA_GEMM_KERNEL");
+  if (env && *env) {
+    REQUIRE(std::string(cpu::gemm_kernel_name(cpu::gemm_kernel())) == env);
+  } else {  // the best this CPU runs
+    const cpu::GemmKernel best = cpu::gemm_kernel_supported(cpu::GemmKernel::Avx512) ? cpu::GemmKernel::Avx512
+                                 : cpu::gemm_kernel_supported(cpu::GemmKernel::Avx2) ? cpu::GemmKernel::Avx2
+                                                                                      : cpu::GemmKernel::Portable;
+    REQUIRE(cpu::gemm_kernel() == best);
+  }
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
+  REQUIRE(cpu::gemm_kernel_supported(cpu::GemmKernel::Avx2));  // built for AVX2: the CPU has it
+#endif
+#if defined(__x86_64__) && defined(__AVX512F__)
+  REQUIRE(cpu::gemm_kernel_supported(cpu::GemmKernel::Avx512));
+#endif
 }

@@ -344,3 +344,107 @@ TEST_CASE("trainer: data-parallel needs a GradSync; the library includes nothing
   CHECK(bad.empty());
   CHECK(fs::exists(root / "models/train/trainer.h"));  // the scan looked at the right place
 }
+
+TEST_CASE("trainer: the time budget's arithmetic", "[trainer]") {
+  // 100 s left, 10 of 100 steps done at 0.1 s, 5 s per evaluation: the rest
+  // of epoch 1 takes 14 s, each further epoch 15 s; 97 s usable: 1 + 5.
+  CHECK(epochs_in_budget(100, 10, 0.1, 100, 5, 50) == 6);
+  CHECK(epochs_in_budget(100, 10, 0.1, 100, 5, 4) == 4);   // the cap
+  CHECK(epochs_in_budget(10, 10, 0.1, 100, 5, 50) == 1);   // not even epoch 1 fits: still 1
+  CHECK(epochs_in_budget(-5, 10, 0.1, 100, 5, 50) == 1);
+  CHECK(epochs_in_budget(14.5 / 0.97 + 15 - 0.1, 10, 0.1, 100, 5, 50) == 1);  // just short of a second
+  CHECK(epochs_in_budget(14.5 / 0.97 + 15 + 0.1, 10, 0.1, 100, 5, 50) == 2);
+  CHECK(with_epochs("model=pico epochs=10 batch=128 warmup_epochs=3", 4) == "model=pico epochs=4 batch=128 "
+                                                                            "warmup_epochs=3");
+  CHECK(with_epochs("epochs=10 batch=1", 7) == "epochs=7 batch=1");
+  CHECK(with_epochs("batch=1 epochs=12", 3) == "batch=1 epochs=3");
+  CHECK(with_epochs("batch=1 lr=2", 3) == "batch=1 lr=2");
+}
+
+TEST_CASE("trainer: a time budget chooses the epochs; the checkpoint names them and resumes with them",
+          "[trainer]") {
+  TempDir t;
+  const Dataset train_set = quadrants("quadrants", 192, 1), test_set = quadrants("quadrants-test", 64, 2);
+  auto comm = make_single_comm();
+  auto run = [&](const std::string& dir, double budget, int64_t cap, Recorder& rec) {
+    auto model = fresh_model(5);
+    TrainOptions o = options(t.path + "/" + dir, cap);
+    o.batch_size = 4;  // 48 steps an epoch: the timed steps are inside epoch 1
+    o.warmup_epochs = 1;
+    o.time_budget = budget;
+    return train(*model, train_set, test_set, o, *comm, nullptr, &rec);
+  };
+  {  // far more time than the cap needs: the cap
+    Recorder rec;
+    const TrainResult r = run("roomy", 1e6, 2, rec);
+    CHECK(r.epochs == 2);
+    CHECK(r.epoch == 2);
+    CHECK(rec.epochs.size() == 2);
+    REQUIRE(rec.messages.size() == 1);
+    CHECK(rec.messages[0].find("--time-budget") == 0);
+    CHECK(rec.messages[0].find("2 epochs fit (--epochs 2 is the most)") != std::string::npos);
+    REQUIRE(rec.starts.size() == 1);
+    CHECK(rec.starts[0].time_budget == 1e6);
+  }
+  {  // no time at all: one epoch, and its files say so
+    Recorder rec;
+    const TrainResult r = run("tight", 1e-3, 8, rec);
+    CHECK(r.epochs == 1);
+    CHECK(r.epoch == 1);
+    CHECK(r.step == 48);
+    CHECK(rec.epochs.size() == 1);
+    REQUIRE(!rec.messages.empty());
+    CHECK(rec.messages[0].find("1 epoch fits") != std::string::npos);
+    const SafeTensors ck = load_safetensors(t.path + "/tight/checkpoint.safetensors");
+    CHECK(ck.metadata.at("nala.args").find("epochs=1 ") == 0);
+    // Resumed with --epochs 1 and no budget: the same arguments, nothing to train.
+    Recorder again;
+    auto model = fresh_model(5);
+    TrainOptions o = options(t.path + "/tight", 1);
+    o.batch_size = 4, o.warmup_epochs = 1, o.resume = true;
+    train(*model, train_set, test_set, o, *comm, nullptr, &again);
+    CHECK(again.warnings.empty());  // the arguments match the checkpoint's
+    // A budget does not resume.
+    o.time_budget = 10;
+    CHECK_THROWS_WITH(train(*model, train_set, test_set, o, *comm), Catch::Contains("--time-budget chooses"));
+  }
+}
+
+TEST_CASE("trainer: a budgeted run that slows down fits fewer epochs and ends in time", "[trainer]") {
+  TempDir t;
+  const Dataset train_set = quadrants("quadrants", 192, 1), test_set = quadrants("quadrants-test", 64, 2);
+  auto comm = make_single_comm();
+  // From epoch 2 on every fourth step's progress report waits 0.6 s: the
+  // machine "gets slower", and after epoch 2 no further epoch fits.
+  struct Slow : Recorder {
+    void progress(const StepReport& r) override {
+      Recorder::progress(r);
+      if (r.epoch >= 2 && r.done % 4 == 0) usleep(600000);
+    }
+  } rec;
+  auto model = fresh_model(5);
+  TrainOptions o = options(t.path + "/slow", 30);
+  o.batch_size = 4, o.warmup_epochs = 1;  // 48 steps an epoch
+  o.time_budget = 12;
+  const double t0 = now_seconds();
+  const TrainResult r = train(*model, train_set, test_set, o, *comm, nullptr, &rec);
+  const double took = now_seconds() - t0;
+  REQUIRE(rec.messages.size() >= 2);
+  INFO(rec.messages[0]);
+  const size_t fits = rec.messages[0].find(" epochs fit");
+  REQUIRE(fits != std::string::npos);
+  const int64_t planned = std::atoll(rec.messages[0].substr(rec.messages[0].rfind(' ', fits - 1) + 1).c_str());
+  REQUIRE(planned >= 3);  // epoch 1 alone is fast
+  // Noise may re-fit after epoch 1 by an epoch or so; after epoch 2 the run ends.
+  const std::string& last = rec.messages.back();
+  INFO(last);
+  CHECK(last.find("--time-budget: after epoch 2") == 0);
+  CHECK(last.find("fewer epochs fit, 2 instead of ") != std::string::npos);
+  CHECK(last.find("; the run ends here") != std::string::npos);
+  CHECK(r.epochs == 2);
+  CHECK(r.epoch == 2);
+  CHECK(rec.epochs.size() == 2);
+  CHECK(took < 12.0 + 2.0);  // epoch 2 was already under way when the slowdown began
+  const SafeTensors ck = load_safetensors(t.path + "/slow/checkpoint.safetensors");
+  CHECK(ck.metadata.at("nala.args").find("epochs=2 ") == 0);
+}

@@ -48,6 +48,7 @@ struct TrainArgs {
   std::string out, resume;
   bool overwrite = false;
   int64_t subset = 0, eval_subset = 0, max_steps = 0, log_every = 50;
+  float time_budget = 0;
   bool skip_nonfinite = false;
   int64_t debug_nan_at = -1;
   std::string device = "cpu";
@@ -68,6 +69,7 @@ struct TrainArgs {
     if (val) os << " val=" << val;
     if (ema > 0) os << " ema=" << ema;
     if (tta_flip) os << " tta=flip";
+    // --time-budget is not recorded: the checkpoint names the epochs it chose.
     return os.str();
   }
 };
@@ -115,6 +117,9 @@ int cmd_train(int argc, char** argv) {
   p.add_int("eval-subset", &a.eval_subset, "evaluate on the first N test images only (0 = all)", 0, 1LL << 40);
   p.add_int("max-steps", &a.max_steps,
             "stop after N optimiser steps in total (0 = no limit); the schedule still spans --epochs", 0, 1LL << 40);
+  p.add_float("time-budget", &a.time_budget,
+              "seconds for the training loop: time the first steps, then train the whole epochs that fit "
+              "(at most --epochs) with the schedule fitted to them (0 = off)", 0, 1e9);
   p.add_int("log-every", &a.log_every, "progress line every N steps when not on a terminal", 1, 1 << 30);
   p.add_flag("skip-nonfinite", &a.skip_nonfinite, "skip a step whose loss or gradient is not finite (default: stop)");
   p.add_int("debug-nan-at", &a.debug_nan_at, "testing aid: make the loss NaN at optimiser step N (counted from 0)", 0,
@@ -139,6 +144,9 @@ int cmd_train(int argc, char** argv) {
     throw UsageError("--resume DIR writes into DIR; drop --out");
   if (!a.resume.empty() && a.overwrite) throw UsageError("--overwrite replaces a run and --resume continues one: "
                                                          "give one of them");
+  if (!a.resume.empty() && a.time_budget > 0)
+    throw UsageError("--time-budget chooses the epochs of a new run; resume with the --epochs that run chose "
+                     "(its output says how many) and without --time-budget");
   if (!a.resume.empty()) a.out = a.resume;
   // A size the model cannot take is refused before the data is read.
   if (a.data.img_size) check_image_size(model_config_for(a.model, 3, 10), a.data.img_size, a.data.img_size);
@@ -191,6 +199,7 @@ TrainOptions train_options(const TrainArgs& a) {
   o.ema_decay = a.ema, o.flip_tta = a.tta_flip;
   o.augment.crop_pad = (int)a.crop_pad, o.augment.hflip = a.hflip, o.augment.erase_prob = a.erase;
   o.workers = (int)a.workers, o.seed = (uint64_t)a.seed;
+  o.time_budget = a.time_budget;
   o.max_steps = a.max_steps, o.eval_subset = a.eval_subset, o.log_every = a.log_every;
   o.skip_nonfinite = a.skip_nonfinite, o.debug_nan_at = a.debug_nan_at, o.sync_bn = a.sync_bn;
   o.graphs = !a.no_graphs;

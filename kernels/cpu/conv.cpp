@@ -1,9 +1,13 @@
 // kernels/cpu/conv.cpp - conv2d (im2col + gemm) and depthwise conv, CPU.
 // Shape letters and the save/overwrite rules: see conv.h.
 //
-// conv2d: the input is unfolded chunk by chunk (whole images, a bounded
-// buffer) into cols (rows = images*Ho*Wo, K = Ci*k*k) whose column order
-// ci*k*k + ky*k + kx matches the weight viewed as (Co, K). Then
+// conv2d: the input is unfolded chunk by chunk (whole images, a buffer of
+// 512 KiB that stays in L2 while the gemm reads it and col2im adds it up:
+// for pico's 16-channel stem convolutions the backward pass takes a quarter
+// of the CPU time it took with one 16 MB buffer for the whole batch) into cols (rows = images*Ho*Wo, K = Ci*k*k) in column order
+// (ky*k + kx)*Ci + ci, so that each kernel row's taps are one contiguous copy
+// of the channels-last input; the weight (Co, Ci, k, k) is permuted to
+// (Co, k, k, Ci) to match (and dw permuted back). Then
 //   forward   out   = cols @ w^T (+ bias)          one gemm per chunk
 //   backward  dw   += dout^T @ cols                one gemm per chunk (beta 1)
 //             dcols = dout @ w, then col2im        one gemm per chunk
@@ -35,49 +39,52 @@ namespace cpu {
 
 namespace {
 
-constexpr int64_t kChunkFloats = int64_t(1) << 22;  // im2col buffer budget: 16 MB
+constexpr int64_t kChunkFloats = int64_t(1) << 17;  // im2col buffer budget: 512 KiB, stays in L2
 constexpr int64_t kReduceBlocks = 64;               // fixed partial-sum blocks
 constexpr int64_t kParallelWork = 1 << 15;  // below this many flops a parallel region costs more than it saves
 
 std::unique_ptr<float[]> scratch(int64_t n) { return std::unique_ptr<float[]>(new float[std::max<int64_t>(n, 1)]); }
 
-// cols (nb*Ho*Wo, Ci*k*k) for images [b0, b0+nb).
+// cols (nb*Ho*Wo, k*k*Ci) for images [b0, b0+nb), column (ky*k + kx)*Ci + ci.
+// The input is channels-last, so the taps of one kernel row that fall inside
+// the image are one contiguous run of x: one copy per (output pixel, ky).
 void im2col(float* cols, const float* x, int64_t b0, int64_t nb, int64_t H, int64_t W, int64_t Ci, int64_t Ho,
             int64_t Wo, int64_t k, int64_t stride, int64_t pad) {
-  const int64_t kk = k * k, K = Ci * kk;
+  const int64_t K = Ci * k * k, kC = k * Ci;
 #pragma omp parallel for collapse(2) schedule(static) if (nb * Ho * Wo * K > kParallelWork)
   for (int64_t b = 0; b < nb; b++)
     for (int64_t oy = 0; oy < Ho; oy++) {
       const float* xb = x + (b0 + b) * H * W * Ci;
       for (int64_t ox = 0; ox < Wo; ox++) {
         float* row = cols + ((b * Ho + oy) * Wo + ox) * K;
+        const int64_t ix0 = ox * stride - pad;
+        const int64_t kx0 = std::max<int64_t>(0, -ix0), kx1 = std::min<int64_t>(k, W - ix0);  // taps inside
         for (int64_t ky = 0; ky < k; ky++) {
           const int64_t iy = oy * stride - pad + ky;
-          for (int64_t kx = 0; kx < k; kx++) {
-            const int64_t ix = ox * stride - pad + kx;
-            float* dst = row + ky * k + kx;
-            if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
-              for (int64_t ci = 0; ci < Ci; ci++) dst[ci * kk] = 0.0f;
-            } else {
-              const float* src = xb + (iy * W + ix) * Ci;
-              for (int64_t ci = 0; ci < Ci; ci++) dst[ci * kk] = src[ci];
-            }
+          float* dst = row + ky * kC;
+          if (iy < 0 || iy >= H || kx1 <= kx0) {
+            std::memset(dst, 0, kC * sizeof(float));
+            continue;
           }
+          if (kx0 > 0) std::memset(dst, 0, kx0 * Ci * sizeof(float));
+          std::memcpy(dst + kx0 * Ci, xb + (iy * W + ix0 + kx0) * Ci, (kx1 - kx0) * Ci * sizeof(float));
+          if (kx1 < k) std::memset(dst + kx1 * Ci, 0, (k - kx1) * Ci * sizeof(float));
         }
       }
     }
 }
 
-// dx for images [b0, b0+nb) (overwritten) from dcols (nb*Ho*Wo, Ci*k*k), gather form.
+// dx for images [b0, b0+nb) (overwritten) from dcols (nb*Ho*Wo, k*k*Ci),
+// gather form: each input pixel adds the Ci-runs of the columns that read it.
 void col2im(float* dx, const float* dcols, int64_t b0, int64_t nb, int64_t H, int64_t W, int64_t Ci, int64_t Ho,
             int64_t Wo, int64_t k, int64_t stride, int64_t pad) {
-  const int64_t kk = k * k, K = Ci * kk;
+  const int64_t K = Ci * k * k;
 #pragma omp parallel for collapse(2) schedule(static) if (nb * H * W * K > kParallelWork)
   for (int64_t b = 0; b < nb; b++)
     for (int64_t iy = 0; iy < H; iy++) {
       float* dxrow = dx + ((b0 + b) * H + iy) * W * Ci;
       for (int64_t ix = 0; ix < W; ix++) {
-        float* d = dxrow + ix * Ci;
+        float* __restrict d = dxrow + ix * Ci;
         for (int64_t ci = 0; ci < Ci; ci++) d[ci] = 0.0f;
         for (int64_t ky = 0; ky < k; ky++) {
           const int64_t ty = iy + pad - ky;
@@ -89,12 +96,27 @@ void col2im(float* dx, const float* dcols, int64_t b0, int64_t nb, int64_t H, in
             if (tx < 0 || tx % stride) continue;
             const int64_t ox = tx / stride;
             if (ox >= Wo) continue;
-            const float* src = dcols + ((b * Ho + oy) * Wo + ox) * K + ky * k + kx;
-            for (int64_t ci = 0; ci < Ci; ci++) d[ci] += src[ci * kk];
+            const float* __restrict src = dcols + ((b * Ho + oy) * Wo + ox) * K + (ky * k + kx) * Ci;
+#pragma omp simd
+            for (int64_t ci = 0; ci < Ci; ci++) d[ci] += src[ci];
           }
         }
       }
     }
+}
+
+// The weight (Co, Ci, k, k) in the columns' order (Co, k, k, Ci), and back.
+void weight_to_cols(float* wc, const float* w, int64_t Co, int64_t Ci, int64_t k) {
+  const int64_t kk = k * k;
+  for (int64_t co = 0; co < Co; co++)
+    for (int64_t ci = 0; ci < Ci; ci++)
+      for (int64_t t = 0; t < kk; t++) wc[(co * kk + t) * Ci + ci] = w[(co * Ci + ci) * kk + t];
+}
+void weight_from_cols(float* w, const float* wc, int64_t Co, int64_t Ci, int64_t k) {
+  const int64_t kk = k * k;
+  for (int64_t co = 0; co < Co; co++)
+    for (int64_t ci = 0; ci < Ci; ci++)
+      for (int64_t t = 0; t < kk; t++) w[(co * Ci + ci) * kk + t] = wc[(co * kk + t) * Ci + ci];
 }
 
 // out[c] = sum over rows of a (rows, C), in fixed blocks reduced in order.
@@ -169,8 +191,13 @@ void conv2d_backward_naive(float* dx, float* dw, float* dbias, const float* dout
 void conv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                     int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
   const ConvGeom g = conv_geometry(H, W, Ci, k, stride, pad, kChunkFloats);
-  std::unique_ptr<float[]> cols;
+  std::unique_ptr<float[]> cols, wcols;
   if (!g.direct) cols = scratch(std::min(B, g.chunk) * g.per_image * g.K);
+  if (k > 1) {  // the weight in the columns' order
+    wcols = scratch(Co * g.K);
+    weight_to_cols(wcols.get(), w, Co, Ci, k);
+    w = wcols.get();
+  }
   for (int64_t b0 = 0; b0 < B; b0 += g.chunk) {
     const int64_t nb = std::min(g.chunk, B - b0), rows = nb * g.per_image;
     const float* A = g.direct ? x + b0 * g.per_image * Ci : cols.get();
@@ -191,16 +218,25 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
   if (dbias) column_sums(dbias, dout, B * g.per_image, Co);
   if (!dx && !dw) return;
   const int64_t buf = std::min(B, g.chunk) * g.per_image * g.K;
-  std::unique_ptr<float[]> cols, dcols;
+  std::unique_ptr<float[]> cols, dcols, wcols, dwcols;
   if (dw && !g.direct) cols = scratch(buf);
   if (dx && !g.direct) dcols = scratch(buf);
+  float* dwc = dw;  // dw in the columns' order
+  if (k > 1) {
+    if (dx) {
+      wcols = scratch(Co * g.K);
+      weight_to_cols(wcols.get(), w, Co, Ci, k);
+      w = wcols.get();
+    }
+    if (dw) dwcols = scratch(Co * g.K), dwc = dwcols.get();
+  }
   for (int64_t b0 = 0; b0 < B; b0 += g.chunk) {
     const int64_t nb = std::min(g.chunk, B - b0), rows = nb * g.per_image;
     const float* dO = dout + b0 * g.per_image * Co;
     if (dw) {
       const float* A = g.direct ? x + b0 * g.per_image * Ci : cols.get();
       if (!g.direct) im2col(cols.get(), x, b0, nb, H, W, Ci, g.Ho, g.Wo, k, stride, pad);
-      gemm(true, false, Co, g.K, rows, 1.0f, dO, Co, A, g.K, b0 == 0 ? 0.0f : 1.0f, dw, g.K);
+      gemm(true, false, Co, g.K, rows, 1.0f, dO, Co, A, g.K, b0 == 0 ? 0.0f : 1.0f, dwc, g.K);
     }
     if (dx) {
       float* D = g.direct ? dx + b0 * g.per_image * Ci : dcols.get();
@@ -208,6 +244,7 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
       if (!g.direct) col2im(dx, dcols.get(), b0, nb, H, W, Ci, g.Ho, g.Wo, k, stride, pad);
     }
   }
+  if (dw && dwc != dw) weight_from_cols(dw, dwc, Co, Ci, k);
 }
 
 // ---- depthwise conv2d ---------------------------------------------------------
@@ -279,6 +316,37 @@ inline void dw_pixel(float* dst, const float* xc, const float* wc, const float* 
   for (int64_t c = 0; c < len; c++) dst[c] = acc[c];
 }
 
+// kDwPixels output pixels xx, xx+1, ... of row y, every one with all k
+// horizontal taps inside the image, kDwBlock channels from c0: each tap's
+// weights are loaded once for all the pixels (one load of w and kDwPixels of
+// x per kDwPixels FMAs, against two loads per FMA pixel by pixel).
+constexpr int kDwPixels = 4;
+inline void dw_pixels(float* dst, const float* xc, const float* wc, const float* bc, int64_t y, int64_t xx,
+                      int64_t H, int64_t W, int64_t C, int64_t k) {
+  constexpr int64_t N = kDwBlock;
+  const int64_t p = k / 2;
+  float acc[kDwPixels][N];
+#pragma GCC unroll 4
+  for (int q = 0; q < kDwPixels; q++)
+#pragma omp simd
+    for (int64_t c = 0; c < N; c++) acc[q][c] = bc ? bc[c] : 0.0f;
+  for (int64_t ky = std::max<int64_t>(0, p - y); ky < std::min<int64_t>(k, H + p - y); ky++) {
+    const float* xr = xc + ((y + ky - p) * W + xx - p) * C;
+    for (int64_t kx = 0; kx < k; kx++) {
+      const float* wv = wc + (ky * k + kx) * C;
+      const float* xs = xr + kx * C;
+#pragma GCC unroll 4
+      for (int q = 0; q < kDwPixels; q++)
+#pragma omp simd
+        for (int64_t c = 0; c < N; c++) acc[q][c] += wv[c] * xs[q * C + c];
+    }
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < kDwPixels; q++)
+#pragma omp simd
+    for (int64_t c = 0; c < N; c++) dst[q * C + c] = acc[q][c];
+}
+
 // acc[c] += sum_{j < m} g[j*C + c] * xs[j*C + c], c < n, accumulators in registers.
 template <int64_t N>
 inline void dw_tap(float* acc, const float* g, const float* xs, int64_t n, int64_t m, int64_t C) {
@@ -304,7 +372,15 @@ void dw_stencil(float* out, const float* x, const float* wt, const float* bias, 
     for (int64_t y = 0; y < H; y++) {
       float* o = out + (b * H + y) * W * C;
       const float* xb = x + b * H * W * C;
-      for (int64_t xx = 0; xx < W; xx++) {
+      const int64_t p = k / 2;
+      int64_t xx = 0;
+      for (; xx < W; xx++) {
+        if (xx >= p && xx + kDwPixels + p <= W && C % kDwBlock == 0) {  // an interior run: several pixels at once
+          for (int64_t c0 = 0; c0 < C; c0 += kDwBlock)
+            dw_pixels(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, y, xx, H, W, C, k);
+          xx += kDwPixels - 1;
+          continue;
+        }
         int64_t c0 = 0;
         for (; c0 + kDwBlock <= C; c0 += kDwBlock)
           dw_pixel<kDwBlock>(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, kDwBlock, y, xx, H, W,

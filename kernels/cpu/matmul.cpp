@@ -27,19 +27,26 @@
 // dynamically. Inside an enclosing parallel region gemm runs on one thread (no
 // nested parallelism). Tiny products skip packing altogether (gemm_small).
 //
-// Micro-kernels: AVX-512 (MR 8, NR 32: 16 zmm accumulators), AVX2+FMA (MR 6,
-// NR 16: 12 ymm accumulators), and a portable one (MR 4, NR 16) that the
-// compiler vectorises as it can.
+// Micro-kernels (kernels/cpu/gemm_kernels.h): AVX-512 (MR 8, NR 32: 16 zmm
+// accumulators), AVX2+FMA (MR 6, NR 16: 12 ymm accumulators), and a portable
+// one (MR 4, NR 16) that the compiler vectorises as it can. On x86-64 both
+// vector kernels are in every build; the first call picks the best the CPU
+// runs (AVX-512F, else AVX2 and FMA, else portable), NALA_GEMM_KERNEL=
+// avx512|avx2|portable or set_gemm_kernel() asks for another (benchmarks,
+// tests). Packing and the loops are templates on the kernel, so each runs
+// with its own tile and cache blocking.
 #include "kernels/cpu/matmul.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/gemm_kernels.h"
+#include "tensor/error.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -64,128 +71,34 @@ void gemm_naive(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
     }
 }
 
-// ---- tile sizes -------------------------------------------------------------
-
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int MR = 8, NR = 32;
-#elif defined(__AVX2__) && defined(__FMA__)
-constexpr int MR = 6, NR = 16;
-#else
-constexpr int MR = 4, NR = 16;
-#endif
-// Chosen by measurement on Zen 4 (32 KiB L1d, 1 MiB L2 per core).
-constexpr int64_t KC = 256;  // Ap micro-panel MR*KC*4 = 8 KiB stays in L1
-constexpr int64_t MC = (64 + MR - 1) / MR * MR;    // ~64 rows, whole tiles; Ap block ~64 KiB
-constexpr int64_t NC = (768 + NR - 1) / NR * NR;  // whole tiles; Bp block KC*NC*4 = 768 KiB stays in L2
+using namespace gemm_detail;
 
-// ---- micro-kernels: C[MR x NR] = alpha * Ap * Bp + beta * C -----------------
-// Ap: KC groups of MR floats; Bp: KC groups of NR floats (both 64-byte aligned).
-// beta == 0 does not read C.
-
-#if defined(__AVX512F__)
-void micro_kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
-                  int64_t ldc, float alpha, float beta) {
-  __m512 c0[MR], c1[MR];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) {  // C rows are often 4 KiB apart: fetch them early
-    _mm_prefetch((const char*)(C + r * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char*)(C + r * ldc + 16), _MM_HINT_T0);
-  }
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; k++) {
-    __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
-    _mm_prefetch((const char*)(Bp + 8 * NR), _MM_HINT_T0);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
-      __m512 a = _mm512_set1_ps(Ap[r]);
-      c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
-      c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
-    }
-    Ap += MR;
-    Bp += NR;
-  }
-  __m512 va = _mm512_set1_ps(alpha);
-  if (beta == 0.0f) {
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
-      _mm512_storeu_ps(C + r * ldc, _mm512_mul_ps(va, c0[r]));
-      _mm512_storeu_ps(C + r * ldc + 16, _mm512_mul_ps(va, c1[r]));
-    }
-  } else {
-    __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
-      float* c = C + r * ldc;
-      _mm512_storeu_ps(c, _mm512_fmadd_ps(va, c0[r], _mm512_mul_ps(vb, _mm512_loadu_ps(c))));
-      _mm512_storeu_ps(c + 16, _mm512_fmadd_ps(va, c1[r], _mm512_mul_ps(vb, _mm512_loadu_ps(c + 16))));
-    }
-  }
-}
-#elif defined(__AVX2__) && defined(__FMA__)
-void micro_kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
-                  int64_t ldc, float alpha, float beta) {
-  __m256 c0[MR], c1[MR];
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; r++) c0[r] = _mm256_setzero_ps(), c1[r] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < kc; k++) {
-    __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; r++) {
-      __m256 a = _mm256_broadcast_ss(Ap + r);
-      c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
-      c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
-    }
-    Ap += MR;
-    Bp += NR;
-  }
-  __m256 va = _mm256_set1_ps(alpha);
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; r++) {
-    float* c = C + r * ldc;
-    __m256 x0 = _mm256_mul_ps(va, c0[r]), x1 = _mm256_mul_ps(va, c1[r]);
-    if (beta != 0.0f) {
-      __m256 vb = _mm256_set1_ps(beta);
-      x0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), x0);
-      x1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + 8), x1);
-    }
-    _mm256_storeu_ps(c, x0);
-    _mm256_storeu_ps(c + 8, x1);
-  }
-}
-#else
-void micro_kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
-                  int64_t ldc, float alpha, float beta) {
-  float acc[MR][NR] = {};
-  for (int64_t k = 0; k < kc; k++) {
-    for (int r = 0; r < MR; r++)
-      for (int c = 0; c < NR; c++) acc[r][c] += Ap[r] * Bp[c];
-    Ap += MR;
-    Bp += NR;
-  }
-  for (int r = 0; r < MR; r++)
-    for (int c = 0; c < NR; c++)
-      C[r * ldc + c] = alpha * acc[r][c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
-}
-#endif
-
-// An edge tile (mr < MR or nr < NR): compute the whole tile into scratch,
-// then merge the valid part.
-void edge_kernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int64_t mr, int64_t nr,
-                 float alpha, float beta) {
+// An edge tile (mr < MR or nr < NR), or any tile of a transposed C (cs !=
+// 1): compute the whole tile into scratch, then merge the valid part into
+// element (r, c) at C[r * rs + c * cs].
+template <class Kern>
+void edge_kernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t rs, int64_t cs, int64_t mr,
+                 int64_t nr, float alpha, float beta) {
+  constexpr int MR = Kern::MR, NR = Kern::NR;
   alignas(64) float t[MR * NR];
-  micro_kernel(kc, Ap, Bp, t, NR, alpha, 0.0f);
+  Kern::micro(kc, Ap, Bp, t, NR, alpha, 0.0f);
+  if (cs != 1) {  // transposed: walk C's rows (the tile's columns) outermost
+    for (int64_t c = 0; c < nr; c++)
+      for (int64_t r = 0; r < mr; r++)
+        C[r * rs + c * cs] = t[r * NR + c] + (beta == 0.0f ? 0.0f : beta * C[r * rs + c * cs]);
+    return;
+  }
   for (int64_t r = 0; r < mr; r++)
     for (int64_t c = 0; c < nr; c++)
-      C[r * ldc + c] = t[r * NR + c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
+      C[r * rs + c] = t[r * NR + c] + (beta == 0.0f ? 0.0f : beta * C[r * rs + c]);
 }
 
 // ---- packing ----------------------------------------------------------------
 
 // op(A)[i0 : i0+mc, k0 : k0+kc] -> micro-panels of MR rows: Ap[p][k][r].
+template <int MR>
 void pack_a(bool ta, const float* A, int64_t lda, int64_t i0, int64_t k0, int64_t mc, int64_t kc, float* Ap) {
   for (int64_t p = 0; p < mc; p += MR) {
     int64_t mr = std::min<int64_t>(MR, mc - p);
@@ -209,6 +122,7 @@ void pack_a(bool ta, const float* A, int64_t lda, int64_t i0, int64_t k0, int64_
 }
 
 // op(B)[k0 : k0+kc, j0 : j0+nc] -> micro-panels of NR columns: Bp[p][k][c].
+template <int NR>
 void pack_b(bool tb, const float* B, int64_t ldb, int64_t k0, int64_t j0, int64_t kc, int64_t nc, float* Bp) {
   for (int64_t p = 0; p < nc; p += NR) {
     int64_t nr = std::min<int64_t>(NR, nc - p);
@@ -235,13 +149,24 @@ void pack_b(bool tb, const float* B, int64_t ldb, int64_t k0, int64_t j0, int64_
   }
 }
 
-// Per-thread packing buffers, grown on demand and reused across calls.
+// The packing buffers fit every kernel's blocks.
+constexpr int64_t kPackA = 128 * 256, kPackB = 768 * 256;
+static_assert(PortableKernel::MC * PortableKernel::KC <= kPackA && PortableKernel::NC_MAX * PortableKernel::KC <= kPackB,
+              "pack buffers");
+#ifdef NALA_GEMM_X86
+static_assert(Avx512Kernel::MC * Avx512Kernel::KC <= kPackA && Avx512Kernel::NC_MAX * Avx512Kernel::KC <= kPackB,
+              "pack buffers");
+static_assert(Avx2Kernel::MC * Avx2Kernel::KC <= kPackA && Avx2Kernel::NC_MAX * Avx2Kernel::KC <= kPackB,
+              "pack buffers");
+#endif
+
+// Per-thread packing buffers, allocated once per thread and reused.
 struct PackBuffers {
   float* a = nullptr;
   float* b = nullptr;
   PackBuffers() {
-    a = (float*)std::aligned_alloc(64, MC * KC * sizeof(float));
-    b = (float*)std::aligned_alloc(64, NC * KC * sizeof(float));
+    a = (float*)std::aligned_alloc(64, kPackA * sizeof(float));
+    b = (float*)std::aligned_alloc(64, kPackB * sizeof(float));
   }
   ~PackBuffers() {
     std::free(a);
@@ -256,29 +181,60 @@ PackBuffers& pack_buffers() {
   return buf;
 }
 
-// One thread's rectangle: C[i0 : i0+m, j0 : j0+n].
+// This CPU's L2 per core in bytes, 0 when the system does not say.
+int64_t l2_bytes() {
+  static const int64_t l2 = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? (int64_t)v : (int64_t)0;
+#else
+    return (int64_t)0;
+#endif
+  }();
+  return l2;
+}
+
+// Columns of op(B) packed per block: Kern::NC_MAX, lowered so that the packed
+// block (KC x NC floats) takes at most 3/4 of the L2 (a 256 KiB L2: 192
+// columns), in whole tiles, at least 4 tiles. An L2 size the system does not
+// report leaves NC_MAX.
+template <class Kern>
+int64_t nc_block() {
+  const int64_t l2 = l2_bytes();
+  if (l2 <= 0) return Kern::NC_MAX;
+  int64_t nc = l2 * 3 / 4 / (Kern::KC * (int64_t)sizeof(float)) / Kern::NR * Kern::NR;
+  return std::max<int64_t>(4 * Kern::NR, std::min<int64_t>(Kern::NC_MAX, nc));
+}
+
+// One thread's rectangle: C[i0 : i0+m, j0 : j0+n], element (i, j) at
+// C[i * rs + j * cs] (cs 1: row-major with ldc rs; rs 1: C stored transposed).
+template <class Kern>
 void gemm_serial(bool ta, bool tb, int64_t i0, int64_t m, int64_t j0, int64_t n, int64_t K, float alpha,
-                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t rs,
+                 int64_t cs) {
+  constexpr int MR = Kern::MR, NR = Kern::NR;
+  constexpr int64_t KC = Kern::KC, MC = Kern::MC;
+  const int64_t NC = nc_block<Kern>();
   PackBuffers& buf = pack_buffers();
   for (int64_t jc = j0; jc < j0 + n; jc += NC) {
     int64_t nc = std::min(NC, j0 + n - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
       int64_t kc = std::min(KC, K - pc);
       float bet = pc == 0 ? beta : 1.0f;
-      pack_b(tb, B, ldb, pc, jc, kc, nc, buf.b);
+      pack_b<NR>(tb, B, ldb, pc, jc, kc, nc, buf.b);
       for (int64_t ic = i0; ic < i0 + m; ic += MC) {
         int64_t mc = std::min(MC, i0 + m - ic);
-        pack_a(ta, A, lda, ic, pc, mc, kc, buf.a);
+        pack_a<MR>(ta, A, lda, ic, pc, mc, kc, buf.a);
         for (int64_t ir = 0; ir < mc; ir += MR) {
           int64_t mr = std::min<int64_t>(MR, mc - ir);
           const float* ap = buf.a + ir * kc;
           for (int64_t jr = 0; jr < nc; jr += NR) {
             int64_t nr = std::min<int64_t>(NR, nc - jr);
-            float* c = C + (ic + ir) * ldc + jc + jr;
-            if (mr == MR && nr == NR)
-              micro_kernel(kc, ap, buf.b + jr * kc, c, ldc, alpha, bet);
+            float* c = C + (ic + ir) * rs + (jc + jr) * cs;
+            if (mr == MR && nr == NR && cs == 1)
+              Kern::micro(kc, ap, buf.b + jr * kc, c, rs, alpha, bet);
             else
-              edge_kernel(kc, ap, buf.b + jr * kc, c, ldc, mr, nr, alpha, bet);
+              edge_kernel<Kern>(kc, ap, buf.b + jr * kc, c, rs, cs, mr, nr, alpha, bet);
           }
         }
       }
@@ -309,23 +265,67 @@ void gemm_small(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
   }
 }
 
+// ---- the kernel in use ----------------------------------------------------------
+
+bool cpu_has(GemmKernel k) {
+#ifdef NALA_GEMM_X86
+  __builtin_cpu_init();
+  if (k == GemmKernel::Avx512) return __builtin_cpu_supports("avx512f");
+  if (k == GemmKernel::Avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  if (k != GemmKernel::Portable) return false;
+#endif
+  return true;
+}
+
+// The best this CPU runs, unless NALA_GEMM_KERNEL names another it can run.
+GemmKernel initial_kernel() {
+  GemmKernel best = cpu_has(GemmKernel::Avx512) ? GemmKernel::Avx512
+                    : cpu_has(GemmKernel::Avx2) ? GemmKernel::Avx2
+                                                : GemmKernel::Portable;
+  const char* env = std::getenv("NALA_GEMM_KERNEL");
+  if (!env || !*env) return best;
+  for (GemmKernel k : {GemmKernel::Avx512, GemmKernel::Avx2, GemmKernel::Portable})
+    if (std::strcmp(env, gemm_kernel_name(k)) == 0) {
+      NALA_CHECK(gemm_kernel_supported(k), "NALA_GEMM_KERNEL=", env, ": this CPU or build cannot run that kernel "
+                 "(it runs ", gemm_kernel_name(best), ")");
+      return k;
+    }
+  NALA_FAIL("NALA_GEMM_KERNEL=", env, ": unknown kernel (avx512, avx2 or portable)");
+}
+
+std::atomic<int>& kernel_slot() {
+  static std::atomic<int> k{(int)initial_kernel()};
+  return k;
+}
+
 }  // namespace
 
-// ---- the entry point --------------------------------------------------------
+const char* gemm_kernel_name(GemmKernel k) {
+  switch (k) {
+    case GemmKernel::Avx512: return "avx512";
+    case GemmKernel::Avx2: return "avx2";
+    default: return "portable";
+  }
+}
 
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0 || alpha == 0.0f) {  // C = beta * C
-    for (int64_t i = 0; i < M; i++)
-      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-    return;
-  }
-  double work = (double)M * N * K;
-  if (work < 32.0 * 32 * 32) {
-    gemm_small(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
-  }
+bool gemm_kernel_supported(GemmKernel k) { return cpu_has(k); }
+
+GemmKernel gemm_kernel() { return (GemmKernel)kernel_slot().load(std::memory_order_relaxed); }
+
+void set_gemm_kernel(GemmKernel k) {
+  NALA_CHECK(gemm_kernel_supported(k), "set_gemm_kernel: this CPU or build cannot run the ", gemm_kernel_name(k),
+             " kernel");
+  kernel_slot().store((int)k, std::memory_order_relaxed);
+}
+
+namespace {
+
+// The product with kernel Kern, cut across threads; C's element (i, j) at
+// C[i * rs + j * cs] (see gemm_serial).
+template <class Kern>
+void gemm_cut(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t rs, int64_t cs, double work) {
   int nt = 1;
 #ifdef _OPENMP
   if (!omp_in_parallel()) nt = omp_get_max_threads();
@@ -333,11 +333,12 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   // Each thread should get at least a few register tiles worth of work.
   nt = (int)std::min<double>(nt, std::max(1.0, work / (64.0 * 64 * 64)));
   if (nt <= 1) {
-    gemm_serial(ta, tb, 0, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    gemm_serial<Kern>(ta, tb, 0, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
     return;
   }
 #ifdef _OPENMP
   // A grid tm x tn = nt of rectangles, cutting the dimension with more tiles.
+  constexpr int MR = Kern::MR, NR = Kern::NR;
   int64_t mt = (M + MR - 1) / MR, ntl = (N + NR - 1) / NR;
   int tm = 1, tn = nt;
   double best = -1;
@@ -360,9 +361,9 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
       int64_t lo = tiles * p / pieces * unit, hi = std::min(rows ? M : N, tiles * (p + 1) / pieces * unit);
       if (hi <= lo) continue;
       if (rows)
-        gemm_serial(ta, tb, lo, hi - lo, 0, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        gemm_serial<Kern>(ta, tb, lo, hi - lo, 0, N, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
       else
-        gemm_serial(ta, tb, 0, M, lo, hi - lo, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        gemm_serial<Kern>(ta, tb, 0, M, lo, hi - lo, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
     }
     return;
   }
@@ -373,9 +374,52 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
     int64_t ri0 = mt * ti / tm * MR, ri1 = std::min(M, mt * (ti + 1) / tm * MR);
     int64_t cj0 = ntl * tj / tn * NR, cj1 = std::min(N, ntl * (tj + 1) / tn * NR);
     if (ri1 > ri0 && cj1 > cj0)
-      gemm_serial(ta, tb, ri0, ri1 - ri0, cj0, cj1 - cj0, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      gemm_serial<Kern>(ta, tb, ri0, ri1 - ri0, cj0, cj1 - cj0, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
   }
 #endif
+}
+
+// A C narrower than half a register tile (N <= NR / 2, e.g. a 16-channel
+// convolution under the 32-wide AVX-512 tile) would waste half the FMAs or
+// more: compute C^T = op(B)^T op(A)^T instead, whose rows (N) are cut in
+// tiles of MR, and store each tile transposed. Otherwise the plain product.
+template <class Kern>
+void gemm_threaded(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, double work) {
+  const int64_t pad_n = (N + Kern::NR - 1) / Kern::NR * Kern::NR, pad_t = (N + Kern::MR - 1) / Kern::MR * Kern::MR;
+  if (2 * N <= Kern::NR && pad_t < pad_n && M >= 4 * Kern::NR)
+    gemm_cut<Kern>(!tb, !ta, N, M, K, alpha, B, ldb, A, lda, beta, C, 1, ldc, work);
+  else
+    gemm_cut<Kern>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1, work);
+}
+
+}  // namespace
+
+// ---- the entry point --------------------------------------------------------
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {  // C = beta * C
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  double work = (double)M * N * K;
+  if (work < 32.0 * 32 * 32) {
+    gemm_small(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  switch (gemm_kernel()) {
+#ifdef NALA_GEMM_X86
+    case GemmKernel::Avx512:
+      return gemm_threaded<Avx512Kernel>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work);
+    case GemmKernel::Avx2:
+      return gemm_threaded<Avx2Kernel>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work);
+#endif
+    default:
+      return gemm_threaded<PortableKernel>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work);
+  }
 }
 
 void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

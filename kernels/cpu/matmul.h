@@ -28,6 +28,18 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                   int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
                   int64_t ldc, int64_t stride_c, int64_t batch);
 
+// The micro-kernel gemm uses (kernels/cpu/gemm_kernels.h). The first call
+// picks the best this CPU runs, from its flags: AVX-512F, else AVX2 and FMA,
+// else portable; the environment variable NALA_GEMM_KERNEL=avx512|avx2|
+// portable asks for another (a kernel the CPU cannot run is an error).
+// set_gemm_kernel switches for the whole process (tests, benchmarks; not
+// while another thread is inside gemm).
+enum class GemmKernel { Portable, Avx2, Avx512 };
+const char* gemm_kernel_name(GemmKernel k);  // "avx512", "avx2", "portable"
+bool gemm_kernel_supported(GemmKernel k);    // this CPU runs it, and this build has it
+GemmKernel gemm_kernel();
+void set_gemm_kernel(GemmKernel k);          // throws nala::Error when not supported
+
 // The readable reference: three loops, double accumulation.
 void gemm_naive(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);

@@ -128,6 +128,9 @@ void ConsoleLog::start(const RunStart& r) {
               (long long)r.w, (long long)r.c, (long long)r.classes, (long long)r.parameters, (long long)r.epochs,
               (long long)r.steps_per_epoch, (long long)r.batch_size, r.threads,
               r.out.empty() ? "(none)" : r.out.c_str());
+  if (r.time_budget > 0)
+    std::printf("  --time-budget %.0f s: the epochs (at most %lld) are chosen after timing the first steps\n",
+                r.time_budget, (long long)r.epochs);
   if (r.left_out > 0)
     std::printf("  each epoch trains on %lld of the %lld images: the last %lld of its shuffled order do not fill a "
                 "batch (a new order every epoch)\n",

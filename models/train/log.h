@@ -65,6 +65,7 @@ struct RunStart {
   std::string out;        // the output folder ("" when nothing is written)
   int64_t left_out = 0;   // images per epoch that do not fill a last global batch
   int64_t log_every = 50; // progress reports come every log_every steps
+  double time_budget = 0; // seconds (0: none); `epochs` is then the most the budget may choose
 };
 
 // An epoch's figures so far, after a step that was checked (step.h).

@@ -22,6 +22,7 @@
 #include "nn/layers.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
+#include "tensor/device.h"
 
 namespace nala {
 
@@ -35,6 +36,24 @@ std::string describe_options(const TrainOptions& o) {
   if (o.val) os << " val=" << o.val->n;
   if (o.flip_tta) os << " tta=flip";
   return os.str();
+}
+
+int64_t epochs_in_budget(double left, int64_t done, double step_s, int64_t steps_per_epoch, double eval_s,
+                         int64_t max_epochs) {
+  const double usable = 0.97 * left;
+  const double first = (double)(steps_per_epoch - done) * step_s + eval_s;  // the rest of epoch 1
+  const double each = (double)steps_per_epoch * step_s + eval_s;
+  int64_t e = 1;
+  if (usable > first && each > 0) e += (int64_t)std::floor((usable - first) / each);
+  return std::max<int64_t>(1, std::min(e, max_epochs));
+}
+
+std::string with_epochs(const std::string& args, int64_t epochs) {
+  size_t at = 0;
+  while ((at = args.find("epochs=", at)) != std::string::npos && at > 0 && args[at - 1] != ' ') at++;
+  if (at == std::string::npos) return args;
+  const size_t end = args.find(' ', at);
+  return args.substr(0, at) + "epochs=" + std::to_string(epochs) + (end == std::string::npos ? "" : args.substr(end));
 }
 
 namespace {
@@ -69,6 +88,15 @@ struct Run {
   ModelFile model_file;
 
   int64_t step = 0, epoch0 = 0;
+  int64_t epochs = 0;  // the run's epochs: the option, or what the time budget chose
+  // The time budget (trainer.h): pending until the epochs are chosen; the
+  // timed steps are those after budget_skip .. budget_decide steps of the run.
+  bool budget_pending = false;
+  int64_t first_step = 0, budget_skip = 0, budget_decide = 0;
+  double run_start = 0, budget_t0 = 0;
+  double train_seconds = 0;  // this run's training time so far, evaluations excluded
+  std::vector<double> step_times;  // the timed steps (the CPU: each step; the GPU: one window)
+  double last_step_end = 0;
   int64_t last_checked = 0;  // the last step whose values were checked finite
   bool stop = false;
   TrainResult result;
@@ -111,7 +139,7 @@ void resume(Run& r) {
   const bool same_args = s.args == r.args;
   if (r.lead && !same_args)
     r.cb.warning("arguments differ from the checkpoint's run:\n  was: " + s.args + "\n  now: " + r.args);
-  if (same_args && s.epoch > o.epochs) ck.refuse("nala.epoch", "exceeds the run's --epochs " + std::to_string(o.epochs));
+  if (same_args && s.epoch > r.epochs) ck.refuse("nala.epoch", "exceeds the run's --epochs " + std::to_string(r.epochs));
   restore_checkpoint(ck, r.model, *r.optim);
   if (r.ema) r.ema->load_state(ck.st.tensors, r.ckpt);
   r.epoch0 = s.epoch, r.step = s.step;
@@ -141,6 +169,102 @@ void resume(Run& r) {
   if (r.lead) trim_metrics(r.csv, r.epoch0);
   r.cb.message("resuming " + o.out + " at epoch " + std::to_string(r.epoch0) + " (step " + std::to_string(r.step) +
                ")");
+}
+
+// Now, after the device's queued work (the GPU runs ahead of the host).
+double synced_now(const Run& r) {
+  if (r.on_gpu) device::synchronize();
+  return now_seconds();
+}
+
+// The time budget's decision (trainer.h): the epochs that fit, and the
+// schedule for them.
+void decide_budget(Run& r) {
+  const TrainOptions& o = r.opt;
+  // The CPU: the median step (a burst of other work on the cores does not
+  // count); the GPU, which runs ahead of the host: the window's mean.
+  double step_s = (synced_now(r) - r.budget_t0) / (double)(r.budget_decide - r.budget_skip);
+  if (!r.on_gpu && !r.step_times.empty()) {
+    std::vector<double> v = r.step_times;
+    std::nth_element(v.begin(), v.begin() + (ptrdiff_t)(v.size() / 2), v.end());
+    step_s = v[v.size() / 2];
+  }
+  const int64_t eval_batch = o.eval_batch_size ? o.eval_batch_size : std::max<int64_t>(o.batch_size, 256);
+  const int64_t eval_n = o.eval_subset ? std::min(o.eval_subset, r.test.n) : r.test.n;
+  const int64_t probe = std::min(eval_batch, eval_n);
+  r.doing = "timing one evaluation batch for --time-budget";
+  const double e0 = synced_now(r);
+  evaluate(r.model, r.test, eval_batch, probe, &r.comm);  // restores training mode
+  const double eval_s = (synced_now(r) - e0) * (double)eval_n / (double)probe;
+  std::vector<float> t = {(float)step_s, (float)eval_s};
+  if (r.group) {  // every rank the same figures: the mean of the ranks' (they step in lockstep)
+    r.comm.all_reduce_sum(t.data(), (int64_t)t.size(), Device::CPU);
+    for (float& x : t) x /= (float)r.comm.size();
+  }
+  const double left = o.time_budget - (now_seconds() - r.run_start);
+  int64_t e = epochs_in_budget(left, r.step - r.first_step, t[0], r.steps_per_epoch, t[1], o.epochs);
+  const int64_t warm = (int64_t)std::ceil(o.warmup_epochs);
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(1);
+  os << "--time-budget " << o.time_budget << " s: a step takes " << t[0] * 1e3 << " ms ("
+     << (double)o.batch_size * r.comm.size() / t[0] << " img/s), an evaluation " << t[1] << " s; " << e
+     << (e == 1 ? " epoch fits" : " epochs fit");
+  if (e == o.epochs) os << " (--epochs " << o.epochs << " is the most)";
+  if (e < warm) os << "; the warm-up needs " << warm << ", so the run takes " << warm << " and exceeds the budget";
+  r.cb.message(os.str());
+  e = std::max(e, warm);
+  r.epochs = r.result.epochs = e;
+  r.sched = WarmupCosine(o.lr, o.min_lr, (int64_t)std::llround(o.warmup_epochs * r.steps_per_epoch), o.warmup_lr,
+                         e * r.steps_per_epoch);
+  r.args = with_epochs(r.args, e);
+  r.budget_pending = false;
+}
+
+// The learning rate of a step.
+double lr_for(const Run& r, int64_t step) { return r.sched.lr_at(step); }
+
+// At the end of epoch `done` (1-based) of a budgeted run: how many epochs
+// fit now, from the mean step time of the run so far and this epoch's
+// evaluation. A change re-fits the schedule: the run continues on the plain
+// schedule of the new epoch count (trainer.h).
+void refit_budget(Run& r, int64_t done, double eval_s) {
+  const TrainOptions& o = r.opt;
+  const int64_t steps = r.step - r.first_step;
+  if (steps <= 0 || done >= r.epochs) return;
+  std::vector<float> t = {(float)(r.train_seconds / (double)steps), (float)eval_s};
+  if (r.group) {
+    r.comm.all_reduce_sum(t.data(), (int64_t)t.size(), Device::CPU);
+    for (float& x : t) x /= (float)r.comm.size();
+  }
+  const double left = o.time_budget - (now_seconds() - r.run_start);
+  const double each = (double)r.steps_per_epoch * t[0] + t[1];
+  int64_t more = left > 0 && each > 0 ? (int64_t)std::floor(0.97 * left / each) : 0;
+  const int64_t e = std::max<int64_t>(done, std::min<int64_t>(o.epochs, done + more));
+  if (e == r.epochs) return;
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(1);
+  os << "--time-budget: after epoch " << done << ", " << left << " s left at " << t[0] * 1e3 << " ms a step: "
+     << (e > r.epochs ? "more" : "fewer") << " epochs fit, " << e << " instead of " << r.epochs;
+  if (e == done) os << "; the run ends here";
+  r.cb.message(os.str());
+  const int64_t warm = (int64_t)std::llround(o.warmup_epochs * r.steps_per_epoch);
+  r.sched = WarmupCosine(o.lr, o.min_lr, warm, o.warmup_lr, e * r.steps_per_epoch);
+  r.epochs = r.result.epochs = e;
+  r.args = with_epochs(r.args, e);
+}
+
+// Called after every step while the budget is pending.
+void budget_tick(Run& r) {
+  const int64_t k = r.step - r.first_step;
+  if (k == r.budget_skip && r.budget_skip > 0) r.budget_t0 = synced_now(r);
+  if (!r.on_gpu) {
+    const double t = now_seconds();
+    if (k > r.budget_skip) r.step_times.push_back(t - r.last_step_end);
+    r.last_step_end = t;
+  }
+  if (k == r.budget_decide) decide_budget(r);
 }
 
 // The steps of one epoch as CUDA graph replays (graph_step.h): nothing is
@@ -177,11 +301,12 @@ EpochStats train_epoch_graphs(Run& r, int64_t epoch, double* lr, double* seconds
                   ". Lower --lr, set --clip-grad, or pass --skip-nonfinite.");
       r.last_checked = r.step - 1;
       StepReport rep;
-      rep.epoch = epoch + 1, rep.epochs = o.epochs, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch;
+      rep.epoch = epoch + 1, rep.epochs = r.epochs, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch;
       rep.loss = st.mean_loss(), rep.accuracy = st.accuracy(), rep.lr = *lr;
       rep.images_per_second = st.seen / (now_seconds() - t0);
       r.cb.progress(rep);
     }
+    if (r.budget_pending) budget_tick(r);
     if (o.max_steps && r.step >= o.max_steps) {
       r.stop = true;
       break;
@@ -205,7 +330,7 @@ EpochStats train_epoch(Run& r, int64_t epoch, double* lr, double* seconds) {
   Staging staging;
   Batch batch;
   while (r.loader->next(batch)) {
-    *lr = r.sched.lr_at(r.step);
+    *lr = lr_for(r, r.step);
     r.optim->set_lr(*lr);
     Tensor images, labels;
     staging.to_device(batch, r.dev, images, labels);
@@ -237,11 +362,12 @@ EpochStats train_epoch(Run& r, int64_t epoch, double* lr, double* seconds) {
     r.step++;  // a skipped step counts too
     if (!s.skipped && s.checked) {
       StepReport rep;
-      rep.epoch = epoch + 1, rep.epochs = o.epochs, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch;
+      rep.epoch = epoch + 1, rep.epochs = r.epochs, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch;
       rep.loss = st.mean_loss(), rep.accuracy = st.accuracy(), rep.lr = *lr;
       rep.images_per_second = st.seen / (now_seconds() - t0);
       r.cb.progress(rep);
     }
+    if (r.budget_pending) budget_tick(r);
     if (o.max_steps && r.step >= o.max_steps) {
       r.stop = true;
       break;
@@ -271,6 +397,7 @@ void end_epoch(Run& r, int64_t epoch, const EpochStats& st, double lr, double se
   rep.epoch = epoch + 1, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch, rep.step = r.step;
   rep.train_loss = st.mean_loss(), rep.train_accuracy = st.accuracy(), rep.lr = lr;
   rep.seconds = secs, rep.images_per_second = st.seen / secs;
+  const double e0 = now_seconds();
   // With --ema the average is evaluated (and saved as the best weights): it
   // is swapped into the model until the checkpoint is written.
   struct Swapped {
@@ -290,6 +417,7 @@ void end_epoch(Run& r, int64_t epoch, const EpochStats& st, double lr, double se
     rep.val = evaluate(r.model, *o.val, eval_batch, 0, &r.comm, r.graph_eval.get(), o.flip_tta);
   }
   rep.test = evaluate(r.model, r.test, eval_batch, o.eval_subset, &r.comm, r.graph_eval.get(), o.flip_tta);
+  const double eval_s = now_seconds() - e0;
   r.cb.epoch_end(rep);
   r.result.last = rep;
   TrainResult& res = r.result;
@@ -297,6 +425,9 @@ void end_epoch(Run& r, int64_t epoch, const EpochStats& st, double lr, double se
     res.partial_epoch = epoch + 1, res.partial_steps = st.steps;
     return;
   }
+  // The budget checked again before the files are written, so that the
+  // checkpoint names the epochs the run now has.
+  if (o.time_budget > 0 && !r.budget_pending) refit_budget(r, epoch + 1, eval_s);
   res.epoch = epoch + 1, res.checkpoint_step = r.step;
   const bool best_test = rep.test.top1 > res.best_top1;
   const bool best_val = rep.has_val && rep.val.top1 > res.best_val_top1;
@@ -356,6 +487,12 @@ TrainResult run(Run& r) {
   NALA_CHECK(o.batch_size * world <= r.train.n, "the global batch of ", world, " x ", o.batch_size, " exceeds the ",
              r.train.n, " training images");
   NALA_CHECK(!o.resume || !o.out.empty(), "train: resume needs the output folder of the run to continue");
+  NALA_CHECK(o.time_budget >= 0 && std::isfinite(o.time_budget), "train: --time-budget must be a number of seconds >= "
+             "0 (got ", o.time_budget, ")");
+  NALA_CHECK(o.time_budget == 0 || !o.resume, "train: --time-budget chooses the epochs of a new run; resume a run "
+             "with the --epochs it chose (its first lines say how many) and without --time-budget");
+  r.run_start = now_seconds();
+  r.epochs = o.epochs;
 
   // The output folder (rank 0 writes): the caller's, or opened here.
   std::unique_ptr<RunFolder> own_folder;
@@ -407,7 +544,7 @@ TrainResult run(Run& r) {
   r.loader = std::make_unique<BatchLoader>(r.train, lo);
   r.steps_per_epoch = r.loader->num_batches();
   r.sched = WarmupCosine(o.lr, o.min_lr, (int64_t)std::llround(o.warmup_epochs * r.steps_per_epoch), o.warmup_lr,
-                         o.epochs * r.steps_per_epoch);
+                         r.epochs * r.steps_per_epoch);
 
   // CUDA graphs where the shapes are fixed and nothing is read back per step.
   if (r.on_gpu && o.graphs) {
@@ -426,7 +563,7 @@ TrainResult run(Run& r) {
   if (o.resume) resume(r);
   r.last_checked = r.step;
   TrainResult& res = r.result;
-  res.epochs = o.epochs, res.max_steps = o.max_steps, res.steps_per_epoch = r.steps_per_epoch, res.out = o.out;
+  res.epochs = r.epochs, res.max_steps = o.max_steps, res.steps_per_epoch = r.steps_per_epoch, res.out = o.out;
   res.epoch = r.epoch0, res.checkpoint_step = r.step;
 
   if (r.group) {
@@ -447,22 +584,31 @@ TrainResult run(Run& r) {
   start.config = model.cfg.describe(), start.data = r.train.name;
   start.train_images = r.train.n, start.test_images = r.test.n;
   start.h = r.train.h, start.w = r.train.w, start.c = r.train.c, start.classes = (int64_t)r.train.classes.size();
-  start.parameters = model.num_parameters(), start.epochs = o.epochs, start.steps_per_epoch = r.steps_per_epoch;
+  start.parameters = model.num_parameters(), start.epochs = r.epochs, start.steps_per_epoch = r.steps_per_epoch;
   start.batch_size = o.batch_size, start.threads = threads_in_use(), start.out = o.out;
   start.left_out = r.train.n - r.steps_per_epoch * o.batch_size * world;
   start.log_every = o.log_every;
+  start.time_budget = o.time_budget;
   r.cb.start(start);
 
-  const double run_start = now_seconds();
-  const int64_t first_step = r.step;
+  const double run_start = r.run_start;
+  const int64_t first_step = r.first_step = r.step;
+  if (o.time_budget > 0) {  // the steps to time: within the first epoch
+    r.budget_pending = true;
+    r.budget_skip = std::min<int64_t>(kBudgetSkip, r.steps_per_epoch - 1);
+    // The whole warm-up when it is longer (more steps, a steadier figure).
+    const int64_t warm = (int64_t)std::llround(o.warmup_epochs * r.steps_per_epoch);
+    r.budget_decide = std::min<int64_t>(std::max<int64_t>(r.budget_skip + kBudgetSteps, warm), r.steps_per_epoch);
+    r.budget_t0 = r.last_step_end = now_seconds();
+  }
   r.stop = o.max_steps && r.step >= o.max_steps;
   if (r.stop)
     r.cb.message("--max-steps " + std::to_string(o.max_steps) + ": the run is already at step " +
                  std::to_string(r.step) + "; nothing to train");
-  else if (r.epoch0 >= o.epochs)
+  else if (r.epoch0 >= r.epochs)
     r.cb.message("the checkpoint is at epoch " + std::to_string(r.epoch0) + " and this run has --epochs " +
-                 std::to_string(o.epochs) + ": nothing to train");
-  if (r.folder && !r.stop && r.epoch0 < o.epochs) {  // --overwrite, now that the run is ready
+                 std::to_string(r.epochs) + ": nothing to train");
+  if (r.folder && !r.stop && r.epoch0 < r.epochs) {  // --overwrite, now that the run is ready
     std::string removed;
     for (const std::string& f : r.folder->remove_earlier_run()) removed += (removed.empty() ? "" : ", ") + f;
     if (!removed.empty()) r.cb.message("--overwrite: removed the earlier run's " + removed + " from " + o.out);
@@ -470,18 +616,19 @@ TrainResult run(Run& r) {
   const std::string batch_text = "batches of " + std::to_string(o.batch_size) + " images of " +
                                  std::to_string(r.train.h) + "x" + std::to_string(r.train.w) + "x" +
                                  std::to_string(r.train.c);
-  for (int64_t epoch = r.epoch0; epoch < o.epochs && !r.stop; epoch++) {
+  for (int64_t epoch = r.epoch0; epoch < r.epochs && !r.stop; epoch++) {
     r.doing = "training epoch " + std::to_string(epoch + 1) + " (" + batch_text +
               "); a smaller --batch-size needs less memory";
     double lr = 0, secs = 0;
     const EpochStats st = train_epoch(r, epoch, &lr, &secs);
+    r.train_seconds += secs;
     end_epoch(r, epoch, st, lr, secs);
     if (res.partial_epoch) break;
   }
 
   res.step = r.step;
   res.stopped_at_epoch_end = !res.partial_epoch && o.max_steps && r.step >= o.max_steps && r.step > first_step &&
-                             res.epoch < o.epochs;
+                             res.epoch < r.epochs;
   if (!r.ckpt.empty() && access(r.ckpt.c_str(), F_OK) == 0) res.checkpoint = r.ckpt;
   if (!r.best_path.empty() && access(r.best_path.c_str(), F_OK) == 0) res.best = r.best_path;
   if (!r.best_val_path.empty() && access(r.best_val_path.c_str(), F_OK) == 0) res.best_val = r.best_val_path;

@@ -11,6 +11,28 @@
 //   log.h         metrics.csv, and what the run reports to its caller
 //   run_folder.h  the output folder's rule and lock
 //
+// The time budget (time_budget > 0, a new run only): the clock starts when
+// train() starts. The steps after the first kBudgetSkip are timed up to the
+// end of the warm-up (at least kBudgetSteps, at most the first epoch), then
+// one evaluation batch; from these (on the CPU the median step, so that a
+// burst of other work on the cores does not count; on the GPU the mean) the
+// run takes E = the most whole epochs,
+// each its steps and its evaluation, that end within the budget less 3%, at
+// least 1 and at most `epochs`, and the schedule becomes E epochs long. The
+// timed steps are inside the warm-up, so their learning rates do not depend
+// on E. After every epoch the run checks again, from the mean step time of
+// all its steps so far and the evaluation it just did: when the machine got
+// faster or slower (other work on its cores) and another E fits, the run
+// continues on the plain schedule of the new E, as if E had been chosen at
+// the start (the learning rate jumps to that schedule's value at this step;
+// a resumed run with --epochs E follows the same schedule), or it ends after
+// this epoch when no further epoch fits. Every change is reported through
+// TrainCallbacks::message. With a data-parallel group every rank takes the
+// ranks' mean times, so all choose the same E. The arguments recorded in the
+// checkpoint name E (epochs=E): resume such a run with `--epochs E` and
+// without the budget. Timing makes the epoch count depend on the machine's speed
+// and load; everything else stays reproducible given E.
+//
 // A run is reproducible: epoch e's data order and augmentation come from
 // (seed, e) and the drop-path RNG state is saved, so a run resumed from its
 // checkpoint with the same options, data and thread count ends bit for bit
@@ -67,6 +89,12 @@ struct TrainOptions {
   int workers = 1;       // data loader threads
   uint64_t seed = 0;     // data order and augmentation of epoch e: from (seed, e)
   int64_t max_steps = 0; // stop after this many optimiser steps in total (0 = no limit)
+  // A wall-clock budget in seconds for the training loop (0 = none): the run
+  // times its first steps and one evaluation batch, then fixes the number of
+  // epochs (at most `epochs`, at least 1) and the learning-rate schedule to
+  // the whole epochs that fit, evaluations included. See "The time budget"
+  // below.
+  double time_budget = 0;
   int64_t eval_subset = 0;      // evaluate on the first N test images only (0 = all)
   int64_t eval_batch_size = 0;  // 0: max(batch_size, 256)
   int64_t log_every = 50;       // a progress report every N steps (and at an epoch's end)
@@ -93,6 +121,21 @@ struct TrainOptions {
   // Empty: describe_options(*this).
   std::string args;
 };
+
+// Timed steps of the time budget (above): the first kBudgetSkip steps warm
+// up, the next kBudgetSteps are timed.
+constexpr int64_t kBudgetSkip = 5, kBudgetSteps = 30;
+
+// Which whole epochs fit a time budget: `left` seconds remain, `done` steps
+// of the first epoch are already taken, a step takes `step_s`, an epoch has
+// `steps_per_epoch` steps and its evaluation takes `eval_s`. 3% of the time
+// is kept as margin. Returns a number in [1, max_epochs].
+int64_t epochs_in_budget(double left, int64_t done, double step_s, int64_t steps_per_epoch, double eval_s,
+                         int64_t max_epochs);
+
+// `args` (TrainOptions::args) with its "epochs=N" replaced by "epochs=E"
+// (unchanged when it has none).
+std::string with_epochs(const std::string& args, int64_t epochs);
 
 // The options that shape a run, on one line.
 std::string describe_options(const TrainOptions& opt);

@@ -1,0 +1,153 @@
+// kernels/cpu/gemm_kernels.h - the register-tile micro-kernels of
+// kernels/cpu/matmul.cpp (included there only).
+//
+// Each computes C[MR x NR] = alpha * Ap * Bp + beta * C, where Ap holds kc
+// groups of MR floats and Bp kc groups of NR floats (both 64-byte aligned,
+// packed by matmul.cpp); beta == 0 does not read C.
+//
+//   Avx512Kernel   8 x 32: 16 zmm accumulators, 2 loads of B and 8
+//                  broadcasts of A per 16 FMAs
+//   Avx2Kernel     6 x 16: 12 ymm accumulators, 2 loads of B and 6
+//                  broadcasts of A per 12 FMAs (the BLIS/OpenBLAS Haswell
+//                  shape: 15 of the 16 ymm registers)
+//   PortableKernel 4 x 16: plain loops that the compiler vectorises as it can
+//
+// On x86-64 (GCC or Clang) the AVX-512 and AVX2 kernels are compiled into
+// every build through target attributes, whatever -march says, and
+// matmul.cpp picks one at run time from the CPU's flags; elsewhere only the
+// portable one exists. Each kernel also names its cache blocking: KC (the
+// depth of a packed panel: MR*KC*4 bytes of A stay in L1), MC (rows of A
+// packed per block) and NC_MAX (the most columns of B packed per block;
+// matmul.cpp lowers it to fit the CPU's L2).
+#pragma once
+#include <cstdint>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define NALA_GEMM_X86 1
+#include <immintrin.h>
+#endif
+
+namespace nala {
+namespace cpu {
+namespace gemm_detail {
+
+struct PortableKernel {
+  static constexpr int MR = 4, NR = 16;
+  static constexpr int64_t KC = 256, MC = 64, NC_MAX = 768;
+  static void micro(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
+                    int64_t ldc, float alpha, float beta) {
+    float acc[MR][NR] = {};
+    for (int64_t k = 0; k < kc; k++) {
+      for (int r = 0; r < MR; r++)
+        for (int c = 0; c < NR; c++) acc[r][c] += Ap[r] * Bp[c];
+      Ap += MR;
+      Bp += NR;
+    }
+    for (int r = 0; r < MR; r++)
+      for (int c = 0; c < NR; c++)
+        C[r * ldc + c] = alpha * acc[r][c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
+  }
+};
+
+#ifdef NALA_GEMM_X86
+
+// Chosen by measurement on Zen 4 (32 KiB L1d, 1 MiB L2 per core).
+struct Avx512Kernel {
+  static constexpr int MR = 8, NR = 32;
+  static constexpr int64_t KC = 256, MC = 64, NC_MAX = 768;
+  __attribute__((target("avx512f"))) static void micro(int64_t kc, const float* __restrict Ap,
+                                                        const float* __restrict Bp, float* __restrict C, int64_t ldc,
+                                                        float alpha, float beta) {
+    __m512 c0[MR], c1[MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {  // C rows are often 4 KiB apart: fetch them early
+      _mm_prefetch((const char*)(C + r * ldc), _MM_HINT_T0);
+      _mm_prefetch((const char*)(C + r * ldc + 16), _MM_HINT_T0);
+    }
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; k++) {
+      __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+      _mm_prefetch((const char*)(Bp + 8 * NR), _MM_HINT_T0);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; r++) {
+        __m512 a = _mm512_set1_ps(Ap[r]);
+        c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
+        c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
+      }
+      Ap += MR;
+      Bp += NR;
+    }
+    __m512 va = _mm512_set1_ps(alpha);
+    if (beta == 0.0f) {
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; r++) {
+        _mm512_storeu_ps(C + r * ldc, _mm512_mul_ps(va, c0[r]));
+        _mm512_storeu_ps(C + r * ldc + 16, _mm512_mul_ps(va, c1[r]));
+      }
+    } else {
+      __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; r++) {
+        float* c = C + r * ldc;
+        _mm512_storeu_ps(c, _mm512_fmadd_ps(va, c0[r], _mm512_mul_ps(vb, _mm512_loadu_ps(c))));
+        _mm512_storeu_ps(c + 16, _mm512_fmadd_ps(va, c1[r], _mm512_mul_ps(vb, _mm512_loadu_ps(c + 16))));
+      }
+    }
+  }
+};
+
+// The same structure in 256-bit registers. The k loop is unrolled by 4 (the
+// loop counter and pointer updates then cost little beside 48 FMAs), the
+// next B groups are prefetched, and C's rows are fetched before the loop so
+// the stores at the end do not wait for memory. KC 256 keeps the A panel
+// (6 KiB) and one B panel (16 KiB) in a 32 KiB L1.
+struct Avx2Kernel {
+  static constexpr int MR = 6, NR = 16;
+  static constexpr int64_t KC = 256, MC = 72, NC_MAX = 768;
+  __attribute__((target("avx2,fma"))) static void micro(int64_t kc, const float* __restrict Ap,
+                                                         const float* __restrict Bp, float* __restrict C, int64_t ldc,
+                                                         float alpha, float beta) {
+    __m256 c0[MR], c1[MR];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) c0[r] = _mm256_setzero_ps(), c1[r] = _mm256_setzero_ps();
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) _mm_prefetch((const char*)(C + r * ldc), _MM_HINT_T0);
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; k++) {
+      __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
+      _mm_prefetch((const char*)(Bp + 8 * NR), _MM_HINT_T0);
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        __m256 a = _mm256_broadcast_ss(Ap + r);
+        c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
+        c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
+      }
+      Ap += MR;
+      Bp += NR;
+    }
+    __m256 va = _mm256_set1_ps(alpha);
+    if (beta == 0.0f) {
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        _mm256_storeu_ps(C + r * ldc, _mm256_mul_ps(va, c0[r]));
+        _mm256_storeu_ps(C + r * ldc + 8, _mm256_mul_ps(va, c1[r]));
+      }
+    } else {
+      __m256 vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        float* c = C + r * ldc;
+        _mm256_storeu_ps(c, _mm256_fmadd_ps(va, c0[r], _mm256_mul_ps(vb, _mm256_loadu_ps(c))));
+        _mm256_storeu_ps(c + 8, _mm256_fmadd_ps(va, c1[r], _mm256_mul_ps(vb, _mm256_loadu_ps(c + 8))));
+      }
+    }
+  }
+};
+
+#endif  // NALA_GEMM_X86
+
+}  // namespace gemm_detail
+}  // namespace cpu
+}  // namespace nala
