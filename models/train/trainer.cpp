@@ -267,6 +267,23 @@ void budget_tick(Run& r) {
   if (k == r.budget_decide) decide_budget(r);
 }
 
+// The progress line of a logged step (epoch 0-based, t0 the epoch's start).
+void report_progress(Run& r, int64_t epoch, const EpochStats& st, double lr, double t0) {
+  StepReport rep;
+  rep.epoch = epoch + 1, rep.epochs = r.epochs, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch;
+  rep.loss = st.mean_loss(), rep.accuracy = st.accuracy(), rep.lr = lr;
+  rep.images_per_second = st.seen / (now_seconds() - t0);
+  r.cb.progress(rep);
+}
+
+// After every step: the time budget's timing, then --max-steps; true when
+// the run stops here.
+bool after_step(Run& r) {
+  if (r.budget_pending) budget_tick(r);
+  if (r.opt.max_steps && r.step >= r.opt.max_steps) r.stop = true;
+  return r.stop;
+}
+
 // The steps of one epoch as CUDA graph replays (graph_step.h): nothing is
 // read back but at log points, where a non-finite loss sum stops the run.
 EpochStats train_epoch_graphs(Run& r, int64_t epoch, double* lr, double* seconds) {
@@ -300,17 +317,9 @@ EpochStats train_epoch_graphs(Run& r, int64_t epoch, double* lr, double* seconds
                                                                         : "No checkpoint was written yet",
                   ". Lower --lr, set --clip-grad, or pass --skip-nonfinite.");
       r.last_checked = r.step - 1;
-      StepReport rep;
-      rep.epoch = epoch + 1, rep.epochs = r.epochs, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch;
-      rep.loss = st.mean_loss(), rep.accuracy = st.accuracy(), rep.lr = *lr;
-      rep.images_per_second = st.seen / (now_seconds() - t0);
-      r.cb.progress(rep);
+      report_progress(r, epoch, st, *lr, t0);
     }
-    if (r.budget_pending) budget_tick(r);
-    if (o.max_steps && r.step >= o.max_steps) {
-      r.stop = true;
-      break;
-    }
+    if (after_step(r)) break;
   }
   if (!read) g.read_metrics(&st.loss_sum, &st.correct), st.counted = st.seen;
   *seconds = now_seconds() - t0;
@@ -360,18 +369,8 @@ EpochStats train_epoch(Run& r, int64_t epoch, double* lr, double* seconds) {
     }
     if (!s.skipped && r.ema) r.ema->update();
     r.step++;  // a skipped step counts too
-    if (!s.skipped && s.checked) {
-      StepReport rep;
-      rep.epoch = epoch + 1, rep.epochs = r.epochs, rep.done = st.steps, rep.steps_per_epoch = r.steps_per_epoch;
-      rep.loss = st.mean_loss(), rep.accuracy = st.accuracy(), rep.lr = *lr;
-      rep.images_per_second = st.seen / (now_seconds() - t0);
-      r.cb.progress(rep);
-    }
-    if (r.budget_pending) budget_tick(r);
-    if (o.max_steps && r.step >= o.max_steps) {
-      r.stop = true;
-      break;
-    }
+    if (!s.skipped && s.checked) report_progress(r, epoch, st, *lr, t0);
+    if (after_step(r)) break;
   }
   if (r.on_gpu && st.loss_dev.defined()) st.loss_sum = st.loss_dev.item();
   if (r.group) {  // the epoch's figures over every rank
