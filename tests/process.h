@@ -1,6 +1,19 @@
 // tests/process.h - what the tests that run the nala program share: a
 // temporary directory, the program's path, starting it and waiting for it.
 #pragma once
+
+// NALA_SANITIZER_BUILD: 1 in a build under a sanitizer (GCC's or Clang's),
+// which runs several times slower and reserves much address space.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define NALA_SANITIZER_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define NALA_SANITIZER_BUILD 1
+#endif
+#endif
+#ifndef NALA_SANITIZER_BUILD
+#define NALA_SANITIZER_BUILD 0
+#endif
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>

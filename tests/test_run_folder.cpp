@@ -31,14 +31,6 @@
 #include "tests/run_command.h"
 #include "tools/common.h"
 
-#define NALA_CLANG_SANITIZER 0
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-#undef NALA_CLANG_SANITIZER
-#define NALA_CLANG_SANITIZER 1
-#endif
-#endif
-
 using namespace nala;
 using namespace nala::test;
 namespace fs = std::filesystem;
@@ -460,7 +452,7 @@ TEST_CASE("runfolder: memory refusals in readable units; out of memory says what
   REQUIRE(human_bytes(3 << 10) == "3.0 KiB");
   REQUIRE(human_bytes((int64_t)8 << 30) == "8.00 GiB");
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || NALA_CLANG_SANITIZER
+#if NALA_SANITIZER_BUILD
   WARN("sanitizer build: the address-space limit below would stop the sanitizer itself: skipped");
 #else
   if (!have_fashion_mnist()) return;
