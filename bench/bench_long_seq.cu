@@ -32,32 +32,13 @@
 #include "autograd/autograd.h"
 #include "autograd/ops.h"
 #include "kernels/cuda/check.cuh"
+#include "bench/cuda_timing.cuh"
 #include "tensor/device.h"
 #include "tensor/rng.h"
 
 using namespace nala;
 
 namespace {
-
-template <typename Fn>
-float median_ms(Fn fn, int warmup, int reps) {
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a), "bench");
-  CUDA_CHECK(cudaEventCreate(&b), "bench");
-  for (int i = 0; i < warmup; i++) fn();
-  std::vector<float> ms(reps);
-  for (int i = 0; i < reps; i++) {
-    CUDA_CHECK(cudaEventRecord(a), "bench");
-    fn();
-    CUDA_CHECK(cudaEventRecord(b), "bench");
-    CUDA_CHECK(cudaEventSynchronize(b), "bench");
-    CUDA_CHECK(cudaEventElapsedTime(&ms[i], a, b), "bench");
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[reps / 2];
-}
 
 using AttnFn = Tensor (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t);
 

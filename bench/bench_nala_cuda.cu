@@ -36,6 +36,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/check.cuh"
+#include "bench/cuda_timing.cuh"
 #include "tensor/device.h"
 #include "tensor/rng.h"
 
@@ -56,26 +57,6 @@ double worst(const Tensor& got_dev, const std::vector<float>& ref, int64_t n) {
     if (!(r <= w)) w = std::isnan(r) ? INFINITY : std::max(w, r);
   }
   return w;
-}
-
-template <typename Fn>
-float median_ms(Fn fn, int reps) {
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a), "bench");
-  CUDA_CHECK(cudaEventCreate(&b), "bench");
-  for (int i = 0; i < 3; i++) fn();
-  std::vector<float> ms(reps);
-  for (int i = 0; i < reps; i++) {
-    CUDA_CHECK(cudaEventRecord(a), "bench");
-    fn();
-    CUDA_CHECK(cudaEventRecord(b), "bench");
-    CUDA_CHECK(cudaEventSynchronize(b), "bench");
-    CUDA_CHECK(cudaEventElapsedTime(&ms[i], a, b), "bench");
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[reps / 2];
 }
 
 // PyTorch's times from bench/torch_gpu.py's output: key "impl mode B h N d" -> ms.
@@ -119,7 +100,7 @@ int main(int argc, char** argv) {
     CUDA_CHECK(cudaMalloc(&a, n), "bench");
     CUDA_CHECK(cudaMalloc(&b, n), "bench");
     CUDA_CHECK(cudaMemset(a, 1, n), "bench");
-    const float ms = median_ms([&] { CUDA_CHECK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice), "bench"); }, reps);
+    const float ms = median_ms([&] { CUDA_CHECK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice), "bench"); }, 3, reps);
     copy_gbs = 2.0 * n / ms * 1e-6;
     printf("device-to-device copy of 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", ms, copy_gbs);
     cudaFree(a);
@@ -178,8 +159,8 @@ int main(int argc, char** argv) {
         return finite && w <= 1.0;
       };
       bool good = check();
-      const float t_fwd = median_ms(fwd, reps);
-      const float t_all = median_ms([&] { fwd(); bwd(); }, reps);
+      const float t_fwd = median_ms(fwd, 3, reps);
+      const float t_all = median_ms([&] { fwd(); bwd(); }, 3, reps);
       good = check() && good;
       ok = ok && good;
       char name[64];

@@ -23,7 +23,6 @@ Output, one line per measurement:
 import argparse
 import csv
 import os
-import statistics
 import sys
 import time
 
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
 import nalaformer_ref as ref  # noqa: E402
+from torch_gpu import Timer  # noqa: E402  (bench/torch_gpu.py, beside this file)
 
 
 def sdpa_rope(q, k, v, sin, cos):
@@ -43,18 +43,7 @@ IMPLS = [("torch_nala", torch.float32, ref.nala_attention), ("sdpa", torch.float
 DTYPE_NAME = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
-def median_ms(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+median_ms = Timer(torch.device("cuda"))  # median ms of fn() over reps after warmup
 
 
 def measure(name, dtype, attn, side, D, seconds, dev, quiet=False):
