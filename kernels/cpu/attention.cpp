@@ -309,26 +309,34 @@ inline QRow query_row(const float* qi, const float* sn, const float* cs, int64_t
   s.th = std::tanh(s.n);
   s.p = 3.0f * (0.5f + s.th);
   const float inv = 1.0f / s.n, p = s.p;
-  for (int64_t e = 0; e < D; e++) {
-    u[e] = std::max(qi[e], 0.0f) * inv;
-    u[D + e] = std::max(-qi[e], 0.0f) * inv;
-  }
-  // fq = u^p = exp(p ln u); x^p at x = 0 is 0 and ln 0 is never taken (u is
-  // clamped to FLT_MIN first, then masked: FLT_MIN^p underflows to 0 anyway).
+  // Of q_e's two halves (relu(q_e), relu(-q_e)) at most one is non-zero, so
+  // ln and exp run on the D magnitudes a = |q_e| / n, and each result goes
+  // to the half that owns it: half the transcendental work of the 2D
+  // features. fq = u^p = exp(p ln u); x^p at x = 0 is 0 and ln 0 is never
+  // taken (a is clamped to FLT_MIN first, then masked: FLT_MIN^p underflows
+  // to 0 anyway). u, lu, fq use their first D slots as scratch for a.
   const float tiny = 1.17549435e-38f;
 #pragma omp simd
-  for (int64_t a = 0; a < 2 * D; a++) lu[a] = u[a] > tiny ? u[a] : tiny;
-#pragma omp simd
-  for (int64_t a = 0; a < 2 * D; a++) {
-    const float l = vlog(lu[a]);
-    lu[a] = l;
-    fq[a] = exp_fast(p * l);
+  for (int64_t e = 0; e < D; e++) {
+    const float a = std::fabs(qi[e]) * inv;
+    lu[e] = a > tiny ? a : tiny;
   }
 #pragma omp simd
-  for (int64_t a = 0; a < 2 * D; a++) {
-    const bool pos = u[a] > 0.0f;
-    lu[a] = pos ? lu[a] : 0.0f;
-    fq[a] = pos ? fq[a] : 0.0f;
+  for (int64_t e = 0; e < D; e++) {
+    const float l = vlog(lu[e]);
+    lu[e] = l;
+    fq[e] = exp_fast(p * l);
+  }
+#pragma omp simd
+  for (int64_t e = 0; e < D; e++) {
+    const float x = qi[e], a = std::fabs(x) * inv, l = lu[e], f = fq[e];
+    const bool pos = x > 0.0f && a > 0.0f, neg = x < 0.0f && a > 0.0f;  // u > 0, as the 2D features have it
+    u[e] = pos ? a : 0.0f;
+    u[D + e] = neg ? a : 0.0f;
+    lu[e] = pos ? l : 0.0f;
+    lu[D + e] = neg ? l : 0.0f;
+    fq[e] = pos ? f : 0.0f;
+    fq[D + e] = neg ? f : 0.0f;
   }
   rope_row(fq, sn, cs, rq, D, 1.0f);
   rope_row(fq + D, sn, cs, rq + D, D, 1.0f);
@@ -645,34 +653,64 @@ inline float dot(const float* a, const float* b, int64_t D) {
 }
 }  // namespace
 
+// Work items of (problem, block of up to kSoftRows queries), each three
+// small register-tiled products (mm, as the NaLa kernels use): S = RQ RK^T
+// (the keys roped once per problem and stored transposed, D x Np, Np = N
+// rounded up to 4 with zero columns), then per row the max over the N real
+// keys, p = exp(s - max) (exp_fast, vectorised; padding p = 0) and its sum,
+// then O = P V and O /= sum. Nothing N x N beyond one item's rows is stored;
+// roping the keys costs N D per problem beside its 4 N^2 D FLOPs.
+constexpr int64_t kSoftRows = 64;
+
 void softmax_attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t G,
                                int64_t H, int64_t W, int64_t D) {
-  const int64_t N = H * W;
+  const int64_t N = H * W, nb = (N + kSoftRows - 1) / kSoftRows, Np = (N + 3) / 4 * 4;
+  const int64_t rows = std::min(N, kSoftRows);
   const float scale = 1.0f / std::sqrt((float)D);
-  std::vector<float> rq(G * N * D), rk(G * N * D);
-  rope2d_forward(q, rq.data(), G, H, W, D);
-  rope2d_forward(k, rk.data(), G, H, W, D);
+  const RopeTables& T = rope_tables(H, W, D);
 #pragma omp parallel if (G * N * N * D > kParallelWork)
   {
-    std::vector<float> s(N);
+    std::vector<float> rkT(D * Np, 0.0f), rk(D), RQ(rows * D), S(rows * Np), inv(rows);
+    int64_t have = -1;  // the problem whose keys rkT holds
 #pragma omp for schedule(static)
-    for (int64_t gi = 0; gi < G * N; gi++) {  // one query row of one problem
-      const int64_t g = gi / N;
-      const float *rqi = &rq[gi * D], *rkg = &rk[g * N * D], *vg = v + g * N * D;
-      float mx = -INFINITY, sum = 0;
-      for (int64_t j = 0; j < N; j++) mx = std::max(mx, s[j] = scale * dot(rqi, rkg + j * D, D));
-      float* oi = o + gi * D;
-      std::fill(oi, oi + D, 0.0f);
-      for (int64_t j = 0; j < N; j++) {
-        const float p = std::exp(s[j] - mx);
-        sum += p;
-        const float* vj = vg + j * D;
-#pragma omp simd
-        for (int64_t c = 0; c < D; c++) oi[c] += p * vj[c];
+    for (int64_t it = 0; it < G * nb; it++) {
+      const int64_t g = it / nb, i0 = (it % nb) * kSoftRows, nq = std::min(N, i0 + kSoftRows) - i0;
+      if (have != g) {
+        for (int64_t j = 0; j < N; j++) {
+          rope_row(k + (g * N + j) * D, &T.sin[j * D], &T.cos[j * D], rk.data(), D, 1.0f);
+          for (int64_t c = 0; c < D; c++) rkT[c * Np + j] = rk[c];
+        }
+        have = g;
       }
-      const float inv = 1.0f / sum;
-      for (int64_t c = 0; c < D; c++) oi[c] *= inv;
-      lse[gi] = mx + std::log(sum);
+      for (int64_t t = 0; t < nq; t++) {
+        const int64_t i = i0 + t;
+        float* r = RQ.data() + t * D;
+        rope_row(q + (g * N + i) * D, &T.sin[i * D], &T.cos[i * D], r, D, 1.0f);
+        for (int64_t c = 0; c < D; c++) r[c] *= scale;
+      }
+      mm(nq, Np, D, RQ.data(), D, 1, rkT.data(), Np, S.data(), Np, false);  // S = (RQ / sqrt D) RK^T
+      float* ob = o + (g * N + i0) * D;
+      float* lb = lse + g * N + i0;
+      for (int64_t t = 0; t < nq; t++) {
+        float* sr = S.data() + t * Np;
+        float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+        for (int64_t j = 0; j < N; j++) mx = std::max(mx, sr[j]);
+        float sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < N; j++) {
+          sr[j] = exp_fast(sr[j] - mx);
+          sum += sr[j];
+        }
+        lb[t] = mx + std::log(sum);
+        inv[t] = 1.0f / sum;
+      }
+      mm(nq, D, N, S.data(), Np, 1, v + g * N * D, D, ob, D, false);  // O = P V
+      for (int64_t t = 0; t < nq; t++) {
+        float* oi = ob + t * D;
+#pragma omp simd
+        for (int64_t c = 0; c < D; c++) oi[c] *= inv[t];
+      }
     }
   }
 }

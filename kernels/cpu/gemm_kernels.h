@@ -1,9 +1,12 @@
 // kernels/cpu/gemm_kernels.h - the register-tile micro-kernels of
 // kernels/cpu/matmul.cpp (included there only).
 //
-// Each computes C[MR x NR] = alpha * Ap * Bp + beta * C, where Ap holds kc
-// groups of MR floats and Bp kc groups of NR floats (both 64-byte aligned,
-// packed by matmul.cpp); beta == 0 does not read C.
+// Each computes C[MR x NR] = alpha * A * Bp + beta * C, where Bp holds kc
+// groups of NR floats (64-byte aligned, packed by matmul.cpp) and A is read
+// in one of two ways: packed (micro: kc groups of MR floats) or in place
+// (micro_direct: MR rows of a row-major A, lda apart, each row kc floats
+// long: no copy of A at all, which pays when K is short and the copy would
+// cost as much as the products). beta == 0 does not read C.
 //
 //   Avx512Kernel   8 x 32: 16 zmm accumulators, 2 loads of B and 8
 //                  broadcasts of A per 16 FMAs
@@ -34,18 +37,26 @@ namespace gemm_detail {
 struct PortableKernel {
   static constexpr int MR = 4, NR = 16;
   static constexpr int64_t KC = 256, MC = 64, NC_MAX = 768;
-  static void micro(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
-                    int64_t ldc, float alpha, float beta) {
+  // A(r, k) = Ap[r * ars + k * aks]: packed (1, MR) or in place (lda, 1).
+  static void micro_any(int64_t kc, const float* __restrict Ap, int64_t ars, int64_t aks,
+                        const float* __restrict Bp, float* __restrict C, int64_t ldc, float alpha, float beta) {
     float acc[MR][NR] = {};
     for (int64_t k = 0; k < kc; k++) {
       for (int r = 0; r < MR; r++)
-        for (int c = 0; c < NR; c++) acc[r][c] += Ap[r] * Bp[c];
-      Ap += MR;
+        for (int c = 0; c < NR; c++) acc[r][c] += Ap[r * ars] * Bp[c];
+      Ap += aks;
       Bp += NR;
     }
     for (int r = 0; r < MR; r++)
       for (int c = 0; c < NR; c++)
         C[r * ldc + c] = alpha * acc[r][c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
+  }
+  static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+    micro_any(kc, Ap, 1, MR, Bp, C, ldc, alpha, beta);
+  }
+  static void micro_direct(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
+                           float alpha, float beta) {
+    micro_any(kc, A, lda, 1, Bp, C, ldc, alpha, beta);
   }
 };
 
@@ -55,9 +66,12 @@ struct PortableKernel {
 struct Avx512Kernel {
   static constexpr int MR = 8, NR = 32;
   static constexpr int64_t KC = 256, MC = 64, NC_MAX = 768;
-  __attribute__((target("avx512f"))) static void micro(int64_t kc, const float* __restrict Ap,
-                                                        const float* __restrict Bp, float* __restrict C, int64_t ldc,
-                                                        float alpha, float beta) {
+  // Direct: A's MR rows read in place (row r at A + r * lda, k-th value at
+  // + k); otherwise packed (MR values per k).
+  template <bool Direct>
+  __attribute__((target("avx512f"))) static void micro_t(int64_t kc, const float* __restrict A, int64_t lda,
+                                                          const float* __restrict Bp, float* __restrict C,
+                                                          int64_t ldc, float alpha, float beta) {
     __m512 c0[MR], c1[MR];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
@@ -72,11 +86,11 @@ struct Avx512Kernel {
       _mm_prefetch((const char*)(Bp + 8 * NR), _MM_HINT_T0);
 #pragma GCC unroll 16
       for (int r = 0; r < MR; r++) {
-        __m512 a = _mm512_set1_ps(Ap[r]);
+        __m512 a = _mm512_set1_ps(Direct ? A[r * lda + k] : A[r]);
         c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
         c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
       }
-      Ap += MR;
+      if (!Direct) A += MR;
       Bp += NR;
     }
     __m512 va = _mm512_set1_ps(alpha);
@@ -96,6 +110,13 @@ struct Avx512Kernel {
       }
     }
   }
+  static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+    micro_t<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
+  }
+  static void micro_direct(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
+                           float alpha, float beta) {
+    micro_t<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
+  }
 };
 
 // The same structure in 256-bit registers. The k loop is unrolled by 4 (the
@@ -106,9 +127,10 @@ struct Avx512Kernel {
 struct Avx2Kernel {
   static constexpr int MR = 6, NR = 16;
   static constexpr int64_t KC = 256, MC = 72, NC_MAX = 768;
-  __attribute__((target("avx2,fma"))) static void micro(int64_t kc, const float* __restrict Ap,
-                                                         const float* __restrict Bp, float* __restrict C, int64_t ldc,
-                                                         float alpha, float beta) {
+  template <bool Direct>
+  __attribute__((target("avx2,fma"))) static void micro_t(int64_t kc, const float* __restrict A, int64_t lda,
+                                                           const float* __restrict Bp, float* __restrict C,
+                                                           int64_t ldc, float alpha, float beta) {
     __m256 c0[MR], c1[MR];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) c0[r] = _mm256_setzero_ps(), c1[r] = _mm256_setzero_ps();
@@ -120,11 +142,11 @@ struct Avx2Kernel {
       _mm_prefetch((const char*)(Bp + 8 * NR), _MM_HINT_T0);
 #pragma GCC unroll 6
       for (int r = 0; r < MR; r++) {
-        __m256 a = _mm256_broadcast_ss(Ap + r);
+        __m256 a = _mm256_broadcast_ss(Direct ? A + r * lda + k : A + r);
         c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
         c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
       }
-      Ap += MR;
+      if (!Direct) A += MR;
       Bp += NR;
     }
     __m256 va = _mm256_set1_ps(alpha);
@@ -143,6 +165,13 @@ struct Avx2Kernel {
         _mm256_storeu_ps(c + 8, _mm256_fmadd_ps(va, c1[r], _mm256_mul_ps(vb, _mm256_loadu_ps(c + 8))));
       }
     }
+  }
+  static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
+    micro_t<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
+  }
+  static void micro_direct(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
+                           float alpha, float beta) {
+    micro_t<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
   }
 };
 

@@ -216,6 +216,11 @@ void gemm_serial(bool ta, bool tb, int64_t i0, int64_t m, int64_t j0, int64_t n,
   constexpr int64_t KC = Kern::KC, MC = Kern::MC;
   const int64_t NC = nc_block<Kern>();
   PackBuffers& buf = pack_buffers();
+  // A row-major A (not transposed) with a short K is read in place by the
+  // micro-kernel instead of being packed: with K <= KC the copy is as long
+  // as one pass of the products over a panel of B, and A's MR rows of kc
+  // floats stay in L1 across the panel's column tiles anyway.
+  const bool direct = !ta && K <= KC && cs == 1;
   for (int64_t jc = j0; jc < j0 + n; jc += NC) {
     int64_t nc = std::min(NC, j0 + n - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
@@ -224,17 +229,26 @@ void gemm_serial(bool ta, bool tb, int64_t i0, int64_t m, int64_t j0, int64_t n,
       pack_b<NR>(tb, B, ldb, pc, jc, kc, nc, buf.b);
       for (int64_t ic = i0; ic < i0 + m; ic += MC) {
         int64_t mc = std::min(MC, i0 + m - ic);
-        pack_a<MR>(ta, A, lda, ic, pc, mc, kc, buf.a);
+        if (!direct) pack_a<MR>(ta, A, lda, ic, pc, mc, kc, buf.a);
         for (int64_t ir = 0; ir < mc; ir += MR) {
           int64_t mr = std::min<int64_t>(MR, mc - ir);
-          const float* ap = buf.a + ir * kc;
+          float* ap = buf.a + ir * kc;
+          const float* arow = A + (ic + ir) * lda + pc;  // direct: the panel's first row, in place
+          if (direct && mr < MR) pack_a<MR>(ta, A, lda, ic + ir, pc, mr, kc, ap);  // the last rows: packed
           for (int64_t jr = 0; jr < nc; jr += NR) {
             int64_t nr = std::min<int64_t>(NR, nc - jr);
             float* c = C + (ic + ir) * rs + (jc + jr) * cs;
-            if (mr == MR && nr == NR && cs == 1)
-              Kern::micro(kc, ap, buf.b + jr * kc, c, rs, alpha, bet);
-            else
+            if (mr == MR && nr == NR && cs == 1) {
+              if (direct)
+                Kern::micro_direct(kc, arow, lda, buf.b + jr * kc, c, rs, alpha, bet);
+              else
+                Kern::micro(kc, ap, buf.b + jr * kc, c, rs, alpha, bet);
+            } else if (direct && mr == MR) {  // a narrow last column tile: this panel packed once
+              if (jr + NR >= nc) pack_a<MR>(ta, A, lda, ic + ir, pc, mr, kc, ap);
               edge_kernel<Kern>(kc, ap, buf.b + jr * kc, c, rs, cs, mr, nr, alpha, bet);
+            } else {
+              edge_kernel<Kern>(kc, ap, buf.b + jr * kc, c, rs, cs, mr, nr, alpha, bet);
+            }
           }
         }
       }
