@@ -80,8 +80,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
 // Output (B, Ho, Wo, Cout), Ho = (H + 2 pad - k) / stride + 1.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad);
 // Depthwise (groups = C): x (B, H, W, C), w (C, 1, k, k), any odd k, stride 1,
-// padding k/2; output (B, H, W, C).
-Tensor dwconv2d(const Tensor& x, const Tensor& w, const Tensor& bias);
+// padding k/2; output (B, H, W, C). With `add` (the output's shape): add +
+// dwconv(x) in one pass, e.g. the residual x + dwconv(x) of NaLaFormer's
+// positional encodings, whose separate add would read and write the
+// activation once more.
+Tensor dwconv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& add = Tensor());
 
 // ---- normalisation (ops_norm.cpp) -----------------------------------------
 // LayerNorm over dimension `dim` (-1: token layout; 1 on (B, C, H, W): the

@@ -71,7 +71,7 @@ Tensor conv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, int strid
                 });
 }
 
-Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_) {
+Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, const Tensor& add_) {
   const char* op = "dwconv2d";
   NALA_CHECK(x_.dim() == 4, op, ": input ", x_.desc(), " must be (B, H, W, C)");
   check_f32(op, "input", x_);
@@ -82,23 +82,33 @@ Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_) {
   const int64_t k = w_.size(2);
   NALA_CHECK(k % 2 == 1, op, ": weight ", w_.desc(), ": kernel size must be odd");
   check_bias(op, x_, bias_, C);
-  const Device dev = common_device(op, {&x_, &w_, &bias_});
+  if (add_.defined()) {
+    check_f32(op, "addend", add_);
+    NALA_CHECK(add_.shape() == x_.shape(), op, ": addend ", add_.desc(), " must have the input's shape ", x_.desc());
+  }
+  const Device dev = common_device(op, {&x_, &w_, &bias_, &add_});
 
   Tensor x = view::contiguous(x_), w = view::contiguous(w_);
   Tensor bias = bias_.defined() ? view::contiguous(bias_) : Tensor();
   Tensor out = Tensor::empty({B, H, W, C}, DType::F32, dev);
-  NALA_DISPATCH(dev, dwconv2d_forward, out.f32(), x.f32(), w.f32(), ptr_or_null(bias), B, H, W, C, k);
-  if (!needs_grad({&x_, &w_, &bias_})) return out;
+  if (add_.defined()) {
+    Tensor a = view::contiguous(add_);
+    NALA_DISPATCH(dev, dwconv2d_add_forward, out.f32(), x.f32(), w.f32(), ptr_or_null(bias), a.f32(), B, H, W, C, k);
+  } else {
+    NALA_DISPATCH(dev, dwconv2d_forward, out.f32(), x.f32(), w.f32(), ptr_or_null(bias), B, H, W, C, k);
+  }
+  if (!needs_grad({&x_, &w_, &bias_, &add_})) return out;
   Tensor xs = x.detach(), ws = w.detach();
-  return record(OpId::dwconv2d, out, {x_, w_, bias_},
+  return record(OpId::dwconv2d, out, {x_, w_, bias_, add_},
                 [xs, ws, B, H, W, C, k, dev, gx = x_.requires_grad(), gw = w_.requires_grad(),
-                 gb = bias_.defined() && bias_.requires_grad()](const Tensor& gout) {
+                 gb = bias_.defined() && bias_.requires_grad(),
+                 ga = add_.defined() && add_.requires_grad()](const Tensor& gout) {
                   Tensor g = view::contiguous(gout);
                   Tensor dx = grad_like(xs, gx), dw = grad_like(ws, gw);
                   Tensor db = gb ? Tensor::empty({C}, DType::F32, dev) : Tensor();
                   NALA_DISPATCH(dev, dwconv2d_backward, ptr_or_null(dx), ptr_or_null(dw), ptr_or_null(db),
                                 g.f32(), xs.f32(), ws.f32(), B, H, W, C, k);
-                  return std::vector<Tensor>{dx, dw, db};
+                  return std::vector<Tensor>{dx, dw, db, ga ? g : Tensor()};  // d(add) = dout
                 });
 }
 

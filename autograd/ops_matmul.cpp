@@ -252,8 +252,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   Tensor xc = view::contiguous(x).detach(), wc = view::contiguous(w).detach();
   Tensor bc = bias.defined() ? view::contiguous(bias) : Tensor();
   Tensor out = Tensor::empty(oshape, DType::F32, dev);
-  NALA_DISPATCH(dev, gemm, false, true, R, O, I, 1.0f, xc.f32(), I, wc.f32(), I, 0.0f, out.f32(), O);
-  if (bc.defined()) NALA_DISPATCH(dev, linear_bias_forward, out.f32(), bc.f32(), R, O);
+  NALA_DISPATCH(dev, linear_forward, out.f32(), xc.f32(), wc.f32(), bc.defined() ? bc.f32() : nullptr, R, O, I);
 
   std::vector<Tensor> inputs = {x, w};
   if (bias.defined()) inputs.push_back(bias);

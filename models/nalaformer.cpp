@@ -142,13 +142,13 @@ Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W) {
     return linear(xt, narrow(qkvg->weight, 0, i * C, C), narrow(qkvg->bias, 0, i * C, C));  // (B, N, C)
   };
   Tensor q = part(0), k = part(1), v = part(2), g = part(3);
-  Tensor lepe_out = lepe->forward(reshape(v, {B, H, W, C}));
+  const Tensor v_img = reshape(v, {B, H, W, C});  // LePE's input, before the split into heads
   auto to_heads = [&](const Tensor& z) { return contiguous(permute(reshape(z, {B, N, heads, d}), {0, 2, 1, 3})); };
   q = to_heads(q), k = to_heads(k), v = to_heads(v);  // (B, h, N, d); no copy when h == 1
   if (capture) *capture = AttnCapture{q.detach(), k.detach(), H, W, kind};
   Tensor o = attention_core(kind, q, k, v, H, W);  // (B, h, N, d)
-  o = reshape(contiguous(permute(o, {0, 2, 1, 3})), {B, N, C});
-  o = add(o, reshape(lepe_out, {B, N, C}));
+  o = reshape(contiguous(permute(o, {0, 2, 1, 3})), {B, H, W, C});
+  o = reshape(lepe->forward_add(v_img, o), {B, N, C});  // o + lepe(v)
   o = mul(ln->forward(o), silu(g));
   return reshape(out_proj->forward(o), {B, H, W, C});
 }
@@ -163,7 +163,7 @@ NalaFFN::NalaFFN(int64_t C, int64_t hidden) : Module("NalaFFN") {
 
 Tensor NalaFFN::forward(const Tensor& x) {
   Tensor h = gelu(fc1->forward(x));  // (B, H, W, Hd)
-  h = add(h, dwconv->forward(h));
+  h = dwconv->forward_add(h, h);  // h + dwconv(h)
   return fc2->forward(h);
 }
 
@@ -190,9 +190,9 @@ NalaBlock::NalaBlock(int64_t C, int64_t heads, float mlp_ratio, float layer_init
 
 Tensor NalaBlock::forward(const Tensor& x0) {
   const int64_t H = x0.size(1), W = x0.size(2);
-  Tensor x = add(x0, cpe1->forward(x0));
+  Tensor x = cpe1->forward_add(x0, x0);  // x0 + cpe1(x0)
   x = add(x, drop_path->forward(layer_scale(attn->forward_hw(norm1_ln->forward(x), H, W), gamma_1)));
-  x = add(x, cpe2->forward(x));
+  x = cpe2->forward_add(x, x);  // x + cpe2(x)
   x = add(x, drop_path->forward(layer_scale(ffn->forward(norm2_ln->forward(x)), gamma_2)));
   return x;
 }

@@ -33,6 +33,7 @@ DWConv2d::DWConv2d(int64_t C, int k_, bool has_bias) : Module("DWConv2d"), chann
 }
 
 Tensor DWConv2d::forward(const Tensor& x) { return dwconv2d(x, weight, bias); }
+Tensor DWConv2d::forward_add(const Tensor& x, const Tensor& add) { return dwconv2d(x, weight, bias, add); }
 
 BatchNorm::BatchNorm(int64_t C, float eps_, float momentum_)
     : Module("BatchNorm"), channels(C), eps(eps_), momentum(momentum_) {

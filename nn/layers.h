@@ -38,6 +38,8 @@ struct DWConv2d : Module {
   int64_t channels;
   int k;
   Tensor forward(const Tensor& x) override;  // (B, H, W, C) -> (B, H, W, C)
+  // add + forward(x) in one pass (add: (B, H, W, C)); x + dwconv(x) is forward_add(x, x).
+  Tensor forward_add(const Tensor& x, const Tensor& add);
 };
 
 // Over dimension `dim` (default the last, channels-last). Training: batch

@@ -62,6 +62,43 @@ TEST_CASE("gradcheck: dwconv2d", "[conv][gradcheck]") {
   }
 }
 
+TEST_CASE("gradcheck: dwconv2d with an addend, and the residual x + dwconv(x)", "[conv][gradcheck]") {
+  Rng rng(12);
+  for (int64_t k : {3, 5}) {
+    INFO("k " << k);
+    std::vector<Tensor> in = {randn({2, 6, 5, 4}, rng, 1.0f, true), randn({4, 1, k, k}, rng, 0.5f, true),
+                              randn({4}, rng, 1.0f, true), randn({2, 6, 5, 4}, rng, 1.0f, true)};
+    auto f = [](const std::vector<Tensor>& t) { return dwconv2d(t[0], t[1], t[2], t[3]); };
+    REQUIRE_GRADCHECK(f, in);
+    // x both convolved and added: its gradient has both parts.
+    auto r = [](const std::vector<Tensor>& t) { return dwconv2d(t[0], t[1], t[2], t[0]); };
+    REQUIRE_GRADCHECK(r, (std::vector<Tensor>{in[0], in[1], in[2]}));
+  }
+}
+
+TEST_CASE("dwconv2d with an addend: add + dwconv(x), as the separate add rounds it", "[conv]") {
+  Rng rng(13);
+  const int64_t geoms[][5] = {{3, 2, 9, 7, 67}, {7, 2, 8, 15, 96}, {5, 1, 7, 13, 32}, {9, 2, 3, 2, 13}};
+  for (auto& gm : geoms) {
+    const int64_t k = gm[0], B = gm[1], H = gm[2], W = gm[3], C = gm[4];
+    INFO("k " << k << " B " << B << " H " << H << " W " << W << " C " << C);
+    Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng), b = randn({C}, rng), a = randn(x.shape(), rng);
+    Tensor y = Tensor::empty(x.shape()), yc = Tensor::empty(x.shape()), yr = Tensor::empty(x.shape());
+    cpu::dwconv2d_add_forward(y.f32(), x.f32(), w.f32(), b.f32(), a.f32(), B, H, W, C, k);
+    cpu::dwconv2d_forward(yc.f32(), x.f32(), w.f32(), b.f32(), B, H, W, C, k);
+    cpu::dwconv2d_forward_naive(yr.f32(), x.f32(), w.f32(), b.f32(), B, H, W, C, k);
+    std::vector<float> sep = yc.to_vector(), ref = yr.to_vector(), av = a.to_vector();
+    for (size_t i = 0; i < sep.size(); i++) sep[i] += av[i], ref[i] += av[i];
+    REQUIRE(y.to_vector() == sep);  // bit for bit the separate add
+    REQUIRE_CLOSE(y.to_vector(), ref, 1e-5, 1e-5);
+    // the op: with the addend and without it, then added
+    REQUIRE(dwconv2d(x, w, b, a).to_vector() == add(dwconv2d(x, w, b), a).to_vector());
+  }
+  Tensor x = randn({1, 4, 4, 3}, rng);
+  REQUIRE_THROWS_WITH(dwconv2d(x, Tensor::zeros({3, 1, 3, 3}), Tensor(), Tensor::zeros({1, 4, 4, 2})),
+                      Catch::Contains("dwconv2d") && Catch::Contains("addend") && Catch::Contains("[1, 4, 4, 2]"));
+}
+
 TEST_CASE("conv2d: fast kernels match the naive ones", "[conv]") {
   const std::vector<ConvCase> cases = {
       {2, 7, 5, 3, 5, 3, 1, 1, true},   {3, 9, 11, 6, 7, 3, 2, 1, true}, {2, 7, 5, 3, 5, 1, 1, 0, true},

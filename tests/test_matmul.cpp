@@ -249,6 +249,39 @@ TEST_CASE("gemm: every micro-kernel this CPU runs matches naive", "[matmul]") {
   REQUIRE(tried >= 1);
 }
 
+// The linear layer's forward with the bias in the GEMM's store, every
+// micro-kernel: bit for bit the product followed by linear_bias_forward
+// (one rounding either way), at edge tiles, a K over KC (bias once), narrow
+// outputs (the transposed path, bias after), the small path and no bias.
+TEST_CASE("linear_forward: bias in the GEMM store equals the product plus the bias", "[matmul]") {
+  const cpu::GemmKernel was = cpu::gemm_kernel();
+  for (cpu::GemmKernel k : {cpu::GemmKernel::Avx512, cpu::GemmKernel::Avx2, cpu::GemmKernel::Portable}) {
+    if (!cpu::gemm_kernel_supported(k)) continue;
+    cpu::set_gemm_kernel(k);
+    INFO("kernel " << cpu::gemm_kernel_name(k));
+    Rng rng(40 + (int)k);
+    const int64_t sizes[][3] = {{300, 128, 32}, {97, 45, 64}, {61, 33, 300}, {25, 70, 17},
+                                {600, 16, 48},  {5, 7, 3},    {257, 256, 129}};
+    for (auto& sz : sizes)
+      for (bool with_bias : {true, false}) {
+        const int64_t R = sz[0], O = sz[1], I = sz[2];
+        INFO("R " << R << " O " << O << " I " << I << " bias " << with_bias);
+        std::vector<float> X = rand_vec(R * I, rng), W = rand_vec(O * I, rng), b = rand_vec(O, rng);
+        std::vector<float> Y(R * O, NAN), ref(R * O, NAN), naive(R * O);
+        cpu::linear_forward(Y.data(), X.data(), W.data(), with_bias ? b.data() : nullptr, R, O, I);
+        cpu::gemm(false, true, R, O, I, 1.0f, X.data(), I, W.data(), I, 0.0f, ref.data(), O);
+        if (with_bias) cpu::linear_bias_forward(ref.data(), b.data(), R, O);
+        REQUIRE(Y == ref);
+        cpu::gemm_naive(false, true, R, O, I, 1.0f, X.data(), I, W.data(), I, 0.0f, naive.data(), O);
+        if (with_bias)
+          for (int64_t r = 0; r < R; r++)
+            for (int64_t o = 0; o < O; o++) naive[r * O + o] += b[o];
+        REQUIRE_CLOSE(Y, naive, 2e-5 * std::sqrt((double)I + 1), 1e-5);
+      }
+  }
+  cpu::set_gemm_kernel(was);
+}
+
 TEST_CASE("gemm: the kernel is chosen from the CPU's flags", "[matmul]") {
   REQUIRE(cpu::gemm_kernel_supported(cpu::GemmKernel::Portable));
   REQUIRE(cpu::gemm_kernel_supported(cpu::gemm_kernel()));

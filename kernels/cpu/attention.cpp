@@ -255,15 +255,15 @@ inline float vlog(float x) {
 // C (M x Nc) = A B (or += with acc). A(i, kk) = A[i * ars + kk * acs] (so A or
 // A^T of a row-major array); B row-major K x Nc (leading dim ldb); C leading
 // dim ldc. Nc % 4 == 0.
-template <int CW>
+template <int RM, int CW>
 inline void mm_tile(int64_t i0, int64_t ni, int64_t c0, int64_t K, const float* A, int64_t ars, int64_t acs,
                     const float* B, int64_t ldb, float* C, int64_t ldc, bool acc) {
-  float t[4][CW];
-  for (int r = 0; r < 4; r++)
+  float t[RM][CW];
+  for (int r = 0; r < RM; r++)
     for (int c = 0; c < CW; c++) t[r][c] = (acc && r < ni) ? C[(i0 + r) * ldc + c0 + c] : 0.0f;
   for (int64_t kk = 0; kk < K; kk++) {
     const float* b = B + kk * ldb + c0;
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < RM; r++) {
       const float a = r < ni ? A[(i0 + r) * ars + kk * acs] : 0.0f;
 #pragma omp simd
       for (int c = 0; c < CW; c++) t[r][c] += a * b[c];
@@ -273,34 +273,56 @@ inline void mm_tile(int64_t i0, int64_t ni, int64_t c0, int64_t K, const float* 
     for (int c = 0; c < CW; c++) C[(i0 + r) * ldc + c0 + c] = t[r][c];
 }
 
+// Row blocks of 8 (16 independent vector accumulators at CW = 32: enough to
+// cover the FMA latency), then of 4 for the rest.
 void mm(int64_t M, int64_t Nc, int64_t K, const float* A, int64_t ars, int64_t acs, const float* B, int64_t ldb,
         float* C, int64_t ldc, bool acc) {
-  for (int64_t i0 = 0; i0 < M; i0 += 4) {
+  int64_t i0 = 0;
+  for (; i0 + 8 <= M; i0 += 8) {
+    int64_t c0 = 0;
+    for (; c0 + 32 <= Nc; c0 += 32) mm_tile<8, 32>(i0, 8, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
+    for (; c0 + 16 <= Nc; c0 += 16) mm_tile<8, 16>(i0, 8, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
+    for (; c0 + 4 <= Nc; c0 += 4) mm_tile<8, 4>(i0, 8, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
+  }
+  for (; i0 < M; i0 += 4) {
     const int64_t ni = std::min<int64_t>(4, M - i0);
     int64_t c0 = 0;
-    for (; c0 + 32 <= Nc; c0 += 32) mm_tile<32>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
-    for (; c0 + 16 <= Nc; c0 += 16) mm_tile<16>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
-    for (; c0 + 4 <= Nc; c0 += 4) mm_tile<4>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
+    for (; c0 + 32 <= Nc; c0 += 32) mm_tile<4, 32>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
+    for (; c0 + 16 <= Nc; c0 += 16) mm_tile<4, 16>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
+    for (; c0 + 4 <= Nc; c0 += 4) mm_tile<4, 4>(i0, ni, c0, K, A, ars, acs, B, ldb, C, ldc, acc);
   }
 }
 
+// The per-token feature maps below are templates on the head width: DT = 16,
+// 32 or 64 (NaLaFormer's) gives loops of fixed length, fully vectorised
+// without remainder code; DT = 0 takes the width at run time. key_row and
+// query_row pick the instance.
+template <int DT>
+inline void rope_row_t(const float* x, const float* sn, const float* cs, float* y, int64_t Drt, float sign) {
+  rope_row(x, sn, cs, y, DT ? DT : Drt, sign);
+}
+
 // Key features of one token: fk = [relu(k^3), relu(-k^3)], rk = rope(fk).
-inline void key_row(const float* kj, const float* sn, const float* cs, int64_t D, float* fk, float* rk) {
+template <int DT>
+inline void key_row_t(const float* kj, const float* sn, const float* cs, int64_t Drt, float* fk, float* rk) {
+  const int64_t D = DT ? DT : Drt;
   for (int64_t e = 0; e < D; e++) {
     float kc = kj[e] * kj[e] * kj[e];
     fk[e] = std::max(kc, 0.0f);
     fk[D + e] = std::max(-kc, 0.0f);
   }
-  rope_row(fk, sn, cs, rk, D, 1.0f);
-  rope_row(fk + D, sn, cs, rk + D, D, 1.0f);
+  rope_row_t<DT>(fk, sn, cs, rk, D, 1.0f);
+  rope_row_t<DT>(fk + D, sn, cs, rk + D, D, 1.0f);
 }
 
 struct QRow {
   float norm, n, p, th;
 };
 // Query features of one token: u, lu = ln u (0 where u = 0), fq = u^p, rq = rope(fq).
-inline QRow query_row(const float* qi, const float* sn, const float* cs, int64_t D, float floor, float* u, float* lu,
-                      float* fq, float* rq) {
+template <int DT>
+inline QRow query_row_t(const float* qi, const float* sn, const float* cs, int64_t Drt, float floor, float* u,
+                        float* lu, float* fq, float* rq) {
+  const int64_t D = DT ? DT : Drt;
   QRow s;
   float ss = 0;
   for (int64_t e = 0; e < D; e++) ss += qi[e] * qi[e];
@@ -338,9 +360,28 @@ inline QRow query_row(const float* qi, const float* sn, const float* cs, int64_t
     fq[e] = pos ? f : 0.0f;
     fq[D + e] = neg ? f : 0.0f;
   }
-  rope_row(fq, sn, cs, rq, D, 1.0f);
-  rope_row(fq + D, sn, cs, rq + D, D, 1.0f);
+  rope_row_t<DT>(fq, sn, cs, rq, D, 1.0f);
+  rope_row_t<DT>(fq + D, sn, cs, rq + D, D, 1.0f);
   return s;
+}
+
+
+inline void key_row(const float* kj, const float* sn, const float* cs, int64_t D, float* fk, float* rk) {
+  switch (D) {
+    case 16: return key_row_t<16>(kj, sn, cs, D, fk, rk);
+    case 32: return key_row_t<32>(kj, sn, cs, D, fk, rk);
+    case 64: return key_row_t<64>(kj, sn, cs, D, fk, rk);
+    default: return key_row_t<0>(kj, sn, cs, D, fk, rk);
+  }
+}
+inline QRow query_row(const float* qi, const float* sn, const float* cs, int64_t D, float floor, float* u, float* lu,
+                      float* fq, float* rq) {
+  switch (D) {
+    case 16: return query_row_t<16>(qi, sn, cs, D, floor, u, lu, fq, rq);
+    case 32: return query_row_t<32>(qi, sn, cs, D, floor, u, lu, fq, rq);
+    case 64: return query_row_t<64>(qi, sn, cs, D, floor, u, lu, fq, rq);
+    default: return query_row_t<0>(qi, sn, cs, D, floor, u, lu, fq, rq);
+  }
 }
 
 // Scratch of one token block, per work item.

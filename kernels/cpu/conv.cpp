@@ -297,8 +297,8 @@ constexpr int64_t kDwBlock = 32;  // channels held in registers per output pixel
 // One output pixel, channels [0, n) of the block starting at xc / wc / bc: the
 // accumulators stay in registers across all taps (n = kDwBlock: compile-time size).
 template <int64_t N>
-inline void dw_pixel(float* dst, const float* xc, const float* wc, const float* bc, int64_t n, int64_t y,
-                     int64_t xx, int64_t H, int64_t W, int64_t C, int64_t k) {
+inline void dw_pixel(float* dst, const float* xc, const float* wc, const float* bc, const float* ac, int64_t n,
+                     int64_t y, int64_t xx, int64_t H, int64_t W, int64_t C, int64_t k) {
   const int64_t p = k / 2, len = N > 0 ? N : n;
   float acc[N > 0 ? N : kDwBlock];
 #pragma omp simd
@@ -312,8 +312,13 @@ inline void dw_pixel(float* dst, const float* xc, const float* wc, const float* 
       for (int64_t c = 0; c < len; c++) acc[c] += wv[c] * xs[c];
     }
   }
+  if (ac) {  // the addend joins at the store: (bias + taps) + add, as a separate add would round it
 #pragma omp simd
-  for (int64_t c = 0; c < len; c++) dst[c] = acc[c];
+    for (int64_t c = 0; c < len; c++) dst[c] = acc[c] + ac[c];
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < len; c++) dst[c] = acc[c];
+  }
 }
 
 // kDwPixels output pixels xx, xx+1, ... of row y, every one with all k
@@ -321,8 +326,8 @@ inline void dw_pixel(float* dst, const float* xc, const float* wc, const float* 
 // weights are loaded once for all the pixels (one load of w and kDwPixels of
 // x per kDwPixels FMAs, against two loads per FMA pixel by pixel).
 constexpr int kDwPixels = 4;
-inline void dw_pixels(float* dst, const float* xc, const float* wc, const float* bc, int64_t y, int64_t xx,
-                      int64_t H, int64_t W, int64_t C, int64_t k) {
+inline void dw_pixels(float* dst, const float* xc, const float* wc, const float* bc, const float* ac, int64_t y,
+                      int64_t xx, int64_t H, int64_t W, int64_t C, int64_t k) {
   constexpr int64_t N = kDwBlock;
   const int64_t p = k / 2;
   float acc[kDwPixels][N];
@@ -341,10 +346,17 @@ inline void dw_pixels(float* dst, const float* xc, const float* wc, const float*
         for (int64_t c = 0; c < N; c++) acc[q][c] += wv[c] * xs[q * C + c];
     }
   }
+  if (ac) {
 #pragma GCC unroll 4
-  for (int q = 0; q < kDwPixels; q++)
+    for (int q = 0; q < kDwPixels; q++)
 #pragma omp simd
-    for (int64_t c = 0; c < N; c++) dst[q * C + c] = acc[q][c];
+      for (int64_t c = 0; c < N; c++) dst[q * C + c] = acc[q][c] + ac[q * C + c];
+  } else {
+#pragma GCC unroll 4
+    for (int q = 0; q < kDwPixels; q++)
+#pragma omp simd
+      for (int64_t c = 0; c < N; c++) dst[q * C + c] = acc[q][c];
+  }
 }
 
 // acc[c] += sum_{j < m} g[j*C + c] * xs[j*C + c], c < n, accumulators in registers.
@@ -364,29 +376,33 @@ inline void dw_tap(float* acc, const float* g, const float* xs, int64_t n, int64
   for (int64_t c = 0; c < len; c++) acc[c] = a[c];
 }
 
-// out = stencil(x) with taps wt laid out (k*k, C) (tap-major, channel contiguous).
-void dw_stencil(float* out, const float* x, const float* wt, const float* bias, int64_t B, int64_t H, int64_t W,
-                int64_t C, int64_t k) {
+// out = stencil(x) (+ add, when given: the same (B, H, W, C) layout) with taps
+// wt laid out (k*k, C) (tap-major, channel contiguous).
+void dw_stencil(float* out, const float* x, const float* wt, const float* bias, const float* add, int64_t B,
+                int64_t H, int64_t W, int64_t C, int64_t k) {
 #pragma omp parallel for collapse(2) schedule(static) if (B * H * W * C * k * k > kParallelWork)
   for (int64_t b = 0; b < B; b++)
     for (int64_t y = 0; y < H; y++) {
       float* o = out + (b * H + y) * W * C;
+      const float* a = add ? add + (b * H + y) * W * C : nullptr;
       const float* xb = x + b * H * W * C;
       const int64_t p = k / 2;
       int64_t xx = 0;
       for (; xx < W; xx++) {
         if (xx >= p && xx + kDwPixels + p <= W && C % kDwBlock == 0) {  // an interior run: several pixels at once
           for (int64_t c0 = 0; c0 < C; c0 += kDwBlock)
-            dw_pixels(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, y, xx, H, W, C, k);
+            dw_pixels(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, a ? a + xx * C + c0 : nullptr, y,
+                      xx, H, W, C, k);
           xx += kDwPixels - 1;
           continue;
         }
         int64_t c0 = 0;
         for (; c0 + kDwBlock <= C; c0 += kDwBlock)
-          dw_pixel<kDwBlock>(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, kDwBlock, y, xx, H, W,
-                             C, k);
+          dw_pixel<kDwBlock>(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr,
+                             a ? a + xx * C + c0 : nullptr, kDwBlock, y, xx, H, W, C, k);
         if (c0 < C)
-          dw_pixel<0>(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, C - c0, y, xx, H, W, C, k);
+          dw_pixel<0>(o + xx * C + c0, xb + c0, wt + c0, bias ? bias + c0 : nullptr, a ? a + xx * C + c0 : nullptr,
+                      C - c0, y, xx, H, W, C, k);
       }
     }
 }
@@ -398,7 +414,15 @@ void dwconv2d_forward(float* out, const float* x, const float* w, const float* b
   const int64_t kk = k * k;
   std::vector<float> wt(kk * C);  // taps major: (kk, C)
   transpose_2d(wt.data(), w, C, kk);
-  dw_stencil(out, x, wt.data(), bias, B, H, W, C, k);
+  dw_stencil(out, x, wt.data(), bias, nullptr, B, H, W, C, k);
+}
+
+void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
+                          int64_t H, int64_t W, int64_t C, int64_t k) {
+  const int64_t kk = k * k;
+  std::vector<float> wt(kk * C);
+  transpose_2d(wt.data(), w, C, kk);
+  dw_stencil(out, x, wt.data(), bias, add, B, H, W, C, k);
 }
 
 void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
@@ -408,7 +432,7 @@ void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, co
     std::vector<float> wt(kk * C);
     for (int64_t c = 0; c < C; c++)
       for (int64_t t = 0; t < kk; t++) wt[t * C + c] = w[c * kk + (kk - 1 - t)];
-    dw_stencil(dx, dout, wt.data(), nullptr, B, H, W, C, k);
+    dw_stencil(dx, dout, wt.data(), nullptr, nullptr, B, H, W, C, k);
   }
   if (!dw && !dbias) return;
   const int64_t R = B * H, nblk = std::max<int64_t>(1, std::min(R, kReduceBlocks)), stride = (kk + 1) * C;

@@ -6,7 +6,8 @@
 // in one of two ways: packed (micro: kc groups of MR floats) or in place
 // (micro_direct: MR rows of a row-major A, lda apart, each row kc floats
 // long: no copy of A at all, which pays when K is short and the copy would
-// cost as much as the products). beta == 0 does not read C.
+// cost as much as the products). beta == 0 does not read C. A bias (NR
+// values, one per column; nullable) is added in the same store.
 //
 //   Avx512Kernel   8 x 32: 16 zmm accumulators, 2 loads of B and 8
 //                  broadcasts of A per 16 FMAs
@@ -39,7 +40,8 @@ struct PortableKernel {
   static constexpr int64_t KC = 256, MC = 64, NC_MAX = 768;
   // A(r, k) = Ap[r * ars + k * aks]: packed (1, MR) or in place (lda, 1).
   static void micro_any(int64_t kc, const float* __restrict Ap, int64_t ars, int64_t aks,
-                        const float* __restrict Bp, float* __restrict C, int64_t ldc, float alpha, float beta) {
+                        const float* __restrict Bp, float* __restrict C, int64_t ldc, float alpha, float beta,
+                        const float* bias) {
     float acc[MR][NR] = {};
     for (int64_t k = 0; k < kc; k++) {
       for (int r = 0; r < MR; r++)
@@ -49,14 +51,15 @@ struct PortableKernel {
     }
     for (int r = 0; r < MR; r++)
       for (int c = 0; c < NR; c++)
-        C[r * ldc + c] = alpha * acc[r][c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c]);
+        C[r * ldc + c] = (alpha * acc[r][c] + (beta == 0.0f ? 0.0f : beta * C[r * ldc + c])) + (bias ? bias[c] : 0.0f);
   }
-  static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-    micro_any(kc, Ap, 1, MR, Bp, C, ldc, alpha, beta);
+  static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta,
+                    const float* bias = nullptr) {
+    micro_any(kc, Ap, 1, MR, Bp, C, ldc, alpha, beta, bias);
   }
   static void micro_direct(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
-                           float alpha, float beta) {
-    micro_any(kc, A, lda, 1, Bp, C, ldc, alpha, beta);
+                           float alpha, float beta, const float* bias = nullptr) {
+    micro_any(kc, A, lda, 1, Bp, C, ldc, alpha, beta, bias);
   }
 };
 
@@ -71,7 +74,8 @@ struct Avx512Kernel {
   template <bool Direct>
   __attribute__((target("avx512f"))) static void micro_t(int64_t kc, const float* __restrict A, int64_t lda,
                                                           const float* __restrict Bp, float* __restrict C,
-                                                          int64_t ldc, float alpha, float beta) {
+                                                          int64_t ldc, float alpha, float beta,
+                                                          const float* bias) {
     __m512 c0[MR], c1[MR];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
@@ -94,7 +98,20 @@ struct Avx512Kernel {
       Bp += NR;
     }
     __m512 va = _mm512_set1_ps(alpha);
-    if (beta == 0.0f) {
+    if (bias) {  // (alpha acc + beta C) + bias[column], rounded as a separate bias add would be
+      const __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + 16);
+      const __m512 vbeta = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; r++) {
+        float* c = C + r * ldc;
+        __m512 t0 = _mm512_mul_ps(va, c0[r]), t1 = _mm512_mul_ps(va, c1[r]);
+        if (beta != 0.0f)
+          t0 = _mm512_fmadd_ps(va, c0[r], _mm512_mul_ps(vbeta, _mm512_loadu_ps(c))),
+          t1 = _mm512_fmadd_ps(va, c1[r], _mm512_mul_ps(vbeta, _mm512_loadu_ps(c + 16)));
+        _mm512_storeu_ps(c, _mm512_add_ps(t0, b0));
+        _mm512_storeu_ps(c + 16, _mm512_add_ps(t1, b1));
+      }
+    } else if (beta == 0.0f) {
 #pragma GCC unroll 16
       for (int r = 0; r < MR; r++) {
         _mm512_storeu_ps(C + r * ldc, _mm512_mul_ps(va, c0[r]));
@@ -110,12 +127,13 @@ struct Avx512Kernel {
       }
     }
   }
-  static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-    micro_t<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
+  static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta,
+                    const float* bias = nullptr) {
+    micro_t<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta, bias);
   }
   static void micro_direct(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
-                           float alpha, float beta) {
-    micro_t<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
+                           float alpha, float beta, const float* bias = nullptr) {
+    micro_t<true>(kc, A, lda, Bp, C, ldc, alpha, beta, bias);
   }
 };
 
@@ -130,7 +148,8 @@ struct Avx2Kernel {
   template <bool Direct>
   __attribute__((target("avx2,fma"))) static void micro_t(int64_t kc, const float* __restrict A, int64_t lda,
                                                            const float* __restrict Bp, float* __restrict C,
-                                                           int64_t ldc, float alpha, float beta) {
+                                                           int64_t ldc, float alpha, float beta,
+                                                          const float* bias) {
     __m256 c0[MR], c1[MR];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) c0[r] = _mm256_setzero_ps(), c1[r] = _mm256_setzero_ps();
@@ -150,7 +169,20 @@ struct Avx2Kernel {
       Bp += NR;
     }
     __m256 va = _mm256_set1_ps(alpha);
-    if (beta == 0.0f) {
+    if (bias) {  // (alpha acc + beta C) + bias[column], rounded as a separate bias add would be
+      const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+      const __m256 vbeta = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        float* c = C + r * ldc;
+        __m256 t0 = _mm256_mul_ps(va, c0[r]), t1 = _mm256_mul_ps(va, c1[r]);
+        if (beta != 0.0f)
+          t0 = _mm256_fmadd_ps(va, c0[r], _mm256_mul_ps(vbeta, _mm256_loadu_ps(c))),
+          t1 = _mm256_fmadd_ps(va, c1[r], _mm256_mul_ps(vbeta, _mm256_loadu_ps(c + 8)));
+        _mm256_storeu_ps(c, _mm256_add_ps(t0, b0));
+        _mm256_storeu_ps(c + 8, _mm256_add_ps(t1, b1));
+      }
+    } else if (beta == 0.0f) {
 #pragma GCC unroll 6
       for (int r = 0; r < MR; r++) {
         _mm256_storeu_ps(C + r * ldc, _mm256_mul_ps(va, c0[r]));
@@ -166,12 +198,13 @@ struct Avx2Kernel {
       }
     }
   }
-  static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta) {
-    micro_t<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta);
+  static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta,
+                    const float* bias = nullptr) {
+    micro_t<false>(kc, Ap, 0, Bp, C, ldc, alpha, beta, bias);
   }
   static void micro_direct(int64_t kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
-                           float alpha, float beta) {
-    micro_t<true>(kc, A, lda, Bp, C, ldc, alpha, beta);
+                           float alpha, float beta, const float* bias = nullptr) {
+    micro_t<true>(kc, A, lda, Bp, C, ldc, alpha, beta, bias);
   }
 };
 

@@ -80,7 +80,7 @@ using namespace gemm_detail;
 // element (r, c) at C[r * rs + c * cs].
 template <class Kern>
 void edge_kernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t rs, int64_t cs, int64_t mr,
-                 int64_t nr, float alpha, float beta) {
+                 int64_t nr, float alpha, float beta, const float* bias = nullptr) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   alignas(64) float t[MR * NR];
   Kern::micro(kc, Ap, Bp, t, NR, alpha, 0.0f);
@@ -92,7 +92,7 @@ void edge_kernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t
   }
   for (int64_t r = 0; r < mr; r++)
     for (int64_t c = 0; c < nr; c++)
-      C[r * rs + c] = t[r * NR + c] + (beta == 0.0f ? 0.0f : beta * C[r * rs + c]);
+      C[r * rs + c] = (t[r * NR + c] + (beta == 0.0f ? 0.0f : beta * C[r * rs + c])) + (bias ? bias[c] : 0.0f);
 }
 
 // ---- packing ----------------------------------------------------------------
@@ -211,7 +211,7 @@ int64_t nc_block() {
 template <class Kern>
 void gemm_serial(bool ta, bool tb, int64_t i0, int64_t m, int64_t j0, int64_t n, int64_t K, float alpha,
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t rs,
-                 int64_t cs) {
+                 int64_t cs, const float* bias = nullptr) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   constexpr int64_t KC = Kern::KC, MC = Kern::MC;
   const int64_t NC = nc_block<Kern>();
@@ -238,16 +238,17 @@ void gemm_serial(bool ta, bool tb, int64_t i0, int64_t m, int64_t j0, int64_t n,
           for (int64_t jr = 0; jr < nc; jr += NR) {
             int64_t nr = std::min<int64_t>(NR, nc - jr);
             float* c = C + (ic + ir) * rs + (jc + jr) * cs;
+            const float* bj = bias && pc + kc >= K ? bias + jc + jr : nullptr;  // once, with the last K block
             if (mr == MR && nr == NR && cs == 1) {
               if (direct)
-                Kern::micro_direct(kc, arow, lda, buf.b + jr * kc, c, rs, alpha, bet);
+                Kern::micro_direct(kc, arow, lda, buf.b + jr * kc, c, rs, alpha, bet, bj);
               else
-                Kern::micro(kc, ap, buf.b + jr * kc, c, rs, alpha, bet);
+                Kern::micro(kc, ap, buf.b + jr * kc, c, rs, alpha, bet, bj);
             } else if (direct && mr == MR) {  // a narrow last column tile: this panel packed once
               if (jr + NR >= nc) pack_a<MR>(ta, A, lda, ic + ir, pc, mr, kc, ap);
-              edge_kernel<Kern>(kc, ap, buf.b + jr * kc, c, rs, cs, mr, nr, alpha, bet);
+              edge_kernel<Kern>(kc, ap, buf.b + jr * kc, c, rs, cs, mr, nr, alpha, bet, bj);
             } else {
-              edge_kernel<Kern>(kc, ap, buf.b + jr * kc, c, rs, cs, mr, nr, alpha, bet);
+              edge_kernel<Kern>(kc, ap, buf.b + jr * kc, c, rs, cs, mr, nr, alpha, bet, bj);
             }
           }
         }
@@ -339,7 +340,8 @@ namespace {
 // C[i * rs + j * cs] (see gemm_serial).
 template <class Kern>
 void gemm_cut(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-              const float* B, int64_t ldb, float beta, float* C, int64_t rs, int64_t cs, double work) {
+              const float* B, int64_t ldb, float beta, float* C, int64_t rs, int64_t cs, double work,
+              const float* bias = nullptr) {
   int nt = 1;
 #ifdef _OPENMP
   if (!omp_in_parallel()) nt = omp_get_max_threads();
@@ -347,7 +349,7 @@ void gemm_cut(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
   // Each thread should get at least a few register tiles worth of work.
   nt = (int)std::min<double>(nt, std::max(1.0, work / (64.0 * 64 * 64)));
   if (nt <= 1) {
-    gemm_serial<Kern>(ta, tb, 0, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
+    gemm_serial<Kern>(ta, tb, 0, M, 0, N, K, alpha, A, lda, B, ldb, beta, C, rs, cs, bias);
     return;
   }
 #ifdef _OPENMP
@@ -375,9 +377,9 @@ void gemm_cut(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
       int64_t lo = tiles * p / pieces * unit, hi = std::min(rows ? M : N, tiles * (p + 1) / pieces * unit);
       if (hi <= lo) continue;
       if (rows)
-        gemm_serial<Kern>(ta, tb, lo, hi - lo, 0, N, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
+        gemm_serial<Kern>(ta, tb, lo, hi - lo, 0, N, K, alpha, A, lda, B, ldb, beta, C, rs, cs, bias);
       else
-        gemm_serial<Kern>(ta, tb, 0, M, lo, hi - lo, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
+        gemm_serial<Kern>(ta, tb, 0, M, lo, hi - lo, K, alpha, A, lda, B, ldb, beta, C, rs, cs, bias);
     }
     return;
   }
@@ -388,7 +390,7 @@ void gemm_cut(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
     int64_t ri0 = mt * ti / tm * MR, ri1 = std::min(M, mt * (ti + 1) / tm * MR);
     int64_t cj0 = ntl * tj / tn * NR, cj1 = std::min(N, ntl * (tj + 1) / tn * NR);
     if (ri1 > ri0 && cj1 > cj0)
-      gemm_serial<Kern>(ta, tb, ri0, ri1 - ri0, cj0, cj1 - cj0, K, alpha, A, lda, B, ldb, beta, C, rs, cs);
+      gemm_serial<Kern>(ta, tb, ri0, ri1 - ri0, cj0, cj1 - cj0, K, alpha, A, lda, B, ldb, beta, C, rs, cs, bias);
   }
 #endif
 }
@@ -398,13 +400,33 @@ void gemm_cut(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
 // more: compute C^T = op(B)^T op(A)^T instead, whose rows (N) are cut in
 // tiles of MR, and store each tile transposed. Otherwise the plain product.
 template <class Kern>
-void gemm_threaded(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, double work) {
+bool transposed_c(int64_t M, int64_t N) {
   const int64_t pad_n = (N + Kern::NR - 1) / Kern::NR * Kern::NR, pad_t = (N + Kern::MR - 1) / Kern::MR * Kern::MR;
-  if (2 * N <= Kern::NR && pad_t < pad_n && M >= 4 * Kern::NR)
+  return 2 * N <= Kern::NR && pad_t < pad_n && M >= 4 * Kern::NR;
+}
+
+// bias: added to every row of C in the micro-kernels' store (plain product only).
+template <class Kern>
+void gemm_threaded(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, double work,
+                   const float* bias = nullptr) {
+  if (transposed_c<Kern>(M, N))
     gemm_cut<Kern>(!tb, !ta, N, M, K, alpha, B, ldb, A, lda, beta, C, 1, ldc, work);
   else
-    gemm_cut<Kern>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1, work);
+    gemm_cut<Kern>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1, work, bias);
+}
+
+// Y = X W^T + bias in one pass over Y where the plain product runs; else
+// the product, then the bias.
+template <class Kern>
+void linear_threaded(float* Y, const float* X, const float* Wt, const float* bias, int64_t R, int64_t O, int64_t I) {
+  const double work = (double)R * O * I;
+  if (!bias || transposed_c<Kern>(R, O)) {
+    gemm_threaded<Kern>(false, true, R, O, I, 1.0f, X, I, Wt, I, 0.0f, Y, O, work);
+    if (bias) linear_bias_forward(Y, bias, R, O);
+    return;
+  }
+  gemm_threaded<Kern>(false, true, R, O, I, 1.0f, X, I, Wt, I, 0.0f, Y, O, work, bias);
 }
 
 }  // namespace
@@ -433,6 +455,25 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 #endif
     default:
       return gemm_threaded<PortableKernel>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work);
+  }
+}
+
+void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I) {
+  if (R <= 0 || O <= 0) return;
+  if (I <= 0 || (double)R * O * I < 32.0 * 32 * 32) {  // the small and empty products: as gemm does them
+    gemm(false, true, R, O, I, 1.0f, X, I, W, I, 0.0f, Y, O);
+    if (bias) linear_bias_forward(Y, bias, R, O);
+    return;
+  }
+  switch (gemm_kernel()) {
+#ifdef NALA_GEMM_X86
+    case GemmKernel::Avx512:
+      return linear_threaded<Avx512Kernel>(Y, X, W, bias, R, O, I);
+    case GemmKernel::Avx2:
+      return linear_threaded<Avx2Kernel>(Y, X, W, bias, R, O, I);
+#endif
+    default:
+      return linear_threaded<PortableKernel>(Y, X, W, bias, R, O, I);
   }
 }
 

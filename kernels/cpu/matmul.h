@@ -45,6 +45,9 @@ void gemm_naive(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, flo
                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
+// A linear layer's forward, Y[R, O] = X[R, I] W[O, I]^T + bias (bias nullable): on the CPU
+// the bias joins the GEMM's store; on CUDA the product, then linear_bias_forward.
+void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I);
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
 void linear_bias_backward_naive(float* dbias, const float* dY, int64_t R, int64_t N);
 

@@ -214,6 +214,11 @@ void launch_col_sums(const float* X, float* out, int64_t R, int64_t N, int64_t c
 
 }  // namespace
 
+void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I) {
+  gemm(false, true, R, O, I, 1.0f, X, I, W, I, 0.0f, Y, O);
+  if (bias) linear_bias_forward(Y, bias, R, O);
+}
+
 void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N) {
   int64_t total = R * N;
   if (total <= 0) return;
