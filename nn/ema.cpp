@@ -4,7 +4,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "autograd/dispatch.h"
 #include "kernels/cpu/elementwise.h"
+#ifdef NALA_CUDA
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace nala {
 
@@ -22,10 +26,7 @@ WeightEma::WeightEma(const NamedTensors& tracked, double decay) : decay_(decay) 
 void WeightEma::follow() {
   for (size_t i = 0; i < avg_.size(); i++) {
     const Device d = live_[i].second.device();
-    // The averaging has not yet run on a GPU: refused there rather than untested.
-    NALA_CHECK(d == Device::CPU, "weight average (--ema): '", live_[i].first, "' is on the GPU; the average is "
-               "computed on the CPU only so far (train on the CPU, or leave --ema out)");
-    if (avg_[i].device() != d) avg_[i].move_to_(d);
+    if (avg_[i].device() != d) avg_[i].move_to_(d);  // the average lives where the model does
   }
 }
 
@@ -40,8 +41,9 @@ void WeightEma::update() {
     float* a = avg_[i].f32();
     const Tensor& x = live_[i].second;
     const int64_t n = x.numel();
-    cpu::scale_forward(a, a, d, n);         // a = d a
-    cpu::axpy(a, x.f32(), 1.0f - d, n);     // a += (1 - d) x
+    const Device dev = x.device();
+    NALA_DISPATCH(dev, scale_forward, a, a, d, n);      // a = d a
+    NALA_DISPATCH(dev, axpy, a, x.f32(), 1.0f - d, n);  // a += (1 - d) x
   }
   updates_++;
 }

@@ -9,10 +9,11 @@
 // lets the average follow the fast early changes instead of remembering the
 // random initialisation for 1 / (1 - decay) steps.
 //
-// CPU only for now: the averaging has not yet run on a GPU, so tensors on a
-// GPU are refused (naming the tensor) at the first update or swap. swap() exchanges the model's values with the
-// averages, so the averaged model can be evaluated or saved and the training
-// weights put back by a second swap().
+// The averages live on the model's device (moved there at the first update
+// or swap): two elementwise kernels per tensor and step, on the CPU or the
+// GPU. swap() exchanges the model's values with the averages, so the
+// averaged model can be evaluated or saved and the training weights put back
+// by a second swap().
 //
 // Saved state (a training checkpoint): "ema.<name>" per tensor and
 // "ema.updates" (i64 scalar).

@@ -4,6 +4,8 @@
 // several steps, bit for bit (AdamW and SGD, drop-path on); the same
 // evaluation sums with a partial last batch; and drop-path masks that change
 // from one replay to the next as they do from one eager step to the next.
+// Also the weight average (--ema) on the GPU: after replayed steps the same
+// as after eager ones, and the same as the CPU's average of the same values.
 #include <cstring>
 #include <vector>
 
@@ -11,6 +13,7 @@
 #include "models/nalaformer.h"
 #include "models/train/graph_step.h"
 #include "models/train/step.h"
+#include "nn/ema.h"
 #include "nn/optim.h"
 #include "tests/cuda_harness.h"
 
@@ -61,6 +64,7 @@ TEST_CASE("cuda graphs: replayed training steps equal eager steps bit for bit", 
   eager_m.to(Device::CUDA), graph_m.to(Device::CUDA);
   eager_m.train(), graph_m.train();
   auto eager_opt = make_opt(eager_m, adamw), graph_opt = make_opt(graph_m, adamw);
+  WeightEma eager_ema(eager_m.state_dict(), 0.9), graph_ema(graph_m.state_dict(), 0.9);
   const int64_t steps = 6, B = 16;
   Batches data(steps, B, 21);
 
@@ -71,12 +75,14 @@ TEST_CASE("cuda graphs: replayed training steps equal eager steps bit for bit", 
     eager_loss += fb.loss.item();
     eager_opt->step();
     eager_opt->zero_grad();
+    eager_ema.update();
   }
   GraphTrainStep g(graph_m, *graph_opt, 0.1f);
   g.zero_metrics();
   for (int64_t s = 0; s < steps; s++) {
     graph_opt->set_lr(1e-3 * (s + 1));
     g.step(data.x[s], data.y[s]);
+    graph_ema.update();  // as the trainer does: after each replay
   }
   double graph_loss = 0;
   int64_t correct = 0;
@@ -92,6 +98,13 @@ TEST_CASE("cuda graphs: replayed training steps equal eager steps bit for bit", 
   for (size_t i = 0; i < pe.size(); i++) {
     INFO("parameter " << pe[i].first);
     CHECK(same_bits(pe[i].second, pg[i].second));
+  }
+  const std::vector<Tensor> ae = eager_ema.averages(), ag = graph_ema.averages();
+  REQUIRE(ae.size() == ag.size());
+  for (size_t i = 0; i < ae.size(); i++) {
+    INFO("weight average " << i);
+    CHECK(ae[i].device() == Device::CUDA);
+    CHECK(same_bits(ae[i], ag[i]));
   }
   auto se = eager_opt->state(), sg = graph_opt->state();
   REQUIRE(se.size() == sg.size());
@@ -186,4 +199,39 @@ TEST_CASE("cuda graphs: evaluation sums equal the eager ones, partial batch incl
   CHECK(g.eager_batches == 2);  // the first batch of each shape
   CHECK(g.captures == 2);
   CHECK(g.replays == 12 - 4);
+}
+
+TEST_CASE("cuda: the weight average on the GPU equals the CPU's, and swap exchanges the values", "[cuda][graphs]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(5);
+  std::vector<Tensor> cpu_t = {test::randn({37, 5}, rng), test::randn({1000}, rng), test::randn({3, 3, 7}, rng)};
+  std::vector<Tensor> gpu_t;
+  NamedTensors cpu_named, gpu_named;
+  for (size_t i = 0; i < cpu_t.size(); i++) {
+    gpu_t.push_back(cpu_t[i].to(Device::CUDA));
+    cpu_named.push_back({"t" + std::to_string(i), cpu_t[i]});
+    gpu_named.push_back({"t" + std::to_string(i), gpu_t[i]});
+  }
+  WeightEma ec(cpu_named, 0.99), eg(gpu_named, 0.99);
+  for (int step = 0; step < 25; step++) {
+    for (size_t i = 0; i < cpu_t.size(); i++) {  // new live values, the same on both devices
+      Tensor v = test::randn(cpu_t[i].shape(), rng);
+      cpu_t[i].copy_(v);
+      gpu_t[i].copy_(v.to(Device::CUDA));
+    }
+    ec.update();
+    eg.update();
+  }
+  const std::vector<Tensor> ac = ec.averages(), ag = eg.averages();
+  for (size_t i = 0; i < ac.size(); i++) {
+    INFO("tensor " << i);
+    REQUIRE(ag[i].device() == Device::CUDA);
+    REQUIRE_CLOSE(ag[i].to(Device::CPU), ac[i], 1e-6, 1e-6);
+    REQUIRE(!same_bits(ag[i], gpu_t[i]));  // an average, not the last values
+  }
+  const std::vector<float> live0 = gpu_t[1].to(Device::CPU).to_vector(), avg0 = ag[1].to(Device::CPU).to_vector();
+  eg.swap();
+  REQUIRE(gpu_t[1].to(Device::CPU).to_vector() == avg0);
+  eg.swap();
+  REQUIRE(gpu_t[1].to(Device::CPU).to_vector() == live0);
 }

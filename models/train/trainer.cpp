@@ -304,6 +304,7 @@ EpochStats train_epoch_graphs(Run& r, int64_t epoch, double* lr, double* seconds
     const bool was_on = g.graph_on();
     g.step(batch.images, batch.labels);
     if (was_on && !g.graph_on()) r.cb.warning("CUDA graphs off: " + g.off_reason + "; the steps run eagerly");
+    if (r.ema) r.ema->update();  // after the replay, in stream order
     st.steps++, r.step++;
     st.seen += batch.labels.size(0);
     read = false;
