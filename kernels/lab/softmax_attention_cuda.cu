@@ -404,7 +404,7 @@ int run_config(const Config& cf, const lab::Options& opt) {
   lab::DeviceArray<float> o(n), lse(G * N), dq(n), dk(n), dv(n), rq(n), rk(n), dl(G * N);
   const bool naive = opt.version == 0 || opt.version == 1 || opt.version == 3;
   lab::DeviceArray<float> P(naive ? G * N * N : 1), dS(naive ? G * N * N : 1);
-  lab::DeviceArray<__nv_bfloat16> hq(n), hk(n), hv(n);  // versions 5, 6: rope(q), rope(k), v in bf16
+  lab::DeviceArray<__nv_bfloat16> hq(n), hk(n), hv(n);  // version 5: rope(q), rope(k), v in bf16
   const bool tc = v5_supported(D);
 
   lab::Task fwd, bwd;
