@@ -9,19 +9,26 @@
 //
 //   build/release/lab/softmax_attention_cuda [VERSION] [--size S] [--check] [--csv] [--min-time S]
 //     default G = 3, H x W = 5 x 7 (N = 35: odd, a block of 32 rows and a part), D = 64;
-//     --check also runs D = 16 and 36 and a problem with zero rows in q, k, v;
+//     --check also runs D = 16 and 36, a problem with zero rows in q, k, v, and two of
+//     several key tiles: N = 13 x 11 at D = 32, N = 9 x 15 at D = 128 with zero rows;
 //     --size S: G = 16, H = W = S, D = 64 (docs/kernels.md times S = 28: N = 784)
 //
-// Versions (forward 1-2, backward 3-4):
+// Versions (forward 1-2 and 5, backward 3-4):
 //   1  forward, naive    rope, the N x N scores to memory, a softmax pass per row, o = P V
 //   2  forward, online   cuda::softmax_attention_forward (kernels/cuda/attention_softmax.cu):
 //                        key tiles in shared memory, a running max and sum per row, nothing N x N
 //   3  backward, naive   P and dS (N x N) to memory, then dq, dk, dv as sums over them
 //   4  backward, online  cuda::softmax_attention_backward: scores recomputed tile by tile from lse
+//   5  forward, tensor   version 2's online softmax with S = rq rk^T and O += P V as bf16
+//      cores             mma.sync (FlashAttention-2's forward): sm_80 and later, D = 16, 32, 64,
+//                        128 (another D runs version 2, and the problem line says so); checked
+//                        against the same math in double on its bf16-rounded operands
 // GFLOP/s count the four (forward: q k^T, P v) and ten (backward) N^2 D
 // products; GB/s the least traffic (forward q, k, v read, o and lse written;
 // backward q, k, v, o, dO, lse read, dq, dk, dv written). At these sizes the
-// op is bound by arithmetic, not memory: the FP32 peak is the yardstick.
+// op is bound by arithmetic, not memory: the FP32 peak is the yardstick (the
+// dense bf16 tensor peak for version 5).
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,7 +36,9 @@
 #include <vector>
 
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/rope.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/rope.h"
 #include "kernels/lab/lab_cuda.cuh"
 
@@ -110,6 +119,258 @@ __global__ void v3_mm(const float* M, const float* x, float* y, int G, int N, in
   y[id] = s;
 }
 
+// ---- 5. forward on tensor cores (FlashAttention-2's forward, bf16 in,
+// float32 accumulate). Versions 2 and 4 spend a scalar FMA per product; an
+// mma.sync m16n8k16 does 2048 of them in one warp instruction. First q and k
+// are rotated and q, k, v rounded to bf16 (v5_rope_bf16, one pass). Then a
+// block of 4 warps owns 64 queries, a warp 16 of them (its A fragments of
+// rq, held in registers for the whole run), and walks the keys 64 at a time:
+//   S (16 x 64) = rq rk^T      D/16 x 8 mma.sync, rk tile read by ldmatrix
+//   online softmax on S        in float32 registers: a lane holds rows g and
+//                              g + 8 (lane = 4 g + t), so a row's max is a
+//                              max over the lane's values and two shuffles
+//                              within its quad; exp2f of s log2(e) / sqrt(D)
+//   O (16 x D) += P V          the S accumulators, rounded to bf16 pairs,
+//                              are already P's A fragments (C and A layouts
+//                              agree); v tile read by ldmatrix.trans
+// The rk and v tiles come in by cp.async, two buffers: tile t + 1 is in
+// flight while tile t is used. Shared rows are D + 8 bf16 (16 bytes more
+// than a row): the 8 rows an ldmatrix reads fall in 8 different bank groups.
+// Keys past N are zero-filled and their scores set to -inf before the max;
+// query rows past N compute on zeros and are not written. The l of a lane
+// sums only its own columns (the rescaling factor is the same across the
+// quad) and is summed over the quad once, at the end.
+// Rounding q, k, v and P to bf16 (8 significant bits) costs accuracy:
+// about 1e-2 relative on o, so it is checked with its own, wider tolerance.
+// Head dims 16, 32, 64 and 128 (a template each); at another D the version
+// runs version 2 and says so.
+__global__ void v5_rope_bf16(const float2* __restrict__ q, const float2* __restrict__ k,
+                             const float2* __restrict__ v, const float2* __restrict__ tab,
+                             __nv_bfloat162* __restrict__ rq, __nv_bfloat162* __restrict__ rk,
+                             __nv_bfloat162* __restrict__ bv, int64_t pairs, int N, int H, int W, int D) {
+  const int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (id >= pairs) return;
+  // pair id holds features e, e + 1 of token n; its (cos, sin) as cuda::rope_pair_table_device lays them out
+  const int half = D / 2, e = 2 * (int)(id % half), n = (int)(id / half % N), Q = D / 4;
+  const float2 cs = __ldg(e < half ? tab + (n / W) * Q + e / 2 : tab + (H + n % W) * Q + (e - half) / 2);
+  const float2 a = q[id], b = k[id];
+  rq[id] = __floats2bfloat162_rn(a.x * cs.x - a.y * cs.y, a.y * cs.x + a.x * cs.y);
+  rk[id] = __floats2bfloat162_rn(b.x * cs.x - b.y * cs.y, b.y * cs.x + b.x * cs.y);
+  bv[id] = __float22bfloat162_rn(v[id]);
+}
+
+constexpr int kTcWarps = 4;                // warps per block
+constexpr int kTcRows = 16 * kTcWarps;     // queries per block, 16 per warp
+constexpr int kTcKeys = 64;                // keys per staged tile
+constexpr float kLn2 = 0.693147180559945f;
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  return cuda::mma::bits(__floats2bfloat162_rn(lo, hi));
+}
+__device__ __forceinline__ uint32_t ld_u32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+template <int D>
+__global__ void __launch_bounds__(kTcWarps * 32)
+    v5_flash_tc(const __nv_bfloat16* __restrict__ rq, const __nv_bfloat16* __restrict__ rk,
+                const __nv_bfloat16* __restrict__ bv, float* __restrict__ o, float* __restrict__ lse, int N, int nrb,
+                float scale_log2) {
+  namespace mma = cuda::mma;
+  constexpr int LS = D + 8;        // shared row stride, elements
+  constexpr int KS = D / 16;       // k steps of S = rq rk^T
+  constexpr int NT = kTcKeys / 8;  // 8-key column tiles of S
+  constexpr int DT = D / 8;        // 8-column tiles of O
+  constexpr int CH = D / 8;        // 16-byte chunks per row
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16* sk = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [2][kTcKeys][LS]
+  __nv_bfloat16* sv = sk + 2 * kTcKeys * LS;                         // [2][kTcKeys][LS]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t b = blockIdx.x / nrb;
+  const int r0 = (blockIdx.x % nrb) * kTcRows + warp * 16 + g, r1 = r0 + 8;  // this lane's two query rows
+  const __nv_bfloat16 *qb = rq + b * N * D, *kb = rk + b * N * D, *vb = bv + b * N * D;
+
+  auto load_tile = [&](int j0, int st) {  // keys [j0, j0 + kTcKeys) into buffer st, zeros past N
+    for (int idx = threadIdx.x; idx < kTcKeys * CH; idx += kTcWarps * 32) {
+      const int r = idx / CH, c = idx % CH * 8;
+      const bool ok = j0 + r < N;
+      const int64_t at = ok ? (int64_t)(j0 + r) * D + c : 0;
+      mma::cp_async16(sk + (st * kTcKeys + r) * LS + c, kb + at, ok);
+      mma::cp_async16(sv + (st * kTcKeys + r) * LS + c, vb + at, ok);
+    }
+    mma::cp_async_commit();
+  };
+  const int ntiles = (N + kTcKeys - 1) / kTcKeys;
+  load_tile(0, 0);
+
+  // A fragments of the warp's 16 rq rows: a0 = (r0, 2t..), a1 = (r1, 2t..), a2, a3 the same 8 columns on.
+  uint32_t qf[KS][4];
+#pragma unroll
+  for (int ks = 0; ks < KS; ks++) {
+    const int c = 16 * ks + 2 * t;
+    qf[ks][0] = r0 < N ? ld_u32(qb + (int64_t)r0 * D + c) : 0u;
+    qf[ks][1] = r1 < N ? ld_u32(qb + (int64_t)r1 * D + c) : 0u;
+    qf[ks][2] = r0 < N ? ld_u32(qb + (int64_t)r0 * D + c + 8) : 0u;
+    qf[ks][3] = r1 < N ? ld_u32(qb + (int64_t)r1 * D + c + 8) : 0u;
+  }
+  // This lane's ldmatrix row addresses within a buffer (bytes). rk, plain: row (lane & 7) +
+  // 8 (lane >> 4), column 8 ((lane >> 3) & 1) gives b0, b1 of keys +0..7 in r[0], r[1] and of
+  // keys +8..15 in r[2], r[3]. v, transposed: row (lane & 15), column 8 (lane >> 4) gives
+  // b0, b1 of columns +0..7 in r[0], r[1] and of columns +8..15 in r[2], r[3].
+  const uint32_t lk = mma::smem_addr(sk + ((lane & 7) + 8 * (lane >> 4)) * LS + 8 * ((lane >> 3) & 1));
+  const uint32_t lv = mma::smem_addr(sv + (lane & 15) * LS + 8 * (lane >> 4));
+
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows r0, r1: max (log2 units), sum
+  float acc[DT][4];
+  mma::zero_acc(acc);
+  for (int it = 0; it < ntiles; it++) {
+    const int st = it & 1, j0 = it * kTcKeys;
+    if (it + 1 < ntiles) {
+      load_tile(j0 + kTcKeys, st ^ 1);  // the buffer tile it - 1 used: freed by the barrier below
+      mma::cp_async_wait<1>();
+    } else {
+      mma::cp_async_wait<0>();
+    }
+    __syncthreads();  // tile it has landed, for every thread's copies
+    const uint32_t buf = (uint32_t)(st * kTcKeys * LS * 2);
+
+    float s[NT][4];
+    mma::zero_acc(s);
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+      for (int np = 0; np < NT / 2; np++) {
+        uint32_t r[4];
+        mma::ldsm_x4(r, lk + buf + (uint32_t)((16 * np * LS + 16 * ks) * 2));
+        mma::bf16_16816(s[2 * np], qf[ks], r[0], r[1]);
+        mma::bf16_16816(s[2 * np + 1], qf[ks], r[2], r[3]);
+      }
+
+    // s[nt][c] is row (c < 2 ? r0 : r1), key j0 + 8 nt + 2 t + (c & 1).
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        s[nt][c] = j0 + 8 * nt + 2 * t + (c & 1) < N ? s[nt][c] * scale_log2 : -INFINITY;
+        mx[c >> 1] = fmaxf(mx[c >> 1], s[nt][c]);
+      }
+    float corr[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      corr[h] = exp2f(m[h] - mx[h]);  // 0 on the first tile (key j0 < N: mx is finite)
+      m[h] = mx[h];
+      l[h] *= corr[h];
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        s[nt][c] = exp2f(s[nt][c] - m[c >> 1]);
+        l[c >> 1] += s[nt][c];
+      }
+#pragma unroll
+    for (int dt = 0; dt < DT; dt++) {
+      acc[dt][0] *= corr[0], acc[dt][1] *= corr[0];
+      acc[dt][2] *= corr[1], acc[dt][3] *= corr[1];
+    }
+
+#pragma unroll
+    for (int kk = 0; kk < kTcKeys / 16; kk++) {
+      // keys 16 kk .. +15: C tiles 2 kk (columns 0..7) and 2 kk + 1 (8..15) as one A fragment
+      const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                             pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; dp++) {
+        uint32_t r[4];
+        mma::ldsm_x4_trans(r, lv + buf + (uint32_t)((16 * kk * LS + 16 * dp) * 2));
+        mma::bf16_16816(acc[2 * dp], a, r[0], r[1]);
+        mma::bf16_16816(acc[2 * dp + 1], a, r[2], r[3]);
+      }
+    }
+    __syncthreads();  // every warp is done with buffer st before it is refilled
+  }
+
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  const float inv0 = 1.0f / l[0], inv1 = 1.0f / l[1];
+  float* ob = o + b * N * D;
+#pragma unroll
+  for (int dt = 0; dt < DT; dt++) {
+    const int c = 8 * dt + 2 * t;
+    if (r0 < N) *reinterpret_cast<float2*>(ob + (int64_t)r0 * D + c) = make_float2(acc[dt][0] * inv0, acc[dt][1] * inv0);
+    if (r1 < N) *reinterpret_cast<float2*>(ob + (int64_t)r1 * D + c) = make_float2(acc[dt][2] * inv1, acc[dt][3] * inv1);
+  }
+  if (t == 0) {  // lse = ln(sum_j exp(s_ij)) = (m + log2 l) ln 2, m in log2 units
+    if (r0 < N) lse[b * N + r0] = (m[0] + log2f(l[0])) * kLn2;
+    if (r1 < N) lse[b * N + r1] = (m[1] + log2f(l[1])) * kLn2;
+  }
+}
+
+bool v5_supported(int64_t D) { return D == 16 || D == 32 || D == 64 || D == 128; }
+
+template <int D>
+void v5_launch(const __nv_bfloat16* rq, const __nv_bfloat16* rk, const __nv_bfloat16* bv, float* o, float* lse,
+               int64_t G, int64_t N) {
+  if (G == 0 || N == 0) return;  // no blocks to launch
+  const int nrb = (int)((N + kTcRows - 1) / kTcRows);
+  const int smem = 2 * 2 * kTcKeys * (D + 8) * (int)sizeof(__nv_bfloat16);  // k and v, two buffers each
+  static bool sized = false;  // above 48 KiB (D = 128) the kernel must ask for it, once
+  if (!sized) LAB_CUDA(cudaFuncSetAttribute(v5_flash_tc<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  sized = true;
+  const float scale_log2 = 1.4426950408889634f / std::sqrt((float)D);  // log2(e) / sqrt(D)
+  v5_flash_tc<D><<<(unsigned)(G * nrb), kTcWarps * 32, smem>>>(rq, rk, bv, o, lse, (int)N, nrb, scale_log2);
+}
+void v5_forward(const __nv_bfloat16* rq, const __nv_bfloat16* rk, const __nv_bfloat16* bv, float* o, float* lse,
+                int64_t G, int64_t N, int64_t D) {
+  switch (D) {
+    case 16: return v5_launch<16>(rq, rk, bv, o, lse, G, N);
+    case 32: return v5_launch<32>(rq, rk, bv, o, lse, G, N);
+    case 64: return v5_launch<64>(rq, rk, bv, o, lse, G, N);
+    case 128: return v5_launch<128>(rq, rk, bv, o, lse, G, N);
+    default: lab::cuda_fail("v5_forward", __FILE__, __LINE__, "head dim not 16, 32, 64 or 128");
+  }
+}
+
+std::vector<float> to_float(const std::vector<__nv_bfloat16>& x) {
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); i++) y[i] = __bfloat162float(x[i]);
+  return y;
+}
+
+// Version 5's reference: softmax attention in double on its bf16 operands (rope already applied).
+void reference_bf16(const std::vector<__nv_bfloat16>& rq16, const std::vector<__nv_bfloat16>& rk16,
+                    const std::vector<__nv_bfloat16>& v16, std::vector<float>& o, std::vector<float>& lse, int64_t G,
+                    int64_t N, int64_t D) {
+  const std::vector<float> rq = to_float(rq16), rk = to_float(rk16), v = to_float(v16);
+  o.assign(rq.size(), 0.0f);
+  lse.assign((size_t)(G * N), 0.0f);
+  const double scale = 1.0 / std::sqrt((double)D);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < G * N; r++) {
+    const int64_t g0 = r / N * N;
+    std::vector<double> p((size_t)N), acc((size_t)D, 0.0);
+    double m = -INFINITY, l = 0.0;
+    for (int64_t j = 0; j < N; j++) {
+      double s = 0.0;
+      for (int64_t c = 0; c < D; c++) s += (double)rq[r * D + c] * rk[(g0 + j) * D + c];
+      p[j] = s * scale;
+      m = std::max(m, p[j]);
+    }
+    for (int64_t j = 0; j < N; j++) {
+      p[j] = std::exp(p[j] - m);
+      l += p[j];
+      for (int64_t c = 0; c < D; c++) acc[c] += p[j] * v[(g0 + j) * D + c];
+    }
+    for (int64_t c = 0; c < D; c++) o[r * D + c] = (float)(acc[c] / l);
+    lse[r] = (float)(m + std::log(l));
+  }
+}
+
 struct Config {
   int64_t G, H, W, D;
   bool zero_rows;
@@ -143,6 +404,8 @@ int run_config(const Config& cf, const lab::Options& opt) {
   lab::DeviceArray<float> o(n), lse(G * N), dq(n), dk(n), dv(n), rq(n), rk(n), dl(G * N);
   const bool naive = opt.version == 0 || opt.version == 1 || opt.version == 3;
   lab::DeviceArray<float> P(naive ? G * N * N : 1), dS(naive ? G * N * N : 1);
+  lab::DeviceArray<__nv_bfloat16> hq(n), hk(n), hv(n);  // version 5: rope(q), rope(k), v in bf16
+  const bool tc = v5_supported(D);
 
   lab::Task fwd, bwd;
   fwd.name = "forward";
@@ -165,9 +428,45 @@ int run_config(const Config& cf, const lab::Options& opt) {
                                lab::compare("dv", c.data(), dv_ref.data(), n, 1e-4, 1e-3)));
   };
 
+  // Version 5 rounds rope(q), rope(k) and v to bf16, as gemm_cuda's bf16 versions round A
+  // and B; its reference is the same math, in double, on those rounded operands (the ones
+  // v5_rope_bf16 made in a first run: it is deterministic), so what is left to tolerate is
+  // P rounded to bf16 (2^-9 of each weight) and float accumulation: o to 4e-3 + 1e-2 |o|,
+  // lse as tightly as the float versions. The operands themselves are held to the CPU's
+  // rope (cpu::rope2d_forward) within bf16 rounding. (Against the float reference the bf16
+  // scores alone would move lse by ~1e-2: a tolerance that hides a mask or scale error at
+  // large N.) Skipped when version 5 does not run.
+  std::vector<float> rq_ref(n), rk_ref(n), o16_ref, lse16_ref;
+  lab::Task fwd16 = fwd;
+  const bool tc_runs = tc && (opt.version == 0 || opt.version == 5);
+  if (tc_runs) {
+    cpu::rope2d_forward(qh.data(), rq_ref.data(), G, H, W, D);
+    cpu::rope2d_forward(kh.data(), rk_ref.data(), G, H, W, D);
+    v5_rope_bf16<<<lab::blocks_for(n / 2, kBlock), kBlock>>>(
+        (const float2*)(float*)q, (const float2*)(float*)k, (const float2*)(float*)v,
+        (const float2*)cuda::rope_pair_table_device(H, W, D), (__nv_bfloat162*)(__nv_bfloat16*)hq,
+        (__nv_bfloat162*)(__nv_bfloat16*)hk, (__nv_bfloat162*)(__nv_bfloat16*)hv, n / 2, (int)N, (int)H, (int)W,
+        (int)D);
+    LAB_CUDA(cudaGetLastError());
+    reference_bf16(hq.download(), hk.download(), hv.download(), o16_ref, lse16_ref, G, N, D);
+    fwd16.check = [&] {
+      const auto og = o.download(), lg = lse.download();
+      auto operand = [&](const char* name, const lab::DeviceArray<__nv_bfloat16>& x, const std::vector<float>& ref) {
+        const std::vector<float> xf = to_float(x.download());
+        return lab::compare(name, xf.data(), ref.data(), n, 1e-6, 1.0 / 256);
+      };
+      return lab::both(lab::both(operand("bf16 rope(q)", hq, rq_ref),
+                                 lab::both(operand("bf16 rope(k)", hk, rk_ref), operand("bf16 v", hv, vh))),
+                       lab::both(lab::compare("o", og.data(), o16_ref.data(), n, 4e-3, 1e-2),
+                                 lab::compare("lse", lg.data(), lse16_ref.data(), G * N, 1e-4, 1e-4)));
+    };
+  }
+
   const float *pq = q, *pk = k, *pv = v, *pgo = go, *poi = o_in, *plsei = lse_in;
   float *po = o, *plse = lse, *pdq = dq, *pdk = dk, *pdv = dv, *prq = rq, *prk = rk, *pdl = dl, *pP = P, *pdS = dS;
   const int iG = (int)G, iN = (int)N, iD = (int)D;
+  __nv_bfloat16 *phq = hq, *phk = hk, *phv = hv;
+  const float2* rope_tab = (const float2*)cuda::rope_pair_table_device(H, W, D);
   const int64_t NN = G * N * N;
   std::vector<lab::GpuVersion> vs = {
       {"fwd naive: N x N scores in memory", 0, lab::Unit::fp32, 0,
@@ -194,11 +493,22 @@ int run_config(const Config& cf, const lab::Options& opt) {
        }},
       {"bwd online, flash (production)", 1, lab::Unit::fp32, 0,
        [=] { cuda::softmax_attention_backward(pq, pk, pv, poi, plsei, pgo, pdq, pdk, pdv, G, H, W, D); }},
+      {"fwd tensor cores: bf16 mma.sync, flash", tc ? 2 : 0, tc ? lab::Unit::bf16 : lab::Unit::fp32, 80,
+       [=] {
+         if (!tc) return cuda::softmax_attention_forward(pq, pk, pv, po, plse, G, H, W, D);  // version 2
+         v5_rope_bf16<<<lab::blocks_for(n / 2, kBlock), kBlock>>>((const float2*)pq, (const float2*)pk,
+                                                                  (const float2*)pv, rope_tab, (__nv_bfloat162*)phq,
+                                                                  (__nv_bfloat162*)phk, (__nv_bfloat162*)phv, n / 2,
+                                                                  iN, (int)H, (int)W, iD);
+         v5_forward(phq, phk, phv, po, plse, G, N, D);
+       }},
   };
   char desc[200];
-  std::snprintf(desc, sizeof desc, "softmax attention, G = %lld problems of N = %lld x %lld tokens, D = %lld%s",
-                (long long)G, (long long)H, (long long)W, (long long)D, cf.zero_rows ? ", zero rows in q, k, v" : "");
-  return lab::run_gpu("softmax_attention_cuda", desc, {fwd, bwd}, vs, opt);
+  std::snprintf(desc, sizeof desc, "softmax attention, G = %lld problems of N = %lld x %lld tokens, D = %lld%s%s",
+                (long long)G, (long long)H, (long long)W, (long long)D,
+                tc ? "" : " (version 5 has no kernel for this D: it runs version 2)",
+                cf.zero_rows ? ", zero rows in q, k, v" : "");
+  return lab::run_gpu("softmax_attention_cuda", desc, {fwd, bwd, fwd16}, vs, opt);
 }
 
 }  // namespace
@@ -206,12 +516,15 @@ int run_config(const Config& cf, const lab::Options& opt) {
 int main(int argc, char** argv) {
   const char* usage =
       "usage: softmax_attention_cuda [VERSION] [--size S] [--check] [--csv] [--min-time S]\n"
-      "  softmax attention: default G = 3, H x W = 5 x 7, D = 64 (--check: also D = 16, 36 and zero rows);\n"
+      "  softmax attention: default G = 3, H x W = 5 x 7, D = 64 (--check: also D = 16, 36, zero rows,\n"
+      "  and N = 143, 135 at D = 32, 128);\n"
       "  --size S: G = 16, H = W = S, D = 64 (docs/kernels.md times S = 28)\n";
   lab::Options opt = lab::parse(argc, argv, usage);
   std::vector<Config> cfs = {{3, 5, 7, 64, false}};
   if (opt.size) cfs = {{16, opt.size, opt.size, 64, false}};
-  if (opt.check_only && !opt.size) cfs.insert(cfs.end(), {{2, 3, 3, 16, false}, {2, 9, 7, 36, false}, {3, 7, 5, 64, true}});
+  if (opt.check_only && !opt.size)  // N = 143 and 135: three key tiles of version 5, the last one partial
+    cfs.insert(cfs.end(), {{2, 3, 3, 16, false}, {2, 9, 7, 36, false}, {3, 7, 5, 64, true}, {2, 13, 11, 32, false},
+                           {2, 9, 15, 128, true}});
   int status = 0;
   for (const Config& cf : cfs) status = std::max(status, run_config(cf, opt));
   return status;
