@@ -36,12 +36,15 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   double loss_sum = 0;
   int64_t top1 = 0, top5 = 0;
   const Device dev = module_device(model);
-  if (graphs && dev == Device::CPU) graphs = nullptr;
+  // Graphs replay the plain forward only: with flip TTA (two forwards a
+  // batch) every batch runs eagerly, and the graphs' sums, which would be
+  // empty, must not replace the eager ones.
+  if (graphs && (dev == Device::CPU || flip_tta)) graphs = nullptr;
   if (graphs) graphs->start(K);
   while (loader.next(b)) {
     const int64_t B = b.images.size(0);
     if (B == 0) continue;  // this rank's share of the last global batch
-    if (graphs && !flip_tta) {
+    if (graphs) {
       graphs->batch(b.images, b.labels);
       r.n += B;
       continue;
