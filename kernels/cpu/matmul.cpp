@@ -121,6 +121,34 @@ void pack_a(bool ta, const float* A, int64_t lda, int64_t i0, int64_t k0, int64_
   }
 }
 
+#ifdef NALA_GEMM_X86
+// dst[i * ldd + j] = src[j * lds + i] for an 8 x 8 block, in registers: 8
+// row loads, 24 shuffles, 8 stores, where the scalar scatter takes 64 loads
+// and 64 stores to 64 different cache lines' worth of stride.
+__attribute__((target("avx2"))) void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+bool have_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+}
+#endif
+
 // op(B)[k0 : k0+kc, j0 : j0+nc] -> micro-panels of NR columns: Bp[p][k][c].
 template <int NR>
 void pack_b(bool tb, const float* B, int64_t ldb, int64_t k0, int64_t j0, int64_t kc, int64_t nc, float* Bp) {
@@ -139,7 +167,19 @@ void pack_b(bool tb, const float* B, int64_t ldb, int64_t k0, int64_t j0, int64_
         }
       }
     } else {  // op(B)[k][j] = B[j][k]: a row of B per c, scattered with stride NR
-      for (int64_t c = 0; c < nr; c++) {
+      int64_t c0 = 0;
+#ifdef NALA_GEMM_X86
+      if (have_avx2() && NR % 8 == 0) {  // whole 8 x 8 blocks transposed in registers
+        const int64_t k8 = kc / 8 * 8;
+        for (; c0 + 8 <= nr; c0 += 8) {
+          const float* src = B + (j0 + p + c0) * ldb + k0;
+          for (int64_t k = 0; k < k8; k += 8) transpose8x8(src + k, ldb, dst + k * NR + c0, NR);
+          for (int64_t c = c0; c < c0 + 8; c++)
+            for (int64_t k = k8; k < kc; k++) dst[k * NR + c] = B[(j0 + p + c) * ldb + k0 + k];
+        }
+      }
+#endif
+      for (int64_t c = c0; c < nr; c++) {
         const float* src = B + (j0 + p + c) * ldb + k0;
         for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = src[k];
       }
@@ -366,8 +406,13 @@ void gemm_cut(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
   // A long single cut: more pieces than threads, handed out dynamically, so a
   // thread that the OS pauses (the cores may be shared) holds up less. Each
   // piece stays big enough that repacking the other operand costs little.
+  // A transposed B is packed by a strided scatter (about 4x slower per float
+  // than the contiguous copy of a plain B): with it, pieces of rows are
+  // made twice as tall, or the grid is left static, so that the repacking
+  // of B stays small beside each piece's products.
   int64_t pieces = 0;
-  if (tn == 1 && M >= 2 * nt * 256) pieces = std::min<int64_t>(8 * nt, M / 256);
+  const int64_t min_rows = tb ? 512 : 256;
+  if (tn == 1 && M >= 2 * nt * min_rows) pieces = std::min<int64_t>(8 * nt, M / min_rows);
   if (tm == 1 && N >= 2 * nt * 512) pieces = std::min<int64_t>(8 * nt, N / 512);
   if (pieces > 0) {
     bool rows = tn == 1;

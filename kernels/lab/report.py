@@ -134,7 +134,8 @@ def gpu_table(op, size, vs, gp):
 
 # ---- the roofline, as SVG text ------------------------------------------------
 
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
+           "#bcbd22", "#000080", "#ff1493"]
 
 
 def frame(W, H, L, R, T, B, x0, x1, y0, y1):
