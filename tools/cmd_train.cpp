@@ -103,7 +103,7 @@ int cmd_train(int argc, char** argv) {
   p.add_int("val", &a.val, "hold out N training images for validation (the same N on every run): the epoch best "
             "on them is saved as best_val.safetensors and reported with its test top-1 (0 = none)", 0, 1LL << 40);
   p.add_float("ema", &a.ema, "evaluate and save an exponential moving average of the weights with this decay, "
-              "e.g. 0.999 (0 = off; CPU training only for now)", 0, 0.999999);
+              "e.g. 0.999 (0 = off)", 0, 0.999999);
   p.add_flag("tta-flip", &a.tta_flip, "evaluate every epoch on each image and its mirror (mean of the logits)");
   p.add_int("seed", &a.seed, "random seed", 0, (int64_t)1 << 62);
   p.add_int("threads", &a.threads, "CPU threads (0 = all)", 0, 4096);
