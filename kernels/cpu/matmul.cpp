@@ -406,13 +406,10 @@ void gemm_cut(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
   // A long single cut: more pieces than threads, handed out dynamically, so a
   // thread that the OS pauses (the cores may be shared) holds up less. Each
   // piece stays big enough that repacking the other operand costs little.
-  // A transposed B is packed by a strided scatter (about 4x slower per float
-  // than the contiguous copy of a plain B): with it, pieces of rows are
-  // made twice as tall, or the grid is left static, so that the repacking
-  // of B stays small beside each piece's products.
+  // (Each piece repacks all of B: cheap for a plain B, a copy; a transposed
+  // B goes 8 x 8 through registers, see pack_b.)
   int64_t pieces = 0;
-  const int64_t min_rows = tb ? 512 : 256;
-  if (tn == 1 && M >= 2 * nt * min_rows) pieces = std::min<int64_t>(8 * nt, M / min_rows);
+  if (tn == 1 && M >= 2 * nt * 256) pieces = std::min<int64_t>(8 * nt, M / 256);
   if (tm == 1 && N >= 2 * nt * 512) pieces = std::min<int64_t>(8 * nt, N / 512);
   if (pieces > 0) {
     bool rows = tn == 1;
