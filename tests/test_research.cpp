@@ -476,10 +476,14 @@ TEST_CASE("tools/ablate.sh: runs kinds x seeds at once, chooses on validation, a
   TempDir t;
   const std::string root = std::filesystem::current_path().string(), out = t.path + "/ab", log = t.path + "/log";
   REQUIRE(access((root + "/tools/ablate.sh").c_str(), X_OK) == 0);  // the tests run from the repository root
-  const std::vector<std::string> args = {"--kinds", "nala softmax", "--seeds", "0 1", "--epochs", "1", "--jobs", "2", "--val", "100",
+  // --epochs 2, but --max-steps ends every run after its first epoch (10
+  // steps of 50 of the 500 images left after validation): the table must
+  // give the epochs each run trained, not the --epochs asked for.
+  const std::vector<std::string> args = {"--kinds", "nala softmax", "--seeds", "0 1", "--epochs", "2", "--jobs", "2", "--val", "100",
                                          "--device", "cpu", "--recipe", "none", "--analyze-images", "2",
                                          "--nala", nala_binary(), "--out", out, "--", "--subset", "600",
-                                         "--eval-subset", "200", "--batch-size", "50", "--warmup-epochs", "0"};
+                                         "--eval-subset", "200", "--batch-size", "50", "--warmup-epochs", "0",
+                                         "--max-steps", "10"};
   int status = 0;
   pid_t pid = spawn("/bin/bash", [&] {
     std::vector<std::string> a = {root + "/tools/ablate.sh"};
@@ -501,6 +505,7 @@ TEST_CASE("tools/ablate.sh: runs kinds x seeds at once, chooses on validation, a
     CHECK(c[0] == kind);
     CHECK(c[1] == std::to_string(s));
     CHECK(c[2] == "653194");
+    CHECK(c[3] == "1");  // trained (--epochs 2 was asked for)
     CHECK(c[4] == "1");
     // The test top-1 the run reported for its chosen epoch, read back from its weights' metadata.
     const std::string run_name = kind + "-s" + std::to_string(s);
@@ -518,6 +523,7 @@ TEST_CASE("tools/ablate.sh: runs kinds x seeds at once, chooses on validation, a
   CHECK(report.find("| nala | 653194 | **") != std::string::npos);
   CHECK(report.find("| softmax | 653194 | **") != std::string::npos);
   CHECK(report.find("nala train") != std::string::npos);  // the exact commands
+  CHECK(report.find("1 epochs (--epochs 2)") != std::string::npos);
 
   // The same --out again: refused (exit 2), the earlier results untouched.
   const std::string before = slurp(out + "/results.csv");

@@ -164,7 +164,9 @@ for k in $kinds; do
     ips=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "images_per_second") c = i; next }
                    c { s += $c; n++ } END { if (n) printf "%.0f", s / n }' "$out/runs/$k-s$s/metrics.csv")
     sp=$(awk -F, 'NR > 1 { printf "%s%s", (NR > 2 ? " " : ""), $10 }' "$out/analyze/$k-s$s/summary.csv" 2>/dev/null)
-    echo "$k,$s,$params,$epochs,$ep,$vt,$tt,$ips,$sp" >>"$out/results.csv"
+    # the epochs the run trained (a --time-budget after -- may choose fewer than --epochs)
+    ran=$(awk 'END { print NR - 1 }' "$out/runs/$k-s$s/metrics.csv")
+    echo "$k,$s,$params,$ran,$ep,$vt,$tt,$ips,$sp" >>"$out/results.csv"
   done
 done
 
@@ -188,7 +190,8 @@ awk -F, 'NR > 1 {
 {
   echo "# $title"
   echo
-  echo "$(date -u +%Y-%m-%d), $(uname -n), device $device, $epochs epochs, seeds [$seeds], $val training images held out for validation;"
+  ran=$(awk -F, 'NR > 1 { if (!lo || $4 < lo) lo = $4; if ($4 > hi) hi = $4 } END { print (lo == hi ? lo : lo "-" hi) }' "$out/results.csv")
+  echo "$(date -u +%Y-%m-%d), $(uname -n), device $device, $ran epochs (--epochs $epochs), seeds [$seeds], $val training images held out for validation;"
   echo "test top-1 of the epoch chosen on validation (best_val.safetensors), mean ± sample standard deviation over the seeds."
   echo "Spearman: rank correlation of query norm and attention entropy per attention layer (nala analyze, $an_images test images; negative = larger norms attend more sharply), mean over the seeds."
   echo
