@@ -409,20 +409,17 @@ void dw_stencil(float* out, const float* x, const float* wt, const float* bias, 
 
 }  // namespace
 
-void dwconv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                      int64_t W, int64_t C, int64_t k) {
-  const int64_t kk = k * k;
-  std::vector<float> wt(kk * C);  // taps major: (kk, C)
-  transpose_2d(wt.data(), w, C, kk);
-  dw_stencil(out, x, wt.data(), bias, nullptr, B, H, W, C, k);
-}
-
 void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
                           int64_t H, int64_t W, int64_t C, int64_t k) {
   const int64_t kk = k * k;
-  std::vector<float> wt(kk * C);
+  std::vector<float> wt(kk * C);  // taps major: (kk, C)
   transpose_2d(wt.data(), w, C, kk);
   dw_stencil(out, x, wt.data(), bias, add, B, H, W, C, k);
+}
+
+void dwconv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                      int64_t W, int64_t C, int64_t k) {
+  dwconv2d_add_forward(out, x, w, bias, nullptr, B, H, W, C, k);
 }
 
 void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,

@@ -98,33 +98,21 @@ struct Avx512Kernel {
       Bp += NR;
     }
     __m512 va = _mm512_set1_ps(alpha);
-    if (bias) {  // (alpha acc + beta C) + bias[column], rounded as a separate bias add would be
-      const __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + 16);
-      const __m512 vbeta = _mm512_set1_ps(beta);
+    // C = alpha acc (+ beta C) (+ bias[column]): each added after, rounded as
+    // the separate operations would be.
+    const __m512 vb = _mm512_set1_ps(beta);
+    const __m512 b0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+    const __m512 b1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 16
-      for (int r = 0; r < MR; r++) {
-        float* c = C + r * ldc;
-        __m512 t0 = _mm512_mul_ps(va, c0[r]), t1 = _mm512_mul_ps(va, c1[r]);
-        if (beta != 0.0f)
-          t0 = _mm512_fmadd_ps(va, c0[r], _mm512_mul_ps(vbeta, _mm512_loadu_ps(c))),
-          t1 = _mm512_fmadd_ps(va, c1[r], _mm512_mul_ps(vbeta, _mm512_loadu_ps(c + 16)));
-        _mm512_storeu_ps(c, _mm512_add_ps(t0, b0));
-        _mm512_storeu_ps(c + 16, _mm512_add_ps(t1, b1));
-      }
-    } else if (beta == 0.0f) {
-#pragma GCC unroll 16
-      for (int r = 0; r < MR; r++) {
-        _mm512_storeu_ps(C + r * ldc, _mm512_mul_ps(va, c0[r]));
-        _mm512_storeu_ps(C + r * ldc + 16, _mm512_mul_ps(va, c1[r]));
-      }
-    } else {
-      __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 16
-      for (int r = 0; r < MR; r++) {
-        float* c = C + r * ldc;
-        _mm512_storeu_ps(c, _mm512_fmadd_ps(va, c0[r], _mm512_mul_ps(vb, _mm512_loadu_ps(c))));
-        _mm512_storeu_ps(c + 16, _mm512_fmadd_ps(va, c1[r], _mm512_mul_ps(vb, _mm512_loadu_ps(c + 16))));
-      }
+    for (int r = 0; r < MR; r++) {
+      float* c = C + r * ldc;
+      __m512 t0 = _mm512_mul_ps(va, c0[r]), t1 = _mm512_mul_ps(va, c1[r]);
+      if (beta != 0.0f)
+        t0 = _mm512_fmadd_ps(va, c0[r], _mm512_mul_ps(vb, _mm512_loadu_ps(c))),
+        t1 = _mm512_fmadd_ps(va, c1[r], _mm512_mul_ps(vb, _mm512_loadu_ps(c + 16)));
+      if (bias) t0 = _mm512_add_ps(t0, b0), t1 = _mm512_add_ps(t1, b1);
+      _mm512_storeu_ps(c, t0);
+      _mm512_storeu_ps(c + 16, t1);
     }
   }
   static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta,
@@ -169,33 +157,21 @@ struct Avx2Kernel {
       Bp += NR;
     }
     __m256 va = _mm256_set1_ps(alpha);
-    if (bias) {  // (alpha acc + beta C) + bias[column], rounded as a separate bias add would be
-      const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
-      const __m256 vbeta = _mm256_set1_ps(beta);
+    // C = alpha acc (+ beta C) (+ bias[column]): each added after, rounded as
+    // the separate operations would be.
+    const __m256 vb = _mm256_set1_ps(beta);
+    const __m256 b0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+    const __m256 b1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
 #pragma GCC unroll 6
-      for (int r = 0; r < MR; r++) {
-        float* c = C + r * ldc;
-        __m256 t0 = _mm256_mul_ps(va, c0[r]), t1 = _mm256_mul_ps(va, c1[r]);
-        if (beta != 0.0f)
-          t0 = _mm256_fmadd_ps(va, c0[r], _mm256_mul_ps(vbeta, _mm256_loadu_ps(c))),
-          t1 = _mm256_fmadd_ps(va, c1[r], _mm256_mul_ps(vbeta, _mm256_loadu_ps(c + 8)));
-        _mm256_storeu_ps(c, _mm256_add_ps(t0, b0));
-        _mm256_storeu_ps(c + 8, _mm256_add_ps(t1, b1));
-      }
-    } else if (beta == 0.0f) {
-#pragma GCC unroll 6
-      for (int r = 0; r < MR; r++) {
-        _mm256_storeu_ps(C + r * ldc, _mm256_mul_ps(va, c0[r]));
-        _mm256_storeu_ps(C + r * ldc + 8, _mm256_mul_ps(va, c1[r]));
-      }
-    } else {
-      __m256 vb = _mm256_set1_ps(beta);
-#pragma GCC unroll 6
-      for (int r = 0; r < MR; r++) {
-        float* c = C + r * ldc;
-        _mm256_storeu_ps(c, _mm256_fmadd_ps(va, c0[r], _mm256_mul_ps(vb, _mm256_loadu_ps(c))));
-        _mm256_storeu_ps(c + 8, _mm256_fmadd_ps(va, c1[r], _mm256_mul_ps(vb, _mm256_loadu_ps(c + 8))));
-      }
+    for (int r = 0; r < MR; r++) {
+      float* c = C + r * ldc;
+      __m256 t0 = _mm256_mul_ps(va, c0[r]), t1 = _mm256_mul_ps(va, c1[r]);
+      if (beta != 0.0f)
+        t0 = _mm256_fmadd_ps(va, c0[r], _mm256_mul_ps(vb, _mm256_loadu_ps(c))),
+        t1 = _mm256_fmadd_ps(va, c1[r], _mm256_mul_ps(vb, _mm256_loadu_ps(c + 8)));
+      if (bias) t0 = _mm256_add_ps(t0, b0), t1 = _mm256_add_ps(t1, b1);
+      _mm256_storeu_ps(c, t0);
+      _mm256_storeu_ps(c + 8, t1);
     }
   }
   static void micro(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta,

@@ -447,28 +447,43 @@ bool transposed_c(int64_t M, int64_t N) {
   return 2 * N <= Kern::NR && pad_t < pad_n && M >= 4 * Kern::NR;
 }
 
-// bias: added to every row of C in the micro-kernels' store (plain product only).
+// bias (nullable): added to every row of C, in the micro-kernels' store
+// for the plain product, after it for the transposed one.
 template <class Kern>
 void gemm_threaded(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, double work,
-                   const float* bias = nullptr) {
-  if (transposed_c<Kern>(M, N))
+                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, double work, const float* bias) {
+  if (transposed_c<Kern>(M, N)) {
     gemm_cut<Kern>(!tb, !ta, N, M, K, alpha, B, ldb, A, lda, beta, C, 1, ldc, work);
-  else
+    if (bias) linear_bias_forward(C, bias, M, N);
+  } else {
     gemm_cut<Kern>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1, work, bias);
+  }
 }
 
-// Y = X W^T + bias in one pass over Y where the plain product runs; else
-// the product, then the bias.
-template <class Kern>
-void linear_threaded(float* Y, const float* X, const float* Wt, const float* bias, int64_t R, int64_t O, int64_t I) {
-  const double work = (double)R * O * I;
-  if (!bias || transposed_c<Kern>(R, O)) {
-    gemm_threaded<Kern>(false, true, R, O, I, 1.0f, X, I, Wt, I, 0.0f, Y, O, work);
-    if (bias) linear_bias_forward(Y, bias, R, O);
-    return;
+// gemm, and linear_forward's C = op(A) op(B) + bias: the kernel of this CPU,
+// the small and empty products apart (their bias added after).
+void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias) {
+  if (M <= 0 || N <= 0) return;
+  const double work = (double)M * N * K;
+  if (K <= 0 || alpha == 0.0f) {  // C = beta * C
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+  } else if (work < 32.0 * 32 * 32) {
+    gemm_small(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    switch (gemm_kernel()) {
+#ifdef NALA_GEMM_X86
+      case GemmKernel::Avx512:
+        return gemm_threaded<Avx512Kernel>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work, bias);
+      case GemmKernel::Avx2:
+        return gemm_threaded<Avx2Kernel>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work, bias);
+#endif
+      default:
+        return gemm_threaded<PortableKernel>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work, bias);
+    }
   }
-  gemm_threaded<Kern>(false, true, R, O, I, 1.0f, X, I, Wt, I, 0.0f, Y, O, work, bias);
+  if (bias) linear_bias_forward(C, bias, M, N);  // ldc == N: linear_forward's Y
 }
 
 }  // namespace
@@ -477,46 +492,12 @@ void linear_threaded(float* Y, const float* X, const float* Wt, const float* bia
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0 || alpha == 0.0f) {  // C = beta * C
-    for (int64_t i = 0; i < M; i++)
-      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-    return;
-  }
-  double work = (double)M * N * K;
-  if (work < 32.0 * 32 * 32) {
-    gemm_small(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
-  }
-  switch (gemm_kernel()) {
-#ifdef NALA_GEMM_X86
-    case GemmKernel::Avx512:
-      return gemm_threaded<Avx512Kernel>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work);
-    case GemmKernel::Avx2:
-      return gemm_threaded<Avx2Kernel>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work);
-#endif
-    default:
-      return gemm_threaded<PortableKernel>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work);
-  }
+  gemm_bias(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nullptr);
 }
 
+// Y = X W^T + bias: the bias in the same pass over Y where the plain product runs.
 void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I) {
-  if (R <= 0 || O <= 0) return;
-  if (I <= 0 || (double)R * O * I < 32.0 * 32 * 32) {  // the small and empty products: as gemm does them
-    gemm(false, true, R, O, I, 1.0f, X, I, W, I, 0.0f, Y, O);
-    if (bias) linear_bias_forward(Y, bias, R, O);
-    return;
-  }
-  switch (gemm_kernel()) {
-#ifdef NALA_GEMM_X86
-    case GemmKernel::Avx512:
-      return linear_threaded<Avx512Kernel>(Y, X, W, bias, R, O, I);
-    case GemmKernel::Avx2:
-      return linear_threaded<Avx2Kernel>(Y, X, W, bias, R, O, I);
-#endif
-    default:
-      return linear_threaded<PortableKernel>(Y, X, W, bias, R, O, I);
-  }
+  gemm_bias(false, true, R, O, I, 1.0f, X, I, W, I, 0.0f, Y, O, bias);
 }
 
 void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
