@@ -201,6 +201,9 @@ TEST_CASE("gradcheck: linear", "[matmul][gradcheck]") {
   // Many rows: the column sums of dbias go through the chunked path.
   REQUIRE_GRADCHECK(fb, (std::vector<Tensor>{randn({300, 2}, rng, 1, true), randn({3, 2}, rng, 1, true),
                                              randn({3}, rng, 1, true)}));
+  // Over 32^3 multiply-adds: the blocked GEMM, the bias added in its store.
+  REQUIRE_GRADCHECK(fb, (std::vector<Tensor>{randn({41, 33}, rng, 1, true), randn({35, 33}, rng, 1, true),
+                                             randn({35}, rng, 1, true)}));
 }
 
 TEST_CASE("matmul and linear: shape errors name the op and both shapes", "[matmul]") {
