@@ -26,12 +26,14 @@
 // in order (double accumulation).
 #include <algorithm>
 #include <cstdint>
+#include <climits>
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/dwconv_stencil.cuh"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/matmul.h"
+#include "kernels/cuda/reduce_util.cuh"
 #include "kernels/conv_geometry.h"
 #include "tensor/tensor.h"
 
@@ -39,6 +41,11 @@ namespace nala {
 namespace cuda {
 
 namespace {
+
+using reduce_util::col_block;
+using reduce_util::col_blocks;
+using reduce_util::col_index;
+using reduce_util::column_sum;
 
 constexpr int64_t kChunkFloats = int64_t(1) << 24;  // im2col buffer budget: 64 MB
 constexpr int kThreads = 256;
@@ -53,41 +60,78 @@ Tensor scratch(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DTyp
 
 // ---- conv2d helpers -------------------------------------------------------------
 
+// The index math of im2col and col2im runs in I: int when every index of the
+// call fits (the usual case; 64-bit division is a long emulated sequence on
+// the GPU and dominated these kernels), int64_t otherwise (see fits_int).
+#define GRID_STRIDE_I(I, e, n) \
+  for (I e = (I)(blockIdx.x * blockDim.x + threadIdx.x); e < (n); e += (I)(gridDim.x * blockDim.x))
+
 // cols (rows, K) for images starting at x (already offset to the chunk's first image).
-__global__ void im2col_kernel(float* cols, const float* x, int64_t rows, int64_t H, int64_t W, int64_t Ci,
-                              int64_t Ho, int64_t Wo, int k, int stride, int pad) {
-  const int64_t kk = k * k, K = Ci * kk;
-  GRID_STRIDE(e, rows * K) {
-    const int64_t row = e / K, j = e - row * K;
-    const int64_t ci = j / kk, t = j - ci * kk, ky = t / k, kx = t - ky * k;
-    const int64_t ox = row % Wo, bo = row / Wo, oy = bo % Ho, b = bo / Ho;
-    const int64_t iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+template <typename I>
+__global__ void im2col_kernel(float* cols, const float* x, I rows, I H, I W, I Ci, I Ho, I Wo, int k, int stride,
+                              int pad) {
+  const I kk = k * k, K = Ci * kk;
+  GRID_STRIDE_I(I, e, rows * K) {
+    const I row = e / K, j = e - row * K;
+    const I ci = j / kk, t = j - ci * kk, ky = t / k, kx = t - ky * k;
+    const I bo = row / Wo, ox = row - bo * Wo, b = bo / Ho, oy = bo - b * Ho;
+    const I iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
     cols[e] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[((b * H + iy) * W + ix) * Ci + ci] : 0.0f;
   }
 }
 
 // dx (nb images, overwritten) from dcols (nb*Ho*Wo, K): each element gathers its taps.
-__global__ void col2im_kernel(float* dx, const float* dcols, int64_t nb, int64_t H, int64_t W, int64_t Ci,
-                              int64_t Ho, int64_t Wo, int k, int stride, int pad) {
-  const int64_t kk = k * k, K = Ci * kk;
-  GRID_STRIDE(e, nb * H * W * Ci) {
-    const int64_t ci = e % Ci, pix = e / Ci, ix = pix % W, by = pix / W, iy = by % H, b = by / H;
+template <typename I>
+__global__ void col2im_kernel(float* dx, const float* dcols, I nb, I H, I W, I Ci, I Ho, I Wo, int k, int stride,
+                              int pad) {
+  const I kk = k * k, K = Ci * kk;
+  GRID_STRIDE_I(I, e, nb * H * W * Ci) {
+    const I pix = e / Ci, ci = e - pix * Ci, by = pix / W, ix = pix - by * W, b = by / H, iy = by - b * H;
     float acc = 0.0f;
     for (int ky = 0; ky < k; ky++) {
-      const int64_t ty = iy + pad - ky;
+      const I ty = iy + pad - ky;
       if (ty < 0 || ty % stride) continue;
-      const int64_t oy = ty / stride;
+      const I oy = ty / stride;
       if (oy >= Ho) continue;
       for (int kx = 0; kx < k; kx++) {
-        const int64_t tx = ix + pad - kx;
+        const I tx = ix + pad - kx;
         if (tx < 0 || tx % stride) continue;
-        const int64_t ox = tx / stride;
+        const I ox = tx / stride;
         if (ox >= Wo) continue;
         acc += dcols[((b * Ho + oy) * Wo + ox) * K + ci * kk + ky * k + kx];
       }
     }
     dx[e] = acc;
   }
+}
+
+// Whether every index of an im2col / col2im call (element counts of cols and
+// of the images, plus a grid-stride step) fits an int.
+bool fits_int(int64_t rows, int64_t K, int64_t nb, int64_t H, int64_t W, int64_t Ci) {
+  const int64_t lim = INT32_MAX - (int64_t)kMaxBlocks * kThreads;
+  return rows * K < lim && nb * H * W * Ci < lim;
+}
+
+void im2col(float* cols, const float* x, int64_t nb, int64_t rows, int64_t H, int64_t W, int64_t Ci, int64_t Ho,
+            int64_t Wo, int64_t k, int64_t stride, int64_t pad, const char* op) {
+  const int blocks = blocks_for(rows * Ci * k * k);
+  if (fits_int(rows, Ci * k * k, nb, H, W, Ci))
+    im2col_kernel<int><<<blocks, kThreads>>>(cols, x, (int)rows, (int)H, (int)W, (int)Ci, (int)Ho, (int)Wo, (int)k,
+                                             (int)stride, (int)pad);
+  else
+    im2col_kernel<int64_t><<<blocks, kThreads>>>(cols, x, rows, H, W, Ci, Ho, Wo, (int)k, (int)stride, (int)pad);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+void col2im(float* dx, const float* dcols, int64_t nb, int64_t rows, int64_t H, int64_t W, int64_t Ci, int64_t Ho,
+            int64_t Wo, int64_t k, int64_t stride, int64_t pad, const char* op) {
+  const int blocks = blocks_for(nb * H * W * Ci);
+  if (fits_int(rows, Ci * k * k, nb, H, W, Ci))
+    col2im_kernel<int><<<blocks, kThreads>>>(dx, dcols, (int)nb, (int)H, (int)W, (int)Ci, (int)Ho, (int)Wo, (int)k,
+                                             (int)stride, (int)pad);
+  else
+    col2im_kernel<int64_t><<<blocks, kThreads>>>(dx, dcols, nb, H, W, Ci, Ho, Wo, (int)k, (int)stride, (int)pad);
+  CUDA_CHECK_LAUNCH(op);
 }
 
 // out (rows, Co): every row = bias.
@@ -113,13 +157,11 @@ __global__ void colsum_partials(float* part, const float* a, int64_t R, int64_t 
   }
 }
 
-// out[c] = sum over blk of part[blk*C + c], in order.
+// out[c] = sum over blk of part[blk*C + c] (reduce_util::column_sum: a fixed order).
 __global__ void colsum_finish(float* out, const float* part, int64_t C, int nblk) {
-  GRID_STRIDE(c, C) {
-    double s = 0;
-    for (int blk = 0; blk < nblk; blk++) s += part[blk * C + c];
-    out[c] = (float)s;
-  }
+  const int64_t c = col_index();
+  const double s = column_sum(part + (c < C ? c : 0), nblk, C, c < C);
+  if (threadIdx.y == 0 && c < C) out[c] = (float)s;
 }
 
 // out[c] = sum over rows of a (rows, C), deterministic.
@@ -129,7 +171,7 @@ void column_sums(float* out, const float* a, int64_t rows, int64_t C, const char
   Tensor part = scratch(nblk * C);
   colsum_partials<<<dim3((unsigned)((C + 31) / 32), nblk), dim3(32, 8)>>>(part.f32(), a, rows, C, nblk);
   CUDA_CHECK_LAUNCH(op);
-  colsum_finish<<<blocks_for(C), kThreads>>>(out, part.f32(), C, nblk);
+  colsum_finish<<<col_blocks(C), col_block()>>>(out, part.f32(), C, nblk);
   CUDA_CHECK_LAUNCH(op);
 }
 
@@ -147,11 +189,7 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* bia
   for (int64_t b0 = 0; b0 < B; b0 += g.chunk) {
     const int64_t nb = std::min(g.chunk, B - b0), rows = nb * g.per_image;
     const float* A = g.direct ? x + b0 * g.per_image * Ci : cols.f32();
-    if (!g.direct) {
-      im2col_kernel<<<blocks_for(rows * g.K), kThreads>>>(cols.f32(), x + b0 * H * W * Ci, rows, H, W, Ci, g.Ho,
-                                                          g.Wo, (int)k, (int)stride, (int)pad);
-      CUDA_CHECK_LAUNCH("conv2d_forward");
-    }
+    if (!g.direct) im2col(cols.f32(), x + b0 * H * W * Ci, nb, rows, H, W, Ci, g.Ho, g.Wo, k, stride, pad, "conv2d_forward");
     float* o = out + b0 * g.per_image * Co;
     if (bias) {
       bias_rows_kernel<<<blocks_for(rows * Co), kThreads>>>(o, bias, rows, Co);
@@ -181,21 +219,15 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
     const float* dO = dout + b0 * g.per_image * Co;
     if (dw) {
       const float* A = g.direct ? x + b0 * g.per_image * Ci : cols.f32();
-      if (!g.direct) {
-        im2col_kernel<<<blocks_for(rows * g.K), kThreads>>>(cols.f32(), x + b0 * H * W * Ci, rows, H, W, Ci,
-                                                            g.Ho, g.Wo, (int)k, (int)stride, (int)pad);
-        CUDA_CHECK_LAUNCH("conv2d_backward");
-      }
+      if (!g.direct)
+        im2col(cols.f32(), x + b0 * H * W * Ci, nb, rows, H, W, Ci, g.Ho, g.Wo, k, stride, pad, "conv2d_backward");
       gemm(true, false, Co, g.K, rows, 1.0f, dO, Co, A, g.K, b0 == 0 ? 0.0f : 1.0f, dw, g.K);
     }
     if (dx) {
       float* D = g.direct ? dx + b0 * g.per_image * Ci : dcols.f32();
       gemm(false, false, rows, g.K, Co, 1.0f, dO, Co, w, g.K, 0.0f, D, g.K);
-      if (!g.direct) {
-        col2im_kernel<<<blocks_for(nb * H * W * Ci), kThreads>>>(dx + b0 * H * W * Ci, dcols.f32(), nb, H, W, Ci,
-                                                                 g.Ho, g.Wo, (int)k, (int)stride, (int)pad);
-        CUDA_CHECK_LAUNCH("conv2d_backward");
-      }
+      if (!g.direct)
+        col2im(dx + b0 * H * W * Ci, dcols.f32(), nb, rows, H, W, Ci, g.Ho, g.Wo, k, stride, pad, "conv2d_backward");
     }
   }
 }
@@ -237,16 +269,18 @@ __global__ void dw_grad_partials(float* part, const float* g, const float* x, in
   }
 }
 
-// dw[c*kk + t] (t < kk) and dbias[c] (t == kk): the row-block partials summed in order.
+// dw[c*kk + t] (t < kk) and dbias[c] (t == kk): column t*C + c of the
+// partials (nblk rows of (kk+1)*C), in row-block order (reduce_util::column_sum).
 __global__ void dw_grad_finish(float* dw, float* dbias, const float* part, int64_t C, int k, int nblk) {
   const int kk = k * k;
-  GRID_STRIDE(e, (kk + 1) * C) {
-    const int64_t t = e / C, c = e % C;
-    if (t < kk ? !dw : !dbias) continue;
-    double s = 0;
-    for (int blk = 0; blk < nblk; blk++) s += part[((int64_t)blk * (kk + 1) + t) * C + c];
-    if (t < kk) dw[c * kk + t] = (float)s;
-    else dbias[c] = (float)s;
+  const int64_t ncol = (kk + 1) * C, j = col_index();
+  const double s = column_sum(part + (j < ncol ? j : 0), nblk, ncol, j < ncol);
+  if (threadIdx.y != 0 || j >= ncol) return;
+  const int64_t t = j / C, c = j % C;
+  if (t < kk) {
+    if (dw) dw[c * kk + t] = (float)s;
+  } else if (dbias) {
+    dbias[c] = (float)s;
   }
 }
 
@@ -275,7 +309,7 @@ void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, co
   dw_grad_partials<<<dim3((unsigned)((C + 31) / 32), nblk), dim3(32, 8)>>>(part.f32(), dout, x, R, H, W, C,
                                                                           (int)k, nblk, dw != nullptr);
   CUDA_CHECK_LAUNCH("dwconv2d_backward");
-  dw_grad_finish<<<blocks_for((kk + 1) * C), kThreads>>>(dw, dbias, part.f32(), C, (int)k, nblk);
+  dw_grad_finish<<<col_blocks((kk + 1) * C), col_block()>>>(dw, dbias, part.f32(), C, (int)k, nblk);
   CUDA_CHECK_LAUNCH("dwconv2d_backward");
 }
 

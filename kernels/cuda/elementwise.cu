@@ -22,7 +22,7 @@
 //   - sum_to, deterministic (no float atomics), by where the reduced dims
 //     are: last dim kept (per-channel (M, C) -> (C)): one thread per output
 //     element and chunk of the reduced elements, coalesced along C, partials
-//     added in chunk order by a second pass; last dim reduced (row sums,
+//     added in a fixed order by a second pass (column_sum); last dim reduced (row sums,
 //     scalar): one warp per output element and chunk, lanes stride over the
 //     contiguous reduced elements, a fixed shuffle tree, and a second pass
 //     over the chunk partials with one warp per output.
@@ -36,6 +36,7 @@
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/reduce_util.cuh"
 #include "kernels/cuda/shape.h"
 #include "tensor/tensor.h"
 
@@ -435,15 +436,14 @@ __global__ void sum_cols_kernel(float* out, float* part, const float* __restrict
   else part[(int64_t)g * M + j] = acc;
 }
 
-// out[j] = sum over g of part[g M + j], in chunk order.
+// out[j] = sum over g of part[g M + j], in a fixed order (reduce_util::column_sum).
 __global__ void sum_cols_finish_kernel(float* out, const float* __restrict__ part, Dims K, int64_t M, int G) {
-  const int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (j >= M) return;
+  const int64_t j = reduce_util::col_index();
+  const double acc = reduce_util::column_sum(part + (j < M ? j : 0), G, M, j < M);
+  if (threadIdx.y != 0 || j >= M) return;
   int64_t xj, oj;
   decode(K, j, xj, oj);
-  float acc = 0.0f;
-  for (int g = 0; g < G; g++) acc += part[(int64_t)g * M + j];
-  out[oj] = acc;
+  out[oj] = (float)acc;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -521,7 +521,7 @@ void sum_to(float* out, const float* x, Layout L) {
     sum_cols_kernel<<<grid, kThreads>>>(out, pp, x, K, Rd, M, R, G);
     CUDA_CHECK_LAUNCH("sum_to");
     if (G > 1) {
-      sum_cols_finish_kernel<<<(unsigned)((M + kThreads - 1) / kThreads), kThreads>>>(out, pp, K, M, G);
+      sum_cols_finish_kernel<<<reduce_util::col_blocks(M), reduce_util::col_block()>>>(out, pp, K, M, G);
       CUDA_CHECK_LAUNCH("sum_to");
     }
   } else {

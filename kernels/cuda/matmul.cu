@@ -34,6 +34,7 @@
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/gemm_fp32.cuh"
 #include "kernels/cuda/matmul.h"
+#include "kernels/cuda/reduce_util.cuh"
 #include "tensor/tensor.h"
 
 namespace nala {
@@ -44,19 +45,22 @@ namespace {
 using fp32gemm::GemmParams;
 using fp32gemm::THREADS;
 using fp32gemm::gemm_tiled;
+using reduce_util::col_block;
+using reduce_util::col_blocks;
+using reduce_util::col_index;
+using reduce_util::column_sum;
 
-// C = alpha * (sum of the slices of ws, in order) + beta * C.
+// C = alpha * (sum of the slices of ws) + beta * C: column idx of the batch's
+// slices (rows of M * N) added in a fixed order (reduce_util::column_sum).
 __global__ void splitk_reduce(const float* ws, int splits, int64_t M, int64_t N, float alpha, float beta, float* C,
                               int64_t ldc, int64_t sC, int64_t total) {
-  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
-       idx += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t n = idx % N, r = idx / N, m = r % M, b = r / M;
-    const float* w = ws + b * splits * M * N + m * N + n;
-    float acc = 0.0f;
-    for (int s = 0; s < splits; s++) acc += w[s * M * N];
-    float* c = C + b * sC + m * ldc + n;
-    *c = (beta == 0.0f ? 0.0f : beta * *c) + alpha * acc;
-  }
+  const int64_t idx = col_index(), MN = M * N;
+  const int64_t b = idx / MN, r = idx - b * MN, m = r / N, n = r - m * N;
+  const bool in = idx < total;
+  const float acc = (float)column_sum(ws + (in ? b * splits * MN + r : 0), splits, MN, in);
+  if (threadIdx.y != 0 || !in) return;
+  float* c = C + b * sC + m * ldc + n;
+  *c = (beta == 0.0f ? 0.0f : beta * *c) + alpha * acc;
 }
 
 // C = beta * C (K = 0 or alpha = 0); beta = 0 writes zeros over anything.
@@ -137,10 +141,12 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   p.vecB = aligned16(B) && ldb % 4 == 0 && stride_b % 4 == 0;
   p.vecC = aligned16(C) && ldc % 4 == 0 && stride_c % 4 == 0;
 
-  // Split-K: aim for two blocks per SM, slices of at least 512, a bounded workspace.
+  // Split-K: aim for four blocks per SM (a 64 x 64 block of 8 warps alone on
+  // an SM waits on its loads), slices of at least 128, a bounded workspace.
+  // The slices' sum is one more pass over splits x M x N floats, in L2.
   int64_t splits = 1;
-  if (ntiles < sms && K >= 1024) {
-    splits = std::min<int64_t>((2 * sms + ntiles - 1) / ntiles, K / 512);
+  if (ntiles < sms && K >= 512) {
+    splits = std::min<int64_t>((4 * sms + ntiles - 1) / ntiles, K / 128);
     splits = std::min<int64_t>(splits, std::max<int64_t>(1, ((int64_t)1 << 26) / (batch * M * N)));
   }
   Tensor ws;
@@ -159,7 +165,8 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
     launch_tiled<64, 64, 16>(trans_a, trans_b, p, batch * splits);
   if (splits > 1) {
     int64_t total = batch * M * N;
-    splitk_reduce<<<grid_for(total, 256), 256>>>(ws.f32(), (int)splits, M, N, alpha, beta, C, ldc, stride_c, total);
+    splitk_reduce<<<col_blocks(total), col_block()>>>(ws.f32(), (int)splits, M, N, alpha, beta, C, ldc, stride_c,
+                                                      total);
     CUDA_CHECK_LAUNCH("gemm");
   }
   // ws goes back to the caching allocator here; later kernels on the same
@@ -206,6 +213,13 @@ __global__ void col_sums(const float* X, float* out, int64_t R, int64_t N, int64
   }
 }
 
+// out[n] = the chunk sums part[c * N + n] added in a fixed order (reduce_util::column_sum).
+__global__ void chunk_sums_finish(const float* part, float* out, int64_t nchunks, int64_t N) {
+  const int64_t n = col_index();
+  const double s = column_sum(part + (n < N ? n : 0), nchunks, N, n < N);
+  if (threadIdx.y == 0 && n < N) out[n] = (float)s;
+}
+
 void launch_col_sums(const float* X, float* out, int64_t R, int64_t N, int64_t chunk, int64_t nchunks) {
   dim3 block(32, 8), grid((unsigned)((N + 31) / 32), (unsigned)std::min<int64_t>(nchunks, 65535));
   col_sums<<<grid, block>>>(X, out, R, N, chunk, nchunks);
@@ -238,7 +252,8 @@ void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N) {
   }
   Tensor part = Tensor::empty({nchunks * N}, DType::F32, Device::CUDA);
   launch_col_sums(dY, part.f32(), R, N, chunk, nchunks);
-  launch_col_sums(part.f32(), dbias, nchunks, N, nchunks, 1);
+  chunk_sums_finish<<<col_blocks(N), col_block()>>>(part.f32(), dbias, nchunks, N);
+  CUDA_CHECK_LAUNCH("linear_bias_backward");
 }
 
 }  // namespace cuda

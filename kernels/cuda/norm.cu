@@ -35,12 +35,18 @@
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/layernorm_rows.cuh"
 #include "kernels/cuda/norm.h"
+#include "kernels/cuda/reduce_util.cuh"
 #include "tensor/tensor.h"
 
 namespace nala {
 namespace cuda {
 
 namespace {
+
+using reduce_util::col_block;
+using reduce_util::col_blocks;
+using reduce_util::col_index;
+using reduce_util::column_sum;
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride loops beyond this
@@ -123,11 +129,18 @@ Tensor channel_partials(int64_t O, int64_t C, int64_t I, F f, int& nblk, const c
   return part;
 }
 
-// Pass 2 for channel c: the block partials of sum `which` (0: a, 1: b), in order.
+// Pass 2 for channel c: the block partials of sum `which` (0: a, 1: b), added
+// in a fixed order (reduce_util::column_sum; the finish kernels run in blocks
+// of col_block(), col_blocks(C) of them, and write from the threads with
+// threadIdx.y == 0). Every thread of the block calls it; c may be past C.
 __device__ double part_sum(const float* part, int nblk, int64_t C, int64_t c, int which) {
-  double s = 0;
-  for (int blk = 0; blk < nblk; blk++) s += part[((int64_t)blk * 2 + which) * C + c];
-  return s;
+  return column_sum(part + which * C + (c < C ? c : 0), nblk, 2 * C, c < C);
+}
+
+// The channel of a finish kernel's thread, or -1 when the thread writes nothing.
+__device__ int64_t finish_channel(int64_t C) {
+  const int64_t c = col_index();
+  return threadIdx.y == 0 && c < C ? c : -1;
 }
 
 // ---- elementwise per-channel maps ----------------------------------------------
@@ -230,20 +243,21 @@ struct BnGradSums {  // (dout, dout * xhat)
 };
 
 __global__ void bn_mean_finish(float* mean, const float* part, int64_t C, int nblk, double n) {
-  GRID_STRIDE(c, C) mean[c] = (float)(part_sum(part, nblk, C, c, 0) / n);
+  const double s = part_sum(part, nblk, C, col_index(), 0);
+  const int64_t c = finish_channel(C);
+  if (c >= 0) mean[c] = (float)(s / n);
 }
 
 __global__ void bn_var_finish(float* rstd, float* running_mean, float* running_var, const float* part_mean,
                               int nblk_mean, const float* part_var, int nblk_var, int64_t C, double n,
                               float momentum, float eps) {
-  GRID_STRIDE(c, C) {
-    const double var = part_sum(part_var, nblk_var, C, c, 0) / n;
-    rstd[c] = (float)(1.0 / sqrt(var + eps));
-    if (running_mean)
-      running_mean[c] =
-          (float)((1.0 - momentum) * running_mean[c] + momentum * (part_sum(part_mean, nblk_mean, C, c, 0) / n));
-    if (running_var) running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var * n / (n - 1));
-  }
+  const double var = part_sum(part_var, nblk_var, C, col_index(), 0) / n;
+  const double mu = running_mean ? part_sum(part_mean, nblk_mean, C, col_index(), 0) / n : 0.0;
+  const int64_t c = finish_channel(C);
+  if (c < 0) return;
+  rstd[c] = (float)(1.0 / sqrt(var + eps));
+  if (running_mean) running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
+  if (running_var) running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var * n / (n - 1));
 }
 
 __global__ void bn_eval_stats_kernel(float* mean, float* rstd, const float* running_mean, const float* running_var,
@@ -265,15 +279,15 @@ struct BnForward {  // out = (x - mean) * (rstd * weight) + bias
 // coef (3, C): dx = a[c] * dout + b[c] * (x - mean[c]) + d[c]; also dweight, dbias.
 __global__ void bn_backward_finish(float* coef, float* dweight, float* dbias, const float* part, const float* rstd,
                                    const float* w, int64_t C, int nblk, double n, bool training) {
-  GRID_STRIDE(c, C) {
-    const double sd = part_sum(part, nblk, C, c, 0), sdx = part_sum(part, nblk, C, c, 1);
-    if (dweight) dweight[c] = (float)sdx;
-    if (dbias) dbias[c] = (float)sd;
-    const double k = (double)wget(w, c) * rstd[c];
-    coef[c] = (float)k;
-    coef[C + c] = training ? (float)(-k * (sdx / n) * rstd[c]) : 0.0f;
-    coef[2 * C + c] = training ? (float)(-k * (sd / n)) : 0.0f;
-  }
+  const double sd = part_sum(part, nblk, C, col_index(), 0), sdx = part_sum(part, nblk, C, col_index(), 1);
+  const int64_t c = finish_channel(C);
+  if (c < 0) return;
+  if (dweight) dweight[c] = (float)sdx;
+  if (dbias) dbias[c] = (float)sd;
+  const double k = (double)wget(w, c) * rstd[c];
+  coef[c] = (float)k;
+  coef[C + c] = training ? (float)(-k * (sdx / n) * rstd[c]) : 0.0f;
+  coef[2 * C + c] = training ? (float)(-k * (sd / n)) : 0.0f;
 }
 
 struct BnBackwardDx {
@@ -297,11 +311,12 @@ struct XShifted {  // (x - shift[c], (x - shift[c])^2)
 
 // sums (2C + 1) = [S1 (C), S2 (C), count]; the block partials added in order, in double.
 __global__ void bn_sums_finish(float* sums, const float* part, int64_t C, int nblk, float count) {
-  GRID_STRIDE(c, C) {
-    sums[c] = (float)part_sum(part, nblk, C, c, 0);
-    sums[C + c] = (float)part_sum(part, nblk, C, c, 1);
-    if (c == 0) sums[2 * C] = count;
-  }
+  const double s1 = part_sum(part, nblk, C, col_index(), 0), s2 = part_sum(part, nblk, C, col_index(), 1);
+  const int64_t c = finish_channel(C);
+  if (c < 0) return;
+  sums[c] = (float)s1;
+  sums[C + c] = (float)s2;
+  if (c == 0) sums[2 * C] = count;
 }
 
 __global__ void bn_sync_stats_kernel(float* mean, float* rstd, float* running_mean, float* running_var,
@@ -382,10 +397,10 @@ void batchnorm_train_stats(float* mean, float* rstd, float* running_mean, float*
   const double n = (double)(O * I);
   int nb1 = 0, nb2 = 0;
   Tensor p1 = channel_partials(O, C, I, XSum{x}, nb1, "batchnorm_train_stats");
-  bn_mean_finish<<<blocks_for(C), kThreads>>>(mean, p1.f32(), C, nb1, n);
+  bn_mean_finish<<<col_blocks(C), col_block()>>>(mean, p1.f32(), C, nb1, n);
   CUDA_CHECK_LAUNCH("batchnorm_train_stats");
   Tensor p2 = channel_partials(O, C, I, XDevSq{x, mean}, nb2, "batchnorm_train_stats");
-  bn_var_finish<<<blocks_for(C), kThreads>>>(rstd, running_mean, running_var, p1.f32(), nb1, p2.f32(), nb2, C, n,
+  bn_var_finish<<<col_blocks(C), col_block()>>>(rstd, running_mean, running_var, p1.f32(), nb1, p2.f32(), nb2, C, n,
                                              momentum, eps);
   CUDA_CHECK_LAUNCH("batchnorm_train_stats");
 }
@@ -409,7 +424,7 @@ void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* do
   int nblk = 0;
   Tensor part = channel_partials(O, C, I, BnGradSums{dout, x, mean, rstd}, nblk, "batchnorm_backward");
   Tensor coef = Tensor::empty({3 * C}, DType::F32, Device::CUDA);
-  bn_backward_finish<<<blocks_for(C), kThreads>>>(coef.f32(), dweight, dbias, part.f32(), rstd, weight, C, nblk,
+  bn_backward_finish<<<col_blocks(C), col_block()>>>(coef.f32(), dweight, dbias, part.f32(), rstd, weight, C, nblk,
                                                   (double)(O * I), training);
   CUDA_CHECK_LAUNCH("batchnorm_backward");
   if (dx) per_channel_map(O, C, I, BnBackwardDx{dx, dout, x, mean, coef.f32(), C}, "batchnorm_backward");
@@ -421,7 +436,7 @@ void batchnorm_sums(float* sums, const float* x, const float* shift, int64_t O, 
   if (C == 0) return;
   int nblk = 0;
   Tensor part = channel_partials(O, C, I, XShifted{x, shift}, nblk, "batchnorm_sums");
-  bn_sums_finish<<<blocks_for(C), kThreads>>>(sums, part.f32(), C, nblk, (float)(O * I));
+  bn_sums_finish<<<col_blocks(C), col_block()>>>(sums, part.f32(), C, nblk, (float)(O * I));
   CUDA_CHECK_LAUNCH("batchnorm_sums");
 }
 
