@@ -113,9 +113,27 @@ std::vector<OpId> graph_ops(const Tensor& root) {
   return ops;
 }
 
-static void add_grad(Tensor& slot, const Tensor& g) {
+// The gradient flowing into an interior node. A backward may hand its
+// incoming gradient on without a copy (add passes it to both inputs, reshape
+// a view of it), so these may share a buffer: copy on write, before adding
+// in place into one that anything else still holds.
+static void add_grad_interior(Tensor& slot, const Tensor& g) {
   if (!slot.defined()) {
     slot = g.is_contiguous() ? g : g.clone();
+  } else {
+    if (slot.impl_use_count() > 1 || slot.storage().use_count() > 1) slot = slot.clone();
+    accumulate_into(slot, g);
+  }
+}
+
+// A leaf's .grad is written in place later (accumulation over backward
+// passes, clipping, the optimiser, all-reduce), and other code may keep a
+// handle to it: it takes g's buffer only when nothing else holds it (g here
+// is the backward's own reference), else a copy.
+static void add_grad_leaf(Tensor& slot, const Tensor& g) {
+  if (!slot.defined()) {
+    const bool own = g.impl_use_count() == 1 && g.storage().use_count() == 1;
+    slot = own && g.is_contiguous() ? g : g.clone();
   } else {
     if (slot.storage().use_count() > 1) slot = slot.clone();  // never write into a shared buffer
     accumulate_into(slot, g);
@@ -152,7 +170,7 @@ void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph, co
   NALA_CHECK(g0.shape() == root.shape(), "backward: gradient ", g0.desc(), " for root ", root.desc());
   if (!root.grad_fn()) {  // a leaf
     Tensor slot = root.grad();
-    add_grad(slot, g0);
+    add_grad_leaf(slot, g0);
     const_cast<Tensor&>(root).set_grad(slot);
     if (on_leaf_ready) on_leaf_ready(const_cast<Tensor&>(root));
     return;
@@ -186,10 +204,10 @@ void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph, co
       NALA_CHECK(gin[i].shape() == in.shape(), "backward of '", op_name(node->op), "': gradient ",
                  gin[i].desc(), " for input ", i, " of shape ", in.desc());
       if (in.grad_fn()) {
-        add_grad(grads[in.grad_fn().get()], gin[i]);
+        add_grad_interior(grads[in.grad_fn().get()], gin[i]);
       } else {
         Tensor slot = in.grad();
-        add_grad(slot, gin[i]);
+        add_grad_leaf(slot, gin[i]);
         in.set_grad(slot);
       }
     }

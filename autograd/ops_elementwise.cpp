@@ -58,10 +58,19 @@ Tensor binary(BinaryOp bop, OpId id, const Tensor& a, const Tensor& b) {
     Tensor gc = contig(g, name);
     Tensor ga, gb;
     if (bop == BinaryOp::Add || bop == BinaryOp::Sub) {
-      if (need_a) ga = detail::sum_to_shape(gc, as, name);
+      // An input of the output's shape gets the incoming gradient itself, no
+      // copy (the engine copies on write: autograd.cpp, add_grad_interior).
+      if (need_a) ga = as == os ? gc : detail::sum_to_shape(gc, as, name);
       if (need_b) {
-        gb = detail::sum_to_shape(gc, bs, name);
-        if (bop == BinaryOp::Sub) NALA_DISPATCH(dev, scale_forward, gb.f32(), gb.f32(), -1.0f, gb.numel());
+        if (bop == BinaryOp::Add) {
+          gb = bs == os ? gc : detail::sum_to_shape(gc, bs, name);
+        } else if (bs == os) {
+          gb = Tensor::empty(bs, DType::F32, dev);
+          if (gb.numel()) NALA_DISPATCH(dev, scale_forward, gb.f32(), gc.f32(), -1.0f, gb.numel());
+        } else {
+          gb = detail::sum_to_shape(gc, bs, name);
+          NALA_DISPATCH(dev, scale_forward, gb.f32(), gb.f32(), -1.0f, gb.numel());
+        }
       }
       return {ga, gb};
     }
@@ -129,7 +138,7 @@ Tensor add_scalar(const Tensor& x, float s) {
   Tensor out = Tensor::empty(x.shape(), DType::F32, dev);
   NALA_DISPATCH(dev, add_scalar_forward, out.f32(), xc.f32(), s, out.numel());
   return record(OpId::add_scalar, out, {x}, [](const Tensor& g) -> std::vector<Tensor> {
-    return {detail::fresh_copy(g, g.shape(), "add_scalar")};
+    return {g};  // passed on without a copy (the engine copies on write)
   });
 }
 

@@ -2,8 +2,11 @@
 // transpose, narrow, expand, contiguous, concat, split, chunk.
 //
 // reshape, permute, narrow and expand return views that share the input's
-// storage (reshape copies only when the input is not contiguous); their
-// gradients are fresh contiguous tensors. split and chunk are narrows and
+// storage (reshape copies only when the input is not contiguous). The
+// gradients of reshape and contiguous are the incoming gradient itself (a
+// view of it) when it is contiguous, the others fresh contiguous tensors;
+// the engine copies a shared gradient before it adds into it in place
+// (autograd.cpp). split and chunk are narrows and
 // record narrow; transpose records permute. Copies go through the strided
 // copy kernel of the tensor's device (kernels/cpu/shape.h).
 //
@@ -75,7 +78,7 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
   Tensor out = view::reshape(contig(x, "reshape"), shape);  // a view of x when x is contiguous
   Shape xs = x.shape();
   return record(OpId::reshape, out, {x}, [xs](const Tensor& g) -> std::vector<Tensor> {
-    return {fresh_copy(g, xs, "reshape")};
+    return {g.is_contiguous() ? view::reshape(g, xs) : fresh_copy(g, xs, "reshape")};
   });
 }
 
@@ -122,7 +125,7 @@ Tensor contiguous(const Tensor& x) {
   Tensor out = x.dtype() == DType::F32 ? fresh_copy(x, x.shape(), "contiguous") : view::contiguous(x);
   Shape xs = x.shape();
   return record(OpId::contiguous, out, {x}, [xs](const Tensor& g) -> std::vector<Tensor> {
-    return {fresh_copy(g, xs, "contiguous")};
+    return {g.is_contiguous() ? g : fresh_copy(g, xs, "contiguous")};
   });
 }
 

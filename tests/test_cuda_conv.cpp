@@ -112,6 +112,7 @@ TEST_CASE("cuda: dwconv2d forward and gradients match the CPU", "[cuda][conv]") 
   check_dwconv_op(3, 20, 19, 70, 3, true, rng);  // several row and column tiles, 3 channel blocks
   check_dwconv_op(2, 17, 30, 64, 7, true, rng);
   check_dwconv_op(1, 1, 1, 5, 3, true, rng);      // a single pixel: every tap but the centre is padding
+  check_dwconv_op(40, 420, 3, 5, 3, true, rng);   // 16,800 rows: more than the 2048 row blocks of 8 (dw partials)
   // with an addend (add + dwconv(x)) and the residual x + dwconv(x)
   Tensor x = randn({2, 9, 11, 37}, rng), w = randn({37, 1, 5, 5}, rng, 0.3f), b = randn({37}, rng);
   Tensor a = randn(x.shape(), rng);

@@ -172,6 +172,30 @@ TEST_CASE("cuda: linear bias kernels match the CPU", "[cuda][matmul]") {
 #endif
 }
 
+TEST_CASE("cuda: linear_forward with its bias in the GEMM store is the product then the bias, bit for bit", "[cuda][matmul]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(106);
+  // 64 tiles, 128 tiles, split-K (few tiles, long I), odd O (scalar stores), I = 0.
+  const int64_t shapes[][3] = {{7, 5, 3}, {300, 64, 96}, {2048, 256, 64}, {64, 64, 4096}, {33, 130, 1030}, {17, 9, 0}};
+  for (const auto& s : shapes) {
+    const int64_t R = s[0], O = s[1], I = s[2];
+    INFO("R " << R << " O " << O << " I " << I);
+    std::vector<float> x = rand_vec(std::max<int64_t>(R * I, 1), rng), w = rand_vec(std::max<int64_t>(O * I, 1), rng);
+    std::vector<float> bias = rand_vec(O, rng), nan(R * O, std::numeric_limits<float>::quiet_NaN());
+    Tensor X = cuda_vec(x), W = cuda_vec(w), B = cuda_vec(bias), Y1 = cuda_vec(nan), Y2 = cuda_vec(nan);
+    cuda::linear_forward(Y1.f32(), X.f32(), W.f32(), B.f32(), R, O, I);
+    cuda::gemm(false, true, R, O, I, 1.0f, X.f32(), I, W.f32(), I, 0.0f, Y2.f32(), O);
+    cuda::linear_bias_forward(Y2.f32(), B.f32(), R, O);
+    const std::vector<float> got = host(Y1).to_vector();
+    REQUIRE(got == host(Y2).to_vector());
+    std::vector<float> ref(R * O);  // and the CPU's linear layer
+    cpu::linear_forward(ref.data(), x.data(), w.data(), bias.data(), R, O, I);
+    REQUIRE_CLOSE(got, ref, 1e-5 * std::sqrt((double)I + 1), 1e-5);
+  }
+#endif
+}
+
 TEST_CASE("cuda: matmul batched, broadcast batch and every transpose", "[cuda][matmul]") {
   SKIP_WITHOUT_CUDA();
   Rng rng(106);

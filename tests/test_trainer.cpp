@@ -421,12 +421,15 @@ TEST_CASE("trainer: a budgeted run that slows down fits fewer epochs and ends in
   TempDir t;
   const Dataset train_set = quadrants("quadrants", 192, 1), test_set = quadrants("quadrants-test", 64, 2);
   auto comm = make_single_comm();
-  // From epoch 2 on every fourth step's progress report waits 0.6 s: the
-  // machine "gets slower", and after epoch 2 no further epoch fits.
+  // From epoch 2 on every fourth step's progress report waits 0.7 s: the
+  // machine "gets slower", and after epoch 2 no further epoch fits. With t
+  // the time of a fast step, epoch 2 ends at 96 t + 8.4 s, and epoch 3 (48
+  // steps at the average step of epochs 1-2, 24 t + 4.2 s) does not fit in
+  // what is left for any t; epoch 2 ends inside the budget for t < 37 ms.
   struct Slow : Recorder {
     void progress(const StepReport& r) override {
       Recorder::progress(r);
-      if (r.epoch >= 2 && r.done % 4 == 0) usleep(600000);
+      if (r.epoch >= 2 && r.done % 4 == 0) usleep(700000);
     }
   } rec;
   auto model = fresh_model(5);

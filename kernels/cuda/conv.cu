@@ -8,22 +8,23 @@
 //
 // conv2d mirrors the CPU version: whole images are unfolded chunk by chunk
 // (bounded buffer) into cols (rows = images*Ho*Wo, K) and
-//   forward   out   = cols @ w^T (+ bias)       bias rows first, gemm beta 1
+//   forward   out   = cols @ w^T (+ bias)       the bias in the GEMM's store
 //   backward  dw   += dout^T @ cols              one gemm per chunk
 //             dcols = dout @ w, then col2im      gather form: no atomics
 //             dbias = column sums of dout        per-block partials, then
 //                                                a fixed-order second pass
 // A 1x1 stride-1 unpadded conv skips the unfolding (cols is x itself).
-// im2col: one thread per cols element, consecutive threads write consecutive
-// addresses. col2im: one thread per dx element (channel fastest: coalesced
+// im2col: one thread per (output pixel, input channel), writing its k*k taps;
+// consecutive threads read consecutive channels. col2im: one thread per dx element (channel fastest: coalesced
 // writes), summing the taps that read it in (ky, kx) order like the CPU.
 //
 // dwconv2d: the stencil (shared-memory tile with halo, 8 output columns per
 // thread in registers) is in dwconv_stencil.cuh, the kernel lab's last version.
 // dx is the same stencil on dout with the kernel flipped. dw and dbias:
-// per-(channel block, row block) partials, each thread of the block summing
-// whole taps over the block's rows, then a second pass over the row blocks
-// in order (double accumulation).
+// per-(channel block, row block) partials (k = 3, 5, 7: each thread sums
+// every tap over its rows in registers; other k: each thread a tap over the
+// block's rows), then a second pass over the row blocks in a fixed order
+// (double accumulation).
 #include <algorithm>
 #include <cstdint>
 #include <climits>
@@ -66,17 +67,28 @@ Tensor scratch(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DTyp
 #define GRID_STRIDE_I(I, e, n) \
   for (I e = (I)(blockIdx.x * blockDim.x + threadIdx.x); e < (n); e += (I)(gridDim.x * blockDim.x))
 
-// cols (rows, K) for images starting at x (already offset to the chunk's first image).
+// cols (rows, K) for images starting at x (already offset to the chunk's first
+// image). A thread per (row, ci) writes that channel's k*k taps (a run of k*k
+// floats of cols); consecutive threads take consecutive channels of one pixel,
+// so the reads of x are coalesced and the index math is paid once per k*k values.
 template <typename I>
 __global__ void im2col_kernel(float* cols, const float* x, I rows, I H, I W, I Ci, I Ho, I Wo, int k, int stride,
                               int pad) {
-  const I kk = k * k, K = Ci * kk;
-  GRID_STRIDE_I(I, e, rows * K) {
-    const I row = e / K, j = e - row * K;
-    const I ci = j / kk, t = j - ci * kk, ky = t / k, kx = t - ky * k;
+  const I kk = k * k;
+  GRID_STRIDE_I(I, e, rows * Ci) {
+    const I row = e / Ci, ci = e - row * Ci;
     const I bo = row / Wo, ox = row - bo * Wo, b = bo / Ho, oy = bo - b * Ho;
-    const I iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
-    cols[e] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[((b * H + iy) * W + ix) * Ci + ci] : 0.0f;
+    const I y0 = oy * stride - pad, x0 = ox * stride - pad;
+    const float* xb = x + b * H * W * Ci + ci;
+    float* out = cols + e * kk;  // row * K + ci * kk
+    for (int ky = 0; ky < k; ky++) {
+      const I iy = y0 + ky;
+      const bool row_in = iy >= 0 && iy < H;
+      for (int kx = 0; kx < k; kx++) {
+        const I ix = x0 + kx;
+        out[ky * k + kx] = row_in && ix >= 0 && ix < W ? xb[(iy * W + ix) * Ci] : 0.0f;
+      }
+    }
   }
 }
 
@@ -114,7 +126,7 @@ bool fits_int(int64_t rows, int64_t K, int64_t nb, int64_t H, int64_t W, int64_t
 
 void im2col(float* cols, const float* x, int64_t nb, int64_t rows, int64_t H, int64_t W, int64_t Ci, int64_t Ho,
             int64_t Wo, int64_t k, int64_t stride, int64_t pad, const char* op) {
-  const int blocks = blocks_for(rows * Ci * k * k);
+  const int blocks = blocks_for(rows * Ci);
   if (fits_int(rows, Ci * k * k, nb, H, W, Ci))
     im2col_kernel<int><<<blocks, kThreads>>>(cols, x, (int)rows, (int)H, (int)W, (int)Ci, (int)Ho, (int)Wo, (int)k,
                                              (int)stride, (int)pad);
@@ -132,11 +144,6 @@ void col2im(float* dx, const float* dcols, int64_t nb, int64_t rows, int64_t H, 
   else
     col2im_kernel<int64_t><<<blocks, kThreads>>>(dx, dcols, nb, H, W, Ci, Ho, Wo, (int)k, (int)stride, (int)pad);
   CUDA_CHECK_LAUNCH(op);
-}
-
-// out (rows, Co): every row = bias.
-__global__ void bias_rows_kernel(float* out, const float* bias, int64_t rows, int64_t Co) {
-  GRID_STRIDE(e, rows * Co) out[e] = bias[e % Co];
 }
 
 // part[blk*C + c] = sum of a[r, c] over rows [blk*R/nblk, (blk+1)*R/nblk). Block (32, 8):
@@ -190,12 +197,9 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* bia
     const int64_t nb = std::min(g.chunk, B - b0), rows = nb * g.per_image;
     const float* A = g.direct ? x + b0 * g.per_image * Ci : cols.f32();
     if (!g.direct) im2col(cols.f32(), x + b0 * H * W * Ci, nb, rows, H, W, Ci, g.Ho, g.Wo, k, stride, pad, "conv2d_forward");
-    float* o = out + b0 * g.per_image * Co;
-    if (bias) {
-      bias_rows_kernel<<<blocks_for(rows * Co), kThreads>>>(o, bias, rows, Co);
-      CUDA_CHECK_LAUNCH("conv2d_forward");
-    }
-    gemm(false, true, rows, Co, g.K, 1.0f, A, g.K, w, g.K, bias ? 1.0f : 0.0f, o, Co);
+    // out = cols @ w^T + bias, the bias in the GEMM's store (v + bias: the same
+    // bits as a bias-filled C with beta = 1)
+    linear_forward(out + b0 * g.per_image * Co, A, w, bias, rows, Co, g.K);
   }
 }
 
@@ -269,6 +273,60 @@ __global__ void dw_grad_partials(float* part, const float* g, const float* x, in
   }
 }
 
+// The same partials for k = KS (3, 5, 7: the model's kernels), a row per
+// lane: block (32, 8), lane ty takes rows r0 + ty, r0 + ty + 8, ... of the
+// block's rows and keeps all KS*KS + 1 sums in registers, so a g value is
+// loaded once for its KS*KS products (x values come KS times, from L1) and
+// the sums are independent chains. Then the 8 lanes are added in lane order,
+// tap by tap, through shared memory. (A thread per tap, above, reloads g for
+// every tap and runs one long dependent chain: latency-bound, 30+ us.)
+template <int KS>
+__global__ void dw_grad_partials_k(float* part, const float* g, const float* x, int64_t R, int64_t H, int64_t W,
+                                   int64_t C, int nblk, bool want_dw) {
+  constexpr int kk = KS * KS, P = KS / 2;
+  __shared__ float sh[8][32];
+  const int blk = blockIdx.y, tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t c = (int64_t)blockIdx.x * 32 + tx;
+  const bool live = c < C;
+  const int64_t r0 = blk * R / nblk, r1 = (blk + 1) * R / nblk;
+  float acc[kk + 1];
+#pragma unroll
+  for (int t = 0; t <= kk; t++) acc[t] = 0.0f;
+  if (live)
+    for (int64_t r = r0 + ty; r < r1; r += 8) {
+      const int64_t b = r / H, y = r - b * H;
+      const float* gr = g + r * W * C + c;
+      const float* xb = x + b * H * W * C + c;
+      for (int64_t xx = 0; xx < W; xx++) {
+        const float gv = gr[xx * C];
+        acc[kk] += gv;
+        if (!want_dw) continue;
+#pragma unroll
+        for (int ky = 0; ky < KS; ky++) {
+          const int64_t iy = y + ky - P;
+          if (iy < 0 || iy >= H) continue;
+          const float* xr = xb + iy * W * C;
+#pragma unroll
+          for (int kx = 0; kx < KS; kx++) {
+            const int64_t ix = xx + kx - P;
+            if (ix >= 0 && ix < W) acc[ky * KS + kx] += gv * xr[ix * C];
+          }
+        }
+      }
+    }
+#pragma unroll
+  for (int t = 0; t <= kk; t++) {
+    sh[ty][tx] = acc[t];
+    __syncthreads();
+    if (ty == 0 && live) {
+      float s = sh[0][tx];
+      for (int j = 1; j < 8; j++) s += sh[j][tx];
+      part[((int64_t)blk * (kk + 1) + t) * C + c] = s;
+    }
+    __syncthreads();
+  }
+}
+
 // dw[c*kk + t] (t < kk) and dbias[c] (t == kk): column t*C + c of the
 // partials (nblk rows of (kk+1)*C), in row-block order (reduce_util::column_sum).
 __global__ void dw_grad_finish(float* dw, float* dbias, const float* part, int64_t C, int k, int nblk) {
@@ -304,10 +362,17 @@ void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, co
   if (dx) dw_stencil(dx, dout, w, nullptr, B, H, W, C, k, true, "dwconv2d_backward");
   if ((!dw && !dbias) || C == 0) return;
   const int64_t R = B * H, kk = k * k;
-  const int nblk = (int)std::max<int64_t>(1, std::min<int64_t>(R, 512));
+  const bool reg = k == 3 || k == 5 || k == 7;  // dw_grad_partials_k: 8 rows a block, one per lane
+  const int nblk = (int)std::max<int64_t>(1, std::min<int64_t>(reg ? (R + 7) / 8 : R, reg ? 2048 : 512));
   Tensor part = scratch(nblk * (kk + 1) * C);
-  dw_grad_partials<<<dim3((unsigned)((C + 31) / 32), nblk), dim3(32, 8)>>>(part.f32(), dout, x, R, H, W, C,
-                                                                          (int)k, nblk, dw != nullptr);
+  const dim3 grid((unsigned)((C + 31) / 32), nblk), block(32, 8);
+  const bool want_dw = dw != nullptr;
+  switch (k) {
+    case 3: dw_grad_partials_k<3><<<grid, block>>>(part.f32(), dout, x, R, H, W, C, nblk, want_dw); break;
+    case 5: dw_grad_partials_k<5><<<grid, block>>>(part.f32(), dout, x, R, H, W, C, nblk, want_dw); break;
+    case 7: dw_grad_partials_k<7><<<grid, block>>>(part.f32(), dout, x, R, H, W, C, nblk, want_dw); break;
+    default: dw_grad_partials<<<grid, block>>>(part.f32(), dout, x, R, H, W, C, (int)k, nblk, want_dw);
+  }
   CUDA_CHECK_LAUNCH("dwconv2d_backward");
   dw_grad_finish<<<col_blocks((kk + 1) * C), col_block()>>>(dw, dbias, part.f32(), C, (int)k, nblk);
   CUDA_CHECK_LAUNCH("dwconv2d_backward");

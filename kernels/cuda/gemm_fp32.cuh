@@ -36,6 +36,7 @@ struct GemmParams {
   int splits, kchunk;  // slice s covers k in [s * kchunk, min(K, (s + 1) * kchunk))
   int z0;              // first z of this launch (grid.z is at most 65535)
   float alpha, beta;
+  const float* bias;      // null, or added to every row of C after alpha and beta (a linear layer's bias)
   bool vecA, vecB, vecC;  // float4 global access allowed
 };
 
@@ -167,11 +168,15 @@ __global__ void __launch_bounds__(THREADS, BM >= 128 ? 2 : 1) gemm_tiled(GemmPar
             c.x *= beta, c.y *= beta, c.z *= beta, c.w *= beta;
           }
           c.x += alpha * v[0], c.y += alpha * v[1], c.z += alpha * v[2], c.w += alpha * v[3];
+          if (p.bias) c.x += p.bias[n], c.y += p.bias[n + 1], c.z += p.bias[n + 2], c.w += p.bias[n + 3];
           *reinterpret_cast<float4*>(crow + n) = c;
         } else {
 #pragma unroll
           for (int j = 0; j < 4; j++)
-            if (n + j < p.N) crow[n + j] = (beta == 0.0f ? 0.0f : beta * crow[n + j]) + alpha * v[j];
+            if (n + j < p.N) {
+              const float c = (beta == 0.0f ? 0.0f : beta * crow[n + j]) + alpha * v[j];
+              crow[n + j] = p.bias ? c + p.bias[n + j] : c;
+            }
         }
       }
     }

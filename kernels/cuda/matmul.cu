@@ -21,6 +21,8 @@
 //   a second kernel adds the slices in order (deterministic) and applies
 //   alpha and beta.
 //
+// linear_forward: the bias goes in the GEMM's store (bit for bit the
+//   separate add: the product first, then + bias).
 // linear_bias_forward: Y[r, :] += bias (accumulates, like the CPU kernel).
 // linear_bias_backward: dbias = column sums of dY (overwrites): partial sums
 //   over fixed chunks of rows, then the chunk sums added in a fixed order -
@@ -53,14 +55,15 @@ using reduce_util::column_sum;
 // C = alpha * (sum of the slices of ws) + beta * C: column idx of the batch's
 // slices (rows of M * N) added in a fixed order (reduce_util::column_sum).
 __global__ void splitk_reduce(const float* ws, int splits, int64_t M, int64_t N, float alpha, float beta, float* C,
-                              int64_t ldc, int64_t sC, int64_t total) {
+                              int64_t ldc, int64_t sC, int64_t total, const float* bias) {
   const int64_t idx = col_index(), MN = M * N;
   const int64_t b = idx / MN, r = idx - b * MN, m = r / N, n = r - m * N;
   const bool in = idx < total;
   const float acc = (float)column_sum(ws + (in ? b * splits * MN + r : 0), splits, MN, in);
   if (threadIdx.y != 0 || !in) return;
   float* c = C + b * sC + m * ldc + n;
-  *c = (beta == 0.0f ? 0.0f : beta * *c) + alpha * acc;
+  const float v = (beta == 0.0f ? 0.0f : beta * *c) + alpha * acc;
+  *c = bias ? v + bias[n] : v;
 }
 
 // C = beta * C (K = 0 or alpha = 0); beta = 0 writes zeros over anything.
@@ -110,9 +113,12 @@ void launch_tiled(bool ta, bool tb, GemmParams p, int64_t nz) {
 
 }  // namespace
 
-void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
-                  int64_t ldc, int64_t stride_c, int64_t batch) {
+// gemm_batched, plus bias (null, or N floats) added to every row of every C
+// after alpha and beta, in the GEMM's store (the last step of the split-K sum).
+static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                              const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
+                              int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch,
+                              const float* bias) {
   if (M <= 0 || N <= 0 || batch <= 0) return;
   NALA_CHECK(M < INT_MAX && N < INT_MAX && K < INT_MAX && batch < INT_MAX, "gemm: sizes too large (M ", M, ", N ",
              N, ", K ", K, ", batch ", batch, ")");
@@ -120,6 +126,10 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
     int64_t total = batch * M * N;
     scale_c<<<grid_for(total, 256), 256>>>(C, M, N, ldc, stride_c, beta, total);
     CUDA_CHECK_LAUNCH("gemm");
+    if (bias) {
+      NALA_CHECK(batch == 1 && ldc == N, "gemm: a bias needs one C with rows of N");
+      linear_bias_forward(C, bias, M, N);
+    }
     return;
   }
   const int sms = sm_count();
@@ -137,6 +147,7 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   p.M = (int)M, p.N = (int)N, p.K = (int)K;
   p.splits = 1, p.kchunk = (int)K, p.z0 = 0;
   p.alpha = alpha, p.beta = beta;
+  p.bias = bias;
   p.vecA = aligned16(A) && lda % 4 == 0 && stride_a % 4 == 0;
   p.vecB = aligned16(B) && ldb % 4 == 0 && stride_b % 4 == 0;
   p.vecC = aligned16(C) && ldc % 4 == 0 && stride_c % 4 == 0;
@@ -155,7 +166,7 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
     splits = (K + kchunk - 1) / kchunk;
     ws = Tensor::empty({batch * splits * M * N}, DType::F32, Device::CUDA);
     p.C = ws.f32(), p.ldc = N, p.sC = M * N;
-    p.alpha = 1.0f, p.beta = 0.0f;
+    p.alpha = 1.0f, p.beta = 0.0f, p.bias = nullptr;
     p.vecC = aligned16(p.C) && N % 4 == 0;
     p.splits = (int)splits, p.kchunk = (int)kchunk;
   }
@@ -166,11 +177,18 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   if (splits > 1) {
     int64_t total = batch * M * N;
     splitk_reduce<<<col_blocks(total), col_block()>>>(ws.f32(), (int)splits, M, N, alpha, beta, C, ldc, stride_c,
-                                                      total);
+                                                      total, bias);
     CUDA_CHECK_LAUNCH("gemm");
   }
   // ws goes back to the caching allocator here; later kernels on the same
   // stream that reuse it run after splitk_reduce.
+}
+
+void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                  int64_t ldc, int64_t stride_c, int64_t batch) {
+  gemm_batched_bias(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c,
+                    batch, nullptr);
 }
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -229,8 +247,8 @@ void launch_col_sums(const float* X, float* out, int64_t R, int64_t N, int64_t c
 }  // namespace
 
 void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I) {
-  gemm(false, true, R, O, I, 1.0f, X, I, W, I, 0.0f, Y, O);
-  if (bias) linear_bias_forward(Y, bias, R, O);
+  if (R <= 0 || O <= 0) return;
+  gemm_batched_bias(false, true, R, O, I, 1.0f, X, I, 0, W, I, 0, 0.0f, Y, O, 0, 1, bias);
 }
 
 void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N) {

@@ -22,8 +22,8 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                   int64_t ldc, int64_t stride_c, int64_t batch);
 
 void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
-// A linear layer's forward, Y[R, O] = X[R, I] W[O, I]^T + bias (bias nullable): on the CPU
-// the bias joins the GEMM's store; on CUDA the product, then linear_bias_forward.
+// A linear layer's forward, Y[R, O] = X[R, I] W[O, I]^T + bias (bias nullable): the bias
+// joins the GEMM's store (as on the CPU), the same bits as the product, then linear_bias_forward.
 void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I);
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
 
