@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "autograd/dispatch.h"
+#include "autograd/ops_util.h"
 #include "kernels/cpu/elementwise.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/elementwise.h"
@@ -117,11 +118,15 @@ std::vector<OpId> graph_ops(const Tensor& root) {
 // incoming gradient on without a copy (add passes it to both inputs, reshape
 // a view of it), so these may share a buffer: copy on write, before adding
 // in place into one that anything else still holds.
+// Copies go through the device's copy kernel (detail::fresh_copy), never a
+// cudaMemcpy: a CUDA graph may be capturing the step.
+static Tensor copy_of(const Tensor& t) { return detail::fresh_copy(t, t.shape(), "backward"); }
+
 static void add_grad_interior(Tensor& slot, const Tensor& g) {
   if (!slot.defined()) {
-    slot = g.is_contiguous() ? g : g.clone();
+    slot = g.is_contiguous() ? g : copy_of(g);
   } else {
-    if (slot.impl_use_count() > 1 || slot.storage().use_count() > 1) slot = slot.clone();
+    if (slot.impl_use_count() > 1 || slot.storage().use_count() > 1) slot = copy_of(slot);
     accumulate_into(slot, g);
   }
 }
@@ -133,9 +138,9 @@ static void add_grad_interior(Tensor& slot, const Tensor& g) {
 static void add_grad_leaf(Tensor& slot, const Tensor& g) {
   if (!slot.defined()) {
     const bool own = g.impl_use_count() == 1 && g.storage().use_count() == 1;
-    slot = own && g.is_contiguous() ? g : g.clone();
+    slot = own && g.is_contiguous() ? g : copy_of(g);
   } else {
-    if (slot.storage().use_count() > 1) slot = slot.clone();  // never write into a shared buffer
+    if (slot.storage().use_count() > 1) slot = copy_of(slot);  // never write into a shared buffer
     accumulate_into(slot, g);
   }
 }
