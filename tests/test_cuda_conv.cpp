@@ -53,6 +53,8 @@ TEST_CASE("cuda: conv2d forward and gradients match the CPU", "[cuda][conv]") {
       {3, 9, 7, 5, 6, 1, 2, 0, false}, {3, 9, 7, 5, 6, 3, 1, 1, false}, {3, 9, 7, 5, 6, 3, 2, 0, true},
       {2, 8, 11, 3, 17, 5, 2, 2, true}, {1, 6, 6, 4, 4, 5, 1, 2, true},  {2, 5, 7, 3, 4, 3, 3, 2, false},
       {2, 13, 10, 37, 33, 3, 1, 1, true},  // K = 333 and Co = 33: not multiples of any tile
+      {2, 30, 30, 1, 8, 3, 2, 1, true},    // Ci = 1 (a stem): 910 rows of cols per shared tile
+      {1, 5, 4, 911, 3, 3, 2, 1, true},    // K = 8199: rows too long for im2col's shared tile
   };
   Rng rng(101);
   for (const ConvCase& c : cases) check_conv_op(c, rng, 1e-4, 1e-4);

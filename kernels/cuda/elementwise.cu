@@ -521,7 +521,7 @@ void sum_to(float* out, const float* x, Layout L) {
     sum_cols_kernel<<<grid, kThreads>>>(out, pp, x, K, Rd, M, R, G);
     CUDA_CHECK_LAUNCH("sum_to");
     if (G > 1) {
-      sum_cols_finish_kernel<<<reduce_util::col_blocks(M), reduce_util::col_block()>>>(out, pp, K, M, G);
+      sum_cols_finish_kernel<<<reduce_util::col_blocks(M), reduce_util::col_block(G)>>>(out, pp, K, M, G);
       CUDA_CHECK_LAUNCH("sum_to");
     }
   } else {

@@ -176,7 +176,7 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
     launch_tiled<64, 64, 16>(trans_a, trans_b, p, batch * splits);
   if (splits > 1) {
     int64_t total = batch * M * N;
-    splitk_reduce<<<col_blocks(total), col_block()>>>(ws.f32(), (int)splits, M, N, alpha, beta, C, ldc, stride_c,
+    splitk_reduce<<<col_blocks(total), col_block(splits)>>>(ws.f32(), (int)splits, M, N, alpha, beta, C, ldc, stride_c,
                                                       total, bias);
     CUDA_CHECK_LAUNCH("gemm");
   }
@@ -270,7 +270,7 @@ void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N) {
   }
   Tensor part = Tensor::empty({nchunks * N}, DType::F32, Device::CUDA);
   launch_col_sums(dY, part.f32(), R, N, chunk, nchunks);
-  chunk_sums_finish<<<col_blocks(N), col_block()>>>(part.f32(), dbias, nchunks, N);
+  chunk_sums_finish<<<col_blocks(N), col_block(nchunks)>>>(part.f32(), dbias, nchunks, N);
   CUDA_CHECK_LAUNCH("linear_bias_backward");
 }
 

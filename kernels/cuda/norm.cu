@@ -131,7 +131,7 @@ Tensor channel_partials(int64_t O, int64_t C, int64_t I, F f, int& nblk, const c
 
 // Pass 2 for channel c: the block partials of sum `which` (0: a, 1: b), added
 // in a fixed order (reduce_util::column_sum; the finish kernels run in blocks
-// of col_block(), col_blocks(C) of them, and write from the threads with
+// of col_block(nblk), col_blocks(C) of them, and write from the threads with
 // threadIdx.y == 0). Every thread of the block calls it; c may be past C.
 __device__ double part_sum(const float* part, int nblk, int64_t C, int64_t c, int which) {
   return column_sum(part + which * C + (c < C ? c : 0), nblk, 2 * C, c < C);
@@ -397,11 +397,11 @@ void batchnorm_train_stats(float* mean, float* rstd, float* running_mean, float*
   const double n = (double)(O * I);
   int nb1 = 0, nb2 = 0;
   Tensor p1 = channel_partials(O, C, I, XSum{x}, nb1, "batchnorm_train_stats");
-  bn_mean_finish<<<col_blocks(C), col_block()>>>(mean, p1.f32(), C, nb1, n);
+  bn_mean_finish<<<col_blocks(C), col_block(nb1)>>>(mean, p1.f32(), C, nb1, n);
   CUDA_CHECK_LAUNCH("batchnorm_train_stats");
   Tensor p2 = channel_partials(O, C, I, XDevSq{x, mean}, nb2, "batchnorm_train_stats");
-  bn_var_finish<<<col_blocks(C), col_block()>>>(rstd, running_mean, running_var, p1.f32(), nb1, p2.f32(), nb2, C, n,
-                                             momentum, eps);
+  bn_var_finish<<<col_blocks(C), col_block(std::max(nb1, nb2))>>>(rstd, running_mean, running_var, p1.f32(), nb1,
+                                                                    p2.f32(), nb2, C, n, momentum, eps);
   CUDA_CHECK_LAUNCH("batchnorm_train_stats");
 }
 
@@ -424,7 +424,7 @@ void batchnorm_backward(float* dx, float* dweight, float* dbias, const float* do
   int nblk = 0;
   Tensor part = channel_partials(O, C, I, BnGradSums{dout, x, mean, rstd}, nblk, "batchnorm_backward");
   Tensor coef = Tensor::empty({3 * C}, DType::F32, Device::CUDA);
-  bn_backward_finish<<<col_blocks(C), col_block()>>>(coef.f32(), dweight, dbias, part.f32(), rstd, weight, C, nblk,
+  bn_backward_finish<<<col_blocks(C), col_block(nblk)>>>(coef.f32(), dweight, dbias, part.f32(), rstd, weight, C, nblk,
                                                   (double)(O * I), training);
   CUDA_CHECK_LAUNCH("batchnorm_backward");
   if (dx) per_channel_map(O, C, I, BnBackwardDx{dx, dout, x, mean, coef.f32(), C}, "batchnorm_backward");
@@ -436,7 +436,7 @@ void batchnorm_sums(float* sums, const float* x, const float* shift, int64_t O, 
   if (C == 0) return;
   int nblk = 0;
   Tensor part = channel_partials(O, C, I, XShifted{x, shift}, nblk, "batchnorm_sums");
-  bn_sums_finish<<<col_blocks(C), col_block()>>>(sums, part.f32(), C, nblk, (float)(O * I));
+  bn_sums_finish<<<col_blocks(C), col_block(nblk)>>>(sums, part.f32(), C, nblk, (float)(O * I));
   CUDA_CHECK_LAUNCH("batchnorm_sums");
 }
 

@@ -45,17 +45,22 @@ __device__ T group_reduce(T v, Op op, T* sh) {
 // ---- the second pass of a two-pass column sum ------------------------------------
 // A first pass leaves n rows of partial sums, one row per block of that pass:
 // column j's partials are col[0], col[ld], ..., col[(n - 1) ld]. column_sum()
-// adds them in double, in blocks of col_block() threads, 32 consecutive
-// columns a block (threadIdx.x; the loads are coalesced) and kColLanes lanes
-// (threadIdx.y) striding over the rows; then the lanes' sums are added in
-// lane order through shared memory: a fixed order, the same bits every run.
-// The sum reaches the threads with threadIdx.y == 0 (the others get 0). Every
-// thread of the block must call it (it synchronises); in == false for a
-// thread past the last column. One thread adding the n partials in a row
-// instead is a chain of n dependent L2 round trips: 50-90 us for 512
-// partials on an H200, longer than the first pass.
+// adds them in double, in blocks of col_block(n) threads: 32 consecutive
+// columns a block (threadIdx.x; the loads are coalesced) and blockDim.y
+// lanes (a power of two, about n / 8, at most 32) striding over the rows;
+// then the lanes' sums are added in lane order through shared memory. The
+// order depends on n only: the same bits every run. The sum reaches the
+// threads with threadIdx.y == 0 (the others get 0). Every thread of the
+// block must call it (it synchronises); in == false for a thread past the
+// last column. One thread adding the n partials in a row instead is a chain
+// of n dependent L2 round trips: 50-90 us for 512 partials on an H200, longer
+// than the first pass; 32 lanes for a handful of partials only add blocks.
 constexpr int kColLanes = 32;
-inline dim3 col_block() { return dim3(32, kColLanes); }
+inline dim3 col_block(int64_t n) {
+  int lanes = 1;
+  while (lanes < kColLanes && lanes * 16 <= n) lanes *= 2;
+  return dim3(32, lanes);
+}
 inline unsigned col_blocks(int64_t ncols) { return (unsigned)std::max<int64_t>(1, (ncols + 31) / 32); }
 __device__ inline int64_t col_index() { return (int64_t)blockIdx.x * 32 + threadIdx.x; }
 
@@ -64,14 +69,15 @@ __device__ inline double column_sum(const float* col, int64_t n, int64_t ld, boo
   double s = 0.0;
   if (in) {
 #pragma unroll 4
-    for (int64_t i = threadIdx.y; i < n; i += kColLanes) s += col[i * ld];
+    for (int64_t i = threadIdx.y; i < n; i += blockDim.y) s += col[i * ld];
   }
+  if (blockDim.y == 1) return s;
   __syncthreads();  // sh may still be read from a previous call
   sh[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y != 0) return 0.0;
   double t = sh[0][threadIdx.x];
-  for (int k = 1; k < kColLanes; k++) t += sh[k][threadIdx.x];
+  for (int k = 1; k < (int)blockDim.y; k++) t += sh[k][threadIdx.x];
   return t;
 }
 
