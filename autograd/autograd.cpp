@@ -122,13 +122,26 @@ std::vector<OpId> graph_ops(const Tensor& root) {
 // cudaMemcpy: a CUDA graph may be capturing the step.
 static Tensor copy_of(const Tensor& t) { return detail::fresh_copy(t, t.shape(), "backward"); }
 
+// slot + g into a new buffer (one pass, the same bits as copying slot and
+// adding g into the copy).
+static Tensor sum_of(const Tensor& slot, const Tensor& g) {
+  Tensor out = Tensor::empty(slot.shape(), DType::F32, slot.device());
+  if (out.numel() == 0) return out;
+  const Shape st = contiguous_strides(slot.shape());
+  Layout L = make_layout(slot.shape(), st, slot.strides(), g.strides(), "backward");
+  NALA_DISPATCH(slot.device(), binary_forward, BinaryOp::Add, out.f32(), slot.f32(), g.f32(), L);
+  return out;
+}
+
 static void add_grad_interior(Tensor& slot, const Tensor& g) {
-  if (!slot.defined()) {
+  NALA_CHECK(!slot.defined() || (slot.shape() == g.shape() && slot.device() == g.device()),
+             "gradient accumulation: ", g.desc(), " into ", slot.desc());
+  if (!slot.defined())
     slot = g.is_contiguous() ? g : copy_of(g);
-  } else {
-    if (slot.impl_use_count() > 1 || slot.storage().use_count() > 1) slot = copy_of(slot);
+  else if (slot.impl_use_count() > 1 || slot.storage().use_count() > 1)
+    slot = sum_of(slot, g);  // shared: never written in place
+  else
     accumulate_into(slot, g);
-  }
 }
 
 // A leaf's .grad is written in place later (accumulation over backward

@@ -61,11 +61,49 @@ Tensor scratch(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DTyp
 
 // ---- conv2d helpers -------------------------------------------------------------
 
-// The index math of im2col and col2im runs in I: int when every index of the
-// call fits (the usual case; 64-bit division is a long emulated sequence on
-// the GPU and dominated these kernels), int64_t otherwise (see fits_int).
+// The index math of im2col and col2im: int with FastDiv when every index of
+// the call fits (the usual case), int64_t with plain division otherwise (see
+// fits_int). These kernels move little data per element, so their index
+// divisions decide their speed: 64-bit division is a long emulated sequence,
+// 32-bit division about 20 instructions, FastDiv a multiply-high, an add and
+// a shift (the divisor's magic number is computed once on the host; the
+// method of Granlund and Montgomery, valid for operands below 2^31).
+struct FastDiv {
+  uint32_t m = 1, s = 0;
+  FastDiv() = default;
+  explicit FastDiv(int64_t d) {
+    while ((uint64_t(1) << s) < (uint64_t)d) s++;
+    m = (uint32_t)(((uint64_t(1) << 32) * ((uint64_t(1) << s) - (uint64_t)d)) / (uint64_t)d + 1);
+  }
+  __device__ int operator()(int n) const { return (int)((__umulhi((uint32_t)n, m) + (uint32_t)n) >> s); }
+};
+struct PlainDiv {
+  int64_t d = 1;
+  PlainDiv() = default;
+  explicit PlainDiv(int64_t v) : d(v) {}
+  __device__ int64_t operator()(int64_t n) const { return n / d; }
+};
+
 #define GRID_STRIDE_I(I, e, n) \
   for (I e = (I)(blockIdx.x * blockDim.x + threadIdx.x); e < (n); e += (I)(gridDim.x * blockDim.x))
+
+// The geometry of one im2col / col2im call, sizes in I, divisors as D.
+template <typename I, typename D>
+struct Unfold {
+  I rows, H, W, Ci, Ho, Wo, k, stride, pad, kk, K;
+  D by_Ci, by_kk, by_k, by_W, by_H, by_Wo, by_Ho, by_stride;
+};
+
+template <typename I, typename D>
+Unfold<I, D> unfold(int64_t rows, int64_t H, int64_t W, int64_t Ci, int64_t Ho, int64_t Wo, int64_t k, int64_t stride,
+                    int64_t pad) {
+  Unfold<I, D> u;
+  u.rows = (I)rows, u.H = (I)H, u.W = (I)W, u.Ci = (I)Ci, u.Ho = (I)Ho, u.Wo = (I)Wo;
+  u.k = (I)k, u.stride = (I)stride, u.pad = (I)pad, u.kk = (I)(k * k), u.K = (I)(Ci * k * k);
+  u.by_Ci = D(Ci), u.by_kk = D(k * k), u.by_k = D(k), u.by_W = D(W), u.by_H = D(H);
+  u.by_Wo = D(Wo), u.by_Ho = D(Ho), u.by_stride = D(stride);
+  return u;
+}
 
 // cols (rows, K) for images starting at x (already offset to the chunk's
 // first image), TR = kTile / K whole rows of cols a block at a time (K <=
@@ -73,26 +111,24 @@ Tensor scratch(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DTyp
 // consecutive channels of a pixel: coalesced) into a shared tile laid out as
 // the rows of cols (ci major, then the tap; a stride of k*k between
 // consecutive channels, conflict-free for odd k), then the tile is written
-// out as one contiguous run of TR * K floats (coalesced). Writing cols
-// straight from the gather order instead strides the stores by k*k floats:
-// 0.4 TB/s.
+// out as one contiguous run of TR * K floats (coalesced).
 constexpr int kTile = 8192;  // floats of the shared tile (32 KB)
 
-template <typename I>
-__global__ void im2col_tile_kernel(float* cols, const float* x, I rows, I H, I W, I Ci, I Ho, I Wo, int k, int stride,
-                                   int pad) {
+template <typename I, typename D>
+__global__ void im2col_tile_kernel(float* cols, const float* x, Unfold<I, D> u) {
   __shared__ float tile[kTile];
-  const I kk = k * k, K = Ci * kk, TR = kTile / K;
-  for (I r0 = (I)blockIdx.x * TR; r0 < rows; r0 += (I)gridDim.x * TR) {
-    const I n = min(TR, rows - r0) * K;
+  const I TR = kTile / u.K;
+  for (I r0 = (I)blockIdx.x * TR; r0 < u.rows; r0 += (I)gridDim.x * TR) {
+    const I n = min(TR, u.rows - r0) * u.K;
     for (I j = threadIdx.x; j < n; j += blockDim.x) {
-      const I q = j / Ci, ci = j - q * Ci, rr = q / kk, t = q - rr * kk;
-      const I row = r0 + rr, bo = row / Wo, ox = row - bo * Wo, b = bo / Ho, oy = bo - b * Ho;
-      const I ky = t / k, iy = oy * stride - pad + ky, ix = ox * stride - pad + (t - ky * k);
-      tile[rr * K + ci * kk + t] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[((b * H + iy) * W + ix) * Ci + ci] : 0.0f;
+      const I q = u.by_Ci(j), ci = j - q * u.Ci, rr = u.by_kk(q), t = q - rr * u.kk;
+      const I row = r0 + rr, bo = u.by_Wo(row), ox = row - bo * u.Wo, b = u.by_Ho(bo), oy = bo - b * u.Ho;
+      const I ky = u.by_k(t), iy = oy * u.stride - u.pad + ky, ix = ox * u.stride - u.pad + (t - ky * u.k);
+      tile[rr * u.K + ci * u.kk + t] =
+          iy >= 0 && iy < u.H && ix >= 0 && ix < u.W ? x[((b * u.H + iy) * u.W + ix) * u.Ci + ci] : 0.0f;
     }
     __syncthreads();
-    float* out = cols + r0 * K;
+    float* out = cols + r0 * u.K;
     for (I j = threadIdx.x; j < n; j += blockDim.x) out[j] = tile[j];
     __syncthreads();
   }
@@ -100,46 +136,43 @@ __global__ void im2col_tile_kernel(float* cols, const float* x, I rows, I H, I W
 
 // The same for K > kTile: a thread per (row, ci) writes that channel's k*k
 // taps (consecutive threads: consecutive channels, coalesced reads).
-template <typename I>
-__global__ void im2col_kernel(float* cols, const float* x, I rows, I H, I W, I Ci, I Ho, I Wo, int k, int stride,
-                              int pad) {
-  const I kk = k * k;
-  GRID_STRIDE_I(I, e, rows * Ci) {
-    const I row = e / Ci, ci = e - row * Ci;
-    const I bo = row / Wo, ox = row - bo * Wo, b = bo / Ho, oy = bo - b * Ho;
-    const I y0 = oy * stride - pad, x0 = ox * stride - pad;
-    const float* xb = x + b * H * W * Ci + ci;
-    float* out = cols + e * kk;  // row * K + ci * kk
-    for (int ky = 0; ky < k; ky++) {
+template <typename I, typename D>
+__global__ void im2col_kernel(float* cols, const float* x, Unfold<I, D> u) {
+  GRID_STRIDE_I(I, e, u.rows * u.Ci) {
+    const I row = u.by_Ci(e), ci = e - row * u.Ci;
+    const I bo = u.by_Wo(row), ox = row - bo * u.Wo, b = u.by_Ho(bo), oy = bo - b * u.Ho;
+    const I y0 = oy * u.stride - u.pad, x0 = ox * u.stride - u.pad;
+    const float* xb = x + b * u.H * u.W * u.Ci + ci;
+    float* out = cols + e * u.kk;  // row * K + ci * kk
+    for (I ky = 0; ky < u.k; ky++) {
       const I iy = y0 + ky;
-      const bool row_in = iy >= 0 && iy < H;
-      for (int kx = 0; kx < k; kx++) {
+      const bool row_in = iy >= 0 && iy < u.H;
+      for (I kx = 0; kx < u.k; kx++) {
         const I ix = x0 + kx;
-        out[ky * k + kx] = row_in && ix >= 0 && ix < W ? xb[(iy * W + ix) * Ci] : 0.0f;
+        out[ky * u.k + kx] = row_in && ix >= 0 && ix < u.W ? xb[(iy * u.W + ix) * u.Ci] : 0.0f;
       }
     }
   }
 }
 
 // dx (nb images, overwritten) from dcols (nb*Ho*Wo, K): each element gathers its taps.
-template <typename I>
-__global__ void col2im_kernel(float* dx, const float* dcols, I nb, I H, I W, I Ci, I Ho, I Wo, int k, int stride,
-                              int pad) {
-  const I kk = k * k, K = Ci * kk;
-  GRID_STRIDE_I(I, e, nb * H * W * Ci) {
-    const I pix = e / Ci, ci = e - pix * Ci, by = pix / W, ix = pix - by * W, b = by / H, iy = by - b * H;
+template <typename I, typename D>
+__global__ void col2im_kernel(float* dx, const float* dcols, I nb, Unfold<I, D> u) {
+  GRID_STRIDE_I(I, e, nb * u.H * u.W * u.Ci) {
+    const I pix = u.by_Ci(e), ci = e - pix * u.Ci, by = u.by_W(pix), ix = pix - by * u.W, b = u.by_H(by),
+            iy = by - b * u.H;
     float acc = 0.0f;
-    for (int ky = 0; ky < k; ky++) {
-      const I ty = iy + pad - ky;
-      if (ty < 0 || ty % stride) continue;
-      const I oy = ty / stride;
-      if (oy >= Ho) continue;
-      for (int kx = 0; kx < k; kx++) {
-        const I tx = ix + pad - kx;
-        if (tx < 0 || tx % stride) continue;
-        const I ox = tx / stride;
-        if (ox >= Wo) continue;
-        acc += dcols[((b * Ho + oy) * Wo + ox) * K + ci * kk + ky * k + kx];
+    for (I ky = 0; ky < u.k; ky++) {
+      const I ty = iy + u.pad - ky;
+      if (ty < 0) continue;
+      const I oy = u.by_stride(ty);
+      if (oy * u.stride != ty || oy >= u.Ho) continue;
+      for (I kx = 0; kx < u.k; kx++) {
+        const I tx = ix + u.pad - kx;
+        if (tx < 0) continue;
+        const I ox = u.by_stride(tx);
+        if (ox * u.stride != tx || ox >= u.Wo) continue;
+        acc += dcols[((b * u.Ho + oy) * u.Wo + ox) * u.K + ci * u.kk + ky * u.k + kx];
       }
     }
     dx[e] = acc;
@@ -153,26 +186,22 @@ bool fits_int(int64_t rows, int64_t K, int64_t nb, int64_t H, int64_t W, int64_t
   return 2 * rows * K < lim && nb * H * W * Ci < lim;  // 2x: a grid-stride step past the last row
 }
 
+template <typename I, typename D>
+void launch_im2col(float* cols, const float* x, const Unfold<I, D>& u) {
+  if (u.K <= kTile) {
+    const int64_t TR = kTile / u.K;
+    im2col_tile_kernel<<<(int)std::min<int64_t>((u.rows + TR - 1) / TR, kMaxBlocks), kThreads>>>(cols, x, u);
+  } else {
+    im2col_kernel<<<blocks_for((int64_t)u.rows * u.Ci), kThreads>>>(cols, x, u);
+  }
+}
+
 void im2col(float* cols, const float* x, int64_t nb, int64_t rows, int64_t H, int64_t W, int64_t Ci, int64_t Ho,
             int64_t Wo, int64_t k, int64_t stride, int64_t pad, const char* op) {
-  const int64_t K = Ci * k * k;
-  const bool small = fits_int(rows, K, nb, H, W, Ci);
-  if (K <= kTile) {
-    const int64_t TR = kTile / K;
-    const int blocks = (int)std::min<int64_t>((rows + TR - 1) / TR, kMaxBlocks);
-    if (small)
-      im2col_tile_kernel<int><<<blocks, kThreads>>>(cols, x, (int)rows, (int)H, (int)W, (int)Ci, (int)Ho, (int)Wo,
-                                                    (int)k, (int)stride, (int)pad);
-    else
-      im2col_tile_kernel<int64_t><<<blocks, kThreads>>>(cols, x, rows, H, W, Ci, Ho, Wo, (int)k, (int)stride,
-                                                        (int)pad);
-  } else if (small) {
-    im2col_kernel<int><<<blocks_for(rows * Ci), kThreads>>>(cols, x, (int)rows, (int)H, (int)W, (int)Ci, (int)Ho,
-                                                            (int)Wo, (int)k, (int)stride, (int)pad);
-  } else {
-    im2col_kernel<int64_t><<<blocks_for(rows * Ci), kThreads>>>(cols, x, rows, H, W, Ci, Ho, Wo, (int)k, (int)stride,
-                                                                (int)pad);
-  }
+  if (fits_int(rows, Ci * k * k, nb, H, W, Ci))
+    launch_im2col(cols, x, unfold<int, FastDiv>(rows, H, W, Ci, Ho, Wo, k, stride, pad));
+  else
+    launch_im2col(cols, x, unfold<int64_t, PlainDiv>(rows, H, W, Ci, Ho, Wo, k, stride, pad));
   CUDA_CHECK_LAUNCH(op);
 }
 
@@ -180,10 +209,9 @@ void col2im(float* dx, const float* dcols, int64_t nb, int64_t rows, int64_t H, 
             int64_t Wo, int64_t k, int64_t stride, int64_t pad, const char* op) {
   const int blocks = blocks_for(nb * H * W * Ci);
   if (fits_int(rows, Ci * k * k, nb, H, W, Ci))
-    col2im_kernel<int><<<blocks, kThreads>>>(dx, dcols, (int)nb, (int)H, (int)W, (int)Ci, (int)Ho, (int)Wo, (int)k,
-                                             (int)stride, (int)pad);
+    col2im_kernel<<<blocks, kThreads>>>(dx, dcols, (int)nb, unfold<int, FastDiv>(rows, H, W, Ci, Ho, Wo, k, stride, pad));
   else
-    col2im_kernel<int64_t><<<blocks, kThreads>>>(dx, dcols, nb, H, W, Ci, Ho, Wo, (int)k, (int)stride, (int)pad);
+    col2im_kernel<<<blocks, kThreads>>>(dx, dcols, nb, unfold<int64_t, PlainDiv>(rows, H, W, Ci, Ho, Wo, k, stride, pad));
   CUDA_CHECK_LAUNCH(op);
 }
 
