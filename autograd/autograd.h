@@ -8,6 +8,11 @@
 // it needs from the forward pass it captures itself (the "saved" tensors).
 // Never capture the result tensor itself (that would be a reference cycle):
 // capture result.detach().
+// A backward function never writes into the gradient it receives; it may
+// return that gradient itself or a view of it (add, reshape do: no copy).
+// The engine copies on write: it never adds in place into a gradient that
+// anything else still holds, and a leaf's .grad never shares its buffer
+// (it is written in place later: accumulation, clipping, the optimiser).
 //
 // backward() orders the graph with an iterative depth-first walk (no
 // recursion: deep graphs do not overflow the stack), runs each node once,

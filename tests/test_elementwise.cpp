@@ -240,6 +240,40 @@ TEST_CASE("elementwise: shared subexpression accumulates", "[elementwise]") {
   REQUIRE_CLOSE(x.grad().to_vector(), ref, 1e-6, 1e-6);
 }
 
+TEST_CASE("elementwise: gradients handed on without a copy are never written through", "[elementwise][autograd]") {
+  Rng rng(19);
+  auto vals = [](const Tensor& t) { return t.to_vector(); };
+  auto times = [](std::vector<float> v, float s) {
+    for (float& x : v) x *= s;
+    return v;
+  };
+  Tensor a = randn({4, 3}, rng, 1.0f, true), b = randn({4, 3}, rng, 1.0f, true), g = randn({4, 3}, rng);
+  const std::vector<float> g0 = vals(g);
+  // add hands g to both leaves: each .grad its own buffer, g itself untouched
+  backward(add(a, b), g);
+  REQUIRE(vals(a.grad()) == g0);
+  REQUIRE(vals(b.grad()) == g0);
+  a.grad().f32()[0] += 100.0f;  // what clipping or an optimiser may do
+  REQUIRE(vals(b.grad()) == g0);
+  REQUIRE(vals(g) == g0);
+  // a second pass accumulates into a.grad, not into g or b.grad
+  a.set_grad(Tensor()), b.set_grad(Tensor());
+  backward(add(a, b), g);
+  backward(sub(a, b), g);
+  REQUIRE(vals(a.grad()) == times(g0, 2.0f));
+  REQUIRE(vals(b.grad()) == std::vector<float>(12, 0.0f));
+  REQUIRE(vals(g) == g0);
+  // an interior node reached twice through one add (h + h), through a
+  // reshape and a residual: 4 g for x, the incoming g untouched
+  Tensor x = randn({4, 3}, rng, 1.0f, true);
+  Tensor h = scale(x, 2.0f);
+  Tensor r = reshape(reshape(scale(x, 0.0f), {12}), {4, 3});
+  Tensor y = reshape(reshape(add(add(h, h), r), {12}), {4, 3});
+  backward(y, g);
+  REQUIRE(vals(x.grad()) == times(g0, 4.0f));
+  REQUIRE(vals(g) == g0);
+}
+
 TEST_CASE("elementwise: vectorised gelu, silu, exp match the library's", "[elementwise]") {
   Rng rng(18);
   const int64_t n = 100003;

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""bench/ncu_step.py - one training step's kernels from an Nsight Compute CSV.
+
+Run on the GPU machine (warm caches, one metric, a step without graphs so
+that every kernel is its own launch):
+
+    ncu --cache-control none --metrics gpu__time_duration.sum --csv \
+        build/release/bench/bench_pico --device cuda --batch 256 --warmup 2 --iters 1 \
+        --graphs 0 --modes train > ncu_pico.csv
+    bench/ncu_step.py ncu_pico.csv [--csv-out kernels.csv]
+
+The step is the span between the last two launches of the optimiser kernel
+(adamw). Prints the time by kind of kernel and the 20 slowest kernels.
+"""
+import argparse
+import collections
+import csv
+import gzip
+import sys
+
+KINDS = [  # (name, substrings of the kernel name), first match wins
+    ("GEMMs (float32 FFMA) and split-K sums", ["gemm", "splitk"]),
+    ("depthwise convolutions (forward, dx, dw)", ["dw_", "dwconv"]),
+    ("stem/merge convolution unfolding", ["im2col", "col2im", "colsum"]),
+    ("gradient accumulation, copies, fills", ["Axpy", "copy_", "fill"]),
+    ("attention (NaLa, softmax)", ["nala", "softmax"]),
+    ("LayerNorm, BatchNorm", ["layernorm", "bn_", "Bn", "chan_partials"]),
+    ("bias gradients, sums", ["col_sums", "chunk_sums", "sum_cols", "sum_rows"]),
+    ("AdamW", ["adamw"]),
+]
+
+
+def kind_of(name):
+    for k, keys in KINDS:
+        if any(s in name for s in keys):
+            return k
+    return "elementwise (GELU, SiLU, mul, add, ...)"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("csv")
+    ap.add_argument("--csv-out")
+    a = ap.parse_args()
+    opener = gzip.open if a.csv.endswith(".gz") else open
+    with opener(a.csv, "rt") as f:
+        rows = [r for r in csv.reader(f)]
+    head = next((r for r in rows if r and r[0] == "ID"), None)
+    if head is None:
+        sys.exit(f"{a.csv}: no ncu CSV header (ID, ..., Metric Value)")
+    col = {n: i for i, n in enumerate(head)}
+    data = [r for r in rows if len(r) == len(head) and r[0] != "ID"]
+    opt = [i for i, r in enumerate(data) if "adamw" in r[col["Kernel Name"]]]
+    if len(opt) < 2:
+        sys.exit(f"{a.csv}: fewer than two optimiser launches: no whole step to read")
+    # the optimiser may take several launches a step: the step ends at the last one
+    ends = [i for j, i in enumerate(opt) if j + 1 == len(opt) or opt[j + 1] != i + 1]
+    step = data[ends[-2] + 1 : ends[-1] + 1]
+    unit = {"ns": 1e-3, "us": 1.0, "usecond": 1.0, "nsecond": 1e-3, "ms": 1e3, "msecond": 1e3}
+    per = collections.defaultdict(lambda: [0, 0.0])
+    kinds = collections.defaultdict(lambda: [0, 0.0])
+    total = 0.0
+    for r in step:
+        us = float(r[col["Metric Value"]].replace(",", "")) * unit[r[col["Metric Unit"]]]
+        name = r[col["Kernel Name"]]
+        total += us
+        per[name][0] += 1
+        per[name][1] += us
+        kinds[kind_of(name)][0] += 1
+        kinds[kind_of(name)][1] += us
+    print(f"one step: {len(step)} kernels, {total / 1000:.2f} ms of kernel time\n")
+    print("| kernels | launches | ms | share |\n|---|---|---|---|")
+    for k, (n, t) in sorted(kinds.items(), key=lambda x: -x[1][1]):
+        print(f"| {k} | {n} | {t / 1000:.2f} | {100 * t / total:.0f}% |")
+    print("\n| kernel | launches | us each | ms |\n|---|---|---|---|")
+    for k, (n, t) in sorted(per.items(), key=lambda x: -x[1][1])[:20]:
+        print(f"| {k[:70]} | {n} | {t / n:.1f} | {t / 1000:.2f} |")
+    if a.csv_out:
+        with open(a.csv_out, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["kernel", "kind", "launches", "total_us"])
+            for k, (n, t) in sorted(per.items(), key=lambda x: -x[1][1]):
+                w.writerow([k, kind_of(k), n, f"{t:.1f}"])
+
+
+if __name__ == "__main__":
+    main()
