@@ -104,6 +104,8 @@ TEST_CASE("conv2d: fast kernels match the naive ones", "[conv]") {
       {2, 7, 5, 3, 5, 3, 1, 1, true},   {3, 9, 11, 6, 7, 3, 2, 1, true}, {2, 7, 5, 3, 5, 1, 1, 0, true},
       {2, 8, 7, 5, 3, 1, 2, 0, false},  {1, 6, 6, 4, 4, 5, 1, 2, true},  {2, 5, 7, 3, 4, 3, 3, 2, false},
       {3, 45, 45, 80, 8, 3, 1, 1, true},  // several im2col chunks
+      {2, 0, 5, 3, 4, 1, 1, 1, true},     // H = 0: the padding alone gives 2 x 7 outputs (the bias)
+      {2, 5, 4, 0, 3, 3, 1, 1, true},     // Ci = 0: no columns, the output is the bias
   };
   Rng rng(3);
   for (const ConvCase& c : cases) {

@@ -55,6 +55,8 @@ TEST_CASE("cuda: conv2d forward and gradients match the CPU", "[cuda][conv]") {
       {2, 13, 10, 37, 33, 3, 1, 1, true},  // K = 333 and Co = 33: not multiples of any tile
       {2, 30, 30, 1, 8, 3, 2, 1, true},    // Ci = 1 (a stem): 910 rows of cols per shared tile
       {1, 5, 4, 911, 3, 3, 2, 1, true},    // K = 8199: rows too long for im2col's shared tile
+      {2, 0, 5, 3, 4, 1, 1, 1, true},      // H = 0: the padding alone gives 2 x 7 outputs (the bias)
+      {2, 5, 4, 0, 3, 3, 1, 1, true},      // Ci = 0: no columns, the output is the bias
   };
   Rng rng(101);
   for (const ConvCase& c : cases) check_conv_op(c, rng, 1e-4, 1e-4);

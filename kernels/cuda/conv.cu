@@ -71,7 +71,8 @@ Tensor scratch(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DTyp
 struct FastDiv {
   uint32_t m = 1, s = 0;
   FastDiv() = default;
-  explicit FastDiv(int64_t d) {
+  explicit FastDiv(int64_t d) {  // d = 0 (an empty extent, never divided by) keeps n / 1
+    if (d <= 0) return;
     while ((uint64_t(1) << s) < (uint64_t)d) s++;
     m = (uint32_t)(((uint64_t(1) << 32) * ((uint64_t(1) << s) - (uint64_t)d)) / (uint64_t)d + 1);
   }
@@ -198,6 +199,7 @@ void launch_im2col(float* cols, const float* x, const Unfold<I, D>& u) {
 
 void im2col(float* cols, const float* x, int64_t nb, int64_t rows, int64_t H, int64_t W, int64_t Ci, int64_t Ho,
             int64_t Wo, int64_t k, int64_t stride, int64_t pad, const char* op) {
+  if (rows == 0 || Ci * k * k == 0) return;  // no columns (Ci = 0 or k = 0): nothing to unfold
   if (fits_int(rows, Ci * k * k, nb, H, W, Ci))
     launch_im2col(cols, x, unfold<int, FastDiv>(rows, H, W, Ci, Ho, Wo, k, stride, pad));
   else
@@ -207,6 +209,11 @@ void im2col(float* cols, const float* x, int64_t nb, int64_t rows, int64_t H, in
 
 void col2im(float* dx, const float* dcols, int64_t nb, int64_t rows, int64_t H, int64_t W, int64_t Ci, int64_t Ho,
             int64_t Wo, int64_t k, int64_t stride, int64_t pad, const char* op) {
+  if (nb * H * W * Ci == 0) return;  // no dx elements
+  if (Ci * k * k == 0) {             // no columns: nothing reaches dx
+    CUDA_CHECK(cudaMemsetAsync(dx, 0, nb * H * W * Ci * sizeof(float)), op);
+    return;
+  }
   const int blocks = blocks_for(nb * H * W * Ci);
   if (fits_int(rows, Ci * k * k, nb, H, W, Ci))
     col2im_kernel<<<blocks, kThreads>>>(dx, dcols, (int)nb, unfold<int, FastDiv>(rows, H, W, Ci, Ho, Wo, k, stride, pad));
