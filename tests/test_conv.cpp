@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/cpu/conv.h"
+#include "kernels/fastdiv.h"
 #include "tests/helpers.h"
 
 #ifdef _OPENMP
@@ -274,4 +275,21 @@ TEST_CASE("conv: reductions do not depend on the thread count", "[conv]") {
   }
   REQUIRE(runs[0] == runs[1]);
 #endif
+}
+
+TEST_CASE("conv2d: FastDiv (the CUDA unfolding's index division) equals integer division", "[conv]") {
+  Rng rng(5);
+  const int64_t top = 2147483647;  // operands below 2^31
+  auto check = [&](int64_t d, int64_t n) {
+    INFO("d " << d << " n " << n);
+    REQUIRE(FastDiv(d)((int)n) == n / d);
+  };
+  for (int64_t d = 1; d <= 3000; d++) {
+    for (int64_t n : {int64_t(0), d - 1, d, d + 1, 2 * d - 1, 7 * d, top - 1, top - (top % d), top - (top % d) - 1})
+      if (n >= 0 && n < top) check(d, n);
+    for (int i = 0; i < 40; i++) check(d, (int64_t)(rng.uniform(0.0f, 1.0f) * (double)(top - 1)));
+  }
+  for (int64_t d : {4096, 65535, 65536, 65537, 1000003, 1 << 30, (1 << 30) + 1, 2147483646, 2147483647})
+    for (int i = 0; i < 2000; i++) check(d, i < 1000 ? i * (d / 1000 + 1) % top : (int64_t)(rng.uniform(0.0f, 1.0f) * (double)(top - 1)));
+  REQUIRE(FastDiv(0)(12345) == 12345);  // an empty extent: never a divisor, harmless
 }

@@ -33,6 +33,7 @@
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/dwconv_stencil.cuh"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/fastdiv.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/reduce_util.cuh"
 #include "kernels/conv_geometry.h"
@@ -61,23 +62,10 @@ Tensor scratch(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DTyp
 
 // ---- conv2d helpers -------------------------------------------------------------
 
-// The index math of im2col and col2im: int with FastDiv when every index of
-// the call fits (the usual case), int64_t with plain division otherwise (see
-// fits_int). These kernels move little data per element, so their index
-// divisions decide their speed: 64-bit division is a long emulated sequence,
-// 32-bit division about 20 instructions, FastDiv a multiply-high, an add and
-// a shift (the divisor's magic number is computed once on the host; the
-// method of Granlund and Montgomery, valid for operands below 2^31).
-struct FastDiv {
-  uint32_t m = 1, s = 0;
-  FastDiv() = default;
-  explicit FastDiv(int64_t d) {  // d = 0 (an empty extent, never divided by) keeps n / 1
-    if (d <= 0) return;
-    while ((uint64_t(1) << s) < (uint64_t)d) s++;
-    m = (uint32_t)(((uint64_t(1) << 32) * ((uint64_t(1) << s) - (uint64_t)d)) / (uint64_t)d + 1);
-  }
-  __device__ int operator()(int n) const { return (int)((__umulhi((uint32_t)n, m) + (uint32_t)n) >> s); }
-};
+// The index math of im2col and col2im: int with FastDiv (kernels/fastdiv.h)
+// when every index of the call fits (the usual case), int64_t with plain
+// division otherwise (see fits_int). These kernels move little data per
+// element, so their index divisions decide their speed.
 struct PlainDiv {
   int64_t d = 1;
   PlainDiv() = default;
