@@ -8,12 +8,27 @@ Uses the reference model and attention core of tests/reference/nalaformer_ref.py
       backward, AdamW step) and inference
   (c) xt and t (3x224x224, 1000 classes) training at batch 128 and inference,
       images/s and torch.cuda.max_memory_allocated
+Models run in each of --variants (default eager-fp32): eager-fp32, eager-bf16,
+compile-fp32, compile-bf16. bf16 is PyTorch's mixed precision (autocast to
+bfloat16 around the forward pass and the loss; float32 weights, gradients and
+AdamW state); compile is torch.compile(model, mode=--compile-mode), its
+compilation inside the warm-up runs. Every model line also gives the step's
+floating-point work: the forward pass counted once on the eager float32
+model by torch.utils.flop_counter (matrix products and convolutions, 2
+flops a multiply-add), three times that for a training step (the usual MFU
+convention: the backward does two products per forward product; the
+counter's own figure for the backward of grouped convolutions is not
+used, it counts the depthwise ones as dense), the achieved TFLOP/s
+and the MFU (achieved over --peak-tflops, default 790: the H200's dense bf16
+peak as the issue counts it).
 Times are medians over the timed iterations, taken with CUDA events (wall
 clock on CPU). TF32 is off unless --tf32.
 
     python3 bench/torch_gpu.py                       # on the GPU machine
     python3 bench/torch_gpu.py --device cpu --quick  # smoke test at tiny sizes
     python3 bench/torch_gpu.py --parts attn,pico     # a subset
+    python3 bench/torch_gpu.py --parts xt,t --variants eager-fp32,eager-bf16,compile-bf16
+                                                     # the mixed-precision yardsticks
     python3 bench/torch_gpu.py --parts xt --img 1024 --batch 1 --modes infer --softmax-core sdpa
                                                      # high-resolution inference (stages 3-4 through SDPA)
 
@@ -21,9 +36,12 @@ Output, one parseable line per measurement, e.g.
     torch cuda nala_attn fwd B=128 h=1 N=3136 d=64 ms=1.234
     torch cuda nala_attn_compile fwd B=128 h=1 N=3136 d=64 ms=0.567
     torch cuda pico train batch=256 img/s=12345.6 ms/iter=20.7 max_mem_MiB=1234
-    torch cuda xt train batch=128 img=224 img/s=1234.5 ms/iter=103.7 max_mem_MiB=23456
+    torch cuda xt train batch=128 img=224 img/s=1234.5 ms/iter=103.7 max_mem_MiB=23456 gflop/img=14.2 tflops=17.5 mfu=0.022
+    torch cuda xt train-compile-bf16 batch=128 img=224 img/s=3090.0 ms/iter=41.4 max_mem_MiB=4198 gflop/img=14.2 tflops=43.9 mfu=0.056
+(the mode field is train or infer, with -VARIANT unless the variant is eager-fp32).
 """
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -114,36 +132,71 @@ def bench_attn(args, dev, timer, shapes):
         del q, k, v, gout
 
 
+VARIANTS = ("eager-fp32", "eager-bf16", "compile-fp32", "compile-bf16")
+
+
+def step_flops(fn):
+    """Floating-point work of one call of fn (torch.utils.flop_counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def bench_model(args, dev, timer, name, batch, img, chans, classes, modes):
     torch.manual_seed(0)
     model = ref.build(name, in_chans=chans, num_classes=classes, img_size=img).to(dev)
     x = torch.randn(batch, chans, img, img, device=dev)
     y = torch.randint(0, classes, (batch,), device=dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    flops = {}
+    for variant in args.variants:
+        compiled = variant.startswith("compile")
+        net = torch.compile(model, mode=args.compile_mode) if compiled else model
 
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        def autocast():
+            if variant.endswith("bf16"):
+                return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+            return contextlib.nullcontext()
 
-    def infer_step():
-        with torch.no_grad():
-            model(x)
+        def train_step():
+            opt.zero_grad(set_to_none=True)
+            with autocast():
+                loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
 
-    for mode in modes:
-        model.train(mode == "train")
-        fn = train_step if mode == "train" else infer_step
-        reset_peak(dev)
-        if args.peak_after_warmup:  # leave cuDNN's algorithm search (its workspaces) out of the peak
-            for _ in range(args.warmup):
-                fn()
+        def infer_step():
+            with torch.no_grad(), autocast():
+                net(x)
+
+        for mode in modes:
+            model.train(mode == "train")
+            fn = train_step if mode == "train" else infer_step
+            if mode not in flops:  # once per mode, on the eager float32 model (the same work in every variant)
+                fwd = step_flops(lambda: _no_grad(model, x))
+                flops[mode] = 3 * fwd if mode == "train" else fwd
             reset_peak(dev)
-            ms = timer(fn, 0, args.iters)
-        else:
-            ms = timer(fn, args.warmup, args.iters)
-        print(f"torch {dev.type} {name} {mode} batch={batch} img={img} img/s={batch / (ms / 1e3):.1f} "
-              f"ms/iter={ms:.2f} max_mem_MiB={peak_mib(dev)}", flush=True)
+            if args.peak_after_warmup:  # leave cuDNN's algorithm search (its workspaces) out of the peak
+                for _ in range(args.warmup):
+                    fn()
+                reset_peak(dev)
+                ms = timer(fn, 0, args.iters)
+            else:
+                ms = timer(fn, args.warmup, args.iters)
+            tflops = flops[mode] / (ms / 1e3) / 1e12
+            tag = mode if variant == "eager-fp32" else f"{mode}-{variant}"
+            print(f"torch {dev.type} {name} {tag} batch={batch} img={img} img/s={batch / (ms / 1e3):.1f} "
+                  f"ms/iter={ms:.2f} max_mem_MiB={peak_mib(dev)} gflop/img={flops[mode] / batch / 1e9:.2f} "
+                  f"tflops={tflops:.1f} mfu={tflops / args.peak_tflops:.3f}", flush=True)
+        del net
     del model, opt, x, y
+
+
+def _no_grad(model, x):
+    with torch.no_grad():
+        return model(x)
 
 
 def main():
@@ -164,9 +217,19 @@ def main():
     ap.add_argument("--softmax-core", choices=("ref", "sdpa"), default="ref",
                     help="softmax attention of stages 3-4: the reference's (materialises N x N) or "
                          "F.scaled_dot_product_attention on the roped q, k (does not)")
+    ap.add_argument("--variants", default="eager-fp32",
+                    help="models: comma-separated, of " + ", ".join(VARIANTS))
+    ap.add_argument("--compile-mode", default="default",
+                    help="models: torch.compile's mode (default, reduce-overhead, max-autotune, ...)")
+    ap.add_argument("--peak-tflops", type=float, default=790.0,
+                    help="models: the peak that MFU divides by (default 790: H200 dense bf16)")
     ap.add_argument("--compile-shapes", type=int, default=-1,
                     help="attn: torch.compile only the first N shapes (compiling takes a while)")
     args = ap.parse_args()
+    args.variants = args.variants.split(",")
+    for v in args.variants:
+        if v not in VARIANTS:
+            raise SystemExit(f"torch_gpu: unknown variant {v!r} (one of {', '.join(VARIANTS)})")
 
     dev = torch.device(args.device)
     if args.softmax_core == "sdpa":
