@@ -125,6 +125,8 @@ static Tensor copy_of(const Tensor& t) { return detail::fresh_copy(t, t.shape(),
 // slot + g into a new buffer (one pass, the same bits as copying slot and
 // adding g into the copy).
 static Tensor sum_of(const Tensor& slot, const Tensor& g) {
+  NALA_CHECK(slot.device() == g.device(), "gradient accumulation: ", g.desc(), " into ", slot.desc(),
+             " (different devices)");
   Tensor out = Tensor::empty(slot.shape(), DType::F32, slot.device());
   if (out.numel() == 0) return out;
   const Shape st = contiguous_strides(slot.shape());
@@ -133,9 +135,7 @@ static Tensor sum_of(const Tensor& slot, const Tensor& g) {
   return out;
 }
 
-static void add_grad_interior(Tensor& slot, const Tensor& g) {
-  NALA_CHECK(!slot.defined() || (slot.shape() == g.shape() && slot.device() == g.device()),
-             "gradient accumulation: ", g.desc(), " into ", slot.desc());
+static void add_grad_interior(Tensor& slot, const Tensor& g) {  // shapes checked by backward()
   if (!slot.defined())
     slot = g.is_contiguous() ? g : copy_of(g);
   else if (slot.impl_use_count() > 1 || slot.storage().use_count() > 1)

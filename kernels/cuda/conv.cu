@@ -11,8 +11,8 @@
 //   forward   out   = cols @ w^T (+ bias)       the bias in the GEMM's store
 //   backward  dw   += dout^T @ cols              one gemm per chunk
 //             dcols = dout @ w, then col2im      gather form: no atomics
-//             dbias = column sums of dout        per-block partials, then
-//                                                a fixed-order second pass
+//             dbias = column sums of dout        linear_bias_backward (a linear
+//                                                layer's bias gradient: the same sum)
 // A 1x1 stride-1 unpadded conv skips the unfolding (cols is x itself).
 // im2col: whole rows of cols through a shared tile (gathered channel-fastest,
 // written out contiguously). col2im: one thread per dx element (channel fastest: coalesced
@@ -56,9 +56,6 @@ constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride loops beyond this
 int blocks_for(int64_t n) { return (int)std::max<int64_t>(1, std::min((n + kThreads - 1) / kThreads, kMaxBlocks)); }
 
 Tensor scratch(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DType::F32, Device::CUDA); }
-
-#define GRID_STRIDE(e, n) \
-  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < (n); e += (int64_t)gridDim.x * blockDim.x)
 
 // ---- conv2d helpers -------------------------------------------------------------
 
@@ -210,41 +207,6 @@ void col2im(float* dx, const float* dcols, int64_t nb, int64_t rows, int64_t H, 
   CUDA_CHECK_LAUNCH(op);
 }
 
-// part[blk*C + c] = sum of a[r, c] over rows [blk*R/nblk, (blk+1)*R/nblk). Block (32, 8):
-// threadIdx.x a channel, threadIdx.y a row lane; the 8 lanes are added in order.
-__global__ void colsum_partials(float* part, const float* a, int64_t R, int64_t C, int nblk) {
-  __shared__ float sh[8][32];
-  const int tx = threadIdx.x, ty = threadIdx.y, blk = blockIdx.y;
-  const int64_t c = blockIdx.x * 32 + tx, r0 = blk * R / nblk, r1 = (blk + 1) * R / nblk;
-  float s = 0.0f;
-  if (c < C)
-    for (int64_t r = r0 + ty; r < r1; r += 8) s += a[r * C + c];
-  sh[ty][tx] = s;
-  __syncthreads();
-  if (ty == 0 && c < C) {
-    float t = 0.0f;
-    for (int j = 0; j < 8; j++) t += sh[j][tx];
-    part[blk * C + c] = t;
-  }
-}
-
-// out[c] = sum over blk of part[blk*C + c] (reduce_util::column_sum: a fixed order).
-__global__ void colsum_finish(float* out, const float* part, int64_t C, int nblk) {
-  const int64_t c = col_index();
-  const double s = column_sum(part + (c < C ? c : 0), nblk, C, c < C);
-  if (threadIdx.y == 0 && c < C) out[c] = (float)s;
-}
-
-// out[c] = sum over rows of a (rows, C), deterministic.
-void column_sums(float* out, const float* a, int64_t rows, int64_t C, const char* op) {
-  if (C == 0) return;
-  const int nblk = (int)std::max<int64_t>(1, std::min<int64_t>((rows + 63) / 64, 1024));
-  Tensor part = scratch(nblk * C);
-  colsum_partials<<<dim3((unsigned)((C + 31) / 32), nblk), dim3(32, 8)>>>(part.f32(), a, rows, C, nblk);
-  CUDA_CHECK_LAUNCH(op);
-  colsum_finish<<<col_blocks(C), col_block(nblk)>>>(out, part.f32(), C, nblk);
-  CUDA_CHECK_LAUNCH(op);
-}
 
 
 }  // namespace
@@ -271,7 +233,7 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
                      int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride,
                      int64_t pad) {
   const ConvGeom g = conv_geometry(H, W, Ci, k, stride, pad, kChunkFloats);
-  if (dbias) column_sums(dbias, dout, B * g.per_image, Co, "conv2d_backward");
+  if (dbias) linear_bias_backward(dbias, dout, B * g.per_image, Co);  // column sums of dout (rows, Co)
   if (!dx && !dw) return;
   if (B * g.per_image == 0 || Co == 0) {  // nothing flows back: the gradients are zero
     if (dw) CUDA_CHECK(cudaMemsetAsync(dw, 0, Co * g.K * sizeof(float)), "conv2d_backward");
