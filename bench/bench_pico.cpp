@@ -14,7 +14,8 @@
 //
 //   build/release/bench/bench_pico [--threads 2] [--batch 128] [--warmup 3] [--iters 10]
 //                                  [--model pico] [--img 28] [--device cpu|cuda] [--modes train,infer]
-//                                  [--graphs 0|1]
+//                                  [--graphs 0|1] [--precision fp32|bf16]
+// --precision bf16 (cuda): the matrix products on tensor cores (nala train --precision bf16).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -37,7 +38,7 @@ using namespace nala;
 
 int main(int argc, char** argv) {
   int threads = 2, batch = 128, warmup = 3, iters = 10, img = 28, graphs = 0;
-  std::string model_name = "pico", modes = "train,infer", device = "cpu";
+  std::string model_name = "pico", modes = "train,infer", device = "cpu", precision = "fp32";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--threads") threads = std::atoi(argv[i + 1]);
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
     else if (a == "--modes") modes = argv[i + 1];
     else if (a == "--device") device = argv[i + 1];
     else if (a == "--graphs") graphs = std::atoi(argv[i + 1]);
+    else if (a == "--precision") precision = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -58,6 +60,11 @@ int main(int argc, char** argv) {
   omp_set_num_threads(threads);
 #endif
   const Device dev = device == "cuda" ? Device::CUDA : Device::CPU;
+  if (precision != "fp32" && (precision != "bf16" || dev != Device::CUDA)) {
+    std::fprintf(stderr, "--precision: fp32, or bf16 with --device cuda\n");
+    return 2;
+  }
+  if (precision == "bf16") device::set_gemm_bf16(true);
   NalaConfig cfg = nalaformer_config(model_name);
   NalaFormer model(cfg, 1);
   Rng rng(0);
@@ -119,9 +126,9 @@ int main(int argc, char** argv) {
     // back, so ms/iter with graphs is close to the GPU's busy time; the
     // difference to the eager ms/iter is what launching costs.
     std::printf("nala %s train device=%s graphs=%d threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.3f ms_median=%.3f "
-                "peak_MiB=%.0f\n",
+                "peak_MiB=%.0f precision=%s\n",
                 model_name.c_str(), device.c_str(), graphs, threads, batch, img, batch / s, 1e3 * s, 1e3 * median_s,
-                device::peak_bytes() / 1048576.0);
+                device::peak_bytes() / 1048576.0, precision.c_str());
   }
   if (modes.find("infer") != std::string::npos) {
     model.eval();
@@ -140,9 +147,9 @@ int main(int argc, char** argv) {
       });
     }
     std::printf("nala %s infer device=%s graphs=%d threads=%d batch=%d img=%d img/s=%.1f ms/iter=%.3f ms_median=%.3f "
-                "peak_MiB=%.0f\n",
+                "peak_MiB=%.0f precision=%s\n",
                 model_name.c_str(), device.c_str(), graphs, threads, batch, img, batch / s, 1e3 * s, 1e3 * median_s,
-                device::peak_bytes() / 1048576.0);
+                device::peak_bytes() / 1048576.0, precision.c_str());
   }
   return 0;
 }

@@ -37,11 +37,13 @@ for w in $what; do
         done
       } 2>&1 | tee "$OUT/long_seq.log"
       ;;
-    benchmodels)  # xt and t at 224 px: nala beside PyTorch eager fp32, eager bf16 and torch.compile bf16
+    benchmodels)  # xt and t at 224 px: nala fp32 and bf16 beside PyTorch eager and torch.compile, fp32 and bf16
       {
-        $B/bench/bench_pico --device cuda --model xt --img 224 --batch 128 --warmup 2 --iters 5
-        $B/bench/bench_pico --device cuda --model t --img 224 --batch 128 --warmup 2 --iters 5
-        python3 bench/torch_gpu.py --parts xt,t --variants eager-fp32,eager-bf16,compile-bf16
+        for p in fp32 bf16; do
+          $B/bench/bench_pico --device cuda --model xt --img 224 --batch 128 --warmup 2 --iters 5 --precision $p
+          $B/bench/bench_pico --device cuda --model t --img 224 --batch 128 --warmup 2 --iters 5 --precision $p
+        done
+        python3 bench/torch_gpu.py --parts xt,t --variants eager-fp32,eager-bf16,compile-fp32,compile-bf16
       } 2>&1 | tee "$OUT/bench_models.log"
       python3 bench/models_table.py "$OUT/bench_models.log" | tee "$OUT/bench_models.md"
       ;;

@@ -35,7 +35,8 @@ def main():
         if len(w) < 4:
             continue
         if w[0] == "nala" and "device=cuda" in line:
-            model, mode, col, f = w[1], w[2], "nala fp32", fields(line)
+            f = fields(line)
+            model, mode, col = w[1], w[2], "nala " + f.get("precision", "fp32")
             mem = f.get("peak_MiB")
         elif w[0] == "torch" and w[1] == "cuda":
             model, tag, f = w[2], w[3], fields(line)

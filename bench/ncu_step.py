@@ -19,7 +19,7 @@ import gzip
 import sys
 
 KINDS = [  # (name, substrings of the kernel name), first match wins
-    ("GEMMs (float32 FFMA) and split-K sums", ["gemm", "splitk"]),
+    ("GEMMs (FP32 FFMA or bf16 tensor cores), split-K sums", ["gemm", "splitk"]),
     ("depthwise convolutions (forward, dx, dw)", ["dw_", "dwconv"]),
     ("stem/merge convolution unfolding", ["im2col", "col2im", "colsum"]),
     ("gradient accumulation, copies, fills", ["Axpy", "copy_", "fill"]),

@@ -36,6 +36,13 @@ size_t in_use_bytes();
 size_t peak_bytes();
 void reset_peak();
 
+// The precision of the GPU's matrix products, process-wide: false (the
+// default) float32; true: bf16 operands on tensor cores with float32
+// accumulation (`--precision bf16`; kernels/cuda/matmul.h says which
+// products). Everything else stays float32. Without CUDA, setting it fails.
+void set_gemm_bf16(bool on);
+bool gemm_bf16();
+
 // ---- CUDA graphs (kernels/cuda/graph.cu) -----------------------------------
 // The engine queues its GPU work on the calling thread's default stream
 // (nvcc --default-stream per-thread), which can be captured into a graph and

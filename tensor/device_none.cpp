@@ -27,6 +27,10 @@ void free_pinned(void*) {}
 size_t in_use_bytes() { return 0; }
 size_t peak_bytes() { return 0; }
 void reset_peak() {}
+void set_gemm_bf16(bool on) {
+  if (on) no_cuda("bf16 matrix products");
+}
+bool gemm_bf16() { return false; }
 void graph_capture_begin() { no_cuda("CUDA graph capture"); }
 Graph* graph_capture_end(std::string* why) {
   if (why) *why = "this build has no CUDA support";

@@ -341,7 +341,8 @@ TEST_CASE("cuda: softmax_attention forward and grads against the CPU", "[cuda][a
     int64_t B, h, H, W, d;
   };
   for (Case cs : {Case{2, 3, 7, 9, 4}, Case{2, 3, 7, 9, 8}, Case{2, 3, 7, 9, 32}, Case{2, 3, 7, 9, 64},
-                  Case{1, 2, 5, 7, 128}, Case{2, 2, 14, 14, 32}, Case{2, 3, 1, 1, 8}, Case{1, 1, 3, 11, 12}}) {
+                  Case{1, 2, 5, 7, 128}, Case{2, 2, 14, 14, 32}, Case{2, 3, 1, 1, 8}, Case{1, 1, 3, 11, 12},
+                  Case{1, 2, 10, 13, 36}}) {
     const int64_t N = cs.H * cs.W, d = cs.d;
     INFO("softmax (B, h, N, d) = (" << cs.B << ", " << cs.h << ", " << N << ", " << d << "), H " << cs.H << " W "
                                     << cs.W);

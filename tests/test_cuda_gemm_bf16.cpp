@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/gemm_bf16.h"
+#include "kernels/cuda/matmul.h"
 #endif
 
 using namespace nala;
@@ -58,6 +59,8 @@ struct Case {
   int residual = 0;     // 0 none, 1 a separate array, 2 C itself (C += A B, float only)
   int path = 0;         // 0 automatic, 6 mma.sync, 7 wgmma
   int bn = 0;           // wgmma tile width (0: by shape)
+  bool f32in = false;   // float32 operands rounded on chip (gemm_bf16_f32), float32 C
+  float alpha = 1.0f;   // f32in only
 };
 
 void check(const Case& c, Rng& rng) {
@@ -65,9 +68,12 @@ void check(const Case& c, Rng& rng) {
   const int64_t lda = ld(c.ta ? c.M : c.K), ldb = ld(c.tb ? c.K : c.N), ldc = ld(c.N);
   const int64_t na = (c.ta ? c.K : c.M) * lda, nb = (c.tb ? c.N : c.K) * ldb, nc = c.M * ldc;
   std::vector<bf16> A(na), B(nb);
-  std::vector<float> Af(na), Bf(nb), bias(c.N), R(nc);
-  for (int64_t i = 0; i < na; i++) A[i] = __float2bfloat16(rng.uniform(-1.0f, 1.0f)), Af[i] = __bfloat162float(A[i]);
-  for (int64_t i = 0; i < nb; i++) B[i] = __float2bfloat16(rng.uniform(-1.0f, 1.0f)), Bf[i] = __bfloat162float(B[i]);
+  std::vector<float> Af(na), Bf(nb), A32(na), B32(nb), bias(c.N), R(nc);
+  // f32in: the kernel gets A32, B32 (unrounded); bf16 operands are their rounding, Af, Bf as float.
+  for (int64_t i = 0; i < na; i++)
+    A32[i] = rng.uniform(-1.0f, 1.0f), A[i] = __float2bfloat16(A32[i]), Af[i] = __bfloat162float(A[i]);
+  for (int64_t i = 0; i < nb; i++)
+    B32[i] = rng.uniform(-1.0f, 1.0f), B[i] = __float2bfloat16(B32[i]), Bf[i] = __bfloat162float(B[i]);
   for (auto& x : bias) x = rng.uniform(-1.0f, 1.0f);
   for (auto& x : R) x = c.c_bf16 ? r16(rng.uniform(-2.0f, 2.0f)) : rng.uniform(-2.0f, 2.0f);
 
@@ -78,6 +84,7 @@ void check(const Case& c, Rng& rng) {
       double s = 0;
       for (int64_t k = 0; k < c.K; k++)
         s += (double)Af[c.ta ? k * lda + i : i * lda + k] * Bf[c.tb ? j * ldb + k : k * ldb + j];
+      s *= c.alpha;
       if (c.bias) s += bias[j];
       if (c.gelu) s = 0.5 * s * (1.0 + std::erf(s / std::sqrt(2.0)));
       if (c.residual) s += R[i * ldc + j];
@@ -99,15 +106,22 @@ void check(const Case& c, Rng& rng) {
   Dev<bf16> dCh(C0h), dRh(Rh);
   if (c.residual == 1) epi.residual = c.c_bf16 ? (const void*)dRh.p : (const void*)dR.p, epi.ldr = ldc;
   if (c.residual == 2) epi.residual = dC.p, epi.ldr = ldc;
-  cuda::gemm_bf16_force_path(c.path, c.bn);
-  cuda::gemm_bf16(c.ta, c.tb, c.M, c.N, c.K, dA.p, lda, dB.p, ldb, c.c_bf16 ? (void*)dCh.p : (void*)dC.p, ldc,
-                  c.c_bf16, epi);
-  cuda::gemm_bf16_force_path(0);
+  if (c.f32in) {
+    REQUIRE(!c.c_bf16);
+    Dev<float> dA32(A32), dB32(B32);
+    cuda::gemm_bf16_f32(c.ta, c.tb, c.M, c.N, c.K, c.alpha, dA32.p, lda, dB32.p, ldb, dC.p, ldc, epi);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  } else {
+    cuda::gemm_bf16_force_path(c.path, c.bn);
+    cuda::gemm_bf16(c.ta, c.tb, c.M, c.N, c.K, dA.p, lda, dB.p, ldb, c.c_bf16 ? (void*)dCh.p : (void*)dC.p, ldc,
+                    c.c_bf16, epi);
+    cuda::gemm_bf16_force_path(0);
+  }
   REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
 
   INFO("ta " << c.ta << " tb " << c.tb << " M " << c.M << " N " << c.N << " K " << c.K << " pad " << c.pad
              << " c_bf16 " << c.c_bf16 << " bias " << c.bias << " gelu " << c.gelu << " residual " << c.residual
-             << " path " << c.path << " bn " << c.bn);
+             << " path " << c.path << " bn " << c.bn << " f32in " << c.f32in << " alpha " << c.alpha);
   std::vector<float> got(nc);
   if (c.c_bf16) {
     std::vector<bf16> h = dCh.get(nc);
@@ -205,5 +219,85 @@ TEST_CASE("cuda: gemm_bf16 linear-layer shapes, wgmma tile widths and long K", "
           c.bn = 0, c.align16 = false, c.gelu = false;
         }
     }
+#endif
+}
+
+TEST_CASE("cuda: gemm_bf16_f32 rounds float32 operands to bf16 on chip: transposes, odd sizes, epilogues, split-K",
+          "[cuda][matmul][bf16]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(204);
+  // Odd sizes and leading dims (the guarded loads), K tails inside a 32-slice, long K (split-K,
+  // several pipeline stages), and the thin shapes of a small model's layers.
+  const int64_t sizes[][3] = {{1, 1, 1},     {7, 9, 5},       {37, 53, 29},   {129, 255, 67}, {300, 260, 500},
+                              {1000, 3, 17}, {3, 1000, 70},   {64, 64, 5000}, {70, 33, 3001}, {4097, 32, 64},
+                              {64, 96, 4100}};
+  for (auto& s : sizes)
+    for (int t = 0; t < 4; t++)
+      for (int64_t pad : {0, 3}) {
+        Case c{(t & 1) != 0, (t & 2) != 0, s[0], s[1], s[2]};
+        c.f32in = true, c.pad = pad;
+        c.alpha = t == 3 ? 0.5f : 1.0f;
+        c.bias = (t & 1) != 0;
+        c.residual = t == 2 ? 2 : t == 1 ? 1 : 0;  // 2: C += A B, the weight-gradient accumulation
+        c.gelu = pad == 3 && t == 0;
+        check(c, rng);
+      }
+#endif
+}
+
+TEST_CASE("cuda: bf16 mode sends single products to tensor cores, batched ones stay float32",
+          "[cuda][matmul][bf16]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(205);
+  const int64_t R = 300, O = 72, I = 136;
+  std::vector<float> X(R * I), W(O * I), b(O), Y0(R * O);
+  for (auto& v : X) v = rng.uniform(-1.0f, 1.0f);
+  for (auto& v : W) v = rng.uniform(-1.0f, 1.0f);
+  for (auto& v : b) v = rng.uniform(-1.0f, 1.0f);
+  for (auto& v : Y0) v = rng.uniform(-1.0f, 1.0f);
+  // References in double, on rounded (bf16) and on exact operands.
+  auto ref = [&](bool round, double beta) {
+    std::vector<float> out(R * O);
+    for (int64_t r = 0; r < R; r++)
+      for (int64_t o = 0; o < O; o++) {
+        double s = 0;
+        for (int64_t i = 0; i < I; i++)
+          s += round ? (double)r16(X[r * I + i]) * r16(W[o * I + i]) : (double)X[r * I + i] * W[o * I + i];
+        out[r * O + o] = (float)(s + b[o] + beta * Y0[r * O + o]);
+      }
+    return out;
+  };
+  Dev<float> dX(X), dW(W), db(b);
+  cuda::set_gemm_bf16(true);
+  REQUIRE(cuda::gemm_bf16_mode());
+  Dev<float> dY(Y0);
+  cuda::linear_forward(dY.p, dX.p, dW.p, db.p, R, O, I);  // Y = X W^T + b: Y0 overwritten
+  std::vector<float> lin = dY.get(R * O);
+  Dev<float> dY2(Y0);
+  cuda::gemm(false, true, R, O, I, 1.0f, dX.p, I, dW.p, I, 1.0f, dY2.p, O);  // Y0 + X W^T
+  std::vector<float> acc = dY2.get(R * O);
+  // batched (batch 2, the second a copy of the first): float32
+  Dev<float> dY3(Y0);
+  cuda::gemm_batched(false, true, R / 2, O, I, 1.0f, dX.p, I, (R / 2) * I, dW.p, I, 0, 0.0f, dY3.p, O, (R / 2) * O, 2);
+  std::vector<float> bat = dY3.get(R * O);
+  cuda::set_gemm_bf16(false);
+  REQUIRE(!cuda::gemm_bf16_mode());
+  const double atol = 1e-4 * std::sqrt((double)I);
+  REQUIRE_CLOSE(lin, ref(true, 0.0), atol, 1e-5);
+  std::vector<float> acc_ref = ref(true, 1.0);
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t o = 0; o < O; o++) acc_ref[r * O + o] -= b[o];  // gemm has no bias
+  REQUIRE_CLOSE(acc, acc_ref, atol, 1e-5);
+  std::vector<float> bat_ref = ref(false, 0.0);
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t o = 0; o < O; o++) bat_ref[r * O + o] -= b[o];
+  REQUIRE_CLOSE(bat, bat_ref, atol, 1e-5);
+  // and the rounding is real: the bf16 result differs from the float32 one by far more than float32 rounding
+  std::vector<float> exact = ref(false, 0.0);
+  double worst = 0;
+  for (int64_t i = 0; i < R * O; i++) worst = std::max(worst, (double)std::fabs(lin[i] - exact[i]));
+  REQUIRE(worst > 1e-3);
 #endif
 }

@@ -7,6 +7,7 @@
 #include "nn/safetensors.h"
 #include "tests/cuda_harness.h"
 #include "tests/golden_init.h"
+#include "tensor/device.h"
 
 using namespace nala;
 
@@ -84,6 +85,59 @@ TEST_CASE("cuda: one pico training step on GPU and CPU from the same weights", "
   }
   INFO("buffers");
   test::require_same_named(gpu.named_buffers(), cpu.named_buffers(), {1e-5, 1e-4});
+}
+
+TEST_CASE("cuda: a bf16-precision training step follows the float32 step from the same weights", "[cuda][model][bf16]") {
+  SKIP_WITHOUT_CUDA();
+  NalaConfig cfg = nalaformer_config("pico");
+  NalaFormer m32(cfg, 3), m16(cfg, 3);
+  Rng r1(21), r2(21);
+  m32.init_weights(r1);
+  m16.init_weights(r2);
+  m32.to(Device::CUDA);
+  m16.to(Device::CUDA);
+  Rng rng(6);
+  const int64_t B = 32;
+  Tensor x = test::randn({B, 28, 28, 1}, rng).to(Device::CUDA);
+  std::vector<int64_t> yv(B);
+  for (int64_t i = 0; i < B; i++) yv[i] = (i * 7) % 10;
+  Tensor y = Tensor::from_vector_i64({B}, yv).to(Device::CUDA);
+  SGD o32(m32.named_parameters(), 0.05, 0.9, 1e-4), o16(m16.named_parameters(), 0.05, 0.9, 1e-4);
+  m32.train();
+  m16.train();
+  struct Reset {
+    ~Reset() { device::set_gemm_bf16(false); }
+  } reset;
+  for (int step = 0; step < 4; step++) {
+    device::set_gemm_bf16(false);
+    Tensor l32 = cross_entropy(m32.forward(x), y, 0.1f);
+    backward(l32);
+    device::set_gemm_bf16(true);
+    Tensor l16 = cross_entropy(m16.forward(x), y, 0.1f);
+    backward(l16);
+    device::set_gemm_bf16(false);
+    const float a = l32.to(Device::CPU).to_vector()[0], b = l16.to(Device::CPU).to_vector()[0];
+    INFO("step " << step << ": loss float32 " << a << ", bf16 " << b);
+    REQUIRE(std::fabs(a - b) <= 1e-2 * std::fabs(a));
+    if (step == 0) {
+      // Every gradient within a few bf16 roundings of the float32 one (relative L2), and the
+      // rounding is real: the gradients are not the float32 ones.
+      auto p32 = m32.named_parameters(), p16 = m16.named_parameters();
+      double differ = 0;
+      for (size_t i = 0; i < p32.size(); i++) {
+        const std::vector<float> g = p32[i].second.grad().to(Device::CPU).to_vector(),
+                                 h = p16[i].second.grad().to(Device::CPU).to_vector();
+        double d2 = 0, n2 = 0;
+        for (size_t j = 0; j < g.size(); j++) d2 += (double)(g[j] - h[j]) * (g[j] - h[j]), n2 += (double)g[j] * g[j];
+        INFO("gradient of " << p32[i].first << ": |g| " << std::sqrt(n2) << ", |g16 - g| " << std::sqrt(d2));
+        if (n2 > 1e-12) REQUIRE(std::sqrt(d2 / n2) < 0.05);
+        differ = std::max(differ, std::sqrt(d2 / std::max(n2, 1e-30)));
+      }
+      REQUIRE(differ > 1e-4);
+    }
+    o32.step(), o16.step();
+    o32.zero_grad(), o16.zero_grad();
+  }
 }
 
 TEST_CASE("cuda: page-locked staging buffers copy to and from the GPU", "[cuda]") {

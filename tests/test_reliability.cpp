@@ -372,6 +372,10 @@ TEST_CASE("reliability: usage errors come before any data is read", "[reliabilit
   r = run_cmd(cmd_train, {"--lr", "1e-4", "--min-lr", "1e-3", "--data-dir", nowhere});
   REQUIRE(r.code == 2);
   REQUIRE(r.out.find("--min-lr must not exceed --lr") != std::string::npos);
+  r = run_cmd(cmd_train, {"--precision", "bf16", "--device", "cpu", "--data-dir", nowhere});
+  REQUIRE(r.code == 2);
+  REQUIRE(r.out.find("--precision bf16 needs --device cuda") != std::string::npos);
+  REQUIRE(run_cmd(cmd_train, {"--precision", "fp16"}).out.find("fp16") != std::string::npos);
   r = run_cmd(cmd_train, {"--resume", t.path + "/a", "--out", t.path + "/b"});
   REQUIRE(r.code == 2);
   REQUIRE(r.out.find("--resume DIR writes into DIR") != std::string::npos);

@@ -92,7 +92,10 @@ int cmd_eval(int argc, char** argv) {
              "CUDA graph");
   bool tta_flip = false;
   p.add_flag("tta-flip", &tta_flip, "test-time augmentation: the mean of the logits of each image and its mirror");
+  std::string precision = "fp32";
+  add_precision_option(p, &precision);
   p.parse(argc, argv);
+  apply_precision(precision, device);
   if (weights.empty()) throw UsageError("--weights is required");
   set_threads(threads);
   LoadedModel lm = load_model_file(weights, model_name, attn.attn);

@@ -55,6 +55,7 @@ struct TrainArgs {
   int64_t gpus = 0, bucket_mb = 25;
   bool sync_bn = false;
   bool no_graphs = false;
+  std::string precision = "fp32";
   // The arguments that must not change across --resume (they shape the run).
   std::string fingerprint() const {
     std::ostringstream os;
@@ -69,6 +70,7 @@ struct TrainArgs {
     if (val) os << " val=" << val;
     if (ema > 0) os << " ema=" << ema;
     if (tta_flip) os << " tta=flip";
+    if (precision != "fp32") os << " precision=" << precision;
     // --time-budget is not recorded: the checkpoint names the epochs it chose.
     return os.str();
   }
@@ -130,9 +132,11 @@ int cmd_train(int argc, char** argv) {
   p.add_flag("sync-bn", &a.sync_bn, "data-parallel: BatchNorm statistics over the global batch (default: per process)");
   p.add_flag("no-graphs", &a.no_graphs, "GPU: launch every kernel on its own instead of replaying each step "
              "as a CUDA graph (the default where shapes are fixed)");
+  add_precision_option(p, &a.precision);
   p.add_int("bucket-mb", &a.bucket_mb, "data-parallel: gradient all-reduce bucket size in MiB", 1, 1 << 16);
   p.parse(argc, argv);
   if (a.gpus > 0) a.device = "cuda";
+  apply_precision(a.precision, a.device);
   if (a.min_lr > a.lr) throw UsageError("--min-lr must not exceed --lr");
   if (a.warmup_epochs > (float)a.epochs) {
     std::ostringstream os;

@@ -206,4 +206,17 @@ Device parse_device(const std::string& name) {
   return Device::CUDA;
 }
 
+void add_precision_option(ArgParser& p, std::string* precision) {
+  p.add_choice("precision", precision,
+               "GPU matrix products (linear layers, convolutions): fp32, or bf16 on tensor cores with float32 "
+               "accumulation (weights, activations and the optimiser stay float32)",
+               {"fp32", "bf16"});
+}
+
+void apply_precision(const std::string& precision, const std::string& device) {
+  if (precision == "bf16" && device != "cuda")
+    throw UsageError("--precision bf16 needs --device cuda (the CPU computes in float32)");
+  device::set_gemm_bf16(precision == "bf16");
+}
+
 }  // namespace nala

@@ -73,4 +73,9 @@ void set_threads(int64_t threads);  // 0 = leave OpenMP's default; capped at the
 // "cpu" or "cuda"; "cuda" fails clearly without a GPU or a CUDA build.
 Device parse_device(const std::string& name);
 
+// --precision fp32|bf16: the matrix products' precision on the GPU
+// (device::set_gemm_bf16). bf16 with --device cpu is a usage error.
+void add_precision_option(ArgParser& p, std::string* precision);
+void apply_precision(const std::string& precision, const std::string& device);
+
 }  // namespace nala

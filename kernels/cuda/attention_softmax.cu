@@ -11,11 +11,15 @@
 // Flash-style: nothing N x N is stored. A block owns kRows rows (queries in
 // forward and in the dq pass, keys in the dk/dv pass), a warp kRows / kWarps
 // of them; the other side is staged in shared memory kKT = 32 rows at a time
-// (row stride D + 1, so that lane j reading row j hits distinct banks), lane
-// j takes row j of the tile for the dot products, and the weights are
-// broadcast with shuffles to accumulate the D-vectors (lane c owns columns
-// c, c + 32, ...). Forward keeps a running max and sum per row (online
-// softmax) and writes lse = max + log(sum). Backward, as on the CPU:
+// (rows of D + 4 floats, 16-byte aligned), and lane j takes row j of the tile.
+// A warp works on all its rows at once, so that every value it reads from
+// shared memory serves kRPW = 8 of them: the dot products read the lane's
+// tile row as float4 and the warp's rows as float4 broadcasts; the weights
+// (softmax numerators, dS) go to a small shared array, and the D-vectors
+// accumulate over the tile's rows (lane c owns columns c, c + 32, ...) with
+// the weights read back as float4 broadcasts. Forward keeps a running max
+// and sum per row (online softmax) and writes lse = max + log(sum).
+// Backward, as on the CPU:
 // Dl_i = go_i . o_i, P_ij = exp(s_ij - lse_i), dS_ij = P_ij (go_i . v_j - Dl_i) / sqrt(D);
 // dq = rope^T(sum_j dS_ij rk_j); dk = rope^T(sum_i dS_ij rq_i), dv = sum_i P_ij go_i.
 // Every sum runs in a fixed order: results are deterministic.
@@ -87,10 +91,53 @@ __device__ __forceinline__ void stage_rope(float* s, int ld, int n, const float*
   }
 }
 
-__device__ __forceinline__ float dot_rows(const float* a, const float* b, int D) {
-  float s = 0.0f;
-  for (int c = 0; c < D; c++) s += a[c] * b[c];
-  return s;
+// s[i] = the dot product of row i of the warp's kRPW rows (rows, ld D,
+// read as float4 broadcasts) with the lane's row trow of a staged tile: the
+// tile's value is loaded once for all kRPW rows.
+__device__ __forceinline__ void dot_warp_rows(float (&s)[kRPW], const float* rows, const float* trow, int D) {
+#pragma unroll
+  for (int i = 0; i < kRPW; i++) s[i] = 0.0f;
+  for (int c = 0; c < D; c += 4) {
+    const float4 b = *reinterpret_cast<const float4*>(trow + c);
+#pragma unroll
+    for (int i = 0; i < kRPW; i++) {
+      const float4 a = *reinterpret_cast<const float4*>(rows + i * D + c);
+      s[i] = fmaf(a.x, b.x, s[i]);
+      s[i] = fmaf(a.y, b.y, s[i]);
+      s[i] = fmaf(a.z, b.z, s[i]);
+      s[i] = fmaf(a.w, b.w, s[i]);
+    }
+  }
+}
+
+// acc[i][cc] += sum over j < n of w[i][j] * tile[j][lane + 32 cc]: the warp's
+// weights w (kRPW rows of kKT in shared memory, read as float4 broadcasts)
+// times the rows of a staged tile (ld LK; rows up to n rounded up to 4 must be
+// readable, weights there zero). Each tile value is loaded once for all rows.
+__device__ __forceinline__ void acc_weighted(float (&acc)[kRPW][kCPL], const float* w, const float* tile, int LK,
+                                             int n, int D) {
+  const int lane = threadIdx.x & 31;
+  for (int j = 0; j < n; j += 4) {
+    float4 wv[kRPW];
+#pragma unroll
+    for (int i = 0; i < kRPW; i++) wv[i] = *reinterpret_cast<const float4*>(w + i * kKT + j);
+#pragma unroll
+    for (int cc = 0; cc < kCPL; cc++) {
+      const int c = lane + 32 * cc;
+      if (c < D) {
+        const float t0 = tile[j * LK + c], t1 = tile[(j + 1) * LK + c], t2 = tile[(j + 2) * LK + c],
+                    t3 = tile[(j + 3) * LK + c];
+#pragma unroll
+        for (int i = 0; i < kRPW; i++) {
+          float a = acc[i][cc];
+          a = fmaf(wv[i].x, t0, a);
+          a = fmaf(wv[i].y, t1, a);
+          a = fmaf(wv[i].z, t2, a);
+          acc[i][cc] = fmaf(wv[i].w, t3, a);
+        }
+      }
+    }
+  }
 }
 
 // Rope transpose of the D-vector spread over a warp (lane holds c = lane + 32 cc),
@@ -108,19 +155,27 @@ __device__ __forceinline__ void store_rope_t(const float (&acc)[kCPL], float* y,
   }
 }
 
+// Shared memory of the three kernels, in floats: the staged tiles have rows
+// of LK = D + 4 (16-byte aligned; a warp's float4 reads of 32 rows then fall
+// in distinct banks per quarter), the owned rows D; w: kWarps x kRPW x kKT
+// weights (softmax numerators, dS), one or two sets.
+__host__ __device__ constexpr int tile_ld(int D) { return D + 4; }
+
 __global__ void __launch_bounds__(kWarps * 32) softmax_fwd_kernel(const float* __restrict__ q,
                                                                   const float* __restrict__ k,
                                                                   const float* __restrict__ v, float* __restrict__ o,
                                                                   float* __restrict__ lse, RopeTab rope, int N, int D,
                                                                   int nrb, float scale) {
-  extern __shared__ float smem[];
-  const int LK = D + 1;
+  extern __shared__ __align__(16) float smem[];
+  const int LK = tile_ld(D);
   float* s_q = smem;                // kRows x D
   float* s_k = s_q + kRows * D;     // kKT x LK
   float* s_v = s_k + kKT * LK;      // kKT x LK
+  float* s_w = s_v + kKT * LK;      // kWarps x kRPW x kKT
   const int64_t g = blockIdx.x / nrb;
   const int i0 = (blockIdx.x % nrb) * kRows, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const float *qg = q + g * N * D, *kg = k + g * N * D, *vg = v + g * N * D;
+  float* w = s_w + warp * kRPW * kKT;
   stage_rope(s_q, D, kRows, qg, i0, N, D, rope);
   float m[kRPW], l[kRPW], acc[kRPW][kCPL];
 #pragma unroll
@@ -135,11 +190,11 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_fwd_kernel(const float* _
     stage_rope(s_k, LK, kKT, kg, j0, N, D, rope);
     stage(s_v, LK, kKT, vg, j0, N, D);
     __syncthreads();
+    float sc[kRPW];
+    dot_warp_rows(sc, s_q + warp * kRPW * D, s_k + lane * LK, D);
 #pragma unroll
     for (int i = 0; i < kRPW; i++) {
-      const int r = warp * kRPW + i;
-      if (i0 + r >= N) continue;  // the same for the whole warp
-      const float s = lane < nk ? scale * dot_rows(s_q + r * D, s_k + lane * LK, D) : -INFINITY;
+      const float s = lane < nk ? scale * sc[i] : -INFINITY;
       const float mn = fmaxf(m[i], warp_max(s));
       const float corr = expf(m[i] - mn);  // 0 on the first tile
       const float p = lane < nk ? expf(s - mn) : 0.0f;
@@ -147,15 +202,10 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_fwd_kernel(const float* _
       m[i] = mn;
 #pragma unroll
       for (int cc = 0; cc < kCPL; cc++) acc[i][cc] *= corr;
-      for (int j = 0; j < nk; j++) {
-        const float pj = __shfl_sync(0xffffffffu, p, j);
-#pragma unroll
-        for (int cc = 0; cc < kCPL; cc++) {
-          const int c = lane + 32 * cc;
-          if (c < D) acc[i][cc] += pj * s_v[j * LK + c];
-        }
-      }
+      w[i * kKT + lane] = p;
     }
+    __syncwarp();
+    acc_weighted(acc, w, s_v, LK, (nk + 3) & ~3, D);
   }
 #pragma unroll
   for (int i = 0; i < kRPW; i++) {
@@ -189,14 +239,16 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_dq_kernel(
     const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
     const float* __restrict__ go, const float* __restrict__ lse, const float* __restrict__ dl, RopeTab rope,
     float* __restrict__ dq, int N, int D, int nrb, float scale) {
-  extern __shared__ float smem[];
-  const int LK = D + 1;
+  extern __shared__ __align__(16) float smem[];
+  const int LK = tile_ld(D);
   float* s_q = smem;               // kRows x D
   float* s_go = s_q + kRows * D;   // kRows x D
   float* s_k = s_go + kRows * D;   // kKT x LK
   float* s_v = s_k + kKT * LK;     // kKT x LK
+  float* s_w = s_v + kKT * LK;     // kWarps x kRPW x kKT
   const int64_t g = blockIdx.x / nrb;
   const int i0 = (blockIdx.x % nrb) * kRows, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float* w = s_w + warp * kRPW * kKT;
   stage_rope(s_q, D, kRows, q + g * N * D, i0, N, D, rope);
   stage(s_go, D, kRows, go + g * N * D, i0, N, D);
   float rl[kRPW], rd[kRPW], acc[kRPW][kCPL];
@@ -214,24 +266,20 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_dq_kernel(
     stage_rope(s_k, LK, kKT, k + g * N * D, j0, N, D, rope);
     stage(s_v, LK, kKT, v + g * N * D, j0, N, D);
     __syncthreads();
+    float qk[kRPW], gv[kRPW];
+    dot_warp_rows(qk, s_q + warp * kRPW * D, s_k + lane * LK, D);
+    dot_warp_rows(gv, s_go + warp * kRPW * D, s_v + lane * LK, D);
 #pragma unroll
     for (int i = 0; i < kRPW; i++) {
-      const int r = warp * kRPW + i;
-      if (i0 + r >= N) continue;
       float ds = 0.0f;
-      if (lane < nk) {
-        const float p = expf(scale * dot_rows(s_q + r * D, s_k + lane * LK, D) - rl[i]);
-        ds = p * (dot_rows(s_go + r * D, s_v + lane * LK, D) - rd[i]) * scale;
+      if (lane < nk && i0 + warp * kRPW + i < N) {
+        const float p = expf(scale * qk[i] - rl[i]);
+        ds = p * (gv[i] - rd[i]) * scale;
       }
-      for (int j = 0; j < nk; j++) {
-        const float dj = __shfl_sync(0xffffffffu, ds, j);
-#pragma unroll
-        for (int cc = 0; cc < kCPL; cc++) {
-          const int c = lane + 32 * cc;
-          if (c < D) acc[i][cc] += dj * s_k[j * LK + c];
-        }
-      }
+      w[i * kKT + lane] = ds;
     }
+    __syncwarp();
+    acc_weighted(acc, w, s_k, LK, (nk + 3) & ~3, D);
   }
 #pragma unroll
   for (int i = 0; i < kRPW; i++) {
@@ -246,16 +294,19 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_dkv_kernel(
     const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
     const float* __restrict__ go, const float* __restrict__ lse, const float* __restrict__ dl, RopeTab rope,
     float* __restrict__ dk, float* __restrict__ dv, int N, int D, int nrb, float scale) {
-  extern __shared__ float smem[];
-  const int LK = D + 1;
+  extern __shared__ __align__(16) float smem[];
+  const int LK = tile_ld(D);
   float* s_k = smem;               // kRows x D
   float* s_v = s_k + kRows * D;    // kRows x D
   float* s_q = s_v + kRows * D;    // kKT x LK
   float* s_go = s_q + kKT * LK;    // kKT x LK
-  float* s_l = s_go + kKT * LK;    // kKT
+  float* s_p = s_go + kKT * LK;    // kWarps x kRPW x kKT
+  float* s_ds = s_p + kWarps * kRPW * kKT;  // kWarps x kRPW x kKT
+  float* s_l = s_ds + kWarps * kRPW * kKT;  // kKT
   float* s_d = s_l + kKT;          // kKT
   const int64_t g = blockIdx.x / nrb;
   const int j0 = (blockIdx.x % nrb) * kRows, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float *wp = s_p + warp * kRPW * kKT, *wd = s_ds + warp * kRPW * kKT;
   stage_rope(s_k, D, kRows, k + g * N * D, j0, N, D, rope);
   stage(s_v, D, kRows, v + g * N * D, j0, N, D);
   float ak[kRPW][kCPL], av[kRPW][kCPL];
@@ -274,27 +325,23 @@ __global__ void __launch_bounds__(kWarps * 32) softmax_dkv_kernel(
       s_d[threadIdx.x] = qi < N ? dl[g * N + qi] : 0.0f;
     }
     __syncthreads();
+    float qk[kRPW], gv[kRPW];
+    dot_warp_rows(qk, s_k + warp * kRPW * D, s_q + lane * LK, D);
+    dot_warp_rows(gv, s_v + warp * kRPW * D, s_go + lane * LK, D);
 #pragma unroll
     for (int i = 0; i < kRPW; i++) {
-      const int r = warp * kRPW + i;
-      if (j0 + r >= N) continue;
       float p = 0.0f, ds = 0.0f;
-      if (lane < nq) {
-        p = expf(scale * dot_rows(s_q + lane * LK, s_k + r * D, D) - s_l[lane]);
-        ds = p * (dot_rows(s_go + lane * LK, s_v + r * D, D) - s_d[lane]) * scale;
+      if (lane < nq && j0 + warp * kRPW + i < N) {
+        p = expf(scale * qk[i] - s_l[lane]);
+        ds = p * (gv[i] - s_d[lane]) * scale;
       }
-      for (int t = 0; t < nq; t++) {
-        const float pt = __shfl_sync(0xffffffffu, p, t), dt = __shfl_sync(0xffffffffu, ds, t);
-#pragma unroll
-        for (int cc = 0; cc < kCPL; cc++) {
-          const int c = lane + 32 * cc;
-          if (c < D) {
-            ak[i][cc] += dt * s_q[t * LK + c];
-            av[i][cc] += pt * s_go[t * LK + c];
-          }
-        }
-      }
+      wp[i * kKT + lane] = p;
+      wd[i * kKT + lane] = ds;
     }
+    __syncwarp();
+    const int n4 = (nq + 3) & ~3;
+    acc_weighted(ak, wd, s_q, LK, n4, D);
+    acc_weighted(av, wp, s_go, LK, n4, D);
   }
 #pragma unroll
   for (int i = 0; i < kRPW; i++) {
@@ -331,7 +378,7 @@ void softmax_attention_forward(const float* q, const float* k, const float* v, f
   if (G == 0 || N == 0) return;
   const RopeTab rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
   const int nrb = (int)((N + kRows - 1) / kRows);
-  const size_t smem = (size_t)(kRows * D + 2 * kKT * (D + 1)) * sizeof(float);
+  const size_t smem = (size_t)(kRows * D + 2 * kKT * tile_ld((int)D) + kWarps * kRPW * kKT) * sizeof(float);
   allow_smem(softmax_fwd_kernel, smem, op);
   softmax_fwd_kernel<<<(unsigned)(G * nrb), kWarps * 32, smem>>>(q, k, v, o, lse, rope, (int)N, (int)D, nrb,
                                                                  1.0f / std::sqrt((float)D));
@@ -352,12 +399,13 @@ void softmax_attention_backward(const float* q, const float* k, const float* v, 
   softmax_dl_kernel<<<(unsigned)std::min<int64_t>((rows + 7) / 8, 65535), 256>>>(gout, o, dl.f32(), rows, (int)D);
   CUDA_CHECK_LAUNCH(op);
   const int nrb = (int)((N + kRows - 1) / kRows);
-  const size_t smem_q = (size_t)(2 * kRows * D + 2 * kKT * (D + 1)) * sizeof(float);
+  const size_t smem_q = (size_t)(2 * kRows * D + 2 * kKT * tile_ld((int)D) + kWarps * kRPW * kKT) * sizeof(float);
   allow_smem(softmax_dq_kernel, smem_q, op);
   softmax_dq_kernel<<<(unsigned)(G * nrb), kWarps * 32, smem_q>>>(q, k, v, gout, lse, dl.f32(), rope, dq,
                                                                   (int)N, (int)D, nrb, scale);
   CUDA_CHECK_LAUNCH(op);
-  const size_t smem_k = (size_t)(2 * kRows * D + 2 * kKT * (D + 1) + 2 * kKT) * sizeof(float);
+  const size_t smem_k =
+      (size_t)(2 * kRows * D + 2 * kKT * tile_ld((int)D) + 2 * kWarps * kRPW * kKT + 2 * kKT) * sizeof(float);
   allow_smem(softmax_dkv_kernel, smem_k, op);
   softmax_dkv_kernel<<<(unsigned)(G * nrb), kWarps * 32, smem_k>>>(q, k, v, gout, lse, dl.f32(), rope, dk,
                                                                    dv, (int)N, (int)D, nrb, scale);

@@ -51,24 +51,36 @@ int device_sms(int* major) {
 
 bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-template <bool TA, bool TB>
+template <class Cfg, bool TA, bool TB, bool F32>
 void launch_mma(const Params& p, int splits) {
   static bool attr = false;
   if (!attr) {
-    CUDA_CHECK(cudaFuncSetAttribute(gemm_mma<TA, TB>, cudaFuncAttributeMaxDynamicSharedMemorySize, MMA_SMEM),
+    CUDA_CHECK(cudaFuncSetAttribute(gemm_mma<Cfg, TA, TB, F32>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    Cfg::SMEM),
                "gemm_bf16");
     attr = true;
   }
-  dim3 grid((unsigned)((p.N + MMA_BN - 1) / MMA_BN), (unsigned)((p.M + MMA_BM - 1) / MMA_BM), (unsigned)splits);
-  gemm_mma<TA, TB><<<grid, MMA_THREADS, MMA_SMEM>>>(p);
+  dim3 grid((unsigned)((p.N + Cfg::BN - 1) / Cfg::BN), (unsigned)((p.M + Cfg::BM - 1) / Cfg::BM), (unsigned)splits);
+  gemm_mma<Cfg, TA, TB, F32><<<grid, Cfg::THREADS, Cfg::SMEM>>>(p);
   CUDA_CHECK_LAUNCH("gemm_bf16 (mma.sync)");
 }
 
-void mma_path(bool ta, bool tb, const Params& p, int splits) {
-  if (!ta && !tb) launch_mma<false, false>(p, splits);
-  else if (!ta && tb) launch_mma<false, true>(p, splits);
-  else if (ta && !tb) launch_mma<true, false>(p, splits);
-  else launch_mma<true, true>(p, splits);
+template <class Cfg, bool F32>
+void mma_tr(bool ta, bool tb, const Params& p, int splits) {
+  if (!ta && !tb) launch_mma<Cfg, false, false, F32>(p, splits);
+  else if (!ta && tb) launch_mma<Cfg, false, true, F32>(p, splits);
+  else if (ta && !tb) launch_mma<Cfg, true, false, F32>(p, splits);
+  else launch_mma<Cfg, true, true, F32>(p, splits);
+}
+
+void mma_path(bool small, bool f32, bool ta, bool tb, const Params& p, int splits) {
+  if (small) {
+    if (f32) mma_tr<MmaSmall, true>(ta, tb, p, splits);
+    else mma_tr<MmaSmall, false>(ta, tb, p, splits);
+  } else {
+    if (f32) mma_tr<MmaBig, true>(ta, tb, p, splits);
+    else mma_tr<MmaBig, false>(ta, tb, p, splits);
+  }
 }
 
 #if defined(NALA_SM90A)
@@ -146,21 +158,28 @@ void wgmma_path(bool ta, bool tb, const Params& p, int bn, int splits) {
 
 void gemm_bf16_force_path(int path, int bn) { g_force_path = path, g_force_bn = bn; }
 
-void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, int64_t lda,
-               const __nv_bfloat16* B, int64_t ldb, void* C, int64_t ldc, bool c_bf16, const GemmEpilogue& epi) {
+namespace {
+
+// Both entry points: A and B are bf16 (A16, B16) or float32 (A32, B32, the mma.sync kernel only).
+void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const bf16* A16, const bf16* B16,
+              const float* A32, const float* B32, int64_t lda, int64_t ldb, void* C, int64_t ldc, bool c_bf16,
+              float alpha, const GemmEpilogue& epi) {
   if (M <= 0 || N <= 0) return;
+  const bool f32 = A32 != nullptr;
   NALA_CHECK(M < INT_MAX && N < INT_MAX && K >= 0 && K < INT_MAX, "gemm_bf16: sizes out of range (M ", M, ", N ", N,
              ", K ", K, ")");
   NALA_CHECK(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N) && ldc >= N, "gemm_bf16: a leading dim is too small");
   NALA_CHECK(!epi.residual || epi.ldr >= N, "gemm_bf16: residual's leading dim ", epi.ldr, " < N = ", N);
   Params p;
-  p.A = A, p.B = B, p.C = C;
+  p.A = A16, p.B = B16, p.A32 = A32, p.B32 = B32, p.C = C;
+  p.alpha = alpha;
   p.lda = lda, p.ldb = ldb, p.ldc = ldc;
   p.M = (int)M, p.N = (int)N, p.K = (int)K;
   p.bias = epi.bias, p.res = epi.residual, p.ldr = epi.ldr;
   p.gelu = epi.act == GemmAct::gelu, p.c_bf16 = c_bf16;
-  p.vecA = aligned(A, 16) && lda % 8 == 0;
-  p.vecB = aligned(B, 16) && ldb % 8 == 0;
+  // 16-byte aligned rows: 8 bf16 or 4 floats
+  p.vecA = f32 ? aligned(A32, 16) && lda % 4 == 0 : aligned(A16, 16) && lda % 8 == 0;
+  p.vecB = f32 ? aligned(B32, 16) && ldb % 4 == 0 : aligned(B16, 16) && ldb % 8 == 0;
   const int esz = c_bf16 ? 2 : 4;
   p.pairC = aligned(C, 2 * esz) && ldc % 2 == 0;
   p.pairR = epi.residual && aligned(epi.residual, 2 * esz) && epi.ldr % 2 == 0;
@@ -168,12 +187,16 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
   const int sms = device_sms(&major);
   bool wg = false;
 #if defined(NALA_SM90A)
-  wg = g_force_path != 6 && major == 9 && K > 0 && p.vecA && p.vecB;
+  wg = !f32 && g_force_path != 6 && major == 9 && K > 0 && p.vecA && p.vecB;
 #endif
   NALA_CHECK(wg || g_force_path != 7, "gemm_bf16: the wgmma path needs an sm_90a build (CUDA_ARCH=90), an sm_90 GPU, "
-             "K > 0 and 16-byte aligned rows (leading dims multiples of 8)");
-  const int bm = wg ? WG_BM : MMA_BM;
-  int bn = MMA_BN;
+             "bf16 operands, K > 0 and 16-byte aligned rows (leading dims multiples of 8)");
+  // mma.sync tiles: 64 x 64 for thin products (64 columns or rows or fewer,
+  // or too few 128 x 128 tiles to give every SM two), else 128 x 128.
+  const int64_t big_tiles = ((M + MmaBig::BM - 1) / MmaBig::BM) * ((N + MmaBig::BN - 1) / MmaBig::BN);
+  const bool small = !wg && (N <= 64 || M <= 64 || big_tiles < 2 * sms);
+  const int bm = wg ? WG_BM : small ? MmaSmall::BM : MmaBig::BM;
+  int bn = small ? MmaSmall::BN : MmaBig::BN;
 #if defined(NALA_SM90A)
   if (wg) bn = g_force_bn ? g_force_bn : wgmma_bn(p, sms);
 #endif
@@ -181,8 +204,8 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
   // M, N small, K = all rows): the number of slices (each >= 512 long, a
   // workspace of at most 256 MB) that minimises the waves of blocks per
   // slice's worth of work, with 3% a slice for the second pass; one block an
-  // SM (wgmma) or two (mma.sync).
-  const int64_t tiles = ((M + bm - 1) / bm) * ((N + bn - 1) / bn), slots = wg ? sms : 2 * sms;
+  // SM (wgmma), two (mma.sync, 128 x 128) or four (64 x 64).
+  const int64_t tiles = ((M + bm - 1) / bm) * ((N + bn - 1) / bn), slots = wg ? sms : small ? 4 * sms : 2 * sms;
   int64_t splits = 1;
   if (tiles < slots && K >= 1024) {
     const int64_t most = std::max<int64_t>(1, std::min<int64_t>(K / 512, ((int64_t)1 << 26) / (M * N)));
@@ -207,12 +230,25 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
     wgmma_path(trans_a, trans_b, p, bn, (int)splits);
   else
 #endif
-    mma_path(trans_a, trans_b, p, (int)splits);
+    mma_path(small, f32, trans_a, trans_b, p, (int)splits);
   if (splits > 1) {
     const int64_t total = M * ((N + 1) / 2);
     splitk_epilogue<<<(unsigned)std::min<int64_t>((total + 255) / 256, 1 << 16), 256>>>(p, (int)splits);
     CUDA_CHECK_LAUNCH("gemm_bf16 (split-K epilogue)");
   }
+}
+
+}  // namespace
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, int64_t lda,
+               const __nv_bfloat16* B, int64_t ldb, void* C, int64_t ldc, bool c_bf16, const GemmEpilogue& epi) {
+  gemm_any(trans_a, trans_b, M, N, K, A, B, nullptr, nullptr, lda, ldb, C, ldc, c_bf16, 1.0f, epi);
+}
+
+void gemm_bf16_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, const GemmEpilogue& epi) {
+  NALA_CHECK(A && B, "gemm_bf16_f32: null operand");
+  gemm_any(trans_a, trans_b, M, N, K, nullptr, nullptr, A, B, lda, ldb, C, ldc, false, alpha, epi);
 }
 
 }  // namespace cuda

@@ -42,6 +42,15 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
                const __nv_bfloat16* B, int64_t ldb, void* C, int64_t ldc, bool c_bf16,
                const GemmEpilogue& epi = GemmEpilogue());
 
+// The same product of float32 operands, C (float32) = epi(alpha op(A) op(B)),
+// each operand value rounded to bf16 (to nearest even) as it is staged on
+// chip: what a bf16 cast of A and B followed by gemm_bf16 computes, without
+// the cast's pass over memory. The mma.sync kernel only; fast loads need
+// 16-byte aligned rows (leading dims multiples of 4).
+void gemm_bf16_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                   const GemmEpilogue& epi = GemmEpilogue());
+
 // Which path gemm_bf16 takes (for tests and benchmarks): 0 automatic, 6 the
 // mma.sync kernel only, 7 the wgmma kernel (an error where the operands or
 // the build do not allow it); bn: the wgmma tile width, 64, 128 or 256 (0: chosen

@@ -4,9 +4,10 @@
 // kernels/cuda/gemm_bf16.h); the lab's version 6 (kernels/lab/gemm_cuda.cu)
 // runs it through cuda::gemm_bf16 with this kernel forced.
 //
-// gemm_mma<TA, TB>: a block of 256 threads (8 warps, 2 x 4) computes a
-//   128 x 128 tile of C; each warp a 64 x 32 piece of it as 4 x 4 m16n8k16
-//   products per 16-deep k step (64 float accumulators a thread). K is
+// gemm_mma<MmaBig, TA, TB>: a block of 256 threads (8 warps, 2 x 4) computes
+//   a 128 x 128 tile of C; each warp a 64 x 32 piece of it as 4 x 4 m16n8k16
+//   products per 16-deep k step (64 float accumulators a thread). MmaSmall:
+//   64 x 64 tiles of 4 warps, for thin products. K is
 //   staged in slices of 32 through a 4-deep ring of shared buffers filled
 //   by cp.async (16 bytes a copy, no registers on the way): while the warps
 //   compute on slice t, slices t+1 .. t+3 are in flight. Shared tiles keep
@@ -17,6 +18,13 @@
 //   Edges: a 16-byte chunk wholly inside the matrix and 16-byte aligned goes
 //   by cp.async; one past the edge is zero-filled; others (odd leading dims,
 //   the last chunk of an odd K) are loaded element by element.
+// gemm_mma<Cfg, TA, TB, true>: the same product of float32 operands, each value
+//   rounded to bf16 (to nearest even) on its way into shared memory, so that
+//   a float32 model multiplies on tensor cores without a separate cast pass
+//   (autocast's numerics). cp.async cannot convert, so the slices go through
+//   registers: each thread issues the global loads of slice t+3 before the
+//   warps compute on slice t, and converts and stores them after, when they
+//   have arrived.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -34,6 +42,9 @@ using bf16 = __nv_bfloat16;
 struct Params {
   const bf16* A;
   const bf16* B;
+  const float* A32;      // gemm_mma<.., .., true>: float32 operands instead of A, B
+  const float* B32;
+  float alpha;           // scales the product, before the bias
   void* C;
   int64_t lda, ldb, ldc;
   int M, N, K;
@@ -61,6 +72,7 @@ __device__ __forceinline__ void epilogue2(const Params& p, int z, int m, int n, 
     if (two) w[1] = v1;
     return;
   }
+  v0 *= p.alpha, v1 *= p.alpha;
   if (p.bias) {
     v0 += __ldg(p.bias + n);
     if (two) v1 += __ldg(p.bias + n + 1);
@@ -107,23 +119,35 @@ __device__ __forceinline__ void epilogue2(const Params& p, int z, int m, int n, 
 
 // ---- the mma.sync kernel ---------------------------------------------------------
 
-constexpr int MMA_BM = 128, MMA_BN = 128, MMA_BK = 32, MMA_STAGES = 4, MMA_THREADS = 256;
-// One operand's tile in shared memory, either layout: [X][BK + 8] (k contiguous)
-// or [BK][X + 8] (x contiguous), the larger of the two.
-constexpr int MMA_TILE = MMA_BM * (MMA_BK + 8) > MMA_BK * (MMA_BM + 8) ? MMA_BM * (MMA_BK + 8) : MMA_BK * (MMA_BM + 8);
-constexpr int MMA_SMEM = MMA_STAGES * 2 * MMA_TILE * 2;  // bytes
+// A block's shape: WM x WN warps, each computing (16 MI) x (16 NJ) of C as
+// MI x 2NJ m16n8k16 products per 16-deep k step. MmaBig is the 128 x 128 tile
+// of 8 warps (64 x 32 each); MmaSmall a 64 x 64 tile of 4 warps (32 x 32
+// each) for thin products (a few columns, or few tiles: more blocks per SM).
+template <int MI_, int NJ_, int WM_, int WN_>
+struct MmaCfg {
+  static constexpr int MI = MI_, NJ = NJ_, WM = WM_, WN = WN_;
+  static constexpr int BM = WM * 16 * MI, BN = WN * 16 * NJ, BK = 32, STAGES = 4, THREADS = 32 * WM * WN;
+  // One operand's tile in shared memory, either layout: [X][BK + 8] (k
+  // contiguous) or [BK][X + 8] (x contiguous), the larger of the two.
+  static constexpr int tile(int X) { return X * (BK + 8) > BK * (X + 8) ? X * (BK + 8) : BK * (X + 8); }
+  static constexpr int TILE_A = tile(BM), TILE_B = tile(BN);
+  static constexpr int SMEM = STAGES * (TILE_A + TILE_B) * 2;  // bytes
+  static constexpr int CHUNKS_A = BM * BK / 8 / THREADS, CHUNKS_B = BN * BK / 8 / THREADS;  // 8-value chunks a thread
+  static_assert(CHUNKS_A * THREADS * 8 == BM * BK && CHUNKS_B * THREADS * 8 == BN * BK, "whole chunks");
+};
+using MmaBig = MmaCfg<4, 2, 2, 4>;
+using MmaSmall = MmaCfg<2, 2, 2, 2>;
 
 // One operand's BX x BK slice at (x0, k0) into shared memory S. KC: k is the
 // contiguous index in memory (X[x * ld + k]) and S is [BX][BK + 8]; otherwise
-// X[k * ld + x] and S is [BK][BX + 8]. 16-byte chunks, 2 per thread.
-template <bool KC>
+// X[k * ld + x] and S is [BK][BX + 8]. 16-byte chunks, CH per thread.
+template <int BX, int BK, int THREADS, bool KC>
 __device__ __forceinline__ void load_slice(const bf16* X, int64_t ld, int x0, int xmax, int k0, int K, bool vec,
                                            bf16* S) {
-  constexpr int BX = MMA_BM, BK = MMA_BK;
   constexpr int CPR = KC ? BK / 8 : BX / 8;  // chunks per stored row
 #pragma unroll
-  for (int i = 0; i < BX * BK / 8 / MMA_THREADS; i++) {
-    const int c = threadIdx.x + i * MMA_THREADS;
+  for (int i = 0; i < BX * BK / 8 / THREADS; i++) {
+    const int c = threadIdx.x + i * THREADS;
     const int row = c / CPR, col = (c % CPR) * 8;
     // (outer, inner) in the operand's storage: outer = x or k, inner = k or x
     const int outer = KC ? x0 + row : k0 + row, inner = KC ? k0 + col : x0 + col;
@@ -143,75 +167,146 @@ __device__ __forceinline__ void load_slice(const bf16* X, int64_t ld, int x0, in
   }
 }
 
-template <bool TA, bool TB>
-__global__ void __launch_bounds__(MMA_THREADS, 2) gemm_mma(Params p) {
+// The float32 form of load_slice, in two halves: fetch_slice issues the
+// global loads of a thread's 8-element chunks into registers (guarded, zeros
+// outside the matrix; float4 pairs when rows are 16-byte aligned), and
+// store_slice rounds them to bf16 and writes each chunk with one 16-byte store.
+template <int BX, int BK, int THREADS, bool KC, int CH>
+__device__ __forceinline__ void fetch_slice(const float* X, int64_t ld, int x0, int xmax, int k0, int K, bool vec,
+                                            float (&v)[CH][8]) {
+  constexpr int CPR = KC ? BK / 8 : BX / 8;
+#pragma unroll
+  for (int i = 0; i < CH; i++) {
+    const int c = threadIdx.x + i * THREADS;
+    const int row = c / CPR, col = (c % CPR) * 8;
+    const int outer = KC ? x0 + row : k0 + row, inner = KC ? k0 + col : x0 + col;
+    const int omax = KC ? xmax : K, imax = KC ? K : xmax;
+    const float* src = X + (int64_t)outer * ld + inner;
+    if (outer < omax && vec && inner + 8 <= imax) {
+      const float4 a = __ldg(reinterpret_cast<const float4*>(src)), b = __ldg(reinterpret_cast<const float4*>(src) + 1);
+      v[i][0] = a.x, v[i][1] = a.y, v[i][2] = a.z, v[i][3] = a.w;
+      v[i][4] = b.x, v[i][5] = b.y, v[i][6] = b.z, v[i][7] = b.w;
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; j++) v[i][j] = outer < omax && inner + j < imax ? __ldg(src + j) : 0.0f;
+    }
+  }
+}
+template <int BX, int BK, int THREADS, bool KC, int CH>
+__device__ __forceinline__ void store_slice(const float (&v)[CH][8], bf16* S) {
+  constexpr int CPR = KC ? BK / 8 : BX / 8;
+#pragma unroll
+  for (int i = 0; i < CH; i++) {
+    const int c = threadIdx.x + i * THREADS;
+    const int row = c / CPR, col = (c % CPR) * 8;
+    uint4 u;
+    u.x = mma::bits(__floats2bfloat162_rn(v[i][0], v[i][1]));
+    u.y = mma::bits(__floats2bfloat162_rn(v[i][2], v[i][3]));
+    u.z = mma::bits(__floats2bfloat162_rn(v[i][4], v[i][5]));
+    u.w = mma::bits(__floats2bfloat162_rn(v[i][6], v[i][7]));
+    *reinterpret_cast<uint4*>(S + row * (KC ? BK + 8 : BX + 8) + col) = u;
+  }
+}
+
+// Blocks an SM: two 128 x 128 blocks; four 64 x 64 ones (their registers and
+// shared memory allow it).
+template <class Cfg, bool TA, bool TB, bool F32 = false>
+__global__ void __launch_bounds__(Cfg::THREADS, Cfg::THREADS == 256 ? 2 : 4) gemm_mma(Params p) {
   extern __shared__ __align__(16) unsigned char mma_smem[];
   bf16* sm = reinterpret_cast<bf16*>(mma_smem);
-  constexpr int BM = MMA_BM, BN = MMA_BN, BK = MMA_BK, S = MMA_STAGES;
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, S = Cfg::STAGES, T = Cfg::THREADS;
+  constexpr int MI = Cfg::MI, NJ = Cfg::NJ;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = warp % 2, wn = warp / 2;  // the warp's 64 x 32 piece
+  const int wm = warp % Cfg::WM, wn = warp / Cfg::WM;  // the warp's (16 MI) x (16 NJ) piece
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   const int kbeg = blockIdx.z * p.kchunk, kend = min(p.K, kbeg + p.kchunk);
   const int nk = (kend - kbeg + BK - 1) / BK;
-  auto sA = [&](int s) { return sm + s * 2 * MMA_TILE; };
-  auto sB = [&](int s) { return sm + s * 2 * MMA_TILE + MMA_TILE; };
+  auto sA = [&](int s) { return sm + s * (Cfg::TILE_A + Cfg::TILE_B); };
+  auto sB = [&](int s) { return sm + s * (Cfg::TILE_A + Cfg::TILE_B) + Cfg::TILE_A; };
   // op(A) = A stores k contiguously unless TA; op(B) = B stores k contiguously only if TB.
   auto load = [&](int s, int kt) {
-    load_slice<!TA>(p.A, p.lda, m0, p.M, kbeg + kt * BK, kend, p.vecA, sA(s));
-    load_slice<TB>(p.B, p.ldb, n0, p.N, kbeg + kt * BK, kend, p.vecB, sB(s));
+    load_slice<BM, BK, T, !TA>(p.A, p.lda, m0, p.M, kbeg + kt * BK, kend, p.vecA, sA(s));
+    load_slice<BN, BK, T, TB>(p.B, p.ldb, n0, p.N, kbeg + kt * BK, kend, p.vecB, sB(s));
   };
 
-  float acc[4][4][4];
+  float acc[MI][2 * NJ][4];
 #pragma unroll
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < MI; i++)
 #pragma unroll
-    for (int j = 0; j < 4; j++) mma::zero_acc<1>(*reinterpret_cast<float(*)[1][4]>(acc[i][j]));
+    for (int j = 0; j < 2 * NJ; j++) mma::zero_acc<1>(*reinterpret_cast<float(*)[1][4]>(acc[i][j]));
+
+  constexpr int CA = F32 ? Cfg::CHUNKS_A : 1, CB = F32 ? Cfg::CHUNKS_B : 1;
+  float va[CA][8], vb[CB][8];  // F32: slices on their way
+  auto fetch = [&](int kt) {
+    if constexpr (F32) {
+      fetch_slice<BM, BK, T, !TA>(p.A32, p.lda, m0, p.M, kbeg + kt * BK, kend, p.vecA, va);
+      fetch_slice<BN, BK, T, TB>(p.B32, p.ldb, n0, p.N, kbeg + kt * BK, kend, p.vecB, vb);
+    }
+  };
+  auto store = [&](int s) {
+    if constexpr (F32) {
+      store_slice<BM, BK, T, !TA>(va, sA(s));
+      store_slice<BN, BK, T, TB>(vb, sB(s));
+    }
+  };
 
 #pragma unroll
   for (int s = 0; s < S - 1; s++) {
-    if (s < nk) load(s, s);
-    mma::cp_async_commit();
+    if constexpr (F32) {
+      if (s < nk) fetch(s), store(s);
+    } else {
+      if (s < nk) load(s, s);
+      mma::cp_async_commit();
+    }
   }
   const int li = lane % 8, lm = lane / 8;  // ldmatrix: row li of matrix lm
   for (int kt = 0; kt < nk; kt++) {
-    mma::cp_async_wait<S - 2>();
-    __syncthreads();  // slice kt is in; every warp is done with slice kt - 1
-    if (kt + S - 1 < nk) load((kt + S - 1) % S, kt + S - 1);
-    mma::cp_async_commit();
+    const bool more = kt + S - 1 < nk;
+    if constexpr (F32) {
+      __syncthreads();  // slice kt is stored; every warp is done with slice kt - 1
+      if (more) fetch(kt + S - 1);  // in flight while the warps compute
+    } else {
+      mma::cp_async_wait<S - 2>();
+      __syncthreads();  // slice kt is in; every warp is done with slice kt - 1
+      if (more) load((kt + S - 1) % S, kt + S - 1);
+      mma::cp_async_commit();
+    }
     const bf16 *a = sA(kt % S), *b = sB(kt % S);
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 16) {
-      uint32_t af[4][4], bfr[2][4];
+      uint32_t af[MI][4], bfr[NJ][4];
 #pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const int mb = wm * 64 + i * 16;
+      for (int i = 0; i < MI; i++) {
+        const int mb = wm * 16 * MI + i * 16;
         if (!TA)  // a[m][k]: matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
           mma::ldsm_x4(af[i], a + (mb + (lm % 2) * 8 + li) * (BK + 8) + kk + (lm / 2) * 8);
         else  // a[k][m], transposed by ldmatrix
           mma::ldsm_x4_trans(af[i], a + (kk + (lm / 2) * 8 + li) * (BM + 8) + mb + (lm % 2) * 8);
       }
 #pragma unroll
-      for (int j = 0; j < 2; j++) {
-        const int nb = wn * 32 + j * 16;  // two n8 tiles: (b0, b1) of each
+      for (int j = 0; j < NJ; j++) {
+        const int nb = wn * 16 * NJ + j * 16;  // two n8 tiles: (b0, b1) of each
         if (TB)  // b[n][k]
           mma::ldsm_x4(bfr[j], b + (nb + (lm / 2) * 8 + li) * (BK + 8) + kk + (lm % 2) * 8);
         else  // b[k][n]
           mma::ldsm_x4_trans(bfr[j], b + (kk + (lm % 2) * 8 + li) * (BN + 8) + nb + (lm / 2) * 8);
       }
 #pragma unroll
-      for (int i = 0; i < 4; i++)
+      for (int i = 0; i < MI; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) mma::bf16_16816(acc[i][j], af[i], bfr[j / 2][(j % 2) * 2], bfr[j / 2][(j % 2) * 2 + 1]);
+        for (int j = 0; j < 2 * NJ; j++)
+          mma::bf16_16816(acc[i][j], af[i], bfr[j / 2][(j % 2) * 2], bfr[j / 2][(j % 2) * 2 + 1]);
     }
+    if (F32 && more) store((kt + S - 1) % S);  // the buffer of slice kt - 1, free since the barrier
   }
-  mma::cp_async_wait<0>();
+  if constexpr (!F32) mma::cp_async_wait<0>();
 
   const int g = lane / 4, t = lane % 4;
 #pragma unroll
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < MI; i++)
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-      const int m = m0 + wm * 64 + i * 16 + g, n = n0 + wn * 32 + j * 8 + 2 * t;
+    for (int j = 0; j < 2 * NJ; j++) {
+      const int m = m0 + wm * 16 * MI + i * 16 + g, n = n0 + wn * 16 * NJ + j * 8 + 2 * t;
       epilogue2(p, blockIdx.z, m, n, acc[i][j][0], acc[i][j][1]);
       epilogue2(p, blockIdx.z, m + 8, n, acc[i][j][2], acc[i][j][3]);
     }

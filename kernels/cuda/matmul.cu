@@ -21,6 +21,11 @@
 //   a second kernel adds the slices in order (deterministic) and applies
 //   alpha and beta.
 //
+// bf16 mode (set_gemm_bf16(true), `--precision bf16`): single products
+//   (batch 1) with beta 0 or 1 run on tensor cores instead, their float32
+//   operands rounded to bf16 on the way in (cuda::gemm_bf16_f32); beta = 1
+//   is the GEMM's residual. Batched products and other betas stay FP32.
+//
 // linear_forward: the bias goes in the GEMM's store (bit for bit the
 //   separate add: the product first, then + bias).
 // linear_bias_forward: Y[r, :] += bias (accumulates, like the CPU kernel).
@@ -30,10 +35,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/gemm_bf16.h"
 #include "kernels/cuda/gemm_fp32.cuh"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/reduce_util.cuh"
@@ -113,6 +120,13 @@ void launch_tiled(bool ta, bool tb, GemmParams p, int64_t nz) {
 
 }  // namespace
 
+namespace {
+std::atomic<bool> g_gemm_bf16{false};
+}  // namespace
+
+void set_gemm_bf16(bool on) { g_gemm_bf16 = on; }
+bool gemm_bf16_mode() { return g_gemm_bf16; }
+
 // gemm_batched, plus bias (null, or N floats) added to every row of every C
 // after alpha and beta, in the GEMM's store (the last step of the split-K sum).
 static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -130,6 +144,13 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
       NALA_CHECK(batch == 1 && ldc == N, "gemm: a bias needs one C with rows of N");
       linear_bias_forward(C, bias, M, N);
     }
+    return;
+  }
+  if (g_gemm_bf16 && batch == 1 && (beta == 0.0f || beta == 1.0f)) {
+    GemmEpilogue epi;
+    epi.bias = bias;
+    if (beta == 1.0f) epi.residual = C, epi.ldr = ldc;
+    gemm_bf16_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, C, ldc, epi);
     return;
   }
   const int sms = sm_count();

@@ -14,6 +14,13 @@
 namespace nala {
 namespace cuda {
 
+// Precision of the products (process-wide; float32 by default): on, single
+// products with beta 0 or 1 round their operands to bf16 and multiply on
+// tensor cores with float32 accumulation (cuda::gemm_bf16_f32); batched ones
+// and other betas stay float32.
+void set_gemm_bf16(bool on);
+bool gemm_bf16_mode();
+
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 

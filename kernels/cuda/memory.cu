@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/matmul.h"
 #include "tensor/device.h"
 #include "tensor/tensor.h"
 
@@ -234,6 +235,9 @@ void* alloc_pinned(size_t n) {
   return p;
 }
 void free_pinned(void* p) { cudaFreeHost(p); }
+
+void set_gemm_bf16(bool on) { cuda::set_gemm_bf16(on); }
+bool gemm_bf16() { return cuda::gemm_bf16_mode(); }
 
 size_t in_use_bytes() {
   std::lock_guard<std::mutex> lock(pool().mu);

@@ -560,6 +560,10 @@ TrainResult run(Run& r) {
                    std::to_string(o.log_every) + " steps; --no-graphs launches every kernel on its own)");
     }
   }
+  if (r.on_gpu)
+    r.cb.message(device::gemm_bf16() ? "precision: bf16 matrix products on tensor cores, float32 accumulation; weights, "
+                                       "activations and optimiser in float32"
+                                     : "precision: float32");
   if (o.resume) resume(r);
   r.last_checked = r.step;
   TrainResult& res = r.result;
