@@ -2,12 +2,17 @@
 // forward outputs and every gradient through the ops, the kernels called
 // directly with some gradients not wanted, and run-to-run determinism.
 // Shape letters: B batch, H W input size, Ci Co channels, C depthwise channels, k kernel.
+#include <cmath>
 #include <vector>
 
 #include "kernels/cpu/conv.h"
 #include "tests/cuda_harness.h"
 #ifdef NALA_CUDA
+#include <cuda_bf16.h>
+
 #include "kernels/cuda/conv.h"
+#include "kernels/cuda/gemm_bf16.h"
+#include "kernels/cuda/matmul.h"
 #endif
 
 using namespace nala;
@@ -156,6 +161,64 @@ TEST_CASE("cuda: dwconv2d kernels with some gradients not wanted, deterministic"
       cuda::dwconv2d_backward(d[0].f32(), d[1].f32(), d[2].f32(), gc.f32(), xc.f32(), wc.f32(), B, H, W, C, k);
     }
     for (int i = 0; i < 3; i++) REQUIRE(d1[i].to_vector() == d2[i].to_vector());
+  }
+#endif
+}
+
+TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, against the CPU on rounded operands",
+          "[cuda][conv][bf16]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(107);
+  // bf16 rounding of a host tensor (to nearest even, as the GEMM rounds on chip)
+  auto r16 = [](const Tensor& t) {
+    std::vector<float> v = t.to_vector();
+    for (float& x : v) x = __bfloat162float(__float2bfloat16(x));
+    return Tensor::from_vector(t.shape(), v);
+  };
+  struct Reset {
+    ~Reset() { cuda::set_gemm_bf16(false); }
+  } reset;
+  // The stem (1 and 3 channels, stride 2), patch merging (stride 2 over many channels),
+  // odd sizes, a kernel of 2 without padding, a padded 1x1 (not the direct case), rows past
+  // split-K's threshold for dw, and a kernel wider than the image.
+  for (const ConvCase& c : {ConvCase{2, 15, 17, 3, 16, 3, 2, 1, true}, ConvCase{2, 9, 8, 1, 8, 3, 2, 1, false},
+                            ConvCase{2, 14, 14, 32, 64, 3, 2, 1, true}, ConvCase{1, 7, 9, 5, 7, 2, 2, 0, true},
+                            ConvCase{3, 6, 6, 8, 12, 3, 1, 1, false}, ConvCase{1, 4, 5, 2, 3, 1, 1, 1, true},
+                            ConvCase{4, 40, 40, 3, 16, 3, 1, 1, true}, ConvCase{2, 3, 2, 4, 5, 5, 1, 2, true}}) {
+    INFO(c);
+    const int64_t Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
+    Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f);
+    Tensor b = randn({c.Co}, rng), g = randn({c.B, Ho, Wo, c.Co}, rng);
+    Tensor xr = r16(x), wr = r16(w), gr = r16(g);
+    // CPU references on the rounded operands: the products are exact in float, only the order of the sums differs.
+    Tensor out = Tensor::empty({c.B, Ho, Wo, c.Co}), dx = Tensor::empty(x.shape()), dw = Tensor::empty(w.shape());
+    cpu::conv2d_forward(out.f32(), xr.f32(), wr.f32(), c.bias ? b.f32() : nullptr, c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                        c.stride, c.pad);
+    cpu::conv2d_backward(dx.f32(), nullptr, nullptr, gr.f32(), xr.f32(), wr.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                         c.stride, c.pad);
+    cpu::conv2d_backward(nullptr, dw.f32(), nullptr, gr.f32(), xr.f32(), wr.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                         c.stride, c.pad);
+    Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), bc = b.to(Device::CUDA), gc = g.to(Device::CUDA);
+    const double atol = 1e-4 * std::sqrt((double)(c.Ci * c.k * c.k + c.B * Ho * Wo)), rtol = 1e-4;
+    // the implicit GEMMs called directly
+    Tensor o1 = cuda_sentinel(out.shape()), w1 = cuda_sentinel(w.shape());
+    cuda::conv_bf16_f32_forward(o1.f32(), xc.f32(), wc.f32(), c.bias ? bc.f32() : nullptr, c.B, c.H, c.W, c.Ci, c.Co,
+                                c.k, c.stride, c.pad);
+    cuda::conv_bf16_f32_dw(w1.f32(), gc.f32(), xc.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k, c.stride, c.pad);
+    REQUIRE_CLOSE(host(o1), out, atol, rtol);
+    REQUIRE_CLOSE(host(w1), dw, atol, rtol);
+    // and through conv2d in bf16 mode, dx included (bf16 GEMM, then col2im)
+    cuda::set_gemm_bf16(true);
+    Tensor o2 = cuda_sentinel(out.shape()), dx2 = cuda_sentinel(x.shape()), dw2 = cuda_sentinel(w.shape());
+    cuda::conv2d_forward(o2.f32(), xc.f32(), wc.f32(), c.bias ? bc.f32() : nullptr, c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                         c.stride, c.pad);
+    cuda::conv2d_backward(dx2.f32(), dw2.f32(), nullptr, gc.f32(), xc.f32(), wc.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                          c.stride, c.pad);
+    cuda::set_gemm_bf16(false);
+    REQUIRE_CLOSE(host(o2), out, atol, rtol);
+    REQUIRE_CLOSE(host(dx2), dx, atol, rtol);
+    REQUIRE_CLOSE(host(dw2), dw, atol, rtol);
   }
 #endif
 }

@@ -301,3 +301,27 @@ TEST_CASE("cuda: bf16 mode sends single products to tensor cores, batched ones s
   REQUIRE(worst > 1e-3);
 #endif
 }
+
+TEST_CASE("cuda: gemm_bf16_f32 past 65,535 row tiles (M on the grid's x)", "[cuda][matmul][bf16]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  // 4.3M rows: more 64-row tiles than a grid's y may hold (a stem convolution of a big batch).
+  const int64_t M = 4300000, N = 8, K = 8;
+  Rng rng(206);
+  std::vector<float> A(M * K), B(K * N);
+  for (auto& v : A) v = rng.uniform(-1.0f, 1.0f);
+  for (auto& v : B) v = rng.uniform(-1.0f, 1.0f);
+  Dev<float> dA(A), dB(B), dC(std::vector<float>(M * N, 0.0f));
+  cuda::gemm_bf16_f32(false, false, M, N, K, 1.0f, dA.p, K, dB.p, N, dC.p, N);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  const std::vector<float> C = dC.get(M * N);
+  int64_t bad = 0;
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t n = 0; n < N; n++) {
+      double s = 0;
+      for (int64_t k = 0; k < K; k++) s += (double)r16(A[m * K + k]) * r16(B[k * N + n]);
+      if (std::fabs(C[m * N + n] - s) > 1e-5 + 1e-5 * std::fabs(s)) bad++;
+    }
+  REQUIRE(bad == 0);
+#endif
+}

@@ -4,7 +4,7 @@
 // several steps, bit for bit (AdamW and SGD, drop-path on); the same
 // evaluation sums with a partial last batch; and drop-path masks that change
 // from one replay to the next as they do from one eager step to the next.
-// Also the weight average (--ema) on the GPU: after replayed steps the same
+// Both precisions (--precision bf16 too). Also the weight average (--ema) on the GPU: after replayed steps the same
 // as after eager ones, and the same as the CPU's average of the same values.
 #include <cstring>
 #include <vector>
@@ -16,6 +16,7 @@
 #include "models/train/step.h"
 #include "nn/ema.h"
 #include "nn/optim.h"
+#include "tensor/device.h"
 #include "tests/cuda_harness.h"
 
 using namespace nala;
@@ -56,7 +57,12 @@ struct Batches {
 TEST_CASE("cuda graphs: replayed training steps equal eager steps bit for bit", "[cuda][graphs]") {
   SKIP_WITHOUT_CUDA();
   const bool adamw = GENERATE(true, false);
-  INFO((adamw ? "adamw" : "sgd"));
+  const bool bf16 = GENERATE(false, true);  // --precision bf16: tensor-core GEMMs, implicit-GEMM convolutions
+  INFO((adamw ? "adamw" : "sgd") << (bf16 ? ", bf16 products" : ", float32"));
+  struct Precision {
+    explicit Precision(bool on) { device::set_gemm_bf16(on); }
+    ~Precision() { device::set_gemm_bf16(false); }
+  } precision(bf16);
   const NalaConfig cfg = small_pico(0.3f);  // drop-path on: the masks go through the graph's uploads
   NalaFormer eager_m(cfg, 7), graph_m(cfg, 7);
   Rng r1(3), r2(3);

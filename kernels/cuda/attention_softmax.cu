@@ -156,8 +156,8 @@ __device__ __forceinline__ void store_rope_t(const float (&acc)[kCPL], float* y,
 }
 
 // Shared memory of the three kernels, in floats: the staged tiles have rows
-// of LK = D + 4 (16-byte aligned; a warp's float4 reads of 32 rows then fall
-// in distinct banks per quarter), the owned rows D; w: kWarps x kRPW x kKT
+// of LK = D + 4 (16-byte aligned; when D % 8 == 0, a warp's float4 reads of
+// 32 rows fall in distinct banks per quarter), the owned rows D; w: kWarps x kRPW x kKT
 // weights (softmax numerators, dS), one or two sets.
 __host__ __device__ constexpr int tile_ld(int D) { return D + 4; }
 

@@ -14,6 +14,9 @@
 //             dbias = column sums of dout        linear_bias_backward (a linear
 //                                                layer's bias gradient: the same sum)
 // A 1x1 stride-1 unpadded conv skips the unfolding (cols is x itself).
+// With bf16 products (set_gemm_bf16) the forward and dw are implicit GEMMs
+// instead (cuda::conv_bf16_f32_forward / _dw): the GEMM reads the unfolding
+// from x in place and nothing is unfolded into memory; dx as above.
 // im2col: whole rows of cols through a shared tile (gathered channel-fastest,
 // written out contiguously). col2im: one thread per dx element (channel fastest: coalesced
 // writes), summing the taps that read it in (ky, kx) order like the CPU.
@@ -32,7 +35,7 @@
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/dwconv_stencil.cuh"
-#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gemm_bf16.h"
 #include "kernels/fastdiv.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/reduce_util.cuh"
@@ -209,6 +212,13 @@ void col2im(float* dx, const float* dcols, int64_t nb, int64_t rows, int64_t H, 
 
 
 
+// The bf16 implicit GEMM takes the conv (see the file comment): bf16 products
+// on, an unfolding to avoid, int-sized.
+bool implicit_gemm(const ConvGeom& g, int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride,
+                   int64_t pad) {
+  return gemm_bf16_mode() && !g.direct && g.K > 0 && conv_fits_int(B, H, W, Ci, k, stride, pad);
+}
+
 }  // namespace
 
 // ---- conv2d -----------------------------------------------------------------
@@ -217,6 +227,10 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* bia
                     int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
   const ConvGeom g = conv_geometry(H, W, Ci, k, stride, pad, kChunkFloats);
   if (B == 0 || g.per_image == 0 || Co == 0) return;
+  if (implicit_gemm(g, B, H, W, Ci, k, stride, pad)) {
+    conv_bf16_f32_forward(out, x, w, bias, B, H, W, Ci, Co, k, stride, pad);
+    return;
+  }
   Tensor cols;
   if (!g.direct) cols = scratch(std::min(B, g.chunk) * g.per_image * g.K);
   for (int64_t b0 = 0; b0 < B; b0 += g.chunk) {
@@ -239,6 +253,11 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
     if (dw) CUDA_CHECK(cudaMemsetAsync(dw, 0, Co * g.K * sizeof(float)), "conv2d_backward");
     if (dx) CUDA_CHECK(cudaMemsetAsync(dx, 0, B * H * W * Ci * sizeof(float)), "conv2d_backward");
     return;
+  }
+  if (dw && implicit_gemm(g, B, H, W, Ci, k, stride, pad)) {
+    conv_bf16_f32_dw(dw, dout, x, B, H, W, Ci, Co, k, stride, pad);
+    dw = nullptr;  // done
+    if (!dx) return;
   }
   const int64_t buf = std::min(B, g.chunk) * g.per_image * g.K;
   Tensor cols, dcols;
@@ -302,8 +321,9 @@ __global__ void dw_grad_partials(float* part, const float* g, const float* x, in
 // The same partials for k = KS (3, 5, 7: the model's kernels), a row per
 // lane: block (32, 8), lane ty takes rows r0 + ty, r0 + ty + 8, ... of the
 // block's rows and keeps all KS*KS + 1 sums in registers, so a g value is
-// loaded once for its KS*KS products (x values come KS times, from L1) and
-// the sums are independent chains. Then the 8 lanes are added in lane order,
+// loaded once for its KS*KS products, an x value once per row it serves
+// (a window of registers slides along the row) and the sums are independent
+// chains. Then the 8 lanes are added in lane order,
 // tap by tap, through shared memory. (A thread per tap, above, reloads g for
 // every tap and runs one long dependent chain: latency-bound, 30+ us.)
 template <int KS>
@@ -323,20 +343,40 @@ __global__ void dw_grad_partials_k(float* part, const float* g, const float* x, 
       const int64_t b = r / H, y = r - b * H;
       const float* gr = g + r * W * C + c;
       const float* xb = x + b * H * W * C + c;
+      if (!want_dw) {
+        for (int64_t xx = 0; xx < W; xx++) acc[kk] += gr[xx * C];
+        continue;
+      }
+      // The KS x KS window of x under the output pixel, in registers: it
+      // slides one column per step, so each x value is loaded once per row
+      // (KS loads a step, not KS*KS); outside the image it holds zeros, whose
+      // products add nothing.
+      const float* xr[KS];
+      bool row_in[KS];
+#pragma unroll
+      for (int ky = 0; ky < KS; ky++) {
+        const int64_t iy = y + ky - P;
+        row_in[ky] = iy >= 0 && iy < H;
+        xr[ky] = xb + (row_in[ky] ? iy : 0) * W * C;
+      }
+      auto at = [&](int ky, int64_t ix) { return row_in[ky] && ix >= 0 && ix < W ? xr[ky][ix * C] : 0.0f; };
+      float win[KS][KS];
+#pragma unroll
+      for (int ky = 0; ky < KS; ky++) {
+        win[ky][0] = 0.0f;
+#pragma unroll
+        for (int kx = 1; kx < KS; kx++) win[ky][kx] = at(ky, kx - 1 - P);  // columns -P - 1 + kx
+      }
       for (int64_t xx = 0; xx < W; xx++) {
         const float gv = gr[xx * C];
         acc[kk] += gv;
-        if (!want_dw) continue;
 #pragma unroll
         for (int ky = 0; ky < KS; ky++) {
-          const int64_t iy = y + ky - P;
-          if (iy < 0 || iy >= H) continue;
-          const float* xr = xb + iy * W * C;
 #pragma unroll
-          for (int kx = 0; kx < KS; kx++) {
-            const int64_t ix = xx + kx - P;
-            if (ix >= 0 && ix < W) acc[ky * KS + kx] += gv * xr[ix * C];
-          }
+          for (int kx = 0; kx + 1 < KS; kx++) win[ky][kx] = win[ky][kx + 1];
+          win[ky][KS - 1] = at(ky, xx + P);  // now win[ky][kx] = x(y + ky - P, xx + kx - P)
+#pragma unroll
+          for (int kx = 0; kx < KS; kx++) acc[ky * KS + kx] += gv * win[ky][kx];
         }
       }
     }
@@ -375,12 +415,11 @@ void dwconv2d_forward(float* out, const float* x, const float* w, const float* b
   dw_stencil(out, x, w, bias, B, H, W, C, k, false, "dwconv2d_forward");
 }
 
-// The stencil, then the addend in a second pass (the CPU kernel adds it in
-// the stencil's store; here the shared stencil of the kernel lab stays as it is).
+// The stencil with the addend in its store, as on the CPU (the same bits as a
+// separate add; out must not be x, whose tiles other blocks still read).
 void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
                           int64_t H, int64_t W, int64_t C, int64_t k) {
-  dw_stencil(out, x, w, bias, B, H, W, C, k, false, "dwconv2d_add_forward");
-  axpy(out, add, 1.0f, B * H * W * C);  // out += add (1 * add exactly: the separate add's result)
+  dw_stencil(out, x, w, bias, B, H, W, C, k, false, "dwconv2d_add_forward", add);
 }
 
 void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,

@@ -8,7 +8,7 @@
 // 32 channels (threadIdx.x: coalesced channels-last reads and writes) x TH
 // output rows (threadIdx.y) x 8 output columns (per thread, in registers).
 // The input tile with its halo, (TH+k-1) x (8+k-1) x 32, and the taps
-// (k*k x 32) sit in shared memory; k = 3, 5, 7 are compiled with the tile
+// (k*k x 32) sit in shared memory; an optional addend joins the store; k = 3, 5, 7 are compiled with the tile
 // row held in registers: each of the k+7 inputs of a row is read from shared
 // memory once and used by up to k of the 8 outputs (register blocking). TH
 // shrinks (8, 4, 2, 1) to keep the tile within 48 KB; a kernel too large for
@@ -32,11 +32,12 @@ constexpr int kDwSmem = 48 * 1024;  // bytes of shared memory a tile may use
 
 inline int dw_smem_bytes(int TH, int k) { return ((TH + k - 1) * (kDwTW + k - 1) + k * k) * kDwCh * (int)sizeof(float); }
 
-// out = stencil(x) (+ bias); with flip the taps are read reversed (dx = flipped stencil of dout).
+// out = stencil(x) (+ bias) (+ add, an array of out's shape, added in the store);
+// with flip the taps are read reversed (dx = flipped stencil of dout).
 // Grid: x = column tiles * channel blocks, y = row tiles, z = batch. Block (32, TH).
 template <int KS>
 static __global__ void dw_stencil_tiled(float* out, const float* x, const float* w, const float* bias, int64_t H,
-                                 int64_t W, int64_t C, int k_rt, bool flip, int ntx) {
+                                 int64_t W, int64_t C, int k_rt, bool flip, int ntx, const float* add) {
   extern __shared__ float sm[];
   const int k = KS > 0 ? KS : k_rt, kk = k * k, p = k / 2;
   const int TH = blockDim.y, tx = threadIdx.x, ty = threadIdx.y, tid = ty * kDwCh + tx, nthr = TH * kDwCh;
@@ -84,15 +85,16 @@ static __global__ void dw_stencil_tiled(float* out, const float* x, const float*
       }
     }
   }
-  float* o = out + ((b * H + y) * W + x0) * C + c;
+  const int64_t at = ((b * H + y) * W + x0) * C + c;
+  float* o = out + at;
 #pragma unroll
   for (int j = 0; j < kDwTW; j++)
-    if (x0 + j < W) o[j * C] = acc[j];
+    if (x0 + j < W) o[j * C] = add ? acc[j] + add[at + j * C] : acc[j];
 }
 
 // The same stencil without tiles, for kernels whose tile does not fit in shared memory.
 static __global__ void dw_stencil_direct(float* out, const float* x, const float* w, const float* bias, int64_t B,
-                                  int64_t H, int64_t W, int64_t C, int k, bool flip) {
+                                  int64_t H, int64_t W, int64_t C, int k, bool flip, const float* add) {
   const int kk = k * k, p = k / 2;
   for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < B * H * W * C;
        e += (int64_t)gridDim.x * blockDim.x) {
@@ -108,28 +110,28 @@ static __global__ void dw_stencil_direct(float* out, const float* x, const float
         acc += w[c * kk + (flip ? kk - 1 - t : t)] * x[((b * H + iy) * W + ix) * C + c];
       }
     }
-    out[e] = acc;
+    out[e] = add ? acc + add[e] : acc;
   }
 }
 
 inline void dw_stencil(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
-                int64_t C, int64_t k, bool flip, const char* op) {
+                int64_t C, int64_t k, bool flip, const char* op, const float* add = nullptr) {
   if (B * H * W * C == 0) return;
   int TH = 8;
   while (TH > 1 && dw_smem_bytes(TH, (int)k) > kDwSmem) TH /= 2;
   const int64_t rows = (H + TH - 1) / TH, ntx = (W + kDwTW - 1) / kDwTW, ncb = (C + kDwCh - 1) / kDwCh;
   if (dw_smem_bytes(TH, (int)k) > kDwSmem || rows > 65535 || B > 65535 || ntx * ncb > INT32_MAX) {
-    dw_stencil_direct<<<(unsigned)std::max<int64_t>(1, std::min<int64_t>((B * H * W * C + 255) / 256, 1 << 16)), 256>>>(out, x, w, bias, B, H, W, C, (int)k, flip);
+    dw_stencil_direct<<<(unsigned)std::max<int64_t>(1, std::min<int64_t>((B * H * W * C + 255) / 256, 1 << 16)), 256>>>(out, x, w, bias, B, H, W, C, (int)k, flip, add);
     CUDA_CHECK_LAUNCH(op);
     return;
   }
   const dim3 grid((unsigned)(ntx * ncb), (unsigned)rows, (unsigned)B), block(kDwCh, TH);
   const size_t smem = dw_smem_bytes(TH, (int)k);
   switch (k) {
-    case 3: dw_stencil_tiled<3><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 3, flip, (int)ntx); break;
-    case 5: dw_stencil_tiled<5><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 5, flip, (int)ntx); break;
-    case 7: dw_stencil_tiled<7><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 7, flip, (int)ntx); break;
-    default: dw_stencil_tiled<0><<<grid, block, smem>>>(out, x, w, bias, H, W, C, (int)k, flip, (int)ntx);
+    case 3: dw_stencil_tiled<3><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 3, flip, (int)ntx, add); break;
+    case 5: dw_stencil_tiled<5><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 5, flip, (int)ntx, add); break;
+    case 7: dw_stencil_tiled<7><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 7, flip, (int)ntx, add); break;
+    default: dw_stencil_tiled<0><<<grid, block, smem>>>(out, x, w, bias, H, W, C, (int)k, flip, (int)ntx, add);
   }
   CUDA_CHECK_LAUNCH(op);
 }

@@ -51,18 +51,30 @@ int device_sms(int* major) {
 
 bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-template <class Cfg, bool TA, bool TB, bool F32>
+template <class Cfg, bool TA, bool TB, bool F32, int GATHER = 0>
 void launch_mma(const Params& p, int splits) {
   static bool attr = false;
   if (!attr) {
-    CUDA_CHECK(cudaFuncSetAttribute(gemm_mma<Cfg, TA, TB, F32>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    CUDA_CHECK(cudaFuncSetAttribute(gemm_mma<Cfg, TA, TB, F32, GATHER>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     Cfg::SMEM),
                "gemm_bf16");
     attr = true;
   }
-  dim3 grid((unsigned)((p.N + Cfg::BN - 1) / Cfg::BN), (unsigned)((p.M + Cfg::BM - 1) / Cfg::BM), (unsigned)splits);
-  gemm_mma<Cfg, TA, TB, F32><<<grid, Cfg::THREADS, Cfg::SMEM>>>(p);
+  const int64_t ntiles = (p.N + Cfg::BN - 1) / Cfg::BN;
+  NALA_CHECK(ntiles <= 65535, "gemm_bf16: N = ", p.N, " is too large for the mma.sync kernel");
+  dim3 grid((unsigned)((p.M + Cfg::BM - 1) / Cfg::BM), (unsigned)ntiles, (unsigned)splits);
+  gemm_mma<Cfg, TA, TB, F32, GATHER><<<grid, Cfg::THREADS, Cfg::SMEM>>>(p);
   CUDA_CHECK_LAUNCH("gemm_bf16 (mma.sync)");
+}
+
+// The two implicit-GEMM convolution products: the forward (NT, A gathered) and
+// the weight gradient (TN, B gathered).
+template <class Cfg>
+void mma_gather(int gather, const Params& p, int splits) {
+  if (gather == 1)
+    launch_mma<Cfg, false, true, true, 1>(p, splits);
+  else
+    launch_mma<Cfg, true, false, true, 2>(p, splits);
 }
 
 template <class Cfg, bool F32>
@@ -161,13 +173,16 @@ void gemm_bf16_force_path(int path, int bn) { g_force_path = path, g_force_bn = 
 namespace {
 
 // Both entry points: A and B are bf16 (A16, B16) or float32 (A32, B32, the mma.sync kernel only).
+// gather: 1 or 2, A32 or B32 is the image batch that conv unfolds (implicit GEMM).
 void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const bf16* A16, const bf16* B16,
               const float* A32, const float* B32, int64_t lda, int64_t ldb, void* C, int64_t ldc, bool c_bf16,
-              float alpha, const GemmEpilogue& epi) {
+              float alpha, const GemmEpilogue& epi, int gather = 0, const ConvGather* conv = nullptr) {
   if (M <= 0 || N <= 0) return;
   const bool f32 = A32 != nullptr;
-  NALA_CHECK(M < INT_MAX && N < INT_MAX && K >= 0 && K < INT_MAX, "gemm_bf16: sizes out of range (M ", M, ", N ", N,
-             ", K ", K, ")");
+  // a tile's or a k slice's end past the last index must stay an int
+  const int64_t most = INT_MAX - 256;
+  NALA_CHECK(M < most && N < most && K >= 0 && K < most, "gemm_bf16: sizes out of range (M ", M, ", N ", N, ", K ", K,
+             ")");
   NALA_CHECK(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N) && ldc >= N, "gemm_bf16: a leading dim is too small");
   NALA_CHECK(!epi.residual || epi.ldr >= N, "gemm_bf16: residual's leading dim ", epi.ldr, " < N = ", N);
   Params p;
@@ -175,6 +190,7 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const
   p.alpha = alpha;
   p.lda = lda, p.ldb = ldb, p.ldc = ldc;
   p.M = (int)M, p.N = (int)N, p.K = (int)K;
+  if (conv) p.conv = *conv;
   p.bias = epi.bias, p.res = epi.residual, p.ldr = epi.ldr;
   p.gelu = epi.act == GemmAct::gelu, p.c_bf16 = c_bf16;
   // 16-byte aligned rows: 8 bf16 or 4 floats
@@ -187,14 +203,16 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const
   const int sms = device_sms(&major);
   bool wg = false;
 #if defined(NALA_SM90A)
-  wg = !f32 && g_force_path != 6 && major == 9 && K > 0 && p.vecA && p.vecB;
+  wg = !f32 && !gather && alpha == 1.0f && g_force_path != 6 && major == 9 && K > 0 && p.vecA && p.vecB;
 #endif
   NALA_CHECK(wg || g_force_path != 7, "gemm_bf16: the wgmma path needs an sm_90a build (CUDA_ARCH=90), an sm_90 GPU, "
              "bf16 operands, K > 0 and 16-byte aligned rows (leading dims multiples of 8)");
   // mma.sync tiles: 64 x 64 for thin products (64 columns or rows or fewer,
-  // or too few 128 x 128 tiles to give every SM two), else 128 x 128.
+  // a short K of 64 or less: one or two slices, nothing to pipeline, so more
+  // blocks an SM hide the loads instead; or too few 128 x 128 tiles to give
+  // every SM two), else 128 x 128.
   const int64_t big_tiles = ((M + MmaBig::BM - 1) / MmaBig::BM) * ((N + MmaBig::BN - 1) / MmaBig::BN);
-  const bool small = !wg && (N <= 64 || M <= 64 || big_tiles < 2 * sms);
+  const bool small = !wg && (N <= 64 || M <= 64 || K <= 64 || big_tiles < 2 * sms);
   const int bm = wg ? WG_BM : small ? MmaSmall::BM : MmaBig::BM;
   int bn = small ? MmaSmall::BN : MmaBig::BN;
 #if defined(NALA_SM90A)
@@ -230,6 +248,11 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const
     wgmma_path(trans_a, trans_b, p, bn, (int)splits);
   else
 #endif
+  if (gather && small)
+    mma_gather<MmaSmall>(gather, p, (int)splits);
+  else if (gather)
+    mma_gather<MmaBig>(gather, p, (int)splits);
+  else
     mma_path(small, f32, trans_a, trans_b, p, (int)splits);
   if (splits > 1) {
     const int64_t total = M * ((N + 1) / 2);
@@ -243,6 +266,43 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, int64_t lda,
                const __nv_bfloat16* B, int64_t ldb, void* C, int64_t ldc, bool c_bf16, const GemmEpilogue& epi) {
   gemm_any(trans_a, trans_b, M, N, K, A, B, nullptr, nullptr, lda, ldb, C, ldc, c_bf16, 1.0f, epi);
+}
+
+bool conv_fits_int(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride, int64_t pad) {
+  const int64_t most = INT_MAX - 256;
+  if (k <= 0 || stride <= 0 || pad < 0 || H + 2 * pad >= most || W + 2 * pad >= most) return false;
+  const int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+  return B * Ho * Wo < most && Ci * k * k < most && H * W < most;
+}
+
+namespace {
+ConvGather conv_gather(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride, int64_t pad,
+                       const char* op) {
+  NALA_CHECK(k > 0 && stride > 0 && pad >= 0, op, ": kernel ", k, ", stride ", stride, ", padding ", pad);
+  const int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+  NALA_CHECK(conv_fits_int(B, H, W, Ci, k, stride, pad), op, ": sizes out of range for the implicit GEMM");
+  ConvGather g;
+  g.H = (int)H, g.W = (int)W, g.Ci = (int)Ci, g.Ho = (int)Ho, g.Wo = (int)Wo, g.k = (int)k;
+  g.stride = (int)stride, g.pad = (int)pad, g.rows = (int)(B * Ho * Wo), g.cols = (int)(Ci * k * k);
+  return g;
+}
+}  // namespace
+
+void conv_bf16_f32_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                           int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
+  const ConvGather g = conv_gather(B, H, W, Ci, k, stride, pad, "conv_bf16_f32_forward");
+  GemmEpilogue epi;
+  epi.bias = bias;
+  // out[rows, Co] = unfold(x)[rows, cols] w[Co, cols]^T (+ bias)
+  gemm_any(false, true, g.rows, Co, g.cols, nullptr, nullptr, x, w, g.cols, g.cols, out, Co, false, 1.0f, epi, 1, &g);
+}
+
+void conv_bf16_f32_dw(float* dw, const float* dout, const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci,
+                      int64_t Co, int64_t k, int64_t stride, int64_t pad) {
+  const ConvGather g = conv_gather(B, H, W, Ci, k, stride, pad, "conv_bf16_f32_dw");
+  // dw[Co, cols] = dout[rows, Co]^T unfold(x)[rows, cols]
+  gemm_any(true, false, Co, g.cols, g.rows, nullptr, nullptr, dout, x, Co, g.cols, dw, g.cols, false, 1.0f,
+           GemmEpilogue(), 2, &g);
 }
 
 void gemm_bf16_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

@@ -51,6 +51,18 @@ void gemm_bf16_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
                    int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
                    const GemmEpilogue& epi = GemmEpilogue());
 
+// A k x k convolution (stride, padding) of channels-last images x (B, H, W,
+// Ci) with weights w (Co, Ci, k, k) as an implicit GEMM with the same bf16
+// products of float32 operands: the unfolding (im2col) is read from x in
+// place, never stored. forward: out (B, Ho, Wo, Co) = unfold(x) w^T + bias
+// (bias nullable); dw: dw (Co, Ci, k, k) = dout^T unfold(x) (overwritten).
+void conv_bf16_f32_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                           int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad);
+// Whether a conv's sizes fit the implicit GEMM's int indices (else use im2col).
+bool conv_fits_int(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride, int64_t pad);
+void conv_bf16_f32_dw(float* dw, const float* dout, const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci,
+                      int64_t Co, int64_t k, int64_t stride, int64_t pad);
+
 // Which path gemm_bf16 takes (for tests and benchmarks): 0 automatic, 6 the
 // mma.sync kernel only, 7 the wgmma kernel (an error where the operands or
 // the build do not allow it); bn: the wgmma tile width, 64, 128 or 256 (0: chosen

@@ -39,12 +39,21 @@ namespace bf16gemm {
 
 using bf16 = __nv_bfloat16;
 
+// An operand that is the unfolding (im2col) of a channels-last image batch
+// x (B, H, W, Ci) for a k x k convolution, read in place: row r = (b, ho, wo)
+// of the unfolding, column c = (ci, ky, kx) (the weight's (Co, Ci, k, k)
+// order) is x[b, ho s - pad + ky, wo s - pad + kx, ci], zero in the padding.
+struct ConvGather {
+  int H, W, Ci, Ho, Wo, k, stride, pad, rows, cols;  // rows = B Ho Wo, cols = Ci k k
+};
+
 struct Params {
   const bf16* A;
   const bf16* B;
   const float* A32;      // gemm_mma<.., .., true>: float32 operands instead of A, B
   const float* B32;
   float alpha;           // scales the product, before the bias
+  ConvGather conv;       // gemm_mma<.., GATHER 1 or 2>: A32 or B32 is the image batch it unfolds
   void* C;
   int64_t lda, ldb, ldc;
   int M, N, K;
@@ -192,6 +201,42 @@ __device__ __forceinline__ void fetch_slice(const float* X, int64_t ld, int x0, 
     }
   }
 }
+// fetch_slice for an unfolded image batch (ConvGather): the operand's
+// element (outer, inner) is the unfolding's (row, column) in both uses, the
+// forward's A (rows x cols, KC) and the weight gradient's B (k = rows,
+// n = cols, not KC). Each chunk works out its row's pixel once and steps
+// (ci, ky, kx) along its 8 columns.
+template <int BX, int BK, int THREADS, bool KC, int CH>
+__device__ __forceinline__ void fetch_gather(const float* X, const ConvGather& g, int x0, int xmax, int k0, int K,
+                                             float (&v)[CH][8]) {
+  constexpr int CPR = KC ? BK / 8 : BX / 8;
+  const int kk = g.k * g.k;
+#pragma unroll
+  for (int i = 0; i < CH; i++) {
+    const int c = threadIdx.x + i * THREADS;
+    const int row = c / CPR, col = (c % CPR) * 8;
+    const int outer = KC ? x0 + row : k0 + row, inner = KC ? k0 + col : x0 + col;
+    const int omax = KC ? xmax : K, imax = KC ? K : xmax;
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[i][j] = 0.0f;
+    if (outer >= omax) continue;
+    const int per = g.Ho * g.Wo, b = outer / per, rem = outer - b * per, ho = rem / g.Wo, wo = rem - ho * g.Wo;
+    const int h0 = ho * g.stride - g.pad, w0 = wo * g.stride - g.pad;
+    const float* xb = X + (int64_t)b * g.H * g.W * g.Ci;
+    int ci = inner / kk, t = inner - ci * kk, ky = t / g.k, kx = t - ky * g.k;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const int h = h0 + ky, w = w0 + kx;
+      if (inner + j < imax && h >= 0 && h < g.H && w >= 0 && w < g.W)
+        v[i][j] = __ldg(xb + ((int64_t)h * g.W + w) * g.Ci + ci);
+      if (++kx == g.k) {
+        kx = 0;
+        if (++ky == g.k) ky = 0, ci++;
+      }
+    }
+  }
+}
+
 template <int BX, int BK, int THREADS, bool KC, int CH>
 __device__ __forceinline__ void store_slice(const float (&v)[CH][8], bf16* S) {
   constexpr int CPR = KC ? BK / 8 : BX / 8;
@@ -210,15 +255,18 @@ __device__ __forceinline__ void store_slice(const float (&v)[CH][8], bf16* S) {
 
 // Blocks an SM: two 128 x 128 blocks; four 64 x 64 ones (their registers and
 // shared memory allow it).
-template <class Cfg, bool TA, bool TB, bool F32 = false>
+// GATHER (float32 operands only): 1, A is p.conv's unfolding of the images at
+// A32 (not TA); 2, B is (not TB).
+template <class Cfg, bool TA, bool TB, bool F32 = false, int GATHER = 0>
 __global__ void __launch_bounds__(Cfg::THREADS, Cfg::THREADS == 256 ? 2 : 4) gemm_mma(Params p) {
+  static_assert(GATHER == 0 || (F32 && (GATHER == 1 ? !TA : !TB)), "a gathered operand: float32, rows of the unfolding");
   extern __shared__ __align__(16) unsigned char mma_smem[];
   bf16* sm = reinterpret_cast<bf16*>(mma_smem);
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, S = Cfg::STAGES, T = Cfg::THREADS;
   constexpr int MI = Cfg::MI, NJ = Cfg::NJ;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = warp % Cfg::WM, wn = warp / Cfg::WM;  // the warp's (16 MI) x (16 NJ) piece
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;  // M tiles on x: up to 2^31 - 1 of them
   const int kbeg = blockIdx.z * p.kchunk, kend = min(p.K, kbeg + p.kchunk);
   const int nk = (kend - kbeg + BK - 1) / BK;
   auto sA = [&](int s) { return sm + s * (Cfg::TILE_A + Cfg::TILE_B); };
@@ -239,8 +287,14 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::THREADS == 256 ? 2 : 4) gem
   float va[CA][8], vb[CB][8];  // F32: slices on their way
   auto fetch = [&](int kt) {
     if constexpr (F32) {
-      fetch_slice<BM, BK, T, !TA>(p.A32, p.lda, m0, p.M, kbeg + kt * BK, kend, p.vecA, va);
-      fetch_slice<BN, BK, T, TB>(p.B32, p.ldb, n0, p.N, kbeg + kt * BK, kend, p.vecB, vb);
+      if constexpr (GATHER == 1)
+        fetch_gather<BM, BK, T, !TA>(p.A32, p.conv, m0, p.M, kbeg + kt * BK, kend, va);
+      else
+        fetch_slice<BM, BK, T, !TA>(p.A32, p.lda, m0, p.M, kbeg + kt * BK, kend, p.vecA, va);
+      if constexpr (GATHER == 2)
+        fetch_gather<BN, BK, T, TB>(p.B32, p.conv, n0, p.N, kbeg + kt * BK, kend, vb);
+      else
+        fetch_slice<BN, BK, T, TB>(p.B32, p.ldb, n0, p.N, kbeg + kt * BK, kend, p.vecB, vb);
     }
   };
   auto store = [&](int s) {
