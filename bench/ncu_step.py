@@ -16,6 +16,7 @@ import argparse
 import collections
 import csv
 import gzip
+import signal
 import sys
 
 KINDS = [  # (name, substrings of the kernel name), first match wins
@@ -38,6 +39,7 @@ def kind_of(name):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet when piped into head
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("csv")
     ap.add_argument("--csv-out")
