@@ -2,6 +2,7 @@
 # bench/gpu_run.sh - on a GPU machine: build with CUDA, run the CUDA tests and
 # the GPU benchmarks side by side with PyTorch, writing logs to $OUT.
 #   OUT=dir bench/gpu_run.sh [tests] [sanitize] [bench] [benchmodels] [longseq] [dist] [train]
+# train: the README's GPU recipe (EPOCHS, default 60; PRECISION fp32 or bf16).
 # Catch2, stb, zlib and Fashion-MNIST may come in third_party_headers/ when
 # the machine has no package manager.
 set -uo pipefail
@@ -89,8 +90,9 @@ PY
       $B/nala train --device cuda --model pico --data fashion-mnist --data-dir "$FM" \
         --epochs "${EPOCHS:-60}" --batch-size 256 --lr 2e-3 --min-lr 1e-5 --warmup-epochs 3 \
         --weight-decay 0.05 --label-smoothing 0.1 --drop-path 0.05 --crop-pad 2 --hflip --erase 0.25 \
-        --workers 8 --threads 8 --log-every 100 --out /tmp/nala-run 2>&1 | tee "$OUT/train.log" | grep -E "^epoch|done"
-      cp /tmp/nala-run/metrics.csv /tmp/nala-run/best.safetensors "$OUT/" 2>/dev/null
+        --workers 8 --threads 8 --log-every 100 --precision "${PRECISION:-fp32}" --out "/tmp/nala-run-$$" 2>&1 \
+        | tee "$OUT/train.log" | grep -E "^epoch|done|precision"
+      cp "/tmp/nala-run-$$/metrics.csv" "/tmp/nala-run-$$/best.safetensors" "$OUT/" 2>/dev/null
       ;;
   esac
 done
