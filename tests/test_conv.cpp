@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/cpu/conv.h"
+#include "kernels/conv_gather.h"
 #include "kernels/fastdiv.h"
 #include "tests/helpers.h"
 
@@ -292,4 +293,41 @@ TEST_CASE("conv2d: FastDiv (the CUDA unfolding's index division) equals integer 
   for (int64_t d : {4096, 65535, 65536, 65537, 1000003, 1 << 30, (1 << 30) + 1, 2147483646, 2147483647})
     for (int i = 0; i < 2000; i++) check(d, i < 1000 ? i * (d / 1000 + 1) % top : (int64_t)(rng.uniform(0.0f, 1.0f) * (double)(top - 1)));
   REQUIRE(FastDiv(0)(12345) == 12345);  // an empty extent: never a divisor, harmless
+}
+
+TEST_CASE("conv2d: gather_chunk (the CUDA implicit GEMM's unfolding) equals a written-out unfolding", "[conv]") {
+  Rng rng(6);
+  struct Case {
+    int B, H, W, Ci, k, stride, pad;
+  };
+  // channel counts with and without the 8-channel vector path, the stem's 1 and 3, kernels 1-5,
+  // strides 1-2, padding 0-2 (wider than the kernel's half too)
+  for (const Case& c : {Case{2, 7, 9, 3, 3, 2, 1}, Case{1, 6, 5, 1, 3, 1, 1}, Case{2, 8, 8, 8, 3, 2, 1},
+                        Case{1, 5, 7, 16, 2, 2, 0}, Case{2, 4, 6, 24, 3, 1, 2}, Case{1, 9, 4, 5, 5, 1, 2},
+                        Case{3, 3, 3, 12, 1, 1, 1}, Case{1, 11, 13, 32, 3, 2, 1}}) {
+    INFO("B " << c.B << " H " << c.H << " W " << c.W << " Ci " << c.Ci << " k " << c.k << " stride " << c.stride
+              << " pad " << c.pad);
+    const int Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
+    const int rows = c.B * Ho * Wo, cols = c.k * c.k * c.Ci;
+    std::vector<float> x((size_t)c.B * c.H * c.W * c.Ci);
+    for (float& v : x) v = rng.uniform(-1.0f, 1.0f);
+    ConvGather g{c.H, c.W, c.Ci, Ho, Wo, c.k, c.stride, c.pad, rows, cols, false};
+    // the unfolding written out: column q = (ky k + kx) Ci + ci
+    auto ref = [&](int r, int q) -> float {
+      const int b = r / (Ho * Wo), ho = r / Wo % Ho, wo = r % Wo, t = q / c.Ci, ci = q % c.Ci;
+      const int h = ho * c.stride - c.pad + t / c.k, w = wo * c.stride - c.pad + t % c.k;
+      if (h < 0 || h >= c.H || w < 0 || w >= c.W) return 0.0f;
+      return x[(((size_t)b * c.H + h) * c.W + w) * c.Ci + ci];
+    };
+    for (int r = 0; r < rows; r++)
+      for (int q0 = 0; q0 < cols; q0 += 8)
+        for (int qmax : {cols, std::min(cols, q0 + 3)}) {  // the whole row, and a slice ending mid-chunk
+          float v[8];
+          gather_chunk(x.data(), g, r, q0, qmax, v);
+          for (int j = 0; j < 8; j++) {
+            INFO("row " << r << " column " << q0 + j << " of " << qmax);
+            REQUIRE(v[j] == (q0 + j < qmax ? ref(r, q0 + j) : 0.0f));
+          }
+        }
+  }
 }

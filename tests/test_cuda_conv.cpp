@@ -201,13 +201,17 @@ TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, ag
                          c.stride, c.pad);
     Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), bc = b.to(Device::CUDA), gc = g.to(Device::CUDA);
     const double atol = 1e-4 * std::sqrt((double)(c.Ci * c.k * c.k + c.B * Ho * Wo)), rtol = 1e-4;
-    // the implicit GEMMs called directly
-    Tensor o1 = cuda_sentinel(out.shape()), w1 = cuda_sentinel(w.shape());
-    cuda::conv_bf16_f32_forward(o1.f32(), xc.f32(), wc.f32(), c.bias ? bc.f32() : nullptr, c.B, c.H, c.W, c.Ci, c.Co,
+    // the implicit GEMMs called directly: their weights in (Co, k, k, Ci) order
+    auto taps_last = [&](const Tensor& t) {  // (Co, Ci, k, k) -> (Co, k, k, Ci)
+      return view::contiguous(view::permute(t, {0, 2, 3, 1}));
+    };
+    Tensor o1 = cuda_sentinel(out.shape()), w1 = cuda_sentinel({c.Co, c.k, c.k, c.Ci});
+    Tensor wpc = taps_last(w).to(Device::CUDA);
+    cuda::conv_bf16_f32_forward(o1.f32(), xc.f32(), wpc.f32(), c.bias ? bc.f32() : nullptr, c.B, c.H, c.W, c.Ci, c.Co,
                                 c.k, c.stride, c.pad);
     cuda::conv_bf16_f32_dw(w1.f32(), gc.f32(), xc.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k, c.stride, c.pad);
     REQUIRE_CLOSE(host(o1), out, atol, rtol);
-    REQUIRE_CLOSE(host(w1), dw, atol, rtol);
+    REQUIRE_CLOSE(host(w1), taps_last(dw), atol, rtol);
     // and through conv2d in bf16 mode, dx included (bf16 GEMM, then col2im)
     cuda::set_gemm_bf16(true);
     Tensor o2 = cuda_sentinel(out.shape()), dx2 = cuda_sentinel(x.shape()), dw2 = cuda_sentinel(w.shape());

@@ -16,7 +16,10 @@
 // A 1x1 stride-1 unpadded conv skips the unfolding (cols is x itself).
 // With bf16 products (set_gemm_bf16) the forward and dw are implicit GEMMs
 // instead (cuda::conv_bf16_f32_forward / _dw): the GEMM reads the unfolding
-// from x in place and nothing is unfolded into memory; dx as above.
+// from x in place and nothing is unfolded into memory; its columns are
+// channel-fastest (kernels/conv_gather.h), so the weights go in, and dw comes
+// out, permuted to (Co, k, k, Ci) (swap_inner, a pass over the small weight
+// array); dx as above.
 // im2col: whole rows of cols through a shared tile (gathered channel-fastest,
 // written out contiguously). col2im: one thread per dx element (channel fastest: coalesced
 // writes), summing the taps that read it in (ky, kx) order like the CPU.
@@ -212,6 +215,20 @@ void col2im(float* dx, const float* dcols, int64_t nb, int64_t rows, int64_t H, 
 
 
 
+// out[c][j][i] = in[c][i][j] for in (n, a, b): the weights between the
+// model's (Co, Ci, k k) and the implicit GEMM's channel-fastest (Co, k k, Ci).
+__global__ void swap_inner_kernel(float* out, const float* in, int64_t n, int64_t a, int64_t b) {
+  GRID_STRIDE_I(int64_t, e, n * a * b) {
+    const int64_t j = e % b, ci = e / b, i = ci % a, c = ci / a;
+    out[(c * b + j) * a + i] = in[e];
+  }
+}
+void swap_inner(float* out, const float* in, int64_t n, int64_t a, int64_t b, const char* op) {
+  if (n * a * b == 0) return;
+  swap_inner_kernel<<<blocks_for(n * a * b), kThreads>>>(out, in, n, a, b);
+  CUDA_CHECK_LAUNCH(op);
+}
+
 // The bf16 implicit GEMM takes the conv (see the file comment): bf16 products
 // on, an unfolding to avoid, int-sized.
 bool implicit_gemm(const ConvGeom& g, int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride,
@@ -228,7 +245,9 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* bia
   const ConvGeom g = conv_geometry(H, W, Ci, k, stride, pad, kChunkFloats);
   if (B == 0 || g.per_image == 0 || Co == 0) return;
   if (implicit_gemm(g, B, H, W, Ci, k, stride, pad)) {
-    conv_bf16_f32_forward(out, x, w, bias, B, H, W, Ci, Co, k, stride, pad);
+    Tensor wp = scratch(Co * g.K);
+    swap_inner(wp.f32(), w, Co, Ci, k * k, "conv2d_forward");  // (Co, k k, Ci)
+    conv_bf16_f32_forward(out, x, wp.f32(), bias, B, H, W, Ci, Co, k, stride, pad);
     return;
   }
   Tensor cols;
@@ -255,7 +274,9 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
     return;
   }
   if (dw && implicit_gemm(g, B, H, W, Ci, k, stride, pad)) {
-    conv_bf16_f32_dw(dw, dout, x, B, H, W, Ci, Co, k, stride, pad);
+    Tensor dwp = scratch(Co * g.K);
+    conv_bf16_f32_dw(dwp.f32(), dout, x, B, H, W, Ci, Co, k, stride, pad);  // (Co, k k, Ci)
+    swap_inner(dw, dwp.f32(), Co, k * k, Ci, "conv2d_backward");
     dw = nullptr;  // done
     if (!dx) return;
   }

@@ -276,31 +276,32 @@ bool conv_fits_int(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64
 }
 
 namespace {
-ConvGather conv_gather(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride, int64_t pad,
-                       const char* op) {
+ConvGather conv_gather(const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride,
+                       int64_t pad, const char* op) {
   NALA_CHECK(k > 0 && stride > 0 && pad >= 0, op, ": kernel ", k, ", stride ", stride, ", padding ", pad);
   const int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
   NALA_CHECK(conv_fits_int(B, H, W, Ci, k, stride, pad), op, ": sizes out of range for the implicit GEMM");
   ConvGather g;
   g.H = (int)H, g.W = (int)W, g.Ci = (int)Ci, g.Ho = (int)Ho, g.Wo = (int)Wo, g.k = (int)k;
   g.stride = (int)stride, g.pad = (int)pad, g.rows = (int)(B * Ho * Wo), g.cols = (int)(Ci * k * k);
+  g.vec = aligned(x, 16);
   return g;
 }
 }  // namespace
 
 void conv_bf16_f32_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                            int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
-  const ConvGather g = conv_gather(B, H, W, Ci, k, stride, pad, "conv_bf16_f32_forward");
+  const ConvGather g = conv_gather(x, B, H, W, Ci, k, stride, pad, "conv_bf16_f32_forward");
   GemmEpilogue epi;
   epi.bias = bias;
-  // out[rows, Co] = unfold(x)[rows, cols] w[Co, cols]^T (+ bias)
+  // out[rows, Co] = unfold(x)[rows, cols] w[Co, cols]^T (+ bias), w in (Co, k, k, Ci) order
   gemm_any(false, true, g.rows, Co, g.cols, nullptr, nullptr, x, w, g.cols, g.cols, out, Co, false, 1.0f, epi, 1, &g);
 }
 
 void conv_bf16_f32_dw(float* dw, const float* dout, const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci,
                       int64_t Co, int64_t k, int64_t stride, int64_t pad) {
-  const ConvGather g = conv_gather(B, H, W, Ci, k, stride, pad, "conv_bf16_f32_dw");
-  // dw[Co, cols] = dout[rows, Co]^T unfold(x)[rows, cols]
+  const ConvGather g = conv_gather(x, B, H, W, Ci, k, stride, pad, "conv_bf16_f32_dw");
+  // dw[Co, cols] = dout[rows, Co]^T unfold(x)[rows, cols], in (Co, k, k, Ci) order
   gemm_any(true, false, Co, g.cols, g.rows, nullptr, nullptr, dout, x, Co, g.cols, dw, g.cols, false, 1.0f,
            GemmEpilogue(), 2, &g);
 }

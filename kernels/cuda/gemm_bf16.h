@@ -52,10 +52,12 @@ void gemm_bf16_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
                    const GemmEpilogue& epi = GemmEpilogue());
 
 // A k x k convolution (stride, padding) of channels-last images x (B, H, W,
-// Ci) with weights w (Co, Ci, k, k) as an implicit GEMM with the same bf16
-// products of float32 operands: the unfolding (im2col) is read from x in
-// place, never stored. forward: out (B, Ho, Wo, Co) = unfold(x) w^T + bias
-// (bias nullable); dw: dw (Co, Ci, k, k) = dout^T unfold(x) (overwritten).
+// Ci) as an implicit GEMM with the same bf16 products of float32 operands:
+// the unfolding (im2col) is read from x in place, never stored, its columns
+// channel-fastest (kernels/conv_gather.h), so the weights are in (Co, k, k,
+// Ci) order here (conv.cu permutes the model's (Co, Ci, k, k)). forward:
+// out (B, Ho, Wo, Co) = unfold(x) w^T + bias (bias nullable); dw: dw (Co, k,
+// k, Ci) = dout^T unfold(x) (overwritten).
 void conv_bf16_f32_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                            int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad);
 // Whether a conv's sizes fit the implicit GEMM's int indices (else use im2col).

@@ -31,6 +31,7 @@
 
 #include <cstdint>
 
+#include "kernels/conv_gather.h"
 #include "kernels/cuda/mma.cuh"
 
 namespace nala {
@@ -38,14 +39,6 @@ namespace cuda {
 namespace bf16gemm {
 
 using bf16 = __nv_bfloat16;
-
-// An operand that is the unfolding (im2col) of a channels-last image batch
-// x (B, H, W, Ci) for a k x k convolution, read in place: row r = (b, ho, wo)
-// of the unfolding, column c = (ci, ky, kx) (the weight's (Co, Ci, k, k)
-// order) is x[b, ho s - pad + ky, wo s - pad + kx, ci], zero in the padding.
-struct ConvGather {
-  int H, W, Ci, Ho, Wo, k, stride, pad, rows, cols;  // rows = B Ho Wo, cols = Ci k k
-};
 
 struct Params {
   const bf16* A;
@@ -201,38 +194,25 @@ __device__ __forceinline__ void fetch_slice(const float* X, int64_t ld, int x0, 
     }
   }
 }
-// fetch_slice for an unfolded image batch (ConvGather): the operand's
-// element (outer, inner) is the unfolding's (row, column) in both uses, the
-// forward's A (rows x cols, KC) and the weight gradient's B (k = rows,
-// n = cols, not KC). Each chunk works out its row's pixel once and steps
-// (ci, ky, kx) along its 8 columns.
+// fetch_slice for an unfolded image batch (ConvGather, kernels/conv_gather.h):
+// the operand's element (outer, inner) is the unfolding's (row, column) in
+// both uses, the forward's A (rows x cols, KC) and the weight gradient's B
+// (k = rows, n = cols, not KC); each 8-column chunk is one gather_chunk.
 template <int BX, int BK, int THREADS, bool KC, int CH>
 __device__ __forceinline__ void fetch_gather(const float* X, const ConvGather& g, int x0, int xmax, int k0, int K,
                                              float (&v)[CH][8]) {
   constexpr int CPR = KC ? BK / 8 : BX / 8;
-  const int kk = g.k * g.k;
 #pragma unroll
   for (int i = 0; i < CH; i++) {
     const int c = threadIdx.x + i * THREADS;
     const int row = c / CPR, col = (c % CPR) * 8;
     const int outer = KC ? x0 + row : k0 + row, inner = KC ? k0 + col : x0 + col;
     const int omax = KC ? xmax : K, imax = KC ? K : xmax;
+    if (outer < omax) {
+      gather_chunk(X, g, outer, inner, imax, v[i]);
+    } else {
 #pragma unroll
-    for (int j = 0; j < 8; j++) v[i][j] = 0.0f;
-    if (outer >= omax) continue;
-    const int per = g.Ho * g.Wo, b = outer / per, rem = outer - b * per, ho = rem / g.Wo, wo = rem - ho * g.Wo;
-    const int h0 = ho * g.stride - g.pad, w0 = wo * g.stride - g.pad;
-    const float* xb = X + (int64_t)b * g.H * g.W * g.Ci;
-    int ci = inner / kk, t = inner - ci * kk, ky = t / g.k, kx = t - ky * g.k;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      const int h = h0 + ky, w = w0 + kx;
-      if (inner + j < imax && h >= 0 && h < g.H && w >= 0 && w < g.W)
-        v[i][j] = __ldg(xb + ((int64_t)h * g.W + w) * g.Ci + ci);
-      if (++kx == g.k) {
-        kx = 0;
-        if (++ky == g.k) ky = 0, ci++;
-      }
+      for (int j = 0; j < 8; j++) v[i][j] = 0.0f;
     }
   }
 }
