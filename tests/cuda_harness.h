@@ -29,6 +29,17 @@
 namespace nala {
 namespace test {
 
+// ---- precision -------------------------------------------------------------
+
+// The GPU's matrix products in bf16 (device::set_gemm_bf16) or float32 for a
+// scope; float32 again when it ends, also when a REQUIRE throws.
+struct Bf16Products {
+  explicit Bf16Products(bool on = true) { device::set_gemm_bf16(on); }
+  ~Bf16Products() { device::set_gemm_bf16(false); }
+  Bf16Products(const Bf16Products&) = delete;
+  Bf16Products& operator=(const Bf16Products&) = delete;
+};
+
 // ---- device buffers ---------------------------------------------------------
 
 // A copy of t on the GPU (a new leaf that requires grad when asked), and back.

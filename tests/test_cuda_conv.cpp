@@ -12,7 +12,6 @@
 
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/gemm_bf16.h"
-#include "kernels/cuda/matmul.h"
 #endif
 
 using namespace nala;
@@ -176,9 +175,6 @@ TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, ag
     for (float& x : v) x = __bfloat162float(__float2bfloat16(x));
     return Tensor::from_vector(t.shape(), v);
   };
-  struct Reset {
-    ~Reset() { cuda::set_gemm_bf16(false); }
-  } reset;
   // The stem (1 and 3 channels, stride 2), patch merging (stride 2 over many channels),
   // odd sizes, a kernel of 2 without padding, a padded 1x1 (not the direct case), rows past
   // split-K's threshold for dw, and a kernel wider than the image.
@@ -213,13 +209,14 @@ TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, ag
     REQUIRE_CLOSE(host(o1), out, atol, rtol);
     REQUIRE_CLOSE(host(w1), taps_last(dw), atol, rtol);
     // and through conv2d in bf16 mode, dx included (bf16 GEMM, then col2im)
-    cuda::set_gemm_bf16(true);
     Tensor o2 = cuda_sentinel(out.shape()), dx2 = cuda_sentinel(x.shape()), dw2 = cuda_sentinel(w.shape());
-    cuda::conv2d_forward(o2.f32(), xc.f32(), wc.f32(), c.bias ? bc.f32() : nullptr, c.B, c.H, c.W, c.Ci, c.Co, c.k,
-                         c.stride, c.pad);
-    cuda::conv2d_backward(dx2.f32(), dw2.f32(), nullptr, gc.f32(), xc.f32(), wc.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k,
-                          c.stride, c.pad);
-    cuda::set_gemm_bf16(false);
+    {
+      Bf16Products bf16;
+      cuda::conv2d_forward(o2.f32(), xc.f32(), wc.f32(), c.bias ? bc.f32() : nullptr, c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                           c.stride, c.pad);
+      cuda::conv2d_backward(dx2.f32(), dw2.f32(), nullptr, gc.f32(), xc.f32(), wc.f32(), c.B, c.H, c.W, c.Ci, c.Co,
+                            c.k, c.stride, c.pad);
+    }
     REQUIRE_CLOSE(host(o2), out, atol, rtol);
     REQUIRE_CLOSE(host(dx2), dx, atol, rtol);
     REQUIRE_CLOSE(host(dw2), dw, atol, rtol);

@@ -269,21 +269,18 @@ TEST_CASE("cuda: bf16 mode sends single products to tensor cores, batched ones s
       }
     return out;
   };
-  Dev<float> dX(X), dW(W), db(b);
-  cuda::set_gemm_bf16(true);
-  REQUIRE(cuda::gemm_bf16_mode());
-  Dev<float> dY(Y0);
-  cuda::linear_forward(dY.p, dX.p, dW.p, db.p, R, O, I);  // Y = X W^T + b: Y0 overwritten
-  std::vector<float> lin = dY.get(R * O);
-  Dev<float> dY2(Y0);
-  cuda::gemm(false, true, R, O, I, 1.0f, dX.p, I, dW.p, I, 1.0f, dY2.p, O);  // Y0 + X W^T
-  std::vector<float> acc = dY2.get(R * O);
-  // batched (batch 2, the second a copy of the first): float32
-  Dev<float> dY3(Y0);
-  cuda::gemm_batched(false, true, R / 2, O, I, 1.0f, dX.p, I, (R / 2) * I, dW.p, I, 0, 0.0f, dY3.p, O, (R / 2) * O, 2);
-  std::vector<float> bat = dY3.get(R * O);
-  cuda::set_gemm_bf16(false);
+  Dev<float> dX(X), dW(W), db(b), dY(Y0), dY2(Y0), dY3(Y0);
+  {
+    Bf16Products bf16;
+    REQUIRE(cuda::gemm_bf16_mode());
+    cuda::linear_forward(dY.p, dX.p, dW.p, db.p, R, O, I);                      // Y = X W^T + b: Y0 overwritten
+    cuda::gemm(false, true, R, O, I, 1.0f, dX.p, I, dW.p, I, 1.0f, dY2.p, O);  // Y0 + X W^T
+    // batched (batch 2, the halves of X): float32
+    cuda::gemm_batched(false, true, R / 2, O, I, 1.0f, dX.p, I, (R / 2) * I, dW.p, I, 0, 0.0f, dY3.p, O, (R / 2) * O,
+                       2);
+  }
   REQUIRE(!cuda::gemm_bf16_mode());
+  const std::vector<float> lin = dY.get(R * O), acc = dY2.get(R * O), bat = dY3.get(R * O);
   const double atol = 1e-4 * std::sqrt((double)I);
   REQUIRE_CLOSE(lin, ref(true, 0.0), atol, 1e-5);
   std::vector<float> acc_ref = ref(true, 1.0);

@@ -16,7 +16,6 @@
 #include "models/train/step.h"
 #include "nn/ema.h"
 #include "nn/optim.h"
-#include "tensor/device.h"
 #include "tests/cuda_harness.h"
 
 using namespace nala;
@@ -59,10 +58,7 @@ TEST_CASE("cuda graphs: replayed training steps equal eager steps bit for bit", 
   const bool adamw = GENERATE(true, false);
   const bool bf16 = GENERATE(false, true);  // --precision bf16: tensor-core GEMMs, implicit-GEMM convolutions
   INFO((adamw ? "adamw" : "sgd") << (bf16 ? ", bf16 products" : ", float32"));
-  struct Precision {
-    explicit Precision(bool on) { device::set_gemm_bf16(on); }
-    ~Precision() { device::set_gemm_bf16(false); }
-  } precision(bf16);
+  test::Bf16Products precision(bf16);
   const NalaConfig cfg = small_pico(0.3f);  // drop-path on: the masks go through the graph's uploads
   NalaFormer eager_m(cfg, 7), graph_m(cfg, 7);
   Rng r1(3), r2(3);

@@ -7,12 +7,17 @@
 #include "nn/safetensors.h"
 #include "tests/cuda_harness.h"
 #include "tests/golden_init.h"
-#include "tensor/device.h"
 
 using namespace nala;
 
 namespace {
 Tensor nchw_to_nhwc(const Tensor& x) { return view::contiguous(view::permute(x, {0, 2, 3, 1})); }
+// Two models with the same weights (init_weights from the same seed).
+void same_weights(NalaFormer& a, NalaFormer& b, uint64_t seed) {
+  Rng ra(seed), rb(seed);
+  a.init_weights(ra);
+  b.init_weights(rb);
+}
 double max_abs(const Tensor& t) {
   double m = 0;
   for (float v : t.to_vector()) m = std::max(m, (double)std::fabs(v));
@@ -49,9 +54,7 @@ TEST_CASE("cuda: one pico training step on GPU and CPU from the same weights", "
   SKIP_WITHOUT_CUDA();
   NalaConfig cfg = nalaformer_config("pico");
   NalaFormer cpu(cfg, 3), gpu(cfg, 3);
-  Rng r1(11), r2(11);
-  cpu.init_weights(r1);
-  gpu.init_weights(r2);
+  same_weights(cpu, gpu, 11);
   gpu.to(Device::CUDA);
   Rng rng(5);
   const int64_t B = 6;
@@ -91,9 +94,7 @@ TEST_CASE("cuda: a bf16-precision training step follows the float32 step from th
   SKIP_WITHOUT_CUDA();
   NalaConfig cfg = nalaformer_config("pico");
   NalaFormer m32(cfg, 3), m16(cfg, 3);
-  Rng r1(21), r2(21);
-  m32.init_weights(r1);
-  m16.init_weights(r2);
+  same_weights(m32, m16, 21);
   m32.to(Device::CUDA);
   m16.to(Device::CUDA);
   Rng rng(6);
@@ -105,17 +106,15 @@ TEST_CASE("cuda: a bf16-precision training step follows the float32 step from th
   SGD o32(m32.named_parameters(), 0.05, 0.9, 1e-4), o16(m16.named_parameters(), 0.05, 0.9, 1e-4);
   m32.train();
   m16.train();
-  struct Reset {
-    ~Reset() { device::set_gemm_bf16(false); }
-  } reset;
   for (int step = 0; step < 4; step++) {
-    device::set_gemm_bf16(false);
     Tensor l32 = cross_entropy(m32.forward(x), y, 0.1f);
     backward(l32);
-    device::set_gemm_bf16(true);
-    Tensor l16 = cross_entropy(m16.forward(x), y, 0.1f);
-    backward(l16);
-    device::set_gemm_bf16(false);
+    Tensor l16;
+    {
+      test::Bf16Products bf16;
+      l16 = cross_entropy(m16.forward(x), y, 0.1f);
+      backward(l16);
+    }
     const float a = l32.to(Device::CPU).to_vector()[0], b = l16.to(Device::CPU).to_vector()[0];
     INFO("step " << step << ": loss float32 " << a << ", bf16 " << b);
     REQUIRE(std::fabs(a - b) <= 1e-2 * std::fabs(a));

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <type_traits>
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/gemm_bf16_mma.cuh"
@@ -77,12 +78,23 @@ void mma_gather(int gather, const Params& p, int splits) {
     launch_mma<Cfg, true, false, true, 2>(p, splits);
 }
 
+// f(TA, TB) for the runtime transposes, each a std::bool_constant: one kernel
+// instance per pair.
+template <class F>
+void with_transposes(bool ta, bool tb, F&& f) {
+  using Y = std::true_type;
+  using N = std::false_type;
+  if (!ta && !tb) f(N(), N());
+  else if (!ta && tb) f(N(), Y());
+  else if (ta && !tb) f(Y(), N());
+  else f(Y(), Y());
+}
+
 template <class Cfg, bool F32>
 void mma_tr(bool ta, bool tb, const Params& p, int splits) {
-  if (!ta && !tb) launch_mma<Cfg, false, false, F32>(p, splits);
-  else if (!ta && tb) launch_mma<Cfg, false, true, F32>(p, splits);
-  else if (ta && !tb) launch_mma<Cfg, true, false, F32>(p, splits);
-  else launch_mma<Cfg, true, true, F32>(p, splits);
+  with_transposes(ta, tb, [&](auto A, auto B) {
+    launch_mma<Cfg, decltype(A)::value, decltype(B)::value, F32>(p, splits);
+  });
 }
 
 void mma_path(bool small, bool f32, bool ta, bool tb, const Params& p, int splits) {
@@ -144,10 +156,9 @@ void launch_wgmma(const Params& p, int splits) {
 
 template <int BN, int S>
 void wgmma_tr(bool ta, bool tb, const Params& p, int splits) {
-  if (!ta && !tb) launch_wgmma<BN, S, false, false>(p, splits);
-  else if (!ta && tb) launch_wgmma<BN, S, false, true>(p, splits);
-  else if (ta && !tb) launch_wgmma<BN, S, true, false>(p, splits);
-  else launch_wgmma<BN, S, true, true>(p, splits);
+  with_transposes(ta, tb, [&](auto A, auto B) {
+    launch_wgmma<BN, S, decltype(A)::value, decltype(B)::value>(p, splits);
+  });
 }
 
 // Tile width: the widest of 64 / 128 / 256 that N fills and that still gives
@@ -203,7 +214,7 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const
   const int sms = device_sms(&major);
   bool wg = false;
 #if defined(NALA_SM90A)
-  wg = !f32 && !gather && alpha == 1.0f && g_force_path != 6 && major == 9 && K > 0 && p.vecA && p.vecB;
+  wg = !f32 && !gather && g_force_path != 6 && major == 9 && K > 0 && p.vecA && p.vecB;
 #endif
   NALA_CHECK(wg || g_force_path != 7, "gemm_bf16: the wgmma path needs an sm_90a build (CUDA_ARCH=90), an sm_90 GPU, "
              "bf16 operands, K > 0 and 16-byte aligned rows (leading dims multiples of 8)");

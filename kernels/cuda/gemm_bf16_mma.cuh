@@ -140,76 +140,59 @@ struct MmaCfg {
 using MmaBig = MmaCfg<4, 2, 2, 4>;
 using MmaSmall = MmaCfg<2, 2, 2, 2>;
 
-// One operand's BX x BK slice at (x0, k0) into shared memory S. KC: k is the
-// contiguous index in memory (X[x * ld + k]) and S is [BX][BK + 8]; otherwise
-// X[k * ld + x] and S is [BK][BX + 8]. 16-byte chunks, CH per thread.
+// Chunk i (of 8 consecutive elements) of this thread in one operand's BX x BK
+// slice at (x0, k0). KC: k is the contiguous index in memory (X[x * ld + k])
+// and the shared tile is [BX][BK + 8]; otherwise X[k * ld + x] and the tile
+// is [BK][BX + 8]. (outer, inner) is the chunk's place in the operand's
+// storage (outer = x or k, inner = k or x), omax and imax their bounds, at
+// the tile's offset.
+template <int BX, int BK, int THREADS, bool KC>
+struct Chunk {
+  int outer, inner, omax, imax, at;
+  __device__ __forceinline__ Chunk(int i, int x0, int xmax, int k0, int K) {
+    constexpr int CPR = KC ? BK / 8 : BX / 8;  // chunks per stored row
+    const int c = threadIdx.x + i * THREADS, row = c / CPR, col = (c % CPR) * 8;
+    outer = KC ? x0 + row : k0 + row, inner = KC ? k0 + col : x0 + col;
+    omax = KC ? xmax : K, imax = KC ? K : xmax;
+    at = row * (KC ? BK + 8 : BX + 8) + col;
+  }
+};
+
+// One operand's slice into shared memory S, 16-byte chunks.
 template <int BX, int BK, int THREADS, bool KC>
 __device__ __forceinline__ void load_slice(const bf16* X, int64_t ld, int x0, int xmax, int k0, int K, bool vec,
                                            bf16* S) {
-  constexpr int CPR = KC ? BK / 8 : BX / 8;  // chunks per stored row
 #pragma unroll
   for (int i = 0; i < BX * BK / 8 / THREADS; i++) {
-    const int c = threadIdx.x + i * THREADS;
-    const int row = c / CPR, col = (c % CPR) * 8;
-    // (outer, inner) in the operand's storage: outer = x or k, inner = k or x
-    const int outer = KC ? x0 + row : k0 + row, inner = KC ? k0 + col : x0 + col;
-    const int omax = KC ? xmax : K, imax = KC ? K : xmax;
-    bf16* dst = S + row * (KC ? BK + 8 : BX + 8) + col;
-    const bf16* src = X + (int64_t)outer * ld + inner;
-    if (outer >= omax || inner >= imax) {
+    const Chunk<BX, BK, THREADS, KC> ch(i, x0, xmax, k0, K);
+    bf16* dst = S + ch.at;
+    const bf16* src = X + (int64_t)ch.outer * ld + ch.inner;
+    if (ch.outer >= ch.omax || ch.inner >= ch.imax) {
       mma::cp_async16(dst, X, false);  // zero fill
-    } else if (vec && inner + 8 <= imax) {
+    } else if (vec && ch.inner + 8 <= ch.imax) {
       mma::cp_async16(dst, src, true);
     } else {
       alignas(16) bf16 v[8];
 #pragma unroll
-      for (int j = 0; j < 8; j++) v[j] = inner + j < imax ? src[j] : __float2bfloat16_rn(0.0f);
+      for (int j = 0; j < 8; j++) v[j] = ch.inner + j < ch.imax ? src[j] : __float2bfloat16_rn(0.0f);
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
     }
   }
 }
 
 // The float32 form of load_slice, in two halves: fetch_slice issues the
-// global loads of a thread's 8-element chunks into registers (guarded, zeros
-// outside the matrix; float4 pairs when rows are 16-byte aligned), and
-// store_slice rounds them to bf16 and writes each chunk with one 16-byte store.
-template <int BX, int BK, int THREADS, bool KC, int CH>
-__device__ __forceinline__ void fetch_slice(const float* X, int64_t ld, int x0, int xmax, int k0, int K, bool vec,
-                                            float (&v)[CH][8]) {
-  constexpr int CPR = KC ? BK / 8 : BX / 8;
+// global loads of a thread's chunks into registers (zeros outside the
+// operand), and store_slice rounds them to bf16 and writes each chunk with
+// one 16-byte store. load8(outer, inner, imax, v) reads one chunk inside the
+// operand's rows: a matrix (load8_rows) or an unfolded image batch
+// (gather_chunk, kernels/conv_gather.h).
+template <int BX, int BK, int THREADS, bool KC, int CH, class Load8>
+__device__ __forceinline__ void fetch_slice(Load8 load8, int x0, int xmax, int k0, int K, float (&v)[CH][8]) {
 #pragma unroll
   for (int i = 0; i < CH; i++) {
-    const int c = threadIdx.x + i * THREADS;
-    const int row = c / CPR, col = (c % CPR) * 8;
-    const int outer = KC ? x0 + row : k0 + row, inner = KC ? k0 + col : x0 + col;
-    const int omax = KC ? xmax : K, imax = KC ? K : xmax;
-    const float* src = X + (int64_t)outer * ld + inner;
-    if (outer < omax && vec && inner + 8 <= imax) {
-      const float4 a = __ldg(reinterpret_cast<const float4*>(src)), b = __ldg(reinterpret_cast<const float4*>(src) + 1);
-      v[i][0] = a.x, v[i][1] = a.y, v[i][2] = a.z, v[i][3] = a.w;
-      v[i][4] = b.x, v[i][5] = b.y, v[i][6] = b.z, v[i][7] = b.w;
-    } else {
-#pragma unroll
-      for (int j = 0; j < 8; j++) v[i][j] = outer < omax && inner + j < imax ? __ldg(src + j) : 0.0f;
-    }
-  }
-}
-// fetch_slice for an unfolded image batch (ConvGather, kernels/conv_gather.h):
-// the operand's element (outer, inner) is the unfolding's (row, column) in
-// both uses, the forward's A (rows x cols, KC) and the weight gradient's B
-// (k = rows, n = cols, not KC); each 8-column chunk is one gather_chunk.
-template <int BX, int BK, int THREADS, bool KC, int CH>
-__device__ __forceinline__ void fetch_gather(const float* X, const ConvGather& g, int x0, int xmax, int k0, int K,
-                                             float (&v)[CH][8]) {
-  constexpr int CPR = KC ? BK / 8 : BX / 8;
-#pragma unroll
-  for (int i = 0; i < CH; i++) {
-    const int c = threadIdx.x + i * THREADS;
-    const int row = c / CPR, col = (c % CPR) * 8;
-    const int outer = KC ? x0 + row : k0 + row, inner = KC ? k0 + col : x0 + col;
-    const int omax = KC ? xmax : K, imax = KC ? K : xmax;
-    if (outer < omax) {
-      gather_chunk(X, g, outer, inner, imax, v[i]);
+    const Chunk<BX, BK, THREADS, KC> ch(i, x0, xmax, k0, K);
+    if (ch.outer < ch.omax) {
+      load8(ch.outer, ch.inner, ch.imax, v[i]);
     } else {
 #pragma unroll
       for (int j = 0; j < 8; j++) v[i][j] = 0.0f;
@@ -217,19 +200,31 @@ __device__ __forceinline__ void fetch_gather(const float* X, const ConvGather& g
   }
 }
 
+// A chunk of a row-major float matrix: float4 pairs when rows are 16-byte
+// aligned (vec) and the chunk is whole, else element by element, zeros past imax.
+__device__ __forceinline__ void load8_rows(const float* X, int64_t ld, bool vec, int outer, int inner, int imax,
+                                           float (&v)[8]) {
+  const float* src = X + (int64_t)outer * ld + inner;
+  if (vec && inner + 8 <= imax) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(src)), b = __ldg(reinterpret_cast<const float4*>(src) + 1);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] = inner + j < imax ? __ldg(src + j) : 0.0f;
+  }
+}
+
 template <int BX, int BK, int THREADS, bool KC, int CH>
 __device__ __forceinline__ void store_slice(const float (&v)[CH][8], bf16* S) {
-  constexpr int CPR = KC ? BK / 8 : BX / 8;
 #pragma unroll
   for (int i = 0; i < CH; i++) {
-    const int c = threadIdx.x + i * THREADS;
-    const int row = c / CPR, col = (c % CPR) * 8;
+    const Chunk<BX, BK, THREADS, KC> ch(i, 0, 0, 0, 0);
     uint4 u;
     u.x = mma::bits(__floats2bfloat162_rn(v[i][0], v[i][1]));
     u.y = mma::bits(__floats2bfloat162_rn(v[i][2], v[i][3]));
     u.z = mma::bits(__floats2bfloat162_rn(v[i][4], v[i][5]));
     u.w = mma::bits(__floats2bfloat162_rn(v[i][6], v[i][7]));
-    *reinterpret_cast<uint4*>(S + row * (KC ? BK + 8 : BX + 8) + col) = u;
+    *reinterpret_cast<uint4*>(S + ch.at) = u;
   }
 }
 
@@ -267,14 +262,19 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::THREADS == 256 ? 2 : 4) gem
   float va[CA][8], vb[CB][8];  // F32: slices on their way
   auto fetch = [&](int kt) {
     if constexpr (F32) {
+      const int k0 = kbeg + kt * BK;
+      const auto rowsA = [&](int o, int i, int im, float(&v)[8]) { load8_rows(p.A32, p.lda, p.vecA, o, i, im, v); };
+      const auto rowsB = [&](int o, int i, int im, float(&v)[8]) { load8_rows(p.B32, p.ldb, p.vecB, o, i, im, v); };
+      const auto unfoldA = [&](int o, int i, int im, float(&v)[8]) { gather_chunk(p.A32, p.conv, o, i, im, v); };
+      const auto unfoldB = [&](int o, int i, int im, float(&v)[8]) { gather_chunk(p.B32, p.conv, o, i, im, v); };
       if constexpr (GATHER == 1)
-        fetch_gather<BM, BK, T, !TA>(p.A32, p.conv, m0, p.M, kbeg + kt * BK, kend, va);
+        fetch_slice<BM, BK, T, !TA>(unfoldA, m0, p.M, k0, kend, va);
       else
-        fetch_slice<BM, BK, T, !TA>(p.A32, p.lda, m0, p.M, kbeg + kt * BK, kend, p.vecA, va);
+        fetch_slice<BM, BK, T, !TA>(rowsA, m0, p.M, k0, kend, va);
       if constexpr (GATHER == 2)
-        fetch_gather<BN, BK, T, TB>(p.B32, p.conv, n0, p.N, kbeg + kt * BK, kend, vb);
+        fetch_slice<BN, BK, T, TB>(unfoldB, n0, p.N, k0, kend, vb);
       else
-        fetch_slice<BN, BK, T, TB>(p.B32, p.ldb, n0, p.N, kbeg + kt * BK, kend, p.vecB, vb);
+        fetch_slice<BN, BK, T, TB>(rowsB, n0, p.N, k0, kend, vb);
     }
   };
   auto store = [&](int s) {

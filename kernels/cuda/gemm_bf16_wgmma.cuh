@@ -191,7 +191,8 @@ __device__ __forceinline__ void epilogue_rows(const Params& p, int r, int c, con
 #pragma unroll
   for (int j = 0; j < BN / 8; j++) {
     if (c + 8 * j >= p.N) continue;
-    float a0 = d[4 * j], a1 = d[4 * j + 1], b0 = d[4 * j + 2], b1 = d[4 * j + 3];
+    const float al = p.alpha;
+    float a0 = al * d[4 * j], a1 = al * d[4 * j + 1], b0 = al * d[4 * j + 2], b1 = al * d[4 * j + 3];
     if (bias) {
       const float x0 = __ldg(p.bias + c + 8 * j), x1 = __ldg(p.bias + c + 8 * j + 1);
       a0 += x0, a1 += x1, b0 += x0, b1 += x1;
