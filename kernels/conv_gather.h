@@ -17,24 +17,29 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/fastdiv.h"  // NALA_HOST_DEVICE
+#include "kernels/fastdiv.h"
 
 namespace nala {
 
 struct ConvGather {
   int H, W, Ci, Ho, Wo, k, stride, pad, rows, cols;  // rows = B Ho Wo, cols = k k Ci
   bool vec;  // x 16-byte aligned: with Ci % 8 == 0, a chunk is two 16-byte loads
+  FastDiv by_per, by_Wo, by_Ci, by_k;  // division by Ho Wo, Wo, Ci, k: the index math is most of a chunk's work
+  ConvGather() = default;
+  ConvGather(int H_, int W_, int Ci_, int Ho_, int Wo_, int k_, int stride_, int pad_, int rows_, int cols_, bool vec_)
+      : H(H_), W(W_), Ci(Ci_), Ho(Ho_), Wo(Wo_), k(k_), stride(stride_), pad(pad_), rows(rows_), cols(cols_),
+        vec(vec_), by_per((int64_t)Ho_ * Wo_), by_Wo(Wo_), by_Ci(Ci_), by_k(k_) {}
 };
 
 // v[j] = unfold(r, q0 + j) for j < 8, 0 at columns >= qmax; r < rows, q0 a
 // multiple of 8.
 NALA_HOST_DEVICE inline void gather_chunk(const float* x, const ConvGather& g, int r, int q0, int qmax,
                                           float (&v)[8]) {
-  const int per = g.Ho * g.Wo, b = r / per, rem = r - b * per, ho = rem / g.Wo, wo = rem - ho * g.Wo;
+  const int b = g.by_per(r), rem = r - b * g.Ho * g.Wo, ho = g.by_Wo(rem), wo = rem - ho * g.Wo;
   const int h0 = ho * g.stride - g.pad, w0 = wo * g.stride - g.pad;
   const float* xb = x + (int64_t)b * g.H * g.W * g.Ci;
-  const int t = q0 / g.Ci;
-  int ci = q0 - t * g.Ci, ky = t / g.k, kx = t - ky * g.k;
+  const int t = g.by_Ci(q0);
+  int ci = q0 - t * g.Ci, ky = g.by_k(t), kx = t - ky * g.k;
   if (g.Ci % 8 == 0 && q0 + 8 <= qmax) {  // one tap, channels ci .. ci + 7 of one pixel
     const int h = h0 + ky, w = w0 + kx;
     if (h < 0 || h >= g.H || w < 0 || w >= g.W) {

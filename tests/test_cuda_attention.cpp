@@ -19,7 +19,10 @@
 #include "tests/cuda_harness.h"
 #include "tests/golden_init.h"
 #ifdef NALA_CUDA
+#include <cuda_bf16.h>
+
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_softmax_tc.h"
 #include "kernels/cuda/rope.h"
 #endif
 
@@ -361,6 +364,110 @@ TEST_CASE("cuda: softmax_attention forward and grads against the CPU", "[cuda][a
     REQUIRE_CLOSE(lg.to(Device::CPU), lse, 1e-4, 1e-5);
 #endif
   }
+}
+
+// The tensor-core path of --precision bf16 (kernels/cuda/attention_softmax_tc.cu)
+// rounds rope(q), rope(k), v and the output gradient to bf16, and the softmax
+// weights and score gradients on their way into the second products. Its
+// reference: the float32 CPU kernels on the same rounded operands (q' =
+// rope^T(bf16(rope(q))), so that rope(q') is the rounded rope(q) to float32
+// rounding), which leaves the rounding of P and dS (2^-9 of each weight) and
+// the accumulation order to tolerate: 1% of the largest reference value per
+// element, and 0.5% relative L2 over each tensor. A missing mask, scale or
+// RoPE transpose is off by tens of percent.
+TEST_CASE("cuda: softmax_attention on tensor cores (bf16) against the CPU on the rounded operands",
+          "[cuda][attention][bf16]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(2611);
+  struct Case {
+    int64_t B, h, H, W, d;
+  };
+  auto r16 = [](std::vector<float> x) {
+    for (float& e : x) e = __bfloat162float(__float2bfloat16_rn(e));
+    return x;
+  };
+  auto scaled_close = [](const std::vector<float>& got, const std::vector<float>& ref, const char* name) {
+    double amax = 0, e2 = 0, r2 = 0, worst = 0;
+    for (size_t i = 0; i < ref.size(); i++) amax = std::max(amax, (double)std::fabs(ref[i]));
+    for (size_t i = 0; i < ref.size(); i++) {
+      const double e = (double)got[i] - ref[i];
+      worst = std::max(worst, std::isnan(e) ? INFINITY : std::fabs(e));
+      e2 += e * e, r2 += (double)ref[i] * ref[i];
+    }
+    INFO(name << ": worst error " << worst << " (largest |ref| " << amax << "), relative L2 "
+              << std::sqrt(e2 / std::max(r2, 1e-30)));
+    REQUIRE(worst <= 1e-2 * amax);
+    REQUIRE(std::sqrt(e2) <= 5e-3 * std::sqrt(r2));
+  };
+  // N = 49, 196 (xt's stages 3 and 2), 15, 135 (three key tiles, the last partial), 1, 256 (whole tiles)
+  for (Case cs : {Case{2, 3, 7, 7, 32}, Case{1, 2, 14, 14, 32}, Case{2, 1, 3, 5, 16}, Case{1, 2, 9, 15, 64},
+                  Case{2, 1, 1, 1, 64}, Case{1, 1, 16, 16, 64}}) {
+    const int64_t G = cs.B * cs.h, N = cs.H * cs.W, d = cs.d, n = G * N * d;
+    INFO("(G, N, d) = (" << G << ", " << N << ", " << d << "), H " << cs.H << " W " << cs.W);
+    REQUIRE(cuda::softmax_attention_tc_supported(d));
+    const Shape s = {G, N, d};
+    Tensor q = randn(s, rng, 1.5f), k = randn(s, rng, 1.5f), v = randn(s, rng), go = randn(s, rng);
+    // the rounded operands, rotated back
+    std::vector<float> rq(n), rk(n), q1(n), k1(n);
+    cpu::rope2d_forward(q.f32(), rq.data(), G, cs.H, cs.W, d);
+    cpu::rope2d_forward(k.f32(), rk.data(), G, cs.H, cs.W, d);
+    rq = r16(rq), rk = r16(rk);
+    cpu::rope2d_backward(rq.data(), q1.data(), G, cs.H, cs.W, d);
+    cpu::rope2d_backward(rk.data(), k1.data(), G, cs.H, cs.W, d);
+    const std::vector<float> v1 = r16(v.to_vector()), go1 = r16(go.to_vector());
+    std::vector<float> o(n), lse(G * N), dq(n), dk(n), dv(n);
+    cpu::softmax_attention_forward(q1.data(), k1.data(), v1.data(), o.data(), lse.data(), G, cs.H, cs.W, d);
+    cpu::softmax_attention_backward(q1.data(), k1.data(), v1.data(), o.data(), lse.data(), go1.data(), dq.data(),
+                                    dk.data(), dv.data(), G, cs.H, cs.W, d);
+
+    Tensor qg = q.to(Device::CUDA), kg = k.to(Device::CUDA), vg = v.to(Device::CUDA), gg = go.to(Device::CUDA);
+    auto dev = [&](const Shape& sh) { return Tensor::empty(sh, DType::F32, Device::CUDA); };
+    Tensor og = dev(s), lg = dev({G, N}), dqg = dev(s), dkg = dev(s), dvg = dev(s);
+    std::vector<float> first[5];
+    for (int run = 0; run < 2; run++) {
+      Bf16Products bf16;  // the public entry points take the tensor-core path
+      cuda::softmax_attention_forward(qg.f32(), kg.f32(), vg.f32(), og.f32(), lg.f32(), G, cs.H, cs.W, d);
+      cuda::softmax_attention_backward(qg.f32(), kg.f32(), vg.f32(), og.f32(), lg.f32(), gg.f32(), dqg.f32(),
+                                       dkg.f32(), dvg.f32(), G, cs.H, cs.W, d);
+      const std::vector<float> got[5] = {og.to(Device::CPU).to_vector(), lg.to(Device::CPU).to_vector(),
+                                         dqg.to(Device::CPU).to_vector(), dkg.to(Device::CPU).to_vector(),
+                                         dvg.to(Device::CPU).to_vector()};
+      if (run == 1) {
+        INFO("a second run gives the same bits");
+        for (int i = 0; i < 5; i++) REQUIRE(bit_equal(got[i], first[i]));
+        break;
+      }
+      for (int i = 0; i < 5; i++) first[i] = got[i];
+      scaled_close(got[0], o, "o");
+      REQUIRE_CLOSE(got[1], lse, 1e-4, 1e-4);  // scores from the same rounded operands: float32 close
+      scaled_close(got[2], dq, "dq");
+      scaled_close(got[3], dk, "dk");
+      scaled_close(got[4], dv, "dv");
+    }
+    // the direct call is the same kernel; float32 products take the float32 kernels (other bits)
+    cuda::softmax_attention_forward_tc(qg.f32(), kg.f32(), vg.f32(), og.f32(), lg.f32(), G, cs.H, cs.W, d);
+    REQUIRE(bit_equal(og.to(Device::CPU).to_vector(), first[0]));
+    cuda::softmax_attention_forward(qg.f32(), kg.f32(), vg.f32(), og.f32(), lg.f32(), G, cs.H, cs.W, d);
+    REQUIRE(!bit_equal(og.to(Device::CPU).to_vector(), first[0]));
+  }
+  // head dims without a tensor-core kernel keep the float32 kernels in bf16 mode
+  for (int64_t d : {8, 36, 128}) {
+    INFO("d = " << d);
+    REQUIRE(!cuda::softmax_attention_tc_supported(d));
+    const Shape s = {2, 35, d};
+    Tensor q = randn(s, rng), k = randn(s, rng), v = randn(s, rng);
+    Tensor qg = q.to(Device::CUDA), kg = k.to(Device::CUDA), vg = v.to(Device::CUDA);
+    Tensor o32 = Tensor::empty(s, DType::F32, Device::CUDA), o16 = Tensor::empty(s, DType::F32, Device::CUDA);
+    Tensor lg = Tensor::empty({2, 35}, DType::F32, Device::CUDA);
+    cuda::softmax_attention_forward(qg.f32(), kg.f32(), vg.f32(), o32.f32(), lg.f32(), 2, 5, 7, d);
+    {
+      Bf16Products bf16;
+      cuda::softmax_attention_forward(qg.f32(), kg.f32(), vg.f32(), o16.f32(), lg.f32(), 2, 5, 7, d);
+    }
+    REQUIRE(bit_equal(o16.to(Device::CPU).to_vector(), o32.to(Device::CPU).to_vector()));
+  }
+#endif
 }
 
 TEST_CASE("cuda: attention kernels reject a head dim above 128", "[cuda][attention]") {

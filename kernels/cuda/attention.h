@@ -9,7 +9,9 @@
 // the production path for the other head dims and the kernel lab's "fused"
 // step before the tensor cores: kernels/lab/nala_attention_cuda.cu).
 // Softmax: kernels/cuda/attention_softmax.cu (the lab's online version:
-// kernels/lab/softmax_attention_cuda.cu).
+// kernels/lab/softmax_attention_cuda.cu); with bf16 products on
+// (--precision bf16) and d = 16, 32, 64, the tensor-core kernels of
+// kernels/cuda/attention_softmax_tc.cu.
 #pragma once
 #include <cstdint>
 

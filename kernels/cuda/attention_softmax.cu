@@ -23,11 +23,15 @@
 // Dl_i = go_i . o_i, P_ij = exp(s_ij - lse_i), dS_ij = P_ij (go_i . v_j - Dl_i) / sqrt(D);
 // dq = rope^T(sum_j dS_ij rk_j); dk = rope^T(sum_i dS_ij rq_i), dv = sum_i P_ij go_i.
 // Every sum runs in a fixed order: results are deterministic.
+// With bf16 products on (--precision bf16) and head dim 16, 32 or 64, both
+// entry points take the tensor-core kernels of attention_softmax_tc.cu instead.
 #include <algorithm>
 #include <cmath>
 
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_softmax_tc.h"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/matmul.h"
 #include "kernels/cuda/rope.h"
 #include "tensor/tensor.h"
 
@@ -376,6 +380,8 @@ void softmax_attention_forward(const float* q, const float* k, const float* v, f
   const int64_t N = H * W;
   check_dims(op, G, N, D);
   if (G == 0 || N == 0) return;
+  if (gemm_bf16_mode() && softmax_attention_tc_supported(D))
+    return softmax_attention_forward_tc(q, k, v, o, lse, G, H, W, D);
   const RopeTab rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
   const int nrb = (int)((N + kRows - 1) / kRows);
   const size_t smem = (size_t)(kRows * D + 2 * kKT * tile_ld((int)D) + kWarps * kRPW * kKT) * sizeof(float);
@@ -392,6 +398,8 @@ void softmax_attention_backward(const float* q, const float* k, const float* v, 
   const int64_t N = H * W;
   check_dims(op, G, N, D);
   if (G == 0 || N == 0) return;
+  if (gemm_bf16_mode() && softmax_attention_tc_supported(D))
+    return softmax_attention_backward_tc(q, k, v, o, lse, gout, dq, dk, dv, G, H, W, D);
   const float scale = 1.0f / std::sqrt((float)D);
   const RopeTab rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
   Tensor dl = Tensor::empty({G, N}, DType::F32, Device::CUDA);

@@ -292,11 +292,8 @@ ConvGather conv_gather(const float* x, int64_t B, int64_t H, int64_t W, int64_t 
   NALA_CHECK(k > 0 && stride > 0 && pad >= 0, op, ": kernel ", k, ", stride ", stride, ", padding ", pad);
   const int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
   NALA_CHECK(conv_fits_int(B, H, W, Ci, k, stride, pad), op, ": sizes out of range for the implicit GEMM");
-  ConvGather g;
-  g.H = (int)H, g.W = (int)W, g.Ci = (int)Ci, g.Ho = (int)Ho, g.Wo = (int)Wo, g.k = (int)k;
-  g.stride = (int)stride, g.pad = (int)pad, g.rows = (int)(B * Ho * Wo), g.cols = (int)(Ci * k * k);
-  g.vec = aligned(x, 16);
-  return g;
+  return ConvGather((int)H, (int)W, (int)Ci, (int)Ho, (int)Wo, (int)k, (int)stride, (int)pad, (int)(B * Ho * Wo),
+                    (int)(Ci * k * k), aligned(x, 16));
 }
 }  // namespace
 

@@ -13,7 +13,7 @@
 //     several key tiles: N = 13 x 11 at D = 32, N = 9 x 15 at D = 128 with zero rows;
 //     --size S: G = 16, H = W = S, D = 64 (docs/kernels.md times S = 28: N = 784)
 //
-// Versions (forward 1-2 and 5, backward 3-4):
+// Versions (forward 1-2 and 5, backward 3-4 and 6):
 //   1  forward, naive    rope, the N x N scores to memory, a softmax pass per row, o = P V
 //   2  forward, online   cuda::softmax_attention_forward (kernels/cuda/attention_softmax.cu):
 //                        key tiles in shared memory, a running max and sum per row, nothing N x N
@@ -23,6 +23,10 @@
 //      cores             mma.sync (FlashAttention-2's forward): sm_80 and later, D = 16, 32, 64,
 //                        128 (another D runs version 2, and the problem line says so); checked
 //                        against the same math in double on its bf16-rounded operands
+//   6  backward, tensor  FlashAttention-2's backward on the same operands, dq and dk/dv
+//      cores             kernels (D = 16, 32, 64; another D runs version 4); versions 5 and 6
+//                        are the production kernels of --precision bf16
+//                        (kernels/cuda/attention_softmax_tc.cu)
 // GFLOP/s count the four (forward: q k^T, P v) and ten (backward) N^2 D
 // products; GB/s the least traffic (forward q, k, v read, o and lse written;
 // backward q, k, v, o, dO, lse read, dq, dk, dv written). At these sizes the
@@ -38,7 +42,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cuda/attention.h"
-#include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/attention_softmax_tc.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/lab/lab_cuda.cuh"
 
@@ -120,11 +124,13 @@ __global__ void v3_mm(const float* M, const float* x, float* y, int G, int N, in
 }
 
 // ---- 5. forward on tensor cores (FlashAttention-2's forward, bf16 in,
-// float32 accumulate). Versions 2 and 4 spend a scalar FMA per product; an
-// mma.sync m16n8k16 does 2048 of them in one warp instruction. First q and k
-// are rotated and q, k, v rounded to bf16 (v5_rope_bf16, one pass). Then a
-// block of 4 warps owns 64 queries, a warp 16 of them (its A fragments of
-// rq, held in registers for the whole run), and walks the keys 64 at a time:
+// float32 accumulate): the production kernels of
+// kernels/cuda/attention_softmax_tc.cu, which `--precision bf16` runs.
+// Versions 2 and 4 spend a scalar FMA per product; an mma.sync m16n8k16 does
+// 2048 of them in one warp instruction. First q and k are rotated and q, k, v
+// rounded to bf16 (cuda::softmax_rope_bf16, one pass). Then a block of 4 warps
+// owns 64 queries, a warp 16 of them (its A fragments of rq, held in
+// registers for the whole run), and walks the keys 64 at a time:
 //   S (16 x 64) = rq rk^T      D/16 x 8 mma.sync, rk tile read by ldmatrix
 //   online softmax on S        in float32 registers: a lane holds rows g and
 //                              g + 8 (lane = 4 g + t), so a row's max is a
@@ -137,204 +143,25 @@ __global__ void v3_mm(const float* M, const float* x, float* y, int G, int N, in
 // flight while tile t is used. Shared rows are D + 8 bf16 (16 bytes more
 // than a row): the 8 rows an ldmatrix reads fall in 8 different bank groups.
 // Keys past N are zero-filled and their scores set to -inf before the max;
-// query rows past N compute on zeros and are not written. The l of a lane
-// sums only its own columns (the rescaling factor is the same across the
-// quad) and is summed over the quad once, at the end.
+// query rows past N compute on zeros and are not written.
 // Rounding q, k, v and P to bf16 (8 significant bits) costs accuracy:
 // about 1e-2 relative on o, so it is checked with its own, wider tolerance.
-// Head dims 16, 32, 64 and 128 (a template each); at another D the version
-// runs version 2 and says so.
-__global__ void v5_rope_bf16(const float2* __restrict__ q, const float2* __restrict__ k,
-                             const float2* __restrict__ v, const float2* __restrict__ tab,
-                             __nv_bfloat162* __restrict__ rq, __nv_bfloat162* __restrict__ rk,
-                             __nv_bfloat162* __restrict__ bv, int64_t pairs, int N, int H, int W, int D) {
-  const int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (id >= pairs) return;
-  // pair id holds features e, e + 1 of token n; its (cos, sin) as cuda::rope_pair_table_device lays them out
-  const int half = D / 2, e = 2 * (int)(id % half), n = (int)(id / half % N), Q = D / 4;
-  const float2 cs = __ldg(e < half ? tab + (n / W) * Q + e / 2 : tab + (H + n % W) * Q + (e - half) / 2);
-  const float2 a = q[id], b = k[id];
-  rq[id] = __floats2bfloat162_rn(a.x * cs.x - a.y * cs.y, a.y * cs.x + a.x * cs.y);
-  rk[id] = __floats2bfloat162_rn(b.x * cs.x - b.y * cs.y, b.y * cs.x + b.x * cs.y);
-  bv[id] = __float22bfloat162_rn(v[id]);
-}
-
-constexpr int kTcWarps = 4;                // warps per block
-constexpr int kTcRows = 16 * kTcWarps;     // queries per block, 16 per warp
-constexpr int kTcKeys = 64;                // keys per staged tile
-constexpr float kLn2 = 0.693147180559945f;
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  return cuda::mma::bits(__floats2bfloat162_rn(lo, hi));
-}
-__device__ __forceinline__ uint32_t ld_u32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
-
-template <int D>
-__global__ void __launch_bounds__(kTcWarps * 32)
-    v5_flash_tc(const __nv_bfloat16* __restrict__ rq, const __nv_bfloat16* __restrict__ rk,
-                const __nv_bfloat16* __restrict__ bv, float* __restrict__ o, float* __restrict__ lse, int N, int nrb,
-                float scale_log2) {
-  namespace mma = cuda::mma;
-  constexpr int LS = D + 8;        // shared row stride, elements
-  constexpr int KS = D / 16;       // k steps of S = rq rk^T
-  constexpr int NT = kTcKeys / 8;  // 8-key column tiles of S
-  constexpr int DT = D / 8;        // 8-column tiles of O
-  constexpr int CH = D / 8;        // 16-byte chunks per row
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  __nv_bfloat16* sk = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [2][kTcKeys][LS]
-  __nv_bfloat16* sv = sk + 2 * kTcKeys * LS;                         // [2][kTcKeys][LS]
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int64_t b = blockIdx.x / nrb;
-  const int r0 = (blockIdx.x % nrb) * kTcRows + warp * 16 + g, r1 = r0 + 8;  // this lane's two query rows
-  const __nv_bfloat16 *qb = rq + b * N * D, *kb = rk + b * N * D, *vb = bv + b * N * D;
-
-  auto load_tile = [&](int j0, int st) {  // keys [j0, j0 + kTcKeys) into buffer st, zeros past N
-    for (int idx = threadIdx.x; idx < kTcKeys * CH; idx += kTcWarps * 32) {
-      const int r = idx / CH, c = idx % CH * 8;
-      const bool ok = j0 + r < N;
-      const int64_t at = ok ? (int64_t)(j0 + r) * D + c : 0;
-      mma::cp_async16(sk + (st * kTcKeys + r) * LS + c, kb + at, ok);
-      mma::cp_async16(sv + (st * kTcKeys + r) * LS + c, vb + at, ok);
-    }
-    mma::cp_async_commit();
-  };
-  const int ntiles = (N + kTcKeys - 1) / kTcKeys;
-  load_tile(0, 0);
-
-  // A fragments of the warp's 16 rq rows: a0 = (r0, 2t..), a1 = (r1, 2t..), a2, a3 the same 8 columns on.
-  uint32_t qf[KS][4];
-#pragma unroll
-  for (int ks = 0; ks < KS; ks++) {
-    const int c = 16 * ks + 2 * t;
-    qf[ks][0] = r0 < N ? ld_u32(qb + (int64_t)r0 * D + c) : 0u;
-    qf[ks][1] = r1 < N ? ld_u32(qb + (int64_t)r1 * D + c) : 0u;
-    qf[ks][2] = r0 < N ? ld_u32(qb + (int64_t)r0 * D + c + 8) : 0u;
-    qf[ks][3] = r1 < N ? ld_u32(qb + (int64_t)r1 * D + c + 8) : 0u;
-  }
-  // This lane's ldmatrix row addresses within a buffer (bytes). rk, plain: row (lane & 7) +
-  // 8 (lane >> 4), column 8 ((lane >> 3) & 1) gives b0, b1 of keys +0..7 in r[0], r[1] and of
-  // keys +8..15 in r[2], r[3]. v, transposed: row (lane & 15), column 8 (lane >> 4) gives
-  // b0, b1 of columns +0..7 in r[0], r[1] and of columns +8..15 in r[2], r[3].
-  const uint32_t lk = mma::smem_addr(sk + ((lane & 7) + 8 * (lane >> 4)) * LS + 8 * ((lane >> 3) & 1));
-  const uint32_t lv = mma::smem_addr(sv + (lane & 15) * LS + 8 * (lane >> 4));
-
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows r0, r1: max (log2 units), sum
-  float acc[DT][4];
-  mma::zero_acc(acc);
-  for (int it = 0; it < ntiles; it++) {
-    const int st = it & 1, j0 = it * kTcKeys;
-    if (it + 1 < ntiles) {
-      load_tile(j0 + kTcKeys, st ^ 1);  // the buffer tile it - 1 used: freed by the barrier below
-      mma::cp_async_wait<1>();
-    } else {
-      mma::cp_async_wait<0>();
-    }
-    __syncthreads();  // tile it has landed, for every thread's copies
-    const uint32_t buf = (uint32_t)(st * kTcKeys * LS * 2);
-
-    float s[NT][4];
-    mma::zero_acc(s);
-#pragma unroll
-    for (int ks = 0; ks < KS; ks++)
-#pragma unroll
-      for (int np = 0; np < NT / 2; np++) {
-        uint32_t r[4];
-        mma::ldsm_x4(r, lk + buf + (uint32_t)((16 * np * LS + 16 * ks) * 2));
-        mma::bf16_16816(s[2 * np], qf[ks], r[0], r[1]);
-        mma::bf16_16816(s[2 * np + 1], qf[ks], r[2], r[3]);
-      }
-
-    // s[nt][c] is row (c < 2 ? r0 : r1), key j0 + 8 nt + 2 t + (c & 1).
-    float mx[2] = {m[0], m[1]};
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-      for (int c = 0; c < 4; c++) {
-        s[nt][c] = j0 + 8 * nt + 2 * t + (c & 1) < N ? s[nt][c] * scale_log2 : -INFINITY;
-        mx[c >> 1] = fmaxf(mx[c >> 1], s[nt][c]);
-      }
-    float corr[2];
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      corr[h] = exp2f(m[h] - mx[h]);  // 0 on the first tile (key j0 < N: mx is finite)
-      m[h] = mx[h];
-      l[h] *= corr[h];
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-      for (int c = 0; c < 4; c++) {
-        s[nt][c] = exp2f(s[nt][c] - m[c >> 1]);
-        l[c >> 1] += s[nt][c];
-      }
-#pragma unroll
-    for (int dt = 0; dt < DT; dt++) {
-      acc[dt][0] *= corr[0], acc[dt][1] *= corr[0];
-      acc[dt][2] *= corr[1], acc[dt][3] *= corr[1];
-    }
-
-#pragma unroll
-    for (int kk = 0; kk < kTcKeys / 16; kk++) {
-      // keys 16 kk .. +15: C tiles 2 kk (columns 0..7) and 2 kk + 1 (8..15) as one A fragment
-      const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                             pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int dp = 0; dp < D / 16; dp++) {
-        uint32_t r[4];
-        mma::ldsm_x4_trans(r, lv + buf + (uint32_t)((16 * kk * LS + 16 * dp) * 2));
-        mma::bf16_16816(acc[2 * dp], a, r[0], r[1]);
-        mma::bf16_16816(acc[2 * dp + 1], a, r[2], r[3]);
-      }
-    }
-    __syncthreads();  // every warp is done with buffer st before it is refilled
-  }
-
-#pragma unroll
-  for (int h = 0; h < 2; h++) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
-  const float inv0 = 1.0f / l[0], inv1 = 1.0f / l[1];
-  float* ob = o + b * N * D;
-#pragma unroll
-  for (int dt = 0; dt < DT; dt++) {
-    const int c = 8 * dt + 2 * t;
-    if (r0 < N) *reinterpret_cast<float2*>(ob + (int64_t)r0 * D + c) = make_float2(acc[dt][0] * inv0, acc[dt][1] * inv0);
-    if (r1 < N) *reinterpret_cast<float2*>(ob + (int64_t)r1 * D + c) = make_float2(acc[dt][2] * inv1, acc[dt][3] * inv1);
-  }
-  if (t == 0) {  // lse = ln(sum_j exp(s_ij)) = (m + log2 l) ln 2, m in log2 units
-    if (r0 < N) lse[b * N + r0] = (m[0] + log2f(l[0])) * kLn2;
-    if (r1 < N) lse[b * N + r1] = (m[1] + log2f(l[1])) * kLn2;
-  }
-}
-
-bool v5_supported(int64_t D) { return D == 16 || D == 32 || D == 64 || D == 128; }
-
-template <int D>
-void v5_launch(const __nv_bfloat16* rq, const __nv_bfloat16* rk, const __nv_bfloat16* bv, float* o, float* lse,
-               int64_t G, int64_t N) {
-  if (G == 0 || N == 0) return;  // no blocks to launch
-  const int nrb = (int)((N + kTcRows - 1) / kTcRows);
-  const int smem = 2 * 2 * kTcKeys * (D + 8) * (int)sizeof(__nv_bfloat16);  // k and v, two buffers each
-  static bool sized = false;  // above 48 KiB (D = 128) the kernel must ask for it, once
-  if (!sized) LAB_CUDA(cudaFuncSetAttribute(v5_flash_tc<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  sized = true;
-  const float scale_log2 = 1.4426950408889634f / std::sqrt((float)D);  // log2(e) / sqrt(D)
-  v5_flash_tc<D><<<(unsigned)(G * nrb), kTcWarps * 32, smem>>>(rq, rk, bv, o, lse, (int)N, nrb, scale_log2);
-}
-void v5_forward(const __nv_bfloat16* rq, const __nv_bfloat16* rk, const __nv_bfloat16* bv, float* o, float* lse,
-                int64_t G, int64_t N, int64_t D) {
-  switch (D) {
-    case 16: return v5_launch<16>(rq, rk, bv, o, lse, G, N);
-    case 32: return v5_launch<32>(rq, rk, bv, o, lse, G, N);
-    case 64: return v5_launch<64>(rq, rk, bv, o, lse, G, N);
-    case 128: return v5_launch<128>(rq, rk, bv, o, lse, G, N);
-    default: lab::cuda_fail("v5_forward", __FILE__, __LINE__, "head dim not 16, 32, 64 or 128");
-  }
-}
+// Head dims 16, 32, 64 and 128; at another D the version runs version 2 and
+// says so.
+//
+// ---- 6. backward on tensor cores (FlashAttention-2's backward):
+// cuda::softmax_attention_backward_tc. The same first pass, and dO rounded
+// to bf16 with Dl = dO . o (float32) in a second; then two kernels that
+// recompute the scores tile by tile from lse, as version 4 does:
+//   dq     a warp owns 16 queries: S = Q K^T and dP = dO V^T (two products
+//          from A fragments in registers), dS = P (dP - Dl) / sqrt(D) in
+//          registers, dQ += dS K with dS's accumulators as A fragments
+//   dk, dv a warp owns 16 keys: S^T = K Q^T, P^T; dV += P^T dO; dP^T = V
+//          dO^T, dS^T; dK += dS^T Q
+// (no atomics: dq and dk/dv are separate passes, every sum in a fixed
+// order). The RoPE transpose of dq and dk is applied to the accumulators as
+// they are stored. Head dims 16, 32, 64 (another D runs version 4).
+bool v5_supported(int64_t D) { return cuda::softmax_attention_tc_supported(D) || D == 128; }
 
 std::vector<float> to_float(const std::vector<__nv_bfloat16>& x) {
   std::vector<float> y(x.size());
@@ -369,6 +196,58 @@ void reference_bf16(const std::vector<__nv_bfloat16>& rq16, const std::vector<__
     for (int64_t c = 0; c < D; c++) o[r * D + c] = (float)(acc[c] / l);
     lse[r] = (float)(m + std::log(l));
   }
+}
+
+// Version 6's reference, in double on the same operands: rq, rk, v and the
+// rounded go16 as version 6 rounds them, o and lse of version 5's reference
+// (the scores of the rounded operands), Dl = go . o with go unrounded (as
+// version 6 makes it); dq and dk through the RoPE transpose of cpu::rope2d_backward.
+void reference_bf16_backward(const std::vector<__nv_bfloat16>& rq16, const std::vector<__nv_bfloat16>& rk16,
+                             const std::vector<__nv_bfloat16>& v16, const std::vector<float>& go,
+                             const std::vector<float>& o, const std::vector<float>& lse, std::vector<float>& dq,
+                             std::vector<float>& dk, std::vector<float>& dv, int64_t G, int64_t H, int64_t W,
+                             int64_t D) {
+  const int64_t N = H * W, n = G * N * D;
+  const std::vector<float> rq = to_float(rq16), rk = to_float(rk16), v = to_float(v16);
+  std::vector<float> go16(go.size());
+  for (size_t i = 0; i < go.size(); i++) go16[i] = __bfloat162float(__float2bfloat16_rn(go[i]));
+  std::vector<float> drq(n), drk(n);
+  dv.assign(n, 0.0f);
+  const double scale = 1.0 / std::sqrt((double)D);
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < G; g++) {
+    const int64_t b = g * N;
+    std::vector<double> aq((size_t)(N * D), 0.0), ak((size_t)(N * D), 0.0), av((size_t)(N * D), 0.0);
+    for (int64_t i = 0; i < N; i++) {
+      double dl = 0.0;
+      for (int64_t c = 0; c < D; c++) dl += (double)go[(b + i) * D + c] * o[(b + i) * D + c];
+      for (int64_t j = 0; j < N; j++) {
+        double s = 0.0, dp = 0.0;
+        for (int64_t c = 0; c < D; c++) {
+          s += (double)rq[(b + i) * D + c] * rk[(b + j) * D + c];
+          dp += (double)go16[(b + i) * D + c] * v[(b + j) * D + c];
+        }
+        const double p = std::exp(s * scale - lse[b + i]), ds = p * (dp - dl) * scale;
+        for (int64_t c = 0; c < D; c++) {
+          aq[i * D + c] += ds * rk[(b + j) * D + c];
+          ak[j * D + c] += ds * rq[(b + i) * D + c];
+          av[j * D + c] += p * go16[(b + i) * D + c];
+        }
+      }
+    }
+    for (int64_t e = 0; e < N * D; e++)
+      drq[b * D + e] = (float)aq[e], drk[b * D + e] = (float)ak[e], dv[b * D + e] = (float)av[e];
+  }
+  dq.resize(n), dk.resize(n);
+  cpu::rope2d_backward(drq.data(), dq.data(), G, H, W, D);
+  cpu::rope2d_backward(drk.data(), dk.data(), G, H, W, D);
+}
+
+// atol for a bf16 version: a fraction of the reference's largest magnitude.
+double scaled_atol(const std::vector<float>& ref, double frac) {
+  double m = 0.0;
+  for (float x : ref) m = std::max(m, (double)std::fabs(x));
+  return frac * m;
 }
 
 struct Config {
@@ -430,23 +309,20 @@ int run_config(const Config& cf, const lab::Options& opt) {
 
   // Version 5 rounds rope(q), rope(k) and v to bf16, as gemm_cuda's bf16 versions round A
   // and B; its reference is the same math, in double, on those rounded operands (the ones
-  // v5_rope_bf16 made in a first run: it is deterministic), so what is left to tolerate is
+  // cuda::softmax_rope_bf16 made in a first run: it is deterministic), so what is left to tolerate is
   // P rounded to bf16 (2^-9 of each weight) and float accumulation: o to 4e-3 + 1e-2 |o|,
   // lse as tightly as the float versions. The operands themselves are held to the CPU's
   // rope (cpu::rope2d_forward) within bf16 rounding. (Against the float reference the bf16
   // scores alone would move lse by ~1e-2: a tolerance that hides a mask or scale error at
   // large N.) Skipped when version 5 does not run.
-  std::vector<float> rq_ref(n), rk_ref(n), o16_ref, lse16_ref;
-  lab::Task fwd16 = fwd;
+  std::vector<float> rq_ref(n), rk_ref(n), o16_ref, lse16_ref, dq16_ref, dk16_ref, dv16_ref;
+  lab::Task fwd16 = fwd, bwd16 = bwd;
   const bool tc_runs = tc && (opt.version == 0 || opt.version == 5);
-  if (tc_runs) {
+  const bool tc6 = cuda::softmax_attention_tc_supported(D), tc6_runs = tc6 && (opt.version == 0 || opt.version == 6);
+  if (tc_runs || tc6_runs) {
     cpu::rope2d_forward(qh.data(), rq_ref.data(), G, H, W, D);
     cpu::rope2d_forward(kh.data(), rk_ref.data(), G, H, W, D);
-    v5_rope_bf16<<<lab::blocks_for(n / 2, kBlock), kBlock>>>(
-        (const float2*)(float*)q, (const float2*)(float*)k, (const float2*)(float*)v,
-        (const float2*)cuda::rope_pair_table_device(H, W, D), (__nv_bfloat162*)(__nv_bfloat16*)hq,
-        (__nv_bfloat162*)(__nv_bfloat16*)hk, (__nv_bfloat162*)(__nv_bfloat16*)hv, n / 2, (int)N, (int)H, (int)W,
-        (int)D);
+    cuda::softmax_rope_bf16(q, k, v, hq, hk, hv, G, H, W, D);
     LAB_CUDA(cudaGetLastError());
     reference_bf16(hq.download(), hk.download(), hv.download(), o16_ref, lse16_ref, G, N, D);
     fwd16.check = [&] {
@@ -461,12 +337,26 @@ int run_config(const Config& cf, const lab::Options& opt) {
                                  lab::compare("lse", lg.data(), lse16_ref.data(), G * N, 1e-4, 1e-4)));
     };
   }
+  // Version 6 takes version 5's reference o and lse as its inputs; its reference is the
+  // same math in double (reference_bf16_backward). Left to tolerate: P and dS rounded to
+  // bf16 on their way into the second products, 1% of the largest |value| of each output.
+  lab::DeviceArray<float> o16_in(tc6_runs ? o16_ref : o_ref), lse16_in(tc6_runs ? lse16_ref : lse_ref);
+  if (tc6_runs) {
+    reference_bf16_backward(hq.download(), hk.download(), hv.download(), goh, o16_ref, lse16_ref, dq16_ref, dk16_ref,
+                            dv16_ref, G, H, W, D);
+    bwd16.check = [&] {
+      const auto a = dq.download(), b = dk.download(), c = dv.download();
+      return lab::both(lab::compare("dq", a.data(), dq16_ref.data(), n, scaled_atol(dq16_ref, 1e-2), 1e-2),
+                       lab::both(lab::compare("dk", b.data(), dk16_ref.data(), n, scaled_atol(dk16_ref, 1e-2), 1e-2),
+                                 lab::compare("dv", c.data(), dv16_ref.data(), n, scaled_atol(dv16_ref, 1e-2), 1e-2)));
+    };
+  }
 
-  const float *pq = q, *pk = k, *pv = v, *pgo = go, *poi = o_in, *plsei = lse_in;
+  const float *pq = q, *pk = k, *pv = v, *pgo = go, *poi = o_in, *plsei = lse_in, *po16 = o16_in,
+              *plse16 = lse16_in;
   float *po = o, *plse = lse, *pdq = dq, *pdk = dk, *pdv = dv, *prq = rq, *prk = rk, *pdl = dl, *pP = P, *pdS = dS;
   const int iG = (int)G, iN = (int)N, iD = (int)D;
   __nv_bfloat16 *phq = hq, *phk = hk, *phv = hv;
-  const float2* rope_tab = (const float2*)cuda::rope_pair_table_device(H, W, D);
   const int64_t NN = G * N * N;
   std::vector<lab::GpuVersion> vs = {
       {"fwd naive: N x N scores in memory", 0, lab::Unit::fp32, 0,
@@ -496,19 +386,23 @@ int run_config(const Config& cf, const lab::Options& opt) {
       {"fwd tensor cores: bf16 mma.sync, flash", tc ? 2 : 0, tc ? lab::Unit::bf16 : lab::Unit::fp32, 80,
        [=] {
          if (!tc) return cuda::softmax_attention_forward(pq, pk, pv, po, plse, G, H, W, D);  // version 2
-         v5_rope_bf16<<<lab::blocks_for(n / 2, kBlock), kBlock>>>((const float2*)pq, (const float2*)pk,
-                                                                  (const float2*)pv, rope_tab, (__nv_bfloat162*)phq,
-                                                                  (__nv_bfloat162*)phk, (__nv_bfloat162*)phv, n / 2,
-                                                                  iN, (int)H, (int)W, iD);
-         v5_forward(phq, phk, phv, po, plse, G, N, D);
+         cuda::softmax_rope_bf16(pq, pk, pv, phq, phk, phv, G, H, W, D);
+         cuda::softmax_flash_forward_bf16(phq, phk, phv, po, plse, G, N, D);
+       }},
+      {"bwd tensor cores: bf16 mma.sync, flash", tc6 ? 3 : 1, tc6 ? lab::Unit::bf16 : lab::Unit::fp32, 80,
+       [=] {
+         if (!tc6)  // version 4
+           return cuda::softmax_attention_backward(pq, pk, pv, poi, plsei, pgo, pdq, pdk, pdv, G, H, W, D);
+         cuda::softmax_attention_backward_tc(pq, pk, pv, po16, plse16, pgo, pdq, pdk, pdv, G, H, W, D);
        }},
   };
   char desc[200];
   std::snprintf(desc, sizeof desc, "softmax attention, G = %lld problems of N = %lld x %lld tokens, D = %lld%s%s",
                 (long long)G, (long long)H, (long long)W, (long long)D,
-                tc ? "" : " (version 5 has no kernel for this D: it runs version 2)",
+                tc6 ? "" : tc ? " (version 6 has no kernel for this D: it runs version 4)"
+                          : " (versions 5 and 6 have no kernel for this D: they run versions 2 and 4)",
                 cf.zero_rows ? ", zero rows in q, k, v" : "");
-  return lab::run_gpu("softmax_attention_cuda", desc, {fwd, bwd, fwd16}, vs, opt);
+  return lab::run_gpu("softmax_attention_cuda", desc, {fwd, bwd, fwd16, bwd16}, vs, opt);
 }
 
 }  // namespace
