@@ -373,7 +373,8 @@ TEST_CASE("cuda: softmax_attention forward and grads against the CPU", "[cuda][a
 // rope^T(bf16(rope(q))), so that rope(q') is the rounded rope(q) to float32
 // rounding), which leaves the rounding of P and dS (2^-9 of each weight) and
 // the accumulation order to tolerate: 1% of the largest reference value per
-// element, and 0.5% relative L2 over each tensor. A missing mask, scale or
+// element, and 0.5% relative L2 over each tensor (the backward's Dl takes the
+// rounded dO too, as dP does). A missing mask, scale or
 // RoPE transpose is off by tens of percent.
 TEST_CASE("cuda: softmax_attention on tensor cores (bf16) against the CPU on the rounded operands",
           "[cuda][attention][bf16]") {
@@ -397,8 +398,9 @@ TEST_CASE("cuda: softmax_attention on tensor cores (bf16) against the CPU on the
     }
     INFO(name << ": worst error " << worst << " (largest |ref| " << amax << "), relative L2 "
               << std::sqrt(e2 / std::max(r2, 1e-30)));
-    REQUIRE(worst <= 1e-2 * amax);
-    REQUIRE(std::sqrt(e2) <= 5e-3 * std::sqrt(r2));
+    // (+ 1e-4: one token's gradients are 0 up to float32 rounding)
+    REQUIRE(worst <= 1e-2 * amax + 1e-4);
+    REQUIRE(std::sqrt(e2) <= 5e-3 * std::sqrt(r2) + 1e-4 * std::sqrt((double)ref.size()));
   };
   // N = 49, 196 (xt's stages 3 and 2), 15, 135 (three key tiles, the last partial), 1, 256 (whole tiles)
   for (Case cs : {Case{2, 3, 7, 7, 32}, Case{1, 2, 14, 14, 32}, Case{2, 1, 3, 5, 16}, Case{1, 2, 9, 15, 64},

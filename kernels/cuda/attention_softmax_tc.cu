@@ -10,7 +10,7 @@
 //   dq = rope^T(dS rk), dk = rope^T(dS^T rq), dv = P^T dO
 //
 // A first pass rounds rope(q), rope(k), v (and in backward dO) to bf16 and
-// makes Dl. Then each kernel's block of 4 warps owns 64 rows of one problem,
+// makes Dl (from the rounded dO). Then each kernel's block of 4 warps owns 64 rows of one problem,
 // a warp 16 of them, held as mma A fragments in registers for the whole run;
 // the other side streams through shared memory 64 rows at a time by
 // cp.async, two buffers (tile t + 1 in flight while tile t is used):
@@ -78,7 +78,9 @@ __global__ void rope_bf16_kernel(const float2* __restrict__ q, const float2* __r
   bv[id] = __float22bfloat162_rn(v[id]);
 }
 
-// A warp per row: bgo = bf16(go), dl = go . o in float32 (lanes over feature pairs, D <= 64).
+// A warp per row: bgo = bf16(go), dl = bgo . o in float32 (lanes over feature pairs, D <= 64).
+// Dl takes the rounded dO that dP = dO V^T takes, so that dP - Dl cancels as
+// it does in exact arithmetic (one token: dS = 0).
 __global__ void go_bf16_dl_kernel(const float2* __restrict__ go, const float2* __restrict__ o,
                                   __nv_bfloat162* __restrict__ bgo, float* __restrict__ dl, int64_t rows, int D) {
   const int lane = threadIdx.x & 31, half = D / 2;
@@ -86,8 +88,9 @@ __global__ void go_bf16_dl_kernel(const float2* __restrict__ go, const float2* _
   if (r >= rows) return;
   float s = 0.0f;
   if (lane < half) {
-    const float2 a = go[r * half + lane], b = o[r * half + lane];
-    bgo[r * half + lane] = __float22bfloat162_rn(a);
+    const __nv_bfloat162 a16 = __float22bfloat162_rn(go[r * half + lane]);
+    const float2 a = __bfloat1622float2(a16), b = o[r * half + lane];
+    bgo[r * half + lane] = a16;
     s = a.x * b.x + a.y * b.y;
   }
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);

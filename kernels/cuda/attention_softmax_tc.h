@@ -9,7 +9,7 @@
 // gradient are rounded to bf16 (to nearest even) once, in a first pass; the
 // softmax weights P and the score gradients dS are rounded to bf16 on their
 // way into the second products; scores, the running max and sum, lse, Dl =
-// rowsum(dO o) and every accumulator stay float32. lse has the float32
+// rowsum(bf16(dO) o) and every accumulator stay float32. lse has the float32
 // kernels' meaning (log sum_j exp(s_ij) of this path's scores), so either
 // backward can follow either forward.
 //

@@ -40,26 +40,26 @@ static __global__ void dw_stencil_tiled(float* out, const float* x, const float*
                                  int64_t W, int64_t C, int k_rt, bool flip, int ntx, const float* add) {
   extern __shared__ float sm[];
   const int k = KS > 0 ? KS : k_rt, kk = k * k, p = k / 2;
-  const int TH = blockDim.y, tx = threadIdx.x, ty = threadIdx.y, tid = ty * kDwCh + tx, nthr = TH * kDwCh;
+  const int TH = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
   const int tw = kDwTW + k - 1, th = TH + k - 1;
   float* sx = sm;                     // (th, tw, 32)
   float* sw = sm + th * tw * kDwCh;   // (kk, 32)
-  const int64_t x0 = (int64_t)(blockIdx.x % ntx) * kDwTW, c0 = (int64_t)(blockIdx.x / ntx) * kDwCh;
-  const int64_t y0 = (int64_t)blockIdx.y * TH, b = blockIdx.z;
-  for (int e = tid; e < kk * kDwCh; e += nthr) {
-    const int t = e / kDwCh;
-    const int64_t cc = c0 + e % kDwCh;
-    sw[e] = cc < C ? w[cc * kk + (flip ? kk - 1 - t : t)] : 0.0f;
-  }
-  const float* xb = x + b * H * W * C;
-  for (int e = tid; e < th * tw * kDwCh; e += nthr) {
-    const int q = e / kDwCh, col = q % tw, row = q / tw;
-    const int64_t iy = y0 + row - p, ix = x0 + col - p, cc = c0 + e % kDwCh;
-    sx[e] = (iy >= 0 && iy < H && ix >= 0 && ix < W && cc < C) ? xb[(iy * W + ix) * C + cc] : 0.0f;
+  const int x0 = (int)(blockIdx.x % ntx) * kDwTW, c0 = (int)(blockIdx.x / ntx) * kDwCh;
+  const int y0 = (int)blockIdx.y * TH, Hi = (int)H, Wi = (int)W, Ci = (int)C;  // H W C < 2^31 (dw_stencil)
+  const int64_t b = blockIdx.z;
+  // Each thread loads its own channel (tx) of the tile's positions ty, ty + TH, ...: one
+  // division by the (compile-time) tile width and 32-bit index math per load.
+  const int cc = c0 + tx;
+  const bool cok = cc < Ci;
+  for (int t = ty; t < kk; t += TH) sw[t * kDwCh + tx] = cok ? __ldg(w + cc * kk + (flip ? kk - 1 - t : t)) : 0.0f;
+  const float* xb = x + b * H * W * C + cc;
+  for (int q = ty; q < th * tw; q += TH) {
+    const int row = q / tw, col = q - row * tw, iy = y0 + row - p, ix = x0 + col - p;
+    sx[q * kDwCh + tx] = (cok && iy >= 0 && iy < Hi && ix >= 0 && ix < Wi) ? __ldg(xb + (iy * Wi + ix) * Ci) : 0.0f;
   }
   __syncthreads();
-  const int64_t c = c0 + tx, y = y0 + ty;
-  if (c >= C || y >= H) return;
+  const int64_t c = cc, y = y0 + ty;
+  if (!cok || y >= H) return;
   float acc[kDwTW];
   const float bv = bias ? bias[c] : 0.0f;
 #pragma unroll
@@ -120,7 +120,8 @@ inline void dw_stencil(float* out, const float* x, const float* w, const float* 
   int TH = 8;
   while (TH > 1 && dw_smem_bytes(TH, (int)k) > kDwSmem) TH /= 2;
   const int64_t rows = (H + TH - 1) / TH, ntx = (W + kDwTW - 1) / kDwTW, ncb = (C + kDwCh - 1) / kDwCh;
-  if (dw_smem_bytes(TH, (int)k) > kDwSmem || rows > 65535 || B > 65535 || ntx * ncb > INT32_MAX) {
+  if (dw_smem_bytes(TH, (int)k) > kDwSmem || rows > 65535 || B > 65535 || ntx * ncb > INT32_MAX ||
+      H * W * C + (W + k) * C >= INT32_MAX) {  // the tiled kernel's 32-bit offsets within an image
     dw_stencil_direct<<<(unsigned)std::max<int64_t>(1, std::min<int64_t>((B * H * W * C + 255) / 256, 1 << 16)), 256>>>(out, x, w, bias, B, H, W, C, (int)k, flip, add);
     CUDA_CHECK_LAUNCH(op);
     return;

@@ -200,8 +200,8 @@ void reference_bf16(const std::vector<__nv_bfloat16>& rq16, const std::vector<__
 
 // Version 6's reference, in double on the same operands: rq, rk, v and the
 // rounded go16 as version 6 rounds them, o and lse of version 5's reference
-// (the scores of the rounded operands), Dl = go . o with go unrounded (as
-// version 6 makes it); dq and dk through the RoPE transpose of cpu::rope2d_backward.
+// (the scores of the rounded operands), Dl = go16 . o (as version 6 makes
+// it); dq and dk through the RoPE transpose of cpu::rope2d_backward.
 void reference_bf16_backward(const std::vector<__nv_bfloat16>& rq16, const std::vector<__nv_bfloat16>& rk16,
                              const std::vector<__nv_bfloat16>& v16, const std::vector<float>& go,
                              const std::vector<float>& o, const std::vector<float>& lse, std::vector<float>& dq,
@@ -220,7 +220,7 @@ void reference_bf16_backward(const std::vector<__nv_bfloat16>& rq16, const std::
     std::vector<double> aq((size_t)(N * D), 0.0), ak((size_t)(N * D), 0.0), av((size_t)(N * D), 0.0);
     for (int64_t i = 0; i < N; i++) {
       double dl = 0.0;
-      for (int64_t c = 0; c < D; c++) dl += (double)go[(b + i) * D + c] * o[(b + i) * D + c];
+      for (int64_t c = 0; c < D; c++) dl += (double)go16[(b + i) * D + c] * o[(b + i) * D + c];
       for (int64_t j = 0; j < N; j++) {
         double s = 0.0, dp = 0.0;
         for (int64_t c = 0; c < D; c++) {
