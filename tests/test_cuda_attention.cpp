@@ -402,9 +402,10 @@ TEST_CASE("cuda: softmax_attention on tensor cores (bf16) against the CPU on the
     REQUIRE(worst <= 1e-2 * amax + 1e-4);
     REQUIRE(std::sqrt(e2) <= 5e-3 * std::sqrt(r2) + 1e-4 * std::sqrt((double)ref.size()));
   };
-  // N = 49, 196 (xt's stages 3 and 2), 15, 135 (three key tiles, the last partial), 1, 256 (whole tiles)
+  // N = 49, 196 (xt's stages 3 and 2), 15, 135 (three key tiles, the last partial), 1, 256 (whole tiles),
+  // and 135 at d = 16 (both buffers of the double buffer at the smallest rows)
   for (Case cs : {Case{2, 3, 7, 7, 32}, Case{1, 2, 14, 14, 32}, Case{2, 1, 3, 5, 16}, Case{1, 2, 9, 15, 64},
-                  Case{2, 1, 1, 1, 64}, Case{1, 1, 16, 16, 64}}) {
+                  Case{2, 1, 1, 1, 64}, Case{1, 1, 16, 16, 64}, Case{1, 2, 9, 15, 16}}) {
     const int64_t G = cs.B * cs.h, N = cs.H * cs.W, d = cs.d, n = G * N * d;
     INFO("(G, N, d) = (" << G << ", " << N << ", " << d << "), H " << cs.H << " W " << cs.W);
     REQUIRE(cuda::softmax_attention_tc_supported(d));

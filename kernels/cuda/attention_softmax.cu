@@ -27,6 +27,8 @@
 // entry points take the tensor-core kernels of attention_softmax_tc.cu instead.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_softmax_tc.h"
@@ -372,6 +374,15 @@ void check_dims(const char* op, int64_t G, int64_t N, int64_t D) {
   NALA_CHECK(G * ((N + kRows - 1) / kRows) < (int64_t(1) << 31), op, ": too many problems (G=", G, ")");
 }
 
+// The tensor-core path: bf16 products on, a head dim it has kernels for, and
+// rows it can read and write as float2 (8-byte aligned arrays).
+bool use_tensor_cores(int64_t D, std::initializer_list<const float*> arrays) {
+  if (!gemm_bf16_mode() || !softmax_attention_tc_supported(D)) return false;
+  for (const float* a : arrays)
+    if (reinterpret_cast<uintptr_t>(a) % 8) return false;
+  return true;
+}
+
 }  // namespace
 
 void softmax_attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t G,
@@ -380,8 +391,7 @@ void softmax_attention_forward(const float* q, const float* k, const float* v, f
   const int64_t N = H * W;
   check_dims(op, G, N, D);
   if (G == 0 || N == 0) return;
-  if (gemm_bf16_mode() && softmax_attention_tc_supported(D))
-    return softmax_attention_forward_tc(q, k, v, o, lse, G, H, W, D);
+  if (use_tensor_cores(D, {q, k, v, o})) return softmax_attention_forward_tc(q, k, v, o, lse, G, H, W, D);
   const RopeTab rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
   const int nrb = (int)((N + kRows - 1) / kRows);
   const size_t smem = (size_t)(kRows * D + 2 * kKT * tile_ld((int)D) + kWarps * kRPW * kKT) * sizeof(float);
@@ -398,7 +408,7 @@ void softmax_attention_backward(const float* q, const float* k, const float* v, 
   const int64_t N = H * W;
   check_dims(op, G, N, D);
   if (G == 0 || N == 0) return;
-  if (gemm_bf16_mode() && softmax_attention_tc_supported(D))
+  if (use_tensor_cores(D, {q, k, v, o, gout, dq, dk, dv}))
     return softmax_attention_backward_tc(q, k, v, o, lse, gout, dq, dk, dv, G, H, W, D);
   const float scale = 1.0f / std::sqrt((float)D);
   const RopeTab rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};

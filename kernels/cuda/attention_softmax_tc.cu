@@ -32,6 +32,8 @@
 // in one lane.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
 
 #include "kernels/cuda/attention_softmax_tc.h"
 #include "kernels/cuda/check.cuh"
@@ -426,6 +428,11 @@ void allow_smem(K kernel, size_t bytes, const char* op) {
 
 size_t tile_bytes(int64_t D) { return (size_t)2 * 2 * kTile * (D + 8) * sizeof(bf16); }  // two tiles, two buffers
 
+void check_aligned(const char* op, std::initializer_list<const void*> arrays, int bytes) {
+  for (const void* a : arrays)
+    NALA_CHECK(reinterpret_cast<uintptr_t>(a) % bytes == 0, op, ": arrays must be ", bytes, "-byte aligned");
+}
+
 void check_problem(const char* op, int64_t G, int64_t N, int64_t D, bool backward) {
   NALA_CHECK(backward ? softmax_attention_tc_supported(D) : (softmax_attention_tc_supported(D) || D == 128), op,
              ": no tensor-core kernel for head dim ", D);
@@ -481,6 +488,8 @@ void softmax_rope_bf16(const float* q, const float* k, const float* v, bf16* rq,
                        int64_t H, int64_t W, int64_t D) {
   const char* op = "softmax_rope_bf16";
   NALA_CHECK(D % 4 == 0 && D > 0, op, ": head dim ", D, " is not a positive multiple of 4");
+  check_aligned(op, {q, k, v}, 8);
+  check_aligned(op, {rq, rk, bv}, 4);
   const int64_t N = H * W, pairs = G * N * D / 2;
   if (pairs == 0) return;
   const float2* tab = (const float2*)rope_pair_table_device(H, W, D);
@@ -494,6 +503,8 @@ void softmax_rope_bf16(const float* q, const float* k, const float* v, bf16* rq,
 void softmax_flash_forward_bf16(const bf16* rq, const bf16* rk, const bf16* bv, float* o, float* lse, int64_t G,
                                 int64_t N, int64_t D) {
   check_problem("softmax_flash_forward_bf16", G, N, D, false);
+  check_aligned("softmax_flash_forward_bf16", {rq, rk, bv}, 16);  // cp.async rows
+  check_aligned("softmax_flash_forward_bf16", {o}, 8);
   if (G == 0 || N == 0) return;
   switch (D) {
     case 16: return forward_launch<16>(rq, rk, bv, o, lse, G, N);
@@ -507,6 +518,7 @@ void softmax_attention_forward_tc(const float* q, const float* k, const float* v
                                   int64_t H, int64_t W, int64_t D) {
   const int64_t N = H * W, n = G * N * D;
   check_problem("softmax_attention_forward_tc", G, N, D, false);
+  check_aligned("softmax_attention_forward_tc", {q, k, v, o}, 8);  // rows read and written as float2
   if (n == 0) return;
   Operands x(n, 0);
   softmax_rope_bf16(q, k, v, x.rq, x.rk, x.bv, G, H, W, D);
@@ -519,6 +531,7 @@ void softmax_attention_backward_tc(const float* q, const float* k, const float* 
   const char* op = "softmax_attention_backward_tc";
   const int64_t N = H * W, n = G * N * D;
   check_problem(op, G, N, D, true);
+  check_aligned(op, {q, k, v, o, gout, dq, dk, dv}, 8);
   if (n == 0) return;
   Operands x(n, n);  // and bf16(dO) after them
   bf16* bgo = x.bv + n;

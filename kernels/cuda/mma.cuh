@@ -1,7 +1,8 @@
 // kernels/cuda/mma.cuh - warp-level tensor-core building blocks (sm_80 and
 // later): mma.sync in bf16 (m16n8k16) and tf32 (m16n8k8) with float32
 // accumulators, the hi/lo splits that make them about as accurate as float32,
-// ldmatrix and cp.async. Used by kernels/cuda/attention_nala.cu.
+// ldmatrix and cp.async. Used by kernels/cuda/attention_nala.cu,
+// attention_softmax_tc.cu and the bf16 GEMM (gemm_bf16_mma.cuh).
 //
 // Fragments (PTX ISA, "matrix fragments for mma.m16n8k16 / m16n8k8"); lane =
 // 4 g + t with g = lane / 4 in 0..7 and t = lane % 4 in 0..3:
