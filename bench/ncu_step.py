@@ -24,7 +24,7 @@ KINDS = [  # (name, substrings of the kernel name), first match wins
     ("depthwise convolutions (forward, dx, dw)", ["dw_", "dwconv"]),
     ("stem/merge convolution unfolding", ["im2col", "col2im", "colsum"]),
     ("gradient accumulation, copies, fills", ["Axpy", "copy_", "fill"]),
-    ("attention (NaLa, softmax)", ["nala", "softmax"]),
+    ("attention (NaLa, softmax)", ["nala", "softmax", "flash_", "rope_bf16", "go_bf16_dl"]),
     ("LayerNorm, BatchNorm", ["layernorm", "bn_", "Bn", "chan_partials"]),
     ("bias gradients, sums", ["col_sums", "chunk_sums", "sum_cols", "sum_rows"]),
     ("AdamW", ["adamw"]),
