@@ -106,6 +106,42 @@ std::vector<uint8_t> solid(int w, int h, std::vector<uint8_t> colour) {
 
 // ---------------------------------------------------------------- IDX
 
+TEST_CASE("datasets: resize_dataset (--img-size on Fashion-MNIST and CIFAR-10)", "[io]") {
+  TempDir t;
+  write_gz(t.path + "/im.gz", idx_images(3, 4, 6));
+  write_gz(t.path + "/lb.gz", idx_labels({1, 2, 3}));
+  Dataset ds = load_idx(t.path + "/im.gz", t.path + "/lb.gz");
+  const std::vector<uint8_t> before = ds.images;
+  resize_dataset(ds, 4);  // not square: resized
+  REQUIRE(ds.n == 3);
+  REQUIRE(ds.h == 4);
+  REQUIRE(ds.w == 4);
+  REQUIRE(ds.images.size() == 3u * 16);
+  REQUIRE(ds.labels == std::vector<int64_t>{1, 2, 3});
+  // each image is resize_image of its own pixels
+  for (int64_t i = 0; i < 3; i++) {
+    Image img;
+    img.h = 4, img.w = 6, img.c = 1;
+    img.pixels.assign(before.begin() + i * 24, before.begin() + (i + 1) * 24);
+    const Image r = resize_image(img, 4, 4);
+    REQUIRE(std::vector<uint8_t>(ds.image(i), ds.image(i) + 16) == r.pixels);
+  }
+  // a constant image stays constant when enlarged; the set's own size is a no-op
+  Dataset flat;
+  flat.name = "flat", flat.n = 2, flat.h = 2, flat.w = 2, flat.c = 3;
+  flat.images.assign(2 * 12, 77);
+  flat.labels = {0, 1};
+  resize_dataset(flat, 2);
+  REQUIRE(flat.images.size() == 24u);
+  resize_dataset(flat, 9);
+  REQUIRE(flat.h == 9);
+  REQUIRE(flat.c == 3);
+  REQUIRE(flat.images == std::vector<uint8_t>(2 * 9 * 9 * 3, 77));
+  // too large: refused before allocating, naming the set
+  flat.n = (int64_t)1 << 40;
+  REQUIRE_THROWS_WITH(resize_dataset(flat, 512), Catch::Contains("flat") && Catch::Contains("--img-size"));
+}
+
 TEST_CASE("datasets: gzipped IDX files load and bad ones are refused", "[io]") {
   TempDir t;
   std::string im = t.path + "/im.gz", lb = t.path + "/lb.gz";

@@ -19,7 +19,8 @@ namespace nala {
 void add_data_options(ArgParser& p, DataSpec& d) {
   p.add_choice("data", &d.name, "dataset", {"fashion-mnist", "cifar10", "folder"});
   p.add_string("data-dir", &d.dir, "dataset directory (folder: root with one subfolder per class)");
-  p.add_int("img-size", &d.img_size, "image size (folders are resized to it)", 0, 4096);
+  p.add_int("img-size", &d.img_size,
+            "image size: folders are resized to it (default 224), fashion-mnist and cifar10 too when given", 0, 4096);
   p.add_int("channels", &d.channels, "folders: 1 (grey) or 3 (RGB)", 0, 3);
   p.add_flag("skip-bad", &d.skip_bad, "folders: skip unreadable images and report how many");
   p.add_float("val-split", &d.val_split,
@@ -47,9 +48,7 @@ Dataset load_dataset(const DataSpec& d, bool train) {
     if (ds.skipped) std::fprintf(stderr, "nala: skipped %lld unreadable images under %s\n", (long long)ds.skipped,
                                  ds.name.c_str());
   }
-  if (d.img_size && d.name != "folder" && (d.img_size != ds.h || d.img_size != ds.w))
-    throw UsageError("--img-size " + std::to_string(d.img_size) + ": " + d.name + " images are " +
-                     std::to_string(ds.h) + "x" + std::to_string(ds.w));
+  if (d.img_size && d.name != "folder") resize_dataset(ds, (int)d.img_size);  // 28 or 32 px sets at another size
   return ds;
 }
 

@@ -33,7 +33,7 @@ extern bool g_check_args_only;
 struct DataSpec {
   std::string name = "fashion-mnist";
   std::string dir;
-  int64_t img_size = 0;  // folders: resize to this (0 = 224); fixed-size sets: must match or be 0
+  int64_t img_size = 0;  // folders: resize to this (0 = 224); fixed-size sets: resized when given
   int64_t channels = 0;  // folders: 1 or 3 (0 = 3)
   bool skip_bad = false;
   float val_split = 0;   // folders without val/: the fraction of each class held out (datasets.h)

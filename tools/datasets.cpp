@@ -262,6 +262,32 @@ Dataset parse_cifar10(const std::vector<std::vector<uint8_t>>& files, const std:
   return cifar_from_records(files, names);
 }
 
+void resize_dataset(Dataset& ds, int size) {
+  NALA_CHECK(size >= 1 && size <= 8192, ds.name, ": bad image size ", size);
+  if (ds.h == size && ds.w == size) return;
+  const int64_t per = (int64_t)size * size * ds.c;
+  NALA_CHECK(per * ds.n <= kMaxResizedBytes, ds.name, ": ", ds.n, " images at ", size, "x", size, " would take ",
+             per * ds.n >> 20, " MiB (at most ", kMaxResizedBytes >> 20, " MiB); use a smaller --img-size or --subset");
+  std::vector<uint8_t> out((size_t)(per * ds.n));
+  std::vector<std::string> errors(1);  // the first failure, if any (no exception may leave the parallel loop)
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t i = 0; i < ds.n; i++) {
+    try {
+      Image img;
+      img.h = (int)ds.h, img.w = (int)ds.w, img.c = (int)ds.c;
+      img.pixels.assign(ds.image(i), ds.image(i) + ds.image_size());
+      const Image r = resize_image(img, size, size);
+      std::copy(r.pixels.begin(), r.pixels.end(), out.begin() + i * per);
+    } catch (const std::exception& e) {
+#pragma omp critical(nala_resize_dataset)
+      if (errors[0].empty()) errors[0] = "image " + std::to_string(i) + ": " + e.what();
+    }
+  }
+  NALA_CHECK(errors[0].empty(), ds.name, ": resizing to ", size, "x", size, " failed at ", errors[0]);
+  ds.images = std::move(out);
+  ds.h = ds.w = size;
+}
+
 Dataset load_cifar10(const std::string& dir, bool train) {
   std::string probe = train ? "data_batch_1.bin" : "test_batch.bin";
   std::string base = exists(dir + "/" + probe)                             ? dir

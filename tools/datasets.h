@@ -50,6 +50,13 @@ Dataset parse_idx(const std::vector<uint8_t>& images, const std::vector<uint8_t>
                   const std::vector<std::string>& classes, const std::string& images_name,
                   const std::string& labels_name);
 
+// Every image of a fixed-size set (Fashion-MNIST, CIFAR-10) resized to size
+// x size with resize_image's filters (`--img-size`: the paper's models at
+// 224 px on these sets). No-op at the set's own size. Refused, naming the
+// set, when the result would exceed kMaxResizedBytes.
+constexpr int64_t kMaxResizedBytes = (int64_t)64 << 30;  // 64 GiB
+void resize_dataset(Dataset& ds, int size);
+
 // CIFAR-10 from dir (or dir/cifar-10-batches-bin): data_batch_1..5 or test_batch.
 // Each file must be a regular file of at most kMaxCifarFileBytes (a batch is
 // 29.3 MiB), checked before it is read.
