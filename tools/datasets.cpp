@@ -266,8 +266,12 @@ void resize_dataset(Dataset& ds, int size) {
   NALA_CHECK(size >= 1 && size <= 8192, ds.name, ": bad image size ", size);
   if (ds.h == size && ds.w == size) return;
   const int64_t per = (int64_t)size * size * ds.c;
-  NALA_CHECK(per * ds.n <= kMaxResizedBytes, ds.name, ": ", ds.n, " images at ", size, "x", size, " would take ",
-             per * ds.n >> 20, " MiB (at most ", kMaxResizedBytes >> 20, " MiB); use a smaller --img-size or --subset");
+  // at most kMaxResizedBytes, and at most half of this machine's memory
+  const int64_t pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  const int64_t most = pages > 0 && page > 0 ? std::min(kMaxResizedBytes, pages / 2 * page) : kMaxResizedBytes;
+  NALA_CHECK(ds.n <= most / per, ds.name, ": ", ds.n, " images at ", size, "x", size, " would take ",
+             (double)per * ds.n / 1048576.0, " MiB (at most ", most >> 20,
+             " MiB: half of this machine's memory, 64 GiB at most); use a smaller --img-size");
   std::vector<uint8_t> out((size_t)(per * ds.n));
   std::vector<std::string> errors(1);  // the first failure, if any (no exception may leave the parallel loop)
 #pragma omp parallel for schedule(dynamic, 64)

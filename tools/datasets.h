@@ -53,7 +53,8 @@ Dataset parse_idx(const std::vector<uint8_t>& images, const std::vector<uint8_t>
 // Every image of a fixed-size set (Fashion-MNIST, CIFAR-10) resized to size
 // x size with resize_image's filters (`--img-size`: the paper's models at
 // 224 px on these sets). No-op at the set's own size. Refused, naming the
-// set, when the result would exceed kMaxResizedBytes.
+// set, when the result would exceed kMaxResizedBytes or half of the
+// machine's physical memory.
 constexpr int64_t kMaxResizedBytes = (int64_t)64 << 30;  // 64 GiB
 void resize_dataset(Dataset& ds, int size);
 
