@@ -177,11 +177,14 @@ TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, ag
   };
   // The stem (1 and 3 channels, stride 2), patch merging (stride 2 over many channels),
   // odd sizes, a kernel of 2 without padding, a padded 1x1 (not the direct case), rows past
-  // split-K's threshold for dw, and a kernel wider than the image.
+  // split-K's threshold for dw, and a kernel wider than the image. Stride 1 with padding at
+  // most k - 1 takes dx as an implicit GEMM over dout (padding 1 and 0 at k = 3, 2 at k = 5;
+  // 16 channels: the vector gather), the others dcols and col2im.
   for (const ConvCase& c : {ConvCase{2, 15, 17, 3, 16, 3, 2, 1, true}, ConvCase{2, 9, 8, 1, 8, 3, 2, 1, false},
                             ConvCase{2, 14, 14, 32, 64, 3, 2, 1, true}, ConvCase{1, 7, 9, 5, 7, 2, 2, 0, true},
                             ConvCase{3, 6, 6, 8, 12, 3, 1, 1, false}, ConvCase{1, 4, 5, 2, 3, 1, 1, 1, true},
-                            ConvCase{4, 40, 40, 3, 16, 3, 1, 1, true}, ConvCase{2, 3, 2, 4, 5, 5, 1, 2, true}}) {
+                            ConvCase{4, 40, 40, 3, 16, 3, 1, 1, true}, ConvCase{2, 3, 2, 4, 5, 5, 1, 2, true},
+                            ConvCase{2, 7, 6, 4, 6, 3, 1, 0, true}, ConvCase{1, 9, 7, 16, 16, 3, 1, 1, false}}) {
     INFO(c);
     const int64_t Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
     Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f);
@@ -208,7 +211,8 @@ TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, ag
     cuda::conv_bf16_f32_dw(w1.f32(), gc.f32(), xc.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k, c.stride, c.pad);
     REQUIRE_CLOSE(host(o1), out, atol, rtol);
     REQUIRE_CLOSE(host(w1), taps_last(dw), atol, rtol);
-    // and through conv2d in bf16 mode, dx included (bf16 GEMM, then col2im)
+    // and through conv2d in bf16 mode, dx included (an implicit GEMM at stride 1, else a bf16
+    // GEMM and col2im), and dx alone
     Tensor o2 = cuda_sentinel(out.shape()), dx2 = cuda_sentinel(x.shape()), dw2 = cuda_sentinel(w.shape());
     {
       Bf16Products bf16;
@@ -220,6 +224,13 @@ TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, ag
     REQUIRE_CLOSE(host(o2), out, atol, rtol);
     REQUIRE_CLOSE(host(dx2), dx, atol, rtol);
     REQUIRE_CLOSE(host(dw2), dw, atol, rtol);
+    Tensor dx3 = cuda_sentinel(x.shape());
+    {
+      Bf16Products bf16;
+      cuda::conv2d_backward(dx3.f32(), nullptr, nullptr, gc.f32(), xc.f32(), wc.f32(), c.B, c.H, c.W, c.Ci, c.Co, c.k,
+                            c.stride, c.pad);
+    }
+    REQUIRE(bit_equal(host(dx3).to_vector(), host(dx2).to_vector()));
   }
 #endif
 }

@@ -19,7 +19,9 @@
 // from x in place and nothing is unfolded into memory; its columns are
 // channel-fastest (kernels/conv_gather.h), so the weights go in, and dw comes
 // out, permuted to (Co, k, k, Ci) (swap_inner, a pass over the small weight
-// array); dx as above.
+// array); dx of a stride-1 conv (padding at most k - 1) is the same implicit
+// GEMM over dout with the taps reversed and the channels swapped
+// (flip_transpose_kernel); dx of a strided conv as above (dcols, col2im).
 // im2col: whole rows of cols through a shared tile (gathered channel-fastest,
 // written out contiguously). col2im: one thread per dx element (channel fastest: coalesced
 // writes), summing the taps that read it in (ky, kx) order like the CPU.
@@ -229,6 +231,16 @@ void swap_inner(float* out, const float* in, int64_t n, int64_t a, int64_t b, co
   CUDA_CHECK_LAUNCH(op);
 }
 
+// wt (Ci, k k, Co) from w (Co, Ci, k k) with the taps reversed: wt[ci][t][co] =
+// w[co][ci][kk - 1 - t], the kernel of a stride-1 conv's dx as a convolution of
+// dout, in the implicit GEMM's (Co', k k, Ci') order (Co' = Ci, Ci' = Co).
+__global__ void flip_transpose_kernel(float* wt, const float* w, int64_t Co, int64_t Ci, int64_t kk) {
+  GRID_STRIDE_I(int64_t, e, Co * Ci * kk) {
+    const int64_t t = e % kk, ci = e / kk % Ci, co = e / (kk * Ci);
+    wt[(ci * kk + (kk - 1 - t)) * Co + co] = w[e];
+  }
+}
+
 // The bf16 implicit GEMM takes the conv (see the file comment): bf16 products
 // on, an unfolding to avoid, int-sized.
 bool implicit_gemm(const ConvGeom& g, int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride,
@@ -279,6 +291,18 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
     swap_inner(dw, dwp.f32(), Co, k * k, Ci, "conv2d_backward");
     dw = nullptr;  // done
     if (!dx) return;
+  }
+  if (dx && !dw && stride == 1 && pad <= k - 1 && implicit_gemm(g, B, H, W, Ci, k, stride, pad) &&
+      conv_fits_int(B, g.Ho, g.Wo, Co, k, 1, k - 1 - pad)) {
+    // A stride-1 conv's dx is itself a stride-1 convolution, of dout with the kernel's
+    // taps reversed and its channels swapped, padding k - 1 - pad:
+    //   dx[b, h, w, ci] = sum over co, ky, kx of dout[b, h + pad - ky, w + pad - kx, co] w[co, ci, ky, kx]
+    // so it runs as the implicit GEMM too: no dcols buffer, no col2im.
+    Tensor wt = scratch(Co * g.K);
+    flip_transpose_kernel<<<blocks_for(Co * g.K), kThreads>>>(wt.f32(), w, Co, Ci, k * k);
+    CUDA_CHECK_LAUNCH("conv2d_backward");
+    conv_bf16_f32_forward(dx, dout, wt.f32(), nullptr, B, g.Ho, g.Wo, Co, Ci, k, 1, k - 1 - pad);
+    return;
   }
   const int64_t buf = std::min(B, g.chunk) * g.per_image * g.K;
   Tensor cols, dcols;
