@@ -256,10 +256,9 @@ int train_body(TrainArgs& a, const Device dev, Comm& comm, std::string& doing) {
   }
 
   doing = "loading the " + a.data.name + " training images";
-  Dataset train_set = load_dataset(a.data, true);
+  Dataset train_set = load_dataset(a.data, true, a.subset);
   doing = "loading the " + a.data.name + " test images";
   Dataset test_set = load_dataset(a.data, false);
-  train_set.truncate(a.subset);
   const Dataset val_set = split_validation(train_set, a.val);  // --val: held out of the training images
   NalaConfig cfg = model_config_for(a.model, train_set.c, (int64_t)train_set.classes.size());
   if (a.drop_path >= 0) cfg.drop_path_rate = a.drop_path;

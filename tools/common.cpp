@@ -28,7 +28,7 @@ void add_data_options(ArgParser& p, DataSpec& d) {
               0, 0.9);
 }
 
-Dataset load_dataset(const DataSpec& d, bool train) {
+Dataset load_dataset(const DataSpec& d, bool train, int64_t keep) {
   if (d.val_split > 0 && d.name != "folder")
     throw UsageError("--val-split is for --data folder; " + d.name + " has its own test split");
   Dataset ds;
@@ -48,6 +48,7 @@ Dataset load_dataset(const DataSpec& d, bool train) {
     if (ds.skipped) std::fprintf(stderr, "nala: skipped %lld unreadable images under %s\n", (long long)ds.skipped,
                                  ds.name.c_str());
   }
+  ds.truncate(keep);
   if (d.img_size && d.name != "folder") resize_dataset(ds, (int)d.img_size);  // 28 or 32 px sets at another size
   return ds;
 }

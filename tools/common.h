@@ -39,7 +39,8 @@ struct DataSpec {
   float val_split = 0;   // folders without val/: the fraction of each class held out (datasets.h)
 };
 void add_data_options(ArgParser& p, DataSpec& d);
-Dataset load_dataset(const DataSpec& d, bool train);
+// keep > 0: only the first keep images (--subset), cut before any resizing.
+Dataset load_dataset(const DataSpec& d, bool train, int64_t keep = 0);
 
 // Model config from --model plus the dataset's channels and classes.
 NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes);
