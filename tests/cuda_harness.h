@@ -15,6 +15,9 @@
 #include "nn/module.h"
 #include "tensor/device.h"
 #include "tests/helpers.h"
+#ifdef NALA_CUDA
+#include <cuda_bf16.h>
+#endif
 
 // Every CUDA test starts with this: without a GPU it passes with a warning
 // (the tests are built everywhere and run where there is one).
@@ -39,6 +42,17 @@ struct Bf16Products {
   Bf16Products(const Bf16Products&) = delete;
   Bf16Products& operator=(const Bf16Products&) = delete;
 };
+
+#ifdef NALA_CUDA
+// x rounded to bf16 (to nearest even) and back: what the tensor-core kernels
+// multiply, for references on the same operands.
+inline float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+inline std::vector<float> round_bf16(std::vector<float> v) {
+  for (float& x : v) x = round_bf16(x);
+  return v;
+}
+inline Tensor round_bf16(const Tensor& t) { return Tensor::from_vector(t.shape(), round_bf16(t.to_vector())); }
+#endif
 
 // ---- device buffers ---------------------------------------------------------
 

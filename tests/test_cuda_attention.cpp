@@ -19,8 +19,6 @@
 #include "tests/cuda_harness.h"
 #include "tests/golden_init.h"
 #ifdef NALA_CUDA
-#include <cuda_bf16.h>
-
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_softmax_tc.h"
 #include "kernels/cuda/rope.h"
@@ -384,10 +382,6 @@ TEST_CASE("cuda: softmax_attention on tensor cores (bf16) against the CPU on the
   struct Case {
     int64_t B, h, H, W, d;
   };
-  auto r16 = [](std::vector<float> x) {
-    for (float& e : x) e = __bfloat162float(__float2bfloat16_rn(e));
-    return x;
-  };
   auto scaled_close = [](const std::vector<float>& got, const std::vector<float>& ref, const char* name) {
     double amax = 0, e2 = 0, r2 = 0, worst = 0;
     for (size_t i = 0; i < ref.size(); i++) amax = std::max(amax, (double)std::fabs(ref[i]));
@@ -415,10 +409,10 @@ TEST_CASE("cuda: softmax_attention on tensor cores (bf16) against the CPU on the
     std::vector<float> rq(n), rk(n), q1(n), k1(n);
     cpu::rope2d_forward(q.f32(), rq.data(), G, cs.H, cs.W, d);
     cpu::rope2d_forward(k.f32(), rk.data(), G, cs.H, cs.W, d);
-    rq = r16(rq), rk = r16(rk);
+    rq = round_bf16(rq), rk = round_bf16(rk);
     cpu::rope2d_backward(rq.data(), q1.data(), G, cs.H, cs.W, d);
     cpu::rope2d_backward(rk.data(), k1.data(), G, cs.H, cs.W, d);
-    const std::vector<float> v1 = r16(v.to_vector()), go1 = r16(go.to_vector());
+    const std::vector<float> v1 = round_bf16(v.to_vector()), go1 = round_bf16(go.to_vector());
     std::vector<float> o(n), lse(G * N), dq(n), dk(n), dv(n);
     cpu::softmax_attention_forward(q1.data(), k1.data(), v1.data(), o.data(), lse.data(), G, cs.H, cs.W, d);
     cpu::softmax_attention_backward(q1.data(), k1.data(), v1.data(), o.data(), lse.data(), go1.data(), dq.data(),

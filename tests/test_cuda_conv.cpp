@@ -8,8 +8,6 @@
 #include "kernels/cpu/conv.h"
 #include "tests/cuda_harness.h"
 #ifdef NALA_CUDA
-#include <cuda_bf16.h>
-
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/gemm_bf16.h"
 #endif
@@ -169,12 +167,6 @@ TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, ag
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(107);
-  // bf16 rounding of a host tensor (to nearest even, as the GEMM rounds on chip)
-  auto r16 = [](const Tensor& t) {
-    std::vector<float> v = t.to_vector();
-    for (float& x : v) x = __bfloat162float(__float2bfloat16(x));
-    return Tensor::from_vector(t.shape(), v);
-  };
   // The stem (1 and 3 channels, stride 2), patch merging (stride 2 over many channels),
   // odd sizes, a kernel of 2 without padding, a padded 1x1 (not the direct case), rows past
   // split-K's threshold for dw, and a kernel wider than the image. Stride 1 with padding at
@@ -189,7 +181,7 @@ TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, ag
     const int64_t Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
     Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f);
     Tensor b = randn({c.Co}, rng), g = randn({c.B, Ho, Wo, c.Co}, rng);
-    Tensor xr = r16(x), wr = r16(w), gr = r16(g);
+    Tensor xr = round_bf16(x), wr = round_bf16(w), gr = round_bf16(g);
     // CPU references on the rounded operands: the products are exact in float, only the order of the sums differs.
     Tensor out = Tensor::empty({c.B, Ho, Wo, c.Co}), dx = Tensor::empty(x.shape()), dw = Tensor::empty(w.shape());
     cpu::conv2d_forward(out.f32(), xr.f32(), wr.f32(), c.bias ? b.f32() : nullptr, c.B, c.H, c.W, c.Ci, c.Co, c.k,

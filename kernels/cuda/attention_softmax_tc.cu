@@ -130,6 +130,33 @@ __device__ __forceinline__ void load_tiles(const bf16* X, const bf16* Y, bf16* s
   mma::cp_async_commit();
 }
 
+// Before a kernel's tile it is used: tile it + 1 of X and Y starts into the
+// other buffer (freed by the barrier that ended tile it - 1), then tile it is
+// waited for. Buffers of kTile rows of D + 8 at sx and sy.
+template <int D>
+__device__ __forceinline__ void next_tiles(const bf16* X, const bf16* Y, bf16* sx, bf16* sy, int it, int ntiles,
+                                           int N) {
+  constexpr int TS = kTile * (D + 8);
+  if (it + 1 < ntiles) {
+    const int nb = (it + 1) & 1;
+    load_tiles<D>(X, Y, sx + nb * TS, sy + nb * TS, (it + 1) * kTile, N);
+    mma::cp_async_wait<1>();
+  } else {
+    mma::cp_async_wait<0>();
+  }
+}
+
+// A block's problem b and this lane's two rows r0, r1 = r0 + 8 of the kRows
+// (16 a warp) the block owns.
+struct LaneRows {
+  int64_t b;
+  int r0, r1;
+};
+__device__ __forceinline__ LaneRows lane_rows(int nrb) {
+  const int r0 = (int)(blockIdx.x % nrb) * kRows + (int)(threadIdx.x >> 5) * 16 + (int)((threadIdx.x & 31) >> 2);
+  return {(int64_t)(blockIdx.x / nrb), r0, r0 + 8};
+}
+
 // This lane's ldmatrix row address in a tile, in bytes from the tile, for a
 // B operand stored with n along the tile's rows (b[n][k]: plain) or with k
 // along them (b[k][n]: transposed). One ldsm_x4 at byte offset
@@ -217,9 +244,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sk = reinterpret_cast<bf16*>(smem_raw);  // [2][kTile][LS]
   bf16* sv = sk + 2 * kTile * LS;                // [2][kTile][LS]
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, t = lane & 3;
-  const int64_t b = blockIdx.x / nrb;
-  const int r0 = (blockIdx.x % nrb) * kRows + warp * 16 + (lane >> 2), r1 = r0 + 8;  // this lane's query rows
+  const int lane = threadIdx.x & 31, t = lane & 3;
+  const auto [b, r0, r1] = lane_rows(nrb);  // this lane's query rows
   const bf16 *kb = rk + b * N * D, *vb = bv + b * N * D;
   const int ntiles = (N + kTile - 1) / kTile;
   load_tiles<D>(kb, vb, sk, sv, 0, N);
@@ -233,12 +259,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   mma::zero_acc(acc);
   for (int it = 0; it < ntiles; it++) {
     const int st = it & 1, j0 = it * kTile;
-    if (it + 1 < ntiles) {
-      load_tiles<D>(kb, vb, sk + (st ^ 1) * kTile * LS, sv + (st ^ 1) * kTile * LS, j0 + kTile, N);
-      mma::cp_async_wait<1>();
-    } else {
-      mma::cp_async_wait<0>();
-    }
+    next_tiles<D>(kb, vb, sk, sv, it, ntiles, N);
     __syncthreads();  // tile it has landed, for every thread's copies
     const uint32_t buf = (uint32_t)(st * kTile * LS * 2);
     float s[kNT][4];
@@ -305,9 +326,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sk = reinterpret_cast<bf16*>(smem_raw);  // [2][kTile][LS]
   bf16* sv = sk + 2 * kTile * LS;                // [2][kTile][LS]
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, t = lane & 3;
-  const int64_t b = blockIdx.x / nrb;
-  const int r0 = (blockIdx.x % nrb) * kRows + warp * 16 + (lane >> 2), r1 = r0 + 8;  // this lane's query rows
+  const int lane = threadIdx.x & 31, t = lane & 3;
+  const auto [b, r0, r1] = lane_rows(nrb);  // this lane's query rows
   const bf16 *kb = rk + b * N * D, *vb = bv + b * N * D;
   const int ntiles = (N + kTile - 1) / kTile;
   load_tiles<D>(kb, vb, sk, sv, 0, N);
@@ -325,12 +345,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   mma::zero_acc(acc);
   for (int it = 0; it < ntiles; it++) {
     const int st = it & 1, j0 = it * kTile;
-    if (it + 1 < ntiles) {
-      load_tiles<D>(kb, vb, sk + (st ^ 1) * kTile * LS, sv + (st ^ 1) * kTile * LS, j0 + kTile, N);
-      mma::cp_async_wait<1>();
-    } else {
-      mma::cp_async_wait<0>();
-    }
+    next_tiles<D>(kb, vb, sk, sv, it, ntiles, N);
     __syncthreads();
     const uint32_t buf = (uint32_t)(st * kTile * LS * 2);
     float s[kNT][4], dp[kNT][4];
@@ -364,9 +379,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   bf16* sg = sq + 2 * kTile * LS;                                  // [2][kTile][LS]
   float* sl = reinterpret_cast<float*>(sg + 2 * kTile * LS);       // [2][kTile]: lse (log2 units)
   float* sd = sl + 2 * kTile;                                      // [2][kTile]: Dl
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, t = lane & 3;
-  const int64_t b = blockIdx.x / nrb;
-  const int r0 = (blockIdx.x % nrb) * kRows + warp * 16 + (lane >> 2), r1 = r0 + 8;  // this lane's key rows
+  const int lane = threadIdx.x & 31, t = lane & 3;
+  const auto [b, r0, r1] = lane_rows(nrb);  // this lane's key rows
   const bf16 *qb = rq + b * N * D, *gb = bgo + b * N * D;
   const int ntiles = (N + kTile - 1) / kTile;
   load_tiles<D>(qb, gb, sq, sg, 0, N);
@@ -382,12 +396,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   mma::zero_acc(av);
   for (int it = 0; it < ntiles; it++) {
     const int st = it & 1, i0 = it * kTile;
-    if (it + 1 < ntiles) {
-      load_tiles<D>(qb, gb, sq + (st ^ 1) * kTile * LS, sg + (st ^ 1) * kTile * LS, i0 + kTile, N);
-      mma::cp_async_wait<1>();
-    } else {
-      mma::cp_async_wait<0>();
-    }
+    next_tiles<D>(qb, gb, sq, sg, it, ntiles, N);
     // this tile's lse and Dl into buffer st (last read two tiles ago, before a barrier since)
     for (int i = threadIdx.x; i < kTile; i += kWarps * 32) {
       const bool ok = i0 + i < N;

@@ -292,7 +292,8 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
     dw = nullptr;  // done
     if (!dx) return;
   }
-  if (dx && !dw && stride == 1 && pad <= k - 1 && implicit_gemm(g, B, H, W, Ci, k, stride, pad) &&
+  // (from here on, an implicit-GEMM conv has no dw left to make)
+  if (dx && stride == 1 && pad <= k - 1 && implicit_gemm(g, B, H, W, Ci, k, stride, pad) &&
       conv_fits_int(B, g.Ho, g.Wo, Co, k, 1, k - 1 - pad)) {
     // A stride-1 conv's dx is itself a stride-1 convolution, of dout with the kernel's
     // taps reversed and its channels swapped, padding k - 1 - pad:
