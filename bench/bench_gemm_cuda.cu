@@ -5,14 +5,17 @@
 // the algorithm its heuristic ranks first (printed: id, tile, stages, split-K).
 //
 //   make CUDA=1 build/release/bench/bench_gemm_cuda     (rule in bench/cuda.mk)
-//   ./build/release/bench/bench_gemm_cuda [reps] [fp32|bf16|all] [PATH] [FILTER] [BN]
+//   ./build/release/bench/bench_gemm_cuda [reps] [fp32|bf16|all] [PATH] [FILTER] [BN] [TILE]
 //     PATH: cuda::gemm_bf16's kernel: 0 automatic, 6 mma.sync, 7 wgmma;
-//     FILTER: only the bf16 shapes whose name holds it; BN: the wgmma tile width
+//     FILTER: only the shapes whose name holds it; BN: the wgmma tile width;
+//     TILE: the FP32 kernel's tile (128x128, 64x64, 128x32, 32x128; default:
+//     cuda::gemm's choice, printed beside each shape)
 //
 // bf16 shapes: 4096^3 (NN, NT, TN) and every linear layer of NaLaFormer xt
 // and t at batch 128, 224 px (tokens per stage 56^2, 28^2, 14^2, 7^2 times
 // 128; qkvg C -> 4C, proj C -> C, fc1 C -> Hd, fc2 Hd -> C), each as its
-// three products: forward X W^T (NT), dX = dY W (NN), dW = dY^T X (TN). Per
+// three products: forward X W^T (NT), dX = dY W (NN), dW = dY^T X (TN); the
+// FP32 table adds pico's at batch 256 (28 x 28 inputs), summed likewise. Per
 // model the sum of the times gives the ratio a training step would see.
 // Inputs are made on the GPU; ours is checked against cuBLAS on the whole
 // result (max |diff| over the largest |C|).
@@ -239,12 +242,13 @@ bool bench_bf16(Lt& lt, const Shape3& s, int reps, Sum& sum) {
   return good;
 }
 
-// The linear layers of one NaLaFormer config at batch 128, 224 px.
-std::vector<Shape3> model_shapes(const char* model, const int (&C)[4], double mlp, std::vector<std::string>& names) {
-  const int64_t tokens[4] = {56 * 56, 28 * 28, 14 * 14, 7 * 7};
+// The linear layers of one NaLaFormer config: `stages` stages of C[st]
+// channels over batch x tokens[st] rows.
+std::vector<Shape3> model_shapes(const char* model, int64_t batch, const int64_t* tokens, const int* C, int stages,
+                                 double mlp, std::vector<std::string>& names) {
   std::vector<Shape3> v;
-  for (int st = 0; st < 4; st++) {
-    const int64_t R = 128 * tokens[st], c = C[st], hd = (int64_t)(mlp * c);
+  for (int st = 0; st < stages; st++) {
+    const int64_t R = batch * tokens[st], c = C[st], hd = (int64_t)(mlp * c);
     const struct {
       const char* n;
       int64_t in, out;
@@ -272,8 +276,9 @@ int main(int argc, char** argv) {
   const int path = argc > 3 ? std::atoi(argv[3]) : 0;
   const std::string filter = argc > 4 ? argv[4] : "";
   const int bn = argc > 5 ? std::atoi(argv[5]) : 0;
+  const char* tile = argc > 6 && std::strcmp(argv[6], "auto") != 0 ? argv[6] : nullptr;
   if (reps < 1 || (mode != "all" && mode != "fp32" && mode != "bf16") || (path != 0 && path != 6 && path != 7)) {
-    std::fprintf(stderr, "usage: bench_gemm_cuda [reps] [fp32|bf16|all] [0|6|7] [FILTER] [64|128|256]\n");
+    std::fprintf(stderr, "usage: bench_gemm_cuda [reps] [fp32|bf16|all] [0|6|7] [FILTER] [0|64|128|256] [TILE]\n");
     return 2;
   }
   int dev = 0, sms = 0, clock_khz = 0;
@@ -289,8 +294,9 @@ int main(int argc, char** argv) {
   CKB(cublasCreate(&h));
   CKB(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));  // plain FP32, no TF32 tensor cores
 
+  auto chosen = [&](const Shape3& s) { return filter.empty() || std::strstr(s.name, filter.c_str()); };
   const int64_t R1 = 128 * 3136, R2 = 128 * 784;
-  const Shape3 shapes[] = {
+  std::vector<Shape3> shapes = {
       {"square 1024", 1024, 1024, 1024, false, false},
       {"square 2048", 2048, 2048, 2048, false, false},
       {"square 4096", 4096, 4096, 4096, false, false},
@@ -302,12 +308,23 @@ int main(int argc, char** argv) {
       {"stage2 linear dX = dY W", R2, 512, 128, false, false},
       {"stage2 linear dW = dY^T X", 128, 512, R2, true, false},
   };
+  // pico's linear layers at batch 256 (28 x 28 inputs: 14^2, 7^2, 4^2 tokens a stage).
+  const int64_t pico_tokens[3] = {196, 49, 16};
+  const int pico_c[3] = {32, 64, 128};
+  std::vector<std::string> pico_names;
+  const size_t first_pico = shapes.size();
+  for (const Shape3& s : model_shapes("pico", 256, pico_tokens, pico_c, 3, 3.0, pico_names)) shapes.push_back(s);
+  for (size_t i = first_pico; i < shapes.size(); i++) shapes[i].name = pico_names[i - first_pico].c_str();
   bool ok = true;
+  Sum pico;
+  cuda::gemm_fp32_force_tile(tile);
   if (mode != "bf16")
-    std::printf("%-28s %8s %8s %8s  %9s %9s  %6s  %s\n", "shape", "M", "N", "K", "nala", "cuBLAS", "ratio",
-                "max err vs cuBLAS / vs naive rows");
-  for (const Shape3& s : shapes) {
+    std::printf("%-28s %8s %8s %8s %8s  %9s %9s  %6s  %8s %8s  %s\n", "shape", "M", "N", "K", "tile", "nala", "cuBLAS",
+                "ratio", "nala us", "cuBLAS", "max err vs cuBLAS / vs naive rows");
+  for (size_t si = 0; si < shapes.size(); si++) {
+    const Shape3& s = shapes[si];
     if (mode == "bf16") break;
+    if (!chosen(s)) continue;
     int64_t lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N, ldc = s.N;
     size_t na = (size_t)s.M * s.K, nb = (size_t)s.K * s.N, nc = (size_t)s.M * s.N;
     std::vector<float> A(na), B(nb);
@@ -352,16 +369,24 @@ int main(int argc, char** argv) {
     double t_blas = time_ms([&] { cublas_gemm(h, s, dA, lda, dB, ldb, dR, ldc); }, reps);
     double flop = 2.0 * s.M * s.N * s.K;
     double tf_nala = flop / t_nala / 1e9, tf_blas = flop / t_blas / 1e9;
-    std::printf("%-28s %8lld %8lld %8lld  %6.2f TF %6.2f TF  %5.2fx  %.1e / %.1e%s\n", s.name, (long long)s.M,
-                (long long)s.N, (long long)s.K, tf_nala, tf_blas, tf_nala / tf_blas, e_blas, e_naive,
-                good ? "" : "  WRONG");
+    std::printf("%-28s %8lld %8lld %8lld %8s  %6.2f TF %6.2f TF  %5.2fx  %8.1f %8.1f  %.1e / %.1e%s\n", s.name,
+                (long long)s.M, (long long)s.N, (long long)s.K, cuda::gemm_fp32_tile(s.M, s.N, s.K, 1), tf_nala,
+                tf_blas, tf_nala / tf_blas, t_nala * 1e3, t_blas * 1e3, e_blas, e_naive, good ? "" : "  WRONG");
+    if (si >= first_pico)
+      pico.ours += t_nala, pico.blas += t_blas, pico.worst = std::min(pico.worst, t_blas / t_nala);
     CK(cudaFree(dA));
     CK(cudaFree(dB));
     CK(cudaFree(dC));
     CK(cudaFree(dR));
   }
   CKB(cublasDestroy(h));
-  if (mode != "bf16") std::printf("TF = TFLOP/s (median); ratio = nala / cuBLAS; errors relative to sqrt(K)/3\n");
+  if (mode != "bf16") {
+    std::printf("TF = TFLOP/s (median); ratio = nala / cuBLAS; errors relative to sqrt(K)/3\n");
+    if (pico.ours > 0)
+      std::printf("pico linear layers, batch 256 (18 products a block, one block a stage): nala %.3f ms, cuBLAS %.3f ms: "
+                  "%.2fx, worst %.2fx\n",
+                  pico.ours, pico.blas, pico.blas / pico.ours, pico.worst);
+  }
 
   if (mode != "fp32") {
     // bf16 tensor peak: 4096 dense bf16 FLOP per clock per SM on sm_90 (sm_80: 2048).
@@ -375,7 +400,6 @@ int main(int argc, char** argv) {
     CKB(cublasLtCreate(&lt.h));
     CK(cudaMalloc(&lt.ws, lt.ws_bytes));
     cuda::gemm_bf16_force_path(path, bn);
-    auto chosen = [&](const Shape3& s) { return filter.empty() || std::strstr(s.name, filter.c_str()); };
     Sum sq;
     const Shape3 squares[] = {{"square 4096 NN", 4096, 4096, 4096, false, false},
                               {"square 4096 NT", 4096, 4096, 4096, false, true},
@@ -383,6 +407,7 @@ int main(int argc, char** argv) {
     for (const Shape3& s : squares)
       if (chosen(s)) ok = bench_bf16(lt, s, reps, sq) && ok;
     const int xt[4] = {32, 64, 128, 384}, t[4] = {64, 128, 256, 512};
+    const int64_t tokens224[4] = {56 * 56, 28 * 28, 14 * 14, 7 * 7};
     const struct {
       const char* name;
       const int (&C)[4];
@@ -391,7 +416,7 @@ int main(int argc, char** argv) {
     std::vector<std::pair<std::string, Sum>> sums;
     for (auto& m : models) {
       std::vector<std::string> names;
-      std::vector<Shape3> v = model_shapes(m.name, m.C, m.mlp, names);
+      std::vector<Shape3> v = model_shapes(m.name, 128, tokens224, m.C, 4, m.mlp, names);
       Sum sum;
       for (size_t i = 0; i < v.size(); i++) {
         v[i].name = names[i].c_str();

@@ -51,7 +51,9 @@ def main():
     if head is None:
         sys.exit(f"{a.csv}: no ncu CSV header (ID, ..., Metric Value)")
     col = {n: i for i, n in enumerate(head)}
-    data = [r for r in rows if len(r) == len(head) and r[0] != "ID"]
+    # one row per kernel and metric: keep the duration (other metrics may ride along)
+    data = [r for r in rows if len(r) == len(head) and r[0] != "ID"
+            and r[col["Metric Name"]] == "gpu__time_duration.sum"]
     opt = [i for i, r in enumerate(data) if "adamw" in r[col["Kernel Name"]]]
     if len(opt) < 2:
         sys.exit(f"{a.csv}: fewer than two optimiser launches: no whole step to read")

@@ -1,13 +1,14 @@
 // tests/test_cuda_matmul.cpp - the GPU matrix products against the CPU:
 // cuda::gemm / gemm_batched against cpu::gemm (every transpose, alpha and
 // beta, beta = 0 over NaN, odd sizes, padded and misaligned operands, K = 0,
-// the 128-tile, 64-tile and split-K paths), the linear bias kernels, and the
+// each of the four tiles and the choice among them, split-K), the linear bias kernels, and the
 // matmul and linear ops forward and backward (plus run-to-run determinism).
 //
 // Letters: M, N, K as in kernels/cpu/matmul.h; R rows of a linear layer's
 // input, I in features, O out features; B a batch size.
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/matmul.h"
@@ -129,6 +130,39 @@ TEST_CASE("cuda: gemm large tiles and split-K", "[cuda][matmul]") {
     check_gemm(t & 1, t & 2, 256, 64, 20011, 1.0f, 0.0f, 0, rng);
     check_gemm(t & 1, t & 2, 33, 17, 5003, -1.0f, 0.5f, 3, rng);
   }
+#endif
+}
+
+TEST_CASE("cuda: gemm's four FP32 tiles: the choice, and each against the CPU on ragged shapes", "[cuda][matmul]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  // The choice (the cases that do not depend on the GPU's SM count): the
+  // small tile that pads least, big tiles for a long split K.
+  CHECK(std::string(cuda::gemm_fp32_tile(4096, 4096, 4096, 1)) == "128x128");
+  CHECK(std::string(cuda::gemm_fp32_tile(50176, 32, 128, 1)) == "128x32");
+  CHECK(std::string(cuda::gemm_fp32_tile(50176, 96, 32, 1)) == "128x32");   // 64 x 64 would pad N by a third
+  CHECK(std::string(cuda::gemm_fp32_tile(32, 96, 50176, 1)) == "32x128");   // a weight gradient, split-K
+  CHECK(std::string(cuda::gemm_fp32_tile(49, 49, 32, 64)) == "64x64");
+  CHECK(std::string(cuda::gemm_fp32_tile(128, 512, 100352, 1)) == "128x128");  // split-K over a long K
+  Rng rng(104);
+  const char* tiles[] = {"128x128", "64x64", "128x32", "32x128"};
+  // Every tile on every shape (forced): ragged edges on both sides, K not a
+  // multiple of BK, a long K for split-K, padded and misaligned operands.
+  const int64_t sizes[][3] = {{300, 33, 37}, {33, 300, 37}, {129, 97, 96}, {31, 130, 17}, {128, 32, 3001}, {1, 5, 2}};
+  for (const char* tile : tiles) {
+    cuda::gemm_fp32_force_tile(tile);
+    for (auto& s : sizes)
+      for (int t = 0; t < 4; t++) {
+        INFO("tile " << tile);
+        check_gemm(t & 1, t & 2, s[0], s[1], s[2], 1.0f, 0.0f, 0, rng);
+        check_gemm(t & 1, t & 2, s[0], s[1], s[2], 0.5f, 1.0f, 3, rng);              // no float4, beta
+        check_gemm(t & 1, t & 2, s[0], s[1], s[2], 1.0f, 0.0f, 4, rng, true, 1);     // misaligned, NaN C
+      }
+    check_gemm(false, false, 70, 40, 33, 1.0f, 0.0f, 0, rng, false, 0, 5);        // batched
+  }
+  cuda::gemm_fp32_force_tile(nullptr);
+  CHECK(std::string(cuda::gemm_fp32_tile(4096, 4096, 4096, 1)) == "128x128");
+  REQUIRE_THROWS_WITH(cuda::gemm_fp32_force_tile("64x32"), Catch::Matchers::Contains("no tile"));
 #endif
 }
 

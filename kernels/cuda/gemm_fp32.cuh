@@ -2,13 +2,14 @@
 // (kernels/cuda/matmul.cu) and the last FP32 step of the GEMM lab
 // (kernels/lab/gemm_cuda.cu, version 5): one kernel, included by both.
 //
-// gemm_tiled: 256 threads per block, a 16 x 16 grid of threads; each thread
-//   owns (BM/16) x (BN/16) outputs in 4 x 4 pieces spaced 64 apart (rows
-//   g*64 + ty*4 + i, columns g*64 + tx*4 + j), so its shared-memory reads and
-//   its stores of C are float4s consecutive across the warp. Per step every
-//   thread loads one float4 of A and one of B (global -> registers) while the
-//   block computes on the other shared buffer (double buffering, one barrier
-//   per step). Tiles are kept k-major in shared memory (As[k][m], Bs[k][n])
+// gemm_tiled: 256 threads per block, a TX x TY grid of threads over the
+//   BM x BN tile (TX = min(16, BN / 4)); each thread owns 4 x 4 pieces spaced
+//   4 TY rows and 4 TX columns apart (rows (g TY + ty) 4 + i, columns
+//   (g TX + tx) 4 + j), so its shared-memory reads and its stores of C are
+//   float4s consecutive across the warp. Per step the threads load the
+//   BM x BK and BK x BN tiles as float4s (global -> registers) while the block
+//   computes on the other shared buffer (double buffering, one barrier per
+//   step). Tiles are kept k-major in shared memory (As[k][m], Bs[k][n])
 //   whatever the transposes: the four cases differ only in how the tiles are
 //   loaded. Rows/columns/k outside the matrices load zeros and are not
 //   stored; float4 global loads only where the pointer, leading dim and batch
@@ -40,60 +41,99 @@ struct GemmParams {
   bool vecA, vecB, vecC;  // float4 global access allowed
 };
 
-// One float4's worth (per thread) of a BX x BK tile of an operand into
-// registers: tile rows x in [x0, x0 + BX), k in [kt, kt + BK); zeros where
-// x >= xmax or k >= kend. KC: the operand stores k contiguously (X[x * ld + k]);
-// otherwise x is contiguous (X[k * ld + x]).
+// A BX x BK tile of an operand holds BX * BK / 4 float4s; thread t loads
+// those numbered t, t + THREADS, ... (LOADS of them; the last round may leave
+// threads idle when the tile is smaller than THREADS float4s).
+template <int BX, int BK>
+struct TileLoads {
+  static constexpr int F4 = BX * BK / 4, LOADS = (F4 + THREADS - 1) / THREADS;
+};
+
+// The float4s of load_tile's thread into registers: tile rows x in
+// [x0, x0 + BX), k in [kt, kt + BK); zeros where x >= xmax or k >= kend.
+// KC: the operand stores k contiguously (X[x * ld + k]); otherwise x is
+// contiguous (X[k * ld + x]).
 template <int BX, int BK, bool KC>
 __device__ __forceinline__ void load_tile(const float* X, int64_t ld, int x0, int xmax, int kt, int kend, bool vec,
-                                          float (&r)[4]) {
-  const int t = threadIdx.x;
-  if (KC) {
-    const int x = x0 + t / (BK / 4), k = kt + (t % (BK / 4)) * 4;
-    const float* src = X + (int64_t)x * ld + k;
-    if (vec && x < xmax && k + 3 < kend) {
-      float4 v = __ldg(reinterpret_cast<const float4*>(src));
-      r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
-    } else {
+                                          float (&r)[TileLoads<BX, BK>::LOADS * 4]) {
+  using L = TileLoads<BX, BK>;
 #pragma unroll
-      for (int i = 0; i < 4; i++) r[i] = (x < xmax && k + i < kend) ? __ldg(src + i) : 0.0f;
-    }
-  } else {
-    const int k = kt + t / (BX / 4), x = x0 + (t % (BX / 4)) * 4;
-    const float* src = X + (int64_t)k * ld + x;
-    if (vec && k < kend && x + 3 < xmax) {
-      float4 v = __ldg(reinterpret_cast<const float4*>(src));
-      r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
-    } else {
+  for (int l = 0; l < L::LOADS; l++) {
+    const int f = threadIdx.x + l * THREADS;
+    float* o = r + 4 * l;
+    if (L::F4 % THREADS != 0 && f >= L::F4) break;
+    const int x = KC ? x0 + f / (BK / 4) : x0 + (f % (BX / 4)) * 4;
+    const int k = KC ? kt + (f % (BK / 4)) * 4 : kt + f / (BX / 4);
+    if (KC) {
+      const float* src = X + (int64_t)x * ld + k;
+      if (vec && x < xmax && k + 3 < kend) {
+        float4 v = __ldg(reinterpret_cast<const float4*>(src));
+        o[0] = v.x, o[1] = v.y, o[2] = v.z, o[3] = v.w;
+      } else {
 #pragma unroll
-      for (int i = 0; i < 4; i++) r[i] = (k < kend && x + i < xmax) ? __ldg(src + i) : 0.0f;
+        for (int i = 0; i < 4; i++) o[i] = (x < xmax && k + i < kend) ? __ldg(src + i) : 0.0f;
+      }
+    } else {
+      const float* src = X + (int64_t)k * ld + x;
+      if (vec && k < kend && x + 3 < xmax) {
+        float4 v = __ldg(reinterpret_cast<const float4*>(src));
+        o[0] = v.x, o[1] = v.y, o[2] = v.z, o[3] = v.w;
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; i++) o[i] = (k < kend && x + i < xmax) ? __ldg(src + i) : 0.0f;
+      }
     }
   }
 }
 
 // The registers of load_tile into the k-major shared tile S[k][x].
 template <int BX, int BK, bool KC>
-__device__ __forceinline__ void store_tile(float (*S)[BX + PAD], const float (&r)[4]) {
-  const int t = threadIdx.x;
-  if (KC) {
-    const int x = t / (BK / 4), k = (t % (BK / 4)) * 4;
+__device__ __forceinline__ void store_tile(float (*S)[BX + PAD], const float (&r)[TileLoads<BX, BK>::LOADS * 4]) {
+  using L = TileLoads<BX, BK>;
 #pragma unroll
-    for (int i = 0; i < 4; i++) S[k + i][x] = r[i];
-  } else {
-    const int k = t / (BX / 4), x = (t % (BX / 4)) * 4;
-    *reinterpret_cast<float4*>(&S[k][x]) = make_float4(r[0], r[1], r[2], r[3]);
+  for (int l = 0; l < L::LOADS; l++) {
+    const int f = threadIdx.x + l * THREADS;
+    const float* o = r + 4 * l;
+    if (L::F4 % THREADS != 0 && f >= L::F4) break;
+    if (KC) {
+      const int x = f / (BK / 4), k = (f % (BK / 4)) * 4;
+#pragma unroll
+      for (int i = 0; i < 4; i++) S[k + i][x] = o[i];
+    } else {
+      const int k = f / (BX / 4), x = (f % (BX / 4)) * 4;
+      *reinterpret_cast<float4*>(&S[k][x]) = make_float4(o[0], o[1], o[2], o[3]);
+    }
   }
 }
 
+// Threads of a BM x BN tile: TX across its columns, TY down its rows (16 x 16
+// unless the tile is narrower than 64 on a side); each
+// owns GM x GN pieces of 4 x 4 outputs, spaced 4 TY rows and 4 TX columns apart.
+template <int BM, int BN>
+struct ThreadGrid {
+  static constexpr int TX = BN / 4 < 16 ? BN / 4 : BM / 4 < 16 ? THREADS / (BM / 4) : 16, TY = THREADS / TX;
+  static constexpr int GM = BM / (4 * TY), GN = BN / (4 * TX);
+  static_assert(GM >= 1 && GN >= 1 && GM * 4 * TY == BM && GN * 4 * TX == BN, "tile does not fit the threads");
+};
+
+// Blocks per SM the kernel is compiled for: two for the big tiles (64
+// outputs a thread); for the small ones (16 a thread) as many as fit in
+// registers without spilling (ptxas -v: 64 x 64 in 64 registers, the
+// 128 x 32 and 32 x 128 tiles, with their two float4 loads of one operand,
+// in 80): more warps in flight hide the loads of these short products.
+template <int BM, int BN>
+constexpr int min_blocks() {
+  return BM * BN >= 128 * 128 ? 2 : BM == BN ? 4 : 3;
+}
+
 template <int BM, int BN, int BK, bool TA, bool TB>
-__global__ void __launch_bounds__(THREADS, BM >= 128 ? 2 : 1) gemm_tiled(GemmParams p) {
-  static_assert(BM * BK == 4 * THREADS && BN * BK == 4 * THREADS, "one float4 of A and of B per thread per step");
-  static_assert(BM % 64 == 0 && BN % 64 == 0, "thread tiles are 4 x 4 pieces spaced 64 apart");
-  constexpr int GM = BM / 64, GN = BN / 64;
+__global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(GemmParams p) {
+  using G = ThreadGrid<BM, BN>;
+  constexpr int GM = G::GM, GN = G::GN, TX = G::TX;
   __shared__ __align__(16) float As[2][BK][BM + PAD];
   __shared__ __align__(16) float Bs[2][BK][BN + PAD];
 
-  const int t = threadIdx.x, tx = t % 16, ty = t / 16;
+  const int t = threadIdx.x, tx = t % TX, ty = t / TX;
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
   const int z = blockIdx.z + p.z0, b = z / p.splits, s = z % p.splits;
   const float* A = p.A + b * p.sA;
@@ -109,7 +149,7 @@ __global__ void __launch_bounds__(THREADS, BM >= 128 ? 2 : 1) gemm_tiled(GemmPar
 
   // op(A) is M x K: A stores k contiguously unless transposed. op(B) is K x N:
   // B stores k contiguously only when transposed.
-  float ra[4], rb[4];
+  float ra[TileLoads<BM, BK>::LOADS * 4], rb[TileLoads<BN, BK>::LOADS * 4];
   load_tile<BM, BK, !TA>(A, p.lda, m0, p.M, kbeg, kend, p.vecA, ra);
   load_tile<BN, BK, TB>(B, p.ldb, n0, p.N, kbeg, kend, p.vecB, rb);
   store_tile<BM, BK, !TA>(As[0], ra);
@@ -128,12 +168,12 @@ __global__ void __launch_bounds__(THREADS, BM >= 128 ? 2 : 1) gemm_tiled(GemmPar
       float a[GM * 4], bv[GN * 4];
 #pragma unroll
       for (int g = 0; g < GM; g++) {
-        float4 v = *reinterpret_cast<const float4*>(&As[buf][k][g * 64 + ty * 4]);
+        float4 v = *reinterpret_cast<const float4*>(&As[buf][k][(g * G::TY + ty) * 4]);
         a[g * 4 + 0] = v.x, a[g * 4 + 1] = v.y, a[g * 4 + 2] = v.z, a[g * 4 + 3] = v.w;
       }
 #pragma unroll
       for (int g = 0; g < GN; g++) {
-        float4 v = *reinterpret_cast<const float4*>(&Bs[buf][k][g * 64 + tx * 4]);
+        float4 v = *reinterpret_cast<const float4*>(&Bs[buf][k][(g * TX + tx) * 4]);
         bv[g * 4 + 0] = v.x, bv[g * 4 + 1] = v.y, bv[g * 4 + 2] = v.z, bv[g * 4 + 3] = v.w;
       }
 #pragma unroll
@@ -154,12 +194,12 @@ __global__ void __launch_bounds__(THREADS, BM >= 128 ? 2 : 1) gemm_tiled(GemmPar
   for (int gi = 0; gi < GM; gi++)
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-      const int m = m0 + gi * 64 + ty * 4 + i;
+      const int m = m0 + (gi * G::TY + ty) * 4 + i;
       if (m >= p.M) continue;
       float* crow = C + (int64_t)m * p.ldc;
 #pragma unroll
       for (int gj = 0; gj < GN; gj++) {
-        const int n = n0 + gj * 64 + tx * 4;
+        const int n = n0 + (gj * TX + tx) * 4;
         const float* v = &acc[gi * 4 + i][gj * 4];
         if (p.vecC && n + 3 < p.N) {
           float4 c = make_float4(0.0f, 0.0f, 0.0f, 0.0f);

@@ -13,8 +13,8 @@
 //   is kernels/lab/gemm_cuda.cu's version 5, the last FP32 step): 256
 //   threads, each owning 4 x 4 pieces of C, float4 loads, double-buffered
 //   k-major shared tiles. Shapes: 128 x 128 x 8 when there are enough tiles
-//   to fill the GPU and they do not pad much more than small ones, else
-//   64 x 64 x 16.
+//   to fill the GPU and they do not pad much more than small ones, else the
+//   one of 64 x 64, 128 x 32 and 32 x 128 (x 16) that pads least.
 // Split-K: when even the small tiles leave SMs idle and K is long (the weight
 //   gradient of a linear layer: M, N small, K = all rows), K is cut into
 //   slices whose partial products go to a workspace [batch, splits, M, N];
@@ -38,6 +38,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/gemm_bf16.h"
@@ -122,10 +123,61 @@ void launch_tiled(bool ta, bool tb, GemmParams p, int64_t nz) {
 
 namespace {
 std::atomic<bool> g_gemm_bf16{false};
+
+// The FP32 kernel's tiles: 128 x 128 x 8 (64 outputs a thread), and three of
+// 16 outputs a thread: 64 x 64, 128 x 32, 32 x 128 (x 16).
+enum Tile { kBig, kSquare, kTall, kWide, kAuto };
+constexpr int kTileDims[4][2] = {{128, 128}, {64, 64}, {128, 32}, {32, 128}};
+const char* const kTileNames[4] = {"128x128", "64x64", "128x32", "32x128"};
+std::atomic<int> g_force_tile{kAuto};
+
+int64_t tile_count(Tile t, int64_t M, int64_t N, int64_t batch) {
+  const int64_t bm = kTileDims[t][0], bn = kTileDims[t][1];
+  return ((M + bm - 1) / bm) * ((N + bn - 1) / bn) * batch;
+}
+
+// The small tile that pads least, 64 x 64 on a tie (a linear layer 32 or 96
+// wide runs on 128 x 32 tiles instead of half-empty 64 x 64 ones), unless the
+// big tile pads about as little and either
+// - fills the GPU for four waves or more (two blocks an SM), or for at least
+//   one with K > 256: below that its 64 outputs a thread are a few k-steps of
+//   waiting on loads with a ragged last wave, and the small tiles' four
+//   times as many blocks (four an SM) hide more of it; or
+// - both would cut a long K (>= 16384) into split-K slices: the slices set
+//   the block count, and the big tile's blocks compute twice as much per
+//   shared-memory load.
+// Measured on an H200 (bench_gemm_cuda, forcing each tile): xt's stage-1
+// product 401408 x 256 x 64 is 420 us on big tiles and 498 on 64 x 64;
+// pico's 50176 x 128 x 32 (392 big tiles, 1.5 waves) 21 us on 64 x 64.
+Tile choose_tile(int64_t M, int64_t N, int64_t K, int64_t batch) {
+  if (g_force_tile != kAuto) return (Tile)g_force_tile.load();
+  auto used = [&](Tile t) {
+    return (double)M * N * batch / ((double)tile_count(t, M, N, batch) * kTileDims[t][0] * kTileDims[t][1]);
+  };
+  Tile small = kSquare;
+  if (used(kTall) > 1.05 * used(kSquare) && used(kTall) >= used(kWide)) small = kTall;
+  else if (used(kWide) > 1.05 * used(kSquare)) small = kWide;
+  const int64_t sms = sm_count(), big = tile_count(kBig, M, N, batch);
+  if (used(kBig) >= 0.8 * used(small) && (big >= 8 * sms || (big >= sms && K > 256))) return kBig;
+  if (used(kBig) >= 0.95 * used(small) && tile_count(small, M, N, batch) < sms && K >= 16384) return kBig;
+  return small;
+}
 }  // namespace
 
 void set_gemm_bf16(bool on) { g_gemm_bf16 = on; }
 bool gemm_bf16_mode() { return g_gemm_bf16; }
+
+const char* gemm_fp32_tile(int64_t M, int64_t N, int64_t K, int64_t batch) {
+  return kTileNames[choose_tile(M, N, K, batch)];
+}
+
+void gemm_fp32_force_tile(const char* tile) {
+  int t = kAuto;
+  for (int i = 0; tile && i < 4; i++)
+    if (std::strcmp(tile, kTileNames[i]) == 0) t = i;
+  NALA_CHECK(!tile || t != kAuto, "gemm_fp32_force_tile: no tile \"", tile, "\" (128x128, 64x64, 128x32, 32x128)");
+  g_force_tile = t;
+}
 
 // gemm_batched, plus bias (null, or N floats) added to every row of every C
 // after alpha and beta, in the GEMM's store (the last step of the split-K sum).
@@ -153,13 +205,9 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
     gemm_bf16_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, C, ldc, epi);
     return;
   }
+  const Tile shape = choose_tile(M, N, K, batch);
+  const int64_t ntiles = tile_count(shape, M, N, batch);
   const int sms = sm_count();
-  // Big tiles when they fill the GPU without much more padding than the small
-  // ones (a batch of 49 x 49 attention products wastes 85% of a 128 x 128 tile).
-  auto tiles = [&](int64_t bt) { return ((M + bt - 1) / bt) * ((N + bt - 1) / bt) * batch; };
-  auto used = [&](int64_t bt) { return (double)M * N * batch / ((double)tiles(bt) * bt * bt); };
-  const bool big = tiles(128) >= sms && used(128) >= 0.8 * used(64);
-  const int64_t ntiles = big ? tiles(128) : tiles(64);
 
   GemmParams p;
   p.A = A, p.B = B, p.C = C;
@@ -191,10 +239,13 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
     p.vecC = aligned16(p.C) && N % 4 == 0;
     p.splits = (int)splits, p.kchunk = (int)kchunk;
   }
-  if (big)
-    launch_tiled<128, 128, 8>(trans_a, trans_b, p, batch * splits);
-  else
-    launch_tiled<64, 64, 16>(trans_a, trans_b, p, batch * splits);
+  switch (shape) {
+    case kAuto:  // not returned by choose_tile
+    case kBig: launch_tiled<128, 128, 8>(trans_a, trans_b, p, batch * splits); break;
+    case kSquare: launch_tiled<64, 64, 16>(trans_a, trans_b, p, batch * splits); break;
+    case kTall: launch_tiled<128, 32, 16>(trans_a, trans_b, p, batch * splits); break;
+    case kWide: launch_tiled<32, 128, 16>(trans_a, trans_b, p, batch * splits); break;
+  }
   if (splits > 1) {
     int64_t total = batch * M * N;
     splitk_reduce<<<col_blocks(total), col_block(splits)>>>(ws.f32(), (int)splits, M, N, alpha, beta, C, ldc, stride_c,

@@ -28,6 +28,12 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                   int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
                   int64_t ldc, int64_t stride_c, int64_t batch);
 
+// The FP32 kernel's tile for a product (gemm_batched's choice, see matmul.cu):
+// 128 x 128, 64 x 64, 128 x 32 or 32 x 128, as "BMxBN". gemm_fp32_force_tile
+// makes every later product take one of them (benchmarks; null: automatic).
+const char* gemm_fp32_tile(int64_t M, int64_t N, int64_t K, int64_t batch);
+void gemm_fp32_force_tile(const char* tile);
+
 void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
 // A linear layer's forward, Y[R, O] = X[R, I] W[O, I]^T + bias (bias nullable): the bias
 // joins the GEMM's store (as on the CPU), the same bits as the product, then linear_bias_forward.
