@@ -158,6 +158,23 @@ static void add_grad_leaf(Tensor& slot, const Tensor& g) {
   }
 }
 
+// A node with a ScatterFn adds its gradient into its input's slot in place:
+// the slot is copied first when anything else holds it (a leaf's .grad never
+// shares its buffer; an interior gradient may be a view another node handed on).
+static void scatter_grad(const Node& node, const Tensor& gout, std::unordered_map<Node*, Tensor>& grads) {
+  const Tensor& in = node.inputs[0];
+  if (in.grad_fn()) {
+    Tensor& slot = grads[in.grad_fn().get()];
+    if (slot.defined() && (slot.impl_use_count() > 1 || slot.storage().use_count() > 1)) slot = copy_of(slot);
+    node.scatter(slot, gout);
+    return;
+  }
+  Tensor slot = in.grad();
+  if (slot.defined() && slot.storage().use_count() > 1) slot = copy_of(slot);
+  node.scatter(slot, gout);
+  const_cast<Tensor&>(in).set_grad(slot);
+}
+
 // For each node of `order`, the leaves whose last consumer it is: after that
 // node has run, nothing adds to their .grad in this pass.
 static std::vector<std::vector<Tensor>> leaves_done_after(const std::vector<std::shared_ptr<Node>>& order) {
@@ -213,6 +230,17 @@ void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph, co
     grads.erase(it);
     NALA_CHECK(node->backward, "backward: the graph through '", op_name(node->op),
                "' was already freed; pass retain_graph=true to run backward twice");
+    if (node->scatter && node->inputs.size() == 1 && node->inputs[0].defined() &&
+        node->inputs[0].requires_grad()) {
+      scatter_grad(*node, gout, grads);
+      if (!retain_graph) {
+        node->backward = nullptr;
+        node->scatter = nullptr;
+        node->inputs.clear();
+      }
+      report(n);
+      continue;
+    }
     std::vector<Tensor> gin = node->backward(gout);
     NALA_CHECK(gin.size() == node->inputs.size(), "backward of '", op_name(node->op), "' returned ", gin.size(),
                " gradients for ", node->inputs.size(), " inputs");
@@ -231,6 +259,7 @@ void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph, co
     }
     if (!retain_graph) {
       node->backward = nullptr;
+      node->scatter = nullptr;
       node->inputs.clear();
     }
     report(n);

@@ -32,10 +32,22 @@ namespace nala {
 
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_out)>;
 
+// An op whose one input's gradient is the incoming gradient placed into part
+// of an input-shaped tensor of zeros (narrow; split and chunk are narrows) may
+// also give a ScatterFn: it adds grad_out into that part of `slot`, the
+// gradient its input has accumulated so far, first making `slot` zeros of the
+// input's shape when it is undefined. The engine then calls it instead of the
+// backward function, on a slot it may write (copy on write as above): the
+// parts of one tensor (a Linear's weight used as four row blocks) add into
+// one buffer instead of each being padded to full size with zeros and the
+// padded tensors added.
+using ScatterFn = std::function<void(Tensor& slot, const Tensor& grad_out)>;
+
 struct Node {
   OpId op;
   std::vector<Tensor> inputs;  // same order as the gradients BackwardFn returns
   BackwardFn backward;
+  ScatterFn scatter;  // optional (see ScatterFn); only for nodes with one input
   Node() = default;
   ~Node();  // iterative: see autograd.cpp
 };

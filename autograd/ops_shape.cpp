@@ -6,8 +6,9 @@
 // gradients of reshape and contiguous are the incoming gradient itself (a
 // view of it) when it is contiguous, the others fresh contiguous tensors;
 // the engine copies a shared gradient before it adds into it in place
-// (autograd.cpp). split and chunk are narrows and
-// record narrow; transpose records permute. Copies go through the strided
+// (autograd.cpp). narrow also gives the engine a ScatterFn (autograd.h):
+// parts of one tensor add their gradients into one buffer, in place. split
+// and chunk are narrows and record narrow; transpose records permute. Copies go through the strided
 // copy kernel of the tensor's device (kernels/cpu/shape.h).
 //
 // Also defines the small tensor helpers the elementwise ops share
@@ -38,6 +39,13 @@ void copy_into(const Tensor& dst, const Tensor& src, const char* op) {
   if (src.numel() == 0) return;
   Layout L = make_layout(src.shape(), dst.strides(), src.strides(), {}, op);
   NALA_DISPATCH(src.device(), copy_strided, dst.f32(), src.f32(), L);
+}
+
+void add_into(const Tensor& dst, const Tensor& src, const char* op) {
+  NALA_CHECK(dst.shape() == src.shape(), op, ": sum of ", src.desc(), " into ", dst.desc());
+  if (src.numel() == 0) return;
+  Layout L = make_layout(src.shape(), dst.strides(), dst.strides(), src.strides(), op);
+  NALA_DISPATCH(src.device(), binary_forward, BinaryOp::Add, dst.f32(), dst.f32(), src.f32(), L);  // elementwise: in place is safe
 }
 
 Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op) {
@@ -104,11 +112,22 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   int64_t d = wrap_dim(dim, x.dim(), "narrow");
   Shape xs = x.shape();
   Device dev = x.device();
-  return record(OpId::narrow, out, {x}, [xs, dev, d, start, length](const Tensor& g) -> std::vector<Tensor> {
+  out = record(OpId::narrow, out, {x}, [xs, dev, d, start, length](const Tensor& g) -> std::vector<Tensor> {
     Tensor gx = detail::zeros_on(xs, dev);
     detail::copy_into(view::narrow(gx, d, start, length), g, "narrow");
     return {gx};
   });
+  // The same gradient added straight into the input's (see autograd.h, ScatterFn).
+  if (out.grad_fn())
+    out.grad_fn()->scatter = [xs, dev, d, start, length](Tensor& slot, const Tensor& g) {
+      if (!slot.defined()) {
+        slot = detail::zeros_on(xs, dev);
+        detail::copy_into(view::narrow(slot, d, start, length), g, "narrow");
+      } else {
+        detail::add_into(view::narrow(slot, d, start, length), g, "narrow");
+      }
+    };
+  return out;
 }
 
 Tensor expand(const Tensor& x, const Shape& shape) {

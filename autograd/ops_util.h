@@ -11,6 +11,8 @@ namespace detail {
 Tensor zeros_on(const Shape& shape, Device device);
 // dst (any strides) = src (any strides, same shape), f32.
 void copy_into(const Tensor& dst, const Tensor& src, const char* op);
+// dst (any strides) += src (any strides, same shape), f32, in place.
+void add_into(const Tensor& dst, const Tensor& src, const char* op);
 // A fresh contiguous copy of g's values in logical order, viewed as `shape`
 // (same element count).
 Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op);

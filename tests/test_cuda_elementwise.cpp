@@ -109,6 +109,16 @@ TEST_CASE("cuda: narrow", "[cuda][shape]") {
   compare([](const std::vector<Tensor>& in) { return narrow(in[0], 0, 2, 1); }, {x});
   // A narrow of a transposed view.
   compare([](const std::vector<Tensor>& in) { return narrow(transpose(in[0], 0, 1), 0, 5, 31); }, {x});
+  // Several narrows of one tensor (overlapping, along a strided dim too): their
+  // gradients add into one buffer in place (the engine's scatter).
+  compare(
+      [](const std::vector<Tensor>& in) {
+        Tensor y = mul(in[0], in[0]);  // an interior tensor
+        return concat({narrow(in[0], 1, 0, 20), narrow(in[0], 1, 10, 20), narrow(y, 1, 17, 20),
+                       transpose(narrow(transpose(y, 1, 2), 2, 1, 20), 1, 2)},
+                      0);
+      },
+      {x});
 }
 
 TEST_CASE("cuda: expand", "[cuda][shape]") {

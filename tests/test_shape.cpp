@@ -131,6 +131,53 @@ TEST_CASE("shape: narrow, concat and split round trips", "[shape]") {
   REQUIRE(e.grad().to_vector() == std::vector<float>{6, 6});
 }
 
+TEST_CASE("shape: narrows of one tensor add their gradients into one buffer (scatter)", "[shape]") {
+  Rng rng(11);
+  // Parts of a leaf, overlapping and not, and the leaf itself: w.grad is the
+  // sum of each part's gradient placed in its rows, plus the direct use.
+  Tensor w = randn({5, 3}, rng).set_requires_grad(true);
+  Tensor r0 = randn({2, 3}, rng), r1 = randn({3, 3}, rng), r2 = randn({2, 3}, rng), r3 = randn({5, 3}, rng);
+  Tensor loss = add(add(sum(mul(narrow(w, 0, 0, 2), r0)), sum(mul(narrow(w, 0, 1, 3), r1))),
+                    add(sum(mul(narrow(w, 0, 3, 2), r2)), sum(mul(w, r3))));
+  backward(loss);
+  std::vector<float> want = r3.to_vector();
+  auto put = [&](const Tensor& r, int64_t row0) {
+    std::vector<float> v = r.to_vector();
+    for (size_t i = 0; i < v.size(); i++) want[row0 * 3 + i] += v[i];
+  };
+  put(r0, 0), put(r1, 1), put(r2, 3);
+  REQUIRE_CLOSE(w.grad().to_vector(), want, 1e-6, 1e-6);
+  // A second pass accumulates into the same .grad.
+  backward(sum(mul(narrow(w, 1, 2, 1), Tensor::ones({5, 1}))));
+  for (int64_t i = 0; i < 5; i++) want[i * 3 + 2] += 1.0f;
+  REQUIRE_CLOSE(w.grad().to_vector(), want, 1e-6, 1e-6);
+
+  // A .grad whose buffer something else also holds (here a view of it) is
+  // copied before the part is added: the other holder keeps its values.
+  Tensor buf = Tensor::full({5, 3}, 1.0f), alias = reshape(buf, {15});
+  w.set_grad(buf);
+  backward(sum(mul(narrow(w, 0, 2, 2), Tensor::ones({2, 3}))));
+  REQUIRE(alias.to_vector() == std::vector<float>(15, 1.0f));
+  std::vector<float> want2(15, 1.0f);
+  for (int i = 6; i < 12; i++) want2[i] = 2.0f;
+  REQUIRE(w.grad().to_vector() == want2);
+
+  // An interior tensor used twice: its first use adds a part, the second the
+  // whole gradient (both orders of the two uses).
+  for (int order = 0; order < 2; order++) {
+    Tensor x = randn({4, 3}, rng).set_requires_grad(true);
+    Tensor a = randn({4, 3}, rng), b = randn({2, 3}, rng);
+    Tensor y = mul(x, Tensor::full({1}, 2.0f));
+    Tensor t = sum(mul(y, a)), u = sum(mul(narrow(y, 0, 1, 2), b));
+    backward(order ? add(u, t) : add(t, u));
+    std::vector<float> gx = a.to_vector(), bv = b.to_vector();
+    for (size_t i = 0; i < bv.size(); i++) gx[3 + i] += bv[i];
+    for (auto& e : gx) e *= 2.0f;
+    INFO("order " << order);
+    REQUIRE_CLOSE(x.grad().to_vector(), gx, 1e-6, 1e-6);
+  }
+}
+
 TEST_CASE("shape: bad arguments name the op and the shapes", "[shape]") {
   Tensor x = Tensor::zeros({2, 5});
   REQUIRE_THROWS_WITH(chunk(x, 3, 1), Catch::Contains("chunk") && Catch::Contains("[2, 5]"));
