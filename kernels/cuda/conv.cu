@@ -100,8 +100,8 @@ Unfold<I, D> unfold(int64_t rows, int64_t H, int64_t W, int64_t Ci, int64_t Ho, 
 }
 
 // cols (rows, K) for images starting at x (already offset to the chunk's
-// first image), TR = kTile / K whole rows of cols a block at a time (K <=
-// kTile): the taps are gathered channel-fastest (consecutive threads read
+// first image), TR whole rows of cols a block at a time (TR K <= kTile;
+// launch_im2col takes TR small enough for about 1024 blocks): the taps are gathered channel-fastest (consecutive threads read
 // consecutive channels of a pixel: coalesced) into a shared tile laid out as
 // the rows of cols (ci major, then the tap; a stride of k*k between
 // consecutive channels, conflict-free for odd k), then the tile is written
@@ -109,9 +109,8 @@ Unfold<I, D> unfold(int64_t rows, int64_t H, int64_t W, int64_t Ci, int64_t Ho, 
 constexpr int kTile = 8192;  // floats of the shared tile (32 KB)
 
 template <typename I, typename D>
-__global__ void im2col_tile_kernel(float* cols, const float* x, Unfold<I, D> u) {
+__global__ void im2col_tile_kernel(float* cols, const float* x, Unfold<I, D> u, I TR) {
   __shared__ float tile[kTile];
-  const I TR = kTile / u.K;
   for (I r0 = (I)blockIdx.x * TR; r0 < u.rows; r0 += (I)gridDim.x * TR) {
     const I n = min(TR, u.rows - r0) * u.K;
     for (I j = threadIdx.x; j < n; j += blockDim.x) {
@@ -183,8 +182,10 @@ bool fits_int(int64_t rows, int64_t K, int64_t nb, int64_t H, int64_t W, int64_t
 template <typename I, typename D>
 void launch_im2col(float* cols, const float* x, const Unfold<I, D>& u) {
   if (u.K <= kTile) {
-    const int64_t TR = kTile / u.K;
-    im2col_tile_kernel<<<(int)std::min<int64_t>((u.rows + TR - 1) / TR, kMaxBlocks), kThreads>>>(cols, x, u);
+    // Enough blocks to fill the GPU: a one-channel stem (K = 9) would
+    // otherwise put 910 rows in each of 56 blocks.
+    const int64_t TR = std::max<int64_t>(1, std::min<int64_t>(kTile / u.K, ((int64_t)u.rows + 1023) / 1024));
+    im2col_tile_kernel<<<(int)std::min<int64_t>((u.rows + TR - 1) / TR, kMaxBlocks), kThreads>>>(cols, x, u, (I)TR);
   } else {
     im2col_kernel<<<blocks_for((int64_t)u.rows * u.Ci), kThreads>>>(cols, x, u);
   }

@@ -115,7 +115,9 @@ __global__ void chan_partials_strided(float* part, int64_t O, int64_t C, int64_t
 template <class F>
 Tensor channel_partials(int64_t O, int64_t C, int64_t I, F f, int& nblk, const char* op) {
   if (I == 1) {
-    nblk = (int)std::max<int64_t>(1, std::min<int64_t>((O + 15) / 16, 1024));
+    // at least 64 rows a block, at most 256 blocks: the second pass adds
+    // nblk partials per channel in one block, a few loads a lane
+    nblk = (int)std::max<int64_t>(1, std::min<int64_t>((O + 63) / 64, 256));
   } else {
     const int64_t by_work = (O * I + 1023) / 1024, by_grid = std::max<int64_t>(1, 2048 / C);
     nblk = (int)std::max<int64_t>(1, std::min<int64_t>(std::min(by_work, by_grid), 65535));

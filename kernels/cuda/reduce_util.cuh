@@ -47,7 +47,7 @@ __device__ T group_reduce(T v, Op op, T* sh) {
 // column j's partials are col[0], col[ld], ..., col[(n - 1) ld]. column_sum()
 // adds them in double, in blocks of col_block(n) threads: 32 consecutive
 // columns a block (threadIdx.x; the loads are coalesced) and blockDim.y
-// lanes (a power of two, about n / 8, at most 32) striding over the rows;
+// lanes (a power of two, at least n / 4 up to 32) striding over the rows;
 // then the lanes' sums are added in lane order through shared memory. The
 // order depends on n only: the same bits every run. The sum reaches the
 // threads with threadIdx.y == 0 (the others get 0). Every thread of the
@@ -58,7 +58,7 @@ __device__ T group_reduce(T v, Op op, T* sh) {
 constexpr int kColLanes = 32;
 inline dim3 col_block(int64_t n) {
   int lanes = 1;
-  while (lanes < kColLanes && lanes * 16 <= n) lanes *= 2;
+  while (lanes < kColLanes && lanes * 4 < n) lanes *= 2;
   return dim3(32, lanes);
 }
 inline unsigned col_blocks(int64_t ncols) { return (unsigned)std::max<int64_t>(1, (ncols + 31) / 32); }
