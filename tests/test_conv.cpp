@@ -295,12 +295,12 @@ TEST_CASE("conv2d: FastDiv (the CUDA unfolding's index division) equals integer 
   REQUIRE(FastDiv(0)(12345) == 12345);  // an empty extent: never a divisor, harmless
 }
 
-TEST_CASE("conv2d: gather_chunk (the CUDA implicit GEMM's unfolding) equals a written-out unfolding", "[conv]") {
+TEST_CASE("conv2d: gather_chunk and gather_cols (the CUDA implicit GEMMs' unfolding) equal a written-out unfolding", "[conv]") {
   Rng rng(6);
   struct Case {
     int B, H, W, Ci, k, stride, pad;
   };
-  // channel counts with and without the 8-channel vector path, the stem's 1 and 3, kernels 1-5,
+  // channel counts with and without the 8- and 4-channel vector paths, the stem's 1 and 3, kernels 1-5,
   // strides 1-2, padding 0-2 (wider than the kernel's half too)
   for (const Case& c : {Case{2, 7, 9, 3, 3, 2, 1}, Case{1, 6, 5, 1, 3, 1, 1}, Case{2, 8, 8, 8, 3, 2, 1},
                         Case{1, 5, 7, 16, 2, 2, 0}, Case{2, 4, 6, 24, 3, 1, 2}, Case{1, 9, 4, 5, 5, 1, 2},
@@ -319,7 +319,7 @@ TEST_CASE("conv2d: gather_chunk (the CUDA implicit GEMM's unfolding) equals a wr
       if (h < 0 || h >= c.H || w < 0 || w >= c.W) return 0.0f;
       return x[(((size_t)b * c.H + h) * c.W + w) * c.Ci + ci];
     };
-    for (int r = 0; r < rows; r++)
+    for (int r = 0; r < rows; r++) {
       for (int q0 = 0; q0 < cols; q0 += 8)
         for (int qmax : {cols, std::min(cols, q0 + 3)}) {  // the whole row, and a slice ending mid-chunk
           float v[8];
@@ -329,5 +329,15 @@ TEST_CASE("conv2d: gather_chunk (the CUDA implicit GEMM's unfolding) equals a wr
             REQUIRE(v[j] == (q0 + j < qmax ? ref(r, q0 + j) : 0.0f));
           }
         }
+      for (int q0 = 0; q0 < cols; q0 += 4)  // the FP32 GEMM's pieces of 4
+        for (int qmax : {cols, std::min(cols, q0 + 2)}) {
+          float v[4];
+          gather_cols<4>(x.data(), g, r, q0, qmax, v);
+          for (int j = 0; j < 4; j++) {
+            INFO("row " << r << " column " << q0 + j << " of " << qmax << " (pieces of 4)");
+            REQUIRE(v[j] == (q0 + j < qmax ? ref(r, q0 + j) : 0.0f));
+          }
+        }
+    }
   }
 }

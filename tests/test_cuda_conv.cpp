@@ -61,22 +61,41 @@ TEST_CASE("cuda: conv2d forward and gradients match the CPU", "[cuda][conv]") {
       {2, 5, 4, 0, 3, 3, 1, 1, true},      // Ci = 0: no columns, the output is the bias
   };
   Rng rng(101);
-  for (const ConvCase& c : cases) check_conv_op(c, rng, 1e-4, 1e-4);
+#ifdef NALA_CUDA
+  for (bool unfold : {false, true}) {  // the implicit GEMM (FP32 kernel), and im2col into memory
+    INFO("im2col " << unfold);
+    cuda::conv2d_force_unfold(unfold);
+    for (const ConvCase& c : cases) check_conv_op(c, rng, 1e-4, 1e-4);
+  }
+  cuda::conv2d_force_unfold(false);
+  // The stem's shapes: Ci = 1, then 16 channels (the 4-channel vector gather), stride 2 and 1.
+  for (const ConvCase& c : {ConvCase{8, 28, 28, 1, 16, 3, 2, 1, true}, ConvCase{8, 14, 14, 16, 16, 3, 1, 1, true},
+                            ConvCase{4, 14, 14, 16, 32, 3, 2, 1, true}, ConvCase{2, 9, 9, 12, 8, 5, 1, 2, false}})
+    check_conv_op(c, rng, 1e-4, 1e-4);
+#endif
 }
 
 TEST_CASE("cuda: conv2d over several im2col chunks", "[cuda][conv]") {
   SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
   // cols of one image: 64*64 x 128*9 = 4.7M floats; the 16M-float budget takes 3 images per chunk.
   Rng rng(102);
+  cuda::conv2d_force_unfold(true);
   check_conv_op({4, 64, 64, 128, 16, 3, 1, 1, true}, rng, 1e-3, 1e-3);
+  cuda::conv2d_force_unfold(false);
+  check_conv_op({4, 64, 64, 128, 16, 3, 1, 1, true}, rng, 1e-3, 1e-3);  // and the same as an implicit GEMM
+#endif
 }
 
 TEST_CASE("cuda: conv2d kernels with some gradients not wanted, deterministic", "[cuda][conv]") {
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(103);
-  for (const ConvCase& c : {ConvCase{3, 9, 7, 5, 6, 3, 2, 1, true}, ConvCase{3, 9, 7, 5, 6, 1, 1, 0, true}}) {
-    INFO(c);
+  for (int unfold = 0; unfold < 2; unfold++)
+  for (const ConvCase& c : {ConvCase{3, 9, 7, 5, 6, 3, 2, 1, true}, ConvCase{3, 9, 7, 5, 6, 1, 1, 0, true},
+                            ConvCase{3, 9, 7, 8, 6, 3, 1, 1, true}}) {
+    INFO(c << " im2col " << unfold);
+    cuda::conv2d_force_unfold(unfold == 1);
     const int64_t Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
     Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f);
     Tensor g = randn({c.B, Ho, Wo, c.Co}, rng);
@@ -105,6 +124,7 @@ TEST_CASE("cuda: conv2d kernels with some gradients not wanted, deterministic", 
                             c.Co, c.k, c.stride, c.pad);
     }
     for (int i = 0; i < 3; i++) REQUIRE(d1[i].to_vector() == d2[i].to_vector());
+    cuda::conv2d_force_unfold(false);
   }
 #endif
 }

@@ -14,8 +14,10 @@
 //             dbias = column sums of dout        linear_bias_backward (a linear
 //                                                layer's bias gradient: the same sum)
 // A 1x1 stride-1 unpadded conv skips the unfolding (cols is x itself).
-// With bf16 products (set_gemm_bf16) the forward and dw are implicit GEMMs
-// instead (cuda::conv_bf16_f32_forward / _dw): the GEMM reads the unfolding
+// When the sizes fit int indices (conv_fits_int: every model's do), the
+// forward and dw are implicit GEMMs instead, on tensor cores with bf16
+// products (set_gemm_bf16: cuda::conv_bf16_f32_forward / _dw), else on the
+// FP32 kernel (cuda::conv_fp32_forward / _dw): the GEMM reads the unfolding
 // from x in place and nothing is unfolded into memory; its columns are
 // channel-fastest (kernels/conv_gather.h), so the weights go in, and dw comes
 // out, permuted to (Co, k, k, Ci) (swap_inner, a pass over the small weight
@@ -34,6 +36,7 @@
 // block's rows), then a second pass over the row blocks in a fixed order
 // (double accumulation).
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <climits>
 
@@ -242,16 +245,36 @@ __global__ void flip_transpose_kernel(float* wt, const float* w, int64_t Co, int
   }
 }
 
-// The bf16 implicit GEMM takes the conv (see the file comment): bf16 products
-// on, an unfolding to avoid, int-sized.
+// The implicit GEMM takes the conv (see the file comment): an unfolding to
+// avoid, int-sized.
+std::atomic<bool> g_force_unfold{false};
 bool implicit_gemm(const ConvGeom& g, int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride,
                    int64_t pad) {
-  return gemm_bf16_mode() && !g.direct && g.K > 0 && conv_fits_int(B, H, W, Ci, k, stride, pad);
+  return !g_force_unfold && !g.direct && g.K > 0 && conv_fits_int(B, H, W, Ci, k, stride, pad);
+}
+
+// The implicit GEMM's forward and dw in the precision of the products: bf16
+// tensor cores in bf16 mode, else the FP32 kernel.
+void implicit_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                      int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
+  if (gemm_bf16_mode())
+    conv_bf16_f32_forward(out, x, w, bias, B, H, W, Ci, Co, k, stride, pad);
+  else
+    conv_fp32_forward(out, x, w, bias, B, H, W, Ci, Co, k, stride, pad);
+}
+void implicit_dw(float* dw, const float* dout, const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci,
+                 int64_t Co, int64_t k, int64_t stride, int64_t pad) {
+  if (gemm_bf16_mode())
+    conv_bf16_f32_dw(dw, dout, x, B, H, W, Ci, Co, k, stride, pad);
+  else
+    conv_fp32_dw(dw, dout, x, B, H, W, Ci, Co, k, stride, pad);
 }
 
 }  // namespace
 
 // ---- conv2d -----------------------------------------------------------------
+
+void conv2d_force_unfold(bool on) { g_force_unfold = on; }
 
 void conv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                     int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
@@ -260,7 +283,7 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* bia
   if (implicit_gemm(g, B, H, W, Ci, k, stride, pad)) {
     Tensor wp = scratch(Co * g.K);
     swap_inner(wp.f32(), w, Co, Ci, k * k, "conv2d_forward");  // (Co, k k, Ci)
-    conv_bf16_f32_forward(out, x, wp.f32(), bias, B, H, W, Ci, Co, k, stride, pad);
+    implicit_forward(out, x, wp.f32(), bias, B, H, W, Ci, Co, k, stride, pad);
     return;
   }
   Tensor cols;
@@ -288,7 +311,7 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
   }
   if (dw && implicit_gemm(g, B, H, W, Ci, k, stride, pad)) {
     Tensor dwp = scratch(Co * g.K);
-    conv_bf16_f32_dw(dwp.f32(), dout, x, B, H, W, Ci, Co, k, stride, pad);  // (Co, k k, Ci)
+    implicit_dw(dwp.f32(), dout, x, B, H, W, Ci, Co, k, stride, pad);  // (Co, k k, Ci)
     swap_inner(dw, dwp.f32(), Co, k * k, Ci, "conv2d_backward");
     dw = nullptr;  // done
     if (!dx) return;
@@ -303,7 +326,7 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
     Tensor wt = scratch(Co * g.K);
     flip_transpose_kernel<<<blocks_for(Co * g.K), kThreads>>>(wt.f32(), w, Co, Ci, k * k);
     CUDA_CHECK_LAUNCH("conv2d_backward");
-    conv_bf16_f32_forward(dx, dout, wt.f32(), nullptr, B, g.Ho, g.Wo, Co, Ci, k, 1, k - 1 - pad);
+    implicit_forward(dx, dout, wt.f32(), nullptr, B, g.Ho, g.Wo, Co, Ci, k, 1, k - 1 - pad);
     return;
   }
   const int64_t buf = std::min(B, g.chunk) * g.per_image * g.K;

@@ -22,5 +22,9 @@ void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, co
 void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
                           int64_t H, int64_t W, int64_t C, int64_t k);
 
+// Tests: on, conv2d unfolds into memory (im2col, chunked) even where the
+// implicit GEMM would take it (kernels/cuda/conv.cu), so both paths are checked.
+void conv2d_force_unfold(bool on);
+
 }  // namespace cuda
 }  // namespace nala

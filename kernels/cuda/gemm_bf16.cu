@@ -286,7 +286,6 @@ bool conv_fits_int(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64
   return B * Ho * Wo < most && Ci * k * k < most && H * W < most;
 }
 
-namespace {
 ConvGather conv_gather(const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride,
                        int64_t pad, const char* op) {
   NALA_CHECK(k > 0 && stride > 0 && pad >= 0, op, ": kernel ", k, ", stride ", stride, ", padding ", pad);
@@ -295,7 +294,6 @@ ConvGather conv_gather(const float* x, int64_t B, int64_t H, int64_t W, int64_t 
   return ConvGather((int)H, (int)W, (int)Ci, (int)Ho, (int)Wo, (int)k, (int)stride, (int)pad, (int)(B * Ho * Wo),
                     (int)(Ci * k * k), aligned(x, 16));
 }
-}  // namespace
 
 void conv_bf16_f32_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                            int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {

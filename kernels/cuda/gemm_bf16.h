@@ -25,6 +25,8 @@
 
 #include <cuda_bf16.h>
 
+#include "kernels/conv_gather.h"
+
 namespace nala {
 namespace cuda {
 
@@ -62,6 +64,9 @@ void conv_bf16_f32_forward(float* out, const float* x, const float* w, const flo
                            int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad);
 // Whether a conv's sizes fit the implicit GEMM's int indices (else use im2col).
 bool conv_fits_int(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride, int64_t pad);
+// The unfolding of images x for the implicit GEMMs (checks the sizes fit, naming op).
+ConvGather conv_gather(const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t k, int64_t stride,
+                       int64_t pad, const char* op);
 void conv_bf16_f32_dw(float* dw, const float* dout, const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci,
                       int64_t Co, int64_t k, int64_t stride, int64_t pad);
 

@@ -20,6 +20,8 @@
 
 #include <cstdint>
 
+#include "kernels/conv_gather.h"
+
 namespace nala {
 namespace cuda {
 namespace fp32gemm {
@@ -39,6 +41,7 @@ struct GemmParams {
   float alpha, beta;
   const float* bias;      // null, or added to every row of C after alpha and beta (a linear layer's bias)
   bool vecA, vecB, vecC;  // float4 global access allowed
+  ConvGather conv;        // gemm_tiled<..., GATHER = 1 or 2>: A or B is the unfolding of the image batch A or B
 };
 
 // A BX x BK tile of an operand holds BX * BK / 4 float4s; thread t loads
@@ -53,9 +56,11 @@ struct TileLoads {
 // [x0, x0 + BX), k in [kt, kt + BK); zeros where x >= xmax or k >= kend.
 // KC: the operand stores k contiguously (X[x * ld + k]); otherwise x is
 // contiguous (X[k * ld + x]).
-template <int BX, int BK, bool KC>
+// G: X is an image batch and the operand its unfolding (kernels/conv_gather.h),
+// rows x (KC) or k (not KC) of the unfolding, its columns k or x.
+template <int BX, int BK, bool KC, bool G = false>
 __device__ __forceinline__ void load_tile(const float* X, int64_t ld, int x0, int xmax, int kt, int kend, bool vec,
-                                          float (&r)[TileLoads<BX, BK>::LOADS * 4]) {
+                                          float (&r)[TileLoads<BX, BK>::LOADS * 4], const ConvGather* conv = nullptr) {
   using L = TileLoads<BX, BK>;
 #pragma unroll
   for (int l = 0; l < L::LOADS; l++) {
@@ -64,6 +69,14 @@ __device__ __forceinline__ void load_tile(const float* X, int64_t ld, int x0, in
     if (L::F4 % THREADS != 0 && f >= L::F4) break;
     const int x = KC ? x0 + f / (BK / 4) : x0 + (f % (BX / 4)) * 4;
     const int k = KC ? kt + (f % (BK / 4)) * 4 : kt + f / (BX / 4);
+    if (G) {  // 4 consecutive columns of one row of the unfolding (KC: row x, columns k..; else row k, columns x..)
+      float(&v)[4] = *reinterpret_cast<float(*)[4]>(o);
+      if (KC ? x < xmax : k < kend)
+        gather_cols<4>(X, *conv, KC ? x : k, KC ? k : x, KC ? kend : xmax, v);
+      else
+        v[0] = v[1] = v[2] = v[3] = 0.0f;
+      continue;
+    }
     if (KC) {
       const float* src = X + (int64_t)x * ld + k;
       if (vec && x < xmax && k + 3 < kend) {
@@ -126,8 +139,12 @@ constexpr int min_blocks() {
   return BM * BN >= 128 * 128 ? 2 : BM == BN ? 4 : 3;
 }
 
-template <int BM, int BN, int BK, bool TA, bool TB>
+// GATHER: 0, or 1 (A, not transposed) or 2 (B, not transposed) is the
+// unfolding of the image batch p.A or p.B (p.conv; the implicit-GEMM
+// convolution: its forward X W^T, its weight gradient dY^T X).
+template <int BM, int BN, int BK, bool TA, bool TB, int GATHER = 0>
 __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(GemmParams p) {
+  static_assert(GATHER == 0 || (GATHER == 1 && !TA) || (GATHER == 2 && !TB), "a gathered operand is not transposed");
   using G = ThreadGrid<BM, BN>;
   constexpr int GM = G::GM, GN = G::GN, TX = G::TX;
   __shared__ __align__(16) float As[2][BK][BM + PAD];
@@ -150,8 +167,8 @@ __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(Gemm
   // op(A) is M x K: A stores k contiguously unless transposed. op(B) is K x N:
   // B stores k contiguously only when transposed.
   float ra[TileLoads<BM, BK>::LOADS * 4], rb[TileLoads<BN, BK>::LOADS * 4];
-  load_tile<BM, BK, !TA>(A, p.lda, m0, p.M, kbeg, kend, p.vecA, ra);
-  load_tile<BN, BK, TB>(B, p.ldb, n0, p.N, kbeg, kend, p.vecB, rb);
+  load_tile<BM, BK, !TA, GATHER == 1>(A, p.lda, m0, p.M, kbeg, kend, p.vecA, ra, &p.conv);
+  load_tile<BN, BK, TB, GATHER == 2>(B, p.ldb, n0, p.N, kbeg, kend, p.vecB, rb, &p.conv);
   store_tile<BM, BK, !TA>(As[0], ra);
   store_tile<BN, BK, TB>(Bs[0], rb);
   __syncthreads();
@@ -160,8 +177,8 @@ __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(Gemm
   for (int kt = kbeg; kt < kend; kt += BK) {
     const bool next = kt + BK < kend;
     if (next) {  // the next step's loads are in flight while this one computes
-      load_tile<BM, BK, !TA>(A, p.lda, m0, p.M, kt + BK, kend, p.vecA, ra);
-      load_tile<BN, BK, TB>(B, p.ldb, n0, p.N, kt + BK, kend, p.vecB, rb);
+      load_tile<BM, BK, !TA, GATHER == 1>(A, p.lda, m0, p.M, kt + BK, kend, p.vecA, ra, &p.conv);
+      load_tile<BN, BK, TB, GATHER == 2>(B, p.ldb, n0, p.N, kt + BK, kend, p.vecB, rb, &p.conv);
     }
 #pragma unroll
     for (int k = 0; k < BK; k++) {

@@ -101,13 +101,17 @@ int sm_count() {
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
 template <int BM, int BN, int BK>
-void launch_tiled(bool ta, bool tb, GemmParams p, int64_t nz) {
+void launch_tiled(bool ta, bool tb, GemmParams p, int64_t nz, int gather) {
   dim3 grid((unsigned)((p.M + BM - 1) / BM), (unsigned)((p.N + BN - 1) / BN), 1);
   NALA_CHECK(grid.y <= 65535, "gemm: N = ", p.N, " is too large");
   for (int64_t z0 = 0; z0 < nz; z0 += 65535) {
     p.z0 = (int)z0;
     grid.z = (unsigned)std::min<int64_t>(65535, nz - z0);
-    if (!ta && !tb)
+    if (gather == 1)  // the implicit-GEMM convolution's forward: unfold(x) w^T
+      gemm_tiled<BM, BN, BK, false, true, 1><<<grid, THREADS>>>(p);
+    else if (gather == 2)  // its weight gradient: dout^T unfold(x)
+      gemm_tiled<BM, BN, BK, true, false, 2><<<grid, THREADS>>>(p);
+    else if (!ta && !tb)
       gemm_tiled<BM, BN, BK, false, false><<<grid, THREADS>>>(p);
     else if (ta && !tb)
       gemm_tiled<BM, BN, BK, true, false><<<grid, THREADS>>>(p);
@@ -181,10 +185,12 @@ void gemm_fp32_force_tile(const char* tile) {
 
 // gemm_batched, plus bias (null, or N floats) added to every row of every C
 // after alpha and beta, in the GEMM's store (the last step of the split-K sum).
+// gather 1 or 2: A (not transposed) or B (not transposed) is the unfolding
+// *conv of the image batch A or B (FP32 only; batch 1).
 static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                               const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
                               int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch,
-                              const float* bias) {
+                              const float* bias, int gather = 0, const ConvGather* conv = nullptr) {
   if (M <= 0 || N <= 0 || batch <= 0) return;
   NALA_CHECK(M < INT_MAX && N < INT_MAX && K < INT_MAX && batch < INT_MAX, "gemm: sizes too large (M ", M, ", N ",
              N, ", K ", K, ", batch ", batch, ")");
@@ -198,7 +204,7 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
     }
     return;
   }
-  if (g_gemm_bf16 && batch == 1 && (beta == 0.0f || beta == 1.0f)) {
+  if (g_gemm_bf16 && batch == 1 && (beta == 0.0f || beta == 1.0f) && gather == 0) {
     GemmEpilogue epi;
     epi.bias = bias;
     if (beta == 1.0f) epi.residual = C, epi.ldr = ldc;
@@ -220,6 +226,10 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   p.vecA = aligned16(A) && lda % 4 == 0 && stride_a % 4 == 0;
   p.vecB = aligned16(B) && ldb % 4 == 0 && stride_b % 4 == 0;
   p.vecC = aligned16(C) && ldc % 4 == 0 && stride_c % 4 == 0;
+  if (gather) {
+    NALA_CHECK(conv && batch == 1 && (gather == 1 ? !trans_a : !trans_b), "gemm: a bad gathered operand");
+    p.conv = *conv;
+  }
 
   // Split-K: aim for four blocks per SM (a 64 x 64 block of 8 warps alone on
   // an SM waits on its loads), slices of at least 128, a bounded workspace.
@@ -241,10 +251,10 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   }
   switch (shape) {
     case kAuto:  // not returned by choose_tile
-    case kBig: launch_tiled<128, 128, 8>(trans_a, trans_b, p, batch * splits); break;
-    case kSquare: launch_tiled<64, 64, 16>(trans_a, trans_b, p, batch * splits); break;
-    case kTall: launch_tiled<128, 32, 16>(trans_a, trans_b, p, batch * splits); break;
-    case kWide: launch_tiled<32, 128, 16>(trans_a, trans_b, p, batch * splits); break;
+    case kBig: launch_tiled<128, 128, 8>(trans_a, trans_b, p, batch * splits, gather); break;
+    case kSquare: launch_tiled<64, 64, 16>(trans_a, trans_b, p, batch * splits, gather); break;
+    case kTall: launch_tiled<128, 32, 16>(trans_a, trans_b, p, batch * splits, gather); break;
+    case kWide: launch_tiled<32, 128, 16>(trans_a, trans_b, p, batch * splits, gather); break;
   }
   if (splits > 1) {
     int64_t total = batch * M * N;
@@ -254,6 +264,22 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   }
   // ws goes back to the caching allocator here; later kernels on the same
   // stream that reuse it run after splitk_reduce.
+}
+
+void conv_fp32_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                       int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
+  const ConvGather g = conv_gather(x, B, H, W, Ci, k, stride, pad, "conv2d_forward");
+  // out[rows, Co] = unfold(x)[rows, cols] w[Co, cols]^T (+ bias)
+  gemm_batched_bias(false, true, g.rows, Co, g.cols, 1.0f, x, g.cols, 0, w, g.cols, 0, 0.0f, out, Co, 0, 1, bias, 1,
+                    &g);
+}
+
+void conv_fp32_dw(float* dw, const float* dout, const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci,
+                  int64_t Co, int64_t k, int64_t stride, int64_t pad) {
+  const ConvGather g = conv_gather(x, B, H, W, Ci, k, stride, pad, "conv2d_backward");
+  // dw[Co, cols] = dout[rows, Co]^T unfold(x)[rows, cols]
+  gemm_batched_bias(true, false, Co, g.cols, g.rows, 1.0f, dout, Co, 0, x, g.cols, 0, 0.0f, dw, g.cols, 0, 1,
+                    nullptr, 2, &g);
 }
 
 void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

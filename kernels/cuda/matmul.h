@@ -34,6 +34,16 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
 const char* gemm_fp32_tile(int64_t M, int64_t N, int64_t K, int64_t batch);
 void gemm_fp32_force_tile(const char* tile);
 
+// A k x k convolution (stride, padding) of channels-last images x (B, H, W,
+// Ci) as an implicit GEMM in FP32: the FP32 kernel reads the unfolding from x
+// in place (kernels/conv_gather.h, columns channel-fastest), so w and dw are
+// in (Co, k, k, Ci) order. forward: out (B, Ho, Wo, Co) = unfold(x) w^T +
+// bias (bias nullable); dw: dw (Co, k, k, Ci) = dout^T unfold(x) (overwritten).
+void conv_fp32_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                       int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad);
+void conv_fp32_dw(float* dw, const float* dout, const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci,
+                  int64_t Co, int64_t k, int64_t stride, int64_t pad);
+
 void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
 // A linear layer's forward, Y[R, O] = X[R, I] W[O, I]^T + bias (bias nullable): the bias
 // joins the GEMM's store (as on the CPU), the same bits as the product, then linear_bias_forward.
