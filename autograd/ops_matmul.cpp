@@ -267,12 +267,13 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
                     dx = Tensor::empty(xshape, DType::F32, dev);
                     NALA_DISPATCH(dev, gemm, false, false, R, I, O, 1.0f, g.f32(), O, ws.f32(), I, 0.0f, dx.f32(), I);
                   }
-                  if (wg) {  // dW[O, I] = dY^T X, summed over all R rows
-                    dw = Tensor::empty({O, I}, DType::F32, dev);
+                  if (wg) dw = Tensor::empty({O, I}, DType::F32, dev);
+                  if (bg) db = Tensor::empty({O}, DType::F32, dev);
+                  if (wg && bg) {  // both from one pass over dY
+                    NALA_DISPATCH(dev, linear_backward_weight_bias, dw.f32(), db.f32(), g.f32(), xs.f32(), R, O, I);
+                  } else if (wg) {  // dW[O, I] = dY^T X, summed over all R rows
                     NALA_DISPATCH(dev, gemm, true, false, O, I, R, 1.0f, g.f32(), O, xs.f32(), I, 0.0f, dw.f32(), I);
-                  }
-                  if (bg) {
-                    db = Tensor::empty({O}, DType::F32, dev);
+                  } else if (bg) {
                     NALA_DISPATCH(dev, linear_bias_backward, db.f32(), g.f32(), R, O);
                   }
                   std::vector<Tensor> grads = {dx, dw};

@@ -166,6 +166,52 @@ TEST_CASE("cuda: gemm's four FP32 tiles: the choice, and each against the CPU on
 #endif
 }
 
+TEST_CASE("cuda: a linear layer's weight and bias gradients from one product with a column of ones", "[cuda][matmul]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(105);
+  // (R, O, I): one tile, split-K over long R (ones column in the workspace),
+  // I + 1 a multiple of 4 and not, I = 1, R = 0 (zeros), pico's shapes.
+  const int64_t shapes[][3] = {{37, 5, 7},     {300, 33, 31},  {5000, 40, 3},  {20011, 64, 63},
+                               {7, 3, 1},      {0, 6, 5},      {50176, 32, 32}, {12544, 192, 64}};
+  const char* tiles[] = {nullptr, "128x128", "64x64", "128x32", "32x128"};
+  for (const char* tile : tiles)
+    for (auto& sh : shapes)
+      for (int64_t off : {0, 1}) {  // off = 1: misaligned operands (scalar loads)
+        const int64_t R = sh[0], O = sh[1], I = sh[2];
+        INFO("tile " << (tile ? tile : "auto") << " R " << R << " O " << O << " I " << I << " off " << off);
+        cuda::gemm_fp32_force_tile(tile);
+        std::vector<float> dY = rand_vec(off + R * O, rng), X = rand_vec(off + R * I, rng);
+        std::vector<float> dW(O * I), db(O);
+        cpu::gemm(true, false, O, I, R, 1.0f, dY.data() + off, O, X.data() + off, I, 0.0f, dW.data(), I);
+        cpu::linear_bias_backward(db.data(), dY.data() + off, R, O);
+        Tensor ddY = cuda_vec(dY), dX = cuda_vec(X), ddW = cuda_vec(std::vector<float>(off + O * I, NAN)),
+               ddb = cuda_vec(std::vector<float>(off + O, NAN));
+        cuda::linear_backward_weight_bias(ddW.f32() + off, ddb.f32() + off, ddY.f32() + off, dX.f32() + off, R, O, I);
+        std::vector<float> gw = host(ddW).to_vector(), gb = host(ddb).to_vector();
+        const double tol = 2e-5 * std::sqrt((double)R + 1);
+        REQUIRE_CLOSE(std::vector<float>(gw.begin() + off, gw.end()), dW, tol, 1e-5);
+        REQUIRE_CLOSE(std::vector<float>(gb.begin() + off, gb.end()), db, tol, 1e-5);
+      }
+  cuda::gemm_fp32_force_tile(nullptr);
+  // In bf16 mode the products round to bf16 and the sums are a second pass: db exactly as linear_bias_backward.
+  {
+    const int64_t R = 1000, O = 24, I = 40;
+    std::vector<float> dY = rand_vec(R * O, rng), X = rand_vec(R * I, rng);
+    Tensor ddY = cuda_vec(dY), dX = cuda_vec(X), ddW = cuda_vec(std::vector<float>(O * I)),
+           ddb = cuda_vec(std::vector<float>(O)), ref = cuda_vec(std::vector<float>(O));
+    cuda::set_gemm_bf16(true);
+    cuda::linear_backward_weight_bias(ddW.f32(), ddb.f32(), ddY.f32(), dX.f32(), R, O, I);
+    cuda::set_gemm_bf16(false);
+    cuda::linear_bias_backward(ref.f32(), ddY.f32(), R, O);
+    REQUIRE(host(ddb).to_vector() == host(ref).to_vector());
+    std::vector<float> dW(O * I);
+    cpu::gemm(true, false, O, I, R, 1.0f, dY.data(), O, X.data(), I, 0.0f, dW.data(), I);
+    REQUIRE_CLOSE(host(ddW).to_vector(), dW, 0.05 * std::sqrt((double)R), 2e-2);  // bf16 operands
+  }
+#endif
+}
+
 TEST_CASE("cuda: gemm_batched matches the CPU loop (strided, shared B, many batches)", "[cuda][matmul]") {
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA

@@ -556,5 +556,11 @@ void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N) {
   }
 }
 
+void linear_backward_weight_bias(float* dW, float* db, const float* dY, const float* X, int64_t R, int64_t O,
+                                 int64_t I) {
+  gemm(true, false, O, I, R, 1.0f, dY, O, X, I, 0.0f, dW, I);
+  linear_bias_backward(db, dY, R, O);
+}
+
 }  // namespace cpu
 }  // namespace nala

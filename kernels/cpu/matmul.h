@@ -50,6 +50,11 @@ void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
 void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I);
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
 void linear_bias_backward_naive(float* dbias, const float* dY, int64_t R, int64_t N);
+// A linear layer's weight and bias gradients (overwritten): dW[O, I] = dY^T X,
+// db = linear_bias_backward of dY. On the CPU the two calls; on CUDA one FP32
+// product (kernels/cuda/matmul.h).
+void linear_backward_weight_bias(float* dW, float* db, const float* dY, const float* X, int64_t R, int64_t O,
+                                 int64_t I);
 
 }  // namespace cpu
 }  // namespace nala

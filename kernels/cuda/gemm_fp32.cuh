@@ -42,6 +42,13 @@ struct GemmParams {
   const float* bias;      // null, or added to every row of C after alpha and beta (a linear layer's bias)
   bool vecA, vecB, vecC;  // float4 global access allowed
   ConvGather conv;        // gemm_tiled<..., GATHER = 1 or 2>: A or B is the unfolding of the image batch A or B
+  // dsum: also the row sums of op(A) over the block's k range, sum_k op(A)[m, k]
+  // (a linear layer's bias gradient beside its weight gradient, dW = dY^T X:
+  // the sums of dY's columns). The blocks of the first column tile add them
+  // from the shared A tiles they load anyway; with splits == 1 they write
+  // dsum[m] = alpha * sum, else the slice's sum to dsum[z * M + m] (split-K:
+  // the partials, added by the second pass).
+  float* dsum = nullptr;
 };
 
 // A BX x BK tile of an operand holds BX * BK / 4 float4s; thread t loads
@@ -173,6 +180,8 @@ __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(Gemm
   store_tile<BN, BK, TB>(Bs[0], rb);
   __syncthreads();
 
+  const bool sums = p.dsum && blockIdx.y == 0 && t < BM;  // this thread adds up row m0 + t of op(A)
+  float rsum = 0.0f;
   int buf = 0;
   for (int kt = kbeg; kt < kend; kt += BK) {
     const bool next = kt + BK < kend;
@@ -198,6 +207,9 @@ __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(Gemm
 #pragma unroll
         for (int j = 0; j < GN * 4; j++) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
     }
+    if (sums)  // k past the range loaded zeros
+#pragma unroll
+      for (int k = 0; k < BK; k++) rsum += As[buf][k][t];
     if (next) {  // the other buffer: its last readers passed the previous barrier
       store_tile<BM, BK, !TA>(As[buf ^ 1], ra);
       store_tile<BN, BK, TB>(Bs[buf ^ 1], rb);
@@ -207,6 +219,10 @@ __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(Gemm
   }
 
   const float alpha = p.alpha, beta = p.beta;
+  if (sums && m0 + t < p.M) {
+    if (p.splits == 1) p.dsum[m0 + t] = alpha * rsum;
+    else p.dsum[(int64_t)z * p.M + m0 + t] = rsum;
+  }
 #pragma unroll
   for (int gi = 0; gi < GM; gi++)
 #pragma unroll

@@ -62,13 +62,22 @@ using reduce_util::column_sum;
 
 // C = alpha * (sum of the slices of ws) + beta * C: column idx of the batch's
 // slices (rows of M * N) added in a fixed order (reduce_util::column_sum).
+// With dsum (batch 1), the workspace's slices are followed by the slices'
+// row sums of op(A), (splits, M) (GemmParams::dsum): the threads past the
+// M N products add those into dsum. (One column_sum call for every thread:
+// it synchronises the block.)
 __global__ void splitk_reduce(const float* ws, int splits, int64_t M, int64_t N, float alpha, float beta, float* C,
-                              int64_t ldc, int64_t sC, int64_t total, const float* bias) {
+                              int64_t ldc, int64_t sC, int64_t total, const float* bias, float* dsum) {
   const int64_t idx = col_index(), MN = M * N;
-  const int64_t b = idx / MN, r = idx - b * MN, m = r / N, n = r - m * N;
-  const bool in = idx < total;
-  const float acc = (float)column_sum(ws + (in ? b * splits * MN + r : 0), splits, MN, in);
+  const bool in = idx < total, row_sum = dsum && idx >= MN;
+  const int64_t b = row_sum ? 0 : idx / MN, r = idx - b * MN, m = r / N, n = r - m * N;
+  const float* col = !in ? ws : row_sum ? ws + splits * MN + (idx - MN) : ws + b * splits * MN + r;
+  const float acc = (float)column_sum(col, splits, row_sum ? M : MN, in);
   if (threadIdx.y != 0 || !in) return;
+  if (row_sum) {
+    dsum[idx - MN] = alpha * acc;
+    return;
+  }
   float* c = C + b * sC + m * ldc + n;
   const float v = (beta == 0.0f ? 0.0f : beta * *c) + alpha * acc;
   *c = bias ? v + bias[n] : v;
@@ -190,10 +199,13 @@ void gemm_fp32_force_tile(const char* tile) {
 static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                               const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
                               int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch,
-                              const float* bias, int gather = 0, const ConvGather* conv = nullptr) {
+                              const float* bias, int gather = 0, const ConvGather* conv = nullptr,
+                              float* dsum = nullptr) {
   if (M <= 0 || N <= 0 || batch <= 0) return;
   NALA_CHECK(M < INT_MAX && N < INT_MAX && K < INT_MAX && batch < INT_MAX, "gemm: sizes too large (M ", M, ", N ",
              N, ", K ", K, ", batch ", batch, ")");
+  NALA_CHECK(!dsum || (batch == 1 && gather == 0 && !g_gemm_bf16), "gemm: row sums of op(A) need one FP32 product");
+  if (dsum && (K <= 0 || alpha == 0.0f)) CUDA_CHECK(cudaMemsetAsync(dsum, 0, M * sizeof(float)), "gemm");
   if (K <= 0 || alpha == 0.0f) {
     int64_t total = batch * M * N;
     scale_c<<<grid_for(total, 256), 256>>>(C, M, N, ldc, stride_c, beta, total);
@@ -230,6 +242,7 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
     NALA_CHECK(conv && batch == 1 && (gather == 1 ? !trans_a : !trans_b), "gemm: a bad gathered operand");
     p.conv = *conv;
   }
+  p.dsum = dsum;
 
   // Split-K: aim for four blocks per SM (a 64 x 64 block of 8 warps alone on
   // an SM waits on its loads), slices of at least 128, a bounded workspace.
@@ -243,9 +256,10 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   if (splits > 1) {
     int64_t kchunk = ((K + splits - 1) / splits + 15) / 16 * 16;  // a multiple of BK keeps float4 alignment
     splits = (K + kchunk - 1) / kchunk;
-    ws = Tensor::empty({batch * splits * M * N}, DType::F32, Device::CUDA);
+    ws = Tensor::empty({batch * splits * M * N + (dsum ? splits * M : 0)}, DType::F32, Device::CUDA);
     p.C = ws.f32(), p.ldc = N, p.sC = M * N;
     p.alpha = 1.0f, p.beta = 0.0f, p.bias = nullptr;
+    if (dsum) p.dsum = ws.f32() + splits * M * N;  // the slices' row sums, (splits, M)
     p.vecC = aligned16(p.C) && N % 4 == 0;
     p.splits = (int)splits, p.kchunk = (int)kchunk;
   }
@@ -257,13 +271,24 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
     case kWide: launch_tiled<32, 128, 16>(trans_a, trans_b, p, batch * splits, gather); break;
   }
   if (splits > 1) {
-    int64_t total = batch * M * N;
+    int64_t total = batch * M * N + (dsum ? M : 0);
     splitk_reduce<<<col_blocks(total), col_block(splits)>>>(ws.f32(), (int)splits, M, N, alpha, beta, C, ldc, stride_c,
-                                                      total, bias);
+                                                      total, bias, dsum);
     CUDA_CHECK_LAUNCH("gemm");
   }
   // ws goes back to the caching allocator here; later kernels on the same
   // stream that reuse it run after splitk_reduce.
+}
+
+void linear_backward_weight_bias(float* dW, float* db, const float* dY, const float* X, int64_t R, int64_t O,
+                                 int64_t I) {
+  if (g_gemm_bf16) {  // the bf16 GEMM makes no row sums: the sums as a second pass
+    gemm(true, false, O, I, R, 1.0f, dY, O, X, I, 0.0f, dW, I);
+    linear_bias_backward(db, dY, R, O);
+    return;
+  }
+  // dW = dY^T X, db[o] = the sum over k of (dY^T)[o, k]: op(A)'s row sums
+  gemm_batched_bias(true, false, O, I, R, 1.0f, dY, O, 0, X, I, 0, 0.0f, dW, I, 0, 1, nullptr, 0, nullptr, db);
 }
 
 void conv_fp32_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,

@@ -49,6 +49,12 @@ void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
 // joins the GEMM's store (as on the CPU), the same bits as the product, then linear_bias_forward.
 void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I);
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
+// A linear layer's weight and bias gradients, dW[O, I] = dY^T X and db[O] =
+// column sums of dY (both overwritten), from one pass over dY: the FP32
+// product's blocks also add up the dY tiles they load (GemmParams::dsum). In
+// bf16 mode, the bf16 GEMM and linear_bias_backward.
+void linear_backward_weight_bias(float* dW, float* db, const float* dY, const float* X, int64_t R, int64_t O,
+                                 int64_t I);
 
 }  // namespace cuda
 }  // namespace nala
