@@ -68,7 +68,8 @@ TEST_CASE("cuda: conv2d forward and gradients match the CPU", "[cuda][conv]") {
     for (const ConvCase& c : cases) check_conv_op(c, rng, 1e-4, 1e-4);
   }
   cuda::conv2d_force_unfold(false);
-  // The stem's shapes: Ci = 1, then 16 channels (the 4-channel vector gather), stride 2 and 1.
+  // The stem's shapes: Ci = 1, then 16 channels (the 4-channel vector gather; the 256 x 16 and
+  // 16 x 256 tiles), stride 2 and 1.
   for (const ConvCase& c : {ConvCase{8, 28, 28, 1, 16, 3, 2, 1, true}, ConvCase{8, 14, 14, 16, 16, 3, 1, 1, true},
                             ConvCase{4, 14, 14, 16, 32, 3, 2, 1, true}, ConvCase{2, 9, 9, 12, 8, 5, 1, 2, false}})
     check_conv_op(c, rng, 1e-4, 1e-4);

@@ -98,6 +98,15 @@ TEST_CASE("cuda: permute and transpose", "[cuda][shape]") {
   // Two permutes in a row, then a contiguous copy.
   compare([](const std::vector<Tensor>& in) { return contiguous(permute(permute(in[0], {3, 1, 0, 2}), {1, 3, 2, 0})); },
           {x});
+  // Head splits and merges, rows of 4k floats moved whole (the float4 strided
+  // copy), and near misses: rows of 6, a row start 8 bytes off alignment.
+  for (const Shape& s : {Shape{3, 7, 4, 8}, Shape{2, 49, 2, 32}, Shape{3, 7, 4, 6}}) {
+    INFO("shape " << shape_str(s));
+    Tensor h = randn(s, rng);
+    compare([](const std::vector<Tensor>& in) { return contiguous(permute(in[0], {0, 2, 1, 3})); }, {h});
+    compare([](const std::vector<Tensor>& in) { return contiguous(permute(narrow(in[0], 3, 2, 4), {0, 2, 1, 3})); },
+            {h});
+  }
 }
 
 TEST_CASE("cuda: narrow", "[cuda][shape]") {

@@ -1,7 +1,7 @@
 // tests/test_cuda_matmul.cpp - the GPU matrix products against the CPU:
 // cuda::gemm / gemm_batched against cpu::gemm (every transpose, alpha and
 // beta, beta = 0 over NaN, odd sizes, padded and misaligned operands, K = 0,
-// each of the four tiles and the choice among them, split-K), the linear bias kernels, and the
+// each of the six tiles and the choice among them, split-K), the linear bias kernels, and the
 // matmul and linear ops forward and backward (plus run-to-run determinism).
 //
 // Letters: M, N, K as in kernels/cpu/matmul.h; R rows of a linear layer's
@@ -133,7 +133,7 @@ TEST_CASE("cuda: gemm large tiles and split-K", "[cuda][matmul]") {
 #endif
 }
 
-TEST_CASE("cuda: gemm's four FP32 tiles: the choice, and each against the CPU on ragged shapes", "[cuda][matmul]") {
+TEST_CASE("cuda: gemm's six FP32 tiles: the choice, and each against the CPU on ragged shapes", "[cuda][matmul]") {
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   // The choice (the cases that do not depend on the GPU's SM count): the
@@ -144,8 +144,10 @@ TEST_CASE("cuda: gemm's four FP32 tiles: the choice, and each against the CPU on
   CHECK(std::string(cuda::gemm_fp32_tile(32, 96, 50176, 1)) == "32x128");   // a weight gradient, split-K
   CHECK(std::string(cuda::gemm_fp32_tile(49, 49, 32, 64)) == "64x64");
   CHECK(std::string(cuda::gemm_fp32_tile(128, 512, 100352, 1)) == "128x128");  // split-K over a long K
+  CHECK(std::string(cuda::gemm_fp32_tile(50176, 16, 144, 1)) == "256x16");      // a 16-channel stem conv
+  CHECK(std::string(cuda::gemm_fp32_tile(16, 144, 50176, 1)) == "16x256");      // and its weight gradient
   Rng rng(104);
-  const char* tiles[] = {"128x128", "64x64", "128x32", "32x128"};
+  const char* tiles[] = {"128x128", "64x64", "128x32", "32x128", "256x16", "16x256"};
   // Every tile on every shape (forced): ragged edges on both sides, K not a
   // multiple of BK, a long K for split-K, padded and misaligned operands.
   const int64_t sizes[][3] = {{300, 33, 37}, {33, 300, 37}, {129, 97, 96}, {31, 130, 17}, {128, 32, 3001}, {1, 5, 2}};
@@ -174,7 +176,7 @@ TEST_CASE("cuda: a linear layer's weight and bias gradients from one product wit
   // I + 1 a multiple of 4 and not, I = 1, R = 0 (zeros), pico's shapes.
   const int64_t shapes[][3] = {{37, 5, 7},     {300, 33, 31},  {5000, 40, 3},  {20011, 64, 63},
                                {7, 3, 1},      {0, 6, 5},      {50176, 32, 32}, {12544, 192, 64}};
-  const char* tiles[] = {nullptr, "128x128", "64x64", "128x32", "32x128"};
+  const char* tiles[] = {nullptr, "128x128", "64x64", "128x32", "32x128", "256x16", "16x256"};
   for (const char* tile : tiles)
     for (auto& sh : shapes)
       for (int64_t off : {0, 1}) {  // off = 1: misaligned operands (scalar loads)

@@ -14,7 +14,7 @@
 //   threads, each owning 4 x 4 pieces of C, float4 loads, double-buffered
 //   k-major shared tiles. Shapes: 128 x 128 x 8 when there are enough tiles
 //   to fill the GPU and they do not pad much more than small ones, else the
-//   one of 64 x 64, 128 x 32 and 32 x 128 (x 16) that pads least.
+//   one of 64 x 64, 128 x 32, 32 x 128, 256 x 16 and 16 x 256 (x 16) that pads least.
 // Split-K: when even the small tiles leave SMs idle and K is long (the weight
 //   gradient of a linear layer: M, N small, K = all rows), K is cut into
 //   slices whose partial products go to a workspace [batch, splits, M, N];
@@ -137,11 +137,13 @@ void launch_tiled(bool ta, bool tb, GemmParams p, int64_t nz, int gather) {
 namespace {
 std::atomic<bool> g_gemm_bf16{false};
 
-// The FP32 kernel's tiles: 128 x 128 x 8 (64 outputs a thread), and three of
-// 16 outputs a thread: 64 x 64, 128 x 32, 32 x 128 (x 16).
-enum Tile { kBig, kSquare, kTall, kWide, kAuto };
-constexpr int kTileDims[4][2] = {{128, 128}, {64, 64}, {128, 32}, {32, 128}};
-const char* const kTileNames[4] = {"128x128", "64x64", "128x32", "32x128"};
+// The FP32 kernel's tiles: 128 x 128 x 8 (64 outputs a thread), and five of
+// 16 outputs a thread: 64 x 64, 128 x 32, 32 x 128, 256 x 16, 16 x 256 (x 16;
+// the last two for 16-channel convolutions: the stem's).
+enum Tile { kBig, kSquare, kTall, kWide, kTaller, kWider, kAuto };
+constexpr int kTiles = kAuto;
+constexpr int kTileDims[kTiles][2] = {{128, 128}, {64, 64}, {128, 32}, {32, 128}, {256, 16}, {16, 256}};
+const char* const kTileNames[kTiles] = {"128x128", "64x64", "128x32", "32x128", "256x16", "16x256"};
 std::atomic<int> g_force_tile{kAuto};
 
 int64_t tile_count(Tile t, int64_t M, int64_t N, int64_t batch) {
@@ -167,9 +169,9 @@ Tile choose_tile(int64_t M, int64_t N, int64_t K, int64_t batch) {
   auto used = [&](Tile t) {
     return (double)M * N * batch / ((double)tile_count(t, M, N, batch) * kTileDims[t][0] * kTileDims[t][1]);
   };
-  Tile small = kSquare;
-  if (used(kTall) > 1.05 * used(kSquare) && used(kTall) >= used(kWide)) small = kTall;
-  else if (used(kWide) > 1.05 * used(kSquare)) small = kWide;
+  Tile small = kSquare;  // the first of the least padded, each later one only when it pads 5% less
+  for (Tile t : {kTall, kWide, kTaller, kWider})
+    if (used(t) > 1.05 * used(small)) small = t;
   const int64_t sms = sm_count(), big = tile_count(kBig, M, N, batch);
   if (used(kBig) >= 0.8 * used(small) && (big >= 8 * sms || (big >= sms && K > 256))) return kBig;
   if (used(kBig) >= 0.95 * used(small) && tile_count(small, M, N, batch) < sms && K >= 16384) return kBig;
@@ -186,9 +188,10 @@ const char* gemm_fp32_tile(int64_t M, int64_t N, int64_t K, int64_t batch) {
 
 void gemm_fp32_force_tile(const char* tile) {
   int t = kAuto;
-  for (int i = 0; tile && i < 4; i++)
+  for (int i = 0; tile && i < kTiles; i++)
     if (std::strcmp(tile, kTileNames[i]) == 0) t = i;
-  NALA_CHECK(!tile || t != kAuto, "gemm_fp32_force_tile: no tile \"", tile, "\" (128x128, 64x64, 128x32, 32x128)");
+  NALA_CHECK(!tile || t != kAuto, "gemm_fp32_force_tile: no tile \"", tile,
+             "\" (128x128, 64x64, 128x32, 32x128, 256x16, 16x256)");
   g_force_tile = t;
 }
 
@@ -269,6 +272,8 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
     case kSquare: launch_tiled<64, 64, 16>(trans_a, trans_b, p, batch * splits, gather); break;
     case kTall: launch_tiled<128, 32, 16>(trans_a, trans_b, p, batch * splits, gather); break;
     case kWide: launch_tiled<32, 128, 16>(trans_a, trans_b, p, batch * splits, gather); break;
+    case kTaller: launch_tiled<256, 16, 16>(trans_a, trans_b, p, batch * splits, gather); break;
+    case kWider: launch_tiled<16, 256, 16>(trans_a, trans_b, p, batch * splits, gather); break;
   }
   if (splits > 1) {
     int64_t total = batch * M * N + (dsum ? M : 0);

@@ -29,7 +29,7 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                   int64_t ldc, int64_t stride_c, int64_t batch);
 
 // The FP32 kernel's tile for a product (gemm_batched's choice, see matmul.cu):
-// 128 x 128, 64 x 64, 128 x 32 or 32 x 128, as "BMxBN". gemm_fp32_force_tile
+// 128 x 128, 64 x 64, 128 x 32, 32 x 128, 256 x 16 or 16 x 256, as "BMxBN". gemm_fp32_force_tile
 // makes every later product take one of them (benchmarks; null: automatic).
 const char* gemm_fp32_tile(int64_t M, int64_t N, int64_t K, int64_t batch);
 void gemm_fp32_force_tile(const char* tile);
