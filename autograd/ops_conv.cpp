@@ -99,16 +99,20 @@ Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, const T
   }
   if (!needs_grad({&x_, &w_, &bias_, &add_})) return out;
   Tensor xs = x.detach(), ws = w.detach();
+  // x + dwconv(x) (the addend is the input itself): x's two gradients, the
+  // stencil's and dout, leave as one, added in the stencil's store.
+  const bool self_add = add_.defined() && add_.impl() == x_.impl() && x_.requires_grad();
   return record(OpId::dwconv2d, out, {x_, w_, bias_, add_},
-                [xs, ws, B, H, W, C, k, dev, gx = x_.requires_grad(), gw = w_.requires_grad(),
+                [xs, ws, B, H, W, C, k, dev, self_add, gx = x_.requires_grad(), gw = w_.requires_grad(),
                  gb = bias_.defined() && bias_.requires_grad(),
                  ga = add_.defined() && add_.requires_grad()](const Tensor& gout) {
                   Tensor g = view::contiguous(gout);
                   Tensor dx = grad_like(xs, gx), dw = grad_like(ws, gw);
                   Tensor db = gb ? Tensor::empty({C}, DType::F32, dev) : Tensor();
                   NALA_DISPATCH(dev, dwconv2d_backward, ptr_or_null(dx), ptr_or_null(dw), ptr_or_null(db),
-                                g.f32(), xs.f32(), ws.f32(), B, H, W, C, k);
-                  return std::vector<Tensor>{dx, dw, db, ga ? g : Tensor()};  // d(add) = dout
+                                g.f32(), xs.f32(), ws.f32(), B, H, W, C, k, self_add ? g.f32() : nullptr);
+                  if (self_add) return std::vector<Tensor>{dx, dw, db, Tensor()};  // dx holds d(add) = dout too
+                  return std::vector<Tensor>{dx, dw, db, ga ? g : Tensor()};       // d(add) = dout
                 });
 }
 

@@ -95,6 +95,13 @@ TEST_CASE("dwconv2d with an addend: add + dwconv(x), as the separate add rounds 
     REQUIRE_CLOSE(y.to_vector(), ref, 1e-5, 1e-5);
     // the op: with the addend and without it, then added
     REQUIRE(dwconv2d(x, w, b, a).to_vector() == add(dwconv2d(x, w, b), a).to_vector());
+    // backward's dx_add: the flipped stencil of dout plus dx_add in one pass, bit for bit the two steps
+    Tensor dx = Tensor::empty(x.shape()), dx2 = Tensor::empty(x.shape());
+    cpu::dwconv2d_backward(dx.f32(), nullptr, nullptr, a.f32(), x.f32(), w.f32(), B, H, W, C, k, yc.f32());
+    cpu::dwconv2d_backward(dx2.f32(), nullptr, nullptr, a.f32(), x.f32(), w.f32(), B, H, W, C, k);
+    std::vector<float> two = dx2.to_vector(), ycv = yc.to_vector();
+    for (size_t i = 0; i < two.size(); i++) two[i] += ycv[i];
+    REQUIRE(dx.to_vector() == two);
   }
   Tensor x = randn({1, 4, 4, 3}, rng);
   REQUIRE_THROWS_WITH(dwconv2d(x, Tensor::zeros({3, 1, 3, 3}), Tensor(), Tensor::zeros({1, 4, 4, 2})),

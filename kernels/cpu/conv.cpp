@@ -423,13 +423,13 @@ void dwconv2d_forward(float* out, const float* x, const float* w, const float* b
 }
 
 void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
-                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
+                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, const float* dx_add) {
   const int64_t kk = k * k, p = k / 2;
   if (dx) {  // dx = dout stencilled with the flipped kernel (k - 1 - t reverses both ky and kx)
     std::vector<float> wt(kk * C);
     for (int64_t c = 0; c < C; c++)
       for (int64_t t = 0; t < kk; t++) wt[t * C + c] = w[c * kk + (kk - 1 - t)];
-    dw_stencil(dx, dout, wt.data(), nullptr, nullptr, B, H, W, C, k);
+    dw_stencil(dx, dout, wt.data(), nullptr, dx_add, B, H, W, C, k);
   }
   if (!dw && !dbias) return;
   const int64_t R = B * H, nblk = std::max<int64_t>(1, std::min(R, kReduceBlocks)), stride = (kk + 1) * C;

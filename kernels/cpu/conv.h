@@ -36,8 +36,10 @@ void conv2d_backward_naive(float* dx, float* dw, float* dbias, const float* dout
 // Depthwise: out[b,y,x,c] = bias[c] + sum_{ky,kx} w[c,ky,kx] x[b, y+ky-k/2, x+kx-k/2, c].
 void dwconv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                       int64_t W, int64_t C, int64_t k);
+// dx_add (nullable, dx's shape): added to dx in the same pass (the residual x + dwconv(x):
+// x's two gradients at once).
 void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
-                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k);
+                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, const float* dx_add = nullptr);
 // out = add + dwconv(x) (add: (B, H, W, C), e.g. the block's residual x + dwconv(x)).
 void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
                           int64_t H, int64_t W, int64_t C, int64_t k);

@@ -493,8 +493,8 @@ void dwconv2d_add_forward(float* out, const float* x, const float* w, const floa
 }
 
 void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
-                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
-  if (dx) dw_stencil(dx, dout, w, nullptr, B, H, W, C, k, true, "dwconv2d_backward");
+                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, const float* dx_add) {
+  if (dx) dw_stencil(dx, dout, w, nullptr, B, H, W, C, k, true, "dwconv2d_backward", dx_add);
   if ((!dw && !dbias) || C == 0) return;
   const int64_t R = B * H, kk = k * k;
   const bool reg = k == 3 || k == 5 || k == 7;  // dw_grad_partials_k: 8 rows a block, one per lane

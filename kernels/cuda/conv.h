@@ -17,7 +17,7 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
 void dwconv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                       int64_t W, int64_t C, int64_t k);
 void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
-                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k);
+                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, const float* dx_add = nullptr);
 // out = add + dwconv(x) (add: (B, H, W, C), e.g. the block's residual x + dwconv(x)).
 void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
                           int64_t H, int64_t W, int64_t C, int64_t k);
