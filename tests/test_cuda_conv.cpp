@@ -29,7 +29,7 @@ std::ostream& operator<<(std::ostream& os, const ConvCase& c) {
 
 // conv2d through the ops on CPU and CUDA: forward and all three gradients
 // (x, w and the bias when there is one).
-void check_conv_op(const ConvCase& c, Rng& rng, double atol, double rtol) {
+[[maybe_unused]] void check_conv_op(const ConvCase& c, Rng& rng, double atol, double rtol) {
   INFO(c);
   Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f);
   Tensor b = c.bias ? randn({c.Co}, rng) : Tensor();

@@ -175,7 +175,8 @@ TEST_CASE("cuda: a linear layer's weight and bias gradients from one product wit
   // (R, O, I): one tile, split-K over long R (ones column in the workspace),
   // I + 1 a multiple of 4 and not, I = 1, R = 0 (zeros), pico's shapes.
   const int64_t shapes[][3] = {{37, 5, 7},     {300, 33, 31},  {5000, 40, 3},  {20011, 64, 63},
-                               {7, 3, 1},      {0, 6, 5},      {50176, 32, 32}, {12544, 192, 64}};
+                               {7, 3, 1},      {0, 6, 5},      {50176, 32, 32}, {12544, 192, 64},
+                               {9, 4, 0}};  // I = 0: no product, db still the sums
   const char* tiles[] = {nullptr, "128x128", "64x64", "128x32", "32x128", "256x16", "16x256"};
   for (const char* tile : tiles)
     for (auto& sh : shapes)

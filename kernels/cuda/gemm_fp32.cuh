@@ -3,7 +3,7 @@
 // (kernels/lab/gemm_cuda.cu, version 5): one kernel, included by both.
 //
 // gemm_tiled: 256 threads per block, a TX x TY grid of threads over the
-//   BM x BN tile (TX = min(16, BN / 4)); each thread owns 4 x 4 pieces spaced
+//   BM x BN tile (16 x 16 unless a side is under 64: ThreadGrid); each thread owns 4 x 4 pieces spaced
 //   4 TY rows and 4 TX columns apart (rows (g TY + ty) 4 + i, columns
 //   (g TX + tx) 4 + j), so its shared-memory reads and its stores of C are
 //   float4s consecutive across the warp. Per step the threads load the
@@ -14,7 +14,9 @@
 //   loaded. Rows/columns/k outside the matrices load zeros and are not
 //   stored; float4 global loads only where the pointer, leading dim and batch
 //   stride allow it (else scalar). Split-K slices (p.splits > 1) write their
-//   partial products to separate z planes of C.
+//   partial products to separate z planes of C. Optionally one operand is a
+//   convolution's unfolding gathered from the image (GATHER), and the blocks
+//   add up op(A)'s rows on the way (GemmParams::dsum).
 #pragma once
 #include <cuda_runtime.h>
 

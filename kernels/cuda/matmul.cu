@@ -287,7 +287,7 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
 
 void linear_backward_weight_bias(float* dW, float* db, const float* dY, const float* X, int64_t R, int64_t O,
                                  int64_t I) {
-  if (g_gemm_bf16) {  // the bf16 GEMM makes no row sums: the sums as a second pass
+  if (g_gemm_bf16 || I == 0) {  // the bf16 GEMM makes no row sums (and with I = 0 there is no product): two passes
     gemm(true, false, O, I, R, 1.0f, dY, O, X, I, 0.0f, dW, I);
     linear_bias_backward(db, dY, R, O);
     return;
