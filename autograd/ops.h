@@ -35,6 +35,10 @@ std::vector<Tensor> chunk(const Tensor& x, int64_t n, int64_t dim);             
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
+// x + y * gamma, gamma (C) over the last dim of x and y (one shape): LayerScale
+// and the residual add in one pass, bit for bit add(x, mul(y, gamma)); x's
+// gradient is the incoming one, y's and gamma's those of mul.
+Tensor scale_add(const Tensor& x, const Tensor& y, const Tensor& gamma);
 Tensor div(const Tensor& a, const Tensor& b);
 Tensor pow(const Tensor& x, const Tensor& p);
 Tensor scale(const Tensor& x, float s);       // x * s

@@ -117,6 +117,39 @@ Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Mul, OpId
 Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Div, OpId::div, a, b); }
 Tensor pow(const Tensor& x, const Tensor& p) { return binary(BinaryOp::Pow, OpId::pow, x, p); }
 
+Tensor scale_add(const Tensor& x, const Tensor& y, const Tensor& gamma) {
+  const char* name = "scale_add";
+  check_f32(name, x);
+  check_f32(name, y);
+  check_f32(name, gamma);
+  Device dev = common_device(name, {&x, &y, &gamma});
+  NALA_CHECK(x.dim() >= 1 && x.shape() == y.shape() && gamma.dim() == 1 && gamma.size(0) == x.size(-1), name,
+             ": x ", x.desc(), ", y ", y.desc(), " and gamma ", gamma.desc(),
+             ": expected x and y of one shape and gamma of their last dim");
+  const Shape os = x.shape();
+  const int64_t C = gamma.size(0), R = C > 0 ? x.numel() / C : 0;
+  Tensor xc = contig(x, name), yc = contig(y, name), gc = contig(gamma, name);
+  Tensor out = Tensor::empty(os, DType::F32, dev);
+  if (out.numel()) NALA_DISPATCH(dev, scale_add_forward, out.f32(), xc.f32(), yc.f32(), gc.f32(), R, C);
+  if (!needs_grad({&x, &y, &gamma})) return out;
+  const bool need_x = x.requires_grad(), need_y = y.requires_grad(), need_g = gamma.requires_grad();
+  Tensor sy = yc.detach(), sg = gc.detach();  // mul's backward reads both (as mul(y, gamma) saves them)
+  return record(OpId::scale_add, out, {x, y, gamma}, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gcont = contig(g, name);
+    Tensor gx = need_x ? gcont : Tensor();  // passed on without a copy (the engine copies on write)
+    // y's and gamma's: mul's backward of y * gamma, gamma broadcast over the rows
+    Tensor fy = need_y ? Tensor::empty(os, DType::F32, dev) : Tensor();
+    Tensor fg = need_g ? Tensor::empty(os, DType::F32, dev) : Tensor();
+    const Layout L = make_layout(os, contiguous_strides(os), contiguous_strides(os),
+                                 broadcast_strides(os, {C}, {1}), name);
+    if (gcont.numel() && (need_y || need_g))
+      NALA_DISPATCH(dev, binary_backward, BinaryOp::Mul, need_y ? fy.f32() : nullptr, need_g ? fg.f32() : nullptr,
+                    gcont.f32(), sy.f32(), sg.f32(), L);
+    Tensor dgamma = need_g ? detail::sum_to_shape(fg, {C}, name) : Tensor();
+    return {gx, fy, dgamma};
+  });
+}
+
 Tensor scale(const Tensor& x, float s) {
   check_f32("scale", x);
   Device dev = x.device();

@@ -190,10 +190,16 @@ NalaBlock::NalaBlock(int64_t C, int64_t heads, float mlp_ratio, float layer_init
 
 Tensor NalaBlock::forward(const Tensor& x0) {
   const int64_t H = x0.size(1), W = x0.size(2);
+  // x + drop_path(y * gamma); without stochastic depth (eval, or rate 0) LayerScale
+  // and the residual add are one pass (scale_add: the same bits)
+  auto residual = [&](const Tensor& x, const Tensor& y, const Tensor& gamma) {
+    if (drop_path->active()) return add(x, drop_path->forward(layer_scale(y, gamma)));
+    return scale_add(x, y, reshape(gamma, {gamma.numel()}));
+  };
   Tensor x = cpe1->forward_add(x0, x0);  // x0 + cpe1(x0)
-  x = add(x, drop_path->forward(layer_scale(attn->forward_hw(norm1_ln->forward(x), H, W), gamma_1)));
+  x = residual(x, attn->forward_hw(norm1_ln->forward(x), H, W), gamma_1);
   x = cpe2->forward_add(x, x);  // x + cpe2(x)
-  x = add(x, drop_path->forward(layer_scale(ffn->forward(norm2_ln->forward(x)), gamma_2)));
+  x = residual(x, ffn->forward(norm2_ln->forward(x)), gamma_2);
   return x;
 }
 

@@ -78,7 +78,7 @@ DropPath::DropPath(float p_, Rng* rng_) : Module("DropPath"), p(p_), rng(rng_) {
 }
 
 Tensor DropPath::forward(const Tensor& x) {
-  if (!is_training() || p == 0.0f) return x;
+  if (!active()) return x;
   return drop_path(x, p, *rng, true);
 }
 

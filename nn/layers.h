@@ -89,6 +89,7 @@ struct DropPath : Module {
   float p;
   Rng* rng;
   Tensor forward(const Tensor& x) override;
+  bool active() const { return is_training() && p != 0.0f; }  // else forward is the identity
 };
 
 // Per-channel scale stored as (1, C, 1, 1) like the release (key e.g.

@@ -199,6 +199,21 @@ TEST_CASE("cuda: mul", "[cuda][elementwise]") {
   SKIP_WITHOUT_CUDA();
   check_binary(mul, -2, 2, -2, 2);
 }
+TEST_CASE("cuda: scale_add against the CPU, and bit for bit add(x, mul(y, gamma)) on the GPU", "[cuda][elementwise]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(21);
+  // C % 4 == 0 (the float4 path) and not; a non-contiguous y (a copy first)
+  for (const Shape& s : {Shape{3, 9, 32}, Shape{2, 5, 7}, Shape{4, 1}}) {
+    INFO("shape " << shape_str(s));
+    Tensor x = randn(s, rng), y = randn(s, rng), g = randn({s.back()}, rng);
+    compare([](const std::vector<Tensor>& in) { return scale_add(in[0], in[1], in[2]); }, {x, y, g});
+    Tensor xc = x.to(Device::CUDA), yc = y.to(Device::CUDA), gc = g.to(Device::CUDA);
+    REQUIRE(host(scale_add(xc, yc, gc)).to_vector() == host(add(xc, mul(yc, gc))).to_vector());
+  }
+  Tensor y = randn({7, 3, 8}, rng);
+  compare([](const std::vector<Tensor>& in) { return scale_add(in[0], transpose(in[1], 0, 2), in[2]); },
+          {randn({8, 3, 7}, rng), y, randn({7}, rng)});
+}
 TEST_CASE("cuda: div", "[cuda][elementwise]") {
   SKIP_WITHOUT_CUDA();
   check_binary(nala::div, -2, 2, 0.5f, 2);

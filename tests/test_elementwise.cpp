@@ -52,6 +52,44 @@ TEST_CASE("gradcheck: pow", "[gradcheck][elementwise]") {
   check_binary([](auto& x, auto& p) { return nala::pow(x, p); }, 0.5f, 3.0f, 0.3f, 2.0f);
 }
 
+TEST_CASE("gradcheck: scale_add", "[gradcheck][elementwise]") {
+  Rng rng(13);
+  for (const Shape& s : {Shape{3, 5, 7}, Shape{2, 4}, Shape{6}}) {
+    INFO("x and y " << shape_str(s));
+    Tensor x = randu(s, rng, -2, 2, true), y = randu(s, rng, -2, 2, true), g = randu({s.back()}, rng, -2, 2, true);
+    REQUIRE_GRADCHECK([](const std::vector<Tensor>& in) { return scale_add(in[0], in[1], in[2]); },
+                      std::vector<Tensor>({x, y, g}));
+  }
+  // Through a non-contiguous y, and with only some inputs wanting a gradient.
+  Tensor x = randu({4, 3, 5}, rng, -2, 2, true), y = randu({5, 3, 4}, rng, -2, 2, true),
+         g = randu({5}, rng, -2, 2, false);
+  REQUIRE_GRADCHECK([&g](const std::vector<Tensor>& in) { return scale_add(in[0], transpose(in[1], 0, 2), g); },
+                    std::vector<Tensor>({x, y}));
+}
+
+TEST_CASE("scale_add: bit for bit add(x, mul(y, gamma)), forward and gradients", "[elementwise]") {
+  Rng rng(14);
+  for (const Shape& s : {Shape{2, 7, 13}, Shape{5, 32}, Shape{1, 1}}) {
+    INFO("shape " << shape_str(s));
+    Tensor x = randn(s, rng, 1.0f, true), y = randn(s, rng, 1.0f, true), g = randn({s.back()}, rng, 1.0f, true);
+    Tensor up = randn(s, rng);
+    Tensor fused = scale_add(x, y, g);
+    backward(fused, up);
+    std::vector<float> gx = x.grad().to_vector(), gy = y.grad().to_vector(), gg = g.grad().to_vector();
+    x.set_grad(Tensor()), y.set_grad(Tensor()), g.set_grad(Tensor());
+    Tensor composed = add(x, mul(y, g));
+    backward(composed, up);
+    REQUIRE(fused.to_vector() == composed.to_vector());
+    REQUIRE(gx == x.grad().to_vector());
+    REQUIRE(gy == y.grad().to_vector());
+    REQUIRE(gg == g.grad().to_vector());
+  }
+  Tensor x = Tensor::zeros({2, 3});
+  REQUIRE_THROWS_WITH(scale_add(x, Tensor::zeros({2, 3}), Tensor::zeros({2})),
+                      Catch::Contains("scale_add") && Catch::Contains("[2]"));
+  REQUIRE_THROWS_WITH(scale_add(x, Tensor::zeros({3, 2}), Tensor::zeros({3})), Catch::Contains("scale_add"));
+}
+
 TEST_CASE("gradcheck: scale", "[gradcheck][elementwise]") {
   check_unary([](const Tensor& x) { return scale(x, -1.7f); }, -2, 2);
 }

@@ -102,6 +102,18 @@ void add_scalar_forward(float* out, const float* x, float s, int64_t n) {
   map1(out, x, n, [s](float v) { return v + s; });
 }
 
+void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C) {
+#pragma omp parallel for schedule(static) if (R * C > kPar)
+  for (int64_t r = 0; r < R; r++) {
+    const float *xr = x + r * C, *yr = y + r * C;
+    float* o = out + r * C;
+    // two passes over the row, so the compiler cannot contract the product and
+    // the sum into an FMA: the product rounded, then the sum (mul's bits, then add's)
+    for (int64_t c = 0; c < C; c++) o[c] = yr[c] * gamma[c];
+    for (int64_t c = 0; c < C; c++) o[c] = xr[c] + o[c];
+  }
+}
+
 // ---- unary ----------------------------------------------------------------
 
 void relu_forward(float* out, const float* x, int64_t n) {

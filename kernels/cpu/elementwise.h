@@ -32,6 +32,11 @@ void copy(float* out, const float* x, int64_t n);
 void scale_forward(float* out, const float* x, float s, int64_t n);
 void add_scalar_forward(float* out, const float* x, float s, int64_t n);
 
+// ---- scale_add: out[r, c] = x[r, c] + y[r, c] * gamma[c], R rows of C -----
+// (LayerScale and the residual add in one pass; the product is rounded before
+// the sum, so the bits are those of mul, then add; out must not alias x or y)
+void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C);
+
 // ---- unary ops: forward(out, x, n); backward(dx, dout, saved, n) ----------
 // gelu, silu, sigmoid and exp use a vectorisable exp (relative error < 1e-7)
 // and erf (absolute error < 1.5e-7); the _naive versions use the library's.

@@ -16,6 +16,7 @@ void copy(float* out, const float* x, int64_t n);
 
 void scale_forward(float* out, const float* x, float s, int64_t n);
 void add_scalar_forward(float* out, const float* x, float s, int64_t n);
+void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C);
 
 void relu_forward(float* out, const float* x, int64_t n);
 void relu_backward(float* dx, const float* dout, const float* x, int64_t n);
