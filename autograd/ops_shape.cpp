@@ -112,21 +112,23 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   int64_t d = wrap_dim(dim, x.dim(), "narrow");
   Shape xs = x.shape();
   Device dev = x.device();
-  out = record(OpId::narrow, out, {x}, [xs, dev, d, start, length](const Tensor& g) -> std::vector<Tensor> {
-    Tensor gx = detail::zeros_on(xs, dev);
-    detail::copy_into(view::narrow(gx, d, start, length), g, "narrow");
+  // g added into the slice of x's gradient so far (zeros when there is none):
+  // the engine calls this directly (see autograd.h, ScatterFn); the backward
+  // function is the same from nothing.
+  ScatterFn scatter = [xs, dev, d, start, length](Tensor& slot, const Tensor& g) {
+    if (!slot.defined()) {
+      slot = detail::zeros_on(xs, dev);
+      detail::copy_into(view::narrow(slot, d, start, length), g, "narrow");
+    } else {
+      detail::add_into(view::narrow(slot, d, start, length), g, "narrow");
+    }
+  };
+  out = record(OpId::narrow, out, {x}, [scatter](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx;
+    scatter(gx, g);
     return {gx};
   });
-  // The same gradient added straight into the input's (see autograd.h, ScatterFn).
-  if (out.grad_fn())
-    out.grad_fn()->scatter = [xs, dev, d, start, length](Tensor& slot, const Tensor& g) {
-      if (!slot.defined()) {
-        slot = detail::zeros_on(xs, dev);
-        detail::copy_into(view::narrow(slot, d, start, length), g, "narrow");
-      } else {
-        detail::add_into(view::narrow(slot, d, start, length), g, "narrow");
-      }
-    };
+  if (out.grad_fn()) out.grad_fn()->scatter = scatter;
   return out;
 }
 

@@ -81,10 +81,4 @@ NALA_HOST_DEVICE inline void gather_cols(const float* x, const ConvGather& g, in
   }
 }
 
-// The bf16 GEMM's chunk: 8 columns.
-NALA_HOST_DEVICE inline void gather_chunk(const float* x, const ConvGather& g, int r, int q0, int qmax,
-                                          float (&v)[8]) {
-  gather_cols<8>(x, g, r, q0, qmax, v);
-}
-
 }  // namespace nala

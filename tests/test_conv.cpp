@@ -302,7 +302,7 @@ TEST_CASE("conv2d: FastDiv (the CUDA unfolding's index division) equals integer 
   REQUIRE(FastDiv(0)(12345) == 12345);  // an empty extent: never a divisor, harmless
 }
 
-TEST_CASE("conv2d: gather_chunk and gather_cols (the CUDA implicit GEMMs' unfolding) equal a written-out unfolding", "[conv]") {
+TEST_CASE("conv2d: gather_cols (the CUDA implicit GEMMs' unfolding) equals a written-out unfolding", "[conv]") {
   Rng rng(6);
   struct Case {
     int B, H, W, Ci, k, stride, pad;
@@ -330,7 +330,7 @@ TEST_CASE("conv2d: gather_chunk and gather_cols (the CUDA implicit GEMMs' unfold
       for (int q0 = 0; q0 < cols; q0 += 8)
         for (int qmax : {cols, std::min(cols, q0 + 3)}) {  // the whole row, and a slice ending mid-chunk
           float v[8];
-          gather_chunk(x.data(), g, r, q0, qmax, v);
+          gather_cols<8>(x.data(), g, r, q0, qmax, v);
           for (int j = 0; j < 8; j++) {
             INFO("row " << r << " column " << q0 + j << " of " << qmax);
             REQUIRE(v[j] == (q0 + j < qmax ? ref(r, q0 + j) : 0.0f));

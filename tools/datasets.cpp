@@ -273,7 +273,7 @@ void resize_dataset(Dataset& ds, int size) {
              (double)per * ds.n / 1048576.0, " MiB (at most ", most >> 20,
              " MiB: half of this machine's memory, 64 GiB at most); use a smaller --img-size");
   std::vector<uint8_t> out((size_t)(per * ds.n));
-  std::vector<std::string> errors(1);  // the first failure, if any (no exception may leave the parallel loop)
+  std::string error;  // the first failure, if any (no exception may leave the parallel loop)
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t i = 0; i < ds.n; i++) {
     try {
@@ -284,10 +284,10 @@ void resize_dataset(Dataset& ds, int size) {
       std::copy(r.pixels.begin(), r.pixels.end(), out.begin() + i * per);
     } catch (const std::exception& e) {
 #pragma omp critical(nala_resize_dataset)
-      if (errors[0].empty()) errors[0] = "image " + std::to_string(i) + ": " + e.what();
+      if (error.empty()) error = "image " + std::to_string(i) + ": " + e.what();
     }
   }
-  NALA_CHECK(errors[0].empty(), ds.name, ": resizing to ", size, "x", size, " failed at ", errors[0]);
+  NALA_CHECK(error.empty(), ds.name, ": resizing to ", size, "x", size, " failed at ", error);
   ds.images = std::move(out);
   ds.h = ds.w = size;
 }

@@ -185,7 +185,7 @@ __device__ __forceinline__ void load_slice(const bf16* X, int64_t ld, int x0, in
 // operand), and store_slice rounds them to bf16 and writes each chunk with
 // one 16-byte store. load8(outer, inner, imax, v) reads one chunk inside the
 // operand's rows: a matrix (load8_rows) or an unfolded image batch
-// (gather_chunk, kernels/conv_gather.h).
+// (gather_cols<8>, kernels/conv_gather.h).
 template <int BX, int BK, int THREADS, bool KC, int CH, class Load8>
 __device__ __forceinline__ void fetch_slice(Load8 load8, int x0, int xmax, int k0, int K, float (&v)[CH][8]) {
 #pragma unroll
@@ -265,8 +265,8 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::THREADS == 256 ? 2 : 4) gem
       const int k0 = kbeg + kt * BK;
       const auto rowsA = [&](int o, int i, int im, float(&v)[8]) { load8_rows(p.A32, p.lda, p.vecA, o, i, im, v); };
       const auto rowsB = [&](int o, int i, int im, float(&v)[8]) { load8_rows(p.B32, p.ldb, p.vecB, o, i, im, v); };
-      const auto unfoldA = [&](int o, int i, int im, float(&v)[8]) { gather_chunk(p.A32, p.conv, o, i, im, v); };
-      const auto unfoldB = [&](int o, int i, int im, float(&v)[8]) { gather_chunk(p.B32, p.conv, o, i, im, v); };
+      const auto unfoldA = [&](int o, int i, int im, float(&v)[8]) { gather_cols<8>(p.A32, p.conv, o, i, im, v); };
+      const auto unfoldB = [&](int o, int i, int im, float(&v)[8]) { gather_cols<8>(p.B32, p.conv, o, i, im, v); };
       if constexpr (GATHER == 1)
         fetch_slice<BM, BK, T, !TA>(unfoldA, m0, p.M, k0, kend, va);
       else

@@ -78,32 +78,23 @@ __device__ __forceinline__ void load_tile(const float* X, int64_t ld, int x0, in
     if (L::F4 % THREADS != 0 && f >= L::F4) break;
     const int x = KC ? x0 + f / (BK / 4) : x0 + (f % (BX / 4)) * 4;
     const int k = KC ? kt + (f % (BK / 4)) * 4 : kt + f / (BX / 4);
-    if (G) {  // 4 consecutive columns of one row of the unfolding (KC: row x, columns k..; else row k, columns x..)
+    // The 4 values run along the stored rows: row x, columns k.. (KC), or row k, columns x..
+    const int row = KC ? x : k, col = KC ? k : x, rows = KC ? xmax : kend, cols = KC ? kend : xmax;
+    if (G) {  // 4 consecutive columns of one row of the unfolding
       float(&v)[4] = *reinterpret_cast<float(*)[4]>(o);
-      if (KC ? x < xmax : k < kend)
-        gather_cols<4>(X, *conv, KC ? x : k, KC ? k : x, KC ? kend : xmax, v);
+      if (row < rows)
+        gather_cols<4>(X, *conv, row, col, cols, v);
       else
         v[0] = v[1] = v[2] = v[3] = 0.0f;
       continue;
     }
-    if (KC) {
-      const float* src = X + (int64_t)x * ld + k;
-      if (vec && x < xmax && k + 3 < kend) {
-        float4 v = __ldg(reinterpret_cast<const float4*>(src));
-        o[0] = v.x, o[1] = v.y, o[2] = v.z, o[3] = v.w;
-      } else {
-#pragma unroll
-        for (int i = 0; i < 4; i++) o[i] = (x < xmax && k + i < kend) ? __ldg(src + i) : 0.0f;
-      }
+    const float* src = X + (int64_t)row * ld + col;
+    if (vec && row < rows && col + 3 < cols) {
+      float4 v = __ldg(reinterpret_cast<const float4*>(src));
+      o[0] = v.x, o[1] = v.y, o[2] = v.z, o[3] = v.w;
     } else {
-      const float* src = X + (int64_t)k * ld + x;
-      if (vec && k < kend && x + 3 < xmax) {
-        float4 v = __ldg(reinterpret_cast<const float4*>(src));
-        o[0] = v.x, o[1] = v.y, o[2] = v.z, o[3] = v.w;
-      } else {
 #pragma unroll
-        for (int i = 0; i < 4; i++) o[i] = (k < kend && x + i < xmax) ? __ldg(src + i) : 0.0f;
-      }
+      for (int i = 0; i < 4; i++) o[i] = (row < rows && col + i < cols) ? __ldg(src + i) : 0.0f;
     }
   }
 }
