@@ -19,11 +19,11 @@
   X(sum) X(mean) X(l2norm) X(global_avg_pool) X(softmax) X(log_softmax)          \
   X(cross_entropy)                                                               \
   /* matrix products (autograd/ops_matmul.cpp) */                                 \
-  X(matmul) X(linear)                                                            \
+  X(matmul) X(linear) X(linear_gelu) X(linear_scale_add)                        \
   /* convolutions (autograd/ops_conv.cpp) */                                      \
   X(conv2d) X(dwconv2d)                                                          \
   /* normalisation (autograd/ops_norm.cpp) */                                     \
-  X(layernorm) X(batchnorm) X(batchnorm_sync)                                    \
+  X(layernorm) X(layernorm_gate) X(batchnorm) X(batchnorm_sync)                  \
   /* attention (autograd/ops_attention.cpp) */                                    \
   X(rope2d) X(nala_attention) X(softmax_attention)                               \
   /* regularisation (autograd/ops_dropout.cpp) */                                 \

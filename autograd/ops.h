@@ -78,6 +78,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, float smoothing
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 // x (..., in) W^T + bias; w (out, in), bias (out) or undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+// gelu(linear(x, w, bias)) in one pass (the activation in the product's store).
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias);
+// res + linear(x, w, bias) * gamma (gamma (out)), scale_add's bits, in one pass.
+Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, const Tensor& bias,
+                        const Tensor& gamma);
 
 // ---- convolutions (ops_conv.cpp) ------------------------------------------
 // x (B, H, W, Cin) channels-last; w (Cout, Cin, k, k); bias (Cout) or undefined.
@@ -94,6 +99,10 @@ Tensor dwconv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Tens
 // LayerNorm over dimension `dim` (-1: token layout; 1 on (B, C, H, W): the
 // per-pixel layout). weight, bias of size C (either may be undefined).
 Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, int64_t dim = -1);
+// layernorm(x, weight, bias, eps) over the last dim, times silu(g) (g of x's
+// shape): NaLaFormer's attention gate, one pass forward, the bits of the three
+// ops. Saves x, g and the LayerNorm output.
+Tensor layernorm_gate(const Tensor& x, const Tensor& g, const Tensor& weight, const Tensor& bias, float eps);
 // BatchNorm over channel dimension `dim` (-1: channels-last; 1: NCHW).
 // training: normalise with the biased batch variance and update running_mean
 // and running_var in place (running = (1-m) running + m batch, unbiased batch

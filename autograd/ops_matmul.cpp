@@ -18,13 +18,24 @@
 // linear(x, w, bias): Y[R, O] = X[R, I] W[O, I]^T + bias, one GEMM over all
 //   rows. Saved: x and w. Backward: dX = dY W, dW = dY^T X (one GEMM summed
 //   over all rows), dbias = column sums of dY.
+//
+// Fused linear layers (LinearEpilogue, kernels/cpu/matmul.h; on CUDA in the
+// GEMM's store), the same bits as the ops they replace:
+//   linear_gelu(x, w, bias) = gelu(linear(x, w, bias)): the FFN's fc1 and its
+//     activation. Saved: the product (gelu's input), when a gradient is needed.
+//   linear_scale_add(res, x, w, bias, gamma) = scale_add(res, linear(x, w,
+//     bias), gamma): a block's last product, LayerScale and the residual add.
+//     Saved: the product (gamma's gradient reads it), when a gradient is needed.
 #include <algorithm>
 
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"
+#include "autograd/ops_util.h"
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
 
 #ifdef NALA_CUDA
+#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/matmul.h"
 #endif
 
@@ -233,51 +244,156 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
                 });
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  NALA_CHECK(x.defined() && w.defined(), "linear: undefined input");
-  Device dev = common_device("linear", {&x, &w, &bias});
+namespace {
+
+// A linear layer's checked operands: x folded to R rows of I, w (O, I), bias (O) or undefined.
+struct LinearArgs {
+  Tensor xc, wc, bc;  // contiguous, detached
+  int64_t R, I, O;
+  Shape oshape;  // x's shape with O last
+  Device dev;
+};
+
+LinearArgs linear_args(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  NALA_CHECK(x.defined() && w.defined(), op, ": undefined input");
+  LinearArgs a;
+  a.dev = common_device(op, {&x, &w, &bias});
   std::string shapes = "x " + shape_str(x.shape()) + " and weight " + shape_str(w.shape()) +
                        (bias.defined() ? " and bias " + shape_str(bias.shape()) : std::string());
   NALA_CHECK(x.dtype() == DType::F32 && w.dtype() == DType::F32 && (!bias.defined() || bias.dtype() == DType::F32),
-             "linear: expected f32 inputs, got ", x.desc(), " and ", w.desc());
-  NALA_CHECK(x.dim() >= 1 && w.dim() == 2, "linear: expected x (..., in) and weight (out, in), got ", shapes);
-  int64_t I = x.size(-1), O = w.size(0);
-  NALA_CHECK(w.size(1) == I, "linear: in features differ (", I, " vs ", w.size(1), ") for ", shapes);
-  NALA_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == O), "linear: bias must be [", O, "], got ",
+             op, ": expected f32 inputs, got ", x.desc(), " and ", w.desc());
+  NALA_CHECK(x.dim() >= 1 && w.dim() == 2, op, ": expected x (..., in) and weight (out, in), got ", shapes);
+  a.I = x.size(-1), a.O = w.size(0);
+  NALA_CHECK(w.size(1) == a.I, op, ": in features differ (", a.I, " vs ", w.size(1), ") for ", shapes);
+  NALA_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == a.O), op, ": bias must be [", a.O, "], got ",
              shapes);
-  int64_t R = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
-  Shape oshape = x.shape();
-  oshape.back() = O;
+  a.R = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  a.oshape = x.shape();
+  a.oshape.back() = a.O;
+  a.xc = view::contiguous(x).detach(), a.wc = view::contiguous(w).detach();
+  a.bc = bias.defined() ? view::contiguous(bias).detach() : Tensor();
+  return a;
+}
 
-  Tensor xc = view::contiguous(x).detach(), wc = view::contiguous(w).detach();
-  Tensor bc = bias.defined() ? view::contiguous(bias) : Tensor();
-  Tensor out = Tensor::empty(oshape, DType::F32, dev);
-  NALA_DISPATCH(dev, linear_forward, out.f32(), xc.f32(), wc.f32(), bc.defined() ? bc.f32() : nullptr, R, O, I);
+// What a linear layer's backward needs: x if w needs its gradient, w if x does.
+struct LinearSaved {
+  Tensor xs, ws;
+  Shape xshape;
+  int64_t R, I, O;
+  bool xg, wg, bg, has_bias;
+  Device dev;
+};
 
+LinearSaved linear_saved(const LinearArgs& a, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  LinearSaved s;
+  s.xg = x.requires_grad(), s.wg = w.requires_grad(), s.bg = bias.defined() && bias.requires_grad();
+  s.xs = s.wg ? a.xc : Tensor(), s.ws = s.xg ? a.wc : Tensor();  // save only what backward reads
+  s.xshape = x.shape(), s.R = a.R, s.I = a.I, s.O = a.O, s.has_bias = bias.defined(), s.dev = a.dev;
+  return s;
+}
+
+// dx, dw (and db when there is a bias) from the gradient g (contiguous) of the product Y.
+std::vector<Tensor> linear_grads(const LinearSaved& s, const Tensor& g) {
+  const int64_t R = s.R, I = s.I, O = s.O;
+  const Device dev = s.dev;
+  Tensor dx, dw, db;
+  if (s.xg) {  // dX[R, I] = dY[R, O] W[O, I]
+    dx = Tensor::empty(s.xshape, DType::F32, dev);
+    NALA_DISPATCH(dev, gemm, false, false, R, I, O, 1.0f, g.f32(), O, s.ws.f32(), I, 0.0f, dx.f32(), I);
+  }
+  if (s.wg) dw = Tensor::empty({O, I}, DType::F32, dev);
+  if (s.bg) db = Tensor::empty({O}, DType::F32, dev);
+  if (s.wg && s.bg) {  // both from one pass over dY
+    NALA_DISPATCH(dev, linear_backward_weight_bias, dw.f32(), db.f32(), g.f32(), s.xs.f32(), R, O, I);
+  } else if (s.wg) {  // dW[O, I] = dY^T X, summed over all R rows
+    NALA_DISPATCH(dev, gemm, true, false, O, I, R, 1.0f, g.f32(), O, s.xs.f32(), I, 0.0f, dw.f32(), I);
+  } else if (s.bg) {
+    NALA_DISPATCH(dev, linear_bias_backward, db.f32(), g.f32(), R, O);
+  }
+  std::vector<Tensor> grads = {dx, dw};
+  if (s.has_bias) grads.push_back(db);
+  return grads;
+}
+
+const float* ptr_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const LinearArgs a = linear_args("linear", x, w, bias);
+  Tensor out = Tensor::empty(a.oshape, DType::F32, a.dev);
+  NALA_DISPATCH(a.dev, linear_forward, out.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O, a.I);
   std::vector<Tensor> inputs = {x, w};
   if (bias.defined()) inputs.push_back(bias);
-  bool xg = x.requires_grad(), wg = w.requires_grad(), bg = bias.defined() && bias.requires_grad();
-  Tensor xs = wg ? xc : Tensor(), ws = xg ? wc : Tensor();  // save only what backward reads
-  return record(OpId::linear, out, inputs,
-                [xs, ws, xshape = x.shape(), R, I, O, xg, wg, bg, has_bias = bias.defined(),
-                 dev](const Tensor& gout) -> std::vector<Tensor> {
+  return record(OpId::linear, out, inputs, [s = linear_saved(a, x, w, bias)](const Tensor& gout) {
+    return linear_grads(s, view::contiguous(gout));
+  });
+}
+
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const char* op = "linear_gelu";
+  const LinearArgs a = linear_args(op, x, w, bias);
+  const bool grad = needs_grad({&x, &w, &bias});
+  Tensor out = Tensor::empty(a.oshape, DType::F32, a.dev);
+  Tensor pre = grad ? Tensor::empty(a.oshape, DType::F32, a.dev) : Tensor();  // gelu's input, for backward
+  LinearEpilogue e;
+  e.gelu = true;
+  if (grad) e.pre = pre.f32();
+  NALA_DISPATCH(a.dev, linear_forward_epilogue, out.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O, a.I,
+                e);
+  if (!grad) return out;
+  std::vector<Tensor> inputs = {x, w};
+  if (bias.defined()) inputs.push_back(bias);
+  return record(OpId::linear_gelu, out, inputs, [s = linear_saved(a, x, w, bias), pre](const Tensor& gout) {
+    Tensor g = view::contiguous(gout);
+    Tensor dpre = Tensor::empty(pre.shape(), DType::F32, s.dev);
+    if (dpre.numel()) NALA_DISPATCH(s.dev, gelu_backward, dpre.f32(), g.f32(), pre.f32(), dpre.numel());
+    return linear_grads(s, dpre);
+  });
+}
+
+Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, const Tensor& bias,
+                        const Tensor& gamma) {
+  const char* op = "linear_scale_add";
+  const LinearArgs a = linear_args(op, x, w, bias);
+  NALA_CHECK(res.defined() && gamma.defined(), op, ": undefined input");
+  NALA_CHECK(res.dtype() == DType::F32 && gamma.dtype() == DType::F32, op, ": expected f32 inputs, got ",
+             res.desc(), " and ", gamma.desc());
+  NALA_CHECK(res.shape() == a.oshape && gamma.dim() == 1 && gamma.size(0) == a.O, op, ": res ", res.desc(),
+             " and gamma ", gamma.desc(), ": expected res ", shape_str(a.oshape), " and gamma [", a.O, "]");
+  NALA_CHECK(common_device(op, {&res, &x, &gamma}) == a.dev, op, ": inputs on different devices");
+  const bool grad = needs_grad({&res, &x, &w, &bias, &gamma});
+  Tensor rc = view::contiguous(res).detach(), gc = view::contiguous(gamma).detach();
+  Tensor out = Tensor::empty(a.oshape, DType::F32, a.dev);
+  Tensor y = grad ? Tensor::empty(a.oshape, DType::F32, a.dev) : Tensor();  // the product, for gamma's gradient
+  LinearEpilogue e;
+  e.res = rc.f32(), e.gamma = gc.f32();
+  if (grad) e.pre = y.f32();
+  NALA_DISPATCH(a.dev, linear_forward_epilogue, out.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O, a.I,
+                e);
+  if (!grad) return out;
+  std::vector<Tensor> inputs = {res, x, w};
+  if (bias.defined()) inputs.push_back(bias);
+  inputs.push_back(gamma);
+  const bool need_res = res.requires_grad(), need_g = gamma.requires_grad();
+  return record(OpId::linear_scale_add, out, inputs,
+                [s = linear_saved(a, x, w, bias), y, gc, need_res, need_g, op](const Tensor& gout) {
                   Tensor g = view::contiguous(gout);
-                  Tensor dx, dw, db;
-                  if (xg) {  // dX[R, I] = dY[R, O] W[O, I]
-                    dx = Tensor::empty(xshape, DType::F32, dev);
-                    NALA_DISPATCH(dev, gemm, false, false, R, I, O, 1.0f, g.f32(), O, ws.f32(), I, 0.0f, dx.f32(), I);
-                  }
-                  if (wg) dw = Tensor::empty({O, I}, DType::F32, dev);
-                  if (bg) db = Tensor::empty({O}, DType::F32, dev);
-                  if (wg && bg) {  // both from one pass over dY
-                    NALA_DISPATCH(dev, linear_backward_weight_bias, dw.f32(), db.f32(), g.f32(), xs.f32(), R, O, I);
-                  } else if (wg) {  // dW[O, I] = dY^T X, summed over all R rows
-                    NALA_DISPATCH(dev, gemm, true, false, O, I, R, 1.0f, g.f32(), O, xs.f32(), I, 0.0f, dw.f32(), I);
-                  } else if (bg) {
-                    NALA_DISPATCH(dev, linear_bias_backward, db.f32(), g.f32(), R, O);
-                  }
-                  std::vector<Tensor> grads = {dx, dw};
-                  if (has_bias) grads.push_back(db);
+                  const Shape& os = y.shape();
+                  const int64_t O = s.O;
+                  // y's and gamma's gradients: mul's backward of y * gamma (as scale_add)
+                  const bool need_y = s.xg || s.wg || s.bg;
+                  Tensor fy = need_y ? Tensor::empty(os, DType::F32, s.dev) : Tensor();
+                  Tensor fg = need_g ? Tensor::empty(os, DType::F32, s.dev) : Tensor();
+                  const Layout L = make_layout(os, contiguous_strides(os), contiguous_strides(os),
+                                               broadcast_strides(os, {O}, {1}), op);
+                  if (g.numel() && (need_y || need_g))
+                    NALA_DISPATCH(s.dev, binary_backward, BinaryOp::Mul, need_y ? fy.f32() : nullptr,
+                                  need_g ? fg.f32() : nullptr, g.f32(), y.f32(), gc.f32(), L);
+                  std::vector<Tensor> grads = {need_res ? g : Tensor()};
+                  std::vector<Tensor> lg = need_y ? linear_grads(s, fy) : std::vector<Tensor>(s.has_bias ? 3 : 2);
+                  grads.insert(grads.end(), lg.begin(), lg.end());
+                  grads.push_back(need_g ? detail::sum_to_shape(fg, {O}, op) : Tensor());
                   return grads;
                 });
 }

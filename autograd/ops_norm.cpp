@@ -94,6 +94,47 @@ Tensor layernorm(const Tensor& x_, const Tensor& weight_, const Tensor& bias_, f
                 });
 }
 
+Tensor layernorm_gate(const Tensor& x_, const Tensor& g_, const Tensor& weight_, const Tensor& bias_, float eps) {
+  const char* op = "layernorm_gate";
+  NALA_CHECK(x_.dtype() == DType::F32 && g_.defined() && g_.dtype() == DType::F32, op, ": inputs must be f32, got ",
+             x_.desc(), " and ", g_.desc());
+  NALA_CHECK(x_.dim() >= 1 && x_.shape() == g_.shape(), op, ": x ", x_.desc(), " and gate ", g_.desc(),
+             " must have one shape");
+  const Dims s = split_at(x_, x_.dim() - 1);
+  NALA_CHECK(s.C > 0, op, ": input ", x_.desc(), " has an empty last dimension");
+  check_vec(op, "weight", x_, weight_, s.C, x_.dim() - 1);
+  check_vec(op, "bias", x_, bias_, s.C, x_.dim() - 1);
+  const Device dev = common_device(op, {&x_, &g_, &weight_, &bias_});
+  const bool grad = needs_grad({&x_, &g_, &weight_, &bias_});
+
+  Tensor x = view::contiguous(x_).detach(), g = view::contiguous(g_).detach();
+  Tensor w = contig_or_undef(weight_), b = contig_or_undef(bias_);
+  Tensor out = Tensor::empty(x_.shape(), DType::F32, dev);
+  Tensor y = grad ? Tensor::empty(x_.shape(), DType::F32, dev) : Tensor();  // the LayerNorm output, for backward
+  Tensor mean = Tensor::empty({s.O}, DType::F32, dev), rstd = Tensor::empty({s.O}, DType::F32, dev);
+  NALA_DISPATCH(dev, layernorm_gate_forward, out.f32(), grad ? y.f32() : nullptr, mean.f32(), rstd.f32(), x.f32(),
+                g.f32(), ptr_or_null(w), ptr_or_null(b), s.O, s.C, eps);
+  if (!grad) return out;
+  return record(OpId::layernorm_gate, out, {x_, g_, weight_, bias_},
+                [x, g, y, w, mean, rstd, s, dev, gx = x_.requires_grad(), gg = g_.requires_grad(),
+                 gw = weight_.defined() && weight_.requires_grad(),
+                 gb = bias_.defined() && bias_.requires_grad()](const Tensor& gout) {
+                  Tensor d = view::contiguous(gout);
+                  const bool ln = gx || gw || gb;
+                  Tensor dy = Tensor::empty(x.shape(), DType::F32, dev);  // the LayerNorm's incoming gradient
+                  Tensor dg = gg ? Tensor::empty(x.shape(), DType::F32, dev) : Tensor();
+                  NALA_DISPATCH(dev, gate_backward, dy.f32(), gg ? dg.f32() : nullptr, d.f32(), y.f32(), g.f32(),
+                                x.numel());
+                  Tensor dx = gx ? Tensor::empty(x.shape(), DType::F32, dev) : Tensor();
+                  Tensor dw = gw ? Tensor::empty({s.C}, DType::F32, dev) : Tensor();
+                  Tensor db = gb ? Tensor::empty({s.C}, DType::F32, dev) : Tensor();
+                  if (ln)
+                    NALA_DISPATCH(dev, layernorm_backward, ptr_or_null(dx), ptr_or_null(dw), ptr_or_null(db),
+                                  dy.f32(), x.f32(), mean.f32(), rstd.f32(), ptr_or_null(w), s.O, s.C, 1);
+                  return std::vector<Tensor>{dx, dg, dw, db};
+                });
+}
+
 Tensor batchnorm(const Tensor& x_, const Tensor& weight_, const Tensor& bias_, Tensor& running_mean,
                  Tensor& running_var, bool training, float momentum, float eps, int64_t dim) {
   const char* op = "batchnorm";

@@ -44,7 +44,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <vector>
 
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm_kernels.h"
 #include "tensor/error.h"
 #ifdef _OPENMP
@@ -498,6 +500,25 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 // Y = X W^T + bias: the bias in the same pass over Y where the plain product runs.
 void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I) {
   gemm_bias(false, true, R, O, I, 1.0f, X, I, W, I, 0.0f, Y, O, bias);
+}
+
+void linear_forward_epilogue(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O,
+                             int64_t I, const LinearEpilogue& e) {
+  const int64_t n = R * O;
+  std::vector<float> tmp;
+  auto buffer = [&] {
+    tmp.resize(n);
+    return tmp.data();
+  };
+  float* y = e.pre ? e.pre : e.res ? buffer() : Y;  // the product (scale_add cannot run in place)
+  linear_forward(y, X, W, bias, R, O, I);
+  if (e.gelu) {
+    float* a = !e.res ? Y : y == e.pre ? buffer() : y;
+    gelu_forward(a, y, n);
+    y = a;
+  }
+  if (e.res) scale_add_forward(Y, e.res, y, e.gamma, R, O);
+  else if (y != Y) copy(Y, y, n);
 }
 
 void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

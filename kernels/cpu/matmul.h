@@ -19,6 +19,20 @@
 #include <cstdint>
 
 namespace nala {
+
+// What a fused linear layer does with y = X W^T + bias before it stores it
+// (linear_forward_epilogue): pre (nullable) keeps y (backward reads it), then
+// y = gelu(y) when gelu, then out = res + y * gamma[col] when res is set
+// (LayerScale and the residual add, with the product rounded before the sum).
+// The bits are those of linear, then gelu, then scale_add. res and pre are
+// rows of O floats; out must not alias X, W, res or pre.
+struct LinearEpilogue {
+  bool gelu = false;
+  const float* res = nullptr;
+  const float* gamma = nullptr;  // [O], with res
+  float* pre = nullptr;
+};
+
 namespace cpu {
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -48,6 +62,10 @@ void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
 // A linear layer's forward, Y[R, O] = X[R, I] W[O, I]^T + bias (bias nullable): on the CPU
 // the bias joins the GEMM's store; on CUDA the product, then linear_bias_forward.
 void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I);
+// The same product, then the epilogue e (LinearEpilogue above): on the CPU the
+// product, then the elementwise kernels; on CUDA in the FP32 GEMM's store.
+void linear_forward_epilogue(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O,
+                             int64_t I, const LinearEpilogue& e);
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
 void linear_bias_backward_naive(float* dbias, const float* dY, int64_t R, int64_t N);
 // A linear layer's weight and bias gradients (overwritten): dW[O, I] = dY^T X,

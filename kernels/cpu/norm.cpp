@@ -18,6 +18,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/elementwise.h"
+
 namespace nala {
 namespace cpu {
 
@@ -189,6 +191,27 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
       }
       for (int64_t i = 0; i < n; i++) mean[o * I + i0 + i] = s[i], rstd[o * I + i0 + i] = v[i];
     }
+}
+
+void layernorm_gate_forward(float* out, float* y, float* mean, float* rstd, const float* x, const float* g,
+                            const float* weight, const float* bias, int64_t R, int64_t C, float eps) {
+  const int64_t n = R * C;
+  std::vector<float> tmp(y ? 0 : n);
+  float* ln = y ? y : tmp.data();
+  layernorm_forward(ln, mean, rstd, x, weight, bias, R, C, 1, eps);
+  silu_forward(out, g, n);
+#pragma omp parallel for simd schedule(static) if (n > (1 << 15))
+  for (int64_t i = 0; i < n; i++) out[i] = ln[i] * out[i];
+}
+
+void gate_backward(float* dy, float* dg, const float* dout, const float* y, const float* g, int64_t n) {
+  silu_forward(dy, g, n);
+#pragma omp parallel for simd schedule(static) if (n > (1 << 15))
+  for (int64_t i = 0; i < n; i++) dy[i] = dout[i] * dy[i];
+  if (!dg) return;
+#pragma omp parallel for simd schedule(static) if (n > (1 << 15))
+  for (int64_t i = 0; i < n; i++) dg[i] = dout[i] * y[i];
+  silu_backward(dg, dg, g, n);
 }
 
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,

@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/reduce_util.cuh"
@@ -45,8 +46,6 @@ namespace cuda {
 
 namespace {
 constexpr int kThreads = 256;
-constexpr float kInvSqrt2 = 0.70710678118654752f;
-constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 
 unsigned blocks_for(int64_t work) {
   int64_t b = (work + kThreads - 1) / kThreads;
@@ -117,7 +116,7 @@ void map2(const char* op, float* out, const float* g, const float* x, int64_t n,
   CUDA_CHECK_LAUNCH(op);
 }
 
-__device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + expf(-v)); }
+using act::sigmoid;
 
 struct Identity { __device__ float operator()(float v) const { return v; } };
 struct Scale { float s; __device__ float operator()(float v) const { return v * s; } };
@@ -126,24 +125,13 @@ struct Axpy { float a; __device__ float operator()(float y, float x) const { ret
 
 struct ReluF { __device__ float operator()(float v) const { return v > 0.0f ? v : 0.0f; } };
 struct ReluB { __device__ float operator()(float g, float v) const { return v > 0.0f ? g : 0.0f; } };
-struct GeluF { __device__ float operator()(float v) const { return 0.5f * v * (1.0f + erff(v * kInvSqrt2)); } };
-struct GeluB {  // d/dx x Phi(x) = Phi(x) + x phi(x)
-  __device__ float operator()(float g, float v) const {
-    float cdf = 0.5f * (1.0f + erff(v * kInvSqrt2));
-    float pdf = kInvSqrt2Pi * expf(-0.5f * v * v);
-    return g * (cdf + v * pdf);
-  }
-};
-struct SiluF { __device__ float operator()(float v) const { return v * sigmoid_f(v); } };
-struct SiluB {
-  __device__ float operator()(float g, float v) const {
-    float s = sigmoid_f(v);
-    return g * s * (1.0f + v * (1.0f - s));
-  }
-};
+struct GeluF { __device__ float operator()(float v) const { return act::gelu(v); } };
+struct GeluB { __device__ float operator()(float g, float v) const { return act::gelu_backward(g, v); } };
+struct SiluF { __device__ float operator()(float v) const { return act::silu(v); } };
+struct SiluB { __device__ float operator()(float g, float v) const { return act::silu_backward(g, v); } };
 struct TanhF { __device__ float operator()(float v) const { return tanhf(v); } };
 struct TanhB { __device__ float operator()(float g, float t) const { return g * (1.0f - t * t); } };
-struct SigmoidF { __device__ float operator()(float v) const { return sigmoid_f(v); } };
+struct SigmoidF { __device__ float operator()(float v) const { return sigmoid(v); } };
 struct SigmoidB { __device__ float operator()(float g, float s) const { return g * s * (1.0f - s); } };
 struct ExpF { __device__ float operator()(float v) const { return expf(v); } };
 struct ExpB { __device__ float operator()(float g, float e) const { return g * e; } };

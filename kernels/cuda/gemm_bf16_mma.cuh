@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "kernels/conv_gather.h"
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/mma.cuh"
 
 namespace nala {
@@ -62,7 +63,6 @@ struct Params {
 
 // ---- the epilogue: C[m, n..n+1] = act(v + bias) + residual, guarded ------------------
 
-__device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
 // z: the split-K slice (p.ws), else unused.
 __device__ __forceinline__ void epilogue2(const Params& p, int z, int m, int n, float v0, float v1) {
@@ -79,7 +79,7 @@ __device__ __forceinline__ void epilogue2(const Params& p, int z, int m, int n, 
     v0 += __ldg(p.bias + n);
     if (two) v1 += __ldg(p.bias + n + 1);
   }
-  if (p.gelu) v0 = gelu_erf(v0), v1 = gelu_erf(v1);
+  if (p.gelu) v0 = act::gelu(v0), v1 = act::gelu(v1);
   if (p.c_bf16) {
     bf16* c = static_cast<bf16*>(p.C) + (int64_t)m * p.ldc + n;
     if (p.res) {

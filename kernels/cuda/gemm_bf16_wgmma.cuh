@@ -197,7 +197,7 @@ __device__ __forceinline__ void epilogue_rows(const Params& p, int r, int c, con
       const float x0 = __ldg(p.bias + c + 8 * j), x1 = __ldg(p.bias + c + 8 * j + 1);
       a0 += x0, a1 += x1, b0 += x0, b1 += x1;
     }
-    if (gelu) a0 = gelu_erf(a0), a1 = gelu_erf(a1), b0 = gelu_erf(b0), b1 = gelu_erf(b1);
+    if (gelu) a0 = act::gelu(a0), a1 = act::gelu(a1), b0 = act::gelu(b0), b1 = act::gelu(b1);
     if (in0) {
       if (res) {
         const float2 x = load2(r0 + 4 * j);

@@ -16,13 +16,15 @@
 //   stride allow it (else scalar). Split-K slices (p.splits > 1) write their
 //   partial products to separate z planes of C. Optionally one operand is a
 //   convolution's unfolding gathered from the image (GATHER), and the blocks
-//   add up op(A)'s rows on the way (GemmParams::dsum).
+//   add up op(A)'s rows on the way (GemmParams::dsum), or the store applies
+//   a linear layer's epilogue (EPI: GELU, LayerScale and the residual add).
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "kernels/conv_gather.h"
+#include "kernels/cuda/activation.cuh"
 
 namespace nala {
 namespace cuda {
@@ -51,7 +53,24 @@ struct GemmParams {
   // dsum[m] = alpha * sum, else the slice's sum to dsum[z * M + m] (split-K:
   // the partials, added by the second pass).
   float* dsum = nullptr;
+  // The store of gemm_tiled<..., EPI = true> (cuda::linear_forward_epilogue;
+  // LinearEpilogue in kernels/cpu/matmul.h): y = the value above (bias
+  // included); pre[m, n] = y when pre; y = gelu(y) when gelu; C = res[m, n] +
+  // y * gamma[n] when res (the product rounded, then the sum: scale_add's
+  // bits). pre and res have rows of ldc; vecC covers their alignment too.
+  bool gelu = false;
+  const float* res = nullptr;
+  const float* gamma = nullptr;
+  float* pre = nullptr;
 };
+
+// One value of the EPI store, at offset off of C (column n).
+__device__ __forceinline__ float epilogue(const GemmParams& p, int64_t off, int n, float y) {
+  if (p.pre) p.pre[off] = y;
+  if (p.gelu) y = act::gelu(y);
+  if (p.res) y = __fadd_rn(p.res[off], __fmul_rn(y, p.gamma[n]));
+  return y;
+}
 
 // A BX x BK tile of an operand holds BX * BK / 4 float4s; thread t loads
 // those numbered t, t + THREADS, ... (LOADS of them; the last round may leave
@@ -142,7 +161,8 @@ constexpr int min_blocks() {
 // GATHER: 0, or 1 (A, not transposed) or 2 (B, not transposed) is the
 // unfolding of the image batch p.A or p.B (p.conv; the implicit-GEMM
 // convolution: its forward X W^T, its weight gradient dY^T X).
-template <int BM, int BN, int BK, bool TA, bool TB, int GATHER = 0>
+// EPI: the store applies the linear epilogue (GemmParams::gelu, res, pre).
+template <int BM, int BN, int BK, bool TA, bool TB, int GATHER = 0, bool EPI = false>
 __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(GemmParams p) {
   static_assert(GATHER == 0 || (GATHER == 1 && !TA) || (GATHER == 2 && !TB), "a gathered operand is not transposed");
   using G = ThreadGrid<BM, BN>;
@@ -235,13 +255,24 @@ __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(Gemm
           }
           c.x += alpha * v[0], c.y += alpha * v[1], c.z += alpha * v[2], c.w += alpha * v[3];
           if (p.bias) c.x += p.bias[n], c.y += p.bias[n + 1], c.z += p.bias[n + 2], c.w += p.bias[n + 3];
+          if (EPI) {
+            const int64_t off = (int64_t)m * p.ldc + n;
+            if (p.pre) *reinterpret_cast<float4*>(p.pre + off) = c;
+            if (p.gelu) c.x = act::gelu(c.x), c.y = act::gelu(c.y), c.z = act::gelu(c.z), c.w = act::gelu(c.w);
+            if (p.res) {
+              const float4 r = *reinterpret_cast<const float4*>(p.res + off);
+              c.x = __fadd_rn(r.x, __fmul_rn(c.x, p.gamma[n])), c.y = __fadd_rn(r.y, __fmul_rn(c.y, p.gamma[n + 1]));
+              c.z = __fadd_rn(r.z, __fmul_rn(c.z, p.gamma[n + 2])), c.w = __fadd_rn(r.w, __fmul_rn(c.w, p.gamma[n + 3]));
+            }
+          }
           *reinterpret_cast<float4*>(crow + n) = c;
         } else {
 #pragma unroll
           for (int j = 0; j < 4; j++)
             if (n + j < p.N) {
               const float c = (beta == 0.0f ? 0.0f : beta * crow[n + j]) + alpha * v[j];
-              crow[n + j] = p.bias ? c + p.bias[n + j] : c;
+              const float y = p.bias ? c + p.bias[n + j] : c;
+              crow[n + j] = EPI ? epilogue(p, (int64_t)m * p.ldc + n + j, n + j, y) : y;
             }
         }
       }

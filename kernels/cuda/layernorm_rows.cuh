@@ -19,6 +19,9 @@
 //                      lane always owns the same channels) and writes one
 //                      partial per block: x and dy are read once for all of
 //                      dx, dweight and dbias (no second pass over them).
+// The forward kernels can also apply NaLaFormer's attention gate (gate not
+// null): out = y * silu(gate), y = the LayerNorm output, kept in ysave when
+// that is not null (layernorm_gate_forward in norm.cu).
 // Every sum has a fixed order, set by the shape only: results are identical
 // run to run. Means and variances are two-pass (exact for large means).
 #pragma once
@@ -27,6 +30,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+
+#include "kernels/cuda/activation.cuh"
 
 namespace nala {
 namespace cuda {
@@ -48,7 +53,8 @@ __device__ __forceinline__ float group_sum(float v) {
 
 // Block (32, 8) = 8 rows.
 static __global__ void forward_warp(float* out, float* mean, float* rstd, const float* x, const float* w,
-                                    const float* b, int64_t O, int64_t C, float eps) {
+                                    const float* b, int64_t O, int64_t C, float eps, const float* gate = nullptr,
+                                    float* ysave = nullptr) {
   const int64_t o = (int64_t)blockIdx.x * kWarps + threadIdx.y;
   if (o >= O) return;  // the whole warp leaves together
   const int lane = threadIdx.x;
@@ -60,7 +66,11 @@ static __global__ void forward_warp(float* out, float* mean, float* rstd, const 
   for (int64_t c = lane; c < C; c += 32) v += (xr[c] - m) * (xr[c] - m);
   const float rs = 1.0f / sqrtf(group_sum(v) / C + eps);
   float* yr = out + o * C;
-  for (int64_t c = lane; c < C; c += 32) yr[c] = (xr[c] - m) * rs * (w ? w[c] : 1.0f) + (b ? b[c] : 0.0f);
+  for (int64_t c = lane; c < C; c += 32) {
+    const float y = (xr[c] - m) * rs * (w ? w[c] : 1.0f) + (b ? b[c] : 0.0f);
+    if (ysave) ysave[o * C + c] = y;
+    yr[c] = gate ? y * act::silu(gate[o * C + c]) : y;
+  }
   if (lane == 0) mean[o] = m, rstd[o] = rs;
 }
 
@@ -93,7 +103,7 @@ __device__ __forceinline__ float hsum(float4 v) { return (v.x + v.y) + (v.z + v.
 // group; its j-th float4 of the row is column 4 * (q + LPR * j).
 template <int LPR, int NV>
 static __global__ void forward_vec(float* out, float* mean, float* rstd, const float* x, const float* w,
-                                   const float* b, int64_t O, int C, float eps) {
+                                   const float* b, int64_t O, int C, float eps, const float* gate, float* ysave) {
   constexpr int G = kWarps * 32 / LPR;  // rows per block
   const int t = threadIdx.y * 32 + threadIdx.x, q = t % LPR, C4 = C / 4;
   const int64_t o = (int64_t)blockIdx.x * G + t / LPR;
@@ -124,8 +134,14 @@ static __global__ void forward_vec(float* out, float* mean, float* rstd, const f
     if (k >= C4) break;
     const float4 wv = w ? reinterpret_cast<const float4*>(w)[k] : f4(1.0f);
     const float4 bv = b ? reinterpret_cast<const float4*>(b)[k] : f4(0.0f);
-    yr[k] = make_float4((v[j].x - m) * rs * wv.x + bv.x, (v[j].y - m) * rs * wv.y + bv.y,
-                        (v[j].z - m) * rs * wv.z + bv.z, (v[j].w - m) * rs * wv.w + bv.w);
+    float4 y = make_float4((v[j].x - m) * rs * wv.x + bv.x, (v[j].y - m) * rs * wv.y + bv.y,
+                           (v[j].z - m) * rs * wv.z + bv.z, (v[j].w - m) * rs * wv.w + bv.w);
+    if (gate) {
+      if (ysave) reinterpret_cast<float4*>(ysave + o * C)[k] = y;
+      const float4 g = reinterpret_cast<const float4*>(gate + o * C)[k];
+      y.x *= act::silu(g.x), y.y *= act::silu(g.y), y.z *= act::silu(g.z), y.w *= act::silu(g.w);
+    }
+    yr[k] = y;
   }
   if (q == 0) mean[o] = m, rstd[o] = rs;
 }
@@ -260,20 +276,25 @@ struct ForwardLaunch {
   const float *x, *w, *b;
   int64_t O, C;
   float eps;
+  const float* gate;
+  float* ysave;
   template <int LPR, int NV>
   void go() const {
     constexpr int G = kWarps * 32 / LPR;
-    forward_vec<LPR, NV><<<(unsigned)((O + G - 1) / G), dim3(32, kWarps)>>>(out, mean, rstd, x, w, b, O, (int)C, eps);
+    forward_vec<LPR, NV><<<(unsigned)((O + G - 1) / G), dim3(32, kWarps)>>>(out, mean, rstd, x, w, b, O, (int)C, eps, gate,
+                                                                                    ysave);
   }
 };
 
-// y, mean, rstd of O rows of C (O > 0, C > 0).
+// y, mean, rstd of O rows of C (O > 0, C > 0); with gate, out = y * silu(gate)
+// and y into ysave (nullable).
 inline void forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t O,
-                    int64_t C, float eps) {
-  if (vec_ok(C, {out, x, w, b}))
-    dispatch(C, ForwardLaunch{out, mean, rstd, x, w, b, O, C, eps});
+                    int64_t C, float eps, const float* gate = nullptr, float* ysave = nullptr) {
+  if (vec_ok(C, {out, x, w, b, gate, ysave}))
+    dispatch(C, ForwardLaunch{out, mean, rstd, x, w, b, O, C, eps, gate, ysave});
   else
-    forward_warp<<<(unsigned)((O + kWarps - 1) / kWarps), dim3(32, kWarps)>>>(out, mean, rstd, x, w, b, O, C, eps);
+    forward_warp<<<(unsigned)((O + kWarps - 1) / kWarps), dim3(32, kWarps)>>>(out, mean, rstd, x, w, b, O, C, eps,
+                                                                              gate, ysave);
 }
 
 // The number of dweight/dbias partials backward_fused writes for O rows of C.

@@ -109,14 +109,28 @@ int sm_count() {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
+// out = the linear epilogue of y (its gelu and residual; pre is y itself),
+// elementwise, rows of N: fp32gemm::epilogue's arithmetic. out may be y.
+__global__ void epilogue_pass_kernel(float* out, const float* y, bool gelu, const float* res, const float* gamma,
+                                     int64_t N, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    float v = y[i];
+    if (gelu) v = act::gelu(v);
+    if (res) v = __fadd_rn(res[i], __fmul_rn(v, gamma[i % N]));
+    out[i] = v;
+  }
+}
+
 template <int BM, int BN, int BK>
-void launch_tiled(bool ta, bool tb, GemmParams p, int64_t nz, int gather) {
+void launch_tiled(bool ta, bool tb, GemmParams p, int64_t nz, int gather, bool epi) {
   dim3 grid((unsigned)((p.M + BM - 1) / BM), (unsigned)((p.N + BN - 1) / BN), 1);
   NALA_CHECK(grid.y <= 65535, "gemm: N = ", p.N, " is too large");
   for (int64_t z0 = 0; z0 < nz; z0 += 65535) {
     p.z0 = (int)z0;
     grid.z = (unsigned)std::min<int64_t>(65535, nz - z0);
-    if (gather == 1)  // the implicit-GEMM convolution's forward: unfold(x) w^T
+    if (epi)  // a linear layer's forward with its epilogue: X W^T
+      gemm_tiled<BM, BN, BK, false, true, 0, true><<<grid, THREADS>>>(p);
+    else if (gather == 1)  // the implicit-GEMM convolution's forward: unfold(x) w^T
       gemm_tiled<BM, BN, BK, false, true, 1><<<grid, THREADS>>>(p);
     else if (gather == 2)  // its weight gradient: dout^T unfold(x)
       gemm_tiled<BM, BN, BK, true, false, 2><<<grid, THREADS>>>(p);
@@ -197,14 +211,31 @@ void gemm_fp32_force_tile(const char* tile) {
 
 // gemm_batched, plus bias (null, or N floats) added to every row of every C
 // after alpha and beta, in the GEMM's store (the last step of the split-K sum).
+static void linear_epilogue_pass(float* out, const float* y, const LinearEpilogue& e, int64_t M, int64_t N) {
+  const int64_t total = M * N;
+  if (total <= 0 || (y == out && !e.gelu && !e.res)) return;
+  epilogue_pass_kernel<<<grid_for(total, 256), 256>>>(out, y, e.gelu, e.res, e.gamma, N, total);
+  CUDA_CHECK_LAUNCH("linear_forward_epilogue");
+}
+
 // gather 1 or 2: A (not transposed) or B (not transposed) is the unfolding
 // *conv of the image batch A or B (FP32 only; batch 1).
 static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                               const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
                               int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch,
                               const float* bias, int gather = 0, const ConvGather* conv = nullptr,
-                              float* dsum = nullptr) {
+                              float* dsum = nullptr, const LinearEpilogue* lin = nullptr) {
   if (M <= 0 || N <= 0 || batch <= 0) return;
+  NALA_CHECK(!lin || (batch == 1 && gather == 0 && !trans_a && trans_b && beta == 0.0f && ldc == N && !dsum),
+             "gemm: a linear epilogue needs one product X W^T");
+  // Where the store cannot take the epilogue (bf16 mode, split-K, no product):
+  // the product with its bias, then the epilogue as one pass over it.
+  auto unfused = [&] {
+    float* y = lin->pre ? lin->pre : C;
+    gemm_batched_bias(false, true, M, N, K, alpha, A, lda, 0, B, ldb, 0, 0.0f, y, ldc, 0, 1, bias);
+    linear_epilogue_pass(C, y, *lin, M, N);
+  };
+  if (lin && (K <= 0 || alpha == 0.0f || g_gemm_bf16)) return unfused();
   NALA_CHECK(M < INT_MAX && N < INT_MAX && K < INT_MAX && batch < INT_MAX, "gemm: sizes too large (M ", M, ", N ",
              N, ", K ", K, ", batch ", batch, ")");
   NALA_CHECK(!dsum || (batch == 1 && gather == 0 && !g_gemm_bf16), "gemm: row sums of op(A) need one FP32 product");
@@ -255,6 +286,12 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
     splits = std::min<int64_t>((4 * sms + ntiles - 1) / ntiles, K / 128);
     splits = std::min<int64_t>(splits, std::max<int64_t>(1, ((int64_t)1 << 26) / (batch * M * N)));
   }
+  if (lin && splits > 1) return unfused();
+  const bool fused = lin != nullptr;
+  if (fused) {
+    p.gelu = lin->gelu, p.res = lin->res, p.gamma = lin->gamma, p.pre = lin->pre;
+    p.vecC = p.vecC && aligned16(p.res) && aligned16(p.pre);
+  }
   Tensor ws;
   if (splits > 1) {
     int64_t kchunk = ((K + splits - 1) / splits + 15) / 16 * 16;  // a multiple of BK keeps float4 alignment
@@ -268,12 +305,12 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   }
   switch (shape) {
     case kAuto:  // not returned by choose_tile
-    case kBig: launch_tiled<128, 128, 8>(trans_a, trans_b, p, batch * splits, gather); break;
-    case kSquare: launch_tiled<64, 64, 16>(trans_a, trans_b, p, batch * splits, gather); break;
-    case kTall: launch_tiled<128, 32, 16>(trans_a, trans_b, p, batch * splits, gather); break;
-    case kWide: launch_tiled<32, 128, 16>(trans_a, trans_b, p, batch * splits, gather); break;
-    case kTaller: launch_tiled<256, 16, 16>(trans_a, trans_b, p, batch * splits, gather); break;
-    case kWider: launch_tiled<16, 256, 16>(trans_a, trans_b, p, batch * splits, gather); break;
+    case kBig: launch_tiled<128, 128, 8>(trans_a, trans_b, p, batch * splits, gather, fused); break;
+    case kSquare: launch_tiled<64, 64, 16>(trans_a, trans_b, p, batch * splits, gather, fused); break;
+    case kTall: launch_tiled<128, 32, 16>(trans_a, trans_b, p, batch * splits, gather, fused); break;
+    case kWide: launch_tiled<32, 128, 16>(trans_a, trans_b, p, batch * splits, gather, fused); break;
+    case kTaller: launch_tiled<256, 16, 16>(trans_a, trans_b, p, batch * splits, gather, fused); break;
+    case kWider: launch_tiled<16, 256, 16>(trans_a, trans_b, p, batch * splits, gather, fused); break;
   }
   if (splits > 1) {
     int64_t total = batch * M * N + (dsum ? M : 0);
@@ -377,6 +414,12 @@ void launch_col_sums(const float* X, float* out, int64_t R, int64_t N, int64_t c
 void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I) {
   if (R <= 0 || O <= 0) return;
   gemm_batched_bias(false, true, R, O, I, 1.0f, X, I, 0, W, I, 0, 0.0f, Y, O, 0, 1, bias);
+}
+
+void linear_forward_epilogue(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O,
+                             int64_t I, const LinearEpilogue& e) {
+  if (R <= 0 || O <= 0) return;
+  gemm_batched_bias(false, true, R, O, I, 1.0f, X, I, 0, W, I, 0, 0.0f, Y, O, 0, 1, bias, 0, nullptr, nullptr, &e);
 }
 
 void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N) {

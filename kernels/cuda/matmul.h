@@ -11,6 +11,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/cpu/matmul.h"  // LinearEpilogue
+
 namespace nala {
 namespace cuda {
 
@@ -48,6 +50,11 @@ void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
 // A linear layer's forward, Y[R, O] = X[R, I] W[O, I]^T + bias (bias nullable): the bias
 // joins the GEMM's store (as on the CPU), the same bits as the product, then linear_bias_forward.
 void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I);
+// The same with the epilogue e (LinearEpilogue, kernels/cpu/matmul.h) in the
+// FP32 GEMM's store; in bf16 mode, or where the product is split over K, the
+// product, then one elementwise pass.
+void linear_forward_epilogue(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O,
+                             int64_t I, const LinearEpilogue& e);
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
 // A linear layer's weight and bias gradients, dW[O, I] = dY^T X and db[O] =
 // column sums of dY (both overwritten), from one pass over dY: the FP32

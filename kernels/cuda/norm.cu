@@ -360,6 +360,47 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
   CUDA_CHECK_LAUNCH("layernorm_forward");
 }
 
+namespace {
+// out = y * silu(g), elementwise (out may be y)
+__global__ void gate_kernel(float* out, const float* y, const float* g, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = y[i] * act::silu(g[i]);
+}
+}  // namespace
+
+void layernorm_gate_forward(float* out, float* y, float* mean, float* rstd, const float* x, const float* g,
+                            const float* weight, const float* bias, int64_t R, int64_t C, float eps) {
+  if (R == 0 || C == 0) return;
+  if (!layernorm_rows::vec_ok(C, {out, x, weight, bias}) || layernorm_rows::vec_ok(C, {g, y})) {
+    layernorm_rows::forward(out, mean, rstd, x, weight, bias, R, C, eps, g, y);  // one pass
+    CUDA_CHECK_LAUNCH("layernorm_gate_forward");
+    return;
+  }
+  // A misaligned gate or y where the LayerNorm alone would take the register-
+  // cached kernel: that kernel (the same sums, so layernorm's bits), then the gate.
+  float* ln = y ? y : out;
+  layernorm_rows::forward(ln, mean, rstd, x, weight, bias, R, C, eps);
+  gate_kernel<<<blocks_for(R * C), kThreads>>>(out, ln, g, R * C);
+  CUDA_CHECK_LAUNCH("layernorm_gate_forward");
+}
+
+namespace {
+__global__ void gate_backward_kernel(float* dy, float* dg, const float* dout, const float* y, const float* g,
+                                     int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const float d = dout[i], v = g[i];
+    dy[i] = d * act::silu(v);
+    if (dg) dg[i] = act::silu_backward(d * y[i], v);
+  }
+}
+}  // namespace
+
+void gate_backward(float* dy, float* dg, const float* dout, const float* y, const float* g, int64_t n) {
+  if (n <= 0) return;
+  gate_backward_kernel<<<blocks_for(n), kThreads>>>(dy, dg, dout, y, g, n);
+  CUDA_CHECK_LAUNCH("gate_backward");
+}
+
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* mean, const float* rstd, const float* weight, int64_t O, int64_t C,
                         int64_t I) {

@@ -15,6 +15,17 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
                         const float* mean, const float* rstd, const float* weight, int64_t O, int64_t C,
                         int64_t I);
 
+// ---- LayerNorm with NaLaFormer's attention gate ----------------------------------
+// Rows of C (I = 1): out = y * silu(g), y = layernorm(x) (weight, bias as
+// above); y (nullable) keeps the LayerNorm output for backward. The bits of
+// layernorm_forward, silu_forward, then a multiply. out must not alias x or g.
+void layernorm_gate_forward(float* out, float* y, float* mean, float* rstd, const float* x, const float* g,
+                            const float* weight, const float* bias, int64_t R, int64_t C, float eps);
+// The gate's backward, n elements: dy = dout * silu(g) (the LayerNorm's
+// incoming gradient) and dg = silu_backward(dout * y, g) (dg nullable): the
+// bits of mul's and silu's backward.
+void gate_backward(float* dy, float* dg, const float* dout, const float* y, const float* g, int64_t n);
+
 void batchnorm_train_stats(float* mean, float* rstd, float* running_mean, float* running_var, const float* x,
                            int64_t O, int64_t C, int64_t I, float momentum, float eps);
 void batchnorm_eval_stats(float* mean, float* rstd, const float* running_mean, const float* running_var,

@@ -1,0 +1,35 @@
+// kernels/cuda/activation.cuh - the activations' scalar device functions,
+// one definition for every kernel that applies them: the elementwise ops
+// (elementwise.cu), the GEMM stores (gemm_fp32.cuh, gemm_bf16_*.cuh) and the
+// fused LayerNorm gate (norm.cu). A fused kernel calling these computes the
+// same bits as the separate op.
+#pragma once
+#include <cuda_runtime.h>
+
+namespace nala {
+namespace cuda {
+namespace act {
+
+constexpr float kInvSqrt2 = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+
+__device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+// GELU, erf form: x Phi(x)
+__device__ __forceinline__ float gelu(float v) { return 0.5f * v * (1.0f + erff(v * kInvSqrt2)); }
+// g d/dx x Phi(x) = g (Phi(x) + x phi(x))
+__device__ __forceinline__ float gelu_backward(float g, float v) {
+  const float cdf = 0.5f * (1.0f + erff(v * kInvSqrt2));
+  const float pdf = kInvSqrt2Pi * expf(-0.5f * v * v);
+  return g * (cdf + v * pdf);
+}
+// SiLU: x sigmoid(x)
+__device__ __forceinline__ float silu(float v) { return v * sigmoid(v); }
+// g d/dx x s(x) = g s (1 + x (1 - s))
+__device__ __forceinline__ float silu_backward(float g, float v) {
+  const float s = sigmoid(v);
+  return g * s * (1.0f + v * (1.0f - s));
+}
+
+}  // namespace act
+}  // namespace cuda
+}  // namespace nala
