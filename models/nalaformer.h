@@ -63,6 +63,13 @@ struct AttnCapture {
   AttnKind kind = AttnKind::nala;
 };
 
+// x + y * gamma, a block's LayerScale and residual add: handed to the module
+// that makes y, whose last product then adds it in its store
+// (Linear::forward_scale_add). x has y's shape, gamma is (C).
+struct ScaledResidual {
+  Tensor x, gamma;
+};
+
 struct NalaAttention : Module {
   NalaAttention(int64_t C, int64_t heads, AttnKind kind);
   Linear* qkvg;
@@ -72,7 +79,11 @@ struct NalaAttention : Module {
   int64_t C, heads;
   AttnKind kind;                   // this layer's attention core
   AttnCapture* capture = nullptr;  // when set, every forward stores its q and k there
-  Tensor forward_hw(const Tensor& x, int64_t H, int64_t W);  // (B, H, W, C)
+  // qkvg's output up to this many bytes is one product, larger ones four
+  // (nalaformer.cpp says why); process-wide, tests set 0 to reach the four
+  static int64_t qkvg_one_product_bytes;
+  // (B, H, W, C); with res: res->x + forward_hw(x) * res->gamma
+  Tensor forward_hw(const Tensor& x, int64_t H, int64_t W, const ScaledResidual* res = nullptr);
 };
 
 struct NalaFFN : Module {
@@ -81,6 +92,7 @@ struct NalaFFN : Module {
   DWConv2d* dwconv;
   Linear* fc2;
   Tensor forward(const Tensor& x) override;  // (B, H, W, C)
+  Tensor forward(const Tensor& x, const ScaledResidual* res);  // res->x + forward(x) * res->gamma when res
 };
 
 struct NalaBlock : Module {

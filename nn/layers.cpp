@@ -15,6 +15,10 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias) : Module("Linear"), in_fe
 }
 
 Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
+Tensor Linear::forward_gelu(const Tensor& x) { return linear_gelu(x, weight, bias); }
+Tensor Linear::forward_scale_add(const Tensor& res, const Tensor& x, const Tensor& gamma) {
+  return linear_scale_add(res, x, weight, bias, gamma);
+}
 
 Conv2d::Conv2d(int64_t cin_, int64_t cout_, int k_, int stride_, int pad_, bool has_bias)
     : Module("Conv2d"), cin(cin_), cout(cout_), k(k_), stride(stride_), pad(pad_) {
@@ -63,6 +67,10 @@ LayerNorm::LayerNorm(int64_t C, float eps_) : Module("LayerNorm"), channels(C), 
 }
 
 Tensor LayerNorm::forward(const Tensor& x) { return layernorm(x, weight, bias, eps, dim); }
+Tensor LayerNorm::forward_gate(const Tensor& x, const Tensor& g) {
+  NALA_CHECK(dim == -1 || dim == x.dim() - 1, "LayerNorm::forward_gate normalises the last dim only, not ", dim);
+  return layernorm_gate(x, g, weight, bias, eps);
+}
 
 GELU::GELU() : Module("GELU") {}
 Tensor GELU::forward(const Tensor& x) { return gelu(x); }

@@ -21,6 +21,9 @@ struct Linear : Module {
   Tensor weight, bias;  // (out, in), (out) or undefined
   int64_t in_features, out_features;
   Tensor forward(const Tensor& x) override;  // (..., in) -> (..., out)
+  Tensor forward_gelu(const Tensor& x);      // gelu(forward(x)), in one pass (linear_gelu)
+  // res + forward(x) * gamma (gamma (out)): LayerScale and a residual, in one pass (linear_scale_add)
+  Tensor forward_scale_add(const Tensor& res, const Tensor& x, const Tensor& gamma);
 };
 
 struct Conv2d : Module {
@@ -65,6 +68,7 @@ struct LayerNorm : Module {
   float eps;
   int64_t dim = -1;
   Tensor forward(const Tensor& x) override;
+  Tensor forward_gate(const Tensor& x, const Tensor& g);  // forward(x) * silu(g) in one pass (dim -1 only)
 };
 
 struct GELU : Module {

@@ -86,7 +86,10 @@ TEST_CASE("model: golden init matches the reference's test vectors", "[model]") 
   REQUIRE(checked >= 3);
 }
 
-TEST_CASE("model: pico matches the PyTorch reference (eval logits, train loss, all gradients)", "[model]") {
+namespace {
+// pico's eval logits, train-mode loss, every gradient and the BatchNorm
+// running statistics against the reference.
+void check_pico_against_reference() {
   SafeTensors g = load_safetensors(golden_path("pico_golden.safetensors"));
   NalaFormer m(nalaformer_config("pico"));
   test::golden_init(m);
@@ -131,6 +134,21 @@ TEST_CASE("model: pico matches the PyTorch reference (eval logits, train loss, a
     REQUIRE(rm.defined());
     REQUIRE_CLOSE(rm, t, 1e-5, 1e-4);
     REQUIRE_CLOSE(rv, g.tensors.at("running_var_after." + bn), 1e-5, 1e-4);
+  }
+}
+}  // namespace
+
+TEST_CASE("model: pico matches the PyTorch reference (eval logits, train loss, all gradients)", "[model]") {
+  // both ways of applying qkvg: one product (small layers, the default here) and four
+  const int64_t one_product = NalaAttention::qkvg_one_product_bytes;
+  struct Restore {
+    int64_t v;
+    ~Restore() { NalaAttention::qkvg_one_product_bytes = v; }
+  } restore{one_product};
+  for (int64_t bytes : {one_product, (int64_t)0}) {
+    NalaAttention::qkvg_one_product_bytes = bytes;
+    INFO("qkvg as one product up to " << bytes << " bytes");
+    check_pico_against_reference();
   }
 }
 
