@@ -149,6 +149,33 @@ TEST_CASE("cuda: dwconv2d forward and gradients match the CPU", "[cuda][conv]") 
                   {1e-4, 1e-4}, {}, {{1e-4, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
 }
 
+TEST_CASE("cuda: dwconv2d's two stencil kernels (tiled, float4 channels) against the CPU", "[cuda][conv]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(105);
+  struct Restore {
+    ~Restore() { cuda::dwconv_force_path(nullptr); }
+  } restore;
+  for (const char* path : {"tiled", "vec4", (const char*)nullptr}) {
+    INFO("path " << (path ? path : "auto"));
+    cuda::dwconv_force_path(path);
+    // pico's images (14, 7 and 4 pixels a side; 32 to 384 channels), C = 4, a
+    // C past one block of 32 float4s, k = 3, 5, 7, a 9 (tiled only) and C = 6 (not float4)
+    for (int64_t k : {3, 5, 7}) check_dwconv_op(2, 14, 14, 32, k, true, rng);
+    check_dwconv_op(3, 7, 7, 96, 3, false, rng);
+    check_dwconv_op(2, 4, 4, 384, 5, true, rng);
+    check_dwconv_op(2, 5, 3, 4, 3, true, rng);
+    check_dwconv_op(1, 9, 20, 136, 7, true, rng);
+    check_dwconv_op(2, 6, 6, 6, 3, true, rng);
+    check_dwconv_op(2, 6, 6, 8, 9, true, rng);
+    Tensor x = randn({3, 7, 7, 64}, rng), w = randn({64, 1, 3, 3}, rng, 0.3f), b = randn({64}, rng);
+    compare_devices([](const std::vector<Tensor>& in) { return dwconv2d(in[0], in[1], in[2], in[0]); }, {x, w, b}, rng,
+                    {1e-4, 1e-4}, {}, {{1e-4, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
+  }
+  REQUIRE_THROWS_WITH(cuda::dwconv_force_path("fast"), Catch::Contains("tiled, vec4"));
+#endif
+}
+
 TEST_CASE("cuda: dwconv2d kernels with some gradients not wanted, deterministic", "[cuda][conv]") {
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
