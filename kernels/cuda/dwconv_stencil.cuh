@@ -219,10 +219,10 @@ static __global__ void dw_stencil_direct(float* out, const float* x, const float
   }
 }
 
-inline void dw_stencil(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
-                int64_t C, int64_t k, bool flip, const char* op, const float* add = nullptr) {
+// The tiled kernel (or the direct one where no tile fits), any C, k and alignment.
+inline void dw_tiled(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
+                     int64_t C, int64_t k, bool flip, const char* op, const float* add = nullptr) {
   if (B * H * W * C == 0) return;
-  if (dw_vec4(out, x, w, bias, B, H, W, C, k, flip, op, add)) return;
   int TH = 8;
   while (TH > 1 && dw_smem_bytes(TH, (int)k) > kDwSmem) TH /= 2;
   const int64_t rows = (H + TH - 1) / TH, ntx = (W + kDwTW - 1) / kDwTW, ncb = (C + kDwCh - 1) / kDwCh;
@@ -241,6 +241,14 @@ inline void dw_stencil(float* out, const float* x, const float* w, const float* 
     default: dw_stencil_tiled<0><<<grid, block, smem>>>(out, x, w, bias, H, W, C, (int)k, flip, (int)ntx, add);
   }
   CUDA_CHECK_LAUNCH(op);
+}
+
+// The production stencil: dw_stencil_vec4 where it applies, else the tiled kernel.
+inline void dw_stencil(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
+                       int64_t C, int64_t k, bool flip, const char* op, const float* add = nullptr) {
+  if (B * H * W * C == 0) return;
+  if (dw_vec4(out, x, w, bias, B, H, W, C, k, flip, op, add)) return;
+  dw_tiled(out, x, w, bias, B, H, W, C, k, flip, op, add);
 }
 
 }  // namespace dwconv_stencil

@@ -17,8 +17,10 @@
 //   1  naive                   one thread per output; the 49 taps and pixels read from global memory
 //   2  shared-memory tile      a block stages its input tile with the halo and the taps in
 //                              shared memory; still one output per thread
-//   3  register blocking       the production stencil (kernels/cuda/dwconv_stencil.cuh):
+//   3  register blocking       the tiled stencil (kernels/cuda/dwconv_stencil.cuh, dw_tiled):
 //                              8 outputs per thread along a row, each input row in registers
+//   4  float4 channels         the production stencil (dw_stencil_vec4): no shared tile, a
+//                              strip of 4 pixels x 4 channels per thread, inputs through L1
 // The reference is cpu::dwconv2d_forward_naive (double accumulation).
 #include <cuda_runtime.h>
 
@@ -105,7 +107,7 @@ void v2(float* out, const float* x, const float* w, const float* bias, Shape s) 
       out, x, w, bias, s, ntx);
 }
 
-// ---- 3. register blocking (production, kernels/cuda/dwconv_stencil.cuh):
+// ---- 3. register blocking (kernels/cuda/dwconv_stencil.cuh, dw_tiled):
 // each thread computes 8 neighbouring outputs of a row. For each of the 7
 // tap rows it loads the 14 input pixels it needs from shared memory into
 // registers once, and each of the 7 taps once, then does 7 x 8 = 56 FMAs
@@ -113,6 +115,19 @@ void v2(float* out, const float* x, const float* w, const float* bias, Shape s) 
 // block is 32 channels x 8 rows (TH = 8) x 8 columns; the tile row loop is
 // unrolled for k = 7 so the 14 values really live in registers.
 void v3(float* out, const float* x, const float* w, const float* bias, Shape s) {
+  cuda::dwconv_stencil::dw_tiled(out, x, w, bias, s.B, s.H, s.W, s.C, K, false, "dwconv lab");
+}
+
+// ---- 4. float4 channels (production, dw_stencil_vec4 in
+// kernels/cuda/dwconv_stencil.cuh): no shared tile at all. A thread owns a
+// float4 of channels (16-byte loads and stores, 4 FMAs per instruction
+// pair) and a strip of 4 pixels of a row; per tap row it loads the 4 + 6
+// inputs of the strip into registers once (through the L1 cache, which
+// neighbouring strips share) and makes 7 x 4 float4 FMAs from them. The
+// taps, transposed to (49, channels) in shared memory, are one float4 load
+// per tap. 32-bit index math. No halo copy, no barrier but the taps', no
+// empty outputs at the image's edge beyond the last strip.
+void v4(float* out, const float* x, const float* w, const float* bias, Shape s) {
   cuda::dwconv_stencil::dw_stencil(out, x, w, bias, s.B, s.H, s.W, s.C, K, false, "dwconv lab");
 }
 
@@ -146,7 +161,8 @@ int main(int argc, char** argv) {
       {"naive, one thread per output", 0, lab::Unit::fp32, 0,
        [&] { v1_naive<<<lab::blocks_for(n, 256), 256>>>(out, x, w, bias, s); }},
       {"shared-memory tile with halo", 0, lab::Unit::fp32, 0, [&] { v2(out, x, w, bias, s); }},
-      {"register blocking (production)", 0, lab::Unit::fp32, 0, [&] { v3(out, x, w, bias, s); }},
+      {"register blocking, shared tile", 0, lab::Unit::fp32, 0, [&] { v3(out, x, w, bias, s); }},
+      {"float4 channels, pixel strips (production)", 0, lab::Unit::fp32, 0, [&] { v4(out, x, w, bias, s); }},
   };
   char desc[160];
   std::snprintf(desc, sizeof desc, "depthwise %dx%d conv, B = %lld, %lld x %lld pixels, C = %lld, channels-last", K,
