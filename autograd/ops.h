@@ -81,8 +81,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
 // gelu(linear(x, w, bias)) in one pass (the activation in the product's store).
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias);
 // res + linear(x, w, bias) * gamma (gamma (out)), scale_add's bits, in one pass.
-Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, const Tensor& bias,
-                        const Tensor& gamma);
+// With sample_mask (res.size(0) values, no gradient; drop_path_mask): res +
+// (linear * gamma) * sample_mask[sample], the bits of add(res, drop_path(mul)).
+Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& gamma,
+                        const Tensor& sample_mask = Tensor());
 
 // ---- convolutions (ops_conv.cpp) ------------------------------------------
 // x (B, H, W, Cin) channels-last; w (Cout, Cin, k, k); bias (Cout) or undefined.
@@ -141,6 +143,10 @@ Tensor dropout(const Tensor& x, float p, Rng& rng, bool training);
 Tensor drop_path(const Tensor& x, float p, Rng& rng, bool training);
 // The host draws of a mask: n values, 0 with probability p, else 1/(1-p).
 void draw_mask_values(float* out, int64_t n, float p, Rng& rng);
+// The mask drop_path(x) with x.size(0) == B would draw (the same Rng draws, on
+// dev; through the MaskFeed below when one is set), for ops that apply it
+// themselves (linear_scale_add).
+Tensor drop_path_mask(int64_t B, float p, Rng& rng, Device dev);
 // A GPU mask is drawn on the host and copied over, which a CUDA graph cannot
 // capture. While a MaskFeed is set (on this thread), dropout and drop_path on
 // a device tensor ask it for the device tensor that will hold the mask

@@ -45,6 +45,11 @@ void draw_mask_values(float* out, int64_t n, float p, Rng& rng) {
 
 void set_mask_feed(MaskFeed* feed) { g_feed = feed; }
 
+Tensor drop_path_mask(int64_t B, float p, Rng& rng, Device dev) {
+  NALA_CHECK(p >= 0.0f && p < 1.0f && B >= 0, "drop_path_mask: p must be in [0, 1), got ", p);
+  return draw_mask({B}, p, rng, dev);
+}
+
 Tensor dropout(const Tensor& x, float p, Rng& rng, bool training) {
   check_args("dropout", x, p);
   if (!training || p == 0.0f) return x;

@@ -24,17 +24,20 @@
 //   linear_gelu(x, w, bias) = gelu(linear(x, w, bias)): the FFN's fc1 and its
 //     activation. Saved: the product (gelu's input), when a gradient is needed.
 //   linear_scale_add(res, x, w, bias, gamma) = scale_add(res, linear(x, w,
-//     bias), gamma): a block's last product, LayerScale and the residual add.
-//     Saved: the product (gamma's gradient reads it), when a gradient is needed.
+//     bias), gamma): a block's last product, LayerScale and the residual add;
+//     with a drop-path mask, add(res, drop_path(mul(linear, gamma))). Saved:
+//     the product (gamma's gradient reads it), when a gradient is needed.
 #include <algorithm>
 
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"
 #include "autograd/ops_util.h"
+#include "kernels/cpu/dropout.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
 
 #ifdef NALA_CUDA
+#include "kernels/cuda/dropout.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/matmul.h"
 #endif
@@ -352,8 +355,8 @@ Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
   });
 }
 
-Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, const Tensor& bias,
-                        const Tensor& gamma) {
+Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& gamma,
+                        const Tensor& sample_mask) {
   const char* op = "linear_scale_add";
   const LinearArgs a = linear_args(op, x, w, bias);
   NALA_CHECK(res.defined() && gamma.defined(), op, ": undefined input");
@@ -361,13 +364,19 @@ Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, con
              res.desc(), " and ", gamma.desc());
   NALA_CHECK(res.shape() == a.oshape && gamma.dim() == 1 && gamma.size(0) == a.O, op, ": res ", res.desc(),
              " and gamma ", gamma.desc(), ": expected res ", shape_str(a.oshape), " and gamma [", a.O, "]");
-  NALA_CHECK(common_device(op, {&res, &x, &gamma}) == a.dev, op, ": inputs on different devices");
+  NALA_CHECK(common_device(op, {&res, &x, &gamma, &sample_mask}) == a.dev, op, ": inputs on different devices");
+  const int64_t S = res.dim() >= 1 ? res.size(0) : 1;  // samples (the drop-path mask's length)
+  NALA_CHECK(!sample_mask.defined() || (sample_mask.dtype() == DType::F32 && sample_mask.dim() == 1 &&
+                                        sample_mask.size(0) == S && !sample_mask.requires_grad() && res.dim() >= 1),
+             op, ": sample_mask ", sample_mask.desc(), ": expected [", S, "] f32 without gradient");
   const bool grad = needs_grad({&res, &x, &w, &bias, &gamma});
   Tensor rc = view::contiguous(res).detach(), gc = view::contiguous(gamma).detach();
   Tensor out = Tensor::empty(a.oshape, DType::F32, a.dev);
   Tensor y = grad ? Tensor::empty(a.oshape, DType::F32, a.dev) : Tensor();  // the product, for gamma's gradient
+  Tensor mc = sample_mask.defined() ? view::contiguous(sample_mask).detach() : Tensor();
   LinearEpilogue e;
   e.res = rc.f32(), e.gamma = gc.f32();
+  if (mc.defined()) e.row_scale = mc.f32(), e.rows_per_scale = S > 0 ? std::max<int64_t>(1, a.R / S) : 1;
   if (grad) e.pre = y.f32();
   NALA_DISPATCH(a.dev, linear_forward_epilogue, out.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O, a.I,
                 e);
@@ -377,8 +386,13 @@ Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, con
   inputs.push_back(gamma);
   const bool need_res = res.requires_grad(), need_g = gamma.requires_grad();
   return record(OpId::linear_scale_add, out, inputs,
-                [s = linear_saved(a, x, w, bias), y, gc, need_res, need_g, op](const Tensor& gout) {
+                [s = linear_saved(a, x, w, bias), y, gc, mc, S, need_res, need_g, op](const Tensor& gout) {
                   Tensor g = view::contiguous(gout);
+                  Tensor gd = g;  // the gradient of y * gamma: drop_path's backward of g
+                  if (mc.defined() && g.numel()) {
+                    gd = Tensor::empty(g.shape(), DType::F32, s.dev);
+                    NALA_DISPATCH(s.dev, drop_path_apply, gd.f32(), g.f32(), mc.f32(), S, g.numel() / S);
+                  }
                   const Shape& os = y.shape();
                   const int64_t O = s.O;
                   // y's and gamma's gradients: mul's backward of y * gamma (as scale_add)
@@ -389,7 +403,7 @@ Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, con
                                                broadcast_strides(os, {O}, {1}), op);
                   if (g.numel() && (need_y || need_g))
                     NALA_DISPATCH(s.dev, binary_backward, BinaryOp::Mul, need_y ? fy.f32() : nullptr,
-                                  need_g ? fg.f32() : nullptr, g.f32(), y.f32(), gc.f32(), L);
+                                  need_g ? fg.f32() : nullptr, gd.f32(), y.f32(), gc.f32(), L);
                   std::vector<Tensor> grads = {need_res ? g : Tensor()};
                   std::vector<Tensor> lg = need_y ? linear_grads(s, fy) : std::vector<Tensor>(s.has_bias ? 3 : 2);
                   grads.insert(grads.end(), lg.begin(), lg.end());

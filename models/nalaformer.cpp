@@ -180,7 +180,9 @@ Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W, const Sc
   o = reshape(contiguous(permute(o, {0, 2, 1, 3})), {B, H, W, C});
   o = reshape(lepe->forward_add(v_img, o), {B, N, C});  // o + lepe(v)
   o = ln->forward_gate(o, g);  // ln(o) * silu(g), one pass
-  if (res) return reshape(out_proj->forward_scale_add(reshape(res->x, {B, N, C}), o, res->gamma), {B, H, W, C});
+  if (res)
+    return reshape(out_proj->forward_scale_add(reshape(res->x, {B, N, C}), o, res->gamma, res->sample_mask),
+                   {B, H, W, C});
   return reshape(out_proj->forward(o), {B, H, W, C});
 }
 
@@ -197,7 +199,7 @@ Tensor NalaFFN::forward(const Tensor& x) { return forward(x, nullptr); }
 Tensor NalaFFN::forward(const Tensor& x, const ScaledResidual* res) {
   Tensor h = fc1->forward_gelu(x);  // (B, H, W, Hd), gelu in the product's store
   h = dwconv->forward_add(h, h);    // h + dwconv(h)
-  return res ? fc2->forward_scale_add(res->x, h, res->gamma) : fc2->forward(h);
+  return res ? fc2->forward_scale_add(res->x, h, res->gamma, res->sample_mask) : fc2->forward(h);
 }
 
 // ---- block --------------------------------------------------------------------
@@ -223,18 +225,20 @@ NalaBlock::NalaBlock(int64_t C, int64_t heads, float mlp_ratio, float layer_init
 
 Tensor NalaBlock::forward(const Tensor& x0) {
   const int64_t H = x0.size(1), W = x0.size(2), C = x0.size(3);
+  // LayerScale, drop path and the residual add join the last product's store
+  // of the attention and the FFN (linear_scale_add: the bits of mul, drop_path
+  // and add). The drop-path masks are drawn in the order the separate ops
+  // would draw them (nothing between draws from the Rng).
+  auto residual = [&](const Tensor& x, const Tensor& gamma) {
+    ScaledResidual r{x, reshape(gamma, {C}), Tensor()};
+    if (drop_path->active()) r.sample_mask = drop_path->mask(x.size(0), x.device());
+    return r;
+  };
   Tensor x = cpe1->forward_add(x0, x0);  // x0 + cpe1(x0)
-  if (drop_path->active()) {  // x + drop_path(y * gamma)
-    x = add(x, drop_path->forward(layer_scale(attn->forward_hw(norm1_ln->forward(x), H, W), gamma_1)));
-    x = cpe2->forward_add(x, x);  // x + cpe2(x)
-    return add(x, drop_path->forward(layer_scale(ffn->forward(norm2_ln->forward(x)), gamma_2)));
-  }
-  // Without stochastic depth (eval, or rate 0) LayerScale and the residual
-  // add join the last product's store (linear_scale_add: the same bits).
-  const ScaledResidual r1{x, reshape(gamma_1, {C})};
+  const ScaledResidual r1 = residual(x, gamma_1);
   x = attn->forward_hw(norm1_ln->forward(x), H, W, &r1);
-  x = cpe2->forward_add(x, x);
-  const ScaledResidual r2{x, reshape(gamma_2, {C})};
+  x = cpe2->forward_add(x, x);  // x + cpe2(x)
+  const ScaledResidual r2 = residual(x, gamma_2);
   return ffn->forward(norm2_ln->forward(x), &r2);
 }
 

@@ -63,11 +63,12 @@ struct AttnCapture {
   AttnKind kind = AttnKind::nala;
 };
 
-// x + y * gamma, a block's LayerScale and residual add: handed to the module
-// that makes y, whose last product then adds it in its store
-// (Linear::forward_scale_add). x has y's shape, gamma is (C).
+// x + y * gamma, a block's LayerScale and residual add, with stochastic depth
+// x + (y * gamma) * sample_mask[b]: handed to the module that makes y, whose
+// last product then adds it in its store (Linear::forward_scale_add). x has
+// y's shape, gamma is (C), sample_mask (B) or undefined.
 struct ScaledResidual {
-  Tensor x, gamma;
+  Tensor x, gamma, sample_mask;
 };
 
 struct NalaAttention : Module {

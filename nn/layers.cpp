@@ -16,8 +16,8 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias) : Module("Linear"), in_fe
 
 Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
 Tensor Linear::forward_gelu(const Tensor& x) { return linear_gelu(x, weight, bias); }
-Tensor Linear::forward_scale_add(const Tensor& res, const Tensor& x, const Tensor& gamma) {
-  return linear_scale_add(res, x, weight, bias, gamma);
+Tensor Linear::forward_scale_add(const Tensor& res, const Tensor& x, const Tensor& gamma, const Tensor& sample_mask) {
+  return linear_scale_add(res, x, weight, bias, gamma, sample_mask);
 }
 
 Conv2d::Conv2d(int64_t cin_, int64_t cout_, int k_, int stride_, int pad_, bool has_bias)
@@ -88,6 +88,11 @@ DropPath::DropPath(float p_, Rng* rng_) : Module("DropPath"), p(p_), rng(rng_) {
 Tensor DropPath::forward(const Tensor& x) {
   if (!active()) return x;
   return drop_path(x, p, *rng, true);
+}
+
+Tensor DropPath::mask(int64_t B, Device dev) {
+  NALA_CHECK(active(), "DropPath::mask: stochastic depth is off (eval, or p = 0)");
+  return drop_path_mask(B, p, *rng, dev);
 }
 
 Tensor layer_scale(const Tensor& x, const Tensor& gamma) {

@@ -22,8 +22,10 @@ struct Linear : Module {
   int64_t in_features, out_features;
   Tensor forward(const Tensor& x) override;  // (..., in) -> (..., out)
   Tensor forward_gelu(const Tensor& x);      // gelu(forward(x)), in one pass (linear_gelu)
-  // res + forward(x) * gamma (gamma (out)): LayerScale and a residual, in one pass (linear_scale_add)
-  Tensor forward_scale_add(const Tensor& res, const Tensor& x, const Tensor& gamma);
+  // res + forward(x) * gamma (gamma (out)): LayerScale and a residual, in one pass (linear_scale_add);
+  // sample_mask: a drop-path mask (DropPath::mask) applied to forward(x) * gamma
+  Tensor forward_scale_add(const Tensor& res, const Tensor& x, const Tensor& gamma,
+                           const Tensor& sample_mask = Tensor());
 };
 
 struct Conv2d : Module {
@@ -94,6 +96,9 @@ struct DropPath : Module {
   Rng* rng;
   Tensor forward(const Tensor& x) override;
   bool active() const { return is_training() && p != 0.0f; }  // else forward is the identity
+  // The mask forward would apply to a batch of B samples (the same draws), for
+  // ops that apply it themselves (Linear::forward_scale_add). Needs active().
+  Tensor mask(int64_t B, Device dev);
 };
 
 // Per-channel scale stored as (1, C, 1, 1) like the release (key e.g.

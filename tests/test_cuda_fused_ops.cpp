@@ -45,7 +45,7 @@ void require_same_bits_gpu(const OpFn& fused, const OpFn& ref, const std::vector
 struct LinearCase {
   Tensor x, w, b, r, g;
 };
-LinearCase linear_case(int64_t R, int64_t I, int64_t O, Rng& rng) {
+[[maybe_unused]] LinearCase linear_case(int64_t R, int64_t I, int64_t O, Rng& rng) {
   return {randn({R, I}, rng), randn({O, I}, rng, 1.0f / std::sqrt((float)I)), randn({O}, rng), randn({R, O}, rng),
           randn({O}, rng)};
 }
@@ -90,6 +90,40 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
   };
   require_same_bits_gpu(off, off_ref, {c.x, c.w, c.b, c.g});
   compare_devices(off, {c.x, c.w, c.b, c.g}, 7, {1e-5, 1e-4});
+  // A drop-path mask (stochastic depth in training): in the store and in the fallback pass
+  for (const char* tile : {"128x32", "64x64", (const char*)nullptr}) {
+    cuda::gemm_fp32_force_tile(tile);
+    for (int64_t O : {32, 30}) {
+      INFO("drop path, tile " << (tile ? tile : "auto") << " O " << O);
+      Tensor x = randn({6, 49, 24}, rng), w = randn({O, 24}, rng, 0.2f), b = randn({O}, rng), r = randn({6, 49, O}, rng);
+      Tensor g = randn({O}, rng);
+      const OpFn fused = [](const std::vector<Tensor>& in) {
+        Rng masks(78);
+        return linear_scale_add(in[0], in[1], in[2], in[3], in[4],
+                                drop_path_mask(in[0].size(0), 0.3f, masks, in[0].device()));
+      };
+      const OpFn composed = [](const std::vector<Tensor>& in) {
+        Rng masks(78);
+        return add(in[0], drop_path(mul(linear(in[1], in[2], in[3]), in[4]), 0.3f, masks, true));
+      };
+      require_same_bits_gpu(fused, composed, {r, x, w, b, g});
+      compare_devices(fused, {r, x, w, b, g}, 7, {1e-5, 1e-4});
+    }
+  }
+  cuda::gemm_fp32_force_tile(nullptr);
+  {
+    Bf16Products bf16;
+    Tensor x = randn({3, 40, 16}, rng), w = randn({12, 16}, rng, 0.2f), b = randn({12}, rng), r = randn({3, 40, 12}, rng);
+    const OpFn fused = [](const std::vector<Tensor>& in) {
+      Rng masks(79);
+      return linear_scale_add(in[0], in[1], in[2], in[3], in[4], drop_path_mask(3, 0.5f, masks, in[0].device()));
+    };
+    const OpFn composed = [](const std::vector<Tensor>& in) {
+      Rng masks(79);
+      return add(in[0], drop_path(mul(linear(in[1], in[2], in[3]), in[4]), 0.5f, masks, true));
+    };
+    require_same_bits_gpu(fused, composed, {r, x, w, b, randn({12}, rng)});
+  }
   // bf16 products: the fused ops are the bf16 product, then the same pass
   {
     Bf16Products bf16;

@@ -116,6 +116,45 @@ TEST_CASE("fused ops: bit for bit the ops they replace, forward and every gradie
   REQUIRE(bit_equal(layernorm_gate(r, xg, g, b, 1e-6f).to_vector(), with_gate.to_vector()));
 }
 
+TEST_CASE("gradcheck: linear_scale_add with a drop-path mask", "[gradcheck][fused]") {
+  Rng rng(35);
+  Tensor r = randn({3, 2, 7}, rng, 1.0f, true), x = randn({3, 2, 5}, rng, 1.0f, true);
+  Tensor w = randn({7, 5}, rng, 0.7f, true), b = randn({7}, rng, 0.5f, true), g = randn({7}, rng, 1.0f, true);
+  const Tensor mask = Tensor::from_vector({3}, {2.0f, 0.0f, 2.0f});  // sample 1 dropped, p = 0.5
+  REQUIRE_GRADCHECK([&mask](const std::vector<Tensor>& in) {
+    return linear_scale_add(in[0], in[1], in[2], in[3], in[4], mask);
+  }, std::vector<Tensor>({r, x, w, b, g}));
+}
+
+TEST_CASE("linear_scale_add with a drop-path mask: bit for bit add(res, drop_path(mul(linear, gamma)))", "[fused]") {
+  Rng rng(36);
+  for (const Shape& xs : {Shape{4, 9, 12}, Shape{5, 3, 3, 8}, Shape{1, 6}}) {
+    INFO("x " << shape_str(xs));
+    const int64_t O = 20;
+    Shape os = xs;
+    os.back() = O;
+    Tensor x = randn(xs, rng), w = randn({O, xs.back()}, rng, 0.3f), b = randn({O}, rng), r = randn(os, rng);
+    Tensor g = randn({O}, rng);
+    // the same draws on both sides: Rngs in the same state
+    const OpFn fused = [](const std::vector<Tensor>& in) {
+      Rng masks(77);
+      return linear_scale_add(in[0], in[1], in[2], in[3], in[4], drop_path_mask(in[0].size(0), 0.4f, masks, in[0].device()));
+    };
+    const OpFn composed = [](const std::vector<Tensor>& in) {
+      Rng masks(77);
+      return add(in[0], drop_path(mul(linear(in[1], in[2], in[3]), in[4]), 0.4f, masks, true));
+    };
+    require_same_bits(fused, composed, {r, x, w, b, g});
+    require_same_bits(fused, composed, {r, x, w, b, g}, {false, true, false, false, true});
+  }
+  Tensor x = Tensor::zeros({4, 3}), w = Tensor::zeros({5, 3}), r = Tensor::zeros({4, 5}), g = Tensor::zeros({5});
+  REQUIRE_THROWS_WITH(linear_scale_add(r, x, w, Tensor(), g, Tensor::zeros({3})),
+                      Catch::Contains("sample_mask") && Catch::Contains("[4]"));
+  Tensor m = Tensor::zeros({4});
+  m.set_requires_grad(true);
+  REQUIRE_THROWS_WITH(linear_scale_add(r, x, w, Tensor(), g, m), Catch::Contains("without gradient"));
+}
+
 TEST_CASE("fused ops: errors name the op and the shapes", "[fused]") {
   Tensor x = Tensor::zeros({4, 3}), w = Tensor::zeros({5, 3}), b = Tensor::zeros({5});
   REQUIRE_THROWS_WITH(linear_gelu(x, Tensor::zeros({5, 2}), b), Catch::Contains("linear_gelu") && Catch::Contains("in features"));

@@ -517,8 +517,22 @@ void linear_forward_epilogue(float* Y, const float* X, const float* W, const flo
     gelu_forward(a, y, n);
     y = a;
   }
-  if (e.res) scale_add_forward(Y, e.res, y, e.gamma, R, O);
-  else if (y != Y) copy(Y, y, n);
+  if (e.res && e.row_scale) {
+    // three roundings in three passes (no contraction into an FMA): y * gamma, then the
+    // sample's factor (mul, then drop_path), then the residual (add)
+    float* t = y == tmp.data() ? y : buffer();
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
+    for (int64_t r = 0; r < R; r++) {
+      const float m = e.row_scale[r / e.rows_per_scale];
+      for (int64_t c = 0; c < O; c++) t[r * O + c] = y[r * O + c] * e.gamma[c];
+      for (int64_t c = 0; c < O; c++) t[r * O + c] = t[r * O + c] * m;
+      for (int64_t c = 0; c < O; c++) Y[r * O + c] = e.res[r * O + c] + t[r * O + c];
+    }
+  } else if (e.res) {
+    scale_add_forward(Y, e.res, y, e.gamma, R, O);
+  } else if (y != Y) {
+    copy(Y, y, n);
+  }
 }
 
 void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

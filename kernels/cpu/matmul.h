@@ -23,13 +23,17 @@ namespace nala {
 // What a fused linear layer does with y = X W^T + bias before it stores it
 // (linear_forward_epilogue): pre (nullable) keeps y (backward reads it), then
 // y = gelu(y) when gelu, then out = res + y * gamma[col] when res is set
-// (LayerScale and the residual add, with the product rounded before the sum).
-// The bits are those of linear, then gelu, then scale_add. res and pre are
-// rows of O floats; out must not alias X, W, res or pre.
+// (LayerScale and the residual add, each product rounded before the sum),
+// with row_scale: out = res + (y * gamma[col]) * row_scale[row / rows_per_scale]
+// (a sample's drop-path factor). The bits are those of linear, then gelu,
+// then mul, drop_path and add. res and pre are rows of O floats; out must
+// not alias X, W, res or pre.
 struct LinearEpilogue {
   bool gelu = false;
   const float* res = nullptr;
-  const float* gamma = nullptr;  // [O], with res
+  const float* gamma = nullptr;      // [O], with res
+  const float* row_scale = nullptr;  // [R / rows_per_scale], with res
+  int64_t rows_per_scale = 1;
   float* pre = nullptr;
 };
 

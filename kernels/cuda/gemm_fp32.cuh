@@ -57,18 +57,31 @@ struct GemmParams {
   // LinearEpilogue in kernels/cpu/matmul.h): y = the value above (bias
   // included); pre[m, n] = y when pre; y = gelu(y) when gelu; C = res[m, n] +
   // y * gamma[n] when res (the product rounded, then the sum: scale_add's
-  // bits). pre and res have rows of ldc; vecC covers their alignment too.
+  // bits), times row_scale[m / rows_per_scale] before the sum when row_scale
+  // (a sample's drop-path factor). pre and res have rows of ldc; vecC covers
+  // their alignment too.
   bool gelu = false;
   const float* res = nullptr;
   const float* gamma = nullptr;
+  const float* row_scale = nullptr;
+  int rows_per_scale = 1;
   float* pre = nullptr;
 };
 
-// One value of the EPI store, at offset off of C (column n).
-__device__ __forceinline__ float epilogue(const GemmParams& p, int64_t off, int n, float y) {
+// Row m's drop-path factor (1 without one: the product by 1 is exact).
+__device__ __forceinline__ float row_factor(const GemmParams& p, int m) {
+  return p.row_scale ? p.row_scale[m / p.rows_per_scale] : 1.0f;
+}
+// res + (y * gamma) * f, each product rounded, then the sum.
+__device__ __forceinline__ float residual(float r, float y, float g, float f) {
+  return __fadd_rn(r, __fmul_rn(__fmul_rn(y, g), f));
+}
+
+// One value of the EPI store, at offset off of C (row m, column n).
+__device__ __forceinline__ float epilogue(const GemmParams& p, int64_t off, int m, int n, float y) {
   if (p.pre) p.pre[off] = y;
   if (p.gelu) y = act::gelu(y);
-  if (p.res) y = __fadd_rn(p.res[off], __fmul_rn(y, p.gamma[n]));
+  if (p.res) y = residual(p.res[off], y, p.gamma[n], row_factor(p, m));
   return y;
 }
 
@@ -261,8 +274,9 @@ __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(Gemm
             if (p.gelu) c.x = act::gelu(c.x), c.y = act::gelu(c.y), c.z = act::gelu(c.z), c.w = act::gelu(c.w);
             if (p.res) {
               const float4 r = *reinterpret_cast<const float4*>(p.res + off);
-              c.x = __fadd_rn(r.x, __fmul_rn(c.x, p.gamma[n])), c.y = __fadd_rn(r.y, __fmul_rn(c.y, p.gamma[n + 1]));
-              c.z = __fadd_rn(r.z, __fmul_rn(c.z, p.gamma[n + 2])), c.w = __fadd_rn(r.w, __fmul_rn(c.w, p.gamma[n + 3]));
+              const float f = row_factor(p, m);
+              c.x = residual(r.x, c.x, p.gamma[n], f), c.y = residual(r.y, c.y, p.gamma[n + 1], f);
+              c.z = residual(r.z, c.z, p.gamma[n + 2], f), c.w = residual(r.w, c.w, p.gamma[n + 3], f);
             }
           }
           *reinterpret_cast<float4*>(crow + n) = c;
@@ -272,7 +286,7 @@ __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(Gemm
             if (n + j < p.N) {
               const float c = (beta == 0.0f ? 0.0f : beta * crow[n + j]) + alpha * v[j];
               const float y = p.bias ? c + p.bias[n + j] : c;
-              crow[n + j] = EPI ? epilogue(p, (int64_t)m * p.ldc + n + j, n + j, y) : y;
+              crow[n + j] = EPI ? epilogue(p, (int64_t)m * p.ldc + n + j, m, n + j, y) : y;
             }
         }
       }

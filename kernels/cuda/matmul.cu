@@ -111,12 +111,11 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 // out = the linear epilogue of y (its gelu and residual; pre is y itself),
 // elementwise, rows of N: fp32gemm::epilogue's arithmetic. out may be y.
-__global__ void epilogue_pass_kernel(float* out, const float* y, bool gelu, const float* res, const float* gamma,
-                                     int64_t N, int64_t total) {
+__global__ void epilogue_pass_kernel(float* out, const float* y, GemmParams p, int64_t N, int64_t total) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     float v = y[i];
-    if (gelu) v = act::gelu(v);
-    if (res) v = __fadd_rn(res[i], __fmul_rn(v, gamma[i % N]));
+    if (p.gelu) v = act::gelu(v);
+    if (p.res) v = fp32gemm::residual(p.res[i], v, p.gamma[i % N], fp32gemm::row_factor(p, (int)(i / N)));
     out[i] = v;
   }
 }
@@ -211,10 +210,18 @@ void gemm_fp32_force_tile(const char* tile) {
 
 // gemm_batched, plus bias (null, or N floats) added to every row of every C
 // after alpha and beta, in the GEMM's store (the last step of the split-K sum).
+// The GEMM's store fields of a linear epilogue (no pre: the caller keeps y itself).
+static GemmParams epilogue_params(const LinearEpilogue& e) {
+  GemmParams p{};
+  p.gelu = e.gelu, p.res = e.res, p.gamma = e.gamma, p.row_scale = e.row_scale;
+  p.rows_per_scale = (int)e.rows_per_scale;
+  return p;
+}
+
 static void linear_epilogue_pass(float* out, const float* y, const LinearEpilogue& e, int64_t M, int64_t N) {
   const int64_t total = M * N;
   if (total <= 0 || (y == out && !e.gelu && !e.res)) return;
-  epilogue_pass_kernel<<<grid_for(total, 256), 256>>>(out, y, e.gelu, e.res, e.gamma, N, total);
+  epilogue_pass_kernel<<<grid_for(total, 256), 256>>>(out, y, epilogue_params(e), N, total);
   CUDA_CHECK_LAUNCH("linear_forward_epilogue");
 }
 
@@ -226,7 +233,8 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
                               const float* bias, int gather = 0, const ConvGather* conv = nullptr,
                               float* dsum = nullptr, const LinearEpilogue* lin = nullptr) {
   if (M <= 0 || N <= 0 || batch <= 0) return;
-  NALA_CHECK(!lin || (batch == 1 && gather == 0 && !trans_a && trans_b && beta == 0.0f && ldc == N && !dsum),
+  NALA_CHECK(!lin || (batch == 1 && gather == 0 && !trans_a && trans_b && beta == 0.0f && ldc == N && !dsum &&
+                      lin->rows_per_scale > 0 && lin->rows_per_scale < INT_MAX),
              "gemm: a linear epilogue needs one product X W^T");
   // Where the store cannot take the epilogue (bf16 mode, split-K, no product):
   // the product with its bias, then the epilogue as one pass over it.
@@ -289,7 +297,9 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   if (lin && splits > 1) return unfused();
   const bool fused = lin != nullptr;
   if (fused) {
-    p.gelu = lin->gelu, p.res = lin->res, p.gamma = lin->gamma, p.pre = lin->pre;
+    const GemmParams e = epilogue_params(*lin);
+    p.gelu = e.gelu, p.res = e.res, p.gamma = e.gamma, p.row_scale = e.row_scale, p.rows_per_scale = e.rows_per_scale;
+    p.pre = lin->pre;
     p.vecC = p.vecC && aligned16(p.res) && aligned16(p.pre);
   }
   Tensor ws;
