@@ -367,8 +367,9 @@ Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, con
   NALA_CHECK(common_device(op, {&res, &x, &gamma, &sample_mask}) == a.dev, op, ": inputs on different devices");
   const int64_t S = res.dim() >= 1 ? res.size(0) : 1;  // samples (the drop-path mask's length)
   NALA_CHECK(!sample_mask.defined() || (sample_mask.dtype() == DType::F32 && sample_mask.dim() == 1 &&
-                                        sample_mask.size(0) == S && !sample_mask.requires_grad() && res.dim() >= 1),
-             op, ": sample_mask ", sample_mask.desc(), ": expected [", S, "] f32 without gradient");
+                                        sample_mask.size(0) == S && !sample_mask.requires_grad() && res.dim() >= 2),
+             op, ": sample_mask ", sample_mask.desc(), ": expected [", S,
+             "] f32 without gradient, for a res with a batch dim and more (", res.desc(), ")");
   const bool grad = needs_grad({&res, &x, &w, &bias, &gamma});
   Tensor rc = view::contiguous(res).detach(), gc = view::contiguous(gamma).detach();
   Tensor out = Tensor::empty(a.oshape, DType::F32, a.dev);

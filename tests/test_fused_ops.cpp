@@ -153,6 +153,8 @@ TEST_CASE("linear_scale_add with a drop-path mask: bit for bit add(res, drop_pat
   Tensor m = Tensor::zeros({4});
   m.set_requires_grad(true);
   REQUIRE_THROWS_WITH(linear_scale_add(r, x, w, Tensor(), g, m), Catch::Contains("without gradient"));
+  REQUIRE_THROWS_WITH(linear_scale_add(Tensor::zeros({5}), Tensor::zeros({3}), w, Tensor(), g, Tensor::zeros({5})),
+                      Catch::Contains("batch dim"));
 }
 
 TEST_CASE("fused ops: errors name the op and the shapes", "[fused]") {

@@ -208,8 +208,6 @@ void gemm_fp32_force_tile(const char* tile) {
   g_force_tile = t;
 }
 
-// gemm_batched, plus bias (null, or N floats) added to every row of every C
-// after alpha and beta, in the GEMM's store (the last step of the split-K sum).
 // The GEMM's store fields of a linear epilogue (no pre: the caller keeps y itself).
 static GemmParams epilogue_params(const LinearEpilogue& e) {
   GemmParams p{};
@@ -225,8 +223,11 @@ static void linear_epilogue_pass(float* out, const float* y, const LinearEpilogu
   CUDA_CHECK_LAUNCH("linear_forward_epilogue");
 }
 
+// gemm_batched, plus bias (null, or N floats) added to every row of every C
+// after alpha and beta, in the GEMM's store (the last step of the split-K sum).
 // gather 1 or 2: A (not transposed) or B (not transposed) is the unfolding
-// *conv of the image batch A or B (FP32 only; batch 1).
+// *conv of the image batch A or B (FP32 only; batch 1). lin: a linear
+// layer's epilogue (linear_forward_epilogue) in the store, or in a pass after.
 static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                               const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
                               int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch,
