@@ -140,6 +140,8 @@ NalaAttention::NalaAttention(int64_t C_, int64_t heads_, AttnKind kind_)
 // product 30 us, saving 15 us with the copies; at stage 1 (12,544 rows of 64,
 // 12.8 MB) 5 us; at stage 0 (50,176 rows of 32, 25.7 MB) the four products
 // (392 blocks each) are 4 us faster than one product and its copy.
+// The two ways agree to float32 rounding, not bit for bit (dX is one product
+// over 4C instead of four added), and the choice depends on the batch size.
 int64_t NalaAttention::qkvg_one_product_bytes = 16 << 20;
 
 Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W, const ScaledResidual* res) {

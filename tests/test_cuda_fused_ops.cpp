@@ -155,7 +155,7 @@ TEST_CASE("cuda: layernorm_gate against the CPU and bit for bit the composed ops
     require_same_bits_gpu(kLnGate, kLnGateRef, {x, g, w, b});
     require_same_bits_gpu(kLnGate, kLnGateRef, {x, g, Tensor(), Tensor()});
   }
-  // a misaligned gate (the warp kernel), and without the tape
+  // a misaligned gate (the register-cached LayerNorm, then the gate as a pass), and without the tape
   Tensor flat = randn({1 + 40 * 64}, rng), x = randn({40, 64}, rng), w = randn({64}, rng), b = randn({64}, rng);
   const OpFn off = [&flat](const std::vector<Tensor>& in) {
     return layernorm_gate(in[0], reshape(narrow(flat.to(in[0].device()), 0, 1, 40 * 64), {40, 64}), in[1], in[2],

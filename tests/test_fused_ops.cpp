@@ -5,6 +5,7 @@
 // without a bias, some inputs without a gradient, a non-contiguous input),
 // the output and every gradient bit for bit those of the ops it replaces, and
 // its errors. tests/test_cuda_fused_ops.cpp holds the GPU side.
+#include "models/nalaformer.h"
 #include "tests/cuda_harness.h"
 
 using namespace nala;
@@ -155,6 +156,46 @@ TEST_CASE("linear_scale_add with a drop-path mask: bit for bit add(res, drop_pat
   REQUIRE_THROWS_WITH(linear_scale_add(r, x, w, Tensor(), g, m), Catch::Contains("without gradient"));
   REQUIRE_THROWS_WITH(linear_scale_add(Tensor::zeros({5}), Tensor::zeros({3}), w, Tensor(), g, Tensor::zeros({5})),
                       Catch::Contains("batch dim"));
+}
+
+TEST_CASE("a NalaBlock in training with stochastic depth is bit for bit the composed ops, and draws the same masks",
+          "[fused][model]") {
+  Rng init(37);
+  for (AttnKind kind : {AttnKind::nala, AttnKind::softmax}) {
+    INFO("kind " << attn_kind_name(kind));
+    Rng masks(91);
+    NalaBlock block(16, 2, 3.0f, 0.5f, 0.4f, kind, &masks);
+    for (auto& [name, t] : block.named_parameters()) {
+      Tensor v = t.detach();
+      init.fill_normal(v, 0.0f, 0.3f);
+    }
+    block.train();
+    Tensor x = randn({5, 4, 3, 16}, init, 1.0f, true);
+    Tensor fused = block.forward(x);
+    const auto fused_state = masks.state();
+    Tensor up = randn(fused.shape(), init);
+    backward(fused, up);
+    const std::vector<float> gx = x.grad().to_vector();
+    const std::vector<float> gw = block.ffn->fc2->weight.grad().to_vector();
+    const std::vector<float> gg = block.gamma_1.grad().to_vector();
+    x.set_grad(Tensor());
+    block.zero_grad();
+    // the same block as separate ops: y, LayerScale, drop path, add; the masks from an Rng in the same state
+    Rng again(91);
+    const int64_t H = 4, W = 3;
+    Tensor h = block.cpe1->forward_add(x, x);
+    h = add(h, drop_path(layer_scale(block.attn->forward_hw(block.norm1_ln->forward(h), H, W), block.gamma_1), 0.4f,
+                         again, true));
+    h = block.cpe2->forward_add(h, h);
+    h = add(h, drop_path(layer_scale(block.ffn->forward(block.norm2_ln->forward(h)), block.gamma_2), 0.4f, again,
+                         true));
+    REQUIRE(again.state() == fused_state);
+    REQUIRE(bit_equal(fused.to_vector(), h.to_vector()));
+    backward(h, up);
+    REQUIRE(bit_equal(gx, x.grad().to_vector()));
+    REQUIRE(bit_equal(gw, block.ffn->fc2->weight.grad().to_vector()));
+    REQUIRE(bit_equal(gg, block.gamma_1.grad().to_vector()));
+  }
 }
 
 TEST_CASE("fused ops: errors name the op and the shapes", "[fused]") {

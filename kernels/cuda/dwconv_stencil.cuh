@@ -180,7 +180,7 @@ inline bool dw_vec4(float* out, const float* x, const float* w, const float* bia
                     int64_t C, int64_t k, bool flip, const char* op, const float* add) {
   auto al = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   if (dw_force_path() == 1 || C % 4 != 0 || !al(out) || !al(x) || !al(bias) || !al(add) ||
-      B * H * W * C >= INT32_MAX || (k != 3 && k != 5 && k != 7))
+      B * H * W * C >= INT32_MAX || (k != 3 && k != 5 && k != 7) || (C / 4 + 31) / 32 > 65535)
     return false;
   const int C4 = (int)(C / 4), cx = std::min(C4, 32), ngroups = (C4 + cx - 1) / cx, py = std::max(1, 256 / cx);
   const int64_t strips = B * H * ((W + kDwPX - 1) / kDwPX);

@@ -69,7 +69,7 @@ struct GemmParams {
 };
 
 // Row m's drop-path factor (1 without one: the product by 1 is exact).
-__device__ __forceinline__ float row_factor(const GemmParams& p, int m) {
+__device__ __forceinline__ float row_factor(const GemmParams& p, int64_t m) {
   return p.row_scale ? p.row_scale[m / p.rows_per_scale] : 1.0f;
 }
 // res + (y * gamma) * f, each product rounded, then the sum.

@@ -115,7 +115,7 @@ __global__ void epilogue_pass_kernel(float* out, const float* y, GemmParams p, i
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     float v = y[i];
     if (p.gelu) v = act::gelu(v);
-    if (p.res) v = fp32gemm::residual(p.res[i], v, p.gamma[i % N], fp32gemm::row_factor(p, (int)(i / N)));
+    if (p.res) v = fp32gemm::residual(p.res[i], v, p.gamma[i % N], fp32gemm::row_factor(p, i / N));
     out[i] = v;
   }
 }
