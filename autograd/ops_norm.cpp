@@ -110,9 +110,10 @@ Tensor layernorm_gate(const Tensor& x_, const Tensor& g_, const Tensor& weight_,
   Tensor x = view::contiguous(x_).detach(), g = view::contiguous(g_).detach();
   Tensor w = contig_or_undef(weight_), b = contig_or_undef(bias_);
   Tensor out = Tensor::empty(x_.shape(), DType::F32, dev);
-  Tensor y = grad ? Tensor::empty(x_.shape(), DType::F32, dev) : Tensor();  // the LayerNorm output, for backward
+  // the LayerNorm output: for backward, and on the CPU the kernel's buffer (the host pool makes it cheap)
+  Tensor y = grad || dev == Device::CPU ? Tensor::empty(x_.shape(), DType::F32, dev) : Tensor();
   Tensor mean = Tensor::empty({s.O}, DType::F32, dev), rstd = Tensor::empty({s.O}, DType::F32, dev);
-  NALA_DISPATCH(dev, layernorm_gate_forward, out.f32(), grad ? y.f32() : nullptr, mean.f32(), rstd.f32(), x.f32(),
+  NALA_DISPATCH(dev, layernorm_gate_forward, out.f32(), y.defined() ? y.f32() : nullptr, mean.f32(), rstd.f32(), x.f32(),
                 g.f32(), ptr_or_null(w), ptr_or_null(b), s.O, s.C, eps);
   if (!grad) return out;
   return record(OpId::layernorm_gate, out, {x_, g_, weight_, bias_},

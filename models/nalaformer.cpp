@@ -142,14 +142,18 @@ NalaAttention::NalaAttention(int64_t C_, int64_t heads_, AttnKind kind_)
 // (392 blocks each) are 4 us faster than one product and its copy.
 // The two ways agree to float32 rounding, not bit for bit (dX is one product
 // over 4C instead of four added), and the choice depends on the batch size.
+// On the CPU (2 cores, pico's inference) the split copy took 50 ms of 13
+// passes where the products saved none: there the four products stay.
 int64_t NalaAttention::qkvg_one_product_bytes = 16 << 20;
+int64_t NalaAttention::qkvg_one_product_bytes_cpu = 0;
 
 Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W, const ScaledResidual* res) {
   const int64_t B = x.size(0), N = H * W, d = C / heads;
   Tensor xt = reshape(x, {B, N, C});
   Tensor q, k, v, g, v_img;  // v_img: LePE's input, v before the split into heads
   // qkvg is one Linear(C, 4C) (the checkpoint layout), applied one of two ways:
-  if (B * N * 4 * C * (int64_t)sizeof(float) <= qkvg_one_product_bytes) {
+  const int64_t one_product = x.device() == Device::CPU ? qkvg_one_product_bytes_cpu : qkvg_one_product_bytes;
+  if (B * N * 4 * C * (int64_t)sizeof(float) <= one_product) {
     // a small layer (launch- and latency-bound): one product, then one copy
     // that lays q, k, v (and g when h == 1) out by head, (parts, B, h, N, d)
     const Tensor all = reshape(qkvg->forward(xt), {B, N, 4, heads, d});

@@ -81,8 +81,10 @@ struct NalaAttention : Module {
   AttnKind kind;                   // this layer's attention core
   AttnCapture* capture = nullptr;  // when set, every forward stores its q and k there
   // qkvg's output up to this many bytes is one product, larger ones four
-  // (nalaformer.cpp says why); process-wide, tests set 0 to reach the four
-  static int64_t qkvg_one_product_bytes;
+  // (nalaformer.cpp says why), on the GPU and on the CPU (0 there: its
+  // split copy costs more than the products save); process-wide, tests
+  // change them to reach both ways
+  static int64_t qkvg_one_product_bytes, qkvg_one_product_bytes_cpu;
   // (B, H, W, C); with res: res->x + forward_hw(x) * res->gamma
   Tensor forward_hw(const Tensor& x, int64_t H, int64_t W, const ScaledResidual* res = nullptr);
 };

@@ -3,8 +3,9 @@
 // and layernorm_gate against the CPU, and bit for bit the ops they replace on
 // the GPU, forward and every gradient: through every FP32 GEMM tile (the
 // epilogue in the store, float4 and scalar), the split-K and bf16 fallbacks
-// (the product, then a pass), misaligned operands, the LayerNorm's
+// (the product, then a pass; bf16 split-K too), misaligned operands, the LayerNorm's
 // register-cached and warp-per-row kernels, with and without the tape.
+#include <array>
 #include <string>
 
 #include "tests/cuda_harness.h"
@@ -124,12 +125,17 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
     };
     require_same_bits_gpu(fused, composed, {r, x, w, b, randn({12}, rng)});
   }
-  // bf16 products: the fused ops are the bf16 product, then the same pass
+  // bf16 products: the bf16 product (split over K too: few tiles, a long K), then the same pass
   {
     Bf16Products bf16;
-    LinearCase d = linear_case(200, 64, 96, rng);
-    require_same_bits_gpu(kLinearGelu, kLinearGeluRef, {d.x, d.w, d.b});
-    require_same_bits_gpu(kLinearScaleAdd, kLinearScaleAddRef, {d.r, d.x, d.w, d.b, d.g});
+    for (auto& sh : {std::array<int64_t, 3>{200, 64, 96}, std::array<int64_t, 3>{37, 33, 7},
+                     std::array<int64_t, 3>{8, 4096, 8}}) {
+      INFO("bf16 R " << sh[0] << " I " << sh[1] << " O " << sh[2]);
+      LinearCase d = linear_case(sh[0], sh[1], sh[2], rng);
+      require_same_bits_gpu(kLinearGelu, kLinearGeluRef, {d.x, d.w, d.b});
+      require_same_bits_gpu(kLinearGelu, kLinearGeluRef, {d.x, d.w, Tensor()});
+      require_same_bits_gpu(kLinearScaleAdd, kLinearScaleAddRef, {d.r, d.x, d.w, d.b, d.g});
+    }
   }
   // Without the tape (inference: no product kept) the same output as with it
   LinearCase e = linear_case(500, 32, 96, rng);

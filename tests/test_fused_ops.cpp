@@ -5,6 +5,7 @@
 // without a bias, some inputs without a gradient, a non-contiguous input),
 // the output and every gradient bit for bit those of the ops it replaces, and
 // its errors. tests/test_cuda_fused_ops.cpp holds the GPU side.
+#include "kernels/cpu/norm.h"
 #include "models/nalaformer.h"
 #include "tests/cuda_harness.h"
 
@@ -196,6 +197,20 @@ TEST_CASE("a NalaBlock in training with stochastic depth is bit for bit the comp
     REQUIRE(bit_equal(gw, block.ffn->fc2->weight.grad().to_vector()));
     REQUIRE(bit_equal(gg, block.gamma_1.grad().to_vector()));
   }
+}
+
+TEST_CASE("cpu::layernorm_gate_forward without y: the same bits, a chunk at a time", "[fused]") {
+  Rng rng(38);
+  const int64_t R = 301, C = 40;  // 12,040 values: three chunks, the last cut short
+  Tensor x = randn({R, C}, rng), g = randn({R, C}, rng, 2.0f), w = randn({C}, rng), b = randn({C}, rng);
+  std::vector<float> with(R * C), without(R * C), y(R * C), mean(R), rstd(R), mean2(R), rstd2(R);
+  cpu::layernorm_gate_forward(with.data(), y.data(), mean.data(), rstd.data(), x.f32(), g.f32(), w.f32(), b.f32(), R,
+                              C, 1e-5f);
+  cpu::layernorm_gate_forward(without.data(), nullptr, mean2.data(), rstd2.data(), x.f32(), g.f32(), w.f32(),
+                              b.f32(), R, C, 1e-5f);
+  REQUIRE(bit_equal(with, without));
+  REQUIRE(bit_equal(mean, mean2));
+  REQUIRE(bit_equal(rstd, rstd2));
 }
 
 TEST_CASE("fused ops: errors name the op and the shapes", "[fused]") {

@@ -139,14 +139,14 @@ void check_pico_against_reference() {
 }  // namespace
 
 TEST_CASE("model: pico matches the PyTorch reference (eval logits, train loss, all gradients)", "[model]") {
-  // both ways of applying qkvg: one product (small layers, the default here) and four
-  const int64_t one_product = NalaAttention::qkvg_one_product_bytes;
+  // both ways of applying qkvg: four products (the CPU's default) and one product (the GPU's, for small layers)
+  const int64_t one_product = NalaAttention::qkvg_one_product_bytes_cpu;
   struct Restore {
     int64_t v;
-    ~Restore() { NalaAttention::qkvg_one_product_bytes = v; }
+    ~Restore() { NalaAttention::qkvg_one_product_bytes_cpu = v; }
   } restore{one_product};
-  for (int64_t bytes : {one_product, (int64_t)0}) {
-    NalaAttention::qkvg_one_product_bytes = bytes;
+  for (int64_t bytes : {one_product, (int64_t)1 << 30}) {
+    NalaAttention::qkvg_one_product_bytes_cpu = bytes;
     INFO("qkvg as one product up to " << bytes << " bytes");
     check_pico_against_reference();
   }

@@ -505,33 +505,30 @@ void linear_forward(float* Y, const float* X, const float* W, const float* bias,
 void linear_forward_epilogue(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O,
                              int64_t I, const LinearEpilogue& e) {
   const int64_t n = R * O;
-  std::vector<float> tmp;
-  auto buffer = [&] {
-    tmp.resize(n);
-    return tmp.data();
-  };
-  float* y = e.pre ? e.pre : e.res ? buffer() : Y;  // the product (scale_add cannot run in place)
+  float* y = e.pre ? e.pre : Y;  // the product
   linear_forward(y, X, W, bias, R, O, I);
+  const float* src = y;
   if (e.gelu) {
-    float* a = !e.res ? Y : y == e.pre ? buffer() : y;
-    gelu_forward(a, y, n);
-    y = a;
+    gelu_forward(Y, src, n);  // elementwise: in place when y is Y
+    src = Y;
   }
-  if (e.res && e.row_scale) {
-    // three roundings in three passes (no contraction into an FMA): y * gamma, then the
-    // sample's factor (mul, then drop_path), then the residual (add)
-    float* t = y == tmp.data() ? y : buffer();
+  if (e.res) {
+    // each rounding in its own pass over the row, so none is contracted into
+    // an FMA: y * gamma (mul), times the sample's factor (drop_path), plus res (add)
 #pragma omp parallel for schedule(static) if (n > (1 << 15))
     for (int64_t r = 0; r < R; r++) {
-      const float m = e.row_scale[r / e.rows_per_scale];
-      for (int64_t c = 0; c < O; c++) t[r * O + c] = y[r * O + c] * e.gamma[c];
-      for (int64_t c = 0; c < O; c++) t[r * O + c] = t[r * O + c] * m;
-      for (int64_t c = 0; c < O; c++) Y[r * O + c] = e.res[r * O + c] + t[r * O + c];
+      const float* sr = src + r * O;
+      const float* rr = e.res + r * O;
+      float* o = Y + r * O;
+      for (int64_t c = 0; c < O; c++) o[c] = sr[c] * e.gamma[c];
+      if (e.row_scale) {
+        const float m = e.row_scale[r / e.rows_per_scale];
+        for (int64_t c = 0; c < O; c++) o[c] = o[c] * m;
+      }
+      for (int64_t c = 0; c < O; c++) o[c] = rr[c] + o[c];
     }
-  } else if (e.res) {
-    scale_add_forward(Y, e.res, y, e.gamma, R, O);
-  } else if (y != Y) {
-    copy(Y, y, n);
+  } else if (src != Y) {
+    copy(Y, src, n);
   }
 }
 
