@@ -137,17 +137,24 @@ Tensor scale_add(const Tensor& x, const Tensor& y, const Tensor& gamma) {
   return record(OpId::scale_add, out, {x, y, gamma}, [=](const Tensor& g) -> std::vector<Tensor> {
     Tensor gcont = contig(g, name);
     Tensor gx = need_x ? gcont : Tensor();  // passed on without a copy (the engine copies on write)
-    // y's and gamma's: mul's backward of y * gamma, gamma broadcast over the rows
-    Tensor fy = need_y ? Tensor::empty(os, DType::F32, dev) : Tensor();
-    Tensor fg = need_g ? Tensor::empty(os, DType::F32, dev) : Tensor();
-    const Layout L = make_layout(os, contiguous_strides(os), contiguous_strides(os),
-                                 broadcast_strides(os, {C}, {1}), name);
-    if (gcont.numel() && (need_y || need_g))
-      NALA_DISPATCH(dev, binary_backward, BinaryOp::Mul, need_y ? fy.f32() : nullptr, need_g ? fg.f32() : nullptr,
-                    gcont.f32(), sy.f32(), sg.f32(), L);
-    Tensor dgamma = need_g ? detail::sum_to_shape(fg, {C}, name) : Tensor();
-    return {gx, fy, dgamma};
+    auto [dy, dgamma] = detail::scale_grads(gcont, sy, sg, need_y, need_g, name);
+    return {gx, dy, dgamma};
   });
+}
+
+std::pair<Tensor, Tensor> detail::scale_grads(const Tensor& g, const Tensor& y, const Tensor& gamma, bool need_y,
+                                              bool need_gamma, const char* op) {
+  const Shape& os = y.shape();
+  const Device dev = y.device();
+  const int64_t C = gamma.numel();
+  // mul's backward of y * gamma, gamma broadcast over the rows; gamma's summed down
+  Tensor fy = need_y ? Tensor::empty(os, DType::F32, dev) : Tensor();
+  Tensor fg = need_gamma ? Tensor::empty(os, DType::F32, dev) : Tensor();
+  const Layout L = make_layout(os, contiguous_strides(os), contiguous_strides(os), broadcast_strides(os, {C}, {1}), op);
+  if (g.numel() && (need_y || need_gamma))
+    NALA_DISPATCH(dev, binary_backward, BinaryOp::Mul, need_y ? fy.f32() : nullptr, need_gamma ? fg.f32() : nullptr,
+                  g.f32(), y.f32(), gamma.f32(), L);
+  return {fy, need_gamma ? sum_to_shape(fg, {C}, op) : Tensor()};
 }
 
 Tensor scale(const Tensor& x, float s) {

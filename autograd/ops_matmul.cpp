@@ -394,21 +394,13 @@ Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, con
                     gd = Tensor::empty(g.shape(), DType::F32, s.dev);
                     NALA_DISPATCH(s.dev, drop_path_apply, gd.f32(), g.f32(), mc.f32(), S, g.numel() / S);
                   }
-                  const Shape& os = y.shape();
-                  const int64_t O = s.O;
                   // y's and gamma's gradients: mul's backward of y * gamma (as scale_add)
                   const bool need_y = s.xg || s.wg || s.bg;
-                  Tensor fy = need_y ? Tensor::empty(os, DType::F32, s.dev) : Tensor();
-                  Tensor fg = need_g ? Tensor::empty(os, DType::F32, s.dev) : Tensor();
-                  const Layout L = make_layout(os, contiguous_strides(os), contiguous_strides(os),
-                                               broadcast_strides(os, {O}, {1}), op);
-                  if (g.numel() && (need_y || need_g))
-                    NALA_DISPATCH(s.dev, binary_backward, BinaryOp::Mul, need_y ? fy.f32() : nullptr,
-                                  need_g ? fg.f32() : nullptr, gd.f32(), y.f32(), gc.f32(), L);
+                  auto [dy, dgamma] = detail::scale_grads(gd, y, gc, need_y, need_g, op);
                   std::vector<Tensor> grads = {need_res ? g : Tensor()};
-                  std::vector<Tensor> lg = need_y ? linear_grads(s, fy) : std::vector<Tensor>(s.has_bias ? 3 : 2);
+                  std::vector<Tensor> lg = need_y ? linear_grads(s, dy) : std::vector<Tensor>(s.has_bias ? 3 : 2);
                   grads.insert(grads.end(), lg.begin(), lg.end());
-                  grads.push_back(need_g ? detail::sum_to_shape(fg, {O}, op) : Tensor());
+                  grads.push_back(dgamma);
                   return grads;
                 });
 }

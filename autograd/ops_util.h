@@ -1,7 +1,10 @@
-// autograd/ops_util.h - small tensor helpers shared by the shape and the
-// elementwise ops (defined in autograd/ops_shape.cpp). Each one runs on the
+// autograd/ops_util.h - small tensor helpers shared by the shape, the
+// elementwise and the matrix ops (defined in autograd/ops_shape.cpp, the last
+// in autograd/ops_elementwise.cpp). Each one runs on the
 // device of its input through the kernels of that device.
 #pragma once
+#include <utility>
+
 #include "tensor/tensor.h"
 
 namespace nala {
@@ -20,6 +23,11 @@ Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op);
 Tensor contig(const Tensor& x, const char* op);
 // g (any strides) summed down to `target`, a shape g broadcasts from.
 Tensor sum_to_shape(const Tensor& g, const Shape& target, const char* op);
+// The gradients of y * gamma (y contiguous, gamma (C) over y's last dim) from
+// g (contiguous, y's shape): mul's backward, so the bits of mul(y, gamma)'s.
+// Returns {dy, dgamma}, each undefined unless asked for.
+std::pair<Tensor, Tensor> scale_grads(const Tensor& g, const Tensor& y, const Tensor& gamma, bool need_y,
+                                      bool need_gamma, const char* op);
 
 }  // namespace detail
 }  // namespace nala

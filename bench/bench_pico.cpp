@@ -16,7 +16,7 @@
 //                                  [--model pico] [--img 28] [--device cpu|cuda] [--modes train,infer]
 //                                  [--graphs 0|1] [--precision fp32|bf16]
 // --precision bf16 (cuda): the matrix products on tensor cores (nala train --precision bf16).
-// --dw-path tiled|vec4 (cuda): the depthwise stencil's kernel (cuda::dwconv_force_path; default: by image size).
+// --dw-tiled 1 (cuda): the depthwise stencil's tiled kernel everywhere (cuda::dwconv_force_tiled).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -41,8 +41,8 @@
 using namespace nala;
 
 int main(int argc, char** argv) {
-  int threads = 2, batch = 128, warmup = 3, iters = 10, img = 28, graphs = 0;
-  std::string model_name = "pico", modes = "train,infer", device = "cpu", precision = "fp32", dw_path;
+  int threads = 2, batch = 128, warmup = 3, iters = 10, img = 28, graphs = 0, dw_tiled = 0;
+  std::string model_name = "pico", modes = "train,infer", device = "cpu", precision = "fp32";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--threads") threads = std::atoi(argv[i + 1]);
@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
     else if (a == "--device") device = argv[i + 1];
     else if (a == "--graphs") graphs = std::atoi(argv[i + 1]);
     else if (a == "--precision") precision = argv[i + 1];
-    else if (a == "--dw-path") dw_path = argv[i + 1];
+    else if (a == "--dw-tiled") dw_tiled = std::atoi(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -70,11 +70,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (precision == "bf16") device::set_gemm_bf16(true);
-  if (!dw_path.empty()) {
+  if (dw_tiled) {
 #ifdef NALA_CUDA
-    cuda::dwconv_force_path(dw_path.c_str());
+    cuda::dwconv_force_tiled(true);
 #else
-    std::fprintf(stderr, "--dw-path needs a CUDA build\n");
+    std::fprintf(stderr, "--dw-tiled needs a CUDA build\n");
     return 2;
 #endif
   }

@@ -154,11 +154,11 @@ TEST_CASE("cuda: dwconv2d's two stencil kernels (tiled, float4 channels) against
 #ifdef NALA_CUDA
   Rng rng(105);
   struct Restore {
-    ~Restore() { cuda::dwconv_force_path(nullptr); }
+    ~Restore() { cuda::dwconv_force_tiled(false); }
   } restore;
-  for (const char* path : {"tiled", "vec4", (const char*)nullptr}) {
-    INFO("path " << (path ? path : "auto"));
-    cuda::dwconv_force_path(path);
+  for (bool tiled : {true, false}) {
+    INFO((tiled ? "tiled kernel" : "float4 kernel where it applies"));
+    cuda::dwconv_force_tiled(tiled);
     // pico's images (14, 7 and 4 pixels a side; 32 to 384 channels), C = 4, a
     // C past one block of 32 float4s, k = 3, 5, 7, a 9 (tiled only) and C = 6 (not float4)
     for (int64_t k : {3, 5, 7}) check_dwconv_op(2, 14, 14, 32, k, true, rng);
@@ -172,7 +172,6 @@ TEST_CASE("cuda: dwconv2d's two stencil kernels (tiled, float4 channels) against
     compare_devices([](const std::vector<Tensor>& in) { return dwconv2d(in[0], in[1], in[2], in[0]); }, {x, w, b}, rng,
                     {1e-4, 1e-4}, {}, {{1e-4, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
   }
-  REQUIRE_THROWS_WITH(cuda::dwconv_force_path("fast"), Catch::Contains("tiled, vec4"));
 #endif
 }
 

@@ -8,7 +8,7 @@
 #include <array>
 #include <string>
 
-#include "tests/cuda_harness.h"
+#include "tests/fused_ops_cases.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/matmul.h"
 #endif
@@ -17,30 +17,6 @@ using namespace nala;
 using namespace nala::test;
 
 namespace {
-
-const OpFn kLinearGelu = [](const std::vector<Tensor>& in) { return linear_gelu(in[0], in[1], in[2]); };
-const OpFn kLinearGeluRef = [](const std::vector<Tensor>& in) { return gelu(linear(in[0], in[1], in[2])); };
-const OpFn kLinearScaleAdd = [](const std::vector<Tensor>& in) {
-  return linear_scale_add(in[0], in[1], in[2], in[3], in[4]);
-};
-const OpFn kLinearScaleAddRef = [](const std::vector<Tensor>& in) {
-  return add(in[0], mul(linear(in[1], in[2], in[3]), in[4]));
-};
-const OpFn kLnGate = [](const std::vector<Tensor>& in) { return layernorm_gate(in[0], in[1], in[2], in[3], 1e-5f); };
-const OpFn kLnGateRef = [](const std::vector<Tensor>& in) {
-  return mul(layernorm(in[0], in[2], in[3], 1e-5f), silu(in[1]));
-};
-
-// On the GPU: fused and ref from the same inputs and upstream gradient give the same bits.
-void require_same_bits_gpu(const OpFn& fused, const OpFn& ref, const std::vector<Tensor>& inputs) {
-  const DeviceRun a = run_on(Device::CUDA, fused, inputs, 5), b = run_on(Device::CUDA, ref, inputs, 5);
-  REQUIRE(bit_equal(a.out.to_vector(), b.out.to_vector()));
-  for (size_t i = 0; i < inputs.size(); i++) {
-    INFO("gradient of input " << i);
-    REQUIRE(a.grads[i].defined() == b.grads[i].defined());
-    if (a.grads[i].defined()) REQUIRE(bit_equal(a.grads[i].to_vector(), b.grads[i].to_vector()));
-  }
-}
 
 // (R, I, O) with the inputs of both linear ops
 struct LinearCase {
@@ -73,9 +49,9 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
         compare_devices(kLinearGelu, {c.x, c.w, c.b}, 7, {tol, 1e-4});
         compare_devices(kLinearScaleAdd, {c.r, c.x, c.w, c.b, c.g}, 7, {tol, 1e-4});
       }
-      require_same_bits_gpu(kLinearGelu, kLinearGeluRef, {c.x, c.w, c.b});
-      require_same_bits_gpu(kLinearGelu, kLinearGeluRef, {c.x, c.w, Tensor()});
-      require_same_bits_gpu(kLinearScaleAdd, kLinearScaleAddRef, {c.r, c.x, c.w, c.b, c.g});
+      require_same_bits(Device::CUDA, kLinearGelu, kLinearGeluRef, {c.x, c.w, c.b});
+      require_same_bits(Device::CUDA, kLinearGelu, kLinearGeluRef, {c.x, c.w, Tensor()});
+      require_same_bits(Device::CUDA, kLinearScaleAdd, kLinearScaleAddRef, {c.r, c.x, c.w, c.b, c.g});
     }
   cuda::gemm_fp32_force_tile(nullptr);
   // Misaligned residual and output rows of a float4 width: the scalar store
@@ -89,7 +65,7 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
     Tensor r = reshape(narrow(flat.to(in[0].device()), 0, 1, 64 * 8), {64, 8});
     return add(r, mul(linear(in[0], in[1], in[2]), in[3]));
   };
-  require_same_bits_gpu(off, off_ref, {c.x, c.w, c.b, c.g});
+  require_same_bits(Device::CUDA, off, off_ref, {c.x, c.w, c.b, c.g});
   compare_devices(off, {c.x, c.w, c.b, c.g}, 7, {1e-5, 1e-4});
   // A drop-path mask (stochastic depth in training): in the store and in the fallback pass
   for (const char* tile : {"128x32", "64x64", (const char*)nullptr}) {
@@ -98,32 +74,17 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
       INFO("drop path, tile " << (tile ? tile : "auto") << " O " << O);
       Tensor x = randn({6, 49, 24}, rng), w = randn({O, 24}, rng, 0.2f), b = randn({O}, rng), r = randn({6, 49, O}, rng);
       Tensor g = randn({O}, rng);
-      const OpFn fused = [](const std::vector<Tensor>& in) {
-        Rng masks(78);
-        return linear_scale_add(in[0], in[1], in[2], in[3], in[4],
-                                drop_path_mask(in[0].size(0), 0.3f, masks, in[0].device()));
-      };
-      const OpFn composed = [](const std::vector<Tensor>& in) {
-        Rng masks(78);
-        return add(in[0], drop_path(mul(linear(in[1], in[2], in[3]), in[4]), 0.3f, masks, true));
-      };
-      require_same_bits_gpu(fused, composed, {r, x, w, b, g});
-      compare_devices(fused, {r, x, w, b, g}, 7, {1e-5, 1e-4});
+      const FusedPair dp = drop_path_pair(78, 0.3f);
+      require_same_bits(Device::CUDA, dp.fused, dp.ref, {r, x, w, b, g});
+      compare_devices(dp.fused, {r, x, w, b, g}, 7, {1e-5, 1e-4});
     }
   }
   cuda::gemm_fp32_force_tile(nullptr);
   {
     Bf16Products bf16;
     Tensor x = randn({3, 40, 16}, rng), w = randn({12, 16}, rng, 0.2f), b = randn({12}, rng), r = randn({3, 40, 12}, rng);
-    const OpFn fused = [](const std::vector<Tensor>& in) {
-      Rng masks(79);
-      return linear_scale_add(in[0], in[1], in[2], in[3], in[4], drop_path_mask(3, 0.5f, masks, in[0].device()));
-    };
-    const OpFn composed = [](const std::vector<Tensor>& in) {
-      Rng masks(79);
-      return add(in[0], drop_path(mul(linear(in[1], in[2], in[3]), in[4]), 0.5f, masks, true));
-    };
-    require_same_bits_gpu(fused, composed, {r, x, w, b, randn({12}, rng)});
+    const FusedPair dp = drop_path_pair(79, 0.5f);
+    require_same_bits(Device::CUDA, dp.fused, dp.ref, {r, x, w, b, randn({12}, rng)});
   }
   // bf16 products: the bf16 product (split over K too: few tiles, a long K), then the same pass
   {
@@ -132,9 +93,9 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
                      std::array<int64_t, 3>{8, 4096, 8}}) {
       INFO("bf16 R " << sh[0] << " I " << sh[1] << " O " << sh[2]);
       LinearCase d = linear_case(sh[0], sh[1], sh[2], rng);
-      require_same_bits_gpu(kLinearGelu, kLinearGeluRef, {d.x, d.w, d.b});
-      require_same_bits_gpu(kLinearGelu, kLinearGeluRef, {d.x, d.w, Tensor()});
-      require_same_bits_gpu(kLinearScaleAdd, kLinearScaleAddRef, {d.r, d.x, d.w, d.b, d.g});
+      require_same_bits(Device::CUDA, kLinearGelu, kLinearGeluRef, {d.x, d.w, d.b});
+      require_same_bits(Device::CUDA, kLinearGelu, kLinearGeluRef, {d.x, d.w, Tensor()});
+      require_same_bits(Device::CUDA, kLinearScaleAdd, kLinearScaleAddRef, {d.r, d.x, d.w, d.b, d.g});
     }
   }
   // Without the tape (inference: no product kept) the same output as with it
@@ -158,8 +119,8 @@ TEST_CASE("cuda: layernorm_gate against the CPU and bit for bit the composed ops
     const int64_t R = C > 512 ? 33 : 1001;
     Tensor x = randn({R, C}, rng, 2.0f), g = randn({R, C}, rng, 2.0f), w = randn({C}, rng), b = randn({C}, rng);
     compare_devices(kLnGate, {x, g, w, b}, 7, {2e-5, 1e-4});
-    require_same_bits_gpu(kLnGate, kLnGateRef, {x, g, w, b});
-    require_same_bits_gpu(kLnGate, kLnGateRef, {x, g, Tensor(), Tensor()});
+    require_same_bits(Device::CUDA, kLnGate, kLnGateRef, {x, g, w, b});
+    require_same_bits(Device::CUDA, kLnGate, kLnGateRef, {x, g, Tensor(), Tensor()});
   }
   // a misaligned gate (the register-cached LayerNorm, then the gate as a pass), and without the tape
   Tensor flat = randn({1 + 40 * 64}, rng), x = randn({40, 64}, rng), w = randn({64}, rng), b = randn({64}, rng);
@@ -170,7 +131,7 @@ TEST_CASE("cuda: layernorm_gate against the CPU and bit for bit the composed ops
   const OpFn off_ref = [&flat](const std::vector<Tensor>& in) {
     return mul(layernorm(in[0], in[1], in[2], 1e-6f), silu(reshape(narrow(flat.to(in[0].device()), 0, 1, 40 * 64), {40, 64})));
   };
-  require_same_bits_gpu(off, off_ref, {x, w, b});
+  require_same_bits(Device::CUDA, off, off_ref, {x, w, b});
   Tensor xc = on_cuda(x, true), gc = on_cuda(randn({40, 64}, rng)), wc = on_cuda(w), bc = on_cuda(b);
   const std::vector<float> taped = host(layernorm_gate(xc, gc, wc, bc, 1e-6f)).to_vector();
   NoGradGuard no_grad;

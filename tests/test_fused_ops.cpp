@@ -5,41 +5,11 @@
 // without a bias, some inputs without a gradient, a non-contiguous input),
 // the output and every gradient bit for bit those of the ops it replaces, and
 // its errors. tests/test_cuda_fused_ops.cpp holds the GPU side.
-#include "kernels/cpu/norm.h"
 #include "models/nalaformer.h"
-#include "tests/cuda_harness.h"
+#include "tests/fused_ops_cases.h"
 
 using namespace nala;
 using namespace nala::test;
-
-namespace {
-
-const OpFn kLinearGelu = [](const std::vector<Tensor>& in) { return linear_gelu(in[0], in[1], in[2]); };
-const OpFn kLinearGeluRef = [](const std::vector<Tensor>& in) { return gelu(linear(in[0], in[1], in[2])); };
-const OpFn kLinearScaleAdd = [](const std::vector<Tensor>& in) {
-  return linear_scale_add(in[0], in[1], in[2], in[3], in[4]);
-};
-const OpFn kLinearScaleAddRef = [](const std::vector<Tensor>& in) {
-  return add(in[0], mul(linear(in[1], in[2], in[3]), in[4]));
-};
-const OpFn kLnGate = [](const std::vector<Tensor>& in) { return layernorm_gate(in[0], in[1], in[2], in[3], 1e-5f); };
-const OpFn kLnGateRef = [](const std::vector<Tensor>& in) {
-  return mul(layernorm(in[0], in[2], in[3], 1e-5f), silu(in[1]));
-};
-
-// fused and ref on the same inputs and upstream gradient (on the CPU): the same output and gradients, bit for bit.
-void require_same_bits(const OpFn& fused, const OpFn& ref, const std::vector<Tensor>& inputs,
-                       const std::vector<bool>& want = {}) {
-  const DeviceRun a = run_on(Device::CPU, fused, inputs, 5, want), b = run_on(Device::CPU, ref, inputs, 5, want);
-  REQUIRE(bit_equal(a.out.to_vector(), b.out.to_vector()));
-  for (size_t i = 0; i < inputs.size(); i++) {
-    INFO("gradient of input " << i);
-    REQUIRE(a.grads[i].defined() == b.grads[i].defined());
-    if (a.grads[i].defined()) REQUIRE(bit_equal(a.grads[i].to_vector(), b.grads[i].to_vector()));
-  }
-}
-
-}  // namespace
 
 TEST_CASE("gradcheck: linear_gelu", "[gradcheck][fused]") {
   Rng rng(31);
@@ -91,18 +61,18 @@ TEST_CASE("fused ops: bit for bit the ops they replace, forward and every gradie
     INFO("R " << R << " I " << I << " O " << O);
     Tensor x = randn({R, I}, rng), w = randn({O, I}, rng, 0.3f), b = randn({O}, rng), r = randn({R, O}, rng);
     Tensor g = randn({O}, rng);
-    require_same_bits(kLinearGelu, kLinearGeluRef, {x, w, b});
-    require_same_bits(kLinearGelu, kLinearGeluRef, {x, w, Tensor()});
-    require_same_bits(kLinearScaleAdd, kLinearScaleAddRef, {r, x, w, b, g});
-    require_same_bits(kLinearScaleAdd, kLinearScaleAddRef, {r, x, w, b, g}, {false, true, false, true, false});
+    require_same_bits(Device::CPU, kLinearGelu, kLinearGeluRef, {x, w, b});
+    require_same_bits(Device::CPU, kLinearGelu, kLinearGeluRef, {x, w, Tensor()});
+    require_same_bits(Device::CPU, kLinearScaleAdd, kLinearScaleAddRef, {r, x, w, b, g});
+    require_same_bits(Device::CPU, kLinearScaleAdd, kLinearScaleAddRef, {r, x, w, b, g}, {false, true, false, true, false});
     // scale_add is add(x, mul(y, gamma)) to the bit: the two references agree
-    require_same_bits(kLinearScaleAdd, [](const std::vector<Tensor>& in) {
+    require_same_bits(Device::CPU, kLinearScaleAdd, [](const std::vector<Tensor>& in) {
       return scale_add(in[0], linear(in[1], in[2], in[3]), in[4]);
     }, {r, x, w, b, g});
     Tensor xo = randn({R, O}, rng), go = randn({R, O}, rng, 2.0f), wo = randn({O}, rng), bo = randn({O}, rng);
-    require_same_bits(kLnGate, kLnGateRef, {xo, go, wo, bo});
-    require_same_bits(kLnGate, kLnGateRef, {xo, go, wo, bo}, {false, true, false, false});
-    require_same_bits(kLnGate, kLnGateRef, {xo, go, wo, bo}, {true, false, true, false});
+    require_same_bits(Device::CPU, kLnGate, kLnGateRef, {xo, go, wo, bo});
+    require_same_bits(Device::CPU, kLnGate, kLnGateRef, {xo, go, wo, bo}, {false, true, false, false});
+    require_same_bits(Device::CPU, kLnGate, kLnGateRef, {xo, go, wo, bo}, {true, false, true, false});
   }
   // Without the tape (inference) the same output as with it.
   Tensor x = randn({9, 12}, rng), w = randn({8, 12}, rng), b = randn({8}, rng), r = randn({9, 8}, rng);
@@ -137,17 +107,9 @@ TEST_CASE("linear_scale_add with a drop-path mask: bit for bit add(res, drop_pat
     os.back() = O;
     Tensor x = randn(xs, rng), w = randn({O, xs.back()}, rng, 0.3f), b = randn({O}, rng), r = randn(os, rng);
     Tensor g = randn({O}, rng);
-    // the same draws on both sides: Rngs in the same state
-    const OpFn fused = [](const std::vector<Tensor>& in) {
-      Rng masks(77);
-      return linear_scale_add(in[0], in[1], in[2], in[3], in[4], drop_path_mask(in[0].size(0), 0.4f, masks, in[0].device()));
-    };
-    const OpFn composed = [](const std::vector<Tensor>& in) {
-      Rng masks(77);
-      return add(in[0], drop_path(mul(linear(in[1], in[2], in[3]), in[4]), 0.4f, masks, true));
-    };
-    require_same_bits(fused, composed, {r, x, w, b, g});
-    require_same_bits(fused, composed, {r, x, w, b, g}, {false, true, false, false, true});
+    const FusedPair dp = drop_path_pair(77, 0.4f);  // the same draws on both sides
+    require_same_bits(Device::CPU, dp.fused, dp.ref, {r, x, w, b, g});
+    require_same_bits(Device::CPU, dp.fused, dp.ref, {r, x, w, b, g}, {false, true, false, false, true});
   }
   Tensor x = Tensor::zeros({4, 3}), w = Tensor::zeros({5, 3}), r = Tensor::zeros({4, 5}), g = Tensor::zeros({5});
   REQUIRE_THROWS_WITH(linear_scale_add(r, x, w, Tensor(), g, Tensor::zeros({3})),
@@ -197,20 +159,6 @@ TEST_CASE("a NalaBlock in training with stochastic depth is bit for bit the comp
     REQUIRE(bit_equal(gw, block.ffn->fc2->weight.grad().to_vector()));
     REQUIRE(bit_equal(gg, block.gamma_1.grad().to_vector()));
   }
-}
-
-TEST_CASE("cpu::layernorm_gate_forward without y: the same bits, a chunk at a time", "[fused]") {
-  Rng rng(38);
-  const int64_t R = 301, C = 40;  // 12,040 values: three chunks, the last cut short
-  Tensor x = randn({R, C}, rng), g = randn({R, C}, rng, 2.0f), w = randn({C}, rng), b = randn({C}, rng);
-  std::vector<float> with(R * C), without(R * C), y(R * C), mean(R), rstd(R), mean2(R), rstd2(R);
-  cpu::layernorm_gate_forward(with.data(), y.data(), mean.data(), rstd.data(), x.f32(), g.f32(), w.f32(), b.f32(), R,
-                              C, 1e-5f);
-  cpu::layernorm_gate_forward(without.data(), nullptr, mean2.data(), rstd2.data(), x.f32(), g.f32(), w.f32(),
-                              b.f32(), R, C, 1e-5f);
-  REQUIRE(bit_equal(with, without));
-  REQUIRE(bit_equal(mean, mean2));
-  REQUIRE(bit_equal(rstd, rstd2));
 }
 
 TEST_CASE("fused ops: errors name the op and the shapes", "[fused]") {

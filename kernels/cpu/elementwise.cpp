@@ -102,14 +102,20 @@ void add_scalar_forward(float* out, const float* x, float s, int64_t n) {
   map1(out, x, n, [s](float v) { return v + s; });
 }
 
-void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C) {
+void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C,
+                       const float* row_scale, int64_t rows_per_scale) {
 #pragma omp parallel for schedule(static) if (R * C > kPar)
   for (int64_t r = 0; r < R; r++) {
     const float *xr = x + r * C, *yr = y + r * C;
     float* o = out + r * C;
-    // two passes over the row, so the compiler cannot contract the product and
-    // the sum into an FMA: the product rounded, then the sum (mul's bits, then add's)
+    // each rounding in its own pass over the row, so the compiler cannot
+    // contract a product and the sum into an FMA: the product, the sample's
+    // factor, then the sum
     for (int64_t c = 0; c < C; c++) o[c] = yr[c] * gamma[c];
+    if (row_scale) {
+      const float f = row_scale[r / rows_per_scale];
+      for (int64_t c = 0; c < C; c++) o[c] = o[c] * f;
+    }
     for (int64_t c = 0; c < C; c++) o[c] = xr[c] + o[c];
   }
 }

@@ -34,8 +34,11 @@ void add_scalar_forward(float* out, const float* x, float s, int64_t n);
 
 // ---- scale_add: out[r, c] = x[r, c] + y[r, c] * gamma[c], R rows of C -----
 // (LayerScale and the residual add in one pass; the product is rounded before
-// the sum, so the bits are those of mul, then add; out must not alias x or y)
-void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C);
+// the sum, so the bits are those of mul, then add. With row_scale, a sample's
+// drop-path factor row_scale[r / rows_per_scale] multiplies the product before
+// the sum: mul's, drop_path's and add's bits. out may be y, not x.)
+void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C,
+                       const float* row_scale = nullptr, int64_t rows_per_scale = 1);
 
 // ---- unary ops: forward(out, x, n); backward(dx, dout, saved, n) ----------
 // gelu, silu, sigmoid and exp use a vectorisable exp (relative error < 1e-7)

@@ -44,7 +44,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <vector>
 
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm_kernels.h"
@@ -504,32 +503,19 @@ void linear_forward(float* Y, const float* X, const float* W, const float* bias,
 
 void linear_forward_epilogue(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O,
                              int64_t I, const LinearEpilogue& e) {
-  const int64_t n = R * O;
   float* y = e.pre ? e.pre : Y;  // the product
   linear_forward(y, X, W, bias, R, O, I);
+  linear_epilogue_apply(Y, y, e, R, O);
+}
+
+void linear_epilogue_apply(float* Y, const float* y, const LinearEpilogue& e, int64_t R, int64_t O) {
   const float* src = y;
   if (e.gelu) {
-    gelu_forward(Y, src, n);  // elementwise: in place when y is Y
+    gelu_forward(Y, src, R * O);  // elementwise: in place when y is Y
     src = Y;
   }
-  if (e.res) {
-    // each rounding in its own pass over the row, so none is contracted into
-    // an FMA: y * gamma (mul), times the sample's factor (drop_path), plus res (add)
-#pragma omp parallel for schedule(static) if (n > (1 << 15))
-    for (int64_t r = 0; r < R; r++) {
-      const float* sr = src + r * O;
-      const float* rr = e.res + r * O;
-      float* o = Y + r * O;
-      for (int64_t c = 0; c < O; c++) o[c] = sr[c] * e.gamma[c];
-      if (e.row_scale) {
-        const float m = e.row_scale[r / e.rows_per_scale];
-        for (int64_t c = 0; c < O; c++) o[c] = o[c] * m;
-      }
-      for (int64_t c = 0; c < O; c++) o[c] = rr[c] + o[c];
-    }
-  } else if (src != Y) {
-    copy(Y, src, n);
-  }
+  if (e.res) scale_add_forward(Y, e.res, src, e.gamma, R, O, e.row_scale, e.rows_per_scale);
+  else if (src != Y) copy(Y, src, R * O);
 }
 
 void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

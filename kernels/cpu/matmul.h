@@ -67,9 +67,13 @@ void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N);
 // the bias joins the GEMM's store; on CUDA the product, then linear_bias_forward.
 void linear_forward(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O, int64_t I);
 // The same product, then the epilogue e (LinearEpilogue above): on the CPU the
-// product, then the elementwise kernels; on CUDA in the FP32 GEMM's store.
+// product, then linear_epilogue_apply; on CUDA in the FP32 GEMM's store.
 void linear_forward_epilogue(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O,
                              int64_t I, const LinearEpilogue& e);
+// The epilogue alone, on the product y (rows of O; Y may be y): gelu_forward,
+// then scale_add_forward (with the drop-path factors) - the elementwise ops'
+// own kernels, so the bits are theirs. Both devices have it.
+void linear_epilogue_apply(float* Y, const float* y, const LinearEpilogue& e, int64_t R, int64_t O);
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
 void linear_bias_backward_naive(float* dbias, const float* dY, int64_t R, int64_t N);
 // A linear layer's weight and bias gradients (overwritten): dW[O, I] = dY^T X,

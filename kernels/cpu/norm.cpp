@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/cpu/elementwise.h"
+#include "tensor/error.h"
 
 namespace nala {
 namespace cpu {
@@ -195,23 +196,12 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
 
 void layernorm_gate_forward(float* out, float* y, float* mean, float* rstd, const float* x, const float* g,
                             const float* weight, const float* bias, int64_t R, int64_t C, float eps) {
+  NALA_CHECK(y, "layernorm_gate_forward: the CPU needs y (the LayerNorm output's buffer)");
   const int64_t n = R * C;
-  if (y) {  // the LayerNorm into y, silu(g) into out, then their product
-    layernorm_forward(y, mean, rstd, x, weight, bias, R, C, 1, eps);
-    silu_forward(out, g, n);
+  layernorm_forward(y, mean, rstd, x, weight, bias, R, C, 1, eps);
+  silu_forward(out, g, n);
 #pragma omp parallel for simd schedule(static) if (n > (1 << 15))
-    for (int64_t i = 0; i < n; i++) out[i] = y[i] * out[i];
-    return;
-  }
-  // Without y (slower: the op passes one): the LayerNorm into out, silu(g) a chunk at a time
-  layernorm_forward(out, mean, rstd, x, weight, bias, R, C, 1, eps);
-  constexpr int64_t kChunk = 4096;
-  float s[kChunk];
-  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
-    const int64_t len = std::min(kChunk, n - i0);
-    silu_forward(s, g + i0, len);
-    for (int64_t i = 0; i < len; i++) out[i0 + i] = out[i0 + i] * s[i];
-  }
+  for (int64_t i = 0; i < n; i++) out[i] = y[i] * out[i];
 }
 
 void gate_backward(float* dy, float* dg, const float* dout, const float* y, const float* g, int64_t n) {

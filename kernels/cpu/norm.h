@@ -34,9 +34,9 @@ void layernorm_backward_naive(float* dx, float* dweight, float* dbias, const flo
 
 // ---- LayerNorm with NaLaFormer's attention gate ----------------------------------
 // Rows of C (I = 1): out = y * silu(g), y = layernorm(x) (weight, bias as
-// above); y (nullable) keeps the LayerNorm output for backward (on the CPU,
-// pass one: without it the gate runs a chunk at a time, slower). The bits of
-// layernorm_forward, silu_forward, then a multiply. out must not alias x or g.
+// above), kept in y for backward. y may be null on CUDA only (where the
+// gate joins the LayerNorm's store); the CPU needs it as its buffer. The bits
+// of layernorm_forward, silu_forward, then a multiply. out must not alias x or g.
 void layernorm_gate_forward(float* out, float* y, float* mean, float* rstd, const float* x, const float* g,
                             const float* weight, const float* bias, int64_t R, int64_t C, float eps);
 // The gate's backward, n elements: dy = dout * silu(g) (the LayerNorm's

@@ -1,8 +1,8 @@
-// kernels/cuda/activation.cuh - the activations' scalar device functions,
-// one definition for every kernel that applies them: the elementwise ops
-// (elementwise.cu), the GEMM stores (gemm_fp32.cuh, gemm_bf16_*.cuh) and the
-// fused LayerNorm gate (norm.cu). A fused kernel calling these computes the
-// same bits as the separate op.
+// kernels/cuda/activation.cuh - the activations' scalar device functions and
+// LayerScale's residual add, one definition for every kernel that applies
+// them: the elementwise ops (elementwise.cu), the GEMM stores (gemm_fp32.cuh,
+// gemm_bf16_*.cuh) and the fused LayerNorm gate (norm.cu). A fused kernel
+// calling these computes the same bits as the separate ops.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -28,6 +28,12 @@ __device__ __forceinline__ float silu(float v) { return v * sigmoid(v); }
 __device__ __forceinline__ float silu_backward(float g, float v) {
   const float s = sigmoid(v);
   return g * s * (1.0f + v * (1.0f - s));
+}
+
+// x + (y * gamma) * f: each product rounded (never contracted into an FMA),
+// then the sum: the bits of mul, drop_path's mul by f (f = 1: exact) and add.
+__device__ __forceinline__ float scale_add(float x, float y, float gamma, float f = 1.0f) {
+  return __fadd_rn(x, __fmul_rn(__fmul_rn(y, gamma), f));
 }
 
 }  // namespace act

@@ -36,7 +36,6 @@
 // block's rows), then a second pass over the row blocks in a fixed order
 // (double accumulation).
 #include <algorithm>
-#include <string>
 #include <atomic>
 #include <cstdint>
 #include <climits>
@@ -276,11 +275,7 @@ void implicit_dw(float* dw, const float* dout, const float* x, int64_t B, int64_
 // ---- conv2d -----------------------------------------------------------------
 
 void conv2d_force_unfold(bool on) { g_force_unfold = on; }
-void dwconv_force_path(const char* path) {
-  const std::string p = path ? path : "";
-  NALA_CHECK(p.empty() || p == "tiled" || p == "vec4", "dwconv_force_path: no path \"", p, "\" (tiled, vec4)");
-  dwconv_stencil::dw_force_path() = p.empty() ? 0 : p == "tiled" ? 1 : 2;
-}
+void dwconv_force_tiled(bool on) { dwconv_stencil::dw_force_tiled() = on; }
 
 void conv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                     int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {

@@ -25,9 +25,9 @@ void dwconv2d_add_forward(float* out, const float* x, const float* w, const floa
 // Tests: on, conv2d unfolds into memory (im2col, chunked) even where the
 // implicit GEMM would take it (kernels/cuda/conv.cu), so both paths are checked.
 void conv2d_force_unfold(bool on);
-// Tests and benchmarks: the depthwise stencil's kernel (kernels/cuda/dwconv_stencil.cuh):
-// "tiled", or "vec4" / null (the default: vec4 where it applies, C % 4 == 0, aligned, k = 3, 5, 7).
-void dwconv_force_path(const char* path);
+// Tests and benchmarks: on, the depthwise stencil takes its tiled kernel even
+// where the float4 one applies (kernels/cuda/dwconv_stencil.cuh), so both are checked.
+void dwconv_force_tiled(bool on);
 
 }  // namespace cuda
 }  // namespace nala

@@ -169,17 +169,17 @@ static __global__ void dw_stencil_vec4(float* out, const float* x, const float* 
   }
 }
 
-// Which kernel dw_stencil takes: 0 by the rule below, 1 tiled, 2 vec4 where it can (tests, benchmarks).
-inline int& dw_force_path() {
-  static int path = 0;
-  return path;
+// Tests and benchmarks: true makes dw_stencil take the tiled kernel everywhere.
+inline bool& dw_force_tiled() {
+  static bool on = false;
+  return on;
 }
 
 // dw_stencil_vec4's launch for k = KS; false when it does not apply.
 inline bool dw_vec4(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
                     int64_t C, int64_t k, bool flip, const char* op, const float* add) {
   auto al = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  if (dw_force_path() == 1 || C % 4 != 0 || !al(out) || !al(x) || !al(bias) || !al(add) ||
+  if (dw_force_tiled() || C % 4 != 0 || !al(out) || !al(x) || !al(bias) || !al(add) ||
       B * H * W * C >= INT32_MAX || (k != 3 && k != 5 && k != 7) || (C / 4 + 31) / 32 > 65535)
     return false;
   const int C4 = (int)(C / 4), cx = std::min(C4, 32), ngroups = (C4 + cx - 1) / cx, py = std::max(1, 256 / cx);

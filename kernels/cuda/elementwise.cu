@@ -147,23 +147,25 @@ struct CosF { __device__ float operator()(float v) const { return cosf(v); } };
 struct CosB { __device__ float operator()(float g, float v) const { return -g * sinf(v); } };
 struct EluF { __device__ float operator()(float v) const { return v > 0.0f ? v : expm1f(v); } };
 struct EluB { __device__ float operator()(float g, float e) const { return e > 0.0f ? g : g * (e + 1.0f); } };
-// out = x + y * gamma[c]: the product rounded (__fmul_rn, never contracted into
-// an FMA), then the sum: the bits of mul, then add. float4 when C % 4 == 0
-// and the arrays are 16-byte aligned.
+// out = x + (y * gamma[c]) * f (act::scale_add; f = row_scale[r / rows_per_scale],
+// 1 without row_scale). float4 when C % 4 == 0 and the arrays are 16-byte
+// aligned. out may be y.
 __global__ void scale_add_kernel(float* out, const float* x, const float* y, const float* gamma, int64_t n,
-                                 int64_t C, bool vec) {
+                                 int64_t C, bool vec, const float* row_scale, int64_t rows_per_scale) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  auto factor = [&](int64_t i) { return row_scale ? row_scale[i / C / rows_per_scale] : 1.0f; };
   if (vec) {
     for (int64_t i = tid; i < n / 4; i += stride) {
       const float4 a = reinterpret_cast<const float4*>(x)[i], b = reinterpret_cast<const float4*>(y)[i];
       const float4 g = *reinterpret_cast<const float4*>(gamma + (4 * i) % C);
-      reinterpret_cast<float4*>(out)[i] = make_float4(__fadd_rn(a.x, __fmul_rn(b.x, g.x)), __fadd_rn(a.y, __fmul_rn(b.y, g.y)),
-                                                      __fadd_rn(a.z, __fmul_rn(b.z, g.z)), __fadd_rn(a.w, __fmul_rn(b.w, g.w)));
+      const float f = factor(4 * i);  // C % 4 == 0: the four share a row
+      reinterpret_cast<float4*>(out)[i] = make_float4(act::scale_add(a.x, b.x, g.x, f), act::scale_add(a.y, b.y, g.y, f),
+                                                      act::scale_add(a.z, b.z, g.z, f), act::scale_add(a.w, b.w, g.w, f));
     }
     return;
   }
-  for (int64_t i = tid; i < n; i += stride) out[i] = __fadd_rn(x[i], __fmul_rn(y[i], gamma[i % C]));
+  for (int64_t i = tid; i < n; i += stride) out[i] = act::scale_add(x[i], y[i], gamma[i % C], factor(i));
 }
 
 }  // namespace
@@ -179,11 +181,13 @@ void copy(float* out, const float* x, int64_t n) { map1("copy", out, x, n, Ident
 void scale_forward(float* out, const float* x, float s, int64_t n) { map1("scale", out, x, n, Scale{s}); }
 void add_scalar_forward(float* out, const float* x, float s, int64_t n) { map1("add_scalar", out, x, n, AddS{s}); }
 
-void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C) {
+void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C,
+                       const float* row_scale, int64_t rows_per_scale) {
   const int64_t n = R * C;
   if (n == 0) return;
   const bool vec = C % 4 == 0 && aligned16(out) && aligned16(x) && aligned16(y) && aligned16(gamma);
-  scale_add_kernel<<<blocks_for(vec ? n / 4 : n), kThreads>>>(out, x, y, gamma, n, C, vec);
+  scale_add_kernel<<<blocks_for(vec ? n / 4 : n), kThreads>>>(out, x, y, gamma, n, C, vec, row_scale,
+                                                              rows_per_scale);
   CUDA_CHECK_LAUNCH("scale_add");
 }
 

@@ -16,7 +16,8 @@ void copy(float* out, const float* x, int64_t n);
 
 void scale_forward(float* out, const float* x, float s, int64_t n);
 void add_scalar_forward(float* out, const float* x, float s, int64_t n);
-void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C);
+void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C,
+                       const float* row_scale = nullptr, int64_t rows_per_scale = 1);
 
 void relu_forward(float* out, const float* x, int64_t n);
 void relu_backward(float* dx, const float* dout, const float* x, int64_t n);

@@ -56,9 +56,8 @@ struct GemmParams {
   // The store of gemm_tiled<..., EPI = true> (cuda::linear_forward_epilogue;
   // LinearEpilogue in kernels/cpu/matmul.h): y = the value above (bias
   // included); pre[m, n] = y when pre; y = gelu(y) when gelu; C = res[m, n] +
-  // y * gamma[n] when res (the product rounded, then the sum: scale_add's
-  // bits), times row_scale[m / rows_per_scale] before the sum when row_scale
-  // (a sample's drop-path factor). pre and res have rows of ldc; vecC covers
+  // (y * gamma[n]) * f when res (act::scale_add: scale_add's bits), f =
+  // row_scale[m / rows_per_scale] when row_scale (a sample's drop-path factor). pre and res have rows of ldc; vecC covers
   // their alignment too.
   bool gelu = false;
   const float* res = nullptr;
@@ -69,19 +68,15 @@ struct GemmParams {
 };
 
 // Row m's drop-path factor (1 without one: the product by 1 is exact).
-__device__ __forceinline__ float row_factor(const GemmParams& p, int64_t m) {
+__device__ __forceinline__ float row_factor(const GemmParams& p, int m) {
   return p.row_scale ? p.row_scale[m / p.rows_per_scale] : 1.0f;
-}
-// res + (y * gamma) * f, each product rounded, then the sum.
-__device__ __forceinline__ float residual(float r, float y, float g, float f) {
-  return __fadd_rn(r, __fmul_rn(__fmul_rn(y, g), f));
 }
 
 // One value of the EPI store, at offset off of C (row m, column n).
 __device__ __forceinline__ float epilogue(const GemmParams& p, int64_t off, int m, int n, float y) {
   if (p.pre) p.pre[off] = y;
   if (p.gelu) y = act::gelu(y);
-  if (p.res) y = residual(p.res[off], y, p.gamma[n], row_factor(p, m));
+  if (p.res) y = act::scale_add(p.res[off], y, p.gamma[n], row_factor(p, m));
   return y;
 }
 
@@ -275,8 +270,8 @@ __global__ void __launch_bounds__(THREADS, min_blocks<BM, BN>()) gemm_tiled(Gemm
             if (p.res) {
               const float4 r = *reinterpret_cast<const float4*>(p.res + off);
               const float f = row_factor(p, m);
-              c.x = residual(r.x, c.x, p.gamma[n], f), c.y = residual(r.y, c.y, p.gamma[n + 1], f);
-              c.z = residual(r.z, c.z, p.gamma[n + 2], f), c.w = residual(r.w, c.w, p.gamma[n + 3], f);
+              c.x = act::scale_add(r.x, c.x, p.gamma[n], f), c.y = act::scale_add(r.y, c.y, p.gamma[n + 1], f);
+              c.z = act::scale_add(r.z, c.z, p.gamma[n + 2], f), c.w = act::scale_add(r.w, c.w, p.gamma[n + 3], f);
             }
           }
           *reinterpret_cast<float4*>(crow + n) = c;

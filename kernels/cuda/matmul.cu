@@ -41,6 +41,7 @@
 #include <cstring>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm_bf16.h"
 #include "kernels/cuda/gemm_fp32.cuh"
 #include "kernels/cuda/matmul.h"
@@ -108,17 +109,6 @@ int sm_count() {
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
-// out = the linear epilogue of y (its gelu and residual; pre is y itself),
-// elementwise, rows of N: fp32gemm::epilogue's arithmetic. out may be y.
-__global__ void epilogue_pass_kernel(float* out, const float* y, GemmParams p, int64_t N, int64_t total) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-    float v = y[i];
-    if (p.gelu) v = act::gelu(v);
-    if (p.res) v = fp32gemm::residual(p.res[i], v, p.gamma[i % N], fp32gemm::row_factor(p, i / N));
-    out[i] = v;
-  }
-}
 
 template <int BM, int BN, int BK>
 void launch_tiled(bool ta, bool tb, GemmParams p, int64_t nz, int gather, bool epi) {
@@ -208,21 +198,6 @@ void gemm_fp32_force_tile(const char* tile) {
   g_force_tile = t;
 }
 
-// The GEMM's store fields of a linear epilogue (no pre: the caller keeps y itself).
-static GemmParams epilogue_params(const LinearEpilogue& e) {
-  GemmParams p{};
-  p.gelu = e.gelu, p.res = e.res, p.gamma = e.gamma, p.row_scale = e.row_scale;
-  p.rows_per_scale = (int)e.rows_per_scale;
-  return p;
-}
-
-static void linear_epilogue_pass(float* out, const float* y, const LinearEpilogue& e, int64_t M, int64_t N) {
-  const int64_t total = M * N;
-  if (total <= 0 || (y == out && !e.gelu && !e.res)) return;
-  epilogue_pass_kernel<<<grid_for(total, 256), 256>>>(out, y, epilogue_params(e), N, total);
-  CUDA_CHECK_LAUNCH("linear_forward_epilogue");
-}
-
 // gemm_batched, plus bias (null, or N floats) added to every row of every C
 // after alpha and beta, in the GEMM's store (the last step of the split-K sum).
 // gather 1 or 2: A (not transposed) or B (not transposed) is the unfolding
@@ -242,7 +217,7 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   auto unfused = [&] {
     float* y = lin->pre ? lin->pre : C;
     gemm_batched_bias(false, true, M, N, K, alpha, A, lda, 0, B, ldb, 0, 0.0f, y, ldc, 0, 1, bias);
-    linear_epilogue_pass(C, y, *lin, M, N);
+    linear_epilogue_apply(C, y, *lin, M, N);
   };
   if (lin && (K <= 0 || alpha == 0.0f || g_gemm_bf16)) return unfused();
   NALA_CHECK(M < INT_MAX && N < INT_MAX && K < INT_MAX && batch < INT_MAX, "gemm: sizes too large (M ", M, ", N ",
@@ -298,9 +273,8 @@ static void gemm_batched_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   if (lin && splits > 1) return unfused();
   const bool fused = lin != nullptr;
   if (fused) {
-    const GemmParams e = epilogue_params(*lin);
-    p.gelu = e.gelu, p.res = e.res, p.gamma = e.gamma, p.row_scale = e.row_scale, p.rows_per_scale = e.rows_per_scale;
-    p.pre = lin->pre;
+    p.gelu = lin->gelu, p.res = lin->res, p.gamma = lin->gamma, p.row_scale = lin->row_scale;
+    p.rows_per_scale = (int)lin->rows_per_scale, p.pre = lin->pre;
     p.vecC = p.vecC && aligned16(p.res) && aligned16(p.pre);
   }
   Tensor ws;
@@ -431,6 +405,16 @@ void linear_forward_epilogue(float* Y, const float* X, const float* W, const flo
                              int64_t I, const LinearEpilogue& e) {
   if (R <= 0 || O <= 0) return;
   gemm_batched_bias(false, true, R, O, I, 1.0f, X, I, 0, W, I, 0, 0.0f, Y, O, 0, 1, bias, 0, nullptr, nullptr, &e);
+}
+
+void linear_epilogue_apply(float* Y, const float* y, const LinearEpilogue& e, int64_t R, int64_t O) {
+  const float* src = y;
+  if (e.gelu) {
+    gelu_forward(Y, src, R * O);  // elementwise: in place when y is Y
+    src = Y;
+  }
+  if (e.res) scale_add_forward(Y, e.res, src, e.gamma, R, O, e.row_scale, e.rows_per_scale);
+  else if (src != Y) copy(Y, src, R * O);
 }
 
 void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N) {

@@ -55,6 +55,7 @@ void linear_forward(float* Y, const float* X, const float* W, const float* bias,
 // product, then one elementwise pass.
 void linear_forward_epilogue(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O,
                              int64_t I, const LinearEpilogue& e);
+void linear_epilogue_apply(float* Y, const float* y, const LinearEpilogue& e, int64_t R, int64_t O);
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
 // A linear layer's weight and bias gradients, dW[O, I] = dY^T X and db[O] =
 // column sums of dY (both overwritten), from one pass over dY: the FP32

@@ -17,8 +17,9 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
 
 // ---- LayerNorm with NaLaFormer's attention gate ----------------------------------
 // Rows of C (I = 1): out = y * silu(g), y = layernorm(x) (weight, bias as
-// above); y (nullable) keeps the LayerNorm output for backward. The bits of
-// layernorm_forward, silu_forward, then a multiply. out must not alias x or g.
+// above), kept in y for backward. y may be null on CUDA only (where the
+// gate joins the LayerNorm's store); the CPU needs it as its buffer. The bits
+// of layernorm_forward, silu_forward, then a multiply. out must not alias x or g.
 void layernorm_gate_forward(float* out, float* y, float* mean, float* rstd, const float* x, const float* g,
                             const float* weight, const float* bias, int64_t R, int64_t C, float eps);
 // The gate's backward, n elements: dy = dout * silu(g) (the LayerNorm's
