@@ -1,6 +1,7 @@
 // tools/image.cpp - image decoding, resizing and normalisation on top of stb.
 #include "tools/image.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -182,18 +183,21 @@ void drop_empty_idat(const uint8_t* p, size_t n, std::vector<uint8_t>& out) {
   auto be32 = [&](size_t i) {
     return (uint64_t)p[i] << 24 | (uint64_t)p[i + 1] << 16 | (uint64_t)p[i + 2] << 8 | p[i + 3];
   };
+  // stb copies as soon as it has read a chunk's length and type, before
+  // its CRC: a zero-length IDAT at the end of a truncated file, with fewer
+  // than 4 bytes of CRC, is dropped too (with whatever follows it).
   std::vector<size_t> empty;
-  for (size_t pos = 8; pos + 12 <= n;) {
+  for (size_t pos = 8; pos + 8 <= n;) {
     const uint64_t len = be32(pos);
     if (len == 0 && std::memcmp(p + pos + 4, "IDAT", 4) == 0) empty.push_back(pos);
-    if (len > n - pos - 12) break;
+    if (pos + 12 > n || len > n - pos - 12) break;
     pos += 12 + (size_t)len;
   }
   if (empty.empty()) return;
   size_t from = 0;
   for (size_t at : empty) {
     out.insert(out.end(), p + from, p + at);
-    from = at + 12;
+    from = std::min(at + 12, n);
   }
   out.insert(out.end(), p + from, p + n);
 }
