@@ -53,8 +53,16 @@ Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backwa
   return out;
 }
 
+// Gradients add up in float32 only: a bf16 tensor that reaches the loss by
+// two paths (or two backward passes) needs a cast to f32 before it branches.
+static void check_accumulable(const Tensor& dst, const Tensor& src) {
+  NALA_CHECK(dst.dtype() == DType::F32 && src.dtype() == DType::F32, "gradient accumulation: ", src.desc(), " into ",
+             dst.desc(), ": gradients add up in f32 only (cast a bf16 tensor to f32 before using it twice)");
+}
+
 void accumulate_into(Tensor& dst, const Tensor& src) {
   NALA_CHECK(dst.shape() == src.shape(), "gradient accumulation: shape ", src.desc(), " into ", dst.desc());
+  check_accumulable(dst, src);
   NALA_CHECK(dst.is_contiguous(), "gradient accumulation into a non-contiguous tensor ", dst.desc());
   NALA_CHECK(dst.device() == src.device(), "gradient accumulation: ", src.desc(), " into ", dst.desc(),
              " (different devices)");
@@ -127,6 +135,7 @@ static Tensor copy_of(const Tensor& t) { return detail::fresh_copy(t, t.shape(),
 static Tensor sum_of(const Tensor& slot, const Tensor& g) {
   NALA_CHECK(slot.device() == g.device(), "gradient accumulation: ", g.desc(), " into ", slot.desc(),
              " (different devices)");
+  check_accumulable(slot, g);
   Tensor out = Tensor::empty(slot.shape(), DType::F32, slot.device());
   if (out.numel() == 0) return out;
   const Shape st = contiguous_strides(slot.shape());

@@ -14,7 +14,7 @@
   /* elementwise (autograd/ops_elementwise.cpp) */                                \
   X(add) X(sub) X(mul) X(div) X(scale) X(add_scalar) X(pow) X(sqrt) X(cube)      \
   X(relu) X(gelu) X(silu) X(tanh) X(sigmoid) X(exp) X(log)                       \
-  X(sin) X(cos) X(elu) X(scale_add)                                              \
+  X(sin) X(cos) X(elu) X(scale_add) X(cast)                                      \
   /* reductions and losses (autograd/ops_reduce.cpp) */                           \
   X(sum) X(mean) X(l2norm) X(global_avg_pool) X(softmax) X(log_softmax)          \
   X(cross_entropy)                                                               \

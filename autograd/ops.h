@@ -55,6 +55,10 @@ Tensor log(const Tensor& x);
 Tensor sin(const Tensor& x);
 Tensor cos(const Tensor& x);
 Tensor elu(const Tensor& x);  // x for x > 0, exp(x) - 1 otherwise (alpha 1)
+// x's values in dtype `to`, f32 or bf16 (tensor/bf16.h: to nearest even);
+// the gradient is cast back to x's dtype (the rounding's derivative taken as
+// 1). x itself when it already has that dtype.
+Tensor cast(const Tensor& x, DType to);
 inline Tensor neg(const Tensor& x) { return scale(x, -1.0f); }
 
 // ---- reductions and losses (ops_reduce.cpp) -------------------------------
@@ -130,6 +134,9 @@ Tensor batchnorm_sync(const Tensor& x, const Tensor& weight, const Tensor& bias,
 Tensor rope2d(const Tensor& x, int64_t H, int64_t W);  // docs/SPEC.md §4
 // NaLa attention, docs/SPEC.md §2 (released-code form). O(N d^2) time, O(N d)
 // extra memory; the query norm is floored at kNalaNormFloor (see docs/SPEC.md §7).
+// q, k, v f32, or all three bf16: then o and dq, dk, dv are bf16 too (half the
+// memory of each), computed in float32 and rounded once; the output gradient
+// is cast to bf16 if it arrives as f32.
 constexpr float kNalaNormFloor = 1e-12f;
 Tensor nala_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W);
 // softmax(rope(q) rope(k)^T / sqrt(d)) v, docs/SPEC.md §3.

@@ -157,6 +157,30 @@ std::pair<Tensor, Tensor> detail::scale_grads(const Tensor& g, const Tensor& y, 
   return {fy, need_gamma ? sum_to_shape(fg, {C}, op) : Tensor()};
 }
 
+namespace detail {
+Tensor cast_values(const Tensor& x, DType to, const char* op) {
+  const DType from = x.dtype();
+  NALA_CHECK((from == DType::F32 || from == DType::BF16) && (to == DType::F32 || to == DType::BF16), op,
+             ": casts between f32 and bf16 only, got ", x.desc(), " to ", dtype_name(to));
+  Tensor xc = contig(x, op);
+  if (from == to) return xc;
+  Tensor out = Tensor::empty(x.shape(), to, x.device());
+  if (to == DType::BF16) NALA_DISPATCH(x.device(), cast_f32_bf16, out.bf16(), xc.f32(), out.numel());
+  else NALA_DISPATCH(x.device(), cast_bf16_f32, out.f32(), xc.bf16(), out.numel());
+  return out;
+}
+}  // namespace detail
+
+Tensor cast(const Tensor& x, DType to) {
+  NALA_CHECK(x.defined(), "cast: undefined input");
+  const DType from = x.dtype();
+  if (from == to) return x;
+  Tensor out = detail::cast_values(x, to, "cast");
+  return record(OpId::cast, out, {x}, [from](const Tensor& g) -> std::vector<Tensor> {
+    return {detail::cast_values(g, from, "cast")};
+  });
+}
+
 Tensor scale(const Tensor& x, float s) {
   check_f32("scale", x);
   Device dev = x.device();

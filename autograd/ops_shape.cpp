@@ -49,8 +49,9 @@ void add_into(const Tensor& dst, const Tensor& src, const char* op) {
 }
 
 Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op) {
+  NALA_CHECK(shape_numel(shape) == g.numel(), op, ": copy of ", g.desc(), " as ", shape_str(shape));
+  if (g.dtype() != DType::F32) return view::reshape(g.clone(), shape);  // bf16 gradients: a byte copy
   Tensor out = Tensor::empty(shape, DType::F32, g.device());
-  NALA_CHECK(out.numel() == g.numel(), op, ": copy of ", g.desc(), " as ", shape_str(shape));
   if (g.numel() == 0) return out;
   Layout L = make_layout(g.shape(), contiguous_strides(g.shape()), g.strides(), {}, op);
   NALA_DISPATCH(g.device(), copy_strided, out.f32(), g.f32(), L);

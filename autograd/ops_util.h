@@ -21,6 +21,9 @@ void add_into(const Tensor& dst, const Tensor& src, const char* op);
 Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op);
 // x itself when contiguous, else a contiguous copy (no autograd).
 Tensor contig(const Tensor& x, const char* op);
+// x's values as a contiguous tensor of dtype `to` (f32 or bf16; no autograd):
+// x itself (contig) when it already is one.
+Tensor cast_values(const Tensor& x, DType to, const char* op);
 // g (any strides) summed down to `target`, a shape g broadcasts from.
 Tensor sum_to_shape(const Tensor& g, const Shape& target, const char* op);
 // The gradients of y * gamma (y contiguous, gamma (C) over y's last dim) from

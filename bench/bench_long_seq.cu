@@ -8,16 +8,20 @@
 // and dq, dk, dv included: everything the step allocates), beside the floor
 // of 8 N d floats (those eight tensors) and what lies beyond it.
 //
-//   make CUDA=1 bench && build/release/bench/bench_long_seq [--csv FILE] [--max-n N] [--seconds S]
+//   make CUDA=1 bench && build/release/bench/bench_long_seq [--csv FILE] [--max-n N] [--seconds S] [--ops LIST]
+//   (--ops: comma-separated, of nala, softmax, nala-bf16; default all three)
 //
 // bench/torch_long_seq.py measures the same steps in PyTorch (and plots both).
 // At the smallest N both ops are checked against the CPU (the same autograd
 // ops on CPU tensors): "worst" is the largest |gpu - cpu| / (1e-4 + 1e-3 |cpu|)
-// over o, dq, dk, dv (<= 1 passes). bf16: nala's attention ops take float32
-// only, so there is no bf16 row.
+// over o, dq, dk, dv (<= 1 passes; bf16 rows: 1e-3 + 2^-7, one rounding of
+// the outputs). bf16: nala's NaLa with q, k, v, the output gradient, o and
+// dq, dk, dv in bf16 (nala_attention on bf16 tensors); the softmax op takes
+// float32 only.
 //
 // Output, one line per measurement:
 //   nala long_seq nala fp32 N=65536 d=64 fwd_ms=... fwd_bwd_ms=... peak_MiB=... floor_MiB=128.0 beyond_KiB=...
+//   nala long_seq nala bf16 N=65536 d=64 ... floor_MiB=64.0 ...
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -42,12 +46,12 @@ namespace {
 
 using AttnFn = Tensor (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t);
 
-// Largest |got - ref| / (1e-4 + 1e-3 |ref|); <= 1 passes.
-double worst(const Tensor& got_dev, const Tensor& ref) {
+// Largest |got - ref| / (1e-4 + rtol |ref|); <= 1 passes.
+double worst(const Tensor& got_dev, const Tensor& ref, double rtol) {
   std::vector<float> got = got_dev.to_vector(), r = ref.to_vector();
   double w = 0;
   for (size_t i = 0; i < r.size(); i++) {
-    const double e = std::fabs((double)got[i] - r[i]) / (1e-4 + 1e-3 * std::fabs((double)r[i]));
+    const double e = std::fabs((double)got[i] - r[i]) / (1e-4 + rtol * std::fabs((double)r[i]));
     if (!(e <= w)) w = std::isnan(e) ? INFINITY : std::max(w, e);
   }
   return w;
@@ -73,13 +77,16 @@ int main(int argc, char** argv) {
   std::string csv;
   int64_t max_n = 262144;
   double seconds = 1.0;  // timed work per measurement (at least one run)
+  std::string only = "nala,softmax,nala-bf16";
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     if (a == "--csv" && i + 1 < argc) csv = argv[++i];
     else if (a == "--max-n" && i + 1 < argc) max_n = std::atoll(argv[++i]);
     else if (a == "--seconds" && i + 1 < argc) seconds = std::atof(argv[++i]);
+    else if (a == "--ops" && i + 1 < argc) only = argv[++i];
     else {
-      fprintf(stderr, "bench_long_seq: unknown argument %s (--csv FILE, --max-n N, --seconds S)\n", a.c_str());
+      fprintf(stderr, "bench_long_seq: unknown argument %s (--csv FILE, --max-n N, --seconds S, --ops LIST)\n",
+              a.c_str());
       return 2;
     }
   }
@@ -98,24 +105,44 @@ int main(int argc, char** argv) {
   }
   const int64_t sides[] = {64, 128, 256, 512}, D = 64;
   const struct {
-    const char* name;
+    const char *name, *key;
     AttnFn fn;
-  } ops[] = {{"nala", &nala_attention}, {"softmax", &softmax_attention}};
-  printf("# long sequences: 1 image, 1 head, d = %lld, float32; bf16: not supported by nala's attention ops\n",
+    DType dt;
+  } ops[] = {{"nala", "nala", &nala_attention, DType::F32},
+             {"softmax", "softmax", &softmax_attention, DType::F32},
+             {"nala", "nala-bf16", &nala_attention, DType::BF16}};
+  for (size_t a = 0; a <= only.size();) {  // every name of --ops must be one of the keys
+    const size_t b = std::min(only.find(',', a), only.size());
+    const std::string key = only.substr(a, b - a);
+    bool known = false;
+    for (const auto& op : ops) known = known || key == op.key;
+    if (!known) {
+      fprintf(stderr, "bench_long_seq: unknown op '%s' in --ops (nala, softmax, nala-bf16)\n", key.c_str());
+      return 2;
+    }
+    a = b + 1;
+  }
+  auto chosen = [&](const char* key) { return ("," + only + ",").find("," + std::string(key) + ",") != std::string::npos; };
+  printf("# long sequences: 1 image, 1 head, d = %lld; float32, and nala's NaLa in bf16 (the softmax op: float32 only)\n",
          (long long)D);
   bool ok = true;
   for (int64_t side : sides) {
     const int64_t N = side * side;
     if (N > max_n) break;
-    Inputs in;
+    Inputs in32;
     Rng rng(7);
-    for (Tensor* t : {&in.q, &in.k, &in.v, &in.go}) *t = Tensor::empty({1, 1, N, D});
-    rng.fill_normal(in.q, 0.0f, 0.5f);
-    rng.fill_normal(in.k, 0.0f, 0.8f);
-    rng.fill_normal(in.v, 0.0f, 1.0f);
-    rng.fill_normal(in.go, 0.0f, 1.0f);
-    const double floor_mib = 8.0 * N * D * sizeof(float) / 1048576.0;
+    for (Tensor* t : {&in32.q, &in32.k, &in32.v, &in32.go}) *t = Tensor::empty({1, 1, N, D});
+    rng.fill_normal(in32.q, 0.0f, 0.5f);
+    rng.fill_normal(in32.k, 0.0f, 0.8f);
+    rng.fill_normal(in32.v, 0.0f, 1.0f);
+    rng.fill_normal(in32.go, 0.0f, 1.0f);
     for (const auto& op : ops) {
+      if (!chosen(op.key)) continue;
+      const bool bf = op.dt == DType::BF16;
+      const char* dname = bf ? "bf16" : "fp32";
+      const double floor_mib = 8.0 * N * D * (bf ? 2 : 4) / 1048576.0;
+      // The inputs in the op's dtype (bf16: rounded once, on the host).
+      const Inputs in{cast(in32.q, op.dt), cast(in32.k, op.dt), cast(in32.v, op.dt), cast(in32.go, op.dt)};
       // Peak: nothing of ours is held at the reset; the step allocates everything.
       device::synchronize();
       const size_t base = device::in_use_bytes();
@@ -129,7 +156,7 @@ int main(int argc, char** argv) {
       if (side == sides[0]) {
         std::vector<Tensor> ref = step(op.fn, in, side, side, Device::CPU);
         w = 0;
-        for (size_t i = 0; i < ref.size(); i++) w = std::max(w, worst(res[i], ref[i]));
+        for (size_t i = 0; i < ref.size(); i++) w = std::max(w, worst(res[i], ref[i], bf ? 1e-3 + 1.0 / 128 : 1e-3));
         ok = ok && w <= 1.0;
       }
       res.clear();
@@ -149,16 +176,16 @@ int main(int argc, char** argv) {
       const int reps = (int)std::max(1.0, std::min(20.0, seconds * 1e3 / std::max(once_ms, 1e-3)));
       const int warm = once_ms > 1e3 ? 0 : 1;  // the kernels ran in the first step
       const float t_fwd = median_ms(fwd, 1, reps), t_all = median_ms(fwd_bwd, warm, reps);
-      printf("nala long_seq %s fp32 N=%lld d=%lld fwd_ms=%.3f fwd_bwd_ms=%.3f peak_MiB=%.2f floor_MiB=%.1f "
+      printf("nala long_seq %s %s N=%lld d=%lld fwd_ms=%.3f fwd_bwd_ms=%.3f peak_MiB=%.2f floor_MiB=%.1f "
              "beyond_KiB=%.0f reps=%d",
-             op.name, (long long)N, (long long)D, t_fwd, t_all, peak_mib, floor_mib, (peak_mib - floor_mib) * 1024,
+             op.name, dname, (long long)N, (long long)D, t_fwd, t_all, peak_mib, floor_mib, (peak_mib - floor_mib) * 1024,
              reps);
       if (w >= 0) printf(" worst=%.3f %s", w, w <= 1.0 ? "ok" : "FAILED");
       printf("\n");
       fflush(stdout);
       if (out) {
-        fprintf(out, "nala_%s,fp32,%lld,%lld,%.4f,%.4f,%.3f\n", op.name, (long long)N, (long long)D, t_fwd, t_all,
-                peak_mib);
+        fprintf(out, "nala_%s,%s,%lld,%lld,%.4f,%.4f,%.3f\n", op.name, dname, (long long)N, (long long)D, t_fwd,
+                t_all, peak_mib);
         fflush(out);
       }
     }

@@ -46,11 +46,13 @@ struct Problem {
     km.assign(G * 2 * D, 0.0f);
   }
   void forward(bool naive) {
-    auto f = naive ? cpu::nala_attention_forward_naive : cpu::nala_attention_forward;
+    decltype(&cpu::nala_attention_forward_naive) f = cpu::nala_attention_forward;  // the f32 overload
+    if (naive) f = cpu::nala_attention_forward_naive;
     f(q.data(), k.data(), v.data(), o.data(), S.data(), km.data(), G, H, W, D, kNalaNormFloor);
   }
   void backward(bool naive) {
-    auto f = naive ? cpu::nala_attention_backward_naive : cpu::nala_attention_backward;
+    decltype(&cpu::nala_attention_backward_naive) f = cpu::nala_attention_backward;
+    if (naive) f = cpu::nala_attention_backward_naive;
     f(q.data(), k.data(), v.data(), S.data(), km.data(), go.data(), dq.data(), dk.data(), dv.data(), G, H, W, D,
       kNalaNormFloor);
   }

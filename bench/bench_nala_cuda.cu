@@ -16,7 +16,11 @@
 // read + written), the ceiling for these numbers; "floor" is the least
 // traffic moved at that rate, "%" the share of it a time reaches (floor /
 // time). "worst" is the largest |got - cpu| / (1e-4 + 1e-3 |cpu|) over o, dq,
-// dk, dv (<= 1 passes). --torch FILE: the lines bench/torch_gpu.py --parts
+// dk, dv (<= 1 passes). The bf16 rows run the same kernels on bf16 arrays
+// (kernels/cuda/attention.h), against the CPU's bf16 overloads on the same
+// rounded inputs, with 2^-7 added to the relative tolerance (the outputs'
+// one rounding may fall on either side); their GB/s count 2-byte elements,
+// their "%" is of the bf16 floor (half the float32 one). --torch FILE: the lines bench/torch_gpu.py --parts
 // attn printed ("torch cuda nala_attn fwd B=.. h=.. N=.. d=.. ms=.."); their
 // times go in a row under each shape they cover, with the same "%".
 #include <cuda_runtime.h>
@@ -48,12 +52,12 @@ struct Shape4 {
   int64_t B, h, H, W, d;
 };
 
-// Largest |got - ref| / (1e-4 + 1e-3 |ref|) over the first `n` values; <= 1 passes.
-double worst(const Tensor& got_dev, const std::vector<float>& ref, int64_t n) {
+// Largest |got - ref| / (1e-4 + rtol |ref|) over the first `n` values; <= 1 passes.
+double worst(const Tensor& got_dev, const std::vector<float>& ref, int64_t n, double rtol) {
   std::vector<float> got = got_dev.to_vector();
   double w = 0;
   for (int64_t i = 0; i < n; i++) {
-    double r = std::fabs((double)got[i] - ref[i]) / (1e-4 + 1e-3 * std::fabs((double)ref[i]));
+    double r = std::fabs((double)got[i] - ref[i]) / (1e-4 + rtol * std::fabs((double)ref[i]));
     if (!(r <= w)) w = std::isnan(r) ? INFINITY : std::max(w, r);
   }
   return w;
@@ -108,8 +112,8 @@ int main(int argc, char** argv) {
   }
   const Shape4 shapes[] = {{128, 1, 56, 56, 64}, {128, 2, 28, 28, 64}, {128, 1, 14, 14, 32}};
   bool ok = true;
-  printf("NaLa attention, CUDA kernels, float32 (median of %d)\n", reps);
-  printf("%-22s %-17s %8s %8s %5s %10s %8s %5s %7s %6s\n", "(B, h, N, d)", "path", "fwd ms", "GB/s", "%",
+  printf("NaLa attention, CUDA kernels (median of %d); bf16: q, k, v, dO and o, dq, dk, dv in bf16\n", reps);
+  printf("%-22s %-19s %8s %8s %5s %10s %8s %5s %7s %6s\n", "(B, h, N, d)", "path", "fwd ms", "GB/s", "%",
          "fwd+bwd ms", "GB/s", "%", "worst", "check");
   for (const Shape4& s : shapes) {
     const int64_t G = s.B * s.h, N = s.H * s.W, D = s.d, F = 2 * D, n = G * N * D;
@@ -120,42 +124,77 @@ int main(int argc, char** argv) {
     rng.fill_normal(k, 0.0f, 0.8f);
     rng.fill_normal(v, 0.0f, 1.0f);
     rng.fill_normal(go, 0.0f, 1.0f);
-    auto dev = [](const Tensor& t) { return t.to(Device::CUDA); };
-    auto empty = [](const Shape& sh) { return Tensor::empty(sh, DType::F32, Device::CUDA); };
-    Tensor qd = dev(q), kd = dev(k), vd = dev(v), god = dev(go);
-    Tensor o = empty({G, N, D}), S = empty({G, F, D}), km = empty({G, F});
-    Tensor dq = empty({G, N, D}), dk = empty({G, N, D}), dv = empty({G, N, D});
-    // Reference: the CPU kernels on the first two problems.
     const int64_t g2 = std::min<int64_t>(2, G), n2 = g2 * N * D;
-    std::vector<float> ro(n2), rS(g2 * F * D), rkm(g2 * F), rdq(n2), rdk(n2), rdv(n2);
-    cpu::nala_attention_forward(q.f32(), k.f32(), v.f32(), ro.data(), rS.data(), rkm.data(), g2, s.H, s.W, D,
-                                kNalaNormFloor);
-    cpu::nala_attention_backward(q.f32(), k.f32(), v.f32(), rS.data(), rkm.data(), go.f32(), rdq.data(), rdk.data(),
-                                 rdv.data(), g2, s.H, s.W, D, kNalaNormFloor);
-    const double bytes_fwd = 4.0 * n * sizeof(float), bytes_all = 11.0 * n * sizeof(float);
-    const double floor_fwd = bytes_fwd / copy_gbs * 1e-6, floor_all = bytes_all / copy_gbs * 1e-6;  // ms
-    for (int path = 0; path < 2; path++) {
-      if (path == 0 && !cuda::nala_attention_tensor_cores(D)) continue;
+    const double floor_fwd = 4.0 * n * sizeof(float) / copy_gbs * 1e-6, floor_all = 11.0 * n * sizeof(float) / copy_gbs * 1e-6;
+    // path 0: tensor cores, 1: the first version (float32 FMA), 2: tensor cores with bf16 arrays.
+    for (int path = 0; path < 3; path++) {
+      if (path != 1 && !cuda::nala_attention_tensor_cores(D)) continue;
+      const bool bf = path == 2;
+      const DType dt = bf ? DType::BF16 : DType::F32;
+      const size_t es = bf ? 2 : 4;
+      // Inputs on the device in the path's dtype (bf16: rounded once), and the CPU reference on
+      // the first two problems of the same values (bf16: the CPU's bf16 overloads).
+      Tensor qd = cast(q, dt).to(Device::CUDA), kd = cast(k, dt).to(Device::CUDA), vd = cast(v, dt).to(Device::CUDA),
+             god = cast(go, dt).to(Device::CUDA);
+      auto empty = [&](const Shape& sh, DType t) { return Tensor::empty(sh, t, Device::CUDA); };
+      Tensor o = empty({G, N, D}, dt), S = empty({G, F, D}, DType::F32), km = empty({G, F}, DType::F32);
+      Tensor dq = empty({G, N, D}, dt), dk = empty({G, N, D}, dt), dv = empty({G, N, D}, dt);
+      std::vector<Tensor> ref;  // o, dq, dk, dv of the first two problems, on the host
+      {
+        auto first = [&](const Tensor& t) { return view::narrow(cast(t, dt), 0, 0, g2).clone(); };
+        Tensor hq = first(q), hk = first(k), hv = first(v), hgo = first(go);
+        Tensor ro = Tensor::empty({g2, N, D}, dt), rS = Tensor::empty({g2, F, D}), rkm = Tensor::empty({g2, F});
+        Tensor rdq = Tensor::empty({g2, N, D}, dt), rdk = Tensor::empty({g2, N, D}, dt), rdv = Tensor::empty({g2, N, D}, dt);
+        if (bf) {
+          cpu::nala_attention_forward(hq.bf16(), hk.bf16(), hv.bf16(), ro.bf16(), rS.f32(), rkm.f32(), g2, s.H, s.W, D,
+                                      kNalaNormFloor);
+          cpu::nala_attention_backward(hq.bf16(), hk.bf16(), hv.bf16(), rS.f32(), rkm.f32(), hgo.bf16(), rdq.bf16(),
+                                       rdk.bf16(), rdv.bf16(), g2, s.H, s.W, D, kNalaNormFloor);
+        } else {
+          cpu::nala_attention_forward(hq.f32(), hk.f32(), hv.f32(), ro.f32(), rS.f32(), rkm.f32(), g2, s.H, s.W, D,
+                                      kNalaNormFloor);
+          cpu::nala_attention_backward(hq.f32(), hk.f32(), hv.f32(), rS.f32(), rkm.f32(), hgo.f32(), rdq.f32(),
+                                       rdk.f32(), rdv.f32(), g2, s.H, s.W, D, kNalaNormFloor);
+        }
+        ref = {ro, rdq, rdk, rdv};
+      }
       auto fwd = [&] {
-        (path ? cuda::nala_attention_forward_v1 : cuda::nala_attention_forward)(
-            qd.f32(), kd.f32(), vd.f32(), o.f32(), S.f32(), km.f32(), G, s.H, s.W, D, kNalaNormFloor);
+        if (bf)
+          cuda::nala_attention_forward(qd.bf16(), kd.bf16(), vd.bf16(), o.bf16(), S.f32(), km.f32(), G, s.H, s.W, D,
+                                       kNalaNormFloor);
+        else if (path == 0)
+          cuda::nala_attention_forward(qd.f32(), kd.f32(), vd.f32(), o.f32(), S.f32(), km.f32(), G, s.H, s.W, D,
+                                       kNalaNormFloor);
+        else
+          cuda::nala_attention_forward_v1(qd.f32(), kd.f32(), vd.f32(), o.f32(), S.f32(), km.f32(), G, s.H, s.W, D,
+                                          kNalaNormFloor);
       };
       auto bwd = [&] {
-        (path ? cuda::nala_attention_backward_v1 : cuda::nala_attention_backward)(
-            qd.f32(), kd.f32(), vd.f32(), S.f32(), km.f32(), god.f32(), dq.f32(), dk.f32(), dv.f32(), G, s.H, s.W, D,
-            kNalaNormFloor);
+        if (bf)
+          cuda::nala_attention_backward(qd.bf16(), kd.bf16(), vd.bf16(), S.f32(), km.f32(), god.bf16(), dq.bf16(),
+                                        dk.bf16(), dv.bf16(), G, s.H, s.W, D, kNalaNormFloor);
+        else if (path == 0)
+          cuda::nala_attention_backward(qd.f32(), kd.f32(), vd.f32(), S.f32(), km.f32(), god.f32(), dq.f32(), dk.f32(),
+                                        dv.f32(), G, s.H, s.W, D, kNalaNormFloor);
+        else
+          cuda::nala_attention_backward_v1(qd.f32(), kd.f32(), vd.f32(), S.f32(), km.f32(), god.f32(), dq.f32(),
+                                           dk.f32(), dv.f32(), G, s.H, s.W, D, kNalaNormFloor);
       };
+      // bf16 outputs may differ from the CPU's by the one rounding (a bf16 step, 2^-7 relative).
+      const double rtol = bf ? 1e-3 + 1.0 / 128 : 1e-3;
       double w = 0;
       auto check = [&] {
         for (Tensor* t : {&o, &S, &km, &dq, &dk, &dv})
-          CUDA_CHECK(cudaMemset(t->f32(), 0xff, t->numel() * sizeof(float)), "bench");  // NaN
+          CUDA_CHECK(cudaMemset(t->raw(), 0xff, t->numel() * dtype_size(t->dtype())), "bench");  // NaN
         fwd();
         bwd();
         CUDA_CHECK(cudaDeviceSynchronize(), "bench");
         bool finite = true;
-        for (Tensor* t : {&o, &dq, &dk, &dv})
-          for (float x : t->to_vector()) finite = finite && std::isfinite(x);
-        w = std::max({w, worst(o, ro, n2), worst(dq, rdq, n2), worst(dk, rdk, n2), worst(dv, rdv, n2)});
+        const Tensor* got[] = {&o, &dq, &dk, &dv};
+        for (int i = 0; i < 4; i++) {
+          for (float x : got[i]->to_vector()) finite = finite && std::isfinite(x);
+          w = std::max(w, worst(*got[i], ref[i].to_vector(), n2, rtol));
+        }
         return finite && w <= 1.0;
       };
       bool good = check();
@@ -163,25 +202,35 @@ int main(int argc, char** argv) {
       const float t_all = median_ms([&] { fwd(); bwd(); }, 3, reps);
       good = check() && good;
       ok = ok && good;
+      const double bytes_fwd = 4.0 * n * es, bytes_all = 11.0 * n * es;
       char name[64];
       snprintf(name, sizeof name, "(%lld, %lld, %lld, %lld)", (long long)s.B, (long long)s.h, (long long)N,
                (long long)D);
-      printf("%-22s %-17s %8.3f %8.0f %4.0f%% %10.3f %8.0f %4.0f%% %7.3f %6s\n", name,
-             path ? "v1 (FMA)" : "tensor cores", t_fwd, bytes_fwd / t_fwd * 1e-6, 100 * floor_fwd / t_fwd, t_all,
-             bytes_all / t_all * 1e-6, 100 * floor_all / t_all, w, good ? "ok" : "FAILED");
+      const char* pname[] = {"tensor cores", "v1 (FMA)", "tensor cores bf16"};
+      printf("%-22s %-19s %8.3f %8.0f %4.0f%% %10.3f %8.0f %4.0f%% %7.3f %6s\n", name, pname[path], t_fwd,
+             bytes_fwd / t_fwd * 1e-6, 100 * floor_fwd * es / 4 / t_fwd, t_all, bytes_all / t_all * 1e-6,
+             100 * floor_all * es / 4 / t_all, w, good ? "ok" : "FAILED");
     }
     // The floor and PyTorch's times (when given) for this shape.
-    printf("%-22s %-17s %8.3f %8s %5s %10.3f\n", "", "floor", floor_fwd, "", "", floor_all);
-    for (const char* impl : {"nala_attn", "nala_attn_compile"}) {
+    printf("%-22s %-19s %8.3f %8s %5s %10.3f\n", "", "floor", floor_fwd, "", "", floor_all);
+    printf("%-22s %-19s %8.3f %8s %5s %10.3f\n", "", "floor bf16", floor_fwd / 2, "", "", floor_all / 2);
+    const struct {
+      const char *impl, *label;
+      double es;  // bytes an element
+    } rows[] = {{"nala_attn", "PyTorch eager", 4},
+                {"nala_attn_compile", "torch.compile", 4},
+                {"nala_attn_bf16", "PyTorch eager bf16", 2},
+                {"nala_attn_compile_bf16", "torch.compile bf16", 2}};
+    for (const auto& r : rows) {
       char tail[128];
       snprintf(tail, sizeof tail, " B=%lld h=%lld N=%lld d=%lld", (long long)s.B, (long long)s.h, (long long)N,
                (long long)D);
-      const std::string kf = std::string(impl) + " fwd" + tail, kb = std::string(impl) + " fwd_bwd" + tail;
+      const std::string kf = std::string(r.impl) + " fwd" + tail, kb = std::string(r.impl) + " fwd_bwd" + tail;
       if (!torch_ms.count(kf) || !torch_ms.count(kb)) continue;
-      const double tf = torch_ms[kf], tb = torch_ms[kb];
-      printf("%-22s %-17s %8.3f %8.0f %4.0f%% %10.3f %8.0f %4.0f%%\n", "",
-             strcmp(impl, "nala_attn") ? "torch.compile" : "PyTorch eager", tf, bytes_fwd / tf * 1e-6,
-             100 * floor_fwd / tf, tb, bytes_all / tb * 1e-6, 100 * floor_all / tb);
+      const double tf = torch_ms[kf], tb = torch_ms[kb], f = r.es / 4;  // floors scale with the element size
+      printf("%-22s %-19s %8.3f %8.0f %4.0f%% %10.3f %8.0f %4.0f%%\n", "", r.label, tf,
+             4.0 * n * r.es / tf * 1e-6, 100 * floor_fwd * f / tf, tb, 11.0 * n * r.es / tb * 1e-6,
+             100 * floor_all * f / tb);
     }
   }
   return ok ? 0 : 1;

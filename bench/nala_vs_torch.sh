@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 t=$(mktemp)
 trap 'rm -f "$t"' EXIT
-python3 bench/torch_gpu.py --parts attn ${TORCH_ARGS:-} >"$t"
+python3 bench/torch_gpu.py --parts attn --attn-dtypes fp32,bf16 ${TORCH_ARGS:-} >"$t"
 build/release/bench/bench_nala_cuda "${1:-20}" --torch "$t"

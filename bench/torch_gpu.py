@@ -42,6 +42,7 @@ Output, one parseable line per measurement, e.g.
 """
 import argparse
 import contextlib
+import itertools
 import math
 import os
 import statistics
@@ -106,14 +107,18 @@ def bench_attn(args, dev, timer, shapes):
         # One specialised graph per shape and mode (no dynamic shapes); the
         # warm-up runs include the compilation.
         compiled = torch.compile(ref.nala_attention, dynamic=False)
-    for si, (B, h, N, d) in enumerate(shapes):
-        impls = [("nala_attn", ref.nala_attention)]
+    for (si, (B, h, N, d)), dt in itertools.product(enumerate(shapes), args.attn_dtypes):
+        # bf16: q, k, v, the output gradient and the RoPE tables in bf16 (the
+        # whole op in bf16, as autocast-free PyTorch runs it); rows named *_bf16.
+        sfx = "" if dt == "fp32" else "_bf16"
+        dtype = torch.float32 if dt == "fp32" else torch.bfloat16
+        impls = [("nala_attn" + sfx, ref.nala_attention)]
         if compiled is not None and (args.compile_shapes < 0 or si < args.compile_shapes):
-            impls.append(("nala_attn_compile", compiled))
+            impls.append(("nala_attn_compile" + sfx, compiled))
         H, W = grid(N)
-        sin, cos = ref.RoPE(d).to(dev).tables(H, W)
-        q, k, v = (torch.randn(B, h, N, d, device=dev, requires_grad=True) for _ in range(3))
-        gout = torch.randn(B, h, N, d, device=dev)
+        sin, cos = (t.to(dtype) for t in ref.RoPE(d).to(dev).tables(H, W))
+        q, k, v = (torch.randn(B, h, N, d, device=dev, dtype=dtype, requires_grad=True) for _ in range(3))
+        gout = torch.randn(B, h, N, d, device=dev, dtype=dtype)
         for name, attn in impls:
 
             def fwd():
@@ -223,10 +228,16 @@ def main():
                     help="models: torch.compile's mode (default, reduce-overhead, max-autotune, ...)")
     ap.add_argument("--peak-tflops", type=float, default=790.0,
                     help="models: the peak that MFU divides by (default 790: H200 dense bf16)")
+    ap.add_argument("--attn-dtypes", default="fp32",
+                    help="attn: comma-separated, of fp32, bf16 (the inputs' and outputs' dtype)")
     ap.add_argument("--compile-shapes", type=int, default=-1,
                     help="attn: torch.compile only the first N shapes (compiling takes a while)")
     args = ap.parse_args()
     args.variants = args.variants.split(",")
+    args.attn_dtypes = args.attn_dtypes.split(",")
+    for dt in args.attn_dtypes:
+        if dt not in ("fp32", "bf16"):
+            raise SystemExit(f"torch_gpu: unknown attn dtype {dt!r} (fp32 or bf16)")
     for v in args.variants:
         if v not in VARIANTS:
             raise SystemExit(f"torch_gpu: unknown variant {v!r} (one of {', '.join(VARIANTS)})")

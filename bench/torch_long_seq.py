@@ -6,6 +6,7 @@ the output gradient uploaded, the 2-D RoPE tables built, forward, backward.
 torch.cuda.max_memory_allocated after a reset, less what was held before the
 step, is the step's peak. Rows:
   torch_nala    fp32  the composed NaLa attention of tests/reference/nalaformer_ref.py (docs/SPEC.md §2)
+  torch_nala    bf16  the same with bf16 q, k, v, output gradient and tables
   sdpa          fp32  softmax attention with 2-D RoPE: F.scaled_dot_product_attention(rope(q), rope(k), v)
   sdpa          bf16  the same with bf16 q, k, v, output gradient and tables
 Times are CUDA-event medians (forward alone under no_grad, and forward +
@@ -38,8 +39,8 @@ def sdpa_rope(q, k, v, sin, cos):
     return F.scaled_dot_product_attention(ref.apply_rope(q, sin, cos), ref.apply_rope(k, sin, cos), v)
 
 
-IMPLS = [("torch_nala", torch.float32, ref.nala_attention), ("sdpa", torch.float32, sdpa_rope),
-         ("sdpa", torch.bfloat16, sdpa_rope)]
+IMPLS = [("torch_nala", torch.float32, ref.nala_attention), ("torch_nala", torch.bfloat16, ref.nala_attention),
+         ("sdpa", torch.float32, sdpa_rope), ("sdpa", torch.bfloat16, sdpa_rope)]
 DTYPE_NAME = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 

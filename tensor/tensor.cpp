@@ -116,6 +116,11 @@ float* Tensor::f32() const {
   return (float*)raw();
 }
 
+bf16_t* Tensor::bf16() const {
+  NALA_CHECK(dtype() == DType::BF16, "expected a bf16 tensor, got ", desc());
+  return (bf16_t*)raw();
+}
+
 int64_t* Tensor::i64() const {
   NALA_CHECK(dtype() == DType::I64, "expected an i64 tensor, got ", desc());
   return (int64_t*)raw();
@@ -130,7 +135,8 @@ std::string Tensor::desc() const {
 
 bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
 Tensor& Tensor::set_requires_grad(bool r) {
-  NALA_CHECK(!r || dtype() == DType::F32, "only f32 tensors can require grad, got ", desc());
+  NALA_CHECK(!r || dtype() == DType::F32 || dtype() == DType::BF16, "only f32 and bf16 tensors can require grad, got ",
+             desc());
   must(impl_)->requires_grad = r;
   return *this;
 }
@@ -230,6 +236,7 @@ float Tensor::at(std::initializer_list<int64_t> idx) const {
   }
   const char* base = (const char*)storage()->data;
   if (dtype() == DType::I64) return (float)((const int64_t*)base)[off];
+  if (dtype() == DType::BF16) return bf16_to_float(((const bf16_t*)base)[off]);
   NALA_CHECK(dtype() == DType::F32, "at: unsupported dtype ", desc());
   return ((const float*)base)[off];
 }
@@ -242,6 +249,9 @@ std::vector<float> Tensor::to_vector() const {
   if (dtype() == DType::I64) {
     for_each_offset(shape(), strides(), offset(),
                     [&](int64_t o) { out.push_back((float)((const int64_t*)base)[o]); });
+  } else if (dtype() == DType::BF16) {
+    for_each_offset(shape(), strides(), offset(),
+                    [&](int64_t o) { out.push_back(bf16_to_float(((const bf16_t*)base)[o])); });
   } else {
     NALA_CHECK(dtype() == DType::F32, "to_vector: unsupported dtype ", desc());
     for_each_offset(shape(), strides(), offset(), [&](int64_t o) { out.push_back(((const float*)base)[o]); });

@@ -12,12 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "tensor/bf16.h"
 #include "tensor/error.h"
 
 namespace nala {
 
 enum class DType : uint8_t { F32, I64, F16, BF16 };
 enum class Device : uint8_t { CPU, CUDA };
+
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
@@ -76,6 +78,7 @@ class Tensor {
   // Typed pointer to element 0 of this view. Checks the dtype.
   float* f32() const;
   int64_t* i64() const;
+  bf16_t* bf16() const;
   void* raw() const;  // untyped pointer to element 0 of this view
 
   // Element access for tests and small host code (CPU only, any strides).

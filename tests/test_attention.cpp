@@ -215,8 +215,9 @@ TEST_CASE("nala_attention: fast kernels = naive kernels, forward and backward", 
     for (int naive = 0; naive < 2; naive++) {
       Tensor o = Tensor::empty({cs.G, N, d}), S = Tensor::empty({cs.G, F, d}), km = Tensor::empty({cs.G, F});
       Tensor dq = Tensor::empty({cs.G, N, d}), dk = Tensor::empty({cs.G, N, d}), dv = Tensor::empty({cs.G, N, d});
-      auto fwd = naive ? cpu::nala_attention_forward_naive : cpu::nala_attention_forward;
-      auto bwd = naive ? cpu::nala_attention_backward_naive : cpu::nala_attention_backward;
+      decltype(&cpu::nala_attention_forward_naive) fwd = cpu::nala_attention_forward;  // the f32 overload
+      decltype(&cpu::nala_attention_backward_naive) bwd = cpu::nala_attention_backward;
+      if (naive) fwd = cpu::nala_attention_forward_naive, bwd = cpu::nala_attention_backward_naive;
       fwd(q.f32(), k.f32(), v.f32(), o.f32(), S.f32(), km.f32(), cs.G, cs.H, cs.W, d, kNalaNormFloor);
       bwd(q.f32(), k.f32(), v.f32(), S.f32(), km.f32(), go.f32(), dq.f32(), dk.f32(), dv.f32(), cs.G, cs.H, cs.W, d,
           kNalaNormFloor);

@@ -312,8 +312,9 @@ TEST_CASE("cuda: nala_attention tensor-core path against the first version", "[c
       auto empty = [](const Shape& sh) { return Tensor::full(sh, NAN, Device::CUDA); };  // poisoned
       Tensor o = empty({G, N, d}), S = empty({G, F, d}), km = empty({G, F});
       Tensor dq = empty({G, N, d}), dk = empty({G, N, d}), dv = empty({G, N, d});
-      auto fwd = path ? cuda::nala_attention_forward_v1 : cuda::nala_attention_forward;
-      auto bwd = path ? cuda::nala_attention_backward_v1 : cuda::nala_attention_backward;
+      decltype(&cuda::nala_attention_forward_v1) fwd = cuda::nala_attention_forward;  // the f32 overload
+      decltype(&cuda::nala_attention_backward_v1) bwd = cuda::nala_attention_backward;
+      if (path) fwd = cuda::nala_attention_forward_v1, bwd = cuda::nala_attention_backward_v1;
       fwd(qg.f32(), kg.f32(), vg.f32(), o.f32(), S.f32(), km.f32(), G, H, W, d, kNalaNormFloor);
       bwd(qg.f32(), kg.f32(), vg.f32(), S.f32(), km.f32(), gog.f32(), dq.f32(), dk.f32(), dv.f32(), G, H, W, d,
           kNalaNormFloor);

@@ -103,6 +103,34 @@ TEST_CASE("cuda: nala_attention at long N allocates only its tensors and the sta
   }
 }
 
+TEST_CASE("cuda: nala_attention on bf16 at long N allocates only its bf16 tensors and the state",
+          "[cuda][attention][memory][bf16]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(173);
+  // As above with q, k, v, go, o, dq, dk, dv in bf16: half the bytes each. The
+  // partial states (float32) still fit in o and dk, now of 2-byte elements.
+  for (int64_t d : {16, 64}) {
+    const int64_t H = 251, W = 257, N = H * W;
+    INFO("(1, 1, " << N << ", " << d << ") bf16");
+    const Shape s = {1, 1, N, d};
+    std::vector<Tensor> in;
+    for (float sd : {0.5f, 0.8f, 1.0f, 1.0f}) in.push_back(cast(randn(s, rng, sd), DType::BF16));
+    std::vector<Tensor> got;
+    const size_t peak = step_peak(nala_attention, in, H, W, &got);
+    const size_t tensors = 8 * pool_size(N * d * 2), state = pool_size((2 * d * d + 2 * d) * 4);
+    INFO("peak " << peak << " bytes, the eight tensors " << tensors << ", one state " << state);
+    REQUIRE(peak >= tensors);
+    REQUIRE(peak <= tensors + 3 * state + 1024);
+    std::vector<Tensor> ref = cpu_step(nala_attention, in, H, W);
+    const char* names[] = {"o", "dq", "dk", "dv"};
+    for (int i = 0; i < 4; i++) {
+      INFO(names[i]);
+      REQUIRE(got[i].dtype() == DType::BF16);
+      REQUIRE_CLOSE(got[i], ref[i], 1e-4, 1e-3 + 1.0 / 128);
+    }
+  }
+}
+
 TEST_CASE("cuda: softmax_attention allocates no rope copies", "[cuda][attention][memory]") {
   SKIP_WITHOUT_CUDA();
   Rng rng(172);

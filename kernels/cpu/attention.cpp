@@ -814,5 +814,40 @@ void softmax_attention_backward(const float* q, const float* k, const float* v, 
   }
 }
 
+// ---- bf16 inputs and outputs: widen, the float32 kernels, round once ----
+
+namespace {
+std::vector<float> widen(const bf16_t* x, int64_t n) {
+  std::vector<float> out((size_t)n);
+  for (int64_t i = 0; i < n; i++) out[i] = bf16_to_float(x[i]);
+  return out;
+}
+void round_into(bf16_t* out, const std::vector<float>& x) {
+  for (size_t i = 0; i < x.size(); i++) out[i] = float_to_bf16(x[i]);
+}
+}  // namespace
+
+void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,
+                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor) {
+  const int64_t n = G * H * W * D;
+  const std::vector<float> qf = widen(q, n), kf = widen(k, n), vf = widen(v, n);
+  std::vector<float> of((size_t)n);
+  nala_attention_forward(qf.data(), kf.data(), vf.data(), of.data(), S, kmean, G, H, W, D, norm_floor);
+  round_into(o, of);
+}
+
+void nala_attention_backward(const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* S, const float* kmean,
+                             const bf16_t* gout, bf16_t* dq, bf16_t* dk, bf16_t* dv, int64_t G, int64_t H, int64_t W,
+                             int64_t D, float norm_floor) {
+  const int64_t n = G * H * W * D;
+  const std::vector<float> qf = widen(q, n), kf = widen(k, n), vf = widen(v, n), gf = widen(gout, n);
+  std::vector<float> dqf((size_t)n), dkf((size_t)n), dvf((size_t)n);
+  nala_attention_backward(qf.data(), kf.data(), vf.data(), S, kmean, gf.data(), dqf.data(), dkf.data(), dvf.data(), G,
+                          H, W, D, norm_floor);
+  round_into(dq, dqf);
+  round_into(dk, dkf);
+  round_into(dv, dvf);
+}
+
 }  // namespace cpu
 }  // namespace nala

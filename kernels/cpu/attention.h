@@ -25,9 +25,14 @@
 // takes q, k, v, o, lse and recomputes the scores row by row (no N x N
 // buffer in the fast version).
 //
+// NaLa also takes bf16 q, k, v (and output gradient) and writes bf16 o, dq,
+// dk, dv (overloads below); S and kmean are float32 either way.
+//
 // Every kernel here overwrites (=) its outputs.
 #pragma once
 #include <cstdint>
+
+#include "tensor/bf16.h"
 
 namespace nala {
 namespace cpu {
@@ -36,6 +41,14 @@ void nala_attention_forward(const float* q, const float* k, const float* v, floa
                             int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor);
 void nala_attention_backward(const float* q, const float* k, const float* v, const float* S, const float* kmean,
                              const float* gout, float* dq, float* dk, float* dv, int64_t G, int64_t H, int64_t W,
+                             int64_t D, float norm_floor);
+// bf16 q, k, v, o (and gout, dq, dk, dv): the float32 kernels above on the
+// inputs' values, each output rounded once to bf16 (tensor/bf16.h); S and
+// kmean stay float32.
+void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,
+                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor);
+void nala_attention_backward(const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* S, const float* kmean,
+                             const bf16_t* gout, bf16_t* dq, bf16_t* dk, bf16_t* dv, int64_t G, int64_t H, int64_t W,
                              int64_t D, float norm_floor);
 // References: one problem at a time, whole (N, F) feature arrays, double.
 void nala_attention_forward_naive(const float* q, const float* k, const float* v, float* o, float* S, float* kmean,

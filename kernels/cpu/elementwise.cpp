@@ -95,6 +95,15 @@ void copy(float* out, const float* x, int64_t n) {
   map1(out, x, n, [](float v) { return v; });
 }
 
+void cast_f32_bf16(bf16_t* out, const float* x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kPar)
+  for (int64_t i = 0; i < n; i++) out[i] = float_to_bf16(x[i]);
+}
+void cast_bf16_f32(float* out, const bf16_t* x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kPar)
+  for (int64_t i = 0; i < n; i++) out[i] = bf16_to_float(x[i]);
+}
+
 void scale_forward(float* out, const float* x, float s, int64_t n) {
   map1(out, x, n, [s](float v) { return v * s; });
 }

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/shape.h"
+#include "tensor/bf16.h"
 
 namespace nala {
 
@@ -26,6 +27,10 @@ namespace cpu {
 void axpy(float* y, const float* x, float a, int64_t n);
 void fill(float* out, float v, int64_t n);
 void copy(float* out, const float* x, int64_t n);
+
+// ---- dtype casts: float32 to bf16 (to nearest even, tensor/bf16.h) and back (exact)
+void cast_f32_bf16(bf16_t* out, const float* x, int64_t n);
+void cast_bf16_f32(float* out, const bf16_t* x, int64_t n);
 
 // ---- scalar-parameter ops: out = x * s, out = x + s -----------------------
 // (backward of scale is scale_forward of the gradient; of add_scalar, copy)

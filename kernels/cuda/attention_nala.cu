@@ -6,6 +6,13 @@
 // Shape letters: G = B * heads problems, N = H * W tokens, D head dim,
 // F = 2D features; S (F, D) and kmean (F) per problem.
 //
+// Element type T: float32 or bf16 for q, k, v, dO and o, dq, dk, dv (the
+// kernels are templates; ld2/ld4 widen as they read, st2 rounds as it
+// writes). Everything on chip, S, kmean and the partials are float32, and
+// the products are the same 3-pass products either way, so a bf16 run is
+// the float32 run on the rounded inputs, rounded once at the end. bf16 halves
+// the floor below (and the memory of the eight arrays).
+//
 // The floor, at (B, h, N, d) = (128, 1, 3136, 64) float32, where each of q, k,
 // v, o, dO, dq, dk, dv is 102.8 MB. Forward must read q, k, v and write o:
 // 411 MB, 0.096 ms at the 4.3 TB/s an H200 copies at. Backward must read
@@ -79,6 +86,7 @@
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/rope.h"
 #include "tensor/tensor.h"
@@ -192,6 +200,23 @@ __device__ __forceinline__ float2 lds2(const float* p) {
   return y;
 }
 
+// Element I/O: the kernels take T = float or __nv_bfloat16 for q, k, v, dO
+// and o, dq, dk, dv (everything else is float32). Values are widened to
+// float as they are read and rounded once (to nearest even) as they are
+// written; the arithmetic in between is the same for both types.
+__device__ __forceinline__ float2 ld2(const float* p) { return *(const float2*)p; }
+__device__ __forceinline__ float2 ld2(const __nv_bfloat16* p) { return __bfloat1622float2(*(const __nv_bfloat162*)p); }
+__device__ __forceinline__ float4 ld4(const float* p) { return *(const float4*)p; }
+__device__ __forceinline__ float4 ld4(const __nv_bfloat16* p) {
+  const uint2 u = *(const uint2*)p;
+  const float2 a = __bfloat1622float2(*(const __nv_bfloat162*)&u.x), b = __bfloat1622float2(*(const __nv_bfloat162*)&u.y);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ void st2(float* p, float a, float b) { *(float2*)p = make_float2(a, b); }
+__device__ __forceinline__ void st2(__nv_bfloat16* p, float a, float b) {
+  *(__nv_bfloat162*)p = __floats2bfloat162_rn(a, b);
+}
+
 struct QRow {
   float norm, th, p, inv;
 };
@@ -210,25 +235,18 @@ __device__ __forceinline__ QRow query_row(const float2 (&x)[NP], float floor) {
   return s;
 }
 
-// One warp copies rows [n0, n0 + 16) of an (N, D) array into a (16, D + 8)
-// shared tile, zeros for rows at or past n1.
-template <int D>
-__device__ __forceinline__ void stage_rows(float* dst, const float* src, int n0, int n1, int lane) {
-  constexpr int C4 = D / 4;
+// One warp copies rows [n0, n0 + 16) of an (N, D) array of T into a (16, D + 8)
+// shared tile of T, zeros for rows at or past n1 (16 bytes a copy).
+template <int D, typename T>
+__device__ __forceinline__ void stage_rows(T* dst, const T* src, int n0, int n1, int lane) {
+  constexpr int E = 16 / sizeof(T), C = D / E;  // elements a copy, copies a row
+  static_assert(16 * C % 32 == 0, "whole copies per lane");
 #pragma unroll
-  for (int i = 0; i < 16 * C4 / 32; i++) {
-    const int c = lane + 32 * i, row = c / C4, col = 4 * (c % C4), n = n0 + row;
+  for (int i = 0; i < 16 * C / 32; i++) {
+    const int c = lane + 32 * i, row = c / C, col = E * (c % C), n = n0 + row;
     const bool ok = n < n1;
     cp_async16(dst + row * (D + 8) + col, src + (ok ? (size_t)n * D : 0) + col, ok);
   }
-}
-// The pairs this thread holds of rows g and g + 8: features 8j + 2t, +1.
-template <int D>
-__device__ __forceinline__ void read_pairs(const float* st, float2 (&x)[2][D / 8], int g, int t) {
-#pragma unroll
-  for (int r = 0; r < 2; r++)
-#pragma unroll
-    for (int j = 0; j < D / 8; j++) x[r][j] = *(const float2*)(st + (g + 8 * r) * (D + 8) + 8 * j + 2 * t);
 }
 
 // Sum the partials of one problem in chunk order, times scale: M as bf16
@@ -324,29 +342,33 @@ struct StateLayout {
 
 // part[g, chunk] = [sum over the chunk of rk^T v (F, D), sum of fk (F)] (=).
 // Steps of kT1 tokens. The k and v rows of steps i + 1 and i + 2 are in
-// flight (cp.async) while step i is prepared and multiplied. Lane l of warp w
+// flight (cp.async) while step i is prepared and multiplied (rows of T: bf16
+// rows take half the stage, D + 8 elements a row). Lane l of warp w
 // prepares token l of the step, features 4 e4 .. 4 e4 + 3 of each half for
 // e4 = w, w + 8, ...: it reads them from the stage (16 bytes), and its stores
 // to the feature-major tiles are consecutive words across the warp.
 // (The first tensor-core version read k and v straight into registers with a
 // lane per token: each warp load touched 32 rows of 256 bytes, and the
 // profile showed 57% of the L2 sectors fetched twice and L1 busy 86%.)
-template <int D>
+template <int D, typename T>
 __global__ void __launch_bounds__(kThreads, 2)
-    nala_state_kernel(const float* __restrict__ k, const float* __restrict__ v, Rope rope, float* __restrict__ part,
+    nala_state_kernel(const T* __restrict__ k, const T* __restrict__ v, Rope rope, float* __restrict__ part,
                       int N, int nch, int L) {
   using TL = Tile<D>;
   using SL = StateLayout<D>;
-  constexpr int F = 2 * D, Q4 = D / 4, LT = SL::LT, LK = SL::LK, MT = TL::MT, NT = TL::NT;
+  // A stage row: D + 4 floats, or D + 8 bf16 (16-byte aligned rows for cp.async).
+  constexpr int F = 2 * D, Q4 = D / 4, LT = SL::LT, LK = sizeof(T) == 4 ? SL::LK : D + 8, MT = TL::MT, NT = TL::NT;
+  constexpr int STAGE = 2 * kT1 * LK;  // elements of T a stage
+  static_assert(STAGE * sizeof(T) <= SL::STAGE * sizeof(float), "a stage fits the float layout");
   constexpr int IPT = (Q4 + kWarps - 1) / kWarps;  // feature groups per lane
   static_assert(kT1 == 32, "a lane per token of the step");
   extern __shared__ __align__(16) float smem[];
-  float* ring = smem + SL::BUF;
+  T* ring = (T*)(smem + SL::BUF);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int wk = warp / (TL::WGM * TL::WGN), wm = warp % (TL::WGM * TL::WGN) / TL::WGN, wn = warp % TL::WGN;
   const int pb = blockIdx.x / nch, ch = blockIdx.x % nch, j0 = ch * L, j1 = min(N, j0 + L);
-  const float* kg = k + (size_t)pb * N * D;
-  const float* vg = v + (size_t)pb * N * D;
+  const T* kg = k + (size_t)pb * N * D;
+  const T* vg = v + (size_t)pb * N * D;
   float acc[MT][NT][4];
 #pragma unroll
   for (int mi = 0; mi < MT; mi++)
@@ -361,26 +383,26 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int m = 0; m < 8; m++) fs[i][m] = 0.0f;
   // The k and v rows of the step at `base` into stage b (zeros past the chunk).
   auto fetch = [&](int base, int b) {
-    float* st = ring + b * SL::STAGE;
-    constexpr int C4 = D / 4, PER = 2 * kT1 * C4;
+    T* st = ring + b * STAGE;
+    constexpr int E = 16 / sizeof(T), C = D / E, PER = 2 * kT1 * C;  // elements a copy, copies a row
     for (int x = tid; x < PER; x += kThreads) {
-      const int which = x / (kT1 * C4), y = x % (kT1 * C4), row = y / C4, col = 4 * (y % C4), n = base + row;
+      const int which = x / (kT1 * C), y = x % (kT1 * C), row = y / C, col = E * (y % C), n = base + row;
       const bool ok = n < j1;
-      const float* src = which ? vg : kg;
+      const T* src = which ? vg : kg;
       cp_async16(st + (which * kT1 + row) * LK + col, src + (ok ? (size_t)n * D + col : 0), ok);
     }
   };
   // rk (rope of [k^3]+, [-k^3]+) and v of the step at `base` (in stage sb) into the tile buffer, as tf32 hi/lo.
   auto prep = [&](int base, int sb) {
     float *rkh = smem, *rkl = smem + F * LT, *vh = smem + 2 * F * LT, *vl = vh + D * LT;
-    const float* sk = ring + sb * SL::STAGE + lane * LK;
-    const float* sv = sk + kT1 * LK;
+    const T* sk = ring + sb * STAGE + lane * LK;
+    const T* sv = sk + kT1 * LK;
     const int n = base + lane, rr = n / rope.W, cc = n - rr * rope.W;
 #pragma unroll
     for (int i = 0; i < IPT; i++) {
       const int e = 4 * (warp + kWarps * i);
       if (e < D) {
-        const float4 kx = *(const float4*)(sk + e), vx = *(const float4*)(sv + e);
+        const float4 kx = ld4(sk + e), vx = ld4(sv + e);
         float r[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
         if (n < j1) {
           const float x[4] = {kx.x, kx.y, kx.z, kx.w};
@@ -472,7 +494,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // The tile buffer takes the other warp groups' tiles, the first stage the fk sums.
   float* out = part + (size_t)blockIdx.x * (F * D + F);
-  float* red = ring;
+  float* red = smem + SL::BUF;  // the first stage
   const int m0 = wm * MT * 16, n0 = wn * NT * 8;
   if (TL::WGK > 1) {
     if (wk > 0) tiles_io<MT, NT>(smem + (size_t)(wk - 1) * F * D, D, acc, m0, n0, g, t, 0);
@@ -509,10 +531,10 @@ struct OutputLayout {
 };
 
 // S, kmean from the partials (block of chunk 0), and o = (z rq) S for the chunk's tokens.
-template <int D>
+template <int D, typename T>
 __global__ void __launch_bounds__(kThreads, 2)
-    nala_output_kernel(const float* __restrict__ q, const float* __restrict__ part, Rope rope,
-                       float* __restrict__ o, float* __restrict__ S, float* __restrict__ kmean, int N, int nparts,
+    nala_output_kernel(const T* __restrict__ q, const float* __restrict__ part, Rope rope,
+                       T* __restrict__ o, float* __restrict__ S, float* __restrict__ kmean, int N, int nparts,
                        int nch, int L, float invN, float floor) {
   constexpr int F = 2 * D, NP = D / 8, LS = D + 8, LQ = D + 8, P = F * D + F;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -527,25 +549,25 @@ __global__ void __launch_bounds__(kThreads, 2)
   __syncthreads();
 
   const int i0 = ch * L, i1 = min(N, i0 + L), ntile = (i1 - i0 + 15) / 16;
-  const float* qg = q + (size_t)pb * N * D;
-  float* og = o + (size_t)pb * N * D;
-  float* st = stage + warp * 2 * 16 * LQ;
+  const T* qg = q + (size_t)pb * N * D;
+  T* og = o + (size_t)pb * N * D;
+  T* st = (T*)stage + warp * 2 * 16 * LQ;  // two (16, LQ) tiles of T a warp
   // This lane's ldmatrix.trans row of S (hi, lo): row k0 + (lane & 15), column 16 np + 8 (lane >> 4).
   const uint32_t sbh = smem_addr(sh + (lane & 15) * LS + (lane >> 4) * 8), sbl = smem_addr(sl + (lane & 15) * LS + (lane >> 4) * 8);
-  if (warp < ntile) stage_rows<D>(st, qg, i0 + 16 * warp, i1, lane);
+  if (warp < ntile) stage_rows<D, T>(st, qg, i0 + 16 * warp, i1, lane);
   cp_async_commit();
   int buf = 0;
   for (int tile = warp; tile < ntile; tile += kWarps, buf ^= 1) {
     __syncwarp();  // every lane is done reading the buffer refilled next
-    if (tile + kWarps < ntile) stage_rows<D>(st + (buf ^ 1) * 16 * LQ, qg, i0 + 16 * (tile + kWarps), i1, lane);
+    if (tile + kWarps < ntile) stage_rows<D, T>(st + (buf ^ 1) * 16 * LQ, qg, i0 + 16 * (tile + kWarps), i1, lane);
     cp_async_commit();
     cp_async_wait<1>();
     __syncwarp();
     // q stays in the stage while the tile is worked on. u^p is made once, for the A operand;
     // the normaliser's sum rides along (z only scales the finished rows), where the first
     // version made u^p a second time in a pass of its own for z.
-    const float* sq = st + buf * 16 * LQ;
-    auto xq = [&](int r, int j) { return *(const float2*)(sq + (g + 8 * r) * LQ + 8 * j + 2 * t); };
+    const T* sq = st + buf * 16 * LQ;
+    auto xq = [&](int r, int j) { return ld2(sq + (g + 8 * r) * LQ + 8 * j + 2 * t); };
     const int nb = i0 + 16 * tile;
     const LaneRope<D> tb[2] = {LaneRope<D>(rope, min(nb + g, N - 1), t), LaneRope<D>(rope, min(nb + g + 8, N - 1), t)};
     QRow qs[2];
@@ -597,7 +619,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (n < i1)
 #pragma unroll
         for (int nt = 0; nt < D / 8; nt++)
-          *(float2*)(og + (size_t)n * D + 8 * nt + 2 * t) = make_float2(z[r] * acc[nt][2 * r], z[r] * acc[nt][2 * r + 1]);
+          st2(og + (size_t)n * D + 8 * nt + 2 * t, z[r] * acc[nt][2 * r], z[r] * acc[nt][2 * r + 1]);
     }
   }
   cp_async_wait<0>();
@@ -625,10 +647,10 @@ struct QueryGradLayout {
 //      of q) dfq = z rope^T(w) + dden kmean, gf = dfq fq, dp = sum gf ln u, sum of p gf,
 //      then dq = dn q / |q| + p gf / q. dden fq goes into the warp's dkm row.
 //   3. the block: dS += Z^T G over the step (bf16 3-pass).
-template <int D>
+template <int D, typename T>
 __global__ void __launch_bounds__(kThreads, 1)
-    nala_query_grad_kernel(const float* __restrict__ q, const float* __restrict__ S, const float* __restrict__ kmean,
-                           const float* __restrict__ gout, Rope rope, float* __restrict__ dq,
+    nala_query_grad_kernel(const T* __restrict__ q, const float* __restrict__ S, const float* __restrict__ kmean,
+                           const T* __restrict__ gout, Rope rope, T* __restrict__ dq,
                            float* __restrict__ part, int N, int nch, int L, float floor) {
   using TL = Tile<D>;
   constexpr int F = 2 * D, NP = D / 8, LS = D + 8, LQ = D + 8, LZ = F + 8, LG = D + 8, MT = TL::MT, NT = TL::NT;
@@ -655,16 +677,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int x = tid; x < kWarps * F; x += kThreads) dkmw[x] = 0.0f;
   __syncthreads();
 
-  const float* qg = q + (size_t)pb * N * D;
-  const float* gg = gout + (size_t)pb * N * D;
-  float* dqg = dq + (size_t)pb * N * D;
-  float* sg = stage + warp * 16 * LQ;
+  const T* qg = q + (size_t)pb * N * D;
+  const T* gg = gout + (size_t)pb * N * D;
+  T* dqg = dq + (size_t)pb * N * D;
+  T* sg = (T*)stage + warp * 16 * LQ;
   const int niter = (i1 - i0 + kTok3 - 1) / kTok3;
   // This lane's ldmatrix.trans rows for dS: z rq (row k0 + (lane & 7) + 8 (lane >> 4), column
   // m0 + 8 ((lane >> 3) & 1)) and go (row k0 + (lane & 15), column n0 + 8 (lane >> 4)).
   const int lz = ((lane & 7) + ((lane >> 4) << 3)) * LZ + ((lane >> 3) & 1) * 8, lg = (lane & 15) * LG + (lane >> 4) * 8;
   const uint32_t zbh = smem_addr(zh + lz), zbl = smem_addr(zl + lz), gbh = smem_addr(gh + lg), gbl = smem_addr(gl + lg);
-  stage_rows<D>(sg, gg, i0 + 16 * warp, i1, lane);
+  stage_rows<D, T>(sg, gg, i0 + 16 * warp, i1, lane);
   cp_async_commit();
   float dacc[MT][NT][4];
 #pragma unroll
@@ -683,11 +705,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int n = nb + g + 8 * r;
 #pragma unroll
       for (int j = 0; j < NP; j++)
-        xq[r][j] = n < i1 ? *(const float2*)(qg + (size_t)n * D + 8 * j + 2 * t) : make_float2(0.0f, 0.0f);
+        xq[r][j] = n < i1 ? ld2(qg + (size_t)n * D + 8 * j + 2 * t) : make_float2(0.0f, 0.0f);
     }
     cp_async_wait<0>();
     __syncwarp();
-    auto gop = [&](int r, int j) { return *(const float2*)(sg + (g + 8 * r) * LQ + 8 * j + 2 * t); };
+    auto gop = [&](int r, int j) { return ld2(sg + (g + 8 * r) * LQ + 8 * j + 2 * t); };
     // W = go S^T for the warp's 16 tokens: w[nt] holds features 8 nt + 2t, +1 of rows g, g + 8,
     // which are the features whose fq this thread holds. The k index t (t + 4) of a step
     // stands for column 8j + 2t (8j + 2t + 1) of go and S.
@@ -751,7 +773,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
     __syncwarp();  // every lane is done with the go stage: the next step's rows go in flight
-    if (it + 1 < niter) stage_rows<D>(sg, gg, nb + kTok3, i1, lane);
+    if (it + 1 < niter) stage_rows<D, T>(sg, gg, nb + kTok3, i1, lane);
     cp_async_commit();
     // On the active half of each value (the sign of q): dfq = z rope^T(w) + dden kmean
     // (rope^T: the pair rotated back), gf = dfq fq; dp = sum gf ln u, sum of p gf (= du u);
@@ -809,7 +831,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           out[m] = dnq[r] * x + (fabsf(x) >= kTiny ? qs[r].p * gfv[r][j][m] * rcp(x) : 0.0f);
         }
         const int n = nb + g + 8 * r;
-        if (n < i1) *(float2*)(dqg + (size_t)n * D + 8 * j + 2 * t) = make_float2(out[0], out[1]);
+        if (n < i1) st2(dqg + (size_t)n * D + 8 * j + 2 * t, out[0], out[1]);
       }
     __syncthreads();  // the step's z rq and go rows are all in shared memory
     // dS += Z^T G over the step's tokens: A from z rq (tokens x features) through
@@ -872,10 +894,10 @@ struct KeyGradLayout {
 };
 
 // dS, dkm from the partials (times 1/N), then dv = rk dS, drk = v dS^T and dk for the chunk's tokens.
-template <int D>
+template <int D, typename T>
 __global__ void __launch_bounds__(kWarps4 * 32, 2)
-    nala_key_grad_kernel(const float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ part,
-                         Rope rope, float* __restrict__ dk, float* __restrict__ dv, int N, int nparts, int nch, int L,
+    nala_key_grad_kernel(const T* __restrict__ k, const T* __restrict__ v, const float* __restrict__ part,
+                         Rope rope, T* __restrict__ dk, T* __restrict__ dv, int N, int nparts, int nch, int L,
                          float invN) {
   constexpr int F = 2 * D, NP = D / 8, LS = D + 8, LQ = D + 8, P = F * D + F;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -889,35 +911,35 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
   __syncthreads();
 
   const int i0 = ch * L, i1 = min(N, i0 + L), ntile = (i1 - i0 + 15) / 16;
-  const float* kg = k + (size_t)pb * N * D;
-  const float* vg = v + (size_t)pb * N * D;
-  float* dkg = dk + (size_t)pb * N * D;
-  float* dvg = dv + (size_t)pb * N * D;
-  float* st = stage + warp * 2 * 2 * 16 * LQ;
+  const T* kg = k + (size_t)pb * N * D;
+  const T* vg = v + (size_t)pb * N * D;
+  T* dkg = dk + (size_t)pb * N * D;
+  T* dvg = dv + (size_t)pb * N * D;
+  T* st = (T*)stage + warp * 2 * 2 * 16 * LQ;
   // This lane's ldmatrix rows of dS (hi, lo): .trans for dv (row k0 + (lane & 15), column
   // 16 np + 8 (lane >> 4)), plain for drk (row 16 np + (lane & 7) + 8 (lane >> 4), column
   // 16 s + 8 ((lane >> 3) & 1)).
   const int lt = (lane & 15) * LS + (lane >> 4) * 8, ln = ((lane & 7) + ((lane >> 4) << 3)) * LS + ((lane >> 3) & 1) * 8;
   const uint32_t tbh = smem_addr(sh + lt), tbl = smem_addr(sl + lt), nbh = smem_addr(sh + ln), nbl = smem_addr(sl + ln);
   if (warp < ntile) {
-    stage_rows<D>(st, kg, i0 + 16 * warp, i1, lane);
-    stage_rows<D>(st + 16 * LQ, vg, i0 + 16 * warp, i1, lane);
+    stage_rows<D, T>(st, kg, i0 + 16 * warp, i1, lane);
+    stage_rows<D, T>(st + 16 * LQ, vg, i0 + 16 * warp, i1, lane);
   }
   cp_async_commit();
   int buf = 0;
   for (int tile = warp; tile < ntile; tile += kWarps4, buf ^= 1) {
     __syncwarp();  // every lane is done reading the buffer refilled next
     if (tile + kWarps4 < ntile) {
-      float* nx = st + (buf ^ 1) * 2 * 16 * LQ;
-      stage_rows<D>(nx, kg, i0 + 16 * (tile + kWarps4), i1, lane);
-      stage_rows<D>(nx + 16 * LQ, vg, i0 + 16 * (tile + kWarps4), i1, lane);
+      T* nx = st + (buf ^ 1) * 2 * 16 * LQ;
+      stage_rows<D, T>(nx, kg, i0 + 16 * (tile + kWarps4), i1, lane);
+      stage_rows<D, T>(nx + 16 * LQ, vg, i0 + 16 * (tile + kWarps4), i1, lane);
     }
     cp_async_commit();
     cp_async_wait<1>();
     __syncwarp();
-    const float* sk = st + buf * 2 * 16 * LQ;  // k and v rows stay here while the tile is worked on
-    const float* sv = sk + 16 * LQ;
-    auto pair = [&](const float* rows, int r, int j) { return *(const float2*)(rows + (g + 8 * r) * LQ + 8 * j + 2 * t); };
+    const T* sk = st + buf * 2 * 16 * LQ;  // k and v rows stay here while the tile is worked on
+    const T* sv = sk + 16 * LQ;
+    auto pair = [&](const T* rows, int r, int j) { return ld2(rows + (g + 8 * r) * LQ + 8 * j + 2 * t); };
     const int nb = i0 + 16 * tile;
     const LaneRope<D> tb[2] = {LaneRope<D>(rope, min(nb + g, N - 1), t), LaneRope<D>(rope, min(nb + g + 8, N - 1), t)};
     // dv = rk dS: A = rk from registers (a rope pair per fragment register), B = dS through ldmatrix.trans.
@@ -956,7 +978,7 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
         if (n < i1)
 #pragma unroll
           for (int nt = 0; nt < D / 8; nt++)
-            *(float2*)(dvg + (size_t)n * D + 8 * nt + 2 * t) = make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]);
+            st2(dvg + (size_t)n * D + 8 * nt + 2 * t, acc[nt][2 * r], acc[nt][2 * r + 1]);
       }
     }
     // drk = v dS^T: A = v from registers, B[c][a] = dS[a][c] through plain ldmatrix.
@@ -1005,7 +1027,7 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
           if (kc < 0.0f) gk -= df[1][m] + dkm[D + e + m];
           out[m] = gk * 3.0f * x * x;
         }
-        if (n < i1) *(float2*)(dkg + (size_t)n * D + e) = make_float2(out[0], out[1]);
+        if (n < i1) st2(dkg + (size_t)n * D + e, out[0], out[1]);
       }
     }
   }
@@ -1067,35 +1089,46 @@ struct Plan {
 // (staging and writing a partial state of F * (D + 1) floats, ~kBlockCost
 // tokens' worth), and every chunk adds a partial for the next kernel to read:
 // minimise waves * (length + kBlockCost).
+// The chunks' partial states (P floats each) should fit in the spare output
+// (`spare` floats per problem, class Partials below), or the pair allocates
+// them: the best plan whose partials fit is taken when it costs at most
+// kFitSlack more than the best plan (at long sequences it does: chunks of
+// 288 instead of 256 tokens for one bf16 problem of 65,536 tokens at d = 64,
+// where the partials of 256 chunks would need 8.5 MB and o holds 8.4).
 constexpr int64_t kBlockCost = 256;
-Plan plan_chunks(int64_t G, int64_t N, int64_t quantum, int64_t slots) {
-  Plan best{0, 0};
-  int64_t best_cost = -1;
+constexpr double kFitSlack = 1.15;
+constexpr int64_t kNoPartials = INT64_MAX;  // `spare` of a kernel that writes no partials (any plan fits)
+Plan plan_chunks(int64_t G, int64_t N, int64_t quantum, int64_t slots, int64_t P, int64_t spare) {
+  Plan best{0, 0}, fit{0, 0};
+  int64_t best_cost = -1, fit_cost = -1;
   for (int64_t c = 1; c <= 4096; c++) {
     const int64_t L = ((N + c - 1) / c + quantum - 1) / quantum * quantum, nch = (N + L - 1) / L;
     if (nch != c) continue;  // same chunks as a smaller count
     const int64_t cost = (G * nch + slots - 1) / slots * (L + kBlockCost);
     if (best_cost < 0 || cost < best_cost) best = {(int)L, (int)nch}, best_cost = cost;
+    if ((nch == 1 || nch * P <= spare) && (fit_cost < 0 || cost < fit_cost)) fit = {(int)L, (int)nch}, fit_cost = cost;
     if (L == quantum) break;
   }
-  return best;
+  return fit_cost >= 0 && fit_cost <= kFitSlack * best_cost ? fit : best;
 }
 
 // The workspace of a kernel pair: nch partials of P floats per problem, and
 // their sum (P floats per problem), which the second kernel reads. The
-// partials go into `spare`, an output of G * N * D floats that the second
-// kernel writes and the first does not touch, when they fit there (nch * P
-// <= N * D, i.e. chunks of at least ~2D tokens: at long sequences), so the
-// pair allocates only the G * P floats of the sum; else into a tensor of
-// their own. With one chunk the partial is the sum.
+// partials go into `spare`, an output of G * N * D elements of `elem` bytes
+// that the second kernel writes and the first does not touch, when they fit
+// there (nch * P floats <= N * D elements, i.e. chunks of at least ~2D tokens
+// in float32, ~4D in bf16: at long sequences), so the pair allocates only the
+// G * P floats of the sum; else into a tensor of their own. With one chunk
+// the partial is the sum.
 struct Partials {
   Tensor sum, own;
   float* part;
   int64_t G, nch, P;
-  Partials(int64_t G_, int64_t N, int64_t nch_, float* spare, int64_t D) : G(G_), nch(nch_), P(2 * D * D + 2 * D) {
+  Partials(int64_t G_, int64_t N, int64_t nch_, void* spare, size_t elem, int64_t D)
+      : G(G_), nch(nch_), P(2 * D * D + 2 * D) {
     sum = Tensor::empty({G * P}, DType::F32, Device::CUDA);
     if (nch == 1) part = sum.f32();
-    else if (nch * P <= N * D) part = spare;
+    else if ((size_t)(nch * P) * sizeof(float) <= (size_t)(N * D) * elem) part = (float*)spare;
     else own = Tensor::empty({G * nch * P}, DType::F32, Device::CUDA), part = own.f32();
   }
   void reduce(const char* op) const {
@@ -1107,46 +1140,48 @@ struct Partials {
   }
 };
 
-template <int D>
+// T: float or __nv_bfloat16, the type of q, k, v, dO and of o, dq, dk, dv.
+template <int D, typename T>
 struct Kernels {
   static int slots(int which) {  // per kernel, measured once
     static const int s[4] = {
-        slots_of(nala_state_kernel<D>, kThreads, StateLayout<D>::bytes),
-        slots_of(nala_output_kernel<D>, kThreads, OutputLayout<D>::bytes),
-        slots_of(nala_query_grad_kernel<D>, kThreads, QueryGradLayout<D>::bytes),
-        slots_of(nala_key_grad_kernel<D>, kWarps4 * 32, KeyGradLayout<D>::bytes)};
+        slots_of(nala_state_kernel<D, T>, kThreads, StateLayout<D>::bytes),
+        slots_of(nala_output_kernel<D, T>, kThreads, OutputLayout<D>::bytes),
+        slots_of(nala_query_grad_kernel<D, T>, kThreads, QueryGradLayout<D>::bytes),
+        slots_of(nala_key_grad_kernel<D, T>, kWarps4 * 32, KeyGradLayout<D>::bytes)};
     return s[which];
   }
 
-  static void forward(const float* q, const float* k, const float* v, float* o, float* S, float* kmean, int64_t G,
-                      int64_t H, int64_t W, float floor, const char* op) {
+  static void forward(const T* q, const T* k, const T* v, T* o, float* S, float* kmean, int64_t G, int64_t H,
+                      int64_t W, float floor, const char* op) {
     const int64_t N = H * W;
     const Rope rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
-    const Plan p1 = plan_chunks(G, N, kT1, slots(0)), p2 = plan_chunks(G, N, 16 * kWarps, slots(1));
+    const int64_t P = 2 * D * D + 2 * D, spare = N * D * (int64_t)sizeof(T) / 4;  // floats
+    const Plan p1 = plan_chunks(G, N, kT1, slots(0), P, spare), p2 = plan_chunks(G, N, 16 * kWarps, slots(1), P, kNoPartials);
     // The partials live in o (not yet written) when they fit; summed into `sum`.
-    Partials pp(G, N, p1.nch, o, D);
-    nala_state_kernel<D><<<(unsigned)(G * p1.nch), kThreads, StateLayout<D>::bytes>>>(k, v, rope, pp.part, (int)N,
-                                                                                      p1.nch, p1.L);
+    Partials pp(G, N, p1.nch, o, sizeof(T), D);
+    nala_state_kernel<D, T><<<(unsigned)(G * p1.nch), kThreads, StateLayout<D>::bytes>>>(k, v, rope, pp.part,
+                                                                                         (int)N, p1.nch, p1.L);
     CUDA_CHECK_LAUNCH(op);
     pp.reduce(op);
-    nala_output_kernel<D><<<(unsigned)(G * p2.nch), kThreads, OutputLayout<D>::bytes>>>(
+    nala_output_kernel<D, T><<<(unsigned)(G * p2.nch), kThreads, OutputLayout<D>::bytes>>>(
         q, pp.sum.f32(), rope, o, S, kmean, (int)N, 1, p2.nch, p2.L, 1.0f / (float)N, floor);
     CUDA_CHECK_LAUNCH(op);
   }
 
-  static void backward(const float* q, const float* k, const float* v, const float* S, const float* kmean,
-                       const float* gout, float* dq, float* dk, float* dv, int64_t G, int64_t H, int64_t W, float floor,
-                       const char* op) {
+  static void backward(const T* q, const T* k, const T* v, const float* S, const float* kmean, const T* gout, T* dq,
+                       T* dk, T* dv, int64_t G, int64_t H, int64_t W, float floor, const char* op) {
     const int64_t N = H * W;
     const Rope rope{(const float2*)rope_pair_table_device(H, W, D), (int)H, (int)W};
-    const Plan p3 = plan_chunks(G, N, kTok3, slots(2)), p4 = plan_chunks(G, N, 16 * kWarps4, slots(3));
+    const int64_t P = 2 * D * D + 2 * D, spare = N * D * (int64_t)sizeof(T) / 4;  // floats
+    const Plan p3 = plan_chunks(G, N, kTok3, slots(2), P, spare), p4 = plan_chunks(G, N, 16 * kWarps4, slots(3), P, kNoPartials);
     // The partials live in dk (written only by kernel 4) when they fit.
-    Partials pp(G, N, p3.nch, dk, D);
-    nala_query_grad_kernel<D><<<(unsigned)(G * p3.nch), kThreads, QueryGradLayout<D>::bytes>>>(
+    Partials pp(G, N, p3.nch, dk, sizeof(T), D);
+    nala_query_grad_kernel<D, T><<<(unsigned)(G * p3.nch), kThreads, QueryGradLayout<D>::bytes>>>(
         q, S, kmean, gout, rope, dq, pp.part, (int)N, p3.nch, p3.L, floor);
     CUDA_CHECK_LAUNCH(op);
     pp.reduce(op);
-    nala_key_grad_kernel<D><<<(unsigned)(G * p4.nch), kWarps4 * 32, KeyGradLayout<D>::bytes>>>(
+    nala_key_grad_kernel<D, T><<<(unsigned)(G * p4.nch), kWarps4 * 32, KeyGradLayout<D>::bytes>>>(
         k, v, pp.sum.f32(), rope, dk, dv, (int)N, 1, p4.nch, p4.L, 1.0f / (float)N);
     CUDA_CHECK_LAUNCH(op);
   }
@@ -1156,6 +1191,13 @@ void check_dims(const char* op, int64_t G, int64_t N, int64_t D) {
   NALA_CHECK(D % 4 == 0 && D > 0 && D <= 128, op, ": CUDA kernels take head dim d % 4 == 0 and d <= 128, got d = ", D);
   NALA_CHECK(G * N * D < (int64_t(1) << 31) && G * 2 * D * D < (int64_t(1) << 31), op, ": too large (G=", G,
              " N=", N, " d=", D, ")");
+}
+
+// bf16 at head dims without tensor-core kernels: the first version on float32 copies.
+Tensor widened(const bf16_t* x, int64_t n) {
+  Tensor t = Tensor::empty({n}, DType::F32, Device::CUDA);
+  cast_bf16_f32(t.f32(), x, n);
+  return t;
 }
 
 }  // namespace
@@ -1168,9 +1210,9 @@ void nala_attention_forward(const float* q, const float* k, const float* v, floa
   check_dims(op, G, H * W, D);
   if (G == 0 || H * W == 0) return;
   switch (D) {
-    case 16: return Kernels<16>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
-    case 32: return Kernels<32>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
-    case 64: return Kernels<64>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
+    case 16: return Kernels<16, float>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
+    case 32: return Kernels<32, float>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
+    case 64: return Kernels<64, float>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
     default: return nala_attention_forward_v1(q, k, v, o, S, kmean, G, H, W, D, norm_floor);
   }
 }
@@ -1182,10 +1224,56 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
   check_dims(op, G, H * W, D);
   if (G == 0 || H * W == 0) return;
   switch (D) {
-    case 16: return Kernels<16>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
-    case 32: return Kernels<32>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
-    case 64: return Kernels<64>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
+    case 16: return Kernels<16, float>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
+    case 32: return Kernels<32, float>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
+    case 64: return Kernels<64, float>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
     default: return nala_attention_backward_v1(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, D, norm_floor);
+  }
+}
+
+void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,
+                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor) {
+  const char* op = "nala_attention_forward (bf16)";
+  check_dims(op, G, H * W, D);
+  if (G == 0 || H * W == 0) return;
+  using B = __nv_bfloat16;
+  const B *qb = (const B*)q, *kb = (const B*)k, *vb = (const B*)v;
+  switch (D) {
+    case 16: return Kernels<16, B>::forward(qb, kb, vb, (B*)o, S, kmean, G, H, W, norm_floor, op);
+    case 32: return Kernels<32, B>::forward(qb, kb, vb, (B*)o, S, kmean, G, H, W, norm_floor, op);
+    case 64: return Kernels<64, B>::forward(qb, kb, vb, (B*)o, S, kmean, G, H, W, norm_floor, op);
+    default: {
+      const int64_t n = G * H * W * D;
+      Tensor qf = widened(q, n), kf = widened(k, n), vf = widened(v, n), of = Tensor::empty({n}, DType::F32, Device::CUDA);
+      nala_attention_forward_v1(qf.f32(), kf.f32(), vf.f32(), of.f32(), S, kmean, G, H, W, D, norm_floor);
+      cast_f32_bf16(o, of.f32(), n);
+    }
+  }
+}
+
+void nala_attention_backward(const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* S, const float* kmean,
+                             const bf16_t* gout, bf16_t* dq, bf16_t* dk, bf16_t* dv, int64_t G, int64_t H, int64_t W,
+                             int64_t D, float norm_floor) {
+  const char* op = "nala_attention_backward (bf16)";
+  check_dims(op, G, H * W, D);
+  if (G == 0 || H * W == 0) return;
+  using B = __nv_bfloat16;
+  const B *qb = (const B*)q, *kb = (const B*)k, *vb = (const B*)v, *gb = (const B*)gout;
+  switch (D) {
+    case 16: return Kernels<16, B>::backward(qb, kb, vb, S, kmean, gb, (B*)dq, (B*)dk, (B*)dv, G, H, W, norm_floor, op);
+    case 32: return Kernels<32, B>::backward(qb, kb, vb, S, kmean, gb, (B*)dq, (B*)dk, (B*)dv, G, H, W, norm_floor, op);
+    case 64: return Kernels<64, B>::backward(qb, kb, vb, S, kmean, gb, (B*)dq, (B*)dk, (B*)dv, G, H, W, norm_floor, op);
+    default: {
+      const int64_t n = G * H * W * D;
+      Tensor qf = widened(q, n), kf = widened(k, n), vf = widened(v, n), gf = widened(gout, n);
+      Tensor d[3];
+      for (Tensor& t : d) t = Tensor::empty({n}, DType::F32, Device::CUDA);
+      nala_attention_backward_v1(qf.f32(), kf.f32(), vf.f32(), S, kmean, gf.f32(), d[0].f32(), d[1].f32(), d[2].f32(),
+                                 G, H, W, D, norm_floor);
+      cast_f32_bf16(dq, d[0].f32(), n);
+      cast_f32_bf16(dk, d[1].f32(), n);
+      cast_f32_bf16(dv, d[2].f32(), n);
+    }
   }
 }
 

@@ -33,6 +33,7 @@
 // 88 where expf gives inf).
 #include <algorithm>
 #include <cstdint>
+#include <cuda_bf16.h>
 
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/check.cuh"
@@ -178,6 +179,46 @@ void fill(float* out, float v, int64_t n) {
   CUDA_CHECK_LAUNCH("fill");
 }
 void copy(float* out, const float* x, int64_t n) { map1("copy", out, x, n, Identity{}); }
+
+// Casts: cvt.rn.bf16.f32 (to nearest even; NaN to 0x7fff, as tensor/bf16.h on the host).
+// A grid-stride loop, two elements a step when both pointers allow 4-byte pairs.
+namespace {
+__global__ void cast_f32_bf16_kernel(__nv_bfloat16* out, const float* x, int64_t n, bool pairs) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (pairs) {
+    for (; 2 * i + 1 < n; i += stride)
+      ((__nv_bfloat162*)out)[i] = __float22bfloat162_rn(((const float2*)x)[i]);
+    if (i == n / 2 && n % 2) out[n - 1] = __float2bfloat16_rn(x[n - 1]);
+  } else {
+    for (; i < n; i += stride) out[i] = __float2bfloat16_rn(x[i]);
+  }
+}
+__global__ void cast_bf16_f32_kernel(float* out, const __nv_bfloat16* x, int64_t n, bool pairs) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (pairs) {
+    for (; 2 * i + 1 < n; i += stride) ((float2*)out)[i] = __bfloat1622float2(((const __nv_bfloat162*)x)[i]);
+    if (i == n / 2 && n % 2) out[n - 1] = __bfloat162float(x[n - 1]);
+  } else {
+    for (; i < n; i += stride) out[i] = __bfloat162float(x[i]);
+  }
+}
+bool pair_aligned(const void* a, const void* b) { return ((uintptr_t)a % 8 == 0) && ((uintptr_t)b % 4 == 0); }
+}  // namespace
+
+void cast_f32_bf16(bf16_t* out, const float* x, int64_t n) {
+  if (n <= 0) return;
+  const bool pairs = pair_aligned(x, out);
+  cast_f32_bf16_kernel<<<blocks_for(pairs ? (n + 1) / 2 : n), kThreads>>>((__nv_bfloat16*)out, x, n, pairs);
+  CUDA_CHECK_LAUNCH("cast_f32_bf16");
+}
+void cast_bf16_f32(float* out, const bf16_t* x, int64_t n) {
+  if (n <= 0) return;
+  const bool pairs = pair_aligned(out, x);
+  cast_bf16_f32_kernel<<<blocks_for(pairs ? (n + 1) / 2 : n), kThreads>>>(out, (const __nv_bfloat16*)x, n, pairs);
+  CUDA_CHECK_LAUNCH("cast_bf16_f32");
+}
 void scale_forward(float* out, const float* x, float s, int64_t n) { map1("scale", out, x, n, Scale{s}); }
 void add_scalar_forward(float* out, const float* x, float s, int64_t n) { map1("add_scalar", out, x, n, AddS{s}); }
 

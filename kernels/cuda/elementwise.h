@@ -13,6 +13,8 @@ namespace cuda {
 void axpy(float* y, const float* x, float a, int64_t n);  // y += a * x
 void fill(float* out, float v, int64_t n);
 void copy(float* out, const float* x, int64_t n);
+void cast_f32_bf16(bf16_t* out, const float* x, int64_t n);
+void cast_bf16_f32(float* out, const bf16_t* x, int64_t n);
 
 void scale_forward(float* out, const float* x, float s, int64_t n);
 void add_scalar_forward(float* out, const float* x, float s, int64_t n);

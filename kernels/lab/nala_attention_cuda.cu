@@ -296,8 +296,9 @@ int run_config(const Config& cf, const lab::Options& opt) {
   // its production kernels (threaded; held to the naive ones by the CPU tests) with --size,
   // where the naive ones would take minutes. Their S and kmean feed every backward version.
   std::vector<float> o_ref(n), S_ref(G * F * D), km_ref(G * F), dq_ref(n), dk_ref(n), dv_ref(n);
-  auto fwd_ref = opt.size ? cpu::nala_attention_forward : cpu::nala_attention_forward_naive;
-  auto bwd_ref = opt.size ? cpu::nala_attention_backward : cpu::nala_attention_backward_naive;
+  decltype(&cpu::nala_attention_forward_naive) fwd_ref = cpu::nala_attention_forward_naive;
+  decltype(&cpu::nala_attention_backward_naive) bwd_ref = cpu::nala_attention_backward_naive;
+  if (opt.size) fwd_ref = cpu::nala_attention_forward, bwd_ref = cpu::nala_attention_backward;  // the f32 overloads
   fwd_ref(qh.data(), kh.data(), vh.data(), o_ref.data(), S_ref.data(), km_ref.data(), G, H, W, D, kNormFloor);
   bwd_ref(qh.data(), kh.data(), vh.data(), S_ref.data(), km_ref.data(), goh.data(), dq_ref.data(), dk_ref.data(),
           dv_ref.data(), G, H, W, D, kNormFloor);

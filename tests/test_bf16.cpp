@@ -1,0 +1,163 @@
+// tests/test_bf16.cpp - bf16 tensors on the CPU: the rounding (tensor/bf16.h),
+// the cast op and its gradient, where gradients of bf16 tensors may and may
+// not go, and nala_attention on bf16 q, k, v (the float32 op on the rounded
+// inputs, each output rounded once). The GPU's side: tests/test_cuda_bf16.cpp.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "autograd/ops.h"
+#include "tests/helpers.h"
+
+using namespace nala;
+using namespace nala::test;
+
+namespace {
+
+uint16_t bits_of(float x) { return float_to_bf16(x).bits; }
+float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// The values of t rounded to bf16 and back, as an f32 CPU tensor.
+Tensor rounded(const Tensor& t) {
+  std::vector<float> v = t.to_vector();
+  for (float& x : v) x = bf16_to_float(float_to_bf16(x));
+  return Tensor::from_vector(t.shape(), v);
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  std::vector<float> x = a.to_vector(), y = b.to_vector();
+  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * 4) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("bf16: rounding to nearest even, and back exactly", "[bf16]") {
+  CHECK(bits_of(1.0f) == 0x3f80);
+  CHECK(bits_of(-2.0f) == 0xc000);
+  CHECK(bits_of(-0.0f) == 0x8000);
+  // 1 + 2^-8 lies halfway between 1 (even) and 1 + 2^-7 (odd): to 1.
+  CHECK(bits_of(1.0f + std::ldexp(1.0f, -8)) == 0x3f80);
+  // 1 + 3 2^-8 lies halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even): up.
+  CHECK(bits_of(1.0f + 3 * std::ldexp(1.0f, -8)) == 0x3f82);
+  // Just above the halfway point: up.
+  CHECK(bits_of(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20)) == 0x3f81);
+  CHECK(bits_of(std::numeric_limits<float>::infinity()) == 0x7f80);
+  CHECK(bits_of(-std::numeric_limits<float>::infinity()) == 0xff80);
+  CHECK(bits_of(std::numeric_limits<float>::max()) == 0x7f80);  // past the largest bf16: infinity
+  CHECK(bits_of(std::nanf("")) == 0x7fff);
+  CHECK(bits_of(-std::nanf("")) == 0x7fff);
+  CHECK(bits_of(from_bits(0x00012345u)) == 0x0001);  // subnormals keep their top bits
+  // Every bf16 that is not NaN comes back to the same bits through float32.
+  int bad = 0;
+  for (uint32_t b = 0; b < 65536; b++) {
+    const bf16_t x{(uint16_t)b};
+    const float f = bf16_to_float(x);
+    if (std::isnan(f)) continue;
+    if (float_to_bf16(f).bits != b) bad++;
+  }
+  CHECK(bad == 0);
+}
+
+TEST_CASE("gradcheck: cast", "[gradcheck][bf16]") {
+  // Through bf16 and back: the values lie on a grid of 1/32 in [-3, 3], so x,
+  // x +- eps and x +- 2 eps (eps = 1/32) are all exact in bf16 and the finite
+  // differences see the identity; the analytic gradient is the weight cast to
+  // bf16 (2^-9 relative), well inside the tolerance.
+  Rng rng(31);
+  Tensor x = randu({4, 9}, rng, -2.5f, 2.5f);
+  float* p = x.f32();
+  for (int64_t i = 0; i < x.numel(); i++) p[i] = std::round(p[i] * 32) / 32;
+  x.set_requires_grad(true);
+  GradcheckOptions opt;
+  opt.eps = 1.0 / 32;
+  REQUIRE_GRADCHECK([](const std::vector<Tensor>& in) { return cast(cast(in[0], DType::BF16), DType::F32); },
+                    std::vector<Tensor>({x}), opt);
+  // cast alone (a bf16 output; the checker reads it through to_vector).
+  REQUIRE_GRADCHECK([](const std::vector<Tensor>& in) { return cast(in[0], DType::BF16); }, std::vector<Tensor>({x}),
+                    opt);
+}
+
+TEST_CASE("cast: values, strides, the gradient's dtype, and what is refused", "[bf16]") {
+  Rng rng(32);
+  Tensor x = randn({5, 7}, rng, 3.0f);
+  Tensor b = cast(x, DType::BF16);
+  REQUIRE(b.dtype() == DType::BF16);
+  REQUIRE(b.shape() == x.shape());
+  REQUIRE(same_bits(b, rounded(x)));
+  REQUIRE(cast(b, DType::F32).dtype() == DType::F32);
+  REQUIRE(same_bits(cast(b, DType::F32), rounded(x)));
+  REQUIRE(cast(x, DType::F32).same(x));  // already f32: x itself
+  // A transposed (non-contiguous) input is read in its logical order.
+  Tensor xt = transpose(x, 0, 1);
+  REQUIRE(same_bits(cast(xt, DType::BF16), rounded(xt.clone())));
+  // The gradient comes back in the input's dtype: f32 for an f32 x (an f32
+  // gradient handed to the bf16 output passes unrounded), bf16 for a bf16 leaf.
+  Tensor xg = x.clone();
+  xg.set_requires_grad(true);
+  Tensor w = randn({5, 7}, rng);
+  backward(cast(xg, DType::BF16), w);
+  REQUIRE(xg.grad().dtype() == DType::F32);
+  REQUIRE(same_bits(xg.grad(), w));
+  xg.set_grad(Tensor());
+  backward(cast(xg, DType::BF16), cast(w, DType::BF16));
+  REQUIRE(xg.grad().dtype() == DType::F32);
+  REQUIRE(same_bits(xg.grad(), rounded(w)));
+  Tensor leaf = cast(x, DType::BF16).detach();
+  leaf.set_requires_grad(true);
+  backward(cast(leaf, DType::F32), w);
+  REQUIRE(leaf.grad().dtype() == DType::BF16);
+  REQUIRE(same_bits(leaf.grad(), rounded(w)));
+  // Gradients add up in f32 only: a bf16 tensor used twice says what to do.
+  Tensor twice = cast(x, DType::BF16).detach();
+  twice.set_requires_grad(true);
+  Tensor y = add(cast(twice, DType::F32), cast(twice, DType::F32));
+  REQUIRE_THROWS_WITH(backward(y, w), Catch::Contains("gradients add up in f32 only"));
+  // i64 is not a floating type.
+  Tensor idx = Tensor::from_vector_i64({2}, {1, 2});
+  REQUIRE_THROWS_WITH(cast(idx, DType::BF16), Catch::Contains("cast: casts between f32 and bf16 only"));
+  REQUIRE_THROWS_WITH(relu(b), Catch::Contains("expected"));  // ops without bf16 support name the dtype
+}
+
+TEST_CASE("nala_attention on bf16 q, k, v: the float32 op on the rounded values, rounded once", "[bf16][attention]") {
+  Rng rng(33);
+  struct Case {
+    int64_t B, h, H, W, d;
+  };
+  // Odd N, N smaller than a token block, several heads, head dims with and without
+  // tensor-core kernels on the GPU.
+  for (Case c : {Case{2, 3, 5, 7, 16}, Case{1, 1, 2, 3, 32}, Case{1, 2, 9, 9, 64}, Case{2, 1, 4, 5, 12}}) {
+    INFO("B " << c.B << " h " << c.h << " H " << c.H << " W " << c.W << " d " << c.d);
+    const Shape s = {c.B, c.h, c.H * c.W, c.d};
+    Tensor q = randn(s, rng, 0.5f), k = randn(s, rng, 0.8f), v = randn(s, rng), go = randn(s, rng);
+    // bf16 leaves.
+    Tensor qb = cast(q, DType::BF16).detach(), kb = cast(k, DType::BF16).detach(), vb = cast(v, DType::BF16).detach();
+    for (Tensor* t : {&qb, &kb, &vb}) t->set_requires_grad(true);
+    Tensor ob = nala_attention(qb, kb, vb, c.H, c.W);
+    REQUIRE(ob.dtype() == DType::BF16);
+    backward(ob, cast(go, DType::BF16));
+    // float32 on the rounded values.
+    Tensor qf = rounded(q), kf = rounded(k), vf = rounded(v);
+    for (Tensor* t : {&qf, &kf, &vf}) t->set_requires_grad(true);
+    Tensor of = nala_attention(qf, kf, vf, c.H, c.W);
+    backward(of, rounded(go));
+    REQUIRE(same_bits(ob, rounded(of)));
+    REQUIRE(qb.grad().dtype() == DType::BF16);
+    REQUIRE(same_bits(qb.grad(), rounded(qf.grad())));
+    REQUIRE(same_bits(kb.grad(), rounded(kf.grad())));
+    REQUIRE(same_bits(vb.grad(), rounded(vf.grad())));
+    // An f32 output gradient is cast to bf16 first: the same gradients.
+    for (Tensor* t : {&qb, &kb, &vb}) t->set_grad(Tensor());
+    backward(nala_attention(qb, kb, vb, c.H, c.W), rounded(go));
+    REQUIRE(same_bits(qb.grad(), rounded(qf.grad())));
+  }
+  // Mixed dtypes are refused by name.
+  Tensor q = randn({1, 1, 4, 8}, rng), k = cast(randn({1, 1, 4, 8}, rng), DType::BF16);
+  REQUIRE_THROWS_WITH(nala_attention(q, k, q, 2, 2), Catch::Contains("nala_attention: q, k, v dtypes differ"));
+  REQUIRE_THROWS_WITH(softmax_attention(k, k, k, 2, 2), Catch::Contains("softmax_attention: expected f32, got bf16"));
+}
