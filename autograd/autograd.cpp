@@ -212,6 +212,8 @@ void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph, co
     g0 = Tensor::full(root.shape(), 1.0f, root.device());
   }
   NALA_CHECK(g0.shape() == root.shape(), "backward: gradient ", g0.desc(), " for root ", root.desc());
+  // A tensor's gradient has its dtype: an f32 gradient for a bf16 root is rounded first.
+  if (g0.dtype() != root.dtype()) g0 = detail::cast_values(g0, root.dtype(), "backward");
   if (!root.grad_fn()) {  // a leaf
     Tensor slot = root.grad();
     add_grad_leaf(slot, g0);

@@ -20,6 +20,7 @@
 #include "autograd/ops_util.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/shape.h"
+#include "tensor/device.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/shape.h"
@@ -50,7 +51,16 @@ void add_into(const Tensor& dst, const Tensor& src, const char* op) {
 
 Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op) {
   NALA_CHECK(shape_numel(shape) == g.numel(), op, ": copy of ", g.desc(), " as ", shape_str(shape));
-  if (g.dtype() != DType::F32) return view::reshape(g.clone(), shape);  // bf16 gradients: a byte copy
+  if (g.dtype() != DType::F32) {  // bf16 gradients: an element copy (on the GPU a kernel, never a cudaMemcpy)
+    Tensor out = Tensor::empty(g.shape(), g.dtype(), g.device());
+    if (g.device() == Device::CPU) {
+      out.copy_(g);
+    } else if (g.numel() > 0) {
+      const Shape os = out.strides(), gs = g.strides(), sh = g.shape();
+      device::strided_copy(out.raw(), os.data(), g.raw(), gs.data(), sh.data(), (int)sh.size(), dtype_size(g.dtype()));
+    }
+    return view::reshape(out, shape);
+  }
   Tensor out = Tensor::empty(shape, DType::F32, g.device());
   if (g.numel() == 0) return out;
   Layout L = make_layout(g.shape(), contiguous_strides(g.shape()), g.strides(), {}, op);
@@ -108,7 +118,15 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   return permute(x, dims);
 }
 
+// The gradients of narrow and expand are sums in f32: a bf16 input that
+// needs a gradient is refused here, by name, rather than in backward.
+static void check_grad_f32(const char* op, const Tensor& x) {
+  NALA_CHECK(x.dtype() == DType::F32 || !x.requires_grad(), op, ": the gradient of ", x.desc(),
+             " is not supported (f32 only; cast to f32 first)");
+}
+
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  check_grad_f32("narrow", x);
   Tensor out = view::narrow(x, dim, start, length);  // checks the range
   int64_t d = wrap_dim(dim, x.dim(), "narrow");
   Shape xs = x.shape();
@@ -134,6 +152,7 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
 }
 
 Tensor expand(const Tensor& x, const Shape& shape) {
+  check_grad_f32("expand", x);
   Tensor out = view::expand(x, shape);  // checks the shapes
   Shape xs = x.shape();
   return record(OpId::expand, out, {x}, [xs](const Tensor& g) -> std::vector<Tensor> {

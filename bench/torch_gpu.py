@@ -107,6 +107,14 @@ def bench_attn(args, dev, timer, shapes):
         # One specialised graph per shape and mode (no dynamic shapes); the
         # warm-up runs include the compilation.
         compiled = torch.compile(ref.nala_attention, dynamic=False)
+        # Every (shape, dtype, grad mode) is one more specialised graph of the same
+        # function; past Dynamo's recompile limit (8 by default) it would silently
+        # run eagerly, so the limit is raised to hold them all.
+        import torch._dynamo
+        need = 2 * len(shapes) * len(args.attn_dtypes) + 4
+        for name in ("cache_size_limit", "recompile_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), need))
     for (si, (B, h, N, d)), dt in itertools.product(enumerate(shapes), args.attn_dtypes):
         # bf16: q, k, v, the output gradient and the RoPE tables in bf16 (the
         # whole op in bf16, as autocast-free PyTorch runs it); rows named *_bf16.

@@ -96,18 +96,20 @@ TEST_CASE("cast: values, strides, the gradient's dtype, and what is refused", "[
   // A transposed (non-contiguous) input is read in its logical order.
   Tensor xt = transpose(x, 0, 1);
   REQUIRE(same_bits(cast(xt, DType::BF16), rounded(xt.clone())));
-  // The gradient comes back in the input's dtype: f32 for an f32 x (an f32
-  // gradient handed to the bf16 output passes unrounded), bf16 for a bf16 leaf.
+  // The gradient comes back in the input's dtype: f32 for an f32 x, bf16 for a
+  // bf16 leaf. A gradient handed to backward takes its root's dtype first (an
+  // f32 one for the bf16 output is rounded), also when the root is a leaf.
   Tensor xg = x.clone();
   xg.set_requires_grad(true);
   Tensor w = randn({5, 7}, rng);
   backward(cast(xg, DType::BF16), w);
   REQUIRE(xg.grad().dtype() == DType::F32);
-  REQUIRE(same_bits(xg.grad(), w));
-  xg.set_grad(Tensor());
-  backward(cast(xg, DType::BF16), cast(w, DType::BF16));
-  REQUIRE(xg.grad().dtype() == DType::F32);
   REQUIRE(same_bits(xg.grad(), rounded(w)));
+  Tensor root_leaf = cast(x, DType::BF16).detach();
+  root_leaf.set_requires_grad(true);
+  backward(root_leaf, w);
+  REQUIRE(root_leaf.grad().dtype() == DType::BF16);
+  REQUIRE(same_bits(root_leaf.grad(), rounded(w)));
   Tensor leaf = cast(x, DType::BF16).detach();
   leaf.set_requires_grad(true);
   backward(cast(leaf, DType::F32), w);
@@ -118,6 +120,16 @@ TEST_CASE("cast: values, strides, the gradient's dtype, and what is refused", "[
   twice.set_requires_grad(true);
   Tensor y = add(cast(twice, DType::F32), cast(twice, DType::F32));
   REQUIRE_THROWS_WITH(backward(y, w), Catch::Contains("gradients add up in f32 only"));
+  // Views whose gradient is a sum (narrow, expand) refuse a bf16 input that
+  // needs a gradient, at the op; reshape and transpose pass bf16 gradients on.
+  REQUIRE_THROWS_WITH(narrow(twice, 0, 1, 2), Catch::Contains("narrow: the gradient of bf16[5, 7]"));
+  REQUIRE_THROWS_WITH(expand(reshape(twice, {1, 5, 7}), {3, 5, 7}), Catch::Contains("expand: the gradient of bf16"));
+  REQUIRE_NOTHROW(narrow(b, 0, 1, 2));  // no gradient wanted: a view
+  twice.set_grad(Tensor());
+  backward(cast(transpose(reshape(twice, {7, 5}), 0, 1), DType::F32), w);
+  REQUIRE(twice.grad().dtype() == DType::BF16);
+  REQUIRE(twice.grad().shape() == Shape({5, 7}));
+  REQUIRE(same_bits(twice.grad(), rounded(reshape(transpose(w, 0, 1), {5, 7}))));
   // i64 is not a floating type.
   Tensor idx = Tensor::from_vector_i64({2}, {1, 2});
   REQUIRE_THROWS_WITH(cast(idx, DType::BF16), Catch::Contains("cast: casts between f32 and bf16 only"));
@@ -151,10 +163,11 @@ TEST_CASE("nala_attention on bf16 q, k, v: the float32 op on the rounded values,
     REQUIRE(same_bits(qb.grad(), rounded(qf.grad())));
     REQUIRE(same_bits(kb.grad(), rounded(kf.grad())));
     REQUIRE(same_bits(vb.grad(), rounded(vf.grad())));
-    // An f32 output gradient is cast to bf16 first: the same gradients.
+    // An f32 output gradient (not rounded) is rounded to bf16 first: the same gradients.
     for (Tensor* t : {&qb, &kb, &vb}) t->set_grad(Tensor());
-    backward(nala_attention(qb, kb, vb, c.H, c.W), rounded(go));
+    backward(nala_attention(qb, kb, vb, c.H, c.W), go);
     REQUIRE(same_bits(qb.grad(), rounded(qf.grad())));
+    REQUIRE(same_bits(kb.grad(), rounded(kf.grad())));
   }
   // Mixed dtypes are refused by name.
   Tensor q = randn({1, 1, 4, 8}, rng), k = cast(randn({1, 1, 4, 8}, rng), DType::BF16);

@@ -19,6 +19,7 @@
 #include <omp.h>
 #endif
 
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/exp_fast.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/shape.h"
@@ -819,12 +820,10 @@ void softmax_attention_backward(const float* q, const float* k, const float* v, 
 namespace {
 std::vector<float> widen(const bf16_t* x, int64_t n) {
   std::vector<float> out((size_t)n);
-  for (int64_t i = 0; i < n; i++) out[i] = bf16_to_float(x[i]);
+  cast_bf16_f32(out.data(), x, n);
   return out;
 }
-void round_into(bf16_t* out, const std::vector<float>& x) {
-  for (size_t i = 0; i < x.size(); i++) out[i] = float_to_bf16(x[i]);
-}
+void round_into(bf16_t* out, const std::vector<float>& x) { cast_f32_bf16(out, x.data(), (int64_t)x.size()); }
 }  // namespace
 
 void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,

@@ -28,8 +28,8 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
 
 // bf16 q, k, v, o (gout, dq, dk, dv): the same kernels reading and writing
 // bf16 (half the traffic and memory of those eight arrays), float32 inside,
-// each output rounded once; S and kmean float32. As kernels/cpu/attention.h's
-// bf16 overloads up to the kernels' float32 tolerance and that one rounding.
+// each output rounded once; S and kmean float32. Equal to kernels/cpu/attention.h's
+// bf16 overloads within the kernels' float32 tolerance and that one rounding.
 // Head dims other than 16, 32, 64 run the first version on float32 copies.
 void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,
                             int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor);

@@ -9,9 +9,11 @@
 // Element type T: float32 or bf16 for q, k, v, dO and o, dq, dk, dv (the
 // kernels are templates; ld2/ld4 widen as they read, st2 rounds as it
 // writes). Everything on chip, S, kmean and the partials are float32, and
-// the products are the same 3-pass products either way, so a bf16 run is
-// the float32 run on the rounded inputs, rounded once at the end. bf16 halves
-// the floor below (and the memory of the eight arrays).
+// the products are the same 3-pass products either way, so a bf16 run does
+// the float32 arithmetic on the rounded inputs and rounds once at the end
+// (the chunk plan may differ, since bf16 outputs hold fewer partials, and
+// with it the order in which partials add up). bf16 halves the floor below
+// (and the memory of the eight arrays).
 //
 // The floor, at (B, h, N, d) = (128, 1, 3136, 64) float32, where each of q, k,
 // v, o, dO, dq, dk, dv is 102.8 MB. Forward must read q, k, v and write o:
