@@ -90,20 +90,6 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (!device::cuda_available()) {
-    fprintf(stderr, "bench_long_seq: no CUDA device\n");
-    return 1;
-  }
-  FILE* out = nullptr;
-  if (!csv.empty()) {
-    out = fopen(csv.c_str(), "wx");  // never replaces a file
-    if (!out) {
-      fprintf(stderr, "bench_long_seq: cannot create %s (it must not exist)\n", csv.c_str());
-      return 1;
-    }
-    fprintf(out, "impl,dtype,N,d,fwd_ms,fwd_bwd_ms,peak_MiB\n");
-  }
-  const int64_t sides[] = {64, 128, 256, 512}, D = 64;
   const struct {
     const char *name, *key;
     AttnFn fn;
@@ -122,6 +108,20 @@ int main(int argc, char** argv) {
     }
     a = b + 1;
   }
+  if (!device::cuda_available()) {
+    fprintf(stderr, "bench_long_seq: no CUDA device\n");
+    return 1;
+  }
+  FILE* out = nullptr;
+  if (!csv.empty()) {
+    out = fopen(csv.c_str(), "wx");  // never replaces a file
+    if (!out) {
+      fprintf(stderr, "bench_long_seq: cannot create %s (it must not exist)\n", csv.c_str());
+      return 1;
+    }
+    fprintf(out, "impl,dtype,N,d,fwd_ms,fwd_bwd_ms,peak_MiB\n");
+  }
+  const int64_t sides[] = {64, 128, 256, 512}, D = 64;
   auto chosen = [&](const char* key) { return ("," + only + ",").find("," + std::string(key) + ",") != std::string::npos; };
   printf("# long sequences: 1 image, 1 head, d = %lld; float32, and nala's NaLa in bf16 (the softmax op: float32 only)\n",
          (long long)D);
