@@ -2,8 +2,9 @@
 // the attention ops allocate beyond their inputs, outputs and gradients:
 // NaLa keeps its partial states in an output it has not written yet (o in
 // forward, dk in backward) when they fit, and softmax attention applies the
-// rope as it stages rows (no rope(q), rope(k) copies). Both checked against
-// the CPU at a size where this happens, odd N included. Skipped without a GPU.
+// rope as it stages rows (no rope(q), rope(k) copies); NaLa in float32 and
+// in bf16. Both ops checked against the CPU at a size where this happens,
+// odd N included. Skipped without a GPU.
 //
 // Shape letters: B batch, h heads, N = H * W tokens, d head dim.
 #include <vector>
@@ -77,58 +78,36 @@ TEST_CASE("cuda: the allocator's in-use and peak counters", "[cuda][memory]") {
   REQUIRE(device::peak_bytes() == base);
 }
 
-TEST_CASE("cuda: nala_attention at long N allocates only its tensors and the state", "[cuda][attention][memory]") {
+TEST_CASE("cuda: nala_attention at long N allocates only its tensors and the state", "[cuda][attention][memory][bf16]") {
   SKIP_WITHOUT_CUDA();
   Rng rng(171);
   // Odd N (251 x 257 = 64,507): the partial states of the many chunks fit in
   // o and dk. Beyond q, k, v, go, o, dq, dk, dv the step may hold S and kmean
   // (saved for backward) and the sum of the partials: 2d^2 + 2d floats each.
-  for (int64_t d : {16, 64}) {
-    const int64_t H = 251, W = 257, N = H * W;
-    INFO("(1, 1, " << N << ", " << d << ")");
-    const Shape s = {1, 1, N, d};
-    std::vector<Tensor> in = {randn(s, rng, 0.5f), randn(s, rng, 0.8f), randn(s, rng), randn(s, rng)};
-    std::vector<Tensor> got;
-    const size_t peak = step_peak(nala_attention, in, H, W, &got);
-    const size_t tensors = 8 * pool_size(N * d * sizeof(float)), state = pool_size((2 * d * d + 2 * d) * 4);
-    INFO("peak " << peak << " bytes, the eight tensors " << tensors << ", one state " << state);
-    REQUIRE(peak >= tensors);
-    REQUIRE(peak <= tensors + 3 * state + 1024);
-    std::vector<Tensor> ref = cpu_step(nala_attention, in, H, W);
-    const char* names[] = {"o", "dq", "dk", "dv"};
-    for (int i = 0; i < 4; i++) {
-      INFO(names[i]);
-      REQUIRE_CLOSE(got[i], ref[i], 1e-4, 1e-3);
+  // The same in bf16: the eight tensors take half the bytes, and the partial
+  // states (float32) still fit in o and dk, now of 2-byte elements; the outputs
+  // within one bf16 step (2^-7) more of the CPU's bf16 op.
+  for (DType dt : {DType::F32, DType::BF16})
+    for (int64_t d : {16, 64}) {
+      const int64_t H = 251, W = 257, N = H * W;
+      INFO("(1, 1, " << N << ", " << d << ") " << dtype_name(dt));
+      const Shape s = {1, 1, N, d};
+      std::vector<Tensor> in;
+      for (float sd : {0.5f, 0.8f, 1.0f, 1.0f}) in.push_back(cast(randn(s, rng, sd), dt));
+      std::vector<Tensor> got;
+      const size_t peak = step_peak(nala_attention, in, H, W, &got);
+      const size_t tensors = 8 * pool_size(N * d * dtype_size(dt)), state = pool_size((2 * d * d + 2 * d) * 4);
+      INFO("peak " << peak << " bytes, the eight tensors " << tensors << ", one state " << state);
+      REQUIRE(peak >= tensors);
+      REQUIRE(peak <= tensors + 3 * state + 1024);
+      std::vector<Tensor> ref = cpu_step(nala_attention, in, H, W);
+      const char* names[] = {"o", "dq", "dk", "dv"};
+      for (int i = 0; i < 4; i++) {
+        INFO(names[i]);
+        REQUIRE(got[i].dtype() == dt);
+        REQUIRE_CLOSE(got[i], ref[i], 1e-4, dt == DType::BF16 ? 1e-3 + 1.0 / 128 : 1e-3);
+      }
     }
-  }
-}
-
-TEST_CASE("cuda: nala_attention on bf16 at long N allocates only its bf16 tensors and the state",
-          "[cuda][attention][memory][bf16]") {
-  SKIP_WITHOUT_CUDA();
-  Rng rng(173);
-  // As above with q, k, v, go, o, dq, dk, dv in bf16: half the bytes each. The
-  // partial states (float32) still fit in o and dk, now of 2-byte elements.
-  for (int64_t d : {16, 64}) {
-    const int64_t H = 251, W = 257, N = H * W;
-    INFO("(1, 1, " << N << ", " << d << ") bf16");
-    const Shape s = {1, 1, N, d};
-    std::vector<Tensor> in;
-    for (float sd : {0.5f, 0.8f, 1.0f, 1.0f}) in.push_back(cast(randn(s, rng, sd), DType::BF16));
-    std::vector<Tensor> got;
-    const size_t peak = step_peak(nala_attention, in, H, W, &got);
-    const size_t tensors = 8 * pool_size(N * d * 2), state = pool_size((2 * d * d + 2 * d) * 4);
-    INFO("peak " << peak << " bytes, the eight tensors " << tensors << ", one state " << state);
-    REQUIRE(peak >= tensors);
-    REQUIRE(peak <= tensors + 3 * state + 1024);
-    std::vector<Tensor> ref = cpu_step(nala_attention, in, H, W);
-    const char* names[] = {"o", "dq", "dk", "dv"};
-    for (int i = 0; i < 4; i++) {
-      INFO(names[i]);
-      REQUIRE(got[i].dtype() == DType::BF16);
-      REQUIRE_CLOSE(got[i], ref[i], 1e-4, 1e-3 + 1.0 / 128);
-    }
-  }
 }
 
 TEST_CASE("cuda: softmax_attention allocates no rope copies", "[cuda][attention][memory]") {

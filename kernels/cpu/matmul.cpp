@@ -509,13 +509,7 @@ void linear_forward_epilogue(float* Y, const float* X, const float* W, const flo
 }
 
 void linear_epilogue_apply(float* Y, const float* y, const LinearEpilogue& e, int64_t R, int64_t O) {
-  const float* src = y;
-  if (e.gelu) {
-    gelu_forward(Y, src, R * O);  // elementwise: in place when y is Y
-    src = Y;
-  }
-  if (e.res) scale_add_forward(Y, e.res, src, e.gamma, R, O, e.row_scale, e.rows_per_scale);
-  else if (src != Y) copy(Y, src, R * O);
+  linear_epilogue_passes(Y, y, e, R, O, gelu_forward, scale_add_forward, copy);
 }
 
 void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

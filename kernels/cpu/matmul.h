@@ -37,6 +37,22 @@ struct LinearEpilogue {
   float* pre = nullptr;
 };
 
+// The epilogue as elementwise passes over the product y (rows of O; Y may be
+// y): gelu, then scale_add (with the drop-path factors), else a copy. One
+// definition for both devices' linear_epilogue_apply, each passing its own
+// gelu_forward, scale_add_forward and copy kernels (so the bits are theirs).
+template <class Gelu, class ScaleAdd, class Copy>
+void linear_epilogue_passes(float* Y, const float* y, const LinearEpilogue& e, int64_t R, int64_t O, Gelu gelu,
+                            ScaleAdd scale_add, Copy copy) {
+  const float* src = y;
+  if (e.gelu) {
+    gelu(Y, src, R * O);  // elementwise: in place when y is Y
+    src = Y;
+  }
+  if (e.res) scale_add(Y, e.res, src, e.gamma, R, O, e.row_scale, e.rows_per_scale);
+  else if (src != Y) copy(Y, src, R * O);
+}
+
 namespace cpu {
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -70,9 +86,8 @@ void linear_forward(float* Y, const float* X, const float* W, const float* bias,
 // product, then linear_epilogue_apply; on CUDA in the FP32 GEMM's store.
 void linear_forward_epilogue(float* Y, const float* X, const float* W, const float* bias, int64_t R, int64_t O,
                              int64_t I, const LinearEpilogue& e);
-// The epilogue alone, on the product y (rows of O; Y may be y): gelu_forward,
-// then scale_add_forward (with the drop-path factors) - the elementwise ops'
-// own kernels, so the bits are theirs. Both devices have it.
+// The epilogue alone, on the product y: linear_epilogue_passes (above) with
+// this device's elementwise kernels. Both devices have it.
 void linear_epilogue_apply(float* Y, const float* y, const LinearEpilogue& e, int64_t R, int64_t O);
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
 void linear_bias_backward_naive(float* dbias, const float* dY, int64_t R, int64_t N);

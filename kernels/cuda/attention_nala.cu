@@ -1202,81 +1202,79 @@ Tensor widened(const bf16_t* x, int64_t n) {
   return t;
 }
 
+// The public entry points for element type T (float or __nv_bfloat16): the checks, then the
+// tensor-core kernels at d = 16, 32, 64 and `other` (the first version) at the other head dims.
+template <typename T, class Other>
+void forward_any(const T* q, const T* k, const T* v, T* o, float* S, float* kmean, int64_t G, int64_t H, int64_t W,
+                 int64_t D, float floor, const char* op, Other other) {
+  check_dims(op, G, H * W, D);
+  if (G == 0 || H * W == 0) return;
+  switch (D) {
+    case 16: return Kernels<16, T>::forward(q, k, v, o, S, kmean, G, H, W, floor, op);
+    case 32: return Kernels<32, T>::forward(q, k, v, o, S, kmean, G, H, W, floor, op);
+    case 64: return Kernels<64, T>::forward(q, k, v, o, S, kmean, G, H, W, floor, op);
+    default: return other();
+  }
+}
+template <typename T, class Other>
+void backward_any(const T* q, const T* k, const T* v, const float* S, const float* kmean, const T* gout, T* dq, T* dk,
+                  T* dv, int64_t G, int64_t H, int64_t W, int64_t D, float floor, const char* op, Other other) {
+  check_dims(op, G, H * W, D);
+  if (G == 0 || H * W == 0) return;
+  switch (D) {
+    case 16: return Kernels<16, T>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, floor, op);
+    case 32: return Kernels<32, T>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, floor, op);
+    case 64: return Kernels<64, T>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, floor, op);
+    default: return other();
+  }
+}
+
 }  // namespace
 
 bool nala_attention_tensor_cores(int64_t D) { return D == 16 || D == 32 || D == 64; }
 
 void nala_attention_forward(const float* q, const float* k, const float* v, float* o, float* S, float* kmean,
                             int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor) {
-  const char* op = "nala_attention_forward";
-  check_dims(op, G, H * W, D);
-  if (G == 0 || H * W == 0) return;
-  switch (D) {
-    case 16: return Kernels<16, float>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
-    case 32: return Kernels<32, float>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
-    case 64: return Kernels<64, float>::forward(q, k, v, o, S, kmean, G, H, W, norm_floor, op);
-    default: return nala_attention_forward_v1(q, k, v, o, S, kmean, G, H, W, D, norm_floor);
-  }
+  forward_any(q, k, v, o, S, kmean, G, H, W, D, norm_floor, "nala_attention_forward",
+              [&] { nala_attention_forward_v1(q, k, v, o, S, kmean, G, H, W, D, norm_floor); });
 }
 
 void nala_attention_backward(const float* q, const float* k, const float* v, const float* S, const float* kmean,
                              const float* gout, float* dq, float* dk, float* dv, int64_t G, int64_t H, int64_t W,
                              int64_t D, float norm_floor) {
-  const char* op = "nala_attention_backward";
-  check_dims(op, G, H * W, D);
-  if (G == 0 || H * W == 0) return;
-  switch (D) {
-    case 16: return Kernels<16, float>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
-    case 32: return Kernels<32, float>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
-    case 64: return Kernels<64, float>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, norm_floor, op);
-    default: return nala_attention_backward_v1(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, D, norm_floor);
-  }
+  backward_any(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, D, norm_floor, "nala_attention_backward",
+               [&] { nala_attention_backward_v1(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, D, norm_floor); });
 }
 
 void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,
                             int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor) {
-  const char* op = "nala_attention_forward (bf16)";
-  check_dims(op, G, H * W, D);
-  if (G == 0 || H * W == 0) return;
   using B = __nv_bfloat16;
-  const B *qb = (const B*)q, *kb = (const B*)k, *vb = (const B*)v;
-  switch (D) {
-    case 16: return Kernels<16, B>::forward(qb, kb, vb, (B*)o, S, kmean, G, H, W, norm_floor, op);
-    case 32: return Kernels<32, B>::forward(qb, kb, vb, (B*)o, S, kmean, G, H, W, norm_floor, op);
-    case 64: return Kernels<64, B>::forward(qb, kb, vb, (B*)o, S, kmean, G, H, W, norm_floor, op);
-    default: {
-      const int64_t n = G * H * W * D;
-      Tensor qf = widened(q, n), kf = widened(k, n), vf = widened(v, n), of = Tensor::empty({n}, DType::F32, Device::CUDA);
-      nala_attention_forward_v1(qf.f32(), kf.f32(), vf.f32(), of.f32(), S, kmean, G, H, W, D, norm_floor);
-      cast_f32_bf16(o, of.f32(), n);
-    }
-  }
+  forward_any((const B*)q, (const B*)k, (const B*)v, (B*)o, S, kmean, G, H, W, D, norm_floor,
+              "nala_attention_forward (bf16)", [&] {
+                const int64_t n = G * H * W * D;
+                Tensor qf = widened(q, n), kf = widened(k, n), vf = widened(v, n);
+                Tensor of = Tensor::empty({n}, DType::F32, Device::CUDA);
+                nala_attention_forward_v1(qf.f32(), kf.f32(), vf.f32(), of.f32(), S, kmean, G, H, W, D, norm_floor);
+                cast_f32_bf16(o, of.f32(), n);
+              });
 }
 
 void nala_attention_backward(const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* S, const float* kmean,
                              const bf16_t* gout, bf16_t* dq, bf16_t* dk, bf16_t* dv, int64_t G, int64_t H, int64_t W,
                              int64_t D, float norm_floor) {
-  const char* op = "nala_attention_backward (bf16)";
-  check_dims(op, G, H * W, D);
-  if (G == 0 || H * W == 0) return;
   using B = __nv_bfloat16;
-  const B *qb = (const B*)q, *kb = (const B*)k, *vb = (const B*)v, *gb = (const B*)gout;
-  switch (D) {
-    case 16: return Kernels<16, B>::backward(qb, kb, vb, S, kmean, gb, (B*)dq, (B*)dk, (B*)dv, G, H, W, norm_floor, op);
-    case 32: return Kernels<32, B>::backward(qb, kb, vb, S, kmean, gb, (B*)dq, (B*)dk, (B*)dv, G, H, W, norm_floor, op);
-    case 64: return Kernels<64, B>::backward(qb, kb, vb, S, kmean, gb, (B*)dq, (B*)dk, (B*)dv, G, H, W, norm_floor, op);
-    default: {
-      const int64_t n = G * H * W * D;
-      Tensor qf = widened(q, n), kf = widened(k, n), vf = widened(v, n), gf = widened(gout, n);
-      Tensor d[3];
-      for (Tensor& t : d) t = Tensor::empty({n}, DType::F32, Device::CUDA);
-      nala_attention_backward_v1(qf.f32(), kf.f32(), vf.f32(), S, kmean, gf.f32(), d[0].f32(), d[1].f32(), d[2].f32(),
-                                 G, H, W, D, norm_floor);
-      cast_f32_bf16(dq, d[0].f32(), n);
-      cast_f32_bf16(dk, d[1].f32(), n);
-      cast_f32_bf16(dv, d[2].f32(), n);
-    }
-  }
+  backward_any((const B*)q, (const B*)k, (const B*)v, S, kmean, (const B*)gout, (B*)dq, (B*)dk, (B*)dv, G, H, W, D,
+               norm_floor, "nala_attention_backward (bf16)", [&] {
+                 const int64_t n = G * H * W * D;
+                 Tensor qf = widened(q, n), kf = widened(k, n), vf = widened(v, n), gf = widened(gout, n);
+                 Tensor d[3];
+                 for (Tensor& t : d) t = Tensor::empty({n}, DType::F32, Device::CUDA);
+                 nala_attention_backward_v1(qf.f32(), kf.f32(), vf.f32(), S, kmean, gf.f32(), d[0].f32(), d[1].f32(),
+                                            d[2].f32(), G, H, W, D, norm_floor);
+                 cast_f32_bf16(dq, d[0].f32(), n);
+                 cast_f32_bf16(dk, d[1].f32(), n);
+                 cast_f32_bf16(dv, d[2].f32(), n);
+               });
 }
 
 }  // namespace cuda
