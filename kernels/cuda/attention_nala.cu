@@ -12,8 +12,10 @@
 // the products are the same 3-pass products either way, so a bf16 run does
 // the float32 arithmetic on the rounded inputs and rounds once at the end
 // (the chunk plan may differ, since bf16 outputs hold fewer partials, and
-// with it the order in which partials add up). bf16 halves the floor below
-// (and the memory of the eight arrays).
+// with it the order in which partials add up). Where an operand is a bf16
+// input (v in S and in drk, dO in W) its lo part is zero and that pass is
+// left out (mma.cuh's 2-pass forms: the same sum). bf16 halves the floor
+// below (and the memory of the eight arrays).
 //
 // The floor, at (B, h, N, d) = (128, 1, 3136, 64) float32, where each of q, k,
 // v, o, dO, dq, dk, dv is 102.8 MB. Forward must read q, k, v and write o:
@@ -362,6 +364,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr int F = 2 * D, Q4 = D / 4, LT = SL::LT, LK = sizeof(T) == 4 ? SL::LK : D + 8, MT = TL::MT, NT = TL::NT;
   constexpr int STAGE = 2 * kT1 * LK;  // elements of T a stage
   static_assert(STAGE * sizeof(T) <= SL::STAGE * sizeof(float), "a stage fits the float layout");
+  constexpr bool kExactV = sizeof(T) == 2;  // bf16 v is exact in tf32: its lo tile is zero, left out
   constexpr int IPT = (Q4 + kWarps - 1) / kWarps;  // feature groups per lane
   static_assert(kT1 == 32, "a lane per token of the step");
   extern __shared__ __align__(16) float smem[];
@@ -436,7 +439,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           rkl[(D + e + m) * LT + lane] = __uint_as_float(lo);
           split_tf32(y[m], hi, lo);
           vh[(e + m) * LT + lane] = __uint_as_float(hi);
-          vl[(e + m) * LT + lane] = __uint_as_float(lo);
+          if (!kExactV) vl[(e + m) * LT + lane] = __uint_as_float(lo);
         }
       }
     }
@@ -473,13 +476,13 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int np = 0; np < (NT + 1) / 2; np++) {
         const uint32_t at = lb + (uint32_t)(((wn * NT + 2 * np) * 8 * LT + k0) * 4);
-        uint32_t rh[4], rl[4];
+        uint32_t rh[4], rl[4] = {0u, 0u, 0u, 0u};
         if (NT == 1) {
           ldsm_x2(rh, vh + at);
-          ldsm_x2(rl, vl + at);
+          if (!kExactV) ldsm_x2(rl, vl + at);
         } else {
           ldsm_x4(rh, vh + at);
-          ldsm_x4(rl, vl + at);
+          if (!kExactV) ldsm_x4(rl, vl + at);
         }
         b_h[2 * np][0] = rh[0], b_h[2 * np][1] = rh[1], b_h[2 * np + 1][0] = rh[2], b_h[2 * np + 1][1] = rh[3];
         b_l[2 * np][0] = rl[0], b_l[2 * np][1] = rl[1], b_l[2 * np + 1][0] = rl[2], b_l[2 * np + 1][1] = rl[3];
@@ -488,7 +491,10 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int mi = 0; mi < MT; mi++)
 #pragma unroll
         for (int ni = 0; ni < NT; ni++)
-          tf32_3pass(acc[mi][ni], ah[mi], al[mi], b_h[ni][0], b_h[ni][1], b_l[ni][0], b_l[ni][1]);
+          if (kExactV)
+            tf32_2pass_b(acc[mi][ni], ah[mi], al[mi], b_h[ni][0], b_h[ni][1]);
+          else
+            tf32_3pass(acc[mi][ni], ah[mi], al[mi], b_h[ni][0], b_h[ni][1], b_l[ni][0], b_l[ni][1]);
     }
   }
   cp_async_wait<0>();
@@ -731,7 +737,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int nt = 0; nt < F / 8; nt++) {
         const uint4 b = *(const uint4*)(s2 + (8 * nt + g) * LS + 8 * j + 2 * t);  // b0, b1 hi; b0, b1 lo
-        tf32_3pass(w[nt], ah, al, b.x, b.y, b.z, b.w);
+        if (sizeof(T) == 2)
+          tf32_2pass_a(w[nt], ah, b.x, b.y, b.z, b.w);  // bf16 go is exact in tf32: al = 0
+        else
+          tf32_3pass(w[nt], ah, al, b.x, b.y, b.z, b.w);
       }
     }
 
@@ -1005,8 +1014,13 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
         const uint32_t at = (uint32_t)(16 * np * LS + 16 * s) * 2;
         ldsm_x4(bh, nbh + at);
         ldsm_x4(bl, nbl + at);
-        bf16_3pass(w[2 * np], ah, al, bh[0], bh[1], bl[0], bl[1]);
-        bf16_3pass(w[2 * np + 1], ah, al, bh[2], bh[3], bl[2], bl[3]);
+        if (sizeof(T) == 2) {  // bf16 v is exact: al = 0
+          bf16_2pass_a(w[2 * np], ah, bh[0], bh[1], bl[0], bl[1]);
+          bf16_2pass_a(w[2 * np + 1], ah, bh[2], bh[3], bl[2], bl[3]);
+        } else {
+          bf16_3pass(w[2 * np], ah, al, bh[0], bh[1], bl[0], bl[1]);
+          bf16_3pass(w[2 * np + 1], ah, al, bh[2], bh[3], bl[2], bl[3]);
+        }
       }
     }
     // dk = 3 k^2 (dfk of the active half + dkm / N), dfk = rope^T(drk).

@@ -77,6 +77,26 @@ __device__ __forceinline__ void tf32_3pass(float (&c)[4], const uint32_t (&ah)[4
   tf32_1688(c, ah, bh0, bh1);
 }
 
+// The same products when one operand's lo part is zero (an operand that is
+// exact in the narrow type, such as bf16 inputs split for tf32 or bf16): the
+// pass with the zero part is left out, the other two in the same order, so
+// the sum is the 3-pass one's bits. _a: a exact (al = 0); _b: b exact.
+__device__ __forceinline__ void bf16_2pass_a(float (&c)[4], const uint32_t (&ah)[4], uint32_t bh0, uint32_t bh1,
+                                             uint32_t bl0, uint32_t bl1) {
+  bf16_16816(c, ah, bl0, bl1);
+  bf16_16816(c, ah, bh0, bh1);
+}
+__device__ __forceinline__ void tf32_2pass_a(float (&c)[4], const uint32_t (&ah)[4], uint32_t bh0, uint32_t bh1,
+                                             uint32_t bl0, uint32_t bl1) {
+  tf32_1688(c, ah, bl0, bl1);
+  tf32_1688(c, ah, bh0, bh1);
+}
+__device__ __forceinline__ void tf32_2pass_b(float (&c)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4],
+                                             uint32_t bh0, uint32_t bh1) {
+  tf32_1688(c, al, bh0, bh1);
+  tf32_1688(c, ah, bh0, bh1);
+}
+
 __device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 // Four 8 x 8 bf16 matrices; lanes 8i..8i+7 give the row addresses of matrix i

@@ -21,10 +21,15 @@
 //                             per token for dk and dv
 //   6  backward, fused        attention_nala_v1.cu's backward
 //   7  backward, tensor cores attention_nala.cu's backward (production)
-// Versions 3, 4, 6, 7 are called through kernels/cuda/attention.h, the code
+//   8  forward, bf16 arrays   version 4's kernels reading and writing bf16 q, k, v, o
+//   9  backward, bf16 arrays  version 7's kernels on bf16 q, k, v, dO, dq, dk, dv (the
+//                             products whose operand is a bf16 input take 2 passes, not 3)
+// Versions 3, 4, 6-9 are called through kernels/cuda/attention.h, the code
 // that trains the models. GB/s count the least traffic: q, k, v read and o
-// written (forward, 16 G N D bytes), q, k, v, dO read and dq, dk, dv written
-// (backward, 28 G N D bytes); GFLOP/s count 8 G N D^2 (forward) and
+// written (forward, 16 G N D bytes; 8 in bf16), q, k, v, dO read and dq, dk,
+// dv written (backward, 28 G N D bytes; 14 in bf16). Versions 8 and 9 are
+// checked against the CPU's bf16 op on the same rounded inputs, within the
+// float32 tolerance plus one bf16 step (2^-7 relative); GFLOP/s count 8 G N D^2 (forward) and
 // 16 G N D^2 (backward), the state form's products, for every version.
 #include <cuda_runtime.h>
 
@@ -36,6 +41,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/lab/lab_cuda.cuh"
+#include "tensor/bf16.h"
 #include "tensor/rng.h"
 
 using namespace nala;
@@ -313,6 +319,30 @@ int run_config(const Config& cf, const lab::Options& opt) {
   const float *sn = nullptr, *cs = nullptr;
   cuda::rope_tables_device(H, W, D, &sn, &cs);
 
+  // bf16 (versions 8, 9): the inputs rounded once, the CPU's bf16 op on them as the reference.
+  auto to_bf16 = [](const std::vector<float>& x) {
+    std::vector<bf16_t> y(x.size());
+    for (size_t i = 0; i < x.size(); i++) y[i] = float_to_bf16(x[i]);
+    return y;
+  };
+  auto widen = [](const std::vector<bf16_t>& x) {
+    std::vector<float> y(x.size());
+    for (size_t i = 0; i < x.size(); i++) y[i] = bf16_to_float(x[i]);
+    return y;
+  };
+  const std::vector<bf16_t> qb = to_bf16(qh), kb = to_bf16(kh), vb = to_bf16(vh), gob = to_bf16(goh);
+  std::vector<bf16_t> ob_ref(n), dqb_ref(n), dkb_ref(n), dvb_ref(n);
+  std::vector<float> Sb_ref(G * F * D), kmb_ref(G * F);
+  cpu::nala_attention_forward(qb.data(), kb.data(), vb.data(), ob_ref.data(), Sb_ref.data(), kmb_ref.data(), G, H, W,
+                              D, kNormFloor);
+  cpu::nala_attention_backward(qb.data(), kb.data(), vb.data(), Sb_ref.data(), kmb_ref.data(), gob.data(),
+                               dqb_ref.data(), dkb_ref.data(), dvb_ref.data(), G, H, W, D, kNormFloor);
+  const std::vector<float> ob_f = widen(ob_ref), dqb_f = widen(dqb_ref), dkb_f = widen(dkb_ref),
+                           dvb_f = widen(dvb_ref);
+  lab::DeviceArray<bf16_t> qd(qb), kd(kb), vd(vb), god(gob), ob(n), dqb(n), dkb(n), dvb(n);
+  lab::DeviceArray<float> Sbin(Sb_ref), kmbin(kmb_ref);
+  const double rtol_b = 1e-3 + 1.0 / 128;
+
   lab::Task fwd, bwd;
   fwd.name = "forward";
   fwd.flops = 8.0 * G * N * D * D;
@@ -344,6 +374,25 @@ int run_config(const Config& cf, const lab::Options& opt) {
     token_sum<<<lab::blocks_for(G * F, kBlock), kBlock>>>(pfk, pkmw, iG, iN, iF, 1.0f / (float)N);
     query_features<<<lab::blocks_for(GN, kBlock), kBlock>>>(pq, sn, cs, pkmw, prq, pz, GN, iN, iD, kNormFloor);
   };
+  lab::Task fwd_b, bwd_b;
+  fwd_b.name = "forward, bf16 arrays";
+  fwd_b.flops = fwd.flops;
+  fwd_b.bytes = 8.0 * n;
+  fwd_b.clear = [&] { ob.poison(); };
+  fwd_b.check = [&] { return lab::compare("o", widen(ob.download()).data(), ob_f.data(), n, 1e-4, rtol_b); };
+  bwd_b.name = "backward, bf16 arrays";
+  bwd_b.flops = bwd.flops;
+  bwd_b.bytes = 14.0 * n;
+  bwd_b.clear = [&] { dqb.poison(), dkb.poison(), dvb.poison(); };
+  bwd_b.check = [&] {
+    return lab::both(lab::compare("dq", widen(dqb.download()).data(), dqb_f.data(), n, 1e-4, rtol_b),
+                     lab::both(lab::compare("dk", widen(dkb.download()).data(), dkb_f.data(), n, 1e-4, rtol_b),
+                               lab::compare("dv", widen(dvb.download()).data(), dvb_f.data(), n, 1e-4, rtol_b)));
+  };
+  const bf16_t *bq = qd.p, *bk = kd.p, *bv = vd.p, *bgo = god.p;
+  bf16_t *bo = ob.p, *bdq = dqb.p, *bdk = dkb.p, *bdv = dvb.p;
+  const float *pSb = Sbin.p, *pkmb = kmbin.p;
+
   std::vector<lab::GpuVersion> vs = {
       {"fwd quadratic: N x N scores in memory", 0, lab::Unit::fp32, 0,
        [=] {
@@ -375,13 +424,17 @@ int run_config(const Config& cf, const lab::Options& opt) {
        }},
       {"bwd tensor cores (production)", 1, lab::Unit::tf32, 80,
        [=] { cuda::nala_attention_backward(pq, pk, pv, pS, pkm, pgo, pdq, pdk, pdv, G, H, W, D, kNormFloor); }},
+      {"fwd tensor cores, bf16 arrays", 2, lab::Unit::tf32, 80,
+       [=] { cuda::nala_attention_forward(bq, bk, bv, bo, pSw, pkmw, G, H, W, D, kNormFloor); }},
+      {"bwd tensor cores, bf16 arrays", 3, lab::Unit::tf32, 80,
+       [=] { cuda::nala_attention_backward(bq, bk, bv, pSb, pkmb, bgo, bdq, bdk, bdv, G, H, W, D, kNormFloor); }},
   };
   char desc[200];
   std::snprintf(desc, sizeof desc, "NaLa attention, G = %lld problems of N = %lld x %lld tokens, D = %lld%s%s",
                 (long long)G, (long long)H, (long long)W, (long long)D,
-                cuda::nala_attention_tensor_cores(D) ? "" : " (versions 4, 7 take the fused path at this D)",
+                cuda::nala_attention_tensor_cores(D) ? "" : " (versions 4, 7-9 take the fused path at this D)",
                 cf.zero_rows ? ", zero rows in q, k, v" : "");
-  return lab::run_gpu("nala_attention_cuda", desc, {fwd, bwd}, vs, opt);
+  return lab::run_gpu("nala_attention_cuda", desc, {fwd, bwd, fwd_b, bwd_b}, vs, opt);
 }
 
 }  // namespace
