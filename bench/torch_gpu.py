@@ -50,6 +50,7 @@ import sys
 import time
 
 import torch
+import torch._dynamo  # its recompile limit is raised in bench_attn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
@@ -110,7 +111,6 @@ def bench_attn(args, dev, timer, shapes):
         # Every (shape, dtype, grad mode) is one more specialised graph of the same
         # function; past Dynamo's recompile limit (8 by default) it would silently
         # run eagerly, so the limit is raised to hold them all.
-        import torch._dynamo
         need = 2 * len(shapes) * len(args.attn_dtypes) + 4
         for name in ("cache_size_limit", "recompile_limit"):
             if hasattr(torch._dynamo.config, name):
