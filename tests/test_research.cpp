@@ -533,3 +533,49 @@ TEST_CASE("tools/ablate.sh: runs kinds x seeds at once, chooses on validation, a
   CHECK(slurp(log).find("never overwritten") != std::string::npos);
   CHECK(slurp(out + "/results.csv") == before);
 }
+
+// ---------------------------------------------------------------- tools/recipe_955.sh
+
+TEST_CASE("tools/recipe_955.sh: hands its recipe to ablate.sh, an option after -- replaces the recipe's value",
+          "[research][slow]") {
+  if (!have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed: skipped");
+    return;
+  }
+  TempDir t;
+  const std::string root = std::filesystem::current_path().string(), out = t.path + "/r", log = t.path + "/log";
+  REQUIRE(access((root + "/tools/recipe_955.sh").c_str(), X_OK) == 0);
+  // One seed, one epoch of 4 steps of 50 images at the recipe's 56 px, 100
+  // images held out (--val); --batch-size and --warmup-epochs given again
+  // after -- replace the recipe's.
+  int status = 0;
+  pid_t pid = spawn("/bin/bash", {root + "/tools/recipe_955.sh", "--device", "cpu", "--epochs", "1", "--seeds", "3",
+                                  "--jobs", "1", "--val", "100", "--nala", nala_binary(), "--out", out, "--", "--subset",
+                                  "300", "--eval-subset", "100", "--batch-size", "50", "--warmup-epochs", "0"},
+                    log);
+  REQUIRE(wait_for(pid, 600, &status));
+  INFO(slurp(log));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  const std::vector<std::string> cmds = lines_of(slurp(out + "/commands.txt"));
+  REQUIRE(cmds.size() >= 1);
+  const std::string& c = cmds[0];
+  INFO(c);
+  CHECK(c.find("--seed 3 ") != std::string::npos);
+  for (const char* kept : {"--img-size 56 ", "--crop-pad 4 ", "--lr 3e-3 ", "--drop-path 0.15 ", "--erase 0.5 ",
+                           "--ema 0.999 ", "--tta-flip ", "--hflip "})
+    CHECK(c.find(kept) != std::string::npos);
+  // replaced, not given twice
+  CHECK(c.find("--batch-size 512") == std::string::npos);
+  CHECK(c.find("--batch-size 50 ") != std::string::npos);
+  CHECK(c.find("--warmup-epochs 5") == std::string::npos);
+  CHECK(c.find("--val 100 ") != std::string::npos);
+  CHECK(c.find("--val 5000") == std::string::npos);
+  // The run trained at 56 px: its weights say so.
+  SafeTensors st = load_safetensors(out + "/runs/nala-s3/best_val.safetensors");
+  CHECK(st.metadata.at("nala.input.height") == "56");
+  CHECK(st.metadata.at("nala.input.width") == "56");
+  const std::vector<std::string> rows = lines_of(slurp(out + "/results.csv"));
+  REQUIRE(rows.size() == 2);
+  CHECK(cells_of(rows[1])[2] == "653194");
+}
