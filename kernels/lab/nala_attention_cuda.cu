@@ -375,12 +375,12 @@ int run_config(const Config& cf, const lab::Options& opt) {
     query_features<<<lab::blocks_for(GN, kBlock), kBlock>>>(pq, sn, cs, pkmw, prq, pz, GN, iN, iD, kNormFloor);
   };
   lab::Task fwd_b, bwd_b;
-  fwd_b.name = "forward, bf16 arrays";
+  fwd_b.name = "fwd bf16";  // the task column is 8 wide
   fwd_b.flops = fwd.flops;
   fwd_b.bytes = 8.0 * n;
   fwd_b.clear = [&] { ob.poison(); };
   fwd_b.check = [&] { return lab::compare("o", widen(ob.download()).data(), ob_f.data(), n, 1e-4, rtol_b); };
-  bwd_b.name = "backward, bf16 arrays";
+  bwd_b.name = "bwd bf16";
   bwd_b.flops = bwd.flops;
   bwd_b.bytes = 14.0 * n;
   bwd_b.clear = [&] { dqb.poison(), dkb.poison(), dvb.poison(); };
