@@ -579,3 +579,82 @@ TEST_CASE("tools/recipe_955.sh: hands its recipe to ablate.sh, an option after -
   REQUIRE(rows.size() == 2);
   CHECK(cells_of(rows[1])[2] == "653194");
 }
+
+// ---------------------------------------------------------------- tools/ablate.sh --resume
+
+TEST_CASE("tools/ablate.sh --resume: a killed ablation continues each run from its checkpoint; finished runs "
+          "are kept", "[research][slow]") {
+  if (!have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed: skipped");
+    return;
+  }
+  if (access("/usr/bin/setsid", X_OK) != 0) {
+    WARN("no /usr/bin/setsid: skipped");
+    return;
+  }
+  TempDir t;
+  const std::string root = std::filesystem::current_path().string(), out = t.path + "/ab", log = t.path + "/log";
+  const std::string ablate = root + "/tools/ablate.sh", run = out + "/runs/nala-s0";
+  // 20 epochs of 10 steps (500 images after validation, batch 50): the run is
+  // killed, with ablate.sh, once its first checkpoint is on disk.
+  const int epochs = 20;
+  pid_t pid = spawn("/usr/bin/setsid",
+                    {"/bin/bash", ablate, "--kinds", "nala", "--seeds", "0", "--epochs", std::to_string(epochs),
+                     "--val", "100", "--device", "cpu", "--recipe", "none", "--analyze-images", "2", "--nala",
+                     nala_binary(), "--out", out, "--", "--subset", "600", "--eval-subset", "100", "--batch-size",
+                     "50", "--warmup-epochs", "0"},
+                    log);
+  int status = 0;
+  bool ended = false;
+  for (int i = 0; i < 6000 && !ended && access((run + "/checkpoint.safetensors").c_str(), R_OK) != 0; i++)
+    ended = wait_for(pid, 0.02, &status);
+  INFO(slurp(log));
+  REQUIRE(!ended);  // still training: 20 epochs take several seconds
+  REQUIRE(access((run + "/checkpoint.safetensors").c_str(), R_OK) == 0);
+  REQUIRE(kill(-pid, SIGKILL) == 0);  // setsid made ablate.sh a group leader: the group is it and its nala
+  REQUIRE(wait_for(pid, 60, &status));
+  CHECK(slurp(out + "/logs/nala-s0.log").find("\ndone in") == std::string::npos);
+  const size_t trained_before = lines_of(slurp(run + "/metrics.csv")).size() - 1;
+  CHECK(trained_before < (size_t)epochs);
+
+  // Options that would change the settings are refused beside --resume.
+  pid = spawn("/bin/bash", {ablate, "--resume", out, "--epochs", "5"}, log);
+  REQUIRE(wait_for(pid, 60, &status));
+  CHECK(WEXITSTATUS(status) == 2);
+  CHECK(slurp(log).find("only --jobs and --nala") != std::string::npos);
+  pid = spawn("/bin/bash", {ablate, "--resume", t.path}, log);  // not a folder ablate.sh made
+  REQUIRE(wait_for(pid, 60, &status));
+  CHECK(WEXITSTATUS(status) == 2);
+  CHECK(slurp(log).find("ablate.args: no such file") != std::string::npos);
+
+  // Resumed: the run continues from its checkpoint to its 20th epoch, then the analysis and the report.
+  pid = spawn("/bin/bash", {ablate, "--resume", out, "--nala", nala_binary()}, log);
+  REQUIRE(wait_for(pid, 600, &status));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  const std::string run_log = slurp(out + "/logs/nala-s0.log");
+  CHECK(run_log.find("resuming " + run + " at epoch ") != std::string::npos);
+  CHECK(run_log.find("\ndone in") != std::string::npos);
+  const std::vector<std::string> metrics = lines_of(slurp(run + "/metrics.csv"));
+  REQUIRE(metrics.size() == (size_t)epochs + 1);  // every epoch once: the killed epoch's row is not kept twice
+  for (int e = 1; e <= epochs; e++) CHECK(cells_of(metrics[e])[0] == std::to_string(e));
+  const std::string cmds = slurp(out + "/commands.txt");
+  CHECK(cmds.find("--resume " + run) != std::string::npos);
+  const std::vector<std::string> rows = lines_of(slurp(out + "/results.csv"));
+  REQUIRE(rows.size() == 2);
+  const std::vector<std::string> c = cells_of(rows[1]);
+  REQUIRE(c.size() == 9);
+  CHECK(c[3] == std::to_string(epochs));
+  CHECK(std::stoi(c[4]) >= 1);
+  CHECK(std::stoi(c[4]) <= epochs);
+  CHECK(access((out + "/analyze/nala-s0/summary.md").c_str(), R_OK) == 0);
+
+  // Again: nothing left to train or analyze; the report is rebuilt from the same results.
+  const std::string results = slurp(out + "/results.csv");
+  pid = spawn("/bin/bash", {ablate, "--resume", out, "--nala", nala_binary()}, log);
+  REQUIRE(wait_for(pid, 120, &status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  CHECK(slurp(log).find("nala seed 0: finished earlier") != std::string::npos);
+  CHECK(slurp(out + "/commands.txt") == cmds);
+  CHECK(slurp(out + "/results.csv") == results);
+}

@@ -24,6 +24,13 @@
 #                        extra options after --)
 #   --analyze-images N   images for nala analyze (default 64)
 #   --title TEXT         the heading of the report
+#   --resume DIR         continue the ablation in DIR (stopped by a crash, a
+#                        reboot or a time limit): its finished runs are kept,
+#                        every other run continues from its last checkpoint
+#                        (`nala train --resume`; from the start if it has none),
+#                        then the analyses still missing and the report.
+#                        The settings are DIR's own (DIR/ablate.args); only
+#                        --jobs and --nala may be given beside it.
 #
 # Writes into DIR: README.md (the table and the exact commands), results.csv
 # (one row per run), summary.csv (one row per kind), runs/<kind>-s<seed>/
@@ -36,26 +43,53 @@ die() { echo "ablate.sh: $*" >&2; exit 2; }
 
 kinds="" seeds="0 1 2" epochs="" device="" jobs=1 val=5000 out="" nala="" data_dir="" recipe=gpu
 an_images=64 title="Attention kinds on Fashion-MNIST (pico)"
-extra=()
-while [ $# -gt 0 ]; do
-  case $1 in
-    --kinds) kinds=$2; shift 2 ;;
-    --seeds) seeds=$2; shift 2 ;;
-    --epochs) epochs=$2; shift 2 ;;
-    --device) device=$2; shift 2 ;;
-    --jobs) jobs=$2; shift 2 ;;
-    --val) val=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    --nala) nala=$2; shift 2 ;;
-    --data-dir) data_dir=$2; shift 2 ;;
-    --recipe) recipe=$2; shift 2 ;;
-    --analyze-images) an_images=$2; shift 2 ;;
-    --title) title=$2; shift 2 ;;
-    --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option '$1' (--help lists them)" ;;
-  esac
-done
+extra=() resume="" resume_jobs="" resume_nala=""
+parse() {
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --kinds) kinds=$2; shift 2 ;;
+      --seeds) seeds=$2; shift 2 ;;
+      --epochs) epochs=$2; shift 2 ;;
+      --device) device=$2; shift 2 ;;
+      --jobs) jobs=$2; shift 2 ;;
+      --val) val=$2; shift 2 ;;
+      --out) out=$2; shift 2 ;;
+      --nala) nala=$2; shift 2 ;;
+      --data-dir) data_dir=$2; shift 2 ;;
+      --recipe) recipe=$2; shift 2 ;;
+      --analyze-images) an_images=$2; shift 2 ;;
+      --title) title=$2; shift 2 ;;
+      --) shift; extra=("$@"); break ;;
+      -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      *) die "unknown option '$1' (--help lists them)" ;;
+    esac
+  done
+}
+# --resume DIR: the settings come from DIR/ablate.args (written below when DIR
+# was made), then --jobs and --nala of this command.
+for a in "$@"; do [ "$a" = -- ] && break; [ "$a" = --resume ] && resume=1; done
+if [ -n "$resume" ]; then
+  resume=""
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --resume) resume=${2:-}; shift 2 || die "--resume needs a folder" ;;
+      --jobs) resume_jobs=${2:-}; shift 2 || die "--jobs needs a number" ;;
+      --nala) resume_nala=${2:-}; shift 2 || die "--nala needs a path" ;;
+      -h|--help) parse --help ;;
+      *) die "--resume DIR continues DIR with its own settings: only --jobs and --nala may be given beside it, not '$1'" ;;
+    esac
+  done
+  [ -n "$resume" ] || die "--resume needs a folder"
+  [ -f "$resume/ablate.args" ] || die "$resume/ablate.args: no such file: $resume is not a folder made by tools/ablate.sh"
+  mapfile -d '' -t saved <"$resume/ablate.args" || die "$resume/ablate.args: cannot read it"
+  [ "${#saved[@]}" -gt 0 ] || die "$resume/ablate.args: empty"
+  parse "${saved[@]}"
+  [ "$out" = "$resume" ] || out=$resume  # the folder may have moved since
+  [ -n "$resume_jobs" ] && jobs=$resume_jobs
+  [ -n "$resume_nala" ] && nala=$resume_nala
+else
+  parse "$@"
+fi
 
 if [ -z "$nala" ]; then
   for c in build/release/nala build/release-nocuda/nala; do [ -x "$c" ] && { nala=$c; break; }; done
@@ -93,17 +127,27 @@ case $recipe in
   *) die "--recipe gpu or none, not '$recipe'" ;;
 esac
 
-# The results folder: new, made with one mkdir (never an earlier one).
-if [ -z "$out" ]; then
-  base=results/ablate-$(date -u +%Y%m%d-%H%M%S)
-  mkdir -p results || die "cannot make results/"
-  out=$base; i=2
-  until mkdir "$out" 2>/dev/null; do out=$base-$i; i=$((i + 1)); [ $i -lt 100 ] || die "cannot make $base-N"; done
+# The results folder: new, made with one mkdir (never an earlier one); when
+# resuming, the one given.
+if [ -n "$resume" ]; then
+  [ -d "$out/runs" ] && [ -d "$out/logs" ] && [ -d "$out/analyze" ] || die "$out: no runs/, logs/ or analyze/ folder"
 else
-  [ -e "$out" ] && die "$out exists: the results of an earlier run are never overwritten; give a new --out"
-  mkdir -p "$(dirname "$out")" && mkdir "$out" || die "cannot make $out"
+  if [ -z "$out" ]; then
+    base=results/ablate-$(date -u +%Y%m%d-%H%M%S)
+    mkdir -p results || die "cannot make results/"
+    out=$base; i=2
+    until mkdir "$out" 2>/dev/null; do out=$base-$i; i=$((i + 1)); [ $i -lt 100 ] || die "cannot make $base-N"; done
+  else
+    [ -e "$out" ] && die "$out exists: the results of an earlier run are never overwritten; give a new --out"
+    mkdir -p "$(dirname "$out")" && mkdir "$out" || die "cannot make $out"
+  fi
+  mkdir "$out/runs" "$out/logs" "$out/analyze"
+  # The settings, for --resume (one argument per NUL-terminated field).
+  args=(--kinds "$kinds" --seeds "$seeds" --epochs "$epochs" --device "$device" --jobs "$jobs" --val "$val"
+        --recipe "$recipe" --analyze-images "$an_images" --title "$title" --out "$out")
+  [ -n "$data_dir" ] && args+=(--data-dir "$data_dir")
+  printf '%s\0' "${args[@]}" -- "${extra[@]}" >"$out/ablate.args" || die "cannot write $out/ablate.args"
 fi
-mkdir "$out/runs" "$out/logs" "$out/analyze"
 
 cores=$(nproc 2>/dev/null || echo 2)
 threads=$(( cores / jobs )); [ "$threads" -ge 1 ] || threads=1
@@ -114,38 +158,60 @@ data_args=(--data fashion-mnist)
 echo "ablate.sh: kinds [$kinds], seeds [$seeds], $epochs epochs on $device, $jobs at once ($threads threads each)," \
      "validation $val images; results in $out"
 
-train_cmd() {  # kind seed -> the command line of one run
-  local k=$1 s=$2
+train_cmd() {  # kind seed [new|resume|restart] -> the command line of one run
+  local k=$1 s=$2 how=${3:-new} run=$out/runs/$1-s$2
   local cmd=("$nala" train --device "$device" --model pico "${data_args[@]}" --epochs "$epochs" --seed "$s"
              --val "$val" --threads "$threads" --workers "$workers" --log-every 1000 "${recipe_args[@]}")
   [ "$has_attn" = 1 ] && cmd+=(--attn "$k")
-  cmd+=("${extra[@]}" --out "$out/runs/$k-s$s")
+  cmd+=("${extra[@]}")
+  case $how in
+    resume) cmd+=(--resume "$run") ;;              # from its last checkpoint, the same arguments
+    restart) cmd+=(--overwrite --out "$run") ;;    # stopped before its first checkpoint
+    *) cmd+=(--out "$run") ;;
+  esac
   printf '%q ' "${cmd[@]}"
 }
 
-# The runs, at most $jobs at once.
+# What a run needs (--resume): nothing when its log says it is done, the
+# rest of its epochs when it has a checkpoint, a fresh start otherwise.
+run_state() {  # kind seed
+  local log=$out/logs/$1-s$2.log run=$out/runs/$1-s$2
+  if [ -z "$resume" ]; then echo new
+  elif grep -qE '^done in' "$log" 2>/dev/null; then echo done
+  elif [ -f "$run/checkpoint.safetensors" ]; then echo resume
+  elif [ -e "$run" ]; then echo restart
+  else echo new
+  fi
+}
+
+# The runs, at most $jobs at once. A run's log only grows (a resumed run
+# appends to it).
 running=0 failed=0
 for k in $kinds; do
   for s in $seeds; do
+    how=$(run_state "$k" "$s")
+    if [ "$how" = done ]; then echo "  $k seed $s: finished earlier"; continue; fi
     if [ "$running" -ge "$jobs" ]; then wait -n || failed=$((failed + 1)); running=$((running - 1)); fi
-    cmd=$(train_cmd "$k" "$s")
+    cmd=$(train_cmd "$k" "$s" "$how")
     echo "$cmd" >>"$out/commands.txt"
-    ( eval "$cmd" >"$out/logs/$k-s$s.log" 2>&1; rc=$?
+    ( eval "$cmd" >>"$out/logs/$k-s$s.log" 2>&1; rc=$?
       echo "  $k seed $s: $(grep -E '^done' "$out/logs/$k-s$s.log" | tail -1) (exit $rc)"; exit $rc ) &
     running=$((running + 1))
   done
 done
 while [ "$running" -gt 0 ]; do wait -n || failed=$((failed + 1)); running=$((running - 1)); done
 
-# analyze on every run's chosen weights (CPU or GPU, a few seconds each).
+# analyze on every run's chosen weights (CPU or GPU, a few seconds each); when
+# resuming, only where no analysis was finished.
 for k in $kinds; do
   for s in $seeds; do
     w=$out/runs/$k-s$s/best_val.safetensors
     [ -f "$w" ] || continue
+    [ -n "$resume" ] && [ -f "$out/analyze/$k-s$s/summary.md" ] && continue  # its last file
     an=("$nala" analyze --weights "$w" "${data_args[@]}" --images "$an_images" --device "$device"
         --out "$out/analyze/$k-s$s")
     printf '%q ' "${an[@]}" >>"$out/commands.txt"; echo >>"$out/commands.txt"
-    "${an[@]}" >"$out/logs/analyze-$k-s$s.log" 2>&1 || echo "  analyze $k seed $s failed: see $out/logs/analyze-$k-s$s.log"
+    "${an[@]}" >>"$out/logs/analyze-$k-s$s.log" 2>&1 || echo "  analyze $k seed $s failed: see $out/logs/analyze-$k-s$s.log"
   done
 done
 

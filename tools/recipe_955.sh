@@ -6,6 +6,7 @@
 #   tools/recipe_955.sh [--epochs N] [--seeds "0 1 2"] [--jobs 3] [--out DIR]
 #                       [--nala PATH] [--data-dir DIR] [--device cuda|cpu] [--val N]
 #                       [-- more nala train options]
+#   tools/recipe_955.sh --resume DIR [--jobs J] [--nala PATH]   (continue a run stopped early)
 #
 # The three seeds train at once on one GPU (pico is small and launch-bound,
 # so they share it well). What changes from the README's GPU recipe:
@@ -24,6 +25,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 epochs=80 seeds="0 1 2" jobs=3 pass=()
+# --resume DIR [--jobs J] [--nala PATH]: continue a recipe run stopped early,
+# with its own settings (tools/ablate.sh --resume).
+for a in "$@"; do [ "$a" = -- ] && break; [ "$a" = --resume ] && exec tools/ablate.sh "$@"; done
 while [ $# -gt 0 ]; do
   case $1 in
     --epochs) epochs=$2; shift 2 ;;
@@ -31,7 +35,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs=$2; shift 2 ;;
     --out|--nala|--data-dir|--device|--val) pass+=("$1" "$2"); shift 2 ;;
     --) shift; break ;;  # the rest: more nala train options, after the recipe's (the last value wins)
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "recipe_955.sh: unknown option '$1' (--help lists them)" >&2; exit 2 ;;
   esac
 done
