@@ -29,7 +29,6 @@ const char* const kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#94
                                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 constexpr int kMarkAllBelow = 40;
 constexpr size_t kThinAbove = 4096;  // a line of more points is thinned to 4 per pixel column  // a line of at most this many points also gets a dot per point
-constexpr size_t kMaxNotes = 6;
 
 std::string num(double v, int decimals = 2) {
   char buf[64];
@@ -367,9 +366,10 @@ void render(std::string& o, const Chart& c, double ox, double oy, double W, doub
     if (p.nonpositive) notes.push_back(who + ": " + plural(p.nonpositive, "point") + " not shown (<= 0 on a log axis)");
   }
   notes.insert(notes.end(), c.notes.begin(), c.notes.end());
-  if (notes.size() > kMaxNotes) {
-    const size_t more = notes.size() - (kMaxNotes - 1);
-    notes.resize(kMaxNotes - 1);
+  const size_t max_notes = std::max<size_t>(c.max_notes, 1);
+  if (notes.size() > max_notes) {
+    const size_t more = notes.size() - (max_notes - 1);
+    notes.resize(max_notes - 1);
     notes.push_back("... and " + plural((int64_t)more, "more note"));
   }
 

@@ -54,6 +54,7 @@ struct Chart {
   Axis x, y, y2;                    // y2 appears when a series has right_axis
   std::vector<Series> series;
   std::vector<std::string> notes;   // extra lines under the chart (after the skipped-point notes)
+  size_t max_notes = 6;             // more notes than this: the last line says how many are left out
   Mark mark = Mark::Line;
   double point_radius = 2.0, point_opacity = 0.5;  // Mark::Points
   bool grid = true, legend = true;

@@ -110,15 +110,7 @@ CsvTable read_numeric_csv(const std::string& path, const std::string& what) {
   return t;
 }
 
-std::vector<std::string> write_training_plots(const std::string& metrics_csv, const std::string& out_dir) {
-  NALA_CHECK(!out_dir.empty(), "write_training_plots: no output folder given for ", metrics_csv);
-  const CsvTable t = read_numeric_csv(metrics_csv, "training metrics");
-  const int ce = t.column("epoch");
-  NALA_CHECK(ce >= 0, metrics_csv, ": no 'epoch' column (not a nala metrics.csv?)");
-  const std::vector<double> epoch = t.values(ce);
-
-  // The run's name: the folder that holds metrics.csv (runs/NAME/metrics.csv),
-  // or the file's own name without ".csv" when it is called something else.
+std::string run_name_of(const std::string& metrics_csv) {
   auto base = [](const std::string& p) {
     size_t slash = p.find_last_of('/');
     return slash == std::string::npos ? p : p.substr(slash + 1);
@@ -130,6 +122,17 @@ std::vector<std::string> write_training_plots(const std::string& metrics_csv, co
   } else if (run.size() > 4 && run.compare(run.size() - 4, 4, ".csv") == 0) {
     run.resize(run.size() - 4);
   }
+  return run;
+}
+
+std::vector<std::string> write_training_plots(const std::string& metrics_csv, const std::string& out_dir) {
+  NALA_CHECK(!out_dir.empty(), "write_training_plots: no output folder given for ", metrics_csv);
+  const CsvTable t = read_numeric_csv(metrics_csv, "training metrics");
+  const int ce = t.column("epoch");
+  NALA_CHECK(ce >= 0, metrics_csv, ": no 'epoch' column (not a nala metrics.csv?)");
+  const std::vector<double> epoch = t.values(ce);
+
+  const std::string run = run_name_of(metrics_csv);
   const std::string prefix = run.empty() ? "" : run + ": ";
 
   std::vector<std::string> common_notes;
@@ -209,6 +212,114 @@ std::vector<std::string> write_training_plots(const std::string& metrics_csv, co
   const std::string dir = out_dir.back() == '/' ? out_dir : out_dir + "/";
   for (auto& [name, c] : {std::make_pair(kLossPlot, &loss), std::make_pair(kAccuracyPlot, &acc),
                           std::make_pair(kLrPlot, &lr)}) {
+    const std::string path = dir + name;
+    plot::write_svg(path, plot::chart_svg(*c));
+    written.push_back(path);
+  }
+  return written;
+}
+
+std::vector<std::string> write_comparison_plots(const std::vector<PlotRun>& runs, const std::string& out_dir,
+                                                int64_t from_epoch) {
+  NALA_CHECK(!out_dir.empty(), "write_comparison_plots: no output folder given");
+  NALA_CHECK(!runs.empty(), "write_comparison_plots: no runs to compare");
+  NALA_CHECK(from_epoch >= 1, "write_comparison_plots: from_epoch must be at least 1, got ", from_epoch);
+  struct Run {
+    std::string label, name;
+    CsvTable t;
+    std::vector<double> epoch;
+  };
+  std::vector<Run> rs;
+  for (const PlotRun& pr : runs) {
+    Run r;
+    r.name = run_name_of(pr.metrics_csv);
+    if (r.name.empty()) r.name = pr.metrics_csv;
+    r.label = pr.label.empty() ? r.name : pr.label;
+    r.t = read_numeric_csv(pr.metrics_csv, "training metrics");
+    const int ce = r.t.column("epoch");
+    NALA_CHECK(ce >= 0, pr.metrics_csv, ": no 'epoch' column (not a nala metrics.csv?)");
+    r.epoch = r.t.values(ce);
+    rs.push_back(std::move(r));
+  }
+  // One colour per label, in order of first appearance.
+  const char* const palette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+  std::vector<std::string> labels;
+  auto label_index = [&](const std::string& l) {
+    for (size_t i = 0; i < labels.size(); i++)
+      if (labels[i] == l) return i;
+    labels.push_back(l);
+    return labels.size() - 1;
+  };
+  std::vector<int> runs_of(rs.size(), 0);  // per label: how many runs it names
+  for (const Run& r : rs) {
+    const size_t li = label_index(r.label);
+    runs_of.resize(labels.size(), 0);
+    runs_of[li]++;
+  }
+
+  // The chart of one column over every run; best_is_max: accuracy (the
+  // largest value is the best), else loss (the smallest).
+  auto chart = [&](const std::string& title, const std::string& ylabel, const char* column, double scale,
+                   bool best_is_max, const char* unit) {
+    plot::Chart c;
+    c.title = title;
+    c.subtitle = std::to_string(rs.size()) + (rs.size() == 1 ? " run" : " runs") +
+                 (from_epoch > 1 ? ", from epoch " + std::to_string(from_epoch) : "");
+    c.x.label = "epoch";
+    c.y.label = ylabel;
+    std::vector<bool> named(labels.size(), false);
+    int missing = 0;
+    for (const Run& r : rs) {
+      const int col = r.t.column(column);
+      if (col < 0) {
+        missing++;
+        continue;
+      }
+      const std::vector<double> v = r.t.values(col);
+      const size_t li = label_index(r.label);
+      plot::Series s;
+      s.name = named[li] ? "" : r.label;  // one legend entry a label
+      named[li] = true;
+      s.color = palette[li % (sizeof palette / sizeof *palette)];
+      int best = -1, last = -1;
+      for (size_t i = 0; i < v.size(); i++) {
+        if (!(r.epoch[i] >= (double)from_epoch)) continue;
+        s.x.push_back(r.epoch[i]);
+        s.y.push_back(v[i] * scale);
+        if (!std::isfinite(v[i])) continue;
+        last = (int)i;
+        if (best < 0 || (best_is_max ? v[i] > v[(size_t)best] : v[i] < v[(size_t)best])) best = (int)i;
+      }
+      // Each run by its label, and by its name too where a label names several.
+      std::string note = runs_of[li] > 1 && r.name != r.label ? r.label + " (" + r.name + ")" : r.label;
+      if (best < 0) {
+        note += ": no value";
+      } else {
+        note += ": best " + fmt(best_is_max ? "%.2f" : "%.4g", v[(size_t)best] * scale) + unit + " at epoch " +
+                fmt("%.0f", r.epoch[(size_t)best]) + ", last " + fmt(best_is_max ? "%.2f" : "%.4g", v[(size_t)last] * scale) +
+                unit + " at epoch " + fmt("%.0f", r.epoch[(size_t)last]);
+      }
+      c.notes.push_back(note);
+      c.series.push_back(std::move(s));
+    }
+    if (missing) c.notes.push_back(std::to_string(missing) + (missing == 1 ? " run has" : " runs have") + " no '" +
+                                   column + "' column");
+    return c;
+  };
+  plot::Chart val = chart("validation top-1", "validation top-1 (%)", "val_top1", 100.0, true, "%");
+  plot::Chart test = chart("test top-1", "test top-1 (%)", "test_top1", 100.0, true, "%");
+  plot::Chart loss = chart("train loss", "train loss", "train_loss", 1.0, false, "");
+  for (plot::Chart* c : {&val, &test, &loss}) {  // a line under the chart for every run
+    c->max_notes = c->notes.size() + rs.size() + 1;
+    c->height = 460 + 15.0 * (double)c->notes.size();
+  }
+
+  make_dirs(out_dir, "plot folder");
+  std::vector<std::string> written;
+  const std::string dir = out_dir.back() == '/' ? out_dir : out_dir + "/";
+  for (auto& [name, c] : {std::make_pair(kCompareValPlot, &val), std::make_pair(kCompareTestPlot, &test),
+                          std::make_pair(kCompareLossPlot, &loss)}) {
     const std::string path = dir + name;
     plot::write_svg(path, plot::chart_svg(*c));
     written.push_back(path);

@@ -44,4 +44,27 @@ constexpr const char* kLrPlot = "lr.svg";
 // not fail because of a plot (the end of a training run) catches and warns.
 std::vector<std::string> write_training_plots(const std::string& metrics_csv, const std::string& out_dir);
 
+// Several runs on one chart each (`nala plot --compare`, tools/ablate.sh):
+// compare_val.svg (validation top-1 in %, the runs that have it),
+// compare_test.svg (test top-1 in %) and compare_loss.svg (train loss),
+// one line per run against its epochs. Runs with the same label share a
+// colour and one legend entry (the seeds of one kind); a note under each
+// chart gives every run's best value and its epoch, and its last one.
+// from_epoch > 1 leaves out the earlier epochs (the end of a run, where runs
+// differ, drawn at a readable scale). Returns the paths written; throws as
+// write_training_plots does, naming the file.
+struct PlotRun {
+  std::string metrics_csv;
+  std::string label;  // empty: the run's name (the folder that holds metrics.csv)
+};
+constexpr const char* kCompareValPlot = "compare_val.svg";
+constexpr const char* kCompareTestPlot = "compare_test.svg";
+constexpr const char* kCompareLossPlot = "compare_loss.svg";
+std::vector<std::string> write_comparison_plots(const std::vector<PlotRun>& runs, const std::string& out_dir,
+                                                int64_t from_epoch = 1);
+
+// The name of a run from its metrics file: the folder that holds metrics.csv
+// (runs/NAME/metrics.csv), or the file's name without ".csv" otherwise.
+std::string run_name_of(const std::string& metrics_csv);
+
 }  // namespace nala

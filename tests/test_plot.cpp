@@ -725,6 +725,95 @@ TEST_CASE("plot: nala plot --metrics writes the plots beside it, or into --out",
   REQUIRE_THROWS_AS(run({"--metrics"}), UsageError);
 }
 
+TEST_CASE("plot: write_comparison_plots puts several runs on one chart, a colour and a legend entry a label",
+          "[plot]") {
+  TempDir t;
+  for (const char* d : {"runs/nala-s0", "runs/nala-s1", "runs/relu-s0"}) fs::create_directories(t.path + "/" + d);
+  // nala-s0 is best at epoch 1 on validation, nala-s1 at epoch 4; relu-s0 has no validation column.
+  put(t.path + "/runs/nala-s0/metrics.csv", "epoch,train_loss,val_top1,test_top1\n"
+                                              "1,2.0,0.90,0.50\n2,1.5,0.60,0.60\n3,1.2,0.70,0.70\n4,1.0,0.80,0.80\n");
+  put(t.path + "/runs/nala-s1/metrics.csv", "epoch,train_loss,val_top1,test_top1\n"
+                                              "1,2.5,0.40,0.45\n2,1.6,0.50,0.55\n3,1.1,0.60,0.65\n4,0.9,0.85,0.75\n");
+  put(t.path + "/runs/relu-s0/metrics.csv", "epoch,train_loss,test_top1\n1,2.2,0.30\n2,1.8,0.40\n3,1.4,0.50\n");
+  const std::vector<PlotRun> runs = {{t.path + "/runs/nala-s0/metrics.csv", "nala"},
+                                     {t.path + "/runs/nala-s1/metrics.csv", "nala"},
+                                     {t.path + "/runs/relu-s0/metrics.csv", ""}};
+  const std::vector<std::string> files = write_comparison_plots(runs, t.path + "/cmp");
+  REQUIRE(files == std::vector<std::string>{t.path + "/cmp/compare_val.svg", t.path + "/cmp/compare_test.svg",
+                                            t.path + "/cmp/compare_loss.svg"});
+  std::map<std::string, std::vector<Element>> els;
+  for (const char* f : {"val", "test", "loss"}) {
+    REQUIRE_WELL_FORMED(slurp(t.path + "/cmp/compare_" + f + ".svg"), &els[f]);
+    require_finite_attributes(els[f]);
+  }
+  REQUIRE(with(els["val"], "path", "class", "series").size() == 2);
+  REQUIRE(has_text(els["val"], "1 run has no 'val_top1' column"));
+  REQUIRE(has_text(els["val"], "nala (nala-s0): best 90.00% at epoch 1, last 80.00% at epoch 4"));
+  REQUIRE(has_text(els["val"], "nala (nala-s1): best 85.00% at epoch 4, last 85.00% at epoch 4"));
+  const std::vector<Element> test_lines = with(els["test"], "path", "class", "series");
+  REQUIRE(test_lines.size() == 3);
+  REQUIRE(test_lines[0].attrs.at("stroke") == test_lines[1].attrs.at("stroke"));  // one label, one colour
+  REQUIRE(test_lines[0].attrs.at("stroke") != test_lines[2].attrs.at("stroke"));
+  REQUIRE(has_text(els["test"], "relu-s0: best 50.00% at epoch 3, last 50.00% at epoch 3"));  // named by its folder
+  REQUIRE(has_text(els["test"], "3 runs"));
+  int nala_entries = 0;
+  for (const Element& e : with(els["test"], "text"))
+    nala_entries += e.text == "nala";
+  REQUIRE(nala_entries == 1);  // the legend names a label once
+  REQUIRE(has_text(els["loss"], "nala (nala-s1): best 0.9 at epoch 4, last 0.9 at epoch 4"));  // loss: the least
+
+  // From epoch 2: the earlier points are left out, and so is their best.
+  write_comparison_plots(runs, t.path + "/late", 2);
+  std::vector<Element> late;
+  REQUIRE_WELL_FORMED(slurp(t.path + "/late/compare_val.svg"), &late);
+  REQUIRE(has_text(late, "nala (nala-s0): best 80.00% at epoch 4, last 80.00% at epoch 4"));
+  REQUIRE(has_text(late, "3 runs, from epoch 2"));
+  for (const Element& e : with(late, "path", "class", "series")) REQUIRE(parse_path(e.attrs.at("d")).points.size() == 3);
+
+  REQUIRE_THROWS_WITH(write_comparison_plots({{t.path + "/absent.csv", ""}}, t.path + "/x"),
+                      Catch::Contains("absent.csv"));
+  REQUIRE_THROWS_WITH(write_comparison_plots({}, t.path + "/x"), Catch::Contains("no runs"));
+  // Written again: nala's own files are replaced; another file is not.
+  put(t.path + "/cmp/compare_loss.svg", "<svg/>");
+  REQUIRE_THROWS_WITH(write_comparison_plots(runs, t.path + "/cmp"), Catch::Contains("compare_loss.svg"));
+  REQUIRE(slurp(t.path + "/cmp/compare_loss.svg") == "<svg/>");
+}
+
+TEST_CASE("plot: nala plot --compare takes the runs after the options", "[plot]") {
+  TempDir t;
+  for (const char* d : {"a-s0", "a-s12", "b"}) {
+    fs::create_directories(t.path + "/" + d);
+    put(t.path + "/" + d + "/metrics.csv", kMetrics);
+  }
+  auto run = [](std::vector<std::string> args) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(&a[0]);
+    argv.push_back(nullptr);
+    return cmd_plot((int)args.size(), argv.data());
+  };
+  const std::string a0 = t.path + "/a-s0/metrics.csv", a12 = t.path + "/a-s12/metrics.csv",
+                    b = t.path + "/b/metrics.csv";
+  REQUIRE(run({"--compare", "--group-seeds", "--out", t.path + "/g", a0, a12, b}) == 0);
+  std::vector<Element> e;
+  REQUIRE_WELL_FORMED(slurp(t.path + "/g/compare_test.svg"), &e);
+  REQUIRE(has_text(e, "a (a-s0): best 78.00% at epoch 4"));
+  REQUIRE(has_text(e, "a (a-s12): best 78.00% at epoch 4"));
+  REQUIRE(has_text(e, "b: best 78.00% at epoch 4"));
+  REQUIRE(run({"--compare", "--labels", "x,y,x", "--out", t.path + "/l", a0, a12, b}) == 0);
+  REQUIRE_WELL_FORMED(slurp(t.path + "/l/compare_test.svg"), &e);
+  REQUIRE(has_text(e, "y: best 78.00% at epoch 4"));  // a label of one run: its note needs no run name
+  REQUIRE(has_text(e, "x (a-s0): best 78.00% at epoch 4"));  // of several: each note names its run too
+  REQUIRE(has_text(e, "x (b): best 78.00% at epoch 4"));
+  REQUIRE_THROWS_AS(run({"--compare", a0}), UsageError);                                  // no --out
+  REQUIRE_THROWS_AS(run({"--compare", "--out", t.path + "/z"}), UsageError);               // no runs
+  REQUIRE_THROWS_AS(run({"--compare", "--metrics", a0, "--out", t.path + "/z"}), UsageError);
+  REQUIRE_THROWS_AS(run({"--compare", "--labels", "x,y", "--out", t.path + "/z", a0, a12, b}), UsageError);
+  REQUIRE_THROWS_AS(run({"--compare", "--labels", "x", "--group-seeds", "--out", t.path + "/z", a0}), UsageError);
+  REQUIRE_THROWS_AS(run({"--metrics", a0, b}), UsageError);  // runs after the options need --compare
+  REQUIRE_THROWS_AS(run({"--metrics", a0, "--from-epoch", "2"}), UsageError);
+  REQUIRE(!fs::exists(t.path + "/z"));
+}
+
 TEST_CASE("plot: the blank-image check passes a drawn chart and fails blank ones", "[plot]") {
   // PNGs made here with stb_image_write, standing in for the renderer's output.
   TempDir t;
@@ -761,7 +850,7 @@ TEST_CASE("plot: the blank-image check passes a drawn chart and fails blank ones
   REQUIRE(blank_problem(count_pixels(orange, blue), 100) != "");
 }
 
-TEST_CASE("plot: rsvg-convert renders the training plots and a scatter plot, not blank", "[plot]") {
+TEST_CASE("plot: rsvg-convert renders the training plots, a comparison and a scatter plot, not blank", "[plot]") {
   TempDir t;
   put(t.path + "/metrics.csv", kMetrics);
   write_training_plots(t.path + "/metrics.csv", t.path);
@@ -776,6 +865,14 @@ TEST_CASE("plot: rsvg-convert renders the training plots and a scatter plot, not
     REQUIRE(blank_problem(c, 300) == "");  // the first series (train), drawn across the plot
     if (std::string(f) != "lr") REQUIRE(blank_problem(count_pixels(png, orange), 300) == "");  // the second
   }
+
+  // A comparison chart: its first run's colour drawn across the plot.
+  fs::create_directories(t.path + "/r/x-s0");
+  put(t.path + "/r/x-s0/metrics.csv", "epoch,test_top1\n1,0.20\n2,0.30\n3,0.35\n4,0.38\n5,0.40\n");
+  write_comparison_plots({{t.path + "/r/x-s0/metrics.csv", ""}, {t.path + "/metrics.csv", "other"}}, t.path + "/cmp");
+  render(t.path + "/cmp/compare_test.svg", t.path + "/cmp/test.png", t.path + "/rsvg.log");
+  REQUIRE(blank_problem(count_pixels(t.path + "/cmp/test.png", blue), 300) == "");
+  REQUIRE(blank_problem(count_pixels(t.path + "/cmp/test.png", orange), 300) == "");
 
   plot::Chart s;
   s.title = "query norm and entropy";

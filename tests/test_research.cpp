@@ -524,6 +524,12 @@ TEST_CASE("tools/ablate.sh: runs kinds x seeds at once, chooses on validation, a
   CHECK(report.find("| softmax | 653194 | **") != std::string::npos);
   CHECK(report.find("nala train") != std::string::npos);  // the exact commands
   CHECK(report.find("1 epochs (--epochs 2)") != std::string::npos);
+  // Every run's curves on one chart each, linked from the report.
+  for (const char* f : {"compare_val.svg", "compare_test.svg", "compare_loss.svg"}) {
+    INFO(f);
+    CHECK(slurp(out + "/" + f).find("softmax (softmax-s1): best") != std::string::npos);
+    CHECK(report.find(std::string("(") + f + ")") != std::string::npos);
+  }
 
   // The same --out again: refused (exit 2), the earlier results untouched.
   const std::string before = slurp(out + "/results.csv");

@@ -33,7 +33,9 @@
 #                        --jobs and --nala may be given beside it.
 #
 # Writes into DIR: README.md (the table and the exact commands), results.csv
-# (one row per run), summary.csv (one row per kind), runs/<kind>-s<seed>/
+# (one row per run), summary.csv (one row per kind), compare_val.svg,
+# compare_test.svg and compare_loss.svg (every run's curves, one colour a
+# kind: nala plot --compare), runs/<kind>-s<seed>/
 # (each run's folder: metrics, curves, best_val.safetensors), logs/, and
 # analyze/<kind>-s<seed>/ (entropy_norm.csv, scatter plots, summary).
 # A bash tool around the nala program; nala itself never runs a shell.
@@ -60,7 +62,7 @@ parse() {
       --analyze-images) an_images=$2; shift 2 ;;
       --title) title=$2; shift 2 ;;
       --) shift; extra=("$@"); break ;;
-      -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) die "unknown option '$1' (--help lists them)" ;;
     esac
   done
@@ -252,6 +254,24 @@ awk -F, 'NR > 1 {
     }
   }' "$out/results.csv" >"$out/summary.csv"
 
+# Every run's curves on one chart each (validation, test, train loss), one
+# colour a kind, from the fifth of the epochs on (the first epochs' low
+# accuracies would flatten the rest).
+plots=""
+metric_files=()
+for k in $kinds; do for s in $seeds; do
+  f=$out/runs/$k-s$s/metrics.csv
+  [ -f "$f" ] && metric_files+=("$f")
+done; done
+from=$(( epochs / 5 )); [ "$from" -ge 1 ] || from=1
+if [ "${#metric_files[@]}" -gt 0 ] && "$nala" plot --help 2>/dev/null | grep -q -- '--compare'; then
+  if "$nala" plot --compare --group-seeds --from-epoch "$from" --out "$out" "${metric_files[@]}" >"$out/logs/plot.log" 2>&1; then
+    plots="Curves of every run (one colour a kind, from epoch $from): [validation top-1](compare_val.svg), [test top-1](compare_test.svg), [train loss](compare_loss.svg)."
+  else
+    echo "  the comparison plots failed: see $out/logs/plot.log"
+  fi
+fi
+
 # The report.
 {
   echo "# $title"
@@ -266,6 +286,7 @@ awk -F, 'NR > 1 {
   awk -F, 'NR > 1 { printf "| %s | %s | **%.2f ± %.2f** | %s | %.2f | %s | %s |\n", $1, $3, $4, $5, $2, $6, $7, $8 }' "$out/summary.csv"
   echo
   echo "Per run: [results.csv](results.csv). Scatter plots: analyze/<kind>-s<seed>/entropy_norm.svg."
+  [ -n "$plots" ] && echo && echo "$plots"
   echo
   echo "Commands (run from the repository root):"
   echo
