@@ -376,10 +376,10 @@ void render(std::string& o, const Chart& c, double ox, double oy, double W, doub
   std::vector<const Prepared*> legend;
   if (c.legend)
     for (const Prepared& p : prep)
-      if (!p.s->name.empty()) legend.push_back(&p);
+      if (p.s->in_legend && !(p.s->legend.empty() ? p.s->name : p.s->legend).empty()) legend.push_back(&p);
   const size_t legend_chars = (size_t)std::max(4.0, (W * 0.3 - 30) / 7.2);
   auto legend_text = [&](const Prepared& p) {
-    std::string t = p.s->name;
+    std::string t = p.s->legend.empty() ? p.s->name : p.s->legend;
     if (any_right) t += p.s->right_axis ? " (right)" : " (left)";
     if (p.shown == 0) t += " (no data)";
     return truncate_text(t, legend_chars);

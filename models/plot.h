@@ -32,7 +32,9 @@ namespace nala {
 namespace plot {
 
 struct Series {
-  std::string name;          // legend text; empty: left out of the legend
+  std::string name;          // legend text and the series' name in notes; empty: left out of the legend
+  std::string legend;        // the legend's text when it differs from name (several series, one entry)
+  bool in_legend = true;     // false: no legend entry (another series stands for it)
   std::vector<double> x, y;  // the same length (checked)
   std::string color;         // "#rgb" or "#rrggbb"; empty: the next palette colour
   bool right_axis = false;   // line charts: drawn against the second y axis (Chart::y2)

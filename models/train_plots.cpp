@@ -251,7 +251,7 @@ std::vector<std::string> write_comparison_plots(const std::vector<PlotRun>& runs
     labels.push_back(l);
     return labels.size() - 1;
   };
-  std::vector<int> runs_of(rs.size(), 0);  // per label: how many runs it names
+  std::vector<int> runs_of;  // per label: how many runs it names
   for (const Run& r : rs) {
     const size_t li = label_index(r.label);
     runs_of.resize(labels.size(), 0);
@@ -278,8 +278,12 @@ std::vector<std::string> write_comparison_plots(const std::vector<PlotRun>& runs
       }
       const std::vector<double> v = r.t.values(col);
       const size_t li = label_index(r.label);
+      // Each run by its label, and by its name too where a label names several.
+      const std::string who = runs_of[li] > 1 && r.name != r.label ? r.label + " (" + r.name + ")" : r.label;
       plot::Series s;
-      s.name = named[li] ? "" : r.label;  // one legend entry a label
+      s.name = who;
+      s.legend = r.label;
+      s.in_legend = !named[li];  // one legend entry a label
       named[li] = true;
       s.color = palette[li % (sizeof palette / sizeof *palette)];
       int best = -1, last = -1;
@@ -291,8 +295,7 @@ std::vector<std::string> write_comparison_plots(const std::vector<PlotRun>& runs
         last = (int)i;
         if (best < 0 || (best_is_max ? v[i] > v[(size_t)best] : v[i] < v[(size_t)best])) best = (int)i;
       }
-      // Each run by its label, and by its name too where a label names several.
-      std::string note = runs_of[li] > 1 && r.name != r.label ? r.label + " (" + r.name + ")" : r.label;
+      std::string note = who;
       if (best < 0) {
         note += ": no value";
       } else {

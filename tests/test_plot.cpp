@@ -733,7 +733,7 @@ TEST_CASE("plot: write_comparison_plots puts several runs on one chart, a colour
   put(t.path + "/runs/nala-s0/metrics.csv", "epoch,train_loss,val_top1,test_top1\n"
                                               "1,2.0,0.90,0.50\n2,1.5,0.60,0.60\n3,1.2,0.70,0.70\n4,1.0,0.80,0.80\n");
   put(t.path + "/runs/nala-s1/metrics.csv", "epoch,train_loss,val_top1,test_top1\n"
-                                              "1,2.5,0.40,0.45\n2,1.6,0.50,0.55\n3,1.1,0.60,0.65\n4,0.9,0.85,0.75\n");
+                                              "1,2.5,0.40,0.45\n2,1.6,0.50,nan\n3,1.1,0.60,0.65\n4,0.9,0.85,0.75\n");
   put(t.path + "/runs/relu-s0/metrics.csv", "epoch,train_loss,test_top1\n1,2.2,0.30\n2,1.8,0.40\n3,1.4,0.50\n");
   const std::vector<PlotRun> runs = {{t.path + "/runs/nala-s0/metrics.csv", "nala"},
                                      {t.path + "/runs/nala-s1/metrics.csv", "nala"},
@@ -756,6 +756,7 @@ TEST_CASE("plot: write_comparison_plots puts several runs on one chart, a colour
   REQUIRE(test_lines[0].attrs.at("stroke") != test_lines[2].attrs.at("stroke"));
   REQUIRE(has_text(els["test"], "relu-s0: best 50.00% at epoch 3, last 50.00% at epoch 3"));  // named by its folder
   REQUIRE(has_text(els["test"], "3 runs"));
+  REQUIRE(has_text(els["test"], "nala (nala-s1): 1 point not shown (NaN or infinite)"));  // the run, by name
   int nala_entries = 0;
   for (const Element& e : with(els["test"], "text"))
     nala_entries += e.text == "nala";
@@ -811,6 +812,11 @@ TEST_CASE("plot: nala plot --compare takes the runs after the options", "[plot]"
   REQUIRE_THROWS_AS(run({"--compare", "--labels", "x", "--group-seeds", "--out", t.path + "/z", a0}), UsageError);
   REQUIRE_THROWS_AS(run({"--metrics", a0, b}), UsageError);  // runs after the options need --compare
   REQUIRE_THROWS_AS(run({"--metrics", a0, "--from-epoch", "2"}), UsageError);
+  REQUIRE(!fs::exists(t.path + "/z"));
+  // A metrics file that cannot be read is named, and no folder is made.
+  REQUIRE_THROWS_WITH(run({"--compare", "--out", t.path + "/z", a0, t.path + "/absent.csv"}),
+                      Catch::Contains("absent.csv"));
+  REQUIRE_THROWS_WITH(run({"--metrics", t.path + "/absent.csv", "--out", t.path + "/z"}), Catch::Contains("absent.csv"));
   REQUIRE(!fs::exists(t.path + "/z"));
 }
 

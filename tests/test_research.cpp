@@ -5,6 +5,8 @@
 // training run that chooses its epoch on validation.
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "models/analyze.h"
@@ -24,6 +26,7 @@
 
 using namespace nala;
 using namespace nala::test;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -145,7 +148,7 @@ TEST_CASE("analyze: attention weights of one query, softmax with RoPE and NaLa's
 
 namespace {
 
-std::string fresh_pico_file(const std::string& dir, AttnKind kind = AttnKind::nala) {
+std::string fresh_pico_file(const std::string& dir, AttnKind kind = AttnKind::nala, int64_t size = 28) {
   NalaConfig cfg = nalaformer_config("pico", 1, 10);
   cfg.attn = kind;
   NalaFormer m(cfg, 1);
@@ -154,13 +157,42 @@ std::string fresh_pico_file(const std::string& dir, AttnKind kind = AttnKind::na
   ModelFile mf;
   mf.config = cfg;
   mf.mean = {0.2860f}, mf.std = {0.3530f};
-  mf.height = mf.width = 28;
-  const std::string path = dir + "/pico-" + attn_kind_name(kind) + ".safetensors";
+  mf.height = mf.width = size;
+  const std::string path = dir + "/pico-" + attn_kind_name(kind) + "-" + std::to_string(size) + ".safetensors";
   save_model(m, mf, path);
   return path;
 }
 
 }  // namespace
+
+TEST_CASE("nala analyze and nala eval: Fashion-MNIST resized to the size the weights were trained on",
+          "[research]") {
+  if (!have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed: skipped");
+    return;
+  }
+  TempDir t;
+  // pico trained on 28x28 images upsampled to 40x40 (nala train --img-size 40): 20x20 tokens in its first stage.
+  const std::string w = fresh_pico_file(t.path, AttnKind::nala, 40), out = t.path + "/an";
+  CmdResult r = run_cmd(cmd_analyze, {"--weights", w, "--images", "1", "--queries", "400", "--threads", "2", "--out", out});
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  // Every query of every head: stages of 20x20, 10x10 and 5x5 tokens with 1, 2
+  // and 4 heads, 2 blocks each (at 28 px it would be 14x14, 7x7, 4x4: 716).
+  CHECK(lines_of(slurp(out + "/entropy_norm.csv")).size() == 1 + 2 * 400 + 2 * 2 * 100 + 2 * 4 * 25);
+  r = run_cmd(cmd_eval, {"--weights", w, "--limit", "20", "--threads", "2"});
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("40x40") != std::string::npos);
+  // An --img-size that disagrees with the weights is refused, naming both.
+  r = run_cmd(cmd_eval, {"--weights", w, "--img-size", "28", "--threads", "2"});
+  CHECK(r.code == 2);
+  CHECK(r.out.find("was trained on 40x40 images") != std::string::npos);
+  r = run_cmd(cmd_analyze, {"--weights", w, "--img-size", "28", "--threads", "2", "--out", t.path + "/no"});
+  CHECK(r.code == 2);
+  CHECK(r.out.find("was trained on 40x40 images") != std::string::npos);
+  CHECK(!std::filesystem::exists(t.path + "/no"));
+}
 
 TEST_CASE("nala analyze: entropy_norm.csv, plots, summary; refuses bad input and never replaces a run",
           "[research]") {
@@ -633,8 +665,25 @@ TEST_CASE("tools/ablate.sh --resume: a killed ablation continues each run from i
   CHECK(WEXITSTATUS(status) == 2);
   CHECK(slurp(log).find("ablate.args: no such file") != std::string::npos);
 
+  // Runs given --time-budget cannot be resumed: said before anything runs.
+  const std::string tb = t.path + "/budget";
+  for (const char* d : {"", "/runs", "/logs", "/analyze"}) fs::create_directories(tb + d);
+  {
+    std::ofstream f(tb + "/ablate.args", std::ios::binary);
+    for (const char* a : {"--kinds", "nala", "--epochs", "3", "--out", "x", "--", "--time-budget", "5"}) f << a << '\0';
+  }
+  pid = spawn("/bin/bash", {ablate, "--resume", tb, "--nala", nala_binary()}, log);
+  REQUIRE(wait_for(pid, 60, &status));
+  CHECK(WEXITSTATUS(status) == 2);
+  CHECK(slurp(log).find("nala train cannot resume such a run") != std::string::npos);
+  CHECK(fs::is_empty(tb + "/runs"));
+
+  // An analysis already there for a run that trains on (of its earlier weights): moved aside, made again.
+  fs::create_directories(out + "/analyze/nala-s0");
+  std::ofstream(out + "/analyze/nala-s0/summary.md") << "an analysis of earlier weights\n";
+
   // Resumed: the run continues from its checkpoint to its 20th epoch, then the analysis and the report.
-  pid = spawn("/bin/bash", {ablate, "--resume", out, "--nala", nala_binary()}, log);
+  pid = spawn("/bin/bash", {ablate, "--resume", out}, log);  // the nala program: the ablation's own
   REQUIRE(wait_for(pid, 600, &status));
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
@@ -653,7 +702,8 @@ TEST_CASE("tools/ablate.sh --resume: a killed ablation continues each run from i
   CHECK(c[3] == std::to_string(epochs));
   CHECK(std::stoi(c[4]) >= 1);
   CHECK(std::stoi(c[4]) <= epochs);
-  CHECK(access((out + "/analyze/nala-s0/summary.md").c_str(), R_OK) == 0);
+  CHECK(slurp(out + "/analyze/nala-s0.earlier-1/summary.md") == "an analysis of earlier weights\n");
+  CHECK(slurp(out + "/analyze/nala-s0/summary.md").find("nala analyze") != std::string::npos);
 
   // Again: nothing left to train or analyze; the report is rebuilt from the same results.
   const std::string results = slurp(out + "/results.csv");
@@ -662,5 +712,14 @@ TEST_CASE("tools/ablate.sh --resume: a killed ablation continues each run from i
   REQUIRE(WEXITSTATUS(status) == 0);
   CHECK(slurp(log).find("nala seed 0: finished earlier") != std::string::npos);
   CHECK(slurp(out + "/commands.txt") == cmds);
+  CHECK(slurp(out + "/results.csv") == results);
+
+  // An analysis cut short (its last file, summary.md, missing): made again, the partial one kept aside.
+  fs::rename(out + "/analyze/nala-s0/summary.md", t.path + "/summary.md");
+  pid = spawn("/bin/bash", {ablate, "--resume", out, "--nala", nala_binary()}, log);
+  REQUIRE(wait_for(pid, 120, &status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  CHECK(fs::exists(out + "/analyze/nala-s0.earlier-2/entropy_norm.csv"));
+  CHECK(slurp(out + "/analyze/nala-s0/summary.md") == slurp(t.path + "/summary.md"));  // the same weights
   CHECK(slurp(out + "/results.csv") == results);
 }

@@ -29,8 +29,10 @@
 #                        every other run continues from its last checkpoint
 #                        (`nala train --resume`; from the start if it has none),
 #                        then the analyses still missing and the report.
-#                        The settings are DIR's own (DIR/ablate.args); only
-#                        --jobs and --nala may be given beside it.
+#                        The settings are DIR's own (DIR/ablate.args, the
+#                        nala program included); only --jobs and --nala may
+#                        be given beside it. Runs given --time-budget cannot
+#                        be resumed (their epochs are chosen when they start).
 #
 # Writes into DIR: README.md (the table and the exact commands), results.csv
 # (one row per run), summary.csv (one row per kind), compare_val.svg,
@@ -62,7 +64,7 @@ parse() {
       --analyze-images) an_images=$2; shift 2 ;;
       --title) title=$2; shift 2 ;;
       --) shift; extra=("$@"); break ;;
-      -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) die "unknown option '$1' (--help lists them)" ;;
     esac
   done
@@ -82,13 +84,16 @@ if [ -n "$resume" ]; then
     esac
   done
   [ -n "$resume" ] || die "--resume needs a folder"
-  [ -f "$resume/ablate.args" ] || die "$resume/ablate.args: no such file: $resume is not a folder made by tools/ablate.sh"
+  [ -f "$resume/ablate.args" ] || die "$resume/ablate.args: no such file: $resume was not made by tools/ablate.sh, or by one without --resume, and cannot be resumed"
   mapfile -d '' -t saved <"$resume/ablate.args" || die "$resume/ablate.args: cannot read it"
   [ "${#saved[@]}" -gt 0 ] || die "$resume/ablate.args: empty"
   parse "${saved[@]}"
   [ "$out" = "$resume" ] || out=$resume  # the folder may have moved since
   [ -n "$resume_jobs" ] && jobs=$resume_jobs
   [ -n "$resume_nala" ] && nala=$resume_nala
+  for a in "${extra[@]}"; do
+    [ "$a" = --time-budget ] && die "$resume: its runs were given --time-budget, which chooses a run's epochs when it starts; nala train cannot resume such a run. Start a new ablation with --epochs instead"
+  done
 else
   parse "$@"
 fi
@@ -96,7 +101,8 @@ fi
 if [ -z "$nala" ]; then
   for c in build/release/nala build/release-nocuda/nala; do [ -x "$c" ] && { nala=$c; break; }; done
 fi
-[ -n "$nala" ] && [ -x "$nala" ] || die "no nala program (build it, or give --nala PATH)"
+[ -n "$nala" ] && [ -x "$nala" ] || die "no nala program${nala:+ at $nala} (build it, or give --nala PATH)"
+case $nala in /*) ;; *) nala=$(cd "$(dirname "$nala")" && pwd)/$(basename "$nala") ;; esac  # kept for --resume
 if [ -z "$device" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; then device=cuda; else device=cpu; fi
 fi
@@ -146,7 +152,7 @@ else
   mkdir "$out/runs" "$out/logs" "$out/analyze"
   # The settings, for --resume (one argument per NUL-terminated field).
   args=(--kinds "$kinds" --seeds "$seeds" --epochs "$epochs" --device "$device" --jobs "$jobs" --val "$val"
-        --recipe "$recipe" --analyze-images "$an_images" --title "$title" --out "$out")
+        --recipe "$recipe" --analyze-images "$an_images" --title "$title" --out "$out" --nala "$nala")
   [ -n "$data_dir" ] && args+=(--data-dir "$data_dir")
   printf '%s\0' "${args[@]}" -- "${extra[@]}" >"$out/ablate.args" || die "cannot write $out/ablate.args"
 fi
@@ -158,7 +164,7 @@ data_args=(--data fashion-mnist)
 [ -n "$data_dir" ] && data_args+=(--data-dir "$data_dir")
 
 echo "ablate.sh: kinds [$kinds], seeds [$seeds], $epochs epochs on $device, $jobs at once ($threads threads each)," \
-     "validation $val images; results in $out"
+     "validation $val images; results in $out; $nala${resume:+; resuming}"
 
 train_cmd() {  # kind seed [new|resume|restart] -> the command line of one run
   local k=$1 s=$2 how=${3:-new} run=$out/runs/$1-s$2
@@ -188,11 +194,12 @@ run_state() {  # kind seed
 
 # The runs, at most $jobs at once. A run's log only grows (a resumed run
 # appends to it).
-running=0 failed=0
+running=0 failed=0 trained=" "
 for k in $kinds; do
   for s in $seeds; do
     how=$(run_state "$k" "$s")
     if [ "$how" = done ]; then echo "  $k seed $s: finished earlier"; continue; fi
+    trained+="$k-s$s "
     if [ "$running" -ge "$jobs" ]; then wait -n || failed=$((failed + 1)); running=$((running - 1)); fi
     cmd=$(train_cmd "$k" "$s" "$how")
     echo "$cmd" >>"$out/commands.txt"
@@ -203,17 +210,26 @@ for k in $kinds; do
 done
 while [ "$running" -gt 0 ]; do wait -n || failed=$((failed + 1)); running=$((running - 1)); done
 
-# analyze on every run's chosen weights (CPU or GPU, a few seconds each); when
-# resuming, only where no analysis was finished.
+# analyze on every run's chosen weights (CPU or GPU, a few seconds each). When
+# resuming, a run that did not train now keeps a finished analysis; an
+# analysis of earlier weights (its run trained on) or one cut short is moved
+# aside to analyze/<run>.earlier-N (kept, never replaced), and made again.
 for k in $kinds; do
   for s in $seeds; do
-    w=$out/runs/$k-s$s/best_val.safetensors
+    w=$out/runs/$k-s$s/best_val.safetensors a=$out/analyze/$k-s$s
     [ -f "$w" ] || continue
-    [ -n "$resume" ] && [ -f "$out/analyze/$k-s$s/summary.md" ] && continue  # its last file
-    an=("$nala" analyze --weights "$w" "${data_args[@]}" --images "$an_images" --device "$device"
-        --out "$out/analyze/$k-s$s")
+    [[ $trained != *" $k-s$s "* ]] && [ -f "$a/summary.md" ] && continue  # summary.md: analyze's last file
+    if [ -e "$a" ]; then
+      i=1; while [ -e "$a.earlier-$i" ]; do i=$((i + 1)); done
+      mv "$a" "$a.earlier-$i" || die "cannot move $a aside"
+      echo "  $k seed $s: its earlier analysis is now $a.earlier-$i"
+    fi
+    an=("$nala" analyze --weights "$w" "${data_args[@]}" --images "$an_images" --device "$device" --out "$a")
     printf '%q ' "${an[@]}" >>"$out/commands.txt"; echo >>"$out/commands.txt"
-    "${an[@]}" >>"$out/logs/analyze-$k-s$s.log" 2>&1 || echo "  analyze $k seed $s failed: see $out/logs/analyze-$k-s$s.log"
+    if ! "${an[@]}" >>"$out/logs/analyze-$k-s$s.log" 2>&1; then
+      echo "  analyze $k seed $s failed: see $out/logs/analyze-$k-s$s.log"
+      failed=$((failed + 1))
+    fi
   done
 done
 
@@ -298,4 +314,4 @@ fi
 echo
 cat "$out/summary.csv" | column -t -s, 2>/dev/null || cat "$out/summary.csv"
 echo "report: $out/README.md"
-[ "$failed" -eq 0 ] || { echo "ablate.sh: $failed run(s) failed: see $out/logs/" >&2; exit 1; }
+[ "$failed" -eq 0 ] || { echo "ablate.sh: $failed run(s) or analyses failed: see $out/logs/ (tools/ablate.sh --resume $out continues what did not finish)" >&2; exit 1; }

@@ -87,6 +87,7 @@ int cmd_analyze(int argc, char** argv) {
   size_t layers = 0;
   for (int64_t s = 0; s < cfg.num_stages(); s++) layers += model.blocks[s]->size();
   attn = attn_kind_name(cfg.attn);
+  data_as_trained(data, mf, weights);  // the images as the model was trained on them (size, channels)
   // The output folder before the data is read: a refusal costs nothing.
   std::vector<std::string> made;
   struct RemoveIfEmpty {  // a run that fails leaves no empty folder of its own behind
@@ -101,10 +102,6 @@ int cmd_analyze(int argc, char** argv) {
   refuse_earlier_analysis(out, layers);
   check_output_dir(out, "analysis output");
 
-  if (data.name == "folder") {
-    data.channels = cfg.in_chans;
-    if (mf.has_input()) data.img_size = mf.height;
-  }
   Dataset ds = load_dataset(data, false);
   NALA_CHECK(ds.c == cfg.in_chans, ds.name, " holds ", ds.c, "-channel images; ", weights, " takes ", cfg.in_chans);
   if (mf.has_input()) {

@@ -103,21 +103,7 @@ int cmd_eval(int argc, char** argv) {
   const NalaConfig& cfg = mf.config;
   // The images are prepared as the model was trained on them: channels, size
   // and normalisation come from its file, not from the command line.
-  if (data.name == "folder") {
-    if (data.channels && data.channels != cfg.in_chans)
-      throw UsageError("--channels " + std::to_string(data.channels) + ": " + weights + " takes " +
-                       std::to_string(cfg.in_chans) + "-channel images");
-    data.channels = cfg.in_chans;
-    if (mf.has_input()) {
-      NALA_CHECK(mf.height == mf.width, weights, ": trained on ", mf.height, "x", mf.width,
-                 " images; image folders are resized to squares");
-      if (data.img_size && data.img_size != mf.height)
-        throw UsageError("--img-size " + std::to_string(data.img_size) + ": " + weights + " was trained on " +
-                         std::to_string(mf.height) + "x" + std::to_string(mf.width) +
-                         " images (nala.input.height/width); leave --img-size out");
-      data.img_size = mf.height;
-    }
-  }
+  data_as_trained(data, mf, weights);
   Dataset test = load_dataset(data, false);
   NALA_CHECK(test.c == cfg.in_chans, test.name, " holds ", test.c, "-channel images; ", weights, " takes ",
              cfg.in_chans);

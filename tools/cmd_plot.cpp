@@ -34,6 +34,7 @@ int cmd_plot(int argc, char** argv) {
       throw UsageError("--labels, --group-seeds and --from-epoch go with --compare");
     if (metrics.empty()) throw UsageError("--metrics is required");
     if (out.empty()) out = parent_dir(metrics);
+    read_numeric_csv(metrics, "training metrics");  // a bad file is named before any folder is made
     check_output_dir(out, "plot folder");
     for (const std::string& path : write_training_plots(metrics, out)) std::printf("%s\n", path.c_str());
     return 0;
@@ -68,6 +69,7 @@ int cmd_plot(int argc, char** argv) {
       runs[i].label = n;
     }
   }
+  for (const std::string& f : files) read_numeric_csv(f, "training metrics");  // named before a folder is made
   check_output_dir(out, "plot folder");
   for (const std::string& path : write_comparison_plots(runs, out, from_epoch)) std::printf("%s\n", path.c_str());
   return 0;

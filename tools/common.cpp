@@ -53,6 +53,24 @@ Dataset load_dataset(const DataSpec& d, bool train, int64_t keep) {
   return ds;
 }
 
+void data_as_trained(DataSpec& d, const ModelFile& mf, const std::string& weights) {
+  const int64_t chans = mf.config.in_chans;
+  if (d.name == "folder") {
+    if (d.channels && d.channels != chans)
+      throw UsageError("--channels " + std::to_string(d.channels) + ": " + weights + " takes " +
+                       std::to_string(chans) + "-channel images");
+    d.channels = chans;
+  }
+  if (!mf.has_input()) return;
+  if (d.img_size && d.img_size != mf.height)
+    throw UsageError("--img-size " + std::to_string(d.img_size) + ": " + weights + " was trained on " +
+                     std::to_string(mf.height) + "x" + std::to_string(mf.width) +
+                     " images (nala.input.height/width); leave --img-size out");
+  NALA_CHECK(mf.height == mf.width, weights, ": trained on ", mf.height, "x", mf.width,
+             " images; datasets are resized to squares");
+  d.img_size = mf.height;
+}
+
 NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes) {
   try {
     return nalaformer_config(model, in_chans, classes);

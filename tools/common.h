@@ -41,6 +41,12 @@ struct DataSpec {
 void add_data_options(ArgParser& p, DataSpec& d);
 // keep > 0: only the first keep images (--subset), cut before any resizing.
 Dataset load_dataset(const DataSpec& d, bool train, int64_t keep = 0);
+// The images as a weights file's model was trained on them (eval, analyze):
+// its channels (folders) and, when the file records its input size, that
+// size for every dataset (a 28 px set is resized to the 56 px a model was
+// trained on); a --img-size that disagrees with the file is a usage error,
+// a non-square size for a set resized to squares an error naming the file.
+void data_as_trained(DataSpec& d, const ModelFile& mf, const std::string& weights);
 
 // Model config from --model plus the dataset's channels and classes.
 NalaConfig model_config_for(const std::string& model, int64_t in_chans, int64_t classes);

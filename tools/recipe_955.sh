@@ -23,11 +23,11 @@
 # The report (README.md: the table, per-run results and the exact commands) and
 # every run's folder go into a new results folder (tools/ablate.sh).
 set -uo pipefail
+# --resume DIR [--jobs J] [--nala PATH]: continue a recipe run stopped early,
+# with its own settings (tools/ablate.sh --resume; DIR as given, from here).
+for a in "$@"; do [ "$a" = -- ] && break; [ "$a" = --resume ] && exec "$(dirname "$0")/ablate.sh" "$@"; done
 cd "$(dirname "$0")/.."
 epochs=80 seeds="0 1 2" jobs=3 pass=()
-# --resume DIR [--jobs J] [--nala PATH]: continue a recipe run stopped early,
-# with its own settings (tools/ablate.sh --resume).
-for a in "$@"; do [ "$a" = -- ] && break; [ "$a" = --resume ] && exec tools/ablate.sh "$@"; done
 while [ $# -gt 0 ]; do
   case $1 in
     --epochs) epochs=$2; shift 2 ;;
