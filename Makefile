@@ -210,10 +210,14 @@ $(BUILD)/%.o: %.cpp $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $(if $(filter tools/% tests/%,$<),$(ZLIB_INC) $(if $(STB_INC),-I$(dir $(patsubst %/,%,$(dir $(STB_INC))))),) -c $< -o $@
 
-# stb_image (third-party) shifts by out-of-range amounts on some corrupt JPEGs;
-# see tests/fuzz/fuzz.mk. Only its translation unit drops UBSan's shift check.
+# stb_image (third-party) shifts by out-of-range amounts and overflows int on
+# some corrupt JPEGs; see tests/fuzz/fuzz.mk. Its translation unit alone is
+# built with -fwrapv (signed overflow wraps: defined, in every build) and,
+# under the sanitizers, without UBSan's shift and signed-overflow checks.
+STB_FLAGS := -fwrapv
+$(BUILD)/tools/stb_impl.o: CXXFLAGS += $(STB_FLAGS)
 ifeq ($(SANITIZE),1)
-$(BUILD)/tools/stb_impl.o: CXXFLAGS += -fno-sanitize=shift
+$(BUILD)/tools/stb_impl.o: CXXFLAGS += -fno-sanitize=shift,signed-integer-overflow
 endif
 
 $(BUILD)/%.cu.o: %.cu $(FLAGS_STAMP)

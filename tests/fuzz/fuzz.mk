@@ -33,12 +33,16 @@ $(FUZZ_BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(@D)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
-# stb_image's JPEG bit reader shifts by more than 31 on some corrupt streams
-# (stb_image.h, stbi__grow_buffer_unsafe; undefined behaviour that only
-# garbles the pixels of an image that is already corrupt). UBSan's shift
-# check is off for that one translation unit; ASan and every other UBSan
-# check still cover it, and all of our own code keeps the shift check.
-$(FUZZ_BUILD)/obj/tools/stb_impl.o: FUZZ_FLAGS += -fno-sanitize=shift
+# stb_image's JPEG decoder does integer arithmetic that overflows on some
+# corrupt streams: its bit reader shifts by more than 31
+# (stbi__grow_buffer_unsafe), and a DC coefficient summed over many blocks
+# overflows int when dequantised (stbi__jpeg_decode_block, dc * dequant[0]).
+# Both only garble the pixels of an image that is already corrupt. That one
+# translation unit is built with -fwrapv (the Makefile's STB_FLAGS: signed
+# overflow wraps, defined behaviour, in every build), and UBSan's shift and
+# signed-overflow checks are off for it alone; ASan and every other UBSan
+# check still cover it, and all of our own code keeps both checks.
+$(FUZZ_BUILD)/obj/tools/stb_impl.o: FUZZ_FLAGS += $(STB_FLAGS) -fno-sanitize=shift,signed-integer-overflow
 
 $(FUZZ_BUILD)/libnala_fuzz.a: $(FUZZ_LIB_OBJ)
 	ar rcs $@ $^
