@@ -191,7 +191,7 @@ std::vector<Prepared> prepare(const Chart& c) {
                s.color, "' (want #rgb or #rrggbb)");
     Prepared p;
     p.s = &s;
-    p.color = s.color.empty() ? kPalette[palette++ % (sizeof kPalette / sizeof *kPalette)] : s.color;
+    p.color = s.color.empty() ? palette_color(palette++) : s.color;
     const bool ylog = s.right_axis ? c.y2.log : c.y.log;
     p.ok.resize(s.x.size());
     for (size_t i = 0; i < s.x.size(); i++) {
@@ -460,6 +460,8 @@ void check_size(double W, double H, const std::string& title) {
 }
 
 }  // namespace
+
+const char* palette_color(size_t i) { return kPalette[i % (sizeof kPalette / sizeof *kPalette)]; }
 
 std::vector<double> nice_ticks(double lo, double hi, int target) {
   NALA_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, "nice_ticks: range [", lo, ", ", hi, "]");

@@ -73,6 +73,9 @@ struct Panels {
   bool shared_x = true;
 };
 
+// The colour a series without one gets, the i-th (cycling through ten).
+const char* palette_color(size_t i);
+
 // The first bytes of every SVG written here (the XML declaration and a comment).
 extern const char* const kSvgMarker;
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "models/plot.h"
 #include "nn/files.h"
@@ -49,6 +50,20 @@ int argmax_finite(const std::vector<double>& v) {
   for (size_t i = 0; i < v.size(); i++)
     if (std::isfinite(v[i]) && (best < 0 || v[i] > v[(size_t)best])) best = (int)i;
   return best;
+}
+
+// Makes out_dir (after every input was read: a bad file leaves no folder
+// behind) and writes each chart there; returns the paths.
+std::vector<std::string> write_charts(const std::string& out_dir,
+                                      const std::vector<std::pair<const char*, const plot::Chart*>>& charts) {
+  make_dirs(out_dir, "plot folder");
+  std::vector<std::string> written;
+  const std::string dir = out_dir.back() == '/' ? out_dir : out_dir + "/";
+  for (const auto& [name, c] : charts) {
+    written.push_back(dir + name);
+    plot::write_svg(written.back(), plot::chart_svg(*c));
+  }
+  return written;
 }
 
 }  // namespace
@@ -207,16 +222,7 @@ std::vector<std::string> write_training_plots(const std::string& metrics_csv, co
                   fmt("%.3g", s->y[(size_t)j]);
   }
 
-  make_dirs(out_dir, "plot folder");
-  std::vector<std::string> written;
-  const std::string dir = out_dir.back() == '/' ? out_dir : out_dir + "/";
-  for (auto& [name, c] : {std::make_pair(kLossPlot, &loss), std::make_pair(kAccuracyPlot, &acc),
-                          std::make_pair(kLrPlot, &lr)}) {
-    const std::string path = dir + name;
-    plot::write_svg(path, plot::chart_svg(*c));
-    written.push_back(path);
-  }
-  return written;
+  return write_charts(out_dir, {{kLossPlot, &loss}, {kAccuracyPlot, &acc}, {kLrPlot, &lr}});
 }
 
 std::vector<std::string> write_comparison_plots(const std::vector<PlotRun>& runs, const std::string& out_dir,
@@ -242,8 +248,6 @@ std::vector<std::string> write_comparison_plots(const std::vector<PlotRun>& runs
     rs.push_back(std::move(r));
   }
   // One colour per label, in order of first appearance.
-  const char* const palette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
   std::vector<std::string> labels;
   auto label_index = [&](const std::string& l) {
     for (size_t i = 0; i < labels.size(); i++)
@@ -285,7 +289,7 @@ std::vector<std::string> write_comparison_plots(const std::vector<PlotRun>& runs
       s.legend = r.label;
       s.in_legend = !named[li];  // one legend entry a label
       named[li] = true;
-      s.color = palette[li % (sizeof palette / sizeof *palette)];
+      s.color = plot::palette_color(li);
       int best = -1, last = -1;
       for (size_t i = 0; i < v.size(); i++) {
         if (!(r.epoch[i] >= (double)from_epoch)) continue;
@@ -318,16 +322,7 @@ std::vector<std::string> write_comparison_plots(const std::vector<PlotRun>& runs
     c->height = 460 + 15.0 * (double)c->notes.size();
   }
 
-  make_dirs(out_dir, "plot folder");
-  std::vector<std::string> written;
-  const std::string dir = out_dir.back() == '/' ? out_dir : out_dir + "/";
-  for (auto& [name, c] : {std::make_pair(kCompareValPlot, &val), std::make_pair(kCompareTestPlot, &test),
-                          std::make_pair(kCompareLossPlot, &loss)}) {
-    const std::string path = dir + name;
-    plot::write_svg(path, plot::chart_svg(*c));
-    written.push_back(path);
-  }
-  return written;
+  return write_charts(out_dir, {{kCompareValPlot, &val}, {kCompareTestPlot, &test}, {kCompareLossPlot, &loss}});
 }
 
 }  // namespace nala

@@ -354,6 +354,14 @@ const char* kMetrics =
     "4,40,0.001,0.9,0.80,0.95,0.78,0.98,1.0,100\n"
     "5,50,0.0005,0.8,0.85,0.97,0.77,0.99,1.0,100\n";
 
+// `nala plot` with these arguments, in this process (a UsageError is thrown, not turned into exit code 2).
+int run(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(&a[0]);
+  argv.push_back(nullptr);
+  return cmd_plot((int)args.size(), argv.data());
+}
+
 }  // namespace
 
 TEST_CASE("plot: the XML check finds what it must", "[plot]") {
@@ -711,12 +719,6 @@ TEST_CASE("plot: nala plot --metrics writes the plots beside it, or into --out",
   TempDir t;
   fs::create_directories(t.path + "/run");
   put(t.path + "/run/metrics.csv", kMetrics);
-  auto run = [](std::vector<std::string> args) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(&a[0]);
-    argv.push_back(nullptr);
-    return cmd_plot((int)args.size(), argv.data());
-  };
   REQUIRE(run({"--metrics", t.path + "/run/metrics.csv"}) == 0);
   for (const char* f : {"loss.svg", "accuracy.svg", "lr.svg"}) REQUIRE(fs::is_regular_file(t.path + "/run/" + f));
   REQUIRE(run({"--metrics", t.path + "/run/metrics.csv", "--out", t.path + "/new dir"}) == 0);
@@ -786,12 +788,6 @@ TEST_CASE("plot: nala plot --compare takes the runs after the options", "[plot]"
     fs::create_directories(t.path + "/" + d);
     put(t.path + "/" + d + "/metrics.csv", kMetrics);
   }
-  auto run = [](std::vector<std::string> args) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(&a[0]);
-    argv.push_back(nullptr);
-    return cmd_plot((int)args.size(), argv.data());
-  };
   const std::string a0 = t.path + "/a-s0/metrics.csv", a12 = t.path + "/a-s12/metrics.csv",
                     b = t.path + "/b/metrics.csv";
   REQUIRE(run({"--compare", "--group-seeds", "--out", t.path + "/g", a0, a12, b}) == 0);

@@ -88,7 +88,7 @@ if [ -n "$resume" ]; then
   mapfile -d '' -t saved <"$resume/ablate.args" || die "$resume/ablate.args: cannot read it"
   [ "${#saved[@]}" -gt 0 ] || die "$resume/ablate.args: empty"
   parse "${saved[@]}"
-  [ "$out" = "$resume" ] || out=$resume  # the folder may have moved since
+  out=$resume  # where the folder is now (it may have moved since)
   [ -n "$resume_jobs" ] && jobs=$resume_jobs
   [ -n "$resume_nala" ] && nala=$resume_nala
   for a in "${extra[@]}"; do

@@ -18,6 +18,10 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An option's comma-separated list ("0,1", "a,b,c"), item by item; empty
+// items are kept ("a,,b" is three), so a caller can refuse them by name.
+std::vector<std::string> split_list(const std::string& s);
+
 class ArgParser {
  public:
   ArgParser(std::string command, std::string summary);

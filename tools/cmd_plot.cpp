@@ -34,8 +34,7 @@ int cmd_plot(int argc, char** argv) {
       throw UsageError("--labels, --group-seeds and --from-epoch go with --compare");
     if (metrics.empty()) throw UsageError("--metrics is required");
     if (out.empty()) out = parent_dir(metrics);
-    read_numeric_csv(metrics, "training metrics");  // a bad file is named before any folder is made
-    check_output_dir(out, "plot folder");
+    // (the writers read every input before they make the folder: a bad file leaves none behind)
     for (const std::string& path : write_training_plots(metrics, out)) std::printf("%s\n", path.c_str());
     return 0;
   }
@@ -46,13 +45,7 @@ int cmd_plot(int argc, char** argv) {
   std::vector<PlotRun> runs(files.size());
   std::vector<std::string> names;
   if (!labels.empty()) {
-    size_t start = 0;
-    for (;;) {
-      const size_t comma = labels.find(',', start);
-      names.push_back(labels.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
+    names = split_list(labels);
     if (names.size() != files.size())
       throw UsageError("--labels has " + std::to_string(names.size()) + " labels for " +
                        std::to_string(files.size()) + " metrics files");
@@ -69,8 +62,6 @@ int cmd_plot(int argc, char** argv) {
       runs[i].label = n;
     }
   }
-  for (const std::string& f : files) read_numeric_csv(f, "training metrics");  // named before a folder is made
-  check_output_dir(out, "plot folder");
   for (const std::string& path : write_comparison_plots(runs, out, from_epoch)) std::printf("%s\n", path.c_str());
   return 0;
 }

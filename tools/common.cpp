@@ -99,10 +99,7 @@ void apply_attn_options(const AttnOptions& a, NalaConfig& cfg) {
   const int64_t S = cfg.num_stages();
   std::vector<bool> use(S, a.stages == "all");
   if (a.stages != "all" && a.stages != "none") {
-    size_t start = 0;
-    for (;;) {
-      const size_t comma = a.stages.find(',', start);
-      const std::string item = a.stages.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    for (const std::string& item : split_list(a.stages)) {
       char* end = nullptr;
       const long v = item.empty() ? -1 : std::strtol(item.c_str(), &end, 10);
       if (item.empty() || *end != '\0' || v < 0 || v >= S)
@@ -110,8 +107,6 @@ void apply_attn_options(const AttnOptions& a, NalaConfig& cfg) {
                          " (0 to " + std::to_string(S - 1) + ")");
       if (use[v]) throw UsageError("--nala-stages \"" + a.stages + "\": stage " + item + " named twice");
       use[v] = true;
-      if (comma == std::string::npos) break;
-      start = comma + 1;
     }
   }
   cfg.nala_stage = use;

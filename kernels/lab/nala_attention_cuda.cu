@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/lab/lab_cuda.cuh"
@@ -320,14 +321,14 @@ int run_config(const Config& cf, const lab::Options& opt) {
   cuda::rope_tables_device(H, W, D, &sn, &cs);
 
   // bf16 (versions 8, 9): the inputs rounded once, the CPU's bf16 op on them as the reference.
-  auto to_bf16 = [](const std::vector<float>& x) {
+  auto to_bf16 = [](const std::vector<float>& x) {  // the cast op's CPU kernels
     std::vector<bf16_t> y(x.size());
-    for (size_t i = 0; i < x.size(); i++) y[i] = float_to_bf16(x[i]);
+    cpu::cast_f32_bf16(y.data(), x.data(), (int64_t)x.size());
     return y;
   };
   auto widen = [](const std::vector<bf16_t>& x) {
     std::vector<float> y(x.size());
-    for (size_t i = 0; i < x.size(); i++) y[i] = bf16_to_float(x[i]);
+    cpu::cast_bf16_f32(y.data(), x.data(), (int64_t)x.size());
     return y;
   };
   const std::vector<bf16_t> qb = to_bf16(qh), kb = to_bf16(kh), vb = to_bf16(vh), gob = to_bf16(goh);
