@@ -255,8 +255,10 @@ TEST_CASE("cuda graphs: evaluate() gives the same figures with graphs, flip TTA 
   m.init_weights(r);
   m.to(Device::CUDA);
   GraphEval g(m);
-  for (bool tta : {false, true}) {
-    INFO("flip TTA " << tta);
+  for (bool flip : {false, true}) {
+    INFO("flip TTA " << flip);
+    TestTimeAug tta;
+    tta.flip = flip;
     const EvalResult plain = evaluate(m, ds, 32, 0, nullptr, nullptr, tta);
     for (int pass = 0; pass < 3; pass++) {  // eager, captured, replayed
       const EvalResult with = evaluate(m, ds, 32, 0, nullptr, &g, tta);

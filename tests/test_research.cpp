@@ -194,6 +194,39 @@ TEST_CASE("nala analyze and nala eval: Fashion-MNIST resized to the size the wei
   CHECK(!std::filesystem::exists(t.path + "/no"));
 }
 
+// nala eval --val N: the N training images `nala train --val N` held out,
+// with test-time augmentation; the figures are the library's on that split.
+TEST_CASE("nala eval --val N evaluates the held-out training images, with --tta-flip and --tta-shift",
+          "[research]") {
+  if (!have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed: skipped");
+    return;
+  }
+  TempDir t;
+  const std::string w = fresh_pico_file(t.path);
+  LoadedModel lm = load_model_file(w);
+  Dataset train = load_dataset(DataSpec{}, true);
+  const Dataset val = split_validation(train, 40);
+  TestTimeAug tta;
+  tta.flip = true, tta.shift = 2;
+  char want[2][64];
+  std::snprintf(want[0], sizeof want[0], "top-1 %.2f%%", 100 * evaluate(*lm.model, val, 64).top1);
+  std::snprintf(want[1], sizeof want[1], "loss %.4f", evaluate(*lm.model, val, 64, 0, nullptr, nullptr, tta).loss);
+  CmdResult r = run_cmd(cmd_eval, {"--weights", w, "--val", "40", "--threads", "2"});
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("40 held-out training images") != std::string::npos);
+  CHECK(r.out.find(want[0]) != std::string::npos);
+  r = run_cmd(cmd_eval, {"--weights", w, "--val", "40", "--tta-flip", "--tta-shift", "2", "--threads", "2"});
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find(want[1]) != std::string::npos);
+  CHECK(r.out.find("mirror, shifts of 2 px: the mean of the logits of 10 views") != std::string::npos);
+  // More held out than there are training images: an error naming the split.
+  r = run_cmd(cmd_eval, {"--weights", w, "--val", "60000", "--threads", "2"});
+  CHECK(r.code != 0);
+}
+
 TEST_CASE("nala analyze: entropy_norm.csv, plots, summary; refuses bad input and never replaces a run",
           "[research]") {
   if (!have_fashion_mnist()) {

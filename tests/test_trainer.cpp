@@ -458,3 +458,65 @@ TEST_CASE("trainer: a budgeted run that slows down fits fewer epochs and ends in
   const SafeTensors ck = load_safetensors(t.path + "/slow/checkpoint.safetensors");
   CHECK(ck.metadata.at("nala.args").find("epochs=2 ") == 0);
 }
+
+// Test-time augmentation against its definition, built here independently:
+// each view made from the uint8 image (moved with black coming in, then
+// mirrored), normalised, its logits taken alone, the views' logits averaged.
+TEST_CASE("trainer: evaluate() with test-time augmentation is the mean of its views' logits", "[trainer]") {
+  const Dataset ds = quadrants("tta", 12, 31);
+  auto model = fresh_model(17);
+  // A fresh head gives nearly equal logits for any image (weights of std
+  // 0.02): scaled up, every pixel of a view moves the logits and the loss.
+  for (auto& [name, p] : model->named_parameters())
+    if (name.rfind("head.", 0) == 0)
+      for (int64_t j = 0; j < p.numel(); j++) p.f32()[j] *= 300.0f;
+  const int64_t H = kSize, W = kSize;
+  auto view_logits = [&](int64_t i, int dy, int dx, bool mirror) {
+    Tensor img = Tensor::empty({1, H, W, 1});
+    for (int64_t y = 0; y < H; y++)
+      for (int64_t x = 0; x < W; x++) {
+        const int64_t sx0 = mirror ? W - 1 - x : x;  // mirror the moved image
+        const int64_t sy = y + dy, sx = sx0 + dx;
+        const bool in = sy >= 0 && sy < H && sx >= 0 && sx < W;
+        const float pixel = in ? ds.image(i)[sy * W + sx] / 255.0f : 0.0f;
+        img.f32()[y * W + x] = (pixel - ds.mean[0]) / ds.std[0];
+      }
+    return eval_logits(*model, img).to_vector();
+  };
+  for (int shift : {0, 2}) {
+    for (bool flip : {false, true}) {
+      TestTimeAug tta;
+      tta.flip = flip, tta.shift = shift;
+      INFO("flip " << flip << ", shift " << shift);
+      std::vector<std::array<int, 2>> moves = {{0, 0}};
+      if (shift) moves.insert(moves.end(), {{-shift, 0}, {0, -shift}, {shift, 0}, {0, shift}});
+      CHECK(tta.views() == (int)moves.size() * (flip ? 2 : 1));
+      double loss = 0;
+      int64_t right = 0;
+      for (int64_t i = 0; i < ds.n; i++) {
+        std::vector<double> mean(kClasses, 0.0);
+        for (auto m : moves)
+          for (bool mirror : {false, true}) {
+            if (mirror && !flip) continue;
+            const std::vector<float> l = view_logits(i, m[0], m[1], mirror);
+            for (int64_t k = 0; k < kClasses; k++) mean[k] += l[k] / (double)tta.views();
+          }
+        const int64_t pred = std::max_element(mean.begin(), mean.end()) - mean.begin();
+        right += pred == ds.labels[i];
+        double mx = *std::max_element(mean.begin(), mean.end()), z = 0;
+        for (double v : mean) z += std::exp(v - mx);
+        loss += mx + std::log(z) - mean[ds.labels[i]];
+      }
+      const EvalResult r = evaluate(*model, ds, 5, 0, nullptr, nullptr, tta);
+      CHECK(r.n == ds.n);
+      CHECK(r.top1 == (double)right / ds.n);
+      CHECK(r.loss == Approx(loss / ds.n).epsilon(1e-5));
+      CHECK(r.loss > 0.05);  // not a sure answer, where any view would do
+    }
+  }
+  // The views differ: a shift changes the logits of an untrained model.
+  TestTimeAug shifted;
+  shifted.shift = 3;
+  CHECK(evaluate(*model, ds, 12, 0, nullptr, nullptr, shifted).loss != Approx(evaluate(*model, ds, 12).loss).epsilon(1e-6));
+  CHECK(shifted.describe() == "shifts of 3 px: the mean of the logits of 5 views of each image");
+}

@@ -90,8 +90,14 @@ int cmd_eval(int argc, char** argv) {
   bool no_graphs = false;
   p.add_flag("no-graphs", &no_graphs, "GPU: launch every kernel on its own instead of replaying each batch as a "
              "CUDA graph");
-  bool tta_flip = false;
-  p.add_flag("tta-flip", &tta_flip, "test-time augmentation: the mean of the logits of each image and its mirror");
+  TestTimeAug tta;
+  p.add_flag("tta-flip", &tta.flip, "test-time augmentation: the mean of the logits of each image and its mirror");
+  int64_t tta_shift = 0;
+  p.add_int("tta-shift", &tta_shift, "test-time augmentation: also each image moved N pixels up, down, left and "
+            "right (with --tta-flip, their mirrors too; 0 = off)", 0, 64);
+  int64_t val = 0;
+  p.add_int("val", &val, "evaluate on the N training images that `nala train --val N` held out (its validation "
+            "split), not on the test split (0 = the test split)", 0, 1LL << 40);
   std::string precision = "fp32";
   add_precision_option(p, &precision);
   p.parse(argc, argv);
@@ -104,7 +110,14 @@ int cmd_eval(int argc, char** argv) {
   // The images are prepared as the model was trained on them: channels, size
   // and normalisation come from its file, not from the command line.
   data_as_trained(data, mf, weights);
-  Dataset test = load_dataset(data, false);
+  tta.shift = (int)tta_shift;
+  Dataset test;
+  if (val > 0) {  // the images `nala train --val N` held out, chosen as it chose them
+    Dataset train = load_dataset(data, true);
+    test = split_validation(train, val);
+  } else {
+    test = load_dataset(data, false);
+  }
   NALA_CHECK(test.c == cfg.in_chans, test.name, " holds ", test.c, "-channel images; ", weights, " takes ",
              cfg.in_chans);
   std::string input;
@@ -124,15 +137,16 @@ int cmd_eval(int argc, char** argv) {
   std::unique_ptr<GraphEval> graphs;
   if (parse_device(device) != Device::CPU && !no_graphs) graphs = std::make_unique<GraphEval>(model);
   double t0 = now_seconds();
-  EvalResult r = evaluate(model, test, batch, limit, nullptr, graphs.get(), tta_flip);
+  EvalResult r = evaluate(model, test, batch, limit, nullptr, graphs.get(), tta);
   if (graphs && !graphs->off_reason.empty())
     std::fprintf(stderr, "nala: warning: CUDA graphs off: %s\n", graphs->off_reason.c_str());
   double secs = now_seconds() - t0;
   const size_t K = test.classes.size();
-  std::printf("%s (%s) on %s (%lld test images %lldx%lldx%lld, %s, %.0f img/s)\n%s\n", weights.c_str(),
-              cfg.name.c_str(), test.name.c_str(), (long long)r.n, (long long)test.h, (long long)test.w,
-              (long long)test.c, format_duration(secs).c_str(), r.n / secs, input.c_str());
-  if (tta_flip) std::printf("test-time augmentation: the mean of the logits of each image and its mirror\n");
+  std::printf("%s (%s) on %s (%lld %s images %lldx%lldx%lld, %s, %.0f img/s)\n%s\n", weights.c_str(),
+              cfg.name.c_str(), test.name.c_str(), (long long)r.n, val > 0 ? "held-out training" : "test",
+              (long long)test.h, (long long)test.w, (long long)test.c, format_duration(secs).c_str(), r.n / secs,
+              input.c_str());
+  if (tta.any()) std::printf("test-time augmentation: %s\n", tta.describe().c_str());
   std::printf("loss %.4f  top-1 %.2f%%  top-5 %.2f%%\n\nper class:\n", r.loss, 100 * r.top1, 100 * r.top5);
   for (size_t k = 0; k < K; k++) std::printf("  %2zu %-20s %6.2f%%\n", k, test.classes[k].c_str(), 100 * r.per_class[k]);
   std::printf("\nconfusion matrix (rows: true class, columns: predicted):\n     ");

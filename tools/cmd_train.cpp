@@ -45,6 +45,7 @@ struct TrainArgs {
   int64_t val = 0;
   float ema = 0.0f;
   bool tta_flip = false;
+  int64_t tta_shift = 0;
   std::string out, resume;
   bool overwrite = false;
   int64_t subset = 0, eval_subset = 0, max_steps = 0, log_every = 50;
@@ -70,6 +71,7 @@ struct TrainArgs {
     if (val) os << " val=" << val;
     if (ema > 0) os << " ema=" << ema;
     if (tta_flip) os << " tta=flip";
+    if (tta_shift > 0) os << " tta_shift=" << tta_shift;
     if (precision != "fp32") os << " precision=" << precision;
     // --time-budget is not recorded: the checkpoint names the epochs it chose.
     return os.str();
@@ -107,6 +109,8 @@ int cmd_train(int argc, char** argv) {
   p.add_float("ema", &a.ema, "evaluate and save an exponential moving average of the weights with this decay, "
               "e.g. 0.999 (0 = off)", 0, 0.999999);
   p.add_flag("tta-flip", &a.tta_flip, "evaluate every epoch on each image and its mirror (mean of the logits)");
+  p.add_int("tta-shift", &a.tta_shift, "evaluate every epoch on each image and its copies moved N pixels up, down, "
+            "left and right (mean of the logits; with --tta-flip their mirrors too; 0 = off)", 0, 64);
   p.add_int("seed", &a.seed, "random seed", 0, (int64_t)1 << 62);
   p.add_int("threads", &a.threads, "CPU threads (0 = all)", 0, 4096);
   p.add_int("workers", &a.workers, "data loader threads", 0, 64);
@@ -200,7 +204,7 @@ TrainOptions train_options(const TrainArgs& a) {
   o.lr = a.lr, o.min_lr = a.min_lr, o.warmup_lr = a.warmup_lr, o.warmup_epochs = a.warmup_epochs;
   o.optimizer = a.optimizer, o.weight_decay = a.weight_decay, o.momentum = a.momentum;
   o.label_smoothing = a.label_smoothing, o.clip_grad = a.clip_grad;
-  o.ema_decay = a.ema, o.flip_tta = a.tta_flip;
+  o.ema_decay = a.ema, o.tta.flip = a.tta_flip, o.tta.shift = (int)a.tta_shift;
   o.augment.crop_pad = (int)a.crop_pad, o.augment.hflip = a.hflip, o.augment.erase_prob = a.erase;
   o.workers = (int)a.workers, o.seed = (uint64_t)a.seed;
   o.time_budget = a.time_budget;

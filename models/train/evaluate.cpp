@@ -16,8 +16,52 @@ Device module_device(const Module& m) {
   return params.empty() ? Device::CPU : params[0].device();
 }
 
+std::string TestTimeAug::describe() const {
+  if (!any()) return "";
+  std::string s = flip ? "mirror" : "";
+  if (shift > 0) s += (flip ? ", " : "") + std::string("shifts of ") + std::to_string(shift) + " px";
+  return s + ": the mean of the logits of " + std::to_string(views()) + " views of each image";
+}
+
+namespace {
+
+// The views of a batch of normalised images (B, H, W, C) on the CPU, in the
+// order the sum takes them. black[c] is the normalised value of pixel 0.
+std::vector<Tensor> tta_views(const Tensor& images, const TestTimeAug& tta, const std::vector<float>& black) {
+  const int64_t B = images.size(0), H = images.size(1), W = images.size(2), C = images.size(3);
+  std::vector<std::pair<int, int>> moves = {{0, 0}};
+  if (tta.shift > 0)
+    for (int s : {-tta.shift, tta.shift}) moves.push_back({s, 0}), moves.push_back({0, s});
+  std::vector<Tensor> views;
+  for (auto [dy, dx] : moves) {
+    Tensor v = images;
+    if (dy || dx) {
+      v = Tensor::empty(images.shape(), DType::F32);
+      const float* src = images.f32();
+      float* dst = v.f32();
+      for (int64_t i = 0; i < B; i++)
+        for (int64_t y = 0; y < H; y++)
+          for (int64_t x = 0; x < W; x++) {
+            const int64_t sy = y + dy, sx = x + dx;  // dst(y, x) = src(y + dy, x + dx)
+            const bool in = sy >= 0 && sy < H && sx >= 0 && sx < W;
+            for (int64_t c = 0; c < C; c++)
+              dst[((i * H + y) * W + x) * C + c] = in ? src[((i * H + sy) * W + sx) * C + c] : black[c];
+          }
+    }
+    views.push_back(v);
+    if (tta.flip) {
+      Tensor m = v.clone();
+      for (int64_t i = 0; i < B; i++) hflip(m.f32() + i * H * W * C, (int)H, (int)W, (int)C);
+      views.push_back(m);
+    }
+  }
+  return views;
+}
+
+}  // namespace
+
 EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit, Comm* comm,
-                    GraphEval* graphs, bool flip_tta) {
+                    GraphEval* graphs, const TestTimeAug& tta) {
   NoGradGuard ng;
   bool was_training = model.is_training();
   model.eval();
@@ -36,10 +80,13 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
   double loss_sum = 0;
   int64_t top1 = 0, top5 = 0;
   const Device dev = module_device(model);
-  // Graphs replay the plain forward only: with flip TTA (two forwards a
-  // batch) every batch runs eagerly, and the graphs' sums, which would be
-  // empty, must not replace the eager ones.
-  if (graphs && (dev == Device::CPU || flip_tta)) graphs = nullptr;
+  // Graphs replay the plain forward only: with test-time augmentation
+  // (several forwards a batch) every batch runs eagerly, and the graphs'
+  // sums, which would be empty, must not replace the eager ones.
+  if (graphs && (dev == Device::CPU || tta.any())) graphs = nullptr;
+  std::vector<float> black(ds.c, 0.0f);
+  for (int64_t c = 0; c < ds.c; c++)
+    if (c < (int64_t)ds.mean.size() && c < (int64_t)ds.std.size()) black[c] = -ds.mean[c] / ds.std[c];
   if (graphs) graphs->start(K);
   while (loader.next(b)) {
     const int64_t B = b.images.size(0);
@@ -49,12 +96,16 @@ EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, in
       r.n += B;
       continue;
     }
-    Tensor logits = model.forward(b.images.to(dev));
-    if (flip_tta) {
-      Tensor mirror = b.images.clone();
-      const int64_t H = mirror.size(1), W = mirror.size(2), C = mirror.size(3);
-      for (int64_t i = 0; i < B; i++) hflip(mirror.f32() + i * H * W * C, (int)H, (int)W, (int)C);
-      logits = scale(add(logits, model.forward(mirror.to(dev))), 0.5f);
+    Tensor logits;
+    if (!tta.any()) {
+      logits = model.forward(b.images.to(dev));
+    } else {
+      const std::vector<Tensor> views = tta_views(b.images, tta, black);
+      for (const Tensor& v : views) {
+        Tensor l = model.forward(v.to(dev));
+        logits = logits.defined() ? add(logits, l) : l;
+      }
+      logits = scale(logits, 1.0f / (float)views.size());
     }
     loss_sum += (double)cross_entropy(logits, b.labels.to(dev)).item() * B;
     std::vector<float> l = logits.to_vector();

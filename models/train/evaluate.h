@@ -9,6 +9,7 @@
 // restored afterwards.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "models/nalaformer.h"
@@ -28,15 +29,27 @@ struct EvalResult {
 };
 class GraphEval;  // models/train/graph_step.h
 
+// Test-time augmentation: the logits of an image are the mean of the logits
+// of its views. The views: the image; with shift s > 0 also the image moved
+// by s pixels up, down, left and right, black (pixel value 0, as the
+// training crop's padding) where it moves in; with flip, the left-right
+// mirror of each of those. Every view is one more forward pass.
+struct TestTimeAug {
+  bool flip = false;
+  int shift = 0;
+  bool any() const { return flip || shift > 0; }
+  int views() const { return (shift > 0 ? 5 : 1) * (flip ? 2 : 1); }
+  std::string describe() const;  // "" when none, else e.g. "flip, shifts of 2 px: 10 views"
+};
+
 // limit: the first `limit` images only (0 = all). With a data-parallel
 // group, each rank evaluates its shard and every rank gets the totals.
 // graphs (GPU): the batches run as CUDA graphs held there (kept by the
 // caller across passes) and the sums stay on the device until the end; the
-// results are the same as without. Not with flip_tta (evaluated eagerly).
-// flip_tta: test-time augmentation, the logits are the mean of the image's
-// and its left-right mirror's (two forward passes).
+// results are the same as without. Not with test-time augmentation (tta:
+// evaluated eagerly).
 EvalResult evaluate(NalaFormer& model, const Dataset& ds, int64_t batch_size, int64_t limit = 0,
-                    Comm* comm = nullptr, GraphEval* graphs = nullptr, bool flip_tta = false);
+                    Comm* comm = nullptr, GraphEval* graphs = nullptr, const TestTimeAug& tta = {});
 
 // Eval-mode logits (B, K) of a batch of images (moved to the model's device).
 Tensor eval_logits(NalaFormer& model, const Tensor& images);

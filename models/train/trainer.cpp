@@ -34,7 +34,8 @@ std::string describe_options(const TrainOptions& o) {
      << " crop=" << o.augment.crop_pad << " flip=" << o.augment.hflip << " erase=" << o.augment.erase_prob;
   if (o.ema_decay > 0) os << " ema=" << o.ema_decay;
   if (o.val) os << " val=" << o.val->n;
-  if (o.flip_tta) os << " tta=flip";
+  if (o.tta.flip) os << " tta=flip";
+  if (o.tta.shift > 0) os << " tta_shift=" << o.tta.shift;
   return os.str();
 }
 
@@ -414,9 +415,9 @@ void end_epoch(Run& r, int64_t epoch, const EpochStats& st, double lr, double se
   rep.averaged = r.ema != nullptr;
   if (o.val) {
     rep.has_val = true;
-    rep.val = evaluate(r.model, *o.val, eval_batch, 0, &r.comm, r.graph_eval.get(), o.flip_tta);
+    rep.val = evaluate(r.model, *o.val, eval_batch, 0, &r.comm, r.graph_eval.get(), o.tta);
   }
-  rep.test = evaluate(r.model, r.test, eval_batch, o.eval_subset, &r.comm, r.graph_eval.get(), o.flip_tta);
+  rep.test = evaluate(r.model, r.test, eval_batch, o.eval_subset, &r.comm, r.graph_eval.get(), o.tta);
   const double eval_s = now_seconds() - e0;
   r.cb.epoch_end(rep);
   r.result.last = rep;

@@ -58,6 +58,7 @@
 #include "models/nalaformer.h"
 #include "models/train/augment.h"
 #include "models/train/data.h"
+#include "models/train/evaluate.h"
 #include "models/train/log.h"
 #include "models/train/run_folder.h"
 #include "nn/comm.h"
@@ -81,7 +82,7 @@ struct TrainOptions {
   // best_val.safetensors and reported, and best.safetensors (chosen on the
   // test set) is not written. Null: none. Must outlive train().
   const Dataset* val = nullptr;
-  bool flip_tta = false;  // evaluate with the mirror image too (evaluate.h)
+  TestTimeAug tta;  // evaluate with test-time augmentation (evaluate.h)
   float weight_decay = 0.05f, momentum = 0.9f;
   float label_smoothing = 0.1f;
   float clip_grad = 0;  // clip the gradient's global norm (0 = off)
