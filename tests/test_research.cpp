@@ -649,6 +649,31 @@ TEST_CASE("tools/recipe_955.sh: hands its recipe to ablate.sh, an option after -
   const std::vector<std::string> rows = lines_of(slurp(out + "/results.csv"));
   REQUIRE(rows.size() == 2);
   CHECK(cells_of(rows[1])[2] == "653194");
+  // Test-time shifts chosen on validation: the chosen weights on the 100
+  // held-out images moved 0, 1, 2, 3 px, then the best of them on the test
+  // images. Moved 0 px, the evaluation is the run's own of its chosen epoch.
+  const std::vector<std::string> tta = lines_of(slurp(out + "/tta.csv"));
+  REQUIRE(tta.size() == 1 + 4 + 1);
+  CHECK(tta[0] == "kind,seed,shift,split,top1");
+  double best = -1;
+  int best_shift = -1;
+  for (int i = 1; i <= 4; i++) {
+    const std::vector<std::string> c = cells_of(tta[i]);
+    REQUIRE(c.size() == 5);
+    CHECK(c[0] == "nala");
+    CHECK(c[1] == "3");
+    CHECK(c[2] == std::to_string(i - 1));
+    CHECK(c[3] == "val");
+    const double v = std::stod(c[4]);
+    if (v > best) best = v, best_shift = i - 1;
+  }
+  CHECK(std::stod(cells_of(tta[1])[4]) == Approx(100 * std::stod(cells_of(rows[1])[5])).margin(1e-9));
+  const std::vector<std::string> chosen = cells_of(tta[5]);
+  CHECK(chosen[2] == std::to_string(best_shift));
+  CHECK(chosen[3] == "test");
+  if (best_shift == 0) CHECK(std::stod(chosen[4]) == Approx(100 * std::stod(cells_of(rows[1])[6])).margin(1e-9));
+  CHECK(slurp(out + "/README.md").find("Test-time shifts chosen on validation") != std::string::npos);
+  CHECK(slurp(out + "/commands.txt").find("--tta-shift 3 --val 100 --subset 300") != std::string::npos);
 }
 
 // ---------------------------------------------------------------- tools/ablate.sh --resume

@@ -24,6 +24,13 @@
 #                        extra options after --)
 #   --analyze-images N   images for nala analyze (default 64)
 #   --title TEXT         the heading of the report
+#   --tta-shifts "1 2"   then test-time shifts chosen on validation: each run's
+#                        chosen weights evaluated (nala eval, with the runs'
+#                        --tta-flip) on the held-out images moved 0 and each
+#                        listed number of pixels (--tta-shift); per kind, the
+#                        shift with the best mean validation top-1 (the
+#                        smallest on a tie) is evaluated on the test set
+#                        (tta.csv, and a section of the report)
 #   --resume DIR         continue the ablation in DIR (stopped by a crash, a
 #                        reboot or a time limit): its finished runs are kept,
 #                        every other run continues from its last checkpoint
@@ -39,14 +46,15 @@
 # compare_test.svg and compare_loss.svg (every run's curves, one colour a
 # kind: nala plot --compare), runs/<kind>-s<seed>/
 # (each run's folder: metrics, curves, best_val.safetensors), logs/, and
-# analyze/<kind>-s<seed>/ (entropy_norm.csv, scatter plots, summary).
+# analyze/<kind>-s<seed>/ (entropy_norm.csv, scatter plots, summary), and
+# with --tta-shifts tta.csv (kind, seed, shift, split, top-1 in %).
 # A bash tool around the nala program; nala itself never runs a shell.
 set -uo pipefail
 
 die() { echo "ablate.sh: $*" >&2; exit 2; }
 
 kinds="" seeds="0 1 2" epochs="" device="" jobs=1 val=5000 out="" nala="" data_dir="" recipe=gpu
-an_images=64 title="Attention kinds on Fashion-MNIST (pico)"
+an_images=64 title="Attention kinds on Fashion-MNIST (pico)" tta_shifts=""
 extra=() resume="" resume_jobs="" resume_nala=""
 parse() {
   while [ $# -gt 0 ]; do
@@ -63,8 +71,9 @@ parse() {
       --recipe) recipe=$2; shift 2 ;;
       --analyze-images) an_images=$2; shift 2 ;;
       --title) title=$2; shift 2 ;;
+      --tta-shifts) tta_shifts=$2; shift 2 ;;
       --) shift; extra=("$@"); break ;;
-      -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h|--help) sed -n '2,51p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) die "unknown option '$1' (--help lists them)" ;;
     esac
   done
@@ -113,6 +122,7 @@ for n in "$epochs" "$jobs" "$val" "$an_images"; do
 done
 [ "$jobs" -ge 1 ] && [ "$epochs" -ge 1 ] || die "--jobs and --epochs must be at least 1"
 for s in $seeds; do [[ $s =~ ^[0-9]+$ ]] || die "seed '$s' is not a whole number"; done
+for s in $tta_shifts; do [[ $s =~ ^[0-9]+$ ]] && [ "$s" -ge 1 ] || die "--tta-shifts: '$s' is not a whole number of pixels from 1 on"; done
 
 # The kinds: the choices `nala train --help` lists for --attn.
 has_attn=0
@@ -154,6 +164,7 @@ else
   args=(--kinds "$kinds" --seeds "$seeds" --epochs "$epochs" --device "$device" --jobs "$jobs" --val "$val"
         --recipe "$recipe" --analyze-images "$an_images" --title "$title" --out "$out" --nala "$nala")
   [ -n "$data_dir" ] && args+=(--data-dir "$data_dir")
+  [ -n "$tta_shifts" ] && args+=(--tta-shifts "$tta_shifts")
   printf '%s\0' "${args[@]}" -- "${extra[@]}" >"$out/ablate.args" || die "cannot write $out/ablate.args"
 fi
 
@@ -233,6 +244,69 @@ for k in $kinds; do
   done
 done
 
+# --tta-shifts: each run's chosen weights on the held-out images, moved 0 and
+# each listed number of pixels (with the runs' own --tta-flip, --precision and
+# --eval-subset); per kind the shift best on validation (mean over the seeds,
+# the smallest on a tie) is then evaluated on the test set. Made anew each time.
+tta_section=""
+if [ -n "$tta_shifts" ]; then
+  ev_opts=() sub=() i=0 limit="" tta_rows=""
+  while [ $i -lt ${#extra[@]} ]; do
+    case ${extra[$i]} in
+      --tta-flip) ev_opts+=(--tta-flip) ;;
+      --precision) ev_opts+=(--precision "${extra[$((i + 1))]}") ;;
+      --eval-subset) limit=${extra[$((i + 1))]} ;;
+      --subset) sub=(--subset "${extra[$((i + 1))]}") ;;  # the held-out images came out of those
+    esac
+    i=$((i + 1))
+  done
+  tta_eval() {  # weights shift split -> top-1 in %, the command in commands.txt
+    local cmd=("$nala" eval --device "$device" --weights "$1" "${data_args[@]}" --threads "$cores" "${ev_opts[@]}")
+    [ "$2" -gt 0 ] && cmd+=(--tta-shift "$2")
+    if [ "$3" = val ]; then cmd+=(--val "$val" "${sub[@]}"); elif [ -n "$limit" ]; then cmd+=(--limit "$limit"); fi
+    printf '%q ' "${cmd[@]}" >>"$out/commands.txt"; echo >>"$out/commands.txt"
+    "${cmd[@]}" 2>>"$out/logs/tta.log" | tee -a "$out/logs/tta.log" | sed -nE 's/^loss [0-9.]+ +top-1 ([0-9.]+)%.*/\1/p'
+  }
+  echo "kind,seed,shift,split,top1" >"$out/tta.csv"
+  tta_section="Test-time shifts chosen on validation (\`--tta-shifts \"$tta_shifts\"\`): each run's chosen weights on the $val held-out images, each moved $(sed -E 's/ +/, /g' <<<"0 $tta_shifts") px (\`nala eval --tta-shift\`, beside ${ev_opts[*]:-no other augmentation}); the shift with the best mean validation top-1 is evaluated on the test set ([tta.csv](tta.csv)):
+"
+  for k in $kinds; do
+    best="" bestm="" row="| $k |"
+    for sh in 0 $tta_shifts; do
+      for s in $seeds; do
+        w=$out/runs/$k-s$s/best_val.safetensors
+        [ -f "$w" ] || continue
+        t=$(tta_eval "$w" "$sh" val)
+        if [ -n "$t" ]; then echo "$k,$s,$sh,val,$t" >>"$out/tta.csv"
+        else echo "  $k seed $s: the evaluation with shift $sh failed: see $out/logs/tta.log"; failed=$((failed + 1)); fi
+      done
+      m=$(awk -F, -v k="$k" -v sh="$sh" '$1 == k && $3 == sh && $4 == "val" { t += $5; n++ } END { if (n) printf "%.3f", t / n }' "$out/tta.csv")
+      row+=" ${m:--} |"
+      if [ -n "$m" ] && { [ -z "$bestm" ] || awk -v a="$m" -v b="$bestm" 'BEGIN { exit !(a > b) }'; }; then best=$sh bestm=$m; fi
+    done
+    [ -n "$best" ] || continue
+    for s in $seeds; do
+      w=$out/runs/$k-s$s/best_val.safetensors
+      [ -f "$w" ] || continue
+      t=$(tta_eval "$w" "$best" test)
+      if [ -n "$t" ]; then echo "$k,$s,$best,test,$t" >>"$out/tta.csv"
+      else echo "  $k seed $s: the test evaluation with shift $best failed: see $out/logs/tta.log"; failed=$((failed + 1)); fi
+    done
+    tm=$(awk -F, -v k="$k" '$1 == k && $4 == "test" { t[++n] = $5; m += $5 } END {
+           if (!n) exit; m /= n; for (i = 1; i <= n; i++) sd += (t[i] - m) ^ 2; sd = n > 1 ? sqrt(sd / (n - 1)) : 0
+           printf "%.2f ± %.2f", m, sd }' "$out/tta.csv")
+    tta_rows+="$row $best | ${tm:+**$tm**} |
+"
+    echo "  $k: test-time shift of $best px chosen on validation ($bestm%); test top-1 ${tm:-?}%"
+  done
+  head="| kind |" sep="|---|"
+  for sh in 0 $tta_shifts; do head+=" validation, $sh px |"; sep+="---|"; done
+  tta_section+="
+$head chosen | test top-1 (%) |
+$sep---|---|
+$tta_rows"
+fi
+
 # One row per run: kind, seed, parameters, chosen epoch, validation and test
 # top-1 of that epoch, mean img/s over the epochs, Spearman per layer.
 echo "kind,seed,parameters,epochs,chosen_epoch,val_top1,test_top1,images_per_second,spearman_by_layer" >"$out/results.csv"
@@ -303,10 +377,11 @@ fi
   echo
   echo "Per run: [results.csv](results.csv). Scatter plots: analyze/<kind>-s<seed>/entropy_norm.svg."
   [ -n "$plots" ] && echo && echo "$plots"
+  [ -n "$tta_section" ] && echo && printf '%s' "$tta_section"
   echo
   echo "Commands (run from the repository root):"
   echo
-  echo '    tools/ablate.sh' "$(printf '%q ' --kinds "$kinds" --seeds "$seeds" --epochs "$epochs" --device "$device" --jobs "$jobs" --val "$val" --recipe "$recipe")" "${extra[@]:+-- ${extra[*]}}"
+  echo '    tools/ablate.sh' "$(printf '%q ' --kinds "$kinds" --seeds "$seeds" --epochs "$epochs" --device "$device" --jobs "$jobs" --val "$val" --recipe "$recipe" ${tta_shifts:+--tta-shifts "$tta_shifts"})" "${extra[@]:+-- ${extra[*]}}"
   echo
   sed 's/^/    /' "$out/commands.txt"
 } >"$out/README.md"

@@ -98,11 +98,15 @@ int cmd_eval(int argc, char** argv) {
   int64_t val = 0;
   p.add_int("val", &val, "evaluate on the N training images that `nala train --val N` held out (its validation "
             "split), not on the test split (0 = the test split)", 0, 1LL << 40);
+  int64_t subset = 0;
+  p.add_int("subset", &subset, "with --val: the run trained on the first N training images (nala train --subset N) "
+            "and held its N out of those", 0, 1LL << 40);
   std::string precision = "fp32";
   add_precision_option(p, &precision);
   p.parse(argc, argv);
   apply_precision(precision, device);
   if (weights.empty()) throw UsageError("--weights is required");
+  if (subset > 0 && val == 0) throw UsageError("--subset chooses the training images --val N holds out: give --val");
   set_threads(threads);
   LoadedModel lm = load_model_file(weights, model_name, attn.attn);
   const ModelFile& mf = lm.file;
@@ -113,7 +117,7 @@ int cmd_eval(int argc, char** argv) {
   tta.shift = (int)tta_shift;
   Dataset test;
   if (val > 0) {  // the images `nala train --val N` held out, chosen as it chose them
-    Dataset train = load_dataset(data, true);
+    Dataset train = load_dataset(data, true, subset);
     test = split_validation(train, val);
   } else {
     test = load_dataset(data, false);

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -75,6 +76,16 @@ void* cuda_alloc(size_t nbytes) {
   }
   if (err != cudaSuccess) {
     cudaGetLastError();
+    // Not every failure is a full GPU: under CUDA MPS, a server whose clients
+    // were killed can refuse the next ones (seen as "0 MiB free of 0 MiB").
+    if (err != cudaErrorMemoryAllocation) {
+      const std::string name = cudaGetErrorName(err);
+      NALA_FAIL("CUDA could not allocate ", nbytes, " bytes: ", name, " (", cudaGetErrorString(err), ")",
+                name.find("Mps") != std::string::npos
+                    ? ". The CUDA MPS server refused this process; one left behind by killed clients can: restart it "
+                      "(echo quit | nvidia-cuda-mps-control; nvidia-cuda-mps-control -d)"
+                    : "");
+    }
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
     NALA_FAIL("CUDA out of memory: asked for ", nbytes, " bytes (", sz >> 20, " MiB); ", free_b >> 20,
