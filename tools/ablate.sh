@@ -123,6 +123,7 @@ done
 [ "$jobs" -ge 1 ] && [ "$epochs" -ge 1 ] || die "--jobs and --epochs must be at least 1"
 for s in $seeds; do [[ $s =~ ^[0-9]+$ ]] || die "seed '$s' is not a whole number"; done
 for s in $tta_shifts; do [[ $s =~ ^[0-9]+$ ]] && [ "$s" -ge 1 ] || die "--tta-shifts: '$s' is not a whole number of pixels from 1 on"; done
+tta_shifts=$(printf '%s\n' $tta_shifts | sort -n -u | xargs)  # ascending: a tie goes to the smaller shift
 
 # The kinds: the choices `nala train --help` lists for --attn.
 has_attn=0
