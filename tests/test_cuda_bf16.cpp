@@ -9,6 +9,7 @@
 // 1e-3 |ref|) plus one bf16 step (2^-7 relative): the two devices' float32
 // results differ slightly, and each is rounded once, which may land on
 // either side of a rounding boundary.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -16,8 +17,12 @@
 
 #include "autograd/autograd.h"
 #include "autograd/ops.h"
+#include "kernels/cpu/attention.h"
 #include "tensor/device.h"
 #include "tests/cuda_harness.h"
+#ifdef NALA_CUDA
+#include "kernels/cuda/attention.h"
+#endif
 
 using namespace nala;
 using namespace nala::test;
@@ -101,4 +106,68 @@ TEST_CASE("cuda: nala_attention on bf16, zero queries, keys and values", "[cuda]
     compare_devices(nala_fn(H, W), {bf(randn(s, rng, 0.5f)), bf(zero), bf(randn(s, rng))}, bf(randn(s, rng)),
                     kBf16Attn);
   }
+}
+
+// The one-pass products (cuda::nala_attention_forward/backward with one_pass,
+// not yet any caller's default): every product in one tensor-core pass, tf32
+// for S and dO S^T, bf16 for the rest. Its contract is normwise: each output
+// within 1.5e-2 of the CPU's bf16 op in ||got - cpu|| / ||cpu|| and within
+// 2.5e-2 of max |cpu| everywhere, three times what an emulation of the plan
+// measured at these shapes (tests/reference/nala_product_precision.py); a
+// wrong fragment or a missing term errs by the outputs' own size. It also
+// must not be the three-pass path: some output element differs from it.
+TEST_CASE("cuda: nala_attention on bf16 with one-pass products, normwise against the CPU's bf16 op",
+          "[cuda][bf16][attention]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(44);
+  struct Case {
+    int64_t G, H, W, d;
+  };
+  for (Case c : {Case{6, 7, 11, 16}, Case{1, 2, 3, 32}, Case{4, 9, 13, 64}, Case{96, 5, 5, 32}, Case{1, 40, 41, 64},
+                 Case{2, 56, 56, 64}}) {
+    const int64_t G = c.G, H = c.H, W = c.W, N = H * W, d = c.d, F = 2 * d;
+    INFO("G " << G << " H " << H << " W " << W << " d " << d);
+    auto draw = [&](float sd) { return cast(randn({G, N, d}, rng, sd), DType::BF16); };
+    Tensor q = draw(0.5f), k = draw(0.8f), v = draw(1.0f), go = draw(1.0f);
+    // The CPU's bf16 op: its float32 arithmetic on these values, each output rounded once.
+    Tensor o = Tensor::empty({G, N, d}, DType::BF16), S = Tensor::empty({G, F, d}), km = Tensor::empty({G, F});
+    Tensor dq = Tensor::empty({G, N, d}, DType::BF16), dk = Tensor::empty({G, N, d}, DType::BF16);
+    Tensor dv = Tensor::empty({G, N, d}, DType::BF16);
+    cpu::nala_attention_forward(q.bf16(), k.bf16(), v.bf16(), o.bf16(), S.f32(), km.f32(), G, H, W, d, kNalaNormFloor);
+    cpu::nala_attention_backward(q.bf16(), k.bf16(), v.bf16(), S.f32(), km.f32(), go.bf16(), dq.bf16(), dk.bf16(),
+                                 dv.bf16(), G, H, W, d, kNalaNormFloor);
+    const std::vector<float> ref[4] = {cast(o, DType::F32).to_vector(), cast(dq, DType::F32).to_vector(),
+                                       cast(dk, DType::F32).to_vector(), cast(dv, DType::F32).to_vector()};
+    Tensor qg = q.to(Device::CUDA), kg = k.to(Device::CUDA), vg = v.to(Device::CUDA), gog = go.to(Device::CUDA);
+    std::vector<float> got[2][4];
+    for (int one = 0; one < 2; one++) {
+      auto empty = [&](const Shape& s, DType t) { return Tensor::empty(s, t, Device::CUDA); };
+      Tensor og = empty({G, N, d}, DType::BF16), Sg = empty({G, F, d}, DType::F32), kmg = empty({G, F}, DType::F32);
+      Tensor dqg = empty({G, N, d}, DType::BF16), dkg = empty({G, N, d}, DType::BF16), dvg = empty({G, N, d}, DType::BF16);
+      cuda::nala_attention_forward(qg.bf16(), kg.bf16(), vg.bf16(), og.bf16(), Sg.f32(), kmg.f32(), G, H, W, d,
+                                   kNalaNormFloor, one == 1);
+      cuda::nala_attention_backward(qg.bf16(), kg.bf16(), vg.bf16(), Sg.f32(), kmg.f32(), gog.bf16(), dqg.bf16(),
+                                    dkg.bf16(), dvg.bf16(), G, H, W, d, kNalaNormFloor, one == 1);
+      const Tensor* outs[4] = {&og, &dqg, &dkg, &dvg};
+      for (int i = 0; i < 4; i++) got[one][i] = cast(*outs[i], DType::F32).to_vector();
+    }
+    bool differs = false;
+    for (int i = 0; i < 4; i++) {
+      INFO("output " << i << " (o, dq, dk, dv)");
+      double e2 = 0, r2 = 0, emax = 0, rmax = 0;
+      for (size_t j = 0; j < ref[i].size(); j++) {
+        const double e = (double)got[1][i][j] - ref[i][j];
+        REQUIRE(std::isfinite(e));
+        e2 += e * e, r2 += (double)ref[i][j] * ref[i][j];
+        emax = std::max(emax, std::fabs(e)), rmax = std::max(rmax, std::fabs((double)ref[i][j]));
+        differs = differs || got[1][i][j] != got[0][i][j];
+      }
+      REQUIRE(r2 > 0);
+      CHECK(std::sqrt(e2 / r2) <= 1.5e-2);
+      CHECK(emax <= 2.5e-2 * rmax);
+    }
+    if (d == 16 || d == 32 || d == 64) CHECK(differs);  // the tensor-core kernels took the one-pass products
+  }
+#endif
 }

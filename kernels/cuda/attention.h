@@ -31,11 +31,17 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
 // each output rounded once; S and kmean float32. Equal to kernels/cpu/attention.h's
 // bf16 overloads within the kernels' float32 tolerance and that one rounding.
 // Head dims other than 16, 32, 64 run the first version on float32 copies.
+// one_pass (not yet the default of any caller): each of the six products in
+// one tensor-core pass, tf32 for S and dO S^T, bf16 for the other four, the
+// operands rounded once (a third of the tensor work and none of the hi/lo
+// splits). Its error is normwise, about 5e-3 of each output, 2-3x that of
+// storing the exact output in bf16 (docs/kernels.md, "How much precision
+// the products may lose"), not the element-wise contract above.
 void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,
-                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor);
+                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor, bool one_pass = false);
 void nala_attention_backward(const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* S, const float* kmean,
                              const bf16_t* gout, bf16_t* dq, bf16_t* dk, bf16_t* dv, int64_t G, int64_t H, int64_t W,
-                             int64_t D, float norm_floor);
+                             int64_t D, float norm_floor, bool one_pass = false);
 
 // The first version (any d % 4 == 0 up to 128), same contract; the tests
 // and bench/bench_nala_cuda compare the two.

@@ -34,6 +34,12 @@
 // errors of S and of W = S dO (the numerator's and the normaliser's
 // gradients cancel along fq), so S and W use tf32 3-pass (~1e-6), which
 // costs twice the tensor time of bf16 3-pass.
+// One-pass products (bf16 arrays, one_pass = true: template flag ONE; not yet
+// any caller's default): each operand rounded once, tf32 for S and W, bf16
+// for the other four, one mma per term and no lo parts (no splits, no lo
+// tiles read). Its error is about 5e-3 of each output normwise
+// (tests/reference/nala_product_precision.py), outside the element-wise
+// tolerance above: the tests hold it to a normwise bound instead.
 //
 // Forward, two kernels (each reads its inputs once, writes its outputs once):
 //   1. nala_state_kernel: a block per (problem, chunk of L tokens). 32 tokens
@@ -354,7 +360,7 @@ struct StateLayout {
 // (The first tensor-core version read k and v straight into registers with a
 // lane per token: each warp load touched 32 rows of 256 bytes, and the
 // profile showed 57% of the L2 sectors fetched twice and L1 busy 86%.)
-template <int D, typename T>
+template <int D, typename T, bool ONE = false>
 __global__ void __launch_bounds__(kThreads, 2)
     nala_state_kernel(const T* __restrict__ k, const T* __restrict__ v, Rope rope, float* __restrict__ part,
                       int N, int nch, int L) {
@@ -365,6 +371,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr int STAGE = 2 * kT1 * LK;  // elements of T a stage
   static_assert(STAGE * sizeof(T) <= SL::STAGE * sizeof(float), "a stage fits the float layout");
   constexpr bool kExactV = sizeof(T) == 2;  // bf16 v is exact in tf32: its lo tile is zero, left out
+  static_assert(!ONE || kExactV, "one-pass products are for bf16 arrays");
   constexpr int IPT = (Q4 + kWarps - 1) / kWarps;  // feature groups per lane
   static_assert(kT1 == 32, "a lane per token of the step");
   extern __shared__ __align__(16) float smem[];
@@ -433,10 +440,10 @@ __global__ void __launch_bounds__(kThreads, 2)
           uint32_t hi, lo;
           split_tf32(r[0][m], hi, lo);
           rkh[(e + m) * LT + lane] = __uint_as_float(hi);
-          rkl[(e + m) * LT + lane] = __uint_as_float(lo);
+          if (!ONE) rkl[(e + m) * LT + lane] = __uint_as_float(lo);
           split_tf32(r[1][m], hi, lo);
           rkh[(D + e + m) * LT + lane] = __uint_as_float(hi);
-          rkl[(D + e + m) * LT + lane] = __uint_as_float(lo);
+          if (!ONE) rkl[(D + e + m) * LT + lane] = __uint_as_float(lo);
           split_tf32(y[m], hi, lo);
           vh[(e + m) * LT + lane] = __uint_as_float(hi);
           if (!kExactV) vl[(e + m) * LT + lane] = __uint_as_float(lo);
@@ -471,7 +478,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int mi = 0; mi < MT; mi++) {
         const uint32_t at = la + (uint32_t)(((wm * MT + mi) * 16 * LT + k0) * 4);
         ldsm_x4(ah[mi], bh + at);
-        ldsm_x4(al[mi], bl + at);
+        if (!ONE) ldsm_x4(al[mi], bl + at);
       }
 #pragma unroll
       for (int np = 0; np < (NT + 1) / 2; np++) {
@@ -491,7 +498,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int mi = 0; mi < MT; mi++)
 #pragma unroll
         for (int ni = 0; ni < NT; ni++)
-          if (kExactV)
+          if (ONE)
+            tf32_1688(acc[mi][ni], ah[mi], b_h[ni][0], b_h[ni][1]);
+          else if (kExactV)
             tf32_2pass_b(acc[mi][ni], ah[mi], al[mi], b_h[ni][0], b_h[ni][1]);
           else
             tf32_3pass(acc[mi][ni], ah[mi], al[mi], b_h[ni][0], b_h[ni][1], b_l[ni][0], b_l[ni][1]);
@@ -539,7 +548,7 @@ struct OutputLayout {
 };
 
 // S, kmean from the partials (block of chunk 0), and o = (z rq) S for the chunk's tokens.
-template <int D, typename T>
+template <int D, typename T, bool ONE = false>
 __global__ void __launch_bounds__(kThreads, 2)
     nala_output_kernel(const T* __restrict__ q, const float* __restrict__ part, Rope rope,
                        T* __restrict__ o, float* __restrict__ S, float* __restrict__ kmean, int N, int nparts,
@@ -615,9 +624,12 @@ __global__ void __launch_bounds__(kThreads, 2)
             const float f0 = h ? fmaxf(-sf.x, 0.0f) : fmaxf(sf.x, 0.0f), f1 = h ? fmaxf(-sf.y, 0.0f) : fmaxf(sf.y, 0.0f);
             float y0, y1;
             rot(f0, f1, cs[r][jj], y0, y1);
-            split_bf16(y0, y1, ah[r + 2 * jj], al[r + 2 * jj]);
+            if (ONE)
+              ah[r + 2 * jj] = pack_bf16(y0, y1);
+            else
+              split_bf16(y0, y1, ah[r + 2 * jj], al[r + 2 * jj]);
           }
-        mma_k16_panels<D>(acc, ah, al, sbh, sbl, h * D + 16 * s, LS);
+        mma_k16_panels<D, ONE>(acc, ah, al, sbh, sbl, h * D + 16 * s, LS);
       }
     }
     const float z[2] = {rcp(quad_sum(den[0]) + kZEps), rcp(quad_sum(den[1]) + kZEps)};
@@ -655,7 +667,7 @@ struct QueryGradLayout {
 //      of q) dfq = z rope^T(w) + dden kmean, gf = dfq fq, dp = sum gf ln u, sum of p gf,
 //      then dq = dn q / |q| + p gf / q. dden fq goes into the warp's dkm row.
 //   3. the block: dS += Z^T G over the step (bf16 3-pass).
-template <int D, typename T>
+template <int D, typename T, bool ONE = false>
 __global__ void __launch_bounds__(kThreads, 1)
     nala_query_grad_kernel(const T* __restrict__ q, const float* __restrict__ S, const float* __restrict__ kmean,
                            const T* __restrict__ gout, Rope rope, T* __restrict__ dq,
@@ -737,7 +749,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int nt = 0; nt < F / 8; nt++) {
         const uint4 b = *(const uint4*)(s2 + (8 * nt + g) * LS + 8 * j + 2 * t);  // b0, b1 hi; b0, b1 lo
-        if (sizeof(T) == 2)
+        if (ONE)
+          tf32_1688(w[nt], ah, b.x, b.y);  // S rounded to tf32 (its hi part)
+        else if (sizeof(T) == 2)
           tf32_2pass_a(w[nt], ah, b.x, b.y, b.z, b.w);  // bf16 go is exact in tf32: al = 0
         else
           tf32_3pass(w[nt], ah, al, b.x, b.y, b.z, b.w);
@@ -765,10 +779,14 @@ __global__ void __launch_bounds__(kThreads, 1)
           float y0, y1;
           rot(f0, f1, cs, y0, y1);
           dz += y0 * w[h * NP + j][2 * r] + y1 * w[h * NP + j][2 * r + 1];
-          uint32_t hi, lo;
-          split_bf16(y0, y1, hi, lo);
-          *(uint32_t*)(zh + row * LZ + h * D + e) = hi;
-          *(uint32_t*)(zl + row * LZ + h * D + e) = lo;
+          if (ONE) {
+            *(uint32_t*)(zh + row * LZ + h * D + e) = pack_bf16(y0, y1);
+          } else {
+            uint32_t hi, lo;
+            split_bf16(y0, y1, hi, lo);
+            *(uint32_t*)(zh + row * LZ + h * D + e) = hi;
+            *(uint32_t*)(zl + row * LZ + h * D + e) = lo;
+          }
         }
       }
       z[r] = rcp(quad_sum(den) + kZEps);
@@ -777,10 +795,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int j = 0; j < NP; j++) {
         const float2 x = gop(r, j);
-        uint32_t hi, lo;
-        split_bf16(z[r] * x.x, z[r] * x.y, hi, lo);
-        *(uint32_t*)(gh + row * LG + 8 * j + 2 * t) = hi;
-        *(uint32_t*)(gl + row * LG + 8 * j + 2 * t) = lo;
+        if (ONE) {
+          *(uint32_t*)(gh + row * LG + 8 * j + 2 * t) = pack_bf16(z[r] * x.x, z[r] * x.y);
+        } else {
+          uint32_t hi, lo;
+          split_bf16(z[r] * x.x, z[r] * x.y, hi, lo);
+          *(uint32_t*)(gh + row * LG + 8 * j + 2 * t) = hi;
+          *(uint32_t*)(gl + row * LG + 8 * j + 2 * t) = lo;
+        }
       }
     }
     __syncwarp();  // every lane is done with the go stage: the next step's rows go in flight
@@ -855,7 +877,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int mi = 0; mi < MT; mi++) {
         const uint32_t at = (uint32_t)(k0 * LZ + (wm * MT + mi) * 16) * 2;
         ldsm_x4_trans(ah[mi], zbh + at);
-        ldsm_x4_trans(al[mi], zbl + at);
+        if (!ONE) ldsm_x4_trans(al[mi], zbl + at);
       }
 #pragma unroll
       for (int np = 0; np < (NT + 1) / 2; np++) {
@@ -863,13 +885,18 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint32_t at = (uint32_t)(k0 * LG + (wn * NT + 2 * np) * 8) * 2;
         if (NT == 1) {
           ldsm_x2_trans(bh, gbh + at);
-          ldsm_x2_trans(bl, gbl + at);
+          if (!ONE) ldsm_x2_trans(bl, gbl + at);
         } else {
           ldsm_x4_trans(bh, gbh + at);
-          ldsm_x4_trans(bl, gbl + at);
+          if (!ONE) ldsm_x4_trans(bl, gbl + at);
         }
 #pragma unroll
         for (int mi = 0; mi < MT; mi++) {
+          if (ONE) {
+            bf16_16816(dacc[mi][2 * np], ah[mi], bh[0], bh[1]);
+            if (NT > 1) bf16_16816(dacc[mi][(2 * np + 1) % NT], ah[mi], bh[2], bh[3]);
+            continue;
+          }
           bf16_3pass(dacc[mi][2 * np], ah[mi], al[mi], bh[0], bh[1], bl[0], bl[1]);
           if (NT > 1) bf16_3pass(dacc[mi][(2 * np + 1) % NT], ah[mi], al[mi], bh[2], bh[3], bl[2], bl[3]);
         }
@@ -905,7 +932,7 @@ struct KeyGradLayout {
 };
 
 // dS, dkm from the partials (times 1/N), then dv = rk dS, drk = v dS^T and dk for the chunk's tokens.
-template <int D, typename T>
+template <int D, typename T, bool ONE = false>
 __global__ void __launch_bounds__(kWarps4 * 32, 2)
     nala_key_grad_kernel(const T* __restrict__ k, const T* __restrict__ v, const float* __restrict__ part,
                          Rope rope, T* __restrict__ dk, T* __restrict__ dv, int N, int nparts, int nch, int L,
@@ -978,9 +1005,12 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
               const float c0 = x.x * x.x * x.x, c1 = x.y * x.y * x.y;
               float y0, y1;
               rot(h ? fmaxf(-c0, 0.0f) : fmaxf(c0, 0.0f), h ? fmaxf(-c1, 0.0f) : fmaxf(c1, 0.0f), cs[r][jj], y0, y1);
-              split_bf16(y0, y1, ah[r + 2 * jj], al[r + 2 * jj]);
+              if (ONE)
+                ah[r + 2 * jj] = pack_bf16(y0, y1);
+              else
+                split_bf16(y0, y1, ah[r + 2 * jj], al[r + 2 * jj]);
             }
-          mma_k16_panels<D>(acc, ah, al, tbh, tbl, h * D + 16 * s, LS);
+          mma_k16_panels<D, ONE>(acc, ah, al, tbh, tbl, h * D + 16 * s, LS);
         }
       }
 #pragma unroll
@@ -1006,13 +1036,21 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
           const float2 x = pair(sv, r, 2 * s + jj);
-          split_bf16(x.x, x.y, ah[r + 2 * jj], al[r + 2 * jj]);
+          if (ONE)
+            ah[r + 2 * jj] = pack_bf16(x.x, x.y);
+          else
+            split_bf16(x.x, x.y, ah[r + 2 * jj], al[r + 2 * jj]);
         }
 #pragma unroll
       for (int np = 0; np < F / 16; np++) {
         uint32_t bh[4], bl[4];
         const uint32_t at = (uint32_t)(16 * np * LS + 16 * s) * 2;
         ldsm_x4(bh, nbh + at);
+        if (ONE) {  // dS rounded to bf16 (its hi part); bf16 v is exact
+          bf16_16816(w[2 * np], ah, bh[0], bh[1]);
+          bf16_16816(w[2 * np + 1], ah, bh[2], bh[3]);
+          continue;
+        }
         ldsm_x4(bl, nbl + at);
         if (sizeof(T) == 2) {  // bf16 v is exact: al = 0
           bf16_2pass_a(w[2 * np], ah, bh[0], bh[1], bl[0], bl[1]);
@@ -1157,14 +1195,15 @@ struct Partials {
 };
 
 // T: float or __nv_bfloat16, the type of q, k, v, dO and of o, dq, dk, dv.
-template <int D, typename T>
+// ONE (bf16 only): every product in one tensor-core pass (nala_attention_forward_1pass).
+template <int D, typename T, bool ONE = false>
 struct Kernels {
   static int slots(int which) {  // per kernel, measured once
     static const int s[4] = {
-        slots_of(nala_state_kernel<D, T>, kThreads, StateLayout<D>::bytes),
-        slots_of(nala_output_kernel<D, T>, kThreads, OutputLayout<D>::bytes),
-        slots_of(nala_query_grad_kernel<D, T>, kThreads, QueryGradLayout<D>::bytes),
-        slots_of(nala_key_grad_kernel<D, T>, kWarps4 * 32, KeyGradLayout<D>::bytes)};
+        slots_of(nala_state_kernel<D, T, ONE>, kThreads, StateLayout<D>::bytes),
+        slots_of(nala_output_kernel<D, T, ONE>, kThreads, OutputLayout<D>::bytes),
+        slots_of(nala_query_grad_kernel<D, T, ONE>, kThreads, QueryGradLayout<D>::bytes),
+        slots_of(nala_key_grad_kernel<D, T, ONE>, kWarps4 * 32, KeyGradLayout<D>::bytes)};
     return s[which];
   }
 
@@ -1176,11 +1215,11 @@ struct Kernels {
     const Plan p1 = plan_chunks(G, N, kT1, slots(0), P, spare), p2 = plan_chunks(G, N, 16 * kWarps, slots(1), P, kNoPartials);
     // The partials live in o (not yet written) when they fit; summed into `sum`.
     Partials pp(G, N, p1.nch, o, sizeof(T), D);
-    nala_state_kernel<D, T><<<(unsigned)(G * p1.nch), kThreads, StateLayout<D>::bytes>>>(k, v, rope, pp.part,
+    nala_state_kernel<D, T, ONE><<<(unsigned)(G * p1.nch), kThreads, StateLayout<D>::bytes>>>(k, v, rope, pp.part,
                                                                                          (int)N, p1.nch, p1.L);
     CUDA_CHECK_LAUNCH(op);
     pp.reduce(op);
-    nala_output_kernel<D, T><<<(unsigned)(G * p2.nch), kThreads, OutputLayout<D>::bytes>>>(
+    nala_output_kernel<D, T, ONE><<<(unsigned)(G * p2.nch), kThreads, OutputLayout<D>::bytes>>>(
         q, pp.sum.f32(), rope, o, S, kmean, (int)N, 1, p2.nch, p2.L, 1.0f / (float)N, floor);
     CUDA_CHECK_LAUNCH(op);
   }
@@ -1193,11 +1232,11 @@ struct Kernels {
     const Plan p3 = plan_chunks(G, N, kTok3, slots(2), P, spare), p4 = plan_chunks(G, N, 16 * kWarps4, slots(3), P, kNoPartials);
     // The partials live in dk (written only by kernel 4) when they fit.
     Partials pp(G, N, p3.nch, dk, sizeof(T), D);
-    nala_query_grad_kernel<D, T><<<(unsigned)(G * p3.nch), kThreads, QueryGradLayout<D>::bytes>>>(
+    nala_query_grad_kernel<D, T, ONE><<<(unsigned)(G * p3.nch), kThreads, QueryGradLayout<D>::bytes>>>(
         q, S, kmean, gout, rope, dq, pp.part, (int)N, p3.nch, p3.L, floor);
     CUDA_CHECK_LAUNCH(op);
     pp.reduce(op);
-    nala_key_grad_kernel<D, T><<<(unsigned)(G * p4.nch), kWarps4 * 32, KeyGradLayout<D>::bytes>>>(
+    nala_key_grad_kernel<D, T, ONE><<<(unsigned)(G * p4.nch), kWarps4 * 32, KeyGradLayout<D>::bytes>>>(
         k, v, pp.sum.f32(), rope, dk, dv, (int)N, 1, p4.nch, p4.L, 1.0f / (float)N);
     CUDA_CHECK_LAUNCH(op);
   }
@@ -1218,27 +1257,28 @@ Tensor widened(const bf16_t* x, int64_t n) {
 
 // The public entry points for element type T (float or __nv_bfloat16): the checks, then the
 // tensor-core kernels at d = 16, 32, 64 and `other` (the first version) at the other head dims.
-template <typename T, class Other>
+// ONE = true: one-pass products (bf16 arrays only).
+template <bool ONE = false, typename T, class Other>
 void forward_any(const T* q, const T* k, const T* v, T* o, float* S, float* kmean, int64_t G, int64_t H, int64_t W,
                  int64_t D, float floor, const char* op, Other other) {
   check_dims(op, G, H * W, D);
   if (G == 0 || H * W == 0) return;
   switch (D) {
-    case 16: return Kernels<16, T>::forward(q, k, v, o, S, kmean, G, H, W, floor, op);
-    case 32: return Kernels<32, T>::forward(q, k, v, o, S, kmean, G, H, W, floor, op);
-    case 64: return Kernels<64, T>::forward(q, k, v, o, S, kmean, G, H, W, floor, op);
+    case 16: return Kernels<16, T, ONE>::forward(q, k, v, o, S, kmean, G, H, W, floor, op);
+    case 32: return Kernels<32, T, ONE>::forward(q, k, v, o, S, kmean, G, H, W, floor, op);
+    case 64: return Kernels<64, T, ONE>::forward(q, k, v, o, S, kmean, G, H, W, floor, op);
     default: return other();
   }
 }
-template <typename T, class Other>
+template <bool ONE = false, typename T, class Other>
 void backward_any(const T* q, const T* k, const T* v, const float* S, const float* kmean, const T* gout, T* dq, T* dk,
                   T* dv, int64_t G, int64_t H, int64_t W, int64_t D, float floor, const char* op, Other other) {
   check_dims(op, G, H * W, D);
   if (G == 0 || H * W == 0) return;
   switch (D) {
-    case 16: return Kernels<16, T>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, floor, op);
-    case 32: return Kernels<32, T>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, floor, op);
-    case 64: return Kernels<64, T>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, floor, op);
+    case 16: return Kernels<16, T, ONE>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, floor, op);
+    case 32: return Kernels<32, T, ONE>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, floor, op);
+    case 64: return Kernels<64, T, ONE>::backward(q, k, v, S, kmean, gout, dq, dk, dv, G, H, W, floor, op);
     default: return other();
   }
 }
@@ -1261,34 +1301,44 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
 }
 
 void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,
-                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor) {
+                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor, bool one_pass) {
   using B = __nv_bfloat16;
-  forward_any((const B*)q, (const B*)k, (const B*)v, (B*)o, S, kmean, G, H, W, D, norm_floor,
-              "nala_attention_forward (bf16)", [&] {
-                const int64_t n = G * H * W * D;
-                Tensor qf = widened(q, n), kf = widened(k, n), vf = widened(v, n);
-                Tensor of = Tensor::empty({n}, DType::F32, Device::CUDA);
-                nala_attention_forward_v1(qf.f32(), kf.f32(), vf.f32(), of.f32(), S, kmean, G, H, W, D, norm_floor);
-                cast_f32_bf16(o, of.f32(), n);
-              });
+  auto other = [&] {
+    const int64_t n = G * H * W * D;
+    Tensor qf = widened(q, n), kf = widened(k, n), vf = widened(v, n);
+    Tensor of = Tensor::empty({n}, DType::F32, Device::CUDA);
+    nala_attention_forward_v1(qf.f32(), kf.f32(), vf.f32(), of.f32(), S, kmean, G, H, W, D, norm_floor);
+    cast_f32_bf16(o, of.f32(), n);
+  };
+  const char* op = "nala_attention_forward (bf16)";
+  if (one_pass)
+    forward_any<true>((const B*)q, (const B*)k, (const B*)v, (B*)o, S, kmean, G, H, W, D, norm_floor, op, other);
+  else
+    forward_any((const B*)q, (const B*)k, (const B*)v, (B*)o, S, kmean, G, H, W, D, norm_floor, op, other);
 }
 
 void nala_attention_backward(const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* S, const float* kmean,
                              const bf16_t* gout, bf16_t* dq, bf16_t* dk, bf16_t* dv, int64_t G, int64_t H, int64_t W,
-                             int64_t D, float norm_floor) {
+                             int64_t D, float norm_floor, bool one_pass) {
   using B = __nv_bfloat16;
-  backward_any((const B*)q, (const B*)k, (const B*)v, S, kmean, (const B*)gout, (B*)dq, (B*)dk, (B*)dv, G, H, W, D,
-               norm_floor, "nala_attention_backward (bf16)", [&] {
-                 const int64_t n = G * H * W * D;
-                 Tensor qf = widened(q, n), kf = widened(k, n), vf = widened(v, n), gf = widened(gout, n);
-                 Tensor d[3];
-                 for (Tensor& t : d) t = Tensor::empty({n}, DType::F32, Device::CUDA);
-                 nala_attention_backward_v1(qf.f32(), kf.f32(), vf.f32(), S, kmean, gf.f32(), d[0].f32(), d[1].f32(),
-                                            d[2].f32(), G, H, W, D, norm_floor);
-                 cast_f32_bf16(dq, d[0].f32(), n);
-                 cast_f32_bf16(dk, d[1].f32(), n);
-                 cast_f32_bf16(dv, d[2].f32(), n);
-               });
+  auto other = [&] {
+    const int64_t n = G * H * W * D;
+    Tensor qf = widened(q, n), kf = widened(k, n), vf = widened(v, n), gf = widened(gout, n);
+    Tensor d[3];
+    for (Tensor& t : d) t = Tensor::empty({n}, DType::F32, Device::CUDA);
+    nala_attention_backward_v1(qf.f32(), kf.f32(), vf.f32(), S, kmean, gf.f32(), d[0].f32(), d[1].f32(), d[2].f32(),
+                               G, H, W, D, norm_floor);
+    cast_f32_bf16(dq, d[0].f32(), n);
+    cast_f32_bf16(dk, d[1].f32(), n);
+    cast_f32_bf16(dv, d[2].f32(), n);
+  };
+  const char* op = "nala_attention_backward (bf16)";
+  if (one_pass)
+    backward_any<true>((const B*)q, (const B*)k, (const B*)v, S, kmean, (const B*)gout, (B*)dq, (B*)dk, (B*)dv, G, H,
+                       W, D, norm_floor, op, other);
+  else
+    backward_any((const B*)q, (const B*)k, (const B*)v, S, kmean, (const B*)gout, (B*)dq, (B*)dk, (B*)dv, G, H, W, D,
+                 norm_floor, op, other);
 }
 
 }  // namespace cuda

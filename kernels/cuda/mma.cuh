@@ -37,6 +37,8 @@ __device__ __forceinline__ void split_bf16(float x0, float x1, uint32_t& hi, uin
   hi = bits(h);
   lo = bits(__floats2bfloat162_rn(x0 - hf.x, x1 - hf.y));
 }
+// (x0, x1) -> one bf16 pair, rounded to nearest (the hi part alone: one-pass products).
+__device__ __forceinline__ uint32_t pack_bf16(float x0, float x1) { return bits(__floats2bfloat162_rn(x0, x1)); }
 __device__ __forceinline__ void split_bf16(float x, __nv_bfloat16& hi, __nv_bfloat16& lo) {
   hi = __float2bfloat16_rn(x);
   lo = __float2bfloat16_rn(x - __bfloat162float(hi));
@@ -179,7 +181,9 @@ __device__ __forceinline__ void zero_acc(float (&acc)[NT][4]) {
 // lane's ldmatrix addresses; row stride ls elements), read with
 // ldmatrix.trans in D/16 panels of 16 columns; three products a panel
 // (bf16_3pass), so the result keeps about float32 accuracy.
-template <int D>
+// ONE (one-pass products): A and B as their bf16 hi parts alone, one product a
+// panel (al and bl are not read): about bf16's precision, a third of the work.
+template <int D, bool ONE = false>
 __device__ __forceinline__ void mma_k16_panels(float (&acc)[D / 8][4], const uint32_t (&ah)[4],
                                                const uint32_t (&al)[4], uint32_t bh, uint32_t bl, int k0, int ls) {
 #pragma unroll
@@ -187,6 +191,11 @@ __device__ __forceinline__ void mma_k16_panels(float (&acc)[D / 8][4], const uin
     uint32_t h[4], l[4];
     const uint32_t at = (uint32_t)(k0 * ls + 16 * np) * 2;
     ldsm_x4_trans(h, bh + at);
+    if (ONE) {
+      bf16_16816(acc[2 * np], ah, h[0], h[1]);
+      bf16_16816(acc[2 * np + 1], ah, h[2], h[3]);
+      continue;
+    }
     ldsm_x4_trans(l, bl + at);
     bf16_3pass(acc[2 * np], ah, al, h[0], h[1], l[0], l[1]);
     bf16_3pass(acc[2 * np + 1], ah, al, h[2], h[3], l[2], l[3]);

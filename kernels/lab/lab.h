@@ -67,6 +67,10 @@ struct Check {
 };
 // Every element within atol + rtol * |ref| (NaN never is). `name` labels the array.
 Check compare(const char* name, const float* got, const float* ref, int64_t n, double atol, double rtol);
+// Normwise, for outputs of lower precision: ||got - ref|| <= norm_tol ||ref|| and
+// every |got - ref| <= max_tol max |ref| (NaN never passes).
+Check compare_normwise(const char* name, const float* got, const float* ref, int64_t n, double norm_tol,
+                       double max_tol);
 Check both(const Check& a, const Check& b);
 
 // One kernel call being studied at one size: the forward or the backward of

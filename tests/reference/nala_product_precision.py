@@ -128,12 +128,13 @@ def run_case(B, h, H, W, d, seed, bf16_io, tol):
             got = [round_bf16(t.float()) for t in exact64]
         else:
             got = [out_round(t) for t in grads(torch.float32, plan)]
-        ratios, norms = [], []
+        ratios, norms, scaled = [], [], []
         for a, e in zip(got, exact):
             e, err = e.double(), a.double() - e.double()
             ratios.append((err.abs() / (atol + rtol * e.abs())).max().item())
             norms.append((err.norm() / e.norm().clamp_min(1e-300)).item())
-        res[name] = (ratios, norms)
+            scaled.append((err.abs().max() / e.abs().max().clamp_min(1e-300)).item())
+        res[name] = (ratios, norms, scaled)
     return res
 
 
@@ -156,14 +157,19 @@ def main():
         names = list(PLANS) + [STORE]
         worst = {name: [0.0] * 4 for name in names}
         worst_n = {name: [0.0] * 4 for name in names}
+        worst_s = {name: [0.0] * 4 for name in names}
         for i, c in enumerate(cases):
             r = run_case(*c, seed=100 + i, bf16_io=bf16_io, tol=tol)
             for name in names:
                 worst[name] = [max(a, b) for a, b in zip(worst[name], r[name][0])]
                 worst_n[name] = [max(a, b) for a, b in zip(worst_n[name], r[name][1])]
+                worst_s[name] = [max(a, b) for a, b in zip(worst_s[name], r[name][2])]
         for name in names:
             print(f"{name:28s} " + " ".join(f"{x:8.3f}" for x in worst[name]) + "  | " + " " * 23
                   + " ".join(f"{x:8.1e}" for x in worst_n[name]))
+        print("max |error| / max |exact| of each output (o, dq, dk, dv):")
+        for name in names:
+            print(f"  {name:28s} " + " ".join(f"{x:8.1e}" for x in worst_s[name]))
     print("\ncases (B, h, H, W, d):", cases)
 
 
