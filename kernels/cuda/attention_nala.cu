@@ -1195,7 +1195,7 @@ struct Partials {
 };
 
 // T: float or __nv_bfloat16, the type of q, k, v, dO and of o, dq, dk, dv.
-// ONE (bf16 only): every product in one tensor-core pass (nala_attention_forward_1pass).
+// ONE (bf16 only): every product in one tensor-core pass (one_pass of the bf16 entry points).
 template <int D, typename T, bool ONE = false>
 struct Kernels {
   static int slots(int which) {  // per kernel, measured once
