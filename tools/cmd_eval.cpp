@@ -76,7 +76,8 @@ int cmd_eval(int argc, char** argv) {
   DataSpec data;
   int64_t batch = 256, threads = 0, limit = 0;
   std::string device = "cpu";
-  ArgParser p("eval", "evaluate weights on a dataset's test split: top-1, top-5, per class, confusion matrix");
+  ArgParser p("eval", "evaluate weights on a dataset's test split (--val: the held-out training images): top-1, "
+              "top-5, per class, confusion matrix");
   p.add_choice("model", &model_name, "model config (default: the one the weights file records)",
                nalaformer_config_names());
   p.add_string("weights", &weights, "weights (.safetensors: best.safetensors, a checkpoint, or the release's)");

@@ -39,7 +39,7 @@ struct TestTimeAug {
   int shift = 0;
   bool any() const { return flip || shift > 0; }
   int views() const { return (shift > 0 ? 5 : 1) * (flip ? 2 : 1); }
-  std::string describe() const;  // "" when none, else e.g. "flip, shifts of 2 px: 10 views"
+  std::string describe() const;  // "" when none, else e.g. "mirror, shifts of 2 px: the mean of ... 10 views ..."
 };
 
 // limit: the first `limit` images only (0 = all). With a data-parallel
