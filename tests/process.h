@@ -56,6 +56,15 @@ inline std::string slurp(const std::string& path) {
 inline bool have_fashion_mnist() {
   return access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) == 0;
 }
+// A test that reads Fashion-MNIST starts (or continues) with this: without
+// the dataset it passes with a warning.
+#define SKIP_WITHOUT_FASHION_MNIST()                                                        \
+  do {                                                                                      \
+    if (!have_fashion_mnist()) {                                                            \
+      WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped"); \
+      return;                                                                               \
+    }                                                                                       \
+  } while (0)
 
 // The nala program built next to the test binary.
 inline std::string nala_binary() {

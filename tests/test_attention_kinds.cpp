@@ -287,10 +287,7 @@ TEST_CASE("attention kinds: nala train --attn and --nala-stages on the CPU", "[a
   REQUIRE_THROWS_WITH(run_cmd(cmd_train, {"--nala-stages", "0,7"}), Catch::Contains("not a stage of pico"));
   REQUIRE_THROWS_WITH(run_cmd(cmd_train, {"--attn", "softmax", "--nala-stages", "0"}),
                       Catch::Contains("--attn softmax"));
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST not installed: the training runs are skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   char tmpl[] = "/tmp/nala_kinds_train_XXXXXX";
   REQUIRE(mkdtemp(tmpl) != nullptr);
   const std::string dir = tmpl;

@@ -405,10 +405,7 @@ TEST_CASE("distributed: mpirun -np 2 and -np 3 train to the weights of one proce
     WARN("this build has no MPI (apt-get install libopenmpi-dev openmpi-bin, then rebuild): skipped");
     return;
   }
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   const std::string mpirun = find_mpirun();
   INFO("the build has MPI, so mpirun must be installed too (apt-get install openmpi-bin)");
   REQUIRE(!mpirun.empty());

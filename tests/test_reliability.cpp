@@ -274,10 +274,7 @@ TEST_CASE("reliability: a JPEG scan that uses a Huffman table no DHT segment def
 // ---------------------------------------------------------------- numerical faults
 
 TEST_CASE("reliability: a NaN loss stops training naming the step; --skip-nonfinite skips it", "[reliability]") {
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   // Step 5 is the second step of epoch 2; epoch 1 (steps 0..3) was checkpointed.
   auto args = small_run(t.path + "/stop", 2);
@@ -321,10 +318,7 @@ TEST_CASE("reliability: a NaN loss stops training naming the step; --skip-nonfin
 }
 
 TEST_CASE("reliability: --resume after a kill that tore metrics.csv and left a temporary file", "[reliability]") {
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   const std::string out = t.path + "/run";
   auto args = small_run(out, 2);
@@ -583,10 +577,7 @@ void require_same_file(const std::string& a, const std::string& b, bool with_met
 
 TEST_CASE("reliability: SIGKILL at random moments, --resume, and the result is bit for bit the same",
           "[reliability][slow]") {
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   const std::string bin = nala_binary();
   INFO("nala binary: " << bin);
   REQUIRE(access(bin.c_str(), X_OK) == 0);  // build it: make CUDA=0 (it sits next to nala_tests)

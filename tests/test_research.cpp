@@ -167,10 +167,7 @@ std::string fresh_pico_file(const std::string& dir, AttnKind kind = AttnKind::na
 
 TEST_CASE("nala analyze and nala eval: Fashion-MNIST resized to the size the weights were trained on",
           "[research]") {
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST is not installed: skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   // pico trained on 28x28 images upsampled to 40x40 (nala train --img-size 40): 20x20 tokens in its first stage.
   const std::string w = fresh_pico_file(t.path, AttnKind::nala, 40), out = t.path + "/an";
@@ -198,10 +195,7 @@ TEST_CASE("nala analyze and nala eval: Fashion-MNIST resized to the size the wei
 // with test-time augmentation; the figures are the library's on that split.
 TEST_CASE("nala eval --val N evaluates the held-out training images, with --tta-flip and --tta-shift",
           "[research]") {
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST is not installed: skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   const std::string w = fresh_pico_file(t.path);
   LoadedModel lm = load_model_file(w);
@@ -229,10 +223,7 @@ TEST_CASE("nala eval --val N evaluates the held-out training images, with --tta-
 
 TEST_CASE("nala analyze: entropy_norm.csv, plots, summary; refuses bad input and never replaces a run",
           "[research]") {
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST is not installed: skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   const std::string w = fresh_pico_file(t.path), out = t.path + "/an";
   CmdResult r = run_cmd(cmd_analyze, {"--weights", w, "--images", "2", "--queries", "8", "--threads", "2", "--out", out});
@@ -534,10 +525,7 @@ TEST_CASE("train with --val and --ema: best_val.safetensors holds the averaged w
 
 TEST_CASE("tools/ablate.sh: runs kinds x seeds at once, chooses on validation, analyzes, reports; never reuses "
           "a results folder", "[research][slow]") {
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST is not installed: skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   const std::string root = std::filesystem::current_path().string(), out = t.path + "/ab", log = t.path + "/log";
   REQUIRE(access((root + "/tools/ablate.sh").c_str(), X_OK) == 0);  // the tests run from the repository root
@@ -609,10 +597,7 @@ TEST_CASE("tools/ablate.sh: runs kinds x seeds at once, chooses on validation, a
 
 TEST_CASE("tools/recipe_955.sh: hands its recipe to ablate.sh, an option after -- replaces the recipe's value",
           "[research][slow]") {
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST is not installed: skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   const std::string root = std::filesystem::current_path().string(), out = t.path + "/r", log = t.path + "/log";
   REQUIRE(access((root + "/tools/recipe_955.sh").c_str(), X_OK) == 0);
@@ -680,10 +665,7 @@ TEST_CASE("tools/recipe_955.sh: hands its recipe to ablate.sh, an option after -
 
 TEST_CASE("tools/ablate.sh --resume: a killed ablation continues each run from its checkpoint; finished runs "
           "are kept", "[research][slow]") {
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST is not installed: skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   if (access("/usr/bin/setsid", X_OK) != 0) {
     WARN("no /usr/bin/setsid: skipped");
     return;

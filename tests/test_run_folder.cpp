@@ -90,16 +90,10 @@ int64_t csv_rows(const std::string& path) {
   return n;
 }
 
-#define NEED_FASHION_MNIST()                                                         \
-  if (!have_fashion_mnist()) {                                                       \
-    WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped"); \
-    return;                                                                          \
-  }
-
 }  // namespace
 
 TEST_CASE("runfolder: training twice without --out makes two new folders", "[runfolder]") {
-  NEED_FASHION_MNIST();
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   std::string out1, out2;
   REQUIRE(run_binary(train_cmd(small("", 1)), t.path, &out1) == 0);
@@ -123,7 +117,7 @@ TEST_CASE("runfolder: training twice without --out makes two new folders", "[run
 }
 
 TEST_CASE("runfolder: an --out that holds a run is refused untouched; --overwrite replaces it", "[runfolder]") {
-  NEED_FASHION_MNIST();
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   const std::string out = t.path + "/run";
   Outcome r = run_cmd(cmd_train, small(out, 1));
@@ -172,7 +166,7 @@ TEST_CASE("runfolder: an --out that holds a run is refused untouched; --overwrit
 }
 
 TEST_CASE("runfolder: a second writer is refused while the first holds the lock", "[runfolder]") {
-  NEED_FASHION_MNIST();
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   const std::string out = t.path + "/run";
   fs::create_directories(out);
@@ -218,7 +212,7 @@ TEST_CASE("runfolder: a second writer is refused while the first holds the lock"
 }
 
 TEST_CASE("runfolder: two processes started into one folder: one writes, the other is refused", "[runfolder]") {
-  NEED_FASHION_MNIST();
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   const std::string bin = nala_binary(), out = t.path + "/run", log1 = t.path + "/1.log";
   REQUIRE(access(bin.c_str(), X_OK) == 0);
@@ -280,7 +274,7 @@ TEST_CASE("runfolder: an unusable --out fails before any data is read", "[runfol
 }
 
 TEST_CASE("runfolder: metrics.csv is read and written through the checked file functions", "[runfolder]") {
-  NEED_FASHION_MNIST();
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   const std::string out = t.path + "/run";
   REQUIRE(run_cmd(cmd_train, small(out, 2, {"--max-steps", "8"})).code == 0);  // epoch 1 of 2
@@ -295,7 +289,7 @@ TEST_CASE("runfolder: metrics.csv is read and written through the checked file f
 }
 
 TEST_CASE("runfolder: --max-steps inside an epoch reports the partial epoch and claims no file", "[runfolder]") {
-  NEED_FASHION_MNIST();
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   // 3 steps of an 8-step first epoch: nothing is written, and the closing lines say so.
   Outcome r = run_cmd(cmd_train, small(t.path + "/a", 1, {"--max-steps", "3"}));
@@ -325,7 +319,7 @@ TEST_CASE("runfolder: --max-steps inside an epoch reports the partial epoch and 
 }
 
 TEST_CASE("runfolder: a damaged checkpoint is refused naming the key or the tensor", "[runfolder]") {
-  NEED_FASHION_MNIST();
+  SKIP_WITHOUT_FASHION_MNIST();
   TempDir t;
   const std::string good = t.path + "/good";
   REQUIRE(run_cmd(cmd_train, small(good, 2, {"--max-steps", "8"})).code == 0);

@@ -103,10 +103,7 @@ TEST_CASE("cli: bad arguments are usage errors before any work", "[train]") {
 }
 
 TEST_CASE("train: loss falls on a short run, and --resume continues bit for bit", "[train][training-run]") {
-  if (!have_fashion_mnist()) {
-    WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped");
-    return;
-  }
+  SKIP_WITHOUT_FASHION_MNIST();
   std::string dir = temp_dir();
   // Uninterrupted: 3 epochs.
   REQUIRE(run(cmd_train, train_args(dir + "/full", 3)) == 0);

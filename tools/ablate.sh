@@ -268,31 +268,29 @@ if [ -n "$tta_shifts" ]; then
     printf '%q ' "${cmd[@]}" >>"$out/commands.txt"; echo >>"$out/commands.txt"
     "${cmd[@]}" 2>>"$out/logs/tta.log" | tee -a "$out/logs/tta.log" | sed -nE 's/^loss [0-9.]+ +top-1 ([0-9.]+)%.*/\1/p'
   }
+  tta_runs() {  # kind shift split: every seed's chosen weights, a row of tta.csv each
+    local s w t
+    for s in $seeds; do
+      w=$out/runs/$1-s$s/best_val.safetensors
+      [ -f "$w" ] || continue
+      t=$(tta_eval "$w" "$2" "$3")
+      if [ -n "$t" ]; then echo "$1,$s,$2,$3,$t" >>"$out/tta.csv"
+      else echo "  $1 seed $s: the $3 evaluation with shift $2 failed: see $out/logs/tta.log"; failed=$((failed + 1)); fi
+    done
+  }
   echo "kind,seed,shift,split,top1" >"$out/tta.csv"
   tta_section="Test-time shifts chosen on validation (\`--tta-shifts \"$tta_shifts\"\`): each run's chosen weights on the $val held-out images, each moved $(sed -E 's/ +/, /g' <<<"0 $tta_shifts") px (\`nala eval --tta-shift\`, beside ${ev_opts[*]:-no other augmentation}); the shift with the best mean validation top-1 is evaluated on the test set ([tta.csv](tta.csv)):
 "
   for k in $kinds; do
     best="" bestm="" row="| $k |"
     for sh in 0 $tta_shifts; do
-      for s in $seeds; do
-        w=$out/runs/$k-s$s/best_val.safetensors
-        [ -f "$w" ] || continue
-        t=$(tta_eval "$w" "$sh" val)
-        if [ -n "$t" ]; then echo "$k,$s,$sh,val,$t" >>"$out/tta.csv"
-        else echo "  $k seed $s: the evaluation with shift $sh failed: see $out/logs/tta.log"; failed=$((failed + 1)); fi
-      done
+      tta_runs "$k" "$sh" val
       m=$(awk -F, -v k="$k" -v sh="$sh" '$1 == k && $3 == sh && $4 == "val" { t += $5; n++ } END { if (n) printf "%.3f", t / n }' "$out/tta.csv")
       row+=" ${m:--} |"
       if [ -n "$m" ] && { [ -z "$bestm" ] || awk -v a="$m" -v b="$bestm" 'BEGIN { exit !(a > b) }'; }; then best=$sh bestm=$m; fi
     done
     [ -n "$best" ] || continue
-    for s in $seeds; do
-      w=$out/runs/$k-s$s/best_val.safetensors
-      [ -f "$w" ] || continue
-      t=$(tta_eval "$w" "$best" test)
-      if [ -n "$t" ]; then echo "$k,$s,$best,test,$t" >>"$out/tta.csv"
-      else echo "  $k seed $s: the test evaluation with shift $best failed: see $out/logs/tta.log"; failed=$((failed + 1)); fi
-    done
+    tta_runs "$k" "$best" test
     tm=$(awk -F, -v k="$k" '$1 == k && $4 == "test" { t[++n] = $5; m += $5 } END {
            if (!n) exit; m /= n; for (i = 1; i <= n; i++) sd += (t[i] - m) ^ 2; sd = n > 1 ? sqrt(sd / (n - 1)) : 0
            printf "%.2f ± %.2f", m, sd }' "$out/tta.csv")
