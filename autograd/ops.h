@@ -135,9 +135,14 @@ Tensor rope2d(const Tensor& x, int64_t H, int64_t W);  // docs/SPEC.md §4
 // NaLa attention, docs/SPEC.md §2 (released-code form). O(N d^2) time, O(N d)
 // extra memory; the query norm is floored at kNalaNormFloor (see docs/SPEC.md §7).
 // q, k, v f32, or all three bf16: then o and dq, dk, dv are bf16 too (half the
-// memory of each), computed in float32 and rounded once; the output gradient
-// is cast to bf16 if it arrives as f32.
+// memory of each); the output gradient is cast to bf16 if it arrives as f32.
+// On the CPU the bf16 op is the float32 op on the inputs' values, each output
+// rounded once. On the GPU its six matrix products take one tensor-core pass
+// each (kNalaBf16OnePass, kernels/cuda/attention.h), as the bf16 GEMMs do:
+// about 5e-3 of each output normwise from the CPU's, where float32 inputs
+// keep float32 accuracy element by element.
 constexpr float kNalaNormFloor = 1e-12f;
+constexpr bool kNalaBf16OnePass = true;
 Tensor nala_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W);
 // softmax(rope(q) rope(k)^T / sqrt(d)) v, docs/SPEC.md §3.
 Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t H, int64_t W);

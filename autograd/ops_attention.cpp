@@ -75,7 +75,7 @@ Tensor nala_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in
   Tensor km = Tensor::empty({G, F}, DType::F32, dev);    // mean key feature of each (b, h)
   if (dt == DType::BF16)
     NALA_DISPATCH(dev, nala_attention_forward, q.bf16(), k.bf16(), v.bf16(), out.bf16(), S.f32(), km.f32(), G, H, W,
-                  D, kNalaNormFloor);
+                  D, kNalaNormFloor, kNalaBf16OnePass);
   else
     NALA_DISPATCH(dev, nala_attention_forward, q.f32(), k.f32(), v.f32(), out.f32(), S.f32(), km.f32(), G, H, W, D,
                   kNalaNormFloor);
@@ -86,7 +86,7 @@ Tensor nala_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in
     Tensor dq = Tensor::empty(shp, dt, dev), dk = Tensor::empty(shp, dt, dev), dv = Tensor::empty(shp, dt, dev);
     if (dt == DType::BF16)
       NALA_DISPATCH(dev, nala_attention_backward, q.bf16(), k.bf16(), v.bf16(), S.f32(), km.f32(), go.bf16(),
-                    dq.bf16(), dk.bf16(), dv.bf16(), G, H, W, D, kNalaNormFloor);
+                    dq.bf16(), dk.bf16(), dv.bf16(), G, H, W, D, kNalaNormFloor, kNalaBf16OnePass);
     else
       NALA_DISPATCH(dev, nala_attention_backward, q.f32(), k.f32(), v.f32(), S.f32(), km.f32(), go.f32(), dq.f32(),
                     dk.f32(), dv.f32(), G, H, W, D, kNalaNormFloor);

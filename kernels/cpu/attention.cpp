@@ -827,7 +827,7 @@ void round_into(bf16_t* out, const std::vector<float>& x) { cast_f32_bf16(out, x
 }  // namespace
 
 void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,
-                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor) {
+                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor, bool /*one_pass*/) {
   const int64_t n = G * H * W * D;
   const std::vector<float> qf = widen(q, n), kf = widen(k, n), vf = widen(v, n);
   std::vector<float> of((size_t)n);
@@ -837,7 +837,7 @@ void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, b
 
 void nala_attention_backward(const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* S, const float* kmean,
                              const bf16_t* gout, bf16_t* dq, bf16_t* dk, bf16_t* dv, int64_t G, int64_t H, int64_t W,
-                             int64_t D, float norm_floor) {
+                             int64_t D, float norm_floor, bool /*one_pass*/) {
   const int64_t n = G * H * W * D;
   const std::vector<float> qf = widen(q, n), kf = widen(k, n), vf = widen(v, n), gf = widen(gout, n);
   std::vector<float> dqf((size_t)n), dkf((size_t)n), dvf((size_t)n);

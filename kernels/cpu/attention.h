@@ -44,12 +44,15 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
                              int64_t D, float norm_floor);
 // bf16 q, k, v, o (and gout, dq, dk, dv): the float32 kernels above on the
 // inputs' values, each output rounded once to bf16 (tensor/bf16.h); S and
-// kmean stay float32.
+// kmean stay float32. one_pass is the GPU's choice of tensor-core products
+// (kernels/cuda/attention.h), here only so that both devices' kernels have one
+// signature (autograd/dispatch.h): the CPU's products are float32 either way,
+// the reference the GPU's one-pass products are held to.
 void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,
-                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor);
+                            int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor, bool one_pass = false);
 void nala_attention_backward(const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* S, const float* kmean,
                              const bf16_t* gout, bf16_t* dq, bf16_t* dk, bf16_t* dv, int64_t G, int64_t H, int64_t W,
-                             int64_t D, float norm_floor);
+                             int64_t D, float norm_floor, bool one_pass = false);
 // References: one problem at a time, whole (N, F) feature arrays, double.
 void nala_attention_forward_naive(const float* q, const float* k, const float* v, float* o, float* S, float* kmean,
                                   int64_t G, int64_t H, int64_t W, int64_t D, float norm_floor);

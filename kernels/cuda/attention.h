@@ -31,7 +31,7 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
 // each output rounded once; S and kmean float32. Equal to kernels/cpu/attention.h's
 // bf16 overloads within the kernels' float32 tolerance and that one rounding.
 // Head dims other than 16, 32, 64 run the first version on float32 copies.
-// one_pass (not yet the default of any caller): each of the six products in
+// one_pass (autograd's nala_attention on bf16 tensors takes it): each of the six products in
 // one tensor-core pass, tf32 for S and dO S^T, bf16 for the other four, the
 // operands rounded once (a third of the tensor work and none of the hi/lo
 // splits). Its error is normwise, about 5e-3 of each output, 2-3x that of

@@ -34,8 +34,8 @@
 // errors of S and of W = S dO (the numerator's and the normaliser's
 // gradients cancel along fq), so S and W use tf32 3-pass (~1e-6), which
 // costs twice the tensor time of bf16 3-pass.
-// One-pass products (bf16 arrays, one_pass = true: template flag ONE; not yet
-// any caller's default): each operand rounded once, tf32 for S and W, bf16
+// One-pass products (bf16 arrays, one_pass = true: template flag ONE; what
+// autograd's nala_attention on bf16 tensors runs): each operand rounded once, tf32 for S and W, bf16
 // for the other four, one mma per term and no lo parts (no splits, no lo
 // tiles read). Its error is about 5e-3 of each output normwise
 // (tests/reference/nala_product_precision.py), outside the element-wise
@@ -139,10 +139,15 @@ struct Tile<64> {
 struct Rope {
   const float2* tab;
   int H, W;
-  // (cos, sin) of the pair at even feature e of the token in row r, column c.
+  // (cos, sin) of the pair at even feature e of the token in row r, column c, from the table's
+  // pair-major copy: where a warp's lanes hold consecutive tokens of a row (the state kernel),
+  // their column entries are consecutive, 2 or 3 cache lines a load where the position-major
+  // table spreads them over 32 (the first profile of the one-pass state kernel: L1 75% busy,
+  // about a third of its wavefronts these loads).
   template <int D>
   __device__ __forceinline__ float2 at(int r, int c, int e) const {
-    return e < D / 2 ? __ldg(tab + r * (D / 4) + e / 2) : __ldg(tab + (H + c) * (D / 4) + (e - D / 2) / 2);
+    const float2* pm = tab + (H + W) * (D / 4);
+    return e < D / 2 ? __ldg(pm + (e / 2) * (H + W) + r) : __ldg(pm + ((e - D / 2) / 2) * (H + W) + H + c);
   }
 };
 // The table entries of one token for the pairs 8j + 2t, +1 that lane t holds (j = 0 .. D/8 - 1):
@@ -373,6 +378,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr bool kExactV = sizeof(T) == 2;  // bf16 v is exact in tf32: its lo tile is zero, left out
   static_assert(!ONE || kExactV, "one-pass products are for bf16 arrays");
   constexpr int IPT = (Q4 + kWarps - 1) / kWarps;  // feature groups per lane
+  constexpr int LR = F + 8;  // ONE: a token's row of the bf16 rk tile (rows 16-byte aligned, 4 banks apart)
+  static_assert(!ONE || kT1 * LR * 2 <= SL::BUF * 4, "the bf16 rk tile fits the tile buffer");
   static_assert(kT1 == 32, "a lane per token of the step");
   extern __shared__ __align__(16) float smem[];
   T* ring = (T*)(smem + SL::BUF);
@@ -404,9 +411,11 @@ __global__ void __launch_bounds__(kThreads, 2)
       cp_async16(st + (which * kT1 + row) * LK + col, src + (ok ? (size_t)n * D + col : 0), ok);
     }
   };
-  // rk (rope of [k^3]+, [-k^3]+) and v of the step at `base` (in stage sb) into the tile buffer, as tf32 hi/lo.
+  // rk (rope of [k^3]+, [-k^3]+) and v of the step at `base` (in stage sb) into the tile buffer, as tf32 hi/lo;
+  // ONE: rk alone, token-major bf16 (v is read from the stage).
   auto prep = [&](int base, int sb) {
     float *rkh = smem, *rkl = smem + F * LT, *vh = smem + 2 * F * LT, *vl = vh + D * LT;
+    __nv_bfloat16* rkb = (__nv_bfloat16*)smem + lane * LR;
     const T* sk = ring + sb * STAGE + lane * LK;
     const T* sv = sk + kT1 * LK;
     const int n = base + lane, rr = n / rope.W, cc = n - rr * rope.W;
@@ -414,7 +423,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int i = 0; i < IPT; i++) {
       const int e = 4 * (warp + kWarps * i);
       if (e < D) {
-        const float4 kx = ld4(sk + e), vx = ld4(sv + e);
+        const float4 kx = ld4(sk + e), vx = ONE ? make_float4(0.f, 0.f, 0.f, 0.f) : ld4(sv + e);
         float r[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
         if (n < j1) {
           const float x[4] = {kx.x, kx.y, kx.z, kx.w};
@@ -433,6 +442,12 @@ __global__ void __launch_bounds__(kThreads, 2)
             rot(f[h][0], f[h][1], c0, r[h][0], r[h][1]);
             rot(f[h][2], f[h][3], c1, r[h][2], r[h][3]);
           }
+        }
+        if (ONE) {
+#pragma unroll
+          for (int h = 0; h < 2; h++)
+            *(uint2*)(rkb + h * D + e) = make_uint2(pack_bf16(r[h][0], r[h][1]), pack_bf16(r[h][2], r[h][3]));
+          continue;
         }
         const float y[4] = {vx.x, vx.y, vx.z, vx.w};
 #pragma unroll
@@ -457,6 +472,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t la = (uint32_t)((((lane & 7) + ((lane >> 3) & 1) * 8) * LT + (lane >> 4) * 4) * 4);
   const uint32_t lb = (uint32_t)((((lane & 7) + (lane >> 4) * 8) * LT + ((lane >> 3) & 1) * 4) * 4);
 
+  // ONE: A = rk^T from the token-major rk tile and B = v from the stage, both by ldmatrix.trans
+  // (m16n8k16: A row (feature) g, columns (tokens) 2t, 2t + 1 come from the transposes of
+  // 8 x 8 blocks whose rows are tokens). Lane rows: A token (lane & 7) + 8 (lane >> 4),
+  // feature 8 ((lane >> 3) & 1); B token (lane & 15), column 8 (lane >> 4).
+  const uint32_t ra = smem_addr((__nv_bfloat16*)smem + ((lane & 7) + (lane >> 4) * 8) * LR + ((lane >> 3) & 1) * 8);
+  const uint32_t rb = smem_addr(ring + kT1 * LK + (lane & 15) * LK + (lane >> 4) * 8);
+
   fetch(j0, 0);
   cp_async_commit();
   if (j0 + kT1 < j1) fetch(j0 + kT1, 1);
@@ -468,6 +490,31 @@ __global__ void __launch_bounds__(kThreads, 2)
     cp_async_commit();
     prep(base, cur);
     __syncthreads();
+    if (ONE) {
+#pragma unroll
+      for (int s = 0; s < kT1 / 16 / TL::WGK; s++) {
+        const int k0 = 16 * (s * TL::WGK + wk);
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mi = 0; mi < MT; mi++)
+          ldsm_x4_trans(a[mi], ra + (uint32_t)((k0 * LR + (wm * MT + mi) * 16) * 2));
+#pragma unroll
+        for (int np = 0; np < (NT + 1) / 2; np++) {
+          uint32_t b[4];
+          const uint32_t at = rb + (uint32_t)(((cur * STAGE) + k0 * LK + (wn * NT + 2 * np) * 8) * 2);
+          if (NT == 1)
+            ldsm_x2_trans(b, at);
+          else
+            ldsm_x4_trans(b, at);
+#pragma unroll
+          for (int mi = 0; mi < MT; mi++) {
+            bf16_16816(acc[mi][2 * np], a[mi], b[0], b[1]);
+            if (NT > 1) bf16_16816(acc[mi][(2 * np + 1) % NT], a[mi], b[2], b[3]);
+          }
+        }
+      }
+      continue;
+    }
     const uint32_t bh = s0, bl = bh + F * LT * 4;  // rk hi, lo
     const uint32_t vh = bh + 2 * F * LT * 4, vl = vh + D * LT * 4;                  // v hi, lo
 #pragma unroll
@@ -686,12 +733,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int wk = warp / (TL::WGM * TL::WGN), wm = warp % (TL::WGM * TL::WGN) / TL::WGN, wn = warp % TL::WGN;
   const int pb = blockIdx.x / nch, ch = blockIdx.x % nch, i0 = ch * L, i1 = min(N, i0 + L);
+  // One-pass products (ONE) keep the hi parts alone, a row of D + 8 floats: one 8-byte load a
+  // fragment (lanes g and g + 4 share banks: 2 wavefronts, the least for 256 bytes), half the
+  // shared-memory reads of the (hi, hi, lo, lo) layout.
+  uint2* s1 = (uint2*)smem_raw;
   for (int x = tid; x < F * D / 2; x += kThreads) {  // a pair of columns: (hi, hi, lo, lo)
     const float2 v = *(const float2*)(S + (size_t)pb * F * D + 2 * x);
     uint32_t h0, l0, h1, l1;
     split_tf32(v.x, h0, l0);
     split_tf32(v.y, h1, l1);
-    *(uint4*)(s2 + (2 * x / D) * LS + 2 * x % D) = make_uint4(h0, h1, l0, l1);
+    if (ONE)
+      s1[((2 * x / D) * (D + 8) + 2 * x % D) / 2] = make_uint2(h0, h1);
+    else
+      *(uint4*)(s2 + (2 * x / D) * LS + 2 * x % D) = make_uint4(h0, h1, l0, l1);
   }
   for (int a = tid; a < F; a += kThreads) km[a] = kmean[(size_t)pb * F + a];
   for (int x = tid; x < kWarps * F; x += kThreads) dkmw[x] = 0.0f;
@@ -748,10 +802,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       split_tf32(x1.y, ah[3], al[3]);
 #pragma unroll
       for (int nt = 0; nt < F / 8; nt++) {
+        if (ONE) {  // S rounded to tf32 (its hi part)
+          const uint2 b = s1[((8 * nt + g) * (D + 8) + 8 * j + 2 * t) / 2];
+          tf32_1688(w[nt], ah, b.x, b.y);
+          continue;
+        }
         const uint4 b = *(const uint4*)(s2 + (8 * nt + g) * LS + 8 * j + 2 * t);  // b0, b1 hi; b0, b1 lo
-        if (ONE)
-          tf32_1688(w[nt], ah, b.x, b.y);  // S rounded to tf32 (its hi part)
-        else if (sizeof(T) == 2)
+        if (sizeof(T) == 2)
           tf32_2pass_a(w[nt], ah, b.x, b.y, b.z, b.w);  // bf16 go is exact in tf32: al = 0
         else
           tf32_3pass(w[nt], ah, al, b.x, b.y, b.z, b.w);

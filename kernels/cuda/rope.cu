@@ -48,14 +48,17 @@ const float* rope_pair_table_device(int64_t H, int64_t W, int64_t D) {
   if (!p) {
     const cpu::RopeTables& T = cpu::rope_tables(H, W, D);
     const int64_t Q = D / 4, half = D / 2;
-    std::vector<float> h((size_t)((H + W) * Q * 2));
-    for (int64_t x = 0; x < H + W; x++) {
+    const int64_t X = H + W;
+    std::vector<float> h((size_t)(2 * X * Q * 2));  // position-major, then pair-major
+    for (int64_t x = 0; x < X; x++) {
       // Row x: token (x, 0), features 2i; column c = x - H: token (0, c), features half + 2i.
       const int64_t at = x < H ? x * W * D : (x - H) * D + half;
-      for (int64_t i = 0; i < Q; i++) {
-        h[(size_t)(x * Q + i) * 2] = T.cos[at + 2 * i];
-        h[(size_t)(x * Q + i) * 2 + 1] = T.sin[at + 2 * i];
-      }
+      for (int64_t i = 0; i < Q; i++)
+        for (int64_t j = 0; j < 2; j++) {
+          const float y = j == 0 ? T.cos[at + 2 * i] : T.sin[at + 2 * i];
+          h[(size_t)(x * Q + i) * 2 + j] = y;
+          h[(size_t)(X * Q + i * X + x) * 2 + j] = y;
+        }
     }
     CUDA_CHECK(cudaMalloc(&p, h.size() * sizeof(float)), "rope pair table");
     CUDA_CHECK(cudaMemcpy(p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice), "rope pair table");

@@ -22,8 +22,11 @@ void rope_tables_device(int64_t H, int64_t W, int64_t D, const float** sin, cons
 // pairs of floats (cos first). Entry x * D/4 + i (x < H) is the pair i of row x, entry (H + c) *
 // D/4 + i the pair i of column c: features 2i, 2i + 1 of a token in row x use
 // the first, features D/2 + 2i, D/2 + 2i + 1 of a token in column c the
-// second (cpu::rope_tables' values, bit for bit). 28 KB at d = 64, 56 x 56,
-// where the (N, D) tables take 1.6 MB. Built once per (H, W, D), kept.
+// second (cpu::rope_tables' values, bit for bit). The same (H + W) x D/4
+// pairs follow, pair-major: entry (H + W) * D/4 + i * (H + W) + x is pair i of
+// row (x < H) or column (x - H) again, so that the lanes of a warp that hold
+// consecutive tokens of one row read consecutive entries. 56 KB at d = 64,
+// 56 x 56, where the (N, D) tables take 1.6 MB. Built once per (H, W, D), kept.
 const float* rope_pair_table_device(int64_t H, int64_t W, int64_t D);
 
 }  // namespace cuda

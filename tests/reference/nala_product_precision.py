@@ -89,6 +89,8 @@ PLANS = {
     "tf32 x1 for S, W": {"S": ("tf32", "exact", "exact"), "o": ("exact", "tf32", "exact")},
     # one pass everywhere: tf32 for S and W, bf16 for o, dS, dv, drk
     "tf32 x1 S, W; bf16 x1 rest": {"S": ("tf32", "bf16", "bf16"), "o": ("bf16", "tf32", "bf16")},
+    # the kernels' one-pass plan (cuda::nala_attention_* with one_pass): one tf32 pass for W, bf16 for the other five
+    "tf32 x1 W; bf16 x1 rest": {"S": ("bf16", "bf16", "bf16"), "o": ("bf16", "tf32", "bf16")},
     # one tf32 pass for all six
     "tf32 x1 all": {"S": ("tf32", "tf32", "tf32"), "o": ("tf32", "tf32", "tf32")},
     # one bf16 pass for all six
