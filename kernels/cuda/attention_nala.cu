@@ -1037,15 +1037,6 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
     auto pair = [&](const T* rows, int r, int j) { return ld2(rows + (g + 8 * r) * LQ + 8 * j + 2 * t); };
     const int nb = i0 + 16 * tile;
     const LaneRope<D> tb[2] = {LaneRope<D>(rope, min(nb + g, N - 1), t), LaneRope<D>(rope, min(nb + g + 8, N - 1), t)};
-    // The lane's rope entries, loaded once for both passes over them (dv and dk): the loads of
-    // a column's entries touch 8 cache lines, and reloading them after the products (whose
-    // shared-memory loads the compiler may not move loads across) cost 14% of the kernel's L1
-    // wavefronts.
-    float2 cs_r[2][NP];
-#pragma unroll
-    for (int r = 0; r < 2; r++)
-#pragma unroll
-      for (int j = 0; j < NP; j++) cs_r[r][j] = tb[r](j);
     // dv = rk dS: A = rk from registers (a rope pair per fragment register), B = dS through ldmatrix.trans.
     {
       float acc[D / 8][4];
@@ -1057,7 +1048,7 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
         for (int r = 0; r < 2; r++)
 #pragma unroll
           for (int jj = 0; jj < 2; jj++) {
-            cs[r][jj] = cs_r[r][2 * s + jj];
+            cs[r][jj] = tb[r](2 * s + jj);
             xk[r][jj] = pair(sk, r, 2 * s + jj);
           }
 #pragma unroll
@@ -1134,7 +1125,7 @@ __global__ void __launch_bounds__(kWarps4 * 32, 2)
 #pragma unroll
       for (int j = 0; j < NP; j++) {
         const int e = 8 * j + 2 * t;
-        const float2 cs = cs_r[r][j], xk = pair(sk, r, j);
+        const float2 cs = tb[r](j), xk = pair(sk, r, j);
         float df[2][2];
 #pragma unroll
         for (int h = 0; h < 2; h++) rot_t(w[h * NP + j][2 * r], w[h * NP + j][2 * r + 1], cs, df[h][0], df[h][1]);
