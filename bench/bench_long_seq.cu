@@ -14,10 +14,11 @@
 // bench/torch_long_seq.py measures the same steps in PyTorch (and plots both).
 // At the smallest N both ops are checked against the CPU (the same autograd
 // ops on CPU tensors): "worst" is the largest |gpu - cpu| / (1e-4 + 1e-3 |cpu|)
-// over o, dq, dk, dv (<= 1 passes; bf16 rows: 1e-3 + 2^-7, one rounding of
-// the outputs). bf16: nala's NaLa with q, k, v, the output gradient, o and
-// dq, dk, dv in bf16 (nala_attention on bf16 tensors); the softmax op takes
-// float32 only.
+// over o, dq, dk, dv (<= 1 passes); bf16 rows, whose products take one
+// tensor-core pass (autograd/ops.h), the normwise measure of
+// bench/closeness.h. bf16: nala's NaLa with q, k, v, the output gradient, o
+// and dq, dk, dv in bf16 (nala_attention on bf16 tensors); the softmax op
+// takes float32 only.
 //
 // Output, one line per measurement:
 //   nala long_seq nala fp32 N=65536 d=64 fwd_ms=... fwd_bwd_ms=... peak_MiB=... floor_MiB=128.0 beyond_KiB=...
@@ -36,6 +37,7 @@
 #include "autograd/autograd.h"
 #include "autograd/ops.h"
 #include "kernels/cuda/check.cuh"
+#include "bench/closeness.h"
 #include "bench/cuda_timing.cuh"
 #include "tensor/device.h"
 #include "tensor/rng.h"
@@ -46,15 +48,11 @@ namespace {
 
 using AttnFn = Tensor (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t);
 
-// Largest |got - ref| / (1e-4 + rtol |ref|); <= 1 passes.
-double worst(const Tensor& got_dev, const Tensor& ref, double rtol) {
-  std::vector<float> got = got_dev.to_vector(), r = ref.to_vector();
-  double w = 0;
-  for (size_t i = 0; i < r.size(); i++) {
-    const double e = std::fabs((double)got[i] - r[i]) / (1e-4 + rtol * std::fabs((double)r[i]));
-    if (!(e <= w)) w = std::isnan(e) ? INFINITY : std::max(w, e);
-  }
-  return w;
+// How far the GPU's output or gradient lies from the CPU's (bench/closeness.h; <= 1 passes):
+// float32 element-wise; NaLa on bf16 runs one-pass products on the GPU, held normwise.
+double worst(const Tensor& got_dev, const Tensor& ref, bool bf16) {
+  const std::vector<float> got = got_dev.to_vector(), r = ref.to_vector();
+  return bf16 ? bench::worst_normwise(got, r, r.size()) : bench::worst_elementwise(got, r, r.size(), 1e-3);
 }
 
 struct Inputs {
@@ -156,7 +154,7 @@ int main(int argc, char** argv) {
       if (side == sides[0]) {
         std::vector<Tensor> ref = step(op.fn, in, side, side, Device::CPU);
         w = 0;
-        for (size_t i = 0; i < ref.size(); i++) w = std::max(w, worst(res[i], ref[i], bf ? 1e-3 + 1.0 / 128 : 1e-3));
+        for (size_t i = 0; i < ref.size(); i++) w = std::max(w, worst(res[i], ref[i], bf));
         ok = ok && w <= 1.0;
       }
       res.clear();

@@ -20,12 +20,13 @@
 // (kernels/cuda/attention.h), against the CPU's bf16 overloads on the same
 // rounded inputs, with 2^-7 added to the relative tolerance (the outputs'
 // one rounding may fall on either side); their GB/s count 2-byte elements,
-// their "%" is of the bf16 floor (half the float32 one). The "bf16 1-pass"
-// rows take the kernels' one-pass products (one_pass = true; not yet any
-// caller's default): their "worst" is the largest of each output's normwise
+// their "%" is of the bf16 floor (half the float32 one). The "tensor cores
+// bf16" rows run the three-pass products (one_pass = false), the "bf16
+// 1-pass" rows the one-pass products that autograd's nala_attention runs on
+// bf16 tensors: their "worst" is the largest of each output's normwise
 // error ||got - cpu|| / ||cpu|| over 1.5e-2 and max |got - cpu| / max |cpu|
-// over 2.5e-2, three times what an emulation of that plan measured
-// (tests/reference/nala_product_precision.py). --torch FILE: the lines bench/torch_gpu.py --parts
+// over 2.5e-2 (bench/closeness.h), three times what an emulation of that
+// plan measured (tests/reference/nala_product_precision.py). --torch FILE: the lines bench/torch_gpu.py --parts
 // attn printed ("torch cuda nala_attn fwd B=.. h=.. N=.. d=.. ms=.."); their
 // times go in a row under each shape they cover, with the same "%".
 #include <cuda_runtime.h>
@@ -45,6 +46,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/check.cuh"
+#include "bench/closeness.h"
 #include "bench/cuda_timing.cuh"
 #include "tensor/device.h"
 #include "tensor/rng.h"
@@ -57,29 +59,12 @@ struct Shape4 {
   int64_t B, h, H, W, d;
 };
 
-// Largest |got - ref| / (1e-4 + rtol |ref|) over the first `n` values; <= 1 passes.
+// bench/closeness.h's measures of a GPU tensor's first n values.
 double worst(const Tensor& got_dev, const std::vector<float>& ref, int64_t n, double rtol) {
-  std::vector<float> got = got_dev.to_vector();
-  double w = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double r = std::fabs((double)got[i] - ref[i]) / (1e-4 + rtol * std::fabs((double)ref[i]));
-    if (!(r <= w)) w = std::isnan(r) ? INFINITY : std::max(w, r);
-  }
-  return w;
+  return bench::worst_elementwise(got_dev.to_vector(), ref, (size_t)n, rtol);
 }
-
-// The one-pass rows' measure: max over normwise / 1.5e-2 and max-scaled / 2.5e-2 (<= 1 passes).
 double worst_normwise(const Tensor& got_dev, const std::vector<float>& ref, int64_t n) {
-  std::vector<float> got = got_dev.to_vector();
-  double e2 = 0, r2 = 0, emax = 0, rmax = 0;
-  for (int64_t i = 0; i < n; i++) {
-    const double e = (double)got[i] - ref[i];
-    e2 += e * e, r2 += (double)ref[i] * ref[i];
-    emax = std::max(emax, std::fabs(e)), rmax = std::max(rmax, std::fabs((double)ref[i]));
-  }
-  if (!std::isfinite(e2)) return INFINITY;
-  const double nw = r2 > 0 ? std::sqrt(e2 / r2) : (e2 > 0 ? INFINITY : 0), mx = rmax > 0 ? emax / rmax : (emax > 0 ? INFINITY : 0);
-  return std::max(nw / 1.5e-2, mx / 2.5e-2);
+  return bench::worst_normwise(got_dev.to_vector(), ref, (size_t)n);
 }
 
 // PyTorch's times from bench/torch_gpu.py's output: key "impl mode B h N d" -> ms.
