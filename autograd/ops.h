@@ -139,7 +139,7 @@ Tensor rope2d(const Tensor& x, int64_t H, int64_t W);  // docs/SPEC.md §4
 // On the CPU the bf16 op is the float32 op on the inputs' values, each output
 // rounded once. On the GPU its six matrix products take one tensor-core pass
 // each (kNalaBf16OnePass, kernels/cuda/attention.h), as the bf16 GEMMs do:
-// about 5e-3 of each output normwise from the CPU's, where float32 inputs
+// about 4e-3 of each output normwise from the CPU's, where float32 inputs
 // keep float32 accuracy element by element.
 constexpr float kNalaNormFloor = 1e-12f;
 constexpr bool kNalaBf16OnePass = true;

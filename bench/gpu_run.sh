@@ -34,7 +34,7 @@ for w in $what; do
         python3 bench/torch_long_seq.py --nala-csv "$OUT/nala_long_seq.csv" --plot "$OUT/long_seq_$(date -u +%Y%m%d%H%M%S)"
         for img in 1024 2048; do
           $B/bench/bench_pico --device cuda --model xt --img $img --batch 1 --modes infer --warmup 2 --iters 5
-          python3 bench/torch_gpu.py --parts xt --img $img --batch 1 --modes infer --softmax-core sdpa --warmup 2 --iters 5
+          python3 bench/torch_gpu.py --parts xt --img $img --batch 1 --modes infer --softmax-core sdpa --warmup 2 --iters 5 --peak-after-warmup
         done
       } 2>&1 | tee "$OUT/long_seq.log"
       ;;

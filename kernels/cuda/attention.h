@@ -32,9 +32,9 @@ void nala_attention_backward(const float* q, const float* k, const float* v, con
 // bf16 overloads within the kernels' float32 tolerance and that one rounding.
 // Head dims other than 16, 32, 64 run the first version on float32 copies.
 // one_pass (autograd's nala_attention on bf16 tensors takes it): each of the six products in
-// one tensor-core pass, tf32 for S and dO S^T, bf16 for the other four, the
+// one tensor-core pass, tf32 for dO S^T, bf16 for the other five, the
 // operands rounded once (a third of the tensor work and none of the hi/lo
-// splits). Its error is normwise, about 5e-3 of each output, 2-3x that of
+// splits). Its error is normwise, about 4e-3 of each output, twice that of
 // storing the exact output in bf16 (docs/kernels.md, "How much precision
 // the products may lose"), not the element-wise contract above.
 void nala_attention_forward(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* o, float* S, float* kmean,

@@ -35,9 +35,9 @@
 // gradients cancel along fq), so S and W use tf32 3-pass (~1e-6), which
 // costs twice the tensor time of bf16 3-pass.
 // One-pass products (bf16 arrays, one_pass = true: template flag ONE; what
-// autograd's nala_attention on bf16 tensors runs): each operand rounded once, tf32 for S and W, bf16
-// for the other four, one mma per term and no lo parts (no splits, no lo
-// tiles read). Its error is about 5e-3 of each output normwise
+// autograd's nala_attention on bf16 tensors runs): each operand rounded once, tf32 for W, bf16
+// for the other five, one mma per term and no lo parts (no splits, no lo
+// tiles read). Its error is about 4e-3 of each output normwise
 // (tests/reference/nala_product_precision.py), outside the element-wise
 // tolerance above: the tests hold it to a normwise bound instead.
 //

@@ -24,8 +24,9 @@
 //   8  forward, bf16 arrays   version 4's kernels reading and writing bf16 q, k, v, o
 //   9  backward, bf16 arrays  version 7's kernels on bf16 q, k, v, dO, dq, dk, dv (the
 //                             products whose operand is a bf16 input take 2 passes, not 3)
-//  10  forward, one pass      version 8 with every product in one tensor-core pass (tf32
-//                             for S, bf16 for o): one_pass = true, not yet any caller's default
+//  10  forward, one pass      version 8 with every product in one tensor-core pass (bf16
+//                             for S and o; the state product from token-major tiles by
+//                             ldmatrix.trans): one_pass = true, what autograd's op runs on bf16
 //  11  backward, one pass     version 9 likewise (tf32 for dO S^T, bf16 for dS, dv, drk)
 // Versions 3, 4, 6-11 are called through kernels/cuda/attention.h, the code
 // that trains the models. GB/s count the least traffic: q, k, v read and o
