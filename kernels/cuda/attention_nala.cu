@@ -46,8 +46,10 @@
 //      per step: k and v come into registers one step ahead, rk = rope([k^3]+,
 //      [-k^3]+) and v go to shared memory as tf32 hi/lo, feature-major, and
 //      8 warps add RK^T V into their tiles of S (tf32 3-pass, fragments by
-//      ldmatrix). The block writes its partial S and partial sum of fk (no
-//      atomics).
+//      ldmatrix). One-pass: rk goes to shared memory token-major in bf16,
+//      and both operands of the bf16 product come by ldmatrix.trans, v
+//      straight from its stage. The block writes its partial S and partial
+//      sum of fk (no atomics).
 //   2. nala_output_kernel: a block per (problem, chunk). It adds the partials
 //      in chunk order (deterministic), scales by 1/N, keeps S as bf16 hi/lo in
 //      shared memory and writes S, kmean (the first chunk's block). Each warp
@@ -91,6 +93,10 @@
 // (the last two measured in one run: kernel 1 went from 190 to 208 us, its
 // transposed stores cost more than the register moves they removed; kernel
 // 3 from 405 to 339 us). Per kernel in the last: 208, 109, 339, 174 us.
+//   the rope table read pair-major in 1 (2026-12-01)           0.27 / 0.79 ms
+// On bf16 arrays with one-pass products (2026-12-01): 0.20 / 0.58 ms at first,
+// 0.15 / 0.51 ms with the pair-major rope table and the state product from
+// token-major tiles (kernels at Nsight Compute's clocks: 86, 89, 311, 135 us).
 #include <algorithm>
 #include <cuda_bf16.h>
 
