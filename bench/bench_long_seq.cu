@@ -16,7 +16,7 @@
 // ops on CPU tensors): "worst" is the largest |gpu - cpu| / (1e-4 + 1e-3 |cpu|)
 // over o, dq, dk, dv (<= 1 passes); bf16 rows, whose products take one
 // tensor-core pass (autograd/ops.h), the normwise measure of
-// bench/closeness.h. bf16: nala's NaLa with q, k, v, the output gradient, o
+// kernels/closeness.h. bf16: nala's NaLa with q, k, v, the output gradient, o
 // and dq, dk, dv in bf16 (nala_attention on bf16 tensors); the softmax op
 // takes float32 only.
 //
@@ -36,8 +36,8 @@
 
 #include "autograd/autograd.h"
 #include "autograd/ops.h"
+#include "kernels/closeness.h"
 #include "kernels/cuda/check.cuh"
-#include "bench/closeness.h"
 #include "bench/cuda_timing.cuh"
 #include "tensor/device.h"
 #include "tensor/rng.h"
@@ -48,11 +48,12 @@ namespace {
 
 using AttnFn = Tensor (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t);
 
-// How far the GPU's output or gradient lies from the CPU's (bench/closeness.h; <= 1 passes):
+// How far the GPU's output or gradient lies from the CPU's (kernels/closeness.h; <= 1 passes):
 // float32 element-wise; NaLa on bf16 runs one-pass products on the GPU, held normwise.
 double worst(const Tensor& got_dev, const Tensor& ref, bool bf16) {
   const std::vector<float> got = got_dev.to_vector(), r = ref.to_vector();
-  return bf16 ? bench::worst_normwise(got, r, r.size()) : bench::worst_elementwise(got, r, r.size(), 1e-3);
+  return bf16 ? bound_ratio(normwise_error(got.data(), r.data(), r.size()), kNalaOnePassBound)
+              : worst_elementwise(got.data(), r.data(), r.size(), 1e-3);
 }
 
 struct Inputs {

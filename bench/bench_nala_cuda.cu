@@ -25,7 +25,7 @@
 // 1-pass" rows the one-pass products that autograd's nala_attention runs on
 // bf16 tensors: their "worst" is the largest of each output's normwise
 // error ||got - cpu|| / ||cpu|| over 1.5e-2 and max |got - cpu| / max |cpu|
-// over 2.5e-2 (bench/closeness.h), three times what an emulation of that
+// over 2.5e-2 (kernels/closeness.h), three times what an emulation of that
 // plan measured (tests/reference/nala_product_precision.py). --torch FILE: the lines bench/torch_gpu.py --parts
 // attn printed ("torch cuda nala_attn fwd B=.. h=.. N=.. d=.. ms=.."); their
 // times go in a row under each shape they cover, with the same "%".
@@ -43,10 +43,10 @@
 #include <vector>
 
 #include "autograd/ops.h"
+#include "kernels/closeness.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/check.cuh"
-#include "bench/closeness.h"
 #include "bench/cuda_timing.cuh"
 #include "tensor/device.h"
 #include "tensor/rng.h"
@@ -59,12 +59,12 @@ struct Shape4 {
   int64_t B, h, H, W, d;
 };
 
-// bench/closeness.h's measures of a GPU tensor's first n values.
+// kernels/closeness.h's measures of a GPU tensor's first n values; <= 1 passes.
 double worst(const Tensor& got_dev, const std::vector<float>& ref, int64_t n, double rtol) {
-  return bench::worst_elementwise(got_dev.to_vector(), ref, (size_t)n, rtol);
+  return worst_elementwise(got_dev.to_vector().data(), ref.data(), (size_t)n, rtol);
 }
 double worst_normwise(const Tensor& got_dev, const std::vector<float>& ref, int64_t n) {
-  return bench::worst_normwise(got_dev.to_vector(), ref, (size_t)n);
+  return bound_ratio(normwise_error(got_dev.to_vector().data(), ref.data(), (size_t)n), kNalaOnePassBound);
 }
 
 // PyTorch's times from bench/torch_gpu.py's output: key "impl mode B h N d" -> ms.

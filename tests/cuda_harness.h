@@ -1,19 +1,18 @@
 // tests/cuda_harness.h - the one CPU-versus-CUDA harness of the
 // tests/test_cuda_*.cpp files: the skip without a GPU, device buffers, one op
 // run on both devices with its output and every input gradient compared
-// (atol + rtol * |ref|, as REQUIRE_CLOSE in helpers.h), the sentinel for
+// (atol + rtol * |ref|, as REQUIRE_CLOSE in helpers.h, or normwise), the sentinel for
 // outputs a kernel must write or must leave alone, bit equality, and named
 // tensors (parameters, optimiser state, buffers) compared after the same
 // steps. The CPU is the reference everywhere.
 #pragma once
-#include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "kernels/closeness.h"
 #include "nn/module.h"
 #include "tensor/device.h"
 #include "tests/helpers.h"
@@ -90,37 +89,23 @@ struct Tol {
   double atol, rtol;
 };
 
-// A normwise bound, for results whose single elements may err by more than
-// themselves (products of one bf16 tensor-core pass, where terms cancel):
-// ||got - ref|| <= norm ||ref|| and max |got - ref| <= max_rel max |ref|;
-// a reference of zeros must be matched exactly. Every element must be finite.
-struct NormTol {
-  double norm, max_rel;
-};
-// NaLa attention's one-pass products on bf16 arrays (autograd/ops.h,
-// kNalaBf16OnePass) against the CPU's bf16 op: three times the worst that an
-// emulation of the plan measured at the tests' shapes, 4.0e-3 normwise and
-// 7.8e-3 of the largest value (tests/reference/nala_product_precision.py);
-// a wrong fragment or a missing term errs by the outputs' own size.
-constexpr NormTol kOnePassNormTol{1.5e-2, 2.5e-2};
-inline void require_normwise(const Tensor& got_t, const Tensor& ref_t, NormTol tol) {
+// A normwise bound (kernels/closeness.h), for results whose single elements
+// may err by more than themselves (products of one bf16 tensor-core pass,
+// where terms cancel): ||got - ref|| <= norm ||ref|| and max |got - ref| <=
+// max_rel max |ref|; a reference of zeros must be matched exactly. Every
+// element must be finite. kNalaOnePassBound is NaLa's one-pass products' bound.
+inline void require_normwise(const Tensor& got_t, const Tensor& ref_t, NormBound bound) {
   REQUIRE(got_t.shape() == ref_t.shape());
   const std::vector<float> got = host(got_t).to_vector(), ref = host(ref_t).to_vector();
-  double e2 = 0, r2 = 0, emax = 0, rmax = 0;
-  for (size_t j = 0; j < ref.size(); j++) {
-    const double e = (double)got[j] - ref[j];
-    if (!std::isfinite(e)) {
-      INFO("element " << j << ": got " << got[j] << ", reference " << ref[j]);
-      REQUIRE(std::isfinite(e));
-    }
-    e2 += e * e, r2 += (double)ref[j] * ref[j];
-    emax = std::max(emax, std::fabs(e)), rmax = std::max(rmax, std::fabs((double)ref[j]));
+  const Normwise w = normwise_error(got.data(), ref.data(), ref.size());
+  if (w.first_bad < ref.size()) {
+    INFO("element " << w.first_bad << ": got " << got[w.first_bad] << ", reference " << ref[w.first_bad]);
+    FAIL("a difference that is not finite");
   }
-  INFO("||got - ref|| / ||ref|| = " << std::sqrt(e2 / std::max(r2, 1e-300)) << " (bound " << tol.norm
-                                    << "), max |got - ref| = " << emax << ", max |ref| = " << rmax << " (bound "
-                                    << tol.max_rel << " of it)");
-  REQUIRE(e2 <= tol.norm * tol.norm * r2);
-  REQUIRE(emax <= tol.max_rel * rmax);
+  INFO("||got - ref|| / ||ref|| = " << w.rel_norm << " (bound " << bound.norm << "), max |got - ref| / max |ref| = "
+                                    << w.rel_max << " (bound " << bound.max_rel << ")");
+  REQUIRE(w.rel_norm <= bound.norm);
+  REQUIRE(w.rel_max <= bound.max_rel);
 }
 
 // Where the upstream gradient of a comparison comes from: randn of the
@@ -267,10 +252,10 @@ inline DeviceRuns compare_devices(const OpFn& f, const std::vector<Tensor>& inpu
   });
 }
 // The same with a normwise bound on the output and every gradient.
-inline DeviceRuns compare_devices_normwise(const OpFn& f, const std::vector<Tensor>& inputs, Upstream up, NormTol tol,
-                                           const std::vector<bool>& want = {}) {
+inline DeviceRuns compare_devices_normwise(const OpFn& f, const std::vector<Tensor>& inputs, Upstream up,
+                                           NormBound bound, const std::vector<bool>& want = {}) {
   return detail::compare_with(f, inputs, up, want,
-                              [&](const Tensor& got, const Tensor& ref, int) { require_normwise(got, ref, tol); });
+                              [&](const Tensor& got, const Tensor& ref, int) { require_normwise(got, ref, bound); });
 }
 
 // ---- named tensors after the same steps on both devices -------------------------

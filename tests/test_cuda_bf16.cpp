@@ -11,7 +11,7 @@
 // by element: the two devices' float32 results differ slightly, and each is
 // rounded once, which may land on either side of a rounding boundary. The
 // one-pass products (one_pass = true, what autograd's op runs on bf16):
-// kOnePassNormTol (tests/cuda_harness.h), normwise.
+// kNalaOnePassBound (kernels/closeness.h), normwise.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -88,7 +88,7 @@ TEST_CASE("cuda: nala_attention on bf16 against the CPU's bf16 op", "[cuda][bf16
     INFO("B " << c.B << " h " << c.h << " H " << c.H << " W " << c.W << " d " << c.d);
     const Shape s = {c.B, c.h, c.H * c.W, c.d};
     compare_devices_normwise(nala_fn(c.H, c.W), {bf(randn(s, rng, 0.5f)), bf(randn(s, rng, 0.8f)), bf(randn(s, rng))},
-                             bf(randn(s, rng)), kOnePassNormTol);
+                             bf(randn(s, rng)), kNalaOnePassBound);
   }
 }
 
@@ -102,21 +102,21 @@ TEST_CASE("cuda: nala_attention on bf16, zero queries, keys and values", "[cuda]
     Tensor zero = Tensor::zeros(s);
     // All zeros: o = 0 (z finite), every gradient 0.
     DeviceRuns r =
-        compare_devices_normwise(nala_fn(H, W), {bf(zero), bf(zero), bf(zero)}, bf(randn(s, rng)), kOnePassNormTol);
+        compare_devices_normwise(nala_fn(H, W), {bf(zero), bf(zero), bf(zero)}, bf(randn(s, rng)), kNalaOnePassBound);
     for (const Tensor& g : {r.cuda.out, r.cuda.grads[0], r.cuda.grads[1], r.cuda.grads[2]})
       for (float x : g.to_vector()) REQUIRE(x == 0.0f);
     // Zero queries (the norm floor) with real keys and values, and zero keys
     // with real queries.
     compare_devices_normwise(nala_fn(H, W), {bf(zero), bf(randn(s, rng, 0.8f)), bf(randn(s, rng))}, bf(randn(s, rng)),
-                             kOnePassNormTol);
+                             kNalaOnePassBound);
     compare_devices_normwise(nala_fn(H, W), {bf(randn(s, rng, 0.5f)), bf(zero), bf(randn(s, rng))}, bf(randn(s, rng)),
-                             kOnePassNormTol);
+                             kNalaOnePassBound);
   }
 }
 
 // The kernels themselves, both kinds of products, against the CPU's bf16 op
 // on the same values: three passes (one_pass = false) element by element
-// (kBf16Attn), one pass normwise (kOnePassNormTol), and the one-pass result
+// (kBf16Attn), one pass normwise (kNalaOnePassBound), and the one-pass result
 // must differ from the three-pass one where the tensor-core kernels run (the
 // flag reached them). d = 48 runs the first version either way.
 TEST_CASE(
@@ -160,7 +160,7 @@ TEST_CASE(
       for (int i = 0; i < 4; i++) {
         INFO("output " << i << " (o, dq, dk, dv)");
         if (one)
-          require_normwise(outs[i], ref[i], kOnePassNormTol);
+          require_normwise(outs[i], ref[i], kNalaOnePassBound);
         else
           REQUIRE_CLOSE(outs[i], ref[i], kBf16Attn.atol, kBf16Attn.rtol);
         got[one][i] = outs[i].to_vector();

@@ -224,21 +224,14 @@ Check compare(const char* name, const float* got, const float* ref, int64_t n, d
   return c;
 }
 
-Check compare_normwise(const char* name, const float* got, const float* ref, int64_t n, double norm_tol,
-                       double max_tol) {
+Check compare_normwise(const char* name, const float* got, const float* ref, int64_t n, NormBound bound) {
   Check c;
-  double e2 = 0, r2 = 0, rmax = 0;
-  for (int64_t i = 0; i < n; i++) {
-    const double e = (double)got[i] - (double)ref[i];
-    e2 += e * e, r2 += (double)ref[i] * ref[i];
-    c.max_err = std::isnan(e) ? INFINITY : std::max(c.max_err, std::fabs(e));
-    rmax = std::max(rmax, std::fabs((double)ref[i]));
-  }
-  const double norm = std::sqrt(e2), rnorm = std::sqrt(r2);
-  if (!(norm <= norm_tol * rnorm) || !(c.max_err <= max_tol * rmax)) {
+  const Normwise w = normwise_error(got, ref, (size_t)n);
+  c.max_err = w.max_err;
+  if (!(bound_ratio(w, bound) <= 1.0)) {
     char buf[256];
     std::snprintf(buf, sizeof buf, "%s: ||error|| / ||reference|| = %.3g (at most %g), max |error| / max |reference| = %.3g (at most %g)",
-                  name, rnorm > 0 ? norm / rnorm : norm, norm_tol, rmax > 0 ? c.max_err / rmax : c.max_err, max_tol);
+                  name, w.rel_norm, bound.norm, w.rel_max, bound.max_rel);
     c.ok = false;
     c.what = buf;
   }

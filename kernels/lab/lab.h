@@ -39,6 +39,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/closeness.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #define NALA_LAB_X86 1
 #endif
@@ -67,10 +69,9 @@ struct Check {
 };
 // Every element within atol + rtol * |ref| (NaN never is). `name` labels the array.
 Check compare(const char* name, const float* got, const float* ref, int64_t n, double atol, double rtol);
-// Normwise, for outputs of lower precision: ||got - ref|| <= norm_tol ||ref|| and
-// every |got - ref| <= max_tol max |ref| (NaN never passes).
-Check compare_normwise(const char* name, const float* got, const float* ref, int64_t n, double norm_tol,
-                       double max_tol);
+// Normwise, for outputs of lower precision (kernels/closeness.h): ||got - ref|| <=
+// bound.norm ||ref|| and every |got - ref| <= bound.max_rel max |ref| (NaN never passes).
+Check compare_normwise(const char* name, const float* got, const float* ref, int64_t n, NormBound bound);
 Check both(const Check& a, const Check& b);
 
 // One kernel call being studied at one size: the forward or the backward of
