@@ -157,17 +157,21 @@ struct Rope {
   }
 };
 // The table entries of one token for the pairs 8j + 2t, +1 that lane t holds (j = 0 .. D/8 - 1):
-// the first D/16 come from its row's entries, the rest from its column's.
+// the first D/16 come from its row's entries (position-major: the 8 tokens of a fragment mostly
+// share a row, one line a load), the rest from its column's, fragment-major (the 8 tokens'
+// entries are 256 consecutive bytes, two lines a load where the position-major ones take eight).
 template <int D>
 struct LaneRope {
   const float2 *row, *col;
+  int cstride;  // 4 W: from one group of four column pairs to the next
   __device__ __forceinline__ LaneRope(const Rope& R, int n, int t) {
     const int r = n / R.W, c = n - r * R.W;
     row = R.tab + r * (D / 4) + t;
-    col = R.tab + (R.H + c) * (D / 4) + t;
+    col = R.tab + 2 * (R.H + R.W) * (D / 4) + c * 4 + t;
+    cstride = 4 * R.W;
   }
   __device__ __forceinline__ float2 operator()(int j) const {
-    return j < D / 16 ? __ldg(row + 4 * j) : __ldg(col + 4 * (j - D / 16));
+    return j < D / 16 ? __ldg(row + 4 * j) : __ldg(col + (j - D / 16) * cstride);
   }
 };
 
@@ -312,7 +316,7 @@ __device__ void stage_sum(const float* __restrict__ pp, int nparts, float scale,
       split_bf16(v.x, v.y, h01, l01);
       split_bf16(v.z, v.w, h23, l23);
       *(uint2*)(mh + at) = make_uint2(h01, h23);
-      *(uint2*)(ml + at) = make_uint2(l01, l23);
+      if (ml) *(uint2*)(ml + at) = make_uint2(l01, l23);  // null: the hi parts alone (one-pass products)
       if (M_out) *(float4*)(M_out + x0) = v;
     } else {
       *(float4*)(vec + x0 - FD) = v;
@@ -700,14 +704,17 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // ---------------------------------------------------------------- 3. dq, dS and dkm partials
 
-template <int D>
+template <int D, bool ONE>
 struct QueryGradLayout {
   static constexpr int F = 2 * D, LS = D + 8, LQ = D + 8, LZ = F + 8, LG = D + 8;
   // floats: S as tf32 (hi, lo) [F][LS] pairs, each two columns stored (hi, hi, lo, lo) so that
   // one 16-byte load is a B fragment's hi and lo; kmean [F], go stage [kWarps][16][LQ], dkm rows
   // [kWarps][F]; then bf16: z rq hi, lo [kTok3][LZ] and go hi, lo [kTok3][LG].
-  static constexpr size_t floats = (size_t)2 * F * LS + F + kWarps * 16 * LQ + kWarps * F;
-  static constexpr size_t bytes = floats * sizeof(float) + (size_t)(2 * kTok3 * LZ + 2 * kTok3 * LG) * 2;
+  // One-pass products (bf16 arrays): S's hi parts alone [F][D + 8], no lo tiles, and a q stage
+  // beside the go stage (both bf16 [kWarps][16][LQ]): 132 KB where the 3-pass layout takes 222.
+  static constexpr size_t floats = ONE ? (size_t)F * LS + F + kWarps * 16 * LQ + kWarps * F
+                                       : (size_t)2 * F * LS + F + kWarps * 16 * LQ + kWarps * F;
+  static constexpr size_t bytes = floats * sizeof(float) + (size_t)((ONE ? 1 : 2) * kTok3 * (LZ + LG)) * 2;
 };
 
 // dq of the chunk's tokens (=); part[g, chunk] = [sum z rq^T go (F, D), sum dden fq (F)] (=).
@@ -729,12 +736,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int F = 2 * D, NP = D / 8, LS = D + 8, LQ = D + 8, LZ = F + 8, LG = D + 8, MT = TL::MT, NT = TL::NT;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   float2* s2 = (float2*)smem_raw;
-  float* km = (float*)(s2 + F * LS);
-  float* stage = km + F;
+  float* km = (float*)smem_raw + (ONE ? 1 : 2) * F * LS;
+  float* stage = km + F;  // go rows; with ONE, go rows of T then q rows of T
   float* dkmw = stage + kWarps * 16 * LQ;
   __nv_bfloat16* zh = (__nv_bfloat16*)(dkmw + kWarps * F);
-  __nv_bfloat16* zl = zh + kTok3 * LZ;
-  __nv_bfloat16* gh = zl + kTok3 * LZ;
+  __nv_bfloat16* zl = zh + kTok3 * LZ;  // zl, gl: not allocated when ONE
+  __nv_bfloat16* gh = zh + (ONE ? 1 : 2) * kTok3 * LZ;
   __nv_bfloat16* gl = gh + kTok3 * LG;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int wk = warp / (TL::WGM * TL::WGN), wm = warp % (TL::WGM * TL::WGN) / TL::WGN, wn = warp % TL::WGN;
@@ -761,12 +768,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   const T* gg = gout + (size_t)pb * N * D;
   T* dqg = dq + (size_t)pb * N * D;
   T* sg = (T*)stage + warp * 16 * LQ;
+  T* sqs = (T*)stage + (kWarps + warp) * 16 * LQ;  // ONE: this warp's q rows (a bf16 stage fits twice)
+  static_assert(!ONE || sizeof(T) == 2, "one-pass products take bf16 arrays");
   const int niter = (i1 - i0 + kTok3 - 1) / kTok3;
   // This lane's ldmatrix.trans rows for dS: z rq (row k0 + (lane & 7) + 8 (lane >> 4), column
   // m0 + 8 ((lane >> 3) & 1)) and go (row k0 + (lane & 15), column n0 + 8 (lane >> 4)).
   const int lz = ((lane & 7) + ((lane >> 4) << 3)) * LZ + ((lane >> 3) & 1) * 8, lg = (lane & 15) * LG + (lane >> 4) * 8;
   const uint32_t zbh = smem_addr(zh + lz), zbl = smem_addr(zl + lz), gbh = smem_addr(gh + lg), gbl = smem_addr(gl + lg);
   stage_rows<D, T>(sg, gg, i0 + 16 * warp, i1, lane);
+  cp_async_commit();
+  if (ONE) stage_rows<D, T>(sqs, qg, i0 + 16 * warp, i1, lane);  // committed as the next group
   cp_async_commit();
   float dacc[MT][NT][4];
 #pragma unroll
@@ -778,16 +789,21 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   for (int it = 0; it < niter; it++) {
     const int nb = i0 + it * kTok3 + 16 * warp;  // this warp's 16 tokens
-    // q of rows g, g + 8 into registers (zeros past the chunk); in flight during W.
+    // q of rows g, g + 8 (zeros past the chunk): into registers, in flight during W; with ONE
+    // from the q stage, filled by cp.async during the previous step's dS product (coalesced
+    // 16-byte copies where a lane's own loads take half of each 32-byte sector, and 32
+    // registers fewer).
     float2 xq[2][NP];
+    if (!ONE)
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int n = nb + g + 8 * r;
+      for (int r = 0; r < 2; r++) {
+        const int n = nb + g + 8 * r;
 #pragma unroll
-      for (int j = 0; j < NP; j++)
-        xq[r][j] = n < i1 ? ld2(qg + (size_t)n * D + 8 * j + 2 * t) : make_float2(0.0f, 0.0f);
-    }
-    cp_async_wait<0>();
+        for (int j = 0; j < NP; j++)
+          xq[r][j] = n < i1 ? ld2(qg + (size_t)n * D + 8 * j + 2 * t) : make_float2(0.0f, 0.0f);
+      }
+    auto qv = [&](int r, int j) { return ONE ? ld2(sqs + (g + 8 * r) * LQ + 8 * j + 2 * t) : xq[r][j]; };
+    cp_async_wait<1>();  // the go rows (the q rows, committed after them, may still be in flight)
     __syncwarp();
     auto gop = [&](int r, int j) { return ld2(sg + (g + 8 * r) * LQ + 8 * j + 2 * t); };
     // W = go S^T for the warp's 16 tokens: w[nt] holds features 8 nt + 2t, +1 of rows g, g + 8,
@@ -822,7 +838,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 
     const LaneRope<D> tb[2] = {LaneRope<D>(rope, min(nb + g, N - 1), t), LaneRope<D>(rope, min(nb + g + 8, N - 1), t)};
-    const QRow qs[2] = {query_row<NP>(xq[0], floor), query_row<NP>(xq[1], floor)};
+    if (ONE) {
+      cp_async_wait<0>();
+      __syncwarp();
+    }
+    QRow qs[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      float2 x[NP];
+#pragma unroll
+      for (int j = 0; j < NP; j++) x[j] = qv(r, j);
+      qs[r] = query_row<NP>(x, floor);
+    }
     // One pass for the normaliser, dz = go . (rq S) = rq . w, and rq into the block's dS operand
     // Z (bf16 hi/lo); z goes on the go side of dS (G = z go), so Z needs no second pass.
     float z[2], dden[2];
@@ -833,8 +860,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int j = 0; j < NP; j++) {
         const int e = 8 * j + 2 * t;
-        const float2 cs = tb[r](j);
-        const float s0 = qfeat(xq[r][j].x, qs[r].inv, qs[r].p), s1 = qfeat(xq[r][j].y, qs[r].inv, qs[r].p);
+        const float2 cs = tb[r](j), xr = qv(r, j);
+        const float s0 = qfeat(xr.x, qs[r].inv, qs[r].p), s1 = qfeat(xr.y, qs[r].inv, qs[r].p);
 #pragma unroll
         for (int h = 0; h < 2; h++) {
           const float f0 = h ? fmaxf(-s0, 0.0f) : fmaxf(s0, 0.0f), f1 = h ? fmaxf(-s1, 0.0f) : fmaxf(s1, 0.0f);
@@ -881,10 +908,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       float dkv[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};  // [value][half], over rows g and g + 8
 #pragma unroll
       for (int r = 0; r < 2; r++) {
-        const float2 cs = tb[r](j);
+        const float2 cs = tb[r](j), xr = qv(r, j);
 #pragma unroll
         for (int m = 0; m < 2; m++) {
-          const float x = m ? xq[r][j].y : xq[r][j].x, u = fabsf(x) * qs[r].inv;
+          const float x = m ? xr.y : xr.x, u = fabsf(x) * qs[r].inv;
           const int h = x < 0.0f ? 1 : 0;
           const float w0 = h ? w[NP + j][2 * r] : w[j][2 * r], w1 = h ? w[NP + j][2 * r + 1] : w[j][2 * r + 1];
           const float rt = m ? w1 * cs.x - w0 * cs.y : w0 * cs.x + w1 * cs.y;  // rope^T(w), value m
@@ -920,15 +947,21 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int j = 0; j < NP; j++)
 #pragma unroll
       for (int r = 0; r < 2; r++) {
+        const float2 xr = qv(r, j);
         float out[2];
 #pragma unroll
         for (int m = 0; m < 2; m++) {
-          const float x = m ? xq[r][j].y : xq[r][j].x;
+          const float x = m ? xr.y : xr.x;
           out[m] = dnq[r] * x + (fabsf(x) >= kTiny ? qs[r].p * gfv[r][j][m] * rcp(x) : 0.0f);
         }
         const int n = nb + g + 8 * r;
         if (n < i1) st2(dqg + (size_t)n * D + 8 * j + 2 * t, out[0], out[1]);
       }
+    if (ONE) {  // the next step's q rows go in flight during the dS product
+      __syncwarp();
+      if (it + 1 < niter) stage_rows<D, T>(sqs, qg, nb + kTok3, i1, lane);
+    }
+    cp_async_commit();
     __syncthreads();  // the step's z rq and go rows are all in shared memory
     // dS += Z^T G over the step's tokens: A from z rq (tokens x features) through
     // ldmatrix.trans, B from go (tokens x columns) likewise.
@@ -987,28 +1020,33 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // ---------------------------------------------------------------- 4. dk, dv
 
-template <int D>
+// One-pass products keep dS's hi part alone, and the stage holds T: on bf16 arrays the block
+// needs 55 KB instead of 111, so that 3 blocks (12 warps) share an SM where 2 did.
+template <int D, typename T, bool ONE>
 struct KeyGradLayout {
   static constexpr int F = 2 * D, LS = D + 8;
-  static constexpr size_t bytes = 2 * F * LS * sizeof(__nv_bfloat16) + F * sizeof(float) +
-                                  (size_t)kWarps4 * 2 * 2 * 16 * (D + 8) * sizeof(float);
+  static constexpr size_t bytes = (ONE ? 1 : 2) * F * LS * sizeof(__nv_bfloat16) + F * sizeof(float) +
+                                  (size_t)kWarps4 * 2 * 2 * 16 * (D + 8) * sizeof(T);
 };
+#ifndef NALA_KEY_GRAD_ONE_BLOCKS
+#define NALA_KEY_GRAD_ONE_BLOCKS 3
+#endif
 
 // dS, dkm from the partials (times 1/N), then dv = rk dS, drk = v dS^T and dk for the chunk's tokens.
 template <int D, typename T, bool ONE = false>
-__global__ void __launch_bounds__(kWarps4 * 32, 2)
+__global__ void __launch_bounds__(kWarps4 * 32, ONE ? NALA_KEY_GRAD_ONE_BLOCKS : 2)
     nala_key_grad_kernel(const T* __restrict__ k, const T* __restrict__ v, const float* __restrict__ part,
                          Rope rope, T* __restrict__ dk, T* __restrict__ dv, int N, int nparts, int nch, int L,
                          float invN) {
   constexpr int F = 2 * D, NP = D / 8, LS = D + 8, LQ = D + 8, P = F * D + F;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16* sh = (__nv_bfloat16*)smem_raw;
-  __nv_bfloat16* sl = sh + F * LS;
-  float* dkm = (float*)(sl + F * LS);
-  float* stage = dkm + F;  // per warp: 2 buffers of (k rows, v rows)
+  __nv_bfloat16* sl = sh + F * LS;  // not allocated when ONE
+  float* dkm = (float*)(sh + (ONE ? 1 : 2) * F * LS);
+  float* stage = dkm + F;  // per warp: 2 buffers of (k rows, v rows) of T
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int pb = blockIdx.x / nch, ch = blockIdx.x % nch;
-  stage_sum<D, kWarps4 * 32>(part + (size_t)pb * nparts * P, nparts, invN, sh, sl, dkm, nullptr, nullptr);
+  stage_sum<D, kWarps4 * 32>(part + (size_t)pb * nparts * P, nparts, invN, sh, ONE ? nullptr : sl, dkm, nullptr, nullptr);
   __syncthreads();
 
   const int i0 = ch * L, i1 = min(N, i0 + L), ntile = (i1 - i0 + 15) / 16;
@@ -1265,8 +1303,8 @@ struct Kernels {
     static const int s[4] = {
         slots_of(nala_state_kernel<D, T, ONE>, kThreads, StateLayout<D>::bytes),
         slots_of(nala_output_kernel<D, T, ONE>, kThreads, OutputLayout<D>::bytes),
-        slots_of(nala_query_grad_kernel<D, T, ONE>, kThreads, QueryGradLayout<D>::bytes),
-        slots_of(nala_key_grad_kernel<D, T, ONE>, kWarps4 * 32, KeyGradLayout<D>::bytes)};
+        slots_of(nala_query_grad_kernel<D, T, ONE>, kThreads, QueryGradLayout<D, ONE>::bytes),
+        slots_of(nala_key_grad_kernel<D, T, ONE>, kWarps4 * 32, KeyGradLayout<D, T, ONE>::bytes)};
     return s[which];
   }
 
@@ -1295,11 +1333,11 @@ struct Kernels {
     const Plan p3 = plan_chunks(G, N, kTok3, slots(2), P, spare), p4 = plan_chunks(G, N, 16 * kWarps4, slots(3), P, kNoPartials);
     // The partials live in dk (written only by kernel 4) when they fit.
     Partials pp(G, N, p3.nch, dk, sizeof(T), D);
-    nala_query_grad_kernel<D, T, ONE><<<(unsigned)(G * p3.nch), kThreads, QueryGradLayout<D>::bytes>>>(
+    nala_query_grad_kernel<D, T, ONE><<<(unsigned)(G * p3.nch), kThreads, QueryGradLayout<D, ONE>::bytes>>>(
         q, S, kmean, gout, rope, dq, pp.part, (int)N, p3.nch, p3.L, floor);
     CUDA_CHECK_LAUNCH(op);
     pp.reduce(op);
-    nala_key_grad_kernel<D, T, ONE><<<(unsigned)(G * p4.nch), kWarps4 * 32, KeyGradLayout<D>::bytes>>>(
+    nala_key_grad_kernel<D, T, ONE><<<(unsigned)(G * p4.nch), kWarps4 * 32, KeyGradLayout<D, T, ONE>::bytes>>>(
         k, v, pp.sum.f32(), rope, dk, dv, (int)N, 1, p4.nch, p4.L, 1.0f / (float)N);
     CUDA_CHECK_LAUNCH(op);
   }

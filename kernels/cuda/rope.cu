@@ -48,8 +48,8 @@ const float* rope_pair_table_device(int64_t H, int64_t W, int64_t D) {
   if (!p) {
     const cpu::RopeTables& T = cpu::rope_tables(H, W, D);
     const int64_t Q = D / 4, half = D / 2;
-    const int64_t X = H + W;
-    std::vector<float> h((size_t)(2 * X * Q * 2));  // position-major, then pair-major
+    const int64_t X = H + W, Q4 = (Q + 3) / 4 * 4;
+    std::vector<float> h((size_t)((2 * X * Q + W * Q4) * 2));  // position-major, pair-major, fragment-major
     for (int64_t x = 0; x < X; x++) {
       // Row x: token (x, 0), features 2i; column c = x - H: token (0, c), features half + 2i.
       const int64_t at = x < H ? x * W * D : (x - H) * D + half;
@@ -58,6 +58,7 @@ const float* rope_pair_table_device(int64_t H, int64_t W, int64_t D) {
           const float y = j == 0 ? T.cos[at + 2 * i] : T.sin[at + 2 * i];
           h[(size_t)(x * Q + i) * 2 + j] = y;
           h[(size_t)(X * Q + i * X + x) * 2 + j] = y;
+          if (x >= H) h[(size_t)(2 * X * Q + ((i / 4) * W + x - H) * 4 + i % 4) * 2 + j] = y;
         }
     }
     CUDA_CHECK(cudaMalloc(&p, h.size() * sizeof(float)), "rope pair table");

@@ -25,8 +25,13 @@ void rope_tables_device(int64_t H, int64_t W, int64_t D, const float** sin, cons
 // second (cpu::rope_tables' values, bit for bit). The same (H + W) x D/4
 // pairs follow, pair-major: entry (H + W) * D/4 + i * (H + W) + x is pair i of
 // row (x < H) or column (x - H) again, so that the lanes of a warp that hold
-// consecutive tokens of one row read consecutive entries. 56 KB at d = 64,
-// 56 x 56, where the (N, D) tables take 1.6 MB. Built once per (H, W, D), kept.
+// consecutive tokens of one row read consecutive entries. Then the column
+// pairs once more, fragment-major: entry 2 (H + W) * D/4 + ((i / 4) * W + c) * 4
+// + i % 4 is pair i of column c, so that the lanes of an mma fragment (8
+// consecutive tokens, lane t holding pairs 4 j + t) read 256 consecutive
+// bytes where the position-major entries take a cache line per token.
+// 69 KB at d = 64, 56 x 56, where the (N, D) tables take 1.6 MB. Built once
+// per (H, W, D), kept.
 const float* rope_pair_table_device(int64_t H, int64_t W, int64_t D);
 
 }  // namespace cuda
