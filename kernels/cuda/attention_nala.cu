@@ -355,13 +355,17 @@ __device__ __forceinline__ void tiles_io(float* M, int ld, float (&acc)[MT][NT][
 // rows 144 bytes apart fall in distinct 16-byte bank groups. The k and v rows themselves
 // arrive token-major by cp.async (coalesced, 16 bytes a lane) in a ring of kStages1 stages
 // of LK = D + 4 floats a row (a lane per row reads 16 bytes without bank conflicts).
-constexpr int kStages1 = 3;
-template <int D>
+// One-pass products (bf16 arrays) pipeline the steps instead: two token-major bf16 rk tiles
+// [kT1][F + 8] and a ring of kStagesOne bf16 stages [2 kT1][D + 8] (the product of step i reads
+// v from its stage while step i + 1 is prepared and steps i + 2, i + 3 are in flight).
+constexpr int kStages1 = 3, kStagesOne = 4;
+template <int D, bool ONE = false>
 struct StateLayout {
   static constexpr int F = 2 * D, LT = kT1 + 4, LK = D + 4;
   static constexpr int BUF = (2 * F + 2 * D) * LT;  // floats of the tile buffer: rk hi, lo; v hi, lo
   static constexpr int STAGE = 2 * kT1 * LK;        // floats of one stage: k rows, v rows
-  static constexpr size_t bytes = sizeof(float) * (BUF + kStages1 * STAGE);
+  static constexpr size_t bytes = ONE ? 2 * (size_t)(2 * kT1 * (F + 8) + kStagesOne * 2 * kT1 * (D + 8))
+                                      : sizeof(float) * (BUF + kStages1 * STAGE);
   static_assert(BUF >= (D / 4) * 8, "the fk sums fit in the tile buffer");
 };
 
@@ -380,7 +384,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     nala_state_kernel(const T* __restrict__ k, const T* __restrict__ v, Rope rope, float* __restrict__ part,
                       int N, int nch, int L) {
   using TL = Tile<D>;
-  using SL = StateLayout<D>;
+  using SL = StateLayout<D, false>;
   // A stage row: D + 4 floats, or D + 8 bf16 (16-byte aligned rows for cp.async).
   constexpr int F = 2 * D, Q4 = D / 4, LT = SL::LT, LK = sizeof(T) == 4 ? SL::LK : D + 8, MT = TL::MT, NT = TL::NT;
   constexpr int STAGE = 2 * kT1 * LK;  // elements of T a stage
@@ -389,10 +393,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   static_assert(!ONE || kExactV, "one-pass products are for bf16 arrays");
   constexpr int IPT = (Q4 + kWarps - 1) / kWarps;  // feature groups per lane
   constexpr int LR = F + 8;  // ONE: a token's row of the bf16 rk tile (rows 16-byte aligned, 4 banks apart)
-  static_assert(!ONE || kT1 * LR * 2 <= SL::BUF * 4, "the bf16 rk tile fits the tile buffer");
   static_assert(kT1 == 32, "a lane per token of the step");
   extern __shared__ __align__(16) float smem[];
-  T* ring = (T*)(smem + SL::BUF);
+  T* ring = ONE ? (T*)smem + 2 * kT1 * LR : (T*)(smem + SL::BUF);  // ONE: after the two rk tiles
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int wk = warp / (TL::WGM * TL::WGN), wm = warp % (TL::WGM * TL::WGN) / TL::WGN, wn = warp % TL::WGN;
   const int pb = blockIdx.x / nch, ch = blockIdx.x % nch, j0 = ch * L, j1 = min(N, j0 + L);
@@ -422,10 +425,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   };
   // rk (rope of [k^3]+, [-k^3]+) and v of the step at `base` (in stage sb) into the tile buffer, as tf32 hi/lo;
-  // ONE: rk alone, token-major bf16 (v is read from the stage).
-  auto prep = [&](int base, int sb) {
+  // ONE: rk alone, token-major bf16, into rk tile rt (v is read from the stage).
+  auto prep = [&](int base, int sb, int rt) {
     float *rkh = smem, *rkl = smem + F * LT, *vh = smem + 2 * F * LT, *vl = vh + D * LT;
-    __nv_bfloat16* rkb = (__nv_bfloat16*)smem + lane * LR;
+    __nv_bfloat16* rkb = (__nv_bfloat16*)smem + (rt * kT1 + lane) * LR;
     const T* sk = ring + sb * STAGE + lane * LK;
     const T* sv = sk + kT1 * LK;
     const int n = base + lane, rr = n / rope.W, cc = n - rr * rope.W;
@@ -489,42 +492,61 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t ra = smem_addr((__nv_bfloat16*)smem + ((lane & 7) + (lane >> 4) * 8) * LR + ((lane >> 3) & 1) * 8);
   const uint32_t rb = smem_addr(ring + kT1 * LK + (lane & 15) * LK + (lane >> 4) * 8);
 
+  // ONE: the product of the step in rk tile rt and stage sb.
+  auto product = [&](int rt, int sb) {
+#pragma unroll
+    for (int s = 0; s < kT1 / 16 / TL::WGK; s++) {
+      const int k0 = 16 * (s * TL::WGK + wk);
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mi = 0; mi < MT; mi++)
+        ldsm_x4_trans(a[mi], ra + (uint32_t)(((rt * kT1 + k0) * LR + (wm * MT + mi) * 16) * 2));
+#pragma unroll
+      for (int np = 0; np < (NT + 1) / 2; np++) {
+        uint32_t b[4];
+        const uint32_t at = rb + (uint32_t)(((sb * STAGE) + k0 * LK + (wn * NT + 2 * np) * 8) * 2);
+        if (NT == 1)
+          ldsm_x2_trans(b, at);
+        else
+          ldsm_x4_trans(b, at);
+#pragma unroll
+        for (int mi = 0; mi < MT; mi++) {
+          bf16_16816(acc[mi][2 * np], a[mi], b[0], b[1]);
+          if (NT > 1) bf16_16816(acc[mi][(2 * np + 1) % NT], a[mi], b[2], b[3]);
+        }
+      }
+    }
+  };
+
   fetch(j0, 0);
   cp_async_commit();
   if (j0 + kT1 < j1) fetch(j0 + kT1, 1);
   cp_async_commit();
-  for (int base = j0, cur = 0; base < j1; base += kT1, cur = cur == kStages1 - 1 ? 0 : cur + 1) {
+  if (ONE) {
+    // One barrier a step: after it, step i - 1's rk tile is complete (every lane prepared its
+    // token) and step i - 2's product is done with the other tile and with stage i + 2 (mod 4).
+    // Then each warp multiplies step i - 1 and prepares step i, so that the features of one
+    // step are made while the tensor cores work on the last (the 3-pass path's two barriers a
+    // step left the product and the preparation to wait for each other).
+    for (int base = j0, i = 0; base < j1; base += kT1, i++) {
+      cp_async_wait<1>();  // this thread's copies of step i have landed
+      __syncthreads();
+      if (base + 2 * kT1 < j1) fetch(base + 2 * kT1, (i + 2) % kStagesOne);
+      cp_async_commit();
+      if (i > 0) product((i - 1) & 1, (i - 1) % kStagesOne);
+      prep(base, i % kStagesOne, i & 1);
+    }
+    const int last = (j1 - j0 + kT1 - 1) / kT1 - 1;
+    __syncthreads();
+    if (last >= 0) product(last & 1, last % kStagesOne);
+  }
+  for (int base = j0, cur = 0; !ONE && base < j1; base += kT1, cur = cur == kStages1 - 1 ? 0 : cur + 1) {
     cp_async_wait<1>();  // this thread's copies of the step have landed
     __syncthreads();     // everyone's have; the tiles and the oldest stage are free
     if (base + 2 * kT1 < j1) fetch(base + 2 * kT1, cur == 0 ? kStages1 - 1 : cur - 1);
     cp_async_commit();
-    prep(base, cur);
+    prep(base, cur, 0);
     __syncthreads();
-    if (ONE) {
-#pragma unroll
-      for (int s = 0; s < kT1 / 16 / TL::WGK; s++) {
-        const int k0 = 16 * (s * TL::WGK + wk);
-        uint32_t a[MT][4];
-#pragma unroll
-        for (int mi = 0; mi < MT; mi++)
-          ldsm_x4_trans(a[mi], ra + (uint32_t)((k0 * LR + (wm * MT + mi) * 16) * 2));
-#pragma unroll
-        for (int np = 0; np < (NT + 1) / 2; np++) {
-          uint32_t b[4];
-          const uint32_t at = rb + (uint32_t)(((cur * STAGE) + k0 * LK + (wn * NT + 2 * np) * 8) * 2);
-          if (NT == 1)
-            ldsm_x2_trans(b, at);
-          else
-            ldsm_x4_trans(b, at);
-#pragma unroll
-          for (int mi = 0; mi < MT; mi++) {
-            bf16_16816(acc[mi][2 * np], a[mi], b[0], b[1]);
-            if (NT > 1) bf16_16816(acc[mi][(2 * np + 1) % NT], a[mi], b[2], b[3]);
-          }
-        }
-      }
-      continue;
-    }
     const uint32_t bh = s0, bl = bh + F * LT * 4;  // rk hi, lo
     const uint32_t vh = bh + 2 * F * LT * 4, vl = vh + D * LT * 4;                  // v hi, lo
 #pragma unroll
@@ -568,7 +590,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // The tile buffer takes the other warp groups' tiles, the first stage the fk sums.
   float* out = part + (size_t)blockIdx.x * (F * D + F);
-  float* red = smem + SL::BUF;  // the first stage
+  float* red = (float*)ring;  // the first stage
   const int m0 = wm * MT * 16, n0 = wn * NT * 8;
   if (TL::WGK > 1) {
     if (wk > 0) tiles_io<MT, NT>(smem + (size_t)(wk - 1) * F * D, D, acc, m0, n0, g, t, 0);
@@ -710,11 +732,14 @@ struct QueryGradLayout {
   // floats: S as tf32 (hi, lo) [F][LS] pairs, each two columns stored (hi, hi, lo, lo) so that
   // one 16-byte load is a B fragment's hi and lo; kmean [F], go stage [kWarps][16][LQ], dkm rows
   // [kWarps][F]; then bf16: z rq hi, lo [kTok3][LZ] and go hi, lo [kTok3][LG].
-  // One-pass products (bf16 arrays): S's hi parts alone [F][D + 8], no lo tiles, and a q stage
-  // beside the go stage (both bf16 [kWarps][16][LQ]): 132 KB where the 3-pass layout takes 222.
-  static constexpr size_t floats = ONE ? (size_t)F * LS + F + kWarps * 16 * LQ + kWarps * F
-                                       : (size_t)2 * F * LS + F + kWarps * 16 * LQ + kWarps * F;
-  static constexpr size_t bytes = floats * sizeof(float) + (size_t)((ONE ? 1 : 2) * kTok3 * (LZ + LG)) * 2;
+  // One-pass products (bf16 arrays): S's hi parts alone [F][D + 8], no lo tiles, a q stage
+  // beside the go stage (both bf16 [kWarps][16][LQ]), a dkm row per lane group g
+  // [kWarps][8][F + 8], and two buffers of (z rq, go) hi parts, so that one barrier a step
+  // suffices: 211 KB where the 3-pass layout takes 222.
+  static constexpr int DKM_ROWS = ONE ? 8 * kWarps : kWarps, LDK = ONE ? F + 8 : F;
+  static constexpr size_t floats = (size_t)(ONE ? 1 : 2) * F * LS + F + kWarps * 16 * LQ + (size_t)DKM_ROWS * LDK;
+  static constexpr int ZG = kTok3 * (LZ + LG);  // bf16 of one (z rq, go) buffer
+  static constexpr size_t bytes = floats * sizeof(float) + (size_t)2 * ZG * 2;
 };
 
 // dq of the chunk's tokens (=); part[g, chunk] = [sum z rq^T go (F, D), sum dden fq (F)] (=).
@@ -738,11 +763,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   float2* s2 = (float2*)smem_raw;
   float* km = (float*)smem_raw + (ONE ? 1 : 2) * F * LS;
   float* stage = km + F;  // go rows; with ONE, go rows of T then q rows of T
-  float* dkmw = stage + kWarps * 16 * LQ;
-  __nv_bfloat16* zh = (__nv_bfloat16*)(dkmw + kWarps * F);
-  __nv_bfloat16* zl = zh + kTok3 * LZ;  // zl, gl: not allocated when ONE
-  __nv_bfloat16* gh = zh + (ONE ? 1 : 2) * kTok3 * LZ;
-  __nv_bfloat16* gl = gh + kTok3 * LG;
+  float* dkmw = stage + kWarps * 16 * LQ;  // dkm rows: one a warp, or with ONE one a lane group g
+  constexpr int DKM_ROWS = QueryGradLayout<D, ONE>::DKM_ROWS, LDK = QueryGradLayout<D, ONE>::LDK;
+  // (z rq, go) rows of a step: hi, lo tiles (3-pass), or with ONE hi tiles in two buffers
+  // (zh, gh of step `it` at + ZG (it & 1)); zl, gl are not used when ONE.
+  constexpr int ZG = QueryGradLayout<D, ONE>::ZG;
+  __nv_bfloat16* zh0 = (__nv_bfloat16*)(dkmw + DKM_ROWS * LDK);
+  __nv_bfloat16* zl = zh0 + kTok3 * LZ;
+  __nv_bfloat16* gh0 = zh0 + (ONE ? 1 : 2) * kTok3 * LZ;
+  __nv_bfloat16* gl = gh0 + kTok3 * LG;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int wk = warp / (TL::WGM * TL::WGN), wm = warp % (TL::WGM * TL::WGN) / TL::WGN, wn = warp % TL::WGN;
   const int pb = blockIdx.x / nch, ch = blockIdx.x % nch, i0 = ch * L, i1 = min(N, i0 + L);
@@ -761,7 +790,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       *(uint4*)(s2 + (2 * x / D) * LS + 2 * x % D) = make_uint4(h0, h1, l0, l1);
   }
   for (int a = tid; a < F; a += kThreads) km[a] = kmean[(size_t)pb * F + a];
-  for (int x = tid; x < kWarps * F; x += kThreads) dkmw[x] = 0.0f;
+  for (int x = tid; x < DKM_ROWS * LDK; x += kThreads) dkmw[x] = 0.0f;
   __syncthreads();
 
   const T* qg = q + (size_t)pb * N * D;
@@ -774,7 +803,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // This lane's ldmatrix.trans rows for dS: z rq (row k0 + (lane & 7) + 8 (lane >> 4), column
   // m0 + 8 ((lane >> 3) & 1)) and go (row k0 + (lane & 15), column n0 + 8 (lane >> 4)).
   const int lz = ((lane & 7) + ((lane >> 4) << 3)) * LZ + ((lane >> 3) & 1) * 8, lg = (lane & 15) * LG + (lane >> 4) * 8;
-  const uint32_t zbh = smem_addr(zh + lz), zbl = smem_addr(zl + lz), gbh = smem_addr(gh + lg), gbl = smem_addr(gl + lg);
+  const uint32_t zbh0 = smem_addr(zh0 + lz), zbl = smem_addr(zl + lz), gbh0 = smem_addr(gh0 + lg), gbl = smem_addr(gl + lg);
   stage_rows<D, T>(sg, gg, i0 + 16 * warp, i1, lane);
   cp_async_commit();
   if (ONE) stage_rows<D, T>(sqs, qg, i0 + 16 * warp, i1, lane);  // committed as the next group
@@ -789,6 +818,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   for (int it = 0; it < niter; it++) {
     const int nb = i0 + it * kTok3 + 16 * warp;  // this warp's 16 tokens
+    const int zoff = ONE ? (it & 1) * ZG : 0;
+    __nv_bfloat16 *zh = zh0 + zoff, *gh = gh0 + zoff;
+    const uint32_t zbh = zbh0 + 2 * zoff, gbh = gbh0 + 2 * zoff;
     // q of rows g, g + 8 (zeros past the chunk): into registers, in flight during W; with ONE
     // from the q stage, filled by cp.async during the previous step's dS product (coalesced
     // 16-byte copies where a lane's own loads take half of each 32-byte sector, and 32
@@ -906,6 +938,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int j = 0; j < NP; j++) {
       float dkv[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};  // [value][half], over rows g and g + 8
+      const float2 kmh[2] = {lds2(km + 8 * j + 2 * t), lds2(km + D + 8 * j + 2 * t)};  // kmean of both halves
 #pragma unroll
       for (int r = 0; r < 2; r++) {
         const float2 cs = tb[r](j), xr = qv(r, j);
@@ -916,23 +949,33 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float w0 = h ? w[NP + j][2 * r] : w[j][2 * r], w1 = h ? w[NP + j][2 * r + 1] : w[j][2 * r + 1];
           const float rt = m ? w1 * cs.x - w0 * cs.y : w0 * cs.x + w1 * cs.y;  // rope^T(w), value m
           const float lu = lg2(fmaxf(u, kTiny)), f = u > 0.0f ? ex2(qs[r].p * lu) : 0.0f;
-          const float gf = (z[r] * rt + dden[r] * km[h * D + 8 * j + 2 * t + m]) * f;
+          const float kmv = h ? (m ? kmh[1].y : kmh[1].x) : (m ? kmh[0].y : kmh[0].x);
+          const float gf = (z[r] * rt + dden[r] * kmv) * f;
           gfv[r][j][m] = gf;
           dp[r] += gf * lu;
           sg2[r] += gf;
           dkv[m][h] += dden[r] * f;
         }
       }
+      if (ONE) {  // into this lane's own row (g, t own distinct entries: no shuffles, no conflicts)
 #pragma unroll
-      for (int m = 0; m < 2; m++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {  // add over the 8 rows g (fixed tree); lanes g = 0 into the warp's row
-          float v = dkv[m][h];
-          v += __shfl_xor_sync(0xffffffffu, v, 4);
-          v += __shfl_xor_sync(0xffffffffu, v, 8);
-          v += __shfl_xor_sync(0xffffffffu, v, 16);
-          if (g == 0) dkmw[warp * F + h * D + 8 * j + 2 * t + m] += v;
+        for (int h = 0; h < 2; h++) {
+          float2* at = (float2*)(dkmw + (warp * 8 + g) * LDK + h * D + 8 * j + 2 * t);
+          const float2 y = *at;
+          *at = make_float2(y.x + dkv[0][h], y.y + dkv[1][h]);
         }
+      } else {
+#pragma unroll
+        for (int m = 0; m < 2; m++)
+#pragma unroll
+          for (int h = 0; h < 2; h++) {  // add over the 8 rows g (fixed tree); lanes g = 0 into the warp's row
+            float v = dkv[m][h];
+            v += __shfl_xor_sync(0xffffffffu, v, 4);
+            v += __shfl_xor_sync(0xffffffffu, v, 8);
+            v += __shfl_xor_sync(0xffffffffu, v, 16);
+            if (g == 0) dkmw[warp * F + h * D + 8 * j + 2 * t + m] += v;
+          }
+      }
     }
     float dnq[2];
 #pragma unroll
@@ -998,11 +1041,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     }
-    __syncthreads();  // before the next step rewrites Z and G
+    if (!ONE) __syncthreads();  // before the next step rewrites Z and G (ONE: it writes the other buffer)
   }
+  __syncthreads();  // every warp is done with both buffers
 
   float* out = part + (size_t)blockIdx.x * (F * D + F);
-  float* red = (float*)zh;  // free now: (WGK - 1) F D floats fit
+  float* red = (float*)zh0;  // free now: (WGK - 1) F D floats fit
   const int m0 = wm * MT * 16, n0 = wn * NT * 8;
   if (TL::WGK > 1) {
     if (wk > 0) tiles_io<MT, NT>(red + (size_t)(wk - 1) * F * D, D, dacc, m0, n0, g, t, 0);
@@ -1013,7 +1057,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (wk == 0) tiles_io<MT, NT>(out, D, dacc, m0, n0, g, t, 0);
   for (int a = tid; a < F; a += kThreads) {
     float s = 0.0f;
-    for (int w2 = 0; w2 < kWarps; w2++) s += dkmw[w2 * F + a];
+    for (int w2 = 0; w2 < DKM_ROWS; w2++) s += dkmw[w2 * LDK + a];
     out[F * D + a] = s;
   }
 }
@@ -1301,7 +1345,7 @@ template <int D, typename T, bool ONE = false>
 struct Kernels {
   static int slots(int which) {  // per kernel, measured once
     static const int s[4] = {
-        slots_of(nala_state_kernel<D, T, ONE>, kThreads, StateLayout<D>::bytes),
+        slots_of(nala_state_kernel<D, T, ONE>, kThreads, StateLayout<D, ONE>::bytes),
         slots_of(nala_output_kernel<D, T, ONE>, kThreads, OutputLayout<D>::bytes),
         slots_of(nala_query_grad_kernel<D, T, ONE>, kThreads, QueryGradLayout<D, ONE>::bytes),
         slots_of(nala_key_grad_kernel<D, T, ONE>, kWarps4 * 32, KeyGradLayout<D, T, ONE>::bytes)};
@@ -1316,7 +1360,7 @@ struct Kernels {
     const Plan p1 = plan_chunks(G, N, kT1, slots(0), P, spare), p2 = plan_chunks(G, N, 16 * kWarps, slots(1), P, kNoPartials);
     // The partials live in o (not yet written) when they fit; summed into `sum`.
     Partials pp(G, N, p1.nch, o, sizeof(T), D);
-    nala_state_kernel<D, T, ONE><<<(unsigned)(G * p1.nch), kThreads, StateLayout<D>::bytes>>>(k, v, rope, pp.part,
+    nala_state_kernel<D, T, ONE><<<(unsigned)(G * p1.nch), kThreads, StateLayout<D, ONE>::bytes>>>(k, v, rope, pp.part,
                                                                                          (int)N, p1.nch, p1.L);
     CUDA_CHECK_LAUNCH(op);
     pp.reduce(op);
