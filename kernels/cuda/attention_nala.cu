@@ -48,8 +48,9 @@
 //      8 warps add RK^T V into their tiles of S (tf32 3-pass, fragments by
 //      ldmatrix). One-pass: rk goes to shared memory token-major in bf16,
 //      and both operands of the bf16 product come by ldmatrix.trans, v
-//      straight from its stage. The block writes its partial S and partial
-//      sum of fk (no atomics).
+//      straight from its stage; the steps are pipelined (one barrier a step,
+//      step i's features made while step i - 1's product runs). The block
+//      writes its partial S and partial sum of fk (no atomics).
 //   2. nala_output_kernel: a block per (problem, chunk). It adds the partials
 //      in chunk order (deterministic), scales by 1/N, keeps S as bf16 hi/lo in
 //      shared memory and writes S, kmean (the first chunk's block). Each warp
@@ -64,6 +65,8 @@
 //      then z, dden, dq as in the CPU backward, and dden fq summed per warp.
 //      rq and z dO go to shared memory as bf16 hi/lo, and the block adds
 //      dS += RQ^T (z dO) over the step (bf16 3-pass). Partials as in 1.
+//      One-pass: q staged by cp.async beside dO, two (z rq, z dO) buffers (one
+//      barrier a step), dden fq summed into a row per lane group.
 //   4. nala_key_grad_kernel: a block per (problem, chunk) sums the partials of
 //      dS and dkm; each warp takes 16 tokens: dv = rk dS / N and
 //      drk = v dS^T / N (bf16 3-pass, A operands from registers, dS through
@@ -97,6 +100,11 @@
 // On bf16 arrays with one-pass products (2026-12-01): 0.20 / 0.58 ms at first,
 // 0.15 / 0.51 ms with the pair-major rope table and the state product from
 // token-major tiles (kernels at Nsight Compute's clocks: 86, 89, 311, 135 us).
+// Later the same day (lab, bf16 backward / forward): the key-gradient kernel at 3
+// blocks an SM and q staged in 3 (0.3550 to 0.3420 ms); LaneRope's column
+// entries fragment-major (0.3437 to 0.3316 ms; float32 backward 0.5237 to
+// 0.4936 ms); kernels 1 and 3 at one barrier a step (forward 0.1473 to 0.1426,
+// backward 0.3341 to 0.3290 ms; kernels 81.5, 87, 290, 131 us).
 #include <algorithm>
 #include <cuda_bf16.h>
 
@@ -1065,20 +1073,19 @@ __global__ void __launch_bounds__(kThreads, 1)
 // ---------------------------------------------------------------- 4. dk, dv
 
 // One-pass products keep dS's hi part alone, and the stage holds T: on bf16 arrays the block
-// needs 55 KB instead of 111, so that 3 blocks (12 warps) share an SM where 2 did.
+// needs 55 KB instead of 111, so that 3 blocks (12 warps) share an SM where 2 did (at most 168
+// registers a thread; 4 blocks at 128 registers spilled 136 bytes and measured slower).
 template <int D, typename T, bool ONE>
 struct KeyGradLayout {
   static constexpr int F = 2 * D, LS = D + 8;
   static constexpr size_t bytes = (ONE ? 1 : 2) * F * LS * sizeof(__nv_bfloat16) + F * sizeof(float) +
                                   (size_t)kWarps4 * 2 * 2 * 16 * (D + 8) * sizeof(T);
 };
-#ifndef NALA_KEY_GRAD_ONE_BLOCKS
-#define NALA_KEY_GRAD_ONE_BLOCKS 3
-#endif
+constexpr int kKeyGradBlocksOne = 3;  // resident blocks an SM the one-pass kernel is compiled for
 
 // dS, dkm from the partials (times 1/N), then dv = rk dS, drk = v dS^T and dk for the chunk's tokens.
 template <int D, typename T, bool ONE = false>
-__global__ void __launch_bounds__(kWarps4 * 32, ONE ? NALA_KEY_GRAD_ONE_BLOCKS : 2)
+__global__ void __launch_bounds__(kWarps4 * 32, ONE ? kKeyGradBlocksOne : 2)
     nala_key_grad_kernel(const T* __restrict__ k, const T* __restrict__ v, const float* __restrict__ part,
                          Rope rope, T* __restrict__ dk, T* __restrict__ dv, int N, int nparts, int nch, int L,
                          float invN) {
@@ -1318,20 +1325,31 @@ Plan plan_chunks(int64_t G, int64_t N, int64_t quantum, int64_t slots, int64_t P
 // there (nch * P floats <= N * D elements, i.e. chunks of at least ~2D tokens
 // in float32, ~4D in bf16: at long sequences), so the pair allocates only the
 // G * P floats of the sum; else into a tensor of their own. With one chunk
-// the partial is the sum.
+// the partial is the sum. With a few chunks (at most kDirectParts: many
+// problems, as in the models) the partials get a tensor of their own and the
+// second kernel adds them itself, in the same order (stage_sum): no summing
+// kernel and its launch between the two (2026-12-01: the forward at (128, 1,
+// 3136, 64), two chunks, see the file's head).
+constexpr int64_t kDirectParts = 4;
 struct Partials {
   Tensor sum, own;
   float* part;
   int64_t G, nch, P;
+  bool direct;  // the second kernel reads the nch partials (src(), nsrc()) instead of their sum
   Partials(int64_t G_, int64_t N, int64_t nch_, void* spare, size_t elem, int64_t D)
-      : G(G_), nch(nch_), P(2 * D * D + 2 * D) {
-    sum = Tensor::empty({G * P}, DType::F32, Device::CUDA);
-    if (nch == 1) part = sum.f32();
-    else if ((size_t)(nch * P) * sizeof(float) <= (size_t)(N * D) * elem) part = (float*)spare;
-    else own = Tensor::empty({G * nch * P}, DType::F32, Device::CUDA), part = own.f32();
+      : G(G_), nch(nch_), P(2 * D * D + 2 * D), direct(nch_ > 1 && nch_ <= kDirectParts) {
+    if (nch == 1) sum = Tensor::empty({G * P}, DType::F32, Device::CUDA), part = sum.f32();
+    else if (direct) own = Tensor::empty({G * nch * P}, DType::F32, Device::CUDA), part = own.f32();
+    else {
+      sum = Tensor::empty({G * P}, DType::F32, Device::CUDA);
+      if ((size_t)(nch * P) * sizeof(float) <= (size_t)(N * D) * elem) part = (float*)spare;
+      else own = Tensor::empty({G * nch * P}, DType::F32, Device::CUDA), part = own.f32();
+    }
   }
+  const float* src() const { return direct ? part : sum.f32(); }
+  int nsrc() const { return direct ? (int)nch : 1; }
   void reduce(const char* op) const {
-    if (nch == 1) return;
+    if (nch == 1 || direct) return;
     const int P4 = (int)(P / 4), bpp = (P4 + kSumCols - 1) / kSumCols;
     sum_partials_kernel<<<(unsigned)(G * bpp), dim3(kSumCols, kSumRows)>>>((const float4*)part, (float4*)sum.f32(),
                                                                            (int)nch, P4, bpp);
@@ -1365,7 +1383,7 @@ struct Kernels {
     CUDA_CHECK_LAUNCH(op);
     pp.reduce(op);
     nala_output_kernel<D, T, ONE><<<(unsigned)(G * p2.nch), kThreads, OutputLayout<D>::bytes>>>(
-        q, pp.sum.f32(), rope, o, S, kmean, (int)N, 1, p2.nch, p2.L, 1.0f / (float)N, floor);
+        q, pp.src(), rope, o, S, kmean, (int)N, pp.nsrc(), p2.nch, p2.L, 1.0f / (float)N, floor);
     CUDA_CHECK_LAUNCH(op);
   }
 
@@ -1382,7 +1400,7 @@ struct Kernels {
     CUDA_CHECK_LAUNCH(op);
     pp.reduce(op);
     nala_key_grad_kernel<D, T, ONE><<<(unsigned)(G * p4.nch), kWarps4 * 32, KeyGradLayout<D, T, ONE>::bytes>>>(
-        k, v, pp.sum.f32(), rope, dk, dv, (int)N, 1, p4.nch, p4.L, 1.0f / (float)N);
+        k, v, pp.src(), rope, dk, dv, (int)N, pp.nsrc(), p4.nch, p4.L, 1.0f / (float)N);
     CUDA_CHECK_LAUNCH(op);
   }
 };
