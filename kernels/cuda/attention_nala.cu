@@ -76,7 +76,8 @@
 // Between 1 and 2 (and 3 and 4), sum_partials_kernel adds each problem's
 // partials up once, so kernels 2 and 4 read one partial state, not one per
 // chunk; with at most kDirectParts chunks (many problems, as in the models)
-// kernels 2 and 4 add them themselves and the summing kernel is left out. The partials themselves are kept in an output the pair has not
+// kernels 2 and 4 add them themselves and the summing kernel is left out.
+// Otherwise the partials themselves are kept in an output the pair has not
 // written yet (o in forward, dk in backward) whenever they fit there (at
 // long sequences, where they are many: 256 of 33 KB at G = 1, N = 65,536,
 // d = 64): the op then allocates only the sum, 2d^2 + 2d floats per problem
