@@ -1010,10 +1010,22 @@ __global__ void __launch_bounds__(kThreads, 1)
           out[m] = dnq[r] * x + (fabsf(x) >= kTiny ? qs[r].p * gfv[r][j][m] * rcp(x) : 0.0f);
         }
         const int n = nb + g + 8 * r;
-        if (n < i1) st2(dqg + (size_t)n * D + 8 * j + 2 * t, out[0], out[1]);
+        if (ONE)  // over its own q value (this lane read it last), stored whole rows below
+          st2(sqs + (g + 8 * r) * LQ + 8 * j + 2 * t, out[0], out[1]);
+        else if (n < i1)
+          st2(dqg + (size_t)n * D + 8 * j + 2 * t, out[0], out[1]);
       }
-    if (ONE) {  // the next step's q rows go in flight during the dS product
+    if (ONE) {
+      // The warp's 16 dq rows from the q stage in 16-byte pieces: whole 32-byte sectors, where
+      // the fragment layout's 4-byte stores fill half a sector each.
       __syncwarp();
+      constexpr int C = D / 8;  // 16-byte pieces a row (8 bf16)
+#pragma unroll
+      for (int i = 0; i < 16 * C / 32; i++) {
+        const int c = lane + 32 * i, row = c / C, col = 8 * (c % C), tok = nb + row;  // nb: the warp's first token
+        if (tok < i1) *(uint4*)(dqg + (size_t)tok * D + col) = *(const uint4*)(sqs + row * LQ + col);
+      }
+      __syncwarp();  // the next step's q rows go in flight during the dS product
       if (it + 1 < niter) stage_rows<D, T>(sqs, qg, nb + kTok3, i1, lane);
     }
     cp_async_commit();
