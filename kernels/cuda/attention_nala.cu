@@ -258,19 +258,25 @@ __device__ __forceinline__ void st2(__nv_bfloat16* p, float a, float b) {
 struct QRow {
   float norm, th, p, inv;
 };
-// Norm statistics of the row whose pairs x this thread holds (the 4 lanes of the row hold all of it).
-template <int NP>
-__device__ __forceinline__ QRow query_row(const float2 (&x)[NP], float floor) {
-  float ss = 0.0f;
+// Norm statistics of the fragment rows g and g + 8 whose pairs this thread holds (the 4 lanes
+// of a row hold all of it): pair(r, j) is pair j of row g + 8 r as this lane holds it.
+template <int NP, class Pair>
+__device__ __forceinline__ void query_rows(QRow (&qs)[2], const Pair& pair, float floor) {
 #pragma unroll
-  for (int j = 0; j < NP; j++) ss += x[j].x * x[j].x + x[j].y * x[j].y;
-  QRow s;
-  s.norm = sqrtf(quad_sum(ss));
-  const float n = fmaxf(s.norm, floor);
-  s.th = tanhf(n);
-  s.p = 3.0f * (0.5f + s.th);
-  s.inv = rcp(n);
-  return s;
+  for (int r = 0; r < 2; r++) {
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NP; j++) {
+      const float2 x = pair(r, j);
+      ss += x.x * x.x + x.y * x.y;
+    }
+    QRow& s = qs[r];
+    s.norm = sqrtf(quad_sum(ss));
+    const float n = fmaxf(s.norm, floor);
+    s.th = tanhf(n);
+    s.p = 3.0f * (0.5f + s.th);
+    s.inv = rcp(n);
+  }
 }
 
 // One warp copies rows [n0, n0 + 16) of an (N, D) array of T into a (16, D + 8)
@@ -653,8 +659,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   float* stage = km + F;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int pb = blockIdx.x / nch, ch = blockIdx.x % nch;
-  stage_sum<D, kThreads>(part + (size_t)pb * nparts * P, nparts, invN, sh, sl, km, ch == 0 ? S + (size_t)pb * F * D : nullptr,
-               ch == 0 ? kmean + (size_t)pb * F : nullptr);
+  // One-pass products read S's hi parts alone: no lo parts are written.
+  stage_sum<D, kThreads>(part + (size_t)pb * nparts * P, nparts, invN, sh, ONE ? nullptr : sl, km,
+                         ch == 0 ? S + (size_t)pb * F * D : nullptr,
+                         ch == 0 ? kmean + (size_t)pb * F : nullptr);
   __syncthreads();
 
   const int i0 = ch * L, i1 = min(N, i0 + L), ntile = (i1 - i0 + 15) / 16;
@@ -680,13 +688,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int nb = i0 + 16 * tile;
     const LaneRope<D> tb[2] = {LaneRope<D>(rope, min(nb + g, N - 1), t), LaneRope<D>(rope, min(nb + g + 8, N - 1), t)};
     QRow qs[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      float2 x[NP];
-#pragma unroll
-      for (int j = 0; j < NP; j++) x[j] = xq(r, j);
-      qs[r] = query_row<NP>(x, floor);
-    }
+    query_rows<NP>(qs, xq, floor);
     float den[2] = {0.0f, 0.0f};
     float acc[D / 8][4];
     zero_acc(acc);
@@ -888,13 +890,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       __syncwarp();
     }
     QRow qs[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      float2 x[NP];
-#pragma unroll
-      for (int j = 0; j < NP; j++) x[j] = qv(r, j);
-      qs[r] = query_row<NP>(x, floor);
-    }
+    query_rows<NP>(qs, qv, floor);
     // One pass for the normaliser, dz = go . (rq S) = rq . w, and rq into the block's dS operand
     // Z (bf16 hi/lo); z goes on the go side of dS (G = z go), so Z needs no second pass.
     float z[2], dden[2];
