@@ -260,6 +260,8 @@ void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph, co
       if (!gin[i].defined() || !in.defined() || !in.requires_grad()) continue;
       NALA_CHECK(gin[i].shape() == in.shape(), "backward of '", op_name(node->op), "': gradient ",
                  gin[i].desc(), " for input ", i, " of shape ", in.desc());
+      NALA_CHECK(gin[i].dtype() == in.dtype(), "backward of '", op_name(node->op), "': gradient ", gin[i].desc(),
+                 " for input ", i, " ", in.desc(), ": a gradient has its tensor's dtype");
       if (in.grad_fn()) {
         add_grad_interior(grads[in.grad_fn().get()], gin[i]);
       } else {

@@ -83,7 +83,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 // x (..., in) W^T + bias; w (out, in), bias (out) or undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
 // gelu(linear(x, w, bias)) in one pass (the activation in the product's store).
-Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias);
+// x f32 or bf16 (in the three linear ops); out_dtype bf16: the product is
+// rounded to bf16 and the result is gelu of it, rounded (without a gradient,
+// gelu of the float32 product, rounded; ops_matmul.cpp).
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, DType out_dtype = DType::F32);
 // res + linear(x, w, bias) * gamma (gamma (out)), scale_add's bits, in one pass.
 // With sample_mask (res.size(0) values, no gradient; drop_path_mask): res +
 // (linear * gamma) * sample_mask[sample], the bits of add(res, drop_path(mul)).
@@ -98,7 +101,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
 // padding k/2; output (B, H, W, C). With `add` (the output's shape): add +
 // dwconv(x) in one pass, e.g. the residual x + dwconv(x) of NaLaFormer's
 // positional encodings, whose separate add would read and write the
-// activation once more.
+// activation once more. x and add f32, or both bf16 (the output then bf16;
+// taps and bias f32).
 Tensor dwconv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& add = Tensor());
 
 // ---- normalisation (ops_norm.cpp) -----------------------------------------

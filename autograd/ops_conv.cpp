@@ -4,11 +4,20 @@
 // C channels of a depthwise conv, k kernel size. x is (B, H, W, Ci)
 // channels-last; w keeps the PyTorch layout. Backward saves x and w (made
 // contiguous) and asks the kernels only for the gradients that are needed.
+//
+// dwconv2d also takes bf16 activations (x, add and so the output, all one
+// dtype; taps and bias f32): on CUDA the stencil widens them as it loads and
+// rounds its stores; on the CPU the float32 kernels run on the values and
+// the results are rounded once. x's gradient is bf16 then, the taps' and
+// bias's f32.
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"
+#include "autograd/ops_util.h"
 #include "kernels/cpu/conv.h"
+#include "kernels/cpu/elementwise.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/conv.h"
+#include "kernels/cuda/elementwise.h"
 #endif
 
 namespace nala {
@@ -29,7 +38,54 @@ void check_bias(const char* op, const Tensor& x, const Tensor& bias, int64_t n) 
 float* ptr_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
 
 Tensor grad_like(const Tensor& t, bool wanted) {
-  return wanted ? Tensor::empty(t.shape(), DType::F32, t.device()) : Tensor();
+  return wanted ? Tensor::empty(t.shape(), t.dtype(), t.device()) : Tensor();
+}
+
+const float* f32_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
+
+// The depthwise stencil on bf16 activations (dwconv2d_add_forward_bf16 and
+// dwconv2d_backward_bf16's contract, kernels/cuda/conv.h) on either device.
+void dw_forward_bf16(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& add,
+                     int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
+  const Device dev = x.device();
+#ifdef NALA_CUDA
+  if (dev == Device::CUDA) {
+    ProfileScope prof("dwconv2d_forward_bf16", dev);
+    cuda::dwconv2d_add_forward_bf16(out.bf16(), x.bf16(), w.f32(), f32_or_null(bias),
+                                    add.defined() ? add.bf16() : nullptr, B, H, W, C, k);
+    return;
+  }
+#endif
+  const char* op = "dwconv2d (bf16)";
+  Tensor xf = detail::cast_values(x, DType::F32, op), of = Tensor::empty(out.shape(), DType::F32, dev);
+  if (add.defined()) {
+    Tensor af = detail::cast_values(add, DType::F32, op);
+    NALA_DISPATCH(dev, dwconv2d_add_forward, of.f32(), xf.f32(), w.f32(), f32_or_null(bias), af.f32(), B, H, W, C, k);
+  } else {
+    NALA_DISPATCH(dev, dwconv2d_forward, of.f32(), xf.f32(), w.f32(), f32_or_null(bias), B, H, W, C, k);
+  }
+  NALA_DISPATCH(dev, cast_f32_bf16, out.bf16(), of.f32(), of.numel());
+}
+
+void dw_backward_bf16(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& g, const Tensor& x,
+                      const Tensor& w, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, bool dx_add) {
+  const Device dev = x.device();
+#ifdef NALA_CUDA
+  if (dev == Device::CUDA) {
+    ProfileScope prof("dwconv2d_backward_bf16", dev);
+    cuda::dwconv2d_backward_bf16(dx.defined() ? dx.bf16() : nullptr, dw.defined() ? dw.f32() : nullptr,
+                                 db.defined() ? db.f32() : nullptr, g.bf16(), x.bf16(), w.f32(), B, H, W, C, k,
+                                 dx_add ? g.bf16() : nullptr);
+    return;
+  }
+#endif
+  const char* op = "dwconv2d (bf16)";
+  Tensor gf = detail::cast_values(g, DType::F32, op), xf = detail::cast_values(x, DType::F32, op);
+  Tensor dxf = dx.defined() ? Tensor::empty(dx.shape(), DType::F32, dev) : Tensor();
+  NALA_DISPATCH(dev, dwconv2d_backward, dxf.defined() ? dxf.f32() : nullptr, dw.defined() ? dw.f32() : nullptr,
+                db.defined() ? db.f32() : nullptr, gf.f32(), xf.f32(), w.f32(), B, H, W, C, k,
+                dx_add ? gf.f32() : nullptr);
+  if (dx.defined()) NALA_DISPATCH(dev, cast_f32_bf16, dx.bf16(), dxf.f32(), dxf.numel());
 }
 
 }  // namespace
@@ -74,8 +130,10 @@ Tensor conv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, int strid
 Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, const Tensor& add_) {
   const char* op = "dwconv2d";
   NALA_CHECK(x_.dim() == 4, op, ": input ", x_.desc(), " must be (B, H, W, C)");
-  check_f32(op, "input", x_);
+  NALA_CHECK(x_.dtype() == DType::F32 || x_.dtype() == DType::BF16, op, ": input must be f32 or bf16, got ",
+             x_.desc());
   check_f32(op, "weight", w_);
+  const DType dt = x_.dtype();
   const int64_t B = x_.size(0), H = x_.size(1), W = x_.size(2), C = x_.size(3);
   NALA_CHECK(w_.dim() == 4 && w_.size(0) == C && w_.size(1) == 1 && w_.size(2) == w_.size(3), op, ": input ",
              x_.desc(), " and weight ", w_.desc(), ": expected a weight of shape [", C, ", 1, k, k]");
@@ -83,15 +141,17 @@ Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, const T
   NALA_CHECK(k % 2 == 1, op, ": weight ", w_.desc(), ": kernel size must be odd");
   check_bias(op, x_, bias_, C);
   if (add_.defined()) {
-    check_f32(op, "addend", add_);
+    NALA_CHECK(add_.dtype() == dt, op, ": addend ", add_.desc(), " must have the input's dtype ", x_.desc());
     NALA_CHECK(add_.shape() == x_.shape(), op, ": addend ", add_.desc(), " must have the input's shape ", x_.desc());
   }
   const Device dev = common_device(op, {&x_, &w_, &bias_, &add_});
 
   Tensor x = view::contiguous(x_), w = view::contiguous(w_);
   Tensor bias = bias_.defined() ? view::contiguous(bias_) : Tensor();
-  Tensor out = Tensor::empty({B, H, W, C}, DType::F32, dev);
-  if (add_.defined()) {
+  Tensor out = Tensor::empty({B, H, W, C}, dt, dev);
+  if (dt == DType::BF16) {
+    dw_forward_bf16(out, x, w, bias, add_.defined() ? view::contiguous(add_) : Tensor(), B, H, W, C, k);
+  } else if (add_.defined()) {
     Tensor a = view::contiguous(add_);
     NALA_DISPATCH(dev, dwconv2d_add_forward, out.f32(), x.f32(), w.f32(), ptr_or_null(bias), a.f32(), B, H, W, C, k);
   } else {
@@ -106,11 +166,14 @@ Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, const T
                 [xs, ws, B, H, W, C, k, dev, self_add, gx = x_.requires_grad(), gw = w_.requires_grad(),
                  gb = bias_.defined() && bias_.requires_grad(),
                  ga = add_.defined() && add_.requires_grad()](const Tensor& gout) {
-                  Tensor g = view::contiguous(gout);
+                  Tensor g = detail::cast_values(gout, xs.dtype(), "dwconv2d");  // contiguous, x's dtype
                   Tensor dx = grad_like(xs, gx), dw = grad_like(ws, gw);
                   Tensor db = gb ? Tensor::empty({C}, DType::F32, dev) : Tensor();
-                  NALA_DISPATCH(dev, dwconv2d_backward, ptr_or_null(dx), ptr_or_null(dw), ptr_or_null(db),
-                                g.f32(), xs.f32(), ws.f32(), B, H, W, C, k, self_add ? g.f32() : nullptr);
+                  if (xs.dtype() == DType::BF16)
+                    dw_backward_bf16(dx, dw, db, g, xs, ws, B, H, W, C, k, self_add);
+                  else
+                    NALA_DISPATCH(dev, dwconv2d_backward, ptr_or_null(dx), ptr_or_null(dw), ptr_or_null(db),
+                                  g.f32(), xs.f32(), ws.f32(), B, H, W, C, k, self_add ? g.f32() : nullptr);
                   if (self_add) return std::vector<Tensor>{dx, dw, db, Tensor()};  // dx holds d(add) = dout too
                   return std::vector<Tensor>{dx, dw, db, ga ? g : Tensor()};       // d(add) = dout
                 });

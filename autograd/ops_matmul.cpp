@@ -27,6 +27,18 @@
 //     bias), gamma): a block's last product, LayerScale and the residual add;
 //     with a drop-path mask, add(res, drop_path(mul(linear, gamma))). Saved:
 //     the product (gamma's gradient reads it), when a gradient is needed.
+//
+// bf16 activations (the FFN's hidden layer in `--precision bf16`): x may be
+// bf16 in all three, and linear_gelu may return bf16 (out_dtype). A
+// product with a bf16 operand or result runs on CUDA as the bf16 GEMM
+// (cuda::gemm_bf16_mixed: float32 operands are rounded to bf16, as in bf16
+// mode); on the CPU it is the float32 product of the operands' values, the
+// result rounded once. linear_gelu with a bf16 result keeps its input, the
+// product, in bf16 (rounded once) and takes gelu of that (without a
+// gradient nothing is kept: gelu of the float32 product, in the product's
+// store, rounded once). Gradients have
+// their tensor's dtype: a bf16 x gets a bf16 gradient; weights and biases
+// float32.
 #include <algorithm>
 
 #include "autograd/dispatch.h"
@@ -39,6 +51,7 @@
 #ifdef NALA_CUDA
 #include "kernels/cuda/dropout.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gemm_bf16.h"
 #include "kernels/cuda/matmul.h"
 #endif
 
@@ -263,8 +276,9 @@ LinearArgs linear_args(const char* op, const Tensor& x, const Tensor& w, const T
   a.dev = common_device(op, {&x, &w, &bias});
   std::string shapes = "x " + shape_str(x.shape()) + " and weight " + shape_str(w.shape()) +
                        (bias.defined() ? " and bias " + shape_str(bias.shape()) : std::string());
-  NALA_CHECK(x.dtype() == DType::F32 && w.dtype() == DType::F32 && (!bias.defined() || bias.dtype() == DType::F32),
-             op, ": expected f32 inputs, got ", x.desc(), " and ", w.desc());
+  NALA_CHECK((x.dtype() == DType::F32 || x.dtype() == DType::BF16) && w.dtype() == DType::F32 &&
+                 (!bias.defined() || bias.dtype() == DType::F32),
+             op, ": expected x f32 or bf16 and f32 weights, got ", x.desc(), " and ", w.desc());
   NALA_CHECK(x.dim() >= 1 && w.dim() == 2, op, ": expected x (..., in) and weight (out, in), got ", shapes);
   a.I = x.size(-1), a.O = w.size(0);
   NALA_CHECK(w.size(1) == a.I, op, ": in features differ (", a.I, " vs ", w.size(1), ") for ", shapes);
@@ -278,10 +292,30 @@ LinearArgs linear_args(const char* op, const Tensor& x, const Tensor& w, const T
   return a;
 }
 
+const float* ptr_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
+
+// db[n] = the column sums of g (R, N), g f32 or bf16.
+void bias_grad_any(const Tensor& db, const Tensor& g, int64_t R, int64_t N) {
+  if (g.dtype() == DType::F32) {
+    NALA_DISPATCH(g.device(), linear_bias_backward, db.f32(), g.f32(), R, N);
+    return;
+  }
+#ifdef NALA_CUDA
+  if (g.device() == Device::CUDA) {
+    ProfileScope prof("linear_bias_backward_bf16", g.device());
+    cuda::linear_bias_backward_bf16(db.f32(), g.bf16(), R, N);
+    return;
+  }
+#endif
+  Tensor gf = detail::cast_values(g, DType::F32, "linear (bf16)");
+  NALA_DISPATCH(g.device(), linear_bias_backward, db.f32(), gf.f32(), R, N);
+}
+
 // What a linear layer's backward needs: x if w needs its gradient, w if x does.
 struct LinearSaved {
   Tensor xs, ws;
   Shape xshape;
+  DType xdtype;
   int64_t R, I, O;
   bool xg, wg, bg, has_bias;
   Device dev;
@@ -291,22 +325,70 @@ LinearSaved linear_saved(const LinearArgs& a, const Tensor& x, const Tensor& w, 
   LinearSaved s;
   s.xg = x.requires_grad(), s.wg = w.requires_grad(), s.bg = bias.defined() && bias.requires_grad();
   s.xs = s.wg ? a.xc : Tensor(), s.ws = s.xg ? a.wc : Tensor();  // save only what backward reads
-  s.xshape = x.shape(), s.R = a.R, s.I = a.I, s.O = a.O, s.has_bias = bias.defined(), s.dev = a.dev;
+  s.xshape = x.shape(), s.xdtype = x.dtype(), s.R = a.R, s.I = a.I, s.O = a.O, s.has_bias = bias.defined(), s.dev = a.dev;
   return s;
 }
 
-// dx, dw (and db when there is a bias) from the gradient g (contiguous) of the product Y.
+// C (f32 or bf16) = op(A) op(B) (+ bias, + gelu), for products with a bf16
+// operand or result (else the float32 paths below): on CUDA the bf16 GEMM,
+// on the CPU the float32 product of the values, rounded into C. All three
+// contiguous with leading dims lda, ldb, N.
+void product_mixed(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& A, int64_t lda, const Tensor& B,
+                   int64_t ldb, const Tensor& C, const Tensor& bias = Tensor(), bool gelu = false) {
+  const Device dev = C.device();
+  if (M <= 0 || N <= 0) return;
+#ifdef NALA_CUDA
+  if (dev == Device::CUDA) {
+    ProfileScope prof("gemm_bf16_mixed", dev);
+    cuda::GemmEpilogue epi;
+    epi.bias = bias.defined() ? bias.f32() : nullptr;
+    if (gelu) epi.act = cuda::GemmAct::gelu;
+    cuda::gemm_bf16_mixed(ta, tb, M, N, K, {A.raw(), A.dtype() == DType::BF16, lda},
+                          {B.raw(), B.dtype() == DType::BF16, ldb}, C.raw(), N, C.dtype() == DType::BF16,
+                          epi);
+    return;
+  }
+#endif
+  const char* op = "linear (bf16)";
+  Tensor a = detail::cast_values(A, DType::F32, op), b = detail::cast_values(B, DType::F32, op);
+  Tensor c = C.dtype() == DType::F32 ? C : Tensor::empty(C.shape(), DType::F32, dev);
+  NALA_DISPATCH(dev, gemm, ta, tb, M, N, K, 1.0f, a.f32(), lda, b.f32(), ldb, 0.0f, c.f32(), N);
+  if (bias.defined()) NALA_DISPATCH(dev, linear_bias_forward, c.f32(), bias.f32(), M, N);
+  if (gelu) NALA_DISPATCH(dev, gelu_forward, c.f32(), c.f32(), M * N);
+  if (C.dtype() == DType::BF16) NALA_DISPATCH(dev, cast_f32_bf16, C.bf16(), c.f32(), M * N);
+}
+
+// Y (f32 or bf16, R x O) = X W^T + bias (+ gelu) for any dtypes of X and Y.
+void linear_product(const LinearArgs& a, const Tensor& Y, bool gelu = false) {
+  const bool f32 = a.xc.dtype() == DType::F32 && Y.dtype() == DType::F32;
+  if (f32 && !gelu) {
+    NALA_DISPATCH(a.dev, linear_forward, Y.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O, a.I);
+    return;
+  }
+  product_mixed(false, true, a.R, a.O, a.I, a.xc, a.I, a.wc, a.I, Y, a.bc, gelu);
+}
+
+// dx, dw (and db when there is a bias) from the gradient g (contiguous) of the
+// product Y; dx has x's dtype. A bf16 g or x takes product_mixed.
 std::vector<Tensor> linear_grads(const LinearSaved& s, const Tensor& g) {
   const int64_t R = s.R, I = s.I, O = s.O;
   const Device dev = s.dev;
+  const bool f32 = g.dtype() == DType::F32 && (!s.xs.defined() || s.xs.dtype() == DType::F32) &&
+                   s.xdtype == DType::F32;
   Tensor dx, dw, db;
   if (s.xg) {  // dX[R, I] = dY[R, O] W[O, I]
-    dx = Tensor::empty(s.xshape, DType::F32, dev);
-    NALA_DISPATCH(dev, gemm, false, false, R, I, O, 1.0f, g.f32(), O, s.ws.f32(), I, 0.0f, dx.f32(), I);
+    dx = Tensor::empty(s.xshape, s.xdtype, dev);
+    if (f32)
+      NALA_DISPATCH(dev, gemm, false, false, R, I, O, 1.0f, g.f32(), O, s.ws.f32(), I, 0.0f, dx.f32(), I);
+    else
+      product_mixed(false, false, R, I, O, g, O, s.ws, I, dx);
   }
   if (s.wg) dw = Tensor::empty({O, I}, DType::F32, dev);
   if (s.bg) db = Tensor::empty({O}, DType::F32, dev);
-  if (s.wg && s.bg) {  // both from one pass over dY
+  if (!f32) {
+    if (s.wg) product_mixed(true, false, O, I, R, g, O, s.xs, I, dw);  // dW[O, I] = dY^T X
+    if (s.bg) bias_grad_any(db, g, R, O);
+  } else if (s.wg && s.bg) {  // both from one pass over dY
     NALA_DISPATCH(dev, linear_backward_weight_bias, dw.f32(), db.f32(), g.f32(), s.xs.f32(), R, O, I);
   } else if (s.wg) {  // dW[O, I] = dY^T X, summed over all R rows
     NALA_DISPATCH(dev, gemm, true, false, O, I, R, 1.0f, g.f32(), O, s.xs.f32(), I, 0.0f, dw.f32(), I);
@@ -318,14 +400,12 @@ std::vector<Tensor> linear_grads(const LinearSaved& s, const Tensor& g) {
   return grads;
 }
 
-const float* ptr_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
-
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const LinearArgs a = linear_args("linear", x, w, bias);
   Tensor out = Tensor::empty(a.oshape, DType::F32, a.dev);
-  NALA_DISPATCH(a.dev, linear_forward, out.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O, a.I);
+  linear_product(a, out);
   std::vector<Tensor> inputs = {x, w};
   if (bias.defined()) inputs.push_back(bias);
   return record(OpId::linear, out, inputs, [s = linear_saved(a, x, w, bias)](const Tensor& gout) {
@@ -333,24 +413,63 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   });
 }
 
-Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, DType out_dtype) {
   const char* op = "linear_gelu";
   const LinearArgs a = linear_args(op, x, w, bias);
+  NALA_CHECK(out_dtype == DType::F32 || out_dtype == DType::BF16, op, ": result dtype f32 or bf16, got ",
+             dtype_name(out_dtype));
   const bool grad = needs_grad({&x, &w, &bias});
-  Tensor out = Tensor::empty(a.oshape, DType::F32, a.dev);
-  Tensor pre = grad ? Tensor::empty(a.oshape, DType::F32, a.dev) : Tensor();  // gelu's input, for backward
-  LinearEpilogue e;
-  e.gelu = true;
-  if (grad) e.pre = pre.f32();
-  NALA_DISPATCH(a.dev, linear_forward_epilogue, out.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O, a.I,
-                e);
+  Tensor out = Tensor::empty(a.oshape, out_dtype, a.dev);
+  Tensor pre = grad ? Tensor::empty(a.oshape, out_dtype, a.dev) : Tensor();  // gelu's input, for backward
+  if (out_dtype == DType::BF16 || a.xc.dtype() != DType::F32) {
+    if (!grad) {
+      linear_product(a, out, true);  // gelu in the product's store
+      return out;
+    }
+    linear_product(a, pre);  // gelu of the rounded product, as backward sees it
+    if (out_dtype == DType::F32) {
+      NALA_DISPATCH(a.dev, gelu_forward, out.f32(), pre.f32(), out.numel());
+    } else {
+#ifdef NALA_CUDA
+      if (a.dev == Device::CUDA) {
+        ProfileScope prof("gelu_forward_bf16", a.dev);
+        cuda::gelu_forward_bf16(out.bf16(), pre.bf16(), out.numel());
+      } else
+#endif
+      {
+        Tensor f = detail::cast_values(pre, DType::F32, op);
+        NALA_DISPATCH(a.dev, gelu_forward, f.f32(), f.f32(), f.numel());
+        NALA_DISPATCH(a.dev, cast_f32_bf16, out.bf16(), f.f32(), f.numel());
+      }
+    }
+  } else {
+    LinearEpilogue e;
+    e.gelu = true;
+    if (grad) e.pre = pre.f32();
+    NALA_DISPATCH(a.dev, linear_forward_epilogue, out.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O,
+                  a.I, e);
+  }
   if (!grad) return out;
   std::vector<Tensor> inputs = {x, w};
   if (bias.defined()) inputs.push_back(bias);
-  return record(OpId::linear_gelu, out, inputs, [s = linear_saved(a, x, w, bias), pre](const Tensor& gout) {
-    Tensor g = view::contiguous(gout);
-    Tensor dpre = Tensor::empty(pre.shape(), DType::F32, s.dev);
-    if (dpre.numel()) NALA_DISPATCH(s.dev, gelu_backward, dpre.f32(), g.f32(), pre.f32(), dpre.numel());
+  return record(OpId::linear_gelu, out, inputs, [s = linear_saved(a, x, w, bias), pre, op](const Tensor& gout) {
+    Tensor g = detail::cast_values(gout, pre.dtype(), op);  // contiguous, in the result's dtype
+    Tensor dpre = Tensor::empty(pre.shape(), pre.dtype(), s.dev);
+    if (!dpre.numel()) return linear_grads(s, dpre);
+    if (pre.dtype() == DType::F32) {
+      NALA_DISPATCH(s.dev, gelu_backward, dpre.f32(), g.f32(), pre.f32(), dpre.numel());
+      return linear_grads(s, dpre);
+    }
+#ifdef NALA_CUDA
+    if (s.dev == Device::CUDA) {
+      ProfileScope prof("gelu_backward_bf16", s.dev);
+      cuda::gelu_backward_bf16(dpre.bf16(), g.bf16(), pre.bf16(), dpre.numel());
+      return linear_grads(s, dpre);
+    }
+#endif
+    Tensor gf = detail::cast_values(g, DType::F32, op), pf = detail::cast_values(pre, DType::F32, op);
+    NALA_DISPATCH(s.dev, gelu_backward, gf.f32(), gf.f32(), pf.f32(), gf.numel());
+    NALA_DISPATCH(s.dev, cast_f32_bf16, dpre.bf16(), gf.f32(), gf.numel());
     return linear_grads(s, dpre);
   });
 }
@@ -379,8 +498,15 @@ Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, con
   e.res = rc.f32(), e.gamma = gc.f32();
   if (mc.defined()) e.row_scale = mc.f32(), e.rows_per_scale = S > 0 ? std::max<int64_t>(1, a.R / S) : 1;
   if (grad) e.pre = y.f32();
-  NALA_DISPATCH(a.dev, linear_forward_epilogue, out.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O, a.I,
-                e);
+  if (a.xc.dtype() == DType::F32) {
+    NALA_DISPATCH(a.dev, linear_forward_epilogue, out.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O,
+                  a.I, e);
+  } else {  // a bf16 x: the product, then the epilogue as one pass (as in bf16 mode)
+    Tensor p = grad ? y : Tensor::empty(a.oshape, DType::F32, a.dev);
+    linear_product(a, p);
+    e.pre = nullptr;
+    NALA_DISPATCH(a.dev, linear_epilogue_apply, out.f32(), p.f32(), e, a.R, a.O);
+  }
   if (!grad) return out;
   std::vector<Tensor> inputs = {res, x, w};
   if (bias.defined()) inputs.push_back(bias);

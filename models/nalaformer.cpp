@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "autograd/ops.h"
+#include "tensor/device.h"
 #include "nn/init.h"
 
 namespace nala {
@@ -203,8 +204,12 @@ NalaFFN::NalaFFN(int64_t C, int64_t hidden) : Module("NalaFFN") {
 Tensor NalaFFN::forward(const Tensor& x) { return forward(x, nullptr); }
 
 Tensor NalaFFN::forward(const Tensor& x, const ScaledResidual* res) {
-  Tensor h = fc1->forward_gelu(x);  // (B, H, W, Hd), gelu in the product's store
-  h = dwconv->forward_add(h, h);    // h + dwconv(h)
+  // In bf16 mode on the GPU the hidden activations (the model's widest, Hd =
+  // mlp_ratio * C) are stored in bf16: half the bytes to save for backward
+  // and to move; the products already round their operands to bf16.
+  const DType hd = x.device() == Device::CUDA && device::gemm_bf16() ? DType::BF16 : DType::F32;
+  Tensor h = fc1->forward_gelu(x, hd);  // (B, H, W, Hd), gelu in the product's store
+  h = dwconv->forward_add(h, h);        // h + dwconv(h)
   return res ? fc2->forward_scale_add(res->x, h, res->gamma, res->sample_mask) : fc2->forward(h);
 }
 

@@ -15,7 +15,7 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias) : Module("Linear"), in_fe
 }
 
 Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
-Tensor Linear::forward_gelu(const Tensor& x) { return linear_gelu(x, weight, bias); }
+Tensor Linear::forward_gelu(const Tensor& x, DType out) { return linear_gelu(x, weight, bias, out); }
 Tensor Linear::forward_scale_add(const Tensor& res, const Tensor& x, const Tensor& gamma, const Tensor& sample_mask) {
   return linear_scale_add(res, x, weight, bias, gamma, sample_mask);
 }

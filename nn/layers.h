@@ -21,7 +21,8 @@ struct Linear : Module {
   Tensor weight, bias;  // (out, in), (out) or undefined
   int64_t in_features, out_features;
   Tensor forward(const Tensor& x) override;  // (..., in) -> (..., out)
-  Tensor forward_gelu(const Tensor& x);      // gelu(forward(x)), in one pass (linear_gelu)
+  // gelu(forward(x)), in one pass (linear_gelu); out: the result's dtype (f32 or bf16)
+  Tensor forward_gelu(const Tensor& x, DType out = DType::F32);
   // res + forward(x) * gamma (gamma (out)): LayerScale and a residual, in one pass (linear_scale_add);
   // sample_mask: a drop-path mask (DropPath::mask) applied to forward(x) * gamma
   Tensor forward_scale_add(const Tensor& res, const Tensor& x, const Tensor& gamma,

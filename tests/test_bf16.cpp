@@ -174,3 +174,92 @@ TEST_CASE("nala_attention on bf16 q, k, v: the float32 op on the rounded values,
   REQUIRE_THROWS_WITH(nala_attention(q, k, q, 2, 2), Catch::Contains("nala_attention: q, k, v dtypes differ"));
   REQUIRE_THROWS_WITH(softmax_attention(k, k, k, 2, 2), Catch::Contains("softmax_attention: expected f32, got bf16"));
 }
+
+// The FFN's hidden activations in bf16 mode: dwconv2d and the linear ops on
+// bf16 activations. On the CPU each is the float32 op on the rounded values,
+// each bf16 result rounded once; bf16 tensors get bf16 gradients, weights f32.
+TEST_CASE("dwconv2d on bf16 activations: the float32 op on the rounded values, rounded once", "[bf16][conv]") {
+  Rng rng(34);
+  for (int64_t k : {3, 5}) {
+    for (bool self_add : {false, true}) {
+      INFO("k " << k << " self_add " << self_add);
+      const int64_t B = 2, H = 5, W = 7, C = 6;
+      Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng, 0.3f), b = randn({C}, rng), go = randn({B, H, W, C}, rng);
+      Tensor xb = cast(x, DType::BF16).detach(), wb = w.clone(), bb = b.clone();
+      for (Tensor* t : {&xb, &wb, &bb}) t->set_requires_grad(true);
+      Tensor ob = dwconv2d(xb, wb, bb, self_add ? xb : Tensor());
+      REQUIRE(ob.dtype() == DType::BF16);
+      backward(ob, cast(go, DType::BF16));
+      Tensor xf = rounded(x), wf = w.clone(), bf = b.clone();
+      for (Tensor* t : {&xf, &wf, &bf}) t->set_requires_grad(true);
+      Tensor of = dwconv2d(xf, wf, bf, self_add ? xf : Tensor());
+      backward(of, rounded(go));
+      REQUIRE(same_bits(ob, rounded(of)));
+      REQUIRE(xb.grad().dtype() == DType::BF16);
+      REQUIRE(same_bits(xb.grad(), rounded(xf.grad())));
+      REQUIRE(wb.grad().dtype() == DType::F32);
+      REQUIRE(same_bits(wb.grad(), wf.grad()));
+      REQUIRE(same_bits(bb.grad(), bf.grad()));
+    }
+  }
+  Tensor x = cast(randn({1, 3, 3, 4}, rng), DType::BF16), w = randn({4, 1, 3, 3}, rng);
+  REQUIRE_THROWS_WITH(dwconv2d(x, w, Tensor(), randn({1, 3, 3, 4}, rng)),
+                      Catch::Contains("dwconv2d: addend f32[1, 3, 3, 4] must have the input's dtype"));
+}
+
+TEST_CASE("linear_gelu with a bf16 result, and linear, linear_scale_add on a bf16 x", "[bf16][matmul]") {
+  Rng rng(35);
+  const int64_t R = 13, I = 9, O = 11;
+  Tensor x = randn({R, I}, rng), w = randn({O, I}, rng, 0.4f), b = randn({O}, rng), go = randn({R, O}, rng);
+  auto leaves = [](std::vector<Tensor> ts) {
+    for (Tensor& t : ts) t.set_requires_grad(true);
+    return ts;
+  };
+  SECTION("linear_gelu, bf16 result: gelu of the rounded product, rounded") {
+    std::vector<Tensor> in = leaves({x.clone(), w.clone(), b.clone()});
+    Tensor out = linear_gelu(in[0], in[1], in[2], DType::BF16);
+    REQUIRE(out.dtype() == DType::BF16);
+    backward(out, cast(go, DType::BF16));
+    // The reference from float32 ops: pre = rounded(linear), out = rounded(gelu(pre)),
+    // dpre = rounded(gelu's gradient at pre), then linear's gradients from dpre.
+    Tensor pre = rounded(linear(x, w, b).detach());
+    pre.set_requires_grad(true);
+    Tensor y = gelu(pre);
+    REQUIRE(same_bits(out, rounded(y.detach())));
+    backward(y, rounded(go));
+    Tensor dpre = rounded(pre.grad());
+    std::vector<Tensor> ref = leaves({x.clone(), w.clone(), b.clone()});
+    backward(linear(ref[0], ref[1], ref[2]), dpre);
+    for (int i = 0; i < 3; i++) {
+      INFO("gradient " << i);
+      REQUIRE(in[i].grad().dtype() == DType::F32);
+      REQUIRE(same_bits(in[i].grad(), ref[i].grad()));
+    }
+    // Without a gradient nothing is saved and gelu joins the product's pass:
+    // gelu of the float32 product, rounded once.
+    REQUIRE(same_bits(linear_gelu(x, w, b, DType::BF16), rounded(gelu(linear(x, w, b)))));
+  }
+  SECTION("linear and linear_scale_add on a bf16 x: the float32 op on the rounded x") {
+    Tensor res = randn({R, O}, rng), gamma = randn({O}, rng);
+    for (int which = 0; which < 2; which++) {
+      INFO((which ? "linear_scale_add" : "linear"));
+      auto op = [&](const std::vector<Tensor>& t) {
+        return which ? linear_scale_add(t[3], t[0], t[1], t[2], t[4]) : linear(t[0], t[1], t[2]);
+      };
+      std::vector<Tensor> in = leaves({cast(x, DType::BF16).detach(), w.clone(), b.clone(), res.clone(), gamma.clone()});
+      std::vector<Tensor> ref = leaves({rounded(x), w.clone(), b.clone(), res.clone(), gamma.clone()});
+      Tensor out = op(in), outf = op(ref);
+      REQUIRE(out.dtype() == DType::F32);
+      REQUIRE(same_bits(out, outf));
+      backward(out, go);
+      backward(outf, go);
+      REQUIRE(in[0].grad().dtype() == DType::BF16);
+      REQUIRE(same_bits(in[0].grad(), rounded(ref[0].grad())));
+      for (int i = 1; i < (which ? 5 : 3); i++) {
+        INFO("gradient " << i);
+        REQUIRE(same_bits(in[i].grad(), ref[i].grad()));
+      }
+    }
+  }
+  REQUIRE_THROWS_WITH(linear_gelu(x, w, b, DType::I64), Catch::Contains("linear_gelu: result dtype f32 or bf16"));
+}

@@ -1,6 +1,7 @@
 // tests/test_cuda_bf16.cpp - bf16 tensors on the GPU against the CPU: the
 // casts bit for bit (aligned, unaligned and odd lengths, ties, NaN, infinity),
-// and nala_attention on bf16 q, k, v (the tensor-core kernels reading and
+// dwconv2d and the linear ops on bf16 activations (the FFN's hidden layer in
+// bf16 mode, which the last case checks the FFN takes), and nala_attention on bf16 q, k, v (the tensor-core kernels reading and
 // writing bf16, and the first version on float32 copies at other head dims)
 // against the CPU's bf16 op: odd N, N smaller than a block, several heads,
 // many problems, zero inputs, a long sequence. Skipped without a GPU.
@@ -16,15 +17,18 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <vector>
 
 #include "autograd/autograd.h"
 #include "autograd/ops.h"
 #include "kernels/cpu/attention.h"
+#include "models/nalaformer.h"
 #include "tensor/device.h"
 #include "tests/cuda_harness.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/conv.h"
 #endif
 
 using namespace nala;
@@ -171,4 +175,106 @@ TEST_CASE(
     CHECK(differs == (d == 16 || d == 32 || d == 64));
   }
 #endif
+}
+
+// dwconv2d on bf16 activations, both stencil kernels: the same float32 sums of
+// the same bf16 values on both devices, so the outputs and dx differ by at most
+// a rounding (kBf16Attn's bf16 step); dw and dbias are float32 sums over every pixel.
+TEST_CASE("cuda: dwconv2d on bf16 activations against the CPU's bf16 op", "[cuda][bf16][conv]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(45);
+  struct Restore {
+    ~Restore() { cuda::dwconv_force_tiled(false); }
+  } restore;
+  struct Case {
+    int64_t B, H, W, C, k;
+  };
+  const std::vector<Tol> gt = {kBf16Attn, {1e-3, 1e-4}, {1e-3, 1e-4}};
+  for (bool tiled : {true, false}) {
+    INFO((tiled ? "tiled kernel" : "float4 kernel where it applies"));
+    cuda::dwconv_force_tiled(tiled);
+    // C % 4 == 0 (float4 channels, 8-byte bf16 loads) and not; odd sizes; k = 3, 5, 7, 9
+    for (Case c : {Case{2, 9, 11, 64, 3}, Case{2, 9, 11, 37, 3}, Case{3, 20, 19, 72, 5}, Case{1, 14, 14, 4, 7},
+                   Case{2, 6, 6, 8, 9}, Case{1, 1, 1, 6, 3}}) {
+      INFO("B " << c.B << " H " << c.H << " W " << c.W << " C " << c.C << " k " << c.k);
+      Tensor x = bf(randn({c.B, c.H, c.W, c.C}, rng)), w = randn({c.C, 1, c.k, c.k}, rng, 0.3f), b = randn({c.C}, rng);
+      compare_devices([](const std::vector<Tensor>& in) { return dwconv2d(in[0], in[1], in[2]); }, {x, w, b}, rng,
+                      kBf16Attn, {}, gt);
+      compare_devices([](const std::vector<Tensor>& in) { return dwconv2d(in[0], in[1], in[2], in[0]); }, {x, w, b},
+                      rng, kBf16Attn, {}, gt);
+    }
+  }
+#endif
+}
+
+// The linear ops with bf16 activations. The GPU rounds float32 operands (the
+// weights, the upstream gradient) to bf16 in its products, the CPU does not:
+// normwise bf16 bounds. Weights and x drawn as bf16 values where they meet
+// such a product, so most of the difference is that rounding of the gradient.
+TEST_CASE("cuda: linear_gelu to bf16 and the linear ops on a bf16 x, against the CPU", "[cuda][bf16][matmul]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(46);
+  const NormBound bound{1e-2, 3e-2};
+  struct Case {
+    int64_t R, I, O;
+  };
+  // 16-byte rows (the wgmma path where both operands are bf16) and odd ones;
+  // R = 3000 splits the weight gradient's product over K.
+  for (Case c : {Case{126, 40, 24}, Case{77, 37, 19}, Case{3000, 64, 32}}) {
+    INFO("R " << c.R << " I " << c.I << " O " << c.O);
+    Tensor x = round_bf16(randn({c.R, c.I}, rng)), w = round_bf16(randn({c.O, c.I}, rng, 0.3f)), b = randn({c.O}, rng);
+    compare_devices_normwise(
+        [](const std::vector<Tensor>& in) { return linear_gelu(in[0], in[1], in[2], DType::BF16); }, {x, w, b}, rng,
+        bound);
+    compare_devices_normwise([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); },
+                             {bf(x), w, b}, rng, bound);
+    Tensor res = randn({c.R, c.O}, rng), gamma = randn({c.O}, rng);
+    std::vector<float> mv(c.R, 1.25f);  // a drop-path mask, one sample a row: a third of them dropped
+    for (int64_t i = 0; i < c.R; i += 3) mv[i] = 0.0f;
+    Tensor mask = Tensor::from_vector({c.R}, mv);
+    compare_devices_normwise(
+        [](const std::vector<Tensor>& in) {
+          return linear_scale_add(in[3], in[0], in[1], in[2], in[4], in[5].defined() ? in[5].detach() : Tensor());
+        },
+        {bf(x), w, b, res, gamma, mask}, rng, bound, {true, true, true, true, true, false});
+  }
+#endif
+}
+
+// In bf16 mode the FFN stores its hidden activations in bf16 (fc1's result
+// and h + dwconv(h) are bf16 tensors): the same values as the CPU's float32
+// FFN within bf16 bounds, forward and every gradient.
+TEST_CASE("cuda: in bf16 mode the FFN's hidden activations are bf16, its results the float32 FFN's", "[cuda][bf16][model]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(47);
+  const int64_t C = 16, Hd = 64;
+  NalaFFN cpu(C, Hd), gpu(C, Hd);
+  for (auto& [name, p] : cpu.named_parameters()) p.copy_(randn(p.shape(), rng, 0.3f));
+  std::map<std::string, Tensor> sd;
+  for (auto& [name, t] : cpu.state_dict()) sd[name] = t;
+  gpu.load_state_dict(sd);
+  gpu.to(Device::CUDA);
+  Tensor x = randn({2, 5, 7, C}, rng), g = randn({2, 5, 7, C}, rng);
+  Tensor xc = x.clone(), xg = x.to(Device::CUDA);
+  xc.set_requires_grad(true), xg.set_requires_grad(true);
+  Tensor yc = cpu.forward(xc);
+  backward(yc, g);
+  {
+    Bf16Products on;
+    Tensor yg = gpu.forward(xg);
+    REQUIRE(yg.dtype() == DType::F32);
+    REQUIRE(yg.grad_fn());
+    REQUIRE(yg.grad_fn()->op == OpId::linear);            // fc2
+    REQUIRE(yg.grad_fn()->inputs[0].dtype() == DType::BF16);  // h + dwconv(h)
+    backward(yg, g.to(Device::CUDA));
+    require_normwise(host(yg.detach()), yc.detach(), {1e-2, 3e-2});
+  }
+  require_normwise(host(xg.grad()), xc.grad(), {1e-2, 3e-2});
+  auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+  for (size_t i = 0; i < pc.size(); i++) {
+    INFO("gradient of " << pc[i].first);
+    require_normwise(host(pg[i].second.grad()), pc[i].second.grad(), {1e-2, 3e-2});
+  }
 }

@@ -359,11 +359,13 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
 namespace {
 
 using dwconv_stencil::dw_stencil;
+using dwconv_stencil::ld1;
 
 // Per (channel block, row block) partials of dw and dbias; part is (nblk, kk+1, C): taps, then bias.
 // Block (32, 8): threadIdx.x a channel, threadIdx.y takes taps t = ty, ty+8, ... (t == kk: the bias)
 // and sums each over all pixels of rows [blk*R/nblk, (blk+1)*R/nblk) of the R = B*H rows.
-__global__ void dw_grad_partials(float* part, const float* g, const float* x, int64_t R, int64_t H, int64_t W,
+template <class T>
+__global__ void dw_grad_partials(float* part, const T* g, const T* x, int64_t R, int64_t H, int64_t W,
                                  int64_t C, int k, int nblk, bool want_dw) {
   const int kk = k * k, p = k / 2, blk = blockIdx.y;
   const int64_t c = (int64_t)blockIdx.x * 32 + threadIdx.x;
@@ -373,16 +375,16 @@ __global__ void dw_grad_partials(float* part, const float* g, const float* x, in
     float acc = 0.0f;
     if (t == kk) {
       for (int64_t r = r0; r < r1; r++)
-        for (int64_t xx = 0; xx < W; xx++) acc += g[(r * W + xx) * C + c];
+        for (int64_t xx = 0; xx < W; xx++) acc += ld1(g + (r * W + xx) * C + c);
     } else {
       const int ky = t / k, kx = t % k;
       const int64_t xlo = max(0, p - kx), xhi = min(W, W + p - kx);
       for (int64_t r = r0; r < r1; r++) {
         const int64_t b = r / H, iy = r % H + ky - p;
         if (iy < 0 || iy >= H) continue;
-        const float* gr = g + r * W * C + c;
-        const float* xr = x + (b * H + iy) * W * C + c;
-        for (int64_t xx = xlo; xx < xhi; xx++) acc += gr[xx * C] * xr[(xx + kx - p) * C];
+        const T* gr = g + r * W * C + c;
+        const T* xr = x + (b * H + iy) * W * C + c;
+        for (int64_t xx = xlo; xx < xhi; xx++) acc += ld1(gr + xx * C) * ld1(xr + (xx + kx - p) * C);
       }
     }
     part[((int64_t)blk * (kk + 1) + t) * C + c] = acc;
@@ -397,8 +399,8 @@ __global__ void dw_grad_partials(float* part, const float* g, const float* x, in
 // chains. Then the 8 lanes are added in lane order,
 // tap by tap, through shared memory. (A thread per tap, above, reloads g for
 // every tap and runs one long dependent chain: latency-bound, 30+ us.)
-template <int KS>
-__global__ void dw_grad_partials_k(float* part, const float* g, const float* x, int64_t R, int64_t H, int64_t W,
+template <int KS, class T>
+__global__ void dw_grad_partials_k(float* part, const T* g, const T* x, int64_t R, int64_t H, int64_t W,
                                    int64_t C, int nblk, bool want_dw) {
   constexpr int kk = KS * KS, P = KS / 2;
   __shared__ float sh[8][32];
@@ -412,17 +414,17 @@ __global__ void dw_grad_partials_k(float* part, const float* g, const float* x, 
   if (live)
     for (int64_t r = r0 + ty; r < r1; r += 8) {
       const int64_t b = r / H, y = r - b * H;
-      const float* gr = g + r * W * C + c;
-      const float* xb = x + b * H * W * C + c;
+      const T* gr = g + r * W * C + c;
+      const T* xb = x + b * H * W * C + c;
       if (!want_dw) {
-        for (int64_t xx = 0; xx < W; xx++) acc[kk] += gr[xx * C];
+        for (int64_t xx = 0; xx < W; xx++) acc[kk] += ld1(gr + xx * C);
         continue;
       }
       // The KS x KS window of x under the output pixel, in registers: it
       // slides one column per step, so each x value is loaded once per row
       // (KS loads a step, not KS*KS); outside the image it holds zeros, whose
       // products add nothing.
-      const float* xr[KS];
+      const T* xr[KS];
       bool row_in[KS];
 #pragma unroll
       for (int ky = 0; ky < KS; ky++) {
@@ -430,7 +432,7 @@ __global__ void dw_grad_partials_k(float* part, const float* g, const float* x, 
         row_in[ky] = iy >= 0 && iy < H;
         xr[ky] = xb + (row_in[ky] ? iy : 0) * W * C;
       }
-      auto at = [&](int ky, int64_t ix) { return row_in[ky] && ix >= 0 && ix < W ? xr[ky][ix * C] : 0.0f; };
+      auto at = [&](int ky, int64_t ix) { return row_in[ky] && ix >= 0 && ix < W ? ld1(xr[ky] + ix * C) : 0.0f; };
       float win[KS][KS];
 #pragma unroll
       for (int ky = 0; ky < KS; ky++) {
@@ -439,7 +441,7 @@ __global__ void dw_grad_partials_k(float* part, const float* g, const float* x, 
         for (int kx = 1; kx < KS; kx++) win[ky][kx] = at(ky, kx - 1 - P);  // columns -P - 1 + kx
       }
       for (int64_t xx = 0; xx < W; xx++) {
-        const float gv = gr[xx * C];
+        const float gv = ld1(gr + xx * C);
         acc[kk] += gv;
 #pragma unroll
         for (int ky = 0; ky < KS; ky++) {
@@ -481,20 +483,13 @@ __global__ void dw_grad_finish(float* dw, float* dbias, const float* part, int64
 
 }  // namespace
 
-void dwconv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
-                      int64_t W, int64_t C, int64_t k) {
-  dw_stencil(out, x, w, bias, B, H, W, C, k, false, "dwconv2d_forward");
-}
+namespace {
 
-// The stencil with the addend in its store, as on the CPU (the same bits as a
-// separate add; out must not be x, whose tiles other blocks still read).
-void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
-                          int64_t H, int64_t W, int64_t C, int64_t k) {
-  dw_stencil(out, x, w, bias, B, H, W, C, k, false, "dwconv2d_add_forward", add);
-}
-
-void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
-                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, const float* dx_add) {
+// dx (and dx_add: x + dwconv(x)) by the flipped stencil; dw, dbias from
+// per-block partials, for activations of type T.
+template <class T>
+void dw_backward(T* dx, float* dw, float* dbias, const T* dout, const T* x, const float* w, int64_t B, int64_t H,
+                 int64_t W, int64_t C, int64_t k, const T* dx_add) {
   if (dx) dw_stencil(dx, dout, w, nullptr, B, H, W, C, k, true, "dwconv2d_backward", dx_add);
   if ((!dw && !dbias) || C == 0) return;
   const int64_t R = B * H, kk = k * k;
@@ -512,6 +507,38 @@ void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, co
   CUDA_CHECK_LAUNCH("dwconv2d_backward");
   dw_grad_finish<<<col_blocks((kk + 1) * C), col_block(nblk)>>>(dw, dbias, part.f32(), C, (int)k, nblk);
   CUDA_CHECK_LAUNCH("dwconv2d_backward");
+}
+
+__nv_bfloat16* nv(bf16_t* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
+const __nv_bfloat16* nv(const bf16_t* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
+
+}  // namespace
+
+void dwconv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
+                      int64_t W, int64_t C, int64_t k) {
+  dw_stencil(out, x, w, bias, B, H, W, C, k, false, "dwconv2d_forward");
+}
+
+// The stencil with the addend in its store, as on the CPU (the same bits as a
+// separate add; out must not be x, whose tiles other blocks still read).
+void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
+                          int64_t H, int64_t W, int64_t C, int64_t k) {
+  dw_stencil(out, x, w, bias, B, H, W, C, k, false, "dwconv2d_add_forward", add);
+}
+
+void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w,
+                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, const float* dx_add) {
+  dw_backward(dx, dw, dbias, dout, x, w, B, H, W, C, k, dx_add);
+}
+
+void dwconv2d_add_forward_bf16(bf16_t* out, const bf16_t* x, const float* w, const float* bias, const bf16_t* add,
+                               int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
+  dw_stencil(nv(out), nv(x), w, bias, B, H, W, C, k, false, "dwconv2d_forward (bf16)", nv(add));
+}
+
+void dwconv2d_backward_bf16(bf16_t* dx, float* dw, float* dbias, const bf16_t* dout, const bf16_t* x, const float* w,
+                            int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, const bf16_t* dx_add) {
+  dw_backward(nv(dx), dw, dbias, nv(dout), nv(x), w, B, H, W, C, k, nv(dx_add));
 }
 
 }  // namespace cuda

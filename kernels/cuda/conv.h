@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "tensor/bf16.h"
+
 namespace nala {
 namespace cuda {
 
@@ -21,6 +23,15 @@ void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, co
 // out = add + dwconv(x) (add: (B, H, W, C), e.g. the block's residual x + dwconv(x)).
 void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
                           int64_t H, int64_t W, int64_t C, int64_t k);
+
+// The depthwise convolution on bf16 activations (x, add, out, dout, dx, dx_add;
+// add and dx_add nullable): float32 taps, bias and gradients of taps and bias,
+// every sum in float32, each output rounded once. No CPU twin: the op
+// (autograd/ops_conv.cpp) runs the float32 kernels on the CPU.
+void dwconv2d_add_forward_bf16(bf16_t* out, const bf16_t* x, const float* w, const float* bias, const bf16_t* add,
+                               int64_t B, int64_t H, int64_t W, int64_t C, int64_t k);
+void dwconv2d_backward_bf16(bf16_t* dx, float* dw, float* dbias, const bf16_t* dout, const bf16_t* x, const float* w,
+                            int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, const bf16_t* dx_add = nullptr);
 
 // Tests: on, conv2d unfolds into memory (im2col, chunked) even where the
 // implicit GEMM would take it (kernels/cuda/conv.cu), so both paths are checked.

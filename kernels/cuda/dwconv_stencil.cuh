@@ -25,7 +25,13 @@
 // H200 with it; at 224 px (xt, t) it measured 1-2% faster too. The block's
 // taps sit in shared memory, transposed to (k*k, channels) so a float4 of
 // taps is one load. The same sums in the same (ky, kx) order.
+//
+// Activations (x, add, out) are float or bf16 (T): bf16 values are widened
+// as they are loaded (a float4 of channels is one 8-byte load), every sum is
+// in float32, and the store rounds once (to nearest even). Taps and bias stay
+// float32.
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -43,12 +49,33 @@ constexpr int kDwSmem = 48 * 1024;  // bytes of shared memory a tile may use
 
 inline int dw_smem_bytes(int TH, int k) { return ((TH + k - 1) * (kDwTW + k - 1) + k * k) * kDwCh * (int)sizeof(float); }
 
+// Loads and stores of an activation of type T (float or bf16) as float32:
+// one value, or four consecutive ones (16 bytes of float, 8 of bf16).
+__device__ __forceinline__ float ld1(const float* p) { return __ldg(p); }
+__device__ __forceinline__ float ld1(const __nv_bfloat16* p) { return __bfloat162float(__ldg(p)); }
+__device__ __forceinline__ void st1(float* p, float v) { *p = v; }
+__device__ __forceinline__ void st1(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float4 ld4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+__device__ __forceinline__ float4 ld4(const __nv_bfloat16* p) {
+  const uint2 u = __ldg(reinterpret_cast<const uint2*>(p));
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void st4(__nv_bfloat16* p, float4 v) {
+  const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  uint2 u;
+  u.x = *reinterpret_cast<const uint32_t*>(&a), u.y = *reinterpret_cast<const uint32_t*>(&b);
+  *reinterpret_cast<uint2*>(p) = u;
+}
+
 // out = stencil(x) (+ bias) (+ add, an array of out's shape, added in the store);
 // with flip the taps are read reversed (dx = flipped stencil of dout).
 // Grid: x = column tiles * channel blocks, y = row tiles, z = batch. Block (32, TH).
-template <int KS>
-static __global__ void dw_stencil_tiled(float* out, const float* x, const float* w, const float* bias, int64_t H,
-                                 int64_t W, int64_t C, int k_rt, bool flip, int ntx, const float* add) {
+template <int KS, class T>
+static __global__ void dw_stencil_tiled(T* out, const T* x, const float* w, const float* bias, int64_t H,
+                                 int64_t W, int64_t C, int k_rt, bool flip, int ntx, const T* add) {
   extern __shared__ float sm[];
   const int k = KS > 0 ? KS : k_rt, kk = k * k, p = k / 2;
   const int TH = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
@@ -63,10 +90,10 @@ static __global__ void dw_stencil_tiled(float* out, const float* x, const float*
   const int cc = c0 + tx;
   const bool cok = cc < Ci;
   for (int t = ty; t < kk; t += TH) sw[t * kDwCh + tx] = cok ? __ldg(w + cc * kk + (flip ? kk - 1 - t : t)) : 0.0f;
-  const float* xb = x + b * H * W * C + cc;
+  const T* xb = x + b * H * W * C + cc;
   for (int q = ty; q < th * tw; q += TH) {
     const int row = q / tw, col = q - row * tw, iy = y0 + row - p, ix = x0 + col - p;
-    sx[q * kDwCh + tx] = (cok && iy >= 0 && iy < Hi && ix >= 0 && ix < Wi) ? __ldg(xb + (iy * Wi + ix) * Ci) : 0.0f;
+    sx[q * kDwCh + tx] = (cok && iy >= 0 && iy < Hi && ix >= 0 && ix < Wi) ? ld1(xb + (iy * Wi + ix) * Ci) : 0.0f;
   }
   __syncthreads();
   const int64_t c = cc, y = y0 + ty;
@@ -97,10 +124,10 @@ static __global__ void dw_stencil_tiled(float* out, const float* x, const float*
     }
   }
   const int64_t at = ((b * H + y) * W + x0) * C + c;
-  float* o = out + at;
+  T* o = out + at;
 #pragma unroll
   for (int j = 0; j < kDwTW; j++)
-    if (x0 + j < W) o[j * C] = add ? acc[j] + add[at + j * C] : acc[j];
+    if (x0 + j < W) st1(o + j * C, add ? acc[j] + ld1(add + at + j * C) : acc[j]);
 }
 
 // Block (C4b, PY): threadIdx.x a float4 of channels (C4b of the C / 4 per
@@ -110,9 +137,9 @@ static __global__ void dw_stencil_tiled(float* out, const float* x, const float*
 // used by up to k of its outputs (register blocking, as in the tiled
 // kernel). Taps in shared memory: (k*k, C4b) float4s.
 constexpr int kDwPX = 4;
-template <int KS>
-static __global__ void dw_stencil_vec4(float* out, const float* x, const float* w, const float* bias, int B, int H,
-                                       int W, int C, bool flip, const float* add) {
+template <int KS, class T>
+static __global__ void dw_stencil_vec4(T* out, const T* x, const float* w, const float* bias, int B, int H,
+                                       int W, int C, bool flip, const T* add) {
   extern __shared__ float4 sw4[];
   constexpr int kk = KS * KS, p = KS / 2, R = kDwPX + KS - 1;
   const int C4 = C / 4, tx = threadIdx.x, q = blockIdx.y * blockDim.x + tx;  // q: the thread's float4 of channels
@@ -127,7 +154,6 @@ static __global__ void dw_stencil_vec4(float* out, const float* x, const float* 
   if (!qok) return;
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   const float4 bv = bias ? reinterpret_cast<const float4*>(bias)[q] : zero;
-  const float4* x4 = reinterpret_cast<const float4*>(x);
   const int S = (W + kDwPX - 1) / kDwPX, HS = H * S;  // strips per row, per image
   for (int st = blockIdx.x * blockDim.y + threadIdx.y; st < B * HS; st += gridDim.x * blockDim.y) {
     const int b = st / HS, r = st - b * HS, y = r / S, x0 = (r - y * S) * kDwPX;
@@ -138,12 +164,12 @@ static __global__ void dw_stencil_vec4(float* out, const float* x, const float* 
     for (int ky = 0; ky < KS; ky++) {
       const int iy = y + ky - p;
       if (iy < 0 || iy >= H) continue;
-      const float4* row = x4 + (int64_t)(b * H + iy) * W * C4 + q;
+      const T* row = x + ((int64_t)(b * H + iy) * W * C4 + q) * 4;
       float4 v[R];
 #pragma unroll
       for (int i = 0; i < R; i++) {
         const int ix = x0 + i - p;
-        v[i] = ix >= 0 && ix < W ? __ldg(row + (int64_t)ix * C4) : zero;
+        v[i] = ix >= 0 && ix < W ? ld4(row + (int64_t)ix * C) : zero;
       }
 #pragma unroll
       for (int kx = 0; kx < KS; kx++) {
@@ -161,10 +187,10 @@ static __global__ void dw_stencil_vec4(float* out, const float* x, const float* 
       const int64_t at = ((int64_t)(b * H + y) * W + x0 + j) * C4 + q;
       float4 o = acc[j];
       if (add) {
-        const float4 a = reinterpret_cast<const float4*>(add)[at];
+        const float4 a = ld4(add + 4 * at);
         o.x = o.x + a.x, o.y = o.y + a.y, o.z = o.z + a.z, o.w = o.w + a.w;
       }
-      reinterpret_cast<float4*>(out)[at] = o;
+      st4(out + 4 * at, o);
     }
   }
 }
@@ -176,10 +202,12 @@ inline bool& dw_force_tiled() {
 }
 
 // dw_stencil_vec4's launch for k = KS; false when it does not apply.
-inline bool dw_vec4(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
-                    int64_t C, int64_t k, bool flip, const char* op, const float* add) {
-  auto al = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  if (dw_force_tiled() || C % 4 != 0 || !al(out) || !al(x) || !al(bias) || !al(add) ||
+template <class T>
+inline bool dw_vec4(T* out, const T* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
+                    int64_t C, int64_t k, bool flip, const char* op, const T* add) {
+  auto al = [](const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; };
+  constexpr int v = 4 * sizeof(T);  // bytes of four activations
+  if (dw_force_tiled() || C % 4 != 0 || !al(out, v) || !al(x, v) || !al(bias, 16) || !al(add, v) ||
       B * H * W * C >= INT32_MAX || (k != 3 && k != 5 && k != 7) || (C / 4 + 31) / 32 > 65535)
     return false;
   const int C4 = (int)(C / 4), cx = std::min(C4, 32), ngroups = (C4 + cx - 1) / cx, py = std::max(1, 256 / cx);
@@ -189,17 +217,18 @@ inline bool dw_vec4(float* out, const float* x, const float* w, const float* bia
   const size_t smem = (size_t)k * k * cx * sizeof(float4);
   const int b = (int)B, h = (int)H, wd = (int)W, c = (int)C;
   switch (k) {
-    case 3: dw_stencil_vec4<3><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add); break;
-    case 5: dw_stencil_vec4<5><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add); break;
-    default: dw_stencil_vec4<7><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add);
+    case 3: dw_stencil_vec4<3, T><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add); break;
+    case 5: dw_stencil_vec4<5, T><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add); break;
+    default: dw_stencil_vec4<7, T><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add);
   }
   CUDA_CHECK_LAUNCH(op);
   return true;
 }
 
 // The same stencil without tiles, for kernels whose tile does not fit in shared memory.
-static __global__ void dw_stencil_direct(float* out, const float* x, const float* w, const float* bias, int64_t B,
-                                  int64_t H, int64_t W, int64_t C, int k, bool flip, const float* add) {
+template <class T>
+static __global__ void dw_stencil_direct(T* out, const T* x, const float* w, const float* bias, int64_t B,
+                                  int64_t H, int64_t W, int64_t C, int k, bool flip, const T* add) {
   const int kk = k * k, p = k / 2;
   for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < B * H * W * C;
        e += (int64_t)gridDim.x * blockDim.x) {
@@ -212,40 +241,42 @@ static __global__ void dw_stencil_direct(float* out, const float* x, const float
         const int64_t ix = xx + kx - p;
         if (ix < 0 || ix >= W) continue;
         const int t = ky * k + kx;
-        acc += w[c * kk + (flip ? kk - 1 - t : t)] * x[((b * H + iy) * W + ix) * C + c];
+        acc += w[c * kk + (flip ? kk - 1 - t : t)] * ld1(x + ((b * H + iy) * W + ix) * C + c);
       }
     }
-    out[e] = add ? acc + add[e] : acc;
+    st1(out + e, add ? acc + ld1(add + e) : acc);
   }
 }
 
 // The tiled kernel (or the direct one where no tile fits), any C, k and alignment.
-inline void dw_tiled(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
-                     int64_t C, int64_t k, bool flip, const char* op, const float* add = nullptr) {
+template <class T>
+inline void dw_tiled(T* out, const T* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
+                     int64_t C, int64_t k, bool flip, const char* op, const T* add = nullptr) {
   if (B * H * W * C == 0) return;
   int TH = 8;
   while (TH > 1 && dw_smem_bytes(TH, (int)k) > kDwSmem) TH /= 2;
   const int64_t rows = (H + TH - 1) / TH, ntx = (W + kDwTW - 1) / kDwTW, ncb = (C + kDwCh - 1) / kDwCh;
   if (dw_smem_bytes(TH, (int)k) > kDwSmem || rows > 65535 || B > 65535 || ntx * ncb > INT32_MAX ||
       H * W * C + (W + k) * C >= INT32_MAX) {  // the tiled kernel's 32-bit offsets within an image
-    dw_stencil_direct<<<(unsigned)std::max<int64_t>(1, std::min<int64_t>((B * H * W * C + 255) / 256, 1 << 16)), 256>>>(out, x, w, bias, B, H, W, C, (int)k, flip, add);
+    dw_stencil_direct<T><<<(unsigned)std::max<int64_t>(1, std::min<int64_t>((B * H * W * C + 255) / 256, 1 << 16)), 256>>>(out, x, w, bias, B, H, W, C, (int)k, flip, add);
     CUDA_CHECK_LAUNCH(op);
     return;
   }
   const dim3 grid((unsigned)(ntx * ncb), (unsigned)rows, (unsigned)B), block(kDwCh, TH);
   const size_t smem = dw_smem_bytes(TH, (int)k);
   switch (k) {
-    case 3: dw_stencil_tiled<3><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 3, flip, (int)ntx, add); break;
-    case 5: dw_stencil_tiled<5><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 5, flip, (int)ntx, add); break;
-    case 7: dw_stencil_tiled<7><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 7, flip, (int)ntx, add); break;
-    default: dw_stencil_tiled<0><<<grid, block, smem>>>(out, x, w, bias, H, W, C, (int)k, flip, (int)ntx, add);
+    case 3: dw_stencil_tiled<3, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 3, flip, (int)ntx, add); break;
+    case 5: dw_stencil_tiled<5, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 5, flip, (int)ntx, add); break;
+    case 7: dw_stencil_tiled<7, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 7, flip, (int)ntx, add); break;
+    default: dw_stencil_tiled<0, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, (int)k, flip, (int)ntx, add);
   }
   CUDA_CHECK_LAUNCH(op);
 }
 
 // The production stencil: dw_stencil_vec4 where it applies, else the tiled kernel.
-inline void dw_stencil(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
-                       int64_t C, int64_t k, bool flip, const char* op, const float* add = nullptr) {
+template <class T>
+inline void dw_stencil(T* out, const T* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
+                       int64_t C, int64_t k, bool flip, const char* op, const T* add = nullptr) {
   if (B * H * W * C == 0) return;
   if (dw_vec4(out, x, w, bias, B, H, W, C, k, flip, op, add)) return;
   dw_tiled(out, x, w, bias, B, H, W, C, k, flip, op, add);

@@ -21,6 +21,11 @@ void add_scalar_forward(float* out, const float* x, float s, int64_t n);
 void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C,
                        const float* row_scale = nullptr, int64_t rows_per_scale = 1);
 
+// gelu on bf16 arrays (the FFN's hidden activations in bf16 mode): computed in
+// float32, each output rounded once; dout, x and dx all bf16.
+void gelu_forward_bf16(bf16_t* out, const bf16_t* x, int64_t n);
+void gelu_backward_bf16(bf16_t* dx, const bf16_t* dout, const bf16_t* x, int64_t n);
+
 void relu_forward(float* out, const float* x, int64_t n);
 void relu_backward(float* dx, const float* dout, const float* x, int64_t n);
 void gelu_forward(float* out, const float* x, int64_t n);

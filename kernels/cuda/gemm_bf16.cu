@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm_bf16_mma.cuh"
 #include "kernels/cuda/gemm_bf16_wgmma.cuh"
 #include "tensor/error.h"
@@ -316,6 +317,28 @@ void gemm_bf16_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
                    int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, const GemmEpilogue& epi) {
   NALA_CHECK(A && B, "gemm_bf16_f32: null operand");
   gemm_any(trans_a, trans_b, M, N, K, nullptr, nullptr, A, B, lda, ldb, C, ldc, false, alpha, epi);
+}
+
+void gemm_bf16_mixed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const GemmOperand& A,
+                     const GemmOperand& B, void* C, int64_t ldc, bool c_bf16, const GemmEpilogue& epi) {
+  NALA_CHECK(A.p && B.p && C, "gemm_bf16_mixed: null operand");
+  if (!A.bf16 && !B.bf16) {
+    gemm_any(trans_a, trans_b, M, N, K, nullptr, nullptr, static_cast<const float*>(A.p),
+             static_cast<const float*>(B.p), A.ld, B.ld, C, ldc, c_bf16, 1.0f, epi);
+    return;
+  }
+  // A float32 operand stored as `rows` rows of `cols`, ld apart: its values in bf16 (same ld).
+  auto rounded = [](const GemmOperand& X, int64_t rows, int64_t cols, Tensor& keep) -> const bf16* {
+    if (X.bf16) return static_cast<const bf16*>(X.p);
+    const int64_t n = rows > 0 && cols > 0 ? (rows - 1) * X.ld + cols : 0;
+    keep = Tensor::empty({std::max<int64_t>(n, 1)}, DType::BF16, Device::CUDA);
+    cast_f32_bf16(keep.bf16(), static_cast<const float*>(X.p), n);
+    return reinterpret_cast<const bf16*>(keep.bf16());
+  };
+  Tensor ka, kb;
+  const bf16* a = rounded(A, trans_a ? K : M, trans_a ? M : K, ka);
+  const bf16* b = rounded(B, trans_b ? N : K, trans_b ? K : N, kb);
+  gemm_any(trans_a, trans_b, M, N, K, a, b, nullptr, nullptr, A.ld, B.ld, C, ldc, c_bf16, 1.0f, epi);
 }
 
 }  // namespace cuda

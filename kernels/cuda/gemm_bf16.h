@@ -53,6 +53,22 @@ void gemm_bf16_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
                    int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
                    const GemmEpilogue& epi = GemmEpilogue());
 
+// One operand of gemm_bf16_mixed: float32 or bf16 values, leading dim ld.
+struct GemmOperand {
+  const void* p;
+  bool bf16;
+  int64_t ld;
+};
+
+// C (bf16 when c_bf16, else float32) = epi(op(A) op(B)) with each operand
+// float32 or bf16, every operand value rounded to bf16 (as gemm_bf16_f32):
+// both float32, gemm_bf16_f32's kernel (which may also store bf16); both
+// bf16, gemm_bf16; one of each, the float32 one is first rounded into a bf16
+// copy, then gemm_bf16 (in the engine's uses that one is a weight or the
+// narrower activation of a layer).
+void gemm_bf16_mixed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const GemmOperand& A,
+                     const GemmOperand& B, void* C, int64_t ldc, bool c_bf16, const GemmEpilogue& epi = GemmEpilogue());
+
 // A k x k convolution (stride, padding) of channels-last images x (B, H, W,
 // Ci) as an implicit GEMM with the same bf16 products of float32 operands:
 // the unfolding (im2col) is read from x in place, never stored, its columns

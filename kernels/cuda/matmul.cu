@@ -356,10 +356,14 @@ __global__ void bias_add(float* Y, const float* bias, int64_t N, int64_t total) 
     Y[idx] += bias[idx % N];
 }
 
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
 // out[c, n] = sum of X[r, n] over the rows r of chunk c (chunk rows each), in
 // a fixed order: 8 row lanes stride through the chunk, then lane sums are
 // added 0..7. Blocks of 32 x 8 threads: a warp reads 32 consecutive columns.
-__global__ void col_sums(const float* X, float* out, int64_t R, int64_t N, int64_t chunk, int64_t nchunks) {
+template <class T>
+__global__ void col_sums(const T* X, float* out, int64_t R, int64_t N, int64_t chunk, int64_t nchunks) {
   __shared__ float part[8][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t n = blockIdx.x * 32 + tx;
@@ -367,7 +371,7 @@ __global__ void col_sums(const float* X, float* out, int64_t R, int64_t N, int64
     float acc = 0.0f;
     if (n < N) {
       const int64_t r1 = (c + 1) * chunk < R ? (c + 1) * chunk : R;
-      for (int64_t r = c * chunk + ty; r < r1; r += 8) acc += X[r * N + n];
+      for (int64_t r = c * chunk + ty; r < r1; r += 8) acc += to_float(X[r * N + n]);
     }
     part[ty][tx] = acc;
     __syncthreads();
@@ -388,7 +392,8 @@ __global__ void chunk_sums_finish(const float* part, float* out, int64_t nchunks
   if (threadIdx.y == 0 && n < N) out[n] = (float)s;
 }
 
-void launch_col_sums(const float* X, float* out, int64_t R, int64_t N, int64_t chunk, int64_t nchunks) {
+template <class T>
+void launch_col_sums(const T* X, float* out, int64_t R, int64_t N, int64_t chunk, int64_t nchunks) {
   dim3 block(32, 8), grid((unsigned)((N + 31) / 32), (unsigned)std::min<int64_t>(nchunks, 65535));
   col_sums<<<grid, block>>>(X, out, R, N, chunk, nchunks);
   CUDA_CHECK_LAUNCH("linear_bias_backward");
@@ -418,7 +423,9 @@ void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N) {
   CUDA_CHECK_LAUNCH("linear_bias_forward");
 }
 
-void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N) {
+namespace {
+template <class T>
+void bias_grad(float* dbias, const T* dY, int64_t R, int64_t N) {
   if (N <= 0) return;
   NALA_CHECK((N + 31) / 32 <= INT_MAX, "linear_bias_backward: N = ", N, " is too large");
   // Chunks of at least 256 rows, at most ~1024 of them; the cut depends on R only.
@@ -432,6 +439,12 @@ void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N) {
   launch_col_sums(dY, part.f32(), R, N, chunk, nchunks);
   chunk_sums_finish<<<col_blocks(N), col_block(nchunks)>>>(part.f32(), dbias, nchunks, N);
   CUDA_CHECK_LAUNCH("linear_bias_backward");
+}
+}  // namespace
+
+void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N) { bias_grad(dbias, dY, R, N); }
+void linear_bias_backward_bf16(float* dbias, const bf16_t* dY, int64_t R, int64_t N) {
+  bias_grad(dbias, reinterpret_cast<const __nv_bfloat16*>(dY), R, N);
 }
 
 }  // namespace cuda

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/matmul.h"  // LinearEpilogue
+#include "tensor/bf16.h"
 
 namespace nala {
 namespace cuda {
@@ -57,6 +58,8 @@ void linear_forward_epilogue(float* Y, const float* X, const float* W, const flo
                              int64_t I, const LinearEpilogue& e);
 void linear_epilogue_apply(float* Y, const float* y, const LinearEpilogue& e, int64_t R, int64_t O);
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
+// The same column sums of a bf16 dY (a bf16 activation's gradient), in float32.
+void linear_bias_backward_bf16(float* dbias, const bf16_t* dY, int64_t R, int64_t N);
 // A linear layer's weight and bias gradients, dW[O, I] = dY^T X and db[O] =
 // column sums of dY (both overwritten), from one pass over dY: the FP32
 // product's blocks also add up the dY tiles they load (GemmParams::dsum). In
