@@ -53,11 +53,20 @@ Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backwa
   return out;
 }
 
-// Gradients add up in float32 only: a bf16 tensor that reaches the loss by
-// two paths (or two backward passes) needs a cast to f32 before it branches.
+// Gradients add up in their tensor's dtype: f32 in f32; a bf16 tensor that
+// reaches the loss by two paths gets the sum of its two bf16 gradients,
+// computed in f32 and rounded once (add_bf16).
 static void check_accumulable(const Tensor& dst, const Tensor& src) {
-  NALA_CHECK(dst.dtype() == DType::F32 && src.dtype() == DType::F32, "gradient accumulation: ", src.desc(), " into ",
-             dst.desc(), ": gradients add up in f32 only (cast a bf16 tensor to f32 before using it twice)");
+  NALA_CHECK(dst.dtype() == src.dtype() && (dst.dtype() == DType::F32 || dst.dtype() == DType::BF16),
+             "gradient accumulation: ", src.desc(), " into ", dst.desc(), ": gradients add up in f32 or bf16, one dtype");
+}
+
+// out = a + b for bf16 tensors of one shape (out contiguous; a and b any strides).
+static void add_bf16_into(const Tensor& out, const Tensor& a, const Tensor& b) {
+  if (out.numel() == 0) return;
+  auto dense = [](const Tensor& t) { return t.is_contiguous() ? t : detail::fresh_copy(t, t.shape(), "backward"); };
+  Tensor ac = dense(a), bc = dense(b);
+  NALA_DISPATCH(out.device(), add_bf16, out.bf16(), ac.bf16(), bc.bf16(), out.numel());
 }
 
 void accumulate_into(Tensor& dst, const Tensor& src) {
@@ -66,6 +75,7 @@ void accumulate_into(Tensor& dst, const Tensor& src) {
   NALA_CHECK(dst.is_contiguous(), "gradient accumulation into a non-contiguous tensor ", dst.desc());
   NALA_CHECK(dst.device() == src.device(), "gradient accumulation: ", src.desc(), " into ", dst.desc(),
              " (different devices)");
+  if (dst.dtype() == DType::BF16) return add_bf16_into(dst, dst, src);
   Tensor s = view::contiguous(src);
   NALA_DISPATCH(dst.device(), axpy, dst.f32(), s.f32(), 1.0f, dst.numel());
 }
@@ -136,8 +146,12 @@ static Tensor sum_of(const Tensor& slot, const Tensor& g) {
   NALA_CHECK(slot.device() == g.device(), "gradient accumulation: ", g.desc(), " into ", slot.desc(),
              " (different devices)");
   check_accumulable(slot, g);
-  Tensor out = Tensor::empty(slot.shape(), DType::F32, slot.device());
+  Tensor out = Tensor::empty(slot.shape(), slot.dtype(), slot.device());
   if (out.numel() == 0) return out;
+  if (out.dtype() == DType::BF16) {
+    add_bf16_into(out, slot, g);
+    return out;
+  }
   const Shape st = contiguous_strides(slot.shape());
   Layout L = make_layout(slot.shape(), st, slot.strides(), g.strides(), "backward");
   NALA_DISPATCH(slot.device(), binary_forward, BinaryOp::Add, out.f32(), slot.f32(), g.f32(), L);

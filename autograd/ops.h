@@ -80,8 +80,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, float smoothing
 // a (..., M, K) [or (..., K, M) with trans_a], b (..., K, N) [or (..., N, K)
 // with trans_b]. Batch dims broadcast; a 2-D b is shared by every batch.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
-// x (..., in) W^T + bias; w (out, in), bias (out) or undefined.
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+// x (..., in) W^T + bias; w (out, in), bias (out) or undefined. out_dtype: the
+// result's, f32 or bf16 (rounded once).
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, DType out_dtype = DType::F32);
 // gelu(linear(x, w, bias)) in one pass (the activation in the product's store).
 // x f32 or bf16 (in the three linear ops); out_dtype bf16: the product is
 // rounded to bf16 and the result is gelu of it, rounded (without a gradient,

@@ -402,14 +402,17 @@ std::vector<Tensor> linear_grads(const LinearSaved& s, const Tensor& g) {
 
 }  // namespace
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  const LinearArgs a = linear_args("linear", x, w, bias);
-  Tensor out = Tensor::empty(a.oshape, DType::F32, a.dev);
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, DType out_dtype) {
+  const char* op = "linear";
+  const LinearArgs a = linear_args(op, x, w, bias);
+  NALA_CHECK(out_dtype == DType::F32 || out_dtype == DType::BF16, op, ": result dtype f32 or bf16, got ",
+             dtype_name(out_dtype));
+  Tensor out = Tensor::empty(a.oshape, out_dtype, a.dev);
   linear_product(a, out);
   std::vector<Tensor> inputs = {x, w};
   if (bias.defined()) inputs.push_back(bias);
-  return record(OpId::linear, out, inputs, [s = linear_saved(a, x, w, bias)](const Tensor& gout) {
-    return linear_grads(s, view::contiguous(gout));
+  return record(OpId::linear, out, inputs, [s = linear_saved(a, x, w, bias), out_dtype, op](const Tensor& gout) {
+    return linear_grads(s, detail::cast_values(gout, out_dtype, op));  // contiguous, in the result's dtype
   });
 }
 

@@ -173,19 +173,29 @@ Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W, const Sc
   } else {
     // a large one: its four row blocks as four products give q, k, v, g
     // contiguous, so no activation-sized split copies are made (the weight's
-    // gradient is assembled from the blocks)
-    auto block = [&](int64_t i) {
-      return linear(xt, narrow(qkvg->weight, 0, i * C, C), narrow(qkvg->bias, 0, i * C, C));  // (B, N, C)
+    // gradient is assembled from the blocks). In bf16 mode on the GPU a NaLa
+    // layer's q, k, v are bf16 (its tensor-core kernels read bf16; half the
+    // bytes to move and to save for backward), and so are its output and
+    // o + lepe(v); the LayerNorm and its gate take float32 (o is cast once).
+    // The four products then share one bf16 copy of their input (saved for
+    // their weight gradients in place of the float32 one; its four bf16
+    // gradients are added in bf16).
+    const DType qkv = kind == AttnKind::nala && x.device() == Device::CUDA && device::gemm_bf16() ? DType::BF16
+                                                                                                   : DType::F32;
+    const Tensor xin = qkv == DType::BF16 ? cast(xt, DType::BF16) : xt;
+    auto block = [&](int64_t i, DType dt) {
+      return linear(xin, narrow(qkvg->weight, 0, i * C, C), narrow(qkvg->bias, 0, i * C, C), dt);  // (B, N, C)
     };
-    q = block(0), k = block(1), v = block(2), g = block(3);
+    q = block(0, qkv), k = block(1, qkv), v = block(2, qkv), g = block(3, DType::F32);
     v_img = reshape(v, {B, H, W, C});
     auto to_heads = [&](const Tensor& z) { return contiguous(permute(reshape(z, {B, N, heads, d}), {0, 2, 1, 3})); };
     q = to_heads(q), k = to_heads(k), v = to_heads(v);  // (B, h, N, d); no copy when h == 1
   }
-  if (capture) *capture = AttnCapture{q.detach(), k.detach(), H, W, kind};
+  if (capture) *capture = AttnCapture{cast(q.detach(), DType::F32), cast(k.detach(), DType::F32), H, W, kind};
   Tensor o = attention_core(kind, q, k, v, H, W);  // (B, h, N, d)
   o = reshape(contiguous(permute(o, {0, 2, 1, 3})), {B, H, W, C});
   o = reshape(lepe->forward_add(v_img, o), {B, N, C});  // o + lepe(v)
+  if (o.dtype() != DType::F32) o = cast(o, DType::F32);
   o = ln->forward_gate(o, g);  // ln(o) * silu(g), one pass
   if (res)
     return reshape(out_proj->forward_scale_add(reshape(res->x, {B, N, C}), o, res->gamma, res->sample_mask),

@@ -115,11 +115,25 @@ TEST_CASE("cast: values, strides, the gradient's dtype, and what is refused", "[
   backward(cast(leaf, DType::F32), w);
   REQUIRE(leaf.grad().dtype() == DType::BF16);
   REQUIRE(same_bits(leaf.grad(), rounded(w)));
-  // Gradients add up in f32 only: a bf16 tensor used twice says what to do.
+  // Gradients add up in their dtype: a bf16 tensor used twice gets the sum of
+  // its two bf16 gradients, in f32, rounded once. Here 1.5 w and 0.75 w:
+  // bf16(bf16(1.5 w) + bf16(0.75 w)). Interior (a bf16 view used twice) and leaf.
   Tensor twice = cast(x, DType::BF16).detach();
   twice.set_requires_grad(true);
-  Tensor y = add(cast(twice, DType::F32), cast(twice, DType::F32));
-  REQUIRE_THROWS_WITH(backward(y, w), Catch::Contains("gradients add up in f32 only"));
+  Tensor y = add(scale(cast(twice, DType::F32), 1.5f), scale(cast(reshape(twice, {5, 7}), DType::F32), 0.75f));
+  backward(y, w);
+  std::vector<float> a = rounded(scale(w, 1.5f)).to_vector(), c = rounded(scale(w, 0.75f)).to_vector();
+  for (size_t i = 0; i < a.size(); i++) a[i] += c[i];
+  REQUIRE(twice.grad().dtype() == DType::BF16);
+  REQUIRE(same_bits(twice.grad(), rounded(Tensor::from_vector({5, 7}, a))));
+  Tensor inner = reshape(twice, {7, 5});  // an interior bf16 node with two consumers
+  twice.set_grad(Tensor());
+  backward(add(cast(inner, DType::F32), cast(inner, DType::F32)), reshape(w, {7, 5}));
+  REQUIRE(same_bits(twice.grad(), rounded(scale(rounded(w), 2.0f))));
+  // A non-contiguous bf16 tensor made contiguous on the tape: its gradient comes back bf16.
+  twice.set_grad(Tensor());
+  backward(cast(contiguous(transpose(twice, 0, 1)), DType::F32), transpose(w, 0, 1).clone());
+  REQUIRE(same_bits(twice.grad(), rounded(w)));
   // Views whose gradient is a sum (narrow, expand) refuse a bf16 input that
   // needs a gradient, at the op; reshape and transpose pass bf16 gradients on.
   REQUIRE_THROWS_WITH(narrow(twice, 0, 1, 2), Catch::Contains("narrow: the gradient of bf16[5, 7]"));

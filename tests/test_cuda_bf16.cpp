@@ -243,38 +243,92 @@ TEST_CASE("cuda: linear_gelu to bf16 and the linear ops on a bf16 x, against the
 #endif
 }
 
+namespace {
+// A module on the CPU and a copy on the GPU with the same random weights.
+template <class M>
+void same_random_weights(M& cpu, M& gpu, Rng& rng) {
+  for (auto& [name, p] : cpu.named_parameters()) p.copy_(randn(p.shape(), rng, 0.3f));
+  std::map<std::string, Tensor> sd;
+  for (auto& [name, t] : cpu.state_dict()) sd[name] = t;
+  gpu.load_state_dict(sd);
+  gpu.to(Device::CUDA);
+}
+// forward(x) on the CPU in float32 and on the GPU in bf16 mode, backward from
+// the same g: the outputs and every gradient within bf16 bounds. check(y) sees
+// the GPU's output (its graph) while bf16 mode is on.
+template <class M, class F, class C>
+void cpu_f32_vs_gpu_bf16(M& cpu, M& gpu, const Tensor& x, F forward, C check, NormBound bound) {
+  Rng rng(48);
+  Tensor g = randn(x.shape(), rng);
+  Tensor xc = x.clone(), xg = x.to(Device::CUDA);
+  xc.set_requires_grad(true), xg.set_requires_grad(true);
+  Tensor yc = forward(cpu, xc);
+  backward(yc, g);
+  {
+    Bf16Products on;
+    Tensor yg = forward(gpu, xg);
+    REQUIRE(yg.dtype() == DType::F32);
+    check(yg);
+    backward(yg, g.to(Device::CUDA));
+    INFO("output");
+    require_normwise(host(yg.detach()), yc.detach(), bound);
+  }
+  {
+    INFO("gradient of x");
+    require_normwise(host(xg.grad()), xc.grad(), bound);
+  }
+  auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+  for (size_t i = 0; i < pc.size(); i++) {
+    INFO("gradient of " << pc[i].first);
+    require_normwise(host(pg[i].second.grad()), pc[i].second.grad(), bound);
+  }
+}
+}  // namespace
+
 // In bf16 mode the FFN stores its hidden activations in bf16 (fc1's result
 // and h + dwconv(h) are bf16 tensors): the same values as the CPU's float32
 // FFN within bf16 bounds, forward and every gradient.
 TEST_CASE("cuda: in bf16 mode the FFN's hidden activations are bf16, its results the float32 FFN's", "[cuda][bf16][model]") {
   SKIP_WITHOUT_CUDA();
   Rng rng(47);
-  const int64_t C = 16, Hd = 64;
-  NalaFFN cpu(C, Hd), gpu(C, Hd);
-  for (auto& [name, p] : cpu.named_parameters()) p.copy_(randn(p.shape(), rng, 0.3f));
-  std::map<std::string, Tensor> sd;
-  for (auto& [name, t] : cpu.state_dict()) sd[name] = t;
-  gpu.load_state_dict(sd);
-  gpu.to(Device::CUDA);
-  Tensor x = randn({2, 5, 7, C}, rng), g = randn({2, 5, 7, C}, rng);
-  Tensor xc = x.clone(), xg = x.to(Device::CUDA);
-  xc.set_requires_grad(true), xg.set_requires_grad(true);
-  Tensor yc = cpu.forward(xc);
-  backward(yc, g);
-  {
-    Bf16Products on;
-    Tensor yg = gpu.forward(xg);
-    REQUIRE(yg.dtype() == DType::F32);
-    REQUIRE(yg.grad_fn());
-    REQUIRE(yg.grad_fn()->op == OpId::linear);            // fc2
-    REQUIRE(yg.grad_fn()->inputs[0].dtype() == DType::BF16);  // h + dwconv(h)
-    backward(yg, g.to(Device::CUDA));
-    require_normwise(host(yg.detach()), yc.detach(), {1e-2, 3e-2});
-  }
-  require_normwise(host(xg.grad()), xc.grad(), {1e-2, 3e-2});
-  auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
-  for (size_t i = 0; i < pc.size(); i++) {
-    INFO("gradient of " << pc[i].first);
-    require_normwise(host(pg[i].second.grad()), pc[i].second.grad(), {1e-2, 3e-2});
+  NalaFFN cpu(16, 64), gpu(16, 64);
+  same_random_weights(cpu, gpu, rng);
+  cpu_f32_vs_gpu_bf16(
+      cpu, gpu, randn({2, 5, 7, 16}, rng), [](NalaFFN& m, const Tensor& x) { return m.forward(x); },
+      [](const Tensor& y) {
+        REQUIRE(y.grad_fn());
+        REQUIRE(y.grad_fn()->op == OpId::linear);                // fc2
+        REQUIRE(y.grad_fn()->inputs[0].dtype() == DType::BF16);  // h + dwconv(h)
+      },
+      {1e-2, 3e-2});
+}
+
+// In bf16 mode a NaLa layer whose qkvg takes four products runs them on one
+// bf16 copy of its input (four bf16 gradients added), on bf16 q, k, v (one
+// head: v is LePE's input and the attention's, two bf16 gradients added; two
+// heads: bf16 copies by head) and casts o + lepe(v) to float32 for its
+// LayerNorm: against the CPU's float32 layer within bf16 bounds.
+TEST_CASE("cuda: in bf16 mode a NaLa layer's q, k, v are bf16, its results the float32 layer's", "[cuda][bf16][model]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(49);
+  struct Restore {
+    int64_t saved = NalaAttention::qkvg_one_product_bytes;
+    ~Restore() { NalaAttention::qkvg_one_product_bytes = saved; }
+  } restore;
+  NalaAttention::qkvg_one_product_bytes = 0;  // four products
+  for (int64_t heads : {1, 2}) {
+    INFO("heads " << heads);
+    const int64_t C = 32 * heads, H = 5, W = 7;
+    NalaAttention cpu(C, heads, AttnKind::nala), gpu(C, heads, AttnKind::nala);
+    same_random_weights(cpu, gpu, rng);
+    cpu_f32_vs_gpu_bf16(
+        cpu, gpu, randn({2, H, W, C}, rng),
+        [&](NalaAttention& m, const Tensor& x) { return m.forward_hw(x, H, W); },
+        [](const Tensor& y) {
+          const std::vector<OpId> ops = graph_ops(y);
+          // the products' input to bf16, o + lepe(v) back to f32
+          REQUIRE(std::count(ops.begin(), ops.end(), OpId::cast) == 2);
+        },
+        {2e-2, 5e-2});
   }
 }

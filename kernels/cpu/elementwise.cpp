@@ -104,6 +104,11 @@ void cast_bf16_f32(float* out, const bf16_t* x, int64_t n) {
   for (int64_t i = 0; i < n; i++) out[i] = bf16_to_float(x[i]);
 }
 
+void add_bf16(bf16_t* out, const bf16_t* a, const bf16_t* b, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kPar)
+  for (int64_t i = 0; i < n; i++) out[i] = float_to_bf16(bf16_to_float(a[i]) + bf16_to_float(b[i]));
+}
+
 void scale_forward(float* out, const float* x, float s, int64_t n) {
   map1(out, x, n, [s](float v) { return v * s; });
 }

@@ -31,6 +31,9 @@ void copy(float* out, const float* x, int64_t n);
 // ---- dtype casts: float32 to bf16 (to nearest even, tensor/bf16.h) and back (exact)
 void cast_f32_bf16(bf16_t* out, const float* x, int64_t n);
 void cast_bf16_f32(float* out, const bf16_t* x, int64_t n);
+// out = a + b on bf16 arrays, in float32, rounded once (the sum of two bf16
+// gradients of one tensor); out may be a or b.
+void add_bf16(bf16_t* out, const bf16_t* a, const bf16_t* b, int64_t n);
 
 // ---- scalar-parameter ops: out = x * s, out = x + s -----------------------
 // (backward of scale is scale_forward of the gradient; of add_scalar, copy)

@@ -15,6 +15,7 @@ void fill(float* out, float v, int64_t n);
 void copy(float* out, const float* x, int64_t n);
 void cast_f32_bf16(bf16_t* out, const float* x, int64_t n);
 void cast_bf16_f32(float* out, const bf16_t* x, int64_t n);
+void add_bf16(bf16_t* out, const bf16_t* a, const bf16_t* b, int64_t n);
 
 void scale_forward(float* out, const float* x, float s, int64_t n);
 void add_scalar_forward(float* out, const float* x, float s, int64_t n);
