@@ -58,7 +58,8 @@ Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backwa
 // computed in f32 and rounded once (add_bf16).
 static void check_accumulable(const Tensor& dst, const Tensor& src) {
   NALA_CHECK(dst.dtype() == src.dtype() && (dst.dtype() == DType::F32 || dst.dtype() == DType::BF16),
-             "gradient accumulation: ", src.desc(), " into ", dst.desc(), ": gradients add up in f32 or bf16, one dtype");
+             "gradient accumulation: ", src.desc(), " into ", dst.desc(),
+             ": gradients add up in f32 or bf16, one dtype");
 }
 
 // out = a + b for bf16 tensors of one shape (out contiguous; a and b any strides).

@@ -325,7 +325,8 @@ LinearSaved linear_saved(const LinearArgs& a, const Tensor& x, const Tensor& w, 
   LinearSaved s;
   s.xg = x.requires_grad(), s.wg = w.requires_grad(), s.bg = bias.defined() && bias.requires_grad();
   s.xs = s.wg ? a.xc : Tensor(), s.ws = s.xg ? a.wc : Tensor();  // save only what backward reads
-  s.xshape = x.shape(), s.xdtype = x.dtype(), s.R = a.R, s.I = a.I, s.O = a.O, s.has_bias = bias.defined(), s.dev = a.dev;
+  s.xshape = x.shape(), s.xdtype = x.dtype();
+  s.R = a.R, s.I = a.I, s.O = a.O, s.has_bias = bias.defined(), s.dev = a.dev;
   return s;
 }
 

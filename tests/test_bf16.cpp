@@ -198,7 +198,8 @@ TEST_CASE("dwconv2d on bf16 activations: the float32 op on the rounded values, r
     for (bool self_add : {false, true}) {
       INFO("k " << k << " self_add " << self_add);
       const int64_t B = 2, H = 5, W = 7, C = 6;
-      Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng, 0.3f), b = randn({C}, rng), go = randn({B, H, W, C}, rng);
+      Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng, 0.3f), b = randn({C}, rng);
+      Tensor go = randn({B, H, W, C}, rng);
       Tensor xb = cast(x, DType::BF16).detach(), wb = w.clone(), bb = b.clone();
       for (Tensor* t : {&xb, &wb, &bb}) t->set_requires_grad(true);
       Tensor ob = dwconv2d(xb, wb, bb, self_add ? xb : Tensor());
@@ -260,7 +261,8 @@ TEST_CASE("linear_gelu with a bf16 result, and linear, linear_scale_add on a bf1
       auto op = [&](const std::vector<Tensor>& t) {
         return which ? linear_scale_add(t[3], t[0], t[1], t[2], t[4]) : linear(t[0], t[1], t[2]);
       };
-      std::vector<Tensor> in = leaves({cast(x, DType::BF16).detach(), w.clone(), b.clone(), res.clone(), gamma.clone()});
+      std::vector<Tensor> in =
+          leaves({cast(x, DType::BF16).detach(), w.clone(), b.clone(), res.clone(), gamma.clone()});
       std::vector<Tensor> ref = leaves({rounded(x), w.clone(), b.clone(), res.clone(), gamma.clone()});
       Tensor out = op(in), outf = op(ref);
       REQUIRE(out.dtype() == DType::F32);

@@ -1,10 +1,12 @@
 // tests/test_cuda_bf16.cpp - bf16 tensors on the GPU against the CPU: the
 // casts bit for bit (aligned, unaligned and odd lengths, ties, NaN, infinity),
-// dwconv2d and the linear ops on bf16 activations (the FFN's hidden layer in
-// bf16 mode, which the last case checks the FFN takes), and nala_attention on bf16 q, k, v (the tensor-core kernels reading and
-// writing bf16, and the first version on float32 copies at other head dims)
-// against the CPU's bf16 op: odd N, N smaller than a block, several heads,
-// many problems, zero inputs, a long sequence. Skipped without a GPU.
+// dwconv2d and the linear ops on bf16 activations (the FFN's hidden layer and
+// a NaLa layer's q, k, v in bf16 mode, which the last two cases check the
+// model takes), and nala_attention on bf16 q, k, v (the tensor-core kernels
+// reading and writing bf16, and the first version on float32 copies at other
+// head dims) against the CPU's bf16 op: odd N, N smaller than a block,
+// several heads, many problems, zero inputs, a long sequence. Skipped
+// without a GPU.
 //
 // Tolerances of the attention. The kernels with three-pass products
 // (cuda::nala_attention_* with one_pass = false): the CUDA kernels' float32
@@ -288,7 +290,8 @@ void cpu_f32_vs_gpu_bf16(M& cpu, M& gpu, const Tensor& x, F forward, C check, No
 // In bf16 mode the FFN stores its hidden activations in bf16 (fc1's result
 // and h + dwconv(h) are bf16 tensors): the same values as the CPU's float32
 // FFN within bf16 bounds, forward and every gradient.
-TEST_CASE("cuda: in bf16 mode the FFN's hidden activations are bf16, its results the float32 FFN's", "[cuda][bf16][model]") {
+TEST_CASE("cuda: in bf16 mode the FFN's hidden activations are bf16, its results the float32 FFN's",
+          "[cuda][bf16][model]") {
   SKIP_WITHOUT_CUDA();
   Rng rng(47);
   NalaFFN cpu(16, 64), gpu(16, 64);
@@ -308,7 +311,8 @@ TEST_CASE("cuda: in bf16 mode the FFN's hidden activations are bf16, its results
 // head: v is LePE's input and the attention's, two bf16 gradients added; two
 // heads: bf16 copies by head) and casts o + lepe(v) to float32 for its
 // LayerNorm: against the CPU's float32 layer within bf16 bounds.
-TEST_CASE("cuda: in bf16 mode a NaLa layer's q, k, v are bf16, its results the float32 layer's", "[cuda][bf16][model]") {
+TEST_CASE("cuda: in bf16 mode a NaLa layer's q, k, v are bf16, its results the float32 layer's",
+          "[cuda][bf16][model]") {
   SKIP_WITHOUT_CUDA();
   Rng rng(49);
   struct Restore {

@@ -261,9 +261,13 @@ struct GeluB2 { __device__ float operator()(float g, float v) const { return act
 struct Add2 { __device__ float operator()(float a, float b) const { return a + b; } };
 }  // namespace
 
-void add_bf16(bf16_t* out, const bf16_t* a, const bf16_t* b, int64_t n) { map_bf16("add (bf16)", out, a, b, n, Add2{}); }
+void add_bf16(bf16_t* out, const bf16_t* a, const bf16_t* b, int64_t n) {
+  map_bf16("add (bf16)", out, a, b, n, Add2{});
+}
 
-void gelu_forward_bf16(bf16_t* out, const bf16_t* x, int64_t n) { map_bf16("gelu (bf16)", out, nullptr, x, n, GeluF2{}); }
+void gelu_forward_bf16(bf16_t* out, const bf16_t* x, int64_t n) {
+  map_bf16("gelu (bf16)", out, nullptr, x, n, GeluF2{});
+}
 void gelu_backward_bf16(bf16_t* dx, const bf16_t* dout, const bf16_t* x, int64_t n) {
   map_bf16("gelu backward (bf16)", dx, dout, x, n, GeluB2{});
 }
