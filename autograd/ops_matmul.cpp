@@ -466,8 +466,10 @@ Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, DType o
     }
 #ifdef NALA_CUDA
     if (s.dev == Device::CUDA) {
-      ProfileScope prof("gelu_backward_bf16", s.dev);
-      cuda::gelu_backward_bf16(dpre.bf16(), g.bf16(), pre.bf16(), dpre.numel());
+      {
+        ProfileScope prof("gelu_backward_bf16", s.dev);  // the kernel alone, not the product's gradients
+        cuda::gelu_backward_bf16(dpre.bf16(), g.bf16(), pre.bf16(), dpre.numel());
+      }
       return linear_grads(s, dpre);
     }
 #endif
