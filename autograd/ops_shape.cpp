@@ -49,13 +49,35 @@ void add_into(const Tensor& dst, const Tensor& src, const char* op) {
   NALA_DISPATCH(src.device(), binary_forward, BinaryOp::Add, dst.f32(), dst.f32(), src.f32(), L);  // elementwise: in place is safe
 }
 
+// A bf16 copy into the contiguous `out` as 4-byte pairs, through the float
+// copy kernel (it moves bits, never computes on them): where g's last dim is
+// contiguous with an even length and every other stride and the offset are
+// even (a head split or merge, (B, N, h, d) <-> (B, h, N, d)). False when it
+// does not apply.
+static bool copy_bf16_pairs(const Tensor& out, const Tensor& g, const char* op) {
+  const Shape& sh = g.shape();
+  const Shape& st = g.strides();
+  if (dtype_size(g.dtype()) != 2 || sh.empty() || st.back() != 1 || sh.back() % 2 != 0 || g.offset() % 2 != 0 ||
+      reinterpret_cast<uintptr_t>(g.raw()) % 4 != 0 || reinterpret_cast<uintptr_t>(out.raw()) % 4 != 0)
+    return false;
+  Shape size = sh, sa = st;
+  for (size_t i = 0; i + 1 < st.size(); i++) {
+    if (st[i] % 2 != 0) return false;
+    sa[i] = st[i] / 2;
+  }
+  size.back() /= 2;
+  Layout L = make_layout(size, contiguous_strides(size), sa, {}, op);
+  NALA_DISPATCH(g.device(), copy_strided, static_cast<float*>(out.raw()), static_cast<const float*>(g.raw()), L);
+  return true;
+}
+
 Tensor fresh_copy(const Tensor& g, const Shape& shape, const char* op) {
   NALA_CHECK(shape_numel(shape) == g.numel(), op, ": copy of ", g.desc(), " as ", shape_str(shape));
   if (g.dtype() != DType::F32) {  // bf16 gradients: an element copy (on the GPU a kernel, never a cudaMemcpy)
     Tensor out = Tensor::empty(g.shape(), g.dtype(), g.device());
     if (g.device() == Device::CPU) {
       out.copy_(g);
-    } else if (g.numel() > 0) {
+    } else if (g.numel() > 0 && !copy_bf16_pairs(out, g, op)) {
       const Shape os = out.strides(), gs = g.strides(), sh = g.shape();
       device::strided_copy(out.raw(), os.data(), g.raw(), gs.data(), sh.data(), (int)sh.size(), dtype_size(g.dtype()));
     }

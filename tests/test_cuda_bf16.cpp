@@ -80,6 +80,27 @@ TEST_CASE("cuda: casts between f32 and bf16, bit for bit as the CPU", "[cuda][bf
                   {randn({3, 33}, rng)}, 7, {0, 0});
 }
 
+// contiguous() of a bf16 view on the GPU: head splits and merges move 4-byte
+// pairs through the float copy kernel (even last dim, even strides), other
+// views element by element; both bit for bit as the CPU, gradients too.
+TEST_CASE("cuda: bf16 copies of permuted and sliced views, bit for bit as the CPU", "[cuda][bf16]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(50);
+  Tensor x = bf(randn({2, 5, 3, 8}, rng, 3.0f));  // (B, N, h, d)
+  auto to_heads = [](const std::vector<Tensor>& in) { return contiguous(permute(in[0], {0, 2, 1, 3})); };
+  auto odd_last = [](const std::vector<Tensor>& in) { return contiguous(permute(in[0], {0, 1, 3, 2})); };
+  auto odd_offset = [](const std::vector<Tensor>& in) {  // a view starting at an odd element, last dim 7
+    return contiguous(view::narrow(reshape(in[0], {2, 5, 24}), 2, 1, 7));
+  };
+  for (const auto& f : {OpFn(to_heads), OpFn(odd_last)}) {
+    DeviceRuns r = compare_devices(f, {x}, bf(randn(f({x}).shape(), rng)), {0, 0});
+    REQUIRE(bits(r.cuda.out) == bits(cast(r.cpu.out, DType::BF16)));
+    REQUIRE(bits(r.cuda.grads[0]) == bits(r.cpu.grads[0]));
+  }
+  Tensor y = odd_offset({x.to(Device::CUDA)});
+  REQUIRE(bits(y) == bits(odd_offset({x})));
+}
+
 TEST_CASE("cuda: nala_attention on bf16 against the CPU's bf16 op", "[cuda][bf16][attention]") {
   SKIP_WITHOUT_CUDA();
   Rng rng(42);
