@@ -41,8 +41,6 @@ Tensor grad_like(const Tensor& t, bool wanted) {
   return wanted ? Tensor::empty(t.shape(), t.dtype(), t.device()) : Tensor();
 }
 
-const float* f32_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
-
 // The depthwise stencil on bf16 activations (dwconv2d_add_forward_bf16 and
 // dwconv2d_backward_bf16's contract, kernels/cuda/conv.h) on either device.
 void dw_forward_bf16(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& add,
@@ -51,7 +49,7 @@ void dw_forward_bf16(const Tensor& out, const Tensor& x, const Tensor& w, const 
 #ifdef NALA_CUDA
   if (dev == Device::CUDA) {
     ProfileScope prof("dwconv2d_forward_bf16", dev);
-    cuda::dwconv2d_add_forward_bf16(out.bf16(), x.bf16(), w.f32(), f32_or_null(bias),
+    cuda::dwconv2d_add_forward_bf16(out.bf16(), x.bf16(), w.f32(), ptr_or_null(bias),
                                     add.defined() ? add.bf16() : nullptr, B, H, W, C, k);
     return;
   }
@@ -60,9 +58,9 @@ void dw_forward_bf16(const Tensor& out, const Tensor& x, const Tensor& w, const 
   Tensor xf = detail::cast_values(x, DType::F32, op), of = Tensor::empty(out.shape(), DType::F32, dev);
   if (add.defined()) {
     Tensor af = detail::cast_values(add, DType::F32, op);
-    NALA_DISPATCH(dev, dwconv2d_add_forward, of.f32(), xf.f32(), w.f32(), f32_or_null(bias), af.f32(), B, H, W, C, k);
+    NALA_DISPATCH(dev, dwconv2d_add_forward, of.f32(), xf.f32(), w.f32(), ptr_or_null(bias), af.f32(), B, H, W, C, k);
   } else {
-    NALA_DISPATCH(dev, dwconv2d_forward, of.f32(), xf.f32(), w.f32(), f32_or_null(bias), B, H, W, C, k);
+    NALA_DISPATCH(dev, dwconv2d_forward, of.f32(), xf.f32(), w.f32(), ptr_or_null(bias), B, H, W, C, k);
   }
   NALA_DISPATCH(dev, cast_f32_bf16, out.bf16(), of.f32(), of.numel());
 }

@@ -256,20 +256,23 @@ void map_bf16(const char* op, bf16_t* out, const bf16_t* g, const bf16_t* x, int
       (__nv_bfloat16*)out, (const __nv_bfloat16*)g, (const __nv_bfloat16*)x, n, vec, f);
   CUDA_CHECK_LAUNCH(op);
 }
-struct GeluF2 { __device__ float operator()(float, float v) const { return act::gelu(v); } };
-struct GeluB2 { __device__ float operator()(float g, float v) const { return act::gelu_backward(g, v); } };
-struct Add2 { __device__ float operator()(float a, float b) const { return a + b; } };
+// A unary map's functor as map_bf16's f(g, v), g unused.
+template <class F>
+struct OnValue {
+  F f;
+  __device__ float operator()(float, float v) const { return f(v); }
+};
 }  // namespace
 
 void add_bf16(bf16_t* out, const bf16_t* a, const bf16_t* b, int64_t n) {
-  map_bf16("add (bf16)", out, a, b, n, Add2{});
+  map_bf16("add (bf16)", out, a, b, n, Axpy{1.0f});  // a + b, as the f32 accumulation (axpy)
 }
 
 void gelu_forward_bf16(bf16_t* out, const bf16_t* x, int64_t n) {
-  map_bf16("gelu (bf16)", out, nullptr, x, n, GeluF2{});
+  map_bf16("gelu (bf16)", out, nullptr, x, n, OnValue<GeluF>{});
 }
 void gelu_backward_bf16(bf16_t* dx, const bf16_t* dout, const bf16_t* x, int64_t n) {
-  map_bf16("gelu backward (bf16)", dx, dout, x, n, GeluB2{});
+  map_bf16("gelu backward (bf16)", dx, dout, x, n, GeluB{});
 }
 
 void scale_forward(float* out, const float* x, float s, int64_t n) { map1("scale", out, x, n, Scale{s}); }
