@@ -108,12 +108,20 @@ Tensor dwconv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Tens
 
 // ---- normalisation (ops_norm.cpp) -----------------------------------------
 // LayerNorm over dimension `dim` (-1: token layout; 1 on (B, C, H, W): the
-// per-pixel layout). weight, bias of size C (either may be undefined).
-Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, int64_t dim = -1);
+// per-pixel layout). weight, bias of size C (either may be undefined). x is
+// f32; over the last dim the result may be bf16 (out_dtype: the values of
+// the f32 result, rounded; a bf16 product's input stored once, at half the
+// bytes), whose gradient may then arrive in bf16.
+Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, int64_t dim = -1,
+                 DType out_dtype = DType::F32);
 // layernorm(x, weight, bias, eps) over the last dim, times silu(g) (g of x's
 // shape): NaLaFormer's attention gate, one pass forward, the bits of the three
-// ops. Saves x, g and the LayerNorm output.
-Tensor layernorm_gate(const Tensor& x, const Tensor& g, const Tensor& weight, const Tensor& bias, float eps);
+// ops. x and g both f32 or both bf16 (computed in f32 from their values; the
+// gradients in their dtypes), the result f32 or bf16 (out_dtype, rounded
+// once). Saves x and g; on CUDA backward makes the LayerNorm output again in
+// its one fused pass, elsewhere that output is saved too.
+Tensor layernorm_gate(const Tensor& x, const Tensor& g, const Tensor& weight, const Tensor& bias, float eps,
+                      DType out_dtype = DType::F32);
 // BatchNorm over channel dimension `dim` (-1: channels-last; 1: NCHW).
 // training: normalise with the biased batch variance and update running_mean
 // and running_var in place (running = (1-m) running + m batch, unbiased batch

@@ -40,6 +40,7 @@
 // their tensor's dtype: a bf16 x gets a bf16 gradient; weights and biases
 // float32.
 #include <algorithm>
+#include <tuple>
 
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"
@@ -498,20 +499,32 @@ Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, con
   const bool grad = needs_grad({&res, &x, &w, &bias, &gamma});
   Tensor rc = view::contiguous(res).detach(), gc = view::contiguous(gamma).detach();
   Tensor out = Tensor::empty(a.oshape, DType::F32, a.dev);
-  Tensor y = grad ? Tensor::empty(a.oshape, DType::F32, a.dev) : Tensor();  // the product, for gamma's gradient
   Tensor mc = sample_mask.defined() ? view::contiguous(sample_mask).detach() : Tensor();
+  const int64_t rows_per_scale = S > 0 ? std::max<int64_t>(1, a.R / S) : 1;
   LinearEpilogue e;
   e.res = rc.f32(), e.gamma = gc.f32();
-  if (mc.defined()) e.row_scale = mc.f32(), e.rows_per_scale = S > 0 ? std::max<int64_t>(1, a.R / S) : 1;
-  if (grad) e.pre = y.f32();
-  if (a.xc.dtype() == DType::F32) {
+  if (mc.defined()) e.row_scale = mc.f32(), e.rows_per_scale = rows_per_scale;
+  // y: the product, saved for gamma's gradient. With a bf16 x (bf16 mode) it
+  // is stored in bf16, as the products of bf16 activations are: the residual
+  // add reads it rounded, and half the bytes are saved.
+  const bool y16 = a.xc.dtype() == DType::BF16;
+  Tensor y = grad ? Tensor::empty(a.oshape, y16 ? DType::BF16 : DType::F32, a.dev) : Tensor();
+  if (!y16) {
+    if (grad) e.pre = y.f32();
     NALA_DISPATCH(a.dev, linear_forward_epilogue, out.f32(), a.xc.f32(), a.wc.f32(), ptr_or_null(a.bc), a.R, a.O,
                   a.I, e);
-  } else {  // a bf16 x: the product, then the epilogue as one pass (as in bf16 mode)
-    Tensor p = grad ? y : Tensor::empty(a.oshape, DType::F32, a.dev);
+  } else {  // the bf16 product, then the residual add as one pass
+    Tensor p = grad ? y : Tensor::empty(a.oshape, DType::BF16, a.dev);
     linear_product(a, p);
-    e.pre = nullptr;
-    NALA_DISPATCH(a.dev, linear_epilogue_apply, out.f32(), p.f32(), e, a.R, a.O);
+#ifdef NALA_CUDA
+    if (a.dev == Device::CUDA)
+      cuda::scale_add_forward_bf16(out.f32(), rc.f32(), p.bf16(), gc.f32(), a.R, a.O, e.row_scale, e.rows_per_scale);
+    else
+#endif
+    {
+      Tensor pf = detail::cast_values(p, DType::F32, op);
+      NALA_DISPATCH(a.dev, linear_epilogue_apply, out.f32(), pf.f32(), e, a.R, a.O);
+    }
   }
   if (!grad) return out;
   std::vector<Tensor> inputs = {res, x, w};
@@ -519,16 +532,33 @@ Tensor linear_scale_add(const Tensor& res, const Tensor& x, const Tensor& w, con
   inputs.push_back(gamma);
   const bool need_res = res.requires_grad(), need_g = gamma.requires_grad();
   return record(OpId::linear_scale_add, out, inputs,
-                [s = linear_saved(a, x, w, bias), y, gc, mc, S, need_res, need_g, op](const Tensor& gout) {
+                [s = linear_saved(a, x, w, bias), y, gc, mc, S, rows_per_scale, need_res, need_g,
+                 op](const Tensor& gout) {
                   Tensor g = view::contiguous(gout);
-                  Tensor gd = g;  // the gradient of y * gamma: drop_path's backward of g
-                  if (mc.defined() && g.numel()) {
-                    gd = Tensor::empty(g.shape(), DType::F32, s.dev);
-                    NALA_DISPATCH(s.dev, drop_path_apply, gd.f32(), g.f32(), mc.f32(), S, g.numel() / S);
-                  }
-                  // y's and gamma's gradients: mul's backward of y * gamma (as scale_add)
                   const bool need_y = s.xg || s.wg || s.bg;
-                  auto [dy, dgamma] = detail::scale_grads(gd, y, gc, need_y, need_g, op);
+                  Tensor dy, dgamma;  // the gradients of y (y's dtype) and gamma
+#ifdef NALA_CUDA
+                  if (s.dev == Device::CUDA) {  // drop path, mul's backward and gamma's sum in one pass
+                    if (need_y) dy = Tensor::empty(y.shape(), y.dtype(), s.dev);
+                    if (need_g) dgamma = Tensor::empty(gc.shape(), DType::F32, s.dev);
+                    if (need_y || need_g)
+                      cuda::scale_rows_backward(need_y ? dy.raw() : nullptr, y.dtype() == DType::BF16,
+                                                need_g ? dgamma.f32() : nullptr, g.f32(), y.raw(),
+                                                y.dtype() == DType::BF16, gc.f32(),
+                                                mc.defined() ? mc.f32() : nullptr, rows_per_scale, s.R, s.O);
+                  } else
+#endif
+                  {
+                    Tensor gd = g;  // the gradient of y * gamma: drop_path's backward of g
+                    if (mc.defined() && g.numel()) {
+                      gd = Tensor::empty(g.shape(), DType::F32, s.dev);
+                      NALA_DISPATCH(s.dev, drop_path_apply, gd.f32(), g.f32(), mc.f32(), S, g.numel() / S);
+                    }
+                    // y's and gamma's gradients: mul's backward of y * gamma (as scale_add)
+                    std::tie(dy, dgamma) =
+                        detail::scale_grads(gd, detail::cast_values(y, DType::F32, op), gc, need_y, need_g, op);
+                    if (need_y) dy = detail::cast_values(dy, y.dtype(), op);
+                  }
                   std::vector<Tensor> grads = {need_res ? g : Tensor()};
                   std::vector<Tensor> lg = need_y ? linear_grads(s, dy) : std::vector<Tensor>(s.has_bias ? 3 : 2);
                   grads.insert(grads.end(), lg.begin(), lg.end());

@@ -8,8 +8,11 @@
 // the weight, and the mean and rstd the forward pass used.
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"
+#include "autograd/ops_util.h"
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/norm.h"
 #ifdef NALA_CUDA
+#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/norm.h"
 #endif
 
@@ -62,11 +65,15 @@ Dims check_batchnorm(const char* op, const Tensor& x, const Tensor& weight, cons
 
 }  // namespace
 
-Tensor layernorm(const Tensor& x_, const Tensor& weight_, const Tensor& bias_, float eps, int64_t dim) {
+Tensor layernorm(const Tensor& x_, const Tensor& weight_, const Tensor& bias_, float eps, int64_t dim,
+                 DType out_dtype) {
   const char* op = "layernorm";
   NALA_CHECK(x_.dtype() == DType::F32, op, ": input must be f32, got ", x_.desc());
   NALA_CHECK(x_.dim() >= 1, op, ": input ", x_.desc(), " has no dimension to normalise");
   const int64_t d = wrap_dim(dim, x_.dim(), op);
+  NALA_CHECK(out_dtype == DType::F32 || (out_dtype == DType::BF16 && d == x_.dim() - 1), op,
+             ": the result is f32, or bf16 over the last dim, not ", dtype_name(out_dtype), " over dim ", d, " of ",
+             x_.desc());
   const Dims s = split_at(x_, d);
   NALA_CHECK(s.C > 0, op, ": input ", x_.desc(), " has an empty dimension ", d);
   check_vec(op, "weight", x_, weight_, s.C, d);
@@ -75,29 +82,53 @@ Tensor layernorm(const Tensor& x_, const Tensor& weight_, const Tensor& bias_, f
 
   Tensor x = view::contiguous(x_).detach();
   Tensor w = contig_or_undef(weight_), b = contig_or_undef(bias_);
-  Tensor out = Tensor::empty(x_.shape(), DType::F32, dev);
+  Tensor out = Tensor::empty(x_.shape(), out_dtype, dev);
   Tensor mean = Tensor::empty({s.O * s.I}, DType::F32, dev), rstd = Tensor::empty({s.O * s.I}, DType::F32, dev);
-  NALA_DISPATCH(dev, layernorm_forward, out.f32(), mean.f32(), rstd.f32(), x.f32(), ptr_or_null(w),
-                ptr_or_null(b), s.O, s.C, s.I, eps);
+  bool done = false;  // a bf16 result: stored by the kernel where it can (CUDA rows), else rounded after
+#ifdef NALA_CUDA
+  if (out_dtype == DType::BF16 && dev == Device::CUDA)
+    done = cuda::layernorm_rows_forward(out.raw(), true, mean.f32(), rstd.f32(), x.raw(), nullptr, false,
+                                        ptr_or_null(w), ptr_or_null(b), s.O, s.C, eps);
+#endif
+  if (!done) {
+    Tensor of = out_dtype == DType::F32 ? out : Tensor::empty(x_.shape(), DType::F32, dev);
+    NALA_DISPATCH(dev, layernorm_forward, of.f32(), mean.f32(), rstd.f32(), x.f32(), ptr_or_null(w),
+                  ptr_or_null(b), s.O, s.C, s.I, eps);
+    if (out_dtype == DType::BF16) NALA_DISPATCH(dev, cast_f32_bf16, out.bf16(), of.f32(), of.numel());
+  }
   if (!needs_grad({&x_, &weight_, &bias_})) return out;
   return record(OpId::layernorm, out, {x_, weight_, bias_},
-                [x, w, mean, rstd, s, dev, gx = x_.requires_grad(),
+                [x, w, mean, rstd, s, dev, op, gx = x_.requires_grad(),
                  gw = weight_.defined() && weight_.requires_grad(),
                  gb = bias_.defined() && bias_.requires_grad()](const Tensor& gout) {
                   Tensor g = view::contiguous(gout);
                   Tensor dx = gx ? Tensor::empty(x.shape(), DType::F32, dev) : Tensor();
                   Tensor dw = gw ? Tensor::empty({s.C}, DType::F32, dev) : Tensor();
                   Tensor db = gb ? Tensor::empty({s.C}, DType::F32, dev) : Tensor();
+                  if (g.dtype() == DType::BF16) {  // the gradient of a bf16 result
+#ifdef NALA_CUDA
+                    if (dev == Device::CUDA && s.I == 1 &&
+                        cuda::layernorm_rows_backward(dx.defined() ? dx.raw() : nullptr, nullptr, ptr_or_null(dw),
+                                                      ptr_or_null(db), g.raw(), true, x.raw(), nullptr, false,
+                                                      mean.f32(), rstd.f32(), ptr_or_null(w), nullptr, s.O, s.C))
+                      return std::vector<Tensor>{dx, dw, db};
+#endif
+                    g = detail::cast_values(g, DType::F32, op);
+                  }
                   NALA_DISPATCH(dev, layernorm_backward, ptr_or_null(dx), ptr_or_null(dw), ptr_or_null(db),
                                 g.f32(), x.f32(), mean.f32(), rstd.f32(), ptr_or_null(w), s.O, s.C, s.I);
                   return std::vector<Tensor>{dx, dw, db};
                 });
 }
 
-Tensor layernorm_gate(const Tensor& x_, const Tensor& g_, const Tensor& weight_, const Tensor& bias_, float eps) {
+Tensor layernorm_gate(const Tensor& x_, const Tensor& g_, const Tensor& weight_, const Tensor& bias_, float eps,
+                      DType out_dtype) {
   const char* op = "layernorm_gate";
-  NALA_CHECK(x_.dtype() == DType::F32 && g_.defined() && g_.dtype() == DType::F32, op, ": inputs must be f32, got ",
-             x_.desc(), " and ", g_.desc());
+  NALA_CHECK(x_.defined() && g_.defined() && (x_.dtype() == DType::F32 || x_.dtype() == DType::BF16) &&
+                 g_.dtype() == x_.dtype(),
+             op, ": inputs must be both f32 or both bf16, got ", x_.desc(), " and ", g_.desc());
+  NALA_CHECK(out_dtype == DType::F32 || out_dtype == DType::BF16, op, ": result dtype f32 or bf16, got ",
+             dtype_name(out_dtype));
   NALA_CHECK(x_.dim() >= 1 && x_.shape() == g_.shape(), op, ": x ", x_.desc(), " and gate ", g_.desc(),
              " must have one shape");
   const Dims s = split_at(x_, x_.dim() - 1);
@@ -106,32 +137,67 @@ Tensor layernorm_gate(const Tensor& x_, const Tensor& g_, const Tensor& weight_,
   check_vec(op, "bias", x_, bias_, s.C, x_.dim() - 1);
   const Device dev = common_device(op, {&x_, &g_, &weight_, &bias_});
   const bool grad = needs_grad({&x_, &g_, &weight_, &bias_});
+  const bool in_bf16 = x_.dtype() == DType::BF16;
 
   Tensor x = view::contiguous(x_).detach(), g = view::contiguous(g_).detach();
   Tensor w = contig_or_undef(weight_), b = contig_or_undef(bias_);
-  Tensor out = Tensor::empty(x_.shape(), DType::F32, dev);
-  // the LayerNorm output: for backward, and on the CPU the kernel's buffer (the host pool makes it cheap)
-  Tensor y = grad || dev == Device::CPU ? Tensor::empty(x_.shape(), DType::F32, dev) : Tensor();
+  Tensor out = Tensor::empty(x_.shape(), out_dtype, dev);
   Tensor mean = Tensor::empty({s.O}, DType::F32, dev), rstd = Tensor::empty({s.O}, DType::F32, dev);
-  NALA_DISPATCH(dev, layernorm_gate_forward, out.f32(), y.defined() ? y.f32() : nullptr, mean.f32(), rstd.f32(), x.f32(),
-                g.f32(), ptr_or_null(w), ptr_or_null(b), s.O, s.C, eps);
+  // On CUDA the row kernels take the inputs and the result in their dtypes,
+  // and backward makes the LayerNorm output y again from x (nothing more is
+  // saved than x and g). Elsewhere (the CPU, rows the kernels do not take)
+  // float32 values through layernorm_gate_forward, which keeps y for backward.
+  bool fused = false;
+#ifdef NALA_CUDA
+  if (dev == Device::CUDA && s.C <= 512)
+    fused = cuda::layernorm_rows_forward(out.raw(), out_dtype == DType::BF16, mean.f32(), rstd.f32(), x.raw(),
+                                         g.raw(), in_bf16, ptr_or_null(w), ptr_or_null(b), s.O, s.C, eps);
+#endif
+  Tensor y;
+  if (!fused) {
+    Tensor xf = detail::cast_values(x, DType::F32, op), gf = detail::cast_values(g, DType::F32, op);
+    Tensor of = out_dtype == DType::F32 ? out : Tensor::empty(x_.shape(), DType::F32, dev);
+    y = grad || dev == Device::CPU ? Tensor::empty(x_.shape(), DType::F32, dev) : Tensor();  // the CPU's buffer
+    NALA_DISPATCH(dev, layernorm_gate_forward, of.f32(), y.defined() ? y.f32() : nullptr, mean.f32(), rstd.f32(),
+                  xf.f32(), gf.f32(), ptr_or_null(w), ptr_or_null(b), s.O, s.C, eps);
+    if (out_dtype == DType::BF16) NALA_DISPATCH(dev, cast_f32_bf16, out.bf16(), of.f32(), of.numel());
+  }
   if (!grad) return out;
   return record(OpId::layernorm_gate, out, {x_, g_, weight_, bias_},
-                [x, g, y, w, mean, rstd, s, dev, gx = x_.requires_grad(), gg = g_.requires_grad(),
+                [x, g, y, w, b, mean, rstd, s, dev, op, fused, eps, gx = x_.requires_grad(), gg = g_.requires_grad(),
                  gw = weight_.defined() && weight_.requires_grad(),
                  gb = bias_.defined() && bias_.requires_grad()](const Tensor& gout) {
                   Tensor d = view::contiguous(gout);
-                  const bool ln = gx || gw || gb;
-                  Tensor dy = Tensor::empty(x.shape(), DType::F32, dev);  // the LayerNorm's incoming gradient
-                  Tensor dg = gg ? Tensor::empty(x.shape(), DType::F32, dev) : Tensor();
-                  NALA_DISPATCH(dev, gate_backward, dy.f32(), gg ? dg.f32() : nullptr, d.f32(), y.f32(), g.f32(),
-                                x.numel());
-                  Tensor dx = gx ? Tensor::empty(x.shape(), DType::F32, dev) : Tensor();
+                  Tensor dx = gx ? Tensor::empty(x.shape(), x.dtype(), dev) : Tensor();
+                  Tensor dg = gg ? Tensor::empty(x.shape(), g.dtype(), dev) : Tensor();
                   Tensor dw = gw ? Tensor::empty({s.C}, DType::F32, dev) : Tensor();
                   Tensor db = gb ? Tensor::empty({s.C}, DType::F32, dev) : Tensor();
-                  if (ln)
-                    NALA_DISPATCH(dev, layernorm_backward, ptr_or_null(dx), ptr_or_null(dw), ptr_or_null(db),
-                                  dy.f32(), x.f32(), mean.f32(), rstd.f32(), ptr_or_null(w), s.O, s.C, 1);
+#ifdef NALA_CUDA
+                  if (fused && cuda::layernorm_rows_backward(
+                                   dx.defined() ? dx.raw() : nullptr, dg.defined() ? dg.raw() : nullptr,
+                                   ptr_or_null(dw), ptr_or_null(db), d.raw(), d.dtype() == DType::BF16, x.raw(),
+                                   g.raw(), x.dtype() == DType::BF16, mean.f32(), rstd.f32(), ptr_or_null(w),
+                                   ptr_or_null(b), s.O, s.C))
+                    return std::vector<Tensor>{dx, dg, dw, db};
+#endif
+                  Tensor xf = detail::cast_values(x, DType::F32, op), gf = detail::cast_values(g, DType::F32, op);
+                  Tensor df = detail::cast_values(d, DType::F32, op), yf = y;
+                  if (!yf.defined()) {  // a gradient the fused kernel could not take (misaligned): y again
+                    yf = Tensor::empty(x.shape(), DType::F32, dev);
+                    Tensor m2 = Tensor::empty({s.O}, DType::F32, dev), r2 = Tensor::empty({s.O}, DType::F32, dev);
+                    NALA_DISPATCH(dev, layernorm_forward, yf.f32(), m2.f32(), r2.f32(), xf.f32(), ptr_or_null(w),
+                                  ptr_or_null(b), s.O, s.C, 1, eps);
+                  }
+                  Tensor dy = Tensor::empty(x.shape(), DType::F32, dev);  // the LayerNorm's incoming gradient
+                  Tensor dgf = gg ? Tensor::empty(x.shape(), DType::F32, dev) : Tensor();
+                  NALA_DISPATCH(dev, gate_backward, dy.f32(), gg ? dgf.f32() : nullptr, df.f32(), yf.f32(), gf.f32(),
+                                x.numel());
+                  Tensor dxf = gx ? Tensor::empty(x.shape(), DType::F32, dev) : Tensor();
+                  if (gx || gw || gb)
+                    NALA_DISPATCH(dev, layernorm_backward, ptr_or_null(dxf), ptr_or_null(dw), ptr_or_null(db),
+                                  dy.f32(), xf.f32(), mean.f32(), rstd.f32(), ptr_or_null(w), s.O, s.C, 1);
+                  if (gx) dx = detail::cast_values(dxf, x.dtype(), op);
+                  if (gg) dg = detail::cast_values(dgf, g.dtype(), op);
                   return std::vector<Tensor>{dx, dg, dw, db};
                 });
 }

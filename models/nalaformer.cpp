@@ -19,6 +19,10 @@ struct Container : Module {
     return register_module(name, std::move(m));
   }
 };
+
+// bf16 mode (--precision bf16, device::gemm_bf16()) on the GPU: the products
+// run on bf16 tensor cores and the activations they read are stored in bf16.
+bool bf16_mode(const Tensor& x) { return x.device() == Device::CUDA && device::gemm_bf16(); }
 }  // namespace
 
 // ---- configs (docs/SPEC.md §5) ---------------------------------------------
@@ -175,18 +179,17 @@ Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W, const Sc
     // contiguous, so no activation-sized split copies are made (the weight's
     // gradient is assembled from the blocks). In bf16 mode on the GPU a NaLa
     // layer's q, k, v are bf16 (its tensor-core kernels read bf16; half the
-    // bytes to move and to save for backward), and so are its output and
-    // o + lepe(v); the LayerNorm and its gate take float32 (o is cast once).
-    // The four products then share one bf16 copy of their input (saved for
-    // their weight gradients in place of the float32 one; its four bf16
-    // gradients are added in bf16).
-    const DType qkv = kind == AttnKind::nala && x.device() == Device::CUDA && device::gemm_bf16() ? DType::BF16
-                                                                                                   : DType::F32;
+    // bytes to move and to save for backward), and so are g, its output and
+    // o + lepe(v), which the LayerNorm gate reads as they are. The four
+    // products share one bf16 input (norm1's bf16 result in bf16 mode, else
+    // one copy), saved for their weight gradients; its four bf16 gradients
+    // are added in bf16.
+    const DType qkv = kind == AttnKind::nala && bf16_mode(x) ? DType::BF16 : DType::F32;
     const Tensor xin = qkv == DType::BF16 ? cast(xt, DType::BF16) : xt;
     auto block = [&](int64_t i, DType dt) {
       return linear(xin, narrow(qkvg->weight, 0, i * C, C), narrow(qkvg->bias, 0, i * C, C), dt);  // (B, N, C)
     };
-    q = block(0, qkv), k = block(1, qkv), v = block(2, qkv), g = block(3, DType::F32);
+    q = block(0, qkv), k = block(1, qkv), v = block(2, qkv), g = block(3, qkv);
     v_img = reshape(v, {B, H, W, C});
     auto to_heads = [&](const Tensor& z) { return contiguous(permute(reshape(z, {B, N, heads, d}), {0, 2, 1, 3})); };
     q = to_heads(q), k = to_heads(k), v = to_heads(v);  // (B, h, N, d); no copy when h == 1
@@ -195,8 +198,9 @@ Tensor NalaAttention::forward_hw(const Tensor& x, int64_t H, int64_t W, const Sc
   Tensor o = attention_core(kind, q, k, v, H, W);  // (B, h, N, d)
   o = reshape(contiguous(permute(o, {0, 2, 1, 3})), {B, H, W, C});
   o = reshape(lepe->forward_add(v_img, o), {B, N, C});  // o + lepe(v)
-  if (o.dtype() != DType::F32) o = cast(o, DType::F32);
-  o = ln->forward_gate(o, g);  // ln(o) * silu(g), one pass
+  if (o.dtype() != g.dtype()) o = cast(o, g.dtype());
+  // ln(o) * silu(g), one pass; in bf16 mode stored in bf16 (out_proj's input)
+  o = ln->forward_gate(o, g, bf16_mode(x) ? DType::BF16 : DType::F32);
   if (res)
     return reshape(out_proj->forward_scale_add(reshape(res->x, {B, N, C}), o, res->gamma, res->sample_mask),
                    {B, H, W, C});
@@ -217,7 +221,7 @@ Tensor NalaFFN::forward(const Tensor& x, const ScaledResidual* res) {
   // In bf16 mode on the GPU the hidden activations (the model's widest, Hd =
   // mlp_ratio * C) are stored in bf16: half the bytes to save for backward
   // and to move; the products already round their operands to bf16.
-  const DType hd = x.device() == Device::CUDA && device::gemm_bf16() ? DType::BF16 : DType::F32;
+  const DType hd = bf16_mode(x) ? DType::BF16 : DType::F32;
   Tensor h = fc1->forward_gelu(x, hd);  // (B, H, W, Hd), gelu in the product's store
   h = dwconv->forward_add(h, h);        // h + dwconv(h)
   return res ? fc2->forward_scale_add(res->x, h, res->gamma, res->sample_mask) : fc2->forward(h);
@@ -255,12 +259,16 @@ Tensor NalaBlock::forward(const Tensor& x0) {
     if (drop_path->active()) r.sample_mask = drop_path->mask(x.size(0), x.device());
     return r;
   };
+  // In bf16 mode the LayerNorms store their results in bf16: the products
+  // after them round their inputs to bf16 anyway; half the bytes to write
+  // and to save. The residual stream stays float32.
+  const DType act = bf16_mode(x0) ? DType::BF16 : DType::F32;
   Tensor x = cpe1->forward_add(x0, x0);  // x0 + cpe1(x0)
   const ScaledResidual r1 = residual(x, gamma_1);
-  x = attn->forward_hw(norm1_ln->forward(x), H, W, &r1);
+  x = attn->forward_hw(norm1_ln->forward(x, act), H, W, &r1);
   x = cpe2->forward_add(x, x);  // x + cpe2(x)
   const ScaledResidual r2 = residual(x, gamma_2);
-  return ffn->forward(norm2_ln->forward(x), &r2);
+  return ffn->forward(norm2_ln->forward(x, act), &r2);
 }
 
 // ---- network ------------------------------------------------------------------

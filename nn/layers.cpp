@@ -67,9 +67,10 @@ LayerNorm::LayerNorm(int64_t C, float eps_) : Module("LayerNorm"), channels(C), 
 }
 
 Tensor LayerNorm::forward(const Tensor& x) { return layernorm(x, weight, bias, eps, dim); }
-Tensor LayerNorm::forward_gate(const Tensor& x, const Tensor& g) {
+Tensor LayerNorm::forward(const Tensor& x, DType out) { return layernorm(x, weight, bias, eps, dim, out); }
+Tensor LayerNorm::forward_gate(const Tensor& x, const Tensor& g, DType out) {
   NALA_CHECK(dim == -1 || dim == x.dim() - 1, "LayerNorm::forward_gate normalises the last dim only, not ", dim);
-  return layernorm_gate(x, g, weight, bias, eps);
+  return layernorm_gate(x, g, weight, bias, eps, out);
 }
 
 GELU::GELU() : Module("GELU") {}

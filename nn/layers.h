@@ -71,7 +71,9 @@ struct LayerNorm : Module {
   float eps;
   int64_t dim = -1;
   Tensor forward(const Tensor& x) override;
-  Tensor forward_gate(const Tensor& x, const Tensor& g);  // forward(x) * silu(g) in one pass (dim -1 only)
+  Tensor forward(const Tensor& x, DType out);  // the result in f32 or (dim -1) bf16
+  // forward(x) * silu(g) in one pass (dim -1 only); x, g f32 or both bf16
+  Tensor forward_gate(const Tensor& x, const Tensor& g, DType out = DType::F32);
 };
 
 struct GELU : Module {

@@ -254,17 +254,23 @@ TEST_CASE("linear_gelu with a bf16 result, and linear, linear_scale_add on a bf1
     // gelu of the float32 product, rounded once.
     REQUIRE(same_bits(linear_gelu(x, w, b, DType::BF16), rounded(gelu(linear(x, w, b)))));
   }
-  SECTION("linear and linear_scale_add on a bf16 x: the float32 op on the rounded x") {
+  SECTION("linear and linear_scale_add on a bf16 x: the float32 ops on the rounded x") {
     Tensor res = randn({R, O}, rng), gamma = randn({O}, rng);
     for (int which = 0; which < 2; which++) {
       INFO((which ? "linear_scale_add" : "linear"));
       auto op = [&](const std::vector<Tensor>& t) {
         return which ? linear_scale_add(t[3], t[0], t[1], t[2], t[4]) : linear(t[0], t[1], t[2]);
       };
+      // linear_scale_add stores its product y in bf16 (the residual add reads
+      // it rounded, y's gradient is bf16): the reference rounds y by casts.
+      auto ref_op = [&](const std::vector<Tensor>& t) {
+        if (!which) return linear(t[0], t[1], t[2]);
+        return scale_add(t[3], cast(cast(linear(t[0], t[1], t[2]), DType::BF16), DType::F32), t[4]);
+      };
       std::vector<Tensor> in =
           leaves({cast(x, DType::BF16).detach(), w.clone(), b.clone(), res.clone(), gamma.clone()});
       std::vector<Tensor> ref = leaves({rounded(x), w.clone(), b.clone(), res.clone(), gamma.clone()});
-      Tensor out = op(in), outf = op(ref);
+      Tensor out = op(in), outf = ref_op(ref);
       REQUIRE(out.dtype() == DType::F32);
       REQUIRE(same_bits(out, outf));
       backward(out, go);
@@ -278,4 +284,57 @@ TEST_CASE("linear_gelu with a bf16 result, and linear, linear_scale_add on a bf1
     }
   }
   REQUIRE_THROWS_WITH(linear_gelu(x, w, b, DType::I64), Catch::Contains("linear_gelu: result dtype f32 or bf16"));
+}
+
+// A LayerNorm with a bf16 result (norm1, norm2 in bf16 mode): the float32
+// result rounded once; its bf16 gradient goes back as the float32 op's
+// gradient of the same values. The gate on bf16 x and g: the float32 gate on
+// the rounded values, its result (f32 or bf16) rounded once and x's and g's
+// gradients returned in bf16.
+TEST_CASE("layernorm with a bf16 result, layernorm_gate on bf16: the float32 ops, rounded", "[bf16][norm]") {
+  Rng rng(36);
+  const int64_t R = 7, C = 12;
+  Tensor x = randn({R, C}, rng, 2.0f), g = randn({R, C}, rng, 2.0f), w = randn({C}, rng), b = randn({C}, rng);
+  Tensor go = randn({R, C}, rng);
+  auto leaves = [](std::vector<Tensor> ts) {
+    for (Tensor& t : ts) t.set_requires_grad(true);
+    return ts;
+  };
+  SECTION("layernorm") {
+    std::vector<Tensor> in = leaves({x.clone(), w.clone(), b.clone()}), ref = leaves({x.clone(), w.clone(), b.clone()});
+    Tensor out = layernorm(in[0], in[1], in[2], 1e-6f, -1, DType::BF16);
+    REQUIRE(out.dtype() == DType::BF16);
+    Tensor outf = layernorm(ref[0], ref[1], ref[2], 1e-6f);
+    REQUIRE(same_bits(out, rounded(outf)));
+    backward(out, cast(go, DType::BF16));
+    backward(outf, rounded(go));
+    for (int i = 0; i < 3; i++) {
+      INFO("gradient " << i);
+      REQUIRE(in[i].grad().dtype() == DType::F32);
+      REQUIRE(same_bits(in[i].grad(), ref[i].grad()));
+    }
+    REQUIRE_THROWS_WITH(layernorm(x, w, b, 1e-6f, 0, DType::BF16),
+                        Catch::Contains("layernorm: the result is f32, or bf16 over the last dim"));
+  }
+  SECTION("layernorm_gate") {
+    for (DType od : {DType::F32, DType::BF16}) {
+      INFO("result " << dtype_name(od));
+      std::vector<Tensor> in = leaves({cast(x, DType::BF16).detach(), cast(g, DType::BF16).detach(), w.clone(), b.clone()});
+      std::vector<Tensor> ref = leaves({rounded(x), rounded(g), w.clone(), b.clone()});
+      Tensor out = layernorm_gate(in[0], in[1], in[2], in[3], 1e-6f, od);
+      REQUIRE(out.dtype() == od);
+      Tensor outf = layernorm_gate(ref[0], ref[1], ref[2], ref[3], 1e-6f);
+      REQUIRE(same_bits(out, od == DType::BF16 ? rounded(outf) : outf));
+      Tensor gd = od == DType::BF16 ? rounded(go) : go;
+      backward(out, cast(gd, od));
+      backward(outf, gd);
+      for (int i = 0; i < 4; i++) {
+        INFO("gradient " << i);
+        REQUIRE(in[i].grad().dtype() == (i < 2 ? DType::BF16 : DType::F32));
+        REQUIRE(same_bits(in[i].grad(), i < 2 ? rounded(ref[i].grad()) : ref[i].grad()));
+      }
+    }
+    REQUIRE_THROWS_WITH(layernorm_gate(x, cast(g, DType::BF16), w, b, 1e-6f),
+                        Catch::Contains("layernorm_gate: inputs must be both f32 or both bf16"));
+  }
 }

@@ -330,8 +330,9 @@ TEST_CASE("cuda: in bf16 mode the FFN's hidden activations are bf16, its results
 // In bf16 mode a NaLa layer whose qkvg takes four products runs them on one
 // bf16 copy of its input (four bf16 gradients added), on bf16 q, k, v (one
 // head: v is LePE's input and the attention's, two bf16 gradients added; two
-// heads: bf16 copies by head) and casts o + lepe(v) to float32 for its
-// LayerNorm: against the CPU's float32 layer within bf16 bounds.
+// heads: bf16 copies by head) and g; its LayerNorm gate reads o + lepe(v)
+// and g in bf16 and stores out_proj's input in bf16: against the CPU's
+// float32 layer within bf16 bounds.
 TEST_CASE("cuda: in bf16 mode a NaLa layer's q, k, v are bf16, its results the float32 layer's",
           "[cuda][bf16][model]") {
   SKIP_WITHOUT_CUDA();
@@ -351,9 +352,79 @@ TEST_CASE("cuda: in bf16 mode a NaLa layer's q, k, v are bf16, its results the f
         [&](NalaAttention& m, const Tensor& x) { return m.forward_hw(x, H, W); },
         [](const Tensor& y) {
           const std::vector<OpId> ops = graph_ops(y);
-          // the products' input to bf16, o + lepe(v) back to f32
-          REQUIRE(std::count(ops.begin(), ops.end(), OpId::cast) == 2);
+          // the products' input to bf16, and no other cast
+          REQUIRE(std::count(ops.begin(), ops.end(), OpId::cast) == 1);
+          REQUIRE(std::count(ops.begin(), ops.end(), OpId::layernorm_gate) == 1);
         },
         {2e-2, 5e-2});
   }
+}
+
+// A NalaBlock in bf16 mode: its LayerNorms store bf16 results (the products'
+// inputs), the gate reads and writes bf16, the last products store their
+// result y in bf16 for the residual add: no cast op anywhere in the block,
+// against the CPU's float32 block within bf16 bounds.
+TEST_CASE("cuda: in bf16 mode a NalaBlock runs without casts, its results the float32 block's",
+          "[cuda][bf16][model]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(51);
+  struct Restore {
+    int64_t saved = NalaAttention::qkvg_one_product_bytes;
+    ~Restore() { NalaAttention::qkvg_one_product_bytes = saved; }
+  } restore;
+  for (int64_t one_product : {int64_t(0), int64_t(1) << 30}) {  // four products, one product
+    INFO("qkvg_one_product_bytes " << one_product);
+    NalaAttention::qkvg_one_product_bytes = one_product;
+    const int64_t C = 32, H = 5, W = 7;
+    Rng r1(1), r2(1);
+    NalaBlock cpu(C, 1, 2.0f, 0.5f, 0.0f, AttnKind::nala, &r1), gpu(C, 1, 2.0f, 0.5f, 0.0f, AttnKind::nala, &r2);
+    same_random_weights(cpu, gpu, rng);
+    cpu_f32_vs_gpu_bf16(
+        cpu, gpu, randn({2, H, W, C}, rng), [](NalaBlock& m, const Tensor& x) { return m.forward(x); },
+        [one_product](const Tensor& y) {
+          const std::vector<OpId> ops = graph_ops(y);
+          REQUIRE(std::count(ops.begin(), ops.end(), OpId::cast) == 0);
+          REQUIRE(std::count(ops.begin(), ops.end(), OpId::layernorm) == 2);
+          REQUIRE(y.grad_fn()->op == OpId::linear_scale_add);       // fc2, LayerScale, the residual
+          REQUIRE(y.grad_fn()->inputs[1].dtype() == DType::BF16);  // h + dwconv(h)
+          (void)one_product;
+        },
+        {2e-2, 5e-2});
+  }
+}
+
+// layernorm with a bf16 result and layernorm_gate on bf16 (or float32) inputs
+// to a bf16 (or float32) result, against the CPU: C % 4 == 0 up to 512 takes
+// the row kernels both ways (8, 16, 32 lanes a row, up to four float4s a
+// lane), C = 102 and a misaligned input the float32 path, C = 768 the row
+// kernel forward and the float32 backward.
+TEST_CASE("cuda: layernorm to bf16 and layernorm_gate on bf16, against the CPU", "[cuda][bf16][norm]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(52);
+  const NormBound bound{1e-2, 2e-2};
+  for (int64_t C : {32, 64, 96, 256, 512, 102, 768}) {
+    INFO("C " << C);
+    const int64_t R = C > 512 ? 45 : 301;
+    Tensor x = randn({R, C}, rng, 2.0f), g = randn({R, C}, rng, 2.0f), w = randn({C}, rng), b = randn({C}, rng);
+    compare_devices_normwise(
+        [](const std::vector<Tensor>& in) { return layernorm(in[0], in[1], in[2], 1e-6f, -1, DType::BF16); },
+        {x, w, b}, rng, bound);
+    for (DType od : {DType::F32, DType::BF16}) {
+      INFO("result " << dtype_name(od));
+      const OpFn gate = [od](const std::vector<Tensor>& in) {
+        return layernorm_gate(in[0], in[1], in[2], in[3], 1e-6f, od);
+      };
+      compare_devices_normwise(gate, {bf(x), bf(g), w, b}, rng, bound);
+      compare_devices_normwise(gate, {x, g, w, b}, rng, bound);
+      compare_devices_normwise(gate, {bf(x), bf(g), Tensor(), Tensor()}, rng, bound);
+    }
+  }
+  // x one element past an aligned start: the float32 path (on CUDA, y kept for backward)
+  const Tensor flat = cast(randn({1 + 40 * 64}, rng), DType::BF16);
+  Tensor g = randn({40, 64}, rng), w = randn({64}, rng), b = randn({64}, rng);
+  const OpFn off = [&flat](const std::vector<Tensor>& in) {
+    Tensor xv = reshape(narrow(flat.to(in[0].device()), 0, 1, 40 * 64), {40, 64});
+    return layernorm_gate(xv, cast(in[0], DType::BF16), in[1], in[2], 1e-6f, DType::BF16);
+  };
+  compare_devices_normwise(off, {g, w, b}, rng, bound);
 }

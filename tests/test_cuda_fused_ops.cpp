@@ -5,6 +5,8 @@
 // epilogue in the store, float4 and scalar), the split-K and bf16 fallbacks
 // (the product, then a pass; bf16 split-K too), misaligned operands, the LayerNorm's
 // register-cached and warp-per-row kernels, with and without the tape.
+// (linear_scale_add's gamma gradient is the one exception: on the GPU its sum
+// joins the backward's one pass, the same terms in another fixed order.)
 #include <array>
 #include <string>
 
@@ -51,7 +53,7 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
       }
       require_same_bits(Device::CUDA, kLinearGelu, kLinearGeluRef, {c.x, c.w, c.b});
       require_same_bits(Device::CUDA, kLinearGelu, kLinearGeluRef, {c.x, c.w, Tensor()});
-      require_same_bits(Device::CUDA, kLinearScaleAdd, kLinearScaleAddRef, {c.r, c.x, c.w, c.b, c.g});
+      require_same_bits(Device::CUDA, kLinearScaleAdd, kLinearScaleAddRef, {c.r, c.x, c.w, c.b, c.g}, {}, 4);
     }
   cuda::gemm_fp32_force_tile(nullptr);
   // Misaligned residual and output rows of a float4 width: the scalar store
@@ -65,7 +67,7 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
     Tensor r = reshape(narrow(flat.to(in[0].device()), 0, 1, 64 * 8), {64, 8});
     return add(r, mul(linear(in[0], in[1], in[2]), in[3]));
   };
-  require_same_bits(Device::CUDA, off, off_ref, {c.x, c.w, c.b, c.g});
+  require_same_bits(Device::CUDA, off, off_ref, {c.x, c.w, c.b, c.g}, {}, 3);
   compare_devices(off, {c.x, c.w, c.b, c.g}, 7, {1e-5, 1e-4});
   // A drop-path mask (stochastic depth in training): in the store and in the fallback pass
   for (const char* tile : {"128x32", "64x64", (const char*)nullptr}) {
@@ -75,7 +77,7 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
       Tensor x = randn({6, 49, 24}, rng), w = randn({O, 24}, rng, 0.2f), b = randn({O}, rng), r = randn({6, 49, O}, rng);
       Tensor g = randn({O}, rng);
       const FusedPair dp = drop_path_pair(78, 0.3f);
-      require_same_bits(Device::CUDA, dp.fused, dp.ref, {r, x, w, b, g});
+      require_same_bits(Device::CUDA, dp.fused, dp.ref, {r, x, w, b, g}, {}, 4);
       compare_devices(dp.fused, {r, x, w, b, g}, 7, {1e-5, 1e-4});
     }
   }
@@ -84,7 +86,7 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
     Bf16Products bf16;
     Tensor x = randn({3, 40, 16}, rng), w = randn({12, 16}, rng, 0.2f), b = randn({12}, rng), r = randn({3, 40, 12}, rng);
     const FusedPair dp = drop_path_pair(79, 0.5f);
-    require_same_bits(Device::CUDA, dp.fused, dp.ref, {r, x, w, b, randn({12}, rng)});
+    require_same_bits(Device::CUDA, dp.fused, dp.ref, {r, x, w, b, randn({12}, rng)}, {}, 4);
   }
   // bf16 products: the bf16 product (split over K too: few tiles, a long K), then the same pass
   {
@@ -95,7 +97,7 @@ TEST_CASE("cuda: linear_gelu and linear_scale_add against the CPU and bit for bi
       LinearCase d = linear_case(sh[0], sh[1], sh[2], rng);
       require_same_bits(Device::CUDA, kLinearGelu, kLinearGeluRef, {d.x, d.w, d.b});
       require_same_bits(Device::CUDA, kLinearGelu, kLinearGeluRef, {d.x, d.w, Tensor()});
-      require_same_bits(Device::CUDA, kLinearScaleAdd, kLinearScaleAddRef, {d.r, d.x, d.w, d.b, d.g});
+      require_same_bits(Device::CUDA, kLinearScaleAdd, kLinearScaleAddRef, {d.r, d.x, d.w, d.b, d.g}, {}, 4);
     }
   }
   // Without the tape (inference: no product kept) the same output as with it

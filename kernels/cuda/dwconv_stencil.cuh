@@ -38,6 +38,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/vec_io.cuh"
 
 namespace nala {
 namespace cuda {
@@ -49,26 +50,11 @@ constexpr int kDwSmem = 48 * 1024;  // bytes of shared memory a tile may use
 
 inline int dw_smem_bytes(int TH, int k) { return ((TH + k - 1) * (kDwTW + k - 1) + k * k) * kDwCh * (int)sizeof(float); }
 
-// Loads and stores of an activation of type T (float or bf16) as float32:
-// one value, or four consecutive ones (16 bytes of float, 8 of bf16).
-__device__ __forceinline__ float ld1(const float* p) { return __ldg(p); }
-__device__ __forceinline__ float ld1(const __nv_bfloat16* p) { return __bfloat162float(__ldg(p)); }
-__device__ __forceinline__ void st1(float* p, float v) { *p = v; }
-__device__ __forceinline__ void st1(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-__device__ __forceinline__ float4 ld4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
-__device__ __forceinline__ float4 ld4(const __nv_bfloat16* p) {
-  const uint2 u = __ldg(reinterpret_cast<const uint2*>(p));
-  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
-  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
-  return make_float4(a.x, a.y, b.x, b.y);
-}
-__device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
-__device__ __forceinline__ void st4(__nv_bfloat16* p, float4 v) {
-  const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-  uint2 u;
-  u.x = *reinterpret_cast<const uint32_t*>(&a), u.y = *reinterpret_cast<const uint32_t*>(&b);
-  *reinterpret_cast<uint2*>(p) = u;
-}
+// Loads and stores of an activation of type T (float or bf16) as float32.
+using vio::ld1;
+using vio::ld4;
+using vio::st1;
+using vio::st4;
 
 // out = stencil(x) (+ bias) (+ add, an array of out's shape, added in the store);
 // with flip the taps are read reversed (dx = flipped stencil of dout).

@@ -39,6 +39,7 @@
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/reduce_util.cuh"
+#include "kernels/cuda/vec_io.cuh"
 #include "kernels/cuda/shape.h"
 #include "tensor/tensor.h"
 
@@ -151,14 +152,21 @@ struct EluB { __device__ float operator()(float g, float e) const { return e > 0
 // out = x + (y * gamma[c]) * f (act::scale_add; f = row_scale[r / rows_per_scale],
 // 1 without row_scale). float4 when C % 4 == 0 and the arrays are 16-byte
 // aligned. out may be y.
-__global__ void scale_add_kernel(float* out, const float* x, const float* y, const float* gamma, int64_t n,
-                                 int64_t C, bool vec, const float* row_scale, int64_t rows_per_scale) {
+// y stored as float (may be out: plain loads) or bf16 (read-only loads, widened).
+__device__ __forceinline__ float4 ldy4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 ldy4(const __nv_bfloat16* p) { return vio::ld4(p); }
+__device__ __forceinline__ float ldy1(const float* p) { return *p; }
+__device__ __forceinline__ float ldy1(const __nv_bfloat16* p) { return vio::ld1(p); }
+
+template <class TY>
+__global__ void scale_add_kernel(float* out, const float* x, const TY* y, const float* gamma, int64_t n, int64_t C,
+                                 bool vec, const float* row_scale, int64_t rows_per_scale) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   auto factor = [&](int64_t i) { return row_scale ? row_scale[i / C / rows_per_scale] : 1.0f; };
   if (vec) {
     for (int64_t i = tid; i < n / 4; i += stride) {
-      const float4 a = reinterpret_cast<const float4*>(x)[i], b = reinterpret_cast<const float4*>(y)[i];
+      const float4 a = reinterpret_cast<const float4*>(x)[i], b = ldy4(y + 4 * i);
       const float4 g = *reinterpret_cast<const float4*>(gamma + (4 * i) % C);
       const float f = factor(4 * i);  // C % 4 == 0: the four share a row
       reinterpret_cast<float4*>(out)[i] = make_float4(act::scale_add(a.x, b.x, g.x, f), act::scale_add(a.y, b.y, g.y, f),
@@ -166,7 +174,17 @@ __global__ void scale_add_kernel(float* out, const float* x, const float* y, con
     }
     return;
   }
-  for (int64_t i = tid; i < n; i += stride) out[i] = act::scale_add(x[i], y[i], gamma[i % C], factor(i));
+  for (int64_t i = tid; i < n; i += stride) out[i] = act::scale_add(x[i], ldy1(y + i), gamma[i % C], factor(i));
+}
+
+template <class TY>
+void scale_add_launch(float* out, const float* x, const TY* y, const float* gamma, int64_t R, int64_t C,
+                      const float* row_scale, int64_t rows_per_scale) {
+  const int64_t n = R * C;
+  if (n == 0) return;
+  const bool vec = C % 4 == 0 && aligned16(out) && aligned16(x) && aligned16(y) && aligned16(gamma);
+  scale_add_kernel<<<blocks_for(vec ? n / 4 : n), kThreads>>>(out, x, y, gamma, n, C, vec, row_scale, rows_per_scale);
+  CUDA_CHECK_LAUNCH("scale_add");
 }
 
 }  // namespace
@@ -280,12 +298,11 @@ void add_scalar_forward(float* out, const float* x, float s, int64_t n) { map1("
 
 void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C,
                        const float* row_scale, int64_t rows_per_scale) {
-  const int64_t n = R * C;
-  if (n == 0) return;
-  const bool vec = C % 4 == 0 && aligned16(out) && aligned16(x) && aligned16(y) && aligned16(gamma);
-  scale_add_kernel<<<blocks_for(vec ? n / 4 : n), kThreads>>>(out, x, y, gamma, n, C, vec, row_scale,
-                                                              rows_per_scale);
-  CUDA_CHECK_LAUNCH("scale_add");
+  scale_add_launch(out, x, y, gamma, R, C, row_scale, rows_per_scale);
+}
+void scale_add_forward_bf16(float* out, const float* x, const bf16_t* y, const float* gamma, int64_t R, int64_t C,
+                            const float* row_scale, int64_t rows_per_scale) {
+  scale_add_launch(out, x, reinterpret_cast<const __nv_bfloat16*>(y), gamma, R, C, row_scale, rows_per_scale);
 }
 
 #define NALA_UNARY(name, F, B)                                                                                 \

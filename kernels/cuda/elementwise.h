@@ -21,6 +21,9 @@ void scale_forward(float* out, const float* x, float s, int64_t n);
 void add_scalar_forward(float* out, const float* x, float s, int64_t n);
 void scale_add_forward(float* out, const float* x, const float* y, const float* gamma, int64_t R, int64_t C,
                        const float* row_scale = nullptr, int64_t rows_per_scale = 1);
+// The same with y in bf16 (a bf16 product's result), widened as it is read.
+void scale_add_forward_bf16(float* out, const float* x, const bf16_t* y, const float* gamma, int64_t R, int64_t C,
+                            const float* row_scale = nullptr, int64_t rows_per_scale = 1);
 
 // gelu on bf16 arrays (the FFN's hidden activations in bf16 mode): computed in
 // float32, each output rounded once; dout, x and dx all bf16.

@@ -32,6 +32,7 @@
 #include <initializer_list>
 
 #include "kernels/cuda/activation.cuh"
+#include "kernels/cuda/vec_io.cuh"
 
 namespace nala {
 namespace cuda {
@@ -100,21 +101,23 @@ __device__ __forceinline__ float4 f4(float a) { return make_float4(a, a, a, a); 
 __device__ __forceinline__ float hsum(float4 v) { return (v.x + v.y) + (v.z + v.w); }
 
 // Group g = (threadIdx.y * 32 + threadIdx.x) / LPR of the block, lane q of its
-// group; its j-th float4 of the row is column 4 * (q + LPR * j).
-template <int LPR, int NV>
-static __global__ void forward_vec(float* out, float* mean, float* rstd, const float* x, const float* w,
-                                   const float* b, int64_t O, int C, float eps, const float* gate, float* ysave) {
+// group; its j-th float4 of the row is column 4 * (q + LPR * j). x and gate
+// are stored as TX, out as TO (float or bf16; vec_io.cuh): every sum is in
+// float32 and the store rounds once.
+template <int LPR, int NV, class TX = float, class TO = float>
+static __global__ void forward_vec(TO* out, float* mean, float* rstd, const TX* x, const float* w, const float* b,
+                                   int64_t O, int C, float eps, const TX* gate, float* ysave) {
   constexpr int G = kWarps * 32 / LPR;  // rows per block
   const int t = threadIdx.y * 32 + threadIdx.x, q = t % LPR, C4 = C / 4;
   const int64_t o = (int64_t)blockIdx.x * G + t / LPR;
   const bool live = o < O;  // dead groups still take part in the shuffles of their warp
-  const float4* xr = reinterpret_cast<const float4*>(x + (live ? o : 0) * C);
+  const TX* xr = x + (live ? o : 0) * C;
   float4 v[NV];
   float s = 0.0f;
 #pragma unroll
   for (int j = 0; j < NV; j++) {
     const int k = q + LPR * j;
-    v[j] = live && k < C4 ? xr[k] : f4(0.0f);
+    v[j] = live && k < C4 ? vio::ld4(xr + 4 * k) : f4(0.0f);
     s += hsum(v[j]);
   }
   const float m = group_sum<LPR>(s) / C;
@@ -127,7 +130,7 @@ static __global__ void forward_vec(float* out, float* mean, float* rstd, const f
     }
   const float rs = 1.0f / sqrtf(group_sum<LPR>(var) / C + eps);
   if (!live) return;
-  float4* yr = reinterpret_cast<float4*>(out + o * C);
+  TO* yr = out + o * C;
 #pragma unroll
   for (int j = 0; j < NV; j++) {
     const int k = q + LPR * j;
@@ -138,10 +141,10 @@ static __global__ void forward_vec(float* out, float* mean, float* rstd, const f
                            (v[j].z - m) * rs * wv.z + bv.z, (v[j].w - m) * rs * wv.w + bv.w);
     if (gate) {
       if (ysave) reinterpret_cast<float4*>(ysave + o * C)[k] = y;
-      const float4 g = reinterpret_cast<const float4*>(gate + o * C)[k];
+      const float4 g = vio::ld4(gate + o * C + 4 * k);
       y.x *= act::silu(g.x), y.y *= act::silu(g.y), y.z *= act::silu(g.z), y.w *= act::silu(g.w);
     }
-    yr[k] = y;
+    vio::st4(yr + 4 * k, y);
   }
   if (q == 0) mean[o] = m, rstd[o] = rs;
 }
@@ -151,9 +154,15 @@ static __global__ void forward_vec(float* out, float* mean, float* rstd, const f
 // (gridDim.x, 2, C), rows [blk * O / nblk, (blk + 1) * O / nblk) for block
 // blk; group g of the block takes rows r0 + g, r0 + g + G, ... The groups'
 // register sums are added into shared memory one group after another.
-template <int LPR, int NV>
-static __global__ void backward_vec(float* dx, float* part, const float* dout, const float* x, const float* mean,
-                                    const float* rstd, const float* w, int64_t O, int C) {
+// x and dx are stored as TX, dout as TD. With GATE the LayerNorm's output
+// y = xhat * w + b was multiplied by silu(gate) (TX): y is made again from x,
+// the LayerNorm's gradient is dy = dout * silu(gate), and the gate's,
+// silu_backward(dout * y, gate), goes to dgate (nullable): the bits of
+// gate_backward then the LayerNorm's backward, in one pass.
+template <int LPR, int NV, class TX = float, class TD = float, bool GATE = false>
+static __global__ void backward_vec(TX* dx, float* part, const TD* dout, const TX* x, const float* mean,
+                                    const float* rstd, const float* w, int64_t O, int C, const TX* gate = nullptr,
+                                    const float* b = nullptr, TX* dgate = nullptr) {
   constexpr int G = kWarps * 32 / LPR;
   extern __shared__ float sh[];  // (2, C) when part
   const int t = threadIdx.y * 32 + threadIdx.x, q = t % LPR, g = t / LPR, C4 = C / 4;
@@ -170,8 +179,8 @@ static __global__ void backward_vec(float* dx, float* part, const float* dout, c
   for (int64_t base = r0; base < r1; base += G) {
     const int64_t o = base + g;
     const bool live = o < r1;
-    const float4* xr = reinterpret_cast<const float4*>(x + (live ? o : 0) * C);
-    const float4* gr = reinterpret_cast<const float4*>(dout + (live ? o : 0) * C);
+    const TX* xr = x + (live ? o : 0) * C;
+    const TD* gr = dout + (live ? o : 0) * C;
     const float m = live ? mean[o] : 0.0f, rs = live ? rstd[o] : 0.0f;
     float4 xh[NV], gv[NV];
     float m1 = 0.0f, m2 = 0.0f;
@@ -179,8 +188,22 @@ static __global__ void backward_vec(float* dx, float* part, const float* dout, c
     for (int j = 0; j < NV; j++) {
       const int k = q + LPR * j;
       const bool in = live && k < C4;
-      const float4 xv = in ? xr[k] : f4(0.0f), dy = in ? gr[k] : f4(0.0f);
+      const float4 xv = in ? vio::ld4(xr + 4 * k) : f4(0.0f);
+      float4 dy = in ? vio::ld4(gr + 4 * k) : f4(0.0f);
       xh[j] = make_float4((xv.x - m) * rs, (xv.y - m) * rs, (xv.z - m) * rs, (xv.w - m) * rs);
+      if (GATE && in) {
+        const float4 gt = vio::ld4(gate + o * C + 4 * k);
+        const float4 bv = b ? reinterpret_cast<const float4*>(b)[k] : f4(0.0f);
+        if (dgate) {
+          const float4 y = make_float4(xh[j].x * wv[j].x + bv.x, xh[j].y * wv[j].y + bv.y,
+                                       xh[j].z * wv[j].z + bv.z, xh[j].w * wv[j].w + bv.w);
+          vio::st4(dgate + o * C + 4 * k,
+                   make_float4(act::silu_backward(dy.x * y.x, gt.x), act::silu_backward(dy.y * y.y, gt.y),
+                               act::silu_backward(dy.z * y.z, gt.z), act::silu_backward(dy.w * y.w, gt.w)));
+        }
+        dy = make_float4(dy.x * act::silu(gt.x), dy.y * act::silu(gt.y), dy.z * act::silu(gt.z),
+                         dy.w * act::silu(gt.w));
+      }
       gv[j] = make_float4(dy.x * wv[j].x, dy.y * wv[j].y, dy.z * wv[j].z, dy.w * wv[j].w);
       m1 += hsum(gv[j]);
       m2 += (gv[j].x * xh[j].x + gv[j].y * xh[j].y) + (gv[j].z * xh[j].z + gv[j].w * xh[j].w);
@@ -189,13 +212,13 @@ static __global__ void backward_vec(float* dx, float* part, const float* dout, c
     }
     m1 = group_sum<LPR>(m1) / C, m2 = group_sum<LPR>(m2) / C;
     if (live && dx) {
-      float4* dr = reinterpret_cast<float4*>(dx + o * C);
+      TX* dr = dx + o * C;
 #pragma unroll
       for (int j = 0; j < NV; j++) {
         const int k = q + LPR * j;
         if (k >= C4) break;
-        dr[k] = make_float4(rs * (gv[j].x - m1 - xh[j].x * m2), rs * (gv[j].y - m1 - xh[j].y * m2),
-                            rs * (gv[j].z - m1 - xh[j].z * m2), rs * (gv[j].w - m1 - xh[j].w * m2));
+        vio::st4(dr + 4 * k, make_float4(rs * (gv[j].x - m1 - xh[j].x * m2), rs * (gv[j].y - m1 - xh[j].y * m2),
+                                         rs * (gv[j].z - m1 - xh[j].z * m2), rs * (gv[j].w - m1 - xh[j].w * m2)));
       }
     }
   }
@@ -271,18 +294,21 @@ void dispatch(int64_t C, const F& f) {
   else f.template go<32, 8>();
 }
 
+template <class TX = float, class TO = float>
 struct ForwardLaunch {
-  float *out, *mean, *rstd;
-  const float *x, *w, *b;
+  TO* out;
+  float *mean, *rstd;
+  const TX* x;
+  const float *w, *b;
   int64_t O, C;
   float eps;
-  const float* gate;
+  const TX* gate;
   float* ysave;
   template <int LPR, int NV>
   void go() const {
     constexpr int G = kWarps * 32 / LPR;
-    forward_vec<LPR, NV><<<(unsigned)((O + G - 1) / G), dim3(32, kWarps)>>>(out, mean, rstd, x, w, b, O, (int)C, eps, gate,
-                                                                                    ysave);
+    forward_vec<LPR, NV, TX, TO><<<(unsigned)((O + G - 1) / G), dim3(32, kWarps)>>>(out, mean, rstd, x, w, b, O,
+                                                                                        (int)C, eps, gate, ysave);
   }
 };
 
@@ -291,7 +317,7 @@ struct ForwardLaunch {
 inline void forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t O,
                     int64_t C, float eps, const float* gate = nullptr, float* ysave = nullptr) {
   if (vec_ok(C, {out, x, w, b, gate, ysave}))
-    dispatch(C, ForwardLaunch{out, mean, rstd, x, w, b, O, C, eps, gate, ysave});
+    dispatch(C, ForwardLaunch<>{out, mean, rstd, x, w, b, O, C, eps, gate, ysave});
   else
     forward_warp<<<(unsigned)((O + kWarps - 1) / kWarps), dim3(32, kWarps)>>>(out, mean, rstd, x, w, b, O, C, eps,
                                                                               gate, ysave);
@@ -306,14 +332,22 @@ inline bool fused_ok(int64_t C, const float* dx, const float* dout, const float*
   return C <= 512 && vec_ok(C, {dx, dout, x, w});
 }
 
+template <class TX = float, class TD = float, bool GATE = false>
 struct BackwardLaunch {
-  float *dx, *part;
-  const float *dout, *x, *mean, *rstd, *w;
+  TX* dx;
+  float* part;
+  const TD* dout;
+  const TX* x;
+  const float *mean, *rstd, *w;
   int64_t O, C;
+  const TX* gate;
+  const float* b;
+  TX* dgate;
   template <int LPR, int NV>
   void go() const {
     const size_t smem = part ? 2 * C * sizeof(float) : 0;
-    backward_vec<LPR, NV><<<fused_blocks(O, C), dim3(32, kWarps), smem>>>(dx, part, dout, x, mean, rstd, w, O, (int)C);
+    backward_vec<LPR, NV, TX, TD, GATE><<<fused_blocks(O, C), dim3(32, kWarps), smem>>>(
+        dx, part, dout, x, mean, rstd, w, O, (int)C, gate, b, dgate);
   }
 };
 
@@ -321,7 +355,7 @@ struct BackwardLaunch {
 // partials (nblk, 2, C) of dweight and dbias. Needs fused_ok.
 inline void backward_fused(float* dx, float* part, const float* dout, const float* x, const float* mean,
                            const float* rstd, const float* w, int64_t O, int64_t C) {
-  dispatch(C, BackwardLaunch{dx, part, dout, x, mean, rstd, w, O, C});
+  dispatch(C, BackwardLaunch<>{dx, part, dout, x, mean, rstd, w, O, C, nullptr, nullptr, nullptr});
 }
 
 // dx only, any C and alignment.

@@ -359,11 +359,15 @@ __global__ void bias_add(float* Y, const float* bias, int64_t N, int64_t total) 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-// out[c, n] = sum of X[r, n] over the rows r of chunk c (chunk rows each), in
+__device__ __forceinline__ void from_float(float* p, float v) { *p = v; }
+__device__ __forceinline__ void from_float(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// out[c, n] = sum of f(r, n) over the rows r of chunk c (chunk rows each), in
 // a fixed order: 8 row lanes stride through the chunk, then lane sums are
 // added 0..7. Blocks of 32 x 8 threads: a warp reads 32 consecutive columns.
-template <class T>
-__global__ void col_sums(const T* X, float* out, int64_t R, int64_t N, int64_t chunk, int64_t nchunks) {
+// f is called once for each (r, n).
+template <class F>
+__global__ void col_sums(F f, float* out, int64_t R, int64_t N, int64_t chunk, int64_t nchunks) {
   __shared__ float part[8][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t n = blockIdx.x * 32 + tx;
@@ -371,7 +375,7 @@ __global__ void col_sums(const T* X, float* out, int64_t R, int64_t N, int64_t c
     float acc = 0.0f;
     if (n < N) {
       const int64_t r1 = (c + 1) * chunk < R ? (c + 1) * chunk : R;
-      for (int64_t r = c * chunk + ty; r < r1; r += 8) acc += to_float(X[r * N + n]);
+      for (int64_t r = c * chunk + ty; r < r1; r += 8) acc += f(r, n);
     }
     part[ty][tx] = acc;
     __syncthreads();
@@ -385,6 +389,32 @@ __global__ void col_sums(const T* X, float* out, int64_t R, int64_t N, int64_t c
   }
 }
 
+// X[r, n] (rows of N), as float: the bias gradient's column sums.
+template <class T>
+struct Entry {
+  const T* X;
+  int64_t N;
+  __device__ float operator()(int64_t r, int64_t n) const { return to_float(X[r * N + n]); }
+};
+
+// The backward of out = res + s_r gamma[n] y[r, n] (s_r = row_scale[r /
+// rows_per_scale], or 1) for gradient g: each call stores dy = (g s_r)
+// gamma[n] (when dy) and returns (g s_r) y[r, n], summed into dgamma.
+template <class TY, class TD>
+struct ScaleGrad {
+  const float *g, *gamma, *row_scale;
+  const TY* y;
+  TD* dy;
+  int64_t N, rows_per_scale;
+  __device__ float operator()(int64_t r, int64_t n) const {
+    const int64_t i = r * N + n;
+    float gv = g[i];
+    if (row_scale) gv *= row_scale[r / rows_per_scale];
+    if (dy) from_float(dy + i, gv * gamma[n]);
+    return gv * to_float(y[i]);
+  }
+};
+
 // out[n] = the chunk sums part[c * N + n] added in a fixed order (reduce_util::column_sum).
 __global__ void chunk_sums_finish(const float* part, float* out, int64_t nchunks, int64_t N) {
   const int64_t n = col_index();
@@ -392,11 +422,23 @@ __global__ void chunk_sums_finish(const float* part, float* out, int64_t nchunks
   if (threadIdx.y == 0 && n < N) out[n] = (float)s;
 }
 
-template <class T>
-void launch_col_sums(const T* X, float* out, int64_t R, int64_t N, int64_t chunk, int64_t nchunks) {
+// out[n] = the sum of f(r, n) over the R rows, in a fixed order: chunks of at
+// least 256 rows, at most ~1024 of them (the cut depends on R only), then the
+// chunk sums in double.
+template <class F>
+void column_sums(const F& f, float* out, int64_t R, int64_t N, const char* op) {
+  if (N <= 0) return;
+  NALA_CHECK((N + 31) / 32 <= INT_MAX, op, ": N = ", N, " is too large");
+  const int64_t chunk = std::max<int64_t>(256, ((R + 1023) / 1024 + 7) / 8 * 8);
+  const int64_t nchunks = std::max<int64_t>(1, (R + chunk - 1) / chunk);
+  Tensor part = nchunks > 1 ? Tensor::empty({nchunks * N}, DType::F32, Device::CUDA) : Tensor();
+  float* dst = nchunks > 1 ? part.f32() : out;  // one chunk (R = 0 too: zeros) straight into out
   dim3 block(32, 8), grid((unsigned)((N + 31) / 32), (unsigned)std::min<int64_t>(nchunks, 65535));
-  col_sums<<<grid, block>>>(X, out, R, N, chunk, nchunks);
-  CUDA_CHECK_LAUNCH("linear_bias_backward");
+  col_sums<<<grid, block>>>(f, dst, R, N, chunk, nchunks);
+  CUDA_CHECK_LAUNCH(op);
+  if (nchunks == 1) return;
+  chunk_sums_finish<<<col_blocks(N), col_block(nchunks)>>>(part.f32(), out, nchunks, N);
+  CUDA_CHECK_LAUNCH(op);
 }
 
 }  // namespace
@@ -423,28 +465,35 @@ void linear_bias_forward(float* Y, const float* bias, int64_t R, int64_t N) {
   CUDA_CHECK_LAUNCH("linear_bias_forward");
 }
 
+void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N) {
+  column_sums(Entry<float>{dY, N}, dbias, R, N, "linear_bias_backward");
+}
+void linear_bias_backward_bf16(float* dbias, const bf16_t* dY, int64_t R, int64_t N) {
+  column_sums(Entry<__nv_bfloat16>{reinterpret_cast<const __nv_bfloat16*>(dY), N}, dbias, R, N,
+              "linear_bias_backward");
+}
+
 namespace {
-template <class T>
-void bias_grad(float* dbias, const T* dY, int64_t R, int64_t N) {
-  if (N <= 0) return;
-  NALA_CHECK((N + 31) / 32 <= INT_MAX, "linear_bias_backward: N = ", N, " is too large");
-  // Chunks of at least 256 rows, at most ~1024 of them; the cut depends on R only.
-  const int64_t chunk = std::max<int64_t>(256, ((R + 1023) / 1024 + 7) / 8 * 8);
-  const int64_t nchunks = std::max<int64_t>(1, (R + chunk - 1) / chunk);
-  if (nchunks == 1) {
-    launch_col_sums(dY, dbias, R, N, chunk, 1);  // R = 0 writes zeros
-    return;
-  }
-  Tensor part = Tensor::empty({nchunks * N}, DType::F32, Device::CUDA);
-  launch_col_sums(dY, part.f32(), R, N, chunk, nchunks);
-  chunk_sums_finish<<<col_blocks(N), col_block(nchunks)>>>(part.f32(), dbias, nchunks, N);
-  CUDA_CHECK_LAUNCH("linear_bias_backward");
+template <class TY, class TD>
+void scale_grads_t(void* dy, float* dgamma, const float* g, const void* y, const float* gamma, const float* row_scale,
+                   int64_t rows_per_scale, int64_t R, int64_t N) {
+  Tensor tmp = dgamma ? Tensor() : Tensor::empty({std::max<int64_t>(N, 1)}, DType::F32, Device::CUDA);
+  column_sums(ScaleGrad<TY, TD>{g, gamma, row_scale, static_cast<const TY*>(y), static_cast<TD*>(dy), N,
+                                std::max<int64_t>(rows_per_scale, 1)},
+              dgamma ? dgamma : tmp.f32(), R, N, "scale_rows_backward");
 }
 }  // namespace
 
-void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N) { bias_grad(dbias, dY, R, N); }
-void linear_bias_backward_bf16(float* dbias, const bf16_t* dY, int64_t R, int64_t N) {
-  bias_grad(dbias, reinterpret_cast<const __nv_bfloat16*>(dY), R, N);
+void scale_rows_backward(void* dy, bool dy_bf16, float* dgamma, const float* g, const void* y, bool y_bf16,
+                         const float* gamma, const float* row_scale, int64_t rows_per_scale, int64_t R, int64_t N) {
+  using B = __nv_bfloat16;
+  if (y_bf16) {
+    if (dy_bf16) scale_grads_t<B, B>(dy, dgamma, g, y, gamma, row_scale, rows_per_scale, R, N);
+    else scale_grads_t<B, float>(dy, dgamma, g, y, gamma, row_scale, rows_per_scale, R, N);
+  } else {
+    if (dy_bf16) scale_grads_t<float, B>(dy, dgamma, g, y, gamma, row_scale, rows_per_scale, R, N);
+    else scale_grads_t<float, float>(dy, dgamma, g, y, gamma, row_scale, rows_per_scale, R, N);
+  }
 }
 
 }  // namespace cuda

@@ -60,6 +60,15 @@ void linear_epilogue_apply(float* Y, const float* y, const LinearEpilogue& e, in
 void linear_bias_backward(float* dbias, const float* dY, int64_t R, int64_t N);
 // The same column sums of a bf16 dY (a bf16 activation's gradient), in float32.
 void linear_bias_backward_bf16(float* dbias, const bf16_t* dY, int64_t R, int64_t N);
+// The backward of out = res + s_r gamma[n] y[r, n] (linear_scale_add's
+// epilogue; s_r = row_scale[r / rows_per_scale], the drop-path factor, or 1
+// when row_scale is null) for out's gradient g (R x N, f32), in one pass over
+// g: dy = (g s_r) gamma (stored as f32 or bf16, dy_bf16; dy nullable) and
+// dgamma[n] = the column sums of (g s_r) y (nullable), y f32 or bf16, in the
+// fixed order of linear_bias_backward. The bits of drop_path_apply, mul's
+// backward and its sum over rows, up to the order of that sum.
+void scale_rows_backward(void* dy, bool dy_bf16, float* dgamma, const float* g, const void* y, bool y_bf16,
+                         const float* gamma, const float* row_scale, int64_t rows_per_scale, int64_t R, int64_t N);
 // A linear layer's weight and bias gradients, dW[O, I] = dY^T X and db[O] =
 // column sums of dY (both overwritten), from one pass over dY: the FP32
 // product's blocks also add up the dY tiles they load (GemmParams::dsum). In

@@ -432,6 +432,81 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
   CUDA_CHECK_LAUNCH("layernorm_backward");
 }
 
+// ---- LayerNorm rows with float32 or bf16 storage ------------------------------
+
+namespace {
+using bf16 = __nv_bfloat16;
+
+template <class TX, class TO>
+void rows_forward_t(void* out, float* mean, float* rstd, const void* x, const void* gate, const float* w,
+                    const float* b, int64_t R, int64_t C, float eps) {
+  layernorm_rows::dispatch(C, layernorm_rows::ForwardLaunch<TX, TO>{static_cast<TO*>(out), mean, rstd,
+                                                                    static_cast<const TX*>(x), w, b, R, C, eps,
+                                                                    static_cast<const TX*>(gate), nullptr});
+}
+
+template <class TX, class TD, bool GATE>
+void rows_backward_t(void* dx, float* part, const void* dout, const void* x, const float* mean, const float* rstd,
+                     const float* w, int64_t R, int64_t C, const void* gate, const float* b, void* dgate) {
+  layernorm_rows::dispatch(
+      C, layernorm_rows::BackwardLaunch<TX, TD, GATE>{static_cast<TX*>(dx), part, static_cast<const TD*>(dout),
+                                                      static_cast<const TX*>(x), mean, rstd, w, R, C,
+                                                      static_cast<const TX*>(gate), b, static_cast<TX*>(dgate)});
+}
+
+template <class TX, class TD>
+void rows_backward_g(bool gated, void* dx, float* part, const void* dout, const void* x, const float* mean,
+                     const float* rstd, const float* w, int64_t R, int64_t C, const void* gate, const float* b,
+                     void* dgate) {
+  if (gated) rows_backward_t<TX, TD, true>(dx, part, dout, x, mean, rstd, w, R, C, gate, b, dgate);
+  else rows_backward_t<TX, TD, false>(dx, part, dout, x, mean, rstd, w, R, C, gate, b, dgate);
+}
+}  // namespace
+
+bool layernorm_rows_forward(void* out, bool out_bf16, float* mean, float* rstd, const void* x, const void* gate,
+                            bool x_bf16, const float* w, const float* b, int64_t R, int64_t C, float eps) {
+  if (!layernorm_rows::vec_ok(C, {out, x, gate, w, b})) return false;
+  if (R == 0) return true;
+  if (x_bf16) {
+    if (out_bf16) rows_forward_t<bf16, bf16>(out, mean, rstd, x, gate, w, b, R, C, eps);
+    else rows_forward_t<bf16, float>(out, mean, rstd, x, gate, w, b, R, C, eps);
+  } else {
+    if (out_bf16) rows_forward_t<float, bf16>(out, mean, rstd, x, gate, w, b, R, C, eps);
+    else rows_forward_t<float, float>(out, mean, rstd, x, gate, w, b, R, C, eps);
+  }
+  CUDA_CHECK_LAUNCH("layernorm_rows_forward");
+  return true;
+}
+
+bool layernorm_rows_backward(void* dx, void* dgate, float* dweight, float* dbias, const void* dout, bool dout_bf16,
+                             const void* x, const void* gate, bool x_bf16, const float* mean, const float* rstd,
+                             const float* w, const float* b, int64_t R, int64_t C) {
+  if (C > 512 || !layernorm_rows::vec_ok(C, {dx, dgate, dout, x, gate, w, b})) return false;
+  if (R == 0) {
+    if (dweight) CUDA_CHECK(cudaMemsetAsync(dweight, 0, C * sizeof(float)), "layernorm_rows_backward");
+    if (dbias) CUDA_CHECK(cudaMemsetAsync(dbias, 0, C * sizeof(float)), "layernorm_rows_backward");
+    return true;
+  }
+  Tensor part;
+  const int nblk = layernorm_rows::fused_blocks(R, C);
+  if (dweight || dbias) part = Tensor::empty({(int64_t)nblk * 2 * C}, DType::F32, Device::CUDA);
+  float* pp = part.defined() ? part.f32() : nullptr;
+  const bool gated = gate != nullptr;
+  if (x_bf16) {
+    if (dout_bf16) rows_backward_g<bf16, bf16>(gated, dx, pp, dout, x, mean, rstd, w, R, C, gate, b, dgate);
+    else rows_backward_g<bf16, float>(gated, dx, pp, dout, x, mean, rstd, w, R, C, gate, b, dgate);
+  } else {
+    if (dout_bf16) rows_backward_g<float, bf16>(gated, dx, pp, dout, x, mean, rstd, w, R, C, gate, b, dgate);
+    else rows_backward_g<float, float>(gated, dx, pp, dout, x, mean, rstd, w, R, C, gate, b, dgate);
+  }
+  CUDA_CHECK_LAUNCH("layernorm_rows_backward");
+  if (pp) {
+    layernorm_rows::finish_params(dweight, dbias, pp, C, nblk);
+    CUDA_CHECK_LAUNCH("layernorm_rows_backward");
+  }
+  return true;
+}
+
 // ---- BatchNorm -----------------------------------------------------------------
 
 void batchnorm_train_stats(float* mean, float* rstd, float* running_mean, float* running_var, const float* x,

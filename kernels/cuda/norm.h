@@ -27,6 +27,23 @@ void layernorm_gate_forward(float* out, float* y, float* mean, float* rstd, cons
 // bits of mul's and silu's backward.
 void gate_backward(float* dy, float* dg, const float* dout, const float* y, const float* g, int64_t n);
 
+// ---- LayerNorm rows with float32 or bf16 storage --------------------------------
+// Rows of C (the token layout): x, gate, dx and dgate stored as float32 or
+// bf16 (x_bf16), out and dout as out_bf16 / dout_bf16; statistics, weights
+// and every sum in float32, each store rounded once. With gate null the
+// LayerNorm alone (layernorm_forward's numbers), else out = y * silu(gate)
+// (layernorm_gate_forward's) and the backward makes y again from x (b is read
+// only then): gate_backward and layernorm_backward in one pass, with no y
+// saved. dx, dgate, dweight, dbias nullable (overwritten). They return false,
+// doing nothing, where the register-cached kernels do not take the rows:
+// C % 4 != 0, C > 1024 (backward: C > 512), or a pointer not 16-byte aligned;
+// the caller then goes through float32 and the functions above.
+bool layernorm_rows_forward(void* out, bool out_bf16, float* mean, float* rstd, const void* x, const void* gate,
+                            bool x_bf16, const float* w, const float* b, int64_t R, int64_t C, float eps);
+bool layernorm_rows_backward(void* dx, void* dgate, float* dweight, float* dbias, const void* dout, bool dout_bf16,
+                             const void* x, const void* gate, bool x_bf16, const float* mean, const float* rstd,
+                             const float* w, const float* b, int64_t R, int64_t C);
+
 void batchnorm_train_stats(float* mean, float* rstd, float* running_mean, float* running_var, const float* x,
                            int64_t O, int64_t C, int64_t I, float momentum, float eps);
 void batchnorm_eval_stats(float* mean, float* rstd, const float* running_mean, const float* running_var,
