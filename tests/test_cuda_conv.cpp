@@ -209,7 +209,7 @@ TEST_CASE("cuda: dwconv2d kernels with some gradients not wanted, deterministic"
 #endif
 }
 
-TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, against the CPU on rounded operands",
+TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM and direct 3x3 kernels, forward, dw, dx, against the CPU on rounded operands",
           "[cuda][conv][bf16]") {
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
@@ -218,8 +218,14 @@ TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM forward and dw, dx, ag
   // odd sizes, a kernel of 2 without padding, a padded 1x1 (not the direct case), rows past
   // split-K's threshold for dw, and a kernel wider than the image. Stride 1 with padding at
   // most k - 1 takes dx as an implicit GEMM over dout (padding 1 and 0 at k = 3, 2 at k = 5;
-  // 16 channels: the vector gather), the others dcols and col2im.
-  for (const ConvCase& c : {ConvCase{2, 15, 17, 3, 16, 3, 2, 1, true}, ConvCase{2, 9, 8, 1, 8, 3, 2, 1, false},
+  // 16 channels: the vector gather), the others dcols and col2im. 3 x 3 stride-1 padding-1
+  // convolutions of C to C channels, C 16, 32, 48, 64, take the direct tensor-core kernels
+  // (conv3x3_tc.cuh) for forward, dx and dw: tiles cut by the image's edges, an image smaller
+  // than a tile, an exact tile, and more tiles than the persistent grid has blocks (8 x 112 x 112).
+  for (const ConvCase& c : {ConvCase{2, 13, 21, 32, 32, 3, 1, 1, true}, ConvCase{1, 17, 35, 48, 48, 3, 1, 1, true},
+                            ConvCase{2, 8, 16, 64, 64, 3, 1, 1, false}, ConvCase{3, 5, 3, 16, 16, 3, 1, 1, true},
+                            ConvCase{8, 112, 112, 16, 16, 3, 1, 1, true},
+                            ConvCase{2, 15, 17, 3, 16, 3, 2, 1, true}, ConvCase{2, 9, 8, 1, 8, 3, 2, 1, false},
                             ConvCase{2, 14, 14, 32, 64, 3, 2, 1, true}, ConvCase{1, 7, 9, 5, 7, 2, 2, 0, true},
                             ConvCase{3, 6, 6, 8, 12, 3, 1, 1, false}, ConvCase{1, 4, 5, 2, 3, 1, 1, 1, true},
                             ConvCase{4, 40, 40, 3, 16, 3, 1, 1, true}, ConvCase{2, 3, 2, 4, 5, 5, 1, 2, true},

@@ -42,6 +42,7 @@
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/conv.h"
+#include "kernels/cuda/conv3x3_tc.cuh"
 #include "kernels/cuda/dwconv_stencil.cuh"
 #include "kernels/cuda/gemm_bf16.h"
 #include "kernels/fastdiv.h"
@@ -270,6 +271,105 @@ void implicit_dw(float* dw, const float* dout, const float* x, int64_t B, int64_
     conv_fp32_dw(dw, dout, x, B, H, W, Ci, Co, k, stride, pad);
 }
 
+bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// The direct tensor-core kernel (conv3x3_tc.cuh) takes, in bf16 mode, a 3 x 3
+// stride-1 padding-1 convolution of C to C channels, C 16, 32, 48 or 64, with
+// 16-byte aligned input and 8-byte aligned output (int-sized: conv_fits_int).
+bool direct3x3(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad,
+               const float* x, const float* out) {
+  return gemm_bf16_mode() && !g_force_unfold && k == 3 && stride == 1 && pad == 1 && Ci == Co &&
+         (Ci == 16 || Ci == 32 || Ci == 48 || Ci == 64) && aligned(x, 16) && aligned(out, 8) &&
+         conv_fits_int(B, H, W, Ci, k, stride, pad);
+}
+
+template <int C>
+void launch3x3(float* out, const float* x, const __nv_bfloat16* wt, const float* bias, int B, int H, int W,
+               const char* op) {
+  using namespace conv3x3;
+  constexpr int smem = smem_bytes<C>();
+  static int blocks_per_sm = -1, sms = 0;  // once per C: the persistent grid's size
+  if (blocks_per_sm < 0) {
+    CUDA_CHECK(cudaFuncSetAttribute(conv3x3_kernel<C, float, float>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    smem),
+               op);
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, conv3x3_kernel<C, float, float>,
+                                                             conv3x3::kThreads, smem),
+               op);
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev), op);
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), op);
+    blocks_per_sm = std::max(blocks_per_sm, 1);
+  }
+  const int tiles_h = (H + TH - 1) / TH, tiles_w = (W + TW - 1) / TW;
+  const int64_t ntiles = (int64_t)B * tiles_h * tiles_w;
+  const int grid = (int)std::max<int64_t>(1, std::min<int64_t>(ntiles, (int64_t)blocks_per_sm * sms));
+  conv3x3_kernel<C, float, float><<<grid, conv3x3::kThreads, smem>>>(out, x, wt, bias, B, H, W, tiles_h, tiles_w);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+// out = the 3 x 3 convolution of x by w (C, C, 3, 3), or with flip the one
+// whose result is dx for dout = x (taps reversed, channels swapped; no bias).
+void conv3x3_direct(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
+                    int64_t C, bool flip, const char* op) {
+  Tensor wt = Tensor::empty({9 * C * C}, DType::BF16, Device::CUDA);
+  auto* wb = reinterpret_cast<__nv_bfloat16*>(wt.bf16());
+  conv3x3::conv3x3_weights<<<blocks_for(9 * C * C), kThreads>>>(wb, w, (int)C, flip);
+  CUDA_CHECK_LAUNCH(op);
+  switch (C) {
+    case 16: launch3x3<16>(out, x, wb, bias, (int)B, (int)H, (int)W, op); break;
+    case 32: launch3x3<32>(out, x, wb, bias, (int)B, (int)H, (int)W, op); break;
+    case 48: launch3x3<48>(out, x, wb, bias, (int)B, (int)H, (int)W, op); break;
+    default: launch3x3<64>(out, x, wb, bias, (int)B, (int)H, (int)W, op); break;
+  }
+}
+
+// dw (C, C, 3, 3), the model's layout, from the (nblk, 9, C, C) partials, in
+// block order (reduce_util::column_sum).
+__global__ void conv3x3_dw_finish(float* dw, const float* part, int64_t C, int nblk) {
+  const int64_t ncol = 9 * C * C, j = col_index();  // j = (tap, o, i)
+  const double s = column_sum(part + (j < ncol ? j : 0), nblk, ncol, j < ncol);
+  if (threadIdx.y != 0 || j >= ncol) return;
+  const int64_t tap = j / (C * C), o = (j / C) % C, i = j % C;
+  dw[(o * C + i) * 9 + tap] = (float)s;
+}
+
+template <int C>
+void launch3x3_dw(float* dw, const float* dout, const float* x, int B, int H, int W, const char* op) {
+  using namespace conv3x3;
+  constexpr int smem = dw_smem_bytes<C>();
+  static int blocks_per_sm = -1, sms = 0;
+  if (blocks_per_sm < 0) {
+    CUDA_CHECK(cudaFuncSetAttribute(conv3x3_dw_kernel<C, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+               op);
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, conv3x3_dw_kernel<C, float>,
+                                                             kDwThreads, smem),
+               op);
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev), op);
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), op);
+    blocks_per_sm = std::max(blocks_per_sm, 1);
+  }
+  const int tiles_h = (H + TH - 1) / TH, tiles_w = (W + TW - 1) / TW;
+  const int64_t ntiles = (int64_t)B * tiles_h * tiles_w;
+  const int nblk = (int)std::max<int64_t>(1, std::min<int64_t>(ntiles, (int64_t)blocks_per_sm * sms));
+  Tensor part = scratch((int64_t)nblk * 9 * C * C);
+  conv3x3_dw_kernel<C, float><<<nblk, kDwThreads, smem>>>(part.f32(), dout, x, B, H, W, tiles_h, tiles_w);
+  CUDA_CHECK_LAUNCH(op);
+  conv3x3_dw_finish<<<col_blocks(9 * C * C), col_block(nblk)>>>(dw, part.f32(), C, nblk);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+void conv3x3_direct_dw(float* dw, const float* dout, const float* x, int64_t B, int64_t H, int64_t W, int64_t C,
+                       const char* op) {
+  switch (C) {
+    case 16: launch3x3_dw<16>(dw, dout, x, (int)B, (int)H, (int)W, op); break;
+    case 32: launch3x3_dw<32>(dw, dout, x, (int)B, (int)H, (int)W, op); break;
+    case 48: launch3x3_dw<48>(dw, dout, x, (int)B, (int)H, (int)W, op); break;
+    default: launch3x3_dw<64>(dw, dout, x, (int)B, (int)H, (int)W, op); break;
+  }
+}
+
 }  // namespace
 
 // ---- conv2d -----------------------------------------------------------------
@@ -281,6 +381,10 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* bia
                     int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
   const ConvGeom g = conv_geometry(H, W, Ci, k, stride, pad, kChunkFloats);
   if (B == 0 || g.per_image == 0 || Co == 0) return;
+  if (direct3x3(B, H, W, Ci, Co, k, stride, pad, x, out)) {
+    conv3x3_direct(out, x, w, bias, B, H, W, Ci, false, "conv2d_forward");
+    return;
+  }
   if (implicit_gemm(g, B, H, W, Ci, k, stride, pad)) {
     Tensor wp = scratch(Co * g.K);
     swap_inner(wp.f32(), w, Co, Ci, k * k, "conv2d_forward");  // (Co, k k, Ci)
@@ -310,6 +414,11 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
     if (dx) CUDA_CHECK(cudaMemsetAsync(dx, 0, B * H * W * Ci * sizeof(float)), "conv2d_backward");
     return;
   }
+  if (dw && direct3x3(B, H, W, Ci, Co, k, stride, pad, x, x) && aligned(dout, 16)) {
+    conv3x3_direct_dw(dw, dout, x, B, H, W, Ci, "conv2d_backward");
+    dw = nullptr;  // done
+    if (!dx) return;
+  }
   if (dw && implicit_gemm(g, B, H, W, Ci, k, stride, pad)) {
     Tensor dwp = scratch(Co * g.K);
     implicit_dw(dwp.f32(), dout, x, B, H, W, Ci, Co, k, stride, pad);  // (Co, k k, Ci)
@@ -318,6 +427,10 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
     if (!dx) return;
   }
   // (from here on, an implicit-GEMM conv has no dw left to make)
+  if (dx && !dw && direct3x3(B, g.Ho, g.Wo, Co, Ci, k, stride, pad, dout, dx)) {
+    conv3x3_direct(dx, dout, w, nullptr, B, H, W, Ci, true, "conv2d_backward");  // stride 1: Ho, Wo = H, W
+    return;
+  }
   if (dx && stride == 1 && pad <= k - 1 && implicit_gemm(g, B, H, W, Ci, k, stride, pad) &&
       conv_fits_int(B, g.Ho, g.Wo, Co, k, 1, k - 1 - pad)) {
     // A stride-1 conv's dx is itself a stride-1 convolution, of dout with the kernel's
