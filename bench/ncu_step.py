@@ -10,7 +10,10 @@ that every kernel is its own launch):
     bench/ncu_step.py ncu_pico.csv [--csv-out kernels.csv]
 
 The step is the span between the last two launches of the optimiser kernel
-(adamw). Prints the time by kind of kernel and the 20 slowest kernels.
+(adamw). With --infer (a profile of bench_pico --modes infer, two passes or
+more) the step is the last forward pass: the longest run of kernels at the
+end that repeats the run just before it. Prints the time by kind of kernel
+and the 20 slowest kernels.
 """
 import argparse
 import collections
@@ -43,6 +46,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("csv")
     ap.add_argument("--csv-out")
+    ap.add_argument("--infer", action="store_true", help="forward passes only: the last one")
     a = ap.parse_args()
     opener = gzip.open if a.csv.endswith(".gz") else open
     with opener(a.csv, "rt") as f:
@@ -54,12 +58,20 @@ def main():
     # one row per kernel and metric: keep the duration (other metrics may ride along)
     data = [r for r in rows if len(r) == len(head) and r[0] != "ID"
             and r[col["Metric Name"]] == "gpu__time_duration.sum"]
-    opt = [i for i, r in enumerate(data) if "adamw" in r[col["Kernel Name"]]]
-    if len(opt) < 2:
-        sys.exit(f"{a.csv}: fewer than two optimiser launches: no whole step to read")
-    # the optimiser may take several launches a step: the step ends at the last one
-    ends = [i for j, i in enumerate(opt) if j + 1 == len(opt) or opt[j + 1] != i + 1]
-    step = data[ends[-2] + 1 : ends[-1] + 1]
+    if a.infer:
+        names = [r[col["Kernel Name"]] for r in data]
+        n = len(names)
+        L = next((L for L in range(n // 2, 0, -1) if names[n - L:] == names[n - 2 * L:n - L]), 0)
+        if L == 0:
+            sys.exit(f"{a.csv}: no repeated forward pass at the end")
+        step = data[n - L:]
+    else:
+        opt = [i for i, r in enumerate(data) if "adamw" in r[col["Kernel Name"]]]
+        if len(opt) < 2:
+            sys.exit(f"{a.csv}: fewer than two optimiser launches: no whole step to read")
+        # the optimiser may take several launches a step: the step ends at the last one
+        ends = [i for j, i in enumerate(opt) if j + 1 == len(opt) or opt[j + 1] != i + 1]
+        step = data[ends[-2] + 1 : ends[-1] + 1]
     unit = {"ns": 1e-3, "us": 1.0, "usecond": 1.0, "nsecond": 1e-3, "ms": 1e3, "msecond": 1e3}
     per = collections.defaultdict(lambda: [0, 0.0])
     kinds = collections.defaultdict(lambda: [0, 0.0])
@@ -72,7 +84,8 @@ def main():
         per[name][1] += us
         kinds[kind_of(name)][0] += 1
         kinds[kind_of(name)][1] += us
-    print(f"one step: {len(step)} kernels, {total / 1000:.2f} ms of kernel time\n")
+    what = "one forward pass" if a.infer else "one step"
+    print(f"{what}: {len(step)} kernels, {total / 1000:.2f} ms of kernel time\n")
     print("| kernels | launches | ms | share |\n|---|---|---|---|")
     for k, (n, t) in sorted(kinds.items(), key=lambda x: -x[1][1]):
         print(f"| {k} | {n} | {t / 1000:.2f} | {100 * t / total:.0f}% |")

@@ -218,13 +218,18 @@ TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM and direct 3x3 kernels
   // odd sizes, a kernel of 2 without padding, a padded 1x1 (not the direct case), rows past
   // split-K's threshold for dw, and a kernel wider than the image. Stride 1 with padding at
   // most k - 1 takes dx as an implicit GEMM over dout (padding 1 and 0 at k = 3, 2 at k = 5;
-  // 16 channels: the vector gather), the others dcols and col2im. 3 x 3 stride-1 padding-1
-  // convolutions of C to C channels, C 16, 32, 48, 64, take the direct tensor-core kernels
-  // (conv3x3_tc.cuh) for forward, dx and dw: tiles cut by the image's edges, an image smaller
-  // than a tile, an exact tile, and more tiles than the persistent grid has blocks (8 x 112 x 112).
+  // 16 channels: the vector gather), the others dcols and col2im. 3 x 3 padding-1
+  // convolutions take the direct tensor-core kernels (conv3x3_tc.cuh) for forward and dw (and
+  // dx at stride 1) where compiled: stride 1 C to C (16, 32, 48, 64), 16 to 32 and 32 to 16;
+  // stride 2 from 1 or 3 channels (read as 16) to 16, 32 or 48, 16 to 32, 32 to 64: tiles cut by
+  // the image's edges, an image smaller than a tile, an exact tile, and more tiles than the
+  // persistent grid has blocks (8 x 112 x 112).
   for (const ConvCase& c : {ConvCase{2, 13, 21, 32, 32, 3, 1, 1, true}, ConvCase{1, 17, 35, 48, 48, 3, 1, 1, true},
                             ConvCase{2, 8, 16, 64, 64, 3, 1, 1, false}, ConvCase{3, 5, 3, 16, 16, 3, 1, 1, true},
-                            ConvCase{8, 112, 112, 16, 16, 3, 1, 1, true},
+                            ConvCase{8, 112, 112, 16, 16, 3, 1, 1, true}, ConvCase{2, 11, 13, 16, 32, 3, 1, 1, true},
+                            ConvCase{2, 11, 13, 32, 16, 3, 1, 1, true}, ConvCase{2, 17, 23, 16, 32, 3, 2, 1, true},
+                            ConvCase{1, 9, 11, 1, 16, 3, 2, 1, true}, ConvCase{2, 12, 10, 3, 48, 3, 2, 1, false},
+                            ConvCase{4, 64, 66, 3, 32, 3, 2, 1, true},
                             ConvCase{2, 15, 17, 3, 16, 3, 2, 1, true}, ConvCase{2, 9, 8, 1, 8, 3, 2, 1, false},
                             ConvCase{2, 14, 14, 32, 64, 3, 2, 1, true}, ConvCase{1, 7, 9, 5, 7, 2, 2, 0, true},
                             ConvCase{3, 6, 6, 8, 12, 3, 1, 1, false}, ConvCase{1, 4, 5, 2, 3, 1, 1, 1, true},

@@ -273,101 +273,127 @@ void implicit_dw(float* dw, const float* dout, const float* x, int64_t B, int64_
 
 bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-// The direct tensor-core kernel (conv3x3_tc.cuh) takes, in bf16 mode, a 3 x 3
-// stride-1 padding-1 convolution of C to C channels, C 16, 32, 48 or 64, with
-// 16-byte aligned input and 8-byte aligned output (int-sized: conv_fits_int).
-bool direct3x3(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad,
-               const float* x, const float* out) {
-  return gemm_bf16_mode() && !g_force_unfold && k == 3 && stride == 1 && pad == 1 && Ci == Co &&
-         (Ci == 16 || Ci == 32 || Ci == 48 || Ci == 64) && aligned(x, 16) && aligned(out, 8) &&
-         conv_fits_int(B, H, W, Ci, k, stride, pad);
-}
-
-template <int C>
-void launch3x3(float* out, const float* x, const __nv_bfloat16* wt, const float* bias, int B, int H, int W,
-               const char* op) {
-  using namespace conv3x3;
-  constexpr int smem = smem_bytes<C>();
-  static int blocks_per_sm = -1, sms = 0;  // once per C: the persistent grid's size
-  if (blocks_per_sm < 0) {
-    CUDA_CHECK(cudaFuncSetAttribute(conv3x3_kernel<C, float, float>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    smem),
-               op);
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, conv3x3_kernel<C, float, float>,
-                                                             conv3x3::kThreads, smem),
-               op);
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev), op);
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), op);
-    blocks_per_sm = std::max(blocks_per_sm, 1);
+// The direct tensor-core kernels (conv3x3_tc.cuh) take, in bf16 mode, 3 x 3
+// padding-1 convolutions whose (input channels padded to CI, output channels,
+// stride) they are compiled for: the stem's (and pico's) stride-1 C to C (and
+// 16 to 32, 32 to 16: the dx of the latter), its first (1 or 3 channels, read
+// as 16) and last at stride 2. Calls f.template go<CI, CO, S>() and returns
+// true for those, else false.
+template <class F>
+bool dispatch3x3(int CI, int CO, int S, const F& f) {
+#define NALA_C3(ci, co, s)                       \
+  if (CI == ci && CO == co && S == s) {          \
+    f.template go<ci, co, s>();                  \
+    return true;                                 \
   }
-  const int tiles_h = (H + TH - 1) / TH, tiles_w = (W + TW - 1) / TW;
-  const int64_t ntiles = (int64_t)B * tiles_h * tiles_w;
-  const int grid = (int)std::max<int64_t>(1, std::min<int64_t>(ntiles, (int64_t)blocks_per_sm * sms));
-  conv3x3_kernel<C, float, float><<<grid, conv3x3::kThreads, smem>>>(out, x, wt, bias, B, H, W, tiles_h, tiles_w);
-  CUDA_CHECK_LAUNCH(op);
+  NALA_C3(16, 16, 1) NALA_C3(32, 32, 1) NALA_C3(48, 48, 1) NALA_C3(64, 64, 1) NALA_C3(16, 32, 1) NALA_C3(32, 16, 1)
+  NALA_C3(16, 16, 2) NALA_C3(16, 32, 2) NALA_C3(16, 48, 2) NALA_C3(32, 64, 2)
+#undef NALA_C3
+  return false;
+}
+struct Probe3x3 {
+  template <int CI, int CO, int S>
+  void go() const {}
+};
+
+// The input channels the direct kernels read a conv's Ci as (an image's 1 or
+// 3 padded to 16), or 0 where they do not take the conv.
+int direct3x3(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad,
+              const float* x, const float* out) {
+  if (!gemm_bf16_mode() || g_force_unfold || k != 3 || pad != 1 || (stride != 1 && stride != 2) || !aligned(out, 8) ||
+      !conv_fits_int(B, H, W, Ci, k, stride, pad))
+    return 0;
+  const int CI = Ci < 16 ? 16 : (int)Ci;
+  if (Ci < 16 ? (Ci != 1 && Ci != 3) || stride != 2 : !aligned(x, 16)) return 0;  // padded images at stride 2 only
+  return Co <= 64 && dispatch3x3(CI, (int)Co, (int)stride, Probe3x3{}) ? CI : 0;
 }
 
-// out = the 3 x 3 convolution of x by w (C, C, 3, 3), or with flip the one
-// whose result is dx for dout = x (taps reversed, channels swapped; no bias).
-void conv3x3_direct(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
-                    int64_t C, bool flip, const char* op) {
-  Tensor wt = Tensor::empty({9 * C * C}, DType::BF16, Device::CUDA);
-  auto* wb = reinterpret_cast<__nv_bfloat16*>(wt.bf16());
-  conv3x3::conv3x3_weights<<<blocks_for(9 * C * C), kThreads>>>(wb, w, (int)C, flip);
-  CUDA_CHECK_LAUNCH(op);
-  switch (C) {
-    case 16: launch3x3<16>(out, x, wb, bias, (int)B, (int)H, (int)W, op); break;
-    case 32: launch3x3<32>(out, x, wb, bias, (int)B, (int)H, (int)W, op); break;
-    case 48: launch3x3<48>(out, x, wb, bias, (int)B, (int)H, (int)W, op); break;
-    default: launch3x3<64>(out, x, wb, bias, (int)B, (int)H, (int)W, op); break;
+// Occupancy of a persistent kernel: its blocks on the device at once (at least one a multiprocessor).
+template <class K>
+int persistent_blocks(K kernel, int threads, int smem, const char* op) {
+  int per_sm = 0, dev = 0, sms = 0;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), op);
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem), op);
+  CUDA_CHECK(cudaGetDevice(&dev), op);
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), op);
+  return std::max(per_sm, 1) * sms;
+}
+
+struct Conv3x3Args {
+  float* out;  // forward: out (B, Ho, Wo, CO); dw: dw (CO, Ci, 3, 3)
+  const float *x, *dout, *bias;
+  const __nv_bfloat16* wt;
+  int B, H, W, Ho, Wo, CIR;
+  const char* op;
+  bool vec() const { return CIR % 4 == 0 && aligned(x, 16); }
+};
+
+struct Forward3x3 {
+  Conv3x3Args a;
+  template <int CI, int CO, int S>
+  void go() const {
+    using namespace conv3x3;
+    constexpr int smem = smem_bytes<CI, CO, S>();
+    static const int blocks = persistent_blocks(conv3x3_kernel<CI, CO, S, float, float>, conv3x3::kThreads, smem, a.op);
+    const int tiles_h = (a.Ho + TH - 1) / TH, tiles_w = (a.Wo + TW - 1) / TW;
+    const int64_t ntiles = (int64_t)a.B * tiles_h * tiles_w;
+    const int grid = (int)std::max<int64_t>(1, std::min<int64_t>(ntiles, blocks));
+    conv3x3_kernel<CI, CO, S, float, float><<<grid, conv3x3::kThreads, smem>>>(
+        a.out, a.x, a.wt, a.bias, a.B, a.H, a.W, a.Ho, a.Wo, a.CIR, a.vec() && a.CIR == CI, tiles_h, tiles_w);
+    CUDA_CHECK_LAUNCH(a.op);
   }
-}
+};
 
-// dw (C, C, 3, 3), the model's layout, from the (nblk, 9, C, C) partials, in
-// block order (reduce_util::column_sum).
-__global__ void conv3x3_dw_finish(float* dw, const float* part, int64_t C, int nblk) {
-  const int64_t ncol = 9 * C * C, j = col_index();  // j = (tap, o, i)
+// dw (CO, CIR, 3, 3), the model's layout, from the (nblk, 9, CO, CI) partials,
+// in block order (reduce_util::column_sum).
+__global__ void conv3x3_dw_finish(float* dw, const float* part, int64_t CO, int64_t CI, int64_t CIR, int nblk) {
+  const int64_t ncol = 9 * CO * CI, j = col_index();  // j = (tap, o, i)
   const double s = column_sum(part + (j < ncol ? j : 0), nblk, ncol, j < ncol);
   if (threadIdx.y != 0 || j >= ncol) return;
-  const int64_t tap = j / (C * C), o = (j / C) % C, i = j % C;
-  dw[(o * C + i) * 9 + tap] = (float)s;
+  const int64_t tap = j / (CO * CI), o = (j / CI) % CO, i = j % CI;
+  if (i < CIR) dw[(o * CIR + i) * 9 + tap] = (float)s;
 }
 
-template <int C>
-void launch3x3_dw(float* dw, const float* dout, const float* x, int B, int H, int W, const char* op) {
-  using namespace conv3x3;
-  constexpr int smem = dw_smem_bytes<C>();
-  static int blocks_per_sm = -1, sms = 0;
-  if (blocks_per_sm < 0) {
-    CUDA_CHECK(cudaFuncSetAttribute(conv3x3_dw_kernel<C, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-               op);
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, conv3x3_dw_kernel<C, float>,
-                                                             kDwThreads, smem),
-               op);
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev), op);
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), op);
-    blocks_per_sm = std::max(blocks_per_sm, 1);
+struct Dw3x3 {
+  Conv3x3Args a;
+  template <int CI, int CO, int S>
+  void go() const {
+    using namespace conv3x3;
+    constexpr int smem = dw_smem_bytes<CI, CO, S>();
+    static const int blocks = persistent_blocks(conv3x3_dw_kernel<CI, CO, S, float>, kDwThreads, smem, a.op);
+    const int tiles_h = (a.Ho + TH - 1) / TH, tiles_w = (a.Wo + TW - 1) / TW;
+    const int64_t ntiles = (int64_t)a.B * tiles_h * tiles_w;
+    const int nblk = (int)std::max<int64_t>(1, std::min<int64_t>(ntiles, blocks));
+    Tensor part = scratch((int64_t)nblk * 9 * CO * CI);
+    conv3x3_dw_kernel<CI, CO, S, float><<<nblk, kDwThreads, smem>>>(
+        part.f32(), a.dout, a.x, a.B, a.H, a.W, a.Ho, a.Wo, a.CIR, a.vec() && a.CIR == CI, tiles_h, tiles_w);
+    CUDA_CHECK_LAUNCH(a.op);
+    conv3x3_dw_finish<<<col_blocks(9 * CO * CI), col_block(nblk)>>>(a.out, part.f32(), CO, CI, a.CIR, nblk);
+    CUDA_CHECK_LAUNCH(a.op);
   }
-  const int tiles_h = (H + TH - 1) / TH, tiles_w = (W + TW - 1) / TW;
-  const int64_t ntiles = (int64_t)B * tiles_h * tiles_w;
-  const int nblk = (int)std::max<int64_t>(1, std::min<int64_t>(ntiles, (int64_t)blocks_per_sm * sms));
-  Tensor part = scratch((int64_t)nblk * 9 * C * C);
-  conv3x3_dw_kernel<C, float><<<nblk, kDwThreads, smem>>>(part.f32(), dout, x, B, H, W, tiles_h, tiles_w);
+};
+
+// out = the 3 x 3 convolution (stride S, padding 1) of x (B, H, W, Ci) by w
+// (Co, Ci, 3, 3), input channels read as CI; or with flip (stride 1) the
+// convolution whose result is dx for dout = x (taps reversed, channels
+// swapped: x then has Co channels, out Ci; no bias).
+void conv3x3_direct(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
+                    int64_t Ci, int64_t Co, int S, int CI, bool flip, const char* op) {
+  const int in = flip ? (int)Co : CI, outc = flip ? (int)Ci : (int)Co;
+  Tensor wt = Tensor::empty({9 * (int64_t)in * outc}, DType::BF16, Device::CUDA);
+  auto* wb = reinterpret_cast<__nv_bfloat16*>(wt.bf16());
+  conv3x3::conv3x3_weights<<<blocks_for(9 * (int64_t)in * outc), kThreads>>>(wb, w, outc, in, (int)Co, (int)Ci, flip);
   CUDA_CHECK_LAUNCH(op);
-  conv3x3_dw_finish<<<col_blocks(9 * C * C), col_block(nblk)>>>(dw, part.f32(), C, nblk);
-  CUDA_CHECK_LAUNCH(op);
+  const int Ho = (int)((H - 1) / S + 1), Wo = (int)((W - 1) / S + 1);
+  const Conv3x3Args a{out, x, nullptr, bias, wb, (int)B, (int)H, (int)W, Ho, Wo, flip ? (int)Co : (int)Ci, op};
+  dispatch3x3(in, outc, S, Forward3x3{a});
 }
 
-void conv3x3_direct_dw(float* dw, const float* dout, const float* x, int64_t B, int64_t H, int64_t W, int64_t C,
-                       const char* op) {
-  switch (C) {
-    case 16: launch3x3_dw<16>(dw, dout, x, (int)B, (int)H, (int)W, op); break;
-    case 32: launch3x3_dw<32>(dw, dout, x, (int)B, (int)H, (int)W, op); break;
-    case 48: launch3x3_dw<48>(dw, dout, x, (int)B, (int)H, (int)W, op); break;
-    default: launch3x3_dw<64>(dw, dout, x, (int)B, (int)H, (int)W, op); break;
-  }
+void conv3x3_direct_dw(float* dw, const float* dout, const float* x, int64_t B, int64_t H, int64_t W, int64_t Ci,
+                       int64_t Co, int S, int CI, const char* op) {
+  const int Ho = (int)((H - 1) / S + 1), Wo = (int)((W - 1) / S + 1);
+  const Conv3x3Args a{dw, x, dout, nullptr, nullptr, (int)B, (int)H, (int)W, Ho, Wo, (int)Ci, op};
+  dispatch3x3(CI, (int)Co, S, Dw3x3{a});
 }
 
 }  // namespace
@@ -381,8 +407,8 @@ void conv2d_forward(float* out, const float* x, const float* w, const float* bia
                     int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {
   const ConvGeom g = conv_geometry(H, W, Ci, k, stride, pad, kChunkFloats);
   if (B == 0 || g.per_image == 0 || Co == 0) return;
-  if (direct3x3(B, H, W, Ci, Co, k, stride, pad, x, out)) {
-    conv3x3_direct(out, x, w, bias, B, H, W, Ci, false, "conv2d_forward");
+  if (const int CI = direct3x3(B, H, W, Ci, Co, k, stride, pad, x, out)) {
+    conv3x3_direct(out, x, w, bias, B, H, W, Ci, Co, (int)stride, CI, false, "conv2d_forward");
     return;
   }
   if (implicit_gemm(g, B, H, W, Ci, k, stride, pad)) {
@@ -414,8 +440,9 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
     if (dx) CUDA_CHECK(cudaMemsetAsync(dx, 0, B * H * W * Ci * sizeof(float)), "conv2d_backward");
     return;
   }
-  if (dw && direct3x3(B, H, W, Ci, Co, k, stride, pad, x, x) && aligned(dout, 16)) {
-    conv3x3_direct_dw(dw, dout, x, B, H, W, Ci, "conv2d_backward");
+  const int CI3 = dw && aligned(dout, 16) ? direct3x3(B, H, W, Ci, Co, k, stride, pad, x, dw) : 0;
+  if (CI3) {
+    conv3x3_direct_dw(dw, dout, x, B, H, W, Ci, Co, (int)stride, CI3, "conv2d_backward");
     dw = nullptr;  // done
     if (!dx) return;
   }
@@ -427,8 +454,8 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dout, cons
     if (!dx) return;
   }
   // (from here on, an implicit-GEMM conv has no dw left to make)
-  if (dx && !dw && direct3x3(B, g.Ho, g.Wo, Co, Ci, k, stride, pad, dout, dx)) {
-    conv3x3_direct(dx, dout, w, nullptr, B, H, W, Ci, true, "conv2d_backward");  // stride 1: Ho, Wo = H, W
+  if (dx && !dw && stride == 1 && direct3x3(B, g.Ho, g.Wo, Co, Ci, k, stride, pad, dout, dx) == (int)Co) {
+    conv3x3_direct(dx, dout, w, nullptr, B, H, W, Ci, Co, 1, (int)Co, true, "conv2d_backward");  // Ho, Wo = H, W
     return;
   }
   if (dx && stride == 1 && pad <= k - 1 && implicit_gemm(g, B, H, W, Ci, k, stride, pad) &&
