@@ -210,6 +210,7 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const
   p.vecB = f32 ? aligned(B32, 16) && ldb % 4 == 0 : aligned(B16, 16) && ldb % 8 == 0;
   const int esz = c_bf16 ? 2 : 4;
   p.pairC = aligned(C, 2 * esz) && ldc % 2 == 0;
+  p.quadC = c_bf16 && aligned(C, 16) && ldc % 8 == 0 && N % 8 == 0;
   p.pairR = epi.residual && aligned(epi.residual, 2 * esz) && epi.ldr % 2 == 0;
   int major = 0;
   const int sms = device_sms(&major);

@@ -562,8 +562,9 @@ TrainResult run(Run& r) {
     }
   }
   if (r.on_gpu)
-    r.cb.message(device::gemm_bf16() ? "precision: bf16 matrix products on tensor cores, float32 accumulation; weights, "
-                                       "activations and optimiser in float32"
+    r.cb.message(device::gemm_bf16() ? "precision: bf16 products and convolutions on tensor cores, float32 "
+                                       "accumulation; the blocks' stored activations in bf16; weights, optimiser, "
+                                       "norm statistics, residual stream and loss in float32"
                                      : "precision: float32");
   if (o.resume) resume(r);
   r.last_checked = r.step;
