@@ -24,6 +24,9 @@
 // array); dx of a stride-1 conv (padding at most k - 1) is the same implicit
 // GEMM over dout with the taps reversed and the channels swapped
 // (flip_transpose_kernel); dx of a strided conv as above (dcols, col2im).
+// In bf16 mode the stem's 3 x 3 convolutions (the channel counts and strides
+// dispatch3x3 lists) take the direct tensor-core kernels of conv3x3_tc.cuh
+// instead, forward, dw and (stride 1) dx: shared-memory tiles, no gather.
 // im2col: whole rows of cols through a shared tile (gathered channel-fastest,
 // written out contiguously). col2im: one thread per dx element (channel fastest: coalesced
 // writes), summing the taps that read it in (ky, kx) order like the CPU.
