@@ -267,6 +267,12 @@ TEST_CASE("cuda: linear_gelu to bf16 and the linear ops on a bf16 x, against the
 }
 
 namespace {
+// Restores NalaAttention::qkvg_one_product_bytes (which a test sets to pick
+// the layer's qkvg path) when the test leaves.
+struct KeepOneProductBytes {
+  int64_t saved = NalaAttention::qkvg_one_product_bytes;
+  ~KeepOneProductBytes() { NalaAttention::qkvg_one_product_bytes = saved; }
+};
 // A module on the CPU and a copy on the GPU with the same random weights.
 template <class M>
 void same_random_weights(M& cpu, M& gpu, Rng& rng) {
@@ -337,10 +343,7 @@ TEST_CASE("cuda: in bf16 mode a NaLa layer's q, k, v are bf16, its results the f
           "[cuda][bf16][model]") {
   SKIP_WITHOUT_CUDA();
   Rng rng(49);
-  struct Restore {
-    int64_t saved = NalaAttention::qkvg_one_product_bytes;
-    ~Restore() { NalaAttention::qkvg_one_product_bytes = saved; }
-  } restore;
+  KeepOneProductBytes restore;
   NalaAttention::qkvg_one_product_bytes = 0;  // four products
   for (int64_t heads : {1, 2}) {
     INFO("heads " << heads);
@@ -368,10 +371,7 @@ TEST_CASE("cuda: in bf16 mode a NalaBlock runs without casts, its results the fl
           "[cuda][bf16][model]") {
   SKIP_WITHOUT_CUDA();
   Rng rng(51);
-  struct Restore {
-    int64_t saved = NalaAttention::qkvg_one_product_bytes;
-    ~Restore() { NalaAttention::qkvg_one_product_bytes = saved; }
-  } restore;
+  KeepOneProductBytes restore;
   for (int64_t one_product : {int64_t(0), int64_t(1) << 30}) {  // four products, one product
     INFO("qkvg_one_product_bytes " << one_product);
     NalaAttention::qkvg_one_product_bytes = one_product;

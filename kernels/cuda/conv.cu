@@ -328,7 +328,14 @@ struct Conv3x3Args {
   const __nv_bfloat16* wt;
   int B, H, W, Ho, Wo, CIR;
   const char* op;
-  bool vec() const { return CIR % 4 == 0 && aligned(x, 16); }
+  // x read four channels a load: all CI channels present, 16-byte aligned
+  bool vec(int CI) const { return CIR == CI && CIR % 4 == 0 && aligned(x, 16); }
+  int tiles_h() const { return (Ho + conv3x3::TH - 1) / conv3x3::TH; }
+  int tiles_w() const { return (Wo + conv3x3::TW - 1) / conv3x3::TW; }
+  // the persistent grid: one block a tile, at most `resident` (what fits on the device at once)
+  int grid(int resident) const {
+    return (int)std::max<int64_t>(1, std::min<int64_t>((int64_t)B * tiles_h() * tiles_w(), resident));
+  }
 };
 
 struct Forward3x3 {
@@ -338,11 +345,8 @@ struct Forward3x3 {
     using namespace conv3x3;
     constexpr int smem = smem_bytes<CI, CO, S>();
     static const int blocks = persistent_blocks(conv3x3_kernel<CI, CO, S, float, float>, conv3x3::kThreads, smem, a.op);
-    const int tiles_h = (a.Ho + TH - 1) / TH, tiles_w = (a.Wo + TW - 1) / TW;
-    const int64_t ntiles = (int64_t)a.B * tiles_h * tiles_w;
-    const int grid = (int)std::max<int64_t>(1, std::min<int64_t>(ntiles, blocks));
-    conv3x3_kernel<CI, CO, S, float, float><<<grid, conv3x3::kThreads, smem>>>(
-        a.out, a.x, a.wt, a.bias, a.B, a.H, a.W, a.Ho, a.Wo, a.CIR, a.vec() && a.CIR == CI, tiles_h, tiles_w);
+    conv3x3_kernel<CI, CO, S, float, float><<<a.grid(blocks), conv3x3::kThreads, smem>>>(
+        a.out, a.x, a.wt, a.bias, a.B, a.H, a.W, a.Ho, a.Wo, a.CIR, a.vec(CI), a.tiles_h(), a.tiles_w());
     CUDA_CHECK_LAUNCH(a.op);
   }
 };
@@ -364,12 +368,10 @@ struct Dw3x3 {
     using namespace conv3x3;
     constexpr int smem = dw_smem_bytes<CI, CO, S>();
     static const int blocks = persistent_blocks(conv3x3_dw_kernel<CI, CO, S, float>, kDwThreads, smem, a.op);
-    const int tiles_h = (a.Ho + TH - 1) / TH, tiles_w = (a.Wo + TW - 1) / TW;
-    const int64_t ntiles = (int64_t)a.B * tiles_h * tiles_w;
-    const int nblk = (int)std::max<int64_t>(1, std::min<int64_t>(ntiles, blocks));
+    const int nblk = a.grid(blocks);
     Tensor part = scratch((int64_t)nblk * 9 * CO * CI);
     conv3x3_dw_kernel<CI, CO, S, float><<<nblk, kDwThreads, smem>>>(
-        part.f32(), a.dout, a.x, a.B, a.H, a.W, a.Ho, a.Wo, a.CIR, a.vec() && a.CIR == CI, tiles_h, tiles_w);
+        part.f32(), a.dout, a.x, a.B, a.H, a.W, a.Ho, a.Wo, a.CIR, a.vec(CI), a.tiles_h(), a.tiles_w());
     CUDA_CHECK_LAUNCH(a.op);
     conv3x3_dw_finish<<<col_blocks(9 * CO * CI), col_block(nblk)>>>(a.out, part.f32(), CO, CI, a.CIR, nblk);
     CUDA_CHECK_LAUNCH(a.op);

@@ -323,14 +323,13 @@ inline void forward(float* out, float* mean, float* rstd, const float* x, const 
                                                                               gate, ysave);
 }
 
-// The number of dweight/dbias partials backward_fused writes for O rows of C.
+// The number of dweight/dbias partials the fused backward (backward_vec) writes for O rows of C.
 inline int fused_blocks(int64_t O, int64_t C) {
   const int64_t G = kWarps * 32 / (C / 4 <= 8 ? 8 : C / 4 <= 16 ? 16 : 32);
   return (int)std::max<int64_t>(1, std::min<int64_t>((O + G - 1) / G, kMaxBlocksBwd));
 }
-inline bool fused_ok(int64_t C, const float* dx, const float* dout, const float* x, const float* w) {
-  return C <= 512 && vec_ok(C, {dx, dout, x, w});
-}
+// Whether the fused backward (backward_vec) takes these rows and pointers.
+inline bool fused_ok(int64_t C, std::initializer_list<const void*> ptrs) { return C <= 512 && vec_ok(C, ptrs); }
 
 template <class TX = float, class TD = float, bool GATE = false>
 struct BackwardLaunch {
@@ -350,13 +349,6 @@ struct BackwardLaunch {
         dx, part, dout, x, mean, rstd, w, O, (int)C, gate, b, dgate);
   }
 };
-
-// dx (may be null) and, when part is not null, the fused_blocks(O, C)
-// partials (nblk, 2, C) of dweight and dbias. Needs fused_ok.
-inline void backward_fused(float* dx, float* part, const float* dout, const float* x, const float* mean,
-                           const float* rstd, const float* w, int64_t O, int64_t C) {
-  dispatch(C, BackwardLaunch<>{dx, part, dout, x, mean, rstd, w, O, C, nullptr, nullptr, nullptr});
-}
 
 // dx only, any C and alignment.
 inline void backward_dx_warp(float* dx, const float* dout, const float* x, const float* mean, const float* rstd,

@@ -405,19 +405,10 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
                         const float* mean, const float* rstd, const float* weight, int64_t O, int64_t C,
                         int64_t I) {
   if (C == 0) return;
-  if (I == 1 && layernorm_rows::fused_ok(C, dx, dout, x, weight)) {
-    // One pass over x and dout for dx and the dweight / dbias partials.
-    Tensor part;
-    const int nblk = layernorm_rows::fused_blocks(O, C);
-    if (dweight || dbias) part = Tensor::empty({(int64_t)nblk * 2 * C}, DType::F32, Device::CUDA);
-    layernorm_rows::backward_fused(dx, (dweight || dbias) ? part.f32() : nullptr, dout, x, mean, rstd, weight, O, C);
-    CUDA_CHECK_LAUNCH("layernorm_backward");
-    if (dweight || dbias) {
-      layernorm_rows::finish_params(dweight, dbias, part.f32(), C, nblk);
-      CUDA_CHECK_LAUNCH("layernorm_backward");
-    }
+  // One pass over x and dout for dx and the dweight / dbias partials (the row kernels).
+  if (I == 1 && layernorm_rows_backward(dx, nullptr, dweight, dbias, dout, false, x, nullptr, false, mean, rstd,
+                                        weight, nullptr, O, C))
     return;
-  }
   if (dweight || dbias) {
     int nblk = 0;
     Tensor part = channel_partials(O, C, I, LnParamGrad{dout, x, mean, rstd}, nblk, "layernorm_backward");
@@ -481,7 +472,7 @@ bool layernorm_rows_forward(void* out, bool out_bf16, float* mean, float* rstd, 
 bool layernorm_rows_backward(void* dx, void* dgate, float* dweight, float* dbias, const void* dout, bool dout_bf16,
                              const void* x, const void* gate, bool x_bf16, const float* mean, const float* rstd,
                              const float* w, const float* b, int64_t R, int64_t C) {
-  if (C > 512 || !layernorm_rows::vec_ok(C, {dx, dgate, dout, x, gate, w, b})) return false;
+  if (!layernorm_rows::fused_ok(C, {dx, dgate, dout, x, gate, w, b})) return false;
   if (R == 0) {
     if (dweight) CUDA_CHECK(cudaMemsetAsync(dweight, 0, C * sizeof(float)), "layernorm_rows_backward");
     if (dbias) CUDA_CHECK(cudaMemsetAsync(dbias, 0, C * sizeof(float)), "layernorm_rows_backward");
