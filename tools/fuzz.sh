@@ -3,6 +3,7 @@
 #
 #   tools/fuzz.sh [SECONDS] [TARGET...]     targets: safetensors idx cifar image cli
 #   FUZZ_SEED=0 tools/fuzz.sh ...            a random seed (default 1: CI runs repeat)
+#   FUZZ_JOBS=1 tools/fuzz.sh ...            one target at a time (default: one a core)
 #
 # Builds the targets (make fuzz: clang++ with -fsanitize=fuzzer,address,undefined),
 # replays the committed crash regressions (tests/fuzz/regressions/<target>/,
@@ -24,20 +25,19 @@ make -s fuzz CUDA=0 -j"${JOBS:-$(nproc)}"
 
 work=$(mktemp -d /tmp/nala_fuzz_XXXXXX)
 trap 'rm -rf "$work"' EXIT
-failed=()
-for t in "${TARGETS[@]}"; do
-  bin=build/fuzz/fuzz_$t
-  [ -x "$bin" ] || { echo "fuzz.sh: no target '$t' ($bin)"; exit 2; }
-  art=build/fuzz/artifacts/$t
+# One target: replay its regressions, then fuzz it. The report goes to
+# $work/$t.report; the exit status says whether it failed.
+fuzz_one() {
+  local t=$1 bin=build/fuzz/fuzz_$1 art=build/fuzz/artifacts/$1
   mkdir -p "$art"
-  regs=(tests/fuzz/regressions/$t/*)
+  local regs=(tests/fuzz/regressions/$t/*)
   if [ -e "${regs[0]}" ]; then
     echo "== $t: replaying ${#regs[@]} regression input(s)"
     if ! ASAN_OPTIONS="malloc_fill_byte=255:max_malloc_fill_size=1048576${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
          "$bin" -runs=1 "${regs[@]}" > "$work/$t.replay.log" 2>&1; then
       tail -30 "$work/$t.replay.log"
-      failed+=("$t (regression)")
-      continue
+      echo "fuzz.sh: $t FAILED on a regression input"
+      return 1
     fi
   fi
   mkdir -p "$work/$t"
@@ -50,8 +50,30 @@ for t in "${TARGETS[@]}"; do
   else
     tail -40 "$work/$t.log"
     echo "fuzz.sh: $t FAILED; the input is in $art/"
-    failed+=("$t")
+    return 1
   fi
+}
+for t in "${TARGETS[@]}"; do
+  [ -x "build/fuzz/fuzz_$t" ] || { echo "fuzz.sh: no target '$t' (build/fuzz/fuzz_$t)"; exit 2; }
+done
+# The targets run FUZZ_JOBS at a time (default: one a core; a libFuzzer
+# process uses one), each for SECONDS_EACH; the reports print in order.
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+declare -A pid_of
+running=0
+for t in "${TARGETS[@]}"; do
+  if [ "$running" -ge "$jobs_max" ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  ( fuzz_one "$t" > "$work/$t.report" 2>&1 ) &
+  pid_of[$t]=$!
+  running=$((running + 1))
+done
+failed=()
+for t in "${TARGETS[@]}"; do
+  if ! wait "${pid_of[$t]}"; then failed+=("$t"); fi
+  cat "$work/$t.report"
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz.sh: failures: ${failed[*]}"
