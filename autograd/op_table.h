@@ -21,7 +21,7 @@
   /* matrix products (autograd/ops_matmul.cpp) */                                 \
   X(matmul) X(linear) X(linear_gelu) X(linear_scale_add)                        \
   /* convolutions (autograd/ops_conv.cpp) */                                      \
-  X(conv2d) X(dwconv2d)                                                          \
+  X(conv2d) X(dwconv2d) X(dwconv2d_gelu_add)                                     \
   /* normalisation (autograd/ops_norm.cpp) */                                     \
   X(layernorm) X(layernorm_gate) X(batchnorm) X(batchnorm_sync)                  \
   /* attention (autograd/ops_attention.cpp) */                                    \

@@ -105,6 +105,12 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
 // activation once more. x and add f32, or both bf16 (the output then bf16;
 // taps and bias f32).
 Tensor dwconv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& add = Tensor());
+// h + dwconv(h) with h = gelu(pre) (rounded to pre's dtype): the FFN's hidden
+// path (gelu after fc1, then h + dwconv(h)) as one op that saves pre alone,
+// not pre and h (h is a temporary, made again in backward for the taps'
+// gradient). Same rules as dwconv2d; pre's gradient is gelu'(pre) times h's,
+// applied in the store of the stencil that makes h's (on CUDA).
+Tensor dwconv2d_gelu_add(const Tensor& pre, const Tensor& w, const Tensor& bias);
 
 // ---- normalisation (ops_norm.cpp) -----------------------------------------
 // LayerNorm over dimension `dim` (-1: token layout; 1 on (B, C, H, W): the

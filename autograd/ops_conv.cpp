@@ -177,4 +177,95 @@ Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, const T
                 });
 }
 
+namespace {
+
+// h = gelu(pre) in pre's dtype (bf16: gelu of the value, rounded once).
+Tensor gelu_values(const Tensor& pre) {
+  const Device dev = pre.device();
+  Tensor h = Tensor::empty(pre.shape(), pre.dtype(), dev);
+  if (pre.dtype() == DType::F32) {
+    NALA_DISPATCH(dev, gelu_forward, h.f32(), pre.f32(), h.numel());
+    return h;
+  }
+#ifdef NALA_CUDA
+  if (dev == Device::CUDA) {
+    cuda::gelu_forward_bf16(h.bf16(), pre.bf16(), h.numel());
+    return h;
+  }
+#endif
+  Tensor f = detail::cast_values(pre, DType::F32, "dwconv2d_gelu_add");
+  cpu::gelu_forward(f.f32(), f.f32(), f.numel());
+  cpu::cast_f32_bf16(h.bf16(), f.f32(), f.numel());
+  return h;
+}
+
+// dpre, dw, db (each nullable) from g = d(h + dwconv(h)), h and pre.
+void gelu_dw_backward(const Tensor& dpre, const Tensor& dw, const Tensor& db, const Tensor& g, const Tensor& h,
+                      const Tensor& pre, const Tensor& w, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
+  const Device dev = pre.device();
+  if (pre.dtype() == DType::F32) {
+    NALA_DISPATCH(dev, dwconv2d_gelu_backward, ptr_or_null(dpre), ptr_or_null(dw), ptr_or_null(db), g.f32(), h.f32(),
+                  pre.f32(), w.f32(), B, H, W, C, k);
+    return;
+  }
+#ifdef NALA_CUDA
+  if (dev == Device::CUDA) {
+    cuda::dwconv2d_gelu_backward_bf16(dpre.defined() ? dpre.bf16() : nullptr, ptr_or_null(dw), ptr_or_null(db),
+                                      g.bf16(), h.bf16(), pre.bf16(), w.f32(), B, H, W, C, k);
+    return;
+  }
+#endif
+  const char* op = "dwconv2d_gelu_add";
+  Tensor gf = detail::cast_values(g, DType::F32, op), hf = detail::cast_values(h, DType::F32, op);
+  Tensor pf = detail::cast_values(pre, DType::F32, op);
+  Tensor df = dpre.defined() ? Tensor::empty(dpre.shape(), DType::F32, dev) : Tensor();
+  cpu::dwconv2d_gelu_backward(ptr_or_null(df), ptr_or_null(dw), ptr_or_null(db), gf.f32(), hf.f32(), pf.f32(),
+                              w.f32(), B, H, W, C, k);
+  if (df.defined()) cpu::cast_f32_bf16(dpre.bf16(), df.f32(), df.numel());
+}
+
+}  // namespace
+
+Tensor dwconv2d_gelu_add(const Tensor& pre_, const Tensor& w_, const Tensor& bias_) {
+  const char* op = "dwconv2d_gelu_add";
+  NALA_CHECK(pre_.dim() == 4, op, ": input ", pre_.desc(), " must be (B, H, W, C)");
+  NALA_CHECK(pre_.dtype() == DType::F32 || pre_.dtype() == DType::BF16, op, ": input must be f32 or bf16, got ",
+             pre_.desc());
+  check_f32(op, "weight", w_);
+  const int64_t B = pre_.size(0), H = pre_.size(1), W = pre_.size(2), C = pre_.size(3);
+  NALA_CHECK(w_.dim() == 4 && w_.size(0) == C && w_.size(1) == 1 && w_.size(2) == w_.size(3), op, ": input ",
+             pre_.desc(), " and weight ", w_.desc(), ": expected a weight of shape [", C, ", 1, k, k]");
+  const int64_t k = w_.size(2);
+  NALA_CHECK(k % 2 == 1, op, ": weight ", w_.desc(), ": kernel size must be odd");
+  check_bias(op, pre_, bias_, C);
+  const Device dev = common_device(op, {&pre_, &w_, &bias_});
+  Tensor pre = view::contiguous(pre_), w = view::contiguous(w_);
+  Tensor bias = bias_.defined() ? view::contiguous(bias_) : Tensor();
+  Tensor out = Tensor::empty({B, H, W, C}, pre.dtype(), dev);
+  {
+    Tensor h;  // freed on return: pre is what backward keeps
+    {
+      ProfileScope prof("gelu_forward (dwconv2d_gelu_add)", dev);
+      h = gelu_values(pre);
+    }
+    if (pre.dtype() == DType::BF16)
+      dw_forward_bf16(out, h, w, bias, h, B, H, W, C, k);
+    else
+      NALA_DISPATCH(dev, dwconv2d_add_forward, out.f32(), h.f32(), w.f32(), ptr_or_null(bias), h.f32(), B, H, W, C,
+                    k);
+  }
+  if (!needs_grad({&pre_, &w_, &bias_})) return out;
+  // Saved: pre and the taps; backward makes h = gelu(pre) again for the taps' gradient.
+  return record(OpId::dwconv2d_gelu_add, out, {pre_, w_, bias_},
+                [ps = pre.detach(), ws = w.detach(), B, H, W, C, k, dev, gp = pre_.requires_grad(),
+                 gw = w_.requires_grad(), gb = bias_.defined() && bias_.requires_grad()](const Tensor& gout) {
+                  Tensor g = detail::cast_values(gout, ps.dtype(), "dwconv2d_gelu_add");  // contiguous
+                  Tensor dpre = grad_like(ps, gp), dw = grad_like(ws, gw);
+                  Tensor db = gb ? Tensor::empty({C}, DType::F32, dev) : Tensor();
+                  ProfileScope prof("dwconv2d_gelu_add_backward", dev);
+                  gelu_dw_backward(dpre, dw, db, g, gelu_values(ps), ps, ws, B, H, W, C, k);
+                  return std::vector<Tensor>{dpre, dw, db};
+                });
+}
+
 }  // namespace nala

@@ -222,8 +222,17 @@ Tensor NalaFFN::forward(const Tensor& x, const ScaledResidual* res) {
   // mlp_ratio * C) are stored in bf16: half the bytes to save for backward
   // and to move; the products already round their operands to bf16.
   const DType hd = bf16_mode(x) ? DType::BF16 : DType::F32;
-  Tensor h = fc1->forward_gelu(x, hd);  // (B, H, W, Hd), gelu in the product's store
-  h = dwconv->forward_add(h, h);        // h + dwconv(h)
+  Tensor h;
+  if (needs_grad({&x, &fc1->weight, &dwconv->weight})) {
+    // Training: h = gelu(pre) is a temporary of the depthwise op, which
+    // saves pre alone (backward makes h again for the taps' gradient and
+    // applies gelu's derivative in its stencil's store): one hidden tensor
+    // fewer kept for backward.
+    h = dwconv->forward_gelu_add(fc1->forward(x, hd));  // h + dwconv(h)
+  } else {
+    h = fc1->forward_gelu(x, hd);   // (B, H, W, Hd), gelu in the product's store
+    h = dwconv->forward_add(h, h);  // h + dwconv(h)
+  }
   return res ? fc2->forward_scale_add(res->x, h, res->gamma, res->sample_mask) : fc2->forward(h);
 }
 

@@ -15,6 +15,7 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias) : Module("Linear"), in_fe
 }
 
 Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x, DType out) { return linear(x, weight, bias, out); }
 Tensor Linear::forward_gelu(const Tensor& x, DType out) { return linear_gelu(x, weight, bias, out); }
 Tensor Linear::forward_scale_add(const Tensor& res, const Tensor& x, const Tensor& gamma, const Tensor& sample_mask) {
   return linear_scale_add(res, x, weight, bias, gamma, sample_mask);
@@ -38,6 +39,7 @@ DWConv2d::DWConv2d(int64_t C, int k_, bool has_bias) : Module("DWConv2d"), chann
 
 Tensor DWConv2d::forward(const Tensor& x) { return dwconv2d(x, weight, bias); }
 Tensor DWConv2d::forward_add(const Tensor& x, const Tensor& add) { return dwconv2d(x, weight, bias, add); }
+Tensor DWConv2d::forward_gelu_add(const Tensor& pre) { return dwconv2d_gelu_add(pre, weight, bias); }
 
 BatchNorm::BatchNorm(int64_t C, float eps_, float momentum_)
     : Module("BatchNorm"), channels(C), eps(eps_), momentum(momentum_) {

@@ -21,6 +21,7 @@ struct Linear : Module {
   Tensor weight, bias;  // (out, in), (out) or undefined
   int64_t in_features, out_features;
   Tensor forward(const Tensor& x) override;  // (..., in) -> (..., out)
+  Tensor forward(const Tensor& x, DType out);  // the result in f32 or bf16
   // gelu(forward(x)), in one pass (linear_gelu); out: the result's dtype (f32 or bf16)
   Tensor forward_gelu(const Tensor& x, DType out = DType::F32);
   // res + forward(x) * gamma (gamma (out)): LayerScale and a residual, in one pass (linear_scale_add);
@@ -46,6 +47,8 @@ struct DWConv2d : Module {
   Tensor forward(const Tensor& x) override;  // (B, H, W, C) -> (B, H, W, C)
   // add + forward(x) in one pass (add: (B, H, W, C)); x + dwconv(x) is forward_add(x, x).
   Tensor forward_add(const Tensor& x, const Tensor& add);
+  // h + forward(h), h = gelu(pre), saving pre alone (dwconv2d_gelu_add).
+  Tensor forward_gelu_add(const Tensor& pre);
 };
 
 // Over dimension `dim` (default the last, channels-last). Training: batch

@@ -1,9 +1,11 @@
 // tests/test_conv.cpp - conv2d and dwconv2d: gradchecks, fast kernels against
 // the naive ones, hand-computed values, bad inputs.
 // Shape letters: B batch, H W input size, Ci Co channels, C depthwise channels, k kernel.
+#include <functional>
 #include <vector>
 
 #include "kernels/cpu/conv.h"
+#include "kernels/cpu/elementwise.h"
 #include "kernels/conv_gather.h"
 #include "kernels/fastdiv.h"
 #include "tests/helpers.h"
@@ -76,6 +78,71 @@ TEST_CASE("gradcheck: dwconv2d with an addend, and the residual x + dwconv(x)", 
     auto r = [](const std::vector<Tensor>& t) { return dwconv2d(t[0], t[1], t[2], t[0]); };
     REQUIRE_GRADCHECK(r, (std::vector<Tensor>{in[0], in[1], in[2]}));
   }
+}
+
+TEST_CASE("gradcheck: dwconv2d_gelu_add", "[conv][gradcheck]") {
+  Rng rng(14);
+  for (int64_t k : {3, 5})
+    for (bool bias : {true, false}) {
+      INFO("k " << k << " bias " << bias);
+      std::vector<Tensor> in = {randn({2, 6, 5, 4}, rng, 1.0f, true), randn({4, 1, k, k}, rng, 0.5f, true)};
+      if (bias) in.push_back(randn({4}, rng, 1.0f, true));
+      auto f = [](const std::vector<Tensor>& t) { return dwconv2d_gelu_add(t[0], t[1], t.size() > 2 ? t[2] : Tensor()); };
+      REQUIRE_GRADCHECK(f, in);
+    }
+}
+
+// The fused op is the FFN's two ops, h = gelu(pre), then h + dwconv(h): in
+// float32 the same kernels in the same order, so the same bits, gradients
+// included; in bf16 the output is the two ops' on a rounded h, bit for bit,
+// and pre's gradient skips one rounding (dh stays float32 inside the op).
+TEST_CASE("dwconv2d_gelu_add equals gelu, then h + dwconv(h)", "[conv]") {
+  Rng rng(15);
+  const int64_t geoms[][5] = {{3, 2, 9, 7, 67}, {5, 1, 7, 13, 32}, {3, 2, 4, 4, 6}, {9, 1, 3, 2, 13}};
+  for (auto& gm : geoms) {
+    const int64_t k = gm[0], B = gm[1], H = gm[2], W = gm[3], C = gm[4];
+    INFO("k " << k << " B " << B << " H " << H << " W " << W << " C " << C);
+    Tensor pre = randn({B, H, W, C}, rng, 1.5f), w = randn({C, 1, k, k}, rng, 0.3f), b = randn({C}, rng);
+    Tensor up = randn(pre.shape(), rng);
+    auto fused = [](const std::vector<Tensor>& t) { return dwconv2d_gelu_add(t[0], t[1], t[2]); };
+    auto two = [](const std::vector<Tensor>& t) {
+      Tensor h = gelu(t[0]);
+      return dwconv2d(h, t[1], t[2], h);
+    };
+    auto run = [&](const std::function<Tensor(const std::vector<Tensor>&)>& f, DType dt) {
+      std::vector<Tensor> in = {cast(pre, dt).detach(), w.clone(), b.clone()};
+      for (Tensor& t : in) t.set_requires_grad(true);
+      Tensor y = f(in);
+      backward(y, cast(up, dt));
+      std::vector<Tensor> r = {y.detach()};
+      for (Tensor& t : in) r.push_back(t.grad());
+      return r;
+    };
+    const std::vector<Tensor> a = run(fused, DType::F32), e = run(two, DType::F32);
+    for (size_t i = 0; i < a.size(); i++) {
+      INFO("float32, result " << i);
+      REQUIRE(a[i].to_vector() == e[i].to_vector());
+    }
+    // bf16: the two ops on bf16 values, gelu in float32 and h rounded once
+    Tensor pb = cast(pre, DType::BF16);
+    Tensor hb = cast(gelu(cast(pb, DType::F32)), DType::BF16);
+    REQUIRE(dwconv2d_gelu_add(pb, w, b).to_vector() == dwconv2d(hb, w, b, hb).to_vector());
+    const std::vector<Tensor> g16 = run(fused, DType::BF16);
+    REQUIRE(g16[1].dtype() == DType::BF16);
+    // pre's gradient: gelu'(pre) (dout + flipped stencil(dout)), in float32 on the rounded values, rounded once
+    Tensor ub = cast(up, DType::BF16), dh = Tensor::empty(pre.shape()), dp = Tensor::empty(pre.shape());
+    Tensor uf = cast(ub, DType::F32), pf = cast(pb, DType::F32);
+    cpu::dwconv2d_backward(dh.f32(), nullptr, nullptr, uf.f32(), pf.f32(), w.f32(), B, H, W, C, k, uf.f32());
+    cpu::gelu_backward(dp.f32(), dh.f32(), pf.f32(), dp.numel());
+    REQUIRE(g16[1].to_vector() == cast(dp, DType::BF16).to_vector());
+    // taps and bias: float32 sums over the rounded h and dout
+    Tensor dw = Tensor::empty(w.shape()), db = Tensor::empty(b.shape()), hf = cast(hb, DType::F32);
+    cpu::dwconv2d_backward(nullptr, dw.f32(), db.f32(), uf.f32(), hf.f32(), w.f32(), B, H, W, C, k);
+    REQUIRE(g16[2].to_vector() == dw.to_vector());
+    REQUIRE(g16[3].to_vector() == db.to_vector());
+  }
+  REQUIRE_THROWS_WITH(dwconv2d_gelu_add(Tensor::zeros({1, 4, 4, 3}), Tensor::zeros({3, 1, 2, 2}), Tensor()),
+                      Catch::Contains("dwconv2d_gelu_add") && Catch::Contains("odd"));
 }
 
 TEST_CASE("dwconv2d with an addend: add + dwconv(x), as the separate add rounds it", "[conv]") {

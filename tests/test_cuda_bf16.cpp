@@ -231,6 +231,37 @@ TEST_CASE("cuda: dwconv2d on bf16 activations against the CPU's bf16 op", "[cuda
 #endif
 }
 
+// dwconv2d_gelu_add on bf16: h = gelu(pre) rounded to bf16 on both devices,
+// but erf differs in its last bits (CUDA's erff, the CPU's vectorised one), so
+// a rare h lands on the other side of a bf16 rounding: the output and the
+// taps' sums get an atol for one such step; pre's gradient does not use h.
+TEST_CASE("cuda: dwconv2d_gelu_add on bf16 against the CPU's bf16 op", "[cuda][bf16][conv]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(46);
+  struct Restore {
+    ~Restore() { cuda::dwconv_force_tiled(false); }
+  } restore;
+  struct Case {
+    int64_t B, H, W, C, k;
+  };
+  const Tol out{2e-2, 1e-3 + 1.0 / 128};
+  const std::vector<Tol> gt = {kBf16Attn, {5e-2, 1e-3}, {1e-3, 1e-4}};
+  for (bool tiled : {true, false}) {
+    INFO((tiled ? "tiled kernel" : "float4 kernel where it applies"));
+    cuda::dwconv_force_tiled(tiled);
+    for (Case c : {Case{2, 14, 14, 64, 3}, Case{2, 9, 11, 37, 3}, Case{3, 20, 19, 72, 5}, Case{1, 14, 14, 4, 7},
+                   Case{2, 6, 6, 8, 9}, Case{1, 1, 1, 6, 3}}) {
+      INFO("B " << c.B << " H " << c.H << " W " << c.W << " C " << c.C << " k " << c.k);
+      Tensor pre = bf(randn({c.B, c.H, c.W, c.C}, rng, 1.5f)), w = randn({c.C, 1, c.k, c.k}, rng, 0.3f);
+      Tensor b = randn({c.C}, rng);
+      compare_devices([](const std::vector<Tensor>& in) { return dwconv2d_gelu_add(in[0], in[1], in[2]); },
+                      {pre, w, b}, rng, out, {}, gt);
+    }
+  }
+#endif
+}
+
 // The linear ops with bf16 activations. The GPU rounds float32 operands (the
 // weights, the upstream gradient) to bf16 in its products, the CPU does not:
 // normwise bf16 bounds. Weights and x drawn as bf16 values where they meet
@@ -315,7 +346,7 @@ void cpu_f32_vs_gpu_bf16(M& cpu, M& gpu, const Tensor& x, F forward, C check, No
 }  // namespace
 
 // In bf16 mode the FFN stores its hidden activations in bf16 (fc1's result
-// and h + dwconv(h) are bf16 tensors): the same values as the CPU's float32
+// and h + dwconv(h) are bf16 tensors; h itself is a temporary): the same values as the CPU's float32
 // FFN within bf16 bounds, forward and every gradient.
 TEST_CASE("cuda: in bf16 mode the FFN's hidden activations are bf16, its results the float32 FFN's",
           "[cuda][bf16][model]") {
@@ -329,6 +360,10 @@ TEST_CASE("cuda: in bf16 mode the FFN's hidden activations are bf16, its results
         REQUIRE(y.grad_fn());
         REQUIRE(y.grad_fn()->op == OpId::linear);                // fc2
         REQUIRE(y.grad_fn()->inputs[0].dtype() == DType::BF16);  // h + dwconv(h)
+        // gelu and the depthwise conv are one op: fc1's bf16 result is the one hidden tensor saved before fc2's input
+        const std::vector<OpId> ops = graph_ops(y);
+        REQUIRE(std::count(ops.begin(), ops.end(), OpId::dwconv2d_gelu_add) == 1);
+        REQUIRE(std::count(ops.begin(), ops.end(), OpId::linear_gelu) == 0);
       },
       {1e-2, 3e-2});
 }

@@ -175,6 +175,36 @@ TEST_CASE("cuda: dwconv2d's two stencil kernels (tiled, float4 channels) against
 #endif
 }
 
+// The FFN's gelu + depthwise op (gelu's derivative in the store of the
+// stencil that makes dh) against the CPU's composed kernels, float32, on
+// every stencil kernel: float4 channels, tiled (forced, and C % 4 != 0),
+// the generic tile (k = 9) and the direct kernel (k = 13).
+TEST_CASE("cuda: dwconv2d_gelu_add forward and gradients match the CPU", "[cuda][conv]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(106);
+  struct Restore {
+    ~Restore() { cuda::dwconv_force_tiled(false); }
+  } restore;
+  auto f = [](const std::vector<Tensor>& in) { return dwconv2d_gelu_add(in[0], in[1], in[2]); };
+  for (bool tiled : {true, false}) {
+    INFO((tiled ? "tiled kernel" : "float4 kernel where it applies"));
+    cuda::dwconv_force_tiled(tiled);
+    struct Case {
+      int64_t B, H, W, C, k;
+    };
+    for (Case c : {Case{2, 14, 14, 64, 3}, Case{2, 9, 11, 37, 3}, Case{3, 7, 7, 96, 5}, Case{1, 9, 20, 136, 7},
+                   Case{2, 6, 6, 8, 9}, Case{2, 5, 4, 6, 13}, Case{1, 1, 1, 4, 3}}) {
+      INFO("B " << c.B << " H " << c.H << " W " << c.W << " C " << c.C << " k " << c.k);
+      Tensor pre = randn({c.B, c.H, c.W, c.C}, rng, 1.5f), w = randn({c.C, 1, c.k, c.k}, rng, 0.3f);
+      Tensor b = randn({c.C}, rng);
+      compare_devices(f, {pre, w, b}, rng, {1e-4, 1e-4}, {}, {{1e-4, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
+      compare_devices(f, {pre, w, Tensor()}, rng, {1e-4, 1e-4}, {false, true, false});  // the taps' gradient alone
+    }
+  }
+#endif
+}
+
 TEST_CASE("cuda: dwconv2d kernels with some gradients not wanted, deterministic", "[cuda][conv]") {
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA

@@ -30,6 +30,7 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/shape.h"
 #include "kernels/conv_geometry.h"
@@ -415,6 +416,14 @@ void dwconv2d_add_forward(float* out, const float* x, const float* w, const floa
   std::vector<float> wt(kk * C);  // taps major: (kk, C)
   transpose_2d(wt.data(), w, C, kk);
   dw_stencil(out, x, wt.data(), bias, add, B, H, W, C, k);
+}
+
+void dwconv2d_gelu_backward(float* dpre, float* dw, float* dbias, const float* dout, const float* h, const float* pre,
+                            const float* w, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
+  const int64_t n = B * H * W * C;
+  std::vector<float> dh(dpre ? n : 0);
+  dwconv2d_backward(dpre ? dh.data() : nullptr, dw, dbias, dout, h, w, B, H, W, C, k, dout);
+  if (dpre) gelu_backward(dpre, dh.data(), pre, n);
 }
 
 void dwconv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,

@@ -43,6 +43,12 @@ void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, co
 // out = add + dwconv(x) (add: (B, H, W, C), e.g. the block's residual x + dwconv(x)).
 void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
                           int64_t H, int64_t W, int64_t C, int64_t k);
+// The backward of the FFN's h + dwconv(h), h = gelu(pre): dpre = gelu'(pre)
+// (dout + flipped stencil(dout)), dw and dbias from dout and h (dpre, dw,
+// dbias nullable). Here the backward with dx_add, then gelu's; the CUDA
+// kernel multiplies by gelu' in the stencil's store (kernels/cuda/conv.h).
+void dwconv2d_gelu_backward(float* dpre, float* dw, float* dbias, const float* dout, const float* h, const float* pre,
+                            const float* w, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k);
 void dwconv2d_forward_naive(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                             int64_t W, int64_t C, int64_t k);
 void dwconv2d_backward_naive(float* dx, float* dw, float* dbias, const float* dout, const float* x,

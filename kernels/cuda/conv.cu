@@ -631,11 +631,12 @@ __global__ void dw_grad_finish(float* dw, float* dbias, const float* part, int64
 namespace {
 
 // dx (and dx_add: x + dwconv(x)) by the flipped stencil; dw, dbias from
-// per-block partials, for activations of type T.
+// per-block partials, for activations of type T; dx multiplied by gelu's
+// derivative at dgelu in the stencil's store where dgelu is given.
 template <class T>
 void dw_backward(T* dx, float* dw, float* dbias, const T* dout, const T* x, const float* w, int64_t B, int64_t H,
-                 int64_t W, int64_t C, int64_t k, const T* dx_add) {
-  if (dx) dw_stencil(dx, dout, w, nullptr, B, H, W, C, k, true, "dwconv2d_backward", dx_add);
+                 int64_t W, int64_t C, int64_t k, const T* dx_add, const T* dgelu = nullptr) {
+  if (dx) dw_stencil(dx, dout, w, nullptr, B, H, W, C, k, true, "dwconv2d_backward", dx_add, dgelu);
   if ((!dw && !dbias) || C == 0) return;
   const int64_t R = B * H, kk = k * k;
   const bool reg = k == 3 || k == 5 || k == 7;  // dw_grad_partials_k: 8 rows a block, one per lane
@@ -684,6 +685,19 @@ void dwconv2d_add_forward_bf16(bf16_t* out, const bf16_t* x, const float* w, con
 void dwconv2d_backward_bf16(bf16_t* dx, float* dw, float* dbias, const bf16_t* dout, const bf16_t* x, const float* w,
                             int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, const bf16_t* dx_add) {
   dw_backward(nv(dx), dw, dbias, nv(dout), nv(x), w, B, H, W, C, k, nv(dx_add));
+}
+
+// The FFN's backward: dpre = gelu'(pre) (dout + flipped stencil(dout)) in one
+// stencil pass, the taps' and bias's gradients from dout and h = gelu(pre).
+void dwconv2d_gelu_backward(float* dpre, float* dw, float* dbias, const float* dout, const float* h, const float* pre,
+                            const float* w, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
+  dw_backward(dpre, dw, dbias, dout, h, w, B, H, W, C, k, dout, pre);
+}
+
+void dwconv2d_gelu_backward_bf16(bf16_t* dpre, float* dw, float* dbias, const bf16_t* dout, const bf16_t* h,
+                                 const bf16_t* pre, const float* w, int64_t B, int64_t H, int64_t W, int64_t C,
+                                 int64_t k) {
+  dw_backward(nv(dpre), dw, dbias, nv(dout), nv(h), w, B, H, W, C, k, nv(dout), nv(pre));
 }
 
 }  // namespace cuda

@@ -33,6 +33,17 @@ void dwconv2d_add_forward_bf16(bf16_t* out, const bf16_t* x, const float* w, con
 void dwconv2d_backward_bf16(bf16_t* dx, float* dw, float* dbias, const bf16_t* dout, const bf16_t* x, const float* w,
                             int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, const bf16_t* dx_add = nullptr);
 
+// The backward of the FFN's h + dwconv(h), h = gelu(pre): dpre = gelu'(pre)
+// (dout + flipped stencil(dout)), multiplied in the stencil's store; dw and
+// dbias from dout and h (dpre, dw, dbias nullable). As kernels/cpu/conv.h's
+// float32 one; the bf16 one has no CPU twin (the op runs the float32 kernel
+// on the CPU).
+void dwconv2d_gelu_backward(float* dpre, float* dw, float* dbias, const float* dout, const float* h, const float* pre,
+                            const float* w, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k);
+void dwconv2d_gelu_backward_bf16(bf16_t* dpre, float* dw, float* dbias, const bf16_t* dout, const bf16_t* h,
+                                 const bf16_t* pre, const float* w, int64_t B, int64_t H, int64_t W, int64_t C,
+                                 int64_t k);
+
 // Tests: on, conv2d unfolds into memory (im2col, chunked) even where the
 // implicit GEMM would take it (kernels/cuda/conv.cu), so both paths are checked.
 void conv2d_force_unfold(bool on);

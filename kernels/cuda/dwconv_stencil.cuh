@@ -30,6 +30,10 @@
 // as they are loaded (a float4 of channels is one 8-byte load), every sum is
 // in float32, and the store rounds once (to nearest even). Taps and bias stay
 // float32.
+//
+// With dgelu (an array of out's shape, nullable) the store multiplies by
+// GELU's derivative there: the FFN's backward, dpre = gelu'(pre) (dout +
+// flipped stencil(dout)), in the pass that makes dh, rounded once.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -37,6 +41,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/vec_io.cuh"
 
@@ -61,7 +66,8 @@ using vio::st4;
 // Grid: x = column tiles * channel blocks, y = row tiles, z = batch. Block (32, TH).
 template <int KS, class T>
 static __global__ void dw_stencil_tiled(T* out, const T* x, const float* w, const float* bias, int64_t H,
-                                 int64_t W, int64_t C, int k_rt, bool flip, int ntx, const T* add) {
+                                 int64_t W, int64_t C, int k_rt, bool flip, int ntx, const T* add,
+                                 const T* dgelu) {
   extern __shared__ float sm[];
   const int k = KS > 0 ? KS : k_rt, kk = k * k, p = k / 2;
   const int TH = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
@@ -113,7 +119,11 @@ static __global__ void dw_stencil_tiled(T* out, const T* x, const float* w, cons
   T* o = out + at;
 #pragma unroll
   for (int j = 0; j < kDwTW; j++)
-    if (x0 + j < W) st1(o + j * C, add ? acc[j] + ld1(add + at + j * C) : acc[j]);
+    if (x0 + j < W) {
+      float v = add ? acc[j] + ld1(add + at + j * C) : acc[j];
+      if (dgelu) v = act::gelu_backward(v, ld1(dgelu + at + j * C));
+      st1(o + j * C, v);
+    }
 }
 
 // Block (C4b, PY): threadIdx.x a float4 of channels (C4b of the C / 4 per
@@ -125,7 +135,7 @@ static __global__ void dw_stencil_tiled(T* out, const T* x, const float* w, cons
 constexpr int kDwPX = 4;
 template <int KS, class T>
 static __global__ void dw_stencil_vec4(T* out, const T* x, const float* w, const float* bias, int B, int H,
-                                       int W, int C, bool flip, const T* add) {
+                                       int W, int C, bool flip, const T* add, const T* dgelu) {
   extern __shared__ float4 sw4[];
   constexpr int kk = KS * KS, p = KS / 2, R = kDwPX + KS - 1;
   const int C4 = C / 4, tx = threadIdx.x, q = blockIdx.y * blockDim.x + tx;  // q: the thread's float4 of channels
@@ -176,6 +186,11 @@ static __global__ void dw_stencil_vec4(T* out, const T* x, const float* w, const
         const float4 a = ld4(add + 4 * at);
         o.x = o.x + a.x, o.y = o.y + a.y, o.z = o.z + a.z, o.w = o.w + a.w;
       }
+      if (dgelu) {
+        const float4 p = ld4(dgelu + 4 * at);
+        o.x = act::gelu_backward(o.x, p.x), o.y = act::gelu_backward(o.y, p.y);
+        o.z = act::gelu_backward(o.z, p.z), o.w = act::gelu_backward(o.w, p.w);
+      }
       st4(out + 4 * at, o);
     }
   }
@@ -190,10 +205,10 @@ inline bool& dw_force_tiled() {
 // dw_stencil_vec4's launch for k = KS; false when it does not apply.
 template <class T>
 inline bool dw_vec4(T* out, const T* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
-                    int64_t C, int64_t k, bool flip, const char* op, const T* add) {
+                    int64_t C, int64_t k, bool flip, const char* op, const T* add, const T* dgelu) {
   auto al = [](const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; };
   constexpr int v = 4 * sizeof(T);  // bytes of four activations
-  if (dw_force_tiled() || C % 4 != 0 || !al(out, v) || !al(x, v) || !al(bias, 16) || !al(add, v) ||
+  if (dw_force_tiled() || C % 4 != 0 || !al(out, v) || !al(x, v) || !al(bias, 16) || !al(add, v) || !al(dgelu, v) ||
       B * H * W * C >= INT32_MAX || (k != 3 && k != 5 && k != 7) || (C / 4 + 31) / 32 > 65535)
     return false;
   const int C4 = (int)(C / 4), cx = std::min(C4, 32), ngroups = (C4 + cx - 1) / cx, py = std::max(1, 256 / cx);
@@ -203,9 +218,9 @@ inline bool dw_vec4(T* out, const T* x, const float* w, const float* bias, int64
   const size_t smem = (size_t)k * k * cx * sizeof(float4);
   const int b = (int)B, h = (int)H, wd = (int)W, c = (int)C;
   switch (k) {
-    case 3: dw_stencil_vec4<3, T><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add); break;
-    case 5: dw_stencil_vec4<5, T><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add); break;
-    default: dw_stencil_vec4<7, T><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add);
+    case 3: dw_stencil_vec4<3, T><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add, dgelu); break;
+    case 5: dw_stencil_vec4<5, T><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add, dgelu); break;
+    default: dw_stencil_vec4<7, T><<<grid, block, smem>>>(out, x, w, bias, b, h, wd, c, flip, add, dgelu);
   }
   CUDA_CHECK_LAUNCH(op);
   return true;
@@ -214,7 +229,8 @@ inline bool dw_vec4(T* out, const T* x, const float* w, const float* bias, int64
 // The same stencil without tiles, for kernels whose tile does not fit in shared memory.
 template <class T>
 static __global__ void dw_stencil_direct(T* out, const T* x, const float* w, const float* bias, int64_t B,
-                                  int64_t H, int64_t W, int64_t C, int k, bool flip, const T* add) {
+                                  int64_t H, int64_t W, int64_t C, int k, bool flip, const T* add,
+                                  const T* dgelu) {
   const int kk = k * k, p = k / 2;
   for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < B * H * W * C;
        e += (int64_t)gridDim.x * blockDim.x) {
@@ -230,31 +246,35 @@ static __global__ void dw_stencil_direct(T* out, const T* x, const float* w, con
         acc += w[c * kk + (flip ? kk - 1 - t : t)] * ld1(x + ((b * H + iy) * W + ix) * C + c);
       }
     }
-    st1(out + e, add ? acc + ld1(add + e) : acc);
+    if (add) acc += ld1(add + e);
+    if (dgelu) acc = act::gelu_backward(acc, ld1(dgelu + e));
+    st1(out + e, acc);
   }
 }
 
 // The tiled kernel (or the direct one where no tile fits), any C, k and alignment.
 template <class T>
 inline void dw_tiled(T* out, const T* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
-                     int64_t C, int64_t k, bool flip, const char* op, const T* add = nullptr) {
+                     int64_t C, int64_t k, bool flip, const char* op, const T* add = nullptr,
+                     const T* dgelu = nullptr) {
   if (B * H * W * C == 0) return;
   int TH = 8;
   while (TH > 1 && dw_smem_bytes(TH, (int)k) > kDwSmem) TH /= 2;
   const int64_t rows = (H + TH - 1) / TH, ntx = (W + kDwTW - 1) / kDwTW, ncb = (C + kDwCh - 1) / kDwCh;
   if (dw_smem_bytes(TH, (int)k) > kDwSmem || rows > 65535 || B > 65535 || ntx * ncb > INT32_MAX ||
       H * W * C + (W + k) * C >= INT32_MAX) {  // the tiled kernel's 32-bit offsets within an image
-    dw_stencil_direct<T><<<(unsigned)std::max<int64_t>(1, std::min<int64_t>((B * H * W * C + 255) / 256, 1 << 16)), 256>>>(out, x, w, bias, B, H, W, C, (int)k, flip, add);
+    dw_stencil_direct<T><<<(unsigned)std::max<int64_t>(1, std::min<int64_t>((B * H * W * C + 255) / 256, 1 << 16)), 256>>>(
+        out, x, w, bias, B, H, W, C, (int)k, flip, add, dgelu);
     CUDA_CHECK_LAUNCH(op);
     return;
   }
   const dim3 grid((unsigned)(ntx * ncb), (unsigned)rows, (unsigned)B), block(kDwCh, TH);
   const size_t smem = dw_smem_bytes(TH, (int)k);
   switch (k) {
-    case 3: dw_stencil_tiled<3, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 3, flip, (int)ntx, add); break;
-    case 5: dw_stencil_tiled<5, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 5, flip, (int)ntx, add); break;
-    case 7: dw_stencil_tiled<7, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 7, flip, (int)ntx, add); break;
-    default: dw_stencil_tiled<0, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, (int)k, flip, (int)ntx, add);
+    case 3: dw_stencil_tiled<3, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 3, flip, (int)ntx, add, dgelu); break;
+    case 5: dw_stencil_tiled<5, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 5, flip, (int)ntx, add, dgelu); break;
+    case 7: dw_stencil_tiled<7, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, 7, flip, (int)ntx, add, dgelu); break;
+    default: dw_stencil_tiled<0, T><<<grid, block, smem>>>(out, x, w, bias, H, W, C, (int)k, flip, (int)ntx, add, dgelu);
   }
   CUDA_CHECK_LAUNCH(op);
 }
@@ -262,10 +282,11 @@ inline void dw_tiled(T* out, const T* x, const float* w, const float* bias, int6
 // The production stencil: dw_stencil_vec4 where it applies, else the tiled kernel.
 template <class T>
 inline void dw_stencil(T* out, const T* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
-                       int64_t C, int64_t k, bool flip, const char* op, const T* add = nullptr) {
+                       int64_t C, int64_t k, bool flip, const char* op, const T* add = nullptr,
+                       const T* dgelu = nullptr) {
   if (B * H * W * C == 0) return;
-  if (dw_vec4(out, x, w, bias, B, H, W, C, k, flip, op, add)) return;
-  dw_tiled(out, x, w, bias, B, H, W, C, k, flip, op, add);
+  if (dw_vec4(out, x, w, bias, B, H, W, C, k, flip, op, add, dgelu)) return;
+  dw_tiled(out, x, w, bias, B, H, W, C, k, flip, op, add, dgelu);
 }
 
 }  // namespace dwconv_stencil
