@@ -111,6 +111,15 @@ Tensor dwconv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Tens
 // gradient). Same rules as dwconv2d; pre's gradient is gelu'(pre) times h's,
 // applied in the store of the stencil that makes h's (on CUDA).
 Tensor dwconv2d_gelu_add(const Tensor& pre, const Tensor& w, const Tensor& bias);
+// Inference only (refuses inputs that require grad; not on the tape):
+// conv2d, then y scale + shift per output channel (scale, shift: (Cout)),
+// then GELU when gelu_after: a convolution followed by a BatchNorm in eval
+// mode (BatchNorm::eval_affine gives its scale and shift) and its
+// activation. On CUDA in bf16 mode, where the direct 3x3 kernels take the
+// convolution, one kernel with the map and GELU in its store; elsewhere the
+// three passes.
+Tensor conv2d_affine(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& scale, const Tensor& shift,
+                     bool gelu_after, int stride, int pad);
 
 // ---- normalisation (ops_norm.cpp) -----------------------------------------
 // LayerNorm over dimension `dim` (-1: token layout; 1 on (B, C, H, W): the

@@ -15,9 +15,11 @@
 #include "autograd/ops_util.h"
 #include "kernels/cpu/conv.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/norm.h"
 #ifdef NALA_CUDA
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/norm.h"
 #endif
 
 namespace nala {
@@ -266,6 +268,49 @@ Tensor dwconv2d_gelu_add(const Tensor& pre_, const Tensor& w_, const Tensor& bia
                   gelu_dw_backward(dpre, dw, db, g, gelu_values(ps), ps, ws, B, H, W, C, k);
                   return std::vector<Tensor>{dpre, dw, db};
                 });
+}
+
+Tensor conv2d_affine(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& scale, const Tensor& shift,
+                     bool gelu_after, int stride, int pad) {
+  const char* op = "conv2d_affine";
+  NALA_CHECK(!needs_grad({&x, &w, &bias, &scale, &shift}), op,
+             ": inference only (no gradient flows through it): an input requires grad");
+  NALA_CHECK(w.defined() && w.dim() == 4, op, ": weight ", w.desc(), " must be (Cout, Cin, k, k)");
+  const int64_t Co = w.size(0);
+  for (const Tensor* t : {&scale, &shift}) {
+    NALA_CHECK(t->defined() && t->dtype() == DType::F32 && t->dim() == 1 && t->size(0) == Co, op, ": scale ",
+               scale.desc(), " and shift ", shift.desc(), " must be f32 of shape [", Co, "]");
+  }
+#ifdef NALA_CUDA
+  if (x.device() == Device::CUDA && x.dim() == 4 && x.dtype() == DType::F32 && w.dtype() == DType::F32 &&
+      x.size(3) == w.size(1) && w.size(2) == w.size(3) && (!bias.defined() || bias.dtype() == DType::F32) &&
+      common_device(op, {&x, &w, &bias, &scale, &shift}) == Device::CUDA) {
+    const int64_t B = x.size(0), H = x.size(1), W = x.size(2), Ci = x.size(3), k = w.size(2);
+    if (stride >= 1 && pad >= 0 && H + 2 * pad >= k && W + 2 * pad >= k) {
+      Tensor xc = view::contiguous(x), wc = view::contiguous(w), bc = bias.defined() ? view::contiguous(bias) : Tensor();
+      Tensor sc = view::contiguous(scale), sh = view::contiguous(shift);
+      const int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+      Tensor out = Tensor::empty({B, Ho, Wo, Co}, DType::F32, Device::CUDA);
+      ProfileScope prof("conv2d_affine_forward", Device::CUDA);
+      if (cuda::conv2d_affine_forward(out.f32(), xc.f32(), wc.f32(), ptr_or_null(bc), sc.f32(), sh.f32(), gelu_after,
+                                      B, H, W, Ci, Co, k, stride, pad))
+        return out;
+    }
+  }
+#endif
+  // Elsewhere the three passes: the convolution, the affine map (BatchNorm's
+  // forward with mean 0 and rstd 1: y scale + shift exactly), GELU.
+  const Tensor y = conv2d(x, w, bias, stride, pad);
+  const Device dev = y.device();
+  NALA_CHECK(scale.device() == dev && shift.device() == dev, op, ": scale ", scale.desc(), " and shift ",
+             shift.desc(), " must be on the convolution's device");
+  Tensor out = Tensor::empty(y.shape(), DType::F32, dev);
+  Tensor zero = Tensor::full({Co}, 0.0f, dev), one = Tensor::full({Co}, 1.0f, dev);
+  Tensor sc = view::contiguous(scale), sh = view::contiguous(shift);
+  NALA_DISPATCH(dev, batchnorm_forward, out.f32(), y.f32(), zero.f32(), one.f32(), sc.f32(), sh.f32(),
+                y.numel() / std::max<int64_t>(Co, 1), Co, 1);
+  if (gelu_after) NALA_DISPATCH(dev, gelu_forward, out.f32(), out.f32(), out.numel());
+  return out;
 }
 
 }  // namespace nala

@@ -325,13 +325,43 @@ NalaFormer::NalaFormer(const NalaConfig& c, uint64_t seed) : Module("NalaFormer"
   head = register_module("head", std::make_unique<Conv2d>(cfg.head_width, cfg.num_classes, 1, 1, 0));
 }
 
+// Inference in bf16 mode on the GPU: each convolution of the stem and the
+// merges takes the BatchNorm (eval mode) and the GELU after it into its store
+// (conv2d_affine): no pass of their own over the stem's widest activations.
+// Elsewhere (training, float32, the CPU) the modules one by one.
+bool NalaFormer::fused_eval_convs(const Tensor& images) const {
+  if (is_training() || !bf16_mode(images)) return false;
+  if (!grad_enabled()) return true;
+  for (const Tensor& p : parameters())
+    if (p.requires_grad()) return false;
+  return !images.requires_grad();
+}
+
+namespace {
+Tensor conv_bn(Conv2d* conv, BatchNorm* bn, const Tensor& x, bool gelu_after) {
+  const auto [scale, shift] = bn->eval_affine();
+  return conv2d_affine(x, conv->weight, conv->bias, scale, shift, gelu_after, conv->stride, conv->pad);
+}
+}  // namespace
+
 Tensor NalaFormer::forward(const Tensor& images) {
   NALA_CHECK(images.dim() == 4 && images.size(3) == cfg.in_chans, "NalaFormer(", cfg.name, "): expected images (B, H, W, ",
              cfg.in_chans, "), got ", images.desc());
-  Tensor x = stem->forward(images);  // (B, H, W, C0)
+  const bool fused = fused_eval_convs(images);
+  Tensor x;
+  if (fused) {  // (conv, BatchNorm, GELU) x 3, then (conv, BatchNorm): indices 0 .. 10 of patch_embed.proj
+    auto conv = [&](size_t i) { return static_cast<Conv2d*>((*stem)[i]); };
+    auto bn = [&](size_t i) { return static_cast<BatchNorm*>((*stem)[i]); };
+    x = images;
+    for (size_t i = 0; i < 9; i += 3) x = conv_bn(conv(i), bn(i + 1), x, true);
+    x = conv_bn(conv(9), bn(10), x, false);
+  } else {
+    x = stem->forward(images);  // (B, H, W, C0)
+  }
   for (int64_t s = 0; s < cfg.num_stages(); s++) {
     x = blocks[s]->forward(x);
-    if (s + 1 < cfg.num_stages()) x = down_bn[s]->forward(down_conv[s]->forward(x));
+    if (s + 1 < cfg.num_stages())
+      x = fused ? conv_bn(down_conv[s], down_bn[s], x, false) : down_bn[s]->forward(down_conv[s]->forward(x));
   }
   const int64_t B = x.size(0);
   Tensor t = reshape(x, {B, -1, x.size(3)});            // (B, N, C)

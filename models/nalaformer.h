@@ -124,6 +124,10 @@ struct NalaFormer : Module {
   Conv2d* head;
 
   Tensor forward(const Tensor& images) override;  // (B, H, W, Cin) -> (B, classes)
+  // Does forward take the stem's and merges' BatchNorms (and GELUs) into the
+  // convolutions' stores (conv2d_affine)? In eval mode, bf16 mode on the GPU,
+  // with no gradient wanted (grad mode off, or nothing requires grad).
+  bool fused_eval_convs(const Tensor& images) const;
   // Fill weights per docs/SPEC.md §6.1 from an Rng.
   void init_weights(Rng& init_rng);
 };

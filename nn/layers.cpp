@@ -62,6 +62,12 @@ Tensor BatchNorm::forward(const Tensor& x) {
   return y;
 }
 
+std::pair<Tensor, Tensor> BatchNorm::eval_affine() const {
+  NoGradGuard ng;
+  Tensor scale = div(weight, sqrt(add_scalar(running_var, eps)));
+  return {scale, sub(bias, mul(running_mean, scale))};
+}
+
 LayerNorm::LayerNorm(int64_t C, float eps_) : Module("LayerNorm"), channels(C), eps(eps_) {
   NALA_CHECK(C > 0, "LayerNorm: bad channel count ", C);
   weight = register_parameter("weight", Tensor::ones({C}));

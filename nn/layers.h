@@ -64,6 +64,9 @@ struct BatchNorm : Module {
   // statistics of the global batch (batchnorm_sync); empty: this process only.
   RankSum sync;
   Tensor forward(const Tensor& x) override;
+  // Eval mode as an affine map, y = x scale + shift: scale = weight /
+  // sqrt(running_var + eps), shift = bias - running_mean scale (no gradient).
+  std::pair<Tensor, Tensor> eval_affine() const;
 };
 
 // Over dimension `dim` (default the last).

@@ -8,6 +8,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/conv_gather.h"
 #include "kernels/fastdiv.h"
+#include "nn/layers.h"
 #include "tests/helpers.h"
 
 #ifdef _OPENMP
@@ -143,6 +144,36 @@ TEST_CASE("dwconv2d_gelu_add equals gelu, then h + dwconv(h)", "[conv]") {
   }
   REQUIRE_THROWS_WITH(dwconv2d_gelu_add(Tensor::zeros({1, 4, 4, 3}), Tensor::zeros({3, 1, 2, 2}), Tensor()),
                       Catch::Contains("dwconv2d_gelu_add") && Catch::Contains("odd"));
+}
+
+// conv2d_affine (inference): the convolution, a BatchNorm in eval mode as
+// scale and shift, GELU: on the CPU the three passes, so the modules' values
+// up to the rounding of scale (weight / sqrt(var + eps) against BatchNorm's
+// rstd times weight).
+TEST_CASE("conv2d_affine: conv2d, BatchNorm in eval mode, GELU", "[conv]") {
+  Rng rng(16);
+  for (bool act : {true, false}) {
+    INFO("gelu " << act);
+    Conv2d conv(3, 8, 3, 2, 1);
+    BatchNorm bn(8);
+    Rng init(3);
+    for (Tensor* t : {&conv.weight, &conv.bias, &bn.weight, &bn.bias, &bn.running_mean})
+      t->copy_(randn(t->shape(), init, 0.5f));
+    bn.running_var.copy_(add_scalar(mul(randn({8}, init, 0.5f), randn({8}, init, 0.5f)), 1.0f));
+    bn.eval();
+    Tensor x = randn({2, 9, 11, 3}, rng);
+    NoGradGuard ng;
+    Tensor ref = bn.forward(conv.forward(x));
+    if (act) ref = gelu(ref);
+    const auto [scale, shift] = bn.eval_affine();
+    REQUIRE_CLOSE(conv2d_affine(x, conv.weight, conv.bias, scale, shift, act, 2, 1), ref, 1e-5, 1e-5);
+  }
+  Tensor x = randn({1, 5, 5, 2}, rng), w = randn({4, 2, 3, 3}, rng), s = randn({4}, rng);
+  REQUIRE_THROWS_WITH(conv2d_affine(x, w, Tensor(), s, Tensor::zeros({3}), false, 1, 1),
+                      Catch::Contains("conv2d_affine") && Catch::Contains("shift") && Catch::Contains("[4]"));
+  Tensor wg = w.clone();
+  wg.set_requires_grad(true);
+  REQUIRE_THROWS_WITH(conv2d_affine(x, wg, Tensor(), s, s, false, 1, 1), Catch::Contains("inference only"));
 }
 
 TEST_CASE("dwconv2d with an addend: add + dwconv(x), as the separate add rounds it", "[conv]") {

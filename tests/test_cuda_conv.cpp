@@ -205,6 +205,38 @@ TEST_CASE("cuda: dwconv2d_gelu_add forward and gradients match the CPU", "[cuda]
 #endif
 }
 
+// conv2d_affine on the GPU: in bf16 mode the direct 3x3 kernels with the map
+// and GELU in their store (the stem's and xt's first merge's shapes), against
+// the CPU's three passes on rounded operands; elsewhere (float32, a conv the
+// direct kernels do not take) the three passes on the GPU.
+TEST_CASE("cuda: conv2d_affine (convolution, eval BatchNorm, GELU in one store) against the CPU", "[cuda][conv][bf16]") {
+  SKIP_WITHOUT_CUDA();
+#ifdef NALA_CUDA
+  Rng rng(108);
+  for (const ConvCase& c : {ConvCase{2, 17, 23, 3, 16, 3, 2, 1, true}, ConvCase{2, 13, 21, 32, 32, 3, 1, 1, true},
+                            ConvCase{1, 9, 11, 1, 16, 3, 2, 1, false}, ConvCase{2, 14, 14, 32, 64, 3, 2, 1, true},
+                            ConvCase{2, 11, 13, 16, 32, 3, 1, 1, true}, ConvCase{2, 8, 9, 64, 128, 3, 2, 1, true},
+                            ConvCase{1, 7, 9, 5, 7, 2, 2, 0, true}})
+    for (bool bf16 : {true, false})
+      for (bool act : {true, false}) {
+        INFO(c << " bf16 " << bf16 << " gelu " << act);
+        Tensor x = randn({c.B, c.H, c.W, c.Ci}, rng), w = randn({c.Co, c.Ci, c.k, c.k}, rng, 0.3f);
+        Tensor b = c.bias ? randn({c.Co}, rng) : Tensor(), scale = randn({c.Co}, rng), shift = randn({c.Co}, rng);
+        // the CPU on the operands as the GPU's products see them
+        Tensor ref = conv2d_affine(bf16 ? round_bf16(x) : x, bf16 ? round_bf16(w) : w, b, scale, shift, act,
+                                   (int)c.stride, (int)c.pad);
+        Tensor got;
+        {
+          Bf16Products products(bf16);
+          got = conv2d_affine(x.to(Device::CUDA), w.to(Device::CUDA), c.bias ? b.to(Device::CUDA) : Tensor(),
+                              scale.to(Device::CUDA), shift.to(Device::CUDA), act, (int)c.stride, (int)c.pad);
+        }
+        const double atol = (bf16 ? 1e-4 : 1e-5) * std::sqrt((double)(c.Ci * c.k * c.k)) * 4;
+        REQUIRE_CLOSE(host(got), ref, atol, 1e-4);
+      }
+#endif
+}
+
 TEST_CASE("cuda: dwconv2d kernels with some gradients not wanted, deterministic", "[cuda][conv]") {
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA

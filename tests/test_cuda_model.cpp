@@ -139,6 +139,47 @@ TEST_CASE("cuda: a bf16-precision training step follows the float32 step from th
   }
 }
 
+// Inference in bf16 mode takes the stem's and merges' BatchNorms and GELUs
+// into the convolutions' stores (conv2d_affine, where the direct kernels
+// take the convolution): the logits of the module-by-module pass (taken when
+// the weights require grad) within bf16 bounds, for pico and xt's stem and
+// first merge (the others fall back to three passes).
+TEST_CASE("cuda: bf16 inference with the stem's BatchNorms in the convolutions' stores", "[cuda][model][bf16]") {
+  SKIP_WITHOUT_CUDA();
+  for (const char* name : {"pico", "xt"}) {
+    INFO(name);
+    NalaConfig cfg = nalaformer_config(name);
+    NalaFormer m(cfg, 3);
+    Rng init(22);
+    m.init_weights(init);
+    // BatchNorms that do something: random affine parameters and running statistics
+    for (auto& [name, t] : m.named_parameters())
+      if (name.find("norm") != std::string::npos || name.find("patch_embed.proj.") != std::string::npos)
+        if (t.dim() == 1) {
+          const float centre = name.find("weight") != std::string::npos ? 1.0f : 0.0f;
+          t.copy_(add_scalar(test::randn(t.shape(), init, 0.2f), centre));
+        }
+    for (auto& [name, t] : m.named_buffers()) {
+      if (name.find("running_mean") != std::string::npos) t.copy_(test::randn(t.shape(), init, 0.2f));
+      if (name.find("running_var") != std::string::npos)
+        t.copy_(add_scalar(mul(test::randn(t.shape(), init, 0.3f), test::randn(t.shape(), init, 0.3f)), 1.0f));
+    }
+    m.to(Device::CUDA);
+    m.eval();
+    Rng rng(7);
+    const int64_t side = std::string(name) == "pico" ? 28 : 64;
+    Tensor x = test::randn({4, side, side, cfg.in_chans}, rng).to(Device::CUDA);
+    test::Bf16Products bf16;
+    REQUIRE(!m.fused_eval_convs(x));  // the parameters require grad
+    const std::vector<float> plain = m.forward(x).to(Device::CPU).to_vector();
+    NoGradGuard ng;
+    REQUIRE(m.fused_eval_convs(x));
+    const std::vector<float> fused = m.forward(x).to(Device::CPU).to_vector();
+    REQUIRE(fused != plain);  // another path: the pre-activations are not stored between the passes
+    REQUIRE_CLOSE(fused, plain, 0.05, 0.05);
+  }
+}
+
 TEST_CASE("cuda: page-locked staging buffers copy to and from the GPU", "[cuda]") {
   SKIP_WITHOUT_CUDA();
   Tensor p = Tensor::empty_pinned({37, 3});

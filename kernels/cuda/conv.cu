@@ -328,6 +328,8 @@ struct Conv3x3Args {
   const __nv_bfloat16* wt;
   int B, H, W, Ho, Wo, CIR;
   const char* op;
+  const float *scale = nullptr, *shift = nullptr;  // forward: the epilogue's affine map and GELU
+  bool gelu = false;
   // x read four channels a load: all CI channels present, 16-byte aligned
   bool vec(int CI) const { return CIR == CI && CIR % 4 == 0 && aligned(x, 16); }
   int tiles_h() const { return (Ho + conv3x3::TH - 1) / conv3x3::TH; }
@@ -346,7 +348,8 @@ struct Forward3x3 {
     constexpr int smem = smem_bytes<CI, CO, S>();
     static const int blocks = persistent_blocks(conv3x3_kernel<CI, CO, S, float, float>, conv3x3::kThreads, smem, a.op);
     conv3x3_kernel<CI, CO, S, float, float><<<a.grid(blocks), conv3x3::kThreads, smem>>>(
-        a.out, a.x, a.wt, a.bias, a.B, a.H, a.W, a.Ho, a.Wo, a.CIR, a.vec(CI), a.tiles_h(), a.tiles_w());
+        a.out, a.x, a.wt, a.bias, a.B, a.H, a.W, a.Ho, a.Wo, a.CIR, a.vec(CI), a.tiles_h(), a.tiles_w(), a.scale, a.shift,
+        a.gelu);
     CUDA_CHECK_LAUNCH(a.op);
   }
 };
@@ -383,14 +386,16 @@ struct Dw3x3 {
 // convolution whose result is dx for dout = x (taps reversed, channels
 // swapped: x then has Co channels, out Ci; no bias).
 void conv3x3_direct(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H, int64_t W,
-                    int64_t Ci, int64_t Co, int S, int CI, bool flip, const char* op) {
+                    int64_t Ci, int64_t Co, int S, int CI, bool flip, const char* op, const float* scale = nullptr,
+                    const float* shift = nullptr, bool gelu = false) {
   const int in = flip ? (int)Co : CI, outc = flip ? (int)Ci : (int)Co;
   Tensor wt = Tensor::empty({9 * (int64_t)in * outc}, DType::BF16, Device::CUDA);
   auto* wb = reinterpret_cast<__nv_bfloat16*>(wt.bf16());
   conv3x3::conv3x3_weights<<<blocks_for(9 * (int64_t)in * outc), kThreads>>>(wb, w, outc, in, (int)Co, (int)Ci, flip);
   CUDA_CHECK_LAUNCH(op);
   const int Ho = (int)((H - 1) / S + 1), Wo = (int)((W - 1) / S + 1);
-  const Conv3x3Args a{out, x, nullptr, bias, wb, (int)B, (int)H, (int)W, Ho, Wo, flip ? (int)Co : (int)Ci, op};
+  Conv3x3Args a{out, x, nullptr, bias, wb, (int)B, (int)H, (int)W, Ho, Wo, flip ? (int)Co : (int)Ci, op};
+  a.scale = scale, a.shift = shift, a.gelu = gelu;
   dispatch3x3(in, outc, S, Forward3x3{a});
 }
 
@@ -407,6 +412,17 @@ void conv3x3_direct_dw(float* dw, const float* dout, const float* x, int64_t B, 
 
 void conv2d_force_unfold(bool on) { g_force_unfold = on; }
 void dwconv_force_tiled(bool on) { dwconv_stencil::dw_force_tiled() = on; }
+
+bool conv2d_affine_forward(float* out, const float* x, const float* w, const float* bias, const float* scale,
+                           const float* shift, bool gelu, int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co,
+                           int64_t k, int64_t stride, int64_t pad) {
+  if (B == 0 || Co == 0) return false;
+  const int CI = direct3x3(B, H, W, Ci, Co, k, stride, pad, x, out);
+  if (!CI) return false;
+  conv3x3_direct(out, x, w, bias, B, H, W, Ci, Co, (int)stride, CI, false, "conv2d_affine_forward", scale, shift,
+                 gelu);
+  return true;
+}
 
 void conv2d_forward(float* out, const float* x, const float* w, const float* bias, int64_t B, int64_t H,
                     int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t stride, int64_t pad) {

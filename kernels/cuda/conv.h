@@ -24,6 +24,14 @@ void dwconv2d_backward(float* dx, float* dw, float* dbias, const float* dout, co
 void dwconv2d_add_forward(float* out, const float* x, const float* w, const float* bias, const float* add, int64_t B,
                           int64_t H, int64_t W, int64_t C, int64_t k);
 
+// Inference: out = act((conv2d(x) + bias) scale + shift) (scale, shift: (Co);
+// act GELU or none), a BatchNorm in eval mode and its activation in the
+// convolution's store. Only where the direct 3x3 kernels take the conv (bf16
+// mode, their channel counts); false, with nothing written, elsewhere.
+bool conv2d_affine_forward(float* out, const float* x, const float* w, const float* bias, const float* scale,
+                           const float* shift, bool gelu, int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co,
+                           int64_t k, int64_t stride, int64_t pad);
+
 // The depthwise convolution on bf16 activations (x, add, out, dout, dx, dx_add;
 // add and dx_add nullable): float32 taps, bias and gradients of taps and bias,
 // every sum in float32, each output rounded once. No CPU twin: the op

@@ -28,13 +28,17 @@
 // shared memory are CI + 8 bf16 apart (16 bytes of padding): the 8 row
 // addresses of an ldmatrix fall in distinct banks. The epilogue adds the
 // bias and stores pairs of float32 (or bf16) outputs; pixels past the image
-// edge are read as zeros and not stored.
+// edge are read as zeros and not stored. For inference the epilogue can
+// also apply a per-channel affine map and GELU: a BatchNorm in eval mode and
+// the activation after it, out = gelu((conv + bias) scale + shift), with no
+// pass of their own over the activations (conv2d_affine, autograd/ops.h).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/vec_io.cuh"
 
@@ -95,11 +99,14 @@ __device__ __forceinline__ void load_tile(bf16* sx, const TI* x, int b, int iy0,
 
 // out (B, Ho, Wo, CO) = conv3x3(x (B, H, W, CIR), stride S, padding 1; wt) +
 // bias, wt (9, CO, CI) bf16 [tap][out][in] (in channels past CIR zero); bias
-// nullable. Grid: persistent blocks over B * tiles_h * tiles_w output tiles.
+// nullable. With scale and shift (CO each, both or neither) each output is
+// then v scale + shift, and with gelu GELU of that.
+// Grid: persistent blocks over B * tiles_h * tiles_w output tiles.
 template <int CI, int CO, int S, class TI, class TO>
 __global__ void __launch_bounds__(kThreads) conv3x3_kernel(TO* out, const TI* x, const bf16* wt, const float* bias,
                                                            int B, int H, int W, int Ho, int Wo, int CIR, bool vec,
-                                                           int tiles_h, int tiles_w) {
+                                                           int tiles_h, int tiles_w, const float* scale,
+                                                           const float* shift, bool gelu) {
   static_assert(CI % 16 == 0 && CO % 16 == 0 && CO <= 64 && (S == 1 || S == 2), "conv3x3: channels, stride");
   constexpr int CS = CI + 8, PTH = tile_h<S>(), PTW = tile_w<S>();
   extern __shared__ __align__(16) unsigned char smem[];
@@ -171,6 +178,8 @@ __global__ void __launch_bounds__(kThreads) conv3x3_kernel(TO* out, const TI* x,
           const int co = n * 8 + 2 * t;
           float v0 = acc[m][n][2 * half], v1 = acc[m][n][2 * half + 1];
           if (bias) v0 += bias[co], v1 += bias[co + 1];
+          if (scale) v0 = v0 * scale[co] + shift[co], v1 = v1 * scale[co + 1] + shift[co + 1];
+          if (gelu) v0 = act::gelu(v0), v1 = act::gelu(v1);
           if constexpr (sizeof(TO) == 4) {
             *reinterpret_cast<float2*>(o + co) = make_float2(v0, v1);
           } else {
