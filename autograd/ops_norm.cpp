@@ -137,7 +137,6 @@ Tensor layernorm_gate(const Tensor& x_, const Tensor& g_, const Tensor& weight_,
   check_vec(op, "bias", x_, bias_, s.C, x_.dim() - 1);
   const Device dev = common_device(op, {&x_, &g_, &weight_, &bias_});
   const bool grad = needs_grad({&x_, &g_, &weight_, &bias_});
-  const bool in_bf16 = x_.dtype() == DType::BF16;
 
   Tensor x = view::contiguous(x_).detach(), g = view::contiguous(g_).detach();
   Tensor w = contig_or_undef(weight_), b = contig_or_undef(bias_);
@@ -151,7 +150,8 @@ Tensor layernorm_gate(const Tensor& x_, const Tensor& g_, const Tensor& weight_,
 #ifdef NALA_CUDA
   if (dev == Device::CUDA && s.C <= 512)
     fused = cuda::layernorm_rows_forward(out.raw(), out_dtype == DType::BF16, mean.f32(), rstd.f32(), x.raw(),
-                                         g.raw(), in_bf16, ptr_or_null(w), ptr_or_null(b), s.O, s.C, eps);
+                                         g.raw(), x.dtype() == DType::BF16, ptr_or_null(w), ptr_or_null(b), s.O, s.C,
+                                         eps);
 #endif
   Tensor y;
   if (!fused) {
