@@ -127,19 +127,27 @@ Tensor conv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, int strid
                 });
 }
 
+namespace {
+// The checks of the depthwise ops: x (B, H, W, C) f32 or bf16, w (C, 1, k, k)
+// f32 with k odd, bias (C) f32 or undefined. Returns k.
+int64_t check_depthwise(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  NALA_CHECK(x.dim() == 4, op, ": input ", x.desc(), " must be (B, H, W, C)");
+  NALA_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::BF16, op, ": input must be f32 or bf16, got ", x.desc());
+  check_f32(op, "weight", w);
+  const int64_t C = x.size(3);
+  NALA_CHECK(w.dim() == 4 && w.size(0) == C && w.size(1) == 1 && w.size(2) == w.size(3), op, ": input ", x.desc(),
+             " and weight ", w.desc(), ": expected a weight of shape [", C, ", 1, k, k]");
+  NALA_CHECK(w.size(2) % 2 == 1, op, ": weight ", w.desc(), ": kernel size must be odd");
+  check_bias(op, x, bias, C);
+  return w.size(2);
+}
+}  // namespace
+
 Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, const Tensor& add_) {
   const char* op = "dwconv2d";
-  NALA_CHECK(x_.dim() == 4, op, ": input ", x_.desc(), " must be (B, H, W, C)");
-  NALA_CHECK(x_.dtype() == DType::F32 || x_.dtype() == DType::BF16, op, ": input must be f32 or bf16, got ",
-             x_.desc());
-  check_f32(op, "weight", w_);
+  const int64_t k = check_depthwise(op, x_, w_, bias_);
   const DType dt = x_.dtype();
   const int64_t B = x_.size(0), H = x_.size(1), W = x_.size(2), C = x_.size(3);
-  NALA_CHECK(w_.dim() == 4 && w_.size(0) == C && w_.size(1) == 1 && w_.size(2) == w_.size(3), op, ": input ",
-             x_.desc(), " and weight ", w_.desc(), ": expected a weight of shape [", C, ", 1, k, k]");
-  const int64_t k = w_.size(2);
-  NALA_CHECK(k % 2 == 1, op, ": weight ", w_.desc(), ": kernel size must be odd");
-  check_bias(op, x_, bias_, C);
   if (add_.defined()) {
     NALA_CHECK(add_.dtype() == dt, op, ": addend ", add_.desc(), " must have the input's dtype ", x_.desc());
     NALA_CHECK(add_.shape() == x_.shape(), op, ": addend ", add_.desc(), " must have the input's shape ", x_.desc());
@@ -182,22 +190,9 @@ Tensor dwconv2d(const Tensor& x_, const Tensor& w_, const Tensor& bias_, const T
 namespace {
 
 // h = gelu(pre) in pre's dtype (bf16: gelu of the value, rounded once).
-Tensor gelu_values(const Tensor& pre) {
-  const Device dev = pre.device();
-  Tensor h = Tensor::empty(pre.shape(), pre.dtype(), dev);
-  if (pre.dtype() == DType::F32) {
-    NALA_DISPATCH(dev, gelu_forward, h.f32(), pre.f32(), h.numel());
-    return h;
-  }
-#ifdef NALA_CUDA
-  if (dev == Device::CUDA) {
-    cuda::gelu_forward_bf16(h.bf16(), pre.bf16(), h.numel());
-    return h;
-  }
-#endif
-  Tensor f = detail::cast_values(pre, DType::F32, "dwconv2d_gelu_add");
-  cpu::gelu_forward(f.f32(), f.f32(), f.numel());
-  cpu::cast_f32_bf16(h.bf16(), f.f32(), f.numel());
+Tensor gelu_of(const Tensor& pre) {
+  Tensor h = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+  detail::gelu_values(h, pre, "dwconv2d_gelu_add");
   return h;
 }
 
@@ -212,6 +207,7 @@ void gelu_dw_backward(const Tensor& dpre, const Tensor& dw, const Tensor& db, co
   }
 #ifdef NALA_CUDA
   if (dev == Device::CUDA) {
+    ProfileScope prof("dwconv2d_gelu_backward_bf16", dev);
     cuda::dwconv2d_gelu_backward_bf16(dpre.defined() ? dpre.bf16() : nullptr, ptr_or_null(dw), ptr_or_null(db),
                                       g.bf16(), h.bf16(), pre.bf16(), w.f32(), B, H, W, C, k);
     return;
@@ -230,26 +226,14 @@ void gelu_dw_backward(const Tensor& dpre, const Tensor& dw, const Tensor& db, co
 
 Tensor dwconv2d_gelu_add(const Tensor& pre_, const Tensor& w_, const Tensor& bias_) {
   const char* op = "dwconv2d_gelu_add";
-  NALA_CHECK(pre_.dim() == 4, op, ": input ", pre_.desc(), " must be (B, H, W, C)");
-  NALA_CHECK(pre_.dtype() == DType::F32 || pre_.dtype() == DType::BF16, op, ": input must be f32 or bf16, got ",
-             pre_.desc());
-  check_f32(op, "weight", w_);
+  const int64_t k = check_depthwise(op, pre_, w_, bias_);
   const int64_t B = pre_.size(0), H = pre_.size(1), W = pre_.size(2), C = pre_.size(3);
-  NALA_CHECK(w_.dim() == 4 && w_.size(0) == C && w_.size(1) == 1 && w_.size(2) == w_.size(3), op, ": input ",
-             pre_.desc(), " and weight ", w_.desc(), ": expected a weight of shape [", C, ", 1, k, k]");
-  const int64_t k = w_.size(2);
-  NALA_CHECK(k % 2 == 1, op, ": weight ", w_.desc(), ": kernel size must be odd");
-  check_bias(op, pre_, bias_, C);
   const Device dev = common_device(op, {&pre_, &w_, &bias_});
   Tensor pre = view::contiguous(pre_), w = view::contiguous(w_);
   Tensor bias = bias_.defined() ? view::contiguous(bias_) : Tensor();
   Tensor out = Tensor::empty({B, H, W, C}, pre.dtype(), dev);
   {
-    Tensor h;  // freed on return: pre is what backward keeps
-    {
-      ProfileScope prof("gelu_forward (dwconv2d_gelu_add)", dev);
-      h = gelu_values(pre);
-    }
+    const Tensor h = gelu_of(pre);  // freed on return: pre is what backward keeps
     if (pre.dtype() == DType::BF16)
       dw_forward_bf16(out, h, w, bias, h, B, H, W, C, k);
     else
@@ -264,8 +248,7 @@ Tensor dwconv2d_gelu_add(const Tensor& pre_, const Tensor& w_, const Tensor& bia
                   Tensor g = detail::cast_values(gout, ps.dtype(), "dwconv2d_gelu_add");  // contiguous
                   Tensor dpre = grad_like(ps, gp), dw = grad_like(ws, gw);
                   Tensor db = gb ? Tensor::empty({C}, DType::F32, dev) : Tensor();
-                  ProfileScope prof("dwconv2d_gelu_add_backward", dev);
-                  gelu_dw_backward(dpre, dw, db, g, gelu_values(ps), ps, ws, B, H, W, C, k);
+                  gelu_dw_backward(dpre, dw, db, g, gelu_of(ps), ps, ws, B, H, W, C, k);
                   return std::vector<Tensor>{dpre, dw, db};
                 });
 }

@@ -169,6 +169,24 @@ Tensor cast_values(const Tensor& x, DType to, const char* op) {
   else NALA_DISPATCH(x.device(), cast_bf16_f32, out.f32(), xc.bf16(), out.numel());
   return out;
 }
+
+void gelu_values(const Tensor& out, const Tensor& x, const char* op) {
+  const Device dev = x.device();
+  if (x.dtype() == DType::F32) {
+    NALA_DISPATCH(dev, gelu_forward, out.f32(), x.f32(), out.numel());
+    return;
+  }
+#ifdef NALA_CUDA
+  if (dev == Device::CUDA) {
+    ProfileScope prof("gelu_forward_bf16", dev);
+    cuda::gelu_forward_bf16(out.bf16(), x.bf16(), out.numel());
+    return;
+  }
+#endif
+  Tensor f = cast_values(x, DType::F32, op);
+  NALA_DISPATCH(dev, gelu_forward, f.f32(), f.f32(), f.numel());
+  NALA_DISPATCH(dev, cast_f32_bf16, out.bf16(), f.f32(), f.numel());
+}
 }  // namespace detail
 
 Tensor cast(const Tensor& x, DType to) {

@@ -432,21 +432,7 @@ Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, DType o
       return out;
     }
     linear_product(a, pre);  // gelu of the rounded product, as backward sees it
-    if (out_dtype == DType::F32) {
-      NALA_DISPATCH(a.dev, gelu_forward, out.f32(), pre.f32(), out.numel());
-    } else {
-#ifdef NALA_CUDA
-      if (a.dev == Device::CUDA) {
-        ProfileScope prof("gelu_forward_bf16", a.dev);
-        cuda::gelu_forward_bf16(out.bf16(), pre.bf16(), out.numel());
-      } else
-#endif
-      {
-        Tensor f = detail::cast_values(pre, DType::F32, op);
-        NALA_DISPATCH(a.dev, gelu_forward, f.f32(), f.f32(), f.numel());
-        NALA_DISPATCH(a.dev, cast_f32_bf16, out.bf16(), f.f32(), f.numel());
-      }
-    }
+    detail::gelu_values(out, pre, op);
   } else {
     LinearEpilogue e;
     e.gelu = true;

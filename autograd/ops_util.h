@@ -1,6 +1,7 @@
 // autograd/ops_util.h - small tensor helpers shared by the shape, the
-// elementwise and the matrix ops (defined in autograd/ops_shape.cpp, the last
-// in autograd/ops_elementwise.cpp). Each one runs on the
+// elementwise, the matrix and the convolution ops (defined in
+// autograd/ops_shape.cpp, cast_values, gelu_values and scale_grads in
+// autograd/ops_elementwise.cpp). Each one runs on the
 // device of its input through the kernels of that device.
 #pragma once
 #include <utility>
@@ -24,6 +25,9 @@ Tensor contig(const Tensor& x, const char* op);
 // x's values as a contiguous tensor of dtype `to` (f32 or bf16; no autograd):
 // x itself (contig) when it already is one.
 Tensor cast_values(const Tensor& x, DType to, const char* op);
+// out = gelu(x), both contiguous of one dtype: f32, or bf16 (gelu of the
+// value in float32, rounded once) on either device.
+void gelu_values(const Tensor& out, const Tensor& x, const char* op);
 // g (any strides) summed down to `target`, a shape g broadcasts from.
 Tensor sum_to_shape(const Tensor& g, const Shape& target, const char* op);
 // The gradients of y * gamma (y contiguous, gamma (C) over y's last dim) from

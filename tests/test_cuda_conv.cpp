@@ -2,6 +2,7 @@
 // forward outputs and every gradient through the ops, the kernels called
 // directly with some gradients not wanted, and run-to-run determinism.
 // Shape letters: B batch, H W input size, Ci Co channels, C depthwise channels, k kernel.
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -44,6 +45,17 @@ void check_dwconv_op(int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, bool
   Tensor b = bias ? randn({C}, rng) : Tensor();
   compare_devices([](const std::vector<Tensor>& in) { return dwconv2d(in[0], in[1], in[2]); }, {x, w, b}, rng,
                   {1e-4, 1e-4}, {}, {{1e-4, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
+}
+
+// The FFN's gelu + depthwise op (gelu's derivative in the store of the
+// stencil that makes dh) likewise, with every gradient and with the taps'
+// alone, no bias.
+void check_gelu_dwconv_op(int64_t B, int64_t H, int64_t W, int64_t C, int64_t k, Rng& rng) {
+  INFO("dwconv2d_gelu_add B " << B << " H " << H << " W " << W << " C " << C << " k " << k);
+  auto f = [](const std::vector<Tensor>& in) { return dwconv2d_gelu_add(in[0], in[1], in[2]); };
+  Tensor pre = randn({B, H, W, C}, rng, 1.5f), w = randn({C, 1, k, k}, rng, 0.3f), b = randn({C}, rng);
+  compare_devices(f, {pre, w, b}, rng, {1e-4, 1e-4}, {}, {{1e-4, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
+  compare_devices(f, {pre, w, Tensor()}, rng, {1e-4, 1e-4}, {false, true, false});
 }
 
 }  // namespace
@@ -149,7 +161,8 @@ TEST_CASE("cuda: dwconv2d forward and gradients match the CPU", "[cuda][conv]") 
                   {1e-4, 1e-4}, {}, {{1e-4, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
 }
 
-TEST_CASE("cuda: dwconv2d's two stencil kernels (tiled, float4 channels) against the CPU", "[cuda][conv]") {
+TEST_CASE("cuda: dwconv2d's and dwconv2d_gelu_add's stencil kernels (tiled, float4 channels) against the CPU",
+          "[cuda][conv]") {
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(105);
@@ -171,36 +184,12 @@ TEST_CASE("cuda: dwconv2d's two stencil kernels (tiled, float4 channels) against
     Tensor x = randn({3, 7, 7, 64}, rng), w = randn({64, 1, 3, 3}, rng, 0.3f), b = randn({64}, rng);
     compare_devices([](const std::vector<Tensor>& in) { return dwconv2d(in[0], in[1], in[2], in[0]); }, {x, w, b}, rng,
                     {1e-4, 1e-4}, {}, {{1e-4, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
-  }
-#endif
-}
-
-// The FFN's gelu + depthwise op (gelu's derivative in the store of the
-// stencil that makes dh) against the CPU's composed kernels, float32, on
-// every stencil kernel: float4 channels, tiled (forced, and C % 4 != 0),
-// the generic tile (k = 9) and the direct kernel (k = 13).
-TEST_CASE("cuda: dwconv2d_gelu_add forward and gradients match the CPU", "[cuda][conv]") {
-  SKIP_WITHOUT_CUDA();
-#ifdef NALA_CUDA
-  Rng rng(106);
-  struct Restore {
-    ~Restore() { cuda::dwconv_force_tiled(false); }
-  } restore;
-  auto f = [](const std::vector<Tensor>& in) { return dwconv2d_gelu_add(in[0], in[1], in[2]); };
-  for (bool tiled : {true, false}) {
-    INFO((tiled ? "tiled kernel" : "float4 kernel where it applies"));
-    cuda::dwconv_force_tiled(tiled);
-    struct Case {
-      int64_t B, H, W, C, k;
-    };
-    for (Case c : {Case{2, 14, 14, 64, 3}, Case{2, 9, 11, 37, 3}, Case{3, 7, 7, 96, 5}, Case{1, 9, 20, 136, 7},
-                   Case{2, 6, 6, 8, 9}, Case{2, 5, 4, 6, 13}, Case{1, 1, 1, 4, 3}}) {
-      INFO("B " << c.B << " H " << c.H << " W " << c.W << " C " << c.C << " k " << c.k);
-      Tensor pre = randn({c.B, c.H, c.W, c.C}, rng, 1.5f), w = randn({c.C, 1, c.k, c.k}, rng, 0.3f);
-      Tensor b = randn({c.C}, rng);
-      compare_devices(f, {pre, w, b}, rng, {1e-4, 1e-4}, {}, {{1e-4, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
-      compare_devices(f, {pre, w, Tensor()}, rng, {1e-4, 1e-4}, {false, true, false});  // the taps' gradient alone
-    }
+    // gelu + depthwise: float4 channels, tiled (forced, and C % 4 != 0), the
+    // generic tile (k = 9), the direct kernel (k = 13), one pixel
+    for (auto [B, H, W, C, k] : std::vector<std::array<int64_t, 5>>{
+             {2, 14, 14, 64, 3}, {2, 9, 11, 37, 3}, {3, 7, 7, 96, 5}, {1, 9, 20, 136, 7}, {2, 6, 6, 8, 9},
+             {2, 5, 4, 6, 13}, {1, 1, 1, 4, 3}})
+      check_gelu_dwconv_op(B, H, W, C, k, rng);
   }
 #endif
 }
