@@ -196,23 +196,31 @@ Tensor gelu_of(const Tensor& pre) {
   return h;
 }
 
-// dpre, dw, db (each nullable) from g = d(h + dwconv(h)), h and pre.
-void gelu_dw_backward(const Tensor& dpre, const Tensor& dw, const Tensor& db, const Tensor& g, const Tensor& h,
-                      const Tensor& pre, const Tensor& w, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
+// dpre, dw, db (each nullable) from g = d(h + dwconv(h)) and pre (the CUDA
+// kernels make h = gelu(pre) themselves; the CPU's takes it made).
+void gelu_dw_backward(const Tensor& dpre, const Tensor& dw, const Tensor& db, const Tensor& g, const Tensor& pre,
+                      const Tensor& w, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
   const Device dev = pre.device();
+#ifdef NALA_CUDA
+  if (dev == Device::CUDA) {
+    if (pre.dtype() == DType::F32) {
+      ProfileScope prof("dwconv2d_gelu_backward", dev);
+      cuda::dwconv2d_gelu_backward(ptr_or_null(dpre), ptr_or_null(dw), ptr_or_null(db), g.f32(), nullptr, pre.f32(),
+                                   w.f32(), B, H, W, C, k);
+    } else {
+      ProfileScope prof("dwconv2d_gelu_backward_bf16", dev);
+      cuda::dwconv2d_gelu_backward_bf16(dpre.defined() ? dpre.bf16() : nullptr, ptr_or_null(dw), ptr_or_null(db),
+                                        g.bf16(), nullptr, pre.bf16(), w.f32(), B, H, W, C, k);
+    }
+    return;
+  }
+#endif
+  const Tensor h = gelu_of(pre);
   if (pre.dtype() == DType::F32) {
     NALA_DISPATCH(dev, dwconv2d_gelu_backward, ptr_or_null(dpre), ptr_or_null(dw), ptr_or_null(db), g.f32(), h.f32(),
                   pre.f32(), w.f32(), B, H, W, C, k);
     return;
   }
-#ifdef NALA_CUDA
-  if (dev == Device::CUDA) {
-    ProfileScope prof("dwconv2d_gelu_backward_bf16", dev);
-    cuda::dwconv2d_gelu_backward_bf16(dpre.defined() ? dpre.bf16() : nullptr, ptr_or_null(dw), ptr_or_null(db),
-                                      g.bf16(), h.bf16(), pre.bf16(), w.f32(), B, H, W, C, k);
-    return;
-  }
-#endif
   const char* op = "dwconv2d_gelu_add";
   Tensor gf = detail::cast_values(g, DType::F32, op), hf = detail::cast_values(h, DType::F32, op);
   Tensor pf = detail::cast_values(pre, DType::F32, op);
@@ -241,14 +249,15 @@ Tensor dwconv2d_gelu_add(const Tensor& pre_, const Tensor& w_, const Tensor& bia
                     k);
   }
   if (!needs_grad({&pre_, &w_, &bias_})) return out;
-  // Saved: pre and the taps; backward makes h = gelu(pre) again for the taps' gradient.
+  // Saved: pre and the taps; backward makes h = gelu(pre) again for the taps' gradient
+  // (on the GPU inside the pass that makes pre's gradient).
   return record(OpId::dwconv2d_gelu_add, out, {pre_, w_, bias_},
                 [ps = pre.detach(), ws = w.detach(), B, H, W, C, k, dev, gp = pre_.requires_grad(),
                  gw = w_.requires_grad(), gb = bias_.defined() && bias_.requires_grad()](const Tensor& gout) {
                   Tensor g = detail::cast_values(gout, ps.dtype(), "dwconv2d_gelu_add");  // contiguous
                   Tensor dpre = grad_like(ps, gp), dw = grad_like(ws, gw);
                   Tensor db = gb ? Tensor::empty({C}, DType::F32, dev) : Tensor();
-                  gelu_dw_backward(dpre, dw, db, g, gelu_of(ps), ps, ws, B, H, W, C, k);
+                  gelu_dw_backward(dpre, dw, db, g, ps, ws, B, H, W, C, k);
                   return std::vector<Tensor>{dpre, dw, db};
                 });
 }

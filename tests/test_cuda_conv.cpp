@@ -152,6 +152,10 @@ TEST_CASE("cuda: dwconv2d forward and gradients match the CPU", "[cuda][conv]") 
   check_dwconv_op(2, 17, 30, 64, 7, true, rng);
   check_dwconv_op(1, 1, 1, 5, 3, true, rng);      // a single pixel: every tap but the centre is padding
   check_dwconv_op(40, 420, 3, 5, 3, true, rng);   // 16,800 rows: more than the 2048 row blocks of 8 (dw partials)
+  // 10,240 strips of 4 pixels: more than one wave of the one-pass backward's blocks holds on an H200
+  // (132 multiprocessors x 2 blocks of 16 or 32 strips), so its threads walk several strips each
+  check_dwconv_op(2, 128, 160, 64, 3, true, rng);
+  check_dwconv_op(2, 128, 160, 32, 5, false, rng);
   // with an addend (add + dwconv(x)) and the residual x + dwconv(x)
   Tensor x = randn({2, 9, 11, 37}, rng), w = randn({37, 1, 5, 5}, rng, 0.3f), b = randn({37}, rng);
   Tensor a = randn(x.shape(), rng);
@@ -230,34 +234,72 @@ TEST_CASE("cuda: dwconv2d kernels with some gradients not wanted, deterministic"
   SKIP_WITHOUT_CUDA();
 #ifdef NALA_CUDA
   Rng rng(105);
-  const int64_t B = 2, H = 9, W = 11, C = 37;
-  for (int64_t k : {3, 5, 13}) {
-    INFO("B " << B << " H " << H << " W " << W << " C " << C << " k " << k);
-    Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng, 0.3f), g = randn({B, H, W, C}, rng);
-    Tensor dx = Tensor::empty(x.shape()), dw = Tensor::empty(w.shape()), db = Tensor::empty({C});
-    cpu::dwconv2d_backward(dx.f32(), dw.f32(), db.f32(), g.f32(), x.f32(), w.f32(), B, H, W, C, k);
-    Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), gc = g.to(Device::CUDA);
-    for (int want = 1; want < 8; want++) {
-      INFO("want dx " << (want & 1) << " dw " << (want >> 1 & 1) << " dbias " << (want >> 2 & 1));
-      Tensor dxc = cuda_sentinel(x.shape()), dwc = cuda_sentinel(w.shape()), dbc = cuda_sentinel({C});
-      cuda::dwconv2d_backward(want & 1 ? dxc.f32() : nullptr, want & 2 ? dwc.f32() : nullptr,
-                              want & 4 ? dbc.f32() : nullptr, gc.f32(), xc.f32(), wc.f32(), B, H, W, C, k);
-      if (want & 1) REQUIRE_CLOSE(host(dxc), dx, 1e-4, 1e-4);
-      if (want & 2) REQUIRE_CLOSE(host(dwc), dw, 1e-3, 1e-4);
-      else REQUIRE(holds_sentinel(dwc));
-      if (want & 4) REQUIRE_CLOSE(host(dbc), db, 1e-3, 1e-4);
-      else REQUIRE(holds_sentinel(dbc));
+  const int64_t B = 2, H = 9, W = 11;
+  // C = 37: the stencil and a second pass for the taps; C = 64 with k = 3, 5: one pass for all three
+  // (dw_backward_fused: C a multiple of 4)
+  for (int64_t C : {37, 64}) {
+    for (int64_t k : {3, 5, 13}) {
+      INFO("B " << B << " H " << H << " W " << W << " C " << C << " k " << k);
+      Tensor x = randn({B, H, W, C}, rng), w = randn({C, 1, k, k}, rng, 0.3f), g = randn({B, H, W, C}, rng);
+      Tensor dx = Tensor::empty(x.shape()), dw = Tensor::empty(w.shape()), db = Tensor::empty({C});
+      cpu::dwconv2d_backward(dx.f32(), dw.f32(), db.f32(), g.f32(), x.f32(), w.f32(), B, H, W, C, k);
+      Tensor xc = x.to(Device::CUDA), wc = w.to(Device::CUDA), gc = g.to(Device::CUDA);
+      for (int want = 1; want < 8; want++) {
+        INFO("want dx " << (want & 1) << " dw " << (want >> 1 & 1) << " dbias " << (want >> 2 & 1));
+        Tensor dxc = cuda_sentinel(x.shape()), dwc = cuda_sentinel(w.shape()), dbc = cuda_sentinel({C});
+        cuda::dwconv2d_backward(want & 1 ? dxc.f32() : nullptr, want & 2 ? dwc.f32() : nullptr,
+                                want & 4 ? dbc.f32() : nullptr, gc.f32(), xc.f32(), wc.f32(), B, H, W, C, k);
+        if (want & 1) REQUIRE_CLOSE(host(dxc), dx, 1e-4, 1e-4);
+        if (want & 2) REQUIRE_CLOSE(host(dwc), dw, 1e-3, 1e-4);
+        else REQUIRE(holds_sentinel(dwc));
+        if (want & 4) REQUIRE_CLOSE(host(dbc), db, 1e-3, 1e-4);
+        else REQUIRE(holds_sentinel(dbc));
+      }
+      Tensor d1[3], d2[3];
+      for (Tensor* d : {d1, d2}) {
+        d[0] = cuda_empty(x.shape());
+        d[1] = cuda_empty(w.shape());
+        d[2] = cuda_empty({C});
+        cuda::dwconv2d_backward(d[0].f32(), d[1].f32(), d[2].f32(), gc.f32(), xc.f32(), wc.f32(), B, H, W, C, k);
+      }
+      for (int i = 0; i < 3; i++) REQUIRE(d1[i].to_vector() == d2[i].to_vector());
     }
-    Tensor d1[3], d2[3];
-    for (Tensor* d : {d1, d2}) {
-      d[0] = cuda_empty(x.shape());
-      d[1] = cuda_empty(w.shape());
-      d[2] = cuda_empty({C});
-      cuda::dwconv2d_backward(d[0].f32(), d[1].f32(), d[2].f32(), gc.f32(), xc.f32(), wc.f32(), B, H, W, C, k);
-    }
-    for (int i = 0; i < 3; i++) REQUIRE(d1[i].to_vector() == d2[i].to_vector());
   }
 #endif
+}
+
+// On the GPU too the FFN's fused op is its two ops in float32 bit for bit,
+// gradients included: pre's and the taps' gradients leave one pass that
+// makes h = gelu(pre) itself (C % 4 == 0, k = 3 or 5), the same sums in the same
+// order as dwconv2d's one-pass backward over the h the gelu op stored; odd C
+// and k = 7 take the stencil and a second pass, with h made by a kernel of
+// its own.
+TEST_CASE("cuda: dwconv2d_gelu_add equals gelu, then h + dwconv(h), bit for bit in float32", "[cuda][conv]") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(109);
+  const int64_t geoms[][5] = {{3, 2, 9, 7, 64}, {5, 1, 7, 13, 32}, {3, 2, 9, 7, 67}, {7, 1, 7, 13, 32},
+                              {3, 2, 128, 160, 64}};
+  for (auto& gm : geoms) {
+    const int64_t k = gm[0], B = gm[1], H = gm[2], W = gm[3], C = gm[4];
+    INFO("k " << k << " B " << B << " H " << H << " W " << W << " C " << C);
+    Tensor pre = randn({B, H, W, C}, rng, 1.5f), w = randn({C, 1, k, k}, rng, 0.3f), b = randn({C}, rng);
+    Tensor up = randn(pre.shape(), rng).to(Device::CUDA);
+    auto run = [&](bool fused) {
+      std::vector<Tensor> in = {pre.to(Device::CUDA), w.to(Device::CUDA), b.to(Device::CUDA)};
+      for (Tensor& t : in) t.set_requires_grad(true);
+      Tensor h = fused ? Tensor() : gelu(in[0]);
+      Tensor y = fused ? dwconv2d_gelu_add(in[0], in[1], in[2]) : dwconv2d(h, in[1], in[2], h);
+      backward(y, up);
+      std::vector<Tensor> r = {host(y.detach())};
+      for (Tensor& t : in) r.push_back(host(t.grad()));
+      return r;
+    };
+    const std::vector<Tensor> a = run(true), e = run(false);
+    for (size_t i = 0; i < a.size(); i++) {
+      INFO("result " << i << " (output, then the gradients of pre, w, bias)");
+      REQUIRE(a[i].to_vector() == e[i].to_vector());
+    }
+  }
 }
 
 TEST_CASE("cuda: conv2d with bf16 products: implicit GEMM and direct 3x3 kernels, forward, dw, dx, against the CPU on rounded operands",

@@ -14,14 +14,18 @@ constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 
 __device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
-// GELU, erf form: x Phi(x)
-__device__ __forceinline__ float gelu(float v) { return 0.5f * v * (1.0f + erff(v * kInvSqrt2)); }
-// g d/dx x Phi(x) = g (Phi(x) + x phi(x))
-__device__ __forceinline__ float gelu_backward(float g, float v) {
-  const float cdf = 0.5f * (1.0f + erff(v * kInvSqrt2));
+// GELU, erf form: x Phi(x), and its slope Phi(x) + x phi(x), from e =
+// erf(x / sqrt 2), which both take (a kernel that needs both computes it once).
+__device__ __forceinline__ float gelu_erf(float v) { return erff(v * kInvSqrt2); }
+__device__ __forceinline__ float gelu_of_erf(float v, float e) { return 0.5f * v * (1.0f + e); }
+__device__ __forceinline__ float gelu_slope_of_erf(float v, float e) {
+  const float cdf = 0.5f * (1.0f + e);
   const float pdf = kInvSqrt2Pi * expf(-0.5f * v * v);
-  return g * (cdf + v * pdf);
+  return cdf + v * pdf;
 }
+__device__ __forceinline__ float gelu(float v) { return gelu_of_erf(v, gelu_erf(v)); }
+// g d/dx x Phi(x) = g (Phi(x) + x phi(x))
+__device__ __forceinline__ float gelu_backward(float g, float v) { return g * gelu_slope_of_erf(v, gelu_erf(v)); }
 // SiLU: x sigmoid(x)
 __device__ __forceinline__ float silu(float v) { return v * sigmoid(v); }
 // g d/dx x s(x) = g s (1 + x (1 - s))

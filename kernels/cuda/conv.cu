@@ -642,18 +642,240 @@ __global__ void dw_grad_finish(float* dw, float* dbias, const float* part, int64
   }
 }
 
+// dx and the partials of dw and dbias in one pass over dout, for k = KS (3,
+// 5). A thread takes VW channels (one 8- or 16-byte access of float, 4 or 8
+// of bf16) and a strip of PX pixels of one row, as dw_stencil_vec4 does: for
+// each row ky of the flipped stencil it loads the PX + KS - 1 values of dout
+// once and makes dx from them, and the same registers make the taps'
+// gradient. dw[t] = sum_p g(p) x(p + off_t) = sum_p x(p) g(p - off_t), and
+// g(p - off_t) is exactly the value the flipped stencil multiplies by tap t
+// at pixel p; x(p), the input at the strip's own pixels, is loaded once
+// (with pre given, x is h = gelu(pre) as the forward pass stored it: made
+// here from pre, which the store's gelu' needs anyway, one erf for both).
+// The bias's gradient is the sum of dout at the strip's pixels (the middle
+// row's centre values).
+// Block (cx, py): threadIdx.x a vector of channels, threadIdx.y a strip; the
+// grid's x (nblk blocks) walks the strips, so each block leaves one row of
+// partials (nblk, KS*KS + 1, C), summed in a fixed order: a thread's strips
+// in turn, the block's threads in ty order; dw_grad_finish adds the blocks.
+// This replaces a second pass that read dout and x again (and, for the FFN's
+// gelu + depthwise op, a pass that made h again).
+template <int N>
+struct Vf {
+  float v[N];
+};
+template <int N, class T>
+__device__ __forceinline__ Vf<N> ldv(const T* p) {
+  Vf<N> r;
+  if constexpr (N == 2) {
+    const float2 a = vio::ld2(p);
+    r.v[0] = a.x, r.v[1] = a.y;
+  } else {
+    const float4 a = vio::ld4(p);
+    r.v[0] = a.x, r.v[1] = a.y, r.v[2] = a.z, r.v[3] = a.w;
+  }
+  return r;
+}
+template <int N, class T>
+__device__ __forceinline__ void stv(T* p, const Vf<N>& a) {
+  if constexpr (N == 2) vio::st2(p, make_float2(a.v[0], a.v[1]));
+  else vio::st4(p, make_float4(a.v[0], a.v[1], a.v[2], a.v[3]));
+}
+
+template <int KS, int PX, int VW, int MINB, class T>
+__global__ void __launch_bounds__(256, MINB) dw_backward_fused(T* dx, float* part, const T* g, const T* x,
+                                                                const float* w, int B, int H, int W, int C,
+                                                                const T* add, const T* pre) {
+  constexpr int kk = KS * KS, P = KS / 2, R = PX + KS - 1;
+  using V = Vf<VW>;
+  extern __shared__ float smf[];  // the flipped taps (kk, cx, VW), then the block's sums (py, cx, VW)
+  const int cx = blockDim.x, py = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
+  const int CV = C / VW, q = blockIdx.y * cx + tx;  // q: the thread's vector of channels
+  const bool qok = q < CV;
+  V* sw = reinterpret_cast<V*>(smf);
+  V* sred = sw + kk * cx;
+  for (int t = ty; t < kk; t += py) {
+    V a;
+#pragma unroll
+    for (int i = 0; i < VW; i++) a.v[i] = qok ? __ldg(w + (VW * q + i) * kk + kk - 1 - t) : 0.0f;
+    sw[t * cx + tx] = a;
+  }
+  __syncthreads();
+  V acw[kk + 1];  // acw[t]: flipped tap t (dw's tap kk - 1 - t); acw[kk]: the bias
+#pragma unroll
+  for (int t = 0; t <= kk; t++)
+#pragma unroll
+    for (int i = 0; i < VW; i++) acw[t].v[i] = 0.0f;
+  if (qok) {
+    const int S = (W + PX - 1) / PX, HS = H * S;  // strips per row, per image
+    for (int st = blockIdx.x * py + ty; st < B * HS; st += gridDim.x * py) {
+      const int b = st / HS, r = st - b * HS, y = r / S, x0 = (r - y * S) * PX;
+      V acc[PX], xc[PX], sl[PX];  // dx's sums; x (or h) and gelu's slope at the strip's pixels
+#pragma unroll
+      for (int j = 0; j < PX; j++) {
+#pragma unroll
+        for (int i = 0; i < VW; i++) acc[j].v[i] = 0.0f, xc[j].v[i] = 0.0f, sl[j].v[i] = 0.0f;
+        if (x0 + j >= W) continue;  // past the row: x stays 0, so its products add nothing
+        const int64_t at = VW * (((int64_t)(b * H + y) * W + x0 + j) * CV + q);
+        if (pre) {
+          const V pv = ldv<VW>(pre + at);
+#pragma unroll
+          for (int i = 0; i < VW; i++) {
+            const float e = act::gelu_erf(pv.v[i]);
+            xc[j].v[i] = vio::as_stored(x, act::gelu_of_erf(pv.v[i], e));
+            sl[j].v[i] = act::gelu_slope_of_erf(pv.v[i], e);
+          }
+        } else {
+          xc[j] = ldv<VW>(x + at);
+        }
+      }
+#pragma unroll
+      for (int ky = 0; ky < KS; ky++) {
+        const int iy = y + ky - P;
+        if (iy < 0 || iy >= H) continue;  // a row of zero padding: no dx, no taps' terms
+        const T* row = g + ((int64_t)(b * H + iy) * W * CV + q) * VW;
+        V v[R];
+#pragma unroll
+        for (int m = 0; m < R; m++) {
+          const int ix = x0 + m - P;
+          if (ix >= 0 && ix < W) {
+            v[m] = ldv<VW>(row + (int64_t)ix * C);
+          } else {
+#pragma unroll
+            for (int i = 0; i < VW; i++) v[m].v[i] = 0.0f;
+          }
+        }
+#pragma unroll
+        for (int kx = 0; kx < KS; kx++) {
+          const V wv = sw[(ky * KS + kx) * cx + tx];
+#pragma unroll
+          for (int i = 0; i < VW; i++) {
+            float s = 0.0f;
+#pragma unroll
+            for (int j = 0; j < PX; j++) {
+              acc[j].v[i] += wv.v[i] * v[j + kx].v[i];
+              s += xc[j].v[i] * v[j + kx].v[i];
+            }
+            acw[ky * KS + kx].v[i] += s;
+          }
+        }
+        if (ky == P) {  // dout at the strip's own pixels (0 past the row)
+#pragma unroll
+          for (int j = 0; j < PX; j++)
+#pragma unroll
+            for (int i = 0; i < VW; i++) acw[kk].v[i] += v[j + P].v[i];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < PX; j++) {
+        if (x0 + j >= W) break;
+        const int64_t at = VW * (((int64_t)(b * H + y) * W + x0 + j) * CV + q);
+        V o = acc[j];
+        if (add) {
+          const V a = ldv<VW>(add + at);
+#pragma unroll
+          for (int i = 0; i < VW; i++) o.v[i] = o.v[i] + a.v[i];
+        }
+        if (pre) {  // act::gelu_backward(o, pre): o times gelu's slope
+#pragma unroll
+          for (int i = 0; i < VW; i++) o.v[i] = o.v[i] * sl[j].v[i];
+        }
+        stv<VW>(dx + at, o);
+      }
+    }
+  }
+  // The block's threads of one vector of channels added in ty order, tap by tap.
+#pragma unroll
+  for (int t = 0; t <= kk; t++) {
+    sred[ty * cx + tx] = acw[t];
+    __syncthreads();
+    if (ty == 0 && qok) {
+      V s = sred[tx];
+      for (int j = 1; j < py; j++)
+#pragma unroll
+        for (int i = 0; i < VW; i++) s.v[i] += sred[j * cx + tx].v[i];
+      const int tap = t < kk ? kk - 1 - t : kk;
+      float* out = part + ((int64_t)blockIdx.x * (kk + 1) + tap) * C + VW * q;
+#pragma unroll
+      for (int i = 0; i < VW; i++) out[i] = s.v[i];
+    }
+    __syncthreads();
+  }
+}
+
+// dw_backward_fused's launch (then dw_grad_finish); false where it does not
+// apply: k other than 3 and 5, C not a multiple of 4, misaligned vectors,
+// 32-bit indices exceeded, or the tiled stencil forced (tests). Strips of 4 pixels, 4 channels a thread, 2 blocks of 256 a multiprocessor
+// (128 registers): on an H200, t's bf16 training step took 48.7-48.9 ms with
+// it, 49.7-49.9 with 4 pixels x 2 channels at 3 blocks, 51.9-52.0 with 2 x 4
+// at 3, 50.7-51.2 with 2 x 2 at 4, and 51.8-52.4 with the two passes. The
+// kernel is bound by its instructions (issue slots 60% busy, DRAM 12% at
+// the stage-0 FFN's launch: GELU's erf and exp and the 18 products per
+// value), not by its bytes.
+template <class T>
+bool dw_backward_fused_launch(T* dx, float* dw, float* dbias, const T* dout, const T* x, const float* w, int64_t B,
+                              int64_t H, int64_t W, int64_t C, int64_t k, const T* add, const T* pre) {
+  constexpr int PX = 4, VW = 4, MINB = 2;
+  auto al = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % (VW * sizeof(T)) == 0; };
+  if (dwconv_stencil::dw_force_tiled() || (k != 3 && k != 5) || C % VW != 0 || !al(dx) || !al(dout) || !al(x) ||
+      !al(add) || !al(pre) || B * H * W * C >= INT32_MAX || (C / VW + 31) / 32 > 65535)
+    return false;
+  const int CV = (int)(C / VW), cx = std::min(CV, 32), ngroups = (CV + cx - 1) / cx, py = std::max(1, 256 / cx);
+  const int kk = (int)(k * k);
+  const size_t smem = (size_t)(kk + py) * cx * VW * sizeof(float);
+  auto kernel = k == 3 ? dw_backward_fused<3, PX, VW, MINB, T> : dw_backward_fused<5, PX, VW, MINB, T>;
+  // One wave of blocks (each walks its share of the strips): as few partials as fill the GPU.
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, cx * py, smem) != cudaSuccess || per_sm < 1)
+    per_sm = 1;
+  cudaGetLastError();
+  const int64_t strips = B * H * ((W + PX - 1) / PX);
+  const int nblk = (int)std::max<int64_t>(
+      1, std::min<int64_t>((strips + py - 1) / py, std::max<int64_t>(1, (int64_t)per_sm * sm_count() / ngroups)));
+  Tensor part = scratch((int64_t)nblk * (kk + 1) * C);
+  kernel<<<dim3((unsigned)nblk, (unsigned)ngroups), dim3((unsigned)cx, (unsigned)py), smem>>>(
+      dx, part.f32(), dout, x, w, (int)B, (int)H, (int)W, (int)C, add, pre);
+  CUDA_CHECK_LAUNCH("dwconv2d_backward");
+  dw_grad_finish<<<col_blocks((kk + 1) * C), col_block(nblk)>>>(dw, dbias, part.f32(), C, (int)k, nblk);
+  CUDA_CHECK_LAUNCH("dwconv2d_backward");
+  return true;
+}
+
+// h = gelu(pre) in T (bf16: rounded once), for the second pass's taps where the fused one does not apply.
+template <class T>
+__global__ void gelu_values_k(T* h, const T* pre, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    vio::st1(h + i, act::gelu(vio::ld1(pre + i)));
+}
+
 }  // namespace
 
 namespace {
 
 // dx (and dx_add: x + dwconv(x)) by the flipped stencil; dw, dbias from
 // per-block partials, for activations of type T; dx multiplied by gelu's
-// derivative at dgelu in the stencil's store where dgelu is given.
+// derivative at dgelu in the stencil's store where dgelu is given (then x
+// is h = gelu(dgelu), or null: made from dgelu). One pass
+// (dw_backward_fused) where it applies and all three are wanted, else the
+// stencil and a second pass for the taps.
 template <class T>
 void dw_backward(T* dx, float* dw, float* dbias, const T* dout, const T* x, const float* w, int64_t B, int64_t H,
                  int64_t W, int64_t C, int64_t k, const T* dx_add, const T* dgelu = nullptr) {
+  const bool want_w = (dw || dbias) && C > 0;
+  if (dx && want_w && B * H * W > 0 &&
+      dw_backward_fused_launch(dx, dw, dbias, dout, dgelu ? nullptr : x, w, B, H, W, C, k, dx_add, dgelu))
+    return;
   if (dx) dw_stencil(dx, dout, w, nullptr, B, H, W, C, k, true, "dwconv2d_backward", dx_add, dgelu);
-  if ((!dw && !dbias) || C == 0) return;
+  if (!want_w) return;
+  Tensor h;  // gelu(dgelu), where the caller left it to us
+  if (!x && dgelu && dw) {
+    const int64_t n = B * H * W * C;
+    h = Tensor::empty({std::max<int64_t>(n, 1)}, sizeof(T) == 2 ? DType::BF16 : DType::F32, Device::CUDA);
+    T* hp = static_cast<T*>(h.raw());
+    if (n) gelu_values_k<<<blocks_for(n), kThreads>>>(hp, dgelu, n);
+    CUDA_CHECK_LAUNCH("dwconv2d_backward");
+    x = hp;
+  }
   const int64_t R = B * H, kk = k * k;
   const bool reg = k == 3 || k == 5 || k == 7;  // dw_grad_partials_k: 8 rows a block, one per lane
   const int nblk = (int)std::max<int64_t>(1, std::min<int64_t>(reg ? (R + 7) / 8 : R, reg ? 2048 : 512));

@@ -43,9 +43,11 @@ void dwconv2d_backward_bf16(bf16_t* dx, float* dw, float* dbias, const bf16_t* d
 
 // The backward of the FFN's h + dwconv(h), h = gelu(pre): dpre = gelu'(pre)
 // (dout + flipped stencil(dout)), multiplied in the stencil's store; dw and
-// dbias from dout and h (dpre, dw, dbias nullable). As kernels/cpu/conv.h's
-// float32 one; the bf16 one has no CPU twin (the op runs the float32 kernel
-// on the CPU).
+// dbias from dout and h (dpre, dw, dbias nullable; h nullable too: then
+// made from pre, bit for bit as the forward pass's gelu, inside the pass
+// that makes dpre and the taps' gradient together where it applies). As
+// kernels/cpu/conv.h's float32 one; the bf16 one has no CPU twin (the op
+// runs the float32 kernel on the CPU).
 void dwconv2d_gelu_backward(float* dpre, float* dw, float* dbias, const float* dout, const float* h, const float* pre,
                             const float* w, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k);
 void dwconv2d_gelu_backward_bf16(bf16_t* dpre, float* dw, float* dbias, const bf16_t* dout, const bf16_t* h,

@@ -96,17 +96,6 @@ __global__ void scale_c(float* C, int64_t M, int64_t N, int64_t ldc, int64_t sC,
 
 int grid_for(int64_t n, int threads) { return (int)std::min<int64_t>((n + threads - 1) / threads, 1 << 20); }
 
-int sm_count() {
-  static int n = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0)
-      v = 100;
-    cudaGetLastError();
-    return v;
-  }();
-  return n;
-}
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
@@ -136,6 +125,19 @@ void launch_tiled(bool ta, bool tb, GemmParams p, int64_t nz, int gather, bool e
 }
 
 }  // namespace
+
+// The device's multiprocessors (100 if it cannot be read); read once.
+int sm_count() {
+  static int n = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0)
+      v = 100;
+    cudaGetLastError();
+    return v;
+  }();
+  return n;
+}
 
 namespace {
 std::atomic<bool> g_gemm_bf16{false};

@@ -17,6 +17,9 @@
 namespace nala {
 namespace cuda {
 
+// The current device's multiprocessor count (read once; 100 if it cannot be read).
+int sm_count();
+
 // Precision of the products (process-wide; float32 by default): on, single
 // products with beta 0 or 1 round their operands to bf16 and multiply on
 // tensor cores with float32 accumulation (cuda::gemm_bf16_f32); batched ones
