@@ -47,6 +47,7 @@
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/conv3x3_tc.cuh"
 #include "kernels/cuda/dwconv_stencil.cuh"
+#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm_bf16.h"
 #include "kernels/fastdiv.h"
 #include "kernels/cuda/matmul.h"
@@ -841,11 +842,11 @@ bool dw_backward_fused_launch(T* dx, float* dw, float* dbias, const T* dout, con
   return true;
 }
 
-// h = gelu(pre) in T (bf16: rounded once), for the second pass's taps where the fused one does not apply.
-template <class T>
-__global__ void gelu_values_k(T* h, const T* pre, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    vio::st1(h + i, act::gelu(vio::ld1(pre + i)));
+// h = gelu(pre) in T (bf16: rounded once), for the second pass's taps where
+// the one-pass backward does not apply: the GELU op's kernels (elementwise.cu).
+void gelu_values(float* h, const float* pre, int64_t n) { gelu_forward(h, pre, n); }
+void gelu_values(__nv_bfloat16* h, const __nv_bfloat16* pre, int64_t n) {
+  gelu_forward_bf16(reinterpret_cast<bf16_t*>(h), reinterpret_cast<const bf16_t*>(pre), n);
 }
 
 }  // namespace
@@ -872,8 +873,7 @@ void dw_backward(T* dx, float* dw, float* dbias, const T* dout, const T* x, cons
     const int64_t n = B * H * W * C;
     h = Tensor::empty({std::max<int64_t>(n, 1)}, sizeof(T) == 2 ? DType::BF16 : DType::F32, Device::CUDA);
     T* hp = static_cast<T*>(h.raw());
-    if (n) gelu_values_k<<<blocks_for(n), kThreads>>>(hp, dgelu, n);
-    CUDA_CHECK_LAUNCH("dwconv2d_backward");
+    gelu_values(hp, dgelu, n);
     x = hp;
   }
   const int64_t R = B * H, kk = k * k;
