@@ -8,7 +8,7 @@
 #   make lab-check       run every lab version once at small sizes against its reference (part of make test)
 #   make lab-check-cuda  the same for the CUDA lab programs (part of make test-cuda; needs a GPU)
 #   make DEBUG=1 ...     -O0 -g, in build/debug
-#   make SANITIZE=1 ...  ASan + UBSan, in build/sanitize
+#   make SANITIZE=1 ...  ASan + UBSan, in build/sanitize (-O1, line tables: the reports' file:line)
 #   make OMP=0 ...       without OpenMP
 #   make CUDA=0 ...      skip CUDA even when nvcc is present; CUDA=1 requires it
 #   make CUDA_ARCH=90    GPU architecture (default: read from nvidia-smi, else 90); PTX is embedded too
@@ -30,7 +30,7 @@ THIRD_PARTY ?= third_party_headers
 
 ifeq ($(SANITIZE),1)
   VARIANT := sanitize
-  OPTFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  OPTFLAGS := -O1 -g1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDSAN := -fsanitize=address,undefined
 else ifeq ($(DEBUG),1)
   VARIANT := debug
