@@ -644,8 +644,8 @@ __global__ void dw_grad_finish(float* dw, float* dbias, const float* part, int64
 }
 
 // dx and the partials of dw and dbias in one pass over dout, for k = KS (3,
-// 5). A thread takes VW channels (one 8- or 16-byte access of float, 4 or 8
-// of bf16) and a strip of PX pixels of one row, as dw_stencil_vec4 does: for
+// 5). A thread takes VW = 4 channels (one 16-byte access of float, 8 of
+// bf16) and a strip of PX pixels of one row, as dw_stencil_vec4 does: for
 // each row ky of the flipped stencil it loads the PX + KS - 1 values of dout
 // once and makes dx from them, and the same registers make the taps'
 // gradient. dw[t] = sum_p g(p) x(p + off_t) = sum_p x(p) g(p - off_t), and
@@ -667,20 +667,14 @@ struct Vf {
 };
 template <int N, class T>
 __device__ __forceinline__ Vf<N> ldv(const T* p) {
-  Vf<N> r;
-  if constexpr (N == 2) {
-    const float2 a = vio::ld2(p);
-    r.v[0] = a.x, r.v[1] = a.y;
-  } else {
-    const float4 a = vio::ld4(p);
-    r.v[0] = a.x, r.v[1] = a.y, r.v[2] = a.z, r.v[3] = a.w;
-  }
-  return r;
+  static_assert(N == 4, "vectors of 4 channels");
+  const float4 a = vio::ld4(p);
+  return Vf<N>{{a.x, a.y, a.z, a.w}};
 }
 template <int N, class T>
 __device__ __forceinline__ void stv(T* p, const Vf<N>& a) {
-  if constexpr (N == 2) vio::st2(p, make_float2(a.v[0], a.v[1]));
-  else vio::st4(p, make_float4(a.v[0], a.v[1], a.v[2], a.v[3]));
+  static_assert(N == 4, "vectors of 4 channels");
+  vio::st4(p, make_float4(a.v[0], a.v[1], a.v[2], a.v[3]));
 }
 
 template <int KS, int PX, int VW, int MINB, class T>
@@ -825,14 +819,12 @@ bool dw_backward_fused_launch(T* dx, float* dw, float* dbias, const T* dout, con
   const int kk = (int)(k * k);
   const size_t smem = (size_t)(kk + py) * cx * VW * sizeof(float);
   auto kernel = k == 3 ? dw_backward_fused<3, PX, VW, MINB, T> : dw_backward_fused<5, PX, VW, MINB, T>;
-  // One wave of blocks (each walks its share of the strips): as few partials as fill the GPU.
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, cx * py, smem) != cudaSuccess || per_sm < 1)
-    per_sm = 1;
-  cudaGetLastError();
+  // One wave of blocks (each walks its share of the strips): as few partials
+  // as fill the GPU. The launch bound caps the registers so that MINB blocks
+  // of up to 256 threads fit a multiprocessor.
   const int64_t strips = B * H * ((W + PX - 1) / PX);
   const int nblk = (int)std::max<int64_t>(
-      1, std::min<int64_t>((strips + py - 1) / py, std::max<int64_t>(1, (int64_t)per_sm * sm_count() / ngroups)));
+      1, std::min<int64_t>((strips + py - 1) / py, std::max<int64_t>(1, (int64_t)MINB * sm_count() / ngroups)));
   Tensor part = scratch((int64_t)nblk * (kk + 1) * C);
   kernel<<<dim3((unsigned)nblk, (unsigned)ngroups), dim3((unsigned)cx, (unsigned)py), smem>>>(
       dx, part.f32(), dout, x, w, (int)B, (int)H, (int)W, (int)C, add, pre);

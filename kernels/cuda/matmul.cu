@@ -96,7 +96,6 @@ __global__ void scale_c(float* C, int64_t M, int64_t N, int64_t ldc, int64_t sC,
 
 int grid_for(int64_t n, int threads) { return (int)std::min<int64_t>((n + threads - 1) / threads, 1 << 20); }
 
-
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
 template <int BM, int BN, int BK>

@@ -1,8 +1,7 @@
 // kernels/cuda/vec_io.cuh - loads and stores of an activation stored as float
-// or bf16, seen as float32 by the kernel: one value (ld1, st1), two
-// consecutive ones (ld2, st2: one 8-byte access of float, one 4-byte access
-// of bf16) or four (ld4, st4: one 16-byte access of float, one 8-byte access
-// of bf16); the address must be aligned to that size. Loads go through the
+// or bf16, seen as float32 by the kernel: one value (ld1, st1) or four
+// consecutive ones (ld4, st4: one 16-byte access of float, one 8-byte access
+// of bf16; the address must be aligned to that size). Loads go through the
 // read-only path (__ldg): use them on inputs the kernel does not write. bf16
 // values widen exactly; stores round once, to nearest even. Kernels templated
 // on the storage type T (dwconv_stencil.cuh, layernorm_rows.cuh) call these
@@ -21,14 +20,6 @@ __device__ __forceinline__ float ld1(const float* p) { return __ldg(p); }
 __device__ __forceinline__ float ld1(const __nv_bfloat16* p) { return __bfloat162float(__ldg(p)); }
 __device__ __forceinline__ void st1(float* p, float v) { *p = v; }
 __device__ __forceinline__ void st1(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-__device__ __forceinline__ float2 ld2(const float* p) { return __ldg(reinterpret_cast<const float2*>(p)); }
-__device__ __forceinline__ float2 ld2(const __nv_bfloat16* p) {
-  return __bfloat1622float2(__ldg(reinterpret_cast<const __nv_bfloat162*>(p)));
-}
-__device__ __forceinline__ void st2(float* p, float2 v) { *reinterpret_cast<float2*>(p) = v; }
-__device__ __forceinline__ void st2(__nv_bfloat16* p, float2 v) {
-  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v.x, v.y);
-}
 // v as the storage type T would hold it (bf16: rounded to nearest even, widened back).
 __device__ __forceinline__ float as_stored(const float*, float v) { return v; }
 __device__ __forceinline__ float as_stored(const __nv_bfloat16*, float v) {
