@@ -217,6 +217,18 @@ TEST_CASE("cuda: gemm_bf16 linear-layer shapes, wgmma tile widths and long K", "
           c.bn = 0, c.align16 = false, c.gelu = false;
         }
     }
+  // A bf16 C by TMA stores (16-byte rows, no residual): several tiles a block
+  // (the staging reused), a last 64-column box cut by N and a padded ldc
+  // whose sentinel must survive, row tiles half and wholly past M.
+  if (gpu_major() == 9)
+    for (auto& t : tr)
+      for (int bn : {0, 64, 128, 256}) {
+        Case c{t[0], t[1], 8200, 328, 72};
+        c.c_bf16 = true, c.align16 = true, c.pad = 8;
+        c.bias = bn != 64, c.gelu = bn == 128 || bn == 0;
+        c.path = 7, c.bn = bn;
+        check(c, rng);
+      }
 #endif
 }
 

@@ -148,10 +148,13 @@ void launch_wgmma(const Params& p, int splits) {
   // B: stored [N, K]: boxes 64 k x BN rows, or [K, N]: boxes 64 n x 64 k.
   const CUtensorMap ma = TA ? make_map(p.A, p.K, p.M, p.lda, 64) : make_map(p.A, p.M, p.K, p.lda, WG_BM);
   const CUtensorMap mb = TB ? make_map(p.B, p.N, p.K, p.ldb, BN) : make_map(p.B, p.K, p.N, p.ldb, 64);
+  // C: boxes of 64 columns x 64 rows (a consumer warpgroup's piece holds BN / 64 of them)
+  CUtensorMap mc{};
+  if (p.tmaC) mc = make_map(static_cast<const bf16*>(p.C), p.M, p.N, p.ldc, 64);
   int major = 0;
   const int64_t tiles = ((p.M + WG_BM - 1) / WG_BM) * ((p.N + BN - 1) / BN) * splits;
   const unsigned grid = (unsigned)std::min<int64_t>(tiles, device_sms(&major));  // persistent: one block an SM
-  gemm_wgmma<BN, S, TA, TB><<<grid, WG_THREADS, Cfg::SMEM>>>(ma, mb, p);
+  gemm_wgmma<BN, S, TA, TB><<<grid, WG_THREADS, Cfg::SMEM>>>(ma, mb, mc, p);
   CUDA_CHECK_LAUNCH("gemm_bf16 (wgmma)");
 }
 
@@ -162,19 +165,26 @@ void wgmma_tr(bool ta, bool tb, const Params& p, int splits) {
   });
 }
 
-// Tile width: the widest of 64 / 128 / 256 that N fills and that still gives
-// every SM a block; stages: as many as ~200 KB of shared memory hold.
+// Tile width: 64 for N <= 64; else 128 or 256, whichever gives the fewer
+// waves of tiles over the SMs, counting a tile's time as its width plus 16
+// columns (its A slice, the epilogue's fixed part); 128 when the 256-wide
+// tiles would leave SMs idle. Wave quantisation decides at the models'
+// stage-2 and -3 shapes (25,088 x 256: 196 wide tiles, two waves of which
+// the second a half; 392 narrow ones fill three: 1.25x faster). Stages: as
+// many as fit beside the staging of C in ~210 KB of shared memory.
 int wgmma_bn(const Params& p, int sms) {
+  if (p.N <= 64) return 64;
   const int64_t mt = (p.M + WG_BM - 1) / WG_BM;
-  return p.N <= 64 ? 64 : (p.N <= 128 || mt * ((p.N + 255) / 256) < sms) ? 128 : 256;
+  auto cost = [&](int bn) { return (double)((mt * ((p.N + bn - 1) / bn) + sms - 1) / sms) * (bn + 16); };
+  return p.N <= 128 || mt * ((p.N + 255) / 256) < sms || cost(128) < cost(256) ? 128 : 256;
 }
 void wgmma_path(bool ta, bool tb, const Params& p, int bn, int splits) {
   if (bn == 64)
     wgmma_tr<64, 8>(ta, tb, p, splits);
   else if (bn == 128)
-    wgmma_tr<128, 6>(ta, tb, p, splits);
+    wgmma_tr<128, 5>(ta, tb, p, splits);
   else
-    wgmma_tr<256, 4>(ta, tb, p, splits);
+    wgmma_tr<256, 3>(ta, tb, p, splits);
 }
 #endif
 
@@ -210,7 +220,6 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const
   p.vecB = f32 ? aligned(B32, 16) && ldb % 4 == 0 : aligned(B16, 16) && ldb % 8 == 0;
   const int esz = c_bf16 ? 2 : 4;
   p.pairC = aligned(C, 2 * esz) && ldc % 2 == 0;
-  p.quadC = c_bf16 && aligned(C, 16) && ldc % 8 == 0 && N % 8 == 0;
   p.pairR = epi.residual && aligned(epi.residual, 2 * esz) && epi.ldr % 2 == 0;
   int major = 0;
   const int sms = device_sms(&major);
@@ -251,6 +260,9 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const
   splits = std::max<int64_t>(1, (K + p.kchunk - 1) / p.kchunk);
   p.ws = nullptr;
   p.splits = (int)splits;
+  // wgmma's C by TMA stores: bf16, 16-byte aligned rows (the tensor map's
+  // stride), N even (the bias read in pairs), no residual, no split-K
+  p.tmaC = wg && c_bf16 && aligned(C, 16) && ldc % 8 == 0 && N % 2 == 0 && !epi.residual && splits == 1;
   Tensor ws;
   if (splits > 1) {
     ws = Tensor::empty({splits * M * N}, DType::F32, Device::CUDA);

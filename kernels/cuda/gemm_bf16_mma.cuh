@@ -57,7 +57,7 @@ struct Params {
   bool gelu, c_bf16;
   bool vecA, vecB;       // rows 16-byte aligned: cp.async
   bool pairC, pairR;     // two consecutive columns of C / residual in one access
-  bool quadC;            // bf16 C, 16-byte aligned rows, N % 8 == 0: 8 columns a store (wgmma's epilogue)
+  bool tmaC;             // wgmma: C (bf16, 16-byte aligned rows) written by TMA stores from shared memory
   int splits, kchunk;    // split-K: block z sums k in [z kchunk, (z + 1) kchunk) (a multiple of 64) ...
   float* ws;             // ... into ws[z][M][N], raw (no epilogue); null: one slice, the epilogue into C
 };

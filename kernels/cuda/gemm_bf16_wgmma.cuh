@@ -18,7 +18,9 @@
 //   back (setmaxnreg) so the consumers can hold their 64 x BN accumulators
 //   (BN / 2 floats a thread). The producer does not wait for a tile's
 //   epilogue: it fills the stages with the next tile's slices meanwhile, so
-//   loads and stores of C overlap (what matters when K is short).
+//   loads and stores of C overlap (what matters when K is short). A bf16 C
+//   leaves through shared memory and TMA stores (epilogue_tma), which run on
+//   while the consumers start the next tile.
 // Layouts: TMA writes each piece with the 128-byte swizzle (rows of 64 bf16;
 //   within each 8-row, 1024-byte atom the 16-byte chunks are permuted by the
 //   row index: ldmatrix-free and conflict-free reads for the tensor cores).
@@ -51,7 +53,10 @@ template <int BN, int S>
 struct WgCfg {
   static constexpr int A_BYTES = WG_BM * WG_BK * 2, B_BYTES = BN * WG_BK * 2;
   static constexpr int STAGE = A_BYTES + B_BYTES;
-  static constexpr int SMEM = S * STAGE + 1024;  // + room to align the ring to 1024 bytes
+  // after the ring: each consumer's 64 x BN bf16 piece of C for the TMA store, as 64-column boxes
+  static constexpr int OUT_BOX = 64 * 64 * 2, OUT = 2 * (BN / 64) * OUT_BOX;
+  static constexpr int SMEM = S * STAGE + OUT + 1024;  // + room to align the ring to 1024 bytes
+  static_assert(SMEM <= 227 * 1024, "gemm_wgmma: the ring and the staging of C exceed shared memory");
 };
 
 // ---- PTX wrappers -------------------------------------------------------------------
@@ -82,6 +87,24 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap* map, u
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
       : "memory");
 }
+// The box of the tensor map at (c0, c1) from shared memory at src, in the thread's bulk group.
+__device__ __forceinline__ void tma_store(const CUtensorMap* map, uint32_t src, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(src), "r"(c0), "r"(c1)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Until this thread's bulk stores have read their shared memory (READ) or are complete.
+template <bool READ>
+__device__ __forceinline__ void bulk_wait_all() {
+  if (READ) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+  else asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+}
+// Generic-proxy writes to shared memory made visible to the TMA unit (async proxy).
+__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Barrier `id` (1..15) over `n` threads: one warpgroup, without stopping the others.
+__device__ __forceinline__ void named_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -214,53 +237,48 @@ __device__ __forceinline__ void epilogue_rows(const Params& p, int r, int c, con
     }
   }
 }
-// A bf16 C without a residual, rows 16-byte aligned (Params::quadC): the four
-// lanes of a quad hold columns 2t, 2t + 1 of each 8-column block j of rows r
-// and r + 8; four shuffle rounds give lane t all 8 columns of block 4 q + t
-// (q a group of four blocks), stored as one 16-byte write. A warp's store
-// then writes 64 contiguous bytes of each of its 8 rows instead of 16: the
-// per-pair stores left short-K products (K = 32, 64: a linear layer's
-// forward over 401,408 rows) at a third of cuBLAS, writing C at 1 TB/s.
+// A bf16 C without a residual, one k slice (Params::tmaC), through the Tensor
+// Memory Accelerator: the warpgroup writes its 64 x BN piece of the tile into
+// shared memory as 64-column boxes in the TMA's 128-byte swizzle (row r's
+// 16-byte chunk c at chunk c ^ (r % 8), so a warp's 4-byte writes of one
+// 8-column block fall in 32 distinct banks), and one thread hands the boxes
+// to the TMA unit, which writes them to C (whole 128-byte rows, clipped at
+// C's edges) while the warpgroup goes on to its next tile. That thread first
+// waits until the unit has read the previous tile's boxes. Writing C from
+// registers (8 columns a lane after shuffles in the quad, guarded) took ~900
+// instructions a thread a tile: short-K products (K = 32..128, a linear
+// layer's forward) ran at half of cuBLAS.
 template <int BN>
-__device__ __forceinline__ void epilogue_quads(const Params& p, int r, int c, const float (&d)[BN / 2]) {
-  static_assert(BN % 32 == 0, "epilogue_quads: blocks of 8 columns in groups of 4");
-  const int t = threadIdx.x & 3, base = (threadIdx.x & 31) & ~3;
-  const int n_tile = c - 2 * t;  // the tile's first column
-  const bool in0 = r < p.M, in1 = r + 8 < p.M;
-  bf16* c0 = static_cast<bf16*>(p.C) + (int64_t)r * p.ldc;
-  bf16* c1 = c0 + 8 * p.ldc;
+__device__ __forceinline__ void epilogue_tma(const Params& p, const CUtensorMap* mapC, uint32_t out, int wg, int m0,
+                                             int n0, const float (&d)[BN / 2]) {
+  constexpr int BOX = WgCfg<BN, 1>::OUT_BOX;
+  const int tid = threadIdx.x % 128, g = (tid % 32) / 4, t = tid % 4;
+  if (tid == 0) bulk_wait_all<true>();
+  named_sync(wg, 128);  // the boxes are free
+  const bool bias = p.bias != nullptr, gelu = p.gelu;
+  const float al = p.alpha;
+  const uint32_t row = out + (tid / 32 * 16 + g) * 128 + 4 * t;  // row r of the piece; r + 8 is 1024 bytes on
 #pragma unroll
-  for (int q = 0; q < BN / 32; q++) {
-    uint32_t x0[4], x1[4];  // this lane's pairs of blocks 4q .. 4q + 3, rows r and r + 8
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int j = 4 * q + i;
-      float a0 = p.alpha * d[4 * j], a1 = p.alpha * d[4 * j + 1], b0 = p.alpha * d[4 * j + 2],
-            b1 = p.alpha * d[4 * j + 3];
-      if (p.bias && c + 8 * j < p.N) {
-        const float y0 = __ldg(p.bias + c + 8 * j), y1 = __ldg(p.bias + c + 8 * j + 1);
-        a0 += y0, a1 += y1, b0 += y0, b1 += y1;
-      }
-      if (p.gelu) a0 = act::gelu(a0), a1 = act::gelu(a1), b0 = act::gelu(b0), b1 = act::gelu(b1);
-      x0[i] = mma::pack_bf16(a0, a1), x1[i] = mma::pack_bf16(b0, b1);
+  for (int j = 0; j < BN / 8; j++) {
+    float a0 = al * d[4 * j], a1 = al * d[4 * j + 1], b0 = al * d[4 * j + 2], b1 = al * d[4 * j + 3];
+    const int n = n0 + 8 * j + 2 * t;
+    if (bias && n < p.N) {  // N even: n + 1 < N too
+      const float x0 = __ldg(p.bias + n), x1 = __ldg(p.bias + n + 1);
+      a0 += x0, a1 += x1, b0 += x0, b1 += x1;
     }
-    uint32_t y0[4], y1[4];  // after the rounds: block 4q + t, columns 2s, 2s + 1 from lane s
+    if (gelu) a0 = act::gelu(a0), a1 = act::gelu(a1), b0 = act::gelu(b0), b1 = act::gelu(b1);
+    const uint32_t at = row + (j / 8) * BOX + (((j % 8) ^ g) << 4);
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at), "r"(mma::pack_bf16(a0, a1)) : "memory");
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at + 1024), "r"(mma::pack_bf16(b0, b1)) : "memory");
+  }
+  fence_async_shared();
+  named_sync(wg, 128);  // the piece is written
+  const int m = m0 + (wg - 1) * 64;
+  if (tid == 0 && m < p.M) {
 #pragma unroll
-    for (int k = 0; k < 4; k++) {
-      const int send = (t - k) & 3, from = (t + k) & 3;  // lane t sends its pair of block 4q + send
-      const uint32_t s0 = send == 0 ? x0[0] : send == 1 ? x0[1] : send == 2 ? x0[2] : x0[3];
-      const uint32_t s1 = send == 0 ? x1[0] : send == 1 ? x1[1] : send == 2 ? x1[2] : x1[3];
-      const uint32_t g0 = __shfl_sync(0xffffffffu, s0, base + from), g1 = __shfl_sync(0xffffffffu, s1, base + from);
-      // the pair came from lane `from`: columns 2 from, 2 from + 1 of block 4q + t
-#pragma unroll
-      for (int s = 0; s < 4; s++)
-        if (s == from) y0[s] = g0, y1[s] = g1;
-    }
-    const int col = n_tile + 8 * (4 * q + t);
-    if (col < p.N) {
-      if (in0) *reinterpret_cast<uint4*>(c0 + col) = make_uint4(y0[0], y0[1], y0[2], y0[3]);
-      if (in1) *reinterpret_cast<uint4*>(c1 + col) = make_uint4(y1[0], y1[1], y1[2], y1[3]);
-    }
+    for (int b = 0; b < BN / 64; b++)
+      if (n0 + 64 * b < p.N) tma_store(mapC, out + b * BOX, n0 + 64 * b, m);
+    bulk_commit();
   }
 }
 
@@ -289,7 +307,8 @@ __device__ __forceinline__ void tile_coords(int t, int tm, int tn, int bn, int& 
 
 template <int BN, int S, bool TA, bool TB>
 __global__ void __launch_bounds__(WG_THREADS, 1)
-    gemm_wgmma(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB, Params p) {
+    gemm_wgmma(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
+               const __grid_constant__ CUtensorMap mapC, Params p) {
   using Cfg = WgCfg<BN, S>;
   extern __shared__ __align__(1024) unsigned char wg_smem[];
   __shared__ __align__(8) uint64_t full[S], empty[S];
@@ -365,17 +384,23 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
       if (lane == 0) mbar_arrive(mma::smem_addr(&empty[(it - 1) % S]));  // the tile's last slice
 
       const int r = m0 + (wg - 1) * 64 + warp * 16 + lane / 4, c = n0 + 2 * (lane % 4);
-      if (!p.ws && p.quadC && !p.res)
-        epilogue_quads<BN>(p, r, c, d);
+      if (p.tmaC)
+        epilogue_tma<BN>(p, &mapC, ring + S * Cfg::STAGE + (wg - 1) * (Cfg::OUT / 2), wg, m0, n0, d);
       else if (!p.ws && p.N % 2 == 0 && p.pairC && (!p.res || p.pairR))
         epilogue_fast<BN>(p, r, c, d);
-      else  // split-K slices, odd N or leading dims: element pairs, each guarded
+      else if (p.ws && p.N % 2 == 0) {  // a split-K slice's raw sums, float2 stores into ws[z]
+        Params q = p;
+        q.C = p.ws + (int64_t)z * p.M * p.N, q.ldc = p.N, q.c_bf16 = false;
+        q.alpha = 1.0f, q.bias = nullptr, q.gelu = false, q.res = nullptr;
+        epilogue_fast<BN>(q, r, c, d);
+      } else  // odd N or leading dims: element pairs, each guarded
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
           epilogue2(p, z, r, c + 8 * j, d[4 * j], d[4 * j + 1]);
           epilogue2(p, z, r + 8, c + 8 * j, d[4 * j + 2], d[4 * j + 3]);
         }
     }
+    if (p.tmaC && tid == 0) bulk_wait_all<false>();  // the last tile's stores are done
   }
 }
 
