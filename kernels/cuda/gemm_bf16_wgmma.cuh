@@ -49,12 +49,14 @@ namespace bf16gemm {
 
 constexpr int WG_BM = 128, WG_BK = 64, WG_THREADS = 384;
 
-template <int BN, int S>
+// H: 64-row halves of a tile a consumer warpgroup computes: 1, the two
+// split each tile; 2, each takes whole tiles, the two alternating.
+template <int BN, int S, int H = 1>
 struct WgCfg {
   static constexpr int A_BYTES = WG_BM * WG_BK * 2, B_BYTES = BN * WG_BK * 2;
   static constexpr int STAGE = A_BYTES + B_BYTES;
-  // after the ring: each consumer's 64 x BN bf16 piece of C for the TMA store, as 64-column boxes
-  static constexpr int OUT_BOX = 64 * 64 * 2, OUT = 2 * (BN / 64) * OUT_BOX;
+  // after the ring: each consumer's H x 64 x BN bf16 piece of C for the TMA store, as 64-column boxes
+  static constexpr int OUT_BOX = 64 * 64 * 2, OUT = 2 * H * (BN / 64) * OUT_BOX;
   static constexpr int SMEM = S * STAGE + OUT + 1024;  // + room to align the ring to 1024 bytes
   static_assert(SMEM <= 227 * 1024, "gemm_wgmma: the ring and the staging of C exceed shared memory");
 };
@@ -248,36 +250,43 @@ __device__ __forceinline__ void epilogue_rows(const Params& p, int r, int c, con
 // registers (8 columns a lane after shuffles in the quad, guarded) took ~900
 // instructions a thread a tile: short-K products (K = 32..128, a linear
 // layer's forward) ran at half of cuBLAS.
-template <int BN>
+// The warpgroup's H halves: rows m0 + 64 h.
+template <int BN, int H>
 __device__ __forceinline__ void epilogue_tma(const Params& p, const CUtensorMap* mapC, uint32_t out, int wg, int m0,
-                                             int n0, const float (&d)[BN / 2]) {
-  constexpr int BOX = WgCfg<BN, 1>::OUT_BOX;
+                                             int n0, const float (&dd)[H][BN / 2]) {
+  constexpr int BOX = WgCfg<BN, 1>::OUT_BOX, PIECE = BN / 64 * BOX;
   const int tid = threadIdx.x % 128, g = (tid % 32) / 4, t = tid % 4;
   if (tid == 0) bulk_wait_all<true>();
   named_sync(wg, 128);  // the boxes are free
   const bool bias = p.bias != nullptr, gelu = p.gelu;
   const float al = p.alpha;
-  const uint32_t row = out + (tid / 32 * 16 + g) * 128 + 4 * t;  // row r of the piece; r + 8 is 1024 bytes on
 #pragma unroll
-  for (int j = 0; j < BN / 8; j++) {
-    float a0 = al * d[4 * j], a1 = al * d[4 * j + 1], b0 = al * d[4 * j + 2], b1 = al * d[4 * j + 3];
-    const int n = n0 + 8 * j + 2 * t;
-    if (bias && n < p.N) {  // N even: n + 1 < N too
-      const float x0 = __ldg(p.bias + n), x1 = __ldg(p.bias + n + 1);
-      a0 += x0, a1 += x1, b0 += x0, b1 += x1;
+  for (int h = 0; h < H; h++) {
+    const float(&d)[BN / 2] = dd[h];
+    // row r of the half; r + 8 is 1024 bytes on
+    const uint32_t row = out + h * PIECE + (tid / 32 * 16 + g) * 128 + 4 * t;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+      float a0 = al * d[4 * j], a1 = al * d[4 * j + 1], b0 = al * d[4 * j + 2], b1 = al * d[4 * j + 3];
+      const int n = n0 + 8 * j + 2 * t;
+      if (bias && n < p.N) {  // N even: n + 1 < N too
+        const float x0 = __ldg(p.bias + n), x1 = __ldg(p.bias + n + 1);
+        a0 += x0, a1 += x1, b0 += x0, b1 += x1;
+      }
+      if (gelu) a0 = act::gelu(a0), a1 = act::gelu(a1), b0 = act::gelu(b0), b1 = act::gelu(b1);
+      const uint32_t at = row + (j / 8) * BOX + (((j % 8) ^ g) << 4);
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at), "r"(mma::pack_bf16(a0, a1)) : "memory");
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at + 1024), "r"(mma::pack_bf16(b0, b1)) : "memory");
     }
-    if (gelu) a0 = act::gelu(a0), a1 = act::gelu(a1), b0 = act::gelu(b0), b1 = act::gelu(b1);
-    const uint32_t at = row + (j / 8) * BOX + (((j % 8) ^ g) << 4);
-    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at), "r"(mma::pack_bf16(a0, a1)) : "memory");
-    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at + 1024), "r"(mma::pack_bf16(b0, b1)) : "memory");
   }
   fence_async_shared();
   named_sync(wg, 128);  // the piece is written
-  const int m = m0 + (wg - 1) * 64;
-  if (tid == 0 && m < p.M) {
+  if (tid == 0) {
 #pragma unroll
-    for (int b = 0; b < BN / 64; b++)
-      if (n0 + 64 * b < p.N) tma_store(mapC, out + b * BOX, n0 + 64 * b, m);
+    for (int h = 0; h < H; h++)
+#pragma unroll
+      for (int b = 0; b < BN / 64; b++)
+        if (m0 + 64 * h < p.M && n0 + 64 * b < p.N) tma_store(mapC, out + h * PIECE + b * BOX, n0 + 64 * b, m0 + 64 * h);
     bulk_commit();
   }
 }
@@ -305,11 +314,11 @@ __device__ __forceinline__ void tile_coords(int t, int tm, int tn, int bn, int& 
   n0 = ((t % (8 * tn)) / gsz) * bn;
 }
 
-template <int BN, int S, bool TA, bool TB>
+template <int BN, int S, bool TA, bool TB, int H = 1>
 __global__ void __launch_bounds__(WG_THREADS, 1)
     gemm_wgmma(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
                const __grid_constant__ CUtensorMap mapC, Params p) {
-  using Cfg = WgCfg<BN, S>;
+  using Cfg = WgCfg<BN, S, H>;
   extern __shared__ __align__(1024) unsigned char wg_smem[];
   __shared__ __align__(8) uint64_t full[S], empty[S];
   const uint32_t ring = (mma::smem_addr(wg_smem) + 1023) & ~1023u;
@@ -317,7 +326,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
   const int tm = (p.M + WG_BM - 1) / WG_BM, tn = (p.N + BN - 1) / BN;
   const int ntiles = tm * tn * p.splits;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < S; s++) mbar_init(mma::smem_addr(&full[s]), 1), mbar_init(mma::smem_addr(&empty[s]), 8);
+    for (int s = 0; s < S; s++) mbar_init(mma::smem_addr(&full[s]), 1), mbar_init(mma::smem_addr(&empty[s]), 4 * (3 - H));
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
@@ -352,53 +361,72 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         }
       }
     }
-  } else {  // consumers: warpgroup 1 rows 0-63 of each tile, warpgroup 2 rows 64-127
+  } else {  // consumers: H = 1, warpgroup 1 rows 0-63 of each tile, warpgroup 2 rows 64-127; H = 2, whole
+            // tiles, warpgroup 1 the block's even ones, 2 the odd ones
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     const int warp = tid / 32, lane = tid % 32;
-    int it = 0;
-    for (int t = blockIdx.x; t < ntiles; t += gridDim.x) {
+    const uint32_t out = ring + S * Cfg::STAGE + (wg - 1) * (Cfg::OUT / 2);  // this warpgroup's staging of C
+    int it = 0, j = 0;
+    for (int t = blockIdx.x; t < ntiles; t += gridDim.x, j++) {
       int z, m0, n0;
       tile_coords(t, tm, tn, BN, z, m0, n0);
       const int kbeg = z * p.kchunk, nk = (min(p.K, kbeg + p.kchunk) - kbeg + WG_BK - 1) / WG_BK;
-      float d[BN / 2];
+      if (H == 2 && j % 2 != wg - 1) {  // the other warpgroup's tile: its slices go by
+        it += nk;
+        continue;
+      }
+      const int mw = m0 + (H == 1 ? (wg - 1) * 64 : 0);  // this warpgroup's first row
+      float d[H][BN / 2];
 #pragma unroll
-      for (int i = 0; i < BN / 2; i++) d[i] = 0.0f;
+      for (int h = 0; h < H; h++)
+#pragma unroll
+        for (int i = 0; i < BN / 2; i++) d[h][i] = 0.0f;
       for (int kt = 0; kt < nk; kt++, it++) {
         const int s = it % S;
         mbar_wait(mma::smem_addr(&full[s]), (it / S) & 1);
-        const uint32_t a = ring + s * Cfg::STAGE + (wg - 1) * 8192, b = ring + s * Cfg::STAGE + Cfg::A_BYTES;
+        const uint32_t a = ring + s * Cfg::STAGE + (H == 1 ? (wg - 1) * 8192 : 0),
+                       b = ring + s * Cfg::STAGE + Cfg::A_BYTES;
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < WG_BK / 16; kk++) {
-          // K-major: the next 16 k are 32 bytes along the (swizzled) rows; MN-major: 16 rows further.
-          const uint64_t da = TA ? smem_desc(a + kk * 2048, 8192, 1024) : smem_desc(a + kk * 32, 16, 1024);
-          const uint64_t db = TB ? smem_desc(b + kk * 32, 16, 1024) : smem_desc(b + kk * 2048, 8192, 1024);
-          wgmma_tile<BN, TA ? 1 : 0, TB ? 0 : 1>(d, da, db);
-        }
+        for (int kk = 0; kk < WG_BK / 16; kk++)
+#pragma unroll
+          for (int h = 0; h < H; h++) {
+            // K-major: the next 16 k are 32 bytes along the (swizzled) rows; MN-major: 16 rows further.
+            const uint32_t ah = a + h * 8192;
+            const uint64_t da = TA ? smem_desc(ah + kk * 2048, 8192, 1024) : smem_desc(ah + kk * 32, 16, 1024);
+            const uint64_t db = TB ? smem_desc(b + kk * 32, 16, 1024) : smem_desc(b + kk * 2048, 8192, 1024);
+            wgmma_tile<BN, TA ? 1 : 0, TB ? 0 : 1>(d[h], da, db);
+          }
         wgmma_commit();
         wgmma_wait<1>();  // the previous slice's products are done: its stage may be refilled
-        // One arrival per warp (8 expected): 256 arrivals on one shared word serialise.
+        // One arrival per warp (4 (3 - H) expected): 256 arrivals on one shared word serialise.
         if (kt > 0 && lane == 0) mbar_arrive(mma::smem_addr(&empty[(it - 1) % S]));
       }
       wgmma_wait<0>();
       if (lane == 0) mbar_arrive(mma::smem_addr(&empty[(it - 1) % S]));  // the tile's last slice
 
-      const int r = m0 + (wg - 1) * 64 + warp * 16 + lane / 4, c = n0 + 2 * (lane % 4);
-      if (p.tmaC)
-        epilogue_tma<BN>(p, &mapC, ring + S * Cfg::STAGE + (wg - 1) * (Cfg::OUT / 2), wg, m0, n0, d);
-      else if (!p.ws && p.N % 2 == 0 && p.pairC && (!p.res || p.pairR))
-        epilogue_fast<BN>(p, r, c, d);
-      else if (p.ws && p.N % 2 == 0) {  // a split-K slice's raw sums, float2 stores into ws[z]
-        Params q = p;
-        q.C = p.ws + (int64_t)z * p.M * p.N, q.ldc = p.N, q.c_bf16 = false;
-        q.alpha = 1.0f, q.bias = nullptr, q.gelu = false, q.res = nullptr;
-        epilogue_fast<BN>(q, r, c, d);
-      } else  // odd N or leading dims: element pairs, each guarded
+      if (p.tmaC) {
+        epilogue_tma<BN, H>(p, &mapC, out, wg, mw, n0, d);
+        continue;
+      }
 #pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-          epilogue2(p, z, r, c + 8 * j, d[4 * j], d[4 * j + 1]);
-          epilogue2(p, z, r + 8, c + 8 * j, d[4 * j + 2], d[4 * j + 3]);
+      for (int h = 0; h < H; h++) {
+        const int r = mw + 64 * h + warp * 16 + lane / 4, c = n0 + 2 * (lane % 4);
+        if (!p.ws && p.N % 2 == 0 && p.pairC && (!p.res || p.pairR)) {
+          epilogue_fast<BN>(p, r, c, d[h]);
+        } else if (p.ws && p.N % 2 == 0) {  // a split-K slice's raw sums, float2 stores into ws[z]
+          Params q = p;
+          q.C = p.ws + (int64_t)z * p.M * p.N, q.ldc = p.N, q.c_bf16 = false;
+          q.alpha = 1.0f, q.bias = nullptr, q.gelu = false, q.res = nullptr;
+          epilogue_fast<BN>(q, r, c, d[h]);
+        } else {  // odd N or leading dims: element pairs, each guarded
+#pragma unroll
+          for (int jj = 0; jj < BN / 8; jj++) {
+            epilogue2(p, z, r, c + 8 * jj, d[h][4 * jj], d[h][4 * jj + 1]);
+            epilogue2(p, z, r + 8, c + 8 * jj, d[h][4 * jj + 2], d[h][4 * jj + 3]);
+          }
         }
+      }
     }
     if (p.tmaC && tid == 0) bulk_wait_all<false>();  // the last tile's stores are done
   }
