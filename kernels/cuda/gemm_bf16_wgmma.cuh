@@ -16,7 +16,9 @@
 //   4 wgmma m64nBNk16 (asynchronous; one wgmma group stays in flight), then
 //   marks the previous slice's stage empty. The producer gives registers
 //   back (setmaxnreg) so the consumers can hold their 64 x BN accumulators
-//   (BN / 2 floats a thread). The producer does not wait for a tile's
+//   (BN / 2 floats a thread). With H = 2 (64-wide tiles of short-K
+//   products) each consumer takes whole tiles instead, the two taking turns,
+//   so that one stores while the other multiplies (BN floats a thread). The producer does not wait for a tile's
 //   epilogue: it fills the stages with the next tile's slices meanwhile, so
 //   loads and stores of C overlap (what matters when K is short). A bf16 C
 //   leaves through shared memory and TMA stores (epilogue_tma), which run on
@@ -239,7 +241,7 @@ __device__ __forceinline__ void epilogue_rows(const Params& p, int r, int c, con
     }
   }
 }
-// A bf16 C without a residual, one k slice (Params::tmaC), through the Tensor
+// A bf16 C without a residual, no split-K (Params::tmaC), through the Tensor
 // Memory Accelerator: the warpgroup writes its 64 x BN piece of the tile into
 // shared memory as 64-column boxes in the TMA's 128-byte swizzle (row r's
 // 16-byte chunk c at chunk c ^ (r % 8), so a warp's 4-byte writes of one
