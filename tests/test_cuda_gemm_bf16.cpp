@@ -229,6 +229,29 @@ TEST_CASE("cuda: gemm_bf16 linear-layer shapes, wgmma tile widths and long K", "
         c.path = 7, c.bn = bn;
         check(c, rng);
       }
+  // More tiles than SMs (133 row tiles over 132 blocks: the second consumer
+  // warpgroup's whole tiles where 64-wide short-K tiles alternate, the
+  // 256-wide staging reused), each epilogue: TMA stores with bias and GELU,
+  // float C with a residual (stores from registers), a box wider than N,
+  // and M below one 64-row half.
+  if (gpu_major() == 9) {
+    struct More {
+      int64_t M, N, K;
+      int bn;
+      bool c_bf16, bias, gelu;
+      int residual;
+    };
+    const More more[] = {{17000, 64, 64, 0, true, true, true, 0},   {17000, 64, 64, 0, false, true, false, 1},
+                         {17000, 32, 40, 0, true, false, false, 0}, {17000, 328, 72, 256, true, true, false, 0},
+                         {40, 136, 64, 0, true, true, true, 0}};
+    for (auto& m : more)
+      for (auto& t : tr) {
+        Case c{t[0], t[1], m.M, m.N, m.K};
+        c.c_bf16 = m.c_bf16, c.bias = m.bias, c.gelu = m.gelu, c.residual = m.residual;
+        c.align16 = true, c.pad = 8, c.path = 7, c.bn = m.bn;
+        check(c, rng);
+      }
+  }
 #endif
 }
 

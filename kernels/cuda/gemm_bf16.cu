@@ -149,7 +149,7 @@ void launch_wgmma(const Params& p, int splits) {
   // B: stored [N, K]: boxes 64 k x BN rows, or [K, N]: boxes 64 n x 64 k.
   const CUtensorMap ma = TA ? make_map(p.A, p.K, p.M, p.lda, 64) : make_map(p.A, p.M, p.K, p.lda, WG_BM);
   const CUtensorMap mb = TB ? make_map(p.B, p.N, p.K, p.ldb, BN) : make_map(p.B, p.K, p.N, p.ldb, 64);
-  // C: boxes of 64 columns x 64 rows (a consumer warpgroup's piece holds BN / 64 of them)
+  // C: boxes of 64 columns x 64 rows (a consumer warpgroup's piece of a tile holds H BN / 64 of them)
   CUtensorMap mc{};
   if (p.tmaC) mc = make_map(static_cast<const bf16*>(p.C), p.M, p.N, p.ldc, 64);
   int major = 0;
@@ -172,7 +172,7 @@ void wgmma_tr(bool ta, bool tb, const Params& p, int splits) {
 // tiles would leave SMs idle. Wave quantisation decides at the models'
 // stage-2 and -3 shapes (25,088 x 256: 196 wide tiles, two waves of which
 // the second a half; 392 narrow ones fill three: 1.25x faster). Stages: as
-// many as fit beside the staging of C in ~210 KB of shared memory.
+// many as fit beside the staging of C in the 227 KB a block may have.
 int wgmma_bn(const Params& p, int sms) {
   if (p.N <= 64) return 64;
   const int64_t mt = (p.M + WG_BM - 1) / WG_BM;
@@ -185,7 +185,11 @@ void wgmma_path(bool ta, bool tb, const Params& p, int bn, int splits) {
   // 128 x 64 tiles, the two alternating, so one's stores overlap the other's
   // products (1.08-1.16x at 401,408 x 64 x 64 and x 32 x 32). At 128-wide
   // tiles the same split was slower (0.85x at 401,408 x 128 x 32): kept to 64.
+  // A warpgroup passes over the other's tiles without waiting on their
+  // stages, so its next wait must not be two uses of a stage ahead: a tile's
+  // slices + 1 <= the stages (K <= 256: 4 slices, 7 stages).
   if (bn == 64 && !ta && p.K <= 256) {
+    static_assert(256 / WG_BK + 1 <= 7, "gemm_bf16: H = 2 needs a tile's slices + 1 <= the stages");
     if (tb) launch_wgmma<64, 7, false, true, 2>(p, splits);
     else launch_wgmma<64, 7, false, false, 2>(p, splits);
     return;

@@ -6,14 +6,14 @@
 // the lab's version 7 (kernels/lab/gemm_cuda.cu) runs it through
 // cuda::gemm_bf16 with this kernel forced.
 //
-// gemm_wgmma<BN, S, TA, TB>: 384 threads = 3 warpgroups per block, one block
+// gemm_wgmma<BN, S, TA, TB, H>: 384 threads = 3 warpgroups per block, one block
 //   per SM (persistent), each walking 128 x BN tiles of C. Warpgroup 0 is the producer: one thread issues, per
 //   64-deep k slice, the TMA copies of A's 128 x 64 and B's BN x 64 pieces into
 //   stage s = slice % S, announcing the bytes on the stage's "full" barrier;
 //   it first waits on the stage's "empty" barrier until the consumers are
 //   done with the slice that used it S slices ago. Warpgroups 1 and 2 are the
 //   consumers, rows 0-63 and 64-127 of the tile: each waits on "full", issues
-//   4 wgmma m64nBNk16 (asynchronous; one wgmma group stays in flight), then
+//   4 H wgmma m64nBNk16 (asynchronous; one wgmma group stays in flight), then
 //   marks the previous slice's stage empty. The producer gives registers
 //   back (setmaxnreg) so the consumers can hold their 64 x BN accumulators
 //   (BN / 2 floats a thread). With H = 2 (64-wide tiles of short-K
@@ -33,8 +33,10 @@
 //   8-row atoms (SBO, 1024) and, MN-major, between 64-column boxes (LBO).
 // Edges: the tensor map knows the matrix's size; TMA fills everything
 //   outside with zeros, so odd M, N and K need nothing here but the guarded
-//   epilogue. Split-K slices are multiples of 64 long, so they never overlap. Leading dims must be multiples of 8 (16-byte rows): the host
-//   falls back to gemm_mma otherwise.
+//   epilogue. Split-K slices are multiples of 64 long, so they never overlap.
+//   A's and B's leading dims must be multiples of 8 (16-byte rows): the host
+//   falls back to gemm_mma otherwise; C's too for the TMA store, else C is
+//   written from registers.
 #pragma once
 #if defined(NALA_SM90A)
 #include <cuda.h>
@@ -242,7 +244,7 @@ __device__ __forceinline__ void epilogue_rows(const Params& p, int r, int c, con
   }
 }
 // A bf16 C without a residual, no split-K (Params::tmaC), through the Tensor
-// Memory Accelerator: the warpgroup writes its 64 x BN piece of the tile into
+// Memory Accelerator: the warpgroup writes its H x 64 x BN piece of the tile into
 // shared memory as 64-column boxes in the TMA's 128-byte swizzle (row r's
 // 16-byte chunk c at chunk c ^ (r % 8), so a warp's 4-byte writes of one
 // 8-column block fall in 32 distinct banks), and one thread hands the boxes
