@@ -42,10 +42,32 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
+// What a node keeps of an interior input (one with a history): its history,
+// shape, strides and dtype, no storage. The engine needs no more of it (the
+// path to the next node, the checks of the gradient's shape and dtype); a
+// backward function that reads the input's values saves them itself,
+// detached. Keeping the tensor kept every op's result alive until backward
+// reached the ops that consumed it, read or not: the attention output held
+// by LePE's residual add, q and k by their contiguous copies, a SiLU's
+// output by the pooling after it. Leaves stay whole: their .grad is written
+// through the node.
+static Tensor history_of(const Tensor& t) {
+  auto m = std::make_shared<TensorImpl>();
+  m->shape = t.shape();
+  m->strides = t.strides();
+  m->offset = t.offset();
+  m->dtype = t.dtype();
+  m->requires_grad = true;
+  m->grad_fn = t.grad_fn();
+  return Tensor(std::move(m));
+}
+
 Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backward) {
   if (!needs_grad(inputs)) return out;
   auto node = std::make_shared<Node>();
   node->op = op;
+  for (Tensor& t : inputs)
+    if (t.defined() && t.grad_fn()) t = history_of(t);
   node->inputs = std::move(inputs);
   node->backward = std::move(backward);
   out.set_grad_fn(node);

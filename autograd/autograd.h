@@ -45,7 +45,11 @@ using ScatterFn = std::function<void(Tensor& slot, const Tensor& grad_out)>;
 
 struct Node {
   OpId op;
-  std::vector<Tensor> inputs;  // same order as the gradients BackwardFn returns
+  // Same order as the gradients BackwardFn returns. An input with a history
+  // is kept as that history alone (grad_fn, shape, strides, dtype; no
+  // storage: its device() is unknown): a backward function saves, detached,
+  // the values it reads, so nothing else keeps an op's result alive.
+  std::vector<Tensor> inputs;
   BackwardFn backward;
   ScatterFn scatter;  // optional (see ScatterFn); only for nodes with one input
   Node() = default;

@@ -129,6 +129,7 @@ int64_t* Tensor::i64() const {
 std::string Tensor::desc() const {
   if (!impl_) return "undefined";
   std::string s = std::string(dtype_name(dtype())) + shape_str(shape());
+  if (!impl_->storage) return s + " (no data: a node's record of an input)";
   if (device() != Device::CPU) s += std::string("@") + device_name(device());
   return s;
 }

@@ -278,6 +278,33 @@ TEST_CASE("elementwise: shared subexpression accumulates", "[elementwise]") {
   REQUIRE_CLOSE(x.grad().to_vector(), ref, 1e-6, 1e-6);
 }
 
+TEST_CASE("autograd: a node keeps an interior input's history, not its data", "[elementwise][autograd]") {
+  Rng rng(18);
+  Tensor x = randn({5, 3}, rng, 1.0f, true);
+  // add's backward reads neither input: once the caller drops a = x * x, its
+  // buffer goes, while the graph through it still reaches x.
+  Tensor a = mul(x, x);
+  std::weak_ptr<Storage> wa = a.storage();
+  Tensor c = add(a, x);
+  a = Tensor();
+  REQUIRE(wa.expired());
+  REQUIRE(c.grad_fn()->inputs[0].grad_fn() != nullptr);
+  REQUIRE(c.grad_fn()->inputs[0].shape() == Shape{5, 3});
+  REQUIRE(c.grad_fn()->inputs[0].desc().find("f32[5, 3]") == 0);  // error messages still name it
+  REQUIRE(c.grad_fn()->inputs[1].same(x));                         // a leaf stays whole
+  // mul's backward reads both inputs: b = x * x stays alive through what it saved.
+  Tensor b = mul(x, x);
+  std::weak_ptr<Storage> wb = b.storage();
+  Tensor d = mul(b, b);
+  b = Tensor();
+  REQUIRE(!wb.expired());
+  backward(add(c, d), Tensor::ones({5, 3}));  // d/dx (x^2 + x + x^4) = 2x + 1 + 4x^3
+  std::vector<float> ref;
+  for (float v : x.to_vector()) ref.push_back(2 * v + 1 + 4 * v * v * v);
+  REQUIRE_CLOSE(x.grad().to_vector(), ref, 1e-5, 1e-5);
+  REQUIRE(wb.expired());  // released with the graph
+}
+
 TEST_CASE("elementwise: gradients handed on without a copy are never written through", "[elementwise][autograd]") {
   Rng rng(19);
   auto vals = [](const Tensor& t) { return t.to_vector(); };
